@@ -1,0 +1,3 @@
+"""custsync: keeps customer data consistent across the systems a company runs."""
+
+__version__ = "0.1.0"

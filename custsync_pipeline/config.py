@@ -1,0 +1,186 @@
+"""The sync config: one YAML file loaded into validated pydantic models.
+
+It names the connectors (type, base URL, the env vars that hold their
+credentials, their role in the flow and the aspects they give), the identity
+rules, the survivorship flow and ownership, and the publish targets. A bad
+file stops with a message naming the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("sync_config.yaml")
+CONFIG_ENV_VAR = "CUSTSYNC_CONFIG"
+
+ASPECTS = (
+    "name",
+    "contact_persons",
+    "addresses",
+    "customer_attributes",
+    "address_attributes",
+    "contact_person_attributes",
+    "customer_contact_details",
+    "address_contact_details",
+    "contact_person_contact_details",
+    "attachments",
+    "consents",
+    "loyalty",
+)
+
+
+class ConfigError(ValueError):
+    """The sync config is unreadable or invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConnectorConfig(_Strict):
+    """One system custsync reads from and/or writes to."""
+
+    type: str = Field(description="connector module: salesforce, voucherify, voyado, exact, icomm, rest, file")
+    base_url: str = Field(default="", description="API root, e.g. http://127.0.0.1:8701")
+    credentials: dict[str, str] = Field(
+        default_factory=dict,
+        description="credential name -> NAME of the env var holding it (never the secret itself)",
+    )
+    role: Literal["source", "enrichment", "target"] = "enrichment"
+    aspects: list[str] = Field(default_factory=lambda: ["name", "customer_contact_details"])
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict, description="connector-specific settings")
+
+    @field_validator("aspects")
+    @classmethod
+    def _known_aspects(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(ASPECTS))
+        if unknown:
+            raise ValueError(f"unknown aspect(s) {unknown}; known: {list(ASPECTS)}")
+        return value
+
+    @field_validator("credentials")
+    @classmethod
+    def _env_var_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, env_name in value.items():
+            if not env_name or not env_name.replace("_", "").isalnum() or env_name != env_name.upper():
+                raise ValueError(
+                    f"credentials.{key} must name an environment variable (UPPER_CASE), "
+                    "not hold a secret"
+                )
+        return value
+
+
+class IdentifierRule(_Strict):
+    """One identifier type used to link records (Segment Unify / Hightouch style)."""
+
+    name: str
+    columns: list[str] = Field(description="canonical column(s); several form one composite key")
+    priority: int = Field(ge=1, description="1 = strongest")
+    max_per_golden: int | None = Field(default=None, ge=1, description="limit of distinct values per golden record")
+    blocked_values: list[str] = Field(default_factory=list)
+    blocked_patterns: list[str] = Field(default_factory=list, description="regexes, matched against the normalized value")
+    max_records_per_value: int | None = Field(
+        default=None, ge=2, description="a value shared by more records than this is not a link"
+    )
+
+
+class IdentityConfig(_Strict):
+    identifiers: list[IdentifierRule]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> IdentityConfig:
+        names = [r.name for r in self.identifiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"identifier name(s) repeated: {dupes}")
+        return self
+
+
+class FlowStep(_Strict):
+    connector: str
+    aspects: list[str] = Field(default_factory=list)
+
+
+class FlowConfig(_Strict):
+    """Seed 001: a source (``current_data`` or a connector) then ordered enrichment steps."""
+
+    source: str
+    enrichments: list[FlowStep] = Field(default_factory=list)
+    ownership: dict[str, str] = Field(
+        default_factory=dict, description="golden field -> the only connector allowed to set it"
+    )
+
+
+class PublishTarget(_Strict):
+    connector: str
+    fields: list[str] = Field(description="golden fields this target subscribes to")
+    batch_size: int | None = Field(default=None, ge=1)
+
+
+class SyncConfig(_Strict):
+    state_db_url: str = Field(
+        default="sqlite:///.custsync/state.sqlite",
+        description="SQLAlchemy URL of the state DB; env CUSTSYNC_STATE_DB_URL overrides",
+    )
+    connectors: dict[str, ConnectorConfig]
+    identity: IdentityConfig
+    flow: FlowConfig
+    publish: list[PublishTarget] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> SyncConfig:
+        names = set(self.connectors)
+        if self.flow.source != "current_data" and self.flow.source not in names:
+            raise ValueError(f"flow.source: {self.flow.source!r} is not a configured connector")
+        for i, step in enumerate(self.flow.enrichments):
+            if step.connector not in names:
+                raise ValueError(f"flow.enrichments[{i}].connector: {step.connector!r} is not a configured connector")
+        for fld, owner in self.flow.ownership.items():
+            if owner not in names:
+                raise ValueError(f"flow.ownership.{fld}: {owner!r} is not a configured connector")
+        for i, target in enumerate(self.publish):
+            if target.connector not in names:
+                raise ValueError(f"publish[{i}].connector: {target.connector!r} is not a configured connector")
+        return self
+
+    def enabled_connectors(self) -> dict[str, ConnectorConfig]:
+        return {n: c for n, c in self.connectors.items() if c.enabled}
+
+    def flow_order(self) -> list[str]:
+        """Connectors in flow order: the source first, then enrichments (later wins)."""
+        order = [] if self.flow.source == "current_data" else [self.flow.source]
+        order += [s.connector for s in self.flow.enrichments if s.connector not in order]
+        return order
+
+
+def _format_error(err: ValidationError, path: Path) -> str:
+    lines = [f"invalid sync config {path}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_sync_config(path: str | Path | None = None) -> SyncConfig:
+    """Load and validate the sync config (``$CUSTSYNC_CONFIG`` or the packaged default)."""
+    cfg_path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    try:
+        data = yaml.safe_load(cfg_path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"sync config not found: {cfg_path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sync config {cfg_path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"sync config {cfg_path}: top level must be a mapping")
+    if os.environ.get("CUSTSYNC_STATE_DB_URL"):
+        data["state_db_url"] = os.environ["CUSTSYNC_STATE_DB_URL"]
+    try:
+        return SyncConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, cfg_path)) from None

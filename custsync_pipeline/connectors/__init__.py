@@ -1,0 +1,1 @@
+"""Connectors: one module per system, the shared HTTP layer and the generic REST and file connectors."""

@@ -1,0 +1,1 @@
+"""The domain core: pure functions on pandas DataFrames (no Dagster, no I/O)."""

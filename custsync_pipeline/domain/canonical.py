@@ -1,0 +1,117 @@
+"""The canonical customer model: column names, dtypes and the identifier columns.
+
+Every connector maps its payload onto these columns (``to_canonical``); every
+later step (normalization, validation, identity, survivorship, deltas) reads
+and writes frames with these columns only.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+# Single-valued fields of one source record. Cross-system references map onto
+# the same column as the referenced system's own id (a Salesforce
+# ``Customer_Number__c`` and an Exact Online ``Code`` both land in
+# ``customer_number``), so identity keys need no per-pair wiring.
+STRING_COLUMNS: tuple[str, ...] = (
+    "connector",  # connector name from the sync config, e.g. "salesforce"
+    "source_id",  # the record's id in its own system (Salesforce Id, Voucherify id ...)
+    "object_type",  # Contact / Account / Lead / customer / contact ...
+    "kind",  # "person" | "company"
+    "first_name",
+    "last_name",
+    "company_name",
+    "email",  # normalized (trimmed, lower-cased, syntax-checked) or <NA>
+    "email_raw",  # as received
+    "phone",  # E.164 or <NA>
+    "phone_raw",  # as received
+    "country",  # ISO 3166-1 alpha-2 (the record's market)
+    "language",  # ISO 639-1
+    "store_code",
+    "city",
+    "postal_code",
+    "street",
+    # identifiers and cross-system references
+    "salesforce_id",
+    "voyado_id",
+    "voucherify_id",
+    "voucherify_source_id",
+    "customer_number",  # Exact Online Account Code
+    "exact_id",
+    "web_user_id",
+    "icomm_user_id",  # Icomm UserId (combined with store_code into one key)
+    "katana_id",
+    "custsync_id",  # golden id stamped into a target by a previous publish
+    # consents (yes / no / <NA>) and loyalty
+    "email_consent",
+    "sms_consent",
+    "loyalty_tier",
+    "loyalty_status",
+)
+DATETIME_COLUMNS: tuple[str, ...] = ("updated_at", "created_at", "email_consent_at")
+NUMERIC_COLUMNS: tuple[str, ...] = ("loyalty_points",)
+BOOL_COLUMNS: tuple[str, ...] = ("is_deleted",)
+
+CANONICAL_COLUMNS: tuple[str, ...] = (
+    STRING_COLUMNS + DATETIME_COLUMNS + NUMERIC_COLUMNS + BOOL_COLUMNS
+)
+
+# Columns a golden record carries (everything but per-source bookkeeping).
+GOLDEN_FIELDS: tuple[str, ...] = (
+    "kind",
+    "first_name",
+    "last_name",
+    "company_name",
+    "email",
+    "phone",
+    "country",
+    "language",
+    "store_code",
+    "city",
+    "postal_code",
+    "street",
+    "customer_number",
+    "web_user_id",
+    "email_consent",
+    "sms_consent",
+    "loyalty_tier",
+    "loyalty_status",
+    "loyalty_points",
+)
+
+
+def empty_canonical(n: int = 0) -> pd.DataFrame:
+    """A canonical frame of ``n`` all-missing rows with the right dtypes."""
+    data: dict[str, pd.Series] = {}
+    for col in STRING_COLUMNS:
+        data[col] = pd.Series([pd.NA] * n, dtype="string")
+    for col in DATETIME_COLUMNS:
+        data[col] = pd.Series([pd.NaT] * n, dtype="datetime64[ns, UTC]")
+    for col in NUMERIC_COLUMNS:
+        data[col] = pd.Series([float("nan")] * n, dtype="float64")
+    for col in BOOL_COLUMNS:
+        data[col] = pd.Series([False] * n, dtype="bool")
+    return pd.DataFrame(data)
+
+
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` with every canonical column present, in order, with canonical dtypes.
+
+    Missing columns are added empty; extra columns are dropped. Values are not
+    normalized here (that is ``domain.normalize``), only typed.
+    """
+    out = empty_canonical(len(frame))
+    out.index = frame.index
+    for col in CANONICAL_COLUMNS:
+        if col not in frame.columns:
+            continue
+        src = frame[col]
+        if col in STRING_COLUMNS:
+            out[col] = src.astype("string")
+        elif col in DATETIME_COLUMNS:
+            out[col] = pd.to_datetime(src, utc=True, errors="coerce", format="mixed")
+        elif col in NUMERIC_COLUMNS:
+            out[col] = pd.to_numeric(src, errors="coerce").astype("float64")
+        else:
+            out[col] = src.fillna(False).astype("bool")
+    return out.reset_index(drop=True)

@@ -1,0 +1,3 @@
+"""Imports every table module so ``metadata`` knows all state-DB tables."""
+
+from custsync_pipeline.store import core  # noqa: F401
