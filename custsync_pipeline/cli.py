@@ -1,0 +1,42 @@
+"""The ``custsync`` console script: sandbox, demo run, identity tools.
+
+Each area adds its own subcommands through a ``register(subparsers)`` function
+in its module (listed in ``_COMMAND_MODULES``), so this file stays a thin index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# modules exposing ``register(subparsers: argparse._SubParsersAction) -> None``
+_COMMAND_MODULES = (
+    "custsync_pipeline.sandbox.cli",
+    "custsync_pipeline.cli_run",
+    "custsync_pipeline.cli_identity",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="custsync", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for mod_name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod_name:
+                continue  # area not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
