@@ -45,7 +45,9 @@ class _Strict(BaseModel):
 class ConnectorConfig(_Strict):
     """One system custsync reads from and/or writes to."""
 
-    type: str = Field(description="connector module: salesforce, voucherify, voyado, exact, icomm, rest, file")
+    type: str = Field(
+        description="connector module: salesforce, voucherify, voyado, exact, icomm, rest, file"
+    )
     base_url: str = Field(default="", description="API root, e.g. http://127.0.0.1:8701")
     credentials: dict[str, str] = Field(
         default_factory=dict,
@@ -68,7 +70,11 @@ class ConnectorConfig(_Strict):
     @classmethod
     def _env_var_names(cls, value: dict[str, str]) -> dict[str, str]:
         for key, env_name in value.items():
-            if not env_name or not env_name.replace("_", "").isalnum() or env_name != env_name.upper():
+            if (
+                not env_name
+                or not env_name.replace("_", "").isalnum()
+                or env_name != env_name.upper()
+            ):
                 raise ValueError(
                     f"credentials.{key} must name an environment variable (UPPER_CASE), "
                     "not hold a secret"
@@ -82,9 +88,13 @@ class IdentifierRule(_Strict):
     name: str
     columns: list[str] = Field(description="canonical column(s); several form one composite key")
     priority: int = Field(ge=1, description="1 = strongest")
-    max_per_golden: int | None = Field(default=None, ge=1, description="limit of distinct values per golden record")
+    max_per_golden: int | None = Field(
+        default=None, ge=1, description="limit of distinct values per golden record"
+    )
     blocked_values: list[str] = Field(default_factory=list)
-    blocked_patterns: list[str] = Field(default_factory=list, description="regexes, matched against the normalized value")
+    blocked_patterns: list[str] = Field(
+        default_factory=list, description="regexes, matched against the normalized value"
+    )
     max_records_per_value: int | None = Field(
         default=None, ge=2, description="a value shared by more records than this is not a link"
     )
@@ -140,13 +150,17 @@ class SyncConfig(_Strict):
             raise ValueError(f"flow.source: {self.flow.source!r} is not a configured connector")
         for i, step in enumerate(self.flow.enrichments):
             if step.connector not in names:
-                raise ValueError(f"flow.enrichments[{i}].connector: {step.connector!r} is not a configured connector")
+                raise ValueError(
+                    f"flow.enrichments[{i}].connector: {step.connector!r} is not a configured connector"
+                )
         for fld, owner in self.flow.ownership.items():
             if owner not in names:
                 raise ValueError(f"flow.ownership.{fld}: {owner!r} is not a configured connector")
         for i, target in enumerate(self.publish):
             if target.connector not in names:
-                raise ValueError(f"publish[{i}].connector: {target.connector!r} is not a configured connector")
+                raise ValueError(
+                    f"publish[{i}].connector: {target.connector!r} is not a configured connector"
+                )
         return self
 
     def enabled_connectors(self) -> dict[str, ConnectorConfig]:

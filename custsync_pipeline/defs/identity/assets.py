@@ -1,0 +1,76 @@
+"""``identity_map`` and ``identity_conflicts``: one stable golden id per person.
+
+Reads every connector's valid records from the state DB (so a lane that did not
+run this time still counts with its last good snapshot), resolves identities
+with the configured rules and stored steward decisions, and saves the map.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from custsync_pipeline.config import SyncConfig
+from custsync_pipeline.defs.extract.assets import customers_key
+from custsync_pipeline.store import core
+
+IDENTITY_MAP = dg.AssetKey("identity_map")
+IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
+
+
+def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
+    upstream = [customers_key(n) for n in cfg.enabled_connectors()]
+
+    @dg.multi_asset(
+        name="resolve_identities",
+        outs={
+            "identity_map": dg.AssetOut(
+                key=IDENTITY_MAP,
+                group_name="identity",
+                description="(connector, source_id) -> golden_id for every valid source record.",
+            ),
+            "identity_conflicts": dg.AssetOut(
+                key=IDENTITY_CONFLICTS,
+                group_name="identity",
+                description="Links refused or in doubt: the steward review queue.",
+            ),
+        },
+        deps=upstream,
+        required_resource_keys={"state_db", "sync_config"},
+    )
+    def resolve(context: dg.AssetExecutionContext):
+        from custsync_pipeline.domain.identity import resolve_identities
+        from custsync_pipeline.store.identity import load_identity_state, save_identity_result
+
+        cfg_now = context.resources.sync_config.load()
+        engine = context.resources.state_db.engine
+        records = core.load_source_records(engine, cfg_now.enabled_connectors())
+        prior_map, golden_ids, decisions = load_identity_state(engine)
+        result = resolve_identities(
+            records,
+            cfg_now.identity.identifiers,
+            prior_map=prior_map,
+            golden_ids=golden_ids,
+            decisions=decisions,
+            now=datetime.now(UTC),
+        )
+        save_identity_result(engine, result)
+        id_map: pd.DataFrame = result.identity_map
+        n_golden = id_map["golden_id"].nunique() if not id_map.empty else 0
+        context.log.info(f"{len(id_map)} source records -> {n_golden} golden ids")
+        yield dg.MaterializeResult(
+            asset_key=IDENTITY_MAP,
+            value=id_map,
+            metadata={
+                "dagster/row_count": len(id_map),
+                "golden_ids": int(n_golden),
+                "records_per_golden": float(len(id_map) / n_golden) if n_golden else 0.0,
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=IDENTITY_CONFLICTS,
+            value=result.conflicts,
+            metadata={"dagster/row_count": len(result.conflicts)},
+        )
+
+    return [resolve]

@@ -1,0 +1,160 @@
+"""Publishing lanes, one per target: ``<t>/outbound_deltas`` (what must change, queued in the
+outbox) and ``<t>/published`` (sent through the connector, one ledger row per entity).
+
+Only deltas leave: a golden record whose payload the target already holds, or
+already acknowledged, is not sent. Sends are upserts by an immutable key, so a
+crash mid-publish resumes by re-sending what is still pending, without duplicates.
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from custsync_pipeline.config import PublishTarget, SyncConfig
+from custsync_pipeline.connectors.base import WriteOp
+from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
+from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
+from custsync_pipeline.defs.resources import connector_resource_key
+from custsync_pipeline.domain.deltas import attach_payloads, compute_deltas
+from custsync_pipeline.store import core
+
+PUBLISH_CHUNK = (
+    1000  # ops recorded per state-DB transaction: a crash loses at most this much progress
+)
+
+
+def deltas_key(target: str) -> dg.AssetKey:
+    return dg.AssetKey([target, "outbound_deltas"])
+
+
+def published_key(target: str) -> dg.AssetKey:
+    return dg.AssetKey([target, "published"])
+
+
+def subscribed_fields(cfg: SyncConfig, target: PublishTarget) -> list[str]:
+    """The target's fields, less any field another connector owns... or the target owns itself.
+
+    A field owned by the target is its to set: pushing it back would overwrite
+    the owner with a copy of its own (possibly stale) value.
+    """
+    owned_by_target = {f for f, owner in cfg.flow.ownership.items() if owner == target.connector}
+    return [f for f in target.fields if f not in owned_by_target]
+
+
+def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
+    name = target.connector
+    api_key = connector_resource_key(name)
+
+    @dg.asset(
+        key=deltas_key(name),
+        group_name="publish",
+        ins={
+            "golden_customers": dg.AssetIn(key=GOLDEN_CUSTOMERS),
+            "identity_map": dg.AssetIn(key=IDENTITY_MAP),
+        },
+        required_resource_keys={"state_db", "sync_config", api_key},
+        description=f"Creates and updates {name} needs to match the golden records (queued in the outbox).",
+    )
+    def outbound_deltas(
+        context: dg.AssetExecutionContext,
+        golden_customers: pd.DataFrame,
+        identity_map: pd.DataFrame,
+    ) -> dg.MaterializeResult:
+        cfg_now = context.resources.sync_config.load()
+        engine = context.resources.state_db.engine
+        target_now = next(t for t in cfg_now.publish if t.connector == name)
+        fields = subscribed_fields(cfg_now, target_now)
+        members = core.load_source_records(engine, [name]).merge(
+            identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
+        )
+        ledger = core.load_outbox(engine, name)
+        acked = ledger.loc[ledger["status"] == "acked", ["entity_key", "acked_hash"]]
+        deltas = compute_deltas(golden_customers, members, fields, acked)
+        connector = getattr(context.resources, api_key).connector()
+        golden_sub = golden_customers[["golden_id", *fields]]
+        deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
+        core.enqueue_deltas(engine, name, deltas)
+        creates = (
+            int(deltas["entity_key"].astype(str).str.startswith("new:").sum()) if len(deltas) else 0
+        )
+        context.log.info(f"{name}: {len(deltas)} deltas ({creates} creates)")
+        return dg.MaterializeResult(
+            value=deltas,
+            metadata={
+                "dagster/row_count": len(deltas),
+                "creates": creates,
+                "updates": len(deltas) - creates,
+            },
+        )
+
+    return outbound_deltas
+
+
+def _published_asset(target: PublishTarget) -> dg.AssetsDefinition:
+    name = target.connector
+    api_key = connector_resource_key(name)
+
+    @dg.asset(
+        key=published_key(name),
+        group_name="publish",
+        deps=[deltas_key(name)],
+        required_resource_keys={"state_db", api_key},
+        pool=api_key,
+        description=f"Sends pending and failed {name} deltas; records each entity's status in the ledger.",
+    )
+    def published(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        engine = context.resources.state_db.engine
+        pending = core.load_outbox(engine, name, statuses=("pending", "failed"))
+        connector = getattr(context.resources, api_key).connector()
+        counts = {"acked": 0, "failed": 0, "dead": 0}
+        total = len(pending)
+        for start in range(0, total, PUBLISH_CHUNK):
+            chunk = pending.iloc[start : start + PUBLISH_CHUNK]
+            ops = [
+                WriteOp(golden_id=g, target_id=t, payload=json.loads(p), op=o)
+                for g, t, p, o in zip(
+                    chunk["golden_id"],
+                    chunk["target_id"],
+                    chunk["payload"],
+                    chunk["op"],
+                    strict=True,
+                )
+            ]
+            results = connector.write(ops)
+            status = ["acked" if r.ok else ("failed" if r.transient else "dead") for r in results]
+            frame = pd.DataFrame(
+                {
+                    "entity_key": chunk["entity_key"].to_numpy(),
+                    "target_id": [r.target_id for r in results],
+                    "status": status,
+                    "last_error": [r.error for r in results],
+                }
+            )
+            core.record_publish_results(engine, name, frame)
+            for s in status:
+                counts[s] += 1
+            context.log.info(f"{name}: sent {min(start + PUBLISH_CHUNK, total)}/{total}")
+        if counts["dead"]:
+            context.log.warning(
+                f"{name}: {counts['dead']} deltas dead-lettered (see the outbox table)"
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": total,
+                "published": counts["acked"],
+                "failed_transient": counts["failed"],
+                "dead_lettered": counts["dead"],
+            }
+        )
+
+    return published
+
+
+def build_publish_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
+    assets: list[dg.AssetsDefinition] = []
+    enabled = cfg.enabled_connectors()
+    for target in cfg.publish:
+        if target.connector in enabled:
+            assets += [_deltas_asset(target), _published_asset(target)]
+    return assets

@@ -1,0 +1,318 @@
+"""Core state-DB tables and their readers/writers: source records, golden records and
+their change events, the publish outbox/ledger, and extraction watermarks.
+
+Every function takes an ``Engine`` and uses SQLAlchemy Core only, so the same
+code runs on SQLite and PostgreSQL. Frames go in and come out; transactions
+are short (one per call) so SQLite's single writer is never held for long.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from custsync_pipeline.domain.canonical import (
+    BOOL_COLUMNS,
+    CANONICAL_COLUMNS,
+    DATETIME_COLUMNS,
+    GOLDEN_FIELDS,
+    NUMERIC_COLUMNS,
+    conform,
+)
+from custsync_pipeline.store.db import metadata
+
+
+def _column_type(col: str) -> sa.types.TypeEngine:
+    if col in DATETIME_COLUMNS:
+        return sa.DateTime(timezone=True)
+    if col in NUMERIC_COLUMNS:
+        return sa.Float()
+    if col in BOOL_COLUMNS:
+        return sa.Boolean()
+    return sa.Text()
+
+
+source_records = sa.Table(
+    "source_records",
+    metadata,
+    *[
+        sa.Column(c, _column_type(c), primary_key=c in ("connector", "source_id"))
+        for c in CANONICAL_COLUMNS
+    ],
+    sa.Column("last_seen_at", sa.DateTime(timezone=True)),
+    comment="latest valid canonical row per (connector, source_id)",
+)
+
+golden_records = sa.Table(
+    "golden_records",
+    metadata,
+    sa.Column("golden_id", sa.Text, primary_key=True),
+    *[sa.Column(c, _column_type(c)) for c in GOLDEN_FIELDS],
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("record_hash", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+golden_events = sa.Table(
+    "golden_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("golden_id", sa.Text, nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("field", sa.Text, nullable=False),
+    sa.Column("old_value", sa.Text),
+    sa.Column("new_value", sa.Text),
+    sa.Column("connector", sa.Text),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# One row per entity and target: the outbox (pending work) and the ledger
+# (what the target acknowledged) in one place, so a crash between sending and
+# recording leaves the row pending and the next publish re-sends it by upsert.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("target", sa.Text, primary_key=True),
+    sa.Column("entity_key", sa.Text, primary_key=True),  # target record id or "new:<golden_id>"
+    sa.Column("golden_id", sa.Text, nullable=False, index=True),
+    sa.Column("target_id", sa.Text),
+    sa.Column("op", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("payload_hash", sa.Text, nullable=False),
+    sa.Column("acked_hash", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),  # pending | acked | failed | dead
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+watermarks = sa.Table(
+    "watermarks",
+    metadata,
+    sa.Column("connector", sa.Text, primary_key=True),
+    sa.Column("watermark", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Frame -> list of dicts with None for every missing value (DB-API friendly)."""
+    if frame.empty:
+        return []
+    obj = frame.astype(object).where(frame.notna(), None)
+    out = obj.to_dict("records")
+    for col in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[col]):
+            for row in out:
+                if row[col] is not None:
+                    row[col] = row[col].to_pydatetime()
+    return out
+
+
+def _insert_chunks(
+    conn: sa.Connection, table: sa.Table, rows: list[dict], size: int = 5000
+) -> None:
+    for start in range(0, len(rows), size):
+        conn.execute(table.insert(), rows[start : start + size])
+
+
+def _read_frame(engine: Engine, stmt: sa.Select) -> pd.DataFrame:
+    with engine.connect() as conn:
+        result = conn.execute(stmt)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+# --- source records ---------------------------------------------------------
+
+
+def replace_source_records(engine: Engine, connector: str, frame: pd.DataFrame) -> int:
+    """Store the latest valid canonical rows of one connector (full snapshot semantics)."""
+    rows = conform(frame)
+    rows["last_seen_at"] = pd.Timestamp(utcnow())
+    records = _records(rows)
+    with engine.begin() as conn:
+        conn.execute(source_records.delete().where(source_records.c.connector == connector))
+        _insert_chunks(conn, source_records, records)
+    return len(records)
+
+
+def load_source_records(engine: Engine, connectors: Iterable[str] | None = None) -> pd.DataFrame:
+    stmt = sa.select(*[source_records.c[c] for c in CANONICAL_COLUMNS])
+    if connectors is not None:
+        stmt = stmt.where(source_records.c.connector.in_(list(connectors)))
+    return conform(_read_frame(engine, stmt))
+
+
+def source_record_counts(engine: Engine) -> dict[str, int]:
+    stmt = sa.select(source_records.c.connector, sa.func.count()).group_by(
+        source_records.c.connector
+    )
+    with engine.connect() as conn:
+        return {c: int(n) for c, n in conn.execute(stmt)}
+
+
+# --- golden records ---------------------------------------------------------
+
+
+def load_golden_records(engine: Engine) -> pd.DataFrame:
+    frame = _read_frame(engine, sa.select(golden_records))
+    for col in DATETIME_COLUMNS:
+        if col in frame:
+            frame[col] = pd.to_datetime(frame[col], utc=True)
+    return frame
+
+
+def save_golden_records(engine: Engine, golden: pd.DataFrame, events: pd.DataFrame) -> None:
+    """Replace changed golden rows and append their change events in one transaction."""
+    with engine.begin() as conn:
+        if not golden.empty:
+            ids = golden["golden_id"].tolist()
+            for start in range(0, len(ids), 5000):
+                conn.execute(
+                    golden_records.delete().where(
+                        golden_records.c.golden_id.in_(ids[start : start + 5000])
+                    )
+                )
+            cols = ["golden_id", *GOLDEN_FIELDS, "version", "record_hash", "updated_at"]
+            _insert_chunks(conn, golden_records, _records(golden[cols]))
+        if not events.empty:
+            _insert_chunks(conn, golden_events, _records(events))
+
+
+def delete_golden_records(engine: Engine, golden_ids: list[str]) -> None:
+    with engine.begin() as conn:
+        for start in range(0, len(golden_ids), 5000):
+            chunk = golden_ids[start : start + 5000]
+            conn.execute(golden_records.delete().where(golden_records.c.golden_id.in_(chunk)))
+
+
+# --- outbox / ledger --------------------------------------------------------
+
+
+def load_outbox(engine: Engine, target: str, statuses: Iterable[str] | None = None) -> pd.DataFrame:
+    stmt = sa.select(outbox).where(outbox.c.target == target)
+    if statuses is not None:
+        stmt = stmt.where(outbox.c.status.in_(list(statuses)))
+    return _read_frame(engine, stmt.order_by(outbox.c.entity_key))
+
+
+def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:
+    """Upsert delta rows (entity_key, golden_id, target_id, op, payload, payload_hash) as pending."""
+    if deltas.empty:
+        return 0
+    now = utcnow()
+    rows = deltas[["entity_key", "golden_id", "target_id", "op", "payload", "payload_hash"]].copy()
+    rows["target"] = target
+    rows["status"] = "pending"
+    rows["updated_at"] = now
+    keys = rows["entity_key"].tolist()
+    with engine.begin() as conn:
+        existing = {
+            r.entity_key: (r.acked_hash, r.attempts)
+            for r in conn.execute(
+                sa.select(outbox.c.entity_key, outbox.c.acked_hash, outbox.c.attempts).where(
+                    outbox.c.target == target, outbox.c.entity_key.in_(keys)
+                )
+            )
+        }
+        rows["acked_hash"] = rows["entity_key"].map(lambda k: existing.get(k, (None, 0))[0])
+        rows["attempts"] = 0
+        conn.execute(
+            outbox.delete().where(outbox.c.target == target, outbox.c.entity_key.in_(keys))
+        )
+        _insert_chunks(conn, outbox, _records(rows))
+    return len(rows)
+
+
+def record_publish_results(engine: Engine, target: str, results: pd.DataFrame) -> None:
+    """Apply per-entity results: columns entity_key, target_id, status, last_error.
+
+    Acknowledged rows copy their payload hash into ``acked_hash`` (the ledger);
+    failed rows keep the old ack so the next delta computation still sees them.
+    """
+    if results.empty:
+        return
+    now = utcnow()
+    params = [
+        {
+            "b_target": target,
+            "b_key": r["entity_key"],
+            "b_status": r["status"],
+            "b_error": r["last_error"],
+            "b_target_id": r["target_id"],
+            "b_now": now,
+        }
+        for r in _records(results[["entity_key", "target_id", "status", "last_error"]])
+    ]
+    where = (outbox.c.target == sa.bindparam("b_target")) & (
+        outbox.c.entity_key == sa.bindparam("b_key")
+    )
+    common = {
+        "status": sa.bindparam("b_status", type_=sa.Text),
+        "last_error": sa.bindparam("b_error", type_=sa.Text),
+        "attempts": outbox.c.attempts + 1,
+        "updated_at": sa.bindparam("b_now", type_=sa.DateTime(timezone=True)),
+    }
+    ack_stmt = (
+        outbox.update()
+        .where(where)
+        .values(
+            **common,
+            acked_hash=outbox.c.payload_hash,
+            target_id=sa.func.coalesce(
+                sa.bindparam("b_target_id", type_=sa.Text), outbox.c.target_id
+            ),
+        )
+    )
+    fail_stmt = outbox.update().where(where).values(**common)
+    acked = [p for p in params if p["b_status"] == "acked"]
+    failed = [p for p in params if p["b_status"] != "acked"]
+    with engine.begin() as conn:
+        if acked:
+            conn.execute(ack_stmt, acked)
+        if failed:
+            conn.execute(
+                fail_stmt, [{k: v for k, v in p.items() if k != "b_target_id"} for p in failed]
+            )
+
+
+def outbox_status_counts(engine: Engine) -> pd.DataFrame:
+    stmt = sa.select(outbox.c.target, outbox.c.status, sa.func.count().label("n")).group_by(
+        outbox.c.target, outbox.c.status
+    )
+    return _read_frame(engine, stmt)
+
+
+# --- watermarks -------------------------------------------------------------
+
+
+def get_watermark(engine: Engine, connector: str) -> datetime | None:
+    with engine.connect() as conn:
+        value = conn.execute(
+            sa.select(watermarks.c.watermark).where(watermarks.c.connector == connector)
+        ).scalar()
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def set_watermark(engine: Engine, connector: str, value: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(watermarks.delete().where(watermarks.c.connector == connector))
+        conn.execute(
+            watermarks.insert().values(connector=connector, watermark=value, updated_at=utcnow())
+        )
+
+
+def dumps_payload(payload: dict) -> str:
+    """Stable JSON for a payload (sorted keys) so equal payloads hash equal."""
+    return json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
