@@ -1,0 +1,26 @@
+"""Shared fixtures: a real PostgreSQL database per test, and the session's PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from custsync_pipeline_tests import pg
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A PostgreSQL server URL (the configured one, or a throwaway cluster)."""
+    with pg.admin_url() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    url = pg.create_database(pg_admin_url)
+    try:
+        yield url
+    finally:
+        pg.drop_database(pg_admin_url, url)

@@ -1,0 +1,98 @@
+"""Survivorship: flow order, ownership, versions and change events."""
+
+import pandas as pd
+
+from custsync_pipeline.domain.canonical import conform
+from custsync_pipeline.domain.golden import FlowStep, build_golden, diff_golden, row_hash
+
+STEPS = [
+    FlowStep("crm", ("name", "customer_contact_details", "addresses")),
+    FlowStep("shop", ("customer_contact_details",)),
+    FlowStep("loyalty", ("loyalty",)),
+]
+
+
+def _records() -> pd.DataFrame:
+    return conform(
+        pd.DataFrame(
+            {
+                "connector": ["crm", "crm", "shop", "loyalty", "shop"],
+                "source_id": ["c1", "c2", "s1", "l1", "s2"],
+                "first_name": ["Anna", "Ana", "Annie", None, "Bo"],
+                "email": ["anna@crm.se", "old@crm.se", "anna@shop.se", None, "bo@shop.se"],
+                "phone": [None, "+46701111111", None, "+46709999999", None],
+                "loyalty_tier": [None, None, None, "gold", None],
+                "city": ["Lund", None, "Malmö", None, None],
+                "updated_at": pd.to_datetime(
+                    ["2024-01-02", "2024-01-01", "2024-01-01", "2024-01-05", "2024-01-03"], utc=True
+                ),
+            }
+        )
+    )
+
+
+IDMAP = pd.DataFrame(
+    {
+        "connector": ["crm", "crm", "shop", "loyalty", "shop"],
+        "source_id": ["c1", "c2", "s1", "l1", "s2"],
+        "golden_id": ["G1", "G1", "G1", "G1", "G2"],
+    }
+)
+
+
+def test_later_step_wins_and_name_only_from_steps_that_give_it() -> None:
+    golden = build_golden(_records(), IDMAP, STEPS).golden.set_index("golden_id")
+    # shop enriches contact details, so its email wins over the CRM's
+    assert golden.loc["G1", "email"] == "anna@shop.se"
+    # shop does not give names: the CRM's newest record wins the name
+    assert golden.loc["G1", "first_name"] == "Anna"
+    # the loyalty step does not give phones; the CRM's phone survives
+    assert golden.loc["G1", "phone"] == "+46701111111"
+    assert golden.loc["G1", "loyalty_tier"] == "gold"
+    # addresses only from the CRM: shop's city is not taken
+    assert golden.loc["G1", "city"] == "Lund"
+    # a golden record with only a shop member gets no name (shop gives none)
+    assert pd.isna(golden.loc["G2", "first_name"])
+    assert golden.loc["G2", "email"] == "bo@shop.se"
+
+
+def test_ownership_pins_a_field_to_one_connector() -> None:
+    golden = build_golden(_records(), IDMAP, STEPS, ownership={"phone": "loyalty"}).golden
+    g1 = golden.set_index("golden_id").loc["G1"]
+    assert g1["phone"] == "+46709999999"
+
+
+def test_diff_versions_and_events() -> None:
+    now = pd.Timestamp("2024-02-01", tz="UTC")
+    res = build_golden(_records(), IDMAP, STEPS)
+    changed, events, gone = diff_golden(res.golden, pd.DataFrame(), res.provenance, now)
+    assert set(changed["golden_id"]) == {"G1", "G2"}
+    assert (changed["version"] == 1).all()
+    assert gone == []
+    email_ev = events[(events["golden_id"] == "G1") & (events["field"] == "email")].iloc[0]
+    assert email_ev["old_value"] is None and email_ev["new_value"] == "anna@shop.se"
+    assert email_ev["connector"] == "shop"
+
+    stored = changed.copy()
+    # unchanged input -> nothing changes
+    again, ev2, _ = diff_golden(res.golden, stored, res.provenance, now)
+    assert again.empty and ev2.empty
+
+    recs = _records()
+    recs.loc[recs["source_id"] == "s1", "email"] = "anna.new@shop.se"
+    res3 = build_golden(recs, IDMAP[IDMAP["golden_id"] == "G1"], STEPS)
+    changed3, ev3, gone3 = diff_golden(res3.golden, stored, res3.provenance, now)
+    assert list(changed3["golden_id"]) == ["G1"]
+    assert int(changed3["version"].iloc[0]) == 2
+    assert ev3[["field", "old_value", "new_value"]].values.tolist() == [
+        ["email", "anna@shop.se", "anna.new@shop.se"]
+    ]
+    assert gone3 == ["G2"]
+
+
+def test_row_hash_is_stable_and_sensitive() -> None:
+    a = pd.DataFrame({"x": ["1", None], "y": [2.0, 3.0]})
+    b = a.copy()
+    assert row_hash(a, ["x", "y"]).tolist() == row_hash(b, ["x", "y"]).tolist()
+    b.loc[1, "y"] = 4.0
+    assert row_hash(a, ["x", "y"])[1] != row_hash(b, ["x", "y"])[1]

@@ -1,0 +1,93 @@
+"""State-DB core tables on a real SQLite file and a real PostgreSQL: one code path."""
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from custsync_pipeline.domain.canonical import conform
+from custsync_pipeline.store import core
+from custsync_pipeline.store.db import StateDB
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = StateDB(url).create_all()
+    yield db.engine
+    db.engine.dispose()
+
+
+def test_sqlite_uses_wal_and_busy_timeout(tmp_path) -> None:
+    db = StateDB(f"sqlite:///{tmp_path / 's.sqlite'}").create_all()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_source_records_round_trip_and_replace(engine) -> None:
+    frame = conform(
+        pd.DataFrame(
+            {
+                "connector": ["crm", "crm"],
+                "source_id": ["1", "2"],
+                "email": ["a@x.se", None],
+                "loyalty_points": [10.5, None],
+                "updated_at": pd.to_datetime(["2024-01-01T10:00:00Z", "2024-01-02T00:00:00Z"]),
+            }
+        )
+    )
+    assert core.replace_source_records(engine, "crm", frame) == 2
+    core.replace_source_records(engine, "shop", frame.assign(connector="shop"))
+    back = core.load_source_records(engine, ["crm"]).sort_values("source_id").reset_index(drop=True)
+    assert back["email"].tolist()[0] == "a@x.se" and pd.isna(back["email"][1])
+    assert back["loyalty_points"][0] == 10.5
+    assert back["updated_at"][0] == pd.Timestamp("2024-01-01T10:00:00Z")
+    core.replace_source_records(engine, "crm", frame.iloc[:1])
+    assert core.source_record_counts(engine) == {"crm": 1, "shop": 2}
+
+
+def test_outbox_ack_failure_and_requeue(engine) -> None:
+    deltas = pd.DataFrame(
+        {
+            "entity_key": ["T1", "new:G2"],
+            "golden_id": ["G1", "G2"],
+            "target_id": ["T1", None],
+            "op": ["upsert", "upsert"],
+            "payload": ['{"a":1}', '{"a":2}'],
+            "payload_hash": ["h1", "h2"],
+        }
+    )
+    core.enqueue_deltas(engine, "crm", deltas)
+    assert len(core.load_outbox(engine, "crm", ["pending"])) == 2
+    core.record_publish_results(
+        engine,
+        "crm",
+        pd.DataFrame(
+            {
+                "entity_key": ["T1", "new:G2"],
+                "target_id": ["T1", None],
+                "status": ["acked", "failed"],
+                "last_error": [None, "503 Service Unavailable"],
+            }
+        ),
+    )
+    box = core.load_outbox(engine, "crm").set_index("entity_key")
+    assert box.loc["T1", "status"] == "acked" and box.loc["T1", "acked_hash"] == "h1"
+    assert box.loc["new:G2", "status"] == "failed"
+    assert box.loc["new:G2", "last_error"] == "503 Service Unavailable"
+    assert int(box.loc["new:G2", "attempts"]) == 1
+    # a new payload for an acked entity is pending again, keeping the old ack
+    core.enqueue_deltas(engine, "crm", deltas.iloc[:1].assign(payload_hash="h1b"))
+    box = core.load_outbox(engine, "crm").set_index("entity_key")
+    assert box.loc["T1", "status"] == "pending" and box.loc["T1", "acked_hash"] == "h1"
+
+
+def test_watermark(engine) -> None:
+    assert core.get_watermark(engine, "crm") is None
+    when = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    core.set_watermark(engine, "crm", when)
+    assert core.get_watermark(engine, "crm") == when

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The sandbox's demo credentials, exported the way real secrets would be.
+# Real deployments set these variables from their secret store instead.
+export SALESFORCE_ACCESS_TOKEN="${SALESFORCE_ACCESS_TOKEN:-sandbox-salesforce-token}"
+export VOUCHERIFY_APP_ID="${VOUCHERIFY_APP_ID:-sandbox-app-id}"
+export VOUCHERIFY_APP_TOKEN="${VOUCHERIFY_APP_TOKEN:-sandbox-app-token}"
+export VOYADO_API_KEY="${VOYADO_API_KEY:-sandbox-voyado-key}"
+export EXACT_ACCESS_TOKEN="${EXACT_ACCESS_TOKEN:-sandbox-exact-token}"
+export ICOMM_API_KEY="${ICOMM_API_KEY:-sandbox-icomm-key}"
+export KATANA_API_KEY="${KATANA_API_KEY:-sandbox-katana-key}"

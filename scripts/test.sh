@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite: installs what it needs, then runs pytest (extra args pass through).
+# PostgreSQL tests use $CUSTSYNC_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres)
+# or, when none answers, a throwaway cluster started from the PostgreSQL binaries.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source scripts/bootstrap.sh
+exec .venv/bin/python -m pytest "$@"

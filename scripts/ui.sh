@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Opens the Dagster UI on the demo's instance (.dagster_home) and state DB.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source scripts/bootstrap.sh
+source scripts/sandbox-env.sh
+export DAGSTER_HOME="$ROOT/.dagster_home"
+export CUSTSYNC_STATE_DB_URL="${CUSTSYNC_STATE_DB_URL:-sqlite:///$ROOT/.custsync/state.sqlite}"
+mkdir -p "$DAGSTER_HOME"
+exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_UI_PORT:-3000}"
