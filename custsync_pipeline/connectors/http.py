@@ -1,0 +1,498 @@
+"""The one HTTP layer every connector uses.
+
+Here live: the connector error types; credentials read from env vars (a
+missing variable is named, its value never shown); a ``requests`` session per
+connector with connect/read timeouts; ``urllib3`` ``Retry`` with exponential
+backoff and jitter on 429, 5xx and timeouts that honours ``Retry-After`` and
+counts its retries; a client-side token bucket at the API's documented rate;
+fail-fast quota errors; and scrubbing so no secret reaches a log line, an
+exception or Dagster metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+# query-string keys whose values are masked wherever a URL is shown
+_SENSITIVE_KEYS = re.compile(
+    r"(token|key|secret|password|passwd|signature|sig|auth|code|session|credential)", re.I
+)
+
+
+class ConnectorError(RuntimeError):
+    """A connector could not do what was asked; the message is safe to show (no secrets).
+
+    ``transient`` says whether a later attempt may succeed (429/5xx/timeouts
+    after the retries ran out, connection refused); ``status`` is the HTTP
+    status when there was a response.
+    """
+
+    def __init__(
+        self,
+        connector: str,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+    ) -> None:
+        self.connector = connector
+        self.status = status
+        self.transient = transient
+        super().__init__(f"[{connector}] {message}")
+
+
+class CredentialError(ConnectorError):
+    """A credential's env var is not set (the message names the variable, never a value)."""
+
+
+class QuotaExceededError(ConnectorError):
+    """A quota that retrying will not fix (Salesforce 403 REQUEST_LIMIT_EXCEEDED)."""
+
+
+class ConnectorUnavailableError(ConnectorError):
+    """The API could not be reached at all (connection refused, DNS, TLS)."""
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def require_env(
+    connector: str, credentials: Mapping[str, str], key: str, env: Mapping[str, str]
+) -> str:
+    """The secret for credential ``key``: read from the env var the config names.
+
+    Raises ``CredentialError`` naming the config key and the VARIABLE when it
+    is not configured or not set; the value is never part of any message.
+    """
+    var = credentials.get(key)
+    if not var:
+        raise CredentialError(
+            connector,
+            f"credentials.{key} is not configured: name the environment variable that holds it",
+        )
+    value = env.get(var)
+    if not value:
+        raise CredentialError(
+            connector, f"environment variable {var} (credentials.{key}) is not set or empty"
+        )
+    return value
+
+
+def scrub_url(url: str) -> str:
+    """``url`` without user info and with sensitive query values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = urlencode(
+        [
+            (k, "***" if _SENSITIVE_KEYS.search(k) else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="'():$,*[]",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def scrub_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every known secret value (and long enough substrings of it) masked."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+# --------------------------------------------------------------------------- rate limit
+
+
+class TokenBucket:
+    """Client-side rate limit: ``rate`` requests per second with bursts up to ``burst``.
+
+    Thread-safe; a caller that finds the bucket empty reserves its token and
+    sleeps outside the lock, so concurrent callers queue fairly.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = float(rate)
+        self.capacity = float(burst if burst is not None else max(1.0, rate))
+        self._tokens = self.capacity
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping as long as needed; returns the seconds slept."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1.0
+            wait = max(0.0, -self._tokens / self.rate)
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+# --------------------------------------------------------------------------- retries
+
+
+class RetryCounter:
+    """A thread-safe count of the retries a session made (for ``ReadStats.retries``)."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self._n += 1
+
+    @property
+    def value(self) -> int:
+        return self._n
+
+
+class CountingRetry(Retry):
+    """``urllib3`` ``Retry`` that counts every retry it grants and caps ``Retry-After``.
+
+    ``Retry-After: 0`` or a date in the past parse to 0, which urllib3 treats
+    as "no hint" and falls back to exponential backoff with jitter.
+    """
+
+    counter: RetryCounter
+    retry_after_cap: float = 60.0
+
+    def new(self, **kw: Any) -> CountingRetry:
+        fresh = super().new(**kw)
+        fresh.counter = self.counter
+        fresh.retry_after_cap = self.retry_after_cap
+        return fresh
+
+    def get_retry_after(self, response: Any) -> float | None:
+        try:
+            seconds = super().get_retry_after(response)
+        except Exception:  # an unparseable header is no hint, not a failure
+            return None
+        if seconds is None:
+            return None
+        return min(seconds, self.retry_after_cap)
+
+    def increment(self, *args: Any, **kwargs: Any) -> CountingRetry:
+        fresh = super().increment(*args, **kwargs)  # raises MaxRetryError when exhausted
+        self.counter.add()
+        return fresh
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass
+class HttpSettings:
+    """Tunable HTTP behaviour of one connector (all settable under ``options.http``)."""
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    max_retries: int = 6
+    backoff_factor_s: float = 0.25
+    backoff_max_s: float = 30.0
+    backoff_jitter_s: float = 0.25
+    retry_after_max_s: float = 60.0
+    rate_per_s: float | None = None
+    burst: float | None = None
+    pool_size: int = 4
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, Any], default_rate_per_s: float | None
+    ) -> HttpSettings:
+        """Read ``options["http"]`` (a mapping) over the defaults; unknown keys are an error."""
+        raw = dict(options.get("http") or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"options.http: unknown key(s) {unknown}; known: {sorted(known)}")
+        raw.setdefault("rate_per_s", default_rate_per_s)
+        return cls(**raw)
+
+
+@dataclass
+class HttpCounters:
+    """Requests and retries made through one client, since it was built."""
+
+    requests: int = 0
+    retry_counter: RetryCounter = field(default_factory=RetryCounter)
+
+    @property
+    def retries(self) -> int:
+        return self.retry_counter.value
+
+
+ErrorParser = Callable[[requests.Response], str]
+ResponseHook = Callable[["HttpClient", requests.Response], None]
+
+
+def default_error_message(resp: requests.Response) -> str:
+    """The API's own error message when the body is JSON, else the start of the text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return (resp.text or "").strip()[:300]
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
+    if isinstance(body, dict):
+        for key in ("message", "Message", "error_description", "error", "detail", "title"):
+            val = body.get(key)
+            if isinstance(val, str) and val:
+                code = body.get("errorCode") or body.get("key") or body.get("code")
+                return f"{code}: {val}" if code and not isinstance(code, int) else val
+            if isinstance(val, dict) and "message" in val:
+                msg = val["message"]
+                return msg.get("value", str(msg)) if isinstance(msg, dict) else str(msg)
+    return str(body)[:300]
+
+
+class HttpClient:
+    """A ``requests`` session for one connector: base URL, auth headers, retries, rate limit.
+
+    ``request`` returns the response for 2xx (and any status in ``allow``);
+    otherwise it raises ``ConnectorError`` with the API's message, scrubbed.
+    After the retries run out on 429/5xx the error is ``transient``.
+    """
+
+    def __init__(
+        self,
+        connector: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+        settings: HttpSettings | None = None,
+        auth: requests.auth.AuthBase | None = None,
+        error_parser: ErrorParser = default_error_message,
+        fatal_check: Callable[[requests.Response], str | None] | None = None,
+        response_hooks: Iterable[ResponseHook] = (),
+    ) -> None:
+        if not base_url:
+            raise ConnectorError(connector, "base_url is not configured")
+        self.connector = connector
+        self.base_url = base_url.rstrip("/")
+        self.settings = settings or HttpSettings()
+        self._secrets = [s for s in secrets if s]
+        self._error_parser = error_parser
+        self._fatal_check = fatal_check
+        self._hooks = list(response_hooks)
+        self.counters = HttpCounters()
+        self._pause_until = 0.0
+        self.bucket = (
+            TokenBucket(self.settings.rate_per_s, self.settings.burst)
+            if self.settings.rate_per_s
+            else None
+        )
+        retry = CountingRetry(
+            total=self.settings.max_retries,
+            connect=min(2, self.settings.max_retries),
+            read=self.settings.max_retries,
+            status=self.settings.max_retries,
+            other=0,
+            redirect=5,
+            # every write we send is an upsert (by external id or by record id),
+            # so replaying any method is harmless
+            allowed_methods=None,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.settings.backoff_factor_s,
+            backoff_max=self.settings.backoff_max_s,
+            backoff_jitter=self.settings.backoff_jitter_s,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=True,
+        )
+        retry.counter = self.counters.retry_counter
+        retry.retry_after_cap = self.settings.retry_after_max_s
+        adapter = HTTPAdapter(
+            max_retries=retry,
+            pool_connections=self.settings.pool_size,
+            pool_maxsize=self.settings.pool_size,
+        )
+        self.session = requests.Session()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": "custsync/0.1", "Accept": "application/json"})
+        self.session.headers.update(dict(headers or {}))
+        self.session.auth = auth
+        # never pick up credentials from ~/.netrc or proxies from the environment
+        self.session.trust_env = False
+
+    # -- helpers ----------------------------------------------------------------
+
+    def add_secret(self, value: str) -> None:
+        """Register a value that must never appear in an error (e.g. a fetched token)."""
+        if value:
+            self._secrets.append(value)
+
+    def scrub(self, text: str) -> str:
+        return scrub_text(text, self._secrets)
+
+    def error(self, message: str, **kw: Any) -> ConnectorError:
+        return ConnectorError(self.connector, self.scrub(message), **kw)
+
+    def url(self, path_or_url: str) -> str:
+        """An absolute URL: a full URL unchanged, a path joined to the base URL."""
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return urljoin(self.base_url + "/", path_or_url.lstrip("/"))
+
+    def pause_for(self, seconds: float) -> None:
+        """Hold the next requests back ``seconds`` (the server said its window is used up)."""
+        self._pause_until = max(self._pause_until, time.monotonic() + seconds)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- the call ------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        allow: Iterable[int] = (),
+    ) -> requests.Response:
+        url = self.url(path_or_url)
+        pause = self._pause_until - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        if self.bucket is not None:
+            self.bucket.acquire()
+        self.counters.requests += 1
+        timeout = (self.settings.connect_timeout_s, self.settings.read_timeout_s)
+        try:
+            resp = self.session.request(
+                method, url, params=params, json=json, data=data, headers=headers, timeout=timeout
+            )
+        except requests.exceptions.ConnectionError as exc:
+            cause = _root_cause(exc)
+            if "timed out" in cause.lower() or isinstance(exc, requests.exceptions.Timeout):
+                raise self.error(
+                    f"{method} {scrub_url(url)} timed out after "
+                    f"{self.settings.max_retries} retries ({cause})",
+                    transient=True,
+                ) from None
+            raise ConnectorUnavailableError(
+                self.connector,
+                self.scrub(
+                    f"cannot reach {scrub_url(self.base_url)} ({method} {scrub_url(url)}): {cause}"
+                ),
+                transient=True,
+            ) from None
+        except requests.exceptions.Timeout as exc:
+            raise self.error(
+                f"{method} {scrub_url(url)} timed out after {self.settings.max_retries} retries "
+                f"({_root_cause(exc)})",
+                transient=True,
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise self.error(
+                f"{method} {scrub_url(url)} failed: {type(exc).__name__}: {_root_cause(exc)}",
+                transient=True,
+            ) from None
+        for hook in self._hooks:
+            hook(self, resp)
+        if 200 <= resp.status_code < 300 or resp.status_code in set(allow):
+            return resp
+        if self._fatal_check is not None:
+            fatal = self._fatal_check(resp)
+            if fatal:
+                raise QuotaExceededError(
+                    self.connector, self.scrub(fatal), status=resp.status_code, transient=False
+                )
+        message = self.scrub(self._error_parser(resp))
+        transient = resp.status_code in RETRY_STATUSES
+        after = f" after {self.settings.max_retries} retries" if transient else ""
+        raise ConnectorError(
+            self.connector,
+            f"{method} {scrub_url(resp.url or url)} -> HTTP {resp.status_code}{after}: {message}",
+            status=resp.status_code,
+            transient=transient,
+        )
+
+    def get_json(self, path_or_url: str, **kw: Any) -> Any:
+        resp = self.request("GET", path_or_url, **kw)
+        try:
+            return resp.json()
+        except ValueError:
+            raise self.error(
+                f"GET {scrub_url(resp.url)}: response is not JSON "
+                f"(HTTP {resp.status_code}, {len(resp.content)} bytes)",
+                status=resp.status_code,
+                transient=True,
+            ) from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """A short reason for a transport failure, without the URL urllib3 embeds in it."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    last = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        last = cur
+        reason = getattr(cur, "reason", None)
+        cur = reason if isinstance(reason, BaseException) else (cur.__cause__ or cur.__context__)
+        if cur is None and exc.args and isinstance(exc.args[0], BaseException):
+            cur = exc.args[0] if id(exc.args[0]) not in seen else None
+    text = str(last)
+    # urllib3 messages look like "<HTTPConnection object at 0x..>: Failed to establish ... "
+    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>:?\s*", "", text)
+    text = re.sub(r"https?://\S+", lambda m: scrub_url(m.group(0)), text)
+    return text[:200] or type(last).__name__
+
+
+def rate_limit_reset_hook(
+    remaining_header: str,
+    reset_header: str,
+    *,
+    reset_is_epoch_ms: bool = True,
+    max_wait_s: float = 60.0,
+) -> ResponseHook:
+    """A response hook that pauses the client when the server says its window is used up.
+
+    Exact Online sends ``X-RateLimit-Minutely-Remaining`` and
+    ``X-RateLimit-Minutely-Reset`` (epoch milliseconds).
+    """
+
+    def hook(client: HttpClient, resp: requests.Response) -> None:
+        remaining = resp.headers.get(remaining_header)
+        reset = resp.headers.get(reset_header)
+        if remaining is None or reset is None:
+            return
+        try:
+            if int(remaining) > 0:
+                return
+            reset_at = float(reset) / (1000.0 if reset_is_epoch_ms else 1.0)
+        except ValueError:
+            return
+        wait = reset_at - time.time()
+        if wait > 0:
+            client.pause_for(min(wait, max_wait_s))
+
+    return hook

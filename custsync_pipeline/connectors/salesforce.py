@@ -1,0 +1,441 @@
+"""Salesforce REST connector: Contact, Account and Lead.
+
+Reads with SOQL (``/query``, paged by ``nextRecordsUrl``), incrementally by
+``LastModifiedDate`` with an overlap window, and deletes from
+``/sobjects/<Object>/deleted/``. Writes creates as composite upserts on the
+external-id field (``options.external_id_field``, value = golden id) and
+updates of known records as composite updates by Id, 200 records a call, one
+result per record in request order. The daily API quota (403
+``REQUEST_LIMIT_EXCEEDED``) fails fast: retrying today will not help.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import requests
+
+from custsync_pipeline.config import ConnectorConfig
+from custsync_pipeline.connectors.base import ReadResult, WriteOp, WriteResult
+from custsync_pipeline.connectors.common import (
+    HttpConnectorBase,
+    batched,
+    column,
+    is_missing,
+    iso_z,
+    jsonable,
+    newest,
+    overlap_start,
+    records_frame,
+)
+from custsync_pipeline.connectors.http import (
+    ConnectorError,
+    HttpClient,
+    QuotaExceededError,
+    require_env,
+)
+from custsync_pipeline.domain.canonical import conform
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 200  # composite sobjects: at most 200 records a call
+
+DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
+    "Contact": (
+        "Id",
+        "FirstName",
+        "LastName",
+        "Email",
+        "Phone",
+        "MobilePhone",
+        "MailingStreet",
+        "MailingCity",
+        "MailingPostalCode",
+        "MailingCountry",
+        "Voyado_Id__c",
+        "Customer_Number__c",
+        "Custsync_Id__c",
+        "Loyalty_Tier__c",
+        "HasOptedOutOfEmail",
+        "CreatedDate",
+        "LastModifiedDate",
+    ),
+    "Account": (
+        "Id",
+        "Name",
+        "Phone",
+        "BillingStreet",
+        "BillingCity",
+        "BillingPostalCode",
+        "BillingCountry",
+        "Voyado_Id__c",
+        "Customer_Number__c",
+        "Custsync_Id__c",
+        "CreatedDate",
+        "LastModifiedDate",
+    ),
+    "Lead": (
+        "Id",
+        "FirstName",
+        "LastName",
+        "Company",
+        "Email",
+        "Phone",
+        "MobilePhone",
+        "Street",
+        "City",
+        "PostalCode",
+        "Country",
+        "Custsync_Id__c",
+        "HasOptedOutOfEmail",
+        "CreatedDate",
+        "LastModifiedDate",
+    ),
+}
+
+# canonical column -> field, per object (cross-references land in the column
+# of the system they point at: Voyado_Id__c -> voyado_id, ...)
+_TO_CANONICAL: dict[str, dict[str, str]] = {
+    "Contact": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "Email",
+        "street": "MailingStreet",
+        "city": "MailingCity",
+        "postal_code": "MailingPostalCode",
+        "country": "MailingCountry",
+        "voyado_id": "Voyado_Id__c",
+        "customer_number": "Customer_Number__c",
+        "custsync_id": "Custsync_Id__c",
+        "loyalty_tier": "Loyalty_Tier__c",
+    },
+    "Account": {
+        "company_name": "Name",
+        "street": "BillingStreet",
+        "city": "BillingCity",
+        "postal_code": "BillingPostalCode",
+        "country": "BillingCountry",
+        "voyado_id": "Voyado_Id__c",
+        "customer_number": "Customer_Number__c",
+        "custsync_id": "Custsync_Id__c",
+    },
+    "Lead": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "company_name": "Company",
+        "email": "Email",
+        "street": "Street",
+        "city": "City",
+        "postal_code": "PostalCode",
+        "country": "Country",
+        "custsync_id": "Custsync_Id__c",
+    },
+}
+
+# golden field -> field of the written object
+_FROM_CANONICAL: dict[str, dict[str, str]] = {
+    "Contact": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "Email",
+        "phone": "Phone",
+        "street": "MailingStreet",
+        "city": "MailingCity",
+        "postal_code": "MailingPostalCode",
+        "country": "MailingCountry",
+        "customer_number": "Customer_Number__c",
+        "loyalty_tier": "Loyalty_Tier__c",
+    },
+    "Account": {
+        "company_name": "Name",
+        "phone": "Phone",
+        "street": "BillingStreet",
+        "city": "BillingCity",
+        "postal_code": "BillingPostalCode",
+        "country": "BillingCountry",
+        "customer_number": "Customer_Number__c",
+    },
+    "Lead": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "company_name": "Company",
+        "email": "Email",
+        "phone": "Phone",
+        "street": "Street",
+        "city": "City",
+        "postal_code": "PostalCode",
+        "country": "Country",
+    },
+}
+
+
+def _quota_check(resp: requests.Response) -> str | None:
+    if resp.status_code != 403:
+        return None
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    errors = body if isinstance(body, list) else [body]
+    for err in errors:
+        if isinstance(err, dict) and err.get("errorCode") == "REQUEST_LIMIT_EXCEEDED":
+            usage = resp.headers.get("Sforce-Limit-Info", "")
+            return (
+                "daily API quota exhausted (403 REQUEST_LIMIT_EXCEEDED"
+                + (f", {usage}" if usage else "")
+                + "): retrying today will not help; wait for the quota to reset "
+                "or raise the org's limit"
+            )
+    return None
+
+
+def _limit_hook(client: HttpClient, resp: requests.Response) -> None:
+    info = resp.headers.get("Sforce-Limit-Info")
+    if info:
+        log.debug("[%s] %s", client.connector, info)
+
+
+class SalesforceConnector(HttpConnectorBase):
+    """Salesforce REST API (``options``: api_version, objects, fields, external_id_field, write_object)."""
+
+    DEFAULT_RATE_PER_S = 25.0  # the org quota is daily; keep bursts polite
+
+    def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
+        super().__init__(name, cfg, env)
+        token = require_env(name, cfg.credentials, "access_token", env)
+        version = str(self.options.get("api_version", "60.0"))
+        self.api = f"/services/data/v{version}"
+        self.objects: list[str] = list(self.options.get("objects") or ["Contact"])
+        unknown = sorted(set(self.objects) - set(DEFAULT_FIELDS))
+        if unknown:
+            raise ConnectorError(
+                name, f"options.objects: unsupported {unknown}; known: {sorted(DEFAULT_FIELDS)}"
+            )
+        custom_fields = self.options.get("fields") or {}
+        self.fields: dict[str, list[str]] = {
+            obj: list(custom_fields.get(obj) or DEFAULT_FIELDS[obj]) for obj in self.objects
+        }
+        self.external_id_field: str = self.options.get("external_id_field", "Custsync_Id__c")
+        self.write_object: str = self.options.get("write_object", self.objects[0])
+        self.batch_size = min(int(self.options.get("batch_size", BATCH_LIMIT)), BATCH_LIMIT)
+        self.page_size = int(self.options.get("page_size", 2000))
+        self.read_deletes = bool(self.options.get("read_deletes", True))
+        self.http = HttpClient(
+            name,
+            cfg.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            secrets=[token],
+            settings=self._settings(),
+            fatal_check=_quota_check,
+            response_hooks=[_limit_hook],
+        )
+
+    # -- read -----------------------------------------------------------------
+
+    def soql(self, obj: str, start: datetime | None) -> str:
+        query = f"SELECT {', '.join(self.fields[obj])} FROM {obj}"
+        if start is not None:
+            # SOQL datetime literals are unquoted ISO 8601
+            query += f" WHERE LastModifiedDate > {iso_z(start, millis=False)}"
+        return query + " ORDER BY LastModifiedDate, Id"
+
+    def read(self, since: datetime | None = None) -> ReadResult:
+        start = overlap_start(since, self.overlap)
+        frames: list[pd.DataFrame] = []
+        deleted: list[str] = []
+        with self.measure() as stats:
+            for obj in self.objects:
+                records: list[dict[str, Any]] = []
+                page = self.http.get_json(
+                    f"{self.api}/query",
+                    params={"q": self.soql(obj, start)},
+                    headers={"Sforce-Query-Options": f"batchSize={self.page_size}"},
+                )
+                while True:
+                    stats.pages += 1
+                    if not isinstance(page, dict) or not isinstance(page.get("records"), list):
+                        raise self.http.error(f"query page for {obj} has no records list")
+                    records.extend(page["records"])
+                    if page.get("done", True) or not page.get("nextRecordsUrl"):
+                        break
+                    page = self.http.get_json(page["nextRecordsUrl"])
+                frame = records_frame(records)
+                if not frame.empty:
+                    frame = frame.drop(columns=["attributes.url"], errors="ignore")
+                    frame["attributes.type"] = obj
+                frames.append(frame)
+                if start is not None and self.read_deletes:
+                    deleted += self._deleted(obj, start)
+        frames = [f for f in frames if not f.empty]
+        raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        watermark = newest(column(raw, "LastModifiedDate")) if not raw.empty else None
+        return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
+
+    def _deleted(self, obj: str, start: datetime) -> list[str]:
+        end = datetime.now(UTC)
+        # the endpoint wants a window of at least one minute, within the last 30 days
+        start = max(start, end - timedelta(days=29))
+        if end - start < timedelta(minutes=1):
+            start = end - timedelta(minutes=1)
+        body = self.http.get_json(
+            f"{self.api}/sobjects/{obj}/deleted/",
+            params={"start": iso_z(start, millis=False), "end": iso_z(end, millis=False)},
+        )
+        return [str(r["id"]) for r in body.get("deletedRecords", []) if r.get("id")]
+
+    # -- mapping --------------------------------------------------------------
+
+    def to_canonical(self, raw: pd.DataFrame) -> pd.DataFrame:
+        if raw.empty:
+            return conform(pd.DataFrame())
+        obj_type = column(raw, "attributes.type").fillna(self.objects[0]).astype(str)
+        out = pd.DataFrame(index=raw.index)
+        out["connector"] = self.name
+        out["source_id"] = raw["Id"]
+        out["salesforce_id"] = raw["Id"]
+        out["object_type"] = obj_type
+        out["kind"] = obj_type.map({"Account": "company"}).fillna("person")
+        for obj, mapping in _TO_CANONICAL.items():
+            mask = obj_type == obj
+            if not mask.any():
+                continue
+            for canon, fld in mapping.items():
+                if fld in raw.columns:
+                    if canon not in out.columns:
+                        out[canon] = pd.Series(pd.NA, index=raw.index, dtype="object")
+                    out.loc[mask, canon] = raw.loc[mask, fld]
+        phone = column(raw, "Phone")
+        out["phone"] = phone.where(phone.notna() & (phone != ""), column(raw, "MobilePhone"))
+        opted_out = column(raw, "HasOptedOutOfEmail")
+        # HasOptedOutOfEmail=false says nothing about consent given: only an opt-out is a fact
+        out["email_consent"] = opted_out.map({True: "no"}).astype("object")
+        out["created_at"] = column(raw, "CreatedDate")
+        out["updated_at"] = column(raw, "LastModifiedDate")
+        return conform(out)
+
+    def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
+        mapping = _FROM_CANONICAL[self.write_object]
+        cols = [c for c in mapping if c in golden.columns]
+        renamed = golden[cols].rename(columns=mapping)
+        # never send an empty value: in Salesforce a null clears the stored field
+        return [
+            {k: jsonable(v) for k, v in row.items() if not is_missing(v)}
+            for row in renamed.to_dict("records")
+        ]
+
+    # -- write ----------------------------------------------------------------
+
+    def write(self, ops: list[WriteOp]) -> list[WriteResult]:
+        results: list[WriteResult | None] = [None] * len(ops)
+        creates = [i for i, op in enumerate(ops) if op.op == "upsert" and not op.target_id]
+        updates = [i for i, op in enumerate(ops) if op.op == "upsert" and op.target_id]
+        deletes = [i for i, op in enumerate(ops) if op.op == "delete"]
+        for i, op in enumerate(ops):
+            if op.op not in ("upsert", "delete"):
+                results[i] = WriteResult(op.golden_id, op.target_id, False, f"unknown op {op.op!r}")
+            elif op.op == "delete" and not op.target_id:
+                results[i] = WriteResult(op.golden_id, None, False, "delete needs a target_id")
+        deletes = [i for i in deletes if ops[i].target_id]
+        obj = self.write_object
+        for chunk in batched(creates, self.batch_size):
+            records = []
+            for i in chunk:
+                rec = self._clean(ops[i].payload)
+                rec[self.external_id_field] = ops[i].golden_id
+                records.append({"attributes": {"type": obj}, **rec})
+            self._send(
+                ops,
+                results,
+                chunk,
+                "PATCH",
+                f"{self.api}/composite/sobjects/{obj}/{self.external_id_field}",
+                {"allOrNone": False, "records": records},
+            )
+        for chunk in batched(updates, self.batch_size):
+            records = [
+                {"attributes": {"type": obj}, "id": ops[i].target_id, **self._clean(ops[i].payload)}
+                for i in chunk
+            ]
+            self._send(
+                ops,
+                results,
+                chunk,
+                "PATCH",
+                f"{self.api}/composite/sobjects",
+                {"allOrNone": False, "records": records},
+            )
+        for chunk in batched(deletes, self.batch_size):
+            ids = ",".join(str(ops[i].target_id) for i in chunk)
+            self._send(
+                ops,
+                results,
+                chunk,
+                "DELETE",
+                f"{self.api}/composite/sobjects",
+                None,
+                params={"ids": ids, "allOrNone": "false"},
+            )
+        return [r for r in results if r is not None]
+
+    def _clean(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        # the body of an upsert/update must not carry Id or the external-id field itself
+        drop = {"Id", "id", "attributes", self.external_id_field}
+        return {k: v for k, v in payload.items() if k not in drop and not is_missing(v)}
+
+    def _send(
+        self,
+        ops: list[WriteOp],
+        results: list[WriteResult | None],
+        chunk: Any,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, str] | None = None,
+    ) -> None:
+        try:
+            resp = self.http.request(method, path, json=body, params=params)
+            per_record = resp.json()
+        except QuotaExceededError:
+            raise  # fail fast: the rest of today's batches would fail the same way
+        except ConnectorError as exc:
+            for i in chunk:
+                results[i] = WriteResult(
+                    ops[i].golden_id, ops[i].target_id, False, str(exc), exc.transient
+                )
+            return
+        except ValueError:
+            per_record = None
+        if not isinstance(per_record, list) or len(per_record) != len(chunk):
+            for i in chunk:
+                results[i] = WriteResult(
+                    ops[i].golden_id,
+                    ops[i].target_id,
+                    False,
+                    "composite response does not hold one result per record",
+                    True,
+                )
+            return
+        for i, res in zip(chunk, per_record, strict=True):
+            if res.get("success"):
+                results[i] = WriteResult(ops[i].golden_id, res.get("id") or ops[i].target_id, True)
+            else:
+                errors = res.get("errors") or []
+                msg = (
+                    "; ".join(
+                        f"{e.get('statusCode', '')}: {e.get('message', '')}"
+                        + (f" (fields: {', '.join(e['fields'])})" if e.get("fields") else "")
+                        for e in errors
+                    )
+                    or "record failed without an error message"
+                )
+                transient = any(
+                    e.get("statusCode") in ("UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE")
+                    for e in errors
+                )
+                results[i] = WriteResult(
+                    ops[i].golden_id, ops[i].target_id, False, self.http.scrub(msg), transient
+                )

@@ -1,0 +1,219 @@
+"""Voucherify connector: customers.
+
+Reads ``GET /v1/customers`` by ``page``/``limit`` (100 a page) ordered by
+``created_at``; ``page`` stops at 99, so past 9,900 customers it continues
+with the ``starting_after`` cursor (a ``created_at`` value). Incremental reads
+filter on ``updated_at[after]`` (the wire name the official SDK sends) with an
+overlap window. Writes upsert one customer per ``POST /v1/customers``: an
+existing record by its ``id``, a new one with ``source_id`` = golden id and
+``metadata.custsync_id`` = golden id. ``source_id`` cannot change once set,
+so it is never sent for an existing record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from custsync_pipeline.config import ConnectorConfig
+from custsync_pipeline.connectors.base import ReadResult, WriteOp, WriteResult
+from custsync_pipeline.connectors.common import (
+    HttpConnectorBase,
+    column,
+    is_missing,
+    iso_z,
+    jsonable,
+    newest,
+    overlap_start,
+    records_frame,
+    set_path,
+)
+from custsync_pipeline.connectors.http import (
+    ConnectorError,
+    HttpClient,
+    QuotaExceededError,
+    require_env,
+)
+from custsync_pipeline.domain.canonical import conform
+
+PAGE_LIMIT = 100  # limit=1..100
+MAX_PAGE = 99  # page=1..99
+# a Salesforce Contact/Account/Lead id (15 or 18 characters) kept as source_id
+SALESFORCE_ID_PATTERN = r"^(?:001|003|00Q)[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$"
+
+_TO_CANONICAL: dict[str, str] = {
+    "email": "email",
+    "phone": "phone",
+    "street": "address.line_1",
+    "city": "address.city",
+    "postal_code": "address.postal_code",
+    "country": "address.country",
+    "custsync_id": "metadata.custsync_id",
+}
+
+_FROM_CANONICAL: dict[str, str] = {
+    "email": "email",
+    "phone": "phone",
+    "street": "address.line_1",
+    "city": "address.city",
+    "postal_code": "address.postal_code",
+    "country": "address.country",
+}
+
+
+class VoucherifyConnector(HttpConnectorBase):
+    """Voucherify customers API (``options``: page_limit, metadata_map, http, overlap_minutes)."""
+
+    DEFAULT_RATE_PER_S = 25.0  # quotas are per hour by plan; X-Rate-Limit-* headers tell the rest
+
+    def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
+        super().__init__(name, cfg, env)
+        app_id = require_env(name, cfg.credentials, "app_id", env)
+        app_token = require_env(name, cfg.credentials, "app_token", env)
+        self.page_limit = max(1, min(int(self.options.get("page_limit", PAGE_LIMIT)), PAGE_LIMIT))
+        # metadata key -> canonical column, for references a shop stores in metadata
+        self.metadata_map: dict[str, str] = {
+            "custsync_id": "custsync_id",
+            **dict(self.options.get("metadata_map") or {}),
+        }
+        self.http = HttpClient(
+            name,
+            cfg.base_url,
+            headers={
+                "X-App-Id": app_id,
+                "X-App-Token": app_token,
+                "Content-Type": "application/json",
+            },
+            secrets=[app_id, app_token],
+            settings=self._settings(),
+        )
+
+    # -- read -----------------------------------------------------------------
+
+    def read(self, since: datetime | None = None) -> ReadResult:
+        start = overlap_start(since, self.overlap)
+        base: dict[str, Any] = {"limit": self.page_limit, "order": "created_at"}
+        if start is not None:
+            base["updated_at[after]"] = iso_z(start)
+        seen: set[str] = set()
+        records: list[dict[str, Any]] = []
+        page = 1
+        cursor: str | None = None
+        with self.measure() as stats:
+            while True:
+                params = dict(base)
+                if cursor is None:
+                    params["page"] = page
+                else:
+                    params["starting_after"] = cursor
+                body = self.http.get_json("/v1/customers", params=params)
+                stats.pages += 1
+                batch = body.get("customers") if isinstance(body, dict) else None
+                if not isinstance(batch, list):
+                    raise self.http.error("customer list page has no 'customers' array")
+                fresh = [c for c in batch if c.get("id") not in seen]
+                seen.update(c.get("id") for c in fresh)
+                records.extend(fresh)
+                if not batch or not body.get("has_more"):
+                    break
+                if cursor is not None and not fresh:
+                    raise self.http.error(
+                        f"starting_after cursor {cursor} returned no new customers: "
+                        "more than one page share one created_at"
+                    )
+                if cursor is None and page < MAX_PAGE:
+                    page += 1
+                    continue
+                # past page 99: continue from the newest created_at seen; step back one
+                # millisecond so customers sharing that instant are not skipped (dedup by id)
+                last = pd.Timestamp(batch[-1]["created_at"])
+                cursor = iso_z((last - timedelta(milliseconds=1)).to_pydatetime())
+        raw = records_frame(records)
+        watermark = newest(column(raw, "updated_at").fillna(column(raw, "created_at")))
+        return ReadResult(records=raw, watermark=watermark if len(raw) else None, stats=stats)
+
+    # -- mapping --------------------------------------------------------------
+
+    def to_canonical(self, raw: pd.DataFrame) -> pd.DataFrame:
+        if raw.empty:
+            return conform(pd.DataFrame())
+        out = pd.DataFrame(index=raw.index)
+        out["connector"] = self.name
+        out["source_id"] = raw["id"]
+        out["voucherify_id"] = raw["id"]
+        out["object_type"] = "customer"
+        out["kind"] = "person"
+        names = column(raw, "name").astype("string").str.strip()
+        parts = names.str.split(r"\s+", n=1, expand=True, regex=True)
+        out["first_name"] = parts[0] if 0 in parts.columns else pd.NA
+        out["last_name"] = parts[1] if 1 in parts.columns else pd.NA
+        for canon, path in _TO_CANONICAL.items():
+            out[canon] = column(raw, path)
+        for key, canon in self.metadata_map.items():
+            out[canon] = column(raw, f"metadata.{key}")
+        source_id = column(raw, "source_id").astype("string")
+        out["voucherify_source_id"] = source_id
+        # a CRM id used as source_id (seed 002: "use its unique ID as a source_id") is also
+        # a reference to that CRM record
+        is_sf = source_id.str.fullmatch(SALESFORCE_ID_PATTERN).fillna(False).astype(bool)
+        out["salesforce_id"] = source_id.where(is_sf, pd.NA)
+        out["created_at"] = column(raw, "created_at")
+        out["updated_at"] = column(raw, "updated_at").fillna(column(raw, "created_at"))
+        return conform(out)
+
+    def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
+        rows = golden.to_dict("records")
+        payloads: list[dict[str, Any]] = []
+        for row in rows:
+            body: dict[str, Any] = {}
+            name = " ".join(
+                str(row[c])
+                for c in ("first_name", "last_name")
+                if c in row and not is_missing(row[c])
+            )
+            if name:
+                body["name"] = name
+            for canon, path in _FROM_CANONICAL.items():
+                if canon in row and not is_missing(row[canon]):
+                    set_path(body, path, jsonable(row[canon]))
+            payloads.append(body)
+        return payloads
+
+    # -- write ----------------------------------------------------------------
+
+    def write(self, ops: list[WriteOp]) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        for op in ops:
+            results.append(self._write_one(op))
+        return results
+
+    def _write_one(self, op: WriteOp) -> WriteResult:
+        try:
+            if op.op == "delete":
+                if not op.target_id:
+                    return WriteResult(op.golden_id, None, False, "delete needs a target_id")
+                self.http.request("DELETE", f"/v1/customers/{op.target_id}", allow=(404,))
+                return WriteResult(op.golden_id, op.target_id, True)
+            if op.op != "upsert":
+                return WriteResult(op.golden_id, op.target_id, False, f"unknown op {op.op!r}")
+            body = {k: v for k, v in op.payload.items() if k not in ("id", "source_id", "object")}
+            if op.target_id:
+                # an existing record: by its id; its source_id is immutable, never sent
+                body["id"] = op.target_id
+            else:
+                body["source_id"] = op.golden_id
+                meta = dict(body.get("metadata") or {})
+                meta["custsync_id"] = op.golden_id
+                body["metadata"] = meta
+            resp = self.http.request("POST", "/v1/customers", json=body)
+            created = resp.json()
+            return WriteResult(op.golden_id, str(created.get("id") or op.target_id), True)
+        except QuotaExceededError:
+            raise
+        except ConnectorError as exc:
+            return WriteResult(op.golden_id, op.target_id, False, str(exc), exc.transient)
+        except ValueError:
+            return WriteResult(op.golden_id, op.target_id, False, "response is not JSON", True)

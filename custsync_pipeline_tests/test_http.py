@@ -1,0 +1,232 @@
+"""The shared HTTP layer over real sockets: retries and their count, Retry-After, quota
+fail-fast, connection refused, timeouts, credentials from env, secrets scrubbed.
+
+A scripted server on 127.0.0.1 (ephemeral port) answers each request with the
+next scripted response, so every status sequence is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections import deque
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from custsync_pipeline.connectors.http import (
+    ConnectorError,
+    ConnectorUnavailableError,
+    CredentialError,
+    HttpClient,
+    HttpSettings,
+    QuotaExceededError,
+    TokenBucket,
+    require_env,
+    scrub_url,
+)
+from custsync_pipeline.connectors.salesforce import _quota_check
+
+SECRET = "s3cr3t-token-value-xyz"
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        server: ScriptedServer = self.server  # type: ignore[assignment]
+        server.seen.append((self.command, self.path, dict(self.headers)))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        status, headers, body, delay = (
+            server.script.popleft() if server.script else (200, {}, {"ok": True}, 0)
+        )
+        if delay:
+            threading.Event().wait(delay)
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:  # keep test output quiet
+        pass
+
+
+class ScriptedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Scripted)
+        self.script: deque = deque()
+        self.seen: list = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def server():
+    srv = ScriptedServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _client(url: str, **settings) -> HttpClient:
+    base = dict(backoff_factor_s=0.01, backoff_jitter_s=0.01, backoff_max_s=0.05, max_retries=4)
+    base.update(settings)
+    return HttpClient(
+        "testconn",
+        url,
+        headers={"Authorization": f"Bearer {SECRET}"},
+        secrets=[SECRET],
+        settings=HttpSettings(**base),
+        fatal_check=_quota_check,
+    )
+
+
+def test_retries_429_and_5xx_then_succeeds_and_counts_retries(server):
+    server.script.extend(
+        [
+            (429, {"Retry-After": "0"}, {"message": "slow down"}, 0),
+            (503, {}, {"message": "unavailable"}, 0),
+            (500, {}, {"message": "boom"}, 0),
+            (200, {}, {"value": 42}, 0),
+        ]
+    )
+    client = _client(server.url)
+    assert client.get_json("/x") == {"value": 42}
+    assert client.counters.retries == 3
+    assert client.counters.requests == 1  # one logical request, three retries inside it
+    assert len(server.seen) == 4
+
+
+def test_past_retry_after_date_is_no_hint(server):
+    past = formatdate(0, usegmt=True)  # 1970: parses to 0 -> exponential backoff instead
+    server.script.extend([(429, {"Retry-After": past}, {}, 0), (200, {}, {"v": 1}, 0)])
+    client = _client(server.url)
+    assert client.get_json("/x") == {"v": 1}
+    assert client.counters.retries == 1
+
+
+def test_retry_after_seconds_is_honoured_up_to_the_cap(server):
+    # a hint of one hour, capped to 0.01 s by the setting: proves the header is read
+    server.script.extend([(429, {"Retry-After": "3600"}, {}, 0), (200, {}, {"v": 2}, 0)])
+    client = _client(server.url, retry_after_max_s=0.01)
+    assert client.get_json("/x") == {"v": 2}
+    assert client.counters.retries == 1
+
+
+def test_retries_exhausted_is_transient_error_with_api_message(server):
+    server.script.extend([(502, {}, {"message": "bad gateway"}, 0)] * 10)
+    client = _client(server.url, max_retries=2)
+    with pytest.raises(ConnectorError) as info:
+        client.get_json("/x")
+    err = info.value
+    assert err.transient and err.status == 502
+    assert "bad gateway" in str(err) and "testconn" in str(err)
+    assert client.counters.retries == 2
+    assert len(server.seen) == 3
+
+
+def test_quota_exceeded_fails_fast_without_retry(server):
+    body = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    server.script.append((403, {"Sforce-Limit-Info": "api-usage=15001/15000"}, body, 0))
+    client = _client(server.url)
+    with pytest.raises(QuotaExceededError) as info:
+        client.get_json("/services/data/v60.0/query")
+    assert not info.value.transient
+    assert "REQUEST_LIMIT_EXCEEDED" in str(info.value)
+    assert len(server.seen) == 1  # no retry
+    assert client.counters.retries == 0
+
+
+def test_client_error_is_not_retried_and_carries_message(server):
+    body = [{"message": "unexpected token: FROMM", "errorCode": "MALFORMED_QUERY"}]
+    server.script.append((400, {}, body, 0))
+    client = _client(server.url)
+    with pytest.raises(ConnectorError) as info:
+        client.get_json("/q")
+    assert "MALFORMED_QUERY: unexpected token: FROMM" in str(info.value)
+    assert not info.value.transient
+    assert len(server.seen) == 1
+
+
+def test_read_timeout_is_retried(server):
+    server.script.extend([(200, {}, {"late": True}, 0.5), (200, {}, {"v": 3}, 0)])
+    client = _client(server.url, read_timeout_s=0.2)
+    assert client.get_json("/x") == {"v": 3}
+    assert client.counters.retries == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_connection_refused_names_connector_and_base_url():
+    url = f"http://127.0.0.1:{_free_port()}"
+    client = _client(url)
+    with pytest.raises(ConnectorUnavailableError) as info:
+        client.get_json("/anything")
+    text = str(info.value)
+    assert "testconn" in text and url in text and "cannot reach" in text
+    assert SECRET not in text
+    assert info.value.transient
+
+
+def test_secret_never_in_error_text_even_when_the_api_echoes_it(server):
+    server.script.append((401, {}, {"message": f"invalid token {SECRET}"}, 0))
+    client = _client(server.url)
+    with pytest.raises(ConnectorError) as info:
+        client.get_json("/x", params={"access_token": SECRET, "page": 2})
+    text = str(info.value) + repr(info.value)
+    assert SECRET not in text
+    assert "page=2" in text and "access_token=***" in text
+    assert info.value.__cause__ is None
+
+
+def test_require_env_names_the_variable_never_a_value():
+    creds = {"access_token": "MY_TOKEN_VAR"}
+    assert require_env("sf", creds, "access_token", {"MY_TOKEN_VAR": SECRET}) == SECRET
+    with pytest.raises(CredentialError, match="MY_TOKEN_VAR"):
+        require_env("sf", creds, "access_token", {})
+    with pytest.raises(CredentialError, match=r"credentials\.app_id"):
+        require_env("sf", creds, "app_id", {"MY_TOKEN_VAR": SECRET})
+
+
+def test_scrub_url_masks_sensitive_query_values_and_userinfo():
+    out = scrub_url("https://user:pw@api.example.com/v1/x?api_key=abc&limit=5&client_secret=zz")
+    assert "pw" not in out and "abc" not in out and "zz" not in out
+    assert "limit=5" in out and "api.example.com" in out
+
+
+def test_token_bucket_reserves_tokens_beyond_the_burst():
+    bucket = TokenBucket(rate=1000.0, burst=2)
+    waits = [bucket.acquire() for _ in range(4)]
+    assert waits[0] == 0 and waits[1] == 0  # the burst
+    assert all(w > 0 for w in waits[2:])  # then paced at the rate
+
+
+def test_rate_limited_client_passes_every_request_through_the_bucket(server):
+    client = _client(server.url, rate_per_s=500.0, burst=1)
+    for _ in range(3):
+        client.get_json("/x")
+    assert client.bucket is not None and client.bucket.capacity == 1
+    assert client.counters.requests == 3
+
+
+def test_unknown_http_option_is_an_error():
+    with pytest.raises(ValueError, match="retries_max"):
+        HttpSettings.from_options({"http": {"retries_max": 3}}, None)
