@@ -1,0 +1,434 @@
+"""Normalization of canonical customer frames: one representation per value.
+
+``normalize_customers`` rewrites what connectors received into the canonical
+representation and keeps what was received beside it:
+
+* ``email``: trimmed, lower-cased and syntax-checked with ``email-validator``
+  (no DNS); the received value stays in ``email_raw``; an invalid address
+  becomes ``<NA>`` (``domain.validate`` records why).
+* ``phone``: E.164 via ``phonenumbers``, the region taken from the record's
+  ``country`` (else ``default_region``); the received value stays in
+  ``phone_raw``; an unparseable or invalid number becomes ``<NA>``.
+* names, company, street, city: control characters removed, whitespace
+  trimmed and collapsed.
+* ``country``: ISO 3166-1 alpha-2 from alpha-2, alpha-3, numeric and common
+  English or local names; ``language``: ISO 639-1 from tags such as ``sv-SE``,
+  alpha-3 codes and names; consents to ``yes``/``no``. A value that cannot be
+  mapped is left as received (trimmed) so that ``domain.validate`` can report
+  it and null it: normalization canonicalizes, validation judges.
+
+Every library call runs once per unique value (or unique value/region pair),
+never once per row; plain string work is vectorized with pandas.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Hashable
+from functools import lru_cache
+
+import pandas as pd
+import phonenumbers
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+
+# Free-text columns: whitespace collapsed, control characters removed.
+TEXT_COLUMNS: tuple[str, ...] = ("first_name", "last_name", "company_name", "street", "city")
+# Identifier-like columns: only trimmed (inner spaces may be meaningful in a code).
+TRIM_COLUMNS: tuple[str, ...] = (
+    "connector",
+    "source_id",
+    "object_type",
+    "kind",
+    "postal_code",
+    "store_code",
+    "salesforce_id",
+    "voyado_id",
+    "voucherify_id",
+    "voucherify_source_id",
+    "customer_number",
+    "exact_id",
+    "web_user_id",
+    "icomm_user_id",
+    "katana_id",
+    "custsync_id",
+    "loyalty_tier",
+    "loyalty_status",
+)
+
+# C0/C1 controls, DEL, zero-width and bidi override characters: never meaningful
+# in a name, and the bidi ones can disguise what a steward sees.
+_CONTROL_RE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+
+# Common spellings that pycountry's official names do not cover.
+_COUNTRY_ALIASES: dict[str, str] = {
+    "uk": "GB",
+    "u.k.": "GB",
+    "great britain": "GB",
+    "britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+    "usa": "US",
+    "u.s.a.": "US",
+    "u.s.": "US",
+    "america": "US",
+    "united states of america": "US",
+    "sverige": "SE",
+    "schweden": "SE",
+    "suède": "SE",
+    "suecia": "SE",
+    "norge": "NO",
+    "noreg": "NO",
+    "danmark": "DK",
+    "suomi": "FI",
+    "ísland": "IS",
+    "deutschland": "DE",
+    "germany": "DE",
+    "nederland": "NL",
+    "holland": "NL",
+    "the netherlands": "NL",
+    "belgië": "BE",
+    "belgique": "BE",
+    "österreich": "AT",
+    "schweiz": "CH",
+    "suisse": "CH",
+    "svizzera": "CH",
+    "españa": "ES",
+    "italia": "IT",
+    "polska": "PL",
+    "eesti": "EE",
+    "latvija": "LV",
+    "lietuva": "LT",
+    "czech republic": "CZ",
+    "česko": "CZ",
+    "russia": "RU",
+    "south korea": "KR",
+    "korea": "KR",
+    "vietnam": "VN",
+    "iran": "IR",
+    "syria": "SY",
+    "taiwan": "TW",
+    "bolivia": "BO",
+    "venezuela": "VE",
+    "tanzania": "TZ",
+    "moldova": "MD",
+    "laos": "LA",
+}
+
+_LANGUAGE_ALIASES: dict[str, str] = {
+    "svenska": "sv",
+    "norsk": "no",
+    "bokmål": "nb",
+    "nynorsk": "nn",
+    "dansk": "da",
+    "suomi": "fi",
+    "deutsch": "de",
+    "nederlands": "nl",
+    "français": "fr",
+    "español": "es",
+    "italiano": "it",
+    "polski": "pl",
+    "english": "en",
+    "eng": "en",
+    "swe": "sv",
+    "nor": "no",
+    "dan": "da",
+    "fin": "fi",
+    "ger": "de",
+    "deu": "de",
+    "dut": "nl",
+    "nld": "nl",
+    "fre": "fr",
+    "fra": "fr",
+}
+
+_CONSENT_MAP: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "yes",
+            "y",
+            "true",
+            "t",
+            "1",
+            "1.0",
+            "opt-in",
+            "optin",
+            "opted_in",
+            "subscribed",
+            "granted",
+            "ja",
+            "on",
+        ],
+        "yes",
+    ),
+    **dict.fromkeys(
+        [
+            "no",
+            "n",
+            "false",
+            "f",
+            "0",
+            "0.0",
+            "opt-out",
+            "optout",
+            "opted_out",
+            "unsubscribed",
+            "denied",
+            "nej",
+            "off",
+        ],
+        "no",
+    ),
+}
+# Explicit "no answer" markers: they become <NA> without being an error.
+_CONSENT_UNSET = frozenset(
+    {"not set", "notset", "unset", "unknown", "none", "null", "n/a", "na", ""}
+)
+
+_KIND_MAP: dict[str, str] = {
+    "person": "person",
+    "private": "person",
+    "individual": "person",
+    "b2c": "person",
+    "contact": "person",
+    "company": "company",
+    "organization": "company",
+    "organisation": "company",
+    "business": "company",
+    "b2b": "company",
+    "account": "company",
+}
+
+
+@lru_cache(maxsize=1)
+def country_table() -> dict[str, str]:
+    """Lower-cased spelling -> ISO 3166-1 alpha-2 (alpha-2, alpha-3, numeric, names, aliases)."""
+    table: dict[str, str] = {}
+    for c in pycountry.countries:
+        for attr in ("alpha_2", "alpha_3", "numeric", "name", "official_name", "common_name"):
+            value = getattr(c, attr, None)
+            if value:
+                table[str(value).lower()] = c.alpha_2
+    table.update(_COUNTRY_ALIASES)
+    return table
+
+
+@lru_cache(maxsize=1)
+def iso_countries() -> frozenset[str]:
+    """Every ISO 3166-1 alpha-2 code."""
+    return frozenset(c.alpha_2 for c in pycountry.countries)
+
+
+@lru_cache(maxsize=1)
+def language_table() -> dict[str, str]:
+    """Lower-cased spelling -> ISO 639-1 (two-letter codes, alpha-3 codes, English names)."""
+    table: dict[str, str] = {}
+    for lang in pycountry.languages:
+        a2 = getattr(lang, "alpha_2", None)
+        if not a2:
+            continue
+        table[a2] = a2
+        for attr in ("alpha_3", "bibliographic", "name"):
+            value = getattr(lang, attr, None)
+            if value:
+                table[str(value).lower()] = a2
+    table.update(_LANGUAGE_ALIASES)
+    return table
+
+
+@lru_cache(maxsize=1)
+def iso_languages() -> frozenset[str]:
+    """Every ISO 639-1 code."""
+    return frozenset(lang.alpha_2 for lang in pycountry.languages if hasattr(lang, "alpha_2"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_string(series: pd.Series) -> pd.Series:
+    if isinstance(series.dtype, pd.StringDtype):
+        return series
+    # Non-string scalars (numbers typed by a sloppy export) become their text.
+    return series.astype("string")
+
+
+def map_unique(series: pd.Series, func: Callable[[Hashable], object]) -> pd.Series:
+    """Apply ``func`` once per distinct non-null value of ``series`` and broadcast back."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    mapped = [func(u) for u in uniques]
+    out = pd.Series(pd.array(mapped + [pd.NA], dtype="string")).take(codes)
+    # factorize marks nulls with -1: take(-1) picks the trailing <NA>
+    out.index = series.index
+    return out
+
+
+def _blank_to_na(series: pd.Series) -> pd.Series:
+    return series.mask(series == "", pd.NA)
+
+
+def clean_text(series: pd.Series) -> pd.Series:
+    """Remove control characters, collapse whitespace, trim; empty -> <NA>."""
+    s = _as_string(series)
+    s = s.str.replace(_CONTROL_RE, "", regex=True).str.replace(r"\s+", " ", regex=True).str.strip()
+    return _blank_to_na(s)
+
+
+def trim(series: pd.Series) -> pd.Series:
+    """Trim surrounding whitespace; empty -> <NA>."""
+    return _blank_to_na(_as_string(series).str.strip())
+
+
+# --------------------------------------------------------------------------- email
+
+
+def email_or_reason(value: str) -> tuple[str | None, str | None]:
+    """(normalized address, None) or (None, why it is not an address). One library call."""
+    candidate = value.strip().lower()
+    if not candidate:
+        return None, None
+    try:
+        result = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return None, str(exc)[:200]
+    return result.normalized.lower(), None
+
+
+def normalize_email(series: pd.Series) -> pd.Series:
+    """Trimmed, lower-cased, syntax-checked addresses; invalid -> <NA>."""
+    return map_unique(_as_string(series), lambda v: email_or_reason(str(v))[0])
+
+
+# --------------------------------------------------------------------------- phone
+
+
+def phone_or_reason(value: str, region: str | None) -> tuple[str | None, str | None]:
+    """(E.164, None) or (None, why not). ``region`` is an ISO alpha-2 code or None."""
+    text = value.strip()
+    if not text:
+        return None, None
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        return None, f"not a phone number: {exc._msg}"
+    except Exception:  # noqa: BLE001 - the library must never stop a run on hostile input
+        return None, "not a phone number"
+    if not phonenumbers.is_valid_number(parsed):
+        where = f" for region {region}" if region else ""
+        return None, f"not a valid phone number{where}"
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
+
+
+def normalize_phone(series: pd.Series, region: pd.Series | None = None) -> pd.Series:
+    """E.164 numbers; the region (ISO alpha-2 or <NA>) per row; invalid -> <NA>."""
+    s = _as_string(series)
+    if region is None:
+        region = pd.Series(pd.NA, index=s.index, dtype="string")
+    pairs = pd.MultiIndex.from_arrays([s.fillna("\x00"), _as_string(region).fillna("")])
+    codes, uniques = pd.factorize(pairs)
+    mapped = [
+        None if v == "\x00" else phone_or_reason(v, r or None)[0]
+        for v, r in uniques  # once per unique (value, region) pair
+    ]
+    out = pd.Series(pd.array(mapped, dtype="string")).take(codes)
+    out.index = s.index
+    return out
+
+
+# --------------------------------------------------------------------------- codes
+
+
+def normalize_country(series: pd.Series) -> pd.Series:
+    """ISO 3166-1 alpha-2 where the spelling is known; unknown values kept (trimmed)."""
+    s = trim(series)
+    table = country_table()
+    return map_unique(s, lambda v: table.get(str(v).lower(), str(v)))
+
+
+def normalize_language(series: pd.Series) -> pd.Series:
+    """ISO 639-1 from ``sv``, ``sv-SE``, ``sv_SE``, ``swe``, ``Swedish``; unknown kept (trimmed)."""
+    s = trim(series)
+    table = language_table()
+
+    def one(v: Hashable) -> str:
+        text = str(v)
+        low = text.lower()
+        if low in table:
+            return table[low]
+        primary = re.split(r"[-_]", low, maxsplit=1)[0]
+        return table.get(primary, text)
+
+    return map_unique(s, one)
+
+
+def normalize_consent(series: pd.Series) -> pd.Series:
+    """``yes`` / ``no``; explicit "not set" markers -> <NA>; unknown kept for validation."""
+
+    def one(v: Hashable) -> str | None:
+        low = str(v).strip().lower()
+        if low in _CONSENT_UNSET:
+            return None
+        return _CONSENT_MAP.get(low, str(v))
+
+    return map_unique(_as_string(series), one)
+
+
+def normalize_kind(series: pd.Series) -> pd.Series:
+    """``person`` / ``company``; unknown kept for validation."""
+    return map_unique(trim(series), lambda v: _KIND_MAP.get(str(v).lower(), str(v)))
+
+
+# --------------------------------------------------------------------------- frame
+
+
+def normalize_customers(frame: pd.DataFrame, default_region: str | None = None) -> pd.DataFrame:
+    """Normalize a canonical frame (see module docstring); returns a new frame.
+
+    Idempotent: a value already in ``email_raw``/``phone_raw`` is kept there,
+    so normalizing twice gives the same frame.
+    """
+    out = frame.copy()
+    for col in TEXT_COLUMNS:
+        if col in out.columns:
+            out[col] = clean_text(out[col])
+    for col in TRIM_COLUMNS:
+        if col in out.columns:
+            out[col] = trim(out[col])
+    if "country" in out.columns:
+        out["country"] = normalize_country(out["country"])
+    if "language" in out.columns:
+        out["language"] = normalize_language(out["language"])
+    if "kind" in out.columns:
+        out["kind"] = normalize_kind(out["kind"])
+    for col in ("email_consent", "sms_consent"):
+        if col in out.columns:
+            out[col] = normalize_consent(out[col])
+
+    if "email" in out.columns:
+        received = _as_string(out["email"])
+        if "email_raw" in out.columns:
+            received = _as_string(out["email_raw"]).fillna(received)
+        out["email_raw"] = received
+        out["email"] = normalize_email(received)
+    if "phone" in out.columns:
+        received = _as_string(out["phone"])
+        if "phone_raw" in out.columns:
+            received = _as_string(out["phone_raw"]).fillna(received)
+        out["phone_raw"] = received
+        region = _phone_region(out, default_region)
+        out["phone"] = normalize_phone(received, region)
+    return out
+
+
+def _phone_region(frame: pd.DataFrame, default_region: str | None) -> pd.Series:
+    """The region to read a national number in: the record's country if it is ISO, else the default."""
+    index = frame.index
+    if "country" in frame.columns:
+        country = _as_string(frame["country"])
+        region = country.where(country.isin(list(iso_countries())), pd.NA)
+    else:
+        region = pd.Series(pd.NA, index=index, dtype="string")
+    if default_region:
+        region = region.fillna(default_region)
+    return region

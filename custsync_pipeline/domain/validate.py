@@ -1,0 +1,436 @@
+"""Validation of one connector's canonical frame: what passes, what is quarantined and why.
+
+``validate_customers(frame, connector, raw)`` splits a (normalized) canonical
+frame into ``valid`` rows and ``rejected`` quarantine rows, one per failure.
+
+Policy — nothing bad gets through, nothing good is lost:
+
+* **row** failures reject the record: a missing, empty, over-long or
+  unprintable ``connector`` / ``source_id`` (the record cannot be keyed), and
+  duplicates of a ``source_id`` (the copy with the newest ``updated_at`` is
+  kept, the others are rejected).
+* **field** failures keep the record and null only the bad value: an address
+  email-validator refuses, a phone ``phonenumbers`` cannot make E.164, an
+  unknown country or language, a timestamp before 1900 or in the future, a
+  value that could not be coerced to its type, over-long or unprintable text,
+  text that starts like a spreadsheet formula. The received email/phone stay
+  in ``email_raw``/``phone_raw``.
+
+Every failure, row or field, is one row of ``rejected`` with ``severity``
+``"row"`` or ``"field"``, the check name and a sentence saying why. Values of
+personal fields appear masked in reasons. ``raw_payload`` is the vendor row as
+JSON text when ``raw`` (aligned by position) is given, else the canonical row.
+
+A payload of the wrong shape altogether — a required column missing or renamed
+— raises ``SchemaShapeError`` naming the column, so that connector's step fails
+while the others carry on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from custsync_pipeline.domain.canonical import (
+    BOOL_COLUMNS,
+    CANONICAL_COLUMNS,
+    DATETIME_COLUMNS,
+    NUMERIC_COLUMNS,
+    STRING_COLUMNS,
+)
+from custsync_pipeline.domain.normalize import email_or_reason, phone_or_reason
+from custsync_pipeline.domain.schemas import (
+    CHECK_REASONS,
+    REQUIRED_PAYLOAD_COLUMNS,
+    ROW_FIELDS,
+    canonical_schema,
+)
+
+REJECTED_COLUMNS: tuple[str, ...] = (
+    "connector",
+    "source_id",
+    "field",
+    "check",
+    "severity",
+    "reason",
+    "raw_payload",
+)
+
+# Fields whose values are personal data: reasons show them masked.
+PERSONAL_FIELDS = frozenset(
+    {
+        "first_name",
+        "last_name",
+        "company_name",
+        "email",
+        "email_raw",
+        "phone",
+        "phone_raw",
+        "street",
+        "city",
+        "postal_code",
+    }
+)
+
+
+class SchemaShapeError(ValueError):
+    """A connector's payload has the wrong shape altogether (missing or renamed column)."""
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of validating one connector's batch."""
+
+    valid: pd.DataFrame
+    rejected: pd.DataFrame
+    rows_in: int = 0
+
+    @property
+    def rows_rejected(self) -> int:
+        """Records dropped entirely (row severity)."""
+        rej = self.rejected
+        return (
+            int(rej.loc[rej["severity"] == "row", "source_id"].nunique(dropna=False))
+            if len(rej)
+            else 0
+        )
+
+    @property
+    def field_issues(self) -> int:
+        return int((self.rejected["severity"] == "field").sum()) if len(self.rejected) else 0
+
+    @property
+    def valid_rate(self) -> float:
+        return len(self.valid) / self.rows_in if self.rows_in else 1.0
+
+
+def empty_rejected() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="string") for c in REJECTED_COLUMNS})
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def mask_value(field: str, value: object, limit: int = 40) -> str:
+    """A value fit for a reason string: personal data masked, long values cut, controls escaped."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return "<missing>"
+    text = str(value)
+    if field in PERSONAL_FIELDS:
+        if "@" in text and field.startswith("email"):
+            local, _, domain = text.rpartition("@")
+            return repr(f"{local[:1]}***@{domain[:limit]}")
+        return repr(f"{text[:1]}***") + f" ({len(text)} chars)"
+    shown = text if len(text) <= limit else text[:limit] + "…"
+    return repr(shown) + ("" if len(text) <= limit else f" ({len(text)} chars)")
+
+
+# --------------------------------------------------------------------------- shape + coercion
+
+
+def check_shape(
+    frame: pd.DataFrame, connector: str, raw: pd.DataFrame | None, connector_type: str | None
+) -> None:
+    """Raise ``SchemaShapeError`` when the batch cannot be validated row by row at all."""
+    if "source_id" not in frame.columns:
+        raise SchemaShapeError(
+            f"{connector}: canonical frame has no 'source_id' column (columns: {sorted(map(str, frame.columns))[:20]})"
+        )
+    if raw is None or len(raw) == 0:
+        return
+    if len(raw) != len(frame):
+        raise SchemaShapeError(
+            f"{connector}: raw payload has {len(raw)} rows but the canonical frame {len(frame)}"
+        )
+    required = REQUIRED_PAYLOAD_COLUMNS.get(connector_type or connector, ())
+    missing = [c for c in required if c not in raw.columns]
+    if missing:
+        have = sorted(map(str, raw.columns))
+        near = {
+            m: [h for h in have if h.lower().replace("_", "") == m.lower().replace("_", "")]
+            for m in missing
+        }
+        hint = "; ".join(f"'{m}' (found {near[m]})" for m in missing if near[m])
+        raise SchemaShapeError(
+            f"{connector}: payload is missing required column(s) {missing}"
+            + (f" — renamed? {hint}" if hint else "")
+            + f"; columns received: {have[:40]}"
+        )
+
+
+def _is_blank(series: pd.Series) -> pd.Series:
+    as_text = series.astype("string")
+    return series.isna() | (as_text.str.strip() == "").fillna(True)
+
+
+def _coerce_strings(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Strings, plus a mask of values that were containers (dict/list) and so were dropped."""
+    if isinstance(series.dtype, pd.StringDtype):
+        return series, pd.Series(False, index=series.index)
+    if series.dtype == object:
+        kinds = series.map(type)  # one cheap call per row, only for untyped object columns
+        bad = kinds.isin([dict, list, tuple, set, bytes])
+        return series.mask(bad).astype("string"), bad
+    return series.astype("string"), pd.Series(False, index=series.index)
+
+
+def _coerce_datetimes(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]"), pd.Series(
+            False, index=series.index
+        )
+    if pd.api.types.is_datetime64_dtype(series.dtype):
+        return series.dt.tz_localize("UTC").astype("datetime64[ns, UTC]"), pd.Series(
+            False, index=series.index
+        )
+    text = series.astype("string")
+    # ISO 8601 is what every API here sends and parses fast; the slow mixed-format
+    # parser only sees the distinct leftovers.
+    out = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    left = out.isna() & ~_is_blank(series)
+    if left.any():
+        uniques = text[left].unique()
+        parsed = pd.to_datetime(pd.Series(uniques), utc=True, errors="coerce", format="mixed")
+        lookup = pd.Series(parsed.to_numpy(), index=uniques)
+        out = out.copy()
+        out[left] = pd.to_datetime(text[left].map(lookup), utc=True)
+    out = out.astype("datetime64[ns, UTC]")
+    failed = out.isna() & ~_is_blank(series)
+    return out, failed
+
+
+def _coerce_numeric(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    out = (
+        pd.to_numeric(series, errors="coerce").astype("float64")
+        if series.dtype != "float64"
+        else series
+    )
+    failed = out.isna() & ~_is_blank(series)
+    out = out.where(np.isfinite(out))
+    failed |= series.notna() & out.isna() & ~failed & ~_is_blank(series)
+    return out, failed
+
+
+_TRUE = {"true", "1", "yes", "y", "t", "1.0"}
+_FALSE = {"false", "0", "no", "n", "f", "0.0", ""}
+
+
+def _coerce_bool(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    if series.dtype == bool:
+        return series, pd.Series(False, index=series.index)
+    low = series.astype("string").str.strip().str.lower()
+    true = low.isin(list(_TRUE)).fillna(False).astype(bool)
+    false = (low.isin(list(_FALSE)).fillna(False) | series.isna()).astype(bool)
+    return true, ~(true | false)
+
+
+def coerce_canonical(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, pd.Series]]]:
+    """Explicit coercion to canonical dtypes; returns the frame and, per column, the values it had to drop."""
+    n = len(frame)
+    index = pd.RangeIndex(n)
+    data: dict[str, pd.Series] = {}
+    dropped: list[tuple[str, pd.Series]] = []
+    for col in CANONICAL_COLUMNS:
+        if col not in frame.columns:
+            if col in STRING_COLUMNS:
+                data[col] = pd.Series(pd.NA, index=index, dtype="string")
+            elif col in DATETIME_COLUMNS:
+                data[col] = pd.Series(pd.NaT, index=index, dtype="datetime64[ns, UTC]")
+            elif col in NUMERIC_COLUMNS:
+                data[col] = pd.Series(np.nan, index=index, dtype="float64")
+            else:
+                data[col] = pd.Series(False, index=index, dtype="bool")
+            continue
+        src = frame[col]
+        if col in STRING_COLUMNS:
+            out, failed = _coerce_strings(src)
+        elif col in DATETIME_COLUMNS:
+            out, failed = _coerce_datetimes(src)
+        elif col in NUMERIC_COLUMNS:
+            out, failed = _coerce_numeric(src)
+        else:
+            assert col in BOOL_COLUMNS
+            out, failed = _coerce_bool(src)
+        data[col] = out
+        if failed.any():
+            dropped.append((col, src[failed.to_numpy()]))
+    return pd.DataFrame(data, index=index), dropped
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def validate_customers(
+    frame: pd.DataFrame,
+    connector: str,
+    raw: pd.DataFrame | None = None,
+    *,
+    connector_type: str | None = None,
+    now: pd.Timestamp | None = None,
+) -> ValidationResult:
+    """Split a normalized canonical frame into valid rows and quarantine rows (see module doc).
+
+    ``raw`` is the connector's payload in vendor field names, row ``i`` belonging
+    to canonical row ``i``; ``connector_type`` picks the payload's required
+    columns when the connector name differs from its type.
+    """
+    frame = frame.reset_index(drop=True)
+    raw = None if raw is None else raw.reset_index(drop=True)
+    check_shape(frame, connector, raw, connector_type)
+    rows_in = len(frame)
+
+    df, dropped = coerce_canonical(frame)
+    df["connector"] = df["connector"].fillna(connector)
+
+    # (positions, field, check, reason_detail, severity)
+    issues: list[pd.DataFrame] = []
+
+    def add(
+        pos: np.ndarray, field: str, check: str, details: list[str] | None, severity: str
+    ) -> None:
+        if len(pos) == 0:
+            return
+        base = CHECK_REASONS.get(check, check)
+        reasons = [
+            f"{field} {base}" if d is None else f"{field} {d} {base}"
+            for d in (details or [None] * len(pos))
+        ]
+        issues.append(
+            pd.DataFrame(
+                {
+                    "pos": pos,
+                    "field": field,
+                    "check": check,
+                    "severity": severity,
+                    "reason": reasons,
+                }
+            )
+        )
+
+    for col, values in dropped:
+        check = "timestamp" if col in DATETIME_COLUMNS else "coerce"
+        add(
+            values.index.to_numpy(),
+            col,
+            check,
+            [mask_value(col, v) for v in values],
+            _severity(col),
+        )
+
+    # email/phone that normalization could not keep: say why, once per distinct value
+    for col, fn in (("email", _email_reason), ("phone", _phone_reason)):
+        raw_col = f"{col}_raw"
+        lost = df[col].isna() & ~_is_blank(df[raw_col])
+        if lost.any():
+            pos = np.flatnonzero(lost.to_numpy())
+            sub = df.loc[lost, [raw_col, "country"]]
+            reasons = fn(sub)
+            add(pos, col, "email_syntax" if col == "email" else "e164", reasons, "field")
+
+    # the Pandera model: every failure case, split by row position
+    try:
+        canonical_schema(now).validate(df, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        fc = err.failure_cases
+        frame_level = fc[fc["index"].isna()]
+        frame_level = frame_level[
+            ~frame_level["check"].astype(str).str.startswith(("dtype(", "coerce_dtype("))
+        ]
+        if len(frame_level):
+            cols = sorted(set(map(str, frame_level["column"].dropna())))
+            raise SchemaShapeError(
+                f"{connector}: canonical frame fails frame-level checks on column(s) {cols}"
+            ) from None
+        fc = fc[fc["index"].notna()]
+        for (col, check), grp in fc.groupby(["column", "check"], sort=False):
+            pos = grp["index"].astype("int64").to_numpy()
+            name = _check_name(str(check))
+            details = [mask_value(str(col), v) for v in grp["failure_case"]]
+            add(pos, str(col), name, details, _severity(str(col)))
+
+    # duplicated source ids: keep the newest copy, reject the others
+    order = df.sort_values("updated_at", ascending=False, na_position="last", kind="stable")
+    dup = order["source_id"].duplicated(keep="first") & order["source_id"].notna()
+    if dup.any():
+        add(
+            np.sort(order.index[dup.to_numpy()].to_numpy()),
+            "source_id",
+            "unique_source_id",
+            None,
+            "row",
+        )
+
+    if not issues:
+        return ValidationResult(valid=df, rejected=empty_rejected(), rows_in=rows_in)
+    found = pd.concat(issues, ignore_index=True).drop_duplicates(["pos", "field", "check"])
+
+    valid = df.copy()
+    row_bad = np.zeros(len(df), dtype=bool)
+    row_bad[found.loc[found["severity"] == "row", "pos"].to_numpy()] = True
+    for field, grp in found[found["severity"] == "field"].groupby("field", sort=False):
+        pos = grp["pos"].to_numpy()
+        col = valid[field]
+        if col.dtype == bool:
+            valid.loc[pos, field] = False
+        else:
+            valid.loc[pos, field] = pd.NA if isinstance(col.dtype, pd.StringDtype) else None
+    valid = valid[~row_bad].reset_index(drop=True)
+
+    found = found.sort_values(["pos", "severity", "field"], kind="stable").reset_index(drop=True)
+    positions = found["pos"].to_numpy()
+    rejected = pd.DataFrame(
+        {
+            "connector": connector,
+            "source_id": df["source_id"].to_numpy()[positions],
+            "field": found["field"],
+            "check": found["check"],
+            "severity": found["severity"],
+            "reason": found["reason"],
+            "raw_payload": _payloads(raw if raw is not None else frame, positions),
+        }
+    ).astype("string")
+    return ValidationResult(valid=valid, rejected=rejected, rows_in=rows_in)
+
+
+def _severity(field: str) -> str:
+    return "row" if field in ROW_FIELDS else "field"
+
+
+def _check_name(check: str) -> str:
+    if check.startswith("coerce_dtype("):
+        return "coerce"
+    if check.startswith("dtype("):
+        return "dtype"
+    if check == "not_nullable":
+        return "not_null"
+    return check
+
+
+def _email_reason(sub: pd.DataFrame) -> list[str]:
+    values = sub["email_raw"]
+    reasons = {v: email_or_reason(str(v))[1] or "is not an address" for v in values.unique()}
+    return [f"{mask_value('email', v)}: {reasons[v]};" for v in values]
+
+
+def _phone_reason(sub: pd.DataFrame) -> list[str]:
+    pairs = list(zip(sub["phone_raw"], sub["country"].fillna(""), strict=True))
+    reasons = {
+        p: phone_or_reason(str(p[0]), p[1] or None)[1] or "is not a number" for p in set(pairs)
+    }
+    return [f"{mask_value('phone', p[0])}: {reasons[p]};" for p in pairs]
+
+
+def _payloads(source: pd.DataFrame, positions: np.ndarray) -> list[str]:
+    """JSON text of the source rows at ``positions`` (one serialization per distinct row)."""
+    unique_pos = np.unique(positions)
+    rows = source.iloc[unique_pos].astype(object)
+    rows = rows.where(rows.notna(), None)  # NaN/NaT/<NA> -> JSON null
+    texts = {
+        int(p): json.dumps(rec, default=str, ensure_ascii=False)
+        for p, rec in zip(unique_pos, rows.to_dict(orient="records"), strict=True)
+    }
+    return [texts[int(p)] for p in positions]

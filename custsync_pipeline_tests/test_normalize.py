@@ -1,0 +1,148 @@
+"""Unit tests of domain.normalize on small hand-built frames."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from custsync_pipeline.domain import normalize as nz
+from custsync_pipeline.domain.canonical import conform
+from custsync_pipeline.domain.normalize import normalize_customers
+
+
+def _frame(**cols: list) -> pd.DataFrame:
+    return conform(pd.DataFrame(cols))
+
+
+def test_email_trimmed_lowercased_raw_kept() -> None:
+    out = normalize_customers(
+        _frame(source_id=["1", "2", "3"], email=["  Anna.B@Example.COM ", "not-an-email", None])
+    )
+    assert out["email"].tolist()[:2] == ["anna.b@example.com", pd.NA]
+    assert out["email"].isna().tolist() == [False, True, True]
+    assert out["email_raw"].tolist()[:2] == ["  Anna.B@Example.COM ", "not-an-email"]
+    assert pd.isna(out["email_raw"].iloc[2])
+
+
+def test_phone_e164_uses_record_country() -> None:
+    out = normalize_customers(
+        _frame(
+            source_id=["1", "2", "3", "4", "5"],
+            phone=["070-123 45 67", "070-123 45 67", "+46 70 123 45 67", "12", "0046701234567"],
+            country=["SE", "Norway", None, "SE", "DE"],
+        )
+    )
+    # same digits read in Sweden vs Norway: Swedish mobile vs an invalid Norwegian number
+    assert out["phone"].iloc[0] == "+46701234567"
+    assert pd.isna(out["phone"].iloc[1])
+    assert out["phone"].iloc[2] == "+46701234567"  # international form needs no region
+    assert pd.isna(out["phone"].iloc[3])
+    assert out["phone"].iloc[4] == "+46701234567"  # 00 prefix dialled from Germany
+    assert out["phone_raw"].tolist()[0] == "070-123 45 67"
+
+
+def test_default_region_used_when_country_missing() -> None:
+    frame = _frame(source_id=["1"], phone=["070-123 45 67"])
+    assert pd.isna(normalize_customers(frame)["phone"].iloc[0])
+    assert normalize_customers(frame, default_region="SE")["phone"].iloc[0] == "+46701234567"
+
+
+def test_names_trimmed_collapsed_controls_removed() -> None:
+    out = normalize_customers(
+        _frame(
+            source_id=["1", "2", "3"],
+            first_name=["  Anna \t  Maria\n", "Bo\x00b\u202e", "   "],
+            last_name=["x", None, "Ek"],
+        )
+    )
+    assert out["first_name"].iloc[0] == "Anna Maria"
+    assert out["first_name"].iloc[1] == "Bob"
+    assert pd.isna(out["first_name"].iloc[2])  # blank is missing, not an empty name
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("Sweden", "SE"),
+        ("SWE", "SE"),
+        ("se", "SE"),
+        (" Sverige ", "SE"),
+        ("752", "SE"),
+        ("UK", "GB"),
+        ("United Kingdom", "GB"),
+        ("USA", "US"),
+        ("Deutschland", "DE"),
+        ("Netherlands", "NL"),
+        ("Atlantis", "Atlantis"),
+    ],
+)
+def test_country_to_alpha2(given: str, expected: str) -> None:
+    out = normalize_customers(_frame(source_id=["1"], country=[given]))
+    assert out["country"].iloc[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sv-SE", "sv"),
+        ("SV", "sv"),
+        ("swe", "sv"),
+        ("Swedish", "sv"),
+        ("en_GB", "en"),
+        ("xx", "xx"),
+    ],
+)
+def test_language_to_iso639_1(given: str, expected: str) -> None:
+    assert (
+        normalize_customers(_frame(source_id=["1"], language=[given]))["language"].iloc[0]
+        == expected
+    )
+
+
+def test_consents_and_kind() -> None:
+    out = normalize_customers(
+        _frame(
+            source_id=list("1234"),
+            email_consent=["Yes", "false", "Not set", "maybe"],
+            kind=["Person", "B2B", None, "alien"],
+        )
+    )
+    assert out["email_consent"].tolist()[:2] == ["yes", "no"]
+    assert pd.isna(out["email_consent"].iloc[2])
+    assert out["email_consent"].iloc[3] == "maybe"  # left for validation to report
+    assert out["kind"].tolist()[:2] == ["person", "company"]
+    assert out["kind"].iloc[3] == "alien"
+
+
+def test_idempotent() -> None:
+    frame = _frame(
+        source_id=["1", "2"],
+        email=[" A@B.se", "bad"],
+        phone=["070-1234567", "x"],
+        country=["se", "SE"],
+    )
+    once = normalize_customers(frame)
+    twice = normalize_customers(once)
+    pd.testing.assert_frame_equal(once, twice)
+
+
+def test_library_called_once_per_unique_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = nz.email_or_reason
+
+    def counting(value: str) -> tuple[str | None, str | None]:
+        calls.append(value)
+        return real(value)
+
+    monkeypatch.setattr(nz, "email_or_reason", counting)
+    emails = ["a@b.se", "c@d.se", None] * 1000
+    out = normalize_customers(_frame(source_id=[str(i) for i in range(3000)], email=emails))
+    assert sorted(calls) == ["a@b.se", "c@d.se"]
+    assert out["email"].notna().sum() == 2000
+
+
+def test_index_preserved() -> None:
+    frame = _frame(source_id=["1", "2"], email=["A@B.se", "x"]).set_axis([10, 20])
+    out = normalize_customers(frame)
+    assert out.index.tolist() == [10, 20]
+    assert out.loc[10, "email"] == "a@b.se"
