@@ -1,0 +1,76 @@
+"""The Dagster definitions load, validate with Dagster's own CLI, and follow the sync config."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from custsync_pipeline.config import ConfigError, load_sync_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_dagster_definitions_validate(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-w",
+            str(ROOT / "workspace.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_lanes_follow_the_config() -> None:
+    from custsync_pipeline.definitions import defs
+
+    keys = {k.to_user_string() for k in defs().resolve_asset_graph().get_all_asset_keys()}
+    for name in load_sync_config().enabled_connectors():
+        assert {f"{name}/raw_customers", f"{name}/customers", f"{name}/rejected_customers"} <= keys
+    assert {"identity_map", "identity_conflicts", "golden_customers"} <= keys
+    for target in load_sync_config().publish:
+        assert {f"{target.connector}/outbound_deltas", f"{target.connector}/published"} <= keys
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    bad = (ROOT / "custsync_pipeline" / "sync_config.yaml").read_text()
+    bad = bad.replace("source: salesforce", "source: salesforc")
+    path = tmp_path / "bad.yaml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError, match=r"flow.source.*salesforc"):
+        load_sync_config(path)
+    path.write_text(
+        "connectors: {a: {type: x, aspects: [nmae]}}\nidentity: {identifiers: []}\nflow: {source: a}\n"
+    )
+    with pytest.raises(ConfigError, match=r"connectors.a.aspects"):
+        load_sync_config(path)
+    path.write_text(
+        "connectors: {a: {type: x, credentials: {token: 's3cr3t-value'}}}\n"
+        "identity: {identifiers: []}\nflow: {source: a}\n"
+    )
+    with pytest.raises(ConfigError, match=r"credentials") as err:
+        load_sync_config(path)
+    assert "s3cr3t-value" not in str(err.value)
+
+
+def test_resources_take_secrets_from_env_vars() -> None:
+    from custsync_pipeline.defs.resources import build_resources
+
+    res = build_resources(load_sync_config())
+    secrets = res["salesforce_api"].secrets
+    assert set(secrets) == {"SALESFORCE_ACCESS_TOKEN"}
+    assert isinstance(secrets["SALESFORCE_ACCESS_TOKEN"], dg.EnvVar)
