@@ -1,3 +1,6 @@
 """Imports every table module so ``metadata`` knows all state-DB tables."""
 
-from custsync_pipeline.store import core  # noqa: F401
+from custsync_pipeline.store import (
+    core,  # noqa: F401
+    quarantine,  # noqa: F401
+)
