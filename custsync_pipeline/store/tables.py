@@ -2,5 +2,6 @@
 
 from custsync_pipeline.store import (
     core,  # noqa: F401
+    identity,  # noqa: F401
     quarantine,  # noqa: F401
 )

@@ -1,0 +1,201 @@
+"""The slow path of identity resolution: union-find with constraints.
+
+Only the few clusters that the vectorized fast path flags (a limit broken,
+differing first names, a guest between several accounts, a steward decision)
+come here. Links are tried strongest first, so when a merge would break a
+limit it is the lowest-priority identifier that is refused:
+
+1. steward must-links (always applied);
+2. system identifiers, by priority (limits and cannot-links checked);
+3. contact keys (email, phone) between accounts, by priority: also refused
+   when the two sides' first names clearly differ (a family sharing an email);
+4. guests (records with no system identifier): linked among themselves when
+   names agree, then joined to the single account cluster that holds their
+   contact keys, or left apart when there are several.
+
+Everything refused is returned as a conflict with both sides and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from custsync_pipeline.domain.identity_keys import mask_name, names_compatible
+
+
+@dataclass
+class KeyGroup:
+    """The records (local indices) sharing one usable key value."""
+
+    priority: int
+    rule_order: int
+    rule: str
+    key_id: int
+    contact: bool
+    members: list[int]
+
+
+@dataclass
+class ConstrainedInput:
+    n: int
+    groups: list[KeyGroup]
+    limits: dict[int, int]  # rule index -> max distinct values per cluster
+    rule_names: dict[int, str]
+    values: list[dict[int, set[int]]]  # per record: rule index -> key ids it holds
+    names: list[str | None]
+    is_account: list[bool]
+    must: list[tuple[int, int]] = field(default_factory=list)
+    cannot: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class ConstrainedOutput:
+    labels: list[int]
+    links: list[tuple[int, int, str, int]]  # a, b, rule, key id (-1 for steward)
+    conflicts: list[tuple[str, str, int, int, int, str]]  # kind, rule, key id, a, b, evidence
+
+
+class _Clusters:
+    def __init__(self, inp: ConstrainedInput) -> None:
+        self.inp = inp
+        self.parent = list(range(inp.n))
+        self.members: list[list[int]] = [[i] for i in range(inp.n)]
+        self.values = [{r: set(v) for r, v in d.items()} for d in inp.values]
+        self.names = [{nm} if nm else set() for nm in inp.names]
+        self.account = list(inp.is_account)
+        self.cannot: list[set[int]] = [set() for _ in range(inp.n)]
+        for a, b in inp.cannot:
+            self.cannot[a].add(b)
+            self.cannot[b].add(a)
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def refusal(self, ra: int, rb: int, check_names: bool) -> tuple[str, str] | None:
+        """Why clusters ``ra`` and ``rb`` must not merge, or None."""
+        small, big = (ra, rb) if len(self.members[ra]) <= len(self.members[rb]) else (rb, ra)
+        big_members = set(self.members[big])
+        for m in self.members[small]:
+            if self.cannot[m] & big_members:
+                return "steward_cannot_link", "a steward decided these records are different people"
+        for r_idx, limit in self.inp.limits.items():
+            va, vb = self.values[ra].get(r_idx), self.values[rb].get(r_idx)
+            if va and vb:
+                union = len(va | vb)
+                if union > limit:
+                    return (
+                        "limit_exceeded",
+                        f"merge would give {union} {self.inp.rule_names[r_idx]} values (limit {limit})",
+                    )
+        if check_names and self.names[ra] and self.names[rb]:
+            # any agreeing pair will do: a cluster may rightly hold a nickname or a
+            # steward-merged second name; two families never share a first name here
+            if not any(names_compatible(x, y) for x in self.names[ra] for y in self.names[rb]):
+                x, y = min(self.names[ra]), min(self.names[rb])
+                return (
+                    "name_mismatch",
+                    f"first names differ ({mask_name(x)} vs {mask_name(y)}): "
+                    "a contact point shared by different people",
+                )
+        return None
+
+    def union(self, ra: int, rb: int) -> int:
+        if len(self.members[ra]) < len(self.members[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.members[ra].extend(self.members[rb])
+        self.members[rb] = []
+        for r_idx, vals in self.values[rb].items():
+            self.values[ra].setdefault(r_idx, set()).update(vals)
+        self.values[rb] = {}
+        self.names[ra] |= self.names[rb]
+        self.account[ra] = self.account[ra] or self.account[rb]
+        return ra
+
+
+def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
+    cl = _Clusters(inp)
+    links: list[tuple[int, int, str, int]] = []
+    conflicts: list[tuple[str, str, int, int, int, str]] = []
+
+    def try_link(a: int, b: int, group: KeyGroup, check_names: bool) -> bool:
+        ra, rb = cl.find(a), cl.find(b)
+        if ra == rb:
+            return True
+        why = cl.refusal(ra, rb, check_names)
+        if why is not None:
+            if why[0] != "steward_cannot_link":  # a decided pair needs no review
+                conflicts.append((why[0], group.rule, group.key_id, a, b, why[1]))
+            return False
+        cl.union(ra, rb)
+        links.append((a, b, group.rule, group.key_id))
+        return True
+
+    def link_group(members: list[int], group: KeyGroup, check_names: bool) -> None:
+        # each member joins the first earlier member it may join; at most a few tries
+        for i in range(1, len(members)):
+            for j in range(min(i, 8)):
+                if try_link(members[i], members[j], group, check_names):
+                    break
+
+    for a, b in inp.must:
+        ra, rb = cl.find(a), cl.find(b)
+        if ra != rb:
+            cl.union(ra, rb)
+            links.append((a, b, "steward", -1))
+
+    ordered = sorted(inp.groups, key=lambda g: (g.contact, g.priority, g.rule_order, g.key_id))
+    for g in ordered:
+        if not g.contact:
+            link_group(g.members, g, check_names=False)
+    contact_groups = [g for g in ordered if g.contact]
+    for g in contact_groups:
+        accounts = [m for m in g.members if inp.is_account[m]]
+        link_group(accounts, g, check_names=True)
+
+    # guests among themselves (same contact point, names agreeing)
+    for g in contact_groups:
+        guests = [m for m in g.members if not inp.is_account[m]]
+        link_group(guests, g, check_names=True)
+
+    # then each guest cluster joins the account cluster holding its keys; when one
+    # key is held by several accounts (a family email) it stays apart
+    per_key: dict[int, dict[int, dict[int, tuple[int, int, KeyGroup]]]] = {}
+    for g in contact_groups:
+        guests = [m for m in g.members if not inp.is_account[m]]
+        accounts = [m for m in g.members if inp.is_account[m]]
+        if not guests or not accounts:
+            continue
+        for gm in guests:
+            slot = per_key.setdefault(cl.find(gm), {}).setdefault(g.key_id, {})
+            for am in accounts:
+                slot.setdefault(cl.find(am), (gm, am, g))
+    for rg in sorted(per_key):
+        by_key = per_key[rg]
+        ambiguous = [slot for slot in by_key.values() if len(slot) > 1]
+        if ambiguous:
+            for slot in ambiguous:
+                for gm, am, g in slot.values():
+                    conflicts.append(
+                        (
+                            "ambiguous_guest",
+                            g.rule,
+                            g.key_id,
+                            gm,
+                            am,
+                            f"guest record shares this {g.rule} with {len(slot)} different "
+                            "accounts: left apart",
+                        )
+                    )
+            continue
+        for slot in by_key.values():
+            for gm, am, g in slot.values():
+                try_link(gm, am, g, check_names=True)
+
+    labels = [cl.find(i) for i in range(inp.n)]
+    return ConstrainedOutput(labels=labels, links=links, conflicts=conflicts)

@@ -1,0 +1,242 @@
+"""Identity keys: turning canonical records into identifier occurrences.
+
+Holds the vectorized key builder used by ``domain.identity`` (one pass per
+identifier rule, regexes and lists applied once per unique value), the
+first-name tokens that tell family members apart, and the masking of keys
+for anything a person reads (``j***@gmail.com``, ``+46*****12``).
+Pure functions on pandas/numpy; no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from custsync_pipeline.config import IdentifierRule
+
+# Columns whose values are contact points people share (a family email, a
+# shop's landline); rules keyed on them are "contact" rules and get the
+# family / guest checks. Every other rule is a system identifier ("strong").
+CONTACT_COLUMNS = frozenset({"email", "phone"})
+
+# Values that are never an identifier, whatever the config says.
+JUNK_VALUES = frozenset(
+    {"", "null", "none", "n/a", "na", "nan", "-", "--", "0", "unknown", "undefined", "test"}
+)
+
+# Key status codes (per distinct key value).
+USABLE, BLOCKED, OVERUSED = 0, 1, 2
+
+
+def is_contact_rule(rule: IdentifierRule) -> bool:
+    return rule.columns[0] in CONTACT_COLUMNS
+
+
+def _clean_id(values: pd.Series, column: str) -> pd.Series:
+    out = values.astype("string").str.strip()
+    if column == "email":
+        out = out.str.lower()
+    elif column == "salesforce_id":
+        # An 18-character Salesforce id is the 15-character one plus a case-safe
+        # suffix: references stored by other systems often use the other form.
+        long = out.str.len().eq(18) & out.str.fullmatch(r"[A-Za-z0-9]{18}").fillna(False)
+        out = out.where(~long, out.str.slice(0, 15))
+    return out
+
+
+@dataclass
+class KeyTable:
+    """Identifier occurrences of a frame of records.
+
+    ``occ_rec``/``occ_key`` list (record index, key id) pairs, sorted by key
+    then record; per key id: ``key_rule`` (index into the rule list),
+    ``key_value`` (normalized value; composite parts joined by ``|``),
+    ``key_count`` (records holding it) and ``key_status``.
+    """
+
+    occ_rec: np.ndarray
+    occ_key: np.ndarray
+    key_rule: np.ndarray
+    key_value: np.ndarray
+    key_count: np.ndarray
+    key_status: np.ndarray
+    key_reason: np.ndarray  # why a key is not usable ("" when usable)
+
+    @property
+    def n_keys(self) -> int:
+        return len(self.key_rule)
+
+
+def build_keys(records: pd.DataFrame, rules: list[IdentifierRule]) -> KeyTable:
+    """Every identifier occurrence of ``records`` under ``rules`` (vectorized)."""
+    recs: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    k_rule: list[np.ndarray] = []
+    k_value: list[np.ndarray] = []
+    k_status: list[np.ndarray] = []
+    k_reason: list[np.ndarray] = []
+    offset = 0
+    for r_idx, rule in enumerate(rules):
+        missing = [c for c in rule.columns if c not in records.columns]
+        if missing:
+            continue
+        first = records[rule.columns[0]]
+        mask = first.notna().to_numpy()
+        if not mask.any():
+            continue
+        vals = _clean_id(first[mask], rule.columns[0])
+        for col in rule.columns[1:]:
+            part = _clean_id(records.loc[mask, col], col).fillna("")
+            vals = vals + "|" + part
+        vals = vals.fillna("")
+        junk = vals.str.lower().isin(JUNK_VALUES).to_numpy()
+        rec_idx = np.flatnonzero(mask)[~junk]
+        vals = vals[~junk]
+        if len(vals) == 0:
+            continue
+        code, uniques = pd.factorize(vals, sort=False)
+        uniq = pd.Series(uniques, dtype="object")
+        status = np.zeros(len(uniq), dtype=np.int8)
+        reason = np.full(len(uniq), "", dtype=object)
+        if rule.blocked_values:
+            listed = (
+                uniq.str.lower().isin({v.strip().lower() for v in rule.blocked_values}).to_numpy()
+            )
+            status[listed] = BLOCKED
+            reason[listed] = "blocked value (list)"
+        if rule.blocked_patterns:
+            pattern = re.compile("|".join(f"(?:{p})" for p in rule.blocked_patterns), re.IGNORECASE)
+            hit = uniq.map(lambda v, p=pattern: bool(p.search(v))).to_numpy(dtype=bool)
+            hit &= status == USABLE
+            status[hit] = BLOCKED
+            reason[hit] = "blocked value (pattern)"
+        count = np.bincount(code, minlength=len(uniq))
+        if rule.max_records_per_value is not None:
+            over = (count > rule.max_records_per_value) & (status == USABLE)
+            status[over] = OVERUSED
+            reason[over] = f"value shared by more than {rule.max_records_per_value} records"
+        recs.append(rec_idx.astype(np.int64))
+        codes.append(code.astype(np.int64) + offset)
+        k_rule.append(np.full(len(uniq), r_idx, dtype=np.int32))
+        k_value.append(uniq.to_numpy(dtype=object))
+        k_status.append(status)
+        k_reason.append(reason)
+        # count per key is finished below once every rule is in
+        offset += len(uniq)
+    if not recs:
+        empty_i = np.zeros(0, dtype=np.int64)
+        return KeyTable(
+            empty_i,
+            empty_i,
+            np.zeros(0, dtype=np.int32),
+            np.zeros(0, dtype=object),
+            empty_i,
+            np.zeros(0, dtype=np.int8),
+            np.zeros(0, dtype=object),
+        )
+    occ_rec = np.concatenate(recs)
+    occ_key = np.concatenate(codes)
+    # a record can repeat a value only through a duplicated composite; keep one
+    order = np.lexsort((occ_rec, occ_key))
+    occ_rec, occ_key = occ_rec[order], occ_key[order]
+    keep = np.ones(len(occ_rec), dtype=bool)
+    keep[1:] = (occ_rec[1:] != occ_rec[:-1]) | (occ_key[1:] != occ_key[:-1])
+    occ_rec, occ_key = occ_rec[keep], occ_key[keep]
+    n_keys = offset
+    return KeyTable(
+        occ_rec=occ_rec,
+        occ_key=occ_key,
+        key_rule=np.concatenate(k_rule),
+        key_value=np.concatenate(k_value),
+        key_count=np.bincount(occ_key, minlength=n_keys),
+        key_status=np.concatenate(k_status),
+        key_reason=np.concatenate(k_reason),
+    )
+
+
+def _ascii_token(value: str) -> str:
+    text = unicodedata.normalize("NFKD", value)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    match = re.search(r"[a-z]+", text)
+    return match.group(0) if match else ""
+
+
+def name_tokens(records: pd.DataFrame) -> np.ndarray:
+    """A first-name token per record (accents stripped, lower case, first word) or None.
+
+    Computed once per unique name. Used only to tell apart people who share
+    a contact point; a missing name is no evidence either way.
+    """
+    if "first_name" not in records.columns:
+        return np.full(len(records), None, dtype=object)
+    names = records["first_name"].astype("string")
+    uniq = names.dropna().unique()
+    table = {v: (_ascii_token(v) or None) for v in uniq}
+    return names.map(table).astype(object).where(names.notna(), None).to_numpy(dtype=object)
+
+
+@lru_cache(maxsize=65536)
+def names_compatible(a: str, b: str) -> bool:
+    """Could two first-name tokens be the same person's? (equal, initial/short form, one typo)."""
+    if a == b:
+        return True
+    if a.startswith(b) or b.startswith(a):
+        return True  # "j" / "jo" / "john": an initial or a short form
+    if min(len(a), len(b)) < 4:
+        return False
+    return _within_one_edit(a, b)
+
+
+def _within_one_edit(a: str, b: str) -> bool:
+    """Damerau-Levenshtein distance <= 1 (one insert, delete, substitute or swap)."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return True
+        return (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1 :]
+
+
+def mask_value(value: str | None) -> str:
+    """Mask a key for display: ``j***@gmail.com``, ``+46*****12``; system ids stay readable."""
+    if value is None or value is pd.NA:
+        return ""
+    text = str(value)
+    if "|" in text:  # composite key: mask each part
+        return "|".join(mask_value(p) for p in text.split("|"))
+    if "@" in text:
+        local, _, domain = text.rpartition("@")
+        return f"{local[:1]}***@{domain}"
+    digits = re.sub(r"[\s\-().]", "", text)
+    if re.fullmatch(r"\+?\d{6,}", digits):
+        head = digits[:3] if digits.startswith("+") else digits[:2]
+        return f"{head}*****{digits[-2:]}"
+    return text
+
+
+def mask_values(values: pd.Series) -> pd.Series:
+    """``mask_value`` applied once per unique value."""
+    values = values.astype("object")
+    uniq = pd.unique(values)
+    table = {v: mask_value(v) for v in uniq}
+    return values.map(table)
+
+
+def mask_name(token: str | None) -> str:
+    return f"{token[:1]}***" if token else "?"

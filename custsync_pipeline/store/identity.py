@@ -1,0 +1,327 @@
+"""State-DB tables of identity resolution, and how results are read and written.
+
+Tables (documented for users in docs/identity.md):
+
+- ``identity_map``: connector, source_id -> golden_id (+ the rule that linked it);
+- ``golden_ids``: every golden id ever issued, with ``merged_into`` history;
+- ``identity_links``: the evidence of each link (keys masked);
+- ``identity_conflicts``: refused or doubtful links, the review queue;
+- ``steward_decisions``: must-link / cannot-link decisions that always win.
+
+SQLAlchemy Core only, one code path for SQLite and PostgreSQL. Writes are
+diffs (only changed rows), in chunks, each table in one short transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from custsync_pipeline.domain.identity import (
+    CONFLICT_COLUMNS,
+    DECISION_COLUMNS,
+    LINK_COLUMNS,
+    MAP_COLUMNS,
+    IdentityResult,
+)
+from custsync_pipeline.store.db import metadata
+
+CHUNK = 5000
+TS = sa.DateTime(timezone=True)
+
+identity_map = sa.Table(
+    "identity_map",
+    metadata,
+    sa.Column("connector", sa.String(64), primary_key=True),
+    sa.Column("source_id", sa.String(255), primary_key=True),
+    sa.Column("golden_id", sa.String(32), nullable=False, index=True),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+golden_ids = sa.Table(
+    "golden_ids",
+    metadata,
+    sa.Column("golden_id", sa.String(32), primary_key=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("merged_into", sa.String(32), nullable=True, index=True),
+    sa.Column("merged_at", TS, nullable=True),
+)
+
+identity_links = sa.Table(
+    "identity_links",
+    metadata,
+    sa.Column("link_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("golden_id", sa.String(32), nullable=False, index=True),
+    sa.Column("connector_a", sa.String(64), nullable=False),
+    sa.Column("source_id_a", sa.String(255), nullable=False),
+    sa.Column("connector_b", sa.String(64), nullable=False),
+    sa.Column("source_id_b", sa.String(255), nullable=False),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(512), nullable=False),  # masked
+)
+
+identity_conflicts = sa.Table(
+    "identity_conflicts",
+    metadata,
+    sa.Column("conflict_id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False, index=True),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("key_masked", sa.String(512), nullable=False),
+    sa.Column("connector_a", sa.String(64), nullable=False),
+    sa.Column("source_id_a", sa.String(255), nullable=False),
+    sa.Column("golden_id_a", sa.String(32), nullable=False),
+    sa.Column("connector_b", sa.String(64), nullable=False),
+    sa.Column("source_id_b", sa.String(255), nullable=False),
+    sa.Column("golden_id_b", sa.String(32), nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),
+    sa.Column("first_seen_at", TS, nullable=False),
+)
+
+steward_decisions = sa.Table(
+    "steward_decisions",
+    metadata,
+    sa.Column("decision_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("connector_a", sa.String(64), nullable=False),
+    sa.Column("source_id_a", sa.String(255), nullable=False),
+    sa.Column("connector_b", sa.String(64), nullable=False),
+    sa.Column("source_id_b", sa.String(255), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("decided_at", TS, nullable=False),
+    sa.UniqueConstraint(
+        "connector_a", "source_id_a", "connector_b", "source_id_b", name="uq_steward_pair"
+    ),
+)
+
+IDENTITY_TABLES = (identity_map, golden_ids, identity_links, identity_conflicts, steward_decisions)
+
+
+def create_identity_tables(engine: Engine) -> None:
+    metadata.create_all(engine, tables=list(IDENTITY_TABLES))
+
+
+def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict]:
+    """Rows as dicts with None for missing values and python datetimes."""
+    out = frame[list(columns)].astype(object)
+    out = out.where(pd.notna(out), None)
+    rows = out.to_dict("records")
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, pd.Timestamp):
+                row[k] = v.to_pydatetime()
+    return rows
+
+
+def _chunks(rows: list[dict]) -> Iterable[list[dict]]:
+    for i in range(0, len(rows), CHUNK):
+        yield rows[i : i + CHUNK]
+
+
+def _upsert(engine: Engine, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE: same statement shape on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    with engine.begin() as conn:
+        for chunk in _chunks(rows):
+            stmt = insert(table)
+            cols = [c for c in chunk[0] if c not in keys]
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys, set_={c: stmt.excluded[c] for c in cols}
+            )
+            conn.execute(stmt, chunk)
+
+
+def _read(engine: Engine, table: sa.Table) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table)).mappings().all()
+    frame = pd.DataFrame(rows, columns=[c.name for c in table.columns])
+    for col in table.columns:
+        if isinstance(col.type, sa.DateTime):
+            frame[col.name] = pd.to_datetime(frame[col.name], utc=True, errors="coerce")
+    return frame
+
+
+def load_identity_state(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``(prior_map, golden_ids, decisions)`` as ``resolve_identities`` takes them."""
+    create_identity_tables(engine)
+    prior = _read(engine, identity_map)[MAP_COLUMNS]
+    gids = _read(engine, golden_ids)
+    decisions = _read(engine, steward_decisions)
+    return prior, gids, decisions
+
+
+def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, int]:
+    """Write a resolution: the map and golden ids as diffs, evidence and conflicts replaced.
+
+    Returns counts of rows written per table (for metadata).
+    """
+    create_identity_tables(engine)
+    written: dict[str, int] = {}
+
+    # golden ids: upsert the rows that are new or changed
+    old = _read(engine, golden_ids)
+    new = result.golden_ids
+    cols = ["golden_id", "created_at", "merged_into", "merged_at"]
+    if len(old):
+        both = new[cols].merge(
+            old[cols], on="golden_id", how="left", suffixes=("", "_old"), indicator=True
+        )
+        changed = (both["_merge"] == "left_only") | ~(
+            _same(both["merged_into"], both["merged_into_old"])
+            & _same(both["merged_at"], both["merged_at_old"])
+        )
+        gid_rows = new[cols][changed.to_numpy()]
+    else:
+        gid_rows = new[cols]
+    _upsert(engine, golden_ids, _records(gid_rows, cols), ["golden_id"])
+    written["golden_ids"] = len(gid_rows)
+
+    # identity map: upsert changed rows, delete records that are gone
+    old_map = _read(engine, identity_map)
+    cur = result.identity_map[MAP_COLUMNS]
+    key = ["connector", "source_id"]
+    if len(old_map):
+        both = cur.merge(
+            old_map[key + ["golden_id", "rule"]], on=key, how="left", suffixes=("", "_old")
+        )
+        changed = ~(
+            _same(both["golden_id"], both["golden_id_old"]) & _same(both["rule"], both["rule_old"])
+        )
+        upserts = cur[changed.to_numpy()]
+        gone = old_map[key].merge(cur[key], on=key, how="left", indicator=True)
+        gone = gone[gone["_merge"] == "left_only"][key]
+    else:
+        upserts, gone = cur, pd.DataFrame(columns=key)
+    _upsert(engine, identity_map, _records(upserts, MAP_COLUMNS), key)
+    if len(gone):
+        with engine.begin() as conn:
+            for chunk in _chunks(_records(gone, key)):
+                conn.execute(
+                    identity_map.delete().where(
+                        sa.and_(
+                            identity_map.c.connector == sa.bindparam("b_connector"),
+                            identity_map.c.source_id == sa.bindparam("b_source_id"),
+                        )
+                    ),
+                    [{"b_connector": r["connector"], "b_source_id": r["source_id"]} for r in chunk],
+                )
+    written["identity_map"] = len(upserts)
+    written["identity_map_deleted"] = len(gone)
+
+    # evidence: replaced whole (it is derived, and read only by explain)
+    link_rows = _records(result.links, LINK_COLUMNS)
+    with engine.begin() as conn:
+        conn.execute(identity_links.delete())
+        for chunk in _chunks(link_rows):
+            conn.execute(identity_links.insert(), chunk)
+    written["identity_links"] = len(link_rows)
+
+    # conflicts: the current queue, each row keeping when it was first seen
+    with engine.connect() as conn:
+        seen = dict(
+            conn.execute(
+                sa.select(identity_conflicts.c.conflict_id, identity_conflicts.c.first_seen_at)
+            ).all()
+        )
+    now = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    conflict_rows = _records(result.conflicts, CONFLICT_COLUMNS)
+    for row in conflict_rows:
+        row["first_seen_at"] = seen.get(row["conflict_id"], now)
+        for col in ("golden_id_a", "golden_id_b", "key_masked", "evidence", "rule"):
+            row[col] = row[col] if row[col] is not None else ""
+    with engine.begin() as conn:
+        conn.execute(identity_conflicts.delete())
+        for chunk in _chunks(conflict_rows):
+            conn.execute(identity_conflicts.insert(), chunk)
+    written["identity_conflicts"] = len(conflict_rows)
+    return written
+
+
+def _same(a: pd.Series, b: pd.Series) -> pd.Series:
+    a_na, b_na = a.isna().to_numpy(), b.isna().to_numpy()
+    eq = (a.astype(object).to_numpy() == b.astype(object).to_numpy()) & ~a_na & ~b_na
+    return pd.Series(eq | (a_na & b_na), index=a.index)
+
+
+# --- steward decisions ------------------------------------------------------
+
+
+def _ordered(a: tuple[str, str], b: tuple[str, str]) -> tuple[tuple[str, str], tuple[str, str]]:
+    return (a, b) if a <= b else (b, a)
+
+
+def set_decision(
+    engine: Engine,
+    decision: str,
+    a: tuple[str, str],
+    b: tuple[str, str],
+    note: str | None = None,
+    decided_by: str | None = None,
+) -> None:
+    """Record must_link / cannot_link for a pair of records; replaces any earlier decision on it."""
+    if decision not in ("must_link", "cannot_link"):
+        raise ValueError(f"decision must be must_link or cannot_link, not {decision!r}")
+    if a == b:
+        raise ValueError("a decision needs two different records")
+    create_identity_tables(engine)
+    (ca, sa_), (cb, sb) = _ordered(a, b)
+    row = {
+        "decision": decision,
+        "connector_a": ca,
+        "source_id_a": sa_,
+        "connector_b": cb,
+        "source_id_b": sb,
+        "note": note,
+        "decided_by": decided_by,
+        "decided_at": pd.Timestamp.now(tz="UTC").to_pydatetime(),
+    }
+    with engine.begin() as conn:
+        conn.execute(steward_decisions.delete().where(_pair_clause(ca, sa_, cb, sb)))
+        conn.execute(steward_decisions.insert(), [row])
+
+
+def _pair_clause(ca: str, sa_: str, cb: str, sb: str):
+    t = steward_decisions.c
+    return sa.and_(
+        t.connector_a == ca, t.source_id_a == sa_, t.connector_b == cb, t.source_id_b == sb
+    )
+
+
+def remove_decision(engine: Engine, a: tuple[str, str], b: tuple[str, str]) -> int:
+    """Delete the decision on a pair; returns how many rows went (0 or 1)."""
+    create_identity_tables(engine)
+    (ca, sa_), (cb, sb) = _ordered(a, b)
+    with engine.begin() as conn:
+        return conn.execute(
+            steward_decisions.delete().where(_pair_clause(ca, sa_, cb, sb))
+        ).rowcount
+
+
+def list_decisions(engine: Engine) -> pd.DataFrame:
+    create_identity_tables(engine)
+    frame = _read(engine, steward_decisions)
+    return frame.sort_values("decision_id").reset_index(drop=True)
+
+
+__all__ = [
+    "identity_map",
+    "golden_ids",
+    "identity_links",
+    "identity_conflicts",
+    "steward_decisions",
+    "load_identity_state",
+    "save_identity_result",
+    "set_decision",
+    "remove_decision",
+    "list_decisions",
+    "DECISION_COLUMNS",
+]

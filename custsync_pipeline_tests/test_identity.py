@@ -1,0 +1,498 @@
+"""Identity resolution on small hand-built frames: links, traps, stable ids, stewards."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from custsync_pipeline.config import IdentifierRule
+from custsync_pipeline.domain.canonical import conform
+from custsync_pipeline.domain.identity import resolve_golden_id, resolve_identities
+
+NOW = pd.Timestamp("2026-01-01", tz="UTC")
+LATER = pd.Timestamp("2026-02-01", tz="UTC")
+
+RULES = [
+    IdentifierRule(
+        name="customer_number", columns=["customer_number"], priority=1, max_per_golden=1
+    ),
+    IdentifierRule(name="web_user_id", columns=["web_user_id"], priority=1, max_per_golden=1),
+    IdentifierRule(name="salesforce_id", columns=["salesforce_id"], priority=2),
+    IdentifierRule(name="voyado_id", columns=["voyado_id"], priority=2, max_per_golden=1),
+    IdentifierRule(name="icomm_user", columns=["icomm_user_id", "store_code"], priority=2),
+    IdentifierRule(
+        name="email",
+        columns=["email"],
+        priority=3,
+        max_per_golden=3,
+        max_records_per_value=4,
+        blocked_patterns=[r"^(no-?reply|info)@", r"@example\.com$"],
+        blocked_values=["none@none.com"],
+    ),
+    IdentifierRule(
+        name="phone",
+        columns=["phone"],
+        priority=4,
+        max_per_golden=2,
+        max_records_per_value=4,
+        blocked_patterns=[r"^\+\d{0,3}0{6,}$"],
+    ),
+]
+
+
+def frame(*rows: dict) -> pd.DataFrame:
+    return conform(pd.DataFrame(list(rows)))
+
+
+def gid(result, connector: str, source_id: str) -> str:
+    m = result.identity_map
+    return m.loc[(m.connector == connector) & (m.source_id == source_id), "golden_id"].item()
+
+
+def together(result, *refs: tuple[str, str]) -> bool:
+    return len({gid(result, c, s) for c, s in refs}) == 1
+
+
+def apart(result, *refs: tuple[str, str]) -> bool:
+    return len({gid(result, c, s) for c, s in refs}) == len(refs)
+
+
+def kinds(result) -> set[str]:
+    return set(result.conflicts["kind"])
+
+
+# --- linking rules ------------------------------------------------------------
+
+
+def test_cross_system_reference_email_and_phone_link_one_person():
+    records = frame(
+        dict(
+            connector="salesforce",
+            source_id="003A",
+            salesforce_id="003A",
+            voyado_id="V1",
+            first_name="Anna",
+        ),
+        dict(
+            connector="voyado", source_id="V1", voyado_id="V1", email="anna@x.se", first_name="Anna"
+        ),
+        dict(connector="voucherify", source_id="cust_1", email="anna@x.se", phone="+46701234512"),
+        dict(
+            connector="icomm",
+            source_id="i1",
+            icomm_user_id="u9",
+            store_code="S1",
+            phone="+46701234512",
+        ),
+        dict(connector="salesforce", source_id="003Z", salesforce_id="003Z", email="zoe@x.se"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(
+        r, ("salesforce", "003A"), ("voyado", "V1"), ("voucherify", "cust_1"), ("icomm", "i1")
+    )
+    assert apart(r, ("salesforce", "003A"), ("salesforce", "003Z"))
+    m = r.identity_map.set_index(["connector", "source_id"])["rule"]
+    assert m[("voyado", "V1")] == "voyado_id"
+    assert m[("icomm", "i1")] == "phone"
+    assert m[("salesforce", "003Z")] == "own"
+    assert r.golden_ids["golden_id"].str.fullmatch(r"G[0-9a-f]{12}").all()
+    assert r.golden_ids["merged_into"].isna().all()
+
+
+def test_composite_key_needs_both_parts_to_match():
+    records = frame(
+        dict(connector="icomm", source_id="a", icomm_user_id="u1", store_code="SE"),
+        dict(connector="shop", source_id="b", icomm_user_id="u1", store_code="NO"),
+        dict(connector="shop", source_id="c", icomm_user_id="u1", store_code="SE"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("icomm", "a"), ("shop", "c"))
+    assert apart(r, ("icomm", "a"), ("shop", "b"))
+
+
+def test_salesforce_15_and_18_character_ids_are_one_key():
+    records = frame(
+        dict(connector="salesforce", source_id="0035g00000AbCdE", salesforce_id="0035g00000AbCdE"),
+        dict(connector="voucherify", source_id="v1", salesforce_id="0035g00000AbCdEAAZ"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("salesforce", "0035g00000AbCdE"), ("voucherify", "v1"))
+
+
+def test_duplicates_inside_one_system_merge_on_a_strong_key():
+    records = frame(
+        dict(connector="exact", source_id="acc1", customer_number="C100", first_name="Jon"),
+        dict(connector="exact", source_id="acc2", customer_number="C100", first_name="Johan"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    # a strong id wins over a name that differs (typo or nickname)
+    assert together(r, ("exact", "acc1"), ("exact", "acc2"))
+
+
+def test_same_record_twice_keeps_the_latest_version():
+    records = frame(
+        dict(connector="shop", source_id="s1", email="old@x.se", updated_at="2025-01-01"),
+        dict(connector="shop", source_id="s1", email="new@x.se", updated_at="2025-06-01"),
+        dict(connector="crm", source_id="c1", salesforce_id="c1", email="new@x.se"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert len(r.identity_map) == 2
+    assert together(r, ("shop", "s1"), ("crm", "c1"))
+
+
+# --- traps: blocked, shared, family, role address, guest, limits -----------------
+
+
+def test_blocked_values_and_patterns_never_link_and_are_reported():
+    records = frame(
+        dict(
+            connector="shop",
+            source_id="a",
+            salesforce_id="a",
+            email="none@none.com",
+            first_name="Anna",
+        ),
+        dict(
+            connector="shop",
+            source_id="b",
+            salesforce_id="b",
+            email="None@None.com",
+            first_name="Anna",
+        ),
+        dict(connector="shop", source_id="c", salesforce_id="c", email="noreply@shop.se"),
+        dict(connector="shop", source_id="d", salesforce_id="d", email="noreply@shop.se"),
+        dict(connector="shop", source_id="e", salesforce_id="e", phone="+46000000000"),
+        dict(connector="shop", source_id="f", salesforce_id="f", phone="+46000000000"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert r.identity_map["golden_id"].nunique() == 6
+    blocked = r.conflicts[r.conflicts.kind == "blocked_value"]
+    assert set(blocked["rule"]) == {"email", "phone"}
+    assert len(blocked) == 3
+    # the review queue never holds a key in clear
+    assert not r.conflicts["key_masked"].str.contains("noreply@|none@|000000", regex=True).any()
+
+
+def test_role_address_of_two_companies_does_not_link_them():
+    records = frame(
+        dict(
+            connector="exact",
+            source_id="e1",
+            customer_number="C1",
+            email="info@acme.se",
+            kind="company",
+        ),
+        dict(
+            connector="exact",
+            source_id="e2",
+            customer_number="C2",
+            email="info@acme.se",
+            kind="company",
+        ),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("exact", "e1"), ("exact", "e2"))
+    assert "blocked_value" in kinds(r)
+
+
+def test_value_used_by_many_records_is_not_a_link():
+    rows = [
+        dict(
+            connector="pos",
+            source_id=f"p{i}",
+            salesforce_id=f"p{i}",
+            phone="+46701111111",
+            first_name="Sam",
+        )
+        for i in range(5)
+    ]
+    r = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert r.identity_map["golden_id"].nunique() == 5
+    shared = r.conflicts[r.conflicts.kind == "shared_value"]
+    assert len(shared) == 4 and shared["evidence"].str.contains("held by 5 records").all()
+
+
+def test_family_sharing_an_email_stays_apart_and_the_refusal_is_queued():
+    records = frame(
+        dict(
+            connector="crm",
+            source_id="erik",
+            salesforce_id="erik",
+            email="fam@x.se",
+            first_name="Erik",
+        ),
+        dict(
+            connector="crm",
+            source_id="lisa",
+            salesforce_id="lisa",
+            email="fam@x.se",
+            first_name="Lisa",
+        ),
+        dict(
+            connector="loyalty", source_id="V7", voyado_id="V7", email="fam@x.se", first_name="Erik"
+        ),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("crm", "erik"), ("loyalty", "V7"))
+    assert apart(r, ("crm", "erik"), ("crm", "lisa"))
+    c = r.conflicts[r.conflicts.kind == "name_mismatch"]
+    assert len(c) >= 1
+    assert set(c["source_id_a"]) | set(c["source_id_b"]) >= {"lisa"}
+    assert (c["key_masked"] == "f***@x.se").all()
+    assert not c["evidence"].str.contains("lisa|erik", case=False).any()
+
+
+def test_name_typo_and_initial_still_link_on_email():
+    records = frame(
+        dict(
+            connector="crm", source_id="a", salesforce_id="a", email="k@x.se", first_name="Katarina"
+        ),
+        dict(
+            connector="loyalty", source_id="b", voyado_id="b", email="k@x.se", first_name="Katrina"
+        ),
+        dict(connector="shop", source_id="c", web_user_id="w1", email="k@x.se", first_name="K."),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("crm", "a"), ("loyalty", "b"), ("shop", "c"))
+
+
+def test_guest_joins_the_single_account_holding_its_email():
+    records = frame(
+        dict(
+            connector="shop", source_id="acct", web_user_id="w1", email="ann@x.se", first_name="Ann"
+        ),
+        dict(connector="shop", source_id="guest1", email="ann@x.se", first_name="Ann"),
+        dict(connector="shop", source_id="guest2", email="ann@x.se"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("shop", "acct"), ("shop", "guest1"), ("shop", "guest2"))
+    assert r.conflicts.empty
+
+
+def test_guest_stays_apart_when_several_accounts_hold_its_email():
+    records = frame(
+        dict(
+            connector="shop", source_id="a1", web_user_id="w1", email="fam@x.se", first_name="Ann"
+        ),
+        dict(connector="shop", source_id="a2", web_user_id="w2", email="fam@x.se", first_name="Bo"),
+        dict(connector="shop", source_id="guest", email="fam@x.se"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("shop", "a1"), ("shop", "a2"), ("shop", "guest"))
+    amb = r.conflicts[r.conflicts.kind == "ambiguous_guest"]
+    assert set(amb["source_id_a"]) == {"guest"}
+    assert set(amb["source_id_b"]) == {"a1", "a2"}
+
+
+def test_limit_per_golden_drops_the_lowest_priority_identifier():
+    # two customer numbers would end in one record through a shared email: the
+    # email (priority 3) is dropped, the customer numbers (priority 1) stand
+    records = frame(
+        dict(
+            connector="exact",
+            source_id="e1",
+            customer_number="C1",
+            email="sam@x.se",
+            first_name="Sam",
+        ),
+        dict(
+            connector="exact",
+            source_id="e2",
+            customer_number="C2",
+            email="sam@x.se",
+            first_name="Sam",
+        ),
+        dict(connector="crm", source_id="s1", customer_number="C1", salesforce_id="s1"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("exact", "e1"), ("crm", "s1"))
+    assert apart(r, ("exact", "e1"), ("exact", "e2"))
+    lim = r.conflicts[r.conflicts.kind == "limit_exceeded"]
+    assert len(lim) == 1
+    assert lim["rule"].item() == "email"
+    assert "2 customer_number values (limit 1)" in lim["evidence"].item()
+
+
+def test_limit_on_a_strong_id_refuses_the_weaker_strong_link():
+    # voyado_id (priority 2) would join two web user ids (priority 1, limit 1)
+    records = frame(
+        dict(connector="shop", source_id="u1", web_user_id="w1", voyado_id="V1"),
+        dict(connector="shop", source_id="u2", web_user_id="w2", voyado_id="V1"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("shop", "u1"), ("shop", "u2"))
+    lim = r.conflicts[r.conflicts.kind == "limit_exceeded"]
+    assert lim["rule"].tolist() == ["voyado_id"]
+
+
+# --- stable ids ------------------------------------------------------------------
+
+BASE = [
+    dict(connector="crm", source_id="a", salesforce_id="a", email="a@x.se"),
+    dict(connector="shop", source_id="a2", web_user_id="wa", email="a@x.se"),
+    dict(connector="crm", source_id="b", salesforce_id="b", email="b@x.se"),
+    dict(connector="crm", source_id="c", salesforce_id="c", phone="+46701234567"),
+]
+
+
+def test_rerun_on_unchanged_input_changes_no_id():
+    first = resolve_identities(frame(*BASE), RULES, now=NOW)
+    again = resolve_identities(
+        frame(*reversed(BASE)), RULES, first.identity_map, first.golden_ids, now=LATER
+    )
+    merged = first.identity_map.merge(again.identity_map, on=["connector", "source_id"])
+    assert (merged["golden_id_x"] == merged["golden_id_y"]).all()
+    assert (merged["updated_at_y"] == NOW).all()  # nothing changed, nothing re-stamped
+    assert again.stats["golden_ids_new"] == 0 and again.stats["golden_ids_merged"] == 0
+    pd.testing.assert_frame_equal(
+        first.golden_ids.sort_values("golden_id").reset_index(drop=True),
+        again.golden_ids.sort_values("golden_id").reset_index(drop=True),
+    )
+
+
+def test_merge_keeps_the_oldest_id_and_records_the_absorbed_one():
+    first = resolve_identities(frame(*BASE), RULES, now=NOW)
+    old_a, old_b = gid(first, "crm", "a"), gid(first, "crm", "b")
+    # b's id must be the older one: make it so in the golden_ids table
+    gids = first.golden_ids.copy()
+    gids.loc[gids.golden_id == old_b, "created_at"] = NOW - pd.Timedelta(days=30)
+    # a new record links a and b through a phone... and a shared email
+    changed = BASE + [
+        dict(
+            connector="loyalty", source_id="v", voyado_id="v", email="b@x.se", phone="+46709999999"
+        )
+    ]
+    changed[0] = dict(BASE[0], phone="+46709999999")
+    second = resolve_identities(frame(*changed), RULES, first.identity_map, gids, now=LATER)
+    assert (
+        gid(second, "crm", "a") == old_b == gid(second, "shop", "a2") == gid(second, "loyalty", "v")
+    )
+    row = second.golden_ids.set_index("golden_id").loc[old_a]
+    assert row["merged_into"] == old_b and row["merged_at"] == LATER
+    assert second.stats["golden_ids_merged"] == 1
+    # the absorbed id resolves to the survivor forever
+    assert resolve_golden_id(second.golden_ids, old_a) == old_b
+    assert resolve_golden_id(second.golden_ids, old_b) == old_b
+    moved = second.identity_map.set_index("source_id")
+    assert moved.loc["a", "updated_at"] == LATER and moved.loc["b", "updated_at"] == NOW
+
+
+def test_split_keeps_the_id_for_the_larger_part():
+    rows = [
+        dict(
+            connector="crm",
+            source_id="x1",
+            salesforce_id="x1",
+            email="p@x.se",
+            customer_number="K1",
+        ),
+        dict(connector="erp", source_id="x2", customer_number="K1"),
+        dict(connector="shop", source_id="x3", web_user_id="wx", email="p@x.se"),
+    ]
+    first = resolve_identities(frame(*rows), RULES, now=NOW)
+    g = gid(first, "crm", "x1")
+    assert together(first, ("crm", "x1"), ("erp", "x2"), ("shop", "x3"))
+    rows[2] = dict(rows[2], email="other@x.se")  # the shop account changed its email
+    second = resolve_identities(
+        frame(*rows), RULES, first.identity_map, first.golden_ids, now=LATER
+    )
+    assert gid(second, "crm", "x1") == g == gid(second, "erp", "x2")
+    new = gid(second, "shop", "x3")
+    assert new != g
+    assert second.stats["split_parts"] == 1 and second.stats["golden_ids_new"] == 1
+    row = second.golden_ids.set_index("golden_id").loc[new]
+    assert row["created_at"] == LATER and pd.isna(row["merged_into"])
+
+
+def test_chain_of_merges_resolves_to_the_last_survivor():
+    gids = pd.DataFrame(
+        {
+            "golden_id": ["G1", "G2", "G3"],
+            "created_at": [NOW] * 3,
+            "merged_into": ["G2", "G3", None],
+            "merged_at": [LATER, LATER, pd.NaT],
+        }
+    )
+    assert resolve_golden_id(gids, "G1") == "G3"
+    # a prior map pointing at a merged-away id lands on the survivor
+    prior = pd.DataFrame({"connector": ["crm"], "source_id": ["a"], "golden_id": ["G1"]})
+    r = resolve_identities(
+        frame(dict(connector="crm", source_id="a")), RULES, prior, gids, now=LATER
+    )
+    assert gid(r, "crm", "a") == "G3"
+
+
+# --- steward decisions -----------------------------------------------------------
+
+
+def decisions(*rows: tuple[str, str, str, str, str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        rows, columns=["decision", "connector_a", "source_id_a", "connector_b", "source_id_b"]
+    )
+
+
+def test_must_link_joins_records_no_key_connects():
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", email="a@x.se"),
+        dict(connector="shop", source_id="b", web_user_id="wb", email="b@y.se"),
+    )
+    d = decisions(("must_link", "crm", "a", "shop", "b"))
+    r = resolve_identities(records, RULES, decisions=d, now=NOW)
+    assert together(r, ("crm", "a"), ("shop", "b"))
+    assert set(r.identity_map["rule"]) == {"steward"}
+    assert (r.links["rule"] == "steward").all()
+
+
+def test_must_link_wins_over_a_limit():
+    records = frame(
+        dict(connector="shop", source_id="u1", web_user_id="w1"),
+        dict(connector="shop", source_id="u2", web_user_id="w2"),
+    )
+    d = decisions(("must_link", "shop", "u1", "shop", "u2"))
+    r = resolve_identities(records, RULES, decisions=d, now=NOW)
+    assert together(r, ("shop", "u1"), ("shop", "u2"))
+
+
+def test_cannot_link_splits_only_the_decided_pair_and_keeps_the_rest():
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", email="same@x.se", first_name="Al"),
+        dict(connector="loyalty", source_id="b", voyado_id="b", email="same@x.se", first_name="Al"),
+        dict(connector="loyalty", source_id="c", voyado_id="c", phone="+46701234567"),
+        dict(connector="crm", source_id="d", salesforce_id="d", phone="+46701234567"),
+    )
+    first = resolve_identities(records, RULES, now=NOW)
+    assert together(first, ("crm", "a"), ("loyalty", "b"))
+    d = decisions(("cannot_link", "crm", "a", "loyalty", "b"))
+    second = resolve_identities(records, RULES, first.identity_map, first.golden_ids, d, now=LATER)
+    assert apart(second, ("crm", "a"), ("loyalty", "b"))
+    assert together(second, ("loyalty", "c"), ("crm", "d"))
+    assert gid(second, "loyalty", "c") == gid(first, "loyalty", "c")
+    # one of the two keeps the old id, the other gets a new one
+    old = gid(first, "crm", "a")
+    assert old in {gid(second, "crm", "a"), gid(second, "loyalty", "b")}
+    # a decided pair is not put back in the review queue
+    assert second.conflicts.empty
+
+
+def test_cannot_link_holds_against_a_chain_of_keys():
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", customer_number="K1"),
+        dict(connector="erp", source_id="m", customer_number="K1", voyado_id="V1"),
+        dict(connector="loyalty", source_id="b", voyado_id="V1"),
+    )
+    d = decisions(("cannot_link", "loyalty", "b", "crm", "a"))
+    r = resolve_identities(records, RULES, decisions=d, now=NOW)
+    assert apart(r, ("crm", "a"), ("loyalty", "b"))
+    assert together(r, ("crm", "a"), ("erp", "m"))  # the stronger link stands
+
+
+def test_decision_on_a_missing_record_is_ignored():
+    records = frame(dict(connector="crm", source_id="a", salesforce_id="a"))
+    d = decisions(("must_link", "crm", "a", "shop", "gone"))
+    r = resolve_identities(records, RULES, decisions=d, now=NOW)
+    assert len(r.identity_map) == 1
+
+
+def test_records_without_connector_or_source_id_are_refused():
+    with pytest.raises(ValueError, match="source_id"):
+        resolve_identities(pd.DataFrame({"connector": ["x"]}), RULES)

@@ -1,0 +1,116 @@
+"""The identity tables in a real state DB: a SQLite file and the PostgreSQL server."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from custsync_pipeline.domain.canonical import conform
+from custsync_pipeline.domain.identity import resolve_identities
+from custsync_pipeline.store.db import make_engine
+from custsync_pipeline.store.identity import identity_conflicts as ic
+from custsync_pipeline.store.identity import identity_links as il
+from custsync_pipeline.store.identity import (
+    list_decisions,
+    load_identity_state,
+    remove_decision,
+    save_identity_result,
+    set_decision,
+)
+from custsync_pipeline_tests.test_identity import RULES
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    # a real SQLite file, or a fresh PostgreSQL database of the shared fixture
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    eng = make_engine(url)
+    yield eng
+    eng.dispose()
+
+
+RECORDS = conform(
+    pd.DataFrame(
+        [
+            dict(
+                connector="crm", source_id="a", salesforce_id="a", email="a@x.se", first_name="Al"
+            ),
+            dict(
+                connector="shop", source_id="a2", web_user_id="wa", email="a@x.se", first_name="Al"
+            ),
+            dict(
+                connector="crm", source_id="b", salesforce_id="b", email="fam@x.se", first_name="Bo"
+            ),
+            dict(
+                connector="crm", source_id="c", salesforce_id="c", email="fam@x.se", first_name="Cy"
+            ),
+        ]
+    )
+)
+
+
+def run(engine, records, now):
+    prior, gids, decisions = load_identity_state(engine)
+    result = resolve_identities(records, RULES, prior, gids, decisions, now=now)
+    return result, save_identity_result(engine, result)
+
+
+def test_round_trip_and_rerun_writes_nothing(engine):
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    first, written = run(engine, RECORDS, t0)
+    assert written["identity_map"] == 4 and written["golden_ids"] == 3
+    prior, gids, _ = load_identity_state(engine)
+    got = prior.sort_values(["connector", "source_id"]).reset_index(drop=True)
+    want = first.identity_map.sort_values(["connector", "source_id"]).reset_index(drop=True)
+    assert got[["connector", "source_id", "golden_id", "rule"]].equals(
+        want[["connector", "source_id", "golden_id", "rule"]]
+    )
+    assert (got["updated_at"] == t0).all()
+    assert set(gids["golden_id"]) == set(first.golden_ids["golden_id"])
+
+    second, written = run(engine, RECORDS, t0 + pd.Timedelta(days=1))
+    assert written["identity_map"] == 0 and written["golden_ids"] == 0
+    assert second.identity_map.set_index(["connector", "source_id"])["golden_id"].equals(
+        first.identity_map.set_index(["connector", "source_id"])["golden_id"]
+    )
+    with engine.connect() as conn:
+        conflicts = conn.execute(sa.select(ic.c.kind, ic.c.key_masked)).all()
+        links = conn.execute(sa.select(il.c.rule, il.c.key)).all()
+    assert conflicts == [("name_mismatch", "f***@x.se")]
+    assert links == [("email", "a***@x.se")]
+
+
+def test_merge_is_stored_and_gone_records_leave_the_map(engine):
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    first, _ = run(engine, RECORDS, t0)
+    g = first.identity_map.set_index("source_id")["golden_id"]
+    # c leaves; b and a are now known to be one person (steward)
+    set_decision(
+        engine, "must_link", ("crm", "b"), ("crm", "a"), note="same person, checked by phone"
+    )
+    second, written = run(engine, RECORDS[RECORDS.source_id != "c"], t0 + pd.Timedelta(days=1))
+    assert written["identity_map_deleted"] == 1
+    prior, gids, decisions = load_identity_state(engine)
+    assert set(prior["source_id"]) == {"a", "a2", "b"}
+    assert prior["golden_id"].nunique() == 1
+    merged = gids.dropna(subset=["merged_into"])
+    assert len(merged) == 1
+    assert merged["merged_into"].item() in {g["a"], g["b"]}
+    assert decisions["decision"].tolist() == ["must_link"]
+
+
+def test_decisions_replace_each_other_and_can_be_removed(engine):
+    set_decision(engine, "must_link", ("crm", "a"), ("shop", "b"))
+    set_decision(engine, "cannot_link", ("shop", "b"), ("crm", "a"), decided_by="steward@corp")
+    d = list_decisions(engine)
+    assert d[
+        ["decision", "connector_a", "source_id_a", "connector_b", "source_id_b"]
+    ].values.tolist() == [["cannot_link", "crm", "a", "shop", "b"]]
+    assert remove_decision(engine, ("crm", "a"), ("shop", "b")) == 1
+    assert list_decisions(engine).empty
+    with pytest.raises(ValueError):
+        set_decision(engine, "maybe_link", ("crm", "a"), ("shop", "b"))
