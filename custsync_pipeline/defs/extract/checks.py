@@ -1,0 +1,198 @@
+"""Asset checks of each extraction lane: one check per quality dimension, built per connector.
+
+``build_extract_checks(connector, ...)`` returns four checks:
+
+* ``valid_row_rate`` on ``<c>/customers`` (validity) — share of received rows
+  that passed validation, against ``min_valid_rate``; **blocking** with ERROR
+  severity, so a broken feed stops the run before identity and golden records.
+* ``duplicate_source_ids`` on ``<c>/customers`` (uniqueness) — ids the
+  connector returned more than once (from the quarantine's
+  ``unique_source_id`` rows) and a guard that the valid frame has none; WARN.
+* ``newest_record_freshness`` on ``<c>/customers`` (timeliness) — age of the
+  newest ``updated_at`` against ``max_age_hours``; WARN.
+* ``schema_drift`` on ``<c>/raw_customers`` (consistency) — payload columns
+  added or gone since the last run; the last column set lives in the state DB
+  (``payload_columns``); WARN.
+
+The numbers come from ``domain.quality``; every result carries numeric
+metadata so the UI plots it over time. No personal data in metadata.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from custsync_pipeline.domain import quality
+from custsync_pipeline.store.quarantine import load_payload_columns, save_payload_columns
+
+
+def _key(connector: str, name: str) -> dg.AssetKey:
+    # same keys as defs.extract.assets (kept local so this module never imports it)
+    return dg.AssetKey([connector, name])
+
+
+def build_valid_rate_check(
+    connector: str, *, min_valid_rate: float = 0.95, min_rows: int = 0
+) -> dg.AssetChecksDefinition:
+    """Blocking: fails (ERROR) when fewer than ``min_valid_rate`` of the received rows are valid."""
+
+    @dg.asset_check(
+        asset=_key(connector, "customers"),
+        name="valid_row_rate",
+        blocking=True,
+        additional_ins={"raw": dg.AssetIn(key=_key(connector, "raw_customers"))},
+        description=f"Share of {connector} rows that passed validation >= {min_valid_rate:.0%} "
+        "(blocking: a broken feed must not reach golden records).",
+    )
+    def valid_row_rate(customers: pd.DataFrame, raw: pd.DataFrame) -> dg.AssetCheckResult:
+        received, valid = len(raw), len(customers)
+        rate = quality.valid_rate(received, valid)
+        passed = rate >= min_valid_rate and received >= min_rows
+        return dg.AssetCheckResult(
+            passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                f"{valid} of {received} rows valid ({rate:.1%}); threshold {min_valid_rate:.0%}"
+                + ("" if received >= min_rows else f"; fewer than the {min_rows} rows expected")
+            ),
+            metadata={
+                "valid_rate": float(rate),
+                "threshold": float(min_valid_rate),
+                "received": received,
+                "valid": valid,
+                "rejected_records": received - valid,
+            },
+        )
+
+    return valid_row_rate
+
+
+def build_duplicate_ids_check(
+    connector: str, *, max_duplicate_rate: float = 0.0
+) -> dg.AssetChecksDefinition:
+    """WARN when the connector returned one source id more than once (beyond ``max_duplicate_rate``)."""
+
+    @dg.asset_check(
+        asset=_key(connector, "customers"),
+        name="duplicate_source_ids",
+        additional_ins={"rejected": dg.AssetIn(key=_key(connector, "rejected_customers"))},
+        description=f"Source ids {connector} returned more than once (the newest copy is kept).",
+    )
+    def duplicate_source_ids(
+        customers: pd.DataFrame, rejected: pd.DataFrame
+    ) -> dg.AssetCheckResult:
+        dup_rows = rejected[rejected["check"] == "unique_source_id"] if len(rejected) else rejected
+        extra = len(dup_rows)
+        ids = int(dup_rows["source_id"].nunique()) if extra else 0
+        left = quality.duplicate_ids(customers["source_id"])  # must be 0 after validation
+        received = len(customers) + extra
+        rate = extra / received if received else 0.0
+        passed = left.extra_rows == 0 and rate <= max_duplicate_rate
+        return dg.AssetCheckResult(
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN
+            if left.extra_rows == 0
+            else dg.AssetCheckSeverity.ERROR,
+            description=f"{ids} source ids returned more than once ({extra} extra rows quarantined)",
+            metadata={
+                "duplicated_ids": ids,
+                "extra_rows": extra,
+                "duplicate_rate": float(rate),
+                "duplicates_in_valid": left.extra_rows,
+            },
+        )
+
+    return duplicate_source_ids
+
+
+def build_freshness_check(
+    connector: str, *, max_age_hours: float = 7 * 24.0
+) -> dg.AssetChecksDefinition:
+    """WARN when the newest ``updated_at`` is older than ``max_age_hours`` (or none is known)."""
+
+    @dg.asset_check(
+        asset=_key(connector, "customers"),
+        name="newest_record_freshness",
+        description=f"The newest {connector} record changed within {max_age_hours:g} hours.",
+    )
+    def newest_record_freshness(customers: pd.DataFrame) -> dg.AssetCheckResult:
+        fresh = quality.freshness(customers["updated_at"], pd.Timestamp.now(tz="UTC"))
+        if fresh.age_hours is None:
+            return dg.AssetCheckResult(
+                passed=len(customers) == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="no record carries an updated_at timestamp",
+                metadata={"records": len(customers), "max_age_hours": float(max_age_hours)},
+            )
+        return dg.AssetCheckResult(
+            passed=fresh.age_hours <= max_age_hours,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"newest record changed {fresh.age_hours:.1f} h ago (limit {max_age_hours:g} h)",
+            metadata={
+                "age_hours": float(fresh.age_hours),
+                "max_age_hours": float(max_age_hours),
+                "newest_updated_at": dg.MetadataValue.timestamp(fresh.newest.to_pydatetime()),
+            },
+        )
+
+    return newest_record_freshness
+
+
+def build_schema_drift_check(
+    connector: str, *, state_db_key: str = "state_db"
+) -> dg.AssetChecksDefinition:
+    """WARN when payload columns were added or removed since the last run; records the new set."""
+
+    @dg.asset_check(
+        asset=_key(connector, "raw_customers"),
+        name="schema_drift",
+        required_resource_keys={state_db_key},
+        description=f"Columns of the {connector} payload added or gone since the last run.",
+    )
+    def schema_drift(
+        context: dg.AssetCheckExecutionContext, raw_customers: pd.DataFrame
+    ) -> dg.AssetCheckResult:
+        engine = getattr(context.resources, state_db_key).engine
+        columns = [str(c) for c in raw_customers.columns]
+        if not len(raw_customers) and not columns:
+            # an empty page has no columns: that says nothing about the shape
+            return dg.AssetCheckResult(passed=True, description="empty payload: nothing to compare")
+        drift = quality.schema_drift(load_payload_columns(engine, connector), columns)
+        save_payload_columns(engine, connector, columns)
+        if drift.baseline:
+            description = f"first run: {len(columns)} columns recorded"
+        elif drift.drifted:
+            description = f"added: {list(drift.added)[:20]}; gone: {list(drift.removed)[:20]}"
+        else:
+            description = f"{len(columns)} columns, unchanged"
+        return dg.AssetCheckResult(
+            passed=not drift.drifted,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=description,
+            metadata={
+                "columns": len(columns),
+                "columns_added": len(drift.added),
+                "columns_removed": len(drift.removed),
+                "added": dg.MetadataValue.json(list(drift.added)),
+                "removed": dg.MetadataValue.json(list(drift.removed)),
+            },
+        )
+
+    return schema_drift
+
+
+def build_extract_checks(
+    connector: str,
+    *,
+    min_valid_rate: float = 0.95,
+    min_rows: int = 0,
+    max_duplicate_rate: float = 0.0,
+    max_age_hours: float = 7 * 24.0,
+    state_db_key: str = "state_db",
+) -> list[dg.AssetChecksDefinition]:
+    """The four checks of one connector's lane (see module docstring)."""
+    return [
+        build_valid_rate_check(connector, min_valid_rate=min_valid_rate, min_rows=min_rows),
+        build_duplicate_ids_check(connector, max_duplicate_rate=max_duplicate_rate),
+        build_freshness_check(connector, max_age_hours=max_age_hours),
+        build_schema_drift_check(connector, state_db_key=state_db_key),
+    ]
