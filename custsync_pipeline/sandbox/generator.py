@@ -1,0 +1,967 @@
+"""Deterministic generator of messy, overlapping customers with known truth.
+
+``generate(seed, people)`` returns a :class:`SandboxData`:
+
+- ``people``: one row per real person (``person_id``, true names, e-mail,
+  E.164 phone, country, language, city, postal code, web-shop user id ...);
+- ``frames[system]``: that system's records as a flat frame whose columns are
+  the vendor's wire field names (dotted names such as ``address.city`` are
+  nested objects on the wire); ``records(system)`` renders them as the
+  vendor's native JSON dicts;
+- ``truth``: ``system, object_type, source_id, person_id`` for every record
+  (companies get an ``ORG…`` id instead of a person id);
+- ``defects``: ``system, object_type, source_id, field, wire_field, defect,
+  expect`` for every deliberate break. ``field`` is the canonical column the
+  break is in (empty for record-level traps). ``expect`` says what a correct
+  pipeline does with it:
+
+  * ``reject``: the record must be quarantined for ``field``
+    (``bad_email_syntax``, ``unknown_country``, ``missing_name_and_email``,
+    ``formula_injection``, ``control_chars``, ``future_date``);
+  * ``clean``: normalization repairs it (``name_case``, ``name_whitespace``,
+    ``email_case``, ``email_whitespace``, ``phone_national``,
+    ``phone_spaced``, ``phone_00_prefix``, ``country_case``);
+  * ``trap``: an identity trap that must not merge strangers or must merge
+    the same person (``name_typo``, ``shared_family_email``,
+    ``placeholder_email``, ``placeholder_phone``, ``role_email``,
+    ``guest_checkout``, ``in_system_duplicate``). A placeholder phone
+    (``0000000000``) is not a valid number: a validator may null it or
+    quarantine it for ``phone``.
+
+Every ``reject`` record carries exactly one reject defect (two rows for
+``missing_name_and_email``: ``last_name`` and ``email``), and its other
+fields are clean enough not to fail on their own: no national-format phone
+on a record whose country is broken, no placeholder on a rejected record.
+
+Vendor quirks reproduced on purpose: Exact Online ``Code`` is right-aligned,
+space-padded to 18 characters (Salesforce ``Customer_Number__c`` holds the
+trimmed value); Salesforce timestamps end in ``+0000``; Exact dates are
+``/Date(ms)/``.
+
+Everything is numpy/pandas vectorized: 100k people (about 250k records) in
+a second or two. Only small random subsets (typos) use per-value Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+SYSTEMS: tuple[str, ...] = ("salesforce", "voucherify", "voyado", "exact", "icomm", "katana")
+
+# share of people present in each system (a person absent from all goes to Voyado)
+MEMBERSHIP: dict[str, float] = {
+    "salesforce": 0.6,
+    "voucherify": 0.45,
+    "voyado": 0.5,
+    "exact": 0.2,
+    "icomm": 0.35,
+    "katana": 0.15,
+}
+
+# generated data lives before this instant, so writes made "now" are newer
+GEN_START = np.datetime64("2023-01-01T00:00:00", "s")
+GEN_NOW = np.datetime64("2026-11-01T00:00:00", "s")
+
+FORMULA_INJECTION = "=cmd|' /C calc'!A0"
+PLACEHOLDER_EMAILS = (
+    "none@none.com",
+    "noreply@store.com",
+    "no-reply@shop.se",
+    "noemail@noemail.com",
+)
+PLACEHOLDER_PHONE = "0000000000"
+
+# country -> (calling code, NSN prefix, random digits after prefix, trunk prefix, language, store)
+_COUNTRIES: dict[str, tuple[str, str, int, str, str, str]] = {
+    "SE": ("46", "70", 7, "0", "sv", "SE01"),
+    "NO": ("47", "41", 6, "", "nb", "NO01"),
+    "DK": ("45", "26", 6, "", "da", "DK01"),
+    "FI": ("358", "40", 7, "0", "fi", "FI01"),
+    "NL": ("31", "61", 7, "0", "nl", "NL01"),
+    "DE": ("49", "151", 8, "0", "de", "DE01"),
+    "GB": ("44", "798", 7, "0", "en", "GB01"),
+}
+_COUNTRY_WEIGHTS = np.array([0.35, 0.15, 0.1, 0.1, 0.1, 0.1, 0.1])
+_CITIES: dict[str, tuple[tuple[str, str], ...]] = {
+    "SE": (
+        ("Stockholm", "11{0} {1}"),
+        ("Göteborg", "41{0} {1}"),
+        ("Malmö", "21{0} {1}"),
+        ("Uppsala", "75{0} {1}"),
+    ),
+    "NO": (("Oslo", "0{0}{1}"), ("Bergen", "5{0}{1}"), ("Trondheim", "7{0}{1}")),
+    "DK": (("København", "1{0}{1}"), ("Aarhus", "8{0}{1}"), ("Odense", "5{0}{1}")),
+    "FI": (("Helsinki", "00{0}{1}"), ("Tampere", "33{0}{1}"), ("Turku", "20{0}{1}")),
+    "NL": (("Amsterdam", "10{0}{1} AB"), ("Rotterdam", "30{0}{1} CD"), ("Utrecht", "35{0}{1} EF")),
+    "DE": (("Berlin", "10{0}{1}"), ("Hamburg", "20{0}{1}"), ("München", "80{0}{1}")),
+    "GB": (("London", "SW{0} {1}AA"), ("Manchester", "M{0} {1}AB"), ("Leeds", "LS{0} {1}BD")),
+}
+_FIRST = (
+    "Anna Erik Maria Lars Karin Anders Eva Johan Sara Per Emma Nils Ida Olof Elin Mikael Linnea Oskar "
+    "Ingrid Henrik Sofie Jonas Astrid Mats Frida Magnus Hanna Ola Kari Jens Mette Søren Aino Mikko "
+    "Sanne Daan Lotte Lukas Lena Felix Julia Oliver Amelia Harry Isla Jack Åsa Björn Jörg Zoë"
+).split()
+_LAST = (
+    "Andersson Johansson Karlsson Nilsson Eriksson Larsson Olsson Persson Svensson Gustafsson Hansen "
+    "Johansen Olsen Nielsen Jensen Pedersen Virtanen Korhonen Nieminen Jansen Visser Bakker Müller "
+    "Schmidt Schneider Fischer Weber Smith Jones Taylor Brown Wilson Lindqvist Berg Holm Dahl Ström "
+    "Lindström Sjöberg Öberg Håkansson Ek Lund Nyström Wallin Sandberg Åberg"
+).split()
+_DOMAINS = np.array(
+    ["gmail.com", "hotmail.com", "outlook.com", "yahoo.com", "icloud.com", "telia.com", "live.se"]
+)
+_COMPANIES = (
+    "acme-bygg",
+    "nordic-el",
+    "fjord-fisk",
+    "hansa-trade",
+    "polder-bv",
+    "alpen-gmbh",
+    "thames-ltd",
+)
+_TIERS = np.array(["Bronze", "Silver", "Gold", "Platinum"], dtype=object)
+_ALNUM = np.frombuffer(
+    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8
+)
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+DEFECT_COLUMNS = ("system", "object_type", "source_id", "field", "wire_field", "defect", "expect")
+TRUTH_COLUMNS = ("system", "object_type", "source_id", "person_id")
+
+# canonical field -> wire field name per system (for defect reporting)
+WIRE_FIELDS: dict[str, dict[str, str]] = {
+    "salesforce": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "Email",
+        "phone": "Phone",
+        "country": "MailingCountry",
+        "created_at": "CreatedDate",
+    },
+    "voucherify": {
+        "first_name": "name",
+        "last_name": "name",
+        "email": "email",
+        "phone": "phone",
+        "country": "address.country",
+        "created_at": "created_at",
+    },
+    "voyado": {
+        "first_name": "firstName",
+        "last_name": "lastName",
+        "email": "email",
+        "phone": "mobilePhone",
+        "country": "countryCode",
+        "created_at": "createdDate",
+    },
+    "exact": {
+        "first_name": "Name",
+        "last_name": "Name",
+        "email": "Email",
+        "phone": "Phone",
+        "country": "Country",
+        "created_at": "Created",
+    },
+    "icomm": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "Email",
+        "phone": "MobilePhone",
+        "country": "CountryCode",
+        "created_at": "CreatedAt",
+    },
+    "katana": {
+        "first_name": "first_name",
+        "last_name": "last_name",
+        "email": "email",
+        "phone": "phone",
+        "country": "country",
+        "created_at": "created_at",
+    },
+}
+OBJECT_TYPES: dict[str, str] = {
+    "salesforce": "Contact",
+    "voucherify": "customer",
+    "voyado": "contact",
+    "exact": "Account",
+    "icomm": "customer",
+    "katana": "customer",
+}
+
+
+@dataclass
+class SandboxData:
+    """What :func:`generate` returns: people, per-system wire frames, truth, defects."""
+
+    seed: int
+    people: pd.DataFrame
+    frames: dict[str, pd.DataFrame]
+    truth: pd.DataFrame
+    defects: pd.DataFrame
+    _cache: dict[str, list[dict]] = field(default_factory=dict, repr=False)
+
+    @property
+    def systems(self) -> tuple[str, ...]:
+        return tuple(self.frames)
+
+    def records(self, system: str) -> list[dict]:
+        """The system's records as the vendor's native JSON dicts (fresh copies)."""
+        frame = self.frames[system]
+        return [_nest(r) for r in frame.to_dict("records")] if len(frame) else []
+
+    def source_records(self) -> int:
+        return int(sum(len(f) for f in self.frames.values()))
+
+
+def _nest(flat: dict) -> dict:
+    """``{"address.city": x}`` -> ``{"address": {"city": x}}``; ``CustomFields.K`` -> list."""
+    out: dict = {}
+    custom: list[dict] = []
+    for key, value in flat.items():
+        if isinstance(value, float) and value != value:  # NaN from pandas -> null
+            value = None
+        if "." not in key:
+            out[key] = value
+            continue
+        head, tail = key.split(".", 1)
+        if head == "CustomFields":
+            if value is not None:
+                custom.append({"Key": tail, "Value": value})
+            continue
+        out.setdefault(head, {})[tail] = value
+    if custom or "CustomFields" in out:
+        out["CustomFields"] = custom
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _rand_str(rng: np.random.Generator, n: int, length: int, alphabet: np.ndarray) -> np.ndarray:
+    idx = rng.integers(0, len(alphabet), size=(n, length))
+    return alphabet[idx].view(f"S{length}").ravel().astype(f"U{length}").astype(object)
+
+
+def _guid(rng: np.random.Generator, n: int) -> np.ndarray:
+    h = pd.Series(_rand_str(rng, n, 32, _HEX))
+    return (
+        h.str[:8]
+        + "-"
+        + h.str[8:12]
+        + "-4"
+        + h.str[13:16]
+        + "-a"
+        + h.str[17:20]
+        + "-"
+        + h.str[20:32]
+    ).to_numpy(object)
+
+
+def _unique_numbers(rng: np.random.Generator, n: int, modulus: int) -> np.ndarray:
+    """n distinct pseudo-random numbers in [0, modulus) (an affine bijection of 0..n-1)."""
+    mult = 1_000_003  # prime, coprime to powers of 10
+    off = int(rng.integers(0, modulus))
+    return (np.arange(n, dtype=np.int64) * mult + off) % modulus
+
+
+def _zfill(values: np.ndarray, width: int) -> pd.Series:
+    return pd.Series(values).astype(str).str.zfill(width)
+
+
+def _iso(ts: np.ndarray, suffix: str) -> np.ndarray:
+    return (
+        pd.Series(np.datetime_as_string(ts.astype("datetime64[ms]"), unit="ms")) + suffix
+    ).to_numpy(object)
+
+
+def _typo(values: np.ndarray) -> np.ndarray:
+    """Swap two adjacent letters (or double one in short names): a plausible typing slip."""
+    out = []
+    for i, v in enumerate(values):
+        if len(v) < 4:
+            out.append(v + v[-1])
+        else:
+            k = 1 + i % (len(v) - 2)
+            out.append(v[:k] + v[k + 1] + v[k] + v[k + 2 :])
+    return np.array(out, dtype=object)
+
+
+class _Defects:
+    def __init__(self) -> None:
+        self.parts: list[pd.DataFrame] = []
+
+    def add(self, system: str, source_ids, field: str, defect: str, expect: str) -> None:
+        ids = np.asarray(source_ids, dtype=object)
+        if not len(ids):
+            return
+        wire = WIRE_FIELDS[system].get(field, "") if field else ""
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "system": system,
+                    "object_type": OBJECT_TYPES[system],
+                    "source_id": ids,
+                    "field": field,
+                    "wire_field": wire,
+                    "defect": defect,
+                    "expect": expect,
+                }
+            )
+        )
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame(columns=list(DEFECT_COLUMNS))
+        return pd.concat(self.parts, ignore_index=True)[list(DEFECT_COLUMNS)]
+
+
+# ----------------------------------------------------------------------------- people
+
+
+def _make_people(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    idx = np.arange(n)
+    countries = np.array(list(_COUNTRIES), dtype=object)
+    cc_i = rng.choice(len(countries), size=n, p=_COUNTRY_WEIGHTS)
+    country = countries[cc_i]
+    first = np.array(_FIRST, dtype=object)[rng.integers(0, len(_FIRST), n)]
+    last = np.array(_LAST, dtype=object)[rng.integers(0, len(_LAST), n)]
+    fold = {"å": "a", "ä": "a", "ö": "o", "ø": "o", "ü": "u", "ë": "e", "æ": "ae", "é": "e"}
+    table = str.maketrans(fold)
+    f_ascii = pd.Series(first).str.lower().str.translate(table)
+    l_ascii = pd.Series(last).str.lower().str.translate(table)
+    style = rng.integers(0, 3, n)
+    local = np.where(
+        style == 0,
+        f_ascii + "." + l_ascii,
+        np.where(style == 1, f_ascii + l_ascii, f_ascii.str[0] + "." + l_ascii),
+    )
+    # the person index makes every address unique; shared ones are added on purpose below
+    email = (
+        pd.Series(local)
+        + pd.Series(idx).astype(str)
+        + "@"
+        + _DOMAINS[rng.integers(0, len(_DOMAINS), n)]
+    )
+    # phones: calling code + prefix + unique digits per country
+    nsn = np.empty(n, dtype=object)
+    e164 = np.empty(n, dtype=object)
+    lang = np.empty(n, dtype=object)
+    store = np.empty(n, dtype=object)
+    city = np.empty(n, dtype=object)
+    postal = np.empty(n, dtype=object)
+    for code, (cc, prefix, digits, _trunk, language, store_code) in _COUNTRIES.items():
+        m = country == code
+        k = int(m.sum())
+        if not k:
+            continue
+        num = _unique_numbers(rng, k, 10**digits)
+        nsn[m] = (prefix + _zfill(num, digits)).to_numpy(object)
+        e164[m] = ("+" + cc + pd.Series(nsn[m])).to_numpy(object)
+        lang[m] = language
+        store[m] = store_code
+        cities = _CITIES[code]
+        ci = rng.integers(0, len(cities), k)
+        city[m] = np.array([c for c, _ in cities], dtype=object)[ci]
+        a = rng.integers(0, 10, k).astype(str)
+        b = rng.integers(10, 100, k).astype(str)
+        templates = np.array([t for _, t in cities], dtype=object)[ci]
+        postal[m] = [t.format(x, y) for t, x, y in zip(templates, a, b, strict=True)]
+    has_web = rng.random(n) < 0.4
+    web_user = np.where(has_web, "u" + _zfill(_unique_numbers(rng, n, 10**7), 7), None)
+    created = GEN_START + rng.integers(
+        0, int((GEN_NOW - GEN_START) / np.timedelta64(1, "s")) // 2, n
+    ).astype("timedelta64[s]")
+    return pd.DataFrame(
+        {
+            "person_id": "P" + _zfill(idx, 7),
+            "first_name": first,
+            "last_name": last,
+            "email": email.to_numpy(object),
+            "phone": e164,
+            "nsn": nsn,
+            "country": country,
+            "language": lang,
+            "store_code": store,
+            "city": city,
+            "postal_code": postal,
+            "street": (
+                pd.Series(
+                    np.array(
+                        ["Storgatan", "Kungsvägen", "Main Street", "Hauptstraße", "Dorpsstraat"]
+                    )[rng.integers(0, 5, n)]
+                )
+                + " "
+                + pd.Series(rng.integers(1, 120, n)).astype(str)
+            ).to_numpy(object),
+            "web_user_id": web_user,
+            "loyalty_tier": _TIERS[rng.integers(0, 4, n)],
+            "email_consent": rng.random(n) < 0.6,
+            "created_at": created,
+            "shared_email": "",  # "family" / "role" when the address is shared on purpose
+        }
+    )
+
+
+def _share_emails(
+    rng: np.random.Generator, people: pd.DataFrame, family_rate: float, role_rate: float
+) -> None:
+    """Families share one address (pairs); small firms' staff share ``info@company``."""
+    n = len(people)
+    order = rng.permutation(n)
+    n_fam = int(n * family_rate) // 2
+    a, b = order[:n_fam], order[n_fam : 2 * n_fam]
+    emails = people["email"].to_numpy(object)
+    last = people["last_name"].to_numpy(object)
+    shared = people["shared_email"].to_numpy(object)
+    emails[b] = emails[a]
+    last[b] = last[a]
+    shared[a] = shared[b] = "family"
+    n_role_groups = int(n * role_rate) // 3
+    start = 2 * n_fam
+    for g in range(n_role_groups):
+        members = order[start + 3 * g : start + 3 * g + 3]
+        cc = people["country"].iat[members[0]].lower()
+        emails[members] = (
+            f"info@{_COMPANIES[g % len(_COMPANIES)]}{g}.{'co.uk' if cc == 'gb' else cc}"
+        )
+        shared[members] = "role"
+    people["email"] = emails
+    people["last_name"] = last
+    people["shared_email"] = shared
+
+
+# ----------------------------------------------------------------------------- per-system rows
+
+
+@dataclass
+class _Rows:
+    """Canonical-ish arrays for one system's records, before rendering to wire names."""
+
+    person: np.ndarray  # index into people
+    source_id: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    email: np.ndarray
+    phone: np.ndarray
+    country: np.ndarray
+    created: np.ndarray
+    modified: np.ndarray
+    guest: np.ndarray  # bool: email-only record
+    dup: np.ndarray  # bool: second record of the same person in this system
+
+    def __len__(self) -> int:
+        return len(self.person)
+
+
+def _base_rows(
+    rng: np.random.Generator,
+    people: pd.DataFrame,
+    members: np.ndarray,
+    dup_rate: float,
+    guest_rate: float,
+) -> _Rows:
+    n_people = len(people)
+    dups = members[rng.random(len(members)) < dup_rate]
+    guests = (
+        rng.choice(n_people, size=int(n_people * guest_rate), replace=False)
+        if guest_rate
+        else np.array([], int)
+    )
+    person = np.concatenate([members, dups, guests]).astype(np.int64)
+    k = len(person)
+    dup = np.zeros(k, bool)
+    dup[len(members) : len(members) + len(dups)] = True
+    guest = np.zeros(k, bool)
+    guest[len(members) + len(dups) :] = True
+    p = people
+    first = p["first_name"].to_numpy(object)[person].copy()
+    last = p["last_name"].to_numpy(object)[person].copy()
+    email = p["email"].to_numpy(object)[person].copy()
+    phone = p["phone"].to_numpy(object)[person].copy()
+    country = p["country"].to_numpy(object)[person].copy()
+    first[guest] = None
+    last[guest] = None
+    phone[guest] = None
+    # a share of real customers never gave an e-mail or a phone
+    no_email = (rng.random(k) < 0.05) & ~guest
+    email[no_email] = None
+    no_phone = (rng.random(k) < 0.15) & ~guest
+    phone[no_phone] = None
+    span = int((GEN_NOW - GEN_START) / np.timedelta64(1, "s"))
+    created = p["created_at"].to_numpy()[person] + rng.integers(0, span // 4, k).astype(
+        "timedelta64[s]"
+    )
+    remaining = ((GEN_NOW - created) / np.timedelta64(1, "s")).astype(np.int64)
+    modified = created + (rng.random(k) * remaining).astype("timedelta64[s]")
+    return _Rows(
+        person,
+        np.empty(k, object),
+        first,
+        last,
+        email,
+        phone,
+        country,
+        created,
+        modified,
+        guest,
+        dup,
+    )
+
+
+def _mess(
+    rng: np.random.Generator,
+    system: str,
+    rows: _Rows,
+    people: pd.DataFrame,
+    defects: _Defects,
+    invalid_rate: float,
+    placeholders: bool,
+) -> np.ndarray:
+    """Apply clean-able mess, identity traps and invalid values. Returns the invalid mask."""
+    k = len(rows)
+    sid = rows.source_id
+    has_name = pd.notna(rows.last)
+    has_email = pd.notna(rows.email)
+    has_phone = pd.notna(rows.phone)
+
+    # invalid records first, so the other mess avoids them
+    invalid = (rng.random(k) < invalid_rate) & ~rows.guest & has_name
+    kinds = np.array(
+        [
+            "bad_email_syntax",
+            "unknown_country",
+            "missing_name_and_email",
+            "formula_injection",
+            "control_chars",
+            "future_date",
+        ],
+        dtype=object,
+    )
+    kind = np.where(invalid, kinds[rng.integers(0, len(kinds), k)], None)
+    m = (kind == "bad_email_syntax") & has_email
+    kind[(kind == "bad_email_syntax") & ~has_email] = "unknown_country"
+    rows.email[m] = (
+        pd.Series(rows.email[m], dtype=object).str.replace("@", "@@", n=1).to_numpy(object)
+    )
+    defects.add(system, sid[m], "email", "bad_email_syntax", "reject")
+    m = kind == "unknown_country"
+    rows.country[m] = "XX"
+    defects.add(system, sid[m], "country", "unknown_country", "reject")
+    m = kind == "missing_name_and_email"
+    rows.last[m] = None
+    rows.email[m] = None
+    defects.add(system, sid[m], "last_name", "missing_name_and_email", "reject")
+    defects.add(system, sid[m], "email", "missing_name_and_email", "reject")
+    m = kind == "formula_injection"
+    rows.last[m] = FORMULA_INJECTION
+    defects.add(system, sid[m], "last_name", "formula_injection", "reject")
+    m = kind == "control_chars"
+    rows.first[m] = (
+        pd.Series(rows.first[m], dtype=object).str[:2]
+        + "\x07\x1b"
+        + pd.Series(rows.first[m], dtype=object).str[2:]
+    ).to_numpy(object)
+    defects.add(system, sid[m], "first_name", "control_chars", "reject")
+    m = kind == "future_date"
+    rows.created[m] = np.datetime64("2199-01-01T00:00:00", "s") + rng.integers(
+        0, 10**7, int(m.sum())
+    ).astype("timedelta64[s]")
+    defects.add(system, sid[m], "created_at", "future_date", "reject")
+
+    ok = ~invalid
+    has_name = pd.notna(rows.last) & pd.notna(rows.first)
+    has_email = pd.notna(rows.email)
+    has_phone = pd.notna(rows.phone)
+
+    # identity traps carried by the person's shared address
+    shared = people["shared_email"].to_numpy(object)[rows.person]
+    defects.add(
+        system, sid[has_email & (shared == "family")], "email", "shared_family_email", "trap"
+    )
+    defects.add(system, sid[has_email & (shared == "role")], "email", "role_email", "trap")
+    defects.add(system, sid[rows.guest], "", "guest_checkout", "trap")
+    defects.add(system, sid[rows.dup], "", "in_system_duplicate", "trap")
+
+    # placeholders typed at a till
+    if placeholders:
+        m = ok & ~rows.guest & (rng.random(k) < 0.03)
+        ph = np.array(PLACEHOLDER_EMAILS, dtype=object)[
+            rng.integers(0, len(PLACEHOLDER_EMAILS), int(m.sum()))
+        ]
+        rows.email[m] = ph
+        defects.add(system, sid[m], "email", "placeholder_email", "trap")
+        m = ok & ~rows.guest & (rng.random(k) < 0.02)
+        rows.phone[m] = PLACEHOLDER_PHONE
+        defects.add(system, sid[m], "phone", "placeholder_phone", "trap")
+    is_placeholder_phone = rows.phone == PLACEHOLDER_PHONE
+
+    # names: typos (not repairable), case and whitespace (repairable)
+    m = ok & has_name & (rng.random(k) < 0.03 + 0.3 * rows.dup)
+    rows.first[m] = _typo(rows.first[m])
+    defects.add(system, sid[m], "first_name", "name_typo", "trap")
+    m = ok & has_name & (rng.random(k) < 0.05)
+    upper = rng.random(int(m.sum())) < 0.5
+    s = pd.Series(rows.last[m], dtype=object)
+    rows.last[m] = np.where(upper, s.str.upper(), s.str.lower())
+    defects.add(system, sid[m], "last_name", "name_case", "clean")
+    m = ok & has_name & (rng.random(k) < 0.05)
+    rows.first[m] = ("  " + pd.Series(rows.first[m], dtype=object) + " ").to_numpy(object)
+    defects.add(system, sid[m], "first_name", "name_whitespace", "clean")
+
+    # e-mail case and surrounding spaces
+    has_email = pd.notna(rows.email) & ~np.isin(rows.email, PLACEHOLDER_EMAILS)
+    m = ok & has_email & (rng.random(k) < 0.08)
+    s = pd.Series(rows.email[m], dtype=object)
+    whole = rng.random(int(m.sum())) < 0.3
+    rows.email[m] = np.where(whole, s.str.upper(), s.str[:1].str.upper() + s.str[1:])
+    defects.add(system, sid[m], "email", "email_case", "clean")
+    m = ok & has_email & (rng.random(k) < 0.04)
+    rows.email[m] = (" " + pd.Series(rows.email[m], dtype=object) + "  ").to_numpy(object)
+    defects.add(system, sid[m], "email", "email_whitespace", "clean")
+
+    # phones: national, spaced international, 00-prefixed (never on a broken country)
+    nsn = people["nsn"].to_numpy(object)[rows.person]
+    pcountry = people["country"].to_numpy(object)[rows.person]
+    phone_ok = ok & has_phone & ~is_placeholder_phone
+    r = rng.random(k)
+    trunk = np.array([_COUNTRIES[c][3] for c in _COUNTRIES], dtype=object)
+    codes = np.array([_COUNTRIES[c][0] for c in _COUNTRIES], dtype=object)
+    ci = pd.Series(pcountry).map({c: i for i, c in enumerate(_COUNTRIES)}).to_numpy(np.int64)
+    nsn_s = pd.Series(nsn, dtype=object)
+    m = phone_ok & (r < 0.3)
+    national = (
+        pd.Series(trunk[ci])
+        + nsn_s.str[:2]
+        + "-"
+        + nsn_s.str[2:5]
+        + " "
+        + nsn_s.str[5:7]
+        + " "
+        + nsn_s.str[7:]
+    ).str.strip()
+    rows.phone[m] = national.to_numpy(object)[m]
+    defects.add(system, sid[m], "phone", "phone_national", "clean")
+    m = phone_ok & (r >= 0.3) & (r < 0.4)
+    spaced = (
+        "+"
+        + pd.Series(codes[ci])
+        + " "
+        + nsn_s.str[:2]
+        + " "
+        + nsn_s.str[2:5]
+        + " "
+        + nsn_s.str[5:]
+    )
+    rows.phone[m] = spaced.to_numpy(object)[m]
+    defects.add(system, sid[m], "phone", "phone_spaced", "clean")
+    m = phone_ok & (r >= 0.4) & (r < 0.45)
+    rows.phone[m] = ("00" + pd.Series(codes[ci]) + nsn_s).to_numpy(object)[m]
+    defects.add(system, sid[m], "phone", "phone_00_prefix", "clean")
+
+    # country case
+    m = ok & (rng.random(k) < 0.03)
+    rows.country[m] = pd.Series(rows.country[m], dtype=object).str.lower().to_numpy(object)
+    defects.add(system, sid[m], "country", "country_case", "clean")
+    return invalid
+
+
+# ----------------------------------------------------------------------------- renderers
+
+
+def _name(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    f = pd.Series(first, dtype=object)
+    lname = pd.Series(last, dtype=object)
+    full = f.fillna("").str.cat(lname.fillna(""), sep=" ").str.strip()
+    return full.where((f.notna() | lname.notna()).to_numpy(), None).to_numpy(object)
+
+
+def _none_where(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = np.asarray(values, dtype=object).copy()
+    out[mask] = None
+    return out
+
+
+def generate(
+    seed: int = 7,
+    people: int = 300,
+    *,
+    membership: dict[str, float] | None = None,
+    invalid_rate: float = 0.01,
+    family_rate: float = 0.02,
+    role_rate: float = 0.01,
+    systems: tuple[str, ...] | list[str] | None = None,
+) -> SandboxData:
+    """Generate ``people`` persons and every system's records, deterministically from ``seed``."""
+    rng = np.random.default_rng(seed)
+    systems = tuple(systems or SYSTEMS)
+    pf = _make_people(rng, people)
+    _share_emails(rng, pf, family_rate, role_rate)
+    member_p = {**MEMBERSHIP, **(membership or {})}
+    inside = {s: rng.random(people) < member_p[s] for s in SYSTEMS}
+    nowhere = ~np.logical_or.reduce([inside[s] for s in SYSTEMS])
+    inside["voyado"] |= nowhere
+    defects = _Defects()
+    frames: dict[str, pd.DataFrame] = {}
+    truth_parts: list[pd.DataFrame] = []
+    pid = pf["person_id"].to_numpy(object)
+
+    # ids each system gives its people, fixed up front so cross-references can use them
+    voyado_ids = _guid(rng, people)
+    exact_codes = (pd.Series(np.arange(people) + 10001).astype(str)).to_numpy(object)
+    sf_ids = ("003Hp" + _zfill(_unique_numbers(rng, people * 2, 10**10), 10) + "IAA").to_numpy(
+        object
+    )
+
+    def rows_for(system: str, dup_rate: float, guest_rate: float) -> _Rows:
+        members = np.flatnonzero(inside[system])
+        return _base_rows(rng, pf, members, dup_rate, guest_rate)
+
+    def add_truth(system: str, rows: _Rows, source_id: np.ndarray) -> None:
+        truth_parts.append(
+            pd.DataFrame(
+                {
+                    "system": system,
+                    "object_type": OBJECT_TYPES[system],
+                    "source_id": source_id,
+                    "person_id": pid[rows.person],
+                }
+            )
+        )
+
+    # --- Salesforce Contacts
+    if "salesforce" in systems:
+        rows = rows_for("salesforce", 0.03, 0.0)
+        k = len(rows)
+        # own people keep the id fixed up front (Voucherify points at it); duplicates get fresh ones
+        rows.source_id[:] = np.where(
+            rows.dup, sf_ids[people + np.arange(k) % people], sf_ids[rows.person]
+        )
+        _mess(rng, "salesforce", rows, pf, defects, invalid_rate, placeholders=False)
+        p = rows.person
+        voy_ref = np.where(
+            inside["voyado"][p] & (rng.random(k) < 0.8) & ~rows.dup, voyado_ids[p], None
+        )
+        cust_no = np.where(
+            inside["exact"][p] & (rng.random(k) < 0.8) & ~rows.dup, exact_codes[p], None
+        )
+        frames["salesforce"] = pd.DataFrame(
+            {
+                "Id": rows.source_id,
+                "FirstName": rows.first,
+                "LastName": rows.last,
+                "Email": rows.email,
+                "Phone": rows.phone,
+                "MailingStreet": pf["street"].to_numpy(object)[p],
+                "MailingCity": pf["city"].to_numpy(object)[p],
+                "MailingPostalCode": pf["postal_code"].to_numpy(object)[p],
+                "MailingCountry": rows.country,
+                "HasOptedOutOfEmail": ~pf["email_consent"].to_numpy(bool)[p],
+                "Voyado_Id__c": voy_ref,
+                "Customer_Number__c": cust_no,
+                "Loyalty_Tier__c": pf["loyalty_tier"].to_numpy(object)[p],
+                "Custsync_Id__c": np.full(k, None, dtype=object),
+                "IsDeleted": np.zeros(k, bool),
+                "CreatedDate": _iso(rows.created, "+0000"),
+                "LastModifiedDate": _iso(rows.modified, "+0000"),
+            }
+        )
+        add_truth("salesforce", rows, rows.source_id)
+
+    # --- Voucherify customers
+    if "voucherify" in systems:
+        rows = rows_for("voucherify", 0.0, 0.05)
+        k = len(rows)
+        rows.source_id[:] = ("cust_" + pd.Series(_rand_str(rng, k, 24, _ALNUM))).to_numpy(object)
+        _mess(rng, "voucherify", rows, pf, defects, invalid_rate, placeholders=False)
+        p = rows.person
+        in_sf = inside["salesforce"][p] & ("salesforce" in frames)
+        r = rng.random(k)
+        web = pf["web_user_id"].to_numpy(object)[p]
+        src = np.where(in_sf & (r < 0.5), sf_ids[p], np.where(pd.notna(web), web, None))
+        src = np.where(rows.guest, None, src)
+        addr_none = rows.guest
+        frames["voucherify"] = pd.DataFrame(
+            {
+                "id": rows.source_id,
+                "source_id": src,
+                "name": _name(rows.first, rows.last),
+                "description": np.full(k, None, dtype=object),
+                "email": rows.email,
+                "phone": rows.phone,
+                "address.city": _none_where(pf["city"].to_numpy(object)[p], addr_none),
+                "address.state": np.full(k, None, dtype=object),
+                "address.line_1": _none_where(pf["street"].to_numpy(object)[p], addr_none),
+                "address.line_2": np.full(k, None, dtype=object),
+                "address.country": _none_where(rows.country, addr_none),
+                "address.postal_code": _none_where(
+                    pf["postal_code"].to_numpy(object)[p], addr_none
+                ),
+                "metadata.language": _none_where(pf["language"].to_numpy(object)[p], addr_none),
+                "created_at": _iso(rows.created, "Z"),
+                "updated_at": _iso(rows.modified, "Z"),
+                "object": "customer",
+            }
+        )
+        add_truth("voucherify", rows, rows.source_id)
+
+    # --- Voyado contacts
+    if "voyado" in systems:
+        rows = rows_for("voyado", 0.02, 0.0)
+        k = len(rows)
+        p = rows.person
+        rows.source_id[:] = np.where(rows.dup, _guid(rng, k), voyado_ids[p])
+        _mess(rng, "voyado", rows, pf, defects, invalid_rate, placeholders=True)
+        consent = np.where(pf["email_consent"].to_numpy(bool)[p], "Yes", "No")
+        consent = np.where(rng.random(k) < 0.2, "Not set", consent)
+        frames["voyado"] = pd.DataFrame(
+            {
+                "id": rows.source_id,
+                "firstName": rows.first,
+                "lastName": rows.last,
+                "email": rows.email,
+                "mobilePhone": rows.phone,
+                "street": pf["street"].to_numpy(object)[p],
+                "zipCode": pf["postal_code"].to_numpy(object)[p],
+                "city": pf["city"].to_numpy(object)[p],
+                "countryCode": rows.country,
+                "language": pf["language"].to_numpy(object)[p],
+                "contactType": "Member",
+                "externalId": pf["web_user_id"].to_numpy(object)[p],
+                "memberNumber": _zfill(_unique_numbers(rng, k, 10**8), 8).to_numpy(object),
+                "storeExternalId": pf["store_code"].to_numpy(object)[p],
+                "preferences.acceptsEmail": consent,
+                "preferences.acceptsSms": np.where(rng.random(k) < 0.3, "Yes", "Not set"),
+                "loyalty.tier": pf["loyalty_tier"].to_numpy(object)[p],
+                "loyalty.points": rng.integers(0, 5000, k),
+                "createdDate": _iso(rows.created, "Z"),
+                "lastModified": _iso(rows.modified, "Z"),
+            }
+        )
+        add_truth("voyado", rows, rows.source_id)
+
+    # --- Exact Online Accounts (person accounts; Code is space-padded to 18)
+    if "exact" in systems:
+        rows = rows_for("exact", 0.0, 0.0)
+        k = len(rows)
+        p = rows.person
+        rows.source_id[:] = _guid(rng, k)
+        _mess(rng, "exact", rows, pf, defects, invalid_rate, placeholders=False)
+        created_ms = (rows.created.astype("datetime64[ms]").astype(np.int64)).astype(str)
+        modified_ms = (rows.modified.astype("datetime64[ms]").astype(np.int64)).astype(str)
+        frames["exact"] = pd.DataFrame(
+            {
+                "ID": rows.source_id,
+                "Code": pd.Series(exact_codes[p]).str.rjust(18).to_numpy(object),
+                "Name": _name(rows.first, rows.last),
+                "Email": rows.email,
+                "Phone": rows.phone,
+                "AddressLine1": pf["street"].to_numpy(object)[p],
+                "City": pf["city"].to_numpy(object)[p],
+                "Postcode": pf["postal_code"].to_numpy(object)[p],
+                "Country": rows.country,
+                "Language": pd.Series(pf["language"].to_numpy(object)[p])
+                .str.upper()
+                .to_numpy(object),
+                "Status": "C",
+                "IsSupplier": False,
+                "Division": 1,
+                "Created": ("/Date(" + pd.Series(created_ms) + ")/").to_numpy(object),
+                "Modified": ("/Date(" + pd.Series(modified_ms) + ")/").to_numpy(object),
+            }
+        )
+        add_truth("exact", rows, rows.source_id)
+
+    # --- Icomm customers (UserId + StoreCode; UserId = web user id, else the e-mail)
+    if "icomm" in systems:
+        rows = rows_for("icomm", 0.0, 0.04)
+        k = len(rows)
+        p = rows.person
+        web = pf["web_user_id"].to_numpy(object)[p]
+        store = pf["store_code"].to_numpy(object)[p].copy()
+        user = np.where(
+            pd.notna(web) & ~rows.guest,
+            web,
+            pd.Series(pf["email"].to_numpy(object)[p]).to_numpy(object),
+        )
+        rows.source_id[:] = (
+            pd.Series(user, dtype=object) + "|" + pd.Series(store, dtype=object)
+        ).to_numpy(object)
+        # Icomm merges records with one key: keep the first (family members in one store collide)
+        keep = ~pd.Series(rows.source_id).duplicated().to_numpy()
+        for name in (
+            "person",
+            "source_id",
+            "first",
+            "last",
+            "email",
+            "phone",
+            "country",
+            "created",
+            "modified",
+            "guest",
+            "dup",
+        ):
+            setattr(rows, name, getattr(rows, name)[keep])
+        user, store, p = user[keep], store[keep], rows.person
+        k = len(rows)
+        _mess(rng, "icomm", rows, pf, defects, invalid_rate, placeholders=True)
+        frames["icomm"] = pd.DataFrame(
+            {
+                "UserId": user,
+                "StoreCode": store,
+                "Email": rows.email,
+                "FirstName": rows.first,
+                "LastName": rows.last,
+                "MobilePhone": rows.phone,
+                "CountryCode": rows.country,
+                "ProfileId": 1,
+                "CustomFields.Language": pf["language"].to_numpy(object)[p],
+                "CustomFields.LoyaltyTier": _none_where(
+                    pf["loyalty_tier"].to_numpy(object)[p], rows.guest
+                ),
+                "Unsubscribed": ~pf["email_consent"].to_numpy(bool)[p],
+                "CreatedAt": _iso(rows.created, "Z"),
+                "UpdatedAt": _iso(rows.modified, "Z"),
+            }
+        )
+        add_truth("icomm", rows, rows.source_id)
+
+    # --- KatanaPIM customers (modeled, see katana emulator)
+    if "katana" in systems:
+        rows = rows_for("katana", 0.0, 0.0)
+        k = len(rows)
+        p = rows.person
+        rows.source_id[:] = (pd.Series(np.arange(k) + 1).astype(str)).to_numpy(object)
+        _mess(rng, "katana", rows, pf, defects, invalid_rate, placeholders=False)
+        exact_no = np.where(inside["exact"][p], exact_codes[p], None)
+        frames["katana"] = pd.DataFrame(
+            {
+                "id": rows.source_id,
+                "first_name": rows.first,
+                "last_name": rows.last,
+                "email": rows.email,
+                "phone": rows.phone,
+                "country": rows.country,
+                "customer_number": exact_no,
+                "attributes.segment": np.array(["retail", "b2b", "vip"], dtype=object)[
+                    rng.integers(0, 3, k)
+                ],
+                "attributes.preferred_language": pf["language"].to_numpy(object)[p],
+                "created_at": _iso(rows.created, "Z"),
+                "updated_at": _iso(rows.modified, "Z"),
+            }
+        )
+        add_truth("katana", rows, rows.source_id)
+
+    truth = (
+        pd.concat(truth_parts, ignore_index=True)
+        if truth_parts
+        else pd.DataFrame(columns=list(TRUTH_COLUMNS))
+    )
+    people_out = pf.drop(columns=["nsn"])
+    return SandboxData(
+        seed=seed, people=people_out, frames=frames, truth=truth, defects=defects.frame()
+    )

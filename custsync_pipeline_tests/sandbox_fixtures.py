@@ -1,0 +1,52 @@
+"""Shared pytest fixtures for tests that talk to the sandbox over real sockets.
+
+In a test module::
+
+    @pytest.fixture
+    def sandbox(monkeypatch):
+        yield from sandbox_fixture(monkeypatch)
+
+or use :func:`running_sandbox` directly for custom knobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import requests
+
+from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
+
+SF_HEADERS = {"Authorization": f"Bearer {CREDENTIALS['SALESFORCE_ACCESS_TOKEN']}"}
+VF_HEADERS = {
+    "X-App-Id": CREDENTIALS["VOUCHERIFY_APP_ID"],
+    "X-App-Token": CREDENTIALS["VOUCHERIFY_APP_TOKEN"],
+}
+
+
+@contextmanager
+def running_sandbox(**kwargs) -> Iterator[Sandbox]:
+    """A sandbox on ephemeral ports (never fixed ports: tests run in parallel)."""
+    kwargs.setdefault("seed", 7)
+    kwargs.setdefault("people", 300)
+    with Sandbox(base_port=0, **kwargs) as sb:
+        yield sb
+
+
+def sandbox_fixture(monkeypatch: pytest.MonkeyPatch, **kwargs) -> Iterator[Sandbox]:
+    """Body of a ``sandbox`` fixture: default credentials, ephemeral ports."""
+    for name in CREDENTIALS:  # accept the documented defaults whatever the shell exports
+        monkeypatch.delenv(name, raising=False)
+    with running_sandbox(**kwargs) as sb:
+        yield sb
+
+
+def admin(sb: Sandbox, system: str, action: str, body: dict | None = None) -> requests.Response:
+    url = f"{sb.urls[system]}/_sandbox/{action}"
+    return (
+        requests.post(url, json=body or {}, timeout=10)
+        if body is not None
+        else requests.get(url, timeout=10)
+    )
