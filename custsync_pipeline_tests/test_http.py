@@ -44,7 +44,8 @@ class _Scripted(BaseHTTPRequestHandler):
         )
         if delay:
             threading.Event().wait(delay)
-        payload = json.dumps(body).encode()
+        # a str body with X-Raw is sent as is (a truncated, malformed page)
+        payload = body.encode() if headers.get("X-Raw") else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -230,3 +231,12 @@ def test_rate_limited_client_passes_every_request_through_the_bucket(server):
 def test_unknown_http_option_is_an_error():
     with pytest.raises(ValueError, match="retries_max"):
         HttpSettings.from_options({"http": {"retries_max": 3}}, None)
+
+
+def test_malformed_json_page_is_fetched_again_and_counted(server):
+    client = _client(server.url)
+    server.script.extend(
+        [(200, {"X-Raw": "1"}, '{"records": [{"Id": "trunc', 0), (200, {}, {"ok": 1}, 0)]
+    )
+    assert client.get_json("/page") == {"ok": 1}
+    assert client.counters.retries == 1

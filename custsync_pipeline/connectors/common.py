@@ -169,3 +169,100 @@ class HttpConnectorBase:
 
     def close(self) -> None:
         self.http.close()
+
+
+class FieldMapping:
+    """A YAML field mapping: vendor field (dotted path) -> canonical column, used both ways.
+
+    ``mapping`` pairs a vendor path with a canonical column; cross-system
+    references simply map to the referenced system's column (``Voyado_Id__c:
+    voyado_id``). ``static`` sets constant canonical values (``kind: person``).
+    ``read_only`` lists canonical columns never written back.
+    """
+
+    def __init__(
+        self,
+        connector: str,
+        mapping: Mapping[str, str],
+        *,
+        id_fields: Sequence[str],
+        updated_field: str | None = None,
+        created_field: str | None = None,
+        static: Mapping[str, Any] | None = None,
+        read_only: Sequence[str] = (),
+    ) -> None:
+        from custsync_pipeline.domain.canonical import CANONICAL_COLUMNS
+
+        unknown = sorted(set(mapping.values()) - set(CANONICAL_COLUMNS))
+        if unknown:
+            raise ValueError(f"options.mapping: unknown canonical column(s) {unknown}")
+        unknown = sorted(set(static or {}) - set(CANONICAL_COLUMNS))
+        if unknown:
+            raise ValueError(f"options.static: unknown canonical column(s) {unknown}")
+        if not id_fields:
+            raise ValueError("options.id_field: name the field that identifies a record")
+        self.connector = connector
+        self.mapping = dict(mapping)
+        self.id_fields = list(id_fields)
+        self.updated_field = updated_field
+        self.created_field = created_field
+        self.static = dict(static or {})
+        self.read_only = set(read_only) | {"connector", "source_id", "updated_at", "created_at"}
+
+    def source_ids(self, raw: pd.DataFrame) -> pd.Series:
+        """The record id: one field, or several joined with ``|`` (a composite key)."""
+        parts = [column(raw, f).astype("string") for f in self.id_fields]
+        out = parts[0]
+        for part in parts[1:]:
+            out = out + "|" + part
+        return out
+
+    def to_canonical(self, raw: pd.DataFrame) -> pd.DataFrame:
+        from custsync_pipeline.domain.canonical import conform
+
+        if raw.empty:
+            return conform(pd.DataFrame())
+        out = pd.DataFrame(index=raw.index)
+        out["connector"] = self.connector
+        out["source_id"] = self.source_ids(raw)
+        for path, canon in self.mapping.items():
+            values = column(raw, path)
+            # two vendor fields may feed one column (Phone, MobilePhone): first wins
+            out[canon] = out[canon].where(out[canon].notna(), values) if canon in out else values
+        for canon, value in self.static.items():
+            out[canon] = value
+        if self.updated_field:
+            out["updated_at"] = column(raw, self.updated_field)
+        if self.created_field:
+            out["created_at"] = column(raw, self.created_field)
+        return conform(out)
+
+    def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
+        reverse: dict[str, str] = {}
+        for path, canon in self.mapping.items():
+            if canon not in self.read_only and canon not in reverse and canon in golden.columns:
+                reverse[canon] = path
+        payloads: list[dict[str, Any]] = []
+        for row in golden[list(reverse)].to_dict("records"):
+            body: dict[str, Any] = {}
+            for canon, path in reverse.items():
+                value = row[canon]
+                if not is_missing(value):  # an empty value would overwrite the stored one
+                    set_path(body, path, jsonable(value))
+            payloads.append(body)
+        return payloads
+
+
+def mapping_from_options(connector: str, options: Mapping[str, Any]) -> FieldMapping:
+    """A ``FieldMapping`` from the ``mapping``/``id_field``/``updated_field``/... options."""
+    id_field = options.get("id_field", "id")
+    id_fields = [id_field] if isinstance(id_field, str) else list(id_field)
+    return FieldMapping(
+        connector,
+        options.get("mapping") or {},
+        id_fields=id_fields,
+        updated_field=options.get("updated_field"),
+        created_field=options.get("created_field"),
+        static=options.get("static"),
+        read_only=options.get("read_only") or (),
+    )

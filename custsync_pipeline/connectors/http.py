@@ -436,16 +436,31 @@ class HttpClient:
         )
 
     def get_json(self, path_or_url: str, **kw: Any) -> Any:
-        resp = self.request("GET", path_or_url, **kw)
-        try:
-            return resp.json()
-        except ValueError:
-            raise self.error(
-                f"GET {scrub_url(resp.url)}: response is not JSON "
-                f"(HTTP {resp.status_code}, {len(resp.content)} bytes)",
-                status=resp.status_code,
-                transient=True,
-            ) from None
+        """GET and decode JSON; a body that does not parse (a truncated page) is fetched again.
+
+        Re-fetching counts as a retry; after ``max_retries`` the error is transient.
+        """
+        for attempt in range(self.settings.max_retries + 1):
+            resp = self.request("GET", path_or_url, **kw)
+            try:
+                return resp.json()
+            except ValueError:
+                if attempt < self.settings.max_retries:
+                    self.counters.retry_counter.add()
+                    log.warning(
+                        "[%s] GET %s: malformed JSON page, fetching it again",
+                        self.connector,
+                        scrub_url(resp.url),
+                    )
+                    continue
+                raise self.error(
+                    f"GET {scrub_url(resp.url)}: response is not JSON "
+                    f"(HTTP {resp.status_code}, {len(resp.content)} bytes) after "
+                    f"{self.settings.max_retries} retries",
+                    status=resp.status_code,
+                    transient=True,
+                ) from None
+        raise AssertionError("unreachable")
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -496,3 +511,91 @@ def rate_limit_reset_hook(
             client.pause_for(min(wait, max_wait_s))
 
     return hook
+
+
+class OAuth2ClientCredentials(requests.auth.AuthBase):
+    """OAuth2 client-credentials auth: fetches a bearer token from ``token_url`` and renews it.
+
+    The token is cached until shortly before ``expires_in``; it is registered
+    with the client as a secret so it can never appear in an error. A 401
+    answer drops the cached token so the next request fetches a fresh one.
+    """
+
+    def __init__(
+        self,
+        connector: str,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        scope: str | None = None,
+        timeout_s: float = 30.0,
+        on_token: Callable[[str], None] | None = None,
+    ) -> None:
+        self.connector = connector
+        self.token_url = token_url
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self.scope = scope
+        self.timeout_s = timeout_s
+        self._on_token = on_token
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+        self._session.trust_env = False
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token and time.monotonic() < self._expires_at:
+                return self._token
+            data = {"grant_type": "client_credentials"}
+            if self.scope:
+                data["scope"] = self.scope
+            try:
+                resp = self._session.post(
+                    self.token_url,
+                    data=data,
+                    auth=(self._client_id, self._client_secret),
+                    timeout=self.timeout_s,
+                )
+            except requests.RequestException as exc:
+                raise ConnectorUnavailableError(
+                    self.connector,
+                    f"token endpoint {scrub_url(self.token_url)} unreachable: {_root_cause(exc)}",
+                    transient=True,
+                ) from None
+            if resp.status_code != 200:
+                msg = scrub_text(
+                    default_error_message(resp), [self._client_id, self._client_secret]
+                )
+                raise ConnectorError(
+                    self.connector,
+                    f"token endpoint {scrub_url(self.token_url)} -> HTTP {resp.status_code}: {msg}",
+                    status=resp.status_code,
+                    transient=resp.status_code in RETRY_STATUSES,
+                )
+            body = resp.json()
+            token = body.get("access_token")
+            if not token:
+                raise ConnectorError(self.connector, "token endpoint answered without access_token")
+            self._token = str(token)
+            # renew a minute early so a token never expires mid-request
+            self._expires_at = time.monotonic() + max(0.0, float(body.get("expires_in", 3600)) - 60)
+            if self._on_token:
+                self._on_token(self._token)
+            return self._token
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._token = None
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        request.register_hook("response", self._on_response)
+        return request
+
+    def _on_response(self, resp: requests.Response, **_: Any) -> requests.Response:
+        if resp.status_code == 401:
+            self.invalidate()
+        return resp

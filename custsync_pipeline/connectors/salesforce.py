@@ -85,13 +85,11 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
         "Company",
         "Email",
         "Phone",
-        "MobilePhone",
         "Street",
         "City",
         "PostalCode",
         "Country",
         "Custsync_Id__c",
-        "HasOptedOutOfEmail",
         "CreatedDate",
         "LastModifiedDate",
     ),
@@ -276,7 +274,9 @@ class SalesforceConnector(HttpConnectorBase):
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
     def _deleted(self, obj: str, start: datetime) -> list[str]:
-        end = datetime.now(UTC)
+        # Salesforce covers deletes by whole minutes: end at the next full minute so a
+        # delete made in the current second is not cut off
+        end = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
         # the endpoint wants a window of at least one minute, within the last 30 days
         start = max(start, end - timedelta(days=29))
         if end - start < timedelta(minutes=1):
@@ -357,7 +357,7 @@ class SalesforceConnector(HttpConnectorBase):
             )
         for chunk in batched(updates, self.batch_size):
             records = [
-                {"attributes": {"type": obj}, "id": ops[i].target_id, **self._clean(ops[i].payload)}
+                {"attributes": {"type": obj}, "Id": ops[i].target_id, **self._clean(ops[i].payload)}
                 for i in chunk
             ]
             self._send(

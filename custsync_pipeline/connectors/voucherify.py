@@ -52,6 +52,7 @@ _TO_CANONICAL: dict[str, str] = {
     "postal_code": "address.postal_code",
     "country": "address.country",
     "custsync_id": "metadata.custsync_id",
+    "language": "metadata.language",
 }
 
 _FROM_CANONICAL: dict[str, str] = {
@@ -75,9 +76,12 @@ class VoucherifyConnector(HttpConnectorBase):
         app_token = require_env(name, cfg.credentials, "app_token", env)
         self.page_limit = max(1, min(int(self.options.get("page_limit", PAGE_LIMIT)), PAGE_LIMIT))
         # metadata key -> canonical column, for references a shop stores in metadata
-        self.metadata_map: dict[str, str] = {
-            "custsync_id": "custsync_id",
-            **dict(self.options.get("metadata_map") or {}),
+        self.metadata_map: dict[str, str] = dict(self.options.get("metadata_map") or {})
+        # canonical column -> regex: a source_id matching it is also a reference to that
+        # system (a CRM id used as source_id, seed 002; a web-shop user id)
+        self.source_id_patterns: dict[str, str] = {
+            "salesforce_id": SALESFORCE_ID_PATTERN,
+            **dict(self.options.get("source_id_patterns") or {}),
         }
         self.http = HttpClient(
             name,
@@ -119,18 +123,23 @@ class VoucherifyConnector(HttpConnectorBase):
                 records.extend(fresh)
                 if not batch or not body.get("has_more"):
                     break
-                if cursor is not None and not fresh:
-                    raise self.http.error(
-                        f"starting_after cursor {cursor} returned no new customers: "
-                        "more than one page share one created_at"
-                    )
+                newest_created = max(pd.Timestamp(c["created_at"]) for c in batch)
                 if cursor is None and page < MAX_PAGE:
                     page += 1
                     continue
-                # past page 99: continue from the newest created_at seen; step back one
+                if cursor is not None and not fresh:
+                    # the step back only re-read customers we have: move past that instant
+                    exact = iso_z(newest_created.to_pydatetime())
+                    if exact == cursor:
+                        raise self.http.error(
+                            f"starting_after cursor {cursor} makes no progress: more customers "
+                            "share one created_at than a page holds"
+                        )
+                    cursor = exact
+                    continue
+                # past page 99: continue after the newest created_at seen; step back one
                 # millisecond so customers sharing that instant are not skipped (dedup by id)
-                last = pd.Timestamp(batch[-1]["created_at"])
-                cursor = iso_z((last - timedelta(milliseconds=1)).to_pydatetime())
+                cursor = iso_z((newest_created - timedelta(milliseconds=1)).to_pydatetime())
         raw = records_frame(records)
         watermark = newest(column(raw, "updated_at").fillna(column(raw, "created_at")))
         return ReadResult(records=raw, watermark=watermark if len(raw) else None, stats=stats)
@@ -158,8 +167,9 @@ class VoucherifyConnector(HttpConnectorBase):
         out["voucherify_source_id"] = source_id
         # a CRM id used as source_id (seed 002: "use its unique ID as a source_id") is also
         # a reference to that CRM record
-        is_sf = source_id.str.fullmatch(SALESFORCE_ID_PATTERN).fillna(False).astype(bool)
-        out["salesforce_id"] = source_id.where(is_sf, pd.NA)
+        for canon, pattern in self.source_id_patterns.items():
+            hit = source_id.str.fullmatch(pattern).fillna(False).astype(bool)
+            out[canon] = source_id.where(hit, pd.NA)
         out["created_at"] = column(raw, "created_at")
         out["updated_at"] = column(raw, "updated_at").fillna(column(raw, "created_at"))
         return conform(out)
