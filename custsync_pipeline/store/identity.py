@@ -14,7 +14,10 @@ diffs (only changed rows), in chunks, each table in one short transaction.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -312,6 +315,162 @@ def list_decisions(engine: Engine) -> pd.DataFrame:
     return frame.sort_values("decision_id").reset_index(drop=True)
 
 
+# --- explain and export ------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """Everything ``custsync explain`` prints about one golden id (keys already masked)."""
+
+    asked: str
+    golden_id: str | None  # the live id ``asked`` resolves to; None when unknown
+    created_at: pd.Timestamp | None
+    absorbed: pd.DataFrame  # golden_id, merged_at: ids merged into this one
+    members: pd.DataFrame  # connector, source_id, rule, updated_at, name, email, phone (masked)
+    links: pd.DataFrame  # connector_a, source_id_a, connector_b, source_id_b, rule, key
+    conflicts: pd.DataFrame  # open conflicts touching a member
+
+
+def explain_golden_id(engine: Engine, golden_id: str) -> Explanation:
+    """Resolve ``golden_id`` (following merges) and gather its members and evidence."""
+    from custsync_pipeline.domain.identity_ids import survivor_table
+    from custsync_pipeline.domain.identity_keys import mask_values
+
+    create_identity_tables(engine)
+    gids = _read(engine, golden_ids)
+    live = survivor_table(gids).get(golden_id, golden_id)
+    row = gids[gids["golden_id"] == live]
+    if row.empty:
+        empty = pd.DataFrame()
+        return Explanation(golden_id, None, None, empty, empty, empty, empty)
+    # every id that ever resolved here, directly or through a chain
+    table = survivor_table(gids)
+    absorbed_ids = [g for g, s in table.items() if s == live]
+    absorbed = gids[gids["golden_id"].isin(absorbed_ids)][["golden_id", "merged_into", "merged_at"]]
+
+    with engine.connect() as conn:
+        members = pd.DataFrame(
+            conn.execute(sa.select(identity_map).where(identity_map.c.golden_id == live))
+            .mappings()
+            .all(),
+            columns=MAP_COLUMNS,
+        )
+        links = pd.DataFrame(
+            conn.execute(
+                sa.select(*[identity_links.c[c] for c in LINK_COLUMNS[1:]]).where(
+                    identity_links.c.golden_id == live
+                )
+            ).all(),
+            columns=LINK_COLUMNS[1:],
+        )
+        conflicts = pd.DataFrame(
+            conn.execute(
+                sa.select(identity_conflicts).where(
+                    sa.or_(
+                        identity_conflicts.c.golden_id_a == live,
+                        identity_conflicts.c.golden_id_b == live,
+                    )
+                )
+            )
+            .mappings()
+            .all(),
+            columns=[c.name for c in identity_conflicts.columns],
+        )
+    members = members.sort_values(["connector", "source_id"]).reset_index(drop=True)
+    details = _member_details(engine, members)
+    members = members.merge(details, on=["connector", "source_id"], how="left")
+    for col in ("email", "phone"):
+        members[col] = mask_values(members[col]).where(members[col].notna(), "")
+    return Explanation(
+        asked=golden_id,
+        golden_id=live,
+        created_at=row["created_at"].iloc[0],
+        absorbed=absorbed.reset_index(drop=True),
+        members=members,
+        links=links,
+        conflicts=conflicts,
+    )
+
+
+def _member_details(engine: Engine, members: pd.DataFrame) -> pd.DataFrame:
+    """Name and contact points of each member from ``source_records`` (when that table exists)."""
+    cols = ["connector", "source_id", "name", "email", "phone"]
+    if members.empty or not sa.inspect(engine).has_table("source_records"):
+        return pd.DataFrame(columns=cols)
+    from custsync_pipeline.store.core import source_records as sr
+
+    out = []
+    with engine.connect() as conn:
+        for connector, ids in members.groupby("connector")["source_id"]:
+            rows = conn.execute(
+                sa.select(
+                    sr.c.connector,
+                    sr.c.source_id,
+                    sr.c.first_name,
+                    sr.c.last_name,
+                    sr.c.company_name,
+                    sr.c.email,
+                    sr.c.phone,
+                ).where(sr.c.connector == connector, sr.c.source_id.in_(ids.tolist()))
+            ).all()
+            out += rows
+    frame = pd.DataFrame(
+        out,
+        columns=[
+            "connector",
+            "source_id",
+            "first_name",
+            "last_name",
+            "company_name",
+            "email",
+            "phone",
+        ],
+    )
+    # a name with the last name cut to its initial: enough to review, little to leak
+    last = frame["last_name"].fillna("").str.slice(0, 1)
+    person = (frame["first_name"].fillna("") + " " + last.where(last == "", last + ".")).str.strip()
+    frame["name"] = person.where(person != "", frame["company_name"].fillna(""))
+    return frame[cols]
+
+
+def _csv_safe(text: str) -> str:
+    # a cell starting with = + - @ is a formula to a spreadsheet (CSV injection)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _iso(at: object) -> str:
+    if at is None:
+        return ""
+    ts = pd.Timestamp(at)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).isoformat()
+
+
+def export_identity_map(engine: Engine, out: str | Path) -> int:
+    """Write the identity map to CSV (streamed in chunks); returns the row count."""
+    create_identity_tables(engine)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    stmt = sa.select(identity_map).order_by(identity_map.c.connector, identity_map.c.source_id)
+    with engine.connect() as conn, path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MAP_COLUMNS)
+        result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(stmt)
+        for part in result.partitions(CHUNK):
+            for row in part:
+                writer.writerow(
+                    [
+                        _csv_safe(row.connector),
+                        _csv_safe(row.source_id),
+                        row.golden_id,
+                        row.rule,
+                        _iso(row.updated_at),
+                    ]
+                )
+            n += len(part)
+    return n
+
+
 __all__ = [
     "identity_map",
     "golden_ids",
@@ -323,5 +482,8 @@ __all__ = [
     "set_decision",
     "remove_decision",
     "list_decisions",
+    "explain_golden_id",
+    "export_identity_map",
+    "Explanation",
     "DECISION_COLUMNS",
 ]
