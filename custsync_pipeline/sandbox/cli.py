@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-seconds", type=float, default=0.0)
     parser.add_argument("--retry-after", type=float, default=1.0)
     parser.add_argument(
+        "--tls",
+        default="",
+        help="comma-separated systems to serve over HTTPS with a self-signed certificate "
+        "(e.g. salesforce, for simple_salesforce), or 'all'",
+    )
+    parser.add_argument(
         "--page-size", type=int, default=None, help="Salesforce query page size (default 2000)"
     )
 
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         systems=systems,
         faults=faults_from_args(args),
         options=options,
+        tls=True if args.tls == "all" else [t for t in args.tls.split(",") if t],
     )
     stop = threading.Event()
 
@@ -83,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print("credentials (env var: accepted value unless the env var is set):", flush=True)
         for name, value in CREDENTIALS.items():
             print(f"  {name}={value}", flush=True)
+        if sandbox.ca_file:
+            print(f"TLS certificate to trust (requests verify=...): {sandbox.ca_file}", flush=True)
         print(
             "admin: GET /_sandbox/truth|records|defects|stats, POST /_sandbox/faults|changes|reset on every port",
             flush=True,

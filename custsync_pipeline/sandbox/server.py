@@ -28,12 +28,15 @@ import copy
 import json
 import os
 import random
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -402,6 +405,25 @@ def _emulator_classes() -> dict[str, type[Emulator]]:
     return classes
 
 
+class _Server(ThreadingHTTPServer):
+    """Threaded server; with a TLS context the handshake runs in the request's thread."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, tls: ssl.SSLContext | None) -> None:
+        self.tls = tls
+        super().__init__(address, handler)
+
+    def get_request(self):  # type: ignore[override]
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        pass  # a client hanging up mid-request is not worth a traceback
+
+
 class Sandbox:
     """Every emulated API on localhost; ``with Sandbox(...) as sb: sb.urls["salesforce"]``."""
 
@@ -415,6 +437,8 @@ class Sandbox:
         faults: dict[str, Any] | None = None,
         options: dict[str, dict[str, Any]] | None = None,
         data: SandboxData | None = None,
+        tls: bool | Iterable[str] = False,
+        cert_dir: str | os.PathLike | None = None,
     ) -> None:
         self.seed = seed
         self.people = people
@@ -436,12 +460,26 @@ class Sandbox:
         self.urls: dict[str, str] = {}
         self._servers: dict[str, ThreadingHTTPServer] = {}
         self._threads: list[threading.Thread] = []
+        # HTTPS for clients that insist on it (simple_salesforce builds https:// URLs)
+        self.tls_systems = set(self.systems if tls is True else () if tls is False else tls)
+        self._cert_dir = cert_dir
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.ca_file: str | None = None  # the self-signed certificate clients should trust
 
     def start(self) -> Sandbox:
         if self._servers:
             return self
         if self.data is None:
             self.data = generate(self.seed, self.people)
+        ctx = None
+        if self.tls_systems:
+            from .tls import self_signed, server_context
+
+            if self._cert_dir is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="custsync-sandbox-tls-")
+            cert, key = self_signed(Path(self._cert_dir or self._tmp.name))
+            ctx = server_context(cert, key)
+            self.ca_file = str(cert)
         try:
             for system in self.systems:
                 faults = Faults()
@@ -453,8 +491,8 @@ class Sandbox:
                 )
                 emu = self._classes[system](self.data, faults, **self._options.get(system, {}))
                 port = 0 if self.base_port == 0 else self.base_port + PORT_OFFSETS[system]
-                server = ThreadingHTTPServer((self.host, port), _make_handler(emu))
-                server.daemon_threads = True
+                tls_ctx = ctx if system in self.tls_systems else None
+                server = _Server((self.host, port), _make_handler(emu), tls_ctx)
                 thread = threading.Thread(
                     target=server.serve_forever,
                     kwargs={"poll_interval": 0.05},
@@ -465,7 +503,8 @@ class Sandbox:
                 self.emulators[system] = emu
                 self._servers[system] = server
                 self._threads.append(thread)
-                self.urls[system] = f"http://{self.host}:{server.server_address[1]}"
+                scheme = "https" if tls_ctx else "http"
+                self.urls[system] = f"{scheme}://{self.host}:{server.server_address[1]}"
         except BaseException:
             self.stop()
             raise
@@ -480,6 +519,9 @@ class Sandbox:
         self._servers.clear()
         self._threads.clear()
         self.urls.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> Sandbox:
         return self.start()
