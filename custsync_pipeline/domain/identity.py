@@ -204,26 +204,24 @@ def resolve_identities(
         distinct = _count_distinct(labels[keys.occ_rec[s]], keys.occ_key[s], n_comp)
         flag |= distinct > rule.max_per_golden
     tokens = name_tokens(recs)
-    has_name = pd.notna(tokens)
+    has_name = pd.notna(tokens).astype(bool)
     if has_name.any():
         codes, _ = pd.factorize(tokens[has_name])
         flag |= _count_distinct(labels[has_name], codes, n_comp) > 1
     for a, b in must + cannot:
         flag[labels[a]] = True
         flag[labels[b]] = True
-    strong_occ = u_occ & ~contact_rule[keys.key_rule[keys.occ_key]]
-    is_account = np.zeros(n, dtype=bool)
-    is_account[keys.occ_rec[strong_occ]] = True
-    guest_comp = np.zeros(n_comp, dtype=bool)
-    guest_comp[labels[~is_account]] = True
-    guest_comp &= multi
-    if guest_comp.any():
-        # a guest bridging two account clusters must choose: slow path
-        both = is_account[e_a] & is_account[e_b]
-        acc_labels = _components(n, e_a[both], e_b[both])
-        acc = is_account & guest_comp[labels]
-        n_acc = _count_distinct(labels[acc], acc_labels[acc], n_comp)
-        flag |= guest_comp & (n_acc >= 2)
+    # a nameless record (a guest checkout) between two named clusters must choose
+    named = has_name
+    weak_comp = np.zeros(n_comp, dtype=bool)
+    weak_comp[labels[~named]] = True
+    weak_comp &= multi
+    if weak_comp.any():
+        both = named[e_a] & named[e_b]
+        named_labels = _components(n, e_a[both], e_b[both])
+        sel_named = named & weak_comp[labels]
+        n_named = _count_distinct(labels[sel_named], named_labels[sel_named], n_comp)
+        flag |= weak_comp & (n_named >= 2)
     flag &= multi
 
     final = labels.astype(np.int64)
@@ -233,7 +231,7 @@ def resolve_identities(
     slow_idx = np.flatnonzero(rec_flag)
     if len(slow_idx):
         out, local_of = _run_slow_path(
-            slow_idx, keys, link_key, rules, contact_rule, tokens, is_account, must, cannot
+            slow_idx, keys, link_key, rules, contact_rule, tokens, must, cannot
         )
         final[slow_idx] = n_comp + np.asarray(out.labels, dtype=np.int64)
         slow_links = [(int(slow_idx[a]), int(slow_idx[b]), r, k) for a, b, r, k in out.links]
@@ -324,12 +322,11 @@ def _run_slow_path(
     rules: list[IdentifierRule],
     contact_rule: np.ndarray,
     tokens: np.ndarray,
-    is_account: np.ndarray,
     must: list[tuple[int, int]],
     cannot: list[tuple[int, int]],
 ):
     n_slow = len(slow_idx)
-    local = np.full(len(is_account), -1, dtype=np.int64)
+    local = np.full(len(tokens), -1, dtype=np.int64)
     local[slow_idx] = np.arange(n_slow)
     in_slow = local[keys.occ_rec] >= 0
     limits = {i: r.max_per_golden for i, r in enumerate(rules) if r.max_per_golden is not None}
@@ -373,7 +370,6 @@ def _run_slow_path(
         rule_names={i: r.name for i, r in enumerate(rules)},
         values=values,
         names=[t if isinstance(t, str) else None for t in tokens[slow_idx]],
-        is_account=is_account[slow_idx].tolist(),
         must=[(int(local[a]), int(local[b])) for a, b in must],
         cannot=[(int(local[a]), int(local[b])) for a, b in cannot],
     )

@@ -7,11 +7,12 @@ limit it is the lowest-priority identifier that is refused:
 
 1. steward must-links (always applied);
 2. system identifiers, by priority (limits and cannot-links checked);
-3. contact keys (email, phone) between accounts, by priority: also refused
+3. contact keys (email, phone) between named clusters, by priority: also refused
    when the two sides' first names clearly differ (a family sharing an email);
-4. guests (records with no system identifier): linked among themselves when
-   names agree, then joined to the single account cluster that holds their
-   contact keys, or left apart when there are several.
+4. nameless records (a guest checkout: an email and nothing else) join the
+   single named cluster that holds their contact key, or stay apart when
+   several do; nameless records no named record shares a key with are
+   linked among themselves.
 
 Everything refused is returned as a conflict with both sides and the reason.
 """
@@ -43,7 +44,6 @@ class ConstrainedInput:
     rule_names: dict[int, str]
     values: list[dict[int, set[int]]]  # per record: rule index -> key ids it holds
     names: list[str | None]
-    is_account: list[bool]
     must: list[tuple[int, int]] = field(default_factory=list)
     cannot: list[tuple[int, int]] = field(default_factory=list)
 
@@ -62,7 +62,6 @@ class _Clusters:
         self.members: list[list[int]] = [[i] for i in range(inp.n)]
         self.values = [{r: set(v) for r, v in d.items()} for d in inp.values]
         self.names = [{nm} if nm else set() for nm in inp.names]
-        self.account = list(inp.is_account)
         self.cannot: list[set[int]] = [set() for _ in range(inp.n)]
         for a, b in inp.cannot:
             self.cannot[a].add(b)
@@ -114,7 +113,6 @@ class _Clusters:
             self.values[ra].setdefault(r_idx, set()).update(vals)
         self.values[rb] = {}
         self.names[ra] |= self.names[rb]
-        self.account[ra] = self.account[ra] or self.account[rb]
         return ra
 
 
@@ -153,27 +151,28 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
     for g in ordered:
         if not g.contact:
             link_group(g.members, g, check_names=False)
+
+    def named(m: int) -> bool:
+        return bool(cl.names[cl.find(m)])
+
+    # contact keys between clusters that carry a name (the evidence a family check needs)
     contact_groups = [g for g in ordered if g.contact]
     for g in contact_groups:
-        accounts = [m for m in g.members if inp.is_account[m]]
-        link_group(accounts, g, check_names=True)
+        link_group([m for m in g.members if named(m)], g, check_names=True)
 
-    # guests among themselves (same contact point, names agreeing)
-    for g in contact_groups:
-        guests = [m for m in g.members if not inp.is_account[m]]
-        link_group(guests, g, check_names=True)
-
-    # then each guest cluster joins the account cluster holding its keys; when one
-    # key is held by several accounts (a family email) it stays apart
+    # nameless clusters (guest checkouts: an email and nothing else) join the one
+    # named cluster holding their key; when one key is held by several (a family
+    # email) they stay apart
     per_key: dict[int, dict[int, dict[int, tuple[int, int, KeyGroup]]]] = {}
     for g in contact_groups:
-        guests = [m for m in g.members if not inp.is_account[m]]
-        accounts = [m for m in g.members if inp.is_account[m]]
-        if not guests or not accounts:
+        holders = [m for m in g.members if named(m)]
+        if not holders:
             continue
-        for gm in guests:
+        for gm in g.members:
+            if named(gm):
+                continue
             slot = per_key.setdefault(cl.find(gm), {}).setdefault(g.key_id, {})
-            for am in accounts:
+            for am in holders:
                 slot.setdefault(cl.find(am), (gm, am, g))
     for rg in sorted(per_key):
         by_key = per_key[rg]
@@ -188,14 +187,20 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
                             g.key_id,
                             gm,
                             am,
-                            f"guest record shares this {g.rule} with {len(slot)} different "
-                            "accounts: left apart",
+                            f"record without a name shares this {g.rule} with {len(slot)} "
+                            "different people: left apart",
                         )
                     )
             continue
         for slot in by_key.values():
             for gm, am, g in slot.values():
                 try_link(gm, am, g, check_names=True)
+
+    # nameless records whose key no named record holds: linked among themselves
+    for g in contact_groups:
+        if any(named(m) for m in g.members):
+            continue
+        link_group(g.members, g, check_names=False)
 
     labels = [cl.find(i) for i in range(inp.n)]
     return ConstrainedOutput(labels=labels, links=links, conflicts=conflicts)
