@@ -240,3 +240,38 @@ def test_malformed_json_page_is_fetched_again_and_counted(server):
     )
     assert client.get_json("/page") == {"ok": 1}
     assert client.counters.retries == 1
+
+
+def test_oauth2_client_credentials_fetches_caches_and_hides_the_token(server):
+    import base64
+
+    from custsync_pipeline.connectors.http import OAuth2ClientCredentials
+
+    token = "tok-abcdef-123456"
+    server.script.extend(
+        [
+            (200, {}, {"access_token": token, "token_type": "bearer", "expires_in": 3600}, 0),
+            (200, {}, {"n": 1}, 0),
+            (200, {}, {"n": 2}, 0),
+            (401, {}, {"message": f"token {token} revoked"}, 0),
+        ]
+    )
+    client = HttpClient("oauthconn", server.url, settings=HttpSettings(max_retries=0))
+    client.session.auth = OAuth2ClientCredentials(
+        "oauthconn",
+        server.url + "/oauth/token",
+        "my-client-id",
+        "my-client-secret",
+        on_token=client.add_secret,
+    )
+    assert client.get_json("/a") == {"n": 1}
+    assert client.get_json("/b") == {"n": 2}
+    paths = [p for _, p, _ in server.seen]
+    assert paths == ["/oauth/token", "/a", "/b"]  # the token is fetched once and cached
+    basic = base64.b64encode(b"my-client-id:my-client-secret").decode()
+    assert server.seen[0][2]["Authorization"] == f"Basic {basic}"
+    assert server.seen[1][2]["Authorization"] == f"Bearer {token}"
+    with pytest.raises(ConnectorError) as info:
+        client.get_json("/c")
+    assert token not in str(info.value) and "401" in str(info.value)
+    assert client.session.auth._token is None  # a 401 drops the cached token

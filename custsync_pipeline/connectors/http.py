@@ -260,6 +260,9 @@ def default_error_message(resp: requests.Response) -> str:
             val = body.get(key)
             if isinstance(val, str) and val:
                 code = body.get("errorCode") or body.get("key") or body.get("code")
+                details = body.get("details")  # Voucherify: the specific reason
+                if isinstance(details, str) and details and details != val:
+                    val = f"{val} ({details})"
                 return f"{code}: {val}" if code and not isinstance(code, int) else val
             if isinstance(val, dict) and "message" in val:
                 msg = val["message"]

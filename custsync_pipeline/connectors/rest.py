@@ -67,6 +67,10 @@ class AuthOptions(_Opts):
     type: Literal["none", "bearer", "api_key", "basic", "oauth2_client_credentials"] = "none"
     header: str = Field(default="X-API-Key", description="header of an api_key")
     prefix: str = Field(default="", description="text before the api key, e.g. 'Token '")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="api_key with several headers: header name -> credential key",
+    )
     token_url: str | None = None
     scope: str | None = None
 
@@ -173,9 +177,11 @@ class RestConnector(HttpConnectorBase):
             headers["Authorization"] = f"Bearer {token}"
             secrets.append(token)
         elif kind == "api_key":
-            key = require_env(name, cfg.credentials, "api_key", env)
-            headers[self.opts.auth.header] = f"{self.opts.auth.prefix}{key}"
-            secrets.append(key)
+            pairs = self.opts.auth.headers or {self.opts.auth.header: "api_key"}
+            for header, cred_key in pairs.items():
+                key = require_env(name, cfg.credentials, cred_key, env)
+                headers[header] = f"{self.opts.auth.prefix}{key}"
+                secrets.append(key)
         elif kind == "basic":
             user = require_env(name, cfg.credentials, "username", env)
             password = require_env(name, cfg.credentials, "password", env)
