@@ -1,0 +1,54 @@
+"""Helpers for end-to-end runs: a sync config pointing at a running sandbox, and a
+full materialization of the real definitions (the ones ``dagster dev`` loads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from custsync_pipeline.config import DEFAULT_CONFIG_PATH
+
+SANDBOX_SECRETS = {
+    "SALESFORCE_ACCESS_TOKEN": "sandbox-salesforce-token",
+    "VOUCHERIFY_APP_ID": "sandbox-app-id",
+    "VOUCHERIFY_APP_TOKEN": "sandbox-app-token",
+    "VOYADO_API_KEY": "sandbox-voyado-key",
+    "EXACT_ACCESS_TOKEN": "sandbox-exact-token",
+    "ICOMM_API_KEY": "sandbox-icomm-key",
+    "KATANA_API_KEY": "sandbox-katana-key",
+}
+
+
+def write_sync_config(
+    path: Path, urls: dict[str, str], state_db_url: str, enabled: set[str] | None = None
+) -> Path:
+    """The packaged default config, re-pointed at ``urls`` (system -> base URL)."""
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data["state_db_url"] = state_db_url
+    for name, conn in data["connectors"].items():
+        system = conn.get("options", {}).get("sandbox_system", conn["type"])
+        if system in urls:
+            conn["base_url"] = urls[system]
+        if enabled is not None:
+            conn["enabled"] = name in enabled
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def materialize_all(
+    instance: dg.DagsterInstance, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    """Materialize every asset (and run every check) of the project's definitions."""
+    from custsync_pipeline.definitions import defs
+
+    definitions = defs()
+    job = definitions.resolve_job_def("sync_job")
+    return job.execute_in_process(instance=instance, raise_on_error=raise_on_error)
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict[str, object]:
+    from custsync_pipeline.cli_run import materialization_metadata
+
+    return materialization_metadata(result).get(key, {})
