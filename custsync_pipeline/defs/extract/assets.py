@@ -95,17 +95,17 @@ def _customers_asset(name: str) -> dg.AssetsDefinition:
         engine = context.resources.state_db.engine
         stored = core.replace_source_records(engine, name, checked.valid)
         _record_quarantine(engine, name, checked)
-        n_in = len(canonical)
-        rejected_ids = checked.rejected["source_id"].nunique() if not checked.rejected.empty else 0
-        valid_rate = (len(checked.valid) / n_in) if n_in else 1.0
-        context.log.info(f"{name}: {stored} valid, {rejected_ids} records with rejections")
+        context.log.info(
+            f"{name}: {stored} valid of {checked.rows_in}, {checked.rows_rejected} rejected, "
+            f"{checked.field_issues} field values quarantined"
+        )
         yield dg.MaterializeResult(
             asset_key=customers_key(name),
             value=checked.valid,
             metadata={
                 "dagster/row_count": len(checked.valid),
-                "received": n_in,
-                "valid_rate": float(valid_rate),
+                "received": checked.rows_in,
+                "valid_rate": float(checked.valid_rate),
             },
         )
         yield dg.MaterializeResult(
@@ -113,7 +113,8 @@ def _customers_asset(name: str) -> dg.AssetsDefinition:
             value=checked.rejected,
             metadata={
                 "dagster/row_count": len(checked.rejected),
-                "rejected_records": int(rejected_ids),
+                "rejected_records": checked.rows_rejected,
+                "field_issues": checked.field_issues,
             },
         )
 
