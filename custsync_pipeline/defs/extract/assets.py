@@ -12,7 +12,22 @@ import pandas as pd
 
 from custsync_pipeline.config import SyncConfig
 from custsync_pipeline.defs.resources import connector_resource_key
+from custsync_pipeline.domain import canonical
 from custsync_pipeline.store import core
+
+
+def canonical_table_schema() -> dg.TableSchema:
+    """The canonical columns as the UI's column schema."""
+    kinds = {
+        **dict.fromkeys(canonical.STRING_COLUMNS, "string"),
+        **dict.fromkeys(canonical.DATETIME_COLUMNS, "timestamp (UTC)"),
+        **dict.fromkeys(canonical.NUMERIC_COLUMNS, "float"),
+        **dict.fromkeys(canonical.BOOL_COLUMNS, "bool"),
+    }
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c, kinds[c]) for c in canonical.CANONICAL_COLUMNS]
+    )
+
 
 EXTRACT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -104,6 +119,7 @@ def _customers_asset(name: str) -> dg.AssetsDefinition:
             value=checked.valid,
             metadata={
                 "dagster/row_count": len(checked.valid),
+                "dagster/column_schema": canonical_table_schema(),
                 "received": checked.rows_in,
                 "valid_rate": float(checked.valid_rate),
             },
