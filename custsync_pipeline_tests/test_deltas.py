@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from custsync_pipeline.domain.deltas import compute_deltas
+from custsync_pipeline.domain.deltas import DELTA_COLUMNS, compute_deltas
 from custsync_pipeline.domain.golden import row_hash
 
 FIELDS = ["first_name", "email"]
@@ -54,3 +54,16 @@ def test_acknowledged_payload_is_not_sent_again() -> None:
     again = compute_deltas(changed, _members(first_name=["Ann", "Bo"]), FIELDS, acked)
     assert list(again["entity_key"]) == ["T1"]
     assert again["payload_hash"].iloc[0] == row_hash(changed, FIELDS).iloc[0]
+
+
+def test_nothing_to_do_gives_an_empty_frame_with_columns() -> None:
+    members = pd.DataFrame(
+        {
+            "golden_id": ["G1", "G2", "G3"],
+            "source_id": ["T1", "T2", "T3"],
+            "first_name": ["Anna", "Bo", "Cy"],
+            "email": ["a@x.se", "b@x.se", "c@x.se"],
+        }
+    )
+    deltas = compute_deltas(GOLDEN, members, FIELDS, pd.DataFrame())
+    assert deltas.empty and list(deltas.columns) == DELTA_COLUMNS

@@ -65,9 +65,10 @@ def compute_deltas(
             "op": "upsert",
         }
     )
-    deltas = pd.concat([d for d in (upd, new) if not d.empty], ignore_index=True)
-    if deltas.empty:
+    parts = [d for d in (upd, new) if not d.empty]
+    if not parts:
         return pd.DataFrame(columns=DELTA_COLUMNS)
+    deltas = pd.concat(parts, ignore_index=True)
     # drop what the target already acknowledged with this exact payload
     if not acked.empty:
         deltas = deltas.merge(acked[["entity_key", "acked_hash"]], on="entity_key", how="left")

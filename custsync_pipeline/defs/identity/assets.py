@@ -40,20 +40,24 @@ def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
     )
     def resolve(context: dg.AssetExecutionContext):
         from custsync_pipeline.domain.identity import resolve_identities
+        from custsync_pipeline.domain.stamps import attach_stamped, split_stamped
         from custsync_pipeline.store.identity import load_identity_state, save_identity_result
 
         cfg_now = context.resources.sync_config.load()
         engine = context.resources.state_db.engine
         records = core.load_source_records(engine, cfg_now.enabled_connectors())
         prior_map, golden_ids, decisions = load_identity_state(engine)
+        to_resolve, stamped = split_stamped(records, golden_ids["golden_id"])
+        now = pd.Timestamp(datetime.now(UTC))
         result = resolve_identities(
-            records,
+            to_resolve,
             cfg_now.identity.identifiers,
             prior_map=prior_map,
             golden_ids=golden_ids,
             decisions=decisions,
-            now=datetime.now(UTC),
+            now=now,
         )
+        result = attach_stamped(result, stamped, now)
         save_identity_result(engine, result)
         id_map: pd.DataFrame = result.identity_map
         n_golden = id_map["golden_id"].nunique() if not id_map.empty else 0

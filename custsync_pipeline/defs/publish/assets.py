@@ -69,8 +69,17 @@ def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
             identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
         )
         ledger = core.load_outbox(engine, name)
-        acked = ledger.loc[ledger["status"] == "acked", ["entity_key", "acked_hash"]]
-        deltas = compute_deltas(golden_customers, members, fields, acked)
+        # settled: acknowledged, or dead-lettered with this very payload (sending the
+        # same payload again would fail the same way; a changed payload is retried)
+        settled = pd.concat(
+            [
+                ledger.loc[ledger["status"] == "acked", ["entity_key", "acked_hash"]],
+                ledger.loc[ledger["status"] == "dead", ["entity_key", "payload_hash"]].rename(
+                    columns={"payload_hash": "acked_hash"}
+                ),
+            ]
+        )
+        deltas = compute_deltas(golden_customers, members, fields, settled)
         connector = getattr(context.resources, api_key).connector()
         golden_sub = golden_customers[["golden_id", *fields]]
         deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)

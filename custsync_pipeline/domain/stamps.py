@@ -1,0 +1,79 @@
+"""Records custsync created itself: a target record carrying ``custsync_id`` = G was
+created by a publish *for* golden record G, so it is a copy of G and joins G directly.
+
+Resolving such a copy by its (copied) email or phone would make it compete with
+the originals — with a family email it would even be refused and get a golden
+id of its own, and the next publish would create yet another copy. So stamped
+records skip resolution and are attached to G (or to what G was merged into).
+A stamp naming an id this state DB never issued is an ordinary identifier.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from custsync_pipeline.domain.identity import LINK_COLUMNS, MAP_COLUMNS, IdentityResult
+
+STAMP_RULE = "custsync_id"
+
+
+def split_stamped(records: pd.DataFrame, known_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records to resolve, stamped records [connector, source_id, custsync_id])."""
+    if "custsync_id" not in records.columns or records.empty:
+        return records, pd.DataFrame(columns=["connector", "source_id", "custsync_id"])
+    mask = records["custsync_id"].notna() & records["custsync_id"].isin(set(known_ids))
+    stamped = records.loc[mask, ["connector", "source_id", "custsync_id"]].astype(str)
+    return records[~mask], stamped.reset_index(drop=True)
+
+
+def follow_merges(ids: pd.Series, golden_ids: pd.DataFrame, max_hops: int = 64) -> pd.Series:
+    """Each id mapped to the live id it was (transitively) merged into."""
+    if golden_ids.empty:
+        return ids
+    merged = golden_ids.dropna(subset=["merged_into"]).set_index("golden_id")["merged_into"]
+    out = ids.copy()
+    for _ in range(max_hops):
+        nxt = out.map(merged)
+        moved = nxt.notna() & (nxt != out)
+        if not moved.any():
+            break
+        out = out.where(~moved, nxt)
+    return out
+
+
+def attach_stamped(
+    result: IdentityResult, stamped: pd.DataFrame, now: pd.Timestamp
+) -> IdentityResult:
+    """Add the stamped records to the map (and evidence) of ``result``."""
+    if stamped.empty:
+        return result
+    target = follow_merges(stamped["custsync_id"], result.golden_ids)
+    rows = pd.DataFrame(
+        {
+            "connector": stamped["connector"],
+            "source_id": stamped["source_id"],
+            "golden_id": target.to_numpy(),
+            "rule": STAMP_RULE,
+            "updated_at": now,
+        }
+    )[MAP_COLUMNS]
+    # evidence: the copy is linked to the first other member of its golden record
+    anchor = (
+        result.identity_map.sort_values(["golden_id", "connector", "source_id"])
+        .drop_duplicates("golden_id")[["golden_id", "connector", "source_id"]]
+        .rename(columns={"connector": "connector_b", "source_id": "source_id_b"})
+    )
+    links = rows.rename(columns={"connector": "connector_a", "source_id": "source_id_a"}).merge(
+        anchor, on="golden_id", how="inner"
+    )
+    links["key"] = links["golden_id"]
+    for col in LINK_COLUMNS:
+        if col not in links.columns:
+            links[col] = STAMP_RULE if col == "rule" else pd.NA
+    return IdentityResult(
+        identity_map=pd.concat([result.identity_map, rows], ignore_index=True),
+        golden_ids=result.golden_ids,
+        links=pd.concat([result.links, links[LINK_COLUMNS]], ignore_index=True),
+        conflicts=result.conflicts,
+        stats={**result.stats, "stamped_records": len(rows)},
+    )
