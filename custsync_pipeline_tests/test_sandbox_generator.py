@@ -27,19 +27,44 @@ def test_same_seed_same_data_and_other_seed_differs():
 def test_truth_covers_every_record_once(data):
     truth = data.truth
     assert not truth.duplicated(["system", "source_id"]).any()
-    for system, frame in data.frames.items():
-        ids = set(truth.loc[truth["system"] == system, "source_id"])
-        key = {"salesforce": "Id", "exact": "ID"}.get(system, "id")
+    for key, frame in data.frames.items():
+        system = key.split(".")[0]
+        obj = {"salesforce": "Contact", "exact": "Account"}.get(key, key.split(".")[-1])
+        in_truth = truth[(truth["system"] == system)]
+        if "." in key or system in ("salesforce", "exact"):
+            in_truth = in_truth[in_truth["object_type"] == obj]
+        id_col = {"salesforce": "Id", "exact": "ID"}.get(system, "id")
         if system == "icomm":
             got = set(frame["UserId"] + "|" + frame["StoreCode"])
         else:
-            got = set(frame[key])
-        assert got == ids, system
-    assert set(truth["person_id"]) <= set(data.people["person_id"])
+            got = set(frame[id_col])
+        assert got == set(in_truth["source_id"]), key
+    people = truth[~truth["person_id"].str.startswith("ORG")]
+    assert set(people["person_id"]) <= set(data.people["person_id"])
+    orgs = truth[(truth["object_type"] == "Account") & (truth["system"] == "salesforce")]
+    assert len(orgs) > 0 and orgs["person_id"].str.startswith("ORG").all()
+
+
+def test_salesforce_leads_and_accounts(data):
+    truth = data.truth
+    leads = truth[(truth["system"] == "salesforce") & (truth["object_type"] == "Lead")]
+    contacts = truth[(truth["system"] == "salesforce") & (truth["object_type"] == "Contact")]
+    assert len(leads) > 0 and len(set(leads["person_id"]) & set(contacts["person_id"])) > 0
+    assert data.frames["salesforce.Lead"]["Id"].str.startswith("00Q").all()
+    acc = data.frames["salesforce.Account"]
+    linked = data.frames["salesforce"].dropna(subset=["AccountId"])
+    assert len(linked) > 0 and set(linked["AccountId"]) <= set(acc["Id"])
+    exact_c = data.frames["exact.Contact"]
+    assert set(exact_c["Account"]) <= set(data.frames["exact"]["ID"])
+    assert set(data.systems) == set(SYSTEMS)
 
 
 def test_people_overlap_across_systems(data):
-    per_person = data.truth.groupby("person_id")["system"].nunique()
+    per_person = (
+        data.truth[~data.truth["person_id"].str.startswith("ORG")]
+        .groupby("person_id")["system"]
+        .nunique()
+    )
     assert (per_person >= 2).mean() > 0.4
     assert len(per_person) == len(data.people)  # nobody is left out of every system
 
@@ -49,7 +74,7 @@ def test_defects_point_at_real_records_and_really_break_them(data):
     truth_keys = set(zip(data.truth["system"], data.truth["source_id"], strict=True))
     assert set(zip(d["system"], d["source_id"], strict=True)) <= truth_keys
     sf = data.frames["salesforce"].set_index("Id")
-    for row in d[d["system"] == "salesforce"].itertuples():
+    for row in d[(d["system"] == "salesforce") & (d["object_type"] == "Contact")].itertuples():
         rec = sf.loc[row.source_id]
         if row.defect == "formula_injection":
             assert rec["LastName"] == FORMULA_INJECTION
@@ -136,7 +161,9 @@ def test_true_phones_are_valid_numbers(data):
     sample = data.people["phone"].drop_duplicates().head(300)
     assert all(phonenumbers.is_valid_number(phonenumbers.parse(p)) for p in sample)
     national = data.defects[
-        (data.defects["defect"] == "phone_national") & (data.defects["system"] == "salesforce")
+        (data.defects["defect"] == "phone_national")
+        & (data.defects["system"] == "salesforce")
+        & (data.defects["object_type"] == "Contact")
     ]
     sf = data.frames["salesforce"].set_index("Id")
     for sid in national["source_id"].head(50):

@@ -141,6 +141,23 @@ WIRE_FIELDS: dict[str, dict[str, str]] = {
         "country": "MailingCountry",
         "created_at": "CreatedDate",
     },
+    "salesforce.Lead": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "Email",
+        "phone": "Phone",
+        "country": "Country",
+        "created_at": "CreatedDate",
+    },
+    "salesforce.Account": {},
+    "exact.Contact": {
+        "first_name": "FirstName",
+        "last_name": "LastName",
+        "email": "Email",
+        "phone": "Phone",
+        "country": "",
+        "created_at": "Created",
+    },
     "voucherify": {
         "first_name": "name",
         "last_name": "name",
@@ -184,6 +201,9 @@ WIRE_FIELDS: dict[str, dict[str, str]] = {
 }
 OBJECT_TYPES: dict[str, str] = {
     "salesforce": "Contact",
+    "salesforce.Lead": "Lead",
+    "salesforce.Account": "Account",
+    "exact.Contact": "Contact",
     "voucherify": "customer",
     "voyado": "contact",
     "exact": "Account",
@@ -205,10 +225,13 @@ class SandboxData:
 
     @property
     def systems(self) -> tuple[str, ...]:
-        return tuple(self.frames)
+        """Systems with records (frame keys such as ``salesforce.Lead`` fold into ``salesforce``)."""
+        return tuple(dict.fromkeys(k.split(".")[0] for k in self.frames))
 
     def records(self, system: str) -> list[dict]:
-        """The system's records as the vendor's native JSON dicts (fresh copies)."""
+        """Records of a frame key (``salesforce`` = Contacts, ``salesforce.Lead``,
+        ``salesforce.Account``, ``exact`` = Accounts, ``exact.Contact`` ...) as the
+        vendor's native JSON dicts (fresh copies)."""
         frame = self.frames[system]
         return [_nest(r) for r in frame.to_dict("records")] if len(frame) else []
 
@@ -297,11 +320,12 @@ class _Defects:
         ids = np.asarray(source_ids, dtype=object)
         if not len(ids):
             return
+        # ``system`` is a frame key: "salesforce" or "salesforce.Lead"
         wire = WIRE_FIELDS[system].get(field, "") if field else ""
         self.parts.append(
             pd.DataFrame(
                 {
-                    "system": system,
+                    "system": system.split(".")[0],
                     "object_type": OBJECT_TYPES[system],
                     "source_id": ids,
                     "field": field,
@@ -401,6 +425,7 @@ def _make_people(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "email_consent": rng.random(n) < 0.6,
             "created_at": created,
             "shared_email": "",  # "family" / "role" when the address is shared on purpose
+            "org_id": None,  # the company whose role address a person uses
         }
     )
 
@@ -416,6 +441,7 @@ def _share_emails(
     emails = people["email"].to_numpy(object)
     last = people["last_name"].to_numpy(object)
     shared = people["shared_email"].to_numpy(object)
+    org = people["org_id"].to_numpy(object)
     emails[b] = emails[a]
     last[b] = last[a]
     shared[a] = shared[b] = "family"
@@ -428,6 +454,8 @@ def _share_emails(
             f"info@{_COMPANIES[g % len(_COMPANIES)]}{g}.{'co.uk' if cc == 'gb' else cc}"
         )
         shared[members] = "role"
+        org[members] = f"ORG{g:05d}"
+    people["org_id"] = org
     people["email"] = emails
     people["last_name"] = last
     people["shared_email"] = shared
@@ -543,6 +571,9 @@ def _mess(
     kind = np.where(invalid, kinds[rng.integers(0, len(kinds), k)], None)
     m = (kind == "bad_email_syntax") & has_email
     kind[(kind == "bad_email_syntax") & ~has_email] = "unknown_country"
+    has_country = bool(WIRE_FIELDS[system].get("country"))
+    if not has_country:  # e.g. Exact Contacts carry no country
+        kind[kind == "unknown_country"] = "formula_injection"
     rows.email[m] = (
         pd.Series(rows.email[m], dtype=object).str.replace("@", "@@", n=1).to_numpy(object)
     )
@@ -662,7 +693,7 @@ def _mess(
     defects.add(system, sid[m], "phone", "phone_00_prefix", "clean")
 
     # country case
-    m = ok & (rng.random(k) < 0.03)
+    m = ok & (rng.random(k) < 0.03) & has_country
     rows.country[m] = pd.Series(rows.country[m], dtype=object).str.lower().to_numpy(object)
     defects.add(system, sid[m], "country", "country_case", "clean")
     return invalid
@@ -719,14 +750,14 @@ def generate(
         members = np.flatnonzero(inside[system])
         return _base_rows(rng, pf, members, dup_rate, guest_rate)
 
-    def add_truth(system: str, rows: _Rows, source_id: np.ndarray) -> None:
+    def add_truth(key: str, rows: _Rows | None, source_id: np.ndarray, person_ids=None) -> None:
         truth_parts.append(
             pd.DataFrame(
                 {
-                    "system": system,
-                    "object_type": OBJECT_TYPES[system],
+                    "system": key.split(".")[0],
+                    "object_type": OBJECT_TYPES[key],
                     "source_id": source_id,
-                    "person_id": pid[rows.person],
+                    "person_id": pid[rows.person] if person_ids is None else person_ids,
                 }
             )
         )
@@ -763,12 +794,91 @@ def generate(
                 "Customer_Number__c": cust_no,
                 "Loyalty_Tier__c": pf["loyalty_tier"].to_numpy(object)[p],
                 "Custsync_Id__c": np.full(k, None, dtype=object),
+                "AccountId": np.full(k, None, dtype=object),
                 "IsDeleted": np.zeros(k, bool),
                 "CreatedDate": _iso(rows.created, "+0000"),
                 "LastModifiedDate": _iso(rows.modified, "+0000"),
             }
         )
         add_truth("salesforce", rows, rows.source_id)
+
+        # Accounts: the small firms whose staff share an info@ address (a company, not a person)
+        orgs = pf["org_id"].dropna()
+        first_member = orgs.drop_duplicates()
+        n_acc = len(first_member)
+        acc_ids = ("001Hp" + _zfill(_unique_numbers(rng, n_acc, 10**10), 10) + "IAA").to_numpy(
+            object
+        )
+        mi = first_member.index.to_numpy()
+        acc_created = pf["created_at"].to_numpy()[mi]
+        frames["salesforce.Account"] = pd.DataFrame(
+            {
+                "Id": acc_ids,
+                "Name": (
+                    pd.Series(pf["email"].to_numpy(object)[mi])
+                    .str.split("@")
+                    .str[1]
+                    .str.split(".")
+                    .str[0]
+                    .str.replace("-", " ")
+                    .str.title()
+                    + " AB"
+                ).to_numpy(object),
+                "Phone": pf["phone"].to_numpy(object)[mi],
+                "Website": (
+                    "www." + pd.Series(pf["email"].to_numpy(object)[mi]).str.split("@").str[1]
+                ).to_numpy(object),
+                "BillingStreet": pf["street"].to_numpy(object)[mi],
+                "BillingCity": pf["city"].to_numpy(object)[mi],
+                "BillingPostalCode": pf["postal_code"].to_numpy(object)[mi],
+                "BillingCountry": pf["country"].to_numpy(object)[mi],
+                "Customer_Number__c": np.full(n_acc, None, dtype=object),
+                "Custsync_Id__c": np.full(n_acc, None, dtype=object),
+                "IsDeleted": np.zeros(n_acc, bool),
+                "CreatedDate": _iso(acc_created, "+0000"),
+                "LastModifiedDate": _iso(acc_created, "+0000"),
+            }
+        )
+        add_truth("salesforce.Account", None, acc_ids, first_member.to_numpy(object))
+        acc_of_org = dict(zip(first_member.to_numpy(object), acc_ids, strict=True))
+        contact_org = pd.Series(pf["org_id"].to_numpy(object)[p]).map(acc_of_org)
+        frames["salesforce"]["AccountId"] = contact_org.where(contact_org.notna(), None).to_numpy(
+            object
+        )
+
+        # Leads: prospects captured by forms; some are also Contacts (the same person)
+        lead_people = np.flatnonzero(rng.random(people) < 0.06)
+        rows = _base_rows(rng, pf, lead_people, 0.0, 0.0)
+        k = len(rows)
+        rows.source_id[:] = (
+            "00QHp" + _zfill(_unique_numbers(rng, k, 10**10), 10) + "MAA"
+        ).to_numpy(object)
+        _mess(rng, "salesforce.Lead", rows, pf, defects, invalid_rate, placeholders=False)
+        p = rows.person
+        frames["salesforce.Lead"] = pd.DataFrame(
+            {
+                "Id": rows.source_id,
+                "FirstName": rows.first,
+                "LastName": rows.last,
+                "Email": rows.email,
+                "Phone": rows.phone,
+                "Company": "[not provided]",
+                "Street": pf["street"].to_numpy(object)[p],
+                "City": pf["city"].to_numpy(object)[p],
+                "PostalCode": pf["postal_code"].to_numpy(object)[p],
+                "Country": rows.country,
+                "Status": np.array(["Open - Not Contacted", "Working - Contacted"], dtype=object)[
+                    rng.integers(0, 2, k)
+                ],
+                "LeadSource": "Web",
+                "IsConverted": False,
+                "Custsync_Id__c": np.full(k, None, dtype=object),
+                "IsDeleted": np.zeros(k, bool),
+                "CreatedDate": _iso(rows.created, "+0000"),
+                "LastModifiedDate": _iso(rows.modified, "+0000"),
+            }
+        )
+        add_truth("salesforce.Lead", rows, rows.source_id)
 
     # --- Voucherify customers
     if "voucherify" in systems:
@@ -873,6 +983,31 @@ def generate(
             }
         )
         add_truth("exact", rows, rows.source_id)
+
+        # Contacts: half the (person) accounts also hold the person as a contact
+        has = rng.random(k) < 0.5
+        acc_id = rows.source_id[has]
+        rows = _base_rows(rng, pf, rows.person[has], 0.0, 0.0)
+        kc = len(rows)
+        rows.source_id[:] = _guid(rng, kc)
+        _mess(rng, "exact.Contact", rows, pf, defects, invalid_rate, placeholders=False)
+        created_ms = (rows.created.astype("datetime64[ms]").astype(np.int64)).astype(str)
+        modified_ms = (rows.modified.astype("datetime64[ms]").astype(np.int64)).astype(str)
+        frames["exact.Contact"] = pd.DataFrame(
+            {
+                "ID": rows.source_id,
+                "Account": acc_id,
+                "FirstName": rows.first,
+                "LastName": rows.last,
+                "Email": rows.email,
+                "Phone": rows.phone,
+                "BusinessEmail": np.full(kc, None, dtype=object),
+                "Division": 1,
+                "Created": ("/Date(" + pd.Series(created_ms) + ")/").to_numpy(object),
+                "Modified": ("/Date(" + pd.Series(modified_ms) + ")/").to_numpy(object),
+            }
+        )
+        add_truth("exact.Contact", rows, rows.source_id)
 
     # --- Icomm customers (UserId + StoreCode; UserId = web user id, else the e-mail)
     if "icomm" in systems:

@@ -116,22 +116,26 @@ class SalesforceEmulator(Emulator):
         super().reset()
         with self.lock:
             # one store per object type; the base store holds Contacts
+            def load(key: str) -> dict[str, dict]:
+                recs = self.data.records(key) if key in self.data.frames else []
+                return {r["Id"]: r for r in recs}
+
             self.objects: dict[str, dict[str, dict]] = {
                 "Contact": self.store,
-                "Account": {},
-                "Lead": {},
+                "Account": load("salesforce.Account"),
+                "Lead": load("salesforce.Lead"),
             }
             self.deleted_by_type: dict[str, list[tuple[str, datetime]]] = {
                 "Contact": self.deleted,
                 "Account": [],
                 "Lead": [],
             }
-            fields = list(self.store.values())[0].keys() if self.store else []
-            self.fields: dict[str, set[str]] = {
-                "Contact": set(fields) | set(_EXTRA_FIELDS["Contact"]) | set(_SYSTEM_FIELDS),
-                "Account": set(_EXTRA_FIELDS["Account"]) | set(_SYSTEM_FIELDS),
-                "Lead": set(_EXTRA_FIELDS["Lead"]) | set(_SYSTEM_FIELDS),
-            }
+            self.fields: dict[str, set[str]] = {}
+            self.shape: dict[str, list[str]] = {}  # keys every stored record of a type carries
+            for obj, store in self.objects.items():
+                first = next(iter(store.values()), {})
+                self.fields[obj] = set(first) | set(_EXTRA_FIELDS[obj]) | set(_SYSTEM_FIELDS)
+                self.shape[obj] = list(first) or ["Id", *_EXTRA_FIELDS[obj], "IsDeleted"]
             self.used = 0
 
     # ----------------------------------------------------------------- plumbing
@@ -390,11 +394,7 @@ class SalesforceEmulator(Emulator):
         store = self.objects[obj]
         if rec_id is None:
             rec_id = self._new_id(obj)
-            rec = (
-                {f: None for f in (self.fields[obj] - set(_EXTRA_FIELDS[obj]) - {"SystemModstamp"})}
-                if obj == "Contact"
-                else {}
-            )
+            rec = dict.fromkeys(self.shape[obj])
             rec.update({"Id": rec_id, "IsDeleted": False, "CreatedDate": now})
             rec.update(fields)
             rec["LastModifiedDate"] = now
@@ -721,11 +721,7 @@ class SalesforceEmulator(Emulator):
     # ----------------------------------------------------------------- changes knob
     def new_record(self, person: dict, now: datetime) -> dict:
         t = sf_time(now)
-        rec = {
-            f: None
-            for f in self.fields["Contact"]
-            if f not in _EXTRA_FIELDS["Contact"] and f != "SystemModstamp"
-        }
+        rec = dict.fromkeys(self.shape["Contact"])
         rec.update(
             {
                 "Id": self._new_id("Contact"),

@@ -124,6 +124,8 @@ class Emulator:
     system: str = ""
     #: the field holding a record's id in the wire shape
     id_field: str = "id"
+    #: "https" when served over TLS (absolute next-page links use it)
+    scheme: str = "http"
 
     def __init__(self, data: SandboxData, faults: Faults | None = None) -> None:
         self.data = data
@@ -504,6 +506,7 @@ class Sandbox:
                 self._servers[system] = server
                 self._threads.append(thread)
                 scheme = "https" if tls_ctx else "http"
+                emu.scheme = scheme
                 self.urls[system] = f"{scheme}://{self.host}:{server.server_address[1]}"
         except BaseException:
             self.stop()

@@ -1,0 +1,170 @@
+"""KatanaPIM customers emulator. **Modeled**: no public customer API facts were found, so this
+is a plain REST resource for the generic REST connector (page-number paging with a
+next link, API-key header):
+
+- ``GET /api/v1/customers?page=1&per_page=50`` (per_page ≤ 200), optional
+  ``updated_since`` (ISO 8601) -> ``{data: [...], meta: {page, per_page, total,
+  total_pages}, links: {next: <absolute url> | null}}`` ordered by ``id`` (numeric);
+- ``GET|PUT|PATCH|DELETE /api/v1/customers/{id}``; ``POST /api/v1/customers`` (201 with the
+  record). PUT replaces writable fields, PATCH merges; ``attributes`` merge by key;
+- ``GET /api/v1/customers/deleted?since=`` -> ``{data: [{id, deleted_at}]}``.
+
+Auth header ``X-Api-Key: <KATANA_API_KEY>``. Error body ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from typing import Any
+
+from .server import Emulator, Faults, Request, Response, credential, utcnow
+
+_WRITABLE = {
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "country",
+    "customer_number",
+    "attributes",
+    "contacts",
+}
+
+
+def kt_time(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class KatanaEmulator(Emulator):
+    system = "katana"
+
+    def __init__(self, data, faults: Faults | None = None, max_per_page: int = 200) -> None:
+        self.max_per_page = max_per_page
+        super().__init__(data, faults)
+
+    def reset(self) -> None:
+        super().reset()
+        self._next_id = max((int(k) for k in self.store if k.isdigit()), default=0)
+
+    def authorized(self, req: Request) -> bool:
+        return req.headers.get("X-Api-Key") == credential("KATANA_API_KEY")
+
+    def error(self, status: int, code: str, message: str) -> Response:
+        return Response(status, {"error": {"code": code, "message": message}})
+
+    def unauthorized(self) -> Response:
+        return self.error(401, "unauthorized", "Missing or invalid X-Api-Key")
+
+    def route(self, req: Request) -> Response:
+        parts = req.path.strip("/").split("/")
+        if parts[:3] != ["api", "v1", "customers"]:
+            return self.error(404, "not_found", f"No resource at {req.path}")
+        rest = parts[3:]
+        if not rest and req.method == "GET":
+            return self._list(req)
+        if not rest and req.method == "POST":
+            return self._write(None, req.json(), replace=False)
+        if rest == ["deleted"] and req.method == "GET":
+            try:
+                since = _parse(req.arg("since") or "1970-01-01T00:00:00Z")
+            except ValueError:
+                return self.error(400, "invalid_parameter", "since must be ISO 8601")
+            with self.lock:
+                rows = [{"id": k, "deleted_at": kt_time(w)} for k, w in self.deleted if w > since]
+            return Response(200, {"data": rows})
+        if len(rest) == 1:
+            with self.lock:
+                rec = self.store.get(rest[0])
+            if rec is None:
+                return self.error(404, "not_found", f"customer {rest[0]} not found")
+            if req.method == "GET":
+                return Response(200, dict(rec))
+            if req.method in ("PUT", "PATCH"):
+                return self._write(rest[0], req.json(), replace=req.method == "PUT")
+            if req.method == "DELETE":
+                with self.lock:
+                    self.store.pop(rest[0], None)
+                    self.on_delete(rest[0], rec, utcnow())
+                return Response(204)
+        return self.error(405, "method_not_allowed", f"{req.method} not allowed")
+
+    def _list(self, req: Request) -> Response:
+        try:
+            page, per_page = int(req.arg("page", "1")), int(req.arg("per_page", "50"))
+            since = _parse(req.arg("updated_since")) if req.arg("updated_since") else None
+        except ValueError:
+            return self.error(
+                400, "invalid_parameter", "page/per_page must be integers, updated_since ISO 8601"
+            )
+        if page < 1 or not 1 <= per_page <= self.max_per_page:
+            return self.error(400, "invalid_parameter", f"per_page must be 1..{self.max_per_page}")
+        with self.lock:
+            rows = sorted(self.store.values(), key=lambda r: int(r["id"]))
+        if since is not None:
+            rows = [r for r in rows if _parse(r["updated_at"]) > since]
+        total_pages = max(1, -(-len(rows) // per_page))
+        chunk = rows[(page - 1) * per_page : page * per_page]
+        nxt = None
+        if page < total_pages:
+            host = req.headers.get("Host") or "127.0.0.1"
+            extra = f"&updated_since={req.arg('updated_since')}" if since is not None else ""
+            nxt = f"{self.scheme}://{host}/api/v1/customers?page={page + 1}&per_page={per_page}{extra}"
+        return Response(
+            200,
+            {"data": [dict(r) for r in chunk],
+             "meta": {"page": page, "per_page": per_page, "total": len(rows), "total_pages": total_pages},
+             "links": {"next": nxt}},
+        )  # fmt: skip
+
+    def _write(self, rec_id: str | None, body: Any, replace: bool) -> Response:
+        if not isinstance(body, dict):
+            return self.error(400, "invalid_body", "expected a JSON object")
+        unknown = set(body) - _WRITABLE - {"id", "created_at", "updated_at"}
+        if unknown:
+            return self.error(422, "unknown_field", f"unknown fields: {sorted(unknown)}")
+        if body.get("attributes") is not None and not isinstance(body["attributes"], dict):
+            return self.error(422, "invalid_field", "attributes must be an object")
+        now = kt_time(utcnow())
+        with self.lock:
+            if rec_id is None:
+                self._next_id += 1
+                rec: dict[str, Any] = {"id": str(self._next_id), **{f: None for f in _WRITABLE}, "attributes": {},
+                                       "created_at": now}  # fmt: skip
+                status, kind = 201, "Created"
+            else:
+                rec = self.store[rec_id]
+                status, kind = 200, "Updated"
+                if replace:
+                    for f in _WRITABLE:
+                        rec[f] = {} if f == "attributes" else None
+            for f, v in body.items():
+                if f == "attributes" and isinstance(v, dict):
+                    rec["attributes"] = {**(rec.get("attributes") or {}), **v}
+                elif f in _WRITABLE:
+                    rec[f] = v
+            rec["updated_at"] = now
+            self.store[rec["id"]] = rec
+            self.changes.append((rec["id"], kind, utcnow()))
+            return Response(status, dict(rec))
+
+    def new_record(self, person: dict, now: datetime) -> dict:
+        self._next_id += 1
+        t = kt_time(now)
+        return {
+            "id": str(self._next_id), "first_name": person["first_name"], "last_name": person["last_name"],
+            "email": person["email"], "phone": person["phone"], "country": person["country"],
+            "customer_number": None, "attributes": {"segment": "retail", "preferred_language": person["language"]},
+            "created_at": t, "updated_at": t,
+        }  # fmt: skip
+
+    def edit_record(self, rec: dict, rng: random.Random, now: datetime) -> None:
+        rec["attributes"] = {
+            **(rec.get("attributes") or {}),
+            "segment": rng.choice(["retail", "b2b", "vip"]),
+        }
+        rec["updated_at"] = kt_time(now)
