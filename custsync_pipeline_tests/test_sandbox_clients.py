@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 import requests
 import voucherify
@@ -89,6 +91,9 @@ def test_voucherify_sdk_lists_and_upserts(sb):
         assert (
             updated.address.city == "Lund" and api.get_customer(created.id).phone == "+46701234567"
         )
+        # incremental pull the SDK way (it sends updated_at[after], a naive UTC time)
+        newer = api.list_customers(limit=100, updated_at_after=datetime(2026, 11, 2))
+        assert [c.id for c in newer.customers] == [created.id] and newer.total == 1
         with pytest.raises(voucherify.ApiException) as err:
             api.get_customer("no-such-customer")
         assert err.value.status == 404

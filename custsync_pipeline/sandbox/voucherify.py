@@ -1,7 +1,8 @@
 """Voucherify customers emulator.
 
 - ``GET /v1/customers?limit=1..100&page=1..99`` with ``updated_at_after/_before``,
-  ``created_at_after/_before``, ``starting_after`` (a ``created_at`` date-time: only
+  ``created_at_after/_before`` (also in the SDK's bracket form ``updated_at[after]``),
+  ``email``, ``name``, ``city``, ``starting_after`` (a ``created_at`` date-time: only
   customers created after it) and ``order`` (``created_at``, ``-created_at`` (default),
   ``updated_at``, ``-updated_at``) -> ``{object: "list", data_ref: "customers",
   customers, total, has_more}``;
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .server import Emulator, Faults, Request, Response, credential, utcnow
@@ -45,7 +46,14 @@ def vf_time(dt: datetime) -> str:
 
 
 def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # the SDK may send naive times: UTC
+
+
+def _dig(rec: dict, path: tuple[str, ...]) -> Any:
+    for part in path:
+        rec = rec.get(part) if isinstance(rec, dict) else None
+    return rec
 
 
 class VoucherifyEmulator(Emulator):
@@ -156,14 +164,26 @@ class VoucherifyEmulator(Emulator):
                 ("created_at_before", "created_at", False),
                 ("starting_after", "created_at", True),
             ):
-                if req.arg(arg):
-                    filters.append((fld, _parse(req.arg(arg)), after))
+                # the official SDK sends the bracket form: updated_at[after]
+                value = req.arg(arg) or req.arg(
+                    arg.replace("_after", "[after]").replace("_before", "[before]")
+                )
+                if value:
+                    filters.append((fld, _parse(value), after))
         except ValueError:
             return self.error(
                 400, "invalid_query_params", "Invalid query params", "timestamps must be ISO 8601"
             )
         with self.lock:
             rows = list(self.store.values())
+        for fld, path in (
+            ("email", ("email",)),
+            ("name", ("name",)),
+            ("city", ("address", "city")),
+        ):
+            if req.arg(fld):
+                want = req.arg(fld)
+                rows = [r for r in rows if _dig(r, path) == want]
         if filters:
 
             def keep(r: dict) -> bool:
