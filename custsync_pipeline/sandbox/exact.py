@@ -221,7 +221,7 @@ class ExactEmulator(Emulator):
             skip = m.group(1).lower()
         top = int(req.arg("$top")) if (req.arg("$top") or "").isdigit() else None
         with self.lock:
-            rows = sorted(self.resources[resource].values(), key=lambda r: r["ID"])
+            rows = self.sorted_rows(resource, self.resources[resource], key=lambda r: r["ID"])
         if select:
             unknown = [s for s in select if rows and s not in rows[0]]
             if unknown:

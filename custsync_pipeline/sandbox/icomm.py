@@ -137,12 +137,14 @@ class IcommEmulator(Emulator):
             return self.error(400, "InvalidQuery", f"limit must be 1..{self.page_limit}")
         user, store = req.arg("userId"), req.arg("storeCode")
         with self.lock:
+            ordered = self.sorted_rows(
+                "updated", self.store, key=lambda r: (r["UpdatedAt"], r["UserId"], r["StoreCode"])
+            )
             rows = [
-                r for r in self.store.values()
+                r for r in ordered
                 if (user is None or r["UserId"] == user) and (store is None or r["StoreCode"] == store)
                 and (since is None or _parse(r["UpdatedAt"]) > since)
             ]  # fmt: skip
-        rows.sort(key=lambda r: (r["UpdatedAt"], r["UserId"], r["StoreCode"]))
         return Response(
             200,
             {

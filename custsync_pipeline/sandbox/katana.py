@@ -104,7 +104,7 @@ class KatanaEmulator(Emulator):
         if page < 1 or not 1 <= per_page <= self.max_per_page:
             return self.error(400, "invalid_parameter", f"per_page must be 1..{self.max_per_page}")
         with self.lock:
-            rows = sorted(self.store.values(), key=lambda r: int(r["id"]))
+            rows = self.sorted_rows("id", self.store, key=lambda r: int(r["id"]))
         if since is not None:
             rows = [r for r in rows if _parse(r["updated_at"]) > since]
         total_pages = max(1, -(-len(rows) // per_page))

@@ -148,8 +148,22 @@ class Emulator:
             ] = []  # (id, Created|Updated|Deleted, when)
             truth = self.data.truth
             self.truth_rows: list[dict] = truth[truth["system"] == self.system].to_dict("records")
+            self._sort_cache: dict[str, tuple[tuple, list[dict]]] = {}
             self.stats = {"requests": 0, "429": 0, "5xx": 0, "slow": 0, "malformed": 0}
             self._fault_rng = random.Random(self.faults.seed)
+
+    def sorted_rows(
+        self, name: str, store: dict[str, dict], key, reverse: bool = False
+    ) -> list[dict]:
+        """``store``'s records sorted by ``key``, cached until the next write (list pages
+        of a 100k-record store would otherwise sort it on every request). Hold the lock."""
+        version = (len(self.changes), len(store), id(store))
+        hit = self._sort_cache.get(name)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        rows = sorted(store.values(), key=key, reverse=reverse)
+        self._sort_cache[name] = (version, rows)
+        return rows
 
     def key_of(self, rec: dict) -> str:
         return str(rec[self.id_field])

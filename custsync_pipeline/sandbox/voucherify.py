@@ -174,8 +174,14 @@ class VoucherifyEmulator(Emulator):
             return self.error(
                 400, "invalid_query_params", "Invalid query params", "timestamps must be ISO 8601"
             )
+        key = order.lstrip("-")
         with self.lock:
-            rows = list(self.store.values())
+            rows = self.sorted_rows(
+                order,
+                self.store,
+                key=lambda r: (r.get(key) or r.get("created_at"), r["id"]),
+                reverse=order.startswith("-"),
+            )
         for fld, path in (
             ("email", ("email",)),
             ("name", ("name",)),
@@ -195,11 +201,6 @@ class VoucherifyEmulator(Emulator):
                 return True
 
             rows = [r for r in rows if keep(r)]
-        key = order.lstrip("-")
-        rows.sort(
-            key=lambda r: (r.get(key) or r.get("created_at"), r["id"]),
-            reverse=order.startswith("-"),
-        )
         start = (page - 1) * limit
         chunk = rows[start : start + limit]
         return Response(
