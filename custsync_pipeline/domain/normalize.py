@@ -27,8 +27,12 @@ import re
 from collections.abc import Callable, Hashable
 from functools import lru_cache
 
+import email_validator
+import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
@@ -295,9 +299,63 @@ def email_or_reason(value: str) -> tuple[str | None, str | None]:
     return result.normalized.lower(), None
 
 
+# A strict ASCII subset of what email-validator accepts, with its normalization
+# being the identity: dot-atom local part, LDH labels without "--" (so no
+# Punycode or IDNA rules apply), an alphabetic TLD. Addresses it certifies skip
+# the library; everything else goes through the library (which also says why).
+_FAST_EMAIL_RE = (
+    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
+
+
+def _arrow(series: pd.Series) -> pa.Array:
+    """The values as an Arrow string array (nulls kept), for vectorized C++ string kernels."""
+    return pa.array(series.astype("string").to_numpy(dtype=object, na_value=None), type=pa.string())
+
+
+def _fill(mask: pa.Array) -> np.ndarray:
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+def fast_email(values: pd.Series) -> pd.Series:
+    """Certified normalized addresses (trimmed, lower-cased) or <NA> where the library must decide.
+
+    Only ASCII input is considered, trimmed of ASCII whitespace and ASCII-lower-cased,
+    so the result is exactly what ``email_or_reason`` would return for it.
+    """
+    arr = _arrow(values)
+    text = pc.ascii_lower(pc.ascii_trim_whitespace(arr))
+    ok = _fill(pc.and_(pc.string_is_ascii(arr), pc.match_substring_regex(text, _FAST_EMAIL_RE)))
+    out = np.full(len(arr), None, dtype=object)
+    if ok.any():
+        idx = np.flatnonzero(ok)
+        sub = pc.take(text, pa.array(idx))
+        parts = pc.split_pattern(sub, "@", max_splits=1)
+        local = pc.list_element(parts, 0)
+        domain = pc.list_element(parts, 1)
+        good = pc.and_(
+            pc.less_equal(pc.utf8_length(sub), 254),
+            pc.less_equal(pc.utf8_length(local), 64),
+        )
+        good = pc.and_(good, pc.invert(pc.match_substring(domain, "--")))
+        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+            special = pc.or_(pc.equal(domain, name), pc.ends_with(domain, "." + name))
+            good = pc.and_(good, pc.invert(special))
+        keep = _fill(good)
+        out[idx[keep]] = pc.filter(sub, pa.array(keep)).to_numpy(zero_copy_only=False)
+    result = pd.Series(pd.array(out, dtype="string"), index=values.index)
+    return result
+
+
 def normalize_email(series: pd.Series) -> pd.Series:
     """Trimmed, lower-cased, syntax-checked addresses; invalid -> <NA>."""
-    return map_unique(_as_string(series), lambda v: email_or_reason(str(v))[0])
+    s = _as_string(series)
+    out = fast_email(s)
+    rest = out.isna() & s.notna()
+    if rest.any():
+        out[rest] = map_unique(s[rest], lambda v: email_or_reason(str(v))[0])
+    return out
 
 
 # --------------------------------------------------------------------------- phone
@@ -320,19 +378,216 @@ def phone_or_reason(value: str, region: str | None) -> tuple[str | None, str | N
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
 
 
-def normalize_phone(series: pd.Series, region: pd.Series | None = None) -> pd.Series:
-    """E.164 numbers; the region (ISO alpha-2 or <NA>) per row; invalid -> <NA>."""
-    s = _as_string(series)
-    if region is None:
-        region = pd.Series(pd.NA, index=s.index, dtype="string")
-    pairs = pd.MultiIndex.from_arrays([s.fillna("\x00"), _as_string(region).fillna("")])
+# ---- vectorized phonenumbers fast path
+#
+# For the common spellings — "+<cc> …", "00<cc> …" where the region dials 00
+# abroad, and "0 …" where the region's national prefix is a plain "0" — the
+# E.164 form is "+" + country code + national significant number (NSN), and
+# validity is phonenumbers' own rule: the NSN matches the general description
+# and one number-type description (length and pattern) of the region that
+# ``region_code_for_number`` would pick. Those regexes come from phonenumbers'
+# metadata and run vectorized per country code. Only numbers certified this way
+# skip the library; the rest (and every failure, with its reason) go through
+# ``phone_or_reason``. A property test holds the two paths equal.
+
+_PHONE_SHAPE_RE = r"^\+?[0-9(][0-9 ().\-]*[0-9]$"
+_TYPE_DESCS = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
+
+
+def _simple_npfp(meta: phonenumbers.PhoneMetadata) -> bool:
+    """National-prefix parsing without carrier codes or transforms (so stripping is plain)."""
+    npfp = meta.national_prefix_for_parsing
+    if meta.national_prefix_transform_rule:
+        return False
+    return npfp is None or re.compile(npfp).groups == 0
+
+
+@lru_cache(maxsize=1)
+def _phone_plan() -> tuple[
+    dict[int, list[phonenumbers.PhoneMetadata]], dict[str, int], frozenset[str]
+]:
+    """(eligible country code -> region metadata in library order, region -> cc for the national
+    path, regions whose international prefix is exactly 00)."""
+    by_cc: dict[int, list[phonenumbers.PhoneMetadata]] = {}
+    for cc, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        metas = [phonenumbers.PhoneMetadata.metadata_for_region(r, None) for r in regions]
+        if "001" in regions or any(m is None for m in metas):
+            continue  # non-geographic entities and regions without metadata: library only
+        if all(_simple_npfp(m) for m in metas):
+            by_cc[cc] = metas
+    national: dict[str, int] = {}
+    idd00: set[str] = set()
+    for cc, metas in by_cc.items():
+        for m in metas:
+            npfp = m.national_prefix_for_parsing or ""
+            if m.national_prefix == "0" and (npfp == "0" or npfp.startswith("0|")):
+                national[m.id] = cc
+            if m.international_prefix == "00":
+                idd00.add(m.id)
+    return by_cc, national, frozenset(idd00)
+
+
+def _desc_matches(nsn: pa.Array, desc: object) -> pa.Array:
+    """phonenumbers' ``_is_number_matching_desc``: possible length, then a full pattern match."""
+    pattern = getattr(desc, "national_number_pattern", None)
+    if desc is None or not pattern:
+        return pa.array(np.zeros(len(nsn), dtype=bool))
+    ok = pc.match_substring_regex(nsn, f"^(?:{pattern})$")
+    lengths = tuple(desc.possible_length)
+    if lengths:
+        ok = pc.and_(ok, pc.is_in(pc.utf8_length(nsn), value_set=pa.array(lengths, pa.int32())))
+    return ok
+
+
+def _type_known(nsn: pa.Array, meta: phonenumbers.PhoneMetadata) -> np.ndarray:
+    """phonenumbers' ``_number_type_helper(...) != UNKNOWN``, vectorized."""
+    any_type = np.zeros(len(nsn), dtype=bool)
+    for name in _TYPE_DESCS:
+        any_type |= _fill(_desc_matches(nsn, getattr(meta, name)))
+    return _fill(_desc_matches(nsn, meta.general_desc)) & any_type
+
+
+def _valid_for_cc(nsn: pa.Array, metas: list[phonenumbers.PhoneMetadata]) -> np.ndarray:
+    """phonenumbers.is_valid_number for NSNs of one country code, vectorized."""
+    if len(metas) == 1:
+        return _type_known(nsn, metas[0])
+    valid = np.zeros(len(nsn), dtype=bool)
+    unclaimed = np.ones(len(nsn), dtype=bool)
+    for meta in metas:  # region_code_for_number: the first region that claims the number decides
+        known = _type_known(nsn, meta)
+        if meta.leading_digits is not None:
+            claims = _fill(pc.match_substring_regex(nsn, f"^(?:{meta.leading_digits})"))
+        else:
+            claims = known
+        mine = unclaimed & claims
+        valid[mine] = known[mine]
+        unclaimed &= ~claims
+    return valid
+
+
+def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
+    """E.164 where the vectorized rules certify the number; <NA> where the library must decide."""
+    by_cc, national, idd00 = _phone_plan()
+    arr = _arrow(values)
+    out = np.full(len(arr), None, dtype=object)
+    text = pc.ascii_trim_whitespace(arr)
+    shaped = _fill(
+        pc.and_(
+            pc.and_(pc.string_is_ascii(arr), pc.match_substring_regex(text, _PHONE_SHAPE_RE)),
+            pc.less_equal(pc.utf8_length(text), 40),
+        )
+    )
+    if not shaped.any():
+        return pd.Series(pd.array(out, dtype="string"), index=values.index)
+    rows = np.flatnonzero(shaped)
+    digits = pc.replace_substring_regex(pc.take(text, pa.array(rows)), r"[ ().\-]", "")
+    reg = pc.fill_null(pc.take(_arrow(region), pa.array(rows)), "")
+    plus = _fill(pc.starts_with(digits, "+"))
+    idd = (
+        ~plus
+        & _fill(pc.starts_with(digits, "00"))
+        & ~_fill(pc.starts_with(pc.utf8_slice_codeunits(digits, 2), "0"))
+        & _fill(pc.is_in(reg, value_set=pa.array(sorted(idd00), pa.string())))
+    )
+    nat_regions = sorted(national)
+    nat = (
+        ~plus
+        & ~idd
+        & _fill(pc.starts_with(digits, "0"))
+        & ~_fill(pc.starts_with(pc.utf8_slice_codeunits(digits, 1), "0"))
+        & _fill(pc.is_in(reg, value_set=pa.array(nat_regions, pa.string())))
+    )
+    intl = pc.if_else(
+        pa.array(plus), pc.utf8_slice_codeunits(digits, 1), pc.utf8_slice_codeunits(digits, 2)
+    )
+    intl_len = pc.utf8_length(intl).to_numpy(zero_copy_only=False)
+    from_intl = plus | idd
+
+    cc = np.zeros(len(rows), dtype=np.int64)
+    known_ccs = pa.array(
+        sorted(str(c) for c in phonenumbers.COUNTRY_CODE_TO_REGION_CODE), pa.string()
+    )
+    for length in (1, 2, 3):  # country codes are prefix-free; the library takes the first hit too
+        code = pc.utf8_slice_codeunits(intl, 0, length)
+        hit = (
+            from_intl & (cc == 0) & (intl_len > length) & _fill(pc.is_in(code, value_set=known_ccs))
+        )
+        if hit.any():
+            cc[hit] = pc.cast(pc.filter(code, pa.array(hit)), pa.int64()).to_numpy()
+    if nat.any():
+        nat_cc = np.array([national[r] for r in nat_regions], dtype=np.int64)
+        pos = pc.index_in(reg, value_set=pa.array(nat_regions, pa.string())).to_numpy(
+            zero_copy_only=False
+        )
+        cc[nat] = nat_cc[pos[nat].astype(np.int64)]
+
+    for code in np.unique(cc[cc > 0]):
+        metas = by_cc.get(int(code))
+        if metas is None:
+            continue
+        sel = np.flatnonzero(cc == code)
+        is_intl = from_intl[sel]
+        # national significant number: after the country code, or after the national prefix "0"
+        nsn = pc.if_else(
+            pa.array(is_intl),
+            pc.utf8_slice_codeunits(pc.take(intl, pa.array(sel)), len(str(int(code)))),
+            pc.utf8_slice_codeunits(pc.take(digits, pa.array(sel)), 1),
+        )
+        n_len = pc.utf8_length(nsn).to_numpy(zero_copy_only=False)
+        keep = (n_len >= 2) & ~_fill(pc.starts_with(nsn, "0"))
+        main = metas[0]
+        npfp = main.national_prefix_for_parsing
+        if npfp:  # after "+cc" the library still strips a national prefix: leave those to it
+            keep &= ~(is_intl & _fill(pc.match_substring_regex(nsn, f"^(?:{npfp})")))
+        local_only = tuple(main.general_desc.possible_length_local_only)
+        if local_only:  # the library keeps the national prefix for local-only lengths
+            keep &= ~(~is_intl & np.isin(n_len, local_only))
+        if not keep.any():
+            continue
+        valid = np.zeros(len(sel), dtype=bool)
+        valid[keep] = _valid_for_cc(pc.filter(nsn, pa.array(keep)), metas)
+        valid &= n_len + len(str(int(code))) <= 15
+        if valid.any():
+            e164 = pc.binary_join_element_wise(
+                "+" + str(int(code)), pc.filter(nsn, pa.array(valid)), ""
+            )
+            out[rows[sel[valid]]] = e164.to_numpy(zero_copy_only=False)
+    return pd.Series(pd.array(out, dtype="string"), index=values.index)
+
+
+def _phone_library(values: pd.Series, region: pd.Series) -> pd.Series:
+    pairs = pd.MultiIndex.from_arrays([values.fillna("\x00"), region.fillna("")])
     codes, uniques = pd.factorize(pairs)
     mapped = [
         None if v == "\x00" else phone_or_reason(v, r or None)[0]
         for v, r in uniques  # once per unique (value, region) pair
     ]
     out = pd.Series(pd.array(mapped, dtype="string")).take(codes)
-    out.index = s.index
+    out.index = values.index
+    return out
+
+
+def normalize_phone(series: pd.Series, region: pd.Series | None = None) -> pd.Series:
+    """E.164 numbers; the region (ISO alpha-2 or <NA>) per row; invalid -> <NA>."""
+    s = _as_string(series)
+    region = (
+        pd.Series(pd.NA, index=s.index, dtype="string") if region is None else _as_string(region)
+    )
+    out = fast_e164(s, region)
+    rest = out.isna() & s.notna()
+    if rest.any():
+        out[rest] = _phone_library(s[rest], region[rest])
     return out
 
 
