@@ -23,6 +23,8 @@ Error body (OData): ``{"error": {"code": "", "message": {"lang": "", "value": â€
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 import re
 import time
@@ -226,13 +228,19 @@ class ExactEmulator(Emulator):
             unknown = [s for s in select if rows and s not in rows[0]]
             if unknown:
                 return self.error(400, "", f"Invalid $select: {unknown[0]}")
-        rows = [r for r in rows if all(self._test(r, n, o, v) for n, o, v in filters)]
-        if skip:
-            rows = [r for r in rows if r["ID"].lower() > skip]
+        # rows are sorted by ID: jump past the skip token, then filter only until the page is full
+        start = bisect.bisect_right(rows, skip, key=lambda r: r["ID"].lower()) if skip else 0
         page_size = min(self.page_size, top) if top else self.page_size
-        page = rows[:page_size]
+        page: list[dict] = []
+        more = False
+        for r in itertools.islice(rows, start, None):
+            if all(self._test(r, n, o, v) for n, o, v in filters):
+                if len(page) == page_size:
+                    more = True
+                    break
+                page.append(r)
         body: dict[str, Any] = {"results": [self._meta(base, resource, r, select) for r in page]}
-        if len(rows) > page_size and not top:
+        if more and not top:
             params = {k: v[0] for k, v in req.query.items() if k != "$skiptoken"}
             params["$skiptoken"] = f"guid'{page[-1]['ID']}'"
             query = "&".join(f"{k}={quote(v, safe=',$')}" for k, v in params.items())
