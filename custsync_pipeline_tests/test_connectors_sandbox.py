@@ -272,10 +272,6 @@ def test_voucherify_incremental_sees_edits_and_inserts(sb):
     assert inc.watermark > full.watermark
 
 
-@pytest.mark.xfail(
-    reason="the emulator reads updated_at_after; the official SDK sends updated_at[after]",
-    strict=False,
-)
 def test_voucherify_incremental_is_a_change_pull_not_a_snapshot(sb):
     vf = connector(sb, "voucherify")
     full = vf.read()

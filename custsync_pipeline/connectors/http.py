@@ -259,7 +259,12 @@ def default_error_message(resp: requests.Response) -> str:
         for key in ("message", "Message", "error_description", "error", "detail", "title"):
             val = body.get(key)
             if isinstance(val, str) and val:
-                code = body.get("errorCode") or body.get("key") or body.get("code")
+                code = (
+                    body.get("errorCode")
+                    or body.get("key")
+                    or body.get("code")
+                    or (body.get("Error") if isinstance(body.get("Error"), str) else None)
+                )
                 details = body.get("details")  # Voucherify: the specific reason
                 if isinstance(details, str) and details and details != val:
                     val = f"{val} ({details})"

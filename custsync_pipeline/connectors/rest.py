@@ -13,6 +13,7 @@ lists every key.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from custsync_pipeline.connectors.common import (
     newest,
     overlap_start,
     records_frame,
+    set_path,
 )
 from custsync_pipeline.connectors.http import (
     ConnectorError,
@@ -377,11 +379,11 @@ class RestConnector(HttpConnectorBase):
     def _record(self, op: WriteOp) -> dict[str, Any]:
         w = self.opts.write
         assert w is not None
-        rec = dict(op.payload)
+        rec = copy.deepcopy(dict(op.payload))  # set_path below must not touch the caller's op
         if op.target_id:
             rec[w.target_id_field] = op.target_id
         elif w.external_id_field:
-            rec[w.external_id_field] = op.golden_id
+            set_path(rec, w.external_id_field, op.golden_id)
         return rec
 
     def _results(
