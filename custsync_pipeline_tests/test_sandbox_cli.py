@@ -11,14 +11,33 @@ import sys
 import requests
 
 from custsync_pipeline.cli import build_parser
+from custsync_pipeline.sandbox.cli import faults_from_args
 from custsync_pipeline_tests.sandbox_fixtures import VF_HEADERS
 
 
 def test_sandbox_subcommand_is_registered():
     args = build_parser().parse_args(
-        ["sandbox", "--base-port", "0", "--people", "20", "--fault-rate", "0.2"]
+        [
+            "sandbox",
+            "--base-port",
+            "0",
+            "--people",
+            "20",
+            "--fault-rate",
+            "0.2",
+            "--malformed-pages",
+            "1",
+        ]
     )
     assert args.command == "sandbox" and args.base_port == 0 and args.fault_rate == 0.2
+    assert faults_from_args(args) == {
+        "rate_429": 0.1,
+        "rate_5xx": 0.1,
+        "slow_rate": 0.0,
+        "slow_seconds": 0.0,
+        "retry_after": 1.0,
+        "malformed_pages": 1,
+    }
 
 
 def test_module_serves_until_sigterm(tmp_path):

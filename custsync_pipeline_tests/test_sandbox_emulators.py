@@ -148,6 +148,7 @@ def test_exact_odata_paging_filter_and_headers(sandbox: Sandbox):
     }
     contacts, _ = exact_all(sandbox, "Contacts")
     assert len(contacts) > 0 and {c["Account"] for c in contacts} <= {a["ID"] for a in accounts}
+    assert {c["ID"] for c in contacts} == {c["ID"] for c in sandbox.records("exact", "Contacts")}
     resp = requests.get(f"{sandbox.urls['exact']}/api/v1/1/crm/Accounts", headers=EX, timeout=10)
     assert int(resp.headers["X-RateLimit-Minutely-Remaining"]) >= 0
     assert int(resp.headers["X-RateLimit-Minutely-Reset"]) > datetime.now(UTC).timestamp() * 1000

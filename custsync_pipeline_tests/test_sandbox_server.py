@@ -378,3 +378,55 @@ def test_malformed_page_once(sandbox):
     except requests.exceptions.JSONDecodeError:
         pass
     assert vf_list(sandbox, limit=5).json()["object"] == "list"
+
+
+def test_salesforce_leads_and_accounts_are_queryable(sandbox):
+    leads, _ = query_all(sandbox, "SELECT Id, FirstName, LastName, Email, Company FROM Lead")
+    stored = sandbox.records("salesforce", "Lead")
+    assert len(leads) == len(stored) > 0 and leads[0]["attributes"]["type"] == "Lead"
+    accounts, _ = query_all(sandbox, "SELECT Id, Name FROM Account")
+    assert {a["Id"] for a in accounts} == {
+        a["Id"] for a in sandbox.records("salesforce", "Account")
+    }
+    linked, _ = query_all(sandbox, "SELECT Id, AccountId FROM Contact WHERE AccountId != null")
+    assert linked and {c["AccountId"] for c in linked} <= {a["Id"] for a in accounts}
+    truth = admin(sandbox, "salesforce", "truth").json()
+    assert {t["source_id"] for t in truth if t["object_type"] == "Lead"} == {
+        r["Id"] for r in stored
+    }
+    assert admin(sandbox, "salesforce", "records?object=Lead").json() == stored
+
+
+def test_voucherify_bulk_async_upserts(sandbox):
+    base = sandbox.urls["voucherify"]
+    existing = next(r for r in sandbox.records("voucherify") if r["source_id"])
+    body = [
+        {"source_id": existing["source_id"], "name": "Renamed"},
+        {"source_id": "G-new", "email": "new@x.se"},
+        {"name": "no source id"},
+    ]
+    resp = requests.post(
+        f"{base}/v1/customers/bulk/async", json=body, headers=VF_HEADERS, timeout=10
+    )
+    assert resp.status_code == 202
+    action = requests.get(
+        f"{base}/v1/async-actions/{resp.json()['async_action_id']}", headers=VF_HEADERS, timeout=10
+    ).json()
+    assert action["status"] == "DONE"
+    assert [(r["updated"], r["found"]) for r in action["result"]["results"]] == [
+        (True, True),
+        (True, False),
+        (False, False),
+    ]
+    by_src = {r["source_id"]: r for r in sandbox.records("voucherify") if r["source_id"]}
+    assert (
+        by_src[existing["source_id"]]["name"] == "Renamed"
+        and by_src["G-new"]["email"] == "new@x.se"
+    )
+    too_many = requests.post(
+        f"{base}/v1/customers/bulk/async",
+        json=[{"source_id": str(i)} for i in range(101)],
+        headers=VF_HEADERS,
+        timeout=10,
+    )
+    assert too_many.status_code == 400

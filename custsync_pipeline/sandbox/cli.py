@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-seconds", type=float, default=0.0)
     parser.add_argument("--retry-after", type=float, default=1.0)
     parser.add_argument(
+        "--malformed-pages", type=int, default=0, help="truncate the next N GET answers per system"
+    )
+    parser.add_argument(
         "--tls",
         default="",
         help="comma-separated systems to serve over HTTPS with a self-signed certificate "
@@ -56,6 +59,7 @@ def faults_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "slow_rate": args.slow_rate,
         "slow_seconds": args.slow_seconds,
         "retry_after": args.retry_after,
+        "malformed_pages": args.malformed_pages,
     }
 
 

@@ -95,6 +95,9 @@ class ExactEmulator(Emulator):
             self.used = 0
             self._minute_used = 0
 
+    def stores(self) -> dict[str, dict[str, dict]]:
+        return self.resources
+
     def authorized(self, req: Request) -> bool:
         auth = req.headers.get("Authorization") or ""
         return auth == f"Bearer {credential('EXACT_ACCESS_TOKEN')}"

@@ -138,6 +138,9 @@ class SalesforceEmulator(Emulator):
                 self.shape[obj] = list(first) or ["Id", *_EXTRA_FIELDS[obj], "IsDeleted"]
             self.used = 0
 
+    def stores(self) -> dict[str, dict[str, dict]]:
+        return self.objects
+
     # ----------------------------------------------------------------- plumbing
     def authorized(self, req: Request) -> bool:
         auth = req.headers.get("Authorization") or ""

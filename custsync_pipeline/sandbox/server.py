@@ -168,9 +168,20 @@ class Emulator:
     def key_of(self, rec: dict) -> str:
         return str(rec[self.id_field])
 
-    def records(self) -> list[dict]:
+    def stores(self) -> dict[str, dict[str, dict]]:
+        """Object type -> its store; systems with several objects override."""
+        return {"": self.store}
+
+    def records(self, object_type: str | None = None) -> list[dict]:
+        """Stored records (copies) of the main object, or of ``object_type`` (e.g. ``Lead``)."""
         with self.lock:
-            return copy.deepcopy(list(self.store.values()))
+            stores = self.stores()
+            key = object_type or next(iter(stores))
+            if key not in stores:
+                raise KeyError(
+                    f"{self.system} has no object type {object_type!r}; known: {sorted(stores)}"
+                )
+            return copy.deepcopy(list(stores[key].values()))
 
     # ----------------------------------------------------------------- hooks
     def authorized(self, req: Request) -> bool:
@@ -277,7 +288,10 @@ class Emulator:
             d = self.data.defects
             return Response(200, d[d["system"] == self.system].to_dict("records"))
         if req.method == "GET" and action == "records":
-            return Response(200, self.records())
+            try:
+                return Response(200, self.records(req.arg("object")))
+            except KeyError as exc:
+                return Response(404, {"error": str(exc)})
         if req.method == "GET" and action == "stats":
             with self.lock:
                 return Response(200, {**self.stats, "faults": asdict(self.faults)})
@@ -546,9 +560,10 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def records(self, system: str) -> list[dict]:
-        """The system's current stored records (wire shape, copies)."""
-        return self.emulators[system].records()
+    def records(self, system: str, object_type: str | None = None) -> list[dict]:
+        """The system's current stored records (wire shape, copies); ``object_type``
+        picks another object (Salesforce ``Account`` / ``Lead``, Exact ``Contacts``)."""
+        return self.emulators[system].records(object_type)
 
     def truth(self, system: str | None = None) -> pd.DataFrame:
         """Current truth (generated + added records) for one system or all."""

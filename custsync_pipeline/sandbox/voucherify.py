@@ -9,6 +9,9 @@
 - ``POST /v1/customers``: create-or-upsert by ``id`` or ``source_id``;
 - ``GET|PUT /v1/customers/{id|source_id}`` (PUT leaves omitted fields as they are),
   ``DELETE /v1/customers/{id}`` (204);
+- ``POST /v1/customers/bulk/async`` (≤ 100 upserts by ``source_id``) -> 202
+  ``{async_action_id}``; ``GET /v1/async-actions/{id}`` -> ``{status: "DONE", result:
+  {results: [{source_id, updated, found}]}, ...}`` (processed at once);
 - ``source_id`` is set once: changing it answers 400 ``{code, key, message, details,
   request_id}``.
 
@@ -70,6 +73,7 @@ class VoucherifyEmulator(Emulator):
         super().reset()
         with self.lock:
             self.used = 0
+            self.async_actions: dict[str, dict] = {}
             self.by_source: dict[str, str] = {
                 r["source_id"]: k for k, r in self.store.items() if r.get("source_id")
             }
@@ -118,12 +122,22 @@ class VoucherifyEmulator(Emulator):
                 resp.headers["Retry-After"] = "3600"
                 return resp
         parts = req.path.strip("/").split("/")
+        if parts[:2] == ["v1", "async-actions"] and len(parts) == 3 and req.method == "GET":
+            with self.lock:
+                action = self.async_actions.get(parts[2])
+            if action is None:
+                return self.error(
+                    404, "not_found", "Resource not found", f"Cannot find async action {parts[2]}"
+                )
+            return Response(200, action)
         if parts[:2] != ["v1", "customers"]:
             return self.error(404, "not_found", "Resource not found", f"Unknown path {req.path}")
         if len(parts) == 2 and req.method == "GET":
             return self._list(req)
         if len(parts) == 2 and req.method == "POST":
             return self._upsert(req.json())
+        if parts[2:] == ["bulk", "async"] and req.method == "POST":
+            return self._bulk(req.json())
         if len(parts) == 3:
             return self._one(parts[2], req)
         return self.error(405, "method_not_allowed", "Method not allowed")
@@ -325,6 +339,42 @@ class VoucherifyEmulator(Emulator):
             except ValueError:
                 return self._immutable()
             return Response(status, dict(rec))
+
+    def _bulk(self, body: Any) -> Response:
+        """``POST /v1/customers/bulk/async``: up to 100 upserts by ``source_id``; the result
+        is ready at once under ``GET /v1/async-actions/{id}`` (status ``DONE``)."""
+        if not isinstance(body, list) or not body:
+            return self.error(
+                400, "invalid_payload", "Invalid payload", "body must be a non-empty array"
+            )
+        if len(body) > 100:
+            return self.error(
+                400, "invalid_payload", "Invalid payload", "at most 100 customers per bulk request"
+            )
+        results = []
+        with self.lock:
+            for item in body:
+                src = item.get("source_id") if isinstance(item, dict) else None
+                if not src or self._validate(item) is not None:
+                    results.append({"source_id": src, "updated": False, "found": False})
+                    continue
+                cid = self.by_source.get(src)
+                existing = self.store.get(cid) if cid else None
+                try:
+                    self._write(existing, item)
+                    results.append(
+                        {"source_id": src, "updated": True, "found": existing is not None}
+                    )
+                except ValueError:
+                    results.append({"source_id": src, "updated": False, "found": True})
+            action_id = f"aa_{len(self.async_actions) + 1:020d}"
+            now = vf_time(utcnow())
+            self.async_actions[action_id] = {
+                "id": action_id, "type": "CUSTOMERS_BULK_UPDATE", "status": "DONE", "operation_status": "SUCCESS",
+                "result": {"results": results}, "created_at": now, "updated_at": now, "processing_time": 1,
+                "progress": 100, "object": "async_action",
+            }  # fmt: skip
+        return Response(202, {"async_action_id": action_id})
 
     def _find(self, key: str) -> dict | None:
         rec = self.store.get(key)
