@@ -347,3 +347,35 @@ def test_missing_env_var_is_named_and_unknown_type_lists_known():
     bad = ConnectorConfig(type="nosuch", base_url="http://x")
     with pytest.raises(ConnectorError, match="known types: .*salesforce.*voucherify"):
         build_connector("x", bad, {})
+
+
+def test_salesforce_reads_contact_account_and_lead(sb):
+    sf = connector(sb, "salesforce", objects=["Contact", "Account", "Lead"])
+    result = sf.read()
+    canon = sf.to_canonical(result.records).set_index("source_id")
+    for obj in ("Contact", "Account", "Lead"):
+        stored = sb.records("salesforce", obj)
+        assert stored, obj
+        got = set(canon.index[canon["object_type"] == obj])
+        assert got == {r["Id"] for r in stored}, obj
+    account = sb.records("salesforce", "Account")[0]
+    assert canon.loc[account["Id"], "kind"] == "company"
+    assert canon.loc[account["Id"], "company_name"] == account["Name"]
+    lead = next(r for r in sb.records("salesforce", "Lead") if r.get("Company"))
+    assert canon.loc[lead["Id"], "kind"] == "person"
+    assert canon.loc[lead["Id"], "company_name"] == lead["Company"]
+    assert canon.loc[lead["Id"], "last_name"] == lead["LastName"]
+
+
+def test_salesforce_delete_ops_and_the_deleted_feed(sb):
+    sf = connector(sb, "salesforce")
+    full = sf.read()
+    victims = [r["Id"] for r in sb.records("salesforce")[:2]]
+    res = sf.write([WriteOp(f"GD{i}", v, {}, op="delete") for i, v in enumerate(victims)])
+    assert all(r.ok for r in res)
+    assert not set(victims) & {r["Id"] for r in sb.records("salesforce")}
+    inc = sf.read(since=full.watermark)
+    assert set(victims) <= set(inc.deleted_ids)
+    # a replayed delete (ENTITY_IS_DELETED) is harmless
+    again = sf.write([WriteOp("GD0", victims[0], {}, op="delete")])
+    assert again[0].ok

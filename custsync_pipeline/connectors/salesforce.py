@@ -378,6 +378,8 @@ class SalesforceConnector(HttpConnectorBase):
                 f"{self.api}/composite/sobjects",
                 None,
                 params={"ids": ids, "allOrNone": "false"},
+                # deleting what is already gone is done: a replayed delete is harmless
+                ok_codes=("ENTITY_IS_DELETED",),
             )
         return [r for r in results if r is not None]
 
@@ -395,6 +397,7 @@ class SalesforceConnector(HttpConnectorBase):
         path: str,
         body: Any,
         params: Mapping[str, str] | None = None,
+        ok_codes: tuple[str, ...] = (),
     ) -> None:
         try:
             resp = self.http.request(method, path, json=body, params=params)
@@ -420,10 +423,12 @@ class SalesforceConnector(HttpConnectorBase):
                 )
             return
         for i, res in zip(chunk, per_record, strict=True):
-            if res.get("success"):
+            errors = res.get("errors") or []
+            if res.get("success") or (
+                errors and all(e.get("statusCode") in ok_codes for e in errors)
+            ):
                 results[i] = WriteResult(ops[i].golden_id, res.get("id") or ops[i].target_id, True)
             else:
-                errors = res.get("errors") or []
                 msg = (
                     "; ".join(
                         f"{e.get('statusCode', '')}: {e.get('message', '')}"
