@@ -275,3 +275,23 @@ def test_oauth2_client_credentials_fetches_caches_and_hides_the_token(server):
         client.get_json("/c")
     assert token not in str(info.value) and "401" in str(info.value)
     assert client.session.auth._token is None  # a 401 drops the cached token
+
+
+def test_retries_wait_for_a_token_like_any_request(server):
+    server.script.extend([(503, {}, {}, 0), (429, {"Retry-After": "0"}, {}, 0), (200, {}, {}, 0)])
+    client = _client(server.url, rate_per_s=1000.0, burst=1)
+    client.get_json("/x")
+    assert client.counters.retries == 2
+    assert client.bucket is not None and client.bucket.acquired == 3
+
+
+def test_emails_are_masked_in_errors_and_urls(server):
+    server.script.append(
+        (400, {}, {"message": "INVALID_EMAIL_ADDRESS: jane.doe@example.com is not valid"}, 0)
+    )
+    client = _client(server.url)
+    with pytest.raises(ConnectorError) as info:
+        client.get_json("/contacts/id", params={"email": "jane.doe@example.com"})
+    text = str(info.value)
+    assert "jane.doe" not in text
+    assert "j***@example.com" in text and "email=***" in text

@@ -101,7 +101,7 @@ def scrub_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = urlencode(
         [
-            (k, "***" if _SENSITIVE_KEYS.search(k) else v)
+            (k, "***" if _SENSITIVE_KEYS.search(k) or _PII_KEYS.search(k) else v)
             for k, v in parse_qsl(parts.query, keep_blank_values=True)
         ],
         safe="'():$,*[]",
@@ -109,12 +109,21 @@ def scrub_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(@|%40)([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_PII_KEYS = re.compile(r"(email|phone|mobile)", re.I)
+
+
+def mask_emails(text: str) -> str:
+    """``jane.doe@example.com`` -> ``j***@example.com``: errors and logs never carry one in clear."""
+    return _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}{m.group(3)}", text)
+
+
 def scrub_text(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every known secret value (and long enough substrings of it) masked."""
+    """``text`` with every known secret value masked, and e-mail addresses masked."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
-    return text
+    return mask_emails(text)
 
 
 # --------------------------------------------------------------------------- rate limit
@@ -135,6 +144,7 @@ class TokenBucket:
         self._tokens = self.capacity
         self._last = time.monotonic()
         self._lock = threading.Lock()
+        self.acquired = 0  # tokens handed out (requests and retries)
 
     def acquire(self) -> float:
         """Take one token, sleeping as long as needed; returns the seconds slept."""
@@ -143,6 +153,7 @@ class TokenBucket:
             self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
             self._last = now
             self._tokens -= 1.0
+            self.acquired += 1
             wait = max(0.0, -self._tokens / self.rate)
         if wait > 0:
             time.sleep(wait)
@@ -177,12 +188,20 @@ class CountingRetry(Retry):
 
     counter: RetryCounter
     retry_after_cap: float = 60.0
+    bucket: TokenBucket | None = None
 
     def new(self, **kw: Any) -> CountingRetry:
         fresh = super().new(**kw)
         fresh.counter = self.counter
         fresh.retry_after_cap = self.retry_after_cap
+        fresh.bucket = self.bucket
         return fresh
+
+    def sleep(self, response: Any = None) -> None:
+        super().sleep(response)
+        # a retry is a request too: it waits for its token like any other
+        if self.bucket is not None:
+            self.bucket.acquire()
 
     def get_retry_after(self, response: Any) -> float | None:
         try:
@@ -332,6 +351,7 @@ class HttpClient:
         )
         retry.counter = self.counters.retry_counter
         retry.retry_after_cap = self.settings.retry_after_max_s
+        retry.bucket = self.bucket
         adapter = HTTPAdapter(
             max_retries=retry,
             pool_connections=self.settings.pool_size,
