@@ -256,6 +256,11 @@ class HttpCounters:
 
     requests: int = 0
     retry_counter: RetryCounter = field(default_factory=RetryCounter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_request(self) -> None:
+        with self._lock:  # connectors fetch in parallel threads
+            self.requests += 1
 
     @property
     def retries(self) -> int:
@@ -411,7 +416,7 @@ class HttpClient:
             time.sleep(pause)
         if self.bucket is not None:
             self.bucket.acquire()
-        self.counters.requests += 1
+        self.counters.add_request()
         timeout = (self.settings.connect_timeout_s, self.settings.read_timeout_s)
         try:
             resp = self.session.request(

@@ -13,6 +13,7 @@ so it is never sent for an existing record.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,6 +76,7 @@ class VoucherifyConnector(HttpConnectorBase):
         app_id = require_env(name, cfg.credentials, "app_id", env)
         app_token = require_env(name, cfg.credentials, "app_token", env)
         self.page_limit = max(1, min(int(self.options.get("page_limit", PAGE_LIMIT)), PAGE_LIMIT))
+        self.concurrency = max(1, int(self.options.get("concurrency", 4)))
         # metadata key -> canonical column, for references a shop stores in metadata
         self.metadata_map: dict[str, str] = dict(self.options.get("metadata_map") or {})
         # canonical column -> regex: a source_id matching it is also a reference to that
@@ -83,6 +85,8 @@ class VoucherifyConnector(HttpConnectorBase):
             "salesforce_id": SALESFORCE_ID_PATTERN,
             **dict(self.options.get("source_id_patterns") or {}),
         }
+        settings = self._settings()
+        settings.pool_size = max(settings.pool_size, self.concurrency)
         self.http = HttpClient(
             name,
             cfg.base_url,
@@ -92,7 +96,7 @@ class VoucherifyConnector(HttpConnectorBase):
                 "Content-Type": "application/json",
             },
             secrets=[app_id, app_token],
-            settings=self._settings(),
+            settings=settings,
         )
 
     # -- read -----------------------------------------------------------------
@@ -195,10 +199,15 @@ class VoucherifyConnector(HttpConnectorBase):
     # -- write ----------------------------------------------------------------
 
     def write(self, ops: list[WriteOp]) -> list[WriteResult]:
-        results: list[WriteResult] = []
-        for op in ops:
-            results.append(self._write_one(op))
-        return results
+        """One upsert call per record (the sync API has no batch), several in flight.
+
+        The async bulk endpoint answers per ``source_id`` only and cannot address records
+        without one, so per-record calls keep exact results; the rate limit still applies.
+        """
+        if self.concurrency == 1 or len(ops) < 2:
+            return [self._write_one(op) for op in ops]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._write_one, ops))  # map keeps the order of ops
 
     def _write_one(self, op: WriteOp) -> WriteResult:
         try:
