@@ -430,3 +430,45 @@ def test_voucherify_bulk_async_upserts(sandbox):
         timeout=10,
     )
     assert too_many.status_code == 400
+
+
+def test_salesforce_in_like_query_all_and_updated(sandbox):
+    stored = sandbox.records("salesforce")
+    ids = [stored[0]["Id"], stored[1]["Id"]]
+    got, _ = query_all(sandbox, f"SELECT Id FROM Contact WHERE Id IN ('{ids[0]}', '{ids[1]}')")
+    assert sorted(r["Id"] for r in got) == sorted(ids)
+    rest, _ = query_all(sandbox, f"SELECT Id FROM Contact WHERE Id NOT IN ('{ids[0]}')")
+    assert len(rest) == len(stored) - 1
+    domain = stored[0]["Email"].split("@")[1] if stored[0]["Email"] else "gmail.com"
+    like, _ = query_all(sandbox, f"SELECT Id, Email FROM Contact WHERE Email LIKE '%@{domain}'")
+    assert like and all(r["Email"].lower().endswith("@" + domain.lower()) for r in like)
+
+    start = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    url = f"{sandbox.urls['salesforce']}{V}/sobjects/Contact/{ids[0]}"
+    assert requests.delete(url, headers=SF_HEADERS, timeout=10).status_code == 204
+    assert (
+        requests.patch(
+            f"{sandbox.urls['salesforce']}{V}/sobjects/Contact/{ids[1]}",
+            json={"Title": "Dr"},
+            headers=SF_HEADERS,
+            timeout=10,
+        ).status_code
+        == 204
+    )
+    live, _ = query_all(sandbox, "SELECT Id FROM Contact")
+    assert ids[0] not in {r["Id"] for r in live}
+    body = requests.get(
+        f"{sandbox.urls['salesforce']}{V}/queryAll",
+        params={"q": "SELECT Id, IsDeleted FROM Contact WHERE IsDeleted = true"},
+        headers=SF_HEADERS,
+        timeout=10,
+    ).json()
+    assert [(r["Id"], r["IsDeleted"]) for r in body["records"]] == [(ids[0], True)]
+    end = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    upd = requests.get(
+        f"{sandbox.urls['salesforce']}{V}/sobjects/Contact/updated/",
+        params={"start": start, "end": end},
+        headers=SF_HEADERS,
+        timeout=10,
+    ).json()
+    assert upd["ids"] == [ids[1]]

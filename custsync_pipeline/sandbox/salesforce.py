@@ -12,7 +12,12 @@ Paths under ``/services/data/vNN.0/``:
 - ``PATCH composite/sobjects/<Type>/<ExtIdField>``: upsert up to 200, per-record
   ``{id, success, created, errors}`` in request order (``allOrNone`` honoured);
 - ``PATCH|POST composite/sobjects``: update by ``Id`` / create, up to 200;
-- ``GET sobjects/<Type>/deleted/?start=&end=``: ``{deletedRecords: [{id, deletedDate}], ...}``.
+- ``GET sobjects/<Type>/deleted/?start=&end=``: ``{deletedRecords: [{id, deletedDate}], ...}``;
+  ``GET sobjects/<Type>/updated/?start=&end=``: ``{ids, latestDateCovered}``;
+- ``GET queryAll?q=``: like ``query`` plus deleted records (``IsDeleted = true``).
+
+WHERE supports ``= != <> > >= < <=``, ``IN (...)``, ``NOT IN (...)``, ``LIKE '%x%'`` joined
+by ``AND`` (no ``OR``, no sub-queries, no relationship fields).
 
 Auth ``Authorization: Bearer <SALESFORCE_ACCESS_TOKEN>`` (401 ``INVALID_SESSION_ID``).
 Every answer carries ``Sforce-Limit-Info: api-usage=used/limit``; past ``daily_limit``
@@ -75,7 +80,11 @@ _SOQL_RE = re.compile(
     r"(?:\s+WHERE\s+(?P<where>.+?))?(?:\s+ORDER\s+BY\s+(?P<order>.+?))?(?:\s+LIMIT\s+(?P<limit>\d+))?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
-_COND_RE = re.compile(r"^\s*(\w+)\s*(=|!=|<>|>=|<=|>|<)\s*(.+?)\s*$", re.DOTALL)
+_COND_RE = re.compile(
+    r"^\s*(\w+)\s*(=|!=|<>|>=|<=|>|<|\bNOT\s+IN\b|\bIN\b|\bLIKE\b)\s*(.+?)\s*$",
+    re.DOTALL | re.IGNORECASE,
+)
+_LIST_ITEM_RE = re.compile(r"'(?:[^'\\]|\\.)*'|[^,\s()]+")
 _DT_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)$")
 
 
@@ -125,6 +134,7 @@ class SalesforceEmulator(Emulator):
                 "Account": load("salesforce.Account"),
                 "Lead": load("salesforce.Lead"),
             }
+            self.tombstones: dict[str, dict[str, dict]] = {"Contact": {}, "Account": {}, "Lead": {}}
             self.deleted_by_type: dict[str, list[tuple[str, datetime]]] = {
                 "Contact": self.deleted,
                 "Account": [],
@@ -187,7 +197,7 @@ class SalesforceEmulator(Emulator):
         method = req.method
         if parts[:1] in (["query"], ["queryAll"]):
             if len(parts) == 1 and method == "GET":
-                return self._query(ver, req.arg("q") or "")
+                return self._query(ver, req.arg("q") or "", include_deleted=parts[0] == "queryAll")
             if len(parts) == 2 and method == "GET":
                 return self._query_more(ver, parts[1])
         if parts[:2] == ["composite", "sobjects"]:
@@ -204,6 +214,8 @@ class SalesforceEmulator(Emulator):
                 return self._create(ver, obj, req.json() or {})
             if len(parts) == 3 and parts[2] == "deleted" and method == "GET":
                 return self._deleted(obj, req)
+            if len(parts) == 3 and parts[2] == "updated" and method == "GET":
+                return self._updated(obj, req)
             if len(parts) == 3 and parts[2] == "describe" and method == "GET":
                 return Response(
                     200, {"name": obj, "fields": [{"name": f} for f in sorted(self.fields[obj])]}
@@ -246,7 +258,7 @@ class SalesforceEmulator(Emulator):
         return out
 
     # ----------------------------------------------------------------- query
-    def _query(self, ver: str, soql: str) -> Response:
+    def _query(self, ver: str, soql: str, include_deleted: bool = False) -> Response:
         m = _SOQL_RE.match(soql)
         if not m:
             return _errors(400, "MALFORMED_QUERY", f"unexpected token in query: {soql[:40]!r}")
@@ -269,13 +281,25 @@ class SalesforceEmulator(Emulator):
                 cm = _COND_RE.match(cond)
                 if not cm or cm.group(1).lower() not in known:
                     return _errors(400, "MALFORMED_QUERY", f"cannot parse condition: {cond[:40]!r}")
-                conds.append((known[cm.group(1).lower()], cm.group(2), self._literal(cm.group(3))))
+                op = " ".join(cm.group(2).upper().split())
+                if op in ("IN", "NOT IN"):
+                    text = cm.group(3).strip()
+                    if not (text.startswith("(") and text.endswith(")")):
+                        return _errors(400, "MALFORMED_QUERY", f"IN needs a (list): {cond[:40]!r}")
+                    value: Any = [self._literal(t) for t in _LIST_ITEM_RE.findall(text[1:-1])]
+                elif op == "LIKE":
+                    lit = self._literal(cm.group(3))
+                    pattern = re.escape(str(lit)).replace("%", ".*").replace("_", ".")
+                    value = re.compile(f"^{pattern}$", re.IGNORECASE | re.DOTALL)
+                else:
+                    value = self._literal(cm.group(3))
+                conds.append((known[cm.group(1).lower()], op, value))
         with self.lock:
-            rows = [
-                r
-                for r in self.objects[obj].values()
-                if all(self._test(r.get(f), op, v) for f, op, v in conds)
-            ]
+            # queryAll also returns deleted records (IsDeleted = true), as Salesforce does
+            pool = list(self.objects[obj].values())
+            if include_deleted:
+                pool += list(self.tombstones[obj].values())
+            rows = [r for r in pool if all(self._test(r.get(f), op, v) for f, op, v in conds)]
         if m.group("order"):
             for term in reversed([t.strip() for t in m.group("order").split(",")]):
                 name, _, direction = term.partition(" ")
@@ -335,6 +359,11 @@ class SalesforceEmulator(Emulator):
 
     @staticmethod
     def _test(value: Any, op: str, lit: Any) -> bool:
+        if op in ("IN", "NOT IN"):
+            hit = any(SalesforceEmulator._test(value, "=", item) for item in lit)
+            return hit if op == "IN" else not hit
+        if op == "LIKE":
+            return value is not None and bool(lit.match(str(value)))
         if isinstance(lit, datetime):
             if value is None:
                 return False
@@ -541,6 +570,7 @@ class SalesforceEmulator(Emulator):
 
     def on_delete(self, key: str, rec: dict, now: datetime, obj: str = "Contact") -> None:
         self.deleted_by_type[obj].append((key, now))
+        self.tombstones[obj][key] = {**rec, "IsDeleted": True, "LastModifiedDate": sf_time(now)}
         self.changes.append((key, "Deleted", now))
 
     def _composite_upsert(self, ver: str, obj_name: str, field: str, body: Any) -> Response:
@@ -699,6 +729,20 @@ class SalesforceEmulator(Emulator):
                     rec_id, _ = self._apply(obj, None, fields)
                     results.append({"id": rec_id, "success": True, "errors": []})
         return Response(200, results)
+
+    def _updated(self, obj: str, req: Request) -> Response:
+        try:
+            start = _parse_dt(req.arg("start") or "")
+            end = _parse_dt(req.arg("end") or "")
+        except ValueError:
+            return _errors(400, "MALFORMED_QUERY", "start and end must be ISO 8601 date-times")
+        with self.lock:
+            ids = [
+                r["Id"]
+                for r in self.objects[obj].values()
+                if r.get("LastModifiedDate") and start <= _parse_dt(r["LastModifiedDate"]) <= end
+            ]
+        return Response(200, {"ids": ids, "latestDateCovered": sf_time(end)})
 
     def _deleted(self, obj: str, req: Request) -> Response:
         try:
