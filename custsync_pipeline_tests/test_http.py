@@ -295,3 +295,29 @@ def test_emails_are_masked_in_errors_and_urls(server):
     text = str(info.value)
     assert "jane.doe" not in text
     assert "j***@example.com" in text and "email=***" in text
+
+
+def test_an_empty_page_that_claims_more_fails_instead_of_returning_a_part(server):
+    from custsync_pipeline.config import ConnectorConfig
+    from custsync_pipeline.connectors import build_connector
+
+    cfg = ConnectorConfig(
+        type="rest",
+        base_url=server.url,
+        options={
+            "path": "/items",
+            "records_path": "data",
+            "updated_field": "updated_at",
+            "paging": {"type": "page", "has_more_path": "has_more"},
+            "http": {"max_retries": 0},
+        },
+    )
+    conn = build_connector("shop", cfg, {})
+    page1 = {"data": [{"id": "1", "updated_at": "2026-01-01T00:00:00Z"}], "has_more": True}
+    server.script.extend([(200, {}, page1, 0), (200, {}, {"data": [], "has_more": True}, 0)])
+    with pytest.raises(ConnectorError, match="claims more") as info:
+        conn.read()
+    assert info.value.transient  # no result, so no watermark: the next run re-reads
+    server.script.extend([(200, {}, page1, 0), (200, {}, {"data": [], "has_more": False}, 0)])
+    done = conn.read()
+    assert list(done.records["id"]) == ["1"] and done.stats.pages == 2

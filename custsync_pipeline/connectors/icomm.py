@@ -118,8 +118,13 @@ class IcommConnector(HttpConnectorBase):
                     raise self.http.error("customer page has no items list")
                 records.extend(_flatten_custom_fields(i) for i in items)
                 offset += len(items)
-                if not items or offset >= int(body.get("total", 0)):
+                if offset >= int(body.get("total", 0)):
                     break
+                if not items:
+                    # an empty page before the announced total: fail rather than return a part
+                    raise self.http.error(
+                        f"empty page at offset {offset} of {body.get('total')}", transient=True
+                    )
             if start is not None:
                 gone = self.http.get_json(
                     f"{self.base}/customers/deleted", params={"since": iso_z(start)}

@@ -274,8 +274,12 @@ class RestConnector(HttpConnectorBase):
                 if self.opts.max_pages and stats.pages >= self.opts.max_pages:
                     break
                 more = bool(items)
-                if paging.has_more_path and more:
+                if paging.has_more_path:
                     more = bool(get_path(body, paging.has_more_path))
+                    if more and not items:
+                        raise self.http.error(
+                            f"empty page {stats.pages} that claims more", transient=True
+                        )
                 if paging.stop_on_short_page and len(items) < paging.page_size:
                     more = False
                 if paging.type == "none":

@@ -258,8 +258,13 @@ class SalesforceConnector(HttpConnectorBase):
                     if not isinstance(page, dict) or not isinstance(page.get("records"), list):
                         raise self.http.error(f"query page for {obj} has no records list")
                     records.extend(page["records"])
-                    if page.get("done", True) or not page.get("nextRecordsUrl"):
+                    if page.get("done", True):
                         break
+                    if not page.get("nextRecordsUrl") or not page["records"]:
+                        raise self.http.error(
+                            f"query page for {obj} says not done but gives no next page",
+                            transient=True,
+                        )
                     page = self.http.get_json(page["nextRecordsUrl"])
                 frame = records_frame(records)
                 if not frame.empty:

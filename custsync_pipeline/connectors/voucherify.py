@@ -125,8 +125,13 @@ class VoucherifyConnector(HttpConnectorBase):
                 fresh = [c for c in batch if c.get("id") not in seen]
                 seen.update(c.get("id") for c in fresh)
                 records.extend(fresh)
-                if not batch or not body.get("has_more"):
+                if not body.get("has_more"):
                     break
+                if not batch:
+                    # an empty page that claims more: stop loudly rather than return a part
+                    raise self.http.error(
+                        f"empty customer page {page} with has_more=true", transient=True
+                    )
                 newest_created = max(pd.Timestamp(c["created_at"]) for c in batch)
                 if cursor is None and page < MAX_PAGE:
                     page += 1

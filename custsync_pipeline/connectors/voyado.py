@@ -156,8 +156,14 @@ class VoyadoConnector(HttpConnectorBase):
                         raise self.http.error("contact listing has no items list")
                     records.extend(items)
                     offset += len(items)
-                    if not items or offset >= int(body.get("totalCount", 0)):
+                    if offset >= int(body.get("totalCount", 0)):
                         break
+                    if not items:
+                        # an empty page before the announced total: fail rather than return a part
+                        raise self.http.error(
+                            f"empty page at offset {offset} of {body.get('totalCount')}",
+                            transient=True,
+                        )
             else:
                 if start is None:
                     # Created and Updated, up to far ahead: a contact stamped with a date in
