@@ -332,3 +332,14 @@ def test_changes_keep_truth_in_step(sandbox: Sandbox):
         after = {r["source_id"] for r in admin(sandbox, system, "truth").json()}
         assert set(done["added"]) <= after and len(done["added"]) == 2, system
         assert before <= after, system  # deleted records stay in the truth (they existed)
+
+
+def test_voyado_rate_limit_knob():
+    # max_rps=1: a second request within the same second is refused (two back-to-back calls)
+    with Sandbox(people=30, systems=["voyado"], options={"voyado": {"max_rps": 1}}) as sb:
+        url = f"{sb.urls['voyado']}/api/v3/contacts"
+        with requests.Session() as s:
+            first = s.get(url, params={"count": 1}, headers=VY, timeout=10)
+            second = s.get(url, params={"count": 1}, headers=VY, timeout=10)
+        assert first.status_code == 200
+        assert second.status_code == 429 and second.headers["Retry-After"] == "1"

@@ -19,6 +19,9 @@
   reader need not fetch 100k contacts one id at a time. A faithful reader uses the
   change feed + ``GET /contacts/{id}``.
 
+Knob ``max_rps``: answer 429 (``Retry-After: 1``) above that many requests in one second
+(the real API does so above 200/s per key); off by default.
+
 Consents (``preferences.acceptsEmail`` / ``acceptsSms``: ``Yes`` / ``No`` / ``Not set``):
 once Yes or No, a write of ``Not set`` or null is ignored (a consent never returns to
 ``Not set``). Header ``apikey`` (401 otherwise); a write without
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -59,8 +63,18 @@ class VoyadoEmulator(Emulator):
     system = "voyado"
     id_field = "id"
 
-    def __init__(self, data, faults: Faults | None = None, key_field: str = "email") -> None:
+    def __init__(
+        self,
+        data,
+        faults: Faults | None = None,
+        key_field: str = "email",
+        max_rps: float | None = None,
+    ) -> None:
         self.key_field = key_field
+        self.max_rps = (
+            max_rps  # the real API answers 429 above 200 requests/s per key; off by default
+        )
+        self._window: list[float] = []
         self.batches: dict[str, dict] = {}
         super().__init__(data, faults)
 
@@ -75,6 +89,16 @@ class VoyadoEmulator(Emulator):
 
     # ----------------------------------------------------------------- routing
     def route(self, req: Request) -> Response:
+        if self.max_rps:
+            now = time.monotonic()
+            with self.lock:
+                self._window = [t for t in self._window if now - t < 1.0]
+                self._window.append(now)
+                over = len(self._window) > self.max_rps
+            if over:
+                resp = self.error(429, "TooManyRequests", "Rate limit exceeded")
+                resp.headers["Retry-After"] = "1"
+                return resp
         if req.method in ("POST", "PATCH", "PUT") and "application/json" not in (
             req.headers.get("Content-Type") or ""
         ):
