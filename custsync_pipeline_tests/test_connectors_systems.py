@@ -341,3 +341,30 @@ def test_connection_refused_names_connector_and_url(system):
     with pytest.raises(ConnectorUnavailableError) as info:
         conn.read()
     assert f"[{system}]" in str(info.value) and url in str(info.value)
+
+
+def test_voyado_change_feed_window_above_the_cap_is_split(sb, monkeypatch):
+    import custsync_pipeline.sandbox.voyado as voyado_emulator
+
+    # the real feed answers 400 above 250,000 ids; here above 40
+    monkeypatch.setattr(voyado_emulator, "CHANGES_LIMIT", 40)
+    conn = connector(sb, "voyado")
+    result = conn.read()
+    assert source_ids(conn, result.records) == stored_ids(sb, "voyado")
+    feed_calls = result.stats.requests - len(result.records)
+    assert feed_calls > 2 * (len(result.records) // 40)  # many narrower windows
+
+
+@pytest.mark.parametrize("system", ["voucherify", "voyado", "icomm", "katana"])
+def test_writes_that_outlive_the_retries_are_transient_failures(sb, system):
+    conn = connector(sb, system, http={**FAST_HTTP, "max_retries": 2})
+    payload = conn.from_canonical(
+        pd.DataFrame({"first_name": ["Ida"], "last_name": ["Holm"], "email": ["ida@example.se"]})
+    )[0]
+    sb.set_faults(system, rate_5xx=1.0)
+    try:
+        res = conn.write([WriteOp("GT1", None, payload)])
+    finally:
+        sb.set_faults(system, rate_5xx=0)
+    assert not res[0].ok and res[0].transient
+    assert "503" in res[0].error and "Service temporarily unavailable" in res[0].error

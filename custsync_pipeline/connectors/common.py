@@ -170,6 +170,12 @@ class HttpConnectorBase:
     def close(self) -> None:
         self.http.close()
 
+    def __enter__(self) -> HttpConnectorBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class FieldMapping:
     """A YAML field mapping: vendor field (dotted path) -> canonical column, used both ways.

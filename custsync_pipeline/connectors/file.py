@@ -223,3 +223,9 @@ class FileConnector:
 
     def close(self) -> None:
         return None
+
+    def __enter__(self) -> FileConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

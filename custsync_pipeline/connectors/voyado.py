@@ -113,10 +113,23 @@ class VoyadoConnector(HttpConnectorBase):
     # -- read -----------------------------------------------------------------
 
     def _feed(self, change_type: str, start: datetime, end: datetime) -> list[str]:
-        body = self.http.get_json(
-            "/api/v3/contacts/changes",
-            params={"changeType": change_type, "fromDate": iso_z(start), "toDate": iso_z(end)},
-        )
+        """Ids changed in [start, end]; a window above the feed's 250,000 cap is halved."""
+        try:
+            body = self.http.get_json(
+                "/api/v3/contacts/changes",
+                params={
+                    "changeType": change_type,
+                    "fromDate": iso_z(start),
+                    "toDate": iso_z(end),
+                },
+            )
+        except ConnectorError as exc:
+            too_many = exc.status == 400 and "toomany" in str(exc).lower().replace(" ", "")
+            if not too_many or end - start < timedelta(seconds=2):
+                raise
+            mid = start + (end - start) / 2
+            first = self._feed(change_type, start, mid)
+            return list(dict.fromkeys(first + self._feed(change_type, mid, end)))
         if not isinstance(body, list):
             raise self.http.error(f"change feed ({change_type}) did not answer a list of ids")
         return [str(i.get("contactId") if isinstance(i, dict) else i) for i in body]
