@@ -162,3 +162,48 @@ def test_empty_frame() -> None:
         conform(pd.DataFrame({"source_id": []})), "voyado", pd.DataFrame({"id": [], "email": []})
     )
     assert len(res.valid) == 0 and len(res.rejected) == 0 and res.valid_rate == 1.0
+
+
+def test_dedupe_and_arrow_paths_find_exactly_what_direct_validation_finds() -> None:
+    from custsync_pipeline.domain.schemas import canonical_schema
+    from custsync_pipeline.domain.validate import coerce_canonical, schema_failures
+
+    n = 6000
+    base = pd.DataFrame(
+        {
+            "connector": ["voyado"] * n,
+            "source_id": [f"id{i}" if i % 97 else f"bad\x00{i}" for i in range(n)],
+            "first_name": [
+                ["Anna", "=SUM(A1)", "x" * 300, "Bo\u202eb", None][i % 5] for i in range(n)
+            ],
+            "email": [f"u{i}@x.se" if i % 7 else f"U{i}@x.se\n" for i in range(n)],
+            "phone": [f"+4670{i:07d}" if i % 11 else "+٤٦70123" for i in range(n)],
+            "country": [["SE", "NO", "Atlantis", None][i % 4] for i in range(n)],
+            "updated_at": pd.to_datetime(
+                ["2025-01-01T00:00:00Z", "2200-01-01T00:00:00Z"] * (n // 2), utc=True
+            ),
+        }
+    )
+    df, _ = coerce_canonical(conform(base))
+    schema = canonical_schema(NOW)
+
+    def as_set(fc: pd.DataFrame) -> set[tuple[int, str, str]]:
+        return {
+            (int(p), str(c), str(k))
+            for p, c, k in zip(fc["pos"], fc["column"], fc["check"], strict=True)
+        }
+
+    direct = as_set(schema_failures(df, schema, dedupe_min_rows=10**9))
+    fast = as_set(schema_failures(df, schema, dedupe_min_rows=1000))
+    assert direct == fast
+    checks = {k for _, _, k in direct}
+    assert {
+        "printable",
+        "no_formula",
+        "max_length",
+        "email_syntax",
+        "lower_case",
+        "e164",
+        "iso_country",
+        "not_in_future",
+    } <= checks

@@ -16,8 +16,12 @@ sentence stored in the quarantine.
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 
 from custsync_pipeline.domain.normalize import iso_countries, iso_languages
 
@@ -28,8 +32,8 @@ MIN_TIMESTAMP = pd.Timestamp("1900-01-01", tz="UTC")
 # Clock skew between a vendor and us: a little future is tolerated, more is a bad value.
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
 
-EMAIL_RE = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
-E164_RE = r"^\+[1-9]\d{6,14}$"
+EMAIL_RE = r"^[^@ \t\n\r\f\v]{1,64}@[^@ \t\n\r\f\v]+\.[^@ \t\n\r\f\v]+$"
+E164_RE = r"^\+[1-9][0-9]{6,14}$"
 SALESFORCE_ID_RE = r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$"
 # Printable: no C0/C1 controls, DEL, zero-width or bidi overrides.
 PRINTABLE_RE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]*$"
@@ -66,24 +70,63 @@ def _isin(values: list[str], name: str) -> pa.Check:
     return pa.Check(lambda s: s.isin(allowed), name=name)
 
 
+# Large string columns are checked with Arrow's C++ kernels (RE2 regexes); the
+# patterns used here mean the same in RE2 and Python's re.
+_ARROW_MIN_ROWS = 20_000
+
+
+def _arrow(s: pd.Series) -> pyarrow.Array:
+    return pyarrow.array(s.to_numpy(dtype=object, na_value=None), type=pyarrow.string())
+
+
+def _re2(pattern: str) -> str:
+    """The same pattern for RE2: anchored like ``re.match``; ``\\uXXXX`` spelled ``\\x{XXXX}``."""
+    pattern = re.sub(r"\\u([0-9a-fA-F]{4})", r"\\x{\1}", pattern)
+    return pattern if pattern.startswith("^") else "^(?:" + pattern + ")"
+
+
+def _arrow_of(s: pd.Series) -> pyarrow.Array | pyarrow.ChunkedArray:
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        return s.array._pa_array  # already Arrow: no conversion
+    return _arrow(s)
+
+
+def _str_match(s: pd.Series, pattern: str) -> pd.Series:
+    if len(s) < _ARROW_MIN_ROWS and not (
+        isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"
+    ):
+        # RE2's "$" is the end of the text; Python's also matches before a final newline
+        return s.str.fullmatch(pattern[:-1]) if pattern.endswith("$") else s.str.match(pattern)
+    hit = pc.match_substring_regex(_arrow_of(s), _re2(pattern))
+    return pd.Series(hit.to_numpy(zero_copy_only=False), index=s.index)
+
+
+def _str_len(s: pd.Series) -> pd.Series:
+    if len(s) < _ARROW_MIN_ROWS and not (
+        isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"
+    ):
+        return s.str.len()
+    return pd.Series(pc.utf8_length(_arrow_of(s)).to_numpy(zero_copy_only=False), index=s.index)
+
+
 def _matches(pattern: str, name: str) -> pa.Check:
-    return pa.Check(lambda s: s.str.match(pattern), name=name)
+    return pa.Check(lambda s: _str_match(s, pattern), name=name)
 
 
 def _max_len(n: int) -> pa.Check:
-    return pa.Check(lambda s: s.str.len() <= n, name="max_length")
+    return pa.Check(lambda s: _str_len(s) <= n, name="max_length")
 
 
 def _printable() -> pa.Check:
-    return pa.Check(lambda s: s.str.match(PRINTABLE_RE), name="printable")
+    return pa.Check(lambda s: _str_match(s, PRINTABLE_RE), name="printable")
 
 
 def _no_formula() -> pa.Check:
-    return pa.Check(lambda s: ~s.str.match(FORMULA_RE), name="no_formula")
+    return pa.Check(lambda s: ~_str_match(s, FORMULA_RE), name="no_formula")
 
 
 def _not_empty() -> pa.Check:
-    return pa.Check(lambda s: s.str.len() > 0, name="not_empty")
+    return pa.Check(lambda s: _str_len(s) > 0, name="not_empty")
 
 
 def _text(n: int) -> pa.Column:

@@ -28,15 +28,14 @@ while the others carry on.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 
 from custsync_pipeline.domain.canonical import (
-    BOOL_COLUMNS,
     CANONICAL_COLUMNS,
     DATETIME_COLUMNS,
     NUMERIC_COLUMNS,
@@ -162,36 +161,44 @@ def check_shape(
         )
 
 
-def _is_blank(series: pd.Series) -> pd.Series:
-    as_text = series.astype("string")
-    return series.isna() | (as_text.str.strip() == "").fillna(True)
+def _blank_text(series: pd.Series) -> pd.Series:
+    """Which non-null values are empty or whitespace once written as text."""
+    return series.astype("string").str.strip().eq("").fillna(False).astype(bool)
 
 
-def _coerce_strings(series: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Strings, plus a mask of values that were containers (dict/list) and so were dropped."""
+def _dropped(original: pd.Series, coerced: pd.Series) -> pd.Series:
+    """Values present in ``original`` that coercion turned into a null (blank text is not a value)."""
+    lost = coerced.isna().to_numpy() & original.notna().to_numpy()
+    mask = pd.Series(lost, index=original.index)
+    if lost.any():
+        mask[lost] = ~_blank_text(original[lost]).to_numpy()
+    return mask
+
+
+def _coerce_strings(series: pd.Series) -> tuple[pd.Series, pd.Series | None]:
+    """Strings; containers (dict/list) cannot be one value and are dropped."""
     if isinstance(series.dtype, pd.StringDtype):
-        return series, pd.Series(False, index=series.index)
+        return series, None
     if series.dtype == object:
         kinds = series.map(type)  # one cheap call per row, only for untyped object columns
         bad = kinds.isin([dict, list, tuple, set, bytes])
-        return series.mask(bad).astype("string"), bad
-    return series.astype("string"), pd.Series(False, index=series.index)
+        return series.mask(bad).astype("string"), bad if bad.any() else None
+    return series.astype("string"), None
 
 
-def _coerce_datetimes(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _coerce_datetimes(series: pd.Series) -> tuple[pd.Series, pd.Series | None]:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]"), pd.Series(
-            False, index=series.index
-        )
+        out = series.dt.tz_convert("UTC")
+        return (
+            out if out.dtype == "datetime64[ns, UTC]" else out.astype("datetime64[ns, UTC]")
+        ), None
     if pd.api.types.is_datetime64_dtype(series.dtype):
-        return series.dt.tz_localize("UTC").astype("datetime64[ns, UTC]"), pd.Series(
-            False, index=series.index
-        )
+        return series.dt.tz_localize("UTC").astype("datetime64[ns, UTC]"), None
     text = series.astype("string")
     # ISO 8601 is what every API here sends and parses fast; the slow mixed-format
     # parser only sees the distinct leftovers.
     out = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-    left = out.isna() & ~_is_blank(series)
+    left = (out.isna() & text.notna()).to_numpy()
     if left.any():
         uniques = text[left].unique()
         parsed = pd.to_datetime(pd.Series(uniques), utc=True, errors="coerce", format="mixed")
@@ -199,37 +206,40 @@ def _coerce_datetimes(series: pd.Series) -> tuple[pd.Series, pd.Series]:
         out = out.copy()
         out[left] = pd.to_datetime(text[left].map(lookup), utc=True)
     out = out.astype("datetime64[ns, UTC]")
-    failed = out.isna() & ~_is_blank(series)
-    return out, failed
+    return out, _dropped(series, out)
 
 
-def _coerce_numeric(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _coerce_numeric(series: pd.Series) -> tuple[pd.Series, pd.Series | None]:
     out = (
-        pd.to_numeric(series, errors="coerce").astype("float64")
-        if series.dtype != "float64"
-        else series
+        series
+        if series.dtype == "float64"
+        else pd.to_numeric(series, errors="coerce").astype("float64")
     )
-    failed = out.isna() & ~_is_blank(series)
-    out = out.where(np.isfinite(out))
-    failed |= series.notna() & out.isna() & ~failed & ~_is_blank(series)
-    return out, failed
+    finite = np.isfinite(out.to_numpy())
+    if not finite.all():
+        out = out.where(finite)
+    return out, _dropped(series, out)
 
 
-_TRUE = {"true", "1", "yes", "y", "t", "1.0"}
-_FALSE = {"false", "0", "no", "n", "f", "0.0", ""}
+_TRUE = ["true", "1", "yes", "y", "t", "1.0"]
+_FALSE = ["false", "0", "no", "n", "f", "0.0", ""]
 
 
-def _coerce_bool(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _coerce_bool(series: pd.Series) -> tuple[pd.Series, pd.Series | None]:
     if series.dtype == bool:
-        return series, pd.Series(False, index=series.index)
+        return series, None
     low = series.astype("string").str.strip().str.lower()
-    true = low.isin(list(_TRUE)).fillna(False).astype(bool)
-    false = (low.isin(list(_FALSE)).fillna(False) | series.isna()).astype(bool)
+    true = low.isin(_TRUE).fillna(False).astype(bool)
+    false = (low.isin(_FALSE).fillna(False) | series.isna()).astype(bool)
     return true, ~(true | false)
 
 
 def coerce_canonical(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, pd.Series]]]:
-    """Explicit coercion to canonical dtypes; returns the frame and, per column, the values it had to drop."""
+    """Explicit coercion to canonical dtypes; returns the frame and, per column, the values it had to drop.
+
+    ``frame`` must have a RangeIndex. Columns already of the canonical dtype are
+    used as they are (no copy).
+    """
     n = len(frame)
     index = pd.RangeIndex(n)
     data: dict[str, pd.Series] = {}
@@ -253,12 +263,108 @@ def coerce_canonical(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str,
         elif col in NUMERIC_COLUMNS:
             out, failed = _coerce_numeric(src)
         else:
-            assert col in BOOL_COLUMNS
             out, failed = _coerce_bool(src)
         data[col] = out
-        if failed.any():
+        if failed is not None and failed.any():
             dropped.append((col, src[failed.to_numpy()]))
-    return pd.DataFrame(data, index=index), dropped
+    return pd.DataFrame(data, index=index, copy=False), dropped
+
+
+# --------------------------------------------------------------------------- Pandera, once per value
+
+
+def _sample_is_diverse(series: pd.Series, size: int = 2000) -> bool:
+    """Cheap cardinality guess: most of a strided sample distinct -> deduplication would not pay."""
+    step = max(1, len(series) // size)
+    sample = series.iloc[::step]
+    return sample.nunique(dropna=False) > 0.5 * len(sample)
+
+
+def schema_failures(
+    df: pd.DataFrame, schema: pa.DataFrameSchema, dedupe_min_rows: int = 5000
+) -> pd.DataFrame:
+    """Every failure case of ``schema`` on ``df`` as (pos, column, check, failure_case).
+
+    The canonical model's checks are all element-wise, so a column with few
+    distinct values is validated on its distinct values only (the same model,
+    each check once per value) and the failures are broadcast back to the rows;
+    columns of mostly distinct values are validated as they are.
+    """
+    n = len(df)
+    cols = list(schema.columns)
+    small: dict[str, tuple[np.ndarray, pd.Series]] = {}
+    if n >= dedupe_min_rows:
+        for col in cols:
+            s = df[col]
+            if s.isna().all():  # most canonical columns are empty for a given connector
+                small[col] = (np.zeros(n, dtype=np.int64), s.iloc[:1].reset_index(drop=True))
+                continue
+            if _sample_is_diverse(s):
+                continue
+            codes, uniques = pd.factorize(s, use_na_sentinel=False)
+            if len(uniques) <= n // 4:
+                small[col] = (codes, pd.Series(uniques, dtype=s.dtype))
+    big = [c for c in cols if c not in small]
+    found: list[pd.DataFrame] = []
+
+    def run(sub_schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame | None:
+        try:
+            sub_schema.validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as err:
+            return err.failure_cases
+        return None
+
+    if big:
+        # mostly-distinct string columns go to Pandera Arrow-backed: its string checks then run
+        # in Arrow's C++ kernels without converting the column once per check
+        strings = [c for c in big if isinstance(df[c].dtype, pd.StringDtype)]
+        arrow_dtype = pd.StringDtype("pyarrow")
+        big_frame = df[big].copy(deep=False)
+        for c in strings:  # direct conversion: DataFrame.astype takes a much slower path
+            arr = pyarrow.array(df[c].to_numpy(dtype=object, na_value=None), type=pyarrow.string())
+            big_frame[c] = pd.Series(pd.arrays.ArrowStringArray(arr), index=df.index)
+        big_schema = schema.select_columns(big).update_columns(
+            {c: {"dtype": arrow_dtype} for c in strings}
+        )
+        fc = run(big_schema, big_frame)
+        if fc is not None:
+            found.append(fc.assign(pos=fc["index"]))
+    if small:
+        length = max(len(u) for _, u in small.values())
+        frame = pd.DataFrame(
+            {
+                c: u.take(
+                    np.r_[np.arange(len(u)), np.zeros(length - len(u), dtype=np.int64)]
+                ).reset_index(drop=True)
+                for c, (_, u) in small.items()
+            }
+        )
+        fc = run(schema.select_columns(list(small)), frame)
+        if fc is not None:
+            unique_level = fc[fc["index"].isna()]
+            fc = fc[fc["index"].notna()]
+            for (col, check), grp in fc.groupby(["column", "check"], sort=False):
+                codes, uniques = small[str(col)]
+                bad = np.zeros(len(uniques), dtype=bool)
+                idx = grp["index"].astype("int64").to_numpy()
+                bad[idx[idx < len(uniques)]] = True
+                rows = np.flatnonzero(bad[codes])
+                found.append(
+                    pd.DataFrame(
+                        {
+                            "pos": rows,
+                            "column": col,
+                            "check": check,
+                            "failure_case": uniques.to_numpy()[codes[rows]],
+                            "index": rows,
+                        }
+                    )
+                )
+            if len(unique_level):
+                found.append(unique_level.assign(pos=np.nan))
+    if not found:
+        return pd.DataFrame(columns=["pos", "column", "check", "failure_case", "index"])
+    return pd.concat(found, ignore_index=True)
 
 
 # --------------------------------------------------------------------------- validate
@@ -284,9 +390,9 @@ def validate_customers(
     rows_in = len(frame)
 
     df, dropped = coerce_canonical(frame)
-    df["connector"] = df["connector"].fillna(connector)
+    if df["connector"].isna().any():
+        df["connector"] = df["connector"].fillna(connector)
 
-    # (positions, field, check, reason_detail, severity)
     issues: list[pd.DataFrame] = []
 
     def add(
@@ -295,10 +401,10 @@ def validate_customers(
         if len(pos) == 0:
             return
         base = CHECK_REASONS.get(check, check)
-        reasons = [
-            f"{field} {base}" if d is None else f"{field} {d} {base}"
-            for d in (details or [None] * len(pos))
-        ]
+        if details is None:
+            reasons: object = f"{field} {base}"
+        else:
+            reasons = [f"{field} {d} {base}" for d in details]
         issues.append(
             pd.DataFrame(
                 {
@@ -324,19 +430,16 @@ def validate_customers(
     # email/phone that normalization could not keep: say why, once per distinct value
     for col, fn in (("email", _email_reason), ("phone", _phone_reason)):
         raw_col = f"{col}_raw"
-        lost = df[col].isna() & ~_is_blank(df[raw_col])
+        lost = _dropped(df[raw_col], df[col])
         if lost.any():
             pos = np.flatnonzero(lost.to_numpy())
-            sub = df.loc[lost, [raw_col, "country"]]
-            reasons = fn(sub)
+            reasons = fn(df.loc[lost, [raw_col, "country"]])
             add(pos, col, "email_syntax" if col == "email" else "e164", reasons, "field")
 
     # the Pandera model: every failure case, split by row position
-    try:
-        canonical_schema(now).validate(df, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        fc = err.failure_cases
-        frame_level = fc[fc["index"].isna()]
+    fc = schema_failures(df, canonical_schema(now))
+    if len(fc):
+        frame_level = fc[fc["pos"].isna()]
         frame_level = frame_level[
             ~frame_level["check"].astype(str).str.startswith(("dtype(", "coerce_dtype("))
         ]
@@ -344,41 +447,38 @@ def validate_customers(
             cols = sorted(set(map(str, frame_level["column"].dropna())))
             raise SchemaShapeError(
                 f"{connector}: canonical frame fails frame-level checks on column(s) {cols}"
-            ) from None
-        fc = fc[fc["index"].notna()]
+            )
+        fc = fc[fc["pos"].notna()]
         for (col, check), grp in fc.groupby(["column", "check"], sort=False):
-            pos = grp["index"].astype("int64").to_numpy()
-            name = _check_name(str(check))
-            details = [mask_value(str(col), v) for v in grp["failure_case"]]
-            add(pos, str(col), name, details, _severity(str(col)))
+            pos = grp["pos"].astype("int64").to_numpy()
+            details = _details(str(col), grp["failure_case"])
+            add(pos, str(col), _check_name(str(check)), details, _severity(str(col)))
 
     # duplicated source ids: keep the newest copy, reject the others
-    order = df.sort_values("updated_at", ascending=False, na_position="last", kind="stable")
-    dup = order["source_id"].duplicated(keep="first") & order["source_id"].notna()
-    if dup.any():
-        add(
-            np.sort(order.index[dup.to_numpy()].to_numpy()),
-            "source_id",
-            "unique_source_id",
-            None,
-            "row",
+    ids = df["source_id"]
+    maybe = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
+    if maybe.any():
+        sub = df.loc[maybe, ["source_id", "updated_at"]].sort_values(
+            "updated_at", ascending=False, na_position="last", kind="stable"
         )
+        dup = sub["source_id"].duplicated(keep="first").to_numpy()
+        add(np.sort(sub.index[dup].to_numpy()), "source_id", "unique_source_id", None, "row")
 
     if not issues:
         return ValidationResult(valid=df, rejected=empty_rejected(), rows_in=rows_in)
     found = pd.concat(issues, ignore_index=True).drop_duplicates(["pos", "field", "check"])
 
-    valid = df.copy()
+    valid = df
     row_bad = np.zeros(len(df), dtype=bool)
     row_bad[found.loc[found["severity"] == "row", "pos"].to_numpy()] = True
     for field, grp in found[found["severity"] == "field"].groupby("field", sort=False):
-        pos = grp["pos"].to_numpy()
+        bad = np.zeros(len(df), dtype=bool)
+        bad[grp["pos"].to_numpy()] = True
         col = valid[field]
-        if col.dtype == bool:
-            valid.loc[pos, field] = False
-        else:
-            valid.loc[pos, field] = pd.NA if isinstance(col.dtype, pd.StringDtype) else None
-    valid = valid[~row_bad].reset_index(drop=True)
+        valid[field] = (
+            col.mask(bad, False) if col.dtype == bool else col.mask(bad)
+        )  # new column, input untouched
+    valid = valid[~row_bad].reset_index(drop=True) if row_bad.any() else valid
 
     found = found.sort_values(["pos", "severity", "field"], kind="stable").reset_index(drop=True)
     positions = found["pos"].to_numpy()
@@ -386,14 +486,21 @@ def validate_customers(
         {
             "connector": connector,
             "source_id": df["source_id"].to_numpy()[positions],
-            "field": found["field"],
-            "check": found["check"],
-            "severity": found["severity"],
-            "reason": found["reason"],
+            "field": found["field"].to_numpy(),
+            "check": found["check"].to_numpy(),
+            "severity": found["severity"].to_numpy(),
+            "reason": found["reason"].to_numpy(),
             "raw_payload": _payloads(raw if raw is not None else frame, positions),
         }
     ).astype("string")
     return ValidationResult(valid=valid, rejected=rejected, rows_in=rows_in)
+
+
+def _details(field: str, values: pd.Series) -> list[str]:
+    """Masked value per failure, computed once per distinct value."""
+    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=False)
+    shown = np.array([mask_value(field, u) for u in uniques], dtype=object)
+    return shown[codes].tolist()
 
 
 def _severity(field: str) -> str:
@@ -427,10 +534,10 @@ def _phone_reason(sub: pd.DataFrame) -> list[str]:
 def _payloads(source: pd.DataFrame, positions: np.ndarray) -> list[str]:
     """JSON text of the source rows at ``positions`` (one serialization per distinct row)."""
     unique_pos = np.unique(positions)
-    rows = source.iloc[unique_pos].astype(object)
-    rows = rows.where(rows.notna(), None)  # NaN/NaT/<NA> -> JSON null
-    texts = {
-        int(p): json.dumps(rec, default=str, ensure_ascii=False)
-        for p, rec in zip(unique_pos, rows.to_dict(orient="records"), strict=True)
-    }
-    return [texts[int(p)] for p in positions]
+    rows = source.iloc[unique_pos]
+    lines = rows.to_json(
+        orient="records", lines=True, date_format="iso", force_ascii=False, default_handler=str
+    )
+    texts = lines.rstrip("\n").split("\n") if len(rows) else []
+    lookup = dict(zip(unique_pos.tolist(), texts, strict=True))
+    return [lookup[p] for p in positions.tolist()]
