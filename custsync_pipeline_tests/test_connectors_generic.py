@@ -93,7 +93,7 @@ def sb() -> Iterator[Sandbox]:
             seed=5,
             people=300,
             base_port=0,
-            systems=["salesforce", "voucherify"],
+            systems=["salesforce", "voucherify", "exact", "icomm"],
             options={"salesforce": {"page_size": 40}},
         ) as sandbox:
             yield sandbox
@@ -199,6 +199,75 @@ def test_rest_config_errors_name_the_key():
         from_yaml(text, "vf_rest", url="http://127.0.0.1:1")
     with pytest.raises(CredentialError, match="VOUCHERIFY_APP_TOKEN"):
         from_yaml(VOUCHERIFY_AS_REST, "vf_rest", {"VOUCHERIFY_APP_ID": "x"}, url="http://h")
+
+
+# Icomm's listing in YAML: offset paging, a composite id, an updated-since parameter
+ICOMM_AS_REST = (
+    """
+type: rest
+base_url: "{url}"
+credentials: {{api_key: ICOMM_API_KEY}}
+options:
+    path: /api/v1/profiles/1/customers
+    records_path: items
+    id_field: [UserId, StoreCode]
+    updated_field: UpdatedAt
+    paging: {{type: offset, offset_param: offset, size_param: limit, page_size: 50}}
+    auth: {{type: api_key, header: X-Api-Key}}
+    incremental: {{param: updatedSince, format: iso_z}}
+    mapping: {{UserId: icomm_user_id, StoreCode: store_code, Email: email}}
+"""
+    + FAST_HTTP
+)
+
+# Exact Online in YAML: OData paging (d.__next) and an OData $filter for increments
+EXACT_AS_REST = (
+    """
+type: rest
+base_url: "{url}"
+credentials: {{token: EXACT_ACCESS_TOKEN}}
+options:
+    path: /api/v1/1/crm/Accounts
+    id_field: ID
+    updated_field: Modified
+    paging: {{type: odata, size_param: null}}
+    auth: {{type: bearer}}
+    incremental: {{format: odata_filter, filter_field: Modified}}
+    mapping: {{ID: exact_id, Code: customer_number, Email: email}}
+"""
+    + FAST_HTTP
+)
+
+
+def test_yaml_rest_offset_paging_with_a_composite_id(sb):
+    conn = from_yaml(ICOMM_AS_REST, "icomm_rest", url=sb.urls["icomm"])
+    result = conn.read()
+    stored = sb.records("icomm")
+    assert len(result.records) == len(stored)
+    assert result.stats.pages == -(-len(stored) // 50) + 1  # offset paging ends on an empty page
+    canon = conn.to_canonical(result.records)
+    assert set(canon["source_id"]) == {f"{r['UserId']}|{r['StoreCode']}" for r in stored}
+    changed = sb.changes("icomm", edit=2, add=3, seed=4)
+    inc = conn.read(since=result.watermark)
+    got = set(conn.to_canonical(inc.records)["source_id"])
+    assert set(changed["edited"] + changed["added"]) <= got and len(got) < 20
+
+
+def test_yaml_rest_odata_paging_and_filter(sb):
+    conn = from_yaml(EXACT_AS_REST, "exact_rest", url=sb.urls["exact"])
+    result = conn.read()
+    stored = sb.records("exact")
+    assert sorted(result.records["ID"]) == sorted(r["ID"] for r in stored)
+    assert result.stats.pages > 1  # followed d.__next
+    changed = sb.changes("exact", edit=2, add=2, seed=6)
+    # /Date(ms)/ values: the watermark and updated_at are parsed from them
+    newest_ms = max(int(r["Modified"][6:-2]) for r in stored)
+    assert result.watermark == pd.Timestamp(newest_ms, unit="ms", tz="UTC")
+    canon = conn.to_canonical(result.records)
+    assert canon["updated_at"].notna().all()
+    inc = conn.read(since=result.watermark)
+    assert set(changed["edited"] + changed["added"]) <= set(inc.records["ID"])
+    assert len(inc.records) < len(stored) / 4
 
 
 # --------------------------------------------------------------------------- file connector

@@ -321,3 +321,41 @@ def test_an_empty_page_that_claims_more_fails_instead_of_returning_a_part(server
     server.script.extend([(200, {}, page1, 0), (200, {}, {"data": [], "has_more": False}, 0)])
     done = conn.read()
     assert list(done.records["id"]) == ["1"] and done.stats.pages == 2
+
+
+def test_rest_cursor_paging_with_basic_auth(server):
+    import base64
+
+    from custsync_pipeline.config import ConnectorConfig
+    from custsync_pipeline.connectors import build_connector
+
+    cfg = ConnectorConfig(
+        type="rest",
+        base_url=server.url,
+        credentials={"username": "SHOP_USER", "password": "SHOP_PASSWORD"},
+        options={
+            "path": "/v2/customers",
+            "records_path": "items",
+            "paging": {"type": "cursor", "cursor_param": "after", "cursor_path": "meta.next"},
+            "auth": {"type": "basic"},
+            "mapping": {"mail": "email"},
+            "http": {"max_retries": 0},
+        },
+    )
+    env = {"SHOP_USER": "shop", "SHOP_PASSWORD": "pw-secret-987"}
+    conn = build_connector("shop", cfg, env)
+    server.script.extend(
+        [
+            (200, {}, {"items": [{"id": "a", "mail": "x@y.se"}], "meta": {"next": "c2"}}, 0),
+            (200, {}, {"items": [{"id": "b"}], "meta": {"next": None}}, 0),
+        ]
+    )
+    result = conn.read()
+    assert list(result.records["id"]) == ["a", "b"]
+    assert "after=c2" in server.seen[1][1] and "after=" not in server.seen[0][1]
+    basic = base64.b64encode(b"shop:pw-secret-987").decode()
+    assert server.seen[0][2]["Authorization"] == f"Basic {basic}"
+    server.script.append((403, {}, {"message": "denied for pw-secret-987"}, 0))
+    with pytest.raises(ConnectorError) as info:
+        conn.read()
+    assert "pw-secret-987" not in str(info.value)

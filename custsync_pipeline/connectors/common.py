@@ -42,6 +42,15 @@ def overlap_from_options(options: Mapping[str, Any]) -> timedelta:
     return timedelta(minutes=float(minutes))
 
 
+def parse_times(values: pd.Series) -> pd.Series:
+    """Vendor timestamps -> UTC, vectorized: ISO 8601 (any offset) and OData ``/Date(ms)/``."""
+    text = values.astype("string")
+    ms = pd.to_numeric(text.str.extract(r"/Date\((-?\d+)", expand=False), errors="coerce")
+    odata = pd.to_datetime(ms, unit="ms", utc=True)
+    iso = pd.to_datetime(text.where(ms.isna()), utc=True, errors="coerce", format="mixed")
+    return odata.fillna(iso)
+
+
 def newest(values: pd.Series | None, floor: datetime | None = None) -> datetime | None:
     """The newest timestamp in ``values`` (the new watermark), or None when there is none.
 
@@ -50,7 +59,7 @@ def newest(values: pd.Series | None, floor: datetime | None = None) -> datetime 
     """
     if values is None or len(values) == 0:
         return None
-    ts = pd.to_datetime(values, utc=True, errors="coerce", format="mixed").max()
+    ts = parse_times(values).max()
     if pd.isna(ts):
         return None
     out = ts.to_pydatetime()
@@ -238,9 +247,9 @@ class FieldMapping:
         for canon, value in self.static.items():
             out[canon] = value
         if self.updated_field:
-            out["updated_at"] = column(raw, self.updated_field)
+            out["updated_at"] = parse_times(column(raw, self.updated_field))
         if self.created_field:
-            out["created_at"] = column(raw, self.created_field)
+            out["created_at"] = parse_times(column(raw, self.created_field))
         return conform(out)
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:

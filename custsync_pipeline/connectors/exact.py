@@ -30,6 +30,7 @@ from custsync_pipeline.connectors.common import (
     jsonable,
     newest,
     overlap_start,
+    parse_times,
     records_frame,
 )
 from custsync_pipeline.connectors.http import (
@@ -68,15 +69,6 @@ _ACCOUNT_FROM_CANONICAL = {
     "postal_code": "Postcode",
     "country": "Country",
 }
-
-
-def odata_dates(values: pd.Series) -> pd.Series:
-    """``/Date(1700000000000)/`` (or ISO text) -> UTC timestamps, vectorized."""
-    text = values.astype("string")
-    ms = pd.to_numeric(text.str.extract(r"/Date\((-?\d+)", expand=False), errors="coerce")
-    parsed = pd.to_datetime(ms, unit="ms", utc=True)
-    iso = pd.to_datetime(text.where(ms.isna()), utc=True, errors="coerce", format="mixed")
-    return parsed.fillna(iso)
 
 
 class ExactConnector(HttpConnectorBase):
@@ -160,7 +152,7 @@ class ExactConnector(HttpConnectorBase):
                 deleted = self._deleted(start)
         frames = [f for f in frames if not f.empty]
         raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        watermark = newest(odata_dates(column(raw, "Modified"))) if len(raw) else None
+        watermark = newest(parse_times(column(raw, "Modified"))) if len(raw) else None
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
     def _deleted(self, start: datetime) -> list[str]:
@@ -181,7 +173,7 @@ class ExactConnector(HttpConnectorBase):
         if not rows:
             return []
         frame = pd.DataFrame(rows)
-        when = odata_dates(frame["DeletedDate"])
+        when = parse_times(frame["DeletedDate"])
         keep = frame["EntityType"].isin(wanted) & (when >= pd.Timestamp(start))
         return frame.loc[keep, "EntityKey"].astype(str).tolist()
 
@@ -215,8 +207,8 @@ class ExactConnector(HttpConnectorBase):
         else:
             out["company_name"] = name.where(is_account)
             out["kind"] = is_account.map({True: "company", False: "person"})
-        out["created_at"] = odata_dates(column(raw, "Created"))
-        out["updated_at"] = odata_dates(column(raw, "Modified"))
+        out["created_at"] = parse_times(column(raw, "Created"))
+        out["updated_at"] = parse_times(column(raw, "Modified"))
         return conform(out)
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:

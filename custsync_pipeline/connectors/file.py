@@ -35,6 +35,7 @@ from custsync_pipeline.connectors.common import (
     mapping_from_options,
     overlap_from_options,
     overlap_start,
+    parse_times,
 )
 from custsync_pipeline.connectors.http import ConnectorError
 
@@ -128,12 +129,7 @@ class FileConnector:
         watermark: datetime | None = None
         if not raw.empty:
             if by_column:
-                updated = pd.to_datetime(
-                    column(raw, self.fields.updated_field or ""),
-                    utc=True,
-                    errors="coerce",
-                    format="mixed",
-                )
+                updated = parse_times(column(raw, self.fields.updated_field or ""))
                 if start is not None:
                     # rows without a parseable time are kept: never lose a record silently
                     keep = (updated >= pd.Timestamp(start)) | updated.isna()
