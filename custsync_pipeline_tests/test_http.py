@@ -359,3 +359,11 @@ def test_rest_cursor_paging_with_basic_auth(server):
     with pytest.raises(ConnectorError) as info:
         conn.read()
     assert "pw-secret-987" not in str(info.value)
+
+
+def test_a_next_link_to_another_host_is_refused(server):
+    client = _client(server.url)
+    with pytest.raises(ConnectorError, match="refusing to follow"):
+        client.get_json("http://evil.example.com/steal?page=2")
+    assert server.seen == []  # nothing was sent, so no credentials left
+    assert client.get_json(server.url + "/ok") == {"ok": True}  # same host is fine

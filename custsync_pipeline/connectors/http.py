@@ -385,8 +385,17 @@ class HttpClient:
         return ConnectorError(self.connector, self.scrub(message), **kw)
 
     def url(self, path_or_url: str) -> str:
-        """An absolute URL: a full URL unchanged, a path joined to the base URL."""
+        """An absolute URL: a path joined to the base URL; a full URL (a next link) kept.
+
+        A full URL on another host than ``base_url`` is refused: following it would
+        hand our credentials to whoever the answer pointed at.
+        """
         if path_or_url.startswith(("http://", "https://")):
+            here, there = urlsplit(self.base_url), urlsplit(path_or_url)
+            if (there.scheme, there.netloc.lower()) != (here.scheme, here.netloc.lower()):
+                raise self.error(
+                    f"refusing to follow {scrub_url(path_or_url)}: not on {scrub_url(self.base_url)}"
+                )
             return path_or_url
         return urljoin(self.base_url + "/", path_or_url.lstrip("/"))
 
