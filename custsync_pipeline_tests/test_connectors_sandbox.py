@@ -379,3 +379,13 @@ def test_salesforce_delete_ops_and_the_deleted_feed(sb):
     # a replayed delete (ENTITY_IS_DELETED) is harmless
     again = sf.write([WriteOp("GD0", victims[0], {}, op="delete")])
     assert again[0].ok
+
+
+def test_a_misspelt_option_is_named():
+    spec = dict(CONFIGS["salesforce"])
+    spec["options"] = {**spec["options"], "object": ["Lead"]}
+    cfg = ConnectorConfig(base_url="http://127.0.0.1:1", **spec)
+    with pytest.raises(
+        ConnectorError, match=r"unknown option\(s\) options\.object; known: .*objects"
+    ):
+        build_connector("salesforce", cfg, dict(CREDENTIALS))

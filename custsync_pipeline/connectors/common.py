@@ -143,6 +143,25 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(pd.NA, index=frame.index, dtype="object")
 
 
+# sandbox_system: which emulator a config entry points at (read by the demo and tests only)
+COMMON_OPTIONS = frozenset({"overlap_minutes", "http", "sandbox_system"})
+
+
+def check_options(connector: str, options: Mapping[str, Any], known: frozenset[str] | None) -> None:
+    """A misspelt option is an error naming it, not a silently ignored setting."""
+    if known is None:
+        return
+    unknown = sorted(set(options) - known - COMMON_OPTIONS)
+    if unknown:
+        from custsync_pipeline.connectors.http import ConnectorError
+
+        raise ConnectorError(
+            connector,
+            f"unknown option(s) {', '.join('options.' + k for k in unknown)}; "
+            f"known: {', '.join(sorted(known | COMMON_OPTIONS))}",
+        )
+
+
 class HttpConnectorBase:
     """State every HTTP connector keeps: its name, config, options and ``HttpClient``.
 
@@ -151,11 +170,14 @@ class HttpConnectorBase:
     """
 
     DEFAULT_RATE_PER_S: float | None = None
+    # option keys the connector reads; None = not checked (the REST connector validates its own)
+    OPTIONS: frozenset[str] | None = None
 
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
         self.name = name
         self.cfg = cfg
         self.options: dict[str, Any] = dict(cfg.options)
+        check_options(name, self.options, self.OPTIONS)
         self.env = env
         self.overlap = overlap_from_options(self.options)
         self.http: HttpClient

@@ -75,6 +75,9 @@ class ExactConnector(HttpConnectorBase):
     """Exact Online CRM (``options``: division, resources, account_kind, select, read_deletes, ...)."""
 
     DEFAULT_RATE_PER_S = 1.0  # documented: 60 calls a minute per company
+    OPTIONS = frozenset(
+        {"account_kind", "division", "read_deletes", "resources", "select", "write_resource"}
+    )
 
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
         super().__init__(name, cfg, env)

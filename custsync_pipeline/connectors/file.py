@@ -29,6 +29,7 @@ from custsync_pipeline.config import ConnectorConfig
 from custsync_pipeline.connectors.base import ReadResult, ReadStats, WriteOp, WriteResult
 from custsync_pipeline.connectors.common import (
     FieldMapping,
+    check_options,
     column,
     is_missing,
     jsonable,
@@ -56,10 +57,19 @@ def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 class FileConnector:
     """CSV / JSON-lines exports (``options``: path, format, delimiter, encoding, mapping, ...)."""
 
+    OPTIONS = frozenset(
+        {
+            "path", "base_dir", "format", "delimiter", "encoding", "deleted_field",
+            "incremental", "write_path", "id_field", "updated_field", "created_field",
+            "mapping", "static", "read_only",
+        }
+    )  # fmt: skip
+
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
         self.name = name
         self.cfg = cfg
         self.options: dict[str, Any] = dict(cfg.options)
+        check_options(name, self.options, self.OPTIONS)
         self.pattern = str(self.options.get("path") or "")
         if not self.pattern:
             raise ConnectorError(name, "options.path: name the export file (or a glob)")

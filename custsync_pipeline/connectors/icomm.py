@@ -78,6 +78,7 @@ class IcommConnector(HttpConnectorBase):
     """Icomm customers (``options``: profile_id, page_limit, batch_size, http, overlap_minutes)."""
 
     DEFAULT_RATE_PER_S = 10.0  # not documented: a polite default
+    OPTIONS = frozenset({"batch_size", "page_limit", "profile_id"})
 
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
         super().__init__(name, cfg, env)

@@ -132,6 +132,9 @@ class RestOptions(_Opts):
     overlap_minutes: float = 10.0
     http: dict[str, Any] = Field(default_factory=dict)
     max_pages: int | None = Field(default=None, ge=1, description="safety stop")
+    sandbox_system: str | None = Field(
+        default=None, description="the emulator this entry points at (demo and tests only)"
+    )
 
 
 def _fmt_since(ts: datetime, fmt: str) -> str:

@@ -201,6 +201,18 @@ class SalesforceConnector(HttpConnectorBase):
     """Salesforce REST API (``options``: api_version, objects, fields, external_id_field, write_object)."""
 
     DEFAULT_RATE_PER_S = 25.0  # the org quota is daily; keep bursts polite
+    OPTIONS = frozenset(
+        {
+            "api_version",
+            "batch_size",
+            "external_id_field",
+            "fields",
+            "objects",
+            "page_size",
+            "read_deletes",
+            "write_object",
+        }
+    )
 
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
         super().__init__(name, cfg, env)

@@ -70,6 +70,7 @@ class VoucherifyConnector(HttpConnectorBase):
     """Voucherify customers API (``options``: page_limit, metadata_map, http, overlap_minutes)."""
 
     DEFAULT_RATE_PER_S = 25.0  # quotas are per hour by plan; X-Rate-Limit-* headers tell the rest
+    OPTIONS = frozenset({"concurrency", "metadata_map", "page_limit", "source_id_patterns"})
 
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
         super().__init__(name, cfg, env)

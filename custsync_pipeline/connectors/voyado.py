@@ -88,6 +88,7 @@ class VoyadoConnector(HttpConnectorBase):
     """Voyado Engage v3 (``options``: read_mode, full_from, concurrency, source, http, ...)."""
 
     DEFAULT_RATE_PER_S = 50.0  # documented: stay under 50 req/s (429 above 200)
+    OPTIONS = frozenset({"batch_size", "concurrency", "full_from", "read_mode", "source"})
 
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
         super().__init__(name, cfg, env)
