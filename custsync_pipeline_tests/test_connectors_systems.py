@@ -368,3 +368,17 @@ def test_writes_that_outlive_the_retries_are_transient_failures(sb, system):
         sb.set_faults(system, rate_5xx=0)
     assert not res[0].ok and res[0].transient
     assert "503" in res[0].error and "Service temporarily unavailable" in res[0].error
+
+
+@pytest.mark.parametrize("system", list(SPECS))
+def test_empty_reads_map_to_an_empty_canonical_frame(system):
+    from custsync_pipeline.domain.canonical import CANONICAL_COLUMNS
+
+    spec = dict(SPECS[system])
+    conn = build_connector(
+        system, ConnectorConfig(base_url="http://127.0.0.1:1", **spec), CREDENTIALS
+    )
+    out = conn.to_canonical(pd.DataFrame())
+    assert list(out.columns) == list(CANONICAL_COLUMNS) and out.empty
+    assert conn.from_canonical(pd.DataFrame({"first_name": pd.Series([], dtype="string")})) == []
+    assert conn.write([]) == []
