@@ -25,7 +25,9 @@ NOW = pd.Timestamp("2026-06-01T00:00:00Z")
 def _validated(emails: list[str | None], ids: list[str] | None = None):  # noqa: ANN202
     ids = ids or [f"c{i}" for i in range(len(emails))]
     raw = pd.DataFrame({"id": ids, "email": emails})
-    frame = normalize_customers(conform(pd.DataFrame({"source_id": ids, "email": emails})))
+    frame = normalize_customers(
+        conform(pd.DataFrame({"source_id": ids, "email": emails, "last_name": ["Berg"] * len(ids)}))
+    )
     return raw, validate_customers(frame, "voyado", raw, now=NOW)
 
 

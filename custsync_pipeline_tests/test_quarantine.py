@@ -40,7 +40,9 @@ def engine(request: pytest.FixtureRequest, tmp_path) -> Engine:  # noqa: ANN001
 def _batch(emails: list[str | None], ids: list[str | None] | None = None):  # noqa: ANN202
     ids = ids or [f"c{i}" for i in range(len(emails))]
     raw = pd.DataFrame({"id": ids, "email": emails})
-    frame = normalize_customers(conform(pd.DataFrame({"source_id": ids, "email": emails})))
+    frame = normalize_customers(
+        conform(pd.DataFrame({"source_id": ids, "email": emails, "last_name": ["Berg"] * len(ids)}))
+    )
     return validate_customers(frame, "voyado", raw, now=NOW)
 
 

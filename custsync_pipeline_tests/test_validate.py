@@ -15,6 +15,10 @@ NOW = pd.Timestamp("2026-06-01T00:00:00Z")
 
 
 def _prep(**cols: list) -> pd.DataFrame:
+    n = len(next(iter(cols.values())))
+    cols.setdefault(
+        "last_name", ["Berg"] * n
+    )  # a record must name someone (tested on its own below)
     return normalize_customers(conform(pd.DataFrame(cols)))
 
 
@@ -85,7 +89,7 @@ def test_duplicate_source_id_keeps_newest() -> None:
 
 
 def test_timestamps_out_of_range_are_nulled() -> None:
-    frame = conform(pd.DataFrame({"source_id": ["a", "b", "c"]}))
+    frame = conform(pd.DataFrame({"source_id": ["a", "b", "c"], "last_name": ["Ek"] * 3}))
     frame = normalize_customers(frame)
     frame["updated_at"] = ["2030-01-01T00:00:00Z", "1850-01-01T00:00:00Z", "9999-12-31T00:00:00Z"]
     res = validate_customers(frame, "voyado", now=NOW)
@@ -113,6 +117,7 @@ def test_raw_payload_is_vendor_row_json_aligned_by_position() -> None:
         index=[7, 3],
     )
     frame = _prep(source_id=raw["id"].tolist(), email=raw["email"].tolist())
+
     res = validate_customers(frame, "voucherify", raw)
     assert len(res.rejected) == 1
     assert list(res.rejected.columns) == list(REJECTED_COLUMNS)
@@ -137,6 +142,7 @@ def test_wrong_types_are_coerced_or_reported() -> None:
     frame = pd.DataFrame(
         {
             "source_id": [1, 2, 3],
+            "last_name": ["Ek", "Ek", "Ek"],
             "first_name": ["Ann", {"nested": 1}, 42],
             "loyalty_points": ["10", "lots", -5],
             "is_deleted": ["false", "true", "perhaps"],
@@ -207,3 +213,24 @@ def test_dedupe_and_arrow_paths_find_exactly_what_direct_validation_finds() -> N
         "iso_country",
         "not_in_future",
     } <= checks
+
+
+def test_record_must_name_someone() -> None:
+    frame = _prep(
+        source_id=["p1", "p2", "p3", "c1", "c2", "d1"],
+        kind=["person", "person", "person", "company", "company", "person"],
+        first_name=["Anna", "Anna", "Anna", None, None, None],
+        last_name=[None, None, "Berg", None, None, None],
+        company_name=[None, None, None, "Acme AB", None, None],
+        email=["a@x.se", "broken@", None, None, "info@acme.se", None],
+        is_deleted=[False, False, False, False, False, True],
+    )
+    res = validate_customers(frame, "exact", now=NOW)
+    # p2's only contact is an invalid email: with it nulled, nobody is named
+    assert sorted(res.valid["source_id"]) == ["c1", "c2", "d1", "p1", "p3"]
+    rule = res.rejected[res.rejected["check"] == "name_or_email"]
+    assert sorted(zip(rule["source_id"], rule["field"], strict=True)) == [
+        ("p2", "email"),
+        ("p2", "last_name"),
+    ]
+    assert (rule["severity"] == "row").all()

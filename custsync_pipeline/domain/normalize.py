@@ -60,9 +60,10 @@ TRIM_COLUMNS: tuple[str, ...] = (
     "loyalty_status",
 )
 
-# C0/C1 controls, DEL, zero-width and bidi override characters: never meaningful
-# in a name, and the bidi ones can disguise what a steward sees.
-_CONTROL_RE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+# Invisible zero-width characters pasted with a name carry nothing: removed. Control and
+# bidi-override characters are left in place for validation to quarantine (they
+# signal a corrupted or disguised value, not a formatting habit).
+_INVISIBLE_RE = "[\u200b-\u200d\u2060\ufeff]"
 
 # Common spellings that pycountry's official names do not cover.
 _COUNTRY_ALIASES: dict[str, str] = {
@@ -273,10 +274,23 @@ def _blank_to_na(series: pd.Series) -> pd.Series:
 
 
 def clean_text(series: pd.Series) -> pd.Series:
-    """Remove control characters, collapse whitespace, trim; empty -> <NA>."""
+    """Remove zero-width characters, collapse whitespace, trim; empty -> <NA>. Once per distinct value."""
     s = _as_string(series)
-    s = s.str.replace(_CONTROL_RE, "", regex=True).str.replace(r"\s+", " ", regex=True).str.strip()
-    return _blank_to_na(s)
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    if len(uniques) > len(s) // 2:  # mostly distinct: vectorize over the column itself
+        return _blank_to_na(_clean_text(s))
+    cleaned = _blank_to_na(_clean_text(pd.Series(uniques, dtype="string")))
+    out = pd.Series(pd.array(list(cleaned) + [pd.NA], dtype="string")).take(codes)
+    out.index = s.index
+    return out
+
+
+def _clean_text(s: pd.Series) -> pd.Series:
+    return (
+        s.str.replace(_INVISIBLE_RE, "", regex=True)
+        .str.replace(r"\s+", " ", regex=True)
+        .str.strip()
+    )
 
 
 def trim(series: pd.Series) -> pd.Series:

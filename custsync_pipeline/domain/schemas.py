@@ -59,6 +59,8 @@ CHECK_REASONS: dict[str, str] = {
     "not_before_1900": "is before 1900-01-01",
     "not_in_future": "is in the future",
     "unique_source_id": "duplicates another record's source id (the newest copy is kept)",
+    "name_or_email": "is missing, and so is the other: the record names nobody (a person needs a "
+    "last name or an email, a company a name or an email)",
     "coerce": "has a value of the wrong type that could not be converted",
     "timestamp": "is not a parseable timestamp between 1677 and 2262",
     "dtype": "has the wrong type",

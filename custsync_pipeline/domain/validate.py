@@ -6,9 +6,11 @@ frame into ``valid`` rows and ``rejected`` quarantine rows, one per failure.
 Policy — nothing bad gets through, nothing good is lost:
 
 * **row** failures reject the record: a missing, empty, over-long or
-  unprintable ``connector`` / ``source_id`` (the record cannot be keyed), and
+  unprintable ``connector`` / ``source_id`` (the record cannot be keyed);
   duplicates of a ``source_id`` (the copy with the newest ``updated_at`` is
-  kept, the others are rejected).
+  kept, the others are rejected); a record that names nobody — a person with
+  neither a (valid) last name nor a (valid) email, a company with neither a
+  name nor an email (deleted records are exempt).
 * **field** failures keep the record and null only the bad value: an address
   email-validator refuses, a phone ``phonenumbers`` cannot make E.164, an
   unknown country or language, a timestamp before 1900 or in the future, a
@@ -464,20 +466,32 @@ def validate_customers(
         dup = sub["source_id"].duplicated(keep="first").to_numpy()
         add(np.sort(sub.index[dup].to_numpy()), "source_id", "unique_source_id", None, "row")
 
+    # field failures null the value (a new column: the caller's frame is never modified)
+    valid = df
+    if issues:
+        found = pd.concat(issues, ignore_index=True)
+        for field, grp in found[found["severity"] == "field"].groupby("field", sort=False):
+            bad = np.zeros(len(df), dtype=bool)
+            bad[grp["pos"].to_numpy()] = True
+            col = valid[field]
+            valid[field] = col.mask(bad, False) if col.dtype == bool else col.mask(bad)
+
+    # a record must name someone: a person a last name or an email, a company its name or an email
+    alive = ~valid["is_deleted"].to_numpy(dtype=bool)
+    no_email = valid["email"].isna().to_numpy()
+    company = (valid["kind"] == "company").fillna(False).to_numpy(dtype=bool)
+    for name_field, who in (("last_name", ~company), ("company_name", company)):
+        nobody = alive & who & no_email & valid[name_field].isna().to_numpy()
+        if nobody.any():
+            pos = np.flatnonzero(nobody)
+            add(pos, name_field, "name_or_email", None, "row")
+            add(pos, "email", "name_or_email", None, "row")
+
     if not issues:
         return ValidationResult(valid=df, rejected=empty_rejected(), rows_in=rows_in)
     found = pd.concat(issues, ignore_index=True).drop_duplicates(["pos", "field", "check"])
-
-    valid = df
     row_bad = np.zeros(len(df), dtype=bool)
     row_bad[found.loc[found["severity"] == "row", "pos"].to_numpy()] = True
-    for field, grp in found[found["severity"] == "field"].groupby("field", sort=False):
-        bad = np.zeros(len(df), dtype=bool)
-        bad[grp["pos"].to_numpy()] = True
-        col = valid[field]
-        valid[field] = (
-            col.mask(bad, False) if col.dtype == bool else col.mask(bad)
-        )  # new column, input untouched
     valid = valid[~row_bad].reset_index(drop=True) if row_bad.any() else valid
 
     found = found.sort_values(["pos", "severity", "field"], kind="stable").reset_index(drop=True)
