@@ -496,3 +496,64 @@ def test_decision_on_a_missing_record_is_ignored():
 def test_records_without_connector_or_source_id_are_refused():
     with pytest.raises(ValueError, match="source_id"):
         resolve_identities(pd.DataFrame({"connector": ["x"]}), RULES)
+
+
+def test_shared_email_with_different_phones_is_not_one_person():
+    # a family where both are called Maria: the first names agree, the phones do not
+    records = frame(
+        dict(connector="crm", source_id="m1", salesforce_id="m1", email="fam@x.se", phone="+46701111111", first_name="Maria"),
+        dict(connector="crm", source_id="m2", salesforce_id="m2", email="fam@x.se", phone="+46702222222", first_name="Maria"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("crm", "m1"), ("crm", "m2"))
+    c = r.conflicts[r.conflicts.kind == "contact_mismatch"]
+    assert c["evidence"].str.contains("different phone values").all() and len(c) == 1
+
+
+def test_a_record_fitting_two_people_who_differ_stays_apart():
+    records = frame(
+        dict(connector="crm", source_id="m1", salesforce_id="m1", email="fam@x.se", phone="+46701111111", first_name="Maria"),
+        dict(connector="crm", source_id="m2", salesforce_id="m2", email="fam@x.se", phone="+46702222222", first_name="Maria"),
+        dict(connector="promo", source_id="v", voucherify_source_id="x1", email="fam@x.se", first_name="Maria"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("crm", "m1"), ("crm", "m2"), ("promo", "v"))
+    assert "ambiguous_link" in kinds(r)
+
+
+def test_nameless_record_with_a_system_id_is_still_a_guest_on_a_family_email():
+    # Icomm keys a guest by its email: a system id, but no evidence of who it is
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", email="fam@x.se", first_name="Ann"),
+        dict(connector="crm", source_id="b", salesforce_id="b", email="fam@x.se", first_name="Bo"),
+        dict(connector="icomm", source_id="fam@x.se|SE", icomm_user_id="fam@x.se", store_code="SE", email="fam@x.se"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("crm", "a"), ("crm", "b"), ("icomm", "fam@x.se|SE"))
+    assert "ambiguous_guest" in kinds(r)
+
+
+def test_nameless_records_link_among_themselves_when_no_named_record_holds_the_key():
+    records = frame(
+        dict(connector="promo", source_id="g1", email="solo@x.se"),
+        dict(connector="icomm", source_id="g2", icomm_user_id="solo@x.se", store_code="SE", email="solo@x.se"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("promo", "g1"), ("icomm", "g2"))
+
+
+def test_stamped_golden_id_of_a_merged_record_counts_as_the_survivor():
+    rules = RULES + [
+        IdentifierRule(name="custsync_id", columns=["custsync_id"], priority=1, max_per_golden=1)
+    ]
+    gids = pd.DataFrame(
+        {"golden_id": ["Gold", "Gnew"], "created_at": [NOW, NOW], "merged_into": ["Gnew", None], "merged_at": [LATER, pd.NaT]}
+    )  # fmt: skip
+    records = frame(
+        dict(connector="crm", source_id="a", custsync_id="Gold"),
+        dict(connector="promo", source_id="b", custsync_id="Gnew"),
+    )
+    r = resolve_identities(records, rules, golden_ids=gids, now=LATER)
+    assert together(r, ("crm", "a"), ("promo", "b"))
+    assert gid(r, "crm", "a") not in {"Gold"}
+    assert r.conflicts.empty

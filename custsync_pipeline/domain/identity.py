@@ -35,6 +35,7 @@ from custsync_pipeline.domain.identity_ids import (
     assign_golden_ids,
     empty_golden_ids,
     resolve_golden_id,
+    survivor_table,
 )
 from custsync_pipeline.domain.identity_keys import (
     USABLE,
@@ -169,6 +170,12 @@ def resolve_identities(
         now = now.tz_localize("UTC")
     recs = _prepare(records)
     n = len(recs)
+    if "custsync_id" in recs.columns and golden_ids is not None and len(golden_ids):
+        # a golden id stamped into a target may since have been merged away: use the survivor
+        survivors = survivor_table(golden_ids)
+        if survivors:
+            stamped = recs["custsync_id"].astype("string")
+            recs["custsync_id"] = stamped.map(lambda g: survivors.get(g, g), na_action="ignore")
     rules = sorted(rules, key=lambda r: r.priority)  # stable: config order within a priority
     contact_rule = np.array([is_contact_rule(r) for r in rules], dtype=bool)
     keys = build_keys(recs, rules)
@@ -198,11 +205,15 @@ def resolve_identities(
     multi = comp_size > 1
     u_occ = usable[keys.occ_key]
     for r_idx, rule in enumerate(rules):
-        if rule.max_per_golden is None:
+        # a limit broken, or two values of a contact point (the contact-mismatch check)
+        limit = 1 if contact_rule[r_idx] else rule.max_per_golden
+        if rule.max_per_golden is not None and limit is not None:
+            limit = min(limit, rule.max_per_golden)
+        if limit is None:
             continue
         s = u_occ & (keys.key_rule[keys.occ_key] == r_idx)
         distinct = _count_distinct(labels[keys.occ_rec[s]], keys.occ_key[s], n_comp)
-        flag |= distinct > rule.max_per_golden
+        flag |= distinct > limit
     tokens = name_tokens(recs)
     has_name = pd.notna(tokens).astype(bool)
     if has_name.any():
@@ -353,9 +364,11 @@ def _run_slow_path(
             )
     # values per record for the limited rules (usable keys, shared or not)
     values: list[dict[int, set[int]]] = [{} for _ in range(n_slow)]
-    if limits:
+    contact_idx = [i for i in range(len(rules)) if contact_rule[i]]
+    tracked = sorted(set(limits) | set(contact_idx))
+    if tracked:
         lim_rule = np.zeros(len(rules), dtype=bool)
-        lim_rule[list(limits)] = True
+        lim_rule[tracked] = True
         v = (
             in_slow
             & (keys.key_status[keys.occ_key] == USABLE)
@@ -372,6 +385,7 @@ def _run_slow_path(
         names=[t if isinstance(t, str) else None for t in tokens[slow_idx]],
         must=[(int(local[a]), int(local[b])) for a, b in must],
         cannot=[(int(local[a]), int(local[b])) for a, b in cannot],
+        contact_rules=contact_idx,
     )
     return resolve_constrained(inp), local
 

@@ -46,6 +46,7 @@ class ConstrainedInput:
     names: list[str | None]
     must: list[tuple[int, int]] = field(default_factory=list)
     cannot: list[tuple[int, int]] = field(default_factory=list)
+    contact_rules: list[int] = field(default_factory=list)  # values tracked in ``values`` too
 
 
 @dataclass
@@ -75,7 +76,7 @@ class _Clusters:
             self.parent[x], x = root, self.parent[x]
         return root
 
-    def refusal(self, ra: int, rb: int, check_names: bool) -> tuple[str, str] | None:
+    def refusal(self, ra: int, rb: int, check_names: bool, via: int = -1) -> tuple[str, str] | None:
         """Why clusters ``ra`` and ``rb`` must not merge, or None."""
         small, big = (ra, rb) if len(self.members[ra]) <= len(self.members[rb]) else (rb, ra)
         big_members = set(self.members[big])
@@ -90,6 +91,18 @@ class _Clusters:
                     return (
                         "limit_exceeded",
                         f"merge would give {union} {self.inp.rule_names[r_idx]} values (limit {limit})",
+                    )
+        if check_names:
+            # a shared email between records whose phones differ (or the reverse) is a
+            # family or a colleague more often than one person: the contact points disagree
+            for r_idx in self.inp.contact_rules:
+                if r_idx == via:
+                    continue
+                va, vb = self.values[ra].get(r_idx), self.values[rb].get(r_idx)
+                if va and vb and not (va & vb):
+                    return (
+                        "contact_mismatch",
+                        f"the two sides have different {self.inp.rule_names[r_idx]} values",
                     )
         if check_names and self.names[ra] and self.names[rb]:
             # any agreeing pair will do: a cluster may rightly hold a nickname or a
@@ -125,7 +138,7 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
         ra, rb = cl.find(a), cl.find(b)
         if ra == rb:
             return True
-        why = cl.refusal(ra, rb, check_names)
+        why = cl.refusal(ra, rb, check_names, group.rule_order)
         if why is not None:
             if why[0] != "steward_cannot_link":  # a decided pair needs no review
                 conflicts.append((why[0], group.rule, group.key_id, a, b, why[1]))
@@ -140,6 +153,56 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
             for j in range(min(i, 8)):
                 if try_link(members[i], members[j], group, check_names):
                     break
+
+    def link_contact_group(members: list[int], group: KeyGroup) -> None:
+        # holders of one contact key: link those that agree, but a holder that could
+        # join two sides which refuse each other (a family where two share a first
+        # name) is ambiguous and stays apart
+        reps: dict[int, int] = {}
+        for m in members:
+            reps.setdefault(cl.find(m), m)
+        roots = list(reps)
+        if len(roots) < 2:
+            return
+        if len(roots) > 12:  # no per-value limit on this rule: plain sequential linking
+            link_group(members, group, check_names=True)
+            return
+        why = {
+            (i, j): cl.refusal(roots[i], roots[j], True, group.rule_order)
+            for i in range(len(roots))
+            for j in range(i + 1, len(roots))
+        }
+
+        def refused(i: int, j: int) -> tuple[str, str] | None:
+            return why[(i, j)] if i < j else why[(j, i)]
+
+        ambiguous: set[int] = set()
+        for i in range(len(roots)):
+            friends = [j for j in range(len(roots)) if j != i and refused(i, j) is None]
+            for x in range(len(friends)):
+                for y in range(x + 1, len(friends)):
+                    if refused(friends[x], friends[y]) is not None:
+                        ambiguous.add(i)
+        for (i, j), reason in why.items():
+            if reason is not None and reason[0] != "steward_cannot_link":
+                conflicts.append(
+                    (reason[0], group.rule, group.key_id, reps[roots[i]], reps[roots[j]], reason[1])
+                )
+        for i in sorted(ambiguous):
+            conflicts.append(
+                (
+                    "ambiguous_link",
+                    group.rule,
+                    group.key_id,
+                    reps[roots[i]],
+                    reps[roots[next(j for j in range(len(roots)) if j != i)]],
+                    f"this {group.rule} is shared by people who differ, and this record fits "
+                    "more than one of them: left apart",
+                )
+            )
+        for (i, j), reason in why.items():
+            if reason is None and i not in ambiguous and j not in ambiguous:
+                try_link(reps[roots[i]], reps[roots[j]], group, check_names=True)
 
     for a, b in inp.must:
         ra, rb = cl.find(a), cl.find(b)
@@ -158,7 +221,7 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
     # contact keys between clusters that carry a name (the evidence a family check needs)
     contact_groups = [g for g in ordered if g.contact]
     for g in contact_groups:
-        link_group([m for m in g.members if named(m)], g, check_names=True)
+        link_contact_group([m for m in g.members if named(m)], g)
 
     # nameless clusters (guest checkouts: an email and nothing else) join the one
     # named cluster holding their key; when one key is held by several (a family
