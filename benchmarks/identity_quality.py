@@ -157,7 +157,9 @@ def main() -> None:
     result = resolve_identities(records, rules, now=pd.Timestamp("2026-11-01", tz="UTC"))
     t2 = time.perf_counter()
 
-    truth = data.truth.rename(columns={"system": "connector"})[["connector", "source_id", "person_id"]]
+    truth = data.truth.rename(columns={"system": "connector"})[
+        ["connector", "source_id", "person_id"]
+    ]
     truth = truth.astype({"source_id": str})
     m = result.identity_map.merge(truth, on=["connector", "source_id"], how="inner")
     true_pairs = pair_count(m.groupby("person_id").size().to_numpy())
@@ -181,7 +183,9 @@ def main() -> None:
     print(f"identity quality: seed {args.seed}, {args.people} people")
     print("  mapping per system: " + ", ".join(f"{s}={h}" for s, h in how.items()))
     print(f"  source records {len(data.truth)}, valid after validation {len(records)}")
-    print(f"  golden records {result.identity_map['golden_id'].nunique()}, people {m['person_id'].nunique()}")
+    print(
+        f"  golden records {result.identity_map['golden_id'].nunique()}, people {m['person_id'].nunique()}"
+    )
     print(f"  same-person pairs {true_pairs}, predicted pairs {pred_pairs}, correct {tp}")
     print(f"  pairwise precision {precision:.5f}  (target >= 0.999)")
     print(f"  pairwise recall    {recall:.5f}  (target >= 0.98)")
@@ -192,8 +196,13 @@ def main() -> None:
     )
     if len(trap_rows):
         print(trap_rows.groupby("defect")["golden_id"].nunique().to_string())
-    print("  conflicts queued: " + ", ".join(f"{k}={v}" for k, v in result.conflicts["kind"].value_counts().items()))
-    print(f"  slow path: {result.stats['slow_path_records']} records in {result.stats['slow_path_clusters']} clusters")
+    print(
+        "  conflicts queued: "
+        + ", ".join(f"{k}={v}" for k, v in result.conflicts["kind"].value_counts().items())
+    )
+    print(
+        f"  slow path: {result.stats['slow_path_records']} records in {result.stats['slow_path_clusters']} clusters"
+    )
     print(f"  time: generate+map+normalize+validate {t1 - t0:.1f}s, resolve {t2 - t1:.2f}s")
 
 
