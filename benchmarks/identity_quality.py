@@ -101,18 +101,33 @@ def _fallback(system: str, raw: pd.DataFrame) -> pd.DataFrame:
     return conform(out)
 
 
-def to_canonical(system: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The connector's mapping when its module exists, else the fallback. Returns (frame, how)."""
+OPTIONS = {
+    "salesforce": {"objects": ["Contact", "Account", "Lead"]},
+    "exact": {"division": 1},
+    "voucherify": {"source_id_patterns": {"web_user_id": WEB_USER}},
+}
+
+
+def to_canonical(frame_key: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The connector's mapping when its module exists, else the fallback. Returns (frame, how).
+
+    ``frame_key`` is the generator's key: ``system`` or ``system.Object``.
+    """
     from custsync_pipeline.connectors import build_connector, known_types
 
+    system, _, obj = frame_key.partition(".")
     if system not in known_types():
         return _fallback(system, raw), "fallback"
-    options = {"source_id_patterns": {"web_user_id": WEB_USER}} if system == "voucherify" else {}
+    raw = raw.copy()
+    if system == "salesforce":
+        raw["attributes.type"] = obj or "Contact"
+    elif system == "exact":
+        raw["__resource"] = f"{obj or 'Account'}s"
     cfg = ConnectorConfig(
         type=system,
         base_url="http://127.0.0.1:9",
         credentials=CREDENTIALS.get(system, {}),
-        options=options,
+        options=OPTIONS.get(system, {}),
     )
     conn = build_connector(system, cfg, SANDBOX_ENV)
     return conform(conn.to_canonical(raw)), "connector"
@@ -150,7 +165,7 @@ def main() -> None:
     frames, how = [], {}
     for system, raw in data.frames.items():
         canon, how[system] = to_canonical(system, raw)
-        frames.append(normalize_and_validate(canon, system))
+        frames.append(normalize_and_validate(canon, system.partition(".")[0]))
     records = pd.concat(frames, ignore_index=True)
     t1 = time.perf_counter()
     rules = load_sync_config().identity.identifiers

@@ -557,3 +557,55 @@ def test_stamped_golden_id_of_a_merged_record_counts_as_the_survivor():
     assert together(r, ("crm", "a"), ("promo", "b"))
     assert gid(r, "crm", "a") not in {"Gold"}
     assert r.conflicts.empty
+
+
+def test_a_company_and_a_person_sharing_a_phone_stay_apart():
+    records = frame(
+        dict(connector="crm", source_id="001A", salesforce_id="001A", kind="company", company_name="Acme AB", phone="+46812345678"),
+        dict(connector="pim", source_id="7", first_name="Jonas", phone="+46812345678"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("crm", "001A"), ("pim", "7"))
+    assert "kind_mismatch" in kinds(r)
+
+
+def test_names_with_letters_nfkd_keeps_are_folded_not_cut_to_an_initial():
+    # "Søren" must not shrink to "s" (which would pass as the initial of "Sara")
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", email="fam@x.se", first_name="Søren"),
+        dict(connector="crm", source_id="b", salesforce_id="b", email="fam@x.se", first_name="Sara"),
+        dict(connector="loyalty", source_id="c", voyado_id="c", email="fam@x.se", first_name="Soren"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("crm", "a"), ("crm", "b"))
+    assert together(r, ("crm", "a"), ("loyalty", "c"))
+
+
+def test_one_person_in_many_systems_does_not_make_their_email_overused():
+    # seven records, all one person through system ids: one holder of the email
+    rows = [
+        dict(
+            connector="crm",
+            source_id="s",
+            salesforce_id="s",
+            customer_number="K1",
+            email="me@x.se",
+            first_name="Al",
+        )
+    ]
+    rows += [
+        dict(connector=f"sys{i}", source_id=f"r{i}", customer_number="K1", email="me@x.se")
+        for i in range(5)
+    ]
+    rows += [
+        dict(
+            connector="crm",
+            source_id="lead",
+            salesforce_id="lead",
+            email="me@x.se",
+            first_name="Al",
+        )
+    ]
+    r = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert r.identity_map["golden_id"].nunique() == 1
+    assert "shared_value" not in kinds(r)

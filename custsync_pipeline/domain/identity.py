@@ -115,6 +115,72 @@ def _prepare(records: pd.DataFrame) -> pd.DataFrame:
     return recs
 
 
+def _star_edges(occ_rec: np.ndarray, occ_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (first holder, other holder) for occurrences sorted by key."""
+    first = np.ones(len(occ_key), dtype=bool)
+    first[1:] = occ_key[1:] != occ_key[:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(occ_key)), 0))
+    return occ_rec[start][~first], occ_rec[~first]
+
+
+def _recount_contact_holders(
+    keys, rules: list[IdentifierRule], contact_rule: np.ndarray, n: int
+) -> None:
+    """``max_records_per_value`` of a contact rule counts holders, not records.
+
+    One person has a record in every system (and a Contact and a Lead in one):
+    records a system identifier already links count as one holder, so only a
+    value typed for many different people (a till placeholder) is overused.
+    """
+    limits = np.array(
+        [
+            r.max_records_per_value if (contact_rule[i] and r.max_records_per_value) else -1
+            for i, r in enumerate(rules)
+        ],
+        dtype=np.int64,
+    )
+    if (limits < 0).all() or keys.n_keys == 0:
+        return
+    from custsync_pipeline.domain.identity_keys import OVERUSED
+
+    occ_rule = keys.key_rule[keys.occ_key]
+    strong = (keys.key_status[keys.occ_key] == USABLE) & ~contact_rule[occ_rule]
+    strong &= keys.key_count[keys.occ_key] >= 2
+    a, b = _star_edges(keys.occ_rec[strong], keys.occ_key[strong])
+    holder = _components(n, a, b)
+    key_limit = limits[keys.key_rule]
+    counted = key_limit[keys.occ_key] >= 0
+    holders = _count_distinct(keys.occ_key[counted], holder[keys.occ_rec[counted]], keys.n_keys)
+    judged = key_limit >= 0
+    was = judged & (keys.key_status == OVERUSED)
+    keys.key_status[was] = USABLE
+    keys.key_reason[was] = ""
+    over = judged & (keys.key_status == USABLE) & (holders > key_limit)
+    keys.key_status[over] = OVERUSED
+    keys.key_reason[over] = [
+        f"value shared by more than {lim} different holders" for lim in key_limit[over]
+    ]
+
+
+def _kinds(recs: pd.DataFrame) -> np.ndarray:
+    """``person`` / ``company`` per record (None when unknown)."""
+    if "kind" not in recs.columns:
+        return np.full(len(recs), None, dtype=object)
+    kind = recs["kind"].astype("string").str.strip().str.lower()
+    kind = kind.where(kind.isin(["person", "company"]))
+    # unknown kind: a record with a person's name is a person, one with only a company name a company
+    person_named = pd.Series(False, index=recs.index)
+    for col in ("first_name", "last_name"):
+        if col in recs.columns:
+            person_named |= recs[col].notna()
+    kind = kind.fillna(
+        pd.Series(np.where(person_named, "person", pd.NA), index=recs.index, dtype="string")
+    )
+    if "company_name" in recs.columns:
+        kind = kind.fillna(recs["company_name"].where(recs["company_name"].isna(), "company"))
+    return kind.astype(object).where(kind.notna(), None).to_numpy(dtype=object)
+
+
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
     _, labels = connected_components(graph, directed=False)
@@ -179,6 +245,7 @@ def resolve_identities(
     rules = sorted(rules, key=lambda r: r.priority)  # stable: config order within a priority
     contact_rule = np.array([is_contact_rule(r) for r in rules], dtype=bool)
     keys = build_keys(recs, rules)
+    _recount_contact_holders(keys, rules, contact_rule, n)
 
     # --- fast path: usable shared keys -> star edges -> components
     usable = keys.key_status == USABLE
@@ -219,6 +286,11 @@ def resolve_identities(
     if has_name.any():
         codes, _ = pd.factorize(tokens[has_name])
         flag |= _count_distinct(labels[has_name], codes, n_comp) > 1
+    kinds = _kinds(recs)
+    has_kind = pd.notna(kinds).astype(bool)
+    if has_kind.any():
+        codes, _ = pd.factorize(kinds[has_kind])
+        flag |= _count_distinct(labels[has_kind], codes, n_comp) > 1
     for a, b in must + cannot:
         flag[labels[a]] = True
         flag[labels[b]] = True
@@ -242,7 +314,7 @@ def resolve_identities(
     slow_idx = np.flatnonzero(rec_flag)
     if len(slow_idx):
         out, local_of = _run_slow_path(
-            slow_idx, keys, link_key, rules, contact_rule, tokens, must, cannot
+            slow_idx, keys, link_key, rules, contact_rule, tokens, must, cannot, kinds
         )
         final[slow_idx] = n_comp + np.asarray(out.labels, dtype=np.int64)
         slow_links = [(int(slow_idx[a]), int(slow_idx[b]), r, k) for a, b, r, k in out.links]
@@ -335,6 +407,7 @@ def _run_slow_path(
     tokens: np.ndarray,
     must: list[tuple[int, int]],
     cannot: list[tuple[int, int]],
+    kinds: np.ndarray,
 ):
     n_slow = len(slow_idx)
     local = np.full(len(tokens), -1, dtype=np.int64)
@@ -386,6 +459,7 @@ def _run_slow_path(
         must=[(int(local[a]), int(local[b])) for a, b in must],
         cannot=[(int(local[a]), int(local[b])) for a, b in cannot],
         contact_rules=contact_idx,
+        kinds=[k if isinstance(k, str) else None for k in kinds[slow_idx]],
     )
     return resolve_constrained(inp), local
 

@@ -47,6 +47,7 @@ class ConstrainedInput:
     must: list[tuple[int, int]] = field(default_factory=list)
     cannot: list[tuple[int, int]] = field(default_factory=list)
     contact_rules: list[int] = field(default_factory=list)  # values tracked in ``values`` too
+    kinds: list[str | None] = field(default_factory=list)  # person / company per record
 
 
 @dataclass
@@ -63,6 +64,8 @@ class _Clusters:
         self.members: list[list[int]] = [[i] for i in range(inp.n)]
         self.values = [{r: set(v) for r, v in d.items()} for d in inp.values]
         self.names = [{nm} if nm else set() for nm in inp.names]
+        kinds = inp.kinds or [None] * inp.n
+        self.kinds = [{k} if k else set() for k in kinds]
         self.cannot: list[set[int]] = [set() for _ in range(inp.n)]
         for a, b in inp.cannot:
             self.cannot[a].add(b)
@@ -92,6 +95,14 @@ class _Clusters:
                         "limit_exceeded",
                         f"merge would give {union} {self.inp.rule_names[r_idx]} values (limit {limit})",
                     )
+        if (
+            check_names
+            and self.kinds[ra]
+            and self.kinds[rb]
+            and not (self.kinds[ra] & self.kinds[rb])
+        ):
+            # a company's switchboard or info address is not the person who works there
+            return "kind_mismatch", "a company and a person share this contact point"
         if check_names:
             # a shared email between records whose phones differ (or the reverse) is a
             # family or a colleague more often than one person: the contact points disagree
@@ -126,6 +137,7 @@ class _Clusters:
             self.values[ra].setdefault(r_idx, set()).update(vals)
         self.values[rb] = {}
         self.names[ra] |= self.names[rb]
+        self.kinds[ra] |= self.kinds[rb]
         return ra
 
 

@@ -159,8 +159,15 @@ def build_keys(records: pd.DataFrame, rules: list[IdentifierRule]) -> KeyTable:
     )
 
 
+# letters NFKD does not decompose: without this "Søren" would become "s", an initial
+_FOLD = str.maketrans(
+    {"ø": "o", "Ø": "o", "æ": "ae", "Æ": "ae", "ß": "ss", "đ": "d", "Đ": "d", "ł": "l", "Ł": "l",
+     "þ": "th", "Þ": "th", "ð": "d", "Ð": "d", "œ": "oe", "Œ": "oe", "ı": "i"}
+)  # fmt: skip
+
+
 def _ascii_token(value: str) -> str:
-    text = unicodedata.normalize("NFKD", value)
+    text = unicodedata.normalize("NFKD", value.translate(_FOLD))
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
     match = re.search(r"[a-z]+", text)
     return match.group(0) if match else ""
