@@ -31,6 +31,7 @@ while the others carry on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import pandas as pd
@@ -84,21 +85,27 @@ class SchemaShapeError(ValueError):
 
 @dataclass
 class ValidationResult:
-    """Outcome of validating one connector's batch."""
+    """Outcome of validating one connector's batch.
+
+    ``valid_positions[i]`` is the input row of ``valid`` row ``i`` and
+    ``rejected_positions[j]`` the input row of ``rejected`` row ``j`` (positions
+    in the frame given to ``validate_customers``, aligned with ``raw``).
+    """
 
     valid: pd.DataFrame
     rejected: pd.DataFrame
     rows_in: int = 0
+    valid_positions: np.ndarray = dataclass_field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )
+    rejected_positions: np.ndarray = dataclass_field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )
 
     @property
     def rows_rejected(self) -> int:
         """Records dropped entirely (row severity)."""
-        rej = self.rejected
-        return (
-            int(rej.loc[rej["severity"] == "row", "source_id"].nunique(dropna=False))
-            if len(rej)
-            else 0
-        )
+        return self.rows_in - len(self.valid)
 
     @property
     def field_issues(self) -> int:
@@ -488,7 +495,9 @@ def validate_customers(
             add(pos, "email", "name_or_email", None, "row")
 
     if not issues:
-        return ValidationResult(valid=df, rejected=empty_rejected(), rows_in=rows_in)
+        return ValidationResult(
+            valid=df, rejected=empty_rejected(), rows_in=rows_in, valid_positions=np.arange(rows_in)
+        )
     found = pd.concat(issues, ignore_index=True).drop_duplicates(["pos", "field", "check"])
     row_bad = np.zeros(len(df), dtype=bool)
     row_bad[found.loc[found["severity"] == "row", "pos"].to_numpy()] = True
@@ -507,7 +516,13 @@ def validate_customers(
             "raw_payload": _payloads(raw if raw is not None else frame, positions),
         }
     ).astype("string")
-    return ValidationResult(valid=valid, rejected=rejected, rows_in=rows_in)
+    return ValidationResult(
+        valid=valid,
+        rejected=rejected,
+        rows_in=rows_in,
+        valid_positions=np.flatnonzero(~row_bad),
+        rejected_positions=positions,
+    )
 
 
 def _details(field: str, values: pd.Series) -> list[str]:
