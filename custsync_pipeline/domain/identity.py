@@ -34,6 +34,8 @@ from custsync_pipeline.domain.identity_constrained import (
 from custsync_pipeline.domain.identity_ids import (
     assign_golden_ids,
     empty_golden_ids,
+    match_records,
+    record_hash,
     resolve_golden_id,
     survivor_table,
 )
@@ -41,9 +43,10 @@ from custsync_pipeline.domain.identity_keys import (
     USABLE,
     build_keys,
     is_contact_rule,
+    mask_keys,
     mask_value,
-    mask_values,
     name_tokens,
+    names_compatible,
 )
 
 __all__ = [
@@ -101,18 +104,41 @@ class IdentityResult:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-def _prepare(records: pd.DataFrame) -> pd.DataFrame:
+# record columns resolution reads besides the rules' identifier columns
+_CONTEXT_COLUMNS = ("first_name", "last_name", "company_name", "kind", "updated_at")
+
+
+def _prepare(records: pd.DataFrame, rules: list[IdentifierRule]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Only the columns resolution needs, one row per record, plus a canonical order.
+
+    The order (by a fixed hash of connector and source id) makes every result
+    independent of the order the records arrive in: position ``i`` of the
+    resolution is row ``order[i]`` of the returned frame.
+    """
     missing = {"connector", "source_id"} - set(records.columns)
     if missing:
         raise ValueError(f"records lack column(s) {sorted(missing)}")
-    recs = records[records["connector"].notna() & records["source_id"].notna()]
-    if "updated_at" in recs.columns:
-        recs = recs.sort_values("updated_at", kind="mergesort", na_position="first")
-    recs = recs.drop_duplicates(["connector", "source_id"], keep="last")
-    recs = recs.sort_values(["connector", "source_id"], kind="mergesort").reset_index(drop=True)
-    recs["connector"] = recs["connector"].astype(str)
-    recs["source_id"] = recs["source_id"].astype(str)
-    return recs
+    wanted = ["connector", "source_id"]
+    for col in [c for r in rules for c in r.columns] + list(_CONTEXT_COLUMNS):
+        if col in records.columns and col not in wanted:
+            wanted.append(col)
+    keep = (records["connector"].notna() & records["source_id"].notna()).to_numpy()
+    cols = [c for c in wanted if c != "updated_at"]
+    # object arrays: pandas' string dtype is several times slower to test for missing values
+    recs = pd.DataFrame({c: records[c].to_numpy(dtype=object, na_value=None)[keep] for c in cols})
+    recs["connector"] = recs["connector"].astype(str).astype(object)
+    recs["source_id"] = recs["source_id"].astype(str).astype(object)
+    h = record_hash(recs["connector"].to_numpy(), recs["source_id"].to_numpy())
+    if pd.Series(h).duplicated().any():  # the same record twice: keep its latest version
+        if "updated_at" in records.columns:
+            at = pd.to_datetime(records["updated_at"], utc=True, errors="coerce")[keep]
+            order = np.argsort(at.to_numpy(), kind="stable")
+            recs, h = recs.take(order).reset_index(drop=True), h[order]
+        last = ~pd.Series(h).duplicated(keep="last").to_numpy()
+        recs, h = recs[last].reset_index(drop=True), h[last]
+    # a canonical order (by the fixed hash) applied to the small arrays derived from
+    # ``recs`` rather than to the wide frame, which would cost a copy of every column
+    return recs, np.argsort(h, kind="stable")
 
 
 def _star_edges(occ_rec: np.ndarray, occ_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,23 +188,47 @@ def _recount_contact_holders(
     ]
 
 
+def _masked_link_keys(keys, link_k: np.ndarray, contact_rule: np.ndarray) -> np.ndarray:
+    """Masked key text per link, masking each distinct key once ("" for steward links)."""
+    out = np.full(len(link_k), "", dtype=object)
+    has = link_k >= 0
+    if not has.any():
+        return out
+    uniq, inverse = np.unique(link_k[has], return_inverse=True)
+    masked = mask_keys(keys.key_value[uniq], contact_rule[keys.key_rule[uniq]])
+    out[has] = masked[inverse]
+    return out
+
+
 def _kinds(recs: pd.DataFrame) -> np.ndarray:
-    """``person`` / ``company`` per record (None when unknown)."""
-    if "kind" not in recs.columns:
-        return np.full(len(recs), None, dtype=object)
-    kind = recs["kind"].astype("string").str.strip().str.lower()
-    kind = kind.where(kind.isin(["person", "company"]))
-    # unknown kind: a record with a person's name is a person, one with only a company name a company
-    person_named = pd.Series(False, index=recs.index)
+    """``person`` / ``company`` per record (None when unknown), once per distinct value.
+
+    An unknown kind is inferred: a person's name makes a person, a company
+    name alone a company.
+    """
+    n = len(recs)
+    out = np.full(n, None, dtype=object)
+    if "kind" in recs.columns:
+        code, uniq = pd.factorize(recs["kind"].to_numpy(dtype=object))
+        table = np.array(
+            [
+                k if k in ("person", "company") else None
+                for k in (str(u).strip().lower() for u in uniq)
+            ]
+            + [None],
+            dtype=object,
+        )
+        out = table[code]  # code -1 (missing) picks the trailing None
+    unknown = pd.isna(out)
+    person = np.zeros(n, dtype=bool)
     for col in ("first_name", "last_name"):
         if col in recs.columns:
-            person_named |= recs[col].notna()
-    kind = kind.fillna(
-        pd.Series(np.where(person_named, "person", pd.NA), index=recs.index, dtype="string")
-    )
+            person |= pd.notna(recs[col].to_numpy(dtype=object))
+    out[unknown & person] = "person"
     if "company_name" in recs.columns:
-        kind = kind.fillna(recs["company_name"].where(recs["company_name"].isna(), "company"))
-    return kind.astype(object).where(kind.notna(), None).to_numpy(dtype=object)
+        company = pd.notna(recs["company_name"].to_numpy(dtype=object))
+        out[unknown & ~person & company] = "company"
+    return out
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -191,18 +241,48 @@ def _count_distinct(group: np.ndarray, value: np.ndarray, n_groups: int) -> np.n
     """Number of distinct ``value`` per ``group`` (both non-negative ints)."""
     if len(group) == 0:
         return np.zeros(n_groups, dtype=np.int64)
-    pairs = np.unique(np.stack([group, value], axis=1), axis=0)
-    return np.bincount(pairs[:, 0], minlength=n_groups)
+    width = int(value.max()) + 1
+    # pd.unique hashes int64 in one pass (numpy's unique sorts or is slower here)
+    pairs = pd.unique(group.astype(np.int64) * width + value.astype(np.int64))
+    return np.bincount(pairs // width, minlength=n_groups)
+
+
+def _names_disagree(group: np.ndarray, tokens: np.ndarray, n_groups: int) -> np.ndarray:
+    """Groups holding first names that could not all be one person's.
+
+    Two distinct names are checked for compatibility (a typo, an initial);
+    three or more always go to the slow path.
+    """
+    codes, uniques = pd.factorize(tokens)
+    width = len(uniques)
+    pairs = np.unique(group.astype(np.int64) * width + codes)
+    g, c = pairs // width, pairs % width
+    count = np.bincount(g, minlength=n_groups)
+    out = count > 2
+    two = count[g] == 2
+    g2, c2 = g[two], c[two]
+    first = np.ones(len(g2), dtype=bool)
+    first[1:] = g2[1:] != g2[:-1]
+    a, b, grp = c2[first], c2[~first], g2[first]
+    if len(grp):
+        pair_codes = pd.unique(a * width + b)
+        ok = {
+            int(p): names_compatible(str(uniques[p // width]), str(uniques[p % width]))
+            for p in pair_codes
+        }
+        compatible = np.array([ok[int(p)] for p in a * width + b], dtype=bool)
+        out[grp[~compatible]] = True
+    return out
 
 
 def _decision_pairs(
-    decisions: pd.DataFrame | None, recs: pd.DataFrame
+    decisions: pd.DataFrame | None, conn: np.ndarray, sid: np.ndarray
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     if decisions is None or len(decisions) == 0:
         return [], []
     index = pd.Series(
-        np.arange(len(recs)),
-        index=pd.MultiIndex.from_arrays([recs["connector"], recs["source_id"]]),
+        np.arange(len(conn)),
+        index=pd.MultiIndex.from_arrays([conn, sid]),
     )
     must: list[tuple[int, int]] = []
     cannot: list[tuple[int, int]] = []
@@ -234,8 +314,12 @@ def resolve_identities(
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     if now.tzinfo is None:
         now = now.tz_localize("UTC")
-    recs = _prepare(records)
+    recs, order = _prepare(records, rules)
     n = len(recs)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.arange(n)
+    conn = recs["connector"].to_numpy(dtype=object)[order]
+    sid = recs["source_id"].to_numpy(dtype=object)[order]
     if "custsync_id" in recs.columns and golden_ids is not None and len(golden_ids):
         # a golden id stamped into a target may since have been merged away: use the survivor
         survivors = survivor_table(golden_ids)
@@ -245,6 +329,9 @@ def resolve_identities(
     rules = sorted(rules, key=lambda r: r.priority)  # stable: config order within a priority
     contact_rule = np.array([is_contact_rule(r) for r in rules], dtype=bool)
     keys = build_keys(recs, rules)
+    keys.occ_rec = inverse[keys.occ_rec]
+    resort = np.lexsort((keys.occ_rec, keys.occ_key))
+    keys.occ_rec, keys.occ_key = keys.occ_rec[resort], keys.occ_key[resort]
     _recount_contact_holders(keys, rules, contact_rule, n)
 
     # --- fast path: usable shared keys -> star edges -> components
@@ -260,17 +347,19 @@ def resolve_identities(
     spoke = ~first_of_key
     e_a, e_b, e_key = hub[l_key[spoke]], l_rec[spoke], l_key[spoke]
 
-    must, cannot = _decision_pairs(decisions, recs)
+    must, cannot = _decision_pairs(decisions, conn, sid)
     m_a = np.array([p[0] for p in must], dtype=np.int64)
     m_b = np.array([p[1] for p in must], dtype=np.int64)
     labels = _components(n, np.concatenate([e_a, m_a]), np.concatenate([e_b, m_b]))
     n_comp = int(labels.max()) + 1 if n else 0
     comp_size = np.bincount(labels, minlength=n_comp)
 
-    # --- which components need the constrained slow path
+    # --- which components need the constrained slow path (and why, for metadata)
     flag = np.zeros(n_comp, dtype=bool)
+    reasons: dict[str, np.ndarray] = {}
     multi = comp_size > 1
     u_occ = usable[keys.occ_key]
+    occ_rule = keys.key_rule[keys.occ_key]
     for r_idx, rule in enumerate(rules):
         # a limit broken, or two values of a contact point (the contact-mismatch check)
         limit = 1 if contact_rule[r_idx] else rule.max_per_golden
@@ -278,22 +367,23 @@ def resolve_identities(
             limit = min(limit, rule.max_per_golden)
         if limit is None:
             continue
-        s = u_occ & (keys.key_rule[keys.occ_key] == r_idx)
+        s = u_occ & (occ_rule == r_idx)
         distinct = _count_distinct(labels[keys.occ_rec[s]], keys.occ_key[s], n_comp)
-        flag |= distinct > limit
-    tokens = name_tokens(recs)
+        reasons[f"values_{rule.name}"] = distinct > limit
+    tokens = name_tokens(recs)[order]
     has_name = pd.notna(tokens).astype(bool)
     if has_name.any():
-        codes, _ = pd.factorize(tokens[has_name])
-        flag |= _count_distinct(labels[has_name], codes, n_comp) > 1
-    kinds = _kinds(recs)
+        reasons["names"] = _names_disagree(labels[has_name], tokens[has_name], n_comp)
+    kinds = _kinds(recs)[order]
     has_kind = pd.notna(kinds).astype(bool)
     if has_kind.any():
         codes, _ = pd.factorize(kinds[has_kind])
-        flag |= _count_distinct(labels[has_kind], codes, n_comp) > 1
+        reasons["kinds"] = _count_distinct(labels[has_kind], codes, n_comp) > 1
+    decided = np.zeros(n_comp, dtype=bool)
     for a, b in must + cannot:
-        flag[labels[a]] = True
-        flag[labels[b]] = True
+        decided[labels[a]] = True
+        decided[labels[b]] = True
+    reasons["steward"] = decided
     # a nameless record (a guest checkout) between two named clusters must choose
     named = has_name
     weak_comp = np.zeros(n_comp, dtype=bool)
@@ -304,7 +394,9 @@ def resolve_identities(
         named_labels = _components(n, e_a[both], e_b[both])
         sel_named = named & weak_comp[labels]
         n_named = _count_distinct(labels[sel_named], named_labels[sel_named], n_comp)
-        flag |= weak_comp & (n_named >= 2)
+        reasons["nameless_between_named"] = weak_comp & (n_named >= 2)
+    for why in reasons.values():
+        flag |= why
     flag &= multi
 
     final = labels.astype(np.int64)
@@ -325,7 +417,7 @@ def resolve_identities(
     _, cluster = np.unique(final, return_inverse=True)
 
     # --- stable golden ids
-    members = recs[["connector", "source_id"]].assign(cluster=cluster)
+    members = pd.DataFrame({"connector": conn, "source_id": sid, "cluster": cluster})
     gid, golden_table, id_stats = assign_golden_ids(members, prior_map, golden_ids, now)
 
     # --- evidence: accepted links
@@ -337,9 +429,12 @@ def resolve_identities(
     link_rule = np.concatenate(
         [rule_names[keys.key_rule[e_key[fast]]], np.array([x[2] for x in slow_links], dtype=object)]
     )
-    conn = recs["connector"].to_numpy(dtype=object)
-    sid = recs["source_id"].to_numpy(dtype=object)
-    key_text = np.where(link_k >= 0, keys.key_value[np.maximum(link_k, 0)], "")
+    key_text = (
+        keys.key_value[np.maximum(link_k, 0)]
+        if keys.n_keys
+        else np.full(len(link_k), "", dtype=object)
+    )
+    key_text = np.where(link_k >= 0, key_text, "")
     links = pd.DataFrame(
         {
             "golden_id": gid[link_a],
@@ -348,7 +443,7 @@ def resolve_identities(
             "connector_b": conn[link_b],
             "source_id_b": sid[link_b],
             "rule": link_rule,
-            "key": mask_values(pd.Series(key_text, dtype=object)).to_numpy(dtype=object),
+            "key": _masked_link_keys(keys, link_k, contact_rule),
         },
         columns=LINK_COLUMNS,
     )
@@ -367,18 +462,17 @@ def resolve_identities(
     )
     identity_map["updated_at"] = now
     if prior_map is not None and len(prior_map) and "updated_at" in prior_map.columns:
-        prev = identity_map[["connector", "source_id"]].merge(
-            prior_map[["connector", "source_id", "golden_id", "updated_at"]].drop_duplicates(
-                ["connector", "source_id"], keep="last"
-            ),
-            on=["connector", "source_id"],
-            how="left",
+        pos = match_records(conn, sid, prior_map)
+        found = pos >= 0
+        prev_gid = np.where(
+            found, prior_map["golden_id"].to_numpy(dtype=object)[np.maximum(pos, 0)], None
         )
-        same = (prev["golden_id"].to_numpy(dtype=object) == gid) & prev[
-            "updated_at"
-        ].notna().to_numpy()
-        prev_at = pd.to_datetime(prev["updated_at"], utc=True, errors="coerce")
-        identity_map["updated_at"] = prev_at.where(same, now).to_numpy()
+        prev_at = pd.to_datetime(prior_map["updated_at"], utc=True, errors="coerce")
+        prev_at = prev_at.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        prev_at = np.where(found, prev_at[np.maximum(pos, 0)], np.datetime64("NaT"))
+        same = found & (prev_gid == gid) & ~np.isnat(prev_at)
+        stamped = np.where(same, prev_at, now.tz_convert("UTC").tz_localize(None).to_datetime64())
+        identity_map["updated_at"] = pd.to_datetime(stamped).tz_localize("UTC")
     identity_map["updated_at"] = pd.to_datetime(identity_map["updated_at"], utc=True)
 
     # --- conflicts: refused links, both sides and the evidence
@@ -391,6 +485,7 @@ def resolve_identities(
         "conflicts": len(conflicts),
         "slow_path_records": len(slow_idx),
         "slow_path_clusters": int(flag.sum()),
+        **{f"slow_path_{k}": int((v & multi).sum()) for k, v in reasons.items()},
         **id_stats,
     }
     for kind, count in conflicts["kind"].value_counts().items():
@@ -532,8 +627,9 @@ def _conflicts(
         {
             "kind": frame["kind"].to_numpy(dtype=object),
             "rule": frame["rule"].to_numpy(dtype=object),
-            "key_masked": mask_values(pd.Series(keys.key_value[key_ids], dtype=object)).to_numpy(
-                dtype=object
+            "key_masked": mask_keys(
+                keys.key_value[key_ids],
+                np.array([is_contact_rule(r) for r in rules], dtype=bool)[keys.key_rule[key_ids]],
             ),
             "connector_a": conn[a],
             "source_id_a": sid[a],

@@ -81,6 +81,48 @@ def _new_id(seed: str, taken: set[str]) -> str:
         salt += 1
 
 
+_HEX = np.array(list("0123456789abcdef"))
+
+
+def _hex_ids(hashes: np.ndarray) -> np.ndarray:
+    """``G`` + 12 hex characters from the top 48 bits of each 64-bit hash (vectorized)."""
+    shifts = np.arange(60, 12, -4, dtype=np.uint64)
+    nibbles = (hashes.astype(np.uint64)[:, None] >> shifts) & np.uint64(0xF)
+    chars = np.ascontiguousarray(_HEX[nibbles.astype(np.int64)])
+    return np.strings.add("G", chars.view("<U12").ravel()).astype(object)
+
+
+def record_hash(connector: np.ndarray, source_id: np.ndarray) -> np.ndarray:
+    """A fixed 64-bit hash of (connector, source_id) per row."""
+    frame = pd.DataFrame(
+        {"c": np.asarray(connector, dtype=object), "s": np.asarray(source_id, dtype=object)}
+    )
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def match_records(connector: np.ndarray, source_id: np.ndarray, other: pd.DataFrame) -> np.ndarray:
+    """Position in ``other`` (connector, source_id columns) of each record, -1 when absent.
+
+    Hash join (the last row wins on repeats), confirmed on the strings so a
+    hash collision can never attach a record to another's row.
+    """
+    if other is None or len(other) == 0:
+        return np.full(len(connector), -1, dtype=np.int64)
+    o_conn = other["connector"].astype(str).to_numpy(dtype=object)
+    o_sid = other["source_id"].astype(str).to_numpy(dtype=object)
+    oh = record_hash(o_conn, o_sid)
+    last = ~pd.Series(oh).duplicated(keep="last").to_numpy()
+    index = pd.Index(oh[last])
+    pos_in_last = index.get_indexer(record_hash(connector, source_id))
+    pos = np.where(pos_in_last >= 0, np.flatnonzero(last)[np.maximum(pos_in_last, 0)], -1)
+    hit = pos >= 0
+    ok = (o_conn[pos[hit]] == np.asarray(connector, dtype=object)[hit]) & (
+        o_sid[pos[hit]] == np.asarray(source_id, dtype=object)[hit]
+    )
+    pos[np.flatnonzero(hit)[~ok]] = -1
+    return pos
+
+
 def assign_golden_ids(
     members: pd.DataFrame,
     prior_map: pd.DataFrame | None,
@@ -98,17 +140,17 @@ def assign_golden_ids(
     survivors = survivor_table(gids)
     n = len(members)
     cluster = members["cluster"].to_numpy()
+    conn_arr = members["connector"].to_numpy(dtype=object)
+    sid_arr = members["source_id"].to_numpy(dtype=object)
     if prior_map is not None and len(prior_map):
-        pm = prior_map[["connector", "source_id", "golden_id"]].drop_duplicates(
-            ["connector", "source_id"], keep="last"
-        )
-        joined = members[["connector", "source_id"]].merge(
-            pm, on=["connector", "source_id"], how="left", sort=False
-        )
-        prior = joined["golden_id"].astype("object")
+        pos = match_records(conn_arr, sid_arr, prior_map)
+        prior_g = prior_map["golden_id"].to_numpy(dtype=object)
+        prior = np.where(pos >= 0, prior_g[np.maximum(pos, 0)], None).astype(object)
         if survivors:
-            prior = prior.map(lambda g: survivors.get(g, g) if isinstance(g, str) else g)
-        prior = prior.to_numpy(dtype=object)
+            has = pd.notna(prior)
+            prior[has] = (
+                pd.Series(prior[has]).map(lambda g: survivors.get(g, g)).to_numpy(dtype=object)
+            )
     else:
         prior = np.full(n, None, dtype=object)
 
@@ -137,22 +179,29 @@ def assign_golden_ids(
 
     # new ids for clusters that won no prior id, seeded by their first member
     need = np.flatnonzero(pd.isna(cluster_gid))
-    new_rows: list[dict] = []
+    new_rows: list[pd.DataFrame] = []
     if len(need):
         first_pos = np.full(n_clusters, -1, dtype=np.int64)
         order = np.arange(n)[::-1]
         first_pos[cluster[order]] = order  # smallest row index per cluster wins
-        conn = members["connector"].to_numpy(dtype=object)
-        sid = members["source_id"].to_numpy(dtype=object)
+        seeds = members[["connector", "source_id"]].iloc[first_pos[need]]
+        fresh = _hex_ids(pd.util.hash_pandas_object(seeds, index=False).to_numpy())
         taken = set(gids["golden_id"])
-        for c in need:
-            p = first_pos[c]
-            gid = _new_id(f"{conn[p]}\x1f{sid[p]}", taken)
-            taken.add(gid)
-            cluster_gid[c] = gid
-            new_rows.append(
-                {"golden_id": gid, "created_at": now, "merged_into": None, "merged_at": pd.NaT}
+        clash = pd.Series(fresh).duplicated().to_numpy() | np.isin(fresh, list(taken))
+        for i in np.flatnonzero(clash):  # rare: salt until unique
+            row = seeds.iloc[i]
+            fresh[i] = _new_id(f"{row['connector']}\x1f{row['source_id']}", taken | set(fresh))
+        cluster_gid[need] = fresh
+        new_rows.append(
+            pd.DataFrame(
+                {
+                    "golden_id": fresh,
+                    "created_at": now,
+                    "merged_into": None,
+                    "merged_at": pd.NaT,
+                }
             )
+        )
 
     out = gids
     if len(absorbed):
@@ -164,12 +213,14 @@ def assign_golden_ids(
     known = set(out["golden_id"])
     extra = [g for g in survivor_of.to_numpy() if g not in known]
     if extra:
-        new_rows += [
-            {"golden_id": g, "created_at": now, "merged_into": None, "merged_at": pd.NaT}
-            for g in extra
-        ]
+        new_rows.append(
+            pd.DataFrame(
+                {"golden_id": extra, "created_at": now, "merged_into": None, "merged_at": pd.NaT}
+            )
+        )
     if new_rows:
-        out = pd.concat([out, pd.DataFrame(new_rows)], ignore_index=True)
+        parts = [p for p in [out.astype({"merged_into": object})] + new_rows if len(p)]
+        out = pd.concat(parts, ignore_index=True) if parts else out
     out["created_at"] = pd.to_datetime(out["created_at"], utc=True)
     out["merged_at"] = pd.to_datetime(out["merged_at"], utc=True)
 

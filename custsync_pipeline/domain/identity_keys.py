@@ -38,7 +38,8 @@ def is_contact_rule(rule: IdentifierRule) -> bool:
 
 
 def _clean_id(values: pd.Series, column: str) -> pd.Series:
-    out = values.astype("string").str.strip()
+    out = values.astype(object).where(values.notna(), None)
+    out = out.map(str, na_action="ignore").str.strip()
     if column == "email":
         out = out.str.lower()
     elif column == "salesforce_id":
@@ -85,21 +86,42 @@ def build_keys(records: pd.DataFrame, rules: list[IdentifierRule]) -> KeyTable:
         missing = [c for c in rule.columns if c not in records.columns]
         if missing:
             continue
-        first = records[rule.columns[0]]
-        mask = first.notna().to_numpy()
-        if not mask.any():
+        first = records[rule.columns[0]].to_numpy(dtype=object)
+        # factorize the raw values first: cleaning then runs once per distinct value
+        # most records lack most identifiers: hash only the present values
+        present = np.flatnonzero(pd.notna(first))
+        sub_code, raw_uniq = pd.factorize(first[present], use_na_sentinel=True)
+        raw_code = np.full(len(first), -1, dtype=np.int64)
+        raw_code[present] = sub_code
+        if len(raw_uniq) == 0:
             continue
-        vals = _clean_id(first[mask], rule.columns[0])
+        clean = _clean_id(pd.Series(raw_uniq, dtype=object), rule.columns[0]).fillna("")
+        vals_u = clean.to_numpy(dtype=object)
+        mask = raw_code >= 0
+        vals = pd.Series(vals_u[raw_code[mask]], dtype=object)
         for col in rule.columns[1:]:
-            part = _clean_id(records.loc[mask, col], col).fillna("")
-            vals = vals + "|" + part
-        vals = vals.fillna("")
-        junk = vals.str.lower().isin(JUNK_VALUES).to_numpy()
+            part = records[col].to_numpy(dtype=object)[mask]
+            p_code, p_uniq = pd.factorize(part, use_na_sentinel=True)
+            p_clean = (
+                _clean_id(pd.Series(p_uniq, dtype=object), col).fillna("").to_numpy(dtype=object)
+            )
+            p_vals = np.where(p_code >= 0, p_clean[np.maximum(p_code, 0)], "")
+            vals = vals + "|" + pd.Series(p_vals, dtype=object)
+        junk_u = pd.Series(vals_u, dtype=object).str.lower().isin(JUNK_VALUES).to_numpy()
+        if len(rule.columns) > 1:
+            junk = vals.str.lower().isin(JUNK_VALUES).to_numpy() | junk_u[raw_code[mask]]
+        else:
+            junk = junk_u[raw_code[mask]]
         rec_idx = np.flatnonzero(mask)[~junk]
-        vals = vals[~junk]
+        vals = vals[~junk].reset_index(drop=True)
         if len(vals) == 0:
             continue
-        code, uniques = pd.factorize(vals, sort=False)
+        if len(rule.columns) == 1:
+            # cleaning may fold distinct raw values together: re-factorize the uniques only
+            u_code, uniques = pd.factorize(vals_u, sort=False)
+            code = u_code[raw_code[mask]][~junk]
+        else:
+            code, uniques = pd.factorize(vals.to_numpy(dtype=object), sort=False)
         uniq = pd.Series(uniques, dtype="object")
         status = np.zeros(len(uniq), dtype=np.int8)
         reason = np.full(len(uniq), "", dtype=object)
@@ -237,12 +259,43 @@ def mask_value(value: str | None) -> str:
     return text
 
 
+def mask_keys(values: np.ndarray, contact: np.ndarray | bool = True) -> np.ndarray:
+    """Vectorized masking (numpy string ufuncs): emails always, phone numbers where ``contact``.
+
+    An email keeps its first character and its domain (``j***@gmail.com``,
+    also inside a composite ``j***@gmail.com|SE``); a contact value of seven
+    or more characters that is no email keeps its first three and last two
+    (``+46*****12``); system ids stay readable. Missing values become "".
+    """
+    values = np.asarray(values, dtype=object)
+    out = np.where(pd.notna(values), values, "").astype(object)
+    contact_all = np.broadcast_to(np.asarray(contact, dtype=bool), values.shape)
+    # system ids stay as they are unless they hold an email (an Icomm UserId can)
+    present = pd.notna(values) & (
+        contact_all | pd.Series(out).str.contains("@", regex=False).to_numpy(dtype=bool)
+    )
+    if not present.any():
+        return out
+    txt = values[present].astype(str)
+    contact_arr = contact_all[present]
+    at = np.strings.find(txt, "@")
+    is_email = at >= 0
+    email = np.strings.add(
+        np.strings.add(np.strings.slice(txt, 0, 1), "***"),
+        np.strings.slice(txt, np.maximum(at, 0), None),
+    )
+    is_phone = contact_arr & ~is_email & (np.strings.str_len(txt) >= 7)
+    phone = np.strings.add(
+        np.strings.add(np.strings.slice(txt, 0, 3), "*****"), np.strings.slice(txt, -2, None)
+    )
+    masked = np.where(is_email, email, np.where(is_phone, phone, txt))
+    out[present] = masked.astype(object)
+    return out
+
+
 def mask_values(values: pd.Series) -> pd.Series:
-    """``mask_value`` applied once per unique value."""
-    values = values.astype("object")
-    uniq = pd.unique(values)
-    table = {v: mask_value(v) for v in uniq}
-    return values.map(table)
+    """Mask a column of emails / phone numbers for display (see ``mask_keys``)."""
+    return pd.Series(mask_keys(values.to_numpy(dtype=object), True), index=values.index)
 
 
 def mask_name(token: str | None) -> str:
