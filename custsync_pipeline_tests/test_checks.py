@@ -28,7 +28,9 @@ def _validated(emails: list[str | None], ids: list[str] | None = None):  # noqa:
     frame = normalize_customers(
         conform(pd.DataFrame({"source_id": ids, "email": emails, "last_name": ["Berg"] * len(ids)}))
     )
-    return raw, validate_customers(frame, "voyado", raw, now=NOW)
+    return raw, validate_customers(
+        frame, "voyado", raw, connector_type="file", now=NOW
+    )  # no id format
 
 
 # ---------------------------------------------------------------- pure measures

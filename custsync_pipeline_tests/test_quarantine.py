@@ -43,7 +43,7 @@ def _batch(emails: list[str | None], ids: list[str | None] | None = None):  # no
     frame = normalize_customers(
         conform(pd.DataFrame({"source_id": ids, "email": emails, "last_name": ["Berg"] * len(ids)}))
     )
-    return validate_customers(frame, "voyado", raw, now=NOW)
+    return validate_customers(frame, "voyado", raw, connector_type="file", now=NOW)  # no id format
 
 
 def test_round_trip_and_fix_at_source(engine: Engine) -> None:

@@ -112,20 +112,57 @@ def test_formula_injection_and_long_text() -> None:
 
 
 def test_raw_payload_is_vendor_row_json_aligned_by_position() -> None:
+    v1, v2 = "cust_" + "a" * 24, "cust_" + "b" * 24
     raw = pd.DataFrame(
-        {"id": ["v1", "v2"], "source_id": ["s1", "s2"], "email": ["ok@x.se", "broken"]},
+        {"id": [v1, v2], "source_id": ["s1", "s2"], "email": ["ok@x.se", "broken"]},
         index=[7, 3],
     )
     frame = _prep(source_id=raw["id"].tolist(), email=raw["email"].tolist())
-
     res = validate_customers(frame, "voucherify", raw)
     assert len(res.rejected) == 1
     assert list(res.rejected.columns) == list(REJECTED_COLUMNS)
     assert json.loads(res.rejected["raw_payload"].iloc[0]) == {
-        "id": "v2",
+        "id": v2,
         "source_id": "s2",
         "email": "broken",
     }
+    assert res.rejected_positions.tolist() == [1] and res.valid_positions.tolist() == [0, 1]
+
+
+def test_vendor_id_format_rejects_the_record() -> None:
+    ids = ["003Hp0000000001IAA", "003Hp0000000002", "001Hp0000000003IAA", "not-an-id"]
+    raw = pd.DataFrame(
+        {
+            "Id": ids,
+            "attributes.type": ["Contact", "Contact", "Contact", "Contact"],
+            "Email": ["a@x.se"] * 4,
+            "LastModifiedDate": ["2025-01-01T00:00:00.000+0000"] * 4,
+        }
+    )
+    frame = _prep(source_id=ids, email=raw["Email"].tolist())
+    res = validate_customers(frame, "crm", raw, connector_type="salesforce", now=NOW)
+    # a 15-character id is fine; an Account id (001) among Contacts and garbage are not
+    assert res.valid["source_id"].tolist() == ids[:2]
+    rej = res.rejected
+    assert rej[["source_id", "field", "check", "severity"]].values.tolist() == [
+        [ids[2], "source_id", "salesforce_id", "row"],
+        [ids[3], "source_id", "salesforce_id", "row"],
+    ]
+
+
+def test_check_payload_before_mapping() -> None:
+    from custsync_pipeline.domain.validate import check_payload
+
+    good = pd.DataFrame(
+        {"ID": ["x"], "Modified": ["/Date(1)/"], "Name": ["A"], "__resource": ["Accounts"]}
+    )
+    check_payload(good, "erp", "exact")
+    with pytest.raises(SchemaShapeError, match=r"\['Modified'\].*ModifiedDate"):
+        check_payload(good.rename(columns={"Modified": "ModifiedDate"}), "erp", "exact")
+    check_payload(pd.DataFrame(), "erp", "exact")  # an empty page says nothing about the shape
+    check_payload(
+        pd.DataFrame({"anything": [1]}), "shop", "rest"
+    )  # no model for generic connectors
 
 
 def test_shape_error_names_missing_or_renamed_column() -> None:

@@ -52,7 +52,13 @@ CHECK_REASONS: dict[str, str] = {
     "iso_language": "is not an ISO 639-1 language code",
     "kind": "is neither 'person' nor 'company'",
     "consent": "is not a consent value (yes / no)",
-    "salesforce_id": "is not a 15- or 18-character Salesforce id",
+    "salesforce_id": "is not a 15- or 18-character Salesforce id (of this object type)",
+    "voucherify_id": "is not a Voucherify customer id (cust_…)",
+    "voyado_id": "is not a Voyado contact id (a GUID)",
+    "exact_id": "is not an Exact Online id (a GUID)",
+    "icomm_user_id": "is not an Icomm UserId (1-255 printable characters)",
+    "store_code": "is not an Icomm StoreCode",
+    "object_type": "is not the object type this API returns",
     "lower_case": "is not lower-cased",
     "not_negative": "is negative or not finite",
     "utc": "is not a UTC timestamp",
@@ -217,15 +223,266 @@ def canonical_schema(now: pd.Timestamp | None = None) -> pa.DataFrameSchema:
 
 
 # --------------------------------------------------------------------------- payloads
+#
+# What each API returns, in the vendor's own (flattened) field names. Columns
+# marked required must be present (their absence means the API or the mapping
+# changed shape: ``validate.SchemaShapeError``); the id column's format is
+# checked per record (a wrong one rejects the record); timestamps must parse.
+# Other vendor fields are judged after mapping, by the canonical model.
 
-# Columns a connector's raw frame must have (vendor field names). A missing one
-# means the API (or the connector's mapping) changed shape: the whole batch stops.
-REQUIRED_PAYLOAD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "salesforce": ("Id", "LastModifiedDate"),
-    "voucherify": ("id", "source_id", "email"),
-    "voyado": ("id", "email"),
-    "exact": ("ID", "Modified"),
-    "icomm": ("UserId", "StoreCode"),
+GUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+ISO_TS_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?$"
+ODATA_DATE_RE = r"^/Date\(-?\d+(?:[+-]\d{4})?\)/$"
+
+
+def _text_col(required: bool = False, *checks: pa.Check, nullable: bool = True) -> pa.Column:
+    return pa.Column("string", list(checks), nullable=nullable, required=required, coerce=True)
+
+
+def _id_col(pattern: str, name: str) -> pa.Column:
+    return pa.Column(
+        "string", [_matches(pattern, name)], nullable=False, required=True, coerce=True
+    )
+
+
+def _ts_col(required: bool = False, pattern: str = ISO_TS_RE) -> pa.Column:
+    return pa.Column(
+        "string", [_matches(pattern, "timestamp")], nullable=True, required=required, coerce=True
+    )
+
+
+def _salesforce(prefix: str, name: str, extra: dict[str, pa.Column]) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {
+            "Id": _id_col(rf"^{prefix}[A-Za-z0-9]{{12}}(?:[A-Za-z0-9]{{3}})?$", "salesforce_id"),
+            "CreatedDate": _ts_col(),
+            "LastModifiedDate": _ts_col(required=True),
+            "Custsync_Id__c": _text_col(False, _max_len(255)),
+            **extra,
+        },
+        strict=False,
+        name=f"salesforce_{name}",
+    )
+
+
+_SF_PERSON = {
+    "FirstName": _text_col(False, _max_len(40)),
+    "LastName": _text_col(False, _max_len(80)),
+    "Email": _text_col(True, _max_len(80)),
+    "Phone": _text_col(False, _max_len(40)),
 }
 
-PAYLOAD_SCHEMAS: dict[str, pa.DataFrameSchema] = {}
+PAYLOAD_SCHEMAS: dict[str, pa.DataFrameSchema] = {
+    "salesforce.Contact": _salesforce(
+        "003",
+        "contact",
+        {
+            **_SF_PERSON,
+            "MailingCountry": _text_col(False, _max_len(80)),
+            "Voyado_Id__c": _text_col(False, _max_len(255)),
+        },
+    ),
+    "salesforce.Account": _salesforce("001", "account", {"Name": _text_col(True, _max_len(255))}),
+    "salesforce.Lead": _salesforce(
+        "00Q", "lead", {**_SF_PERSON, "Company": _text_col(False, _max_len(255))}
+    ),
+    "voucherify": pa.DataFrameSchema(
+        {
+            "id": _id_col(r"^cust_[0-9A-Za-z]{8,64}$", "voucherify_id"),
+            "source_id": _text_col(True, _max_len(255)),
+            "email": _text_col(True, _max_len(320)),
+            "object": _text_col(False, _isin(["customer"], "object_type")),
+            "created_at": _ts_col(),
+            "updated_at": _ts_col(),
+        },
+        strict=False,
+        name="voucherify_customer",
+    ),
+    "voyado": pa.DataFrameSchema(
+        {
+            "id": _id_col(GUID_RE, "voyado_id"),
+            "email": _text_col(True, _max_len(320)),
+            "mobilePhone": _text_col(False, _max_len(40)),
+            "createdDate": _ts_col(),
+            "lastModified": _ts_col(),
+        },
+        strict=False,
+        name="voyado_contact",
+    ),
+    "exact.Account": pa.DataFrameSchema(
+        {
+            "ID": _id_col(GUID_RE, "exact_id"),
+            "Code": _text_col(False, _max_len(18)),
+            "Name": _text_col(True, _max_len(100)),
+            "Created": _ts_col(pattern=ODATA_DATE_RE),
+            "Modified": _ts_col(required=True, pattern=ODATA_DATE_RE),
+        },
+        strict=False,
+        name="exact_account",
+    ),
+    "exact.Contact": pa.DataFrameSchema(
+        {
+            "ID": _id_col(GUID_RE, "exact_id"),
+            "Account": _text_col(False, _matches(GUID_RE, "exact_account_id")),
+            "Created": _ts_col(pattern=ODATA_DATE_RE),
+            "Modified": _ts_col(required=True, pattern=ODATA_DATE_RE),
+        },
+        strict=False,
+        name="exact_contact",
+    ),
+    "icomm": pa.DataFrameSchema(
+        {
+            # UserId is the shop's customer id, or the email where there is none (seed 003)
+            "UserId": _id_col(r"^[^\x00-\x1f\x7f]{1,255}$", "icomm_user_id"),
+            "StoreCode": _id_col(r"^[A-Za-z0-9_.-]{1,64}$", "store_code"),
+            "Email": _text_col(False, _max_len(320)),
+            "CreatedAt": _ts_col(),
+            "UpdatedAt": _ts_col(),
+        },
+        strict=False,
+        name="icomm_customer",
+    ),
+}
+
+# Which payload model a raw row follows: connector type, plus the object-type column
+# when one connector returns several objects.
+PAYLOAD_OBJECT_COLUMN: dict[str, tuple[str, str]] = {
+    "salesforce": ("attributes.type", "Contact"),
+    "exact": ("__resource", "Accounts"),
+}
+_OBJECT_KEYS = {"Accounts": "Account", "Contacts": "Contact"}
+
+
+def payload_schema_key(connector_type: str, object_type: str | None) -> str | None:
+    """The ``PAYLOAD_SCHEMAS`` key for one raw row's connector type and object type."""
+    if connector_type in PAYLOAD_OBJECT_COLUMN:
+        obj = (
+            _OBJECT_KEYS.get(object_type or "", object_type)
+            or PAYLOAD_OBJECT_COLUMN[connector_type][1]
+        )
+        obj = _OBJECT_KEYS.get(obj, obj)
+        key = f"{connector_type}.{obj}"
+    else:
+        key = connector_type
+    return key if key in PAYLOAD_SCHEMAS else None
+
+
+def required_payload_columns(
+    connector_type: str, object_types: list[str] | None = None
+) -> tuple[str, ...]:
+    """Columns the connector's payload must carry (for every object type it returned)."""
+    if connector_type in PAYLOAD_OBJECT_COLUMN:
+        keys = {payload_schema_key(connector_type, o) for o in (object_types or [None])}
+    else:
+        keys = {payload_schema_key(connector_type, None)}
+    cols: list[str] = []
+    for key in sorted(k for k in keys if k):
+        for name, col in PAYLOAD_SCHEMAS[key].columns.items():
+            if col.required and name not in cols:
+                cols.append(name)
+    return tuple(cols)
+
+
+# Kept for callers of the first version: the columns every payload of a type needs.
+REQUIRED_PAYLOAD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "salesforce": ("Id", "LastModifiedDate"),
+    "voucherify": required_payload_columns("voucherify"),
+    "voyado": required_payload_columns("voyado"),
+    "exact": ("ID", "Modified"),
+    "icomm": required_payload_columns("icomm"),
+}
+
+
+# --------------------------------------------------------------------------- aspects
+#
+# Multi-valued aspects (seed 001) as long tables keyed by (connector, source_id, key).
+
+
+def _aspect(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {
+            "connector": _code(64, nullable=False),
+            "source_id": _code(255, nullable=False),
+            "key": _code(255, nullable=False),
+            **columns,
+        },
+        unique=["connector", "source_id", "key"],
+        strict=True,
+        coerce=True,
+        name=f"aspect_{name}",
+    )
+
+
+def _contact_columns() -> dict[str, pa.Column]:
+    return {
+        "kind": pa.Column(
+            "string", _isin(["email", "phone", "mobile", "fax", "website"], "contact_kind")
+        ),
+        "value": _text(320),
+    }
+
+
+ASPECT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
+    "addresses": _aspect(
+        "addresses",
+        {
+            "type": pa.Column(
+                "string",
+                _isin(["billing", "shipping", "visiting", "postal", "other"], "address_type"),
+                nullable=True,
+            ),
+            "street": _text(255),
+            "postal_code": _code(20),
+            "city": _text(255),
+            "country": pa.Column(
+                "string", _isin(sorted(iso_countries()), "iso_country"), nullable=True
+            ),
+        },
+    ),
+    "contact_persons": _aspect(
+        "contact_persons",
+        {
+            "first_name": _text(255),
+            "last_name": _text(255),
+            "email": pa.Column(
+                "string", [_max_len(254), _matches(EMAIL_RE, "email_syntax")], nullable=True
+            ),
+            "phone": pa.Column("string", _matches(E164_RE, "e164"), nullable=True),
+        },
+    ),
+    "customer_attributes": _aspect(
+        "customer_attributes", {"name": _code(255, nullable=False), "value": _text(4000)}
+    ),
+    "address_attributes": _aspect(
+        "address_attributes",
+        {
+            "address_key": _code(255, nullable=False),
+            "name": _code(255, nullable=False),
+            "value": _text(4000),
+        },
+    ),
+    "contact_person_attributes": _aspect(
+        "contact_person_attributes",
+        {
+            "person_key": _code(255, nullable=False),
+            "name": _code(255, nullable=False),
+            "value": _text(4000),
+        },
+    ),
+    "customer_contact_details": _aspect("customer_contact_details", _contact_columns()),
+    "address_contact_details": _aspect(
+        "address_contact_details", {"address_key": _code(255, nullable=False), **_contact_columns()}
+    ),
+    "contact_person_contact_details": _aspect(
+        "contact_person_contact_details",
+        {"person_key": _code(255, nullable=False), **_contact_columns()},
+    ),
+    "attachments": _aspect(
+        "attachments",
+        {
+            "name": _text(255),
+            "url": pa.Column("string", _matches(r"^https?://[^\s]+$", "url"), nullable=True),
+            "content_type": _code(255),
+        },
+    ),
+}

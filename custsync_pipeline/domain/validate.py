@@ -30,6 +30,7 @@ while the others carry on.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -47,9 +48,12 @@ from custsync_pipeline.domain.canonical import (
 from custsync_pipeline.domain.normalize import email_or_reason, phone_or_reason
 from custsync_pipeline.domain.schemas import (
     CHECK_REASONS,
-    REQUIRED_PAYLOAD_COLUMNS,
+    PAYLOAD_OBJECT_COLUMN,
+    PAYLOAD_SCHEMAS,
     ROW_FIELDS,
     canonical_schema,
+    payload_schema_key,
+    required_payload_columns,
 )
 
 REJECTED_COLUMNS: tuple[str, ...] = (
@@ -140,6 +144,38 @@ def mask_value(field: str, value: object, limit: int = 40) -> str:
 # --------------------------------------------------------------------------- shape + coercion
 
 
+def check_payload(raw: pd.DataFrame, connector: str, connector_type: str | None = None) -> None:
+    """Raise ``SchemaShapeError`` naming the column when ``raw`` lacks a column its API always sends.
+
+    Call it on the connector's raw frame before mapping it (``to_canonical``), so a
+    renamed or vanished field stops this connector with a clear message.
+    """
+    if raw is None or len(raw) == 0:
+        return
+    ctype = connector_type or connector
+    objects: list[str] | None = None
+    if ctype in PAYLOAD_OBJECT_COLUMN:
+        col, default = PAYLOAD_OBJECT_COLUMN[ctype]
+        objects = sorted(map(str, raw[col].dropna().unique())) if col in raw.columns else [default]
+    required = required_payload_columns(ctype, objects)
+    missing = [c for c in required if c not in raw.columns]
+    if not missing:
+        return
+    have = sorted(map(str, raw.columns))
+    hints = []
+    for m in missing:
+        folded = m.lower().replace("_", "")
+        near = [h for h in have if h.lower().replace("_", "") == folded]
+        near += [h for h in difflib.get_close_matches(m, have, n=2, cutoff=0.75) if h not in near]
+        if near:
+            hints.append(f"'{m}' (found {near})")
+    raise SchemaShapeError(
+        f"{connector}: payload is missing required column(s) {missing}"
+        + (f" — renamed? {'; '.join(hints)}" if hints else "")
+        + f"; columns received: {have[:40]}"
+    )
+
+
 def check_shape(
     frame: pd.DataFrame, connector: str, raw: pd.DataFrame | None, connector_type: str | None
 ) -> None:
@@ -154,20 +190,56 @@ def check_shape(
         raise SchemaShapeError(
             f"{connector}: raw payload has {len(raw)} rows but the canonical frame {len(frame)}"
         )
-    required = REQUIRED_PAYLOAD_COLUMNS.get(connector_type or connector, ())
-    missing = [c for c in required if c not in raw.columns]
-    if missing:
-        have = sorted(map(str, raw.columns))
-        near = {
-            m: [h for h in have if h.lower().replace("_", "") == m.lower().replace("_", "")]
-            for m in missing
-        }
-        hint = "; ".join(f"'{m}' (found {near[m]})" for m in missing if near[m])
-        raise SchemaShapeError(
-            f"{connector}: payload is missing required column(s) {missing}"
-            + (f" — renamed? {hint}" if hint else "")
-            + f"; columns received: {have[:40]}"
+    check_payload(raw, connector, connector_type)
+
+
+def payload_failures(raw: pd.DataFrame, connector_type: str) -> pd.DataFrame:
+    """Records whose own id breaks the vendor's id format: (pos, check, failure_case).
+
+    Runs the connector's Pandera payload model per object type; only its id and
+    object-type columns decide here (everything else is judged after mapping).
+    """
+    out: list[pd.DataFrame] = []
+    if connector_type in PAYLOAD_OBJECT_COLUMN:
+        col, default = PAYLOAD_OBJECT_COLUMN[connector_type]
+        kinds = (
+            raw[col].fillna(default).astype(str)
+            if col in raw.columns
+            else pd.Series(default, index=raw.index)
         )
+    else:
+        kinds = pd.Series("", index=raw.index)
+    for kind, idx in kinds.groupby(kinds, sort=False).groups.items():
+        key = payload_schema_key(connector_type, str(kind) or None)
+        if key is None:
+            continue
+        schema = PAYLOAD_SCHEMAS[key]
+        decisive = [
+            c for c, column in schema.columns.items() if column.required and not column.nullable
+        ]
+        decisive += [c for c in ("object",) if c in schema.columns]
+        cols = [c for c in decisive if c in raw.columns]
+        if not cols:
+            continue
+        sub = raw.loc[idx, cols]
+        try:
+            schema.select_columns(cols).validate(sub, lazy=True)
+        except pa.errors.SchemaErrors as err:
+            fc = err.failure_cases
+            fc = fc[fc["index"].notna()]
+            out.append(
+                pd.DataFrame(
+                    {
+                        "pos": fc["index"].astype("int64").to_numpy(),
+                        "column": fc["column"].astype(str).to_numpy(),
+                        "check": [_check_name(str(c)) for c in fc["check"]],
+                        "failure_case": fc["failure_case"].to_numpy(),
+                    }
+                )
+            )
+    if not out:
+        return pd.DataFrame(columns=["pos", "column", "check", "failure_case"])
+    return pd.concat(out, ignore_index=True)
 
 
 def _blank_text(series: pd.Series) -> pd.Series:
@@ -462,6 +534,14 @@ def validate_customers(
             pos = grp["pos"].astype("int64").to_numpy()
             details = _details(str(col), grp["failure_case"])
             add(pos, str(col), _check_name(str(check)), details, _severity(str(col)))
+
+    # the vendor's own id format, per object type (a record with a malformed id is rejected)
+    if raw is not None and len(raw):
+        pf = payload_failures(raw, connector_type or connector)
+        for check, grp in pf.groupby("check", sort=False):
+            pos = grp["pos"].to_numpy()
+            details = _details("source_id", grp["failure_case"])
+            add(pos, "source_id", str(check), details, "row")
 
     # duplicated source ids: keep the newest copy, reject the others
     ids = df["source_id"]
