@@ -108,7 +108,9 @@ class IdentityResult:
 _CONTEXT_COLUMNS = ("first_name", "last_name", "company_name", "kind", "updated_at")
 
 
-def _prepare(records: pd.DataFrame, rules: list[IdentifierRule]) -> tuple[pd.DataFrame, np.ndarray]:
+def _prepare(
+    records: pd.DataFrame, rules: list[IdentifierRule]
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Only the columns resolution needs, one row per record, plus a canonical order.
 
     The order (by a fixed hash of connector and source id) makes every result
@@ -138,7 +140,8 @@ def _prepare(records: pd.DataFrame, rules: list[IdentifierRule]) -> tuple[pd.Dat
         recs, h = recs[last].reset_index(drop=True), h[last]
     # a canonical order (by the fixed hash) applied to the small arrays derived from
     # ``recs`` rather than to the wide frame, which would cost a copy of every column
-    return recs, np.argsort(h, kind="stable")
+    order = np.argsort(h, kind="stable")
+    return recs, order, h[order]
 
 
 def _star_edges(occ_rec: np.ndarray, occ_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +317,7 @@ def resolve_identities(
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     if now.tzinfo is None:
         now = now.tz_localize("UTC")
-    recs, order = _prepare(records, rules)
+    recs, order, rec_hash = _prepare(records, rules)
     n = len(recs)
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
@@ -418,7 +421,11 @@ def resolve_identities(
 
     # --- stable golden ids
     members = pd.DataFrame({"connector": conn, "source_id": sid, "cluster": cluster})
-    gid, golden_table, id_stats = assign_golden_ids(members, prior_map, golden_ids, now)
+    has_prior_map = prior_map is not None and len(prior_map) > 0
+    prior_pos = match_records(conn, sid, prior_map, rec_hash) if has_prior_map else None
+    gid, golden_table, id_stats = assign_golden_ids(
+        members, prior_map, golden_ids, now, prior_pos=prior_pos
+    )
 
     # --- evidence: accepted links
     fast = ~rec_flag[e_a]
@@ -462,7 +469,7 @@ def resolve_identities(
     )
     identity_map["updated_at"] = now
     if prior_map is not None and len(prior_map) and "updated_at" in prior_map.columns:
-        pos = match_records(conn, sid, prior_map)
+        pos = prior_pos
         found = pos >= 0
         prev_gid = np.where(
             found, prior_map["golden_id"].to_numpy(dtype=object)[np.maximum(pos, 0)], None

@@ -100,7 +100,12 @@ def record_hash(connector: np.ndarray, source_id: np.ndarray) -> np.ndarray:
     return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
-def match_records(connector: np.ndarray, source_id: np.ndarray, other: pd.DataFrame) -> np.ndarray:
+def match_records(
+    connector: np.ndarray,
+    source_id: np.ndarray,
+    other: pd.DataFrame,
+    hashes: np.ndarray | None = None,
+) -> np.ndarray:
     """Position in ``other`` (connector, source_id columns) of each record, -1 when absent.
 
     Hash join (the last row wins on repeats), confirmed on the strings so a
@@ -113,7 +118,8 @@ def match_records(connector: np.ndarray, source_id: np.ndarray, other: pd.DataFr
     oh = record_hash(o_conn, o_sid)
     last = ~pd.Series(oh).duplicated(keep="last").to_numpy()
     index = pd.Index(oh[last])
-    pos_in_last = index.get_indexer(record_hash(connector, source_id))
+    mine = record_hash(connector, source_id) if hashes is None else hashes
+    pos_in_last = index.get_indexer(mine)
     pos = np.where(pos_in_last >= 0, np.flatnonzero(last)[np.maximum(pos_in_last, 0)], -1)
     hit = pos >= 0
     ok = (o_conn[pos[hit]] == np.asarray(connector, dtype=object)[hit]) & (
@@ -128,6 +134,7 @@ def assign_golden_ids(
     prior_map: pd.DataFrame | None,
     golden_ids: pd.DataFrame | None,
     now: pd.Timestamp,
+    prior_pos: np.ndarray | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame, dict[str, int]]:
     """Give every cluster a golden id.
 
@@ -143,7 +150,7 @@ def assign_golden_ids(
     conn_arr = members["connector"].to_numpy(dtype=object)
     sid_arr = members["source_id"].to_numpy(dtype=object)
     if prior_map is not None and len(prior_map):
-        pos = match_records(conn_arr, sid_arr, prior_map)
+        pos = match_records(conn_arr, sid_arr, prior_map) if prior_pos is None else prior_pos
         prior_g = prior_map["golden_id"].to_numpy(dtype=object)
         prior = np.where(pos >= 0, prior_g[np.maximum(pos, 0)], None).astype(object)
         if survivors:
