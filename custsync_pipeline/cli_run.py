@@ -35,16 +35,18 @@ def format_summary(
     meta: dict[str, dict[str, object]], connectors: list[str], targets: list[str]
 ) -> str:
     lines = ["", "custsync run summary", "=" * 60]
-    lines.append(f"{'connector':<16}{'received':>10}{'valid':>10}{'rejected rows':>16}")
+    lines.append(
+        f"{'connector':<16}{'received':>10}{'valid':>10}{'rejected':>10}{'fields quarantined':>20}"
+    )
     for name in connectors:
         cust = meta.get(f"{name}/customers", {})
         rej = meta.get(f"{name}/rejected_customers", {})
         if not cust:
-            lines.append(f"{name:<16}{'FAILED (see the run in the UI)':>36}")
+            lines.append(f"{name:<16}{'FAILED (see the run in the UI)':>40}")
             continue
         lines.append(
             f"{name:<16}{cust.get('received', 0):>10}{cust.get('dagster/row_count', 0):>10}"
-            f"{rej.get('dagster/row_count', 0):>16}"
+            f"{rej.get('rejected_records', 0):>10}{rej.get('field_issues', 0):>20}"
         )
     idm = meta.get("identity_map", {})
     gold = meta.get("golden_customers", {})
@@ -80,7 +82,13 @@ def run(args: argparse.Namespace) -> int:
         if os.environ.get("DAGSTER_HOME")
         else dg.DagsterInstance.ephemeral()
     )
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    # INFO, not DEBUG: the connectors' progress lines without every engine event
+    log_level = os.environ.get("CUSTSYNC_LOG_LEVEL", "INFO")
+    result = job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
     connectors = list(cfg.enabled_connectors())
     targets = [t.connector for t in cfg.publish if t.connector in connectors]
     print(format_summary(materialization_metadata(result), connectors, targets))

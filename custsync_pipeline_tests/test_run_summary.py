@@ -1,0 +1,26 @@
+"""``custsync run``'s summary: records, rejections, golden records and deltas per target."""
+
+from custsync_pipeline.cli_run import format_summary
+
+
+def test_summary_separates_rejected_records_from_quarantined_fields() -> None:
+    meta = {
+        "crm/customers": {"received": 10, "dagster/row_count": 8},
+        "crm/rejected_customers": {
+            "dagster/row_count": 5,
+            "rejected_records": 2,
+            "field_issues": 3,
+        },
+        "golden_customers": {"dagster/row_count": 7, "changed_records": 7},
+        "identity_map": {"dagster/row_count": 8},
+        "crm/outbound_deltas": {"dagster/row_count": 7},
+        "crm/published": {"published": 6, "failed_transient": 0, "dead_lettered": 1},
+    }
+    text = format_summary(meta, ["crm", "shop"], ["crm"])
+    crm = next(line for line in text.splitlines() if line.startswith("crm ") and "10" in line)
+    assert crm.split() == ["crm", "10", "8", "2", "3"]
+    shop = next(line for line in text.splitlines() if line.startswith("shop"))
+    assert "FAILED" in shop
+    assert "golden records: 7 (7 new or changed this run)" in text
+    target = [line for line in text.splitlines() if line.startswith("crm ")][-1]
+    assert target.split() == ["crm", "7", "6", "0", "1"]
