@@ -70,13 +70,19 @@ def format_summary(
     return "\n".join(lines)
 
 
+def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [
+        e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     from custsync_pipeline.config import load_sync_config
     from custsync_pipeline.definitions import defs
+    from custsync_pipeline.defs.reconcile.definitions import only_lanes_failed
 
     cfg = load_sync_config()
     definitions = defs()
-    job = definitions.resolve_job_def("sync_job")
     instance = (
         dg.DagsterInstance.get()
         if os.environ.get("DAGSTER_HOME")
@@ -84,20 +90,37 @@ def run(args: argparse.Namespace) -> int:
     )
     # INFO, not DEBUG: the connectors' progress lines without every engine event
     log_level = os.environ.get("CUSTSYNC_LOG_LEVEL", "INFO")
-    result = job.execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-    )
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    results = [
+        definitions.resolve_job_def("sync_job").execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config
+        )
+    ]
+    failed = _failed_steps(results[0])
+    if only_lanes_failed(failed, cfg):
+        # what the continue_after_failed_lanes sensor does under the daemon
+        print(
+            f"\n==> lanes failed ({', '.join(failed)}): resolving and publishing "
+            "from the stored records of every lane"
+        )
+        results.append(
+            definitions.resolve_job_def("resolve_and_publish_job").execute_in_process(
+                instance=instance, raise_on_error=False, run_config=run_config
+            )
+        )
+    meta: dict[str, dict[str, object]] = {}
+    for result in results:
+        meta.update(materialization_metadata(result))
     connectors = list(cfg.enabled_connectors())
     targets = [t.connector for t in cfg.publish if t.connector in connectors]
-    print(format_summary(materialization_metadata(result), connectors, targets))
-    print(f"\nrun id: {result.run_id} ({'success' if result.success else 'FAILED'})")
-    if not result.success:
+    print(format_summary(meta, connectors, targets))
+    for result in results:
+        state = "success" if result.success else "FAILED"
+        print(f"\nrun id: {result.run_id} ({result.job_def.name}: {state})")
         for event in result.all_events:
             if event.event_type_value == "STEP_FAILURE":
                 print(f"  step failed: {event.step_key}: {event.message}", file=sys.stderr)
-    return 0 if result.success else 1
+    return 0 if all(r.success for r in results) else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
