@@ -311,20 +311,28 @@ def test_katana_yaml_only_mapping_and_writes(sb):
 def test_every_connector_under_20_percent_faults_returns_the_fault_free_records(sb):
     systems = list(SPECS)
     # Katana's resource is small: smaller pages so its read meets some faults too
-    small = {"katana": {"paging": {**SPECS["katana"]["options"]["paging"], "page_size": 5}}}
+    small = {
+        "katana": {"paging": {**SPECS["katana"]["options"]["paging"], "page_size": 5}},
+        # every object type: Salesforce Account and Lead, Exact Contacts
+        "salesforce": {"objects": ["Contact", "Account", "Lead"]},
+        "exact": {"resources": ["Accounts", "Contacts"]},
+    }
     clean = {s: connector(sb, s, **small.get(s, {})).read() for s in systems}
     sb.set_faults(rate_429=0.1, rate_5xx=0.1, retry_after=0, seed=13)
     try:
         noisy = {s: connector(sb, s, **small.get(s, {})).read() for s in systems}
     finally:
         sb.set_faults(rate_429=0, rate_5xx=0)
+    objects = {"salesforce": [None, "Account", "Lead"], "exact": [None, "Contacts"]}
     for s in systems:
         assert noisy[s].stats.retries > 0, s
-        conn = connector(sb, s)
+        conn = connector(sb, s, **small.get(s, {}))
         a = conn.to_canonical(clean[s].records).sort_values("source_id").reset_index(drop=True)
         b = conn.to_canonical(noisy[s].records).sort_values("source_id").reset_index(drop=True)
         pd.testing.assert_frame_equal(a, b, obj=s)
-        assert len(b) == len(sb.records(s)), s
+        assert len(b) == sum(len(sb.records(s, o)) for o in objects.get(s, [None])), s
+        if s in objects:
+            assert b["object_type"].nunique() == len(objects[s]), s
 
 
 @pytest.mark.parametrize("system", SYSTEMS)

@@ -11,6 +11,13 @@ import dagster as dg
 import pandas as pd
 
 from custsync_pipeline.config import SyncConfig
+from custsync_pipeline.connectors.http import (
+    ConnectorError,
+    ConnectorUnavailableError,
+    CredentialError,
+    QuotaExceededError,
+    scrub_url,
+)
 from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain import canonical
 from custsync_pipeline.store import core
@@ -57,9 +64,17 @@ def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
         description=f"Customers as received from {name} (full snapshot).",
     )
     def raw_customers(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        connector = getattr(context.resources, api_key).connector()
+        resource = getattr(context.resources, api_key)
         started = time.monotonic()
-        result = connector.read(since=None)
+        try:
+            connector = resource.connector()
+            result = connector.read(since=None)
+        except ConnectorError as exc:
+            if _retry_may_help(exc):
+                raise  # 429/5xx/timeouts that outlived the HTTP retries: the RetryPolicy runs
+            raise dg.Failure(
+                description=_fatal_message(name, resource, exc), allow_retries=False
+            ) from None
         stats = result.stats
         context.log.info(
             f"{name}: {len(result.records)} records in {stats.pages} pages, "
@@ -78,6 +93,44 @@ def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
         )
 
     return raw_customers
+
+
+def _retry_may_help(exc: ConnectorError) -> bool:
+    """Whether a later attempt of the asset can succeed.
+
+    Connection refused is marked transient by the HTTP layer, but it has already
+    been retried there: a system that is down stays down for the next 30 s, so the
+    asset fails at once instead of sleeping through the RetryPolicy. Quota,
+    auth (401/403) and config errors are never fixed by retrying.
+    """
+    if isinstance(exc, ConnectorUnavailableError | QuotaExceededError | CredentialError):
+        return False
+    if exc.status in (401, 403):
+        return False
+    return exc.transient
+
+
+def _fatal_message(name: str, resource: dg.ConfigurableResource, exc: ConnectorError) -> str:
+    """Connector, base URL and the (already scrubbed) reason; never a secret."""
+    try:
+        from custsync_pipeline.config import load_sync_config
+
+        base_url = load_sync_config(resource.config_path or None).connectors[name].base_url
+    except Exception:  # the reason below still names the connector
+        base_url = ""
+    where = f" at {scrub_url(base_url)}" if base_url else ""
+    kind = (
+        "unreachable"
+        if isinstance(exc, ConnectorUnavailableError)
+        else "quota exceeded"
+        if isinstance(exc, QuotaExceededError)
+        else "credentials missing"
+        if isinstance(exc, CredentialError)
+        else "not authorized"
+        if exc.status in (401, 403)
+        else "failed"
+    )
+    return f"connector {name}{where}: {kind}, not retrying: {exc}"
 
 
 def _customers_asset(name: str) -> dg.AssetsDefinition:
