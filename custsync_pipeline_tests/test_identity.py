@@ -356,13 +356,9 @@ def test_merge_keeps_the_oldest_id_and_records_the_absorbed_one():
     # b's id must be the older one: make it so in the golden_ids table
     gids = first.golden_ids.copy()
     gids.loc[gids.golden_id == old_b, "created_at"] = NOW - pd.Timedelta(days=30)
-    # a new record links a and b through a phone... and a shared email
-    changed = BASE + [
-        dict(
-            connector="loyalty", source_id="v", voyado_id="v", email="b@x.se", phone="+46709999999"
-        )
-    ]
-    changed[0] = dict(BASE[0], phone="+46709999999")
+    # a new record links a and b through a loyalty id... and a shared email
+    changed = BASE + [dict(connector="loyalty", source_id="v", voyado_id="v", email="b@x.se")]
+    changed[0] = dict(BASE[0], voyado_id="v")
     second = resolve_identities(frame(*changed), RULES, first.identity_map, gids, now=LATER)
     assert (
         gid(second, "crm", "a") == old_b == gid(second, "shop", "a2") == gid(second, "loyalty", "v")
@@ -609,3 +605,112 @@ def test_one_person_in_many_systems_does_not_make_their_email_overused():
     r = resolve_identities(frame(*rows), RULES, now=NOW)
     assert r.identity_map["golden_id"].nunique() == 1
     assert "shared_value" not in kinds(r)
+
+
+# --- a limit on a weaker identifier keeps the stronger link (audit item 1) -------
+
+
+def test_a_limit_on_emails_keeps_the_customer_number_link_and_drops_the_extra_email():
+    # four records of customer C1 with four emails (limit 3): C1 (priority 1) stands,
+    # the fourth email (priority 3) is dropped, and that is one row in the queue
+    rows = [
+        dict(connector="erp", source_id=f"e{i}", customer_number="C1", email=f"mail{i}@x.se", first_name="Kim")
+        for i in range(1, 5)
+    ]  # fmt: skip
+    r = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert r.identity_map["golden_id"].nunique() == 1
+    assert "limit_exceeded" not in kinds(r)
+    dropped = r.conflicts[r.conflicts.kind == "identifier_dropped"]
+    assert len(dropped) == 1
+    row = dropped.iloc[0]
+    assert row["rule"] == "email"
+    assert row["key_masked"].startswith("m***@") and "mail" not in row["key_masked"]
+    assert "4 email values (limit 3)" in row["evidence"]
+    assert row["golden_id_a"] == row["golden_id_b"]
+
+
+def test_an_email_dropped_under_a_limit_links_nothing_more():
+    rows = [
+        dict(connector="erp", source_id=f"e{i}", customer_number="C1", email=f"mail{i}@x.se", first_name="Kim")
+        for i in range(1, 5)
+    ]  # fmt: skip
+    r0 = resolve_identities(frame(*rows), RULES, now=NOW)
+    dropped_holder = r0.conflicts.loc[
+        r0.conflicts.kind == "identifier_dropped", "source_id_a"
+    ].item()
+    email = next(x["email"] for x in rows if x["source_id"] == dropped_holder)
+    rows.append(dict(connector="shop", source_id="guest", email=email))
+    r = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert apart(r, ("erp", "e1"), ("shop", "guest"))
+    assert r.identity_map["golden_id"].nunique() == 2
+
+
+def test_a_refused_strong_link_is_one_conflict_row_not_one_per_member():
+    # three records hold customer number K1; a fourth shares only voyado id V1 with them
+    # and carries another customer number: refused once, not once per K1 holder
+    rows = [
+        dict(connector="erp", source_id=f"k{i}", customer_number="K1", voyado_id="V1")
+        for i in range(3)
+    ]
+    rows.append(dict(connector="erp", source_id="k9", customer_number="K9", voyado_id="V1"))
+    r = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert apart(r, ("erp", "k0"), ("erp", "k9"))
+    lim = r.conflicts[r.conflicts.kind == "limit_exceeded"]
+    assert len(lim) == 1 and lim["rule"].item() == "voyado_id"
+
+
+# --- different people on one contact point (audit item 3) -------------------------
+
+
+def test_two_companies_with_different_names_sharing_a_role_address_stay_apart():
+    records = frame(
+        dict(connector="crm", source_id="001A", salesforce_id="001A", kind="company", company_name="Acme AB", email="ekonomi@acme.se"),
+        dict(connector="erp", source_id="77", customer_number="77", kind="company", company_name="Bolt Logistik AB", email="ekonomi@acme.se"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("crm", "001A"), ("erp", "77"))
+    c = r.conflicts[r.conflicts.kind == "company_mismatch"]
+    assert len(c) == 1 and c["key_masked"].item() == "e***@acme.se"
+    assert {c["source_id_a"].item(), c["source_id_b"].item()} == {"001A", "77"}
+
+
+def test_the_same_company_spelt_differently_still_links_on_its_email():
+    records = frame(
+        dict(connector="crm", source_id="001A", salesforce_id="001A", kind="company", company_name="Acme AB", email="ekonomi@acme.se"),
+        dict(connector="erp", source_id="77", customer_number="77", kind="company", company_name="ACME", email="ekonomi@acme.se"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("crm", "001A"), ("erp", "77"))
+
+
+def test_same_first_name_different_last_names_on_one_email_stay_apart():
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", email="home@x.se", first_name="Anna", last_name="Berg"),
+        dict(connector="shop", source_id="b", web_user_id="wb", email="home@x.se", first_name="Anna", last_name="Lind"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("crm", "a"), ("shop", "b"))
+    c = r.conflicts[r.conflicts.kind == "name_mismatch"]
+    assert len(c) == 1 and "last names differ" in c["evidence"].item()
+
+
+def test_a_married_name_with_the_same_email_and_phone_is_one_person():
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", email="anna@x.se", phone="+46701234567", first_name="Anna", last_name="Berg"),
+        dict(connector="shop", source_id="b", web_user_id="wb", email="anna@x.se", phone="+46701234567", first_name="Anna", last_name="Lind-Åkesson"),
+        dict(connector="loyalty", source_id="c", voyado_id="c", email="anna@x.se", phone="+46701234567", first_name="Anna", last_name="lind akesson"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("crm", "a"), ("shop", "b"), ("loyalty", "c"))
+    assert r.conflicts.empty
+
+
+def test_nameless_records_on_one_email_with_different_phones_stay_apart():
+    records = frame(
+        dict(connector="promo", source_id="g1", email="solo@x.se", phone="+46701111111"),
+        dict(connector="shop", source_id="g2", email="solo@x.se", phone="+46702222222"),
+    )
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("promo", "g1"), ("shop", "g2"))
+    c = r.conflicts[r.conflicts.kind == "contact_mismatch"]
+    assert len(c) == 1 and c["key_masked"].item() == "s***@x.se"

@@ -42,11 +42,15 @@ from custsync_pipeline.domain.identity_ids import (
 from custsync_pipeline.domain.identity_keys import (
     USABLE,
     build_keys,
+    companies_compatible,
+    company_keys,
     is_contact_rule,
     mask_keys,
     mask_value,
     name_tokens,
     names_compatible,
+    surname_keys,
+    surnames_compatible,
 )
 
 __all__ = [
@@ -250,10 +254,12 @@ def _count_distinct(group: np.ndarray, value: np.ndarray, n_groups: int) -> np.n
     return np.bincount(pairs // width, minlength=n_groups)
 
 
-def _names_disagree(group: np.ndarray, tokens: np.ndarray, n_groups: int) -> np.ndarray:
-    """Groups holding first names that could not all be one person's.
+def _names_disagree(
+    group: np.ndarray, tokens: np.ndarray, n_groups: int, compatible=names_compatible
+) -> np.ndarray:
+    """Groups holding names (first, last or company) that could not all be one party's.
 
-    Two distinct names are checked for compatibility (a typo, an initial);
+    Two distinct names are checked with ``compatible`` (a typo, an initial);
     three or more always go to the slow path.
     """
     codes, uniques = pd.factorize(tokens)
@@ -270,7 +276,7 @@ def _names_disagree(group: np.ndarray, tokens: np.ndarray, n_groups: int) -> np.
     if len(grp):
         pair_codes = pd.unique(a * width + b)
         ok = {
-            int(p): names_compatible(str(uniques[p // width]), str(uniques[p % width]))
+            int(p): compatible(str(uniques[p // width]), str(uniques[p % width]))
             for p in pair_codes
         }
         compatible = np.array([ok[int(p)] for p in a * width + b], dtype=bool)
@@ -377,6 +383,15 @@ def resolve_identities(
     has_name = pd.notna(tokens).astype(bool)
     if has_name.any():
         reasons["names"] = _names_disagree(labels[has_name], tokens[has_name], n_comp)
+    surnames = surname_keys(recs)[order]
+    companies = company_keys(recs)[order]
+    for label, values, compat in (
+        ("surnames", surnames, surnames_compatible),
+        ("companies", companies, companies_compatible),
+    ):
+        has = pd.notna(values).astype(bool)
+        if has.any():
+            reasons[label] = _names_disagree(labels[has], values[has], n_comp, compat)
     kinds = _kinds(recs)[order]
     has_kind = pd.notna(kinds).astype(bool)
     if has_kind.any():
@@ -409,7 +424,17 @@ def resolve_identities(
     slow_idx = np.flatnonzero(rec_flag)
     if len(slow_idx):
         out, local_of = _run_slow_path(
-            slow_idx, keys, link_key, rules, contact_rule, tokens, must, cannot, kinds
+            slow_idx,
+            keys,
+            link_key,
+            rules,
+            contact_rule,
+            tokens,
+            must,
+            cannot,
+            kinds,
+            surnames,
+            companies,
         )
         final[slow_idx] = n_comp + np.asarray(out.labels, dtype=np.int64)
         slow_links = [(int(slow_idx[a]), int(slow_idx[b]), r, k) for a, b, r, k in out.links]
@@ -510,6 +535,8 @@ def _run_slow_path(
     must: list[tuple[int, int]],
     cannot: list[tuple[int, int]],
     kinds: np.ndarray,
+    surnames: np.ndarray,
+    companies: np.ndarray,
 ):
     n_slow = len(slow_idx)
     local = np.full(len(tokens), -1, dtype=np.int64)
@@ -562,6 +589,9 @@ def _run_slow_path(
         cannot=[(int(local[a]), int(local[b])) for a, b in cannot],
         contact_rules=contact_idx,
         kinds=[k if isinstance(k, str) else None for k in kinds[slow_idx]],
+        priorities={i: r.priority for i, r in enumerate(rules)},
+        surnames=[x if isinstance(x, str) else None for x in surnames[slow_idx]],
+        companies=[x if isinstance(x, str) else None for x in companies[slow_idx]],
     )
     return resolve_constrained(inp), local
 
@@ -626,8 +656,9 @@ def _conflicts(
         return pd.DataFrame(columns=CONFLICT_COLUMNS)
     a = frame["a"].to_numpy(dtype=np.int64)
     b = frame["b"].to_numpy(dtype=np.int64)
-    # a refusal that other evidence overrode (both sides ended together) is no conflict
-    apart = cluster[a] != cluster[b]
+    # a refusal that other evidence overrode (both sides ended together) is no conflict;
+    # a value dropped under a limit is reported although its holder stayed in the cluster
+    apart = (cluster[a] != cluster[b]) | (frame["kind"].to_numpy() == "identifier_dropped")
     frame, a, b = frame[apart], a[apart], b[apart]
     key_ids = frame["key_id"].to_numpy(dtype=np.int64)
     out = pd.DataFrame(

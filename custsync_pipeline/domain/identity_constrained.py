@@ -21,7 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from custsync_pipeline.domain.identity_keys import mask_name, names_compatible
+from custsync_pipeline.domain.identity_keys import (
+    companies_compatible,
+    mask_name,
+    names_compatible,
+    surnames_compatible,
+)
 
 
 @dataclass
@@ -48,6 +53,9 @@ class ConstrainedInput:
     cannot: list[tuple[int, int]] = field(default_factory=list)
     contact_rules: list[int] = field(default_factory=list)  # values tracked in ``values`` too
     kinds: list[str | None] = field(default_factory=list)  # person / company per record
+    priorities: dict[int, int] = field(default_factory=dict)  # rule index -> priority
+    surnames: list[str | None] = field(default_factory=list)  # folded last name per record
+    companies: list[str | None] = field(default_factory=list)  # folded company name per record
 
 
 @dataclass
@@ -66,6 +74,11 @@ class _Clusters:
         self.names = [{nm} if nm else set() for nm in inp.names]
         kinds = inp.kinds or [None] * inp.n
         self.kinds = [{k} if k else set() for k in kinds]
+        self.surnames = [{x} if x else set() for x in (inp.surnames or [None] * inp.n)]
+        self.companies = [{x} if x else set() for x in (inp.companies or [None] * inp.n)]
+        # key ids dropped from a cluster to keep a stronger link under a limit: they link
+        # nothing more into that cluster
+        self.dropped: list[set[int]] = [set() for _ in range(inp.n)]
         self.cannot: list[set[int]] = [set() for _ in range(inp.n)]
         for a, b in inp.cannot:
             self.cannot[a].add(b)
@@ -86,7 +99,10 @@ class _Clusters:
         for m in self.members[small]:
             if self.cannot[m] & big_members:
                 return "steward_cannot_link", "a steward decided these records are different people"
+        via_priority = self.inp.priorities.get(via)
         for r_idx, limit in self.inp.limits.items():
+            if via_priority is not None and self.inp.priorities.get(r_idx, 0) > via_priority:
+                continue  # a weaker identifier gives way: its excess values are dropped instead
             va, vb = self.values[ra].get(r_idx), self.values[rb].get(r_idx)
             if va and vb:
                 union = len(va | vb)
@@ -103,6 +119,7 @@ class _Clusters:
         ):
             # a company's switchboard or info address is not the person who works there
             return "kind_mismatch", "a company and a person share this contact point"
+        corroborated = False  # the two sides also share a second contact point
         if check_names:
             # a shared email between records whose phones differ (or the reverse) is a
             # family or a colleague more often than one person: the contact points disagree
@@ -115,6 +132,37 @@ class _Clusters:
                         "contact_mismatch",
                         f"the two sides have different {self.inp.rule_names[r_idx]} values",
                     )
+                corroborated |= bool(va and vb)
+        if check_names and not corroborated:
+            # other surnames or company names on one shared contact point are other holders;
+            # with the same email AND phone it is one party renamed (a married name)
+            if self.surnames[ra] and self.surnames[rb]:
+                if not any(
+                    surnames_compatible(x, y) for x in self.surnames[ra] for y in self.surnames[rb]
+                ):
+                    x, y = min(self.surnames[ra]), min(self.surnames[rb])
+                    return (
+                        "name_mismatch",
+                        f"last names differ ({mask_name(x)} vs {mask_name(y)}): "
+                        "a contact point shared by different people",
+                    )
+            if (
+                self.companies[ra]
+                and self.companies[rb]
+                and self.kinds[ra] <= {"company"}
+                and self.kinds[rb] <= {"company"}
+                and not any(
+                    companies_compatible(x, y)
+                    for x in self.companies[ra]
+                    for y in self.companies[rb]
+                )
+            ):
+                x, y = min(self.companies[ra]), min(self.companies[rb])
+                return (
+                    "company_mismatch",
+                    f"company names differ ({mask_name(x)} vs {mask_name(y)}): "
+                    "a role address or switchboard shared by different companies",
+                )
         if check_names and self.names[ra] and self.names[rb]:
             # any agreeing pair will do: a cluster may rightly hold a nickname or a
             # steward-merged second name; two families never share a first name here
@@ -138,7 +186,44 @@ class _Clusters:
         self.values[rb] = {}
         self.names[ra] |= self.names[rb]
         self.kinds[ra] |= self.kinds[rb]
+        self.surnames[ra] |= self.surnames[rb]
+        self.companies[ra] |= self.companies[rb]
+        self.dropped[ra] |= self.dropped[rb]
         return ra
+
+    def drop_excess(self, ra: int, rb: int) -> list[tuple[int, int, str]]:
+        """Values of weaker identifiers over their limit if ``ra`` and ``rb`` merge.
+
+        The side with more members keeps its values; the other side's extra
+        values (lowest key id first out) are dropped. Returns (rule index,
+        key id, evidence) per dropped value; call before ``union``.
+        """
+        keep_side, give_side = (
+            (ra, rb) if len(self.members[ra]) >= len(self.members[rb]) else (rb, ra)
+        )
+        out: list[tuple[int, int, str]] = []
+        for r_idx, limit in self.inp.limits.items():
+            kept = self.values[keep_side].get(r_idx, set())
+            given = self.values[give_side].get(r_idx, set())
+            extra = sorted(given - kept)
+            room = limit - len(kept)
+            if len(extra) <= max(room, 0):
+                continue
+            drop = extra[max(room, 0) :]
+            total = len(kept | given)
+            for k in drop:
+                given.discard(k)
+                self.dropped[give_side].add(k)
+                out.append(
+                    (
+                        r_idx,
+                        k,
+                        f"kept the stronger link; dropped this {self.inp.rule_names[r_idx]}: "
+                        f"the golden record would hold {total} "
+                        f"{self.inp.rule_names[r_idx]} values (limit {limit})",
+                    )
+                )
+        return out
 
 
 def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
@@ -150,19 +235,50 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
         ra, rb = cl.find(a), cl.find(b)
         if ra == rb:
             return True
+        if group.key_id in cl.dropped[ra] or group.key_id in cl.dropped[rb]:
+            # this value was dropped from one side to respect a limit: it links nothing there
+            conflicts.append(
+                (
+                    "identifier_dropped",
+                    group.rule,
+                    group.key_id,
+                    a,
+                    b,
+                    f"this {group.rule} was dropped from a golden record (limit per golden "
+                    "record) and no longer links to it",
+                )
+            )
+            return False
         why = cl.refusal(ra, rb, check_names, group.rule_order)
         if why is not None:
             if why[0] != "steward_cannot_link":  # a decided pair needs no review
                 conflicts.append((why[0], group.rule, group.key_id, a, b, why[1]))
             return False
+        for r_idx, k, evidence in cl.drop_excess(ra, rb):
+            holder = next(
+                (m for m in cl.members[ra] + cl.members[rb] if k in inp.values[m].get(r_idx, ())),
+                a,
+            )
+            other = b if holder == a else a
+            conflicts.append(
+                ("identifier_dropped", inp.rule_names[r_idx], k, holder, other, evidence)
+            )
         cl.union(ra, rb)
         links.append((a, b, group.rule, group.key_id))
         return True
 
     def link_group(members: list[int], group: KeyGroup, check_names: bool) -> None:
-        # each member joins the first earlier member it may join; at most a few tries
+        # each member joins the first earlier cluster it may join; at most a few tries,
+        # each cluster tried once (one refusal = one conflict row)
         for i in range(1, len(members)):
-            for j in range(min(i, 8)):
+            tried: set[int] = set()
+            for j in range(i):
+                if len(tried) >= 8:
+                    break
+                root = cl.find(members[j])
+                if root in tried:
+                    continue
+                tried.add(root)
                 if try_link(members[i], members[j], group, check_names):
                     break
 
@@ -272,10 +388,12 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
                 try_link(gm, am, g, check_names=True)
 
     # nameless records whose key no named record holds: linked among themselves
+    # (the contact-point, surname and company checks still apply: two nameless records
+    # with one email and different phones are not one person)
     for g in contact_groups:
         if any(named(m) for m in g.members):
             continue
-        link_group(g.members, g, check_names=False)
+        link_group(g.members, g, check_names=True)
 
     labels = [cl.find(i) for i in range(inp.n)]
     return ConstrainedOutput(labels=labels, links=links, conflicts=conflicts)

@@ -209,6 +209,72 @@ def name_tokens(records: pd.DataFrame) -> np.ndarray:
     return names.map(table).astype(object).where(names.notna(), None).to_numpy(dtype=object)
 
 
+# legal forms that say nothing about which company it is
+_LEGAL_FORMS = frozenset(
+    {"ab", "aktiebolag", "as", "asa", "aps", "oy", "oyj", "gmbh", "ag", "bv", "nv", "ltd",
+     "limited", "plc", "inc", "llc", "corp", "co", "sa", "sarl", "srl", "spa", "hb", "kb"}
+)  # fmt: skip
+
+
+def _fold_words(value: str) -> str:
+    """Accents folded, lower case, letters and digits only, words joined by one space."""
+    text = unicodedata.normalize("NFKD", value.translate(_FOLD))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    return " ".join(re.findall(r"[a-z0-9]+", text))
+
+
+def _folded_column(records: pd.DataFrame, column: str, fold) -> np.ndarray:
+    """``fold`` applied once per unique value of ``column`` (None when missing or empty)."""
+    if column not in records.columns:
+        return np.full(len(records), None, dtype=object)
+    values = records[column].to_numpy(dtype=object)
+    present = np.flatnonzero(pd.notna(values))
+    out = np.full(len(values), None, dtype=object)
+    if len(present):
+        code, uniq = pd.factorize(values[present].astype(str))
+        table = np.array([fold(u) or None for u in uniq], dtype=object)
+        out[present] = table[code]
+    return out
+
+
+def surname_keys(records: pd.DataFrame) -> np.ndarray:
+    """A folded last name per record (``"svensson berg"``) or None."""
+    return _folded_column(records, "last_name", _fold_words)
+
+
+def _company_key(value: str) -> str:
+    return " ".join(w for w in _fold_words(value).split() if w not in _LEGAL_FORMS)
+
+
+def company_keys(records: pd.DataFrame) -> np.ndarray:
+    """A folded company name per record, legal form dropped (``"acme"``), or None."""
+    return _folded_column(records, "company_name", _company_key)
+
+
+@lru_cache(maxsize=65536)
+def surnames_compatible(a: str, b: str) -> bool:
+    """Could two folded last names be one person's? (a shared word, an initial, one typo)."""
+    if a == b:
+        return True
+    wa, wb = set(a.split()), set(b.split())
+    if wa & wb:
+        return True  # a double-barrelled name holds the other: "svensson berg" / "berg"
+    if a.startswith(b) or b.startswith(a):
+        return True  # an initial
+    return min(len(a), len(b)) >= 4 and _within_one_edit(a, b)
+
+
+@lru_cache(maxsize=65536)
+def companies_compatible(a: str, b: str) -> bool:
+    """Could two folded company names be one company? (all words of one in the other, one typo)."""
+    if a == b:
+        return True
+    wa, wb = set(a.split()), set(b.split())
+    if wa and wb and (wa <= wb or wb <= wa):
+        return True  # "acme" / "acme nordic"
+    return min(len(a), len(b)) >= 4 and _within_one_edit(a, b)
+
+
 @lru_cache(maxsize=65536)
 def names_compatible(a: str, b: str) -> bool:
     """Could two first-name tokens be the same person's? (equal, initial/short form, one typo)."""
