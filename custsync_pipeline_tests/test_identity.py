@@ -714,3 +714,50 @@ def test_nameless_records_on_one_email_with_different_phones_stay_apart():
     assert apart(r, ("promo", "g1"), ("shop", "g2"))
     c = r.conflicts[r.conflicts.kind == "contact_mismatch"]
     assert len(c) == 1 and c["key_masked"].item() == "s***@x.se"
+
+
+# --- steward decisions on stamped records (audit item 2) ---------------------------
+
+
+def _stamped_setup():
+    from custsync_pipeline.domain.stamps import attach_stamped, split_stamped
+
+    originals = [
+        dict(connector="crm", source_id="a", salesforce_id="a", email="ann@x.se", first_name="Ann"),
+        dict(connector="erp", source_id="c", customer_number="K7", email="cy@x.se", first_name="Cy"),
+    ]  # fmt: skip
+    first = resolve_identities(frame(*originals), RULES, now=NOW)
+    g_a = gid(first, "crm", "a")
+    # a target record custsync created for golden record a (it carries a's id)
+    copy = dict(connector="promo", source_id="t", custsync_id=g_a, first_name="Ann")
+    records = frame(*originals, copy)
+
+    def run(dec):
+        to_resolve, stamped = split_stamped(records, first.golden_ids["golden_id"], dec)
+        r = resolve_identities(
+            to_resolve, RULES, first.identity_map, first.golden_ids, decisions=dec, now=LATER
+        )
+        return attach_stamped(r, stamped, LATER)
+
+    return run, g_a
+
+
+def test_stamped_record_without_a_decision_joins_its_golden_record():
+    run, g_a = _stamped_setup()
+    r = run(None)
+    assert gid(r, "promo", "t") == g_a
+
+
+def test_must_link_on_a_stamped_record_wins():
+    run, g_a = _stamped_setup()
+    r = run(decisions(("must_link", "promo", "t", "erp", "c")))
+    assert together(r, ("promo", "t"), ("erp", "c"))
+    assert gid(r, "promo", "t") != g_a and gid(r, "crm", "a") == g_a
+    assert r.identity_map.duplicated(["connector", "source_id"]).sum() == 0
+
+
+def test_cannot_link_on_a_stamped_record_wins():
+    run, g_a = _stamped_setup()
+    r = run(decisions(("cannot_link", "promo", "t", "crm", "a")))
+    assert apart(r, ("promo", "t"), ("crm", "a"))
+    assert gid(r, "crm", "a") == g_a

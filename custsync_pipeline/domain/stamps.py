@@ -6,6 +6,10 @@ the originals — with a family email it would even be refused and get a golden
 id of its own, and the next publish would create yet another copy. So stamped
 records skip resolution and are attached to G (or to what G was merged into).
 A stamp naming an id this state DB never issued is an ordinary identifier.
+
+Steward decisions always win: a stamped record named in a must-link or
+cannot-link stays in the resolution (resolved by its keys like any record,
+its stamp an ordinary identifier), so the decision can apply to it.
 """
 
 from __future__ import annotations
@@ -17,11 +21,34 @@ from custsync_pipeline.domain.identity import LINK_COLUMNS, MAP_COLUMNS, Identit
 STAMP_RULE = "custsync_id"
 
 
-def split_stamped(records: pd.DataFrame, known_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(records to resolve, stamped records [connector, source_id, custsync_id])."""
+def _decided(records: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.Series:
+    """True for the records a steward decision names (either side)."""
+    if decisions is None or decisions.empty:
+        return pd.Series(False, index=records.index)
+    named = pd.MultiIndex.from_arrays(
+        [
+            pd.concat([decisions["connector_a"], decisions["connector_b"]]).astype(str),
+            pd.concat([decisions["source_id_a"], decisions["source_id_b"]]).astype(str),
+        ]
+    )
+    mine = pd.MultiIndex.from_arrays(
+        [records["connector"].astype(str), records["source_id"].astype(str)]
+    )
+    return pd.Series(mine.isin(named), index=records.index)
+
+
+def split_stamped(
+    records: pd.DataFrame, known_ids: pd.Series, decisions: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records to resolve, stamped records [connector, source_id, custsync_id]).
+
+    Stamped records named in a steward decision stay with the records to resolve.
+    """
     if "custsync_id" not in records.columns or records.empty:
         return records, pd.DataFrame(columns=["connector", "source_id", "custsync_id"])
     mask = records["custsync_id"].notna() & records["custsync_id"].isin(set(known_ids))
+    if mask.any():
+        mask &= ~_decided(records, decisions)
     stamped = records.loc[mask, ["connector", "source_id", "custsync_id"]].astype(str)
     return records[~mask], stamped.reset_index(drop=True)
 

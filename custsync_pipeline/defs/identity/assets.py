@@ -47,7 +47,7 @@ def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
         engine = context.resources.state_db.engine
         records = core.load_source_records(engine, cfg_now.enabled_connectors())
         prior_map, golden_ids, decisions = load_identity_state(engine)
-        to_resolve, stamped = split_stamped(records, golden_ids["golden_id"])
+        to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
         now = pd.Timestamp(datetime.now(UTC))
         result = resolve_identities(
             to_resolve,
