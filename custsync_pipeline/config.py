@@ -42,6 +42,49 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class QualityConfig(_Strict):
+    """Data-quality thresholds of one connector's lane (``connectors.<name>.quality``).
+
+    ``min_valid_rate`` and ``min_rows`` drive the blocking ``valid_row_rate``
+    check: below them the lane keeps its last good source records. The
+    region options say where a national phone number (no ``+``) is dialled
+    when the record's country does not tell.
+    """
+
+    min_valid_rate: float = Field(
+        default=0.95, ge=0.0, le=1.0, description="share of received rows that must be valid"
+    )
+    min_rows: int = Field(default=0, ge=0, description="fewer received rows fail the check")
+    max_duplicate_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="extra copies of a source id tolerated"
+    )
+    max_age_hours: float = Field(
+        default=7 * 24.0, gt=0, description="newest updated_at older than this warns"
+    )
+    default_region: str | None = Field(
+        default=None, description="ISO alpha-2 region for national phone numbers (e.g. SE)"
+    )
+    market_regions: dict[str, str] = Field(
+        default_factory=dict,
+        description="store_code (the record's market) -> ISO alpha-2 phone region",
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_code(cls, value: str | None) -> str | None:
+        if value is not None and not (len(value) == 2 and value.isalpha() and value.isupper()):
+            raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 code such as 'SE'")
+        return value
+
+    @field_validator("market_regions")
+    @classmethod
+    def _market_codes(cls, value: dict[str, str]) -> dict[str, str]:
+        for store, region in value.items():
+            if not (len(region) == 2 and region.isalpha() and region.isupper()):
+                raise ValueError(f"{store}: {region!r} is not an ISO 3166-1 alpha-2 code")
+        return value
+
+
 class ConnectorConfig(_Strict):
     """One system custsync reads from and/or writes to."""
 
@@ -57,6 +100,9 @@ class ConnectorConfig(_Strict):
     aspects: list[str] = Field(default_factory=lambda: ["name", "customer_contact_details"])
     enabled: bool = True
     options: dict[str, Any] = Field(default_factory=dict, description="connector-specific settings")
+    quality: QualityConfig = Field(
+        default_factory=QualityConfig, description="valid-row, freshness and region settings"
+    )
 
     @field_validator("aspects")
     @classmethod

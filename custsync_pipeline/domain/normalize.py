@@ -7,7 +7,7 @@ representation and keeps what was received beside it:
   (no DNS); the received value stays in ``email_raw``; an invalid address
   becomes ``<NA>`` (``domain.validate`` records why).
 * ``phone``: E.164 via ``phonenumbers``, the region taken from the record's
-  ``country`` (else ``default_region``); the received value stays in
+  ``country``, else its market (``store_code``), else ``default_region``; the received value stays in
   ``phone_raw``; an unparseable or invalid number becomes ``<NA>``.
 * names, company, street, city: control characters removed, whitespace
   trimmed and collapsed.
@@ -24,7 +24,7 @@ never once per row; plain string work is vectorized with pandas.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from functools import lru_cache
 
 import email_validator
@@ -651,8 +651,17 @@ def normalize_kind(series: pd.Series) -> pd.Series:
 # --------------------------------------------------------------------------- frame
 
 
-def normalize_customers(frame: pd.DataFrame, default_region: str | None = None) -> pd.DataFrame:
+def normalize_customers(
+    frame: pd.DataFrame,
+    default_region: str | None = None,
+    market_regions: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Normalize a canonical frame (see module docstring); returns a new frame.
+
+    National phone numbers are read in the record's country, else its market
+    (``store_code``: ``market_regions`` maps a store code to a region, and a code
+    that starts with an ISO alpha-2 code followed by a digit, ``-``, ``_`` or
+    nothing, such as ``SE01``, names its own), else ``default_region``.
 
     Idempotent: a value already in ``email_raw``/``phone_raw`` is kept there,
     so normalizing twice gives the same frame.
@@ -685,19 +694,42 @@ def normalize_customers(frame: pd.DataFrame, default_region: str | None = None) 
         if "phone_raw" in out.columns:
             received = _as_string(out["phone_raw"]).fillna(received)
         out["phone_raw"] = received
-        region = _phone_region(out, default_region)
+        region = phone_region(out, default_region, market_regions)
         out["phone"] = normalize_phone(received, region)
     return out
 
 
-def _phone_region(frame: pd.DataFrame, default_region: str | None) -> pd.Series:
-    """The region to read a national number in: the record's country if it is ISO, else the default."""
+def phone_region(
+    frame: pd.DataFrame,
+    default_region: str | None = None,
+    market_regions: Mapping[str, str] | None = None,
+) -> pd.Series:
+    """The region to read a national number in: the record's ISO country, else its market, else
+    the default. Vectorized (``isin``/``map`` over the column)."""
     index = frame.index
+    isos = list(iso_countries())
     if "country" in frame.columns:
         country = _as_string(frame["country"])
-        region = country.where(country.isin(list(iso_countries())), pd.NA)
+        region = country.where(country.isin(isos), pd.NA)
     else:
         region = pd.Series(pd.NA, index=index, dtype="string")
+    lacking = region.isna().to_numpy() & (
+        _as_string(frame["store_code"]).notna().to_numpy()
+        if "store_code" in frame.columns
+        else False
+    )
+    if np.any(lacking):
+        # once per distinct store code among the rows that need it
+        codes, stores = pd.factorize(_as_string(frame["store_code"])[lacking])
+        table = pd.Series(stores, dtype="string").str.strip()
+        market = pd.Series(pd.NA, index=table.index, dtype="string")
+        if market_regions:
+            market = table.map(dict(market_regions)).astype("string")
+        # a store code named after its market: "SE01", "NO-OSLO", "DK"
+        prefix = table.str.extract(r"^([A-Za-z]{2})(?:[0-9_-]|$)", expand=False).str.upper()
+        market = market.fillna(prefix.where(prefix.isin(isos), pd.NA))
+        region = region.copy()
+        region[lacking] = market.to_numpy()[codes]
     if default_region:
         region = region.fillna(default_region)
     return region

@@ -45,6 +45,17 @@ def valid_rate(rows_in: int, rows_valid: int) -> float:
     return rows_valid / rows_in if rows_in else 1.0
 
 
+def valid_rate_passes(
+    rows_in: int, rows_valid: int, min_valid_rate: float, min_rows: int = 0
+) -> bool:
+    """The valid-row gate: the lane may replace its stored records only when this holds.
+
+    One function for the extract asset (which keeps the last good records when it
+    fails) and the blocking ``valid_row_rate`` check (which then stops downstream).
+    """
+    return valid_rate(rows_in, rows_valid) >= min_valid_rate and rows_in >= min_rows
+
+
 @dataclass(frozen=True)
 class SchemaDrift:
     """Columns added to or gone from a payload since the previous run."""

@@ -31,6 +31,7 @@ while the others carry on.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -45,7 +46,7 @@ from custsync_pipeline.domain.canonical import (
     NUMERIC_COLUMNS,
     STRING_COLUMNS,
 )
-from custsync_pipeline.domain.normalize import email_or_reason, phone_or_reason
+from custsync_pipeline.domain.normalize import email_or_reason, phone_or_reason, phone_region
 from custsync_pipeline.domain.schemas import (
     CHECK_REASONS,
     PAYLOAD_OBJECT_COLUMN,
@@ -458,12 +459,15 @@ def validate_customers(
     *,
     connector_type: str | None = None,
     now: pd.Timestamp | None = None,
+    default_region: str | None = None,
+    market_regions: Mapping[str, str] | None = None,
 ) -> ValidationResult:
     """Split a normalized canonical frame into valid rows and quarantine rows (see module doc).
 
     ``raw`` is the connector's payload in vendor field names, row ``i`` belonging
     to canonical row ``i``; ``connector_type`` picks the payload's required
-    columns when the connector name differs from its type.
+    columns when the connector name differs from its type. ``default_region`` and
+    ``market_regions`` are the ones normalization read phones with (for the reasons).
     """
     frame = frame.reset_index(drop=True)
     raw = None if raw is None else raw.reset_index(drop=True)
@@ -514,7 +518,10 @@ def validate_customers(
         lost = _dropped(df[raw_col], df[col])
         if lost.any():
             pos = np.flatnonzero(lost.to_numpy())
-            reasons = fn(df.loc[lost, [raw_col, "country"]])
+            sub = df.loc[lost, [raw_col]]
+            if col == "phone":
+                sub["region"] = phone_region(df.loc[lost], default_region, market_regions)
+            reasons = fn(sub)
             add(pos, col, "email_syntax" if col == "email" else "e164", reasons, "field")
 
     # the Pandera model: every failure case, split by row position
@@ -633,7 +640,7 @@ def _email_reason(sub: pd.DataFrame) -> list[str]:
 
 
 def _phone_reason(sub: pd.DataFrame) -> list[str]:
-    pairs = list(zip(sub["phone_raw"], sub["country"].fillna(""), strict=True))
+    pairs = list(zip(sub["phone_raw"], sub["region"].fillna(""), strict=True))
     reasons = {
         p: phone_or_reason(str(p[0]), p[1] or None)[1] or "is not a number" for p in set(pairs)
     }

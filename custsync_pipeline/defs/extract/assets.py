@@ -10,7 +10,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from custsync_pipeline.config import SyncConfig
+from custsync_pipeline.config import ConnectorConfig, SyncConfig
 from custsync_pipeline.connectors.http import (
     ConnectorError,
     ConnectorUnavailableError,
@@ -20,7 +20,9 @@ from custsync_pipeline.connectors.http import (
 )
 from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain import canonical
+from custsync_pipeline.domain.quality import valid_rate_passes, validation_metrics
 from custsync_pipeline.store import core
+from custsync_pipeline.store.quarantine import record_quarantine
 
 
 def canonical_table_schema() -> dg.TableSchema:
@@ -133,8 +135,9 @@ def _fatal_message(name: str, resource: dg.ConfigurableResource, exc: ConnectorE
     return f"connector {name}{where}: {kind}, not retrying: {exc}"
 
 
-def _customers_asset(name: str) -> dg.AssetsDefinition:
+def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
     api_key = connector_resource_key(name)
+    gate = conn.quality
 
     @dg.multi_asset(
         name=f"{name}_customers",
@@ -155,26 +158,59 @@ def _customers_asset(name: str) -> dg.AssetsDefinition:
     )
     def customers(context: dg.AssetExecutionContext, raw: pd.DataFrame):
         from custsync_pipeline.domain.normalize import normalize_customers
-        from custsync_pipeline.domain.validate import validate_customers
+        from custsync_pipeline.domain.validate import check_payload, validate_customers
 
+        # the shape first: a renamed or vanished column stops this lane with its name,
+        # before the mapping trips over it
+        check_payload(raw, name, conn.type)
         connector = getattr(context.resources, api_key).connector()
-        canonical = normalize_customers(connector.to_canonical(raw))
-        checked = validate_customers(canonical, name, raw=raw)
+        canonical = normalize_customers(
+            connector.to_canonical(raw),
+            default_region=gate.default_region,
+            market_regions=gate.market_regions,
+        )
+        checked = validate_customers(
+            canonical,
+            name,
+            raw=raw,
+            connector_type=conn.type,
+            default_region=gate.default_region,
+            market_regions=gate.market_regions,
+        )
         engine = context.resources.state_db.engine
-        stored = core.replace_source_records(engine, name, checked.valid)
-        _record_quarantine(engine, name, checked)
+        # Blocking: a feed below its valid-row threshold must not overwrite this
+        # connector's source records (identity and golden records read them). The last
+        # good snapshot stays; the quarantine is recorded; the valid_row_rate check fails.
+        passes = valid_rate_passes(
+            checked.rows_in, len(checked.valid), gate.min_valid_rate, gate.min_rows
+        )
+        if passes:
+            stored = core.replace_source_records(engine, name, checked.valid)
+        else:
+            stored = 0
+            context.log.warning(
+                f"{name}: {checked.valid_rate:.1%} of {checked.rows_in} rows valid, below "
+                f"{gate.min_valid_rate:.0%} (min rows {gate.min_rows}): stored source "
+                "records kept from the last good run"
+            )
+        record_quarantine(engine, name, checked.rejected, checked.valid)
         context.log.info(
-            f"{name}: {stored} valid of {checked.rows_in}, {checked.rows_rejected} rejected, "
-            f"{checked.field_issues} field values quarantined"
+            f"{name}: {len(checked.valid)} valid of {checked.rows_in}, {checked.rows_rejected} "
+            f"rejected, {checked.field_issues} field values quarantined, {stored} stored"
         )
         yield dg.MaterializeResult(
             asset_key=customers_key(name),
             value=checked.valid,
             metadata={
+                # counts and rates (per failing check too) as numbers: the UI plots them
+                **validation_metrics(checked),
                 "dagster/row_count": len(checked.valid),
                 "dagster/column_schema": canonical_table_schema(),
                 "received": checked.rows_in,
                 "valid_rate": float(checked.valid_rate),
+                "min_valid_rate": float(gate.min_valid_rate),
+                "source_records_replaced": passes,
+                "stored": stored,
             },
         )
         yield dg.MaterializeResult(
@@ -190,17 +226,9 @@ def _customers_asset(name: str) -> dg.AssetsDefinition:
     return customers
 
 
-def _record_quarantine(engine, name: str, checked) -> None:  # noqa: ANN001 - thin glue
-    try:
-        from custsync_pipeline.store.quarantine import record_quarantine
-    except ImportError:  # quarantine table not built yet
-        return
-    record_quarantine(engine, name, checked.rejected, checked.valid)
-
-
 def build_extract_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
     for name, conn in cfg.enabled_connectors().items():
         assets.append(_raw_asset(name, conn.type))
-        assets.append(_customers_asset(name))
+        assets.append(_customers_asset(name, conn))
     return assets

@@ -46,7 +46,7 @@ def build_valid_rate_check(
     def valid_row_rate(customers: pd.DataFrame, raw: pd.DataFrame) -> dg.AssetCheckResult:
         received, valid = len(raw), len(customers)
         rate = quality.valid_rate(received, valid)
-        passed = rate >= min_valid_rate and received >= min_rows
+        passed = quality.valid_rate_passes(received, valid, min_valid_rate, min_rows)
         return dg.AssetCheckResult(
             passed=passed,
             severity=dg.AssetCheckSeverity.ERROR,

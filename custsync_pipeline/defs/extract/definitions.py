@@ -1,11 +1,33 @@
-"""Builds the extract area's definitions from the sync config (lanes follow the configured connectors)."""
+"""Builds the extract area's definitions from the sync config (lanes follow the configured connectors).
+
+Each lane gets its assets and its four asset checks (valid-row rate, duplicate
+source ids, freshness, schema drift) with the thresholds of
+``connectors.<name>.quality``.
+"""
 
 import dagster as dg
 
-from custsync_pipeline.config import load_sync_config
+from custsync_pipeline.config import SyncConfig, load_sync_config
 from custsync_pipeline.defs.extract.assets import build_extract_assets
+from custsync_pipeline.defs.extract.checks import build_extract_checks
+
+
+def build_lane_checks(cfg: SyncConfig) -> list[dg.AssetChecksDefinition]:
+    """The asset checks of every enabled connector's lane, thresholds from its ``quality``."""
+    checks: list[dg.AssetChecksDefinition] = []
+    for name, conn in cfg.enabled_connectors().items():
+        q = conn.quality
+        checks += build_extract_checks(
+            name,
+            min_valid_rate=q.min_valid_rate,
+            min_rows=q.min_rows,
+            max_duplicate_rate=q.max_duplicate_rate,
+            max_age_hours=q.max_age_hours,
+        )
+    return checks
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=build_extract_assets(load_sync_config()))
+    cfg = load_sync_config()
+    return dg.Definitions(assets=build_extract_assets(cfg), asset_checks=build_lane_checks(cfg))
