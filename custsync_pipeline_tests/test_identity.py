@@ -398,6 +398,20 @@ def test_split_keeps_the_id_for_the_larger_part():
     assert second.stats["split_parts"] == 1 and second.stats["golden_ids_new"] == 1
     row = second.golden_ids.set_index("golden_id").loc[new]
     assert row["created_at"] == LATER and pd.isna(row["merged_into"])
+    # the recorded history: the new id split off from g, and when
+    assert row["split_from"] == g and row["split_at"] == LATER
+    kept = second.golden_ids.set_index("golden_id").loc[g]
+    assert pd.isna(kept["split_from"]) and pd.isna(kept["split_at"])
+    # a brand-new person gets an id with no split history
+    third = resolve_identities(
+        frame(*rows, dict(connector="crm", source_id="n", salesforce_id="n")),
+        RULES,
+        second.identity_map,
+        second.golden_ids,
+        now=LATER,
+    )
+    fresh = third.golden_ids.set_index("golden_id").loc[gid(third, "crm", "n")]
+    assert pd.isna(fresh["split_from"]) and pd.isna(fresh["split_at"])
 
 
 def test_chain_of_merges_resolves_to_the_last_survivor():

@@ -114,3 +114,36 @@ def test_decisions_replace_each_other_and_can_be_removed(engine):
     assert list_decisions(engine).empty
     with pytest.raises(ValueError):
         set_decision(engine, "maybe_link", ("crm", "a"), ("shop", "b"))
+
+
+def test_split_history_is_stored_and_an_older_db_gains_the_columns(engine):
+    # a state DB created before split history existed: golden_ids without the columns
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE golden_ids (golden_id VARCHAR(32) PRIMARY KEY, "
+                "created_at TIMESTAMP NOT NULL, merged_into VARCHAR(32), merged_at TIMESTAMP)"
+            )
+        )
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    records = pd.concat(
+        [
+            RECORDS,
+            conform(pd.DataFrame([dict(connector="erp", source_id="a3", salesforce_id="a")])),
+        ],
+        ignore_index=True,
+    )
+    first, _ = run(engine, records, t0)
+    g = first.identity_map.set_index("source_id")["golden_id"]
+    assert g["a"] == g["a2"] == g["a3"]
+    # the shop account changes its email: it splits off a's golden record
+    changed = records.copy()
+    changed.loc[changed.source_id == "a2", "email"] = "new@x.se"
+    t1 = t0 + pd.Timedelta(days=1)
+    second, _ = run(engine, changed, t1)
+    _, gids, _ = load_identity_state(engine)
+    new = second.identity_map.set_index("source_id").loc["a2", "golden_id"]
+    assert new != g["a"]
+    row = gids.set_index("golden_id").loc[new]
+    assert row["split_from"] == g["a"] and row["split_at"] == t1
+    assert gids["split_from"].notna().sum() == 1

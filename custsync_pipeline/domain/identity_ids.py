@@ -4,7 +4,7 @@ Rules (DESIGN.md, "Identity resolution"):
 - a cluster whose members all carried golden id G keeps G (a rerun changes no id);
 - a prior id whose members are now spread over several clusters stays with
   the cluster holding most of them (a split: the larger part keeps the id,
-  the rest get new ids);
+  the rest get new ids, recorded ``split_from`` the id they left, with ``split_at``);
 - a cluster holding members of several prior ids keeps the OLDEST of the ids
   it won; the others are recorded ``merged_into`` it (resolvable forever
   through ``resolve_golden_id``);
@@ -19,7 +19,14 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-GOLDEN_ID_COLUMNS = ["golden_id", "created_at", "merged_into", "merged_at"]
+GOLDEN_ID_COLUMNS = [
+    "golden_id",
+    "created_at",
+    "merged_into",
+    "merged_at",
+    "split_from",
+    "split_at",
+]
 
 
 def empty_golden_ids() -> pd.DataFrame:
@@ -29,6 +36,8 @@ def empty_golden_ids() -> pd.DataFrame:
             "created_at": pd.Series(dtype="datetime64[ns, UTC]"),
             "merged_into": pd.Series(dtype="object"),
             "merged_at": pd.Series(dtype="datetime64[ns, UTC]"),
+            "split_from": pd.Series(dtype="object"),
+            "split_at": pd.Series(dtype="datetime64[ns, UTC]"),
         }
     )
 
@@ -42,9 +51,10 @@ def _conform_golden_ids(golden_ids: pd.DataFrame | None) -> pd.DataFrame:
             out[col] = None
     out = out[GOLDEN_ID_COLUMNS].copy()
     out["golden_id"] = out["golden_id"].astype("object")
-    out["merged_into"] = out["merged_into"].astype("object").where(out["merged_into"].notna(), None)
-    out["created_at"] = pd.to_datetime(out["created_at"], utc=True, errors="coerce")
-    out["merged_at"] = pd.to_datetime(out["merged_at"], utc=True, errors="coerce")
+    for col in ("merged_into", "split_from"):
+        out[col] = out[col].astype("object").where(out[col].notna(), None)
+    for col in ("created_at", "merged_at", "split_at"):
+        out[col] = pd.to_datetime(out[col], utc=True, errors="coerce")
     return out.drop_duplicates("golden_id", keep="last").reset_index(drop=True)
 
 
@@ -199,6 +209,15 @@ def assign_golden_ids(
             row = seeds.iloc[i]
             fresh[i] = _new_id(f"{row['connector']}\x1f{row['source_id']}", taken | set(fresh))
         cluster_gid[need] = fresh
+        # a new id for a part that held members of a prior id won elsewhere: a split.
+        # ``votes`` is sorted by prior id then size: the first row per cluster among the
+        # needing clusters names the id it held most of (ties by id)
+        lost = votes[votes["cluster"].isin(need)].sort_values(
+            ["cluster", "n", "prior"], ascending=[True, False, True], kind="mergesort"
+        )
+        parent = lost.drop_duplicates("cluster").set_index("cluster")["prior"]
+        split_from = parent.reindex(need).to_numpy(dtype=object)
+        split_from = np.where(pd.notna(split_from), split_from, None)
         new_rows.append(
             pd.DataFrame(
                 {
@@ -206,6 +225,8 @@ def assign_golden_ids(
                     "created_at": now,
                     "merged_into": None,
                     "merged_at": pd.NaT,
+                    "split_from": split_from,
+                    "split_at": np.where(pd.notna(split_from), now, pd.NaT),
                 }
             )
         )
@@ -222,14 +243,26 @@ def assign_golden_ids(
     if extra:
         new_rows.append(
             pd.DataFrame(
-                {"golden_id": extra, "created_at": now, "merged_into": None, "merged_at": pd.NaT}
+                {
+                    "golden_id": extra,
+                    "created_at": now,
+                    "merged_into": None,
+                    "merged_at": pd.NaT,
+                    "split_from": None,
+                    "split_at": pd.NaT,
+                }
             )
         )
     if new_rows:
-        parts = [p for p in [out.astype({"merged_into": object})] + new_rows if len(p)]
+        parts = [
+            p
+            for p in [out.astype({"merged_into": object, "split_from": object})] + new_rows
+            if len(p)
+        ]
         out = pd.concat(parts, ignore_index=True) if parts else out
     out["created_at"] = pd.to_datetime(out["created_at"], utc=True)
     out["merged_at"] = pd.to_datetime(out["merged_at"], utc=True)
+    out["split_at"] = pd.to_datetime(out["split_at"], utc=True)
 
     # clusters that lost a prior id they partly held: split-off parts
     split_parts = 0

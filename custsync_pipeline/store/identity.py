@@ -3,7 +3,7 @@
 Tables (documented for users in docs/identity.md):
 
 - ``identity_map``: connector, source_id -> golden_id (+ the rule that linked it);
-- ``golden_ids``: every golden id ever issued, with ``merged_into`` history;
+- ``golden_ids``: every golden id ever issued, with ``merged_into`` and ``split_from`` history;
 - ``identity_links``: the evidence of each link (keys masked);
 - ``identity_conflicts``: refused or doubtful links, the review queue;
 - ``steward_decisions``: must-link / cannot-link decisions that always win.
@@ -52,6 +52,8 @@ golden_ids = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Column("merged_into", sa.String(32), nullable=True, index=True),
     sa.Column("merged_at", TS, nullable=True),
+    sa.Column("split_from", sa.String(32), nullable=True, index=True),
+    sa.Column("split_at", TS, nullable=True),
 )
 
 identity_links = sa.Table(
@@ -104,8 +106,26 @@ steward_decisions = sa.Table(
 IDENTITY_TABLES = (identity_map, golden_ids, identity_links, identity_conflicts, steward_decisions)
 
 
+# columns added after the first release: an existing state DB gets them on first use
+_ADDED_COLUMNS = {"golden_ids": (("split_from", "VARCHAR(32)"), ("split_at", "TIMESTAMP"))}
+_checked: set[str] = set()
+
+
 def create_identity_tables(engine: Engine) -> None:
     metadata.create_all(engine, tables=list(IDENTITY_TABLES))
+    url = engine.url.render_as_string(hide_password=True)
+    if url in _checked:
+        return
+    inspector = sa.inspect(engine)
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(table)}
+        for name, sql_type in columns:
+            if name not in have:
+                if sql_type == "TIMESTAMP" and engine.dialect.name == "postgresql":
+                    sql_type = "TIMESTAMP WITH TIME ZONE"
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
+    _checked.add(url)
 
 
 def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict]:
@@ -173,7 +193,7 @@ def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, in
     # golden ids: upsert the rows that are new or changed
     old = _read(engine, golden_ids)
     new = result.golden_ids
-    cols = ["golden_id", "created_at", "merged_into", "merged_at"]
+    cols = ["golden_id", "created_at", "merged_into", "merged_at", "split_from", "split_at"]
     if len(old):
         both = new[cols].merge(
             old[cols], on="golden_id", how="left", suffixes=("", "_old"), indicator=True

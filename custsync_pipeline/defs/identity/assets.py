@@ -18,6 +18,26 @@ IDENTITY_MAP = dg.AssetKey("identity_map")
 IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
 
 
+def conflict_counts(conflicts: pd.DataFrame) -> dict[str, int]:
+    """``conflicts_<kind>`` -> rows of that kind (counts only: no personal data)."""
+    if conflicts.empty:
+        return {}
+    return {f"conflicts_{k}": int(v) for k, v in conflicts["kind"].value_counts().items()}
+
+
+def resolution_metadata(stats: dict[str, int], conflicts: pd.DataFrame) -> dict[str, int]:
+    """What this resolution did, as numbers: merges, splits, new ids, conflicts by kind."""
+    return {
+        "merges": int(stats.get("golden_ids_merged", 0)),
+        "splits": int(stats.get("split_parts", 0)),
+        "new_golden_ids": int(stats.get("golden_ids_new", 0)),
+        "conflicts": len(conflicts),
+        "slow_path_records": int(stats.get("slow_path_records", 0)),
+        "stamped_records": int(stats.get("stamped_records", 0)),
+        **conflict_counts(conflicts),
+    }
+
+
 def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
     upstream = [customers_key(n) for n in cfg.enabled_connectors()]
 
@@ -69,12 +89,16 @@ def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
                 "dagster/row_count": len(id_map),
                 "golden_ids": int(n_golden),
                 "records_per_golden": float(len(id_map) / n_golden) if n_golden else 0.0,
+                **resolution_metadata(result.stats, result.conflicts),
             },
         )
         yield dg.MaterializeResult(
             asset_key=IDENTITY_CONFLICTS,
             value=result.conflicts,
-            metadata={"dagster/row_count": len(result.conflicts)},
+            metadata={
+                "dagster/row_count": len(result.conflicts),
+                **conflict_counts(result.conflicts),
+            },
         )
 
     return [resolve]
