@@ -404,7 +404,14 @@ class RestConnector(HttpConnectorBase):
                 body = resp.json()
             except ValueError:
                 body = None
-            per = get_path(body, w.results_path) if w.results_path else [body]
+            # results_path "" = the answer itself is the list of per-record results
+            per = (
+                [body]
+                if w.body == "single" and not w.results_path
+                else get_path(body, w.results_path)
+                if w.results_path
+                else body
+            )
         if not isinstance(per, list) or len(per) != len(chunk):
             for i in chunk:
                 results[i] = WriteResult(ops[i].golden_id, ops[i].target_id, True)

@@ -379,3 +379,30 @@ class ExactEmulator(Emulator):
     def edit_record(self, rec: dict, rng: random.Random, now: datetime) -> None:
         rec["City"] = rng.choice(["Lund", "Umeå", "Visby", "Kiruna"])
         rec["Modified"] = exact_date(now)
+
+    # Contacts through the changes knob (object_type="Contacts")
+    def new_record_of(self, object_type: str, person: dict, now: datetime) -> dict:
+        rec = self._blank("Contacts")
+        accounts = sorted(self.store)
+        rec.update(
+            {
+                "Account": accounts[len(self.changes) % len(accounts)] if accounts else None,
+                "FirstName": person["first_name"],
+                "LastName": person["last_name"],
+                "Email": person["email"],
+                "Phone": person["phone"],
+            }
+        )
+        return rec
+
+    def edit_record_of(
+        self, object_type: str, rec: dict, rng: random.Random, now: datetime
+    ) -> None:
+        rec["Phone"] = f"+4670{rng.randrange(10**6, 10**7)}"
+        rec["Modified"] = exact_date(now)
+
+    def on_delete_of(self, object_type: str, key: str, rec: dict, now: datetime) -> None:
+        self._log_delete(key, 3)
+
+    def truth_object_type(self, object_type: str | None) -> str:
+        return "Contact" if object_type == "Contacts" else super().truth_object_type(object_type)

@@ -793,6 +793,48 @@ class SalesforceEmulator(Emulator):
         rec["MailingPostalCode"] = f"{rng.randrange(100, 999)} {rng.randrange(10, 99)}"
         rec["LastModifiedDate"] = sf_time(now)
 
+    def new_record_of(self, object_type: str, person: dict, now: datetime) -> dict:
+        t = sf_time(now)
+        rec = dict.fromkeys(self.shape[object_type])
+        common = {"Id": self._new_id(object_type), "Phone": person["phone"], "IsDeleted": False}
+        if object_type == "Account":
+            rec.update(
+                {
+                    "Name": f"{person['last_name']} Handel AB",
+                    "BillingStreet": person["street"],
+                    "BillingCity": person["city"],
+                    "BillingPostalCode": person["postal_code"],
+                    "BillingCountry": person["country"],
+                }
+            )
+        else:  # Lead
+            rec.update(
+                {
+                    "FirstName": person["first_name"],
+                    "LastName": person["last_name"],
+                    "Email": person["email"],
+                    "Company": "[not provided]",
+                    "Street": person["street"],
+                    "City": person["city"],
+                    "PostalCode": person["postal_code"],
+                    "Country": person["country"],
+                    "Status": "Open - Not Contacted",
+                    "IsConverted": False,
+                }
+            )
+        rec.update({**common, "CreatedDate": t, "LastModifiedDate": t})
+        return rec
+
+    def edit_record_of(
+        self, object_type: str, rec: dict, rng: random.Random, now: datetime
+    ) -> None:
+        city = "BillingCity" if object_type == "Account" else "City"
+        rec[city] = rng.choice(["Lund", "Umeå", "Visby", "Kiruna"])
+        rec["LastModifiedDate"] = sf_time(now)
+
+    def on_delete_of(self, object_type: str, key: str, rec: dict, now: datetime) -> None:
+        self.on_delete(key, rec, now, object_type)
+
 
 def _now() -> datetime:
     from .server import utcnow

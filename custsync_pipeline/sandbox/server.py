@@ -14,9 +14,9 @@ Every port also serves the admin API under ``/_sandbox/`` (no auth):
 - ``GET stats``: requests served, faults injected;
 - ``POST faults`` ``{"rate_429", "rate_5xx", "slow_rate", "slow_seconds",
   "retry_after", "malformed_pages", "seed"}``: fault injection (seedable);
-- ``POST changes`` ``{"edit": N, "delete": M, "add": K, "seed"}``: edits,
-  deletes and inserts with fresh modification timestamps and change feeds;
-  answers the ids touched;
+- ``POST changes`` ``{"edit": N, "delete": M, "add": K, "seed", "object"}``: edits,
+  deletes and inserts with fresh modification timestamps and change feeds
+  (``object``: another object type, e.g. Salesforce ``Lead``); answers the ids touched;
 - ``POST reset``: back to the generated state, no faults.
 
 Fault injection applies to the vendor API paths only, never to ``/_sandbox/``.
@@ -244,35 +244,79 @@ class Emulator:
             if "seed" in values:
                 self._fault_rng = random.Random(self.faults.seed)
 
+    # the changes knob on an object type other than the main one (Salesforce Account/Lead,
+    # Exact Contacts): systems with several objects override these three
+    def new_record_of(self, object_type: str, person: dict, now: datetime) -> dict:
+        raise ValueError(f"{self.system}: the changes knob cannot add {object_type!r} records")
+
+    def edit_record_of(
+        self, object_type: str, rec: dict, rng: random.Random, now: datetime
+    ) -> None:
+        raise ValueError(f"{self.system}: the changes knob cannot edit {object_type!r} records")
+
+    def on_delete_of(self, object_type: str, key: str, rec: dict, now: datetime) -> None:
+        raise ValueError(f"{self.system}: the changes knob cannot delete {object_type!r} records")
+
+    def truth_object_type(self, object_type: str | None) -> str:
+        """The truth's ``object_type`` for records of store ``object_type`` (None = main)."""
+        if object_type is None:
+            return self.truth_rows[0]["object_type"] if self.truth_rows else ""
+        return object_type
+
     def apply_changes(
-        self, edit: int = 0, delete: int = 0, add: int = 0, seed: int | None = None
+        self,
+        edit: int = 0,
+        delete: int = 0,
+        add: int = 0,
+        seed: int | None = None,
+        object_type: str | None = None,
     ) -> dict:
+        """Edit ``edit``, delete ``delete`` and add ``add`` records of ``object_type``
+        (None = the main object), with fresh change times and feed entries."""
         rng = random.Random(seed if seed is not None else self.data.seed * 1000 + len(self.changes))
         now = utcnow()
         out: dict[str, list[str]] = {"edited": [], "deleted": [], "added": []}
+        stores = self.stores()
+        main = next(iter(stores))
+        if object_type is not None and object_type not in stores:
+            raise ValueError(
+                f"{self.system} has no object type {object_type!r}; known: {sorted(stores)}"
+            )
+        obj = None if object_type in (None, main) else object_type
+        store = stores[obj or main]
         with self.lock:
-            keys = sorted(self.store)
+            keys = sorted(store)
             chosen = rng.sample(keys, min(len(keys), edit + delete))
             for key in chosen[:edit]:
-                self.edit_record(self.store[key], rng, now)
+                if obj is None:
+                    self.edit_record(store[key], rng, now)
+                else:
+                    self.edit_record_of(obj, store[key], rng, now)
                 self.changes.append((key, "Updated", now))
                 out["edited"].append(key)
             for key in chosen[edit:]:
-                rec = self.store.pop(key)
-                self.on_delete(key, rec, now)
+                rec = store.pop(key)
+                if obj is None:
+                    self.on_delete(key, rec, now)
+                else:
+                    self.on_delete_of(obj, key, rec, now)
                 out["deleted"].append(key)
             for _ in range(add):
                 self._added += 1
                 n = self._added
                 person = _new_person(rng, n, self.system)
-                rec = self.new_record(person, now)
+                rec = (
+                    self.new_record(person, now)
+                    if obj is None
+                    else self.new_record_of(obj, person, now)
+                )
                 key = self.key_of(rec)
-                self.store[key] = rec
+                store[key] = rec
                 self.changes.append((key, "Created", now))
                 self.truth_rows.append(
                     {
                         "system": self.system,
-                        "object_type": self.truth_rows[0]["object_type"] if self.truth_rows else "",
+                        "object_type": self.truth_object_type(obj),
                         "source_id": key,
                         "person_id": person["person_id"],
                     }
@@ -303,10 +347,17 @@ class Emulator:
             return Response(200, asdict(self.faults))
         if req.method == "POST" and action == "changes":
             body = req.json() or {}
-            unknown = set(body) - {"edit", "delete", "add", "seed"}
+            unknown = set(body) - {"edit", "delete", "add", "seed", "object"}
             if unknown:
                 return Response(400, {"error": f"unknown change keys: {sorted(unknown)}"})
-            return Response(200, self.apply_changes(**{k: int(v) for k, v in body.items()}))
+            obj = body.pop("object", None)
+            try:
+                changed = self.apply_changes(
+                    **{k: int(v) for k, v in body.items()}, object_type=obj
+                )
+            except ValueError as exc:
+                return Response(400, {"error": str(exc)})
+            return Response(200, changed)
         if req.method == "POST" and action == "reset":
             self.faults.update(asdict(Faults()))
             self.reset()
@@ -576,9 +627,19 @@ class Sandbox:
                 emu.set_faults(knobs)
 
     def changes(
-        self, system: str, edit: int = 0, delete: int = 0, add: int = 0, seed: int | None = None
+        self,
+        system: str,
+        edit: int = 0,
+        delete: int = 0,
+        add: int = 0,
+        seed: int | None = None,
+        object_type: str | None = None,
     ) -> dict:
-        return self.emulators[system].apply_changes(edit=edit, delete=delete, add=add, seed=seed)
+        """Edit/delete/add records of ``system`` (``object_type``: e.g. Salesforce ``Lead``,
+        Exact ``Contacts``; None = the main object); answers the ids touched."""
+        return self.emulators[system].apply_changes(
+            edit=edit, delete=delete, add=add, seed=seed, object_type=object_type
+        )
 
     def reset(self) -> None:
         for emu in self.emulators.values():
