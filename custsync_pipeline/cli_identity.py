@@ -60,6 +60,23 @@ def _fmt_ts(value: object) -> str:
     return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _masked_id(source_id: object) -> str:
+    """A source id for display: each ``|`` part holding an ``@`` masked like an email.
+
+    An Icomm source id is ``UserId|StoreCode`` and a guest's UserId is their email.
+    """
+    from custsync_pipeline.domain.identity_keys import mask_value
+
+    text = str(source_id)
+    if "@" not in text:
+        return text
+    return "|".join(mask_value(part) if "@" in part else part for part in text.split("|"))
+
+
+def _ref(connector: object, source_id: object) -> str:
+    return f"{connector}:{_masked_id(source_id)}"
+
+
 def format_explanation(ex) -> str:  # ex: store.identity.Explanation
     """Human-readable text of an ``Explanation`` (keys masked)."""
     if ex.golden_id is None:
@@ -80,7 +97,9 @@ def format_explanation(ex) -> str:  # ex: store.identity.Explanation
     for r in ex.members.itertuples(index=False):
         name = r.name if isinstance(r.name, str) and r.name else "-"
         contact = ", ".join(v for v in (r.email, r.phone) if isinstance(v, str) and v) or "-"
-        lines.append(f"  {r.connector}:{r.source_id}  via {r.rule}  name {name}  contact {contact}")
+        lines.append(
+            f"  {_ref(r.connector, r.source_id)}  via {r.rule}  name {name}  contact {contact}"
+        )
     lines.append("")
     lines.append(f"links ({len(ex.links)}):")
     if ex.links.empty:
@@ -88,14 +107,16 @@ def format_explanation(ex) -> str:  # ex: store.identity.Explanation
     for r in ex.links.itertuples(index=False):
         key = f" key {r.key}" if r.key else ""
         lines.append(
-            f"  {r.connector_a}:{r.source_id_a} <-> {r.connector_b}:{r.source_id_b}  rule {r.rule}{key}"
+            f"  {_ref(r.connector_a, r.source_id_a)} <-> {_ref(r.connector_b, r.source_id_b)}"
+            f"  rule {r.rule}{key}"
         )
     if len(ex.conflicts):
         lines.append("")
         lines.append(f"refused or doubtful links ({len(ex.conflicts)}):")
         for r in ex.conflicts.itertuples(index=False):
             lines.append(
-                f"  [{r.kind}] {r.connector_a}:{r.source_id_a} x {r.connector_b}:{r.source_id_b}  "
+                f"  [{r.kind}] {_ref(r.connector_a, r.source_id_a)} x "
+                f"{_ref(r.connector_b, r.source_id_b)}  "
                 f"rule {r.rule} key {r.key_masked}: {r.evidence}"
             )
     return "\n".join(lines)

@@ -143,3 +143,30 @@ def test_a_bad_record_reference_is_refused(db, capsys):
     with pytest.raises(SystemExit):
         main(["steward", "must-link", "crm-003A", "loyalty:V1", "--db", url])
     assert "connector:source_id" in capsys.readouterr().err
+
+
+def test_explain_masks_a_source_id_that_holds_an_email(db, capsys):
+    # an Icomm source id is UserId|StoreCode, and a guest's UserId is their email
+    url, engine = db
+    icomm = conform(
+        pd.DataFrame(
+            [
+                dict(connector="icomm", source_id="johanna@gmail.com|SE", icomm_user_id="johanna@gmail.com",
+                     store_code="SE", email="johanna@gmail.com", first_name="Johanna"),
+                dict(connector="icomm", source_id="fam@x.se|SE", icomm_user_id="fam@x.se",
+                     store_code="SE", email="fam@x.se"),
+            ]
+        )
+    )  # fmt: skip
+    core.replace_source_records(engine, "icomm", icomm)
+    result = resolve(engine)
+    g = gid_of(result, "crm", "003A")
+    assert gid_of(result, "icomm", "johanna@gmail.com|SE") == g
+    assert main(["explain", g, "--db", url]) == 0
+    out = capsys.readouterr().out
+    assert "icomm:j***@gmail.com|SE" in out
+    assert "johanna@gmail.com" not in out
+    # a conflict row naming the family guest is masked too
+    assert main(["explain", gid_of(result, "crm", "003B"), "--db", url]) == 0
+    out = capsys.readouterr().out
+    assert "icomm:f***@x.se|SE" in out and "fam@x.se|SE" not in out
