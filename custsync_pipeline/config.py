@@ -9,6 +9,7 @@ file stops with a message naming the key and what is wrong.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,6 +145,19 @@ class IdentifierRule(_Strict):
     max_records_per_value: int | None = Field(
         default=None, ge=2, description="a value shared by more records than this is not a link"
     )
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> IdentifierRule:
+        # a broken regex must stop the config load, not the identity run hours later
+        for i, pattern in enumerate(self.blocked_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"identity.identifiers[{self.name}].blocked_patterns[{i}] is not a valid "
+                    f"regex ({exc}): {pattern!r}"
+                ) from exc
+        return self
 
 
 class IdentityConfig(_Strict):

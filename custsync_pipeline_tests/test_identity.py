@@ -775,3 +775,22 @@ def test_cannot_link_on_a_stamped_record_wins():
     r = run(decisions(("cannot_link", "promo", "t", "crm", "a")))
     assert apart(r, ("promo", "t"), ("crm", "a"))
     assert gid(r, "crm", "a") == g_a
+
+
+# --- config (audit item 6) ----------------------------------------------------------
+
+
+def test_a_bad_blocked_pattern_fails_the_config_load_naming_the_key(tmp_path):
+    import yaml
+
+    from custsync_pipeline.config import DEFAULT_CONFIG_PATH, load_sync_config
+
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    email = next(r for r in data["identity"]["identifiers"] if r["name"] == "email")
+    email["blocked_patterns"] = [r"^ok@", r"^(unclosed@"]
+    path = tmp_path / "sync.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(Exception, match=r"identifiers\[email\]\.blocked_patterns\[1\]"):
+        load_sync_config(str(path))
+    # and the packaged patterns compile
+    assert load_sync_config(str(DEFAULT_CONFIG_PATH)).identity.identifiers
