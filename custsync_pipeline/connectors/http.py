@@ -118,12 +118,37 @@ def mask_emails(text: str) -> str:
     return _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}{m.group(3)}", text)
 
 
+# A phone number as people and APIs write it: "+46 70-123 45 67", "0046701234567",
+# "070-123 45 67", "(070) 1234567", or a bare run of 9-15 digits. Dates, times and
+# ids inside words do not match (no letters, ":" or "." around; no leading 1-9 with
+# separators).
+_PHONE = re.compile(
+    r"(?<![\w.:/+-])(?:(?:\+|00|0|\(0)[\d ()-]{5,20}\d|\d{9,15})(?![\w:.]?\d)(?!\w)"
+)
+
+
+def mask_phones(text: str) -> str:
+    """``+46 70-123 45 67`` -> ``+46***67``: phone numbers in vendor messages are masked."""
+
+    def one(m: re.Match[str]) -> str:
+        raw = m.group(0)
+        digits = sum(c.isdigit() for c in raw)
+        return raw if digits < 7 else f"{raw[:3]}***{raw[-2:]}"
+
+    return _PHONE.sub(one, text)
+
+
+def mask_personal(text: str) -> str:
+    """E-mail addresses and phone numbers masked (vendor error bodies quote the record)."""
+    return mask_phones(mask_emails(text))
+
+
 def scrub_text(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every known secret value masked, and e-mail addresses masked."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
-    return mask_emails(text)
+    return mask_personal(text)
 
 
 # --------------------------------------------------------------------------- rate limit
@@ -272,7 +297,12 @@ ResponseHook = Callable[["HttpClient", requests.Response], None]
 
 
 def default_error_message(resp: requests.Response) -> str:
-    """The API's own error message when the body is JSON, else the start of the text."""
+    """The API's own error message when the body is JSON, else the start of the text;
+    e-mail addresses and phone numbers in it are masked (vendors quote the record)."""
+    return mask_personal(_error_text(resp))
+
+
+def _error_text(resp: requests.Response) -> str:
     try:
         body = resp.json()
     except ValueError:

@@ -309,8 +309,27 @@ def email_or_reason(value: str) -> tuple[str | None, str | None]:
     try:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
-        return None, str(exc)[:200]
+        return None, value_free_reason(str(exc), candidate)
     return result.normalized.lower(), None
+
+
+_GENERIC_EMAIL_REASON = "The email address is not valid."
+
+
+def value_free_reason(message: str, value: str) -> str:
+    """email-validator's message without any part of the address (personal data).
+
+    Its messages quote the offending characters after a colon, details in
+    parentheses and the domain by name; keep the sentence before those, and fall
+    back to a generic reason if a piece of the address would still show.
+    """
+    text = re.sub(r"The domain name \S+ ", "The domain name ", message)
+    text = re.split(r":\s|\s\(", text, maxsplit=1)[0].strip().rstrip(".") + "."
+    local, _, domain = value.rpartition("@")
+    pieces = [p for p in (value, local, domain) if len(p) >= 2]
+    if any(p in text.lower() for p in pieces) or len(text) > 200:
+        return _GENERIC_EMAIL_REASON
+    return text
 
 
 # A strict ASCII subset of what email-validator accepts, with its normalization
