@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections import deque
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -112,20 +113,56 @@ def test_retries_429_and_5xx_then_succeeds_and_counts_retries(server):
     assert len(server.seen) == 4
 
 
-def test_past_retry_after_date_is_no_hint(server):
-    past = formatdate(0, usegmt=True)  # 1970: parses to 0 -> exponential backoff instead
-    server.script.extend([(429, {"Retry-After": past}, {}, 0), (200, {}, {"v": 1}, 0)])
-    client = _client(server.url)
+@pytest.mark.parametrize("hint", [formatdate(0, usegmt=True), "0"])
+def test_past_or_zero_retry_after_is_no_hint_and_backs_off(server, hint):
+    # 1970 or 0 parse to 0: no hint, so the first retry still waits factor (+ jitter)
+    server.script.extend([(429, {"Retry-After": hint}, {}, 0), (200, {}, {"v": 1}, 0)])
+    client = _client(server.url, backoff_factor_s=0.05, backoff_jitter_s=0.02)
+    started = time.monotonic()
     assert client.get_json("/x") == {"v": 1}
+    elapsed = time.monotonic() - started
     assert client.counters.retries == 1
+    [wait] = client.counters.retry_counter.waits
+    assert 0.05 <= wait <= 0.07
+    assert elapsed >= 0.05
 
 
 def test_retry_after_seconds_is_honoured_up_to_the_cap(server):
-    # a hint of one hour, capped to 0.01 s by the setting: proves the header is read
+    # a hint of one hour, capped to 0.2 s by the setting: proves the header is read and capped
     server.script.extend([(429, {"Retry-After": "3600"}, {}, 0), (200, {}, {"v": 2}, 0)])
-    client = _client(server.url, retry_after_max_s=0.01)
+    client = _client(server.url, retry_after_max_s=0.2, backoff_factor_s=0.001)
+    started = time.monotonic()
     assert client.get_json("/x") == {"v": 2}
+    assert time.monotonic() - started >= 0.2
     assert client.counters.retries == 1
+    assert client.counters.retry_counter.waits == [0.2]
+    # below the cap the hint is taken as it is: 1 s, not the 1 ms backoff
+    server.script.extend([(503, {"Retry-After": "1"}, {}, 0), (200, {}, {"v": 3}, 0)])
+    client = _client(server.url, retry_after_max_s=60, backoff_factor_s=0.001)
+    started = time.monotonic()
+    assert client.get_json("/x") == {"v": 3}
+    assert time.monotonic() - started >= 1.0
+    assert client.counters.retry_counter.waits == [1.0]
+
+
+def test_backoff_doubles_from_the_first_retry_with_jitter(server):
+    server.script.extend([(503, {}, {}, 0)] * 4 + [(200, {}, {"v": 4}, 0)])
+    client = _client(server.url, backoff_factor_s=0.02, backoff_jitter_s=0.01, backoff_max_s=10)
+    assert client.get_json("/x") == {"v": 4}
+    waits = client.counters.retry_counter.waits
+    assert len(waits) == 4
+    for n, wait in enumerate(waits, start=1):
+        base = 0.02 * 2 ** (n - 1)  # 0.02, 0.04, 0.08, 0.16: the first retry waits too
+        assert base <= wait <= base + 0.01, (n, wait)
+    # jitter: the waits are not exactly the bare exponential
+    assert any(w != 0.02 * 2 ** (n - 1) for n, w in enumerate(waits, start=1))
+
+
+def test_backoff_is_capped_by_backoff_max(server):
+    server.script.extend([(500, {}, {}, 0)] * 3 + [(200, {}, {}, 0)])
+    client = _client(server.url, backoff_factor_s=0.05, backoff_jitter_s=0.0, backoff_max_s=0.08)
+    client.get_json("/x")
+    assert client.counters.retry_counter.waits == [0.05, 0.08, 0.08]
 
 
 def test_retries_exhausted_is_transient_error_with_api_message(server):

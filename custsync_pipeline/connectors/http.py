@@ -12,11 +12,13 @@ exception or Dagster metadata.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import takewhile
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -189,15 +191,24 @@ class TokenBucket:
 
 
 class RetryCounter:
-    """A thread-safe count of the retries a session made (for ``ReadStats.retries``)."""
+    """A thread-safe count of the retries a session made (for ``ReadStats.retries``),
+    and the last waits before them (seconds; newest last, at most ``MAX_WAITS``)."""
+
+    MAX_WAITS = 1000
 
     def __init__(self) -> None:
         self._n = 0
         self._lock = threading.Lock()
+        self.waits: list[float] = []
 
     def add(self) -> None:
         with self._lock:
             self._n += 1
+
+    def record_wait(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+            del self.waits[: -self.MAX_WAITS]
 
     @property
     def value(self) -> int:
@@ -207,8 +218,11 @@ class RetryCounter:
 class CountingRetry(Retry):
     """``urllib3`` ``Retry`` that counts every retry it grants and caps ``Retry-After``.
 
-    ``Retry-After: 0`` or a date in the past parse to 0, which urllib3 treats
-    as "no hint" and falls back to exponential backoff with jitter.
+    The wait before retry n (1, 2, ...) of a request is ``Retry-After`` when the
+    answer carries a positive one (capped at ``retry_after_cap``), else
+    ``backoff_factor * 2**(n-1)`` plus up to ``backoff_jitter`` seconds of random
+    jitter, at most ``backoff_max``. ``Retry-After: 0`` or a date in the past
+    parse to 0: no hint, so the backoff applies.
     """
 
     counter: RetryCounter
@@ -222,8 +236,26 @@ class CountingRetry(Retry):
         fresh.bucket = self.bucket
         return fresh
 
+    def get_backoff_time(self) -> float:
+        # urllib3 2.x waits 0 s before the first retry and adds no jitter to it; a
+        # server that just answered 503 deserves a pause, and clients that fail
+        # together must not come back in lockstep
+        errors = len(list(takewhile(lambda h: h.redirect_location is None, reversed(self.history))))
+        if errors < 1:
+            return 0.0
+        wait = self.backoff_factor * (2 ** (errors - 1))
+        if self.backoff_jitter:
+            wait += random.random() * self.backoff_jitter
+        return float(max(0.0, min(self.backoff_max, wait)))
+
     def sleep(self, response: Any = None) -> None:
-        super().sleep(response)
+        hint = (
+            self.get_retry_after(response) if self.respect_retry_after_header and response else None
+        )
+        wait = hint if hint else self.get_backoff_time()
+        self.counter.record_wait(wait)
+        if wait > 0:
+            time.sleep(wait)
         # a retry is a request too: it waits for its token like any other
         if self.bucket is not None:
             self.bucket.acquire()
