@@ -10,7 +10,11 @@ the sync config's rules and prints:
   (targets: precision >= 0.999, recall >= 0.98);
 - golden records that mix people, and how many of them involve a shared
   family email, a placeholder or a role address (target: none);
-- the conflicts queued for review, by kind.
+- the conflicts queued for review, by kind;
+- detection from the data, not from lists: how many role-address records use
+  an address on no block list (the generator's ``kundservice@`` /
+  ``ekonomi@``), and the trap mixing again after a second resolution with
+  every ``blocked_values`` / ``blocked_patterns`` removed (target: none).
 
 Usage: PYTHONPATH=. python benchmarks/identity_quality.py [--people 20000] [--seed 7]
 """
@@ -183,17 +187,42 @@ def main() -> None:
     precision = tp / pred_pairs if pred_pairs else 1.0
     recall = tp / true_pairs if true_pairs else 1.0
 
-    # golden records holding more than one person, and whether a trap is among them
-    per_golden = m.groupby("golden_id")["person_id"].nunique()
-    mixed = per_golden[per_golden > 1].index
     traps = data.defects[
         data.defects["defect"].isin(
             ["shared_family_email", "placeholder_email", "placeholder_phone", "role_email"]
         )
     ].rename(columns={"system": "connector"})
-    trap_rows = m[m["golden_id"].isin(mixed)].merge(
-        traps[["connector", "source_id", "defect"]], on=["connector", "source_id"], how="inner"
-    )
+    traps = traps.astype({"source_id": str})
+
+    def trap_mixing(id_map: pd.DataFrame) -> tuple[pd.Index, pd.DataFrame]:
+        """Golden records holding more than one person, and the trap rows among them."""
+        mm = id_map.merge(truth, on=["connector", "source_id"], how="inner")
+        per_golden = mm.groupby("golden_id")["person_id"].nunique()
+        mixed_ids = per_golden[per_golden > 1].index
+        rows = mm[mm["golden_id"].isin(mixed_ids)].merge(
+            traps[["connector", "source_id", "defect"]], on=["connector", "source_id"], how="inner"
+        )
+        return mixed_ids, rows
+
+    mixed, trap_rows = trap_mixing(result.identity_map)
+
+    # detection from the data: role addresses on no list, and a run with every list removed
+    email_rule = next((r for r in rules if r.name == "email"), None)
+    role_keys = traps.loc[traps["defect"] == "role_email", ["connector", "source_id"]]
+    role_frame = records[["connector", "source_id", "email"]].astype({"source_id": str})
+    role_frame = role_frame.merge(role_keys, on=["connector", "source_id"]).dropna(subset=["email"])
+    role_mail = role_frame["email"].astype(str).str.strip().str.lower()
+    listed = pd.Series(False, index=role_mail.index)
+    if email_rule is not None:
+        listed |= role_mail.isin({v.lower() for v in email_rule.blocked_values})
+        for pattern in email_rule.blocked_patterns:
+            listed |= role_mail.str.contains(pattern, case=False, regex=True)
+    unlisted_role = role_mail[~listed]
+    no_lists = [r.model_copy(update={"blocked_values": [], "blocked_patterns": []}) for r in rules]
+    bare = resolve_identities(records, no_lists, now=pd.Timestamp("2026-11-01", tz="UTC"))
+    bare_mixed, bare_trap_rows = trap_mixing(bare.identity_map)
+    unlisted_ids = role_frame.loc[~listed, ["connector", "source_id"]]
+    unlisted_mixed = trap_rows.merge(unlisted_ids, on=["connector", "source_id"], how="inner")
 
     print(f"identity quality: seed {args.seed}, {args.people} people")
     print("  mapping per system: " + ", ".join(f"{s}={h}" for s, h in how.items()))
@@ -211,6 +240,18 @@ def main() -> None:
     )
     if len(trap_rows):
         print(trap_rows.groupby("defect")["golden_id"].nunique().to_string())
+    print(
+        f"  role-address records on no block list: {len(unlisted_role)} "
+        f"({unlisted_role.nunique()} addresses); golden records mixing people through them: "
+        f"{unlisted_mixed['golden_id'].nunique()}"
+    )
+    print(
+        "  with every block list removed: golden records mixing people "
+        f"{len(bare_mixed)}, through a family email / placeholder / role address "
+        f"{bare_trap_rows['golden_id'].nunique()}"
+    )
+    if len(bare_trap_rows):
+        print(bare_trap_rows.groupby("defect")["golden_id"].nunique().to_string())
     print(
         "  conflicts queued: "
         + ", ".join(f"{k}={v}" for k, v in result.conflicts["kind"].value_counts().items())

@@ -794,3 +794,41 @@ def test_a_bad_blocked_pattern_fails_the_config_load_naming_the_key(tmp_path):
         load_sync_config(str(path))
     # and the packaged patterns compile
     assert load_sync_config(str(DEFAULT_CONFIG_PATH)).identity.identifiers
+
+
+# --- role addresses on no list: detected from the data (audit item 7) --------------
+
+
+def test_generator_role_addresses_on_no_list_never_merge_their_holders():
+    import re
+
+    from custsync_pipeline.config import load_sync_config
+    from custsync_pipeline.sandbox.generator import generate
+
+    people = generate(seed=5, people=1500, role_rate=0.05).people
+    role = people[people["shared_email"] == "role"]
+    rules = load_sync_config().identity.identifiers
+    email_rule = next(r for r in rules if r.name == "email")
+    listed = role["email"].map(
+        lambda e: any(re.search(p, e, re.IGNORECASE) for p in email_rule.blocked_patterns)
+    )
+    unlisted = role[~listed]
+    # the generator shares addresses no block list knows (kundservice@, ekonomi@) ...
+    assert unlisted["email"].str.match(r"^(kundservice|ekonomi)@").all()
+    assert unlisted.groupby("email")["person_id"].nunique().min() >= 2
+    # ... and each holder, with a record in two systems, stays one person of their own
+    base = unlisted[["person_id", "first_name", "last_name", "email", "phone"]]
+    records = conform(
+        pd.concat(
+            [
+                base.assign(connector="crm", source_id=base["person_id"], salesforce_id=base["person_id"]),
+                base.assign(connector="shop", source_id="w" + base["person_id"], web_user_id="w" + base["person_id"], phone=None),
+            ],
+            ignore_index=True,
+        ).drop(columns="person_id")
+    )  # fmt: skip
+    r = resolve_identities(records, rules, now=NOW)
+    m = r.identity_map.assign(person=r.identity_map["source_id"].str.lstrip("w"))
+    assert (m.groupby("golden_id")["person"].nunique() == 1).all()
+    # one person's two records still link on the role address when nothing disagrees
+    assert m.groupby("person")["golden_id"].nunique().mean() < 1.5

@@ -430,10 +430,18 @@ def _make_people(rng: np.random.Generator, n: int) -> pd.DataFrame:
     )
 
 
+_ROLE_LOCALS = ("info", "kundservice", "ekonomi")
+
+
 def _share_emails(
     rng: np.random.Generator, people: pd.DataFrame, family_rate: float, role_rate: float
 ) -> None:
-    """Families share one address (pairs); small firms' staff share ``info@company``."""
+    """Families share one address (pairs); small firms' staff share a role address.
+
+    The role address rotates between ``info@`` (on the packaged config's block
+    list) and ``kundservice@`` / ``ekonomi@`` (on no list), so resolution must
+    tell those apart from the data itself.
+    """
     n = len(people)
     order = rng.permutation(n)
     n_fam = int(n * family_rate) // 2
@@ -450,8 +458,9 @@ def _share_emails(
     for g in range(n_role_groups):
         members = order[start + 3 * g : start + 3 * g + 3]
         cc = people["country"].iat[members[0]].lower()
+        local = _ROLE_LOCALS[g % len(_ROLE_LOCALS)]  # by index: no extra random draw
         emails[members] = (
-            f"info@{_COMPANIES[g % len(_COMPANIES)]}{g}.{'co.uk' if cc == 'gb' else cc}"
+            f"{local}@{_COMPANIES[g % len(_COMPANIES)]}{g}.{'co.uk' if cc == 'gb' else cc}"
         )
         shared[members] = "role"
         org[members] = f"ORG{g:05d}"
@@ -789,7 +798,7 @@ def generate(
         )
         add_truth("salesforce", rows, rows.source_id)
 
-        # Accounts: the small firms whose staff share an info@ address (a company, not a person)
+        # Accounts: the small firms whose staff share a role address (a company, not a person)
         orgs = pf["org_id"].dropna()
         first_member = orgs.drop_duplicates()
         n_acc = len(first_member)
