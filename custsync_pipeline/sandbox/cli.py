@@ -41,6 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--malformed-pages", type=int, default=0, help="truncate the next N GET answers per system"
     )
     parser.add_argument(
+        "--edit",
+        type=int,
+        default=0,
+        help="at start: edit N records per system (fresh change times)",
+    )
+    parser.add_argument(
+        "--delete", type=int, default=0, help="at start: delete M records per system (in the feeds)"
+    )
+    parser.add_argument("--add", type=int, default=0, help="at start: add K records per system")
+    parser.add_argument(
         "--tls",
         default="",
         help="comma-separated systems to serve over HTTPS with a self-signed certificate "
@@ -63,6 +73,12 @@ def faults_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def changes_from_args(args: argparse.Namespace) -> dict[str, int]:
+    """``--edit/--delete/--add`` as the Sandbox's ``changes`` (empty when all are 0)."""
+    spec = {"edit": args.edit, "delete": args.delete, "add": args.add}
+    return spec if any(spec.values()) else {}
+
+
 def run(args: argparse.Namespace) -> int:
     systems = args.systems.split(",") if args.systems else None
     options = {"salesforce": {"page_size": args.page_size}} if args.page_size else {}
@@ -74,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         systems=systems,
         faults=faults_from_args(args),
         options=options,
+        changes=changes_from_args(args),
         tls=True if args.tls == "all" else [t for t in args.tls.split(",") if t],
     )
     stop = threading.Event()
@@ -91,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         )
         for system, url in sandbox.urls.items():
             print(f"  {system:<11} {url}  ({len(sandbox.records(system))} records)", flush=True)
+        for system, touched in sandbox.start_changes.items():
+            counts = ", ".join(f"{len(ids)} {kind}" for kind, ids in touched.items())
+            print(f"  changes at start, {system}: {counts}", flush=True)
         print("credentials (env var: accepted value unless the env var is set):", flush=True)
         for name, value in CREDENTIALS.items():
             print(f"  {name}={value}", flush=True)

@@ -505,6 +505,30 @@ class _Server(ThreadingHTTPServer):
         pass  # a client hanging up mid-request is not worth a traceback
 
 
+_CHANGE_KEYS = frozenset({"edit", "delete", "add", "seed", "object_type"})
+
+
+def _changes_per_system(changes: dict[str, Any], systems: Iterable[str]) -> dict[str, dict]:
+    """``changes`` for every system, or already per system; unknown keys are an error."""
+    systems = list(systems)
+    if set(changes) <= _CHANGE_KEYS:
+        per = {s: dict(changes) for s in systems} if changes else {}
+    else:
+        unknown = sorted(set(changes) - set(SYSTEMS))
+        if unknown:
+            raise ValueError(
+                f"changes: unknown system(s) or key(s) {unknown}; keys: {sorted(_CHANGE_KEYS)}"
+            )
+        per = {s: dict(v) for s, v in changes.items() if s in systems}
+    for system, spec in per.items():
+        bad = sorted(set(spec) - _CHANGE_KEYS)
+        if bad:
+            raise ValueError(
+                f"changes.{system}: unknown key(s) {bad}; keys: {sorted(_CHANGE_KEYS)}"
+            )
+    return per
+
+
 class Sandbox:
     """Every emulated API on localhost; ``with Sandbox(...) as sb: sb.urls["salesforce"]``."""
 
@@ -520,7 +544,13 @@ class Sandbox:
         data: SandboxData | None = None,
         tls: bool | Iterable[str] = False,
         cert_dir: str | os.PathLike | None = None,
+        changes: dict[str, Any] | None = None,
     ) -> None:
+        """``faults``: fault knobs for every system from the start (see :class:`Faults`);
+        ``changes``: ``{"edit": N, "delete": M, "add": K}`` applied to every system once
+        its emulator is built (before the first request), or per system
+        ``{"voyado": {"edit": 3}, "salesforce": {"add": 2, "object_type": "Lead"}}``.
+        ``reset()`` returns to the generated state, without these changes."""
         self.seed = seed
         self.people = people
         self.host = host
@@ -536,6 +566,8 @@ class Sandbox:
         self._classes = available
         self._faults = dict(faults or {})
         self._options = options or {}
+        self._changes = _changes_per_system(changes or {}, self.systems)
+        self.start_changes: dict[str, dict] = {}  # system -> ids touched at start
         self.data: SandboxData | None = data
         self.emulators: dict[str, Emulator] = {}
         self.urls: dict[str, str] = {}
@@ -571,6 +603,9 @@ class Sandbox:
                     }
                 )
                 emu = self._classes[system](self.data, faults, **self._options.get(system, {}))
+                if self._changes.get(system):
+                    spec = {"seed": self.seed + PORT_OFFSETS[system], **self._changes[system]}
+                    self.start_changes[system] = emu.apply_changes(**spec)
                 port = 0 if self.base_port == 0 else self.base_port + PORT_OFFSETS[system]
                 tls_ctx = ctx if system in self.tls_systems else None
                 server = _Server((self.host, port), _make_handler(emu), tls_ctx)
