@@ -59,13 +59,16 @@ def format_summary(
     conflicts = meta.get("identity_conflicts", {}).get("dagster/row_count", "-")
     lines.append(f"identity conflicts for review: {conflicts}")
     lines.append("")
-    lines.append(f"{'target':<16}{'deltas':>10}{'published':>12}{'failed':>10}{'dead':>8}")
+    lines.append(
+        f"{'target':<16}{'deltas':>10}{'published':>12}{'failed':>10}{'dead':>8}{'held back':>12}"
+    )
     for name in targets:
         d = meta.get(f"{name}/outbound_deltas", {})
         p = meta.get(f"{name}/published", {})
         lines.append(
             f"{name:<16}{d.get('dagster/row_count', '-'):>10}{p.get('published', '-'):>12}"
             f"{p.get('failed_transient', '-'):>10}{p.get('dead_lettered', '-'):>8}"
+            f"{d.get('held_back', '-'):>12}"
         )
     return "\n".join(lines)
 

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
+
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("sync_config.yaml")
 CONFIG_ENV_VAR = "CUSTSYNC_CONFIG"
 
@@ -191,6 +193,13 @@ class PublishTarget(_Strict):
     connector: str
     fields: list[str] = Field(description="golden fields this target subscribes to")
     batch_size: int | None = Field(default=None, ge=1)
+    kinds: list[Literal["person", "company"]] | None = Field(
+        default=None, description="golden kinds the target takes (default: all)"
+    )
+    required_fields: list[str] = Field(
+        default_factory=list,
+        description="golden fields the target cannot do without; records lacking one are held back",
+    )
 
 
 class SyncConfig(_Strict):
@@ -221,6 +230,13 @@ class SyncConfig(_Strict):
                 raise ValueError(
                     f"publish[{i}].connector: {target.connector!r} is not a configured connector"
                 )
+            for key in ("fields", "required_fields"):
+                unknown = sorted(set(getattr(target, key)) - set(GOLDEN_FIELDS))
+                if unknown:
+                    raise ValueError(
+                        f"publish[{i}].{key}: {unknown} are not golden fields; "
+                        f"known: {list(GOLDEN_FIELDS)}"
+                    )
         return self
 
     def enabled_connectors(self) -> dict[str, ConnectorConfig]:

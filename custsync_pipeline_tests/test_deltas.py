@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from custsync_pipeline.domain.deltas import DELTA_COLUMNS, compute_deltas
+from custsync_pipeline.domain.deltas import DELTA_COLUMNS, compute_deltas, hold_back
 from custsync_pipeline.domain.golden import row_hash
 
 FIELDS = ["first_name", "email"]
@@ -67,3 +67,27 @@ def test_nothing_to_do_gives_an_empty_frame_with_columns() -> None:
     )
     deltas = compute_deltas(GOLDEN, members, FIELDS, pd.DataFrame())
     assert deltas.empty and list(deltas.columns) == DELTA_COLUMNS
+
+
+def test_members_of_another_object_type_are_left_alone_and_not_created_again() -> None:
+    # Salesforce writes Contacts: T1 is a Lead of G1 (differs, but is not a Contact),
+    # T2 a Contact of G2 that differs -> only T2 is updated, G1 gets no Contact beside its Lead
+    members = _members(first_name=["Ann", "Bob"], email=["a@x.se", "b@x.se"])
+    members["object_type"] = ["Lead", "Contact"]
+    deltas = compute_deltas(GOLDEN, members, FIELDS, pd.DataFrame(), writable_types=["Contact"])
+    assert sorted(deltas["entity_key"]) == ["T2", "new:G3"]
+
+
+def test_hold_back_by_kind_and_required_field_with_counts() -> None:
+    golden = pd.DataFrame(
+        {
+            "golden_id": ["G1", "G2", "G3", "G4"],
+            "kind": ["person", "company", "person", pd.NA],
+            "last_name": ["Ek", pd.NA, pd.NA, "Berg"],
+        }
+    )
+    takes, why = hold_back(golden, ["person"], ["last_name"])
+    assert list(takes["golden_id"]) == ["G1"]
+    assert why == {"kind_not_taken": 2, "missing_last_name": 1}
+    everything, none = hold_back(golden, None, [])
+    assert len(everything) == 4 and none == {}

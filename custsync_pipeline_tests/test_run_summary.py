@@ -13,7 +13,7 @@ def test_summary_separates_rejected_records_from_quarantined_fields() -> None:
         },
         "golden_customers": {"dagster/row_count": 7, "changed_records": 7},
         "identity_map": {"dagster/row_count": 8},
-        "crm/outbound_deltas": {"dagster/row_count": 7},
+        "crm/outbound_deltas": {"dagster/row_count": 7, "held_back": 4},
         "crm/published": {"published": 6, "failed_transient": 0, "dead_lettered": 1},
     }
     text = format_summary(meta, ["crm", "shop"], ["crm"])
@@ -23,4 +23,4 @@ def test_summary_separates_rejected_records_from_quarantined_fields() -> None:
     assert "FAILED" in shop
     assert "golden records: 7 (7 new or changed this run)" in text
     target = [line for line in text.splitlines() if line.startswith("crm ")][-1]
-    assert target.split() == ["crm", "7", "6", "0", "1"]
+    assert target.split() == ["crm", "7", "6", "0", "1", "4"]

@@ -18,20 +18,49 @@ from custsync_pipeline.domain.golden import field_strings, row_hash
 DELTA_COLUMNS = ["entity_key", "golden_id", "target_id", "op", "payload_hash"]
 
 
+def hold_back(
+    golden: pd.DataFrame, kinds: Sequence[str] | None, required: Sequence[str]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The golden records a target can take, and how many were held back, by reason.
+
+    A target may take only some kinds (Salesforce Contacts are people) and refuse
+    records without a field (a Contact needs a LastName): sending those would
+    only dead-letter them.
+    """
+    keep = pd.Series(True, index=golden.index)
+    reasons: dict[str, int] = {}
+    if kinds is not None:
+        wrong_kind = ~golden["kind"].isin(list(kinds))
+        reasons["kind_not_taken"] = int(wrong_kind.sum())
+        keep &= ~wrong_kind
+    for fld in required:
+        missing = keep & golden[fld].isna()
+        reasons[f"missing_{fld}"] = int(missing.sum())
+        keep &= ~missing
+    return golden[keep], reasons
+
+
 def compute_deltas(
     golden: pd.DataFrame,
     members: pd.DataFrame,
     fields: Sequence[str],
     acked: pd.DataFrame,
+    writable_types: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Upsert deltas for one target.
 
     ``golden``: golden_id + fields. ``members``: the target's current records
     (golden_id, source_id, + fields, canonical). ``acked``: the ledger
-    (entity_key, acked_hash). Returns ``DELTA_COLUMNS`` rows, one per entity to
+    (entity_key, acked_hash). ``writable_types``: the member object types the
+    target's writes address (Salesforce writes Contacts): a member of another
+    type (a Lead, an Account) is left alone, and its golden record is not
+    created again beside it. Returns ``DELTA_COLUMNS`` rows, one per entity to
     write: ``entity_key`` is the member's id, or ``new:<golden_id>`` for a create.
     """
     fields = list(fields)
+    present = members["golden_id"]
+    if writable_types is not None:
+        members = members[members["object_type"].isin(list(writable_types))]
     g = golden[["golden_id", *fields]].reset_index(drop=True)
     g_str = field_strings(g, fields)
     g["payload_hash"] = row_hash(g, fields)
@@ -55,7 +84,7 @@ def compute_deltas(
         upd["op"] = "upsert"
 
     # creates: golden records with no member in the target
-    missing = g[~g["golden_id"].isin(members["golden_id"])]
+    missing = g[~g["golden_id"].isin(present)]
     new = pd.DataFrame(
         {
             "golden_id": missing["golden_id"],

@@ -16,7 +16,7 @@ from custsync_pipeline.connectors.base import WriteOp
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import connector_resource_key
-from custsync_pipeline.domain.deltas import attach_payloads, compute_deltas
+from custsync_pipeline.domain.deltas import attach_payloads, compute_deltas, hold_back
 from custsync_pipeline.store import core
 
 PUBLISH_CHUNK = (
@@ -79,21 +79,30 @@ def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
                 ),
             ]
         )
-        deltas = compute_deltas(golden_customers, members, fields, settled)
         connector = getattr(context.resources, api_key).connector()
+        takes, held_back = hold_back(golden_customers, target_now.kinds, target_now.required_fields)
+        write_object = getattr(connector, "write_object", None)
+        deltas = compute_deltas(
+            takes, members, fields, settled, writable_types=[write_object] if write_object else None
+        )
         golden_sub = golden_customers[["golden_id", *fields]]
         deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
         core.enqueue_deltas(engine, name, deltas)
         creates = (
             int(deltas["entity_key"].astype(str).str.startswith("new:").sum()) if len(deltas) else 0
         )
-        context.log.info(f"{name}: {len(deltas)} deltas ({creates} creates)")
+        context.log.info(
+            f"{name}: {len(deltas)} deltas ({creates} creates), "
+            f"{sum(held_back.values())} golden records held back {held_back}"
+        )
         return dg.MaterializeResult(
             value=deltas,
             metadata={
                 "dagster/row_count": len(deltas),
                 "creates": creates,
                 "updates": len(deltas) - creates,
+                "held_back": sum(held_back.values()),
+                **{f"held_back_{reason}": n for reason, n in held_back.items()},
             },
         )
 
