@@ -155,7 +155,7 @@ class ExactConnector(HttpConnectorBase):
                 deleted = self._deleted(start)
         frames = [f for f in frames if not f.empty]
         raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        watermark = newest(parse_times(column(raw, "Modified"))) if len(raw) else None
+        watermark = newest(parse_times(column(raw, "Modified")), floor=since) if len(raw) else None
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
     def _deleted(self, start: datetime) -> list[str]:

@@ -37,6 +37,7 @@ from custsync_pipeline.connectors.common import (
     overlap_from_options,
     overlap_start,
     parse_times,
+    utc,
 )
 from custsync_pipeline.connectors.http import ConnectorError
 
@@ -148,6 +149,8 @@ class FileConnector:
                 watermark = None if pd.isna(top) else top.to_pydatetime()
             else:
                 watermark = max(mtimes[f] for f in files)
+        if watermark is not None and since is not None and watermark < utc(since):
+            watermark = utc(since)  # rows only from the overlap window: never go backwards
         deleted: list[str] = []
         if self.deleted_field and self.deleted_field in raw.columns and not raw.empty:
             gone = raw[self.deleted_field].astype("string").str.strip().str.lower().isin(_TRUE)

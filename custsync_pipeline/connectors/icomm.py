@@ -134,7 +134,7 @@ class IcommConnector(HttpConnectorBase):
                     raise self.http.error("deleted feed did not answer a list")
                 deleted = [f"{g['UserId']}|{g['StoreCode']}" for g in gone]
         raw = records_frame(records)
-        watermark = newest(column(raw, "UpdatedAt")) if len(raw) else None
+        watermark = newest(column(raw, "UpdatedAt"), floor=since) if len(raw) else None
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
     # -- mapping --------------------------------------------------------------

@@ -311,7 +311,7 @@ class RestConnector(HttpConnectorBase):
             deleted = self._deleted(start) if start is not None else []
         raw = records_frame(records)
         watermark = (
-            newest(column(raw, self.opts.updated_field))
+            newest(column(raw, self.opts.updated_field), floor=since)
             if self.opts.updated_field and len(raw)
             else None
         )

@@ -287,7 +287,7 @@ class SalesforceConnector(HttpConnectorBase):
                     deleted += self._deleted(obj, start)
         frames = [f for f in frames if not f.empty]
         raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        watermark = newest(column(raw, "LastModifiedDate")) if not raw.empty else None
+        watermark = newest(column(raw, "LastModifiedDate"), floor=since) if not raw.empty else None
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
     def _deleted(self, obj: str, start: datetime) -> list[str]:

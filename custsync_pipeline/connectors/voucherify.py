@@ -151,7 +151,7 @@ class VoucherifyConnector(HttpConnectorBase):
                 # millisecond so customers sharing that instant are not skipped (dedup by id)
                 cursor = iso_z((newest_created - timedelta(milliseconds=1)).to_pydatetime())
         raw = records_frame(records)
-        watermark = newest(column(raw, "updated_at").fillna(column(raw, "created_at")))
+        watermark = newest(column(raw, "updated_at").fillna(column(raw, "created_at")), floor=since)
         return ReadResult(records=raw, watermark=watermark if len(raw) else None, stats=stats)
 
     # -- mapping --------------------------------------------------------------

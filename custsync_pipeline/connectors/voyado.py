@@ -198,7 +198,7 @@ class VoyadoConnector(HttpConnectorBase):
                 records = self._fetch(ids)
                 stats.pages += len(ids)
         raw = records_frame(records)
-        watermark = newest(column(raw, "lastModified")) if len(raw) else None
+        watermark = newest(column(raw, "lastModified"), floor=since) if len(raw) else None
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
     # -- mapping --------------------------------------------------------------

@@ -13,7 +13,7 @@ Every port also serves the admin API under ``/_sandbox/`` (no auth):
 - ``GET records``: the current stored records in wire shape;
 - ``GET stats``: requests served, faults injected;
 - ``POST faults`` ``{"rate_429", "rate_5xx", "slow_rate", "slow_seconds",
-  "retry_after", "malformed_pages", "seed"}``: fault injection (seedable);
+  "retry_after", "malformed_pages", "fail_after", "seed"}``: fault injection (seedable);
 - ``POST changes`` ``{"edit": N, "delete": M, "add": K, "seed", "object"}``: edits,
   deletes and inserts with fresh modification timestamps and change feeds
   (``object``: another object type, e.g. Salesforce ``Lead``); answers the ids touched;
@@ -77,6 +77,7 @@ class Faults:
     slow_seconds: float = 0.0
     retry_after: float = 1.0  # seconds sent in Retry-After on a 429
     malformed_pages: int = 0  # the next N list responses are truncated JSON
+    fail_after: int = -1  # >= 0: answer the next N requests, then 503 to every one (an outage)
     seed: int = 0
 
     def update(self, values: dict[str, Any]) -> None:
@@ -222,6 +223,12 @@ class Emulator:
             if malformed:
                 f.malformed_pages -= 1
                 self.stats["malformed"] += 1
+            outage = f.fail_after == 0
+            if f.fail_after > 0:
+                f.fail_after -= 1
+        if outage:
+            self.stats["5xx"] += 1
+            return self.error(503, "SERVER_UNAVAILABLE", "Service temporarily unavailable")
         if r3 < f.slow_rate and f.slow_seconds > 0:
             self.stats["slow"] += 1
             time.sleep(f.slow_seconds)
