@@ -9,14 +9,26 @@ next link, API-key header):
   record). PUT replaces writable fields, PATCH merges; ``attributes`` merge by key;
 - ``GET /api/v1/customers/deleted?since=`` -> ``{data: [{id, deleted_at}]}``.
 
-Auth header ``X-Api-Key: <KATANA_API_KEY>``. Error body ``{"error": {"code", "message"}}``.
+Auth header ``X-Api-Key: <KATANA_API_KEY>``, or OAuth2 client credentials (so the generic
+REST connector's OAuth2 auth has something real to talk to): ``POST /oauth/token`` with
+``grant_type=client_credentials`` and the client id/secret as HTTP basic auth (or form
+fields ``client_id``/``client_secret``) -> ``{access_token, token_type, expires_in}``
+(``token_ttl`` seconds); then ``Authorization: Bearer <token>`` until it expires (401).
+Client: ``KATANA_CLIENT_ID`` / ``KATANA_CLIENT_SECRET`` (sandbox defaults). List answers
+also carry the next page as a ``Link: <url>; rel="next"`` header; ``updated_since``
+takes ISO 8601, epoch seconds or epoch milliseconds (digits above 10^11).
+Error body ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
 
+import base64
 import random
-from datetime import datetime
+import secrets
+import time
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 from .server import Emulator, Faults, Request, Response, credential, utcnow
 
@@ -37,22 +49,71 @@ def kt_time(dt: datetime) -> str:
 
 
 def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """ISO 8601, or epoch seconds / milliseconds (all digits; above 10^11 = milliseconds)."""
+    text = value.strip()
+    if text.isdigit():
+        n = int(text)
+        return datetime.fromtimestamp(n / 1000 if n > 10**11 else n, UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class KatanaEmulator(Emulator):
     system = "katana"
 
-    def __init__(self, data, faults: Faults | None = None, max_per_page: int = 200) -> None:
+    def __init__(
+        self,
+        data,
+        faults: Faults | None = None,
+        max_per_page: int = 200,
+        token_ttl: float = 3600.0,
+    ) -> None:
         self.max_per_page = max_per_page
+        self.token_ttl = token_ttl
+        self.tokens: dict[str, float] = {}  # issued access token -> expiry (monotonic)
         super().__init__(data, faults)
 
     def reset(self) -> None:
         super().reset()
         self._next_id = max((int(k) for k in self.store if k.isdigit()), default=0)
+        self.tokens = {}
+        self.stats["tokens_issued"] = 0
 
     def authorized(self, req: Request) -> bool:
+        if req.path.rstrip("/") == "/oauth/token":
+            return True  # the token endpoint checks the client itself
+        scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            with self.lock:
+                expiry = self.tokens.get(token)
+            return expiry is not None and time.monotonic() < expiry
         return req.headers.get("X-Api-Key") == credential("KATANA_API_KEY")
+
+    def _token(self, req: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs(req.body.decode("utf-8", "replace")).items()}
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        scheme, _, encoded = (req.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                client_id, _, client_secret = base64.b64decode(encoded).decode().partition(":")
+            except ValueError:
+                client_id = client_secret = None
+        if form.get("grant_type") != "client_credentials":
+            return Response(400, {"error": "unsupported_grant_type"})
+        if (client_id, client_secret) != (
+            credential("KATANA_CLIENT_ID"),
+            credential("KATANA_CLIENT_SECRET"),
+        ):
+            return Response(
+                401,
+                {"error": "invalid_client", "error_description": "Client authentication failed"},
+            )
+        token = secrets.token_urlsafe(24)
+        with self.lock:
+            self.tokens[token] = time.monotonic() + self.token_ttl
+            self.stats["tokens_issued"] += 1
+        return Response(
+            200, {"access_token": token, "token_type": "Bearer", "expires_in": self.token_ttl}
+        )
 
     def error(self, status: int, code: str, message: str) -> Response:
         return Response(status, {"error": {"code": code, "message": message}})
@@ -62,6 +123,8 @@ class KatanaEmulator(Emulator):
 
     def route(self, req: Request) -> Response:
         parts = req.path.strip("/").split("/")
+        if parts == ["oauth", "token"] and req.method == "POST":
+            return self._token(req)
         if parts[:3] != ["api", "v1", "customers"]:
             return self.error(404, "not_found", f"No resource at {req.path}")
         rest = parts[3:]
@@ -99,7 +162,9 @@ class KatanaEmulator(Emulator):
             since = _parse(req.arg("updated_since")) if req.arg("updated_since") else None
         except ValueError:
             return self.error(
-                400, "invalid_parameter", "page/per_page must be integers, updated_since ISO 8601"
+                400,
+                "invalid_parameter",
+                "page/per_page must be integers, updated_since ISO 8601 or epoch (s or ms)",
             )
         if page < 1 or not 1 <= per_page <= self.max_per_page:
             return self.error(400, "invalid_parameter", f"per_page must be 1..{self.max_per_page}")
@@ -112,13 +177,18 @@ class KatanaEmulator(Emulator):
         nxt = None
         if page < total_pages:
             host = req.headers.get("Host") or "127.0.0.1"
-            extra = f"&updated_since={req.arg('updated_since')}" if since is not None else ""
+            extra = (
+                f"&updated_since={quote(req.arg('updated_since') or '', safe='')}"
+                if since is not None
+                else ""
+            )
             nxt = f"{self.scheme}://{host}/api/v1/customers?page={page + 1}&per_page={per_page}{extra}"
         return Response(
             200,
             {"data": [dict(r) for r in chunk],
              "meta": {"page": page, "per_page": per_page, "total": len(rows), "total_pages": total_pages},
              "links": {"next": nxt}},
+            headers={"Link": f'<{nxt}>; rel="next"'} if nxt else {},
         )  # fmt: skip
 
     def _write(self, rec_id: str | None, body: Any, replace: bool) -> Response:

@@ -55,6 +55,8 @@ CREDENTIALS: dict[str, str] = {
     "EXACT_ACCESS_TOKEN": "sandbox-exact-token",
     "ICOMM_API_KEY": "sandbox-icomm-key",
     "KATANA_API_KEY": "sandbox-katana-key",
+    "KATANA_CLIENT_ID": "sandbox-katana-client",
+    "KATANA_CLIENT_SECRET": "sandbox-katana-client-secret",
 }
 
 
