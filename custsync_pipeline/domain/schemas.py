@@ -69,6 +69,8 @@ CHECK_REASONS: dict[str, str] = {
     "last name or an email, a company a name or an email)",
     "coerce": "has a value of the wrong type that could not be converted",
     "timestamp": "is not a parseable timestamp between 1677 and 2262",
+    "api_timestamp": "is not in the timestamp format this API sends",
+    "exact_account_id": "is not an Exact Online account id (a GUID)",
     "dtype": "has the wrong type",
 }
 
@@ -247,7 +249,11 @@ def _id_col(pattern: str, name: str) -> pa.Column:
 
 def _ts_col(required: bool = False, pattern: str = ISO_TS_RE) -> pa.Column:
     return pa.Column(
-        "string", [_matches(pattern, "timestamp")], nullable=True, required=required, coerce=True
+        "string",
+        [_matches(pattern, "api_timestamp")],
+        nullable=True,
+        required=required,
+        coerce=True,
     )
 
 
@@ -342,6 +348,62 @@ PAYLOAD_SCHEMAS: dict[str, pa.DataFrameSchema] = {
         strict=False,
         name="icomm_customer",
     ),
+}
+
+# Vendor column -> the canonical column the connector maps it to, where that mapping is
+# fixed (a payload failure then nulls that canonical value). Columns not listed here
+# (a mapping that depends on options, or none) are quarantined under ``payload.<column>``
+# and nothing is nulled.
+_SF_TIMES = {"CreatedDate": "created_at", "LastModifiedDate": "updated_at"}
+PAYLOAD_FIELDS: dict[str, dict[str, str]] = {
+    "salesforce.Contact": {
+        **_SF_TIMES,
+        "Id": "source_id",
+        "FirstName": "first_name",
+        "LastName": "last_name",
+        "Email": "email",
+        "MailingCountry": "country",
+        "Voyado_Id__c": "voyado_id",
+        "Custsync_Id__c": "custsync_id",
+    },
+    "salesforce.Account": {
+        **_SF_TIMES,
+        "Id": "source_id",
+        "Name": "company_name",
+        "Custsync_Id__c": "custsync_id",
+    },
+    "salesforce.Lead": {
+        **_SF_TIMES,
+        "Id": "source_id",
+        "FirstName": "first_name",
+        "LastName": "last_name",
+        "Email": "email",
+        "Company": "company_name",
+        "Custsync_Id__c": "custsync_id",
+    },
+    "voucherify": {
+        "id": "source_id",
+        "email": "email",
+        "object": "object_type",
+        "created_at": "created_at",
+        "updated_at": "updated_at",
+    },
+    "voyado": {
+        "id": "source_id",
+        "email": "email",
+        "mobilePhone": "phone",
+        "createdDate": "created_at",
+        "lastModified": "updated_at",
+    },
+    "exact.Account": {"ID": "source_id", "Created": "created_at", "Modified": "updated_at"},
+    "exact.Contact": {"ID": "source_id", "Created": "created_at", "Modified": "updated_at"},
+    "icomm": {
+        "UserId": "icomm_user_id",
+        "StoreCode": "store_code",
+        "Email": "email",
+        "CreatedAt": "created_at",
+        "UpdatedAt": "updated_at",
+    },
 }
 
 # Which payload model a raw row follows: connector type, plus the object-type column

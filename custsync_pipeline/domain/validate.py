@@ -49,6 +49,7 @@ from custsync_pipeline.domain.canonical import (
 from custsync_pipeline.domain.normalize import email_or_reason, phone_or_reason, phone_region
 from custsync_pipeline.domain.schemas import (
     CHECK_REASONS,
+    PAYLOAD_FIELDS,
     PAYLOAD_OBJECT_COLUMN,
     PAYLOAD_SCHEMAS,
     ROW_FIELDS,
@@ -133,7 +134,7 @@ def mask_value(field: str, value: object, limit: int = 40) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return "<missing>"
     text = str(value)
-    if field in PERSONAL_FIELDS:
+    if field in PERSONAL_FIELDS or field.startswith("payload."):
         if "@" in text and field.startswith("email"):
             local, _, domain = text.rpartition("@")
             return repr(f"{local[:1]}***@{domain[:limit]}")
@@ -195,10 +196,16 @@ def check_shape(
 
 
 def payload_failures(raw: pd.DataFrame, connector_type: str) -> pd.DataFrame:
-    """Records whose own id breaks the vendor's id format: (pos, check, failure_case).
+    """Every failure case of the connector's Pandera payload model on ``raw``.
 
-    Runs the connector's Pandera payload model per object type; only its id and
-    object-type columns decide here (everything else is judged after mapping).
+    One row per failure: ``pos`` (row of ``raw``), ``column`` (vendor name),
+    ``check``, ``failure_case``, ``severity`` and ``field``. A failure in the
+    record's own id or object type (a required, non-nullable column, or
+    ``object``) is ``row`` severity on ``source_id``: the record cannot be keyed.
+    Any other column is ``field`` severity on the canonical column it maps to
+    (``schemas.PAYLOAD_FIELDS``) or ``payload.<column>`` when the mapping is not
+    fixed. The model runs lazily per object type, once per distinct value for
+    repetitive columns (``schema_failures``).
     """
     out: list[pd.DataFrame] = []
     if connector_type in PAYLOAD_OBJECT_COLUMN:
@@ -215,31 +222,42 @@ def payload_failures(raw: pd.DataFrame, connector_type: str) -> pd.DataFrame:
         if key is None:
             continue
         schema = PAYLOAD_SCHEMAS[key]
-        decisive = [
-            c for c, column in schema.columns.items() if column.required and not column.nullable
-        ]
-        decisive += [c for c in ("object",) if c in schema.columns]
-        cols = [c for c in decisive if c in raw.columns]
+        cols = [c for c in schema.columns if c in raw.columns]
         if not cols:
             continue
-        sub = raw.loc[idx, cols]
-        try:
-            schema.select_columns(cols).validate(sub, lazy=True)
-        except pa.errors.SchemaErrors as err:
-            fc = err.failure_cases
-            fc = fc[fc["index"].notna()]
-            out.append(
-                pd.DataFrame(
-                    {
-                        "pos": fc["index"].astype("int64").to_numpy(),
-                        "column": fc["column"].astype(str).to_numpy(),
-                        "check": [_check_name(str(c)) for c in fc["check"]],
-                        "failure_case": fc["failure_case"].to_numpy(),
-                    }
-                )
+        decisive = {
+            c for c, column in schema.columns.items() if column.required and not column.nullable
+        } | {"object"}
+        rows = np.asarray(idx, dtype=np.int64)
+        # explicit coercion to text first: a container (dict/list) is no value of a
+        # scalar field, and Pandera then sees one string dtype
+        sub = pd.DataFrame(
+            {c: _coerce_strings(raw[c].iloc[rows].reset_index(drop=True))[0] for c in cols}
+        )
+        fc = schema_failures(sub, schema.select_columns(cols))
+        fc = fc[fc["pos"].notna()]
+        if not len(fc):
+            continue
+        column = fc["column"].astype(str).to_numpy()
+        fields = PAYLOAD_FIELDS.get(key, {})
+        row_level = np.isin(column, list(decisive))
+        out.append(
+            pd.DataFrame(
+                {
+                    "pos": rows[fc["pos"].astype("int64").to_numpy()],
+                    "column": column,
+                    "check": [_check_name(str(c)) for c in fc["check"]],
+                    "failure_case": fc["failure_case"].to_numpy(),
+                    "severity": np.where(row_level, "row", "field"),
+                    "field": [
+                        "source_id" if r else fields.get(c, f"payload.{c}")
+                        for c, r in zip(column, row_level, strict=True)
+                    ],
+                }
             )
+        )
     if not out:
-        return pd.DataFrame(columns=["pos", "column", "check", "failure_case"])
+        return pd.DataFrame(columns=["pos", "column", "check", "failure_case", "severity", "field"])
     return pd.concat(out, ignore_index=True)
 
 
@@ -262,6 +280,8 @@ def _coerce_strings(series: pd.Series) -> tuple[pd.Series, pd.Series | None]:
     if isinstance(series.dtype, pd.StringDtype):
         return series, None
     if series.dtype == object:
+        if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+            return series.astype("string"), None  # plain text (C-level scan): nothing to drop
         kinds = series.map(type)  # one cheap call per row, only for untyped object columns
         bad = kinds.isin([dict, list, tuple, set, bytes])
         return series.mask(bad).astype("string"), bad if bad.any() else None
@@ -542,13 +562,17 @@ def validate_customers(
             details = _details(str(col), grp["failure_case"])
             add(pos, str(col), _check_name(str(check)), details, _severity(str(col)))
 
-    # the vendor's own id format, per object type (a record with a malformed id is rejected)
+    # the vendor's payload model, per object type: a malformed id rejects the record,
+    # any other column's failure drops the canonical value it maps to
     if raw is not None and len(raw):
         pf = payload_failures(raw, connector_type or connector)
-        for check, grp in pf.groupby("check", sort=False):
+        for (column, field, check, severity), grp in pf.groupby(
+            ["column", "field", "check", "severity"], sort=False
+        ):
             pos = grp["pos"].to_numpy()
-            details = _details("source_id", grp["failure_case"])
-            add(pos, "source_id", str(check), details, "row")
+            shown = _details(str(field), grp["failure_case"])
+            details = [f"(payload {column}) {d}" for d in shown]
+            add(pos, str(field), str(check), details, str(severity))
 
     # duplicated source ids: keep the newest copy, reject the others
     ids = df["source_id"]
@@ -565,6 +589,8 @@ def validate_customers(
     if issues:
         found = pd.concat(issues, ignore_index=True)
         for field, grp in found[found["severity"] == "field"].groupby("field", sort=False):
+            if field not in valid.columns:  # payload.<column>: no canonical value to drop
+                continue
             bad = np.zeros(len(df), dtype=bool)
             bad[grp["pos"].to_numpy()] = True
             col = valid[field]
