@@ -96,3 +96,35 @@ def test_row_hash_is_stable_and_sensitive() -> None:
     assert row_hash(a, ["x", "y"]).tolist() == row_hash(b, ["x", "y"]).tolist()
     b.loc[1, "y"] = 4.0
     assert row_hash(a, ["x", "y"])[1] != row_hash(b, ["x", "y"])[1]
+
+
+def test_a_placeholder_never_beats_a_real_value_but_fills_an_empty_field() -> None:
+    from custsync_pipeline.config import IdentifierRule
+
+    rules = [
+        IdentifierRule(
+            name="email",
+            columns=["email"],
+            priority=3,
+            blocked_values=["none@none.com"],
+            blocked_patterns=["^info@"],
+        ),
+        IdentifierRule(
+            name="phone", columns=["phone"], priority=4, blocked_patterns=[r"^\+\d{1,3}0{6,}$"]
+        ),
+    ]
+    records = _records()
+    # the shop (later in the flow) typed placeholders for G1 and holds only placeholders for G2
+    records.loc[records["source_id"] == "s1", ["email", "phone"]] = [
+        "None@none.com",
+        "+46000000000",
+    ]
+    records.loc[records["source_id"] == "s2", "email"] = "info@bo.se"
+    plain = build_golden(records, IDMAP, STEPS).golden.set_index("golden_id")
+    assert plain.loc["G1", "email"] == "None@none.com"  # what flow order alone would do
+    golden = build_golden(records, IDMAP, STEPS, placeholder_rules=rules).golden.set_index(
+        "golden_id"
+    )
+    assert golden.loc["G1", "email"] == "anna@crm.se"
+    assert golden.loc["G1", "phone"] == "+46701111111"
+    assert golden.loc["G2", "email"] == "info@bo.se"  # nothing better: the value is kept

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from custsync_pipeline.config import IdentifierRule
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS, NUMERIC_COLUMNS
+from custsync_pipeline.domain.identity_keys import blocked_reasons
 
 # Which golden fields each aspect of seed 001 carries.
 ASPECT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -61,13 +64,35 @@ def field_rights(steps: Sequence[FlowStep], ownership: Mapping[str, str]) -> pd.
     return frame.sort_values("rank").drop_duplicates(["connector", "field"], keep="last")
 
 
+def placeholder_flags(long: pd.DataFrame, rules: Sequence[IdentifierRule]) -> np.ndarray:
+    """True where a (field, value) row holds a value an identity rule blocks (a placeholder
+    such as ``none@none.com`` or ``0000000000``), decided once per distinct value."""
+    flags = np.zeros(len(long), dtype=bool)
+    for rule in rules:
+        if len(rule.columns) != 1 or not (rule.blocked_values or rule.blocked_patterns):
+            continue
+        on_field = (long["field"] == rule.columns[0]).to_numpy()
+        if not on_field.any():
+            continue
+        code, uniques = pd.factorize(long.loc[on_field, "value"].astype(str))
+        blocked = blocked_reasons(pd.Series(uniques, dtype=object), rule) != ""
+        flags[np.flatnonzero(on_field)] |= blocked[code]
+    return flags
+
+
 def build_golden(
     records: pd.DataFrame,
     identity_map: pd.DataFrame,
     steps: Sequence[FlowStep],
     ownership: Mapping[str, str] | None = None,
+    placeholder_rules: Sequence[IdentifierRule] = (),
 ) -> GoldenResult:
-    """One golden row per golden id in ``identity_map``, fields chosen by survivorship."""
+    """One golden row per golden id in ``identity_map``, fields chosen by survivorship.
+
+    A value blocked by one of ``placeholder_rules`` wins a field only when no member
+    has a real one: otherwise a till's ``none@none.com`` late in the flow would
+    overwrite a customer's real address, and publishing would spread it.
+    """
     ownership = dict(ownership or {})
     members = records.merge(
         identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
@@ -80,9 +105,10 @@ def build_golden(
     )
     long = long[long["value"].notna()]
     long = long.merge(field_rights(steps, ownership), on=["connector", "field"])
+    long["placeholder"] = placeholder_flags(long, placeholder_rules)
     long = long.sort_values(
-        ["golden_id", "field", "rank", "updated_at", "source_id"],
-        ascending=[True, True, False, False, True],
+        ["golden_id", "field", "placeholder", "rank", "updated_at", "source_id"],
+        ascending=[True, True, True, False, False, True],
         na_position="last",
     )
     winners = long.drop_duplicates(["golden_id", "field"], keep="first")

@@ -33,6 +33,22 @@ JUNK_VALUES = frozenset(
 USABLE, BLOCKED, OVERUSED = 0, 1, 2
 
 
+def blocked_reasons(values: pd.Series, rule: IdentifierRule) -> np.ndarray:
+    """Per value (non-null strings): '' when the rule may use it, else why it is blocked.
+
+    Also used by survivorship, so a placeholder typed at a till never wins a golden field.
+    """
+    reason = np.full(len(values), "", dtype=object)
+    if rule.blocked_values:
+        listed = values.str.lower().isin({v.strip().lower() for v in rule.blocked_values})
+        reason[listed.to_numpy(dtype=bool)] = "blocked value (list)"
+    if rule.blocked_patterns:
+        pattern = re.compile("|".join(f"(?:{p})" for p in rule.blocked_patterns), re.IGNORECASE)
+        hit = values.map(lambda v: bool(pattern.search(v))).to_numpy(dtype=bool)
+        reason[hit & (reason == "")] = "blocked value (pattern)"
+    return reason
+
+
 def is_contact_rule(rule: IdentifierRule) -> bool:
     return rule.columns[0] in CONTACT_COLUMNS
 
@@ -123,20 +139,8 @@ def build_keys(records: pd.DataFrame, rules: list[IdentifierRule]) -> KeyTable:
         else:
             code, uniques = pd.factorize(vals.to_numpy(dtype=object), sort=False)
         uniq = pd.Series(uniques, dtype="object")
-        status = np.zeros(len(uniq), dtype=np.int8)
-        reason = np.full(len(uniq), "", dtype=object)
-        if rule.blocked_values:
-            listed = (
-                uniq.str.lower().isin({v.strip().lower() for v in rule.blocked_values}).to_numpy()
-            )
-            status[listed] = BLOCKED
-            reason[listed] = "blocked value (list)"
-        if rule.blocked_patterns:
-            pattern = re.compile("|".join(f"(?:{p})" for p in rule.blocked_patterns), re.IGNORECASE)
-            hit = uniq.map(lambda v, p=pattern: bool(p.search(v))).to_numpy(dtype=bool)
-            hit &= status == USABLE
-            status[hit] = BLOCKED
-            reason[hit] = "blocked value (pattern)"
+        reason = blocked_reasons(uniq, rule)
+        status = np.where(reason != "", BLOCKED, USABLE).astype(np.int8)
         count = np.bincount(code, minlength=len(uniq))
         if rule.max_records_per_value is not None:
             over = (count > rule.max_records_per_value) & (status == USABLE)

@@ -37,7 +37,13 @@ def build_golden_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
         cfg_now = context.resources.sync_config.load()
         engine = context.resources.state_db.engine
         records = core.load_source_records(engine, cfg_now.enabled_connectors())
-        result = build_golden(records, identity_map, flow_steps(cfg_now), cfg_now.flow.ownership)
+        result = build_golden(
+            records,
+            identity_map,
+            flow_steps(cfg_now),
+            cfg_now.flow.ownership,
+            placeholder_rules=cfg_now.identity.identifiers,
+        )
         now = pd.Timestamp.now(tz="UTC")
         changed, events, gone = diff_golden(
             result.golden, core.load_golden_records(engine), result.provenance, now
