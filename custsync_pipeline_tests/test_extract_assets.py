@@ -9,6 +9,7 @@ its materialization metadata shows the retries.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,60 @@ def test_twenty_percent_faults_every_asset_gives_the_fault_free_records(sb, tmp_
             b[cols].sort_values(key).reset_index(drop=True),
             obj=name,
         )
+
+
+def _only(config: Path, name: str) -> None:
+    data = yaml.safe_load(config.read_text())
+    for other in data["connectors"]:
+        data["connectors"][other]["enabled"] = other == name
+    config.write_text(yaml.safe_dump(data))
+
+
+def test_a_rejected_credential_fails_fast_without_the_secret(sb, tmp_path, monkeypatch):
+    secret = "wrong-but-secret-token-456"
+    # another variable: the emulator itself accepts whatever SALESFORCE_ACCESS_TOKEN holds
+    monkeypatch.setenv("OLD_SALESFORCE_TOKEN", secret)
+    config = write_config(tmp_path, sb.urls)
+    _only(config, "salesforce")
+    data = yaml.safe_load(config.read_text())
+    data["connectors"]["salesforce"]["credentials"] = {"access_token": "OLD_SALESFORCE_TOKEN"}
+    config.write_text(yaml.safe_dump(data))
+    started = time.monotonic()
+    result = materialize_raw(config)
+    assert time.monotonic() - started < 8
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert f"connector salesforce at {sb.urls['salesforce']}: not authorized" in message
+    assert "INVALID_SESSION_ID" in message and secret not in message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_a_transient_outage_still_goes_to_the_retry_policy(sb, tmp_path):
+    config = write_config(tmp_path, sb.urls)
+    _only(config, "voucherify")
+    data = yaml.safe_load(config.read_text())
+    data["connectors"]["voucherify"]["options"]["http"]["max_retries"] = 1
+    config.write_text(yaml.safe_dump(data))
+    sb.set_faults("voucherify", fail_after=0)  # every request 503 until the outage ends
+    stop = threading.Event()
+
+    def end_outage_after_the_first_attempt() -> None:
+        # the first attempt makes 2 requests (1 HTTP retry), both 503: then the API is back
+        while not stop.wait(0.05):
+            if sb.emulators["voucherify"].stats["5xx"] >= 2:
+                sb.set_faults("voucherify", fail_after=-1)
+                return
+
+    watcher = threading.Thread(target=end_outage_after_the_first_attempt, daemon=True)
+    watcher.start()
+    try:
+        result = materialize_raw(config)
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+        sb.set_faults("voucherify", fail_after=-1)
+    assert result.success  # the asset's RetryPolicy ran it again after 10 s
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1
+    assert "HTTP 503 after 1 retries" in retried[0].event_specific_data.error.to_string()
+    assert raw_metadata(result)["voucherify"]["dagster/row_count"] == len(sb.records("voucherify"))
