@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from custsync_pipeline.domain.canonical import CANONICAL_COLUMNS, conform
+from custsync_pipeline.domain.canonical import VALIDATED_COLUMNS, conform
 from custsync_pipeline.domain.normalize import normalize_customers
 from custsync_pipeline.domain.validate import REJECTED_COLUMNS, SchemaShapeError, validate_customers
 
@@ -35,7 +35,7 @@ def test_clean_rows_pass_untouched() -> None:
     )
     res = validate_customers(frame, "voyado", now=NOW)
     assert len(res.valid) == 2 and len(res.rejected) == 0
-    assert list(res.valid.columns) == list(CANONICAL_COLUMNS)
+    assert list(res.valid.columns) == list(VALIDATED_COLUMNS)
     assert res.valid["connector"].tolist() == ["voyado", "voyado"]
     assert res.valid_rate == 1.0
 

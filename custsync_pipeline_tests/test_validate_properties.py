@@ -22,7 +22,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from custsync_pipeline.domain.canonical import CANONICAL_COLUMNS
+from custsync_pipeline.domain.canonical import VALIDATED_COLUMNS
 from custsync_pipeline.domain.normalize import normalize_customers
 from custsync_pipeline.domain.schemas import canonical_schema
 from custsync_pipeline.domain.validate import validate_customers
@@ -253,7 +253,7 @@ def test_hostile_records_are_normalized_or_quarantined(
     }
 
     # what passed is canonical as it stands
-    assert list(valid.columns) == list(CANONICAL_COLUMNS)
+    assert list(valid.columns) == list(VALIDATED_COLUMNS)
     canonical_schema(NOW).validate(
         valid, lazy=True
     )  # bounded dates, ISO codes, E.164, no formulas ...

@@ -105,6 +105,6 @@ def test_aspect_models() -> None:
 
 
 def test_canonical_model_names_every_canonical_column() -> None:
-    from custsync_pipeline.domain.canonical import CANONICAL_COLUMNS
+    from custsync_pipeline.domain.canonical import VALIDATED_COLUMNS
 
-    assert list(canonical_schema().columns) == list(CANONICAL_COLUMNS)
+    assert list(canonical_schema().columns) == list(VALIDATED_COLUMNS)

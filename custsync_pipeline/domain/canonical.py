@@ -56,6 +56,19 @@ CANONICAL_COLUMNS: tuple[str, ...] = (
     STRING_COLUMNS + DATETIME_COLUMNS + NUMERIC_COLUMNS + BOOL_COLUMNS
 )
 
+# Received values of normalized text fields, kept beside the normalized ones in a
+# lane's validated frame (``<c>/customers``) and in the quarantine's raw payload. The
+# state DB's ``source_records`` keeps ``email_raw``/``phone_raw`` only (its columns are
+# ``CANONICAL_COLUMNS``); these stay out of it until it has a migration path.
+RAW_COLUMNS: tuple[str, ...] = (
+    "first_name_raw",
+    "last_name_raw",
+    "company_name_raw",
+    "country_raw",
+)
+# Columns of a validated frame: the canonical ones, then the received values.
+VALIDATED_COLUMNS: tuple[str, ...] = CANONICAL_COLUMNS + RAW_COLUMNS
+
 # Columns a golden record carries (everything but per-source bookkeeping).
 GOLDEN_FIELDS: tuple[str, ...] = (
     "kind",

@@ -10,9 +10,10 @@ representation and keeps what was received beside it:
   ``country``, else its market (``store_code``), else ``default_region``; the received value stays in
   ``phone_raw``; an unparseable or invalid number becomes ``<NA>``.
 * names, company, street, city: control characters removed, whitespace
-  trimmed and collapsed.
+  trimmed and collapsed; the received first/last/company name stays in
+  ``<field>_raw``.
 * ``country``: ISO 3166-1 alpha-2 from alpha-2, alpha-3, numeric and common
-  English or local names; ``language``: ISO 639-1 from tags such as ``sv-SE``,
+  English or local names (received value in ``country_raw``); ``language``: ISO 639-1 from tags such as ``sv-SE``,
   alpha-3 codes and names; consents to ``yes``/``no``. A value that cannot be
   mapped is left as received (trimmed) so that ``domain.validate`` can report
   it and null it: normalization canonicalizes, validation judges.
@@ -38,6 +39,8 @@ from email_validator import EmailNotValidError, validate_email
 
 # Free-text columns: whitespace collapsed, control characters removed.
 TEXT_COLUMNS: tuple[str, ...] = ("first_name", "last_name", "company_name", "street", "city")
+# Normalized fields whose received value is kept in ``<field>_raw`` (email and phone too).
+RAW_KEPT: tuple[str, ...] = ("first_name", "last_name", "company_name", "country")
 # Identifier-like columns: only trimmed (inner spaces may be meaningful in a code).
 TRIM_COLUMNS: tuple[str, ...] = (
     "connector",
@@ -686,6 +689,14 @@ def normalize_customers(
     so normalizing twice gives the same frame.
     """
     out = frame.copy()
+    # the received names and country stay beside the normalized ones (kept from a first pass)
+    for col in RAW_KEPT:
+        if col in out.columns:
+            received = _as_string(out[col])
+            if f"{col}_raw" in out.columns:
+                received = _as_string(out[f"{col}_raw"]).fillna(received)
+            out[f"{col}_raw"] = received
+            out[col] = received
     for col in TEXT_COLUMNS:
         if col in out.columns:
             out[col] = clean_text(out[col])

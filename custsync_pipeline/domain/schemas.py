@@ -23,6 +23,7 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute as pc
 
+from custsync_pipeline.domain.canonical import RAW_COLUMNS
 from custsync_pipeline.domain.normalize import iso_countries, iso_languages
 
 # Failing one of these rejects the record: without them it cannot be keyed.
@@ -217,6 +218,9 @@ def canonical_schema(now: pd.Timestamp | None = None) -> pa.DataFrameSchema:
                 nullable=True,
             ),
             "is_deleted": pa.Column("bool"),
+            # received values, kept beside the normalized ones: typed, not judged (the
+            # normalized field carries the verdict; one failure is reported once)
+            **{c: pa.Column("string", nullable=True) for c in RAW_COLUMNS},
         },
         strict=True,
         ordered=False,

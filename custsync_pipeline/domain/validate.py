@@ -41,10 +41,11 @@ import pandera.pandas as pa
 import pyarrow
 
 from custsync_pipeline.domain.canonical import (
-    CANONICAL_COLUMNS,
     DATETIME_COLUMNS,
     NUMERIC_COLUMNS,
+    RAW_COLUMNS,
     STRING_COLUMNS,
+    VALIDATED_COLUMNS,
 )
 from custsync_pipeline.domain.normalize import email_or_reason, phone_or_reason, phone_region
 from custsync_pipeline.domain.schemas import (
@@ -74,6 +75,9 @@ PERSONAL_FIELDS = frozenset(
         "first_name",
         "last_name",
         "company_name",
+        "first_name_raw",
+        "last_name_raw",
+        "company_name_raw",
         "email",
         "email_raw",
         "phone",
@@ -346,9 +350,9 @@ def coerce_canonical(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str,
     index = pd.RangeIndex(n)
     data: dict[str, pd.Series] = {}
     dropped: list[tuple[str, pd.Series]] = []
-    for col in CANONICAL_COLUMNS:
+    for col in VALIDATED_COLUMNS:
         if col not in frame.columns:
-            if col in STRING_COLUMNS:
+            if col in STRING_COLUMNS or col in RAW_COLUMNS:
                 data[col] = pd.Series(pd.NA, index=index, dtype="string")
             elif col in DATETIME_COLUMNS:
                 data[col] = pd.Series(pd.NaT, index=index, dtype="datetime64[ns, UTC]")
@@ -358,7 +362,7 @@ def coerce_canonical(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str,
                 data[col] = pd.Series(False, index=index, dtype="bool")
             continue
         src = frame[col]
-        if col in STRING_COLUMNS:
+        if col in STRING_COLUMNS or col in RAW_COLUMNS:
             out, failed = _coerce_strings(src)
         elif col in DATETIME_COLUMNS:
             out, failed = _coerce_datetimes(src)
