@@ -1,4 +1,4 @@
-"""The ``custsync`` console script: sandbox, demo run, identity tools.
+"""The ``custsync`` console script: sandbox, demo run, identity tools, review queues.
 
 Each area adds its own subcommands through a ``register(subparsers)`` function
 in its module (listed in ``_COMMAND_MODULES``), so this file stays a thin index.
@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "custsync_pipeline.sandbox.cli",
     "custsync_pipeline.cli_run",
     "custsync_pipeline.cli_identity",
+    "custsync_pipeline.cli_review",
 )
 
 

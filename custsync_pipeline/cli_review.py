@@ -1,0 +1,107 @@
+"""Review commands of the ``custsync`` CLI: what is waiting for a person to look at.
+
+- ``custsync quarantine [--connector C] [--all] [--rows N]``: open quarantine rows
+  counted by connector, field and check, then the newest rows with their reasons;
+  ``--source-id`` shows one record's failures. Raw payloads are never printed (they
+  hold personal data): they stay in the state DB's ``quarantine`` table.
+- ``custsync conflicts [--kind K] [--rows N]``: the identity review queue (links the
+  rules refused or doubted), counted by kind, then the newest with both sides and
+  the evidence; keys are masked. Settle one with ``custsync steward must-link|cannot-link``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import sqlalchemy as sa
+
+from custsync_pipeline.cli_identity import _common, _engine, _masked_id
+
+
+def _print_table(frame: pd.DataFrame) -> None:
+    if frame.empty:
+        print("  (none)")
+        return
+    print(frame.to_string(index=False, max_colwidth=90))
+
+
+def quarantine_cmd(args: argparse.Namespace) -> int:
+    from custsync_pipeline.store.quarantine import load_quarantine, quarantine_summary
+
+    engine = _engine(args)
+    status = None if args.all else "open"
+    if args.source_id is None:
+        print("open quarantine rows by connector, field and check:")
+        _print_table(quarantine_summary(engine, args.connector))
+        print()
+    rows = load_quarantine(
+        engine, args.connector, status=status, source_id=args.source_id, limit=args.rows
+    )
+    print(f"{'all' if args.all else 'open'} rows (newest first, at most {args.rows}):")
+    shown = rows[
+        ["connector", "source_id", "field", "check", "severity", "status", "reason"]
+    ].copy()
+    shown["source_id"] = shown["source_id"].map(_masked_id)
+    _print_table(shown)
+    engine.dispose()
+    return 0
+
+
+def conflicts_cmd(args: argparse.Namespace) -> int:
+    from custsync_pipeline.store.identity import create_identity_tables, identity_conflicts
+
+    engine = _engine(args)
+    create_identity_tables(engine)  # a fresh state DB has an empty queue, not an error
+    table = identity_conflicts
+    counts = sa.select(table.c.kind, sa.func.count().label("conflicts")).group_by(table.c.kind)
+    columns = [
+        "kind",
+        "rule",
+        "key_masked",
+        "connector_a",
+        "source_id_a",
+        "golden_id_a",
+        "connector_b",
+        "source_id_b",
+        "golden_id_b",
+        "evidence",
+    ]
+    newest = sa.select(*(table.c[c] for c in columns)).order_by(
+        table.c.first_seen_at.desc(), table.c.conflict_id
+    )
+    if args.kind:
+        counts = counts.where(table.c.kind == args.kind)
+        newest = newest.where(table.c.kind == args.kind)
+    with engine.connect() as conn:
+        by_kind = pd.DataFrame(conn.execute(counts).all(), columns=["kind", "conflicts"])
+        rows = pd.DataFrame(conn.execute(newest.limit(args.rows)).all(), columns=columns)
+    engine.dispose()
+    for side in ("a", "b"):  # an Icomm source id may be an e-mail address
+        rows[side] = rows[f"connector_{side}"] + ":" + rows[f"source_id_{side}"].map(_masked_id)
+    rows = rows[["kind", "rule", "key_masked", "a", "golden_id_a", "b", "golden_id_b", "evidence"]]
+    print("identity conflicts by kind:")
+    _print_table(by_kind)
+    print(
+        f"\nnewest (at most {args.rows}); settle with `custsync steward must-link|cannot-link A B`:"
+    )
+    _print_table(rows)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser(
+        "quarantine", help="rejected rows and fields waiting for a fix at the source"
+    )
+    _common(q)
+    q.add_argument("--connector", help="only this connector")
+    q.add_argument("--source-id", help="only this record's failures")
+    q.add_argument("--all", action="store_true", help="resolved rows too (default: open only)")
+    q.add_argument("--rows", type=int, default=30, help="rows to list (default 30)")
+    q.set_defaults(func=quarantine_cmd)
+
+    c = sub.add_parser("conflicts", help="the identity review queue: links refused or in doubt")
+    _common(c)
+    c.add_argument("--kind", help="only this kind (e.g. shared_value, blocked_value)")
+    c.add_argument("--rows", type=int, default=30, help="rows to list (default 30)")
+    c.set_defaults(func=conflicts_cmd)
