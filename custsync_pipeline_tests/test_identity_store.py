@@ -147,3 +147,24 @@ def test_split_history_is_stored_and_an_older_db_gains_the_columns(engine):
     row = gids.set_index("golden_id").loc[new]
     assert row["split_from"] == g["a"] and row["split_at"] == t1
     assert gids["split_from"].notna().sum() == 1
+
+
+def test_resolution_loads_only_the_columns_it_reads_and_resolves_the_same(engine):
+    from custsync_pipeline.domain.identity import resolution_columns
+    from custsync_pipeline.store import core
+    from custsync_pipeline.store.db import metadata
+    from custsync_pipeline.store.identity import load_resolution_records
+
+    metadata.create_all(engine, tables=[core.source_records])
+    for connector, part in RECORDS.assign(city="Lund").groupby("connector"):
+        core.replace_source_records(engine, connector, part)
+    slim = load_resolution_records(engine, ["crm", "shop"], resolution_columns(RULES))
+    assert "city" not in slim.columns and "email" in slim.columns and "custsync_id" in slim.columns
+    full = core.load_source_records(engine, ["crm", "shop"])
+    t = pd.Timestamp("2026-01-01", tz="UTC")
+    a = resolve_identities(slim, RULES, now=t).identity_map
+    b = resolve_identities(full, RULES, now=t).identity_map
+    pd.testing.assert_frame_equal(a, b)
+    assert set(
+        load_resolution_records(engine, ["shop"], ["connector", "source_id"])["connector"]
+    ) == {"shop"}

@@ -112,6 +112,15 @@ class IdentityResult:
 _CONTEXT_COLUMNS = ("first_name", "last_name", "company_name", "kind", "updated_at")
 
 
+def resolution_columns(rules: list[IdentifierRule]) -> list[str]:
+    """The record columns ``resolve_identities`` reads (load only these: memory at 1M)."""
+    wanted = ["connector", "source_id"]
+    for col in [c for r in rules for c in r.columns] + list(_CONTEXT_COLUMNS):
+        if col not in wanted:
+            wanted.append(col)
+    return wanted
+
+
 def _prepare(
     records: pd.DataFrame, rules: list[IdentifierRule]
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -124,10 +133,7 @@ def _prepare(
     missing = {"connector", "source_id"} - set(records.columns)
     if missing:
         raise ValueError(f"records lack column(s) {sorted(missing)}")
-    wanted = ["connector", "source_id"]
-    for col in [c for r in rules for c in r.columns] + list(_CONTEXT_COLUMNS):
-        if col in records.columns and col not in wanted:
-            wanted.append(col)
+    wanted = [c for c in resolution_columns(rules) if c in records.columns]
     keep = (records["connector"].notna() & records["source_id"].notna()).to_numpy()
     cols = [c for c in wanted if c != "updated_at"]
     # object arrays: pandas' string dtype is several times slower to test for missing values
@@ -484,7 +490,14 @@ def resolve_identities(
     # rank 0 = steward, then the rules strongest first (their order after sorting)
     rank_of = {"steward": 0} | {r.name: i + 1 for i, r in enumerate(rules)}
     names_by_rank = np.array(["steward"] + [r.name for r in rules] + ["own"], dtype=object)
-    link_rank = np.array([rank_of.get(r, len(rules) + 1) for r in link_rule], dtype=np.int64)
+    # fast links carry their rule index (rules are sorted: index + 1 = rank); the few
+    # slow-path links are looked up by name
+    link_rank = np.concatenate(
+        [
+            keys.key_rule[e_key[fast]].astype(np.int64) + 1,
+            np.array([rank_of.get(x[2], len(rules) + 1) for x in slow_links], dtype=np.int64),
+        ]
+    )
     best = np.full(n, len(rules) + 1, dtype=np.int64)
     np.minimum.at(best, link_a, link_rank)
     np.minimum.at(best, link_b, link_rank)

@@ -329,6 +329,9 @@ def mask_value(value: str | None) -> str:
     return text
 
 
+_MASK_CHUNK = 65536
+
+
 def mask_keys(values: np.ndarray, contact: np.ndarray | bool = True) -> np.ndarray:
     """Vectorized masking (numpy string ufuncs): emails always, phone numbers where ``contact``.
 
@@ -338,6 +341,15 @@ def mask_keys(values: np.ndarray, contact: np.ndarray | bool = True) -> np.ndarr
     (``+46*****12``); system ids stay readable. Missing values become "".
     """
     values = np.asarray(values, dtype=object)
+    if len(values) > _MASK_CHUNK:
+        # numpy's fixed-width strings cost (longest value x rows): bound them by chunks
+        contact_all = np.broadcast_to(np.asarray(contact, dtype=bool), values.shape)
+        return np.concatenate(
+            [
+                mask_keys(values[i : i + _MASK_CHUNK], contact_all[i : i + _MASK_CHUNK])
+                for i in range(0, len(values), _MASK_CHUNK)
+            ]
+        )
     out = np.where(pd.notna(values), values, "").astype(object)
     contact_all = np.broadcast_to(np.asarray(contact, dtype=bool), values.shape)
     # system ids stay as they are unless they hold an email (an Icomm UserId can)

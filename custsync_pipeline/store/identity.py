@@ -173,6 +173,29 @@ def _read(engine: Engine, table: sa.Table) -> pd.DataFrame:
     return frame
 
 
+def load_resolution_records(
+    engine: Engine, connectors: Iterable[str], columns: Iterable[str]
+) -> pd.DataFrame:
+    """The valid source records of ``connectors``, only the ``columns`` resolution reads.
+
+    Loading every canonical column would hold a frame several times larger than
+    resolution needs (about 2 GB at a million records). ``custsync_id`` comes
+    along for the stamped-record split.
+    """
+    from custsync_pipeline.store.core import source_records
+
+    wanted = [c for c in dict.fromkeys([*columns, "custsync_id"]) if c in source_records.c]
+    stmt = sa.select(*[source_records.c[c] for c in wanted]).where(
+        source_records.c.connector.in_(list(connectors))
+    )
+    with engine.connect() as conn:
+        result = conn.execute(stmt)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    if "updated_at" in frame.columns:
+        frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True, errors="coerce")
+    return frame
+
+
 def load_identity_state(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(prior_map, golden_ids, decisions)`` as ``resolve_identities`` takes them."""
     create_identity_tables(engine)

@@ -12,7 +12,6 @@ import pandas as pd
 
 from custsync_pipeline.config import SyncConfig
 from custsync_pipeline.defs.extract.assets import customers_key
-from custsync_pipeline.store import core
 
 IDENTITY_MAP = dg.AssetKey("identity_map")
 IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
@@ -59,13 +58,21 @@ def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
         required_resource_keys={"state_db", "sync_config"},
     )
     def resolve(context: dg.AssetExecutionContext):
-        from custsync_pipeline.domain.identity import resolve_identities
+        from custsync_pipeline.domain.identity import resolution_columns, resolve_identities
         from custsync_pipeline.domain.stamps import attach_stamped, split_stamped
-        from custsync_pipeline.store.identity import load_identity_state, save_identity_result
+        from custsync_pipeline.store.identity import (
+            load_identity_state,
+            load_resolution_records,
+            save_identity_result,
+        )
 
         cfg_now = context.resources.sync_config.load()
         engine = context.resources.state_db.engine
-        records = core.load_source_records(engine, cfg_now.enabled_connectors())
+        records = load_resolution_records(
+            engine,
+            cfg_now.enabled_connectors(),
+            resolution_columns(cfg_now.identity.identifiers),
+        )
         prior_map, golden_ids, decisions = load_identity_state(engine)
         to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
         now = pd.Timestamp(datetime.now(UTC))
