@@ -50,9 +50,7 @@ def half_down(monkeypatch, tmp_path: Path):
         yield sb, db_url
 
 
-def test_a_down_connector_does_not_stop_golden_records_for_the_others(
-    half_down, capsys
-) -> None:
+def test_a_down_connector_does_not_stop_golden_records_for_the_others(half_down, capsys) -> None:
     sandbox, db_url = half_down
     assert cli_run.run(argparse.Namespace()) == 1  # something failed, and it says so
     out = capsys.readouterr().out
