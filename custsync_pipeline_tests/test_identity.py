@@ -832,3 +832,22 @@ def test_generator_role_addresses_on_no_list_never_merge_their_holders():
     assert (m.groupby("golden_id")["person"].nunique() == 1).all()
     # one person's two records still link on the role address when nothing disagrees
     assert m.groupby("person")["golden_id"].nunique().mean() < 1.5
+
+
+def test_masking_in_chunks_gives_what_one_pass_gives(monkeypatch):
+    import numpy as np
+
+    from custsync_pipeline.domain import identity_keys
+
+    values = np.array(
+        [f"user{i}@mail{i % 7}.se" if i % 3 else f"+4670{i:07d}" for i in range(1000)]
+        + [None, "SYS-1"],
+        dtype=object,
+    )
+    contact = np.arange(len(values)) % 5 != 0
+    whole = identity_keys.mask_keys(values, contact)
+    monkeypatch.setattr(identity_keys, "_MASK_CHUNK", 97)
+    chunked = identity_keys.mask_keys(values, contact)
+    assert chunked.tolist() == whole.tolist()
+    assert whole[1] == "u***@mail1.se" and whole[-2] == "" and whole[-1] == "SYS-1"
+    assert not any("user" in str(v) for v in chunked)
