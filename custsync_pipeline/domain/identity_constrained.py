@@ -2,13 +2,18 @@
 
 Only the few clusters that the vectorized fast path flags (a limit broken,
 differing first names, a guest between several accounts, a steward decision)
-come here. Links are tried strongest first, so when a merge would break a
-limit it is the lowest-priority identifier that is refused:
+come here. Links are tried strongest first. A link is refused when it would
+break the limit of an identifier at least as strong as itself; a limit on a
+weaker identifier never refuses it: the weaker identifier's extra values are
+dropped from the merged cluster instead (they link nothing more into it) and
+reported as ``identifier_dropped``:
 
 1. steward must-links (always applied);
 2. system identifiers, by priority (limits and cannot-links checked);
 3. contact keys (email, phone) between named clusters, by priority: also refused
-   when the two sides' first names clearly differ (a family sharing an email);
+   when the two sides' first names clearly differ (a family sharing an email),
+   when their other contact point differs, or when their last names (company
+   names, for two companies) differ and no second contact point is shared;
 4. nameless records (a guest checkout: an email and nothing else) join the
    single named cluster that holds their contact key, or stay apart when
    several do; nameless records no named record shares a key with are
