@@ -662,15 +662,17 @@ def test_an_email_dropped_under_a_limit_links_nothing_more():
 def test_a_refused_strong_link_is_one_conflict_row_not_one_per_member():
     # three records hold customer number K1; a fourth shares only voyado id V1 with them
     # and carries another customer number: refused once, not once per K1 holder
-    rows = [
-        dict(connector="erp", source_id=f"k{i}", customer_number="K1", voyado_id="V1")
-        for i in range(3)
-    ]
-    rows.append(dict(connector="erp", source_id="k9", customer_number="K9", voyado_id="V1"))
-    r = resolve_identities(frame(*rows), RULES, now=NOW)
-    assert apart(r, ("erp", "k0"), ("erp", "k9"))
-    lim = r.conflicts[r.conflicts.kind == "limit_exceeded"]
-    assert len(lim) == 1 and lim["rule"].item() == "voyado_id"
+    # (whatever the canonical order puts first: several outsider ids)
+    for outsider in ("k9", "a", "zz", "m5", "b2", "x"):
+        rows = [
+            dict(connector="erp", source_id=f"k{i}", customer_number="K1", voyado_id="V1")
+            for i in range(3)
+        ]
+        rows.append(dict(connector="erp", source_id=outsider, customer_number="K9", voyado_id="V1"))
+        r = resolve_identities(frame(*rows), RULES, now=NOW)
+        assert apart(r, ("erp", "k0"), ("erp", outsider))
+        lim = r.conflicts[r.conflicts.kind == "limit_exceeded"]
+        assert len(lim) == 1 and lim["rule"].item() == "voyado_id", outsider
 
 
 # --- different people on one contact point (audit item 3) -------------------------

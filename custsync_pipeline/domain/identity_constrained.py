@@ -274,7 +274,9 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
 
     def link_group(members: list[int], group: KeyGroup, check_names: bool) -> None:
         # each member joins the first earlier cluster it may join; at most a few tries,
-        # each cluster tried once (one refusal = one conflict row)
+        # and a pair of clusters refused once is not tried again through another member
+        # (one refusal = one conflict row)
+        refused: set[tuple[int, int]] = set()
         for i in range(1, len(members)):
             tried: set[int] = set()
             for j in range(i):
@@ -284,8 +286,13 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
                 if root in tried:
                     continue
                 tried.add(root)
+                mine = cl.find(members[i])
+                pair = (min(mine, root), max(mine, root))
+                if pair in refused:
+                    continue
                 if try_link(members[i], members[j], group, check_names):
                     break
+                refused.add(pair)
 
     def link_contact_group(members: list[int], group: KeyGroup) -> None:
         # holders of one contact key: link those that agree, but a holder that could
