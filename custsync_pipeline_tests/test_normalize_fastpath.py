@@ -95,6 +95,9 @@ def test_fast_e164_agrees_with_phonenumbers_in_every_region() -> None:
         ("+1 (212) 555-0123", None, None),  # 555-01xx is fictional: library decides (invalid)
         ("+31 6 12345678", "GB", "+31612345678"),  # the "+" wins over the record's region
         ("+46 (0)70 123 45 67", "SE", None),  # national prefix after +cc: left to the library
+        ("412 34 567", "NO", "+4741234567"),  # no national prefix in Norway: the NSN itself
+        ("26 12 34 56", "DK", "+4526123456"),
+        ("47 12 34 56", "NO", None),  # starts like Norway's country code: the library decides
     ],
 )
 def test_fast_e164_examples(value: str, region: str | None, expected: str | None) -> None:

@@ -296,9 +296,24 @@ def _clean_text(s: pd.Series) -> pd.Series:
     )
 
 
+# Every character Python's str.strip() removes, as an RE2 class: Arrow's C++ regex finds
+# the few values that need stripping, so str.strip() runs on those only.
+# (the highest such character is U+3000 IDEOGRAPHIC SPACE)
+_SPACE_CLASS = "".join(f"\\x{{{ord(c):04x}}}" for c in map(chr, range(0x3001)) if c.isspace())
+_EDGE_SPACE_RE = f"^[{_SPACE_CLASS}]|[{_SPACE_CLASS}]$|^$"
+
+
 def trim(series: pd.Series) -> pd.Series:
-    """Trim surrounding whitespace; empty -> <NA>."""
-    return _blank_to_na(_as_string(series).str.strip())
+    """Trim surrounding whitespace (as ``str.strip``); empty -> <NA>."""
+    s = _as_string(series)
+    if not s.notna().any():  # most identifier columns are empty for a given connector
+        return s
+    edge = _fill(pc.match_substring_regex(_arrow(s), _EDGE_SPACE_RE))
+    if not edge.any():
+        return s
+    out = s.copy()
+    out[edge] = _blank_to_na(s[edge].str.strip())
+    return out
 
 
 # --------------------------------------------------------------------------- email
@@ -455,6 +470,20 @@ def _phone_plan() -> tuple[
 ]:
     """(eligible country code -> region metadata in library order, region -> cc for the national
     path, regions whose international prefix is exactly 00)."""
+    by_cc, national, idd00, _ = _phone_plan_full()
+    return by_cc, national, idd00
+
+
+@lru_cache(maxsize=1)
+def _phone_plan_full() -> tuple[
+    dict[int, list[phonenumbers.PhoneMetadata]],
+    dict[str, int],
+    frozenset[str],
+    dict[str, tuple[int, str]],
+]:
+    """``_phone_plan`` plus the bare path: region -> (cc, international prefix pattern) for
+    regions without any national prefix (Norway, Denmark ...), where a national number
+    is written as its NSN."""
     by_cc: dict[int, list[phonenumbers.PhoneMetadata]] = {}
     for cc, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
         metas = [phonenumbers.PhoneMetadata.metadata_for_region(r, None) for r in regions]
@@ -471,7 +500,12 @@ def _phone_plan() -> tuple[
                 national[m.id] = cc
             if m.international_prefix == "00":
                 idd00.add(m.id)
-    return by_cc, national, frozenset(idd00)
+    bare: dict[str, tuple[int, str]] = {}
+    for cc, metas in by_cc.items():
+        for m in metas:
+            if not m.national_prefix and not m.national_prefix_for_parsing:
+                bare[m.id] = (cc, m.international_prefix or "")
+    return by_cc, national, frozenset(idd00), bare
 
 
 def _desc_matches(nsn: pa.Array, desc: object) -> pa.Array:
@@ -486,12 +520,31 @@ def _desc_matches(nsn: pa.Array, desc: object) -> pa.Array:
     return ok
 
 
+# Most numbers are mobile or fixed-line: testing those types first leaves few numbers
+# for the other eight (only "matches some type" matters, so the order is free).
+_TYPE_ORDER = ("mobile", "fixed_line") + tuple(
+    t for t in _TYPE_DESCS if t not in ("mobile", "fixed_line")
+)
+
+
 def _type_known(nsn: pa.Array, meta: phonenumbers.PhoneMetadata) -> np.ndarray:
-    """phonenumbers' ``_number_type_helper(...) != UNKNOWN``, vectorized."""
+    """phonenumbers' ``_number_type_helper(...) != UNKNOWN``, vectorized.
+
+    The general description first, then each type only on the numbers no earlier
+    type matched (every regex runs on a shrinking subset)."""
+    known = _fill(_desc_matches(nsn, meta.general_desc))
+    todo = np.flatnonzero(known)
     any_type = np.zeros(len(nsn), dtype=bool)
-    for name in _TYPE_DESCS:
-        any_type |= _fill(_desc_matches(nsn, getattr(meta, name)))
-    return _fill(_desc_matches(nsn, meta.general_desc)) & any_type
+    for name in _TYPE_ORDER:
+        if not len(todo):
+            break
+        desc = getattr(meta, name)
+        if desc is None or not getattr(desc, "national_number_pattern", None):
+            continue
+        hit = _fill(_desc_matches(pc.take(nsn, pa.array(todo)), desc))
+        any_type[todo[hit]] = True
+        todo = todo[~hit]
+    return known & any_type
 
 
 def _valid_for_cc(nsn: pa.Array, metas: list[phonenumbers.PhoneMetadata]) -> np.ndarray:
@@ -514,7 +567,7 @@ def _valid_for_cc(nsn: pa.Array, metas: list[phonenumbers.PhoneMetadata]) -> np.
 
 def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
     """E.164 where the vectorized rules certify the number; <NA> where the library must decide."""
-    by_cc, national, idd00 = _phone_plan()
+    by_cc, national, idd00, bare_plan = _phone_plan_full()
     arr = _arrow(values)
     out = np.full(len(arr), None, dtype=object)
     text = pc.ascii_trim_whitespace(arr)
@@ -527,7 +580,9 @@ def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
     if not shaped.any():
         return pd.Series(pd.array(out, dtype="string"), index=values.index)
     rows = np.flatnonzero(shaped)
-    digits = pc.replace_substring_regex(pc.take(text, pa.array(rows)), r"[ ().\-]", "")
+    digits = pc.take(text, pa.array(rows))
+    for sep in " -().":  # literal replaces: cheaper than one regex over every number
+        digits = pc.replace_substring(digits, sep, "")
     reg = pc.fill_null(pc.take(_arrow(region), pa.array(rows)), "")
     plus = _fill(pc.starts_with(digits, "+"))
     idd = (
@@ -544,6 +599,22 @@ def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
         & ~_fill(pc.starts_with(pc.utf8_slice_codeunits(digits, 1), "0"))
         & _fill(pc.is_in(reg, value_set=pa.array(nat_regions, pa.string())))
     )
+    # bare: a region without a national prefix writes the NSN itself ("412 34 567" in NO).
+    # Left to the library: a leading 0, the region's own country code (the library may
+    # strip it) and anything its international prefix matches.
+    bare = ~plus & ~idd & ~nat & ~_fill(pc.starts_with(digits, "0"))
+    bare &= _fill(pc.is_in(reg, value_set=pa.array(sorted(bare_plan), pa.string())))
+    if bare.any():
+        reg_np = reg.to_numpy(zero_copy_only=False)
+        for r in np.unique(reg_np[bare]):
+            r_cc, r_idd = bare_plan[str(r)]
+            mine = bare & (reg_np == r)
+            sub = pc.filter(digits, pa.array(mine))
+            clash = _fill(pc.starts_with(sub, str(r_cc)))
+            if r_idd:
+                clash |= _fill(pc.match_substring_regex(sub, f"^(?:{r_idd})"))
+            idx = np.flatnonzero(mine)
+            bare[idx[clash]] = False
     intl = pc.if_else(
         pa.array(plus), pc.utf8_slice_codeunits(digits, 1), pc.utf8_slice_codeunits(digits, 2)
     )
@@ -567,6 +638,13 @@ def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
             zero_copy_only=False
         )
         cc[nat] = nat_cc[pos[nat].astype(np.int64)]
+    if bare.any():
+        bare_regions = sorted(bare_plan)
+        bare_cc = np.array([bare_plan[r][0] for r in bare_regions], dtype=np.int64)
+        pos = pc.index_in(reg, value_set=pa.array(bare_regions, pa.string())).to_numpy(
+            zero_copy_only=False
+        )
+        cc[bare] = bare_cc[pos[bare].astype(np.int64)]
 
     for code in np.unique(cc[cc > 0]):
         metas = by_cc.get(int(code))
@@ -574,11 +652,17 @@ def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
             continue
         sel = np.flatnonzero(cc == code)
         is_intl = from_intl[sel]
-        # national significant number: after the country code, or after the national prefix "0"
+        # national significant number: after the country code, after the national prefix
+        # "0", or the digits themselves (bare)
+        national_nsn = pc.utf8_slice_codeunits(pc.take(digits, pa.array(sel)), 1)
+        if bare[sel].any():
+            national_nsn = pc.if_else(
+                pa.array(bare[sel]), pc.take(digits, pa.array(sel)), national_nsn
+            )
         nsn = pc.if_else(
             pa.array(is_intl),
             pc.utf8_slice_codeunits(pc.take(intl, pa.array(sel)), len(str(int(code)))),
-            pc.utf8_slice_codeunits(pc.take(digits, pa.array(sel)), 1),
+            national_nsn,
         )
         n_len = pc.utf8_length(nsn).to_numpy(zero_copy_only=False)
         keep = (n_len >= 2) & ~_fill(pc.starts_with(nsn, "0"))
@@ -739,8 +823,13 @@ def phone_region(
     index = frame.index
     isos = list(iso_countries())
     if "country" in frame.columns:
-        country = _as_string(frame["country"])
-        region = country.where(country.isin(isos), pd.NA)
+        # once per distinct country (a country column has a few hundred values at most)
+        codes, uniques = pd.factorize(_as_string(frame["country"]), use_na_sentinel=True)
+        allowed = pd.Series(uniques, dtype="string")
+        allowed = allowed.where(allowed.isin(isos), pd.NA)
+        region = pd.Series(
+            pd.array(list(allowed) + [pd.NA], dtype="string").take(codes), index=index
+        )
     else:
         region = pd.Series(pd.NA, index=index, dtype="string")
     lacking = region.isna().to_numpy() & (

@@ -493,8 +493,8 @@ def validate_customers(
     columns when the connector name differs from its type. ``default_region`` and
     ``market_regions`` are the ones normalization read phones with (for the reasons).
     """
-    frame = frame.reset_index(drop=True)
-    raw = None if raw is None else raw.reset_index(drop=True)
+    frame = _positional(frame)
+    raw = None if raw is None else _positional(raw)
     check_shape(frame, connector, raw, connector_type)
     rows_in = len(frame)
 
@@ -618,7 +618,9 @@ def validate_customers(
     found = pd.concat(issues, ignore_index=True).drop_duplicates(["pos", "field", "check"])
     row_bad = np.zeros(len(df), dtype=bool)
     row_bad[found.loc[found["severity"] == "row", "pos"].to_numpy()] = True
-    valid = valid[~row_bad].reset_index(drop=True) if row_bad.any() else valid
+    if row_bad.any():
+        valid = valid[~row_bad]  # a new frame: relabel it in place, no second copy
+        valid.index = pd.RangeIndex(len(valid))
 
     found = found.sort_values(["pos", "severity", "field"], kind="stable").reset_index(drop=True)
     positions = found["pos"].to_numpy()
@@ -640,6 +642,13 @@ def validate_customers(
         valid_positions=np.flatnonzero(~row_bad),
         rejected_positions=positions,
     )
+
+
+def _positional(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a 0..n-1 index, without copying its columns (reset_index copies them all)."""
+    if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1:
+        return frame
+    return frame.set_axis(pd.RangeIndex(len(frame)), axis=0, copy=False)
 
 
 def _details(field: str, values: pd.Series) -> list[str]:
