@@ -501,6 +501,9 @@ def test_decision_on_a_missing_record_is_ignored():
     d = decisions(("must_link", "crm", "a", "shop", "gone"))
     r = resolve_identities(records, RULES, decisions=d, now=NOW)
     assert len(r.identity_map) == 1
+    # not silently: the decision is counted as waiting for its record
+    assert r.stats["steward_decisions_waiting"] == 1
+    assert r.stats["steward_decisions_applied"] == 0
 
 
 def test_records_without_connector_or_source_id_are_refused():
@@ -777,6 +780,8 @@ def test_cannot_link_on_a_stamped_record_wins():
     r = run(decisions(("cannot_link", "promo", "t", "crm", "a")))
     assert apart(r, ("promo", "t"), ("crm", "a"))
     assert gid(r, "crm", "a") == g_a
+    assert r.stats["steward_decisions_applied"] == 1
+    assert r.stats["steward_decisions_waiting"] == 0
 
 
 # --- config (audit item 6) ----------------------------------------------------------

@@ -292,22 +292,25 @@ def _names_disagree(
 
 def _decision_pairs(
     decisions: pd.DataFrame | None, conn: np.ndarray, sid: np.ndarray
-) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
+    """(must-link pairs, cannot-link pairs, decisions waiting for a record that is absent)."""
     if decisions is None or len(decisions) == 0:
-        return [], []
+        return [], [], 0
     index = pd.Series(
         np.arange(len(conn)),
         index=pd.MultiIndex.from_arrays([conn, sid]),
     )
     must: list[tuple[int, int]] = []
     cannot: list[tuple[int, int]] = []
+    waiting = 0
     for row in decisions[DECISION_COLUMNS].itertuples(index=False):  # few rows: stewards' hands
         a = index.get((str(row.connector_a), str(row.source_id_a)))
         b = index.get((str(row.connector_b), str(row.source_id_b)))
         if a is None or b is None or a == b:
-            continue  # a record that is gone: the decision waits until it comes back
+            waiting += 1  # a record that is gone: the decision waits until it comes back
+            continue
         (must if row.decision == "must_link" else cannot).append((int(a), int(b)))
-    return must, cannot
+    return must, cannot, waiting
 
 
 def resolve_identities(
@@ -362,7 +365,7 @@ def resolve_identities(
     spoke = ~first_of_key
     e_a, e_b, e_key = hub[l_key[spoke]], l_rec[spoke], l_key[spoke]
 
-    must, cannot = _decision_pairs(decisions, conn, sid)
+    must, cannot, decisions_waiting = _decision_pairs(decisions, conn, sid)
     m_a = np.array([p[0] for p in must], dtype=np.int64)
     m_b = np.array([p[1] for p in must], dtype=np.int64)
     labels = _components(n, np.concatenate([e_a, m_a]), np.concatenate([e_b, m_b]))
@@ -530,6 +533,8 @@ def resolve_identities(
         "conflicts": len(conflicts),
         "slow_path_records": len(slow_idx),
         "slow_path_clusters": int(flag.sum()),
+        "steward_decisions_applied": len(must) + len(cannot),
+        "steward_decisions_waiting": decisions_waiting,
         **{f"slow_path_{k}": int((v & multi).sum()) for k, v in reasons.items()},
         **id_stats,
     }

@@ -33,6 +33,9 @@ def resolution_metadata(stats: dict[str, int], conflicts: pd.DataFrame) -> dict[
         "conflicts": len(conflicts),
         "slow_path_records": int(stats.get("slow_path_records", 0)),
         "stamped_records": int(stats.get("stamped_records", 0)),
+        "steward_decisions_applied": int(stats.get("steward_decisions_applied", 0)),
+        # a decision naming a record absent from this run is not applied (yet): counted
+        "steward_decisions_waiting": int(stats.get("steward_decisions_waiting", 0)),
         **conflict_counts(conflicts),
     }
 
