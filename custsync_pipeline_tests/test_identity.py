@@ -724,6 +724,27 @@ def test_a_married_name_with_the_same_email_and_phone_is_one_person():
     assert r.conflicts.empty
 
 
+def test_a_married_name_joins_a_record_carrying_only_the_new_name_and_the_email():
+    # a and b share email and phone (one person, renamed); c has only the email and the
+    # new name: it fits the renamed person, not two people who differ
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", email="anna@x.se", phone="+46701234567", first_name="Anna", last_name="Berg"),
+        dict(connector="shop", source_id="b", web_user_id="wb", email="anna@x.se", phone="+46701234567", first_name="Anna", last_name="Lind"),
+        dict(connector="loyalty", source_id="c", voyado_id="c", email="anna@x.se", first_name="Anna", last_name="Lind"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert together(r, ("crm", "a"), ("shop", "b"), ("loyalty", "c"))
+    # while two different people on one email leave a third, fitting both, apart
+    records = frame(
+        dict(connector="crm", source_id="a", salesforce_id="a", email="home@x.se", first_name="Anna", last_name="Berg"),
+        dict(connector="shop", source_id="b", web_user_id="wb", email="home@x.se", first_name="Anna", last_name="Lind"),
+        dict(connector="loyalty", source_id="c", voyado_id="c", email="home@x.se", first_name="Anna"),
+    )  # fmt: skip
+    r = resolve_identities(records, RULES, now=NOW)
+    assert apart(r, ("crm", "a"), ("shop", "b"), ("loyalty", "c"))
+    assert "ambiguous_link" in kinds(r)
+
+
 def test_nameless_records_on_one_email_with_different_phones_stay_apart():
     records = frame(
         dict(connector="promo", source_id="g1", email="solo@x.se", phone="+46701111111"),

@@ -180,6 +180,16 @@ class _Clusters:
                 )
         return None
 
+    def corroborated(self, ra: int, rb: int, via: int) -> bool:
+        """Do both sides hold a second contact point, and share it?"""
+        for r_idx in self.inp.contact_rules:
+            if r_idx == via:
+                continue
+            va, vb = self.values[ra].get(r_idx), self.values[rb].get(r_idx)
+            if va and vb and (va & vb):
+                return True
+        return False
+
     def union(self, ra: int, rb: int) -> int:
         if len(self.members[ra]) < len(self.members[rb]):
             ra, rb = rb, ra
@@ -307,6 +317,22 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
         if len(roots) > 12:  # no per-value limit on this rule: plain sequential linking
             link_group(members, group, check_names=True)
             return
+        # holders sharing every contact point (same email AND phone) that nothing refuses
+        # are one party first (a married name): the ambiguity check then sees them as one
+        merged_any = False
+        for i in range(len(roots)):
+            for j in range(i + 1, len(roots)):
+                ri, rj = cl.find(roots[i]), cl.find(roots[j])
+                if ri != rj and cl.corroborated(ri, rj, group.rule_order):
+                    if cl.refusal(ri, rj, True, group.rule_order) is None:
+                        merged_any |= try_link(reps[roots[i]], reps[roots[j]], group, True)
+        if merged_any:
+            reps = {}
+            for m in members:
+                reps.setdefault(cl.find(m), m)
+            roots = list(reps)
+            if len(roots) < 2:
+                return
         why = {
             (i, j): cl.refusal(roots[i], roots[j], True, group.rule_order)
             for i in range(len(roots))
