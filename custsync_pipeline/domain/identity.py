@@ -470,12 +470,6 @@ def resolve_identities(
     link_rule = np.concatenate(
         [rule_names[keys.key_rule[e_key[fast]]], np.array([x[2] for x in slow_links], dtype=object)]
     )
-    key_text = (
-        keys.key_value[np.maximum(link_k, 0)]
-        if keys.n_keys
-        else np.full(len(link_k), "", dtype=object)
-    )
-    key_text = np.where(link_k >= 0, key_text, "")
     links = pd.DataFrame(
         {
             "golden_id": gid[link_a],
