@@ -43,6 +43,21 @@ def sandbox_fixture(monkeypatch: pytest.MonkeyPatch, **kwargs) -> Iterator[Sandb
         yield sb
 
 
+SMALL_PAGES = {"salesforce": {"page_size": 25}, "exact": {"page_size": 10}}
+
+
+def module_sandbox(seed: int, people: int, options: dict | None = None) -> Iterator[Sandbox]:
+    """Body of a module-scoped ``sb`` fixture: documented default credentials, ephemeral
+    ports, small pages (so each read makes enough requests to meet injected faults)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in CREDENTIALS:
+            mp.delenv(name, raising=False)
+        with Sandbox(
+            seed=seed, people=people, base_port=0, options=options or SMALL_PAGES
+        ) as sandbox:
+            yield sandbox
+
+
 def admin(sb: Sandbox, system: str, action: str, body: dict | None = None) -> requests.Response:
     url = f"{sb.urls[system]}/_sandbox/{action}"
     return (

@@ -16,23 +16,15 @@ import pandas as pd
 import pytest
 
 from custsync_pipeline.connectors import WriteOp
-from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
+from custsync_pipeline.sandbox import Sandbox
+from custsync_pipeline_tests.sandbox_fixtures import module_sandbox
 from custsync_pipeline_tests.test_connectors_generic import VOUCHERIFY_AS_REST, from_yaml
 from custsync_pipeline_tests.test_connectors_systems import connector, source_ids
 
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in CREDENTIALS:
-            mp.delenv(name, raising=False)
-        with Sandbox(
-            seed=23,
-            people=300,
-            base_port=0,
-            options={"salesforce": {"page_size": 25}, "exact": {"page_size": 10}},
-        ) as sandbox:
-            yield sandbox
+    yield from module_sandbox(seed=23, people=300)
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ import yaml
 from custsync_pipeline.config import ConnectorConfig
 from custsync_pipeline.connectors import ConnectorUnavailableError, WriteOp, build_connector
 from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
+from custsync_pipeline_tests.sandbox_fixtures import module_sandbox
 
 FAST_HTTP = {
     "backoff_factor_s": 0.01,
@@ -98,17 +99,7 @@ KEY: dict[str, Callable[[dict], str]] = {
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in CREDENTIALS:
-            mp.delenv(name, raising=False)
-        # small pages everywhere, so each read makes enough requests to meet the faults
-        with Sandbox(
-            seed=21,
-            people=500,
-            base_port=0,
-            options={"salesforce": {"page_size": 25}, "exact": {"page_size": 10}},
-        ) as sandbox:
-            yield sandbox
+    yield from module_sandbox(seed=21, people=500)
 
 
 @pytest.fixture(autouse=True)

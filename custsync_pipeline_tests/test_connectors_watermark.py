@@ -10,22 +10,16 @@ from datetime import timedelta
 import pytest
 
 from custsync_pipeline.connectors import ConnectorError
-from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
+from custsync_pipeline.sandbox import Sandbox
+from custsync_pipeline_tests.sandbox_fixtures import module_sandbox
 from custsync_pipeline_tests.test_connectors_systems import SPECS, connector, source_ids
 
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in CREDENTIALS:
-            mp.delenv(name, raising=False)
-        with Sandbox(
-            seed=41,
-            people=200,
-            base_port=0,
-            options={"salesforce": {"page_size": 5}, "exact": {"page_size": 5}},
-        ) as sandbox:
-            yield sandbox
+    yield from module_sandbox(
+        seed=41, people=200, options={"salesforce": {"page_size": 5}, "exact": {"page_size": 5}}
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from custsync_pipeline.config import DEFAULT_CONFIG_PATH, load_sync_config
 from custsync_pipeline.defs.extract.assets import build_extract_assets, raw_key
 from custsync_pipeline.defs.resources import build_resources
 from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
+from custsync_pipeline_tests.sandbox_fixtures import module_sandbox
 from custsync_pipeline_tests.test_connectors_systems import FAST_HTTP, SPECS
 
 ALL = list(SPECS)  # salesforce, voucherify, voyado, exact, icomm, katana
@@ -38,17 +39,7 @@ KEYS = {
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in CREDENTIALS:
-            mp.delenv(name, raising=False)
-        # small pages: every read makes enough requests to meet the injected faults
-        with Sandbox(
-            seed=31,
-            people=300,
-            base_port=0,
-            options={"salesforce": {"page_size": 25}, "exact": {"page_size": 10}},
-        ) as sandbox:
-            yield sandbox
+    yield from module_sandbox(seed=31, people=300)
 
 
 @pytest.fixture(autouse=True)
