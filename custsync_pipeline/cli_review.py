@@ -17,6 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from custsync_pipeline.cli_identity import _common, _engine, _masked_id
+from custsync_pipeline.domain.identity import CONFLICT_COLUMNS
 
 
 def _print_table(frame: pd.DataFrame) -> None:
@@ -55,18 +56,7 @@ def conflicts_cmd(args: argparse.Namespace) -> int:
     create_identity_tables(engine)  # a fresh state DB has an empty queue, not an error
     table = identity_conflicts
     counts = sa.select(table.c.kind, sa.func.count().label("conflicts")).group_by(table.c.kind)
-    columns = [
-        "kind",
-        "rule",
-        "key_masked",
-        "connector_a",
-        "source_id_a",
-        "golden_id_a",
-        "connector_b",
-        "source_id_b",
-        "golden_id_b",
-        "evidence",
-    ]
+    columns = [c for c in CONFLICT_COLUMNS if c != "conflict_id"]
     newest = sa.select(*(table.c[c] for c in columns)).order_by(
         table.c.first_seen_at.desc(), table.c.conflict_id
     )
