@@ -24,7 +24,7 @@ import pyarrow
 import pyarrow.compute as pc
 
 from custsync_pipeline.domain.canonical import RAW_COLUMNS
-from custsync_pipeline.domain.normalize import iso_countries, iso_languages
+from custsync_pipeline.domain.normalize import arrow_strings, iso_countries, iso_languages
 
 # Failing one of these rejects the record: without them it cannot be keyed.
 ROW_FIELDS: frozenset[str] = frozenset({"connector", "source_id"})
@@ -87,7 +87,7 @@ _ARROW_MIN_ROWS = 20_000
 
 
 def _arrow(s: pd.Series) -> pyarrow.Array:
-    return pyarrow.array(s.to_numpy(dtype=object, na_value=None), type=pyarrow.string())
+    return arrow_strings(s)
 
 
 def _re2(pattern: str) -> str:

@@ -38,7 +38,6 @@ from dataclasses import field as dataclass_field
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow
 
 from custsync_pipeline.domain.canonical import (
     DATETIME_COLUMNS,
@@ -47,7 +46,12 @@ from custsync_pipeline.domain.canonical import (
     STRING_COLUMNS,
     VALIDATED_COLUMNS,
 )
-from custsync_pipeline.domain.normalize import email_or_reason, phone_or_reason, phone_region
+from custsync_pipeline.domain.normalize import (
+    arrow_strings,
+    email_or_reason,
+    phone_or_reason,
+    phone_region,
+)
 from custsync_pipeline.domain.schemas import (
     CHECK_REASONS,
     PAYLOAD_FIELDS,
@@ -379,6 +383,13 @@ def coerce_canonical(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str,
 # --------------------------------------------------------------------------- Pandera, once per value
 
 
+def _all_missing(series: pd.Series) -> bool:
+    """Whether every value is missing; a present first value answers without a scan."""
+    if len(series) and not pd.isna(series.iloc[0]):
+        return False
+    return bool(series.isna().all())
+
+
 def _sample_is_diverse(series: pd.Series, size: int = 2000) -> bool:
     """Cheap cardinality guess: most of a strided sample distinct -> deduplication would not pay."""
     step = max(1, len(series) // size)
@@ -402,7 +413,7 @@ def schema_failures(
     if n >= dedupe_min_rows:
         for col in cols:
             s = df[col]
-            if s.isna().all():  # most canonical columns are empty for a given connector
+            if _all_missing(s):  # most canonical columns are empty for a given connector
                 small[col] = (np.zeros(n, dtype=np.int64), s.iloc[:1].reset_index(drop=True))
                 continue
             if _sample_is_diverse(s):
@@ -427,7 +438,7 @@ def schema_failures(
         arrow_dtype = pd.StringDtype("pyarrow")
         big_frame = df[big].copy(deep=False)
         for c in strings:  # direct conversion: DataFrame.astype takes a much slower path
-            arr = pyarrow.array(df[c].to_numpy(dtype=object, na_value=None), type=pyarrow.string())
+            arr = arrow_strings(df[c])
             big_frame[c] = pd.Series(pd.arrays.ArrowStringArray(arr), index=df.index)
         big_schema = schema.select_columns(big).update_columns(
             {c: {"dtype": arrow_dtype} for c in strings}
