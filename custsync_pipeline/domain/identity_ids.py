@@ -60,9 +60,12 @@ def _conform_golden_ids(golden_ids: pd.DataFrame | None) -> pd.DataFrame:
 
 def survivor_table(golden_ids: pd.DataFrame) -> dict[str, str]:
     """merged-away id -> the live id it resolves to (following chains)."""
+    merged = golden_ids["merged_into"]
+    # only merged-away rows (few) go through Python
+    rows = golden_ids[merged.notna().to_numpy() & (merged != golden_ids["golden_id"]).to_numpy()]
     parent = {
         g: m
-        for g, m in zip(golden_ids["golden_id"], golden_ids["merged_into"], strict=True)
+        for g, m in zip(rows["golden_id"], rows["merged_into"], strict=True)
         if isinstance(m, str) and m and m != g
     }
     out: dict[str, str] = {}
@@ -265,15 +268,8 @@ def assign_golden_ids(
     out["split_at"] = pd.to_datetime(out["split_at"], utc=True)
 
     # clusters that lost a prior id they partly held: split-off parts
-    split_parts = 0
-    if has_prior.any():
-        held = pd.DataFrame(
-            {"prior": prior[has_prior], "cluster": cluster[has_prior]}
-        ).drop_duplicates()
-        won = set(zip(winners["prior"], winners["cluster"], strict=True))
-        split_parts = int(
-            sum((p, c) not in won for p, c in zip(held["prior"], held["cluster"], strict=True))
-        )
+    # (``votes`` holds each distinct (prior id, cluster) pair once, ``winners`` one per id)
+    split_parts = int(len(votes) - len(winners))
     stats = {
         "golden_ids_new": len(need),
         "golden_ids_merged": int(len(absorbed)),
