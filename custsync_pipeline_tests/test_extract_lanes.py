@@ -275,3 +275,33 @@ def test_quarantine_end_to_end_and_fixed_rows_leave(env, tmp_path, sandbox) -> N
     stored = core.load_source_records(engine, ["voucherify"]).set_index("source_id")
     assert stored.loc[fixed_id, "email"] == "fixed.address@gmail.com"
     engine.dispose()
+
+
+def test_renamed_id_column_is_named_not_a_key_error(env, tmp_path, sandbox) -> None:
+    """The vendor renames ``id``: the mapping would die on ``raw["id"]``; the shape check,
+    run first with the connector's type, names the column and the likely rename."""
+    from custsync_pipeline.config import load_sync_config
+    from custsync_pipeline.connectors import build_connector
+    from custsync_pipeline.defs.extract.assets import build_extract_assets
+    from custsync_pipeline.defs.io import ParquetIOManager
+    from custsync_pipeline.defs.resources import build_resources
+
+    _configure(env, tmp_path, sandbox, rename={"voucherify": "vf_eu"})
+    cfg = load_sync_config()
+    with build_connector("vf_eu", cfg.connectors["vf_eu"], env=SANDBOX_SECRETS) as conn:
+        received = conn.read(since=None).records  # over the sandbox's socket
+    renamed = received.rename(columns={"id": "customer_id"})
+
+    @dg.asset(key=["vf_eu", "raw_customers"])
+    def raw_customers() -> pd.DataFrame:
+        return renamed
+
+    lane = [a for a in build_extract_assets(cfg) if a.node_def.name == "vf_eu_customers"]
+    result = dg.materialize(
+        [raw_customers, *lane],
+        resources={**build_resources(cfg), "io_manager": ParquetIOManager(base_dir=str(tmp_path))},
+        raise_on_error=False,
+    )
+    message = _failure_messages(result)["vf_eu_customers"]
+    assert "SchemaShapeError" in message and "KeyError" not in message
+    assert "['id']" in message and "customer_id" in message
