@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from custsync_pipeline.config import IdentifierRule
 
@@ -55,6 +57,12 @@ def is_contact_rule(rule: IdentifierRule) -> bool:
 
 def _clean_id(values: pd.Series, column: str) -> pd.Series:
     out = values.astype(object).where(values.notna(), None)
+    if column in CONTACT_COLUMNS and pd.api.types.infer_dtype(out, skipna=True) == "string":
+        # Arrow's string kernels: several times faster than Python str methods at 1M
+        arr = pc.utf8_trim_whitespace(pa.array(out.to_numpy(dtype=object), type=pa.string()))
+        if column == "email":
+            arr = pc.utf8_lower(arr)
+        return pd.Series(arr.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
     out = out.map(str, na_action="ignore").str.strip()
     if column == "email":
         out = out.str.lower()
