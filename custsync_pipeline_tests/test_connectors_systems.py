@@ -213,6 +213,15 @@ def test_exact_accounts_contacts_and_writes(sb):
     assert row["exact_id"] == acc["ID"] and row["object_type"] == "Account"
     assert row["updated_at"] == pd.Timestamp(int(acc["Modified"][6:-2]), unit="ms", tz="UTC")
     assert (canon["object_type"] == "Contact").any()
+    # a Contact lives in its Account's country (the region of its national phone numbers)
+    contacts = raw[raw["__resource"] == "Contacts"]
+    account_country = raw.loc[raw["__resource"] == "Accounts"].set_index("ID")["Country"]
+    linked = contacts[contacts["Account"].isin(account_country.index)]
+    assert len(linked) > 0
+    assert (
+        canon.loc[linked["ID"], "country"].tolist()
+        == account_country.loc[linked["Account"]].tolist()
+    )
     golden = pd.DataFrame({"first_name": ["Ebba"], "last_name": ["Krantz"], "city": ["Lund"]})
     payload = conn.from_canonical(golden)[0]
     assert payload == {"Name": "Ebba Krantz", "City": "Lund"}

@@ -197,6 +197,15 @@ class ExactConnector(HttpConnectorBase):
         for canon, fld in _ACCOUNT_TO_CANONICAL.items():
             values = column(raw, fld)
             out[canon] = values.where(is_account, out[canon] if canon in out else pd.NA)
+        # a Contact has no country of its own: it takes its Account's, which is also the
+        # region its national phone numbers are read in (a snapshot holds both resources)
+        account_country = pd.Series(
+            column(raw, "Country").where(is_account).to_numpy(), index=raw["ID"].to_numpy()
+        ).dropna()
+        account_country = account_country[~account_country.index.duplicated()]
+        out["country"] = out["country"].where(
+            is_account, column(raw, "Account").map(account_country)
+        )
         # the Code is right-aligned, space-padded to 18: the customer number is the trimmed value
         out["customer_number"] = column(raw, "Code").astype("string").str.strip().where(is_account)
         name = column(raw, "Name").astype("string").str.strip()
