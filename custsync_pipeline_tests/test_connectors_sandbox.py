@@ -363,8 +363,14 @@ def test_salesforce_reads_contact_account_and_lead(sb):
     assert canon.loc[account["Id"], "company_name"] == account["Name"]
     lead = next(r for r in sb.records("salesforce", "Lead") if r.get("Company"))
     assert canon.loc[lead["Id"], "kind"] == "person"
-    assert canon.loc[lead["Id"], "company_name"] == lead["Company"]
     assert canon.loc[lead["Id"], "last_name"] == lead["LastName"]
+    # web-to-lead's "[not provided]" is no company; a real one is kept
+    assert lead["Company"] == "[not provided]"
+    assert pd.isna(canon.loc[lead["Id"], "company_name"])
+    raw = result.records.copy()
+    raw.loc[raw["Id"] == lead["Id"], "Company"] = "Acme AB"
+    again = sf.to_canonical(raw).set_index("source_id")
+    assert again.loc[lead["Id"], "company_name"] == "Acme AB"
 
 
 def test_salesforce_delete_ops_and_the_deleted_feed(sb):

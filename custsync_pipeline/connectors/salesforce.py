@@ -95,6 +95,9 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# what a Lead's required Company holds when nobody knows it (Salesforce web-to-lead)
+LEAD_COMPANY_UNKNOWN = frozenset({"[not provided]", "not provided", "n/a", "unknown", "-"})
+
 # canonical column -> field, per object (cross-references land in the column
 # of the system they point at: Voyado_Id__c -> voyado_id, ...)
 _TO_CANONICAL: dict[str, dict[str, str]] = {
@@ -325,6 +328,10 @@ class SalesforceConnector(HttpConnectorBase):
                     if canon not in out.columns:
                         out[canon] = pd.Series(pd.NA, index=raw.index, dtype="object")
                     out.loc[mask, canon] = raw.loc[mask, fld]
+        if "company_name" in out.columns:
+            # a Lead must name a Company, so web-to-lead forms write "[not provided]"
+            unknown = out["company_name"].astype("string").str.strip().str.lower()
+            out["company_name"] = out["company_name"].mask(unknown.isin(LEAD_COMPANY_UNKNOWN))
         phone = column(raw, "Phone")
         out["phone"] = phone.where(phone.notna() & (phone != ""), column(raw, "MobilePhone"))
         opted_out = column(raw, "HasOptedOutOfEmail")
