@@ -24,3 +24,18 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
         yield url
     finally:
         pg.drop_database(pg_admin_url, url)
+
+
+@pytest.fixture
+def dagster_env(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """The sandbox's credentials, no state-DB override and a fresh ``DAGSTER_HOME``:
+    the environment of a whole-graph run (returns the monkeypatch to set more)."""
+    from custsync_pipeline_tests.e2e import SANDBOX_SECRETS
+
+    for k, v in SANDBOX_SECRETS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("CUSTSYNC_STATE_DB_URL", raising=False)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return monkeypatch

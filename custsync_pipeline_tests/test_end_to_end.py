@@ -19,7 +19,6 @@ from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
 from custsync_pipeline_tests.e2e import (
-    SANDBOX_SECRETS,
     materialize_all,
     metadata_of,
     write_sync_config,
@@ -35,20 +34,10 @@ def sandbox():
         yield sb
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path):
-    for k, v in SANDBOX_SECRETS.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("CUSTSYNC_STATE_DB_URL", raising=False)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    return monkeypatch
-
-
-def _configure(env, tmp_path: Path, sandbox: Sandbox, state_db_url: str) -> None:
+def _configure(dagster_env, tmp_path: Path, sandbox: Sandbox, state_db_url: str) -> None:
     # the packaged config as it is: every connector's lane, against the sandbox
     cfg = write_sync_config(tmp_path / "sync.yaml", sandbox.urls, state_db_url)
-    env.setenv("CUSTSYNC_CONFIG", str(cfg))
+    dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
 
 
 def _run_twice_and_check(sandbox: Sandbox, instance: dg.DagsterInstance, state_db_url: str) -> None:
@@ -114,21 +103,21 @@ def _run_twice_and_check(sandbox: Sandbox, instance: dg.DagsterInstance, state_d
     engine.dispose()
 
 
-def test_end_to_end_sqlite(sandbox, env, tmp_path) -> None:
+def test_end_to_end_sqlite(sandbox, dagster_env, tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    _configure(env, tmp_path, sandbox, url)
+    _configure(dagster_env, tmp_path, sandbox, url)
     with dg.DagsterInstance.ephemeral() as instance:
         _run_twice_and_check(sandbox, instance, url)
 
 
-def test_end_to_end_postgres(sandbox, env, tmp_path, pg_url) -> None:
+def test_end_to_end_postgres(sandbox, dagster_env, tmp_path, pg_url) -> None:
     """State DB and Dagster instance both on PostgreSQL, the instance from the repo's dagster.yaml."""
-    _configure(env, tmp_path, sandbox, pg_url)
+    _configure(dagster_env, tmp_path, sandbox, pg_url)
     home = tmp_path / "pg_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env.setenv("DAGSTER_HOME", str(home))
-    env.setenv("DAGSTER_PG_URL", pg_url)
+    dagster_env.setenv("DAGSTER_HOME", str(home))
+    dagster_env.setenv("DAGSTER_PG_URL", pg_url)
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         _run_twice_and_check(sandbox, instance, pg_url)

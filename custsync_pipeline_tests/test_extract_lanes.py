@@ -40,17 +40,6 @@ def sandbox():
         yield sb
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path):
-    for k, v in SANDBOX_SECRETS.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("CUSTSYNC_STATE_DB_URL", raising=False)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return monkeypatch
-
-
 def _configure(
     env,
     tmp_path: Path,
@@ -121,10 +110,12 @@ def _edit(sandbox: Sandbox, system: str, fn) -> None:  # noqa: ANN001
             fn(rec)
 
 
-def test_lane_checks_are_registered_with_configured_thresholds(env, tmp_path, sandbox) -> None:
+def test_lane_checks_are_registered_with_configured_thresholds(
+    dagster_env, tmp_path, sandbox
+) -> None:
     from custsync_pipeline.definitions import defs
 
-    _configure(env, tmp_path, sandbox, quality={"voucherify": {"min_valid_rate": 0.5}})
+    _configure(dagster_env, tmp_path, sandbox, quality={"voucherify": {"min_valid_rate": 0.5}})
     graph = defs().resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.asset_check_keys}
     for lane in LANES:
@@ -144,8 +135,10 @@ def test_lane_checks_are_registered_with_configured_thresholds(env, tmp_path, sa
     assert "95%" in spec_sf.description
 
 
-def test_broken_feed_keeps_last_good_records_and_blocks(env, tmp_path, sandbox) -> None:
-    url = _configure(env, tmp_path, sandbox, quality={"voucherify": {"min_valid_rate": 0.9}})
+def test_broken_feed_keeps_last_good_records_and_blocks(dagster_env, tmp_path, sandbox) -> None:
+    url = _configure(
+        dagster_env, tmp_path, sandbox, quality={"voucherify": {"min_valid_rate": 0.9}}
+    )
     engine = StateDB(url).engine
     with dg.DagsterInstance.ephemeral() as instance:
         first = _run(instance)
@@ -190,9 +183,9 @@ def test_broken_feed_keeps_last_good_records_and_blocks(env, tmp_path, sandbox) 
     engine.dispose()
 
 
-def test_wrong_shape_fails_only_its_lane_naming_the_column(env, tmp_path, sandbox) -> None:
+def test_wrong_shape_fails_only_its_lane_naming_the_column(dagster_env, tmp_path, sandbox) -> None:
     # the Voucherify connector is named vf_eu: its payload model must follow its type
-    url = _configure(env, tmp_path, sandbox, rename={"voucherify": "vf_eu"})
+    url = _configure(dagster_env, tmp_path, sandbox, rename={"voucherify": "vf_eu"})
     engine = StateDB(url).engine
     with dg.DagsterInstance.ephemeral() as instance:
         target = sorted(sandbox.emulators["voucherify"].store)[3]
@@ -225,8 +218,8 @@ def test_wrong_shape_fails_only_its_lane_naming_the_column(env, tmp_path, sandbo
     engine.dispose()
 
 
-def test_quarantine_end_to_end_and_fixed_rows_leave(env, tmp_path, sandbox) -> None:
-    url = _configure(env, tmp_path, sandbox)
+def test_quarantine_end_to_end_and_fixed_rows_leave(dagster_env, tmp_path, sandbox) -> None:
+    url = _configure(dagster_env, tmp_path, sandbox)
     engine = StateDB(url).engine
     # one record with an address that is not one (a field failure: the record stays)
     fixed_id = sorted(sandbox.emulators["voucherify"].store)[5]
@@ -277,7 +270,7 @@ def test_quarantine_end_to_end_and_fixed_rows_leave(env, tmp_path, sandbox) -> N
     engine.dispose()
 
 
-def test_renamed_id_column_is_named_not_a_key_error(env, tmp_path, sandbox) -> None:
+def test_renamed_id_column_is_named_not_a_key_error(dagster_env, tmp_path, sandbox) -> None:
     """The vendor renames ``id``: the mapping would die on ``raw["id"]``; the shape check,
     run first with the connector's type, names the column and the likely rename."""
     from custsync_pipeline.config import load_sync_config
@@ -286,7 +279,7 @@ def test_renamed_id_column_is_named_not_a_key_error(env, tmp_path, sandbox) -> N
     from custsync_pipeline.defs.io import ParquetIOManager
     from custsync_pipeline.defs.resources import build_resources
 
-    _configure(env, tmp_path, sandbox, rename={"voucherify": "vf_eu"})
+    _configure(dagster_env, tmp_path, sandbox, rename={"voucherify": "vf_eu"})
     cfg = load_sync_config()
     with build_connector("vf_eu", cfg.connectors["vf_eu"], env=SANDBOX_SECRETS) as conn:
         received = conn.read(since=None).records  # over the sandbox's socket
