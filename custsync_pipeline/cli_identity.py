@@ -85,6 +85,11 @@ def format_explanation(ex) -> str:  # ex: store.identity.Explanation
     if ex.asked != ex.golden_id:
         lines.append(f"{ex.asked} was merged into {ex.golden_id}; showing {ex.golden_id}")
     lines.append(f"golden id {ex.golden_id} (created {_fmt_ts(ex.created_at)})")
+    if ex.split_from:
+        lines.append(f"  split off {ex.split_from} at {_fmt_ts(ex.split_at)}")
+    if ex.split_off is not None:
+        for r in ex.split_off.itertuples(index=False):
+            lines.append(f"  {r.golden_id} split off this id at {_fmt_ts(r.split_at)}")
     if len(ex.absorbed):
         for r in ex.absorbed.itertuples(index=False):
             lines.append(

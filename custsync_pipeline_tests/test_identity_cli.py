@@ -170,3 +170,21 @@ def test_explain_masks_a_source_id_that_holds_an_email(db, capsys):
     assert main(["explain", gid_of(result, "crm", "003B"), "--db", url]) == 0
     out = capsys.readouterr().out
     assert "icomm:f***@x.se|SE" in out and "fam@x.se|SE" not in out
+
+
+def test_explain_shows_the_split_history(db, capsys):
+    url, engine = db
+    first = resolve(engine)
+    g = gid_of(first, "crm", "003A")
+    assert gid_of(first, "loyalty", "V1") == g
+    # the loyalty record changes its email: it splits off Johanna's golden record
+    moved = conform(pd.DataFrame([dict(ROWS[1], email="new@x.se")]))
+    core.replace_source_records(engine, "loyalty", moved)
+    second = resolve(engine, "2026-01-02")
+    new = gid_of(second, "loyalty", "V1")
+    assert new != g and gid_of(second, "crm", "003A") == g
+    capsys.readouterr()
+    assert main(["explain", new, "--db", url]) == 0
+    assert f"split off {g} at 2026-01-02 00:00:00Z" in capsys.readouterr().out
+    assert main(["explain", g, "--db", url]) == 0
+    assert f"{new} split off this id at 2026-01-02" in capsys.readouterr().out

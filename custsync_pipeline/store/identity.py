@@ -372,6 +372,9 @@ class Explanation:
     members: pd.DataFrame  # connector, source_id, rule, updated_at, name, email, phone (masked)
     links: pd.DataFrame  # connector_a, source_id_a, connector_b, source_id_b, rule, key
     conflicts: pd.DataFrame  # open conflicts touching a member
+    split_from: str | None = None  # the id this one split off from
+    split_at: pd.Timestamp | None = None
+    split_off: pd.DataFrame | None = None  # golden_id, split_at: ids that split off this one
 
 
 def explain_golden_id(engine: Engine, golden_id: str) -> Explanation:
@@ -432,6 +435,11 @@ def explain_golden_id(engine: Engine, golden_id: str) -> Explanation:
         members=members,
         links=links,
         conflicts=conflicts,
+        split_from=row["split_from"].iloc[0] if pd.notna(row["split_from"].iloc[0]) else None,
+        split_at=row["split_at"].iloc[0] if pd.notna(row["split_at"].iloc[0]) else None,
+        split_off=gids.loc[gids["split_from"] == live, ["golden_id", "split_at"]].reset_index(
+            drop=True
+        ),
     )
 
 
