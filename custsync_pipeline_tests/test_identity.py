@@ -879,3 +879,23 @@ def test_masking_in_chunks_gives_what_one_pass_gives(monkeypatch):
     assert chunked.tolist() == whole.tolist()
     assert whole[1] == "u***@mail1.se" and whole[-2] == "" and whole[-1] == "SYS-1"
     assert not any("user" in str(v) for v in chunked)
+
+
+def test_blocked_patterns_agree_with_python_re_and_fall_back_for_look_arounds() -> None:
+    import re
+
+    from custsync_pipeline.domain.identity_keys import _pattern_hits
+
+    values = pd.Series(
+        ["Info@x.se", "noreply@a.com", "a@example.com", "+46000000000", "+4612345678", "ÅSA@x.se"],
+        dtype=object,
+    )
+    for pattern in (
+        r"^(no-?reply|info)@",
+        r"@(example|test)\.(com|org)$",
+        r"^\+\d{1,3}0{6,}$",
+        r"^åsa@",  # case folding beyond ASCII
+        r"(?<!n)@a\.com",  # a look-behind: RE2 cannot, Python's re does
+    ):
+        expected = values.map(lambda v, p=pattern: bool(re.search(p, v, re.I))).to_numpy()
+        assert _pattern_hits(values, pattern).tolist() == expected.tolist(), pattern
