@@ -30,6 +30,7 @@ import pandas as pd
 from custsync_pipeline.config import ConnectorConfig, load_sync_config
 from custsync_pipeline.domain.canonical import conform
 from custsync_pipeline.domain.identity import resolve_identities
+from custsync_pipeline.domain.identity_keys import blocked_reasons
 from custsync_pipeline.sandbox.generator import generate
 
 SANDBOX_ENV = {
@@ -158,14 +159,10 @@ def pair_count(sizes: np.ndarray) -> int:
     return int((sizes * (sizes - 1) // 2).sum())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--people", type=int, default=20000)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
-
+def measure(people: int, seed: int) -> dict:
+    """Generate, map, normalize, validate and resolve; the figures main() prints."""
     t0 = time.perf_counter()
-    data = generate(seed=args.seed, people=args.people)
+    data = generate(seed=seed, people=people)
     frames, how = [], {}
     for system, raw in data.frames.items():
         canon, how[system] = to_canonical(system, raw)
@@ -213,16 +210,50 @@ def main() -> None:
     role_frame = role_frame.merge(role_keys, on=["connector", "source_id"]).dropna(subset=["email"])
     role_mail = role_frame["email"].astype(str).str.strip().str.lower()
     listed = pd.Series(False, index=role_mail.index)
-    if email_rule is not None:
-        listed |= role_mail.isin({v.lower() for v in email_rule.blocked_values})
-        for pattern in email_rule.blocked_patterns:
-            listed |= role_mail.str.contains(pattern, case=False, regex=True)
+    if email_rule is not None:  # the rule's own lists and patterns, as resolution applies them
+        listed |= blocked_reasons(role_mail, email_rule) != ""
     unlisted_role = role_mail[~listed]
     no_lists = [r.model_copy(update={"blocked_values": [], "blocked_patterns": []}) for r in rules]
     bare = resolve_identities(records, no_lists, now=pd.Timestamp("2026-11-01", tz="UTC"))
     bare_mixed, bare_trap_rows = trap_mixing(bare.identity_map)
     unlisted_ids = role_frame.loc[~listed, ["connector", "source_id"]]
     unlisted_mixed = trap_rows.merge(unlisted_ids, on=["connector", "source_id"], how="inner")
+
+    return dict(
+        data=data,
+        how=how,
+        records=records,
+        result=result,
+        m=m,
+        true_pairs=true_pairs,
+        pred_pairs=pred_pairs,
+        tp=tp,
+        precision=precision,
+        recall=recall,
+        mixed=mixed,
+        trap_rows=trap_rows,
+        unlisted_role=unlisted_role,
+        unlisted_mixed=unlisted_mixed,
+        bare_mixed=bare_mixed,
+        bare_trap_rows=bare_trap_rows,
+        t0=t0,
+        t1=t1,
+        t2=t2,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    f = measure(args.people, args.seed)
+    data, how, records, result, m = f["data"], f["how"], f["records"], f["result"], f["m"]
+    true_pairs, pred_pairs, tp = f["true_pairs"], f["pred_pairs"], f["tp"]
+    precision, recall, mixed, trap_rows = f["precision"], f["recall"], f["mixed"], f["trap_rows"]
+    unlisted_role, unlisted_mixed = f["unlisted_role"], f["unlisted_mixed"]
+    bare_mixed, bare_trap_rows = f["bare_mixed"], f["bare_trap_rows"]
+    t0, t1, t2 = f["t0"], f["t1"], f["t2"]
 
     print(f"identity quality: seed {args.seed}, {args.people} people")
     print("  mapping per system: " + ", ".join(f"{s}={h}" for s, h in how.items()))
