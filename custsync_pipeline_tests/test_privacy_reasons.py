@@ -85,6 +85,31 @@ def test_quarantine_reason_for_a_bad_email_keeps_only_the_mask() -> None:
     assert "invalid characters" in reason
 
 
+def test_a_source_id_that_is_an_email_is_masked_in_reasons() -> None:
+    import pandas as pd
+
+    from custsync_pipeline.domain.canonical import conform
+    from custsync_pipeline.domain.normalize import normalize_customers
+
+    # an Icomm guest: UserId is the e-mail address, and this one carries a control character
+    frame = normalize_customers(
+        conform(
+            pd.DataFrame(
+                {
+                    "source_id": ["anna.berg@gmail.com\x07|SE01"],
+                    "icomm_user_id": ["anna.berg@gmail.com\x07"],
+                    "store_code": ["SE01"],
+                    "last_name": ["Berg"],
+                }
+            )
+        )
+    )
+    res = validate_customers(frame, "icomm", connector_type="file")
+    assert len(res.rejected) > 0
+    for reason in res.rejected["reason"]:
+        assert "anna.berg" not in reason, reason
+
+
 VENDOR_BODIES = [
     # Voucherify: message + details
     (
@@ -134,3 +159,19 @@ def test_vendor_error_bodies_reach_exceptions_masked(server, body, personal) -> 
 )
 def test_masking_leaves_dates_ids_and_counts_alone(text: str) -> None:
     assert mask_personal(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("tel:+46701234567", "701234567"),
+        ("Phone:+46701234567", "701234567"),
+        ("MobilePhone: 46 70 123 45 67", "123 45"),
+        ("call +46.70.123.45.67 today", "123.45"),
+        ("070/123 45 67 is busy", "123 45"),
+        ("(070) 1234567", "1234567"),
+    ],
+)
+def test_phone_numbers_in_every_common_spelling_are_masked(text: str, number: str) -> None:
+    masked = mask_personal(text)
+    assert number not in masked and "***" in masked, masked

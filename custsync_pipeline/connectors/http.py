@@ -121,12 +121,11 @@ def mask_emails(text: str) -> str:
 
 
 # A phone number as people and APIs write it: "+46 70-123 45 67", "0046701234567",
-# "070-123 45 67", "(070) 1234567", or a bare run of 9-15 digits. Dates, times and
-# ids inside words do not match (no letters, ":" or "." around; no leading 1-9 with
-# separators).
-_PHONE = re.compile(
-    r"(?<![\w.:/+-])(?:(?:\+|00|0|\(0)[\d ()-]{5,20}\d|\d{9,15})(?![\w:.]?\d)(?!\w)"
-)
+# "070/123 45 67", "(070) 1234567", "+46.70.123.45.67", "tel:+46701234567", or a bare run
+# of 9-15 digits. A run glued to letters (an id like 003Hp3995078806IAA), a date
+# (2026-01-22) and a short count (limit 1000000) are left alone.
+_PHONE = re.compile(r"(?<!\w)(?:\+|00)?\d(?:[ ./()-]{0,2}\d){6,16}(?!\w)")
+_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}")
 
 
 def mask_phones(text: str) -> str:
@@ -135,7 +134,10 @@ def mask_phones(text: str) -> str:
     def one(m: re.Match[str]) -> str:
         raw = m.group(0)
         digits = sum(c.isdigit() for c in raw)
-        return raw if digits < 7 else f"{raw[:3]}***{raw[-2:]}"
+        plain = raw.isdigit() and not raw.startswith("0")
+        if digits < 7 or (plain and digits < 9) or _DATE.fullmatch(raw):
+            return raw
+        return f"{raw[:3]}***{raw[-2:]}"
 
     return _PHONE.sub(one, text)
 

@@ -46,6 +46,7 @@ from custsync_pipeline.domain.canonical import (
     STRING_COLUMNS,
     VALIDATED_COLUMNS,
 )
+from custsync_pipeline.domain.identity_keys import mask_value as mask_key
 from custsync_pipeline.domain.normalize import (
     arrow_strings,
     email_or_reason,
@@ -82,6 +83,7 @@ PERSONAL_FIELDS = frozenset(
         "first_name_raw",
         "last_name_raw",
         "company_name_raw",
+        "icomm_user_id",
         "email",
         "email_raw",
         "phone",
@@ -147,6 +149,8 @@ def mask_value(field: str, value: object, limit: int = 40) -> str:
             local, _, domain = text.rpartition("@")
             return repr(f"{local[:1]}***@{domain[:limit]}")
         return repr(f"{text[:1]}***") + f" ({len(text)} chars)"
+    if "@" in text:  # an id that is an e-mail address (an Icomm UserId of a guest)
+        return repr(mask_key(text[: limit * 4]))
     shown = text if len(text) <= limit else text[:limit] + "…"
     return repr(shown) + ("" if len(text) <= limit else f" ({len(text)} chars)")
 
