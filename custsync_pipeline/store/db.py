@@ -1,11 +1,13 @@
 """The state DB engine: one SQLAlchemy Core code path for SQLite (default) and PostgreSQL.
 
 Tables live in the sibling modules and register on the shared ``metadata``;
-``StateDB.create_all`` creates every one of them.
+``StateDB.create_all`` creates every one of them, and ``add_missing_columns`` brings an
+older state DB up to date (new nullable columns are added in place).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -45,6 +47,38 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+_up_to_date: set[tuple[str, str]] = set()
+
+
+def add_missing_columns(engine: Engine, tables: Iterable[sa.Table]) -> list[str]:
+    """Add the model's nullable columns an existing table lacks (a state DB made by an
+    older release); once per engine URL and table. Returns ``table.column`` added.
+
+    Only additive, nullable changes are made here: anything else needs a real migration.
+    Two processes racing to add the same column is harmless (the loser finds it there).
+    """
+    url = engine.url.render_as_string(hide_password=True)
+    added: list[str] = []
+    for table in tables:
+        if (url, table.name) in _up_to_date:
+            continue
+        have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+        for col in table.columns:
+            if col.name in have or not col.nullable:
+                continue
+            ddl = col.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}'))
+                added.append(f"{table.name}.{col.name}")
+            except sa.exc.DBAPIError:
+                names = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+                if col.name not in names:
+                    raise
+        _up_to_date.add((url, table.name))
+    return added
+
+
 class StateDB:
     """The state DB of one sync: engine plus every table, created on first use."""
 
@@ -57,6 +91,7 @@ class StateDB:
         from custsync_pipeline.store import tables  # noqa: F401
 
         metadata.create_all(self.engine)
+        add_missing_columns(self.engine, metadata.sorted_tables)
         return self
 
     @property

@@ -30,7 +30,7 @@ from custsync_pipeline.domain.identity import (
     MAP_COLUMNS,
     IdentityResult,
 )
-from custsync_pipeline.store.db import metadata
+from custsync_pipeline.store.db import add_missing_columns, metadata
 
 CHUNK = 5000
 TS = sa.DateTime(timezone=True)
@@ -106,26 +106,10 @@ steward_decisions = sa.Table(
 IDENTITY_TABLES = (identity_map, golden_ids, identity_links, identity_conflicts, steward_decisions)
 
 
-# columns added after the first release: an existing state DB gets them on first use
-_ADDED_COLUMNS = {"golden_ids": (("split_from", "VARCHAR(32)"), ("split_at", "TIMESTAMP"))}
-_checked: set[str] = set()
-
-
 def create_identity_tables(engine: Engine) -> None:
     metadata.create_all(engine, tables=list(IDENTITY_TABLES))
-    url = engine.url.render_as_string(hide_password=True)
-    if url in _checked:
-        return
-    inspector = sa.inspect(engine)
-    for table, columns in _ADDED_COLUMNS.items():
-        have = {c["name"] for c in inspector.get_columns(table)}
-        for name, sql_type in columns:
-            if name not in have:
-                if sql_type == "TIMESTAMP" and engine.dialect.name == "postgresql":
-                    sql_type = "TIMESTAMP WITH TIME ZONE"
-                with engine.begin() as conn:
-                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
-    _checked.add(url)
+    # golden_ids.split_from / split_at came after the first release
+    add_missing_columns(engine, IDENTITY_TABLES)
 
 
 def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict]:
