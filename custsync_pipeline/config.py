@@ -57,7 +57,12 @@ class QualityConfig(_Strict):
     min_valid_rate: float = Field(
         default=0.95, ge=0.0, le=1.0, description="share of received rows that must be valid"
     )
-    min_rows: int = Field(default=0, ge=0, description="fewer received rows fail the check")
+    min_rows: int = Field(
+        default=1,
+        ge=0,
+        description="fewer received rows fail the check (1: an API answering an empty list "
+        "never wipes the stored records; 0 for a system that may truly be empty)",
+    )
     max_duplicate_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="extra copies of a source id tolerated"
     )

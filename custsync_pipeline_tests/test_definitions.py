@@ -74,3 +74,15 @@ def test_resources_take_secrets_from_env_vars() -> None:
     secrets = res["salesforce_api"].secrets
     assert set(secrets) == {"SALESFORCE_ACCESS_TOKEN"}
     assert isinstance(secrets["SALESFORCE_ACCESS_TOKEN"], dg.EnvVar)
+
+
+def test_state_writers_share_one_pool_and_api_steps_their_api_pool() -> None:
+    from custsync_pipeline.definitions import defs
+    from custsync_pipeline.defs.resources import STATE_POOL
+
+    graph = defs().resolve_asset_graph()
+    pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
+    for key in ("identity_map", "golden_customers", "salesforce/outbound_deltas"):
+        assert pools[key] == {STATE_POOL}, key
+    assert pools["voyado/raw_customers"] == {"voyado_api"}
+    assert pools["salesforce/published"] == {"salesforce_api"}

@@ -183,6 +183,26 @@ def test_broken_feed_keeps_last_good_records_and_blocks(dagster_env, tmp_path, s
     engine.dispose()
 
 
+def test_an_empty_answer_never_wipes_the_stored_records(dagster_env, tmp_path, sandbox) -> None:
+    url = _configure(dagster_env, tmp_path, sandbox)  # default quality: min_rows 1
+    engine = StateDB(url).engine
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = _run(instance)
+        assert first.success, _failure_messages(first)
+        good = core.load_source_records(engine, ["voucherify"])
+        assert len(good) > 20
+        emu = sandbox.emulators["voucherify"]
+        with emu.lock:  # the API now answers 200 with no customers at all
+            emu.store.clear()
+        second = _run(instance)
+    gate = _checks(second)["voucherify/customers:valid_row_rate"]
+    assert not gate.passed
+    assert "identity_map" not in _materialized(second)
+    kept = core.load_source_records(engine, ["voucherify"])
+    assert sorted(kept["source_id"]) == sorted(good["source_id"])
+    engine.dispose()
+
+
 def test_wrong_shape_fails_only_its_lane_naming_the_column(dagster_env, tmp_path, sandbox) -> None:
     # the Voucherify connector is named vf_eu: its payload model must follow its type
     url = _configure(dagster_env, tmp_path, sandbox, rename={"voucherify": "vf_eu"})

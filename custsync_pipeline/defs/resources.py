@@ -16,6 +16,11 @@ from custsync_pipeline.config import SyncConfig, load_sync_config
 from custsync_pipeline.connectors.base import Connector
 from custsync_pipeline.store.db import StateDB
 
+# Concurrency pool of the steps that read, resolve and rewrite shared state-DB tables
+# (identity, golden records, the outbox): with the instance's pool limit of 1 a sync
+# run and a continuation run never interleave them.
+STATE_POOL = "custsync_state"
+
 
 class SyncConfigResource(dg.ConfigurableResource):
     """The sync config file (empty path = ``$CUSTSYNC_CONFIG`` or the packaged default)."""

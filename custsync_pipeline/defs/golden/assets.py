@@ -5,6 +5,7 @@ import pandas as pd
 
 from custsync_pipeline.config import SyncConfig
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
+from custsync_pipeline.defs.resources import STATE_POOL
 from custsync_pipeline.domain.golden import FlowStep, build_golden, diff_golden
 from custsync_pipeline.store import core
 
@@ -29,6 +30,7 @@ def build_golden_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
         group_name="golden",
         ins={"identity_map": dg.AssetIn(key=IDENTITY_MAP)},
         required_resource_keys={"state_db", "sync_config"},
+        pool=STATE_POOL,
         description="The golden record of every person: fields chosen by the flow and ownership rules.",
     )
     def golden_customers(

@@ -12,6 +12,7 @@ import pandas as pd
 
 from custsync_pipeline.config import SyncConfig
 from custsync_pipeline.defs.extract.assets import customers_key
+from custsync_pipeline.defs.resources import STATE_POOL
 
 IDENTITY_MAP = dg.AssetKey("identity_map")
 IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
@@ -59,6 +60,7 @@ def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
         },
         deps=upstream,
         required_resource_keys={"state_db", "sync_config"},
+        pool=STATE_POOL,
     )
     def resolve(context: dg.AssetExecutionContext):
         from custsync_pipeline.domain.identity import resolution_columns, resolve_identities

@@ -15,7 +15,7 @@ from custsync_pipeline.config import PublishTarget, SyncConfig
 from custsync_pipeline.connectors.base import WriteOp
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
-from custsync_pipeline.defs.resources import connector_resource_key
+from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.domain.deltas import attach_payloads, compute_deltas, hold_back
 from custsync_pipeline.store import core
 
@@ -54,6 +54,7 @@ def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
             "identity_map": dg.AssetIn(key=IDENTITY_MAP),
         },
         required_resource_keys={"state_db", "sync_config", api_key},
+        pool=STATE_POOL,
         description=f"Creates and updates {name} needs to match the golden records (queued in the outbox).",
     )
     def outbound_deltas(
