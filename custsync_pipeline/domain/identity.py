@@ -280,13 +280,14 @@ def _names_disagree(
     first[1:] = g2[1:] != g2[:-1]
     a, b, grp = c2[first], c2[~first], g2[first]
     if len(grp):
-        pair_codes = pd.unique(a * width + b)
-        ok = {
-            int(p): compatible(str(uniques[p // width]), str(uniques[p % width]))
-            for p in pair_codes
-        }
-        compatible = np.array([ok[int(p)] for p in a * width + b], dtype=bool)
-        out[grp[~compatible]] = True
+        # the name check once per distinct pair of names, broadcast to the groups
+        pair_index, pair_codes = pd.factorize(a * width + b)
+        verdict = np.fromiter(
+            (compatible(str(uniques[p // width]), str(uniques[p % width])) for p in pair_codes),
+            dtype=bool,
+            count=len(pair_codes),
+        )
+        out[grp[~verdict[pair_index]]] = True
     return out
 
 
