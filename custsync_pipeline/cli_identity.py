@@ -60,17 +60,17 @@ def _fmt_ts(value: object) -> str:
     return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def masked_ids(source_ids: pd.Series) -> pd.Series:
+    """Source ids for display: e-mail addresses inside them masked (an Icomm source id is
+    ``UserId|StoreCode`` and a guest's UserId is their email); other ids stay readable."""
+    from custsync_pipeline.domain.identity_keys import mask_keys
+
+    values = source_ids.astype(str).to_numpy(dtype=object)
+    return pd.Series(mask_keys(values, contact=False), index=source_ids.index, dtype=object)
+
+
 def _masked_id(source_id: object) -> str:
-    """A source id for display: each ``|`` part holding an ``@`` masked like an email.
-
-    An Icomm source id is ``UserId|StoreCode`` and a guest's UserId is their email.
-    """
-    from custsync_pipeline.domain.identity_keys import mask_value
-
-    text = str(source_id)
-    if "@" not in text:
-        return text
-    return "|".join(mask_value(part) if "@" in part else part for part in text.split("|"))
+    return str(masked_ids(pd.Series([source_id])).iloc[0])
 
 
 def _ref(connector: object, source_id: object) -> str:

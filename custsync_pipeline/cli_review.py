@@ -16,7 +16,7 @@ import argparse
 import pandas as pd
 import sqlalchemy as sa
 
-from custsync_pipeline.cli_identity import _common, _engine, _masked_id
+from custsync_pipeline.cli_identity import _common, _engine, masked_ids
 from custsync_pipeline.domain.identity import CONFLICT_COLUMNS
 
 
@@ -43,7 +43,7 @@ def quarantine_cmd(args: argparse.Namespace) -> int:
     shown = rows[
         ["connector", "source_id", "field", "check", "severity", "status", "reason"]
     ].copy()
-    shown["source_id"] = shown["source_id"].map(_masked_id)
+    shown["source_id"] = masked_ids(shown["source_id"])
     _print_table(shown)
     engine.dispose()
     return 0
@@ -68,7 +68,7 @@ def conflicts_cmd(args: argparse.Namespace) -> int:
         rows = pd.DataFrame(conn.execute(newest.limit(args.rows)).all(), columns=columns)
     engine.dispose()
     for side in ("a", "b"):  # an Icomm source id may be an e-mail address
-        rows[side] = rows[f"connector_{side}"] + ":" + rows[f"source_id_{side}"].map(_masked_id)
+        rows[side] = rows[f"connector_{side}"] + ":" + masked_ids(rows[f"source_id_{side}"])
     rows = rows[["kind", "rule", "key_masked", "a", "golden_id_a", "b", "golden_id_b", "evidence"]]
     print("identity conflicts by kind:")
     _print_table(by_kind)
