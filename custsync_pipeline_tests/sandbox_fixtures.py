@@ -11,6 +11,7 @@ or use :func:`running_sandbox` directly for custom knobs.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,6 +42,13 @@ def sandbox_fixture(monkeypatch: pytest.MonkeyPatch, **kwargs) -> Iterator[Sandb
         monkeypatch.delenv(name, raising=False)
     with running_sandbox(**kwargs) as sb:
         yield sb
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nobody listens on (bound, then released): a system that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 SMALL_PAGES = {"salesforce": {"page_size": 25}, "exact": {"page_size": 10}}

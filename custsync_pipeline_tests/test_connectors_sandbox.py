@@ -9,7 +9,6 @@ secrets never in error text.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pandas as pd
@@ -25,6 +24,7 @@ from custsync_pipeline.connectors import (
     build_connector,
 )
 from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
+from custsync_pipeline_tests.sandbox_fixtures import closed_port
 
 FAST_HTTP = {
     "backoff_factor_s": 0.01,
@@ -307,15 +307,9 @@ def test_malformed_page_is_fetched_again(sb):
     assert result.stats.retries >= 1
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("system", ["salesforce", "voucherify"])
 def test_connection_refused_is_a_clear_error(system):
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{closed_port()}"
     spec = dict(CONFIGS[system])
     cfg = ConnectorConfig(base_url=url, **spec)
     conn = build_connector(system, cfg, dict(CREDENTIALS))

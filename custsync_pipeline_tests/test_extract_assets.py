@@ -8,7 +8,6 @@ its materialization metadata shows the retries.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from custsync_pipeline.config import DEFAULT_CONFIG_PATH, load_sync_config
 from custsync_pipeline.defs.extract.assets import build_extract_assets, raw_key
 from custsync_pipeline.defs.resources import build_resources
 from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
-from custsync_pipeline_tests.sandbox_fixtures import module_sandbox
+from custsync_pipeline_tests.sandbox_fixtures import closed_port, module_sandbox
 from custsync_pipeline_tests.test_connectors_systems import FAST_HTTP, SPECS
 
 ALL = list(SPECS)  # salesforce, voucherify, voyado, exact, icomm, katana
@@ -47,12 +46,6 @@ def _env(monkeypatch: pytest.MonkeyPatch, sb: Sandbox) -> None:
     sb.reset()
     for k, v in CREDENTIALS.items():
         monkeypatch.setenv(k, v)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp_path: Path, urls: dict[str, str], **extra_options: dict) -> Path:
@@ -100,7 +93,7 @@ def raw_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
 
 
 def test_a_refused_connector_fails_fast_alone_with_a_clear_message(sb, tmp_path):
-    dead = f"http://127.0.0.1:{_closed_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     urls = {**sb.urls, "voyado": dead}
     config = write_config(tmp_path, urls)
     started = time.monotonic()

@@ -4,7 +4,6 @@ publishing (``custsync run`` inline, the ``continue_after_failed_lanes`` sensor 
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 
 import dagster as dg
@@ -20,33 +19,23 @@ from custsync_pipeline.defs.reconcile.definitions import (
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
-from custsync_pipeline_tests.e2e import SANDBOX_SECRETS, write_sync_config
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from custsync_pipeline_tests.e2e import write_sync_config
+from custsync_pipeline_tests.sandbox_fixtures import closed_port
 
 
 @pytest.fixture
-def half_down(monkeypatch, tmp_path: Path):
+def half_down(dagster_env, tmp_path: Path):
     """Salesforce served by the sandbox, Voucherify pointed at a port nobody listens on."""
-    for k, v in SANDBOX_SECRETS.items():
-        monkeypatch.setenv(k, v)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    monkeypatch.setenv("CUSTSYNC_STATE_DB_URL", db_url)
+    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
     with Sandbox(seed=5, people=60, base_port=0) as sb:
         path = write_sync_config(
             tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voucherify"}
         )
         data = yaml.safe_load(path.read_text())
-        data["connectors"]["voucherify"]["base_url"] = f"http://127.0.0.1:{_closed_port()}"
+        data["connectors"]["voucherify"]["base_url"] = f"http://127.0.0.1:{closed_port()}"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-        monkeypatch.setenv("CUSTSYNC_CONFIG", str(path))
+        dagster_env.setenv("CUSTSYNC_CONFIG", str(path))
         yield sb, db_url
 
 

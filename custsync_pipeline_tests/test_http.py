@@ -8,7 +8,6 @@ next scripted response, so every status sequence is exact.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from custsync_pipeline.connectors.http import (
     scrub_url,
 )
 from custsync_pipeline.connectors.salesforce import _quota_check
+from custsync_pipeline_tests.sandbox_fixtures import closed_port
 
 SECRET = "s3cr3t-token-value-xyz"
 
@@ -207,14 +207,8 @@ def test_read_timeout_is_retried(server):
     assert client.counters.retries == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_connection_refused_names_connector_and_base_url():
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{closed_port()}"
     client = _client(url)
     with pytest.raises(ConnectorUnavailableError) as info:
         client.get_json("/anything")
