@@ -206,8 +206,6 @@ def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
                 **validation_metrics(checked),
                 "dagster/row_count": len(checked.valid),
                 "dagster/column_schema": canonical_table_schema(),
-                "received": checked.rows_in,
-                "valid_rate": float(checked.valid_rate),
                 "min_valid_rate": float(gate.min_valid_rate),
                 "source_records_replaced": passes,
                 "stored": stored,
