@@ -145,11 +145,27 @@ def replace_source_records(engine: Engine, connector: str, frame: pd.DataFrame) 
     return len(records)
 
 
-def load_source_records(engine: Engine, connectors: Iterable[str] | None = None) -> pd.DataFrame:
-    stmt = sa.select(*[source_records.c[c] for c in CANONICAL_COLUMNS])
+def load_source_records(
+    engine: Engine,
+    connectors: Iterable[str] | None = None,
+    columns: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """The stored valid records (of ``connectors``): every canonical column, conformed; or
+    only ``columns`` as stored (resolution reads a handful: a million full canonical rows
+    would cost about 2 GB more)."""
+    if columns is None:
+        wanted = list(CANONICAL_COLUMNS)
+    else:
+        wanted = [c for c in dict.fromkeys(columns) if c in source_records.c]
+    stmt = sa.select(*[source_records.c[c] for c in wanted])
     if connectors is not None:
         stmt = stmt.where(source_records.c.connector.in_(list(connectors)))
-    return conform(_read_frame(engine, stmt))
+    frame = _read_frame(engine, stmt)
+    if columns is None:
+        return conform(frame)
+    if "updated_at" in frame.columns:
+        frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True, errors="coerce")
+    return frame
 
 
 def source_record_counts(engine: Engine) -> dict[str, int]:

@@ -160,24 +160,11 @@ def _read(engine: Engine, table: sa.Table) -> pd.DataFrame:
 def load_resolution_records(
     engine: Engine, connectors: Iterable[str], columns: Iterable[str]
 ) -> pd.DataFrame:
-    """The valid source records of ``connectors``, only the ``columns`` resolution reads.
+    """The valid source records of ``connectors``, only the ``columns`` resolution reads,
+    plus ``custsync_id`` for the stamped-record split."""
+    from custsync_pipeline.store.core import load_source_records
 
-    Loading every canonical column would hold a frame several times larger than
-    resolution needs (about 2 GB at a million records). ``custsync_id`` comes
-    along for the stamped-record split.
-    """
-    from custsync_pipeline.store.core import source_records
-
-    wanted = [c for c in dict.fromkeys([*columns, "custsync_id"]) if c in source_records.c]
-    stmt = sa.select(*[source_records.c[c] for c in wanted]).where(
-        source_records.c.connector.in_(list(connectors))
-    )
-    with engine.connect() as conn:
-        result = conn.execute(stmt)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    if "updated_at" in frame.columns:
-        frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True, errors="coerce")
-    return frame
+    return load_source_records(engine, connectors, columns=[*columns, "custsync_id"])
 
 
 def load_identity_state(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
