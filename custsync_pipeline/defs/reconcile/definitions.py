@@ -4,6 +4,12 @@
   scheduled every 15 minutes (off by default).
 - ``resolve_and_publish_job``: identity, golden records and publishing only, from the
   stored source records — the last good snapshot of every lane.
+- ``nightly_reconciliation``: ``sync_job`` at 02:00 UTC (off by default, like the
+  15-minute schedule). Every extraction is a full snapshot, so each run reconciles:
+  drift between a target and the golden state becomes corrective deltas.
+- ``publish_pending_deltas``: the outbox sensor. Deltas still pending or failed (a crash
+  mid-publish, a 5xx that outlived the retries) are sent again by ``publish_job`` without
+  waiting for the next sync; it stays quiet while a sync or publish run is in flight.
 - ``continue_after_failed_lanes``: Dagster skips every step downstream of a failed one,
   so one connector that is down (or a feed blocked by its valid-row check) would stop
   identity, golden records and publishing for all the others. When a ``sync_job`` run
@@ -13,10 +19,17 @@
 """
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from custsync_pipeline.config import SyncConfig, load_sync_config
+from custsync_pipeline.defs.resources import StateDBResource
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 DOWNSTREAM_GROUPS = ("identity", "golden", "publish")
 
@@ -41,6 +54,67 @@ sync_schedule = dg.ScheduleDefinition(
     cron_schedule="*/15 * * * *",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
+
+
+nightly_reconciliation = dg.ScheduleDefinition(
+    name="nightly_reconciliation",
+    job=sync_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Full snapshots of every connector, drift corrected in every target.",
+)
+
+
+def publish_job_for(cfg: SyncConfig) -> "UnresolvedAssetJobDefinition":
+    """Sends what the outbox holds for every publish target (``<t>/published`` only)."""
+    from custsync_pipeline.defs.publish.assets import published_key
+
+    enabled = cfg.enabled_connectors()
+    keys = [published_key(t.connector) for t in cfg.publish if t.connector in enabled]
+    return dg.define_asset_job(
+        name="publish_job",
+        selection=dg.AssetSelection.assets(*keys),
+        description="Send the outbox's pending and failed deltas (no extraction, no resolution).",
+    )
+
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def build_outbox_sensor(job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
+    @dg.sensor(
+        name="publish_pending_deltas",
+        job=job,
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Sends outbox deltas still pending or failed, between syncs.",
+    )
+    def publish_pending_deltas(context: dg.SensorEvaluationContext, state_db: StateDBResource):
+        from custsync_pipeline.defs.publish.assets import published_key
+        from custsync_pipeline.store import core
+
+        busy = context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=50)
+        busy = [r for r in busy if r.job_name in ("sync_job", "resolve_and_publish_job", job.name)]
+        if busy:
+            return dg.SkipReason(f"run {busy[0].run_id} ({busy[0].job_name}) is in flight")
+        counts = core.outbox_status_counts(state_db.engine)
+        waiting = counts[counts["status"].isin(["pending", "failed"])]
+        targets = sorted(set(waiting["target"]) & {t.connector for t in load_sync_config().publish})
+        if not targets:
+            return dg.SkipReason("nothing pending or failed in the outbox")
+        n = int(waiting.loc[waiting["target"].isin(targets), "n"].sum())
+        return dg.RunRequest(
+            asset_selection=[published_key(t) for t in targets],
+            tags={"custsync/outbox_rows": str(n)},
+        )
+
+    return publish_pending_deltas
 
 
 def downstream_step_keys(cfg: SyncConfig) -> set[str]:
@@ -90,8 +164,9 @@ def continue_after_failed_lanes(context: dg.RunFailureSensorContext):
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    publish_job = publish_job_for(load_sync_config())
     return dg.Definitions(
-        jobs=[sync_job, resolve_and_publish_job],
-        schedules=[sync_schedule],
-        sensors=[continue_after_failed_lanes],
+        jobs=[sync_job, resolve_and_publish_job, publish_job],
+        schedules=[sync_schedule, nightly_reconciliation],
+        sensors=[continue_after_failed_lanes, build_outbox_sensor(publish_job)],
     )
