@@ -11,7 +11,12 @@ or use :func:`running_sandbox` directly for custom knobs.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,6 +47,31 @@ def sandbox_fixture(monkeypatch: pytest.MonkeyPatch, **kwargs) -> Iterator[Sandb
         monkeypatch.delenv(name, raising=False)
     with running_sandbox(**kwargs) as sb:
         yield sb
+
+
+@contextmanager
+def sandbox_process(*args: str) -> Iterator[tuple[dict[str, str], list[str], list[str]]]:
+    """``python -m custsync_pipeline.sandbox --base-port 0 <args>`` as a user starts it,
+    without the shell's sandbox credentials (the documented defaults apply). Yields
+    (urls, stdout lines up to READY, lines after the stop); then SIGTERM, and the
+    process must exit 0."""
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
+    env["PYTHONPATH"] = os.getcwd()
+    cmd = [sys.executable, "-m", "custsync_pipeline.sandbox", "--base-port", "0", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    after: list[str] = []
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("READY "):
+                break
+        yield json.loads(lines[-1][len("READY ") :]), lines, after
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        after.extend(out.splitlines())
+    assert proc.returncode == 0
 
 
 def closed_port() -> int:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-
 import requests
 
 from custsync_pipeline.cli import build_parser
 from custsync_pipeline.sandbox.cli import faults_from_args
-from custsync_pipeline_tests.sandbox_fixtures import VF_HEADERS
+from custsync_pipeline_tests.sandbox_fixtures import VF_HEADERS, sandbox_process
 
 
 def test_sandbox_subcommand_is_registered():
@@ -41,27 +35,9 @@ def test_sandbox_subcommand_is_registered():
 
 
 def test_module_serves_until_sigterm(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOUCHERIFY_", "SALESFORCE_"))}
-    env["PYTHONPATH"] = os.getcwd()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "custsync_pipeline.sandbox", "--base-port", "0", "--people", "40"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("READY "):
-                break
-        urls = json.loads(lines[-1][len("READY ") :])
+    with sandbox_process("--people", "40") as (urls, lines, after):
         assert set(urls) >= {"salesforce", "voucherify"}
         assert any(urls["salesforce"] in line for line in lines)  # stdout says where each API is
         resp = requests.get(f"{urls['voucherify']}/v1/customers", headers=VF_HEADERS, timeout=10)
         assert resp.status_code == 200 and resp.json()["total"] > 0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0
-    assert "stopped" in out
+    assert any("stopped" in line for line in after)

@@ -3,17 +3,12 @@ malformed-page faults, each seen through real served requests."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 import requests
 
 from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
+from custsync_pipeline_tests.sandbox_fixtures import sandbox_process
 from custsync_pipeline_tests.test_connectors_systems import FAST_HTTP, connector, source_ids
 
 VOYADO_HEADERS = {"apikey": CREDENTIALS["VOYADO_API_KEY"]}
@@ -79,41 +74,10 @@ def test_changes_at_start_per_system_and_object_type():
 def test_cli_sets_changes_and_faults_at_start():
     with Sandbox(seed=9, people=40, systems=["voyado"]) as plain:
         generated = len(plain.records("voyado"))
-    env = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
-    env["PYTHONPATH"] = os.getcwd()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "custsync_pipeline.sandbox",
-            "--base-port",
-            "0",
-            "--people",
-            "40",
-            "--seed",
-            "9",
-            "--systems",
-            "voyado",
-            "--add",
-            "3",
-            "--delete",
-            "1",
-            "--edit",
-            "2",
-            "--rate-5xx",
-            "1",
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("READY "):
-                break
-        url = json.loads(lines[-1][len("READY ") :])["voyado"]
+    args = ["--people", "40", "--seed", "9", "--systems", "voyado"]
+    args += ["--add", "3", "--delete", "1", "--edit", "2", "--rate-5xx", "1"]
+    with sandbox_process(*args) as (urls, lines, _):
+        url = urls["voyado"]
         assert any("changes at start, voyado: 2 edited, 1 deleted, 3 added" in x for x in lines)
         records = requests.get(f"{url}/_sandbox/records", timeout=10).json()
         assert len(records) == generated + 3 - 1
@@ -121,10 +85,6 @@ def test_cli_sets_changes_and_faults_at_start():
             f"{url}/api/v3/contacts/{records[0]['id']}", headers=VOYADO_HEADERS, timeout=10
         )
         assert resp.status_code == 503
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=20)
-    assert proc.returncode == 0
 
 
 @pytest.mark.parametrize("system", ["voucherify", "icomm"])
