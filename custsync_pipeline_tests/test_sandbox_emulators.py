@@ -343,3 +343,34 @@ def test_voyado_rate_limit_knob():
             second = s.get(url, params={"count": 1}, headers=VY, timeout=10)
         assert first.status_code == 200
         assert second.status_code == 429 and second.headers["Retry-After"] == "1"
+
+
+def test_voucherify_cursor_walk_equals_the_scanned_filter(sandbox) -> None:
+    from custsync_pipeline_tests.sandbox_fixtures import VF_HEADERS
+
+    url = f"{sandbox.urls['voucherify']}/v1/customers"
+    first = requests.get(
+        url, params={"limit": 100, "order": "created_at"}, headers=VF_HEADERS, timeout=10
+    ).json()["customers"]
+    cursor = first[len(first) // 2]["created_at"]
+    fast = requests.get(
+        url,
+        params={"limit": 100, "order": "created_at", "starting_after": cursor},
+        headers=VF_HEADERS,
+        timeout=10,
+    ).json()
+    # a second, far-future filter makes the emulator scan every record instead
+    scanned = requests.get(
+        url,
+        params={
+            "limit": 100,
+            "order": "created_at",
+            "starting_after": cursor,
+            "updated_at_before": "2999-01-01T00:00:00Z",
+        },
+        headers=VF_HEADERS,
+        timeout=10,
+    ).json()
+    assert [c["id"] for c in fast["customers"]] == [c["id"] for c in scanned["customers"]]
+    assert fast["total"] == scanned["total"] > 0
+    assert all(c["created_at"] > cursor for c in fast["customers"])

@@ -21,9 +21,11 @@ Auth headers ``X-App-Id`` / ``X-App-Token``; every answer carries
 
 from __future__ import annotations
 
+import bisect
 import random
 import secrets
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from .server import Emulator, Faults, Request, Response, credential, utcnow
@@ -48,6 +50,7 @@ def vf_time(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+@lru_cache(maxsize=1 << 20)  # list filters parse every stored time on every page
 def _parse(value: str) -> datetime:
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # the SDK may send naive times: UTC
@@ -204,6 +207,17 @@ class VoucherifyEmulator(Emulator):
             if req.arg(fld):
                 want = req.arg(fld)
                 rows = [r for r in rows if _dig(r, path) == want]
+        if (
+            filters
+            and order == "created_at"
+            and all(f == "created_at" and a for f, _, a in filters)
+        ):
+            # the cursor walk (starting_after): a binary search in the cached order, not a
+            # scan of every record on every page
+            times = self._created_times(rows)
+            if times is not None:
+                rows = rows[bisect.bisect_right(times, max(w for _, w, _ in filters)) :]
+                filters = []
         if filters:
 
             def keep(r: dict) -> bool:
@@ -227,6 +241,17 @@ class VoucherifyEmulator(Emulator):
                 "has_more": start + limit < len(rows),
             },
         )
+
+    def _created_times(self, rows: list[dict]) -> list[datetime] | None:
+        """Parsed ``created_at`` of rows in created_at order (cached per sorted list), or
+        None when they are not in time order (mixed spellings): then the scan is used."""
+        cached = getattr(self, "_times_cache", None)
+        if cached is not None and cached[0] is rows:
+            return cached[1]
+        times = [_parse(r.get("created_at")) for r in rows]
+        ordered = all(a <= b for a, b in zip(times, times[1:], strict=False))
+        self._times_cache = (rows, times if ordered else None)
+        return self._times_cache[1]
 
     # ----------------------------------------------------------------- writes
     def _validate(self, body: Any) -> Response | None:
