@@ -1,8 +1,8 @@
 """Identity resolution quality on the sandbox generator's data, against its truth.
 
 Generates messy overlapping customers (``sandbox.generator.generate``), maps
-every system's records to the canonical model (the connector's own
-``to_canonical`` where that connector exists, else a minimal mapping here),
+every system's records to the canonical model through its connector's own
+``to_canonical`` (KatanaPIM: the packaged YAML entry of the generic REST connector),
 normalizes and validates them as the pipeline does, resolves identities with
 the sync config's rules and prints:
 
@@ -52,60 +52,6 @@ CREDENTIALS = {
 WEB_USER = r"u\d{7}"
 
 
-def _split_name(full: pd.Series) -> tuple[pd.Series, pd.Series]:
-    parts = full.astype("string").str.strip().str.split(r"\s+", n=1, expand=True, regex=True)
-    first = parts[0] if 0 in parts.columns else pd.Series(pd.NA, index=full.index)
-    last = parts[1] if 1 in parts.columns else pd.Series(pd.NA, index=full.index)
-    return first, last
-
-
-def _fallback(system: str, raw: pd.DataFrame) -> pd.DataFrame:
-    """A minimal canonical mapping for a system whose connector has not landed."""
-    g = raw.get
-    out = pd.DataFrame(index=raw.index)
-    out["connector"] = system
-    if system == "voyado":
-        out["source_id"] = raw["id"]
-        out["voyado_id"] = raw["id"]
-        out["first_name"], out["last_name"] = g("firstName"), g("lastName")
-        out["email"], out["phone"], out["country"] = g("email"), g("mobilePhone"), g("countryCode")
-        out["web_user_id"], out["store_code"] = g("externalId"), g("storeExternalId")
-        out["updated_at"] = g("lastModified")
-    elif system == "exact":
-        out["source_id"] = raw["ID"]
-        out["exact_id"] = raw["ID"]
-        out["customer_number"] = raw["Code"].astype("string").str.strip()
-        out["first_name"], out["last_name"] = _split_name(raw["Name"])
-        out["email"], out["phone"], out["country"] = g("Email"), g("Phone"), g("Country")
-    elif system == "icomm":
-        user = raw["UserId"].astype("string")
-        out["source_id"] = user + "|" + raw["StoreCode"].astype("string").fillna("")
-        out["icomm_user_id"], out["store_code"] = user, g("StoreCode")
-        out["web_user_id"] = user.where(user.str.fullmatch(WEB_USER).fillna(False))
-        out["first_name"], out["last_name"] = g("FirstName"), g("LastName")
-        out["email"], out["phone"], out["country"] = g("Email"), g("MobilePhone"), g("CountryCode")
-        out["updated_at"] = g("UpdatedAt")
-    elif system == "katana":
-        out["source_id"] = raw["id"].astype(str)
-        out["katana_id"] = raw["id"].astype(str)
-        out["customer_number"] = g("customer_number")
-        out["first_name"], out["last_name"] = g("first_name"), g("last_name")
-        out["email"], out["phone"], out["country"] = g("email"), g("phone"), g("country")
-        out["updated_at"] = g("updated_at")
-    elif system == "voucherify":
-        out["source_id"] = raw["id"]
-        out["voucherify_id"] = raw["id"]
-        out["first_name"], out["last_name"] = _split_name(raw["name"])
-        src = raw["source_id"].astype("string")
-        out["voucherify_source_id"] = src
-        out["salesforce_id"] = src.where(src.str.startswith("003").fillna(False))
-        out["web_user_id"] = src.where(src.str.fullmatch(WEB_USER).fillna(False))
-        out["email"], out["phone"], out["country"] = g("email"), g("phone"), g("address.country")
-    else:
-        raise ValueError(system)
-    return conform(out)
-
-
 OPTIONS = {
     "salesforce": {"objects": ["Contact", "Account", "Lead"]},
     "exact": {"division": 1},
@@ -114,15 +60,20 @@ OPTIONS = {
 
 
 def to_canonical(frame_key: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The connector's mapping when its module exists, else the fallback. Returns (frame, how).
+    """The connector's own mapping (a module, or the packaged YAML entry). Returns (frame, how).
 
     ``frame_key`` is the generator's key: ``system`` or ``system.Object``.
     """
     from custsync_pipeline.connectors import build_connector, known_types
 
     system, _, obj = frame_key.partition(".")
+    packaged = load_sync_config().connectors.get(system)
+    if packaged is not None and packaged.type == "rest":
+        # a YAML-only connector (KatanaPIM): the packaged entry's own mapping
+        conn = build_connector(system, packaged, SANDBOX_ENV)
+        return conform(conn.to_canonical(raw)), "connector (rest)"
     if system not in known_types():
-        return _fallback(system, raw), "fallback"
+        raise ValueError(f"no connector maps the generator's {system!r} records")
     raw = raw.copy()
     if system == "salesforce":
         raw["attributes.type"] = obj or "Contact"
