@@ -38,6 +38,9 @@ cat <<MSG
 
 Look at it in the Dagster UI (same instance, same state DB):
     bash scripts/ui.sh            # then open http://127.0.0.1:3000 (Runs, Assets, lineage)
+Look at what waits for a person (rows quarantined with reasons, links refused or in doubt):
+    .venv/bin/custsync quarantine --db sqlite:///.custsync/state.sqlite
+    .venv/bin/custsync conflicts --db sqlite:///.custsync/state.sqlite
 Run the main job again (it publishes nothing when nothing changed):
     bash scripts/demo.sh
 Stop the sandbox:
