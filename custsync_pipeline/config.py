@@ -45,6 +45,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _is_region(code: str) -> bool:
+    """Shaped like an ISO 3166-1 alpha-2 code (``SE``): what phonenumbers takes as a region."""
+    return len(code) == 2 and code.isalpha() and code.isupper()
+
+
 class QualityConfig(_Strict):
     """Data-quality thresholds of one connector's lane (``connectors.<name>.quality``).
 
@@ -80,7 +85,7 @@ class QualityConfig(_Strict):
     @field_validator("default_region")
     @classmethod
     def _region_code(cls, value: str | None) -> str | None:
-        if value is not None and not (len(value) == 2 and value.isalpha() and value.isupper()):
+        if value is not None and not _is_region(value):
             raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 code such as 'SE'")
         return value
 
@@ -88,7 +93,7 @@ class QualityConfig(_Strict):
     @classmethod
     def _market_codes(cls, value: dict[str, str]) -> dict[str, str]:
         for store, region in value.items():
-            if not (len(region) == 2 and region.isalpha() and region.isupper()):
+            if not _is_region(region):
                 raise ValueError(f"{store}: {region!r} is not an ISO 3166-1 alpha-2 code")
         return value
 
