@@ -253,18 +253,21 @@ def payload_failures(raw: pd.DataFrame, connector_type: str) -> pd.DataFrame:
         column = fc["column"].astype(str).to_numpy()
         fields = PAYLOAD_FIELDS.get(key, {})
         row_level = np.isin(column, list(decisive))
+        # names per distinct column and check, broadcast: a vendor that changes one format
+        # fails every row, and that must not cost a Python call per row
+        col_code, col_uniq = pd.factorize(column)
+        field = np.array([fields.get(c, f"payload.{c}") for c in col_uniq], dtype=object)
+        chk_code, chk_uniq = pd.factorize(fc["check"].astype(str).to_numpy())
+        check = np.array([_check_name(c) for c in chk_uniq], dtype=object)
         out.append(
             pd.DataFrame(
                 {
                     "pos": rows[fc["pos"].astype("int64").to_numpy()],
                     "column": column,
-                    "check": [_check_name(str(c)) for c in fc["check"]],
+                    "check": check[chk_code],
                     "failure_case": fc["failure_case"].to_numpy(),
                     "severity": np.where(row_level, "row", "field"),
-                    "field": [
-                        "source_id" if r else fields.get(c, f"payload.{c}")
-                        for c, r in zip(column, row_level, strict=True)
-                    ],
+                    "field": np.where(row_level, "source_id", field[col_code]),
                 }
             )
         )
