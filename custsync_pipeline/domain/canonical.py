@@ -21,6 +21,8 @@ STRING_COLUMNS: tuple[str, ...] = (
     "first_name",
     "last_name",
     "company_name",
+    "full_name",  # a whole name in one field (Voucherify name, Exact Name); identity splits it
+    "birth_date",  # YYYY-MM-DD as received (identity compares its digits)
     "email",  # normalized (trimmed, lower-cased, syntax-checked) or <NA>
     "email_raw",  # as received
     "phone",  # E.164 or <NA>

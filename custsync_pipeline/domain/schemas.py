@@ -177,6 +177,8 @@ def canonical_schema(now: pd.Timestamp | None = None) -> pa.DataFrameSchema:
             "first_name": _text(255),
             "last_name": _text(255),
             "company_name": _text(255),
+            "full_name": _text(255),
+            "birth_date": _text(32),
             "email": pa.Column(
                 "string",
                 [
