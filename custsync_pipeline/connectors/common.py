@@ -256,6 +256,7 @@ class FieldMapping:
 
     def to_canonical(self, raw: pd.DataFrame) -> pd.DataFrame:
         from custsync_pipeline.domain.canonical import conform
+        from custsync_pipeline.domain.received import received_column
 
         if raw.empty:
             return conform(pd.DataFrame())
@@ -268,11 +269,23 @@ class FieldMapping:
             out[canon] = out[canon].where(out[canon].notna(), values) if canon in out else values
         for canon, value in self.static.items():
             out[canon] = value
-        if self.updated_field:
-            out["updated_at"] = parse_times(column(raw, self.updated_field))
-        if self.created_field:
-            out["created_at"] = parse_times(column(raw, self.created_field))
-        return conform(out)
+        received: dict[str, pd.Series] = {}
+        for canon, field in (
+            ("updated_at", self.updated_field),
+            ("created_at", self.created_field),
+        ):
+            if field:
+                text = column(raw, field)
+                out[canon] = parse_times(text)
+                # a date that does not parse (30 February, year 9999) is kept as received
+                # beside the column, so validation quarantines it instead of a silent NULL
+                lost = out[canon].isna() & text.notna()
+                if lost.any():
+                    received[received_column(canon)] = text.astype("string").where(lost)
+        result = conform(out)
+        for col, values in received.items():
+            result[col] = values.to_numpy()
+        return result
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
         reverse: dict[str, str] = {}

@@ -6,15 +6,17 @@ generic REST connector (``mapping``: column -> canonical column, where a
 cross-system reference maps to the referenced system's column, e.g.
 ``Voyado_Id__c: voyado_id``, ``Customer_Number__c: customer_number``). Every
 value is read as text, as received: only an empty cell is missing, so a
-person called "Null" or a code "007" survives. Incremental reads use an
-updated-at column when one is configured, else the files' modification
-times. Writes upsert rows by id into ``write_path`` (atomically replaced).
+person called "Null" or a code "007" survives. A row that cannot be decoded or
+parsed stays in the frame with its line number and the reason
+(``connectors.file_rows``): validation quarantines it, the other rows go on. An
+empty file, or one without a header row, is one error naming the file.
+Incremental reads use an updated-at column when one is configured, else the
+files' modification times. Writes upsert rows by id into ``write_path`` (atomically replaced).
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import tempfile
 import time
@@ -39,7 +41,14 @@ from custsync_pipeline.connectors.common import (
     parse_times,
     utc,
 )
+from custsync_pipeline.connectors.file_rows import (
+    UnreadableFileError,
+    decode,
+    read_csv_text,
+    read_jsonl_text,
+)
 from custsync_pipeline.connectors.http import ConnectorError
+from custsync_pipeline.domain.received import ERROR_COLUMN, READ_COLUMNS
 
 _TRUE = {"1", "true", "yes", "y", "t"}
 
@@ -108,21 +117,29 @@ class FileConnector:
         return files
 
     def _load(self, path: str) -> pd.DataFrame:
+        """Every row of one file, a row that cannot be decoded or parsed named in the
+        ``domain.received`` columns (validation quarantines it); the others go on."""
         try:
-            if self.format == "csv":
-                return pd.read_csv(
-                    path,
-                    dtype=str,
-                    keep_default_na=False,
-                    na_values=[""],
-                    sep=self.delimiter,
-                    encoding=self.encoding,
-                )
-            with open(path, encoding=self.encoding) as fh:
-                rows = [json.loads(line) for line in fh if line.strip()]
-            return pd.json_normalize(rows, sep=".") if rows else pd.DataFrame()
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            text = decode(data, self.encoding, path)
+            if self.format == "jsonl":
+                return read_jsonl_text(text, source=path, encoding=self.encoding)
+            frame = read_csv_text(
+                text, delimiter=self.delimiter, source=path, encoding=self.encoding
+            )
+        except UnreadableFileError as exc:
+            raise ConnectorError(self.name, str(exc)) from None
+        except (OSError, ValueError) as exc:
             raise ConnectorError(self.name, f"cannot read {path}: {exc}") from None
+        missing = [f for f in self.fields.id_fields if f not in frame.columns]
+        if missing:  # the first line is data, or another file's header: say so, not its cells
+            raise ConnectorError(
+                self.name,
+                f"{path}: no header row naming the id column(s) {missing} (options.id_field); "
+                f"the first line has {sum(c not in READ_COLUMNS for c in frame.columns)} cells",
+            )
+        return frame
 
     def read(self, since: datetime | None = None) -> ReadResult:
         started = time.perf_counter()
@@ -154,6 +171,8 @@ class FileConnector:
         deleted: list[str] = []
         if self.deleted_field and self.deleted_field in raw.columns and not raw.empty:
             gone = raw[self.deleted_field].astype("string").str.strip().str.lower().isin(_TRUE)
+            # a row that could not be read says nothing reliable, not even that it is deleted
+            gone &= raw[ERROR_COLUMN].isna()
             deleted = self.fields.source_ids(raw[gone]).dropna().astype(str).tolist()
             raw = raw[~gone].reset_index(drop=True)
         stats = ReadStats(pages=len(files), elapsed_s=time.perf_counter() - started)
@@ -184,6 +203,7 @@ class FileConnector:
         id_field = self.fields.id_fields[0]
         path = Path(self.write_path)
         current = self._load(str(path)) if path.exists() else pd.DataFrame()
+        current = current.drop(columns=[c for c in READ_COLUMNS if c in current.columns])
         if id_field not in current.columns:
             current[id_field] = pd.Series(dtype="string")
         current = current.set_index(id_field, drop=False)

@@ -132,6 +132,10 @@ def _printable() -> pa.Check:
     return pa.Check(lambda s: _str_match(s, PRINTABLE_RE), name="printable")
 
 
+def _no_nul() -> pa.Check:
+    return pa.Check(lambda s: _str_match(s, r"^[^\x00]*$"), name="printable")
+
+
 def _no_formula() -> pa.Check:
     return pa.Check(lambda s: ~_str_match(s, FORMULA_RE), name="no_formula")
 
@@ -188,9 +192,10 @@ def canonical_schema(now: pd.Timestamp | None = None) -> pa.DataFrameSchema:
                 ],
                 nullable=True,
             ),
-            "email_raw": pa.Column("string", _max_len(1000), nullable=True),
+            # as received, but never a NUL: no state DB (PostgreSQL text) can hold one
+            "email_raw": pa.Column("string", [_max_len(1000), _no_nul()], nullable=True),
             "phone": pa.Column("string", _matches(E164_RE, name="e164"), nullable=True),
-            "phone_raw": pa.Column("string", _max_len(1000), nullable=True),
+            "phone_raw": pa.Column("string", [_max_len(1000), _no_nul()], nullable=True),
             "country": pa.Column("string", _isin(countries, name="iso_country"), nullable=True),
             "language": pa.Column("string", _isin(languages, name="iso_language"), nullable=True),
             "store_code": _code(64),

@@ -53,6 +53,12 @@ from custsync_pipeline.domain.normalize import (
     phone_or_reason,
     phone_region,
 )
+from custsync_pipeline.domain.received import (
+    CHECK_COLUMN,
+    ERROR_COLUMN,
+    READ_FIELD,
+    received_column,
+)
 from custsync_pipeline.domain.schemas import (
     CHECK_REASONS,
     PAYLOAD_FIELDS,
@@ -544,6 +550,33 @@ def validate_customers(
             )
         )
 
+    # rows a file connector could not decode or parse: rejected with file, line and reason
+    if raw is not None and ERROR_COLUMN in raw.columns:
+        unread = raw[ERROR_COLUMN].notna().to_numpy()
+        if unread.any():
+            pos = np.flatnonzero(unread)
+            issues.append(
+                pd.DataFrame(
+                    {
+                        "pos": pos,
+                        "field": READ_FIELD,
+                        "check": raw[CHECK_COLUMN].to_numpy()[pos],
+                        "severity": "row",
+                        "reason": raw[ERROR_COLUMN].to_numpy()[pos],
+                    }
+                )
+            )
+
+    # timestamps the mapping could not parse, as received (an impossible date is no NULL)
+    for col in DATETIME_COLUMNS:
+        text = frame[received_column(col)] if received_column(col) in frame.columns else None
+        if text is None:
+            continue
+        lost = (df[col].isna().to_numpy() & text.notna().to_numpy()) & ~_blank_text(text).to_numpy()
+        if lost.any():
+            pos = np.flatnonzero(lost)
+            add(pos, col, "timestamp", _details(col, text.iloc[pos]), _severity(col))
+
     for col, values in dropped:
         check = "timestamp" if col in DATETIME_COLUMNS else "coerce"
         add(
@@ -634,6 +667,10 @@ def validate_customers(
             valid=df, rejected=empty_rejected(), rows_in=rows_in, valid_positions=np.arange(rows_in)
         )
     found = pd.concat(issues, ignore_index=True).drop_duplicates(["pos", "field", "check"])
+    if raw is not None and ERROR_COLUMN in raw.columns:
+        # a row that could not be read has one reason: what else its fields "fail" is noise
+        unread = raw[ERROR_COLUMN].notna().to_numpy()[found["pos"].to_numpy()]
+        found = found[~unread | (found["field"] == READ_FIELD).to_numpy()]
     row_bad = np.zeros(len(df), dtype=bool)
     row_bad[found.loc[found["severity"] == "row", "pos"].to_numpy()] = True
     if row_bad.any():
