@@ -25,7 +25,6 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from custsync_pipeline.config import IdentifierRule
 from custsync_pipeline.domain.identity_constrained import (
     ConstrainedInput,
     KeyGroup,
@@ -52,6 +51,8 @@ from custsync_pipeline.domain.identity_keys import (
     surname_keys,
     surnames_compatible,
 )
+from custsync_pipeline.domain.identity_names import fill_names, swapped_names
+from custsync_pipeline.config import IdentifierRule
 
 __all__ = [
     "IdentityResult",
@@ -109,7 +110,14 @@ class IdentityResult:
 
 
 # record columns resolution reads besides the rules' identifier columns
-_CONTEXT_COLUMNS = ("first_name", "last_name", "company_name", "kind", "updated_at")
+_CONTEXT_COLUMNS = (
+    "first_name",
+    "last_name",
+    "company_name",
+    "full_name",
+    "kind",
+    "updated_at",
+)
 
 
 def resolution_columns(rules: list[IdentifierRule]) -> list[str]:
@@ -138,6 +146,13 @@ def _prepare(
     cols = [c for c in wanted if c != "updated_at"]
     # object arrays: pandas' string dtype is several times slower to test for missing values
     recs = pd.DataFrame({c: records[c].to_numpy(dtype=object, na_value=None)[keep] for c in cols})
+    # names as people compare them: a full-name field split, a name typed wrong way round
+    fill_names(recs)
+    swapped = swapped_names(name_tokens(recs), surname_keys(recs))
+    if swapped.any():
+        first, last = recs["first_name"].to_numpy(), recs["last_name"].to_numpy()
+        first[swapped], last[swapped] = last[swapped], first[swapped].copy()
+        recs["first_name"], recs["last_name"] = first, last
     recs["connector"] = recs["connector"].astype(str).astype(object)
     recs["source_id"] = recs["source_id"].astype(str).astype(object)
     h = record_hash(recs["connector"].to_numpy(), recs["source_id"].to_numpy())

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from custsync_pipeline.domain.identity_names import first_names_compatible
 from custsync_pipeline.config import IdentifierRule
 
 # Columns whose values are contact points people share (a family email, a
@@ -301,16 +302,10 @@ def companies_compatible(a: str, b: str) -> bool:
     return min(len(a), len(b)) >= 4 and _within_one_edit(a, b)
 
 
-@lru_cache(maxsize=65536)
 def names_compatible(a: str, b: str) -> bool:
-    """Could two first-name tokens be the same person's? (equal, initial/short form, one typo)."""
-    if a == b:
-        return True
-    if a.startswith(b) or b.startswith(a):
-        return True  # "j" / "jo" / "john": an initial or a short form
-    if min(len(a), len(b)) < 4:
-        return False
-    return _within_one_edit(a, b)
+    """Could two first-name tokens be the same person's? (``identity_names``: initials,
+    nicknames, a typo that keeps the first letter)."""
+    return first_names_compatible(a, b)
 
 
 def _within_one_edit(a: str, b: str) -> bool:

@@ -1,0 +1,293 @@
+"""Names for identity resolution: splitting a full-name field, telling companies from
+people, and comparing names the way people write them.
+
+- ``split_full_names``: a whole name in one field (Voucherify ``name``, an Exact
+  Online ``Name``, a CRM export's ``Full Name``) -> first / last / company. Two
+  plain words are split directly (most names, vectorized); the rest — commas
+  (``Svensson, Anna``), titles, particles (``van der Berg``), several words —
+  go to ``nameparser``, once per distinct value. A legal form (``AB``, ``GmbH``,
+  ``Ltd``) or a company word (``Consulting``, ``Holding``) makes it a company.
+- ``first_names_compatible``: could two first names be one person's? Accents
+  folded, an initial or short form (``J`` / ``Jo`` / ``Johan``), a nickname
+  (``Bill`` / ``William``, ``Kalle`` / ``Karl``), or one typo that keeps the first
+  letter (``Anan`` / ``Anna``, but not ``Angela`` / ``Ingela``: two names, not a typo).
+  This is only a *veto* check: a compatible name never links records on its own.
+- ``swapped_names``: records whose first and last name were typed the wrong way
+  round (``first_name = "Svensson"``, ``last_name = "Anna"``), told from how often
+  each word is a first or a last name across the whole run.
+
+Pure: pandas/numpy, ``nameparser`` and ``rapidfuzz``; no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from nameparser import HumanName
+from rapidfuzz.distance import OSA
+
+# letters NFKD does not decompose: without this "Søren" would become "s", an initial
+_FOLD = str.maketrans(
+    {"ø": "o", "Ø": "o", "æ": "ae", "Æ": "ae", "ß": "ss", "đ": "d", "Đ": "d", "ł": "l", "Ł": "l",
+     "þ": "th", "Þ": "th", "ð": "d", "Ð": "d", "œ": "oe", "Œ": "oe", "ı": "i"}
+)  # fmt: skip
+
+# legal forms: a name holding one is a company
+LEGAL_FORMS = frozenset(
+    {"ab", "aktiebolag", "as", "asa", "aps", "oy", "oyj", "gmbh", "ag", "bv", "nv", "ltd",
+     "limited", "plc", "inc", "llc", "corp", "co", "sa", "sarl", "srl", "spa", "hb", "kb"}
+)  # fmt: skip
+# words that name an organisation, not a person (checked folded, whole words)
+COMPANY_WORDS = frozenset(
+    {"company", "corporation", "group", "holding", "holdings", "consulting", "consultants",
+     "services", "solutions", "systems", "trading", "partners", "associates", "industries",
+     "international", "foundation", "stiftelse", "forening", "forbund", "kommun", "bygg",
+     "konsult", "fastigheter", "handelsbolag", "restaurang", "salong", "studio", "design",
+     "media", "logistics", "transport", "shop", "store", "butik", "kliniken", "clinic",
+     "hotel", "cafe", "bar", "school", "skola", "university", "bank", "insurance", "gruppen",
+     "teknik", "data", "it", "el", "vvs", "maleri", "ekonomi", "redovisning", "advokatbyra"}
+)  # fmt: skip
+# lower-case name particles that belong to the surname
+_PARTICLES = frozenset({"af", "av", "von", "van", "der", "den", "de", "da", "di", "du", "la", "le"})
+
+# Nicknames and short forms -> the formal names they stand for (English and Nordic).
+# A short form that is a prefix (``Chris`` / ``Christina``) needs no entry: a prefix agrees.
+_NICKNAMES: dict[str, tuple[str, ...]] = {
+    "bill": ("william",), "will": ("william",), "billy": ("william",), "liam": ("william",),
+    "bob": ("robert",), "bobby": ("robert",), "rob": ("robert",), "robbie": ("robert",),
+    "dick": ("richard",), "rick": ("richard",), "rich": ("richard",), "ricky": ("richard",),
+    "jim": ("james",), "jimmy": ("james",), "jamie": ("james",),
+    "jack": ("john", "jacob"), "johnny": ("john",), "jon": ("jonathan", "john"),
+    "mike": ("michael",), "mick": ("michael",), "micke": ("michael", "mikael"),
+    "tom": ("thomas", "tomas"), "tommy": ("thomas", "tomas"),
+    "tony": ("anthony", "anton"), "ted": ("edward", "theodore"), "ed": ("edward", "edvard"),
+    "eddie": ("edward",), "ned": ("edward",),
+    "kate": ("katherine", "catherine", "katarina"), "katie": ("katherine", "catherine"),
+    "cathy": ("catherine",), "kathy": ("katherine",), "kaisa": ("katarina",),
+    "kajsa": ("katarina",), "karin": ("katarina",), "kattis": ("katarina",),
+    "liz": ("elizabeth", "elisabeth"), "beth": ("elizabeth", "elisabeth"),
+    "betty": ("elizabeth", "elisabeth"), "lisa": ("elizabeth", "elisabeth"),
+    "lise": ("elisabeth",), "elsa": ("elisabeth",), "lotta": ("charlotte",),
+    "peggy": ("margaret",), "maggie": ("margaret",), "meg": ("margaret",),
+    "greta": ("margareta",), "maja": ("maria",), "mia": ("maria",), "mimmi": ("maria",),
+    "sue": ("susan", "susanne"), "susie": ("susan",), "sanna": ("susanna", "susanne"),
+    "jenny": ("jennifer",), "jen": ("jennifer",), "becky": ("rebecca", "rebecka"),
+    "nick": ("nicholas", "niklas"), "nicke": ("niklas",), "klas": ("niklas",),
+    "kalle": ("karl", "carl"), "calle": ("carl", "karl"), "lasse": ("lars",),
+    "lars": ("laurentius",), "pelle": ("per",), "pers": ("per",), "nisse": ("nils",),
+    "olle": ("olof", "ola"), "ola": ("olof",), "janne": ("jan", "johan"), "hasse": ("hans",),
+    "jocke": ("joakim",), "steve": ("steven", "stephen", "stefan"), "danne": ("daniel",),
+    "dan": ("daniel",), "danny": ("daniel",), "sam": ("samuel", "samantha"),
+    "alex": ("alexander", "alexandra"), "sasha": ("alexander", "alexandra"),
+    "andy": ("andrew", "anders", "andreas"), "drew": ("andrew",), "ville": ("vilhelm",),
+    "fredde": ("fredrik",), "fred": ("frederick", "fredrik"), "freddie": ("frederick",),
+    "gus": ("gustav", "augustus"), "gösta": ("gustav",), "gosta": ("gustav",),
+    "berit": ("birgitta",), "britt": ("birgitta",), "gittan": ("birgitta",),
+    "stina": ("kristina", "christina"), "kicki": ("kristina",), "tina": ("kristina", "christina"),
+    "ulla": ("ulrika",), "annie": ("anna",), "anki": ("anna",), "lena": ("helena", "magdalena"),
+    "malin": ("magdalena",), "maddie": ("madeleine", "madison"), "abby": ("abigail",),
+    "patty": ("patricia",), "trish": ("patricia",), "pat": ("patrick", "patricia"),
+    "larry": ("lawrence",), "harry": ("henry", "harold"), "hank": ("henry",),
+    "henke": ("henrik",), "chuck": ("charles",), "charlie": ("charles", "charlotte"),
+    "joe": ("joseph",), "joey": ("joseph",), "josh": ("joshua",), "ben": ("benjamin",),
+    "benny": ("benjamin", "bengt"), "matt": ("matthew", "mattias"), "matte": ("mattias",),
+    "dave": ("david",), "davy": ("david",), "greg": ("gregory",), "jeff": ("jeffrey",),
+    "phil": ("philip", "filip"), "pip": ("philip",), "ron": ("ronald",), "don": ("donald",),
+    "tim": ("timothy",), "zach": ("zachary",), "emmy": ("emma", "emelie"), "ellie": ("eleanor",),
+    "nell": ("eleanor", "helen"), "nellie": ("helen",), "jill": ("gillian",),
+}  # fmt: skip
+
+
+def fold(value: str) -> str:
+    """Accents folded (``Søren`` -> ``soren``), lower case, letters, digits and spaces only."""
+    text = unicodedata.normalize("NFKD", str(value).translate(_FOLD))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    return " ".join(re.findall(r"[a-z0-9]+", text))
+
+
+def _formal(name: str) -> set[str]:
+    return {name, *_NICKNAMES.get(name, ())}
+
+
+@lru_cache(maxsize=262144)
+def first_names_compatible(a: str, b: str) -> bool:
+    """Could two folded first-name tokens be one person's? (see the module docstring)."""
+    if a == b:
+        return True
+    if a.startswith(b) or b.startswith(a):
+        return True  # "j" / "jo" / "johan": an initial or a short form
+    fa, fb = _formal(a), _formal(b)
+    if fa & fb:
+        return True  # "bill" / "william", "kalle" / "calle"
+    if any(x.startswith(y) or y.startswith(x) for x in fa for y in fb if len(x) > 1 < len(y)):
+        return True  # "liz" -> "elizabeth" / "eliza"
+    if min(len(a), len(b)) < 4 or a[0] != b[0]:
+        return False  # "angela" / "ingela" is two names, not a typo
+    if OSA.distance(a, b, score_cutoff=1) > 1:
+        return False  # more than one insert, delete, substitute or swap
+    # short names one letter apart ("anna" / "anne", "jan" / "jon") are two people as
+    # often as a typo: there only two swapped letters count ("anan")
+    return min(len(a), len(b)) >= 5 or sorted(a) == sorted(b)
+
+
+# two plain words, each letters (and inner hyphens or apostrophes): "Anna Svensson"
+_SIMPLE = re.compile(r"^[^\W\d_]+(?:['-][^\W\d_]+)* [^\W\d_]+(?:['-][^\W\d_]+)*$")
+
+
+def _is_company(folded: str) -> bool:
+    words = folded.split()
+    return bool(words) and any(w in LEGAL_FORMS or w in COMPANY_WORDS for w in words)
+
+
+def _parse_one(value: str) -> tuple[str | None, str | None, str | None]:
+    """(first, last, company) of one full name that is not two plain words."""
+    text = " ".join(value.split())
+    folded = fold(text)
+    if not folded:
+        return None, None, None
+    if _is_company(folded) or "&" in text:
+        return None, None, text
+    human = HumanName(text)
+    first = human.first.strip(" .") or None
+    last = human.last.strip() or None
+    middle = human.middle.split()
+    # nameparser reads "Anna Maria Svensson Berg" as first Anna, last Berg: keep
+    # middle words that are particles or capitalised surnames with the last name
+    # only when they are particles; other middle names are dropped (first name wins)
+    particles = [w for w in middle if w.lower() in _PARTICLES]
+    if particles and last:
+        last = " ".join([*particles, last])
+    if first is None and last is None:
+        return None, text, None
+    if first is not None and last is None and " " not in text:
+        return None, first, None  # a single word: a surname more often than not
+    return first, last, None
+
+
+def split_full_names(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per value (object array, None/NA when missing): (first, last, company) arrays.
+
+    Computed once per distinct value; two plain words split without the parser.
+    """
+    n = len(values)
+    first = np.full(n, None, dtype=object)
+    last = np.full(n, None, dtype=object)
+    company = np.full(n, None, dtype=object)
+    present = np.flatnonzero(pd.notna(values))
+    if len(present) == 0:
+        return first, last, company
+    code, uniq = pd.factorize(pd.Series(values[present], dtype=object).astype(str).str.strip())
+    u = pd.Series(uniq, dtype=object)
+    simple = u.str.match(_SIMPLE).to_numpy(dtype=bool)
+    u_first = np.full(len(u), None, dtype=object)
+    u_last = np.full(len(u), None, dtype=object)
+    u_company = np.full(len(u), None, dtype=object)
+    if simple.any():
+        parts = u[simple].str.split(" ", n=1, expand=True)
+        # a legal form or company word among the two ("Acme AB") still makes a company
+        folded_words = parts.apply(lambda col: col.str.lower())
+        comp = folded_words[0].isin(LEGAL_FORMS | COMPANY_WORDS) | folded_words[1].isin(
+            LEGAL_FORMS | COMPANY_WORDS
+        )
+        idx = np.flatnonzero(simple)
+        comp_arr = comp.to_numpy(dtype=bool)
+        u_first[idx[~comp_arr]] = parts[0].to_numpy(dtype=object)[~comp_arr]
+        u_last[idx[~comp_arr]] = parts[1].to_numpy(dtype=object)[~comp_arr]
+        u_company[idx[comp_arr]] = u[simple].to_numpy(dtype=object)[comp_arr]
+    for i in np.flatnonzero(~simple):  # the irregular few: once per distinct value
+        u_first[i], u_last[i], u_company[i] = _parse_one(u.iat[i])
+    first[present], last[present], company[present] = u_first[code], u_last[code], u_company[code]
+    return first, last, company
+
+
+def fill_names(recs: pd.DataFrame) -> pd.DataFrame:
+    """First, last and company name completed from ``full_name`` (in place; returns ``recs``).
+
+    Only empty fields are filled, so a record that has its name split keeps it. A
+    name typed whole into ``first_name`` or ``last_name`` while the other is empty
+    (a file export mapped to one column) is read as a full name too.
+    """
+    n = len(recs)
+    for col in ("first_name", "last_name", "company_name"):
+        if col not in recs.columns:
+            recs[col] = np.full(n, None, dtype=object)
+    first = recs["first_name"].to_numpy(dtype=object).copy()
+    last = recs["last_name"].to_numpy(dtype=object).copy()
+    company = recs["company_name"].to_numpy(dtype=object).copy()
+    kind = (
+        recs["kind"].to_numpy(dtype=object)
+        if "kind" in recs.columns
+        else np.full(n, None, dtype=object)
+    )
+    is_company = pd.Series(kind, dtype=object).astype(str).str.lower().eq("company").to_numpy()
+    has_first, has_last = pd.notna(first), pd.notna(last)
+    full = (
+        recs["full_name"].to_numpy(dtype=object).copy()
+        if "full_name" in recs.columns
+        else np.full(n, None, dtype=object)
+    )
+    no_split = ~has_first & ~has_last & pd.isna(company)
+    # a whole name in a single name column: "Anna Svensson" in last_name, first_name empty
+    one_col = ~is_company & (has_first ^ has_last) & pd.isna(full)
+    if one_col.any():
+        only = np.where(has_first, first, last)
+        spaced = pd.Series(only[one_col], dtype=object).astype(str).str.contains(" ", regex=False)
+        pick = np.flatnonzero(one_col)[spaced.to_numpy(dtype=bool)]
+        full[pick] = only[pick]
+        first[pick] = None
+        last[pick] = None
+        no_split[pick] = True
+    todo = np.flatnonzero(no_split & pd.notna(full))
+    if len(todo) == 0:
+        return recs
+    f, la, c = split_full_names(full[todo])
+    company_kind = is_company[todo]
+    # a record the source calls a company keeps the whole name as its company name
+    c = np.where(company_kind & pd.isna(c), full[todo], c)
+    f = np.where(company_kind, None, f)
+    la = np.where(company_kind, None, la)
+    first[todo], last[todo] = f, la
+    company[todo] = np.where(pd.notna(c), c, company[todo])
+    recs["first_name"], recs["last_name"], recs["company_name"] = first, last, company
+    if "kind" in recs.columns:
+        k = kind.copy()
+        k[todo] = np.where(pd.notna(c) & pd.isna(f) & pd.isna(la), "company", k[todo])
+        recs["kind"] = k
+    return recs
+
+
+def swapped_names(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Which records have first and last name typed the wrong way round (bool array).
+
+    ``first`` and ``last`` are folded first-name tokens and last names (None when
+    missing). A record is swapped when its first-name word is seen clearly more
+    often as a last name in this run and its last name's word more often as a
+    first name (``Svensson`` / ``Anna``). Counting is vectorized; one pass.
+    """
+    out = np.zeros(len(first), dtype=bool)
+    has = pd.notna(first) & pd.notna(last)
+    if not has.any():
+        return out
+    f = pd.Series(first[has], dtype=object)
+    la = pd.Series(last[has], dtype=object).str.split(" ").str[-1]
+    as_first = f.value_counts()
+    as_last = la.value_counts()
+    f_as_first = f.map(as_first).fillna(0).to_numpy()
+    f_as_last = f.map(as_last).fillna(0).to_numpy()
+    l_as_first = la.map(as_first).fillna(0).to_numpy()
+    l_as_last = la.map(as_last).fillna(0).to_numpy()
+    # the record itself counts once each way: leave it out. "Clearly": the first-name word
+    # is a last name of two others or more, the last-name word a first name of another,
+    # each over three times as often as the other way
+    f_as_first, l_as_last = f_as_first - 1, l_as_last - 1
+    out[np.flatnonzero(has)] = (
+        (f_as_last >= 2)
+        & (f_as_last > 3 * f_as_first)
+        & (l_as_first >= 1)
+        & (l_as_first > 3 * l_as_last)
+    )
+    return out

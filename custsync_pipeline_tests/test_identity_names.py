@@ -1,0 +1,153 @@
+"""Names in identity resolution: full-name fields split, companies told from people,
+nicknames, initials, diacritics and swapped first/last names; a name one edit away
+(Angela / Ingela) is not taken as the same person."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from custsync_pipeline.domain.identity import resolve_identities
+from custsync_pipeline.domain.identity_names import (
+    first_names_compatible,
+    split_full_names,
+    swapped_names,
+)
+from custsync_pipeline_tests.test_identity import NOW, RULES, apart, frame, together
+
+
+@pytest.mark.parametrize(
+    ("full", "first", "last", "company"),
+    [
+        ("Anna Svensson", "Anna", "Svensson", None),
+        ("Svensson, Anna", "Anna", "Svensson", None),
+        ("Dr. Anna-Karin af Klint", "Anna-Karin", "af Klint", None),
+        ("Jan van der Berg", "Jan", "van der Berg", None),
+        ("Acme Nordic AB", None, None, "Acme Nordic AB"),
+        ("Berg Bygg", None, None, "Berg Bygg"),
+        ("Svensson & Son", None, None, "Svensson & Son"),
+        ("Björk", None, "Björk", None),
+    ],
+)
+def test_full_names_split_and_companies_detected(full, first, last, company):
+    f, la, c = split_full_names(np.array([full, None], dtype=object))
+    assert (f[0], la[0], c[0]) == (first, last, company)
+    assert (f[1], la[1], c[1]) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("william", "bill", True),
+        ("kalle", "karl", True),
+        ("elizabeth", "liz", True),
+        ("j", "johan", True),  # an initial
+        ("anan", "anna", True),  # a transposition typo
+        ("johanna", "johana", True),  # a dropped letter
+        ("angela", "ingela", False),  # two names, one edit apart
+        ("anna", "anne", False),  # short names one edit apart: two people as often as not
+        ("erik", "maria", False),
+    ],
+)
+def test_first_name_comparison(a, b, same):
+    assert first_names_compatible(a, b) is same
+    assert first_names_compatible(b, a) is same
+
+
+def test_diacritics_fold_before_comparing():
+    records = frame(
+        dict(
+            connector="voyado", source_id="V1", email="s@x.se", first_name="Søren", last_name="Ås"
+        ),
+        dict(connector="icomm", source_id="I1", email="s@x.se", first_name="Soren", last_name="As"),
+    )
+    result = resolve_identities(records, RULES, now=NOW)
+    assert together(result, ("voyado", "V1"), ("icomm", "I1"))
+
+
+def test_full_name_in_one_field_joins_its_own_person_on_a_family_email():
+    # Anna and Erik share the family address; a shop record carries only "Erik Svensson"
+    # in one name field (as a file export maps it): it is Erik's, not an ambiguous guest
+    # and not Anna's
+    records = frame(
+        dict(connector="salesforce", source_id="S1", email="fam@x.se", first_name="Anna",
+             last_name="Svensson"),
+        dict(connector="salesforce", source_id="S2", email="fam@x.se", first_name="Erik",
+             last_name="Svensson"),
+        dict(connector="voucherify", source_id="C1", email="fam@x.se", full_name="Erik Svensson"),
+        dict(connector="exact", source_id="E1", email="fam@x.se", last_name="Svensson, Anna"),
+    )  # fmt: skip
+    result = resolve_identities(records, RULES, now=NOW)
+    assert together(result, ("salesforce", "S2"), ("voucherify", "C1"))
+    assert together(result, ("salesforce", "S1"), ("exact", "E1"))
+    assert apart(result, ("salesforce", "S1"), ("salesforce", "S2"))
+
+
+def test_company_in_a_full_name_field_is_not_a_person_on_the_same_phone():
+    records = frame(
+        dict(connector="salesforce", source_id="S1", phone="+46812345678", first_name="Lars",
+             last_name="Berg"),
+        dict(connector="exact", source_id="E1", phone="+46812345678", full_name="Berg Bygg AB"),
+    )  # fmt: skip
+    result = resolve_identities(records, RULES, now=NOW)
+    assert apart(result, ("salesforce", "S1"), ("exact", "E1"))
+    assert "kind_mismatch" in set(result.conflicts["kind"])
+
+
+def test_nickname_links_and_one_edit_name_does_not():
+    records = frame(
+        dict(connector="salesforce", source_id="S1", email="w@x.se", first_name="William",
+             last_name="Smith"),
+        dict(connector="voyado", source_id="V1", email="w@x.se", first_name="Bill",
+             last_name="Smith"),
+        dict(connector="salesforce", source_id="S2", email="sis@x.se", first_name="Angela",
+             last_name="Lind"),
+        dict(connector="voyado", source_id="V2", email="sis@x.se", first_name="Ingela",
+             last_name="Lind"),
+    )  # fmt: skip
+    result = resolve_identities(records, RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("voyado", "V1"))
+    assert apart(result, ("salesforce", "S2"), ("voyado", "V2"))
+
+
+def test_swapped_first_and_last_name_detected_from_the_run():
+    first = np.array(["anna", "erik", "maria", "svensson", "johan", None], dtype=object)
+    last = np.array(["svensson", "svensson", "svensson", "anna", "berg", "x"], dtype=object)
+    assert swapped_names(first, last).tolist() == [False, False, False, True, False, False]
+
+
+def test_swapped_name_links_on_a_shared_email():
+    people = [("Anna", "Svensson"), ("Erik", "Svensson"), ("Maria", "Svensson"),
+              ("Anna", "Berg"), ("Anna", "Lind"), ("Johan", "Svensson")]  # fmt: skip
+    rows = [
+        dict(connector="voyado", source_id=f"V{i}", first_name=f, last_name=la,
+             email=f"p{i}@x.se")
+        for i, (f, la) in enumerate(people)
+    ]  # fmt: skip
+    rows.append(
+        dict(connector="icomm", source_id="I0", first_name="Svensson", last_name="Anna",
+             email="p0@x.se", phone="+46701112233")
+    )  # fmt: skip
+    rows.append(
+        dict(connector="icomm", source_id="I9", first_name="Svensson", last_name="Erik",
+             email="p0@x.se")
+    )  # fmt: skip
+    result = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert together(result, ("voyado", "V0"), ("icomm", "I0"))
+    assert apart(result, ("voyado", "V0"), ("icomm", "I9"))
+
+
+def test_names_split_inside_resolution_only_where_fields_are_empty():
+    records = pd.DataFrame(
+        {
+            "connector": ["a", "b"],
+            "source_id": ["1", "2"],
+            "first_name": ["Anna", None],
+            "last_name": ["Berg", None],
+            "full_name": ["Something Else", "Anna Berg"],
+            "email": ["ab@x.se", "ab@x.se"],
+        }
+    )
+    result = resolve_identities(records, RULES, now=NOW)
+    assert together(result, ("a", "1"), ("b", "2"))
