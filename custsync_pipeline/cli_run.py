@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         )
     ]
     failed = _failed_steps(results[0])
-    if only_lanes_failed(failed, cfg):
+    if only_lanes_failed(failed, cfg.plan()):
         # what the continue_after_failed_lanes sensor does under the daemon
         print(
             f"\n==> lanes failed ({', '.join(failed)}): resolving and publishing "

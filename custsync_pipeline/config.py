@@ -16,25 +16,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from custsync_pipeline.domain import plan as domain_plan
+from custsync_pipeline.domain.aspects import ASPECTS, ENTRY_ASPECTS, VENDOR_ASPECTS
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
+from custsync_pipeline.domain.plan import SyncPlan
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("sync_config.yaml")
 CONFIG_ENV_VAR = "CUSTSYNC_CONFIG"
-
-ASPECTS = (
-    "name",
-    "contact_persons",
-    "addresses",
-    "customer_attributes",
-    "address_attributes",
-    "contact_person_attributes",
-    "customer_contact_details",
-    "address_contact_details",
-    "contact_person_contact_details",
-    "attachments",
-    "consents",
-    "loyalty",
-)
 
 
 class ConfigError(ValueError):
@@ -202,6 +190,10 @@ class FlowConfig(_Strict):
 class PublishTarget(_Strict):
     connector: str
     fields: list[str] = Field(description="golden fields this target subscribes to")
+    aspects: list[str] = Field(
+        default_factory=list,
+        description="multi-valued aspects this target takes (addresses, customer_attributes …)",
+    )
     batch_size: int | None = Field(default=None, ge=1)
     kinds: list[Literal["person", "company"]] | None = Field(
         default=None, description="golden kinds the target takes (default: all)"
@@ -240,6 +232,12 @@ class SyncConfig(_Strict):
                 raise ValueError(
                     f"publish[{i}].connector: {target.connector!r} is not a configured connector"
                 )
+            unknown_aspects = sorted(set(target.aspects) - set(ENTRY_ASPECTS))
+            if unknown_aspects:
+                raise ValueError(
+                    f"publish[{i}].aspects: {unknown_aspects} are not multi-valued aspects; "
+                    f"known: {list(ENTRY_ASPECTS)}"
+                )
             for key in ("fields", "required_fields"):
                 unknown = sorted(set(getattr(target, key)) - set(GOLDEN_FIELDS))
                 if unknown:
@@ -248,6 +246,66 @@ class SyncConfig(_Strict):
                         f"known: {list(GOLDEN_FIELDS)}"
                     )
         return self
+
+    @model_validator(mode="after")
+    def _plan_holds(self) -> SyncConfig:
+        errors = domain_plan.check_plan(self.plan(), VENDOR_ASPECTS)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def plan(self) -> SyncPlan:
+        """The domain's sync plan: what identity, survivorship and deltas read."""
+        enabled = self.enabled_connectors()
+        connectors = {
+            name: domain_plan.ConnectorPlan(
+                name=name,
+                type=c.type,
+                role=c.role,
+                aspects=tuple(c.aspects),
+                quality=domain_plan.QualityGate(**c.quality.model_dump()),
+            )
+            for name, c in enabled.items()
+        }
+        steps: list[domain_plan.FlowStep] = []
+        if self.flow.source != domain_plan.CURRENT_DATA:
+            src = self.connectors[self.flow.source]
+            steps.append(domain_plan.FlowStep(self.flow.source, tuple(src.aspects)))
+        for step in self.flow.enrichments:
+            aspects = step.aspects or self.connectors[step.connector].aspects
+            steps.append(domain_plan.FlowStep(step.connector, tuple(aspects)))
+        rules = tuple(
+            domain_plan.IdentifierRule(
+                name=r.name,
+                columns=tuple(r.columns),
+                priority=r.priority,
+                max_per_golden=r.max_per_golden,
+                blocked_values=tuple(r.blocked_values),
+                blocked_patterns=tuple(r.blocked_patterns),
+                max_records_per_value=r.max_records_per_value,
+            )
+            for r in self.identity.identifiers
+        )
+        publish = tuple(
+            domain_plan.PublishPolicy(
+                connector=t.connector,
+                fields=tuple(t.fields),
+                aspects=tuple(t.aspects),
+                batch_size=t.batch_size,
+                kinds=tuple(t.kinds) if t.kinds is not None else None,
+                required_fields=tuple(t.required_fields),
+            )
+            for t in self.publish
+        )
+        return SyncPlan(
+            connectors=connectors,
+            identifiers=rules,
+            source=self.flow.source,
+            steps=tuple(s for s in steps if s.connector in enabled),
+            ownership=dict(self.flow.ownership),
+            publish=tuple(p for p in publish if p.connector in enabled),
+            state_db_url=self.state_db_url,
+        )
 
     def enabled_connectors(self) -> dict[str, ConnectorConfig]:
         return {n: c for n, c in self.connectors.items() if c.enabled}
@@ -265,6 +323,28 @@ def _format_error(err: ValidationError, path: Path) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         lines.append(f"  {key}: {e['msg']}")
     return "\n".join(lines)
+
+
+_loaded: dict[tuple[str, str, int], SyncConfig] = {}
+
+
+def current_config(path: str | Path | None = None) -> SyncConfig:
+    """The sync config of this process, parsed once (per path and state-DB override):
+    the asset graph and the run's behaviour come from the same reading."""
+    cfg_path = str(Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH))
+    try:
+        mtime = Path(cfg_path).stat().st_mtime_ns
+    except OSError:
+        mtime = 0  # load_sync_config names the missing file
+    key = (cfg_path, os.environ.get("CUSTSYNC_STATE_DB_URL", ""), mtime)
+    if key not in _loaded:
+        _loaded[key] = load_sync_config(cfg_path)
+    return _loaded[key]
+
+
+def current_plan(path: str | Path | None = None) -> SyncPlan:
+    """The domain's sync plan of :func:`current_config`."""
+    return current_config(path).plan()
 
 
 def load_sync_config(path: str | Path | None = None) -> SyncConfig:

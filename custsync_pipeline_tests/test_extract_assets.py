@@ -74,7 +74,7 @@ def stored_count(sb: Sandbox, system: str) -> int:
 def materialize_raw(config: Path) -> dg.ExecuteInProcessResult:
     cfg = load_sync_config(config)
     # the raw_customers assets only (the canonical multi-assets have two keys)
-    raw = [a for a in build_extract_assets(cfg) if len(a.keys) == 1]
+    raw = [a for a in build_extract_assets(cfg.plan()) if len(a.keys) == 1]
     with dg.instance_for_test() as instance:
         return dg.materialize(
             raw,

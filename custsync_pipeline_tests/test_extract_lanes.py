@@ -309,7 +309,7 @@ def test_renamed_id_column_is_named_not_a_key_error(dagster_env, tmp_path, sandb
     def raw_customers() -> pd.DataFrame:
         return renamed
 
-    lane = [a for a in build_extract_assets(cfg) if a.node_def.name == "vf_eu_customers"]
+    lane = [a for a in build_extract_assets(cfg.plan()) if a.node_def.name == "vf_eu_customers"]
     result = dg.materialize(
         [raw_customers, *lane],
         resources={**build_resources(cfg), "io_manager": ParquetIOManager(base_dir=str(tmp_path))},

@@ -10,7 +10,7 @@ import yaml
 
 from custsync_pipeline.config import DEFAULT_CONFIG_PATH, load_sync_config
 from custsync_pipeline.defs.identity.assets import build_identity_assets
-from custsync_pipeline.defs.resources import StateDBResource, SyncConfigResource
+from custsync_pipeline.defs.resources import StateDBResource
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
 
@@ -28,11 +28,8 @@ def _config(tmp_path: Path, db_url: str) -> Path:
 def _materialize(cfg_path: Path, db_url: str) -> dict[str, dict]:
     cfg = load_sync_config(str(cfg_path))
     result = dg.materialize(
-        build_identity_assets(cfg),
-        resources={
-            "state_db": StateDBResource(url=db_url),
-            "sync_config": SyncConfigResource(path=str(cfg_path)),
-        },
+        build_identity_assets(cfg.plan()),
+        resources={"state_db": StateDBResource(url=db_url)},
     )
     assert result.success
     out = {}

@@ -60,7 +60,7 @@ def test_aspect_models() -> None:
         {
             "connector": ["katana", "katana"],
             "source_id": ["1", "1"],
-            "key": ["billing", "shipping"],
+            "entry_key": ["k1", "k2"],
             "type": ["billing", "shipping"],
             "street": ["Storgatan 1", None],
             "postal_code": ["111 22", None],
@@ -69,7 +69,7 @@ def test_aspect_models() -> None:
         }
     )
     ASPECT_SCHEMAS["addresses"].validate(good, lazy=True)
-    bad = good.assign(key=["billing", "billing"], country=["SE", "Sweden"])
+    bad = good.assign(entry_key=["k1", "k1"], country=["SE", "Sweden"])
     with pytest.raises(pa.errors.SchemaErrors) as info:
         ASPECT_SCHEMAS["addresses"].validate(bad, lazy=True)
     checks = set(info.value.failure_cases["check"].astype(str))
@@ -81,15 +81,15 @@ def test_aspect_models() -> None:
         {
             "connector": ["x"],
             "source_id": ["1"],
-            "key": ["e1"],
-            "kind": ["email"],
+            "entry_key": ["e1"],
+            "type": ["email"],
             "value": ["a@x.se"],
         }
     )
     ASPECT_SCHEMAS["customer_contact_details"].validate(contacts, lazy=True)
     with pytest.raises(pa.errors.SchemaErrors):
         ASPECT_SCHEMAS["customer_contact_details"].validate(
-            contacts.assign(kind=["pigeon"]), lazy=True
+            contacts.assign(type=["pigeon"]), lazy=True
         )
     assert set(ASPECT_SCHEMAS) >= {
         "addresses",

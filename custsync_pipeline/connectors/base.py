@@ -76,8 +76,20 @@ class Connector(Protocol):
         ...
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
-        """Golden rows -> payloads in the vendor's field names (one per row, same order)."""
+        """Golden rows -> payloads in the vendor's field names (one per row, same order).
+
+        A column named after a multi-valued aspect the target subscribes to
+        (``addresses``, ``customer_attributes`` …) holds that golden record's
+        entries as a list of dicts (the aspect's ``domain.aspects.ASPECT_COLUMNS``
+        plus ``entry_key``/``parent_key``), ordered by ``entry_key``.
+        """
         ...
+
+    # Optional: ``to_aspects(raw) -> pd.DataFrame`` gives the records' multi-valued aspect
+    # entries (``domain.aspects.ENTRY_COLUMNS``: connector, source_id, aspect, local_id,
+    # parent_local_id and the aspect's columns, values as received). Without it the lane
+    # derives addresses and contact details from the canonical row
+    # (``domain.aspects.entries_from_canonical``).
 
     def write(self, ops: list[WriteOp]) -> list[WriteResult]:
         """Send ops in the API's batch size; one result per op, in order."""

@@ -50,7 +50,12 @@ STRING_COLUMNS: tuple[str, ...] = (
     "loyalty_tier",
     "loyalty_status",
 )
-DATETIME_COLUMNS: tuple[str, ...] = ("updated_at", "created_at", "email_consent_at")
+DATETIME_COLUMNS: tuple[str, ...] = (
+    "updated_at",
+    "created_at",
+    "email_consent_at",
+    "sms_consent_at",
+)
 NUMERIC_COLUMNS: tuple[str, ...] = ("loyalty_points",)
 BOOL_COLUMNS: tuple[str, ...] = ("is_deleted",)
 
@@ -88,11 +93,18 @@ GOLDEN_FIELDS: tuple[str, ...] = (
     "customer_number",
     "web_user_id",
     "email_consent",
+    "email_consent_at",  # when the owner recorded the consent
     "sms_consent",
+    "sms_consent_at",
     "loyalty_tier",
     "loyalty_status",
     "loyalty_points",
 )
+# Consent fields and the column of the time each was given or withdrawn.
+CONSENT_TIMES: dict[str, str] = {
+    "email_consent": "email_consent_at",
+    "sms_consent": "sms_consent_at",
+}
 
 
 def empty_canonical(n: int = 0) -> pd.DataFrame:

@@ -2,17 +2,21 @@
 
 For each golden record and target: the target's members (records of that
 golden id living in the target) are updated when what they hold differs from
-the golden values; a golden record with no member there is created, keyed by
-its golden id. A delta already acknowledged with the same payload hash is not
+the golden values — fields, and the aspects the target takes, compared in the
+target's own shape (a Contact holds two addresses: a golden record with three
+compares on the two it can hold); a golden record with no member there is
+created, keyed by its golden id. A delta already acknowledged with the same payload hash is not
 sent again, so a rerun on unchanged data publishes nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 import pandas as pd
 
+from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
 from custsync_pipeline.domain.golden import field_strings, row_hash
 
 DELTA_COLUMNS = ["entity_key", "golden_id", "target_id", "op", "payload_hash"]
@@ -46,6 +50,8 @@ def compute_deltas(
     fields: Sequence[str],
     acked: pd.DataFrame,
     writable_types: Sequence[str] | None = None,
+    aspect_hashes: pd.Series | None = None,
+    member_aspect_hashes: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Upsert deltas for one target.
 
@@ -56,6 +62,11 @@ def compute_deltas(
     type (a Lead, an Account) is left alone, and its golden record is not
     created again beside it. Returns ``DELTA_COLUMNS`` rows, one per entity to
     write: ``entity_key`` is the member's id, or ``new:<golden_id>`` for a create.
+
+    ``aspect_hashes`` (golden_id -> hash) and ``member_aspect_hashes`` (member
+    source_id -> hash) are :func:`aspect_payload_hashes` of the aspects the target
+    takes; an empty golden aspect payload (``EMPTY_ASPECTS``) is never a difference,
+    as an empty field is not.
     """
     fields = list(fields)
     present = members["golden_id"]
@@ -63,7 +74,11 @@ def compute_deltas(
         members = members[members["object_type"].isin(list(writable_types))]
     g = golden[["golden_id", *fields]].reset_index(drop=True)
     g_str = field_strings(g, fields)
-    g["payload_hash"] = row_hash(g, fields)
+    hashed = fields
+    if aspect_hashes is not None:
+        g["aspects_hash"] = g["golden_id"].map(aspect_hashes).fillna(EMPTY_ASPECTS)
+        hashed = [*fields, "aspects_hash"]
+    g["payload_hash"] = row_hash(g, hashed)
 
     # updates: a member differs from what it would hold after receiving the
     # golden values (golden fields that are empty are never sent, so they keep
@@ -77,6 +92,13 @@ def compute_deltas(
         g_for_m = g_str.set_index(g["golden_id"]).loc[m["golden_id"]].reset_index(drop=True)
         expected = g_for_m.where(g_for_m != "", m_str.reset_index(drop=True))
         differs = (expected != m_str.reset_index(drop=True)).any(axis=1).to_numpy()
+        if aspect_hashes is not None:
+            want = m["golden_id"].map(aspect_hashes).fillna(EMPTY_ASPECTS)
+            have = m["source_id"].map(
+                member_aspect_hashes if member_aspect_hashes is not None else {}
+            )
+            have = have.fillna(EMPTY_ASPECTS)
+            differs |= ((want != EMPTY_ASPECTS) & (want != have)).to_numpy()
         upd = m.loc[differs, ["golden_id", "source_id", "payload_hash"]].rename(
             columns={"source_id": "target_id"}
         )
@@ -105,6 +127,44 @@ def compute_deltas(
             deltas["acked_hash"].isna() | (deltas["acked_hash"] != deltas["payload_hash"])
         ]
     return deltas[DELTA_COLUMNS].reset_index(drop=True)
+
+
+EMPTY_ASPECTS = "-"
+
+
+def entry_lists(entries: pd.DataFrame, aspect: str, by: str = "golden_id") -> pd.Series:
+    """``by`` -> the entries of ``aspect`` as a list of dicts (the aspect's columns plus
+    ``entry_key``/``parent_key``, missing values left out), ordered by entry key: the
+    shape a connector's ``from_canonical`` receives in the aspect's column."""
+    sub = entries[entries["aspect"] == aspect]
+    if sub.empty:
+        return pd.Series(dtype=object)
+    cols = ["entry_key", "parent_key", *ASPECT_COLUMNS[aspect]]
+    sub = sub.sort_values([by, "entry_key"])
+    values = sub[cols].astype(object).where(sub[cols].notna(), None)
+    dicts = [{k: v for k, v in r.items() if v is not None} for r in values.to_dict("records")]
+    return pd.Series(dicts, index=sub[by].to_numpy()).groupby(level=0, sort=False).agg(list)
+
+
+def aspect_payload_hashes(
+    frame: pd.DataFrame,
+    aspects: Sequence[str],
+    to_payloads: Callable[[pd.DataFrame], list[dict]],
+    key: str = "golden_id",
+) -> pd.Series:
+    """``key`` -> a hash of what the target would hold of ``aspects`` (its payload built
+    from the aspect columns alone); ``EMPTY_ASPECTS`` when that payload is empty."""
+    if frame.empty or not aspects:
+        return pd.Series(dtype="string")
+    only = frame[list(aspects)].copy()
+    for a in aspects:  # a record without entries holds an empty list, not a missing value
+        only[a] = [v if isinstance(v, list) else [] for v in only[a]]
+    blank = pd.DataFrame({a: [[]] for a in aspects})
+    payloads = to_payloads(pd.concat([blank, only], ignore_index=True))
+    texts = [json.dumps(p, sort_keys=True, default=str) for p in payloads]
+    text = pd.Series(texts[1:], index=frame[key].to_numpy(), dtype="string")
+    hashed = row_hash(text.to_frame("p"), ["p"])
+    return hashed.where(text != texts[0], EMPTY_ASPECTS)
 
 
 def attach_payloads(

@@ -1,83 +1,135 @@
 """Survivorship: merge the members of each identity cluster into one golden record.
 
 Seed 001's flow: a source step then ordered enrichment steps, each naming the
-aspects it contributes. For a single-valued field the last step in the flow
-that has a value wins ("latest connector"); within one connector the most
-recently updated record wins. Ownership (seed 004) pins a field to one
-connector: only the owner may set it. Every change to a golden record is an
-event (golden_id, version, field, old, new, connector, at).
+aspects it contributes.
+
+* **Latest connector** (single-valued fields, ``aspects.ASPECT_FIELDS``): the
+  last step in the flow that has a value wins; within one connector the most
+  recently updated record wins; a placeholder an identity rule blocks wins only
+  when no member has a real value.
+* **Multiple connectors** (the nine multi-valued aspects): the union of the
+  entries of every step that contributes the aspect, de-duplicated by natural
+  key; an entry's values come from the latest step that holds it, and it lists
+  every connector that holds it and when each last saw it. An entry every
+  source has dropped leaves.
+* **Ownership with time** (seed 004): an owned field is set by its owner only
+  (other connectors' values are ignored and counted); a consent carries its
+  timestamp, the owner's newest wins, and a known consent never returns to
+  "not set".
+
+Every golden record has a version; every changed field and every added,
+changed or removed aspect entry is an event (golden_id, version, field, old,
+new, connector, at).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from custsync_pipeline.config import IdentifierRule
-from custsync_pipeline.domain.canonical import GOLDEN_FIELDS, NUMERIC_COLUMNS
+from custsync_pipeline.domain.aspects import (
+    ASPECT_COLUMNS,
+    ASPECT_FIELDS,
+    ENTRY_ASPECTS,
+    VALUE_COLUMNS,
+    conform_entries,
+)
+from custsync_pipeline.domain.canonical import CONSENT_TIMES, GOLDEN_FIELDS, NUMERIC_COLUMNS
 from custsync_pipeline.domain.identity_keys import blocked_reasons
+from custsync_pipeline.domain.plan import CURRENT_DATA, FlowStep, IdentifierRule, SyncPlan
 
-# Which golden fields each aspect of seed 001 carries.
-ASPECT_FIELDS: dict[str, tuple[str, ...]] = {
-    "name": ("kind", "first_name", "last_name", "company_name"),
-    "customer_contact_details": ("email", "phone"),
-    "addresses": ("country", "city", "postal_code", "street"),
-    "customer_attributes": ("language", "store_code", "customer_number", "web_user_id"),
-    "consents": ("email_consent", "sms_consent"),
-    "loyalty": ("loyalty_tier", "loyalty_status", "loyalty_points"),
-}
+__all__ = [
+    "FlowStep",
+    "GoldenResult",
+    "build_golden",
+    "diff_golden",
+    "field_strings",
+    "merge_golden",
+    "row_hash",
+]
 
-
-@dataclass(frozen=True)
-class FlowStep:
-    """One step of the flow: a connector and the aspects it contributes."""
-
-    connector: str
-    aspects: tuple[str, ...]
+GOLDEN_ENTRY_COLUMNS: tuple[str, ...] = (
+    "golden_id",
+    "aspect",
+    "entry_key",
+    "parent_key",
+    *VALUE_COLUMNS,
+    "providers",
+    "connector",
+)
+ENTRY_SOURCE_COLUMNS: tuple[str, ...] = (
+    "golden_id",
+    "aspect",
+    "entry_key",
+    "connector",
+    "source_id",
+    "seen_at",
+)
+_EPOCH_MIN = np.iinfo(np.int64).min
 
 
 @dataclass
 class GoldenResult:
-    golden: pd.DataFrame  # golden_id + GOLDEN_FIELDS
+    golden: pd.DataFrame  # golden_id + GOLDEN_FIELDS + entries_hash
     provenance: pd.DataFrame  # golden_id, field, connector, source_id
+    entries: pd.DataFrame = field(default_factory=lambda: empty_golden_entries())
+    entry_sources: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(ENTRY_SOURCE_COLUMNS))
+    )
+    refused: dict[str, int] = field(default_factory=dict)  # owned field -> values ignored
 
 
-def field_rights(steps: Sequence[FlowStep], ownership: Mapping[str, str]) -> pd.DataFrame:
-    """(connector, field, rank) rows: who may set which field, later steps ranking higher."""
-    rows = []
-    for rank, step in enumerate(steps):
-        for aspect in step.aspects:
-            for fld in ASPECT_FIELDS.get(aspect, ()):
-                owner = ownership.get(fld)
-                if owner is None or owner == step.connector:
-                    rows.append((step.connector, fld, rank))
-    # an owner always has the right to its field, whatever aspects it lists
-    listed = {(c, f) for c, f, _ in rows}
-    top = len(steps)
-    for fld, owner in ownership.items():
-        if (owner, fld) not in listed:
-            rows.append((owner, fld, top))
-    frame = pd.DataFrame(rows, columns=["connector", "field", "rank"])
-    return frame.sort_values("rank").drop_duplicates(["connector", "field"], keep="last")
+def empty_golden_entries() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="string") for c in GOLDEN_ENTRY_COLUMNS})
 
 
-def placeholder_flags(long: pd.DataFrame, rules: Sequence[IdentifierRule]) -> np.ndarray:
-    """True where a (field, value) row holds a value an identity rule blocks (a placeholder
-    such as ``none@none.com`` or ``0000000000``), decided once per distinct value."""
-    flags = np.zeros(len(long), dtype=bool)
+def field_rights(
+    steps: Sequence[FlowStep], ownership: Mapping[str, str]
+) -> dict[str, dict[str, int]]:
+    """Per golden field: connector -> rank (later steps rank higher). An owned field is
+    its owner's alone, whatever aspects the owner lists."""
+    rights: dict[str, dict[str, int]] = {}
+    for aspect, fields in ASPECT_FIELDS.items():
+        ranks = {s.connector: i for i, s in enumerate(steps) if aspect in s.aspects}
+        for fld in fields:
+            owner = ownership.get(fld)
+            rights[fld] = {owner: len(steps)} if owner else dict(ranks)
+    return rights
+
+
+def _placeholders(values: pd.Series, rules: Sequence[IdentifierRule], fld: str) -> np.ndarray:
+    """True where a value is one an identity rule on ``fld`` blocks (``none@none.com``),
+    decided once per distinct value."""
+    flags = np.zeros(len(values), dtype=bool)
     for rule in rules:
-        if len(rule.columns) != 1 or not (rule.blocked_values or rule.blocked_patterns):
+        if tuple(rule.columns) != (fld,) or not (rule.blocked_values or rule.blocked_patterns):
             continue
-        on_field = (long["field"] == rule.columns[0]).to_numpy()
-        if not on_field.any():
+        code, uniques = pd.factorize(values.astype("string"))
+        if len(uniques) == 0:
             continue
-        code, uniques = pd.factorize(long.loc[on_field, "value"].astype(str))
         blocked = blocked_reasons(pd.Series(uniques, dtype=object), rule) != ""
-        flags[np.flatnonzero(on_field)] |= blocked[code]
+        flags |= np.where(code >= 0, blocked[np.maximum(code, 0)], False)
     return flags
+
+
+def _first_per_group(group_sorted: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Positions (in sorted order) of the first masked row of each group."""
+    idx = np.flatnonzero(mask)
+    if not len(idx):
+        return idx
+    g = group_sorted[idx]
+    return idx[np.r_[True, g[1:] != g[:-1]]]
+
+
+def _times(series: pd.Series) -> np.ndarray:
+    """Nanoseconds since the epoch; missing times sort oldest."""
+    values = pd.to_datetime(series, utc=True, errors="coerce")
+    out = values.to_numpy(dtype="datetime64[ns]").astype("int64")
+    out[values.isna().to_numpy()] = _EPOCH_MIN
+    return out
 
 
 def build_golden(
@@ -86,51 +138,244 @@ def build_golden(
     steps: Sequence[FlowStep],
     ownership: Mapping[str, str] | None = None,
     placeholder_rules: Sequence[IdentifierRule] = (),
+    entries: pd.DataFrame | None = None,
+    previous: pd.DataFrame | None = None,
 ) -> GoldenResult:
-    """One golden row per golden id in ``identity_map``, fields chosen by survivorship.
+    """One golden row per golden id in ``identity_map``, fields chosen by survivorship,
+    plus the merged aspect entries (when ``entries`` are given).
 
-    A value blocked by one of ``placeholder_rules`` wins a field only when no member
-    has a real one: otherwise a till's ``none@none.com`` late in the flow would
-    overwrite a customer's real address, and publishing would spread it.
+    ``previous``: the stored golden rows; a consent the owner no longer sends keeps
+    its stored value and time (a known consent never returns to "not set").
     """
     ownership = dict(ownership or {})
+    ids = pd.Index(identity_map["golden_id"].unique(), name="golden_id").sort_values()
     members = records.merge(
         identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
     )
-    long = members.melt(
-        id_vars=["golden_id", "connector", "source_id", "updated_at"],
-        value_vars=list(GOLDEN_FIELDS),
-        var_name="field",
-        value_name="value",
-    )
-    long = long[long["value"].notna()]
-    long = long.merge(field_rights(steps, ownership), on=["connector", "field"])
-    long["placeholder"] = placeholder_flags(long, placeholder_rules)
-    long = long.sort_values(
-        ["golden_id", "field", "placeholder", "rank", "updated_at", "source_id"],
-        ascending=[True, True, True, False, False, True],
-        na_position="last",
-    )
-    winners = long.drop_duplicates(["golden_id", "field"], keep="first")
-    wide = winners.pivot(index="golden_id", columns="field", values="value")
-    ids = pd.Index(identity_map["golden_id"].unique(), name="golden_id").sort_values()
-    wide = wide.reindex(index=ids, columns=list(GOLDEN_FIELDS))
-    golden = wide.reset_index()
-    for col in GOLDEN_FIELDS:
-        if col in NUMERIC_COLUMNS:
-            golden[col] = pd.to_numeric(golden[col], errors="coerce").astype("float64")
+    gid = ids.get_indexer(members["golden_id"])
+    conn = members["connector"].astype(str).to_numpy()
+    sid_code = pd.factorize(members["source_id"])[0]
+    updated = _times(members["updated_at"]) if "updated_at" in members else np.zeros(len(gid))
+    out: dict[str, np.ndarray] = {}
+    prov: list[pd.DataFrame] = []
+    refused: dict[str, int] = {}
+    rights = field_rights(steps, ownership)
+    n = len(ids)
+    sorted_cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for fld in GOLDEN_FIELDS:
+        if fld in CONSENT_TIMES.values():
+            continue  # filled with its consent
+        values = members[fld] if fld in members else pd.Series(pd.NA, index=members.index)
+        ranks_map = rights.get(fld, {})
+        rank = pd.Series(conn).map(ranks_map).fillna(-1).astype("int64").to_numpy()
+        owner = ownership.get(fld)
+        if owner is not None:
+            refused[fld] = int((values.notna().to_numpy() & (conn != owner)).sum())
+        when = updated
+        if fld in CONSENT_TIMES and CONSENT_TIMES[fld] in members:
+            at = _times(members[CONSENT_TIMES[fld]])
+            when = np.where(at != _EPOCH_MIN, at, updated)
+        cache_key = (tuple(sorted(ranks_map.items())), fld if fld in CONSENT_TIMES else "")
+        if cache_key not in sorted_cache:
+            order = np.lexsort((sid_code, -when, -rank, gid))
+            sorted_cache[cache_key] = (order, gid[order], rank[order])
+        order, g_sorted, r_sorted = sorted_cache[cache_key]
+        v_sorted = values.to_numpy(dtype=object, na_value=None)[order]
+        present = pd.notna(v_sorted) & (r_sorted >= 0)
+        real = present & ~_placeholders(pd.Series(v_sorted), placeholder_rules, fld)
+        first = _first_per_group(g_sorted, real)
+        covered = np.zeros(n, dtype=bool)
+        covered[g_sorted[first]] = True
+        fallback = _first_per_group(g_sorted, present & ~covered[g_sorted])
+        winners = np.concatenate([first, fallback])
+        col = np.full(n, None, dtype=object)
+        col[g_sorted[winners]] = v_sorted[winners]
+        out[fld] = col
+        rows = order[winners]
+        prov.append(
+            pd.DataFrame(
+                {
+                    "golden_id": ids[gid[rows]],
+                    "field": fld,
+                    "connector": conn[rows],
+                    "source_id": members["source_id"].to_numpy()[rows],
+                }
+            )
+        )
+        if fld in CONSENT_TIMES:
+            at_col = np.full(n, None, dtype=object)
+            if CONSENT_TIMES[fld] in members:
+                at_values = members[CONSENT_TIMES[fld]].to_numpy(dtype=object)
+                at_col[g_sorted[winners]] = at_values[rows]
+            out[CONSENT_TIMES[fld]] = at_col
+
+    golden = pd.DataFrame({"golden_id": ids.astype("string")})
+    for fld in GOLDEN_FIELDS:
+        if fld in NUMERIC_COLUMNS:
+            golden[fld] = pd.to_numeric(pd.Series(out[fld]), errors="coerce").astype("float64")
+        elif fld in CONSENT_TIMES.values():
+            golden[fld] = pd.to_datetime(pd.Series(out[fld]), utc=True, errors="coerce")
         else:
-            golden[col] = golden[col].astype("string")
-    golden.columns.name = None
-    provenance = winners[["golden_id", "field", "connector", "source_id"]].reset_index(drop=True)
-    return GoldenResult(golden=golden, provenance=provenance)
+            golden[fld] = pd.Series(out[fld], dtype="string")
+    golden = _keep_known_consents(golden, previous)
+    provenance = (
+        pd.concat(prov, ignore_index=True)
+        if prov
+        else pd.DataFrame(columns=["golden_id", "field", "connector", "source_id"])
+    )
+    result = GoldenResult(golden=golden, provenance=provenance, refused=refused)
+    if entries is not None:
+        result.entries, result.entry_sources = merge_entries(entries, identity_map, steps)
+    golden["entries_hash"] = entries_digest(result.entries, golden["golden_id"])
+    return result
+
+
+def _keep_known_consents(golden: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """A consent the owner stopped sending keeps its stored value and time."""
+    if previous is None or previous.empty:
+        return golden
+    prev = previous.set_index("golden_id")
+    for fld, at in CONSENT_TIMES.items():
+        if fld not in prev:
+            continue
+        old = prev[fld].reindex(golden["golden_id"]).to_numpy(dtype=object, na_value=None)
+        keep = golden[fld].isna().to_numpy() & pd.notna(old)
+        if keep.any():
+            golden.loc[keep, fld] = old[keep]
+            if at in prev:
+                old_at = pd.to_datetime(prev[at], utc=True).reindex(golden["golden_id"])
+                golden.loc[keep, at] = old_at.to_numpy()[keep]
+    return golden
+
+
+def entry_rights(steps: Sequence[FlowStep]) -> pd.DataFrame:
+    """(connector, aspect, rank): who contributes which multi-valued aspect."""
+    rows = [
+        (s.connector, a, i) for i, s in enumerate(steps) for a in s.aspects if a in ENTRY_ASPECTS
+    ]
+    frame = pd.DataFrame(rows, columns=["connector", "aspect", "rank"])
+    return frame.drop_duplicates(["connector", "aspect"], keep="last")
+
+
+def merge_entries(
+    entries: pd.DataFrame, identity_map: pd.DataFrame, steps: Sequence[FlowStep]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ "Multiple connectors": the union of every contributing step's entries per golden id,
+    one per natural key; values from the latest step (then the newest sighting).
+
+    Returns (golden entries, entry sources: who holds each entry and when each last saw it).
+    """
+    e = conform_entries(entries)
+    e = e.drop(columns=["local_id", "parent_local_id"]).merge(
+        identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
+    )
+    e = e.merge(entry_rights(steps), on=["connector", "aspect"])
+    if e.empty:
+        return empty_golden_entries(), pd.DataFrame(columns=list(ENTRY_SOURCE_COLUMNS))
+    e["seen_ns"] = _times(e["seen_at"])
+    e = e.sort_values(
+        ["golden_id", "aspect", "entry_key", "rank", "seen_ns", "connector"],
+        ascending=[True, True, True, False, False, True],
+        kind="stable",
+    )
+    sources = e.drop_duplicates(["golden_id", "aspect", "entry_key", "connector", "source_id"])
+    sources = sources.sort_values("seen_ns", ascending=False, kind="stable").drop_duplicates(
+        ["golden_id", "aspect", "entry_key", "connector"]
+    )
+    winners = e.drop_duplicates(["golden_id", "aspect", "entry_key"]).copy()
+    # providers: a bit per connector, summed over the distinct holders, named once per mask
+    names = sorted(sources["connector"].unique())
+    bit = pd.Series(np.left_shift(1, np.arange(len(names), dtype=np.int64)), index=names)
+    masks = (
+        sources.assign(bit=sources["connector"].map(bit).to_numpy())
+        .groupby(["golden_id", "aspect", "entry_key"], sort=False)["bit"]
+        .sum()
+    )
+    label = {m: ",".join(n for n, b in bit.items() if m & b) for m in pd.unique(masks.to_numpy())}
+    winners = winners.merge(
+        masks.map(label).rename("providers").reset_index(), on=["golden_id", "aspect", "entry_key"]
+    )
+    golden_entries = winners[list(GOLDEN_ENTRY_COLUMNS)].reset_index(drop=True)
+    entry_sources = sources[list(ENTRY_SOURCE_COLUMNS)].sort_values(
+        ["golden_id", "aspect", "entry_key", "connector"]
+    )
+    return golden_entries, entry_sources.reset_index(drop=True)
+
+
+def entry_hashes(entries: pd.DataFrame) -> np.ndarray:
+    """A uint64 per entry over what it says (aspect, keys, values; not who holds it)."""
+    if entries.empty:
+        return np.zeros(0, dtype=np.uint64)
+    cols = ["aspect", "entry_key", "parent_key", *VALUE_COLUMNS]
+    return pd.util.hash_pandas_object(field_strings(entries, cols), index=False).to_numpy()
+
+
+def entries_digest(entries: pd.DataFrame, golden_ids: pd.Series) -> pd.Series:
+    """One hex digest per golden id of its entries (order-free: a wrapping sum of hashes)."""
+    digest = pd.Series(np.zeros(len(golden_ids), dtype=np.uint64), index=golden_ids.to_numpy())
+    if not entries.empty:
+        h = pd.Series(entry_hashes(entries), index=entries["golden_id"].to_numpy())
+        with np.errstate(over="ignore"):
+            sums = h.groupby(level=0).sum()
+        digest.loc[sums.index.intersection(digest.index)] = sums
+    return pd.Series(
+        [format(int(x), "016x") for x in digest.to_numpy()], index=golden_ids.index, dtype="string"
+    )
+
+
+def merge_golden(
+    plan: SyncPlan,
+    records: pd.DataFrame,
+    identity_map: pd.DataFrame,
+    entries: pd.DataFrame | None = None,
+    previous: pd.DataFrame | None = None,
+    previous_entries: pd.DataFrame | None = None,
+) -> GoldenResult:
+    """:func:`build_golden` on a sync plan. With ``current_data`` as the source step the
+    stored golden records (and their entries) are the first step: no request is made."""
+    steps = list(plan.steps)
+    if plan.uses_current_data and previous is not None and not previous.empty:
+        current = previous.assign(connector=CURRENT_DATA, source_id=previous["golden_id"])
+        if "updated_at" not in current:
+            current["updated_at"] = pd.NaT
+        records = pd.concat([current, records], ignore_index=True)
+        identity_map = pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "connector": CURRENT_DATA,
+                        "source_id": previous["golden_id"],
+                        "golden_id": previous["golden_id"],
+                    }
+                ),
+                identity_map[["connector", "source_id", "golden_id"]],
+            ],
+            ignore_index=True,
+        )
+        if previous_entries is not None and not previous_entries.empty:
+            stored = previous_entries.assign(
+                connector=CURRENT_DATA, source_id=previous_entries["golden_id"]
+            )
+            entries = stored if entries is None else pd.concat([stored, entries])
+        all_aspects = (*ASPECT_FIELDS, *ENTRY_ASPECTS)
+        steps = [FlowStep(CURRENT_DATA, tuple(dict.fromkeys(all_aspects))), *steps]
+    return build_golden(
+        records,
+        identity_map,
+        steps,
+        plan.ownership,
+        placeholder_rules=plan.identifiers,
+        entries=entries,
+        previous=previous,
+    )
 
 
 def field_strings(frame: pd.DataFrame, fields: Sequence[str]) -> pd.DataFrame:
     """Fields as comparable strings ('' for missing), one dtype whatever the source dtype."""
     out = pd.DataFrame(index=frame.index)
     for col in fields:
-        out[col] = frame[col].astype("string").fillna("")
+        values = frame[col] if col in frame else pd.Series(pd.NA, index=frame.index)
+        out[col] = values.astype("string").fillna("")
     return out
 
 
@@ -142,21 +387,63 @@ def row_hash(frame: pd.DataFrame, fields: Sequence[str]) -> pd.Series:
     return hashed.map("{:016x}".format).astype("string")
 
 
+def render_entry(entries: pd.DataFrame) -> pd.Series:
+    """An entry as one line of ``column=value`` pairs (the columns its aspect uses)."""
+    text = pd.Series("", index=entries.index, dtype="string")
+    for aspect, cols in ASPECT_COLUMNS.items():
+        rows = entries["aspect"] == aspect
+        if not rows.any():
+            continue
+        sub = field_strings(entries.loc[rows], cols)
+        line = pd.Series("", index=sub.index, dtype="string")
+        for c in cols:
+            part = (c + "=" + sub[c]).where(sub[c] != "", "")
+            line = line.str.cat(part, sep=" ").str.strip()
+        text.loc[rows] = line
+    return text
+
+
+def diff_entries(new: pd.DataFrame, old: pd.DataFrame, golden_ids: pd.Series) -> pd.DataFrame:
+    """Events for entries added, changed or removed on ``golden_ids``: field
+    ``<aspect>[<entry_key>]``, old and new rendered (``render_entry``)."""
+    key = ["golden_id", "aspect", "entry_key"]
+    ids = set(golden_ids)
+    new = new[new["golden_id"].isin(ids)] if not new.empty else empty_golden_entries()
+    old = old[old["golden_id"].isin(ids)] if old is not None and not old.empty else None
+    if old is None:
+        old = empty_golden_entries()
+    n = new[key + ["connector"]].assign(
+        new_hash=entry_hashes(new), new_value=render_entry(new).to_numpy()
+    )
+    o = old[key].assign(old_hash=entry_hashes(old), old_value=render_entry(old).to_numpy())
+    both = n.merge(o, on=key, how="outer")
+    changed = (
+        both["new_hash"].isna() | both["old_hash"].isna() | (both["new_hash"] != both["old_hash"])
+    )
+    ev = both[changed].copy()
+    ev["field"] = ev["aspect"] + "[" + ev["entry_key"] + "]"
+    return ev[["golden_id", "field", "old_value", "new_value", "connector"]]
+
+
 def diff_golden(
     new: pd.DataFrame,
     old: pd.DataFrame,
     provenance: pd.DataFrame,
     now: pd.Timestamp,
+    new_entries: pd.DataFrame | None = None,
+    old_entries: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Compare fresh golden rows with the stored ones.
 
     Returns the rows to write (new or changed, with ``version``, ``record_hash``
-    and ``updated_at``), the change events, and the stored golden ids that no
-    longer exist (merged away or deleted).
+    and ``updated_at``), the change events (fields, and aspect entries when
+    ``new_entries`` is given), and the stored golden ids that no longer exist
+    (merged away or deleted).
     """
     fields = list(GOLDEN_FIELDS)
+    hashed = [*fields, "entries_hash"] if "entries_hash" in new else fields
     new = new.copy()
-    new["record_hash"] = row_hash(new, fields)
+    new["record_hash"] = row_hash(new, hashed)
     if old.empty:
         old = pd.DataFrame(
             {"golden_id": pd.Series([], dtype="string"), "version": [], "record_hash": []}
@@ -196,9 +483,15 @@ def diff_golden(
     ev = ev.merge(
         provenance[["golden_id", "field", "connector"]], on=["golden_id", "field"], how="left"
     )
+    parts = [ev]
+    if new_entries is not None:
+        parts.append(diff_entries(new_entries, old_entries, changed["golden_id"]))
+    ev = pd.concat([p for p in parts if not p.empty] or [ev], ignore_index=True)
     ev = ev.merge(changed[["golden_id", "version"]], on="golden_id")
     ev["at"] = now
     ev["old_value"] = ev["old_value"].replace("", None)
     ev["new_value"] = ev["new_value"].replace("", None)
-    events = ev[["golden_id", "version", "field", "old_value", "new_value", "connector", "at"]]
+    events = ev[["golden_id", "version", "field", "old_value", "new_value", "connector"]].assign(
+        at=now
+    )
     return changed.drop(columns=["old_version", "old_hash"]), events.reset_index(drop=True), gone

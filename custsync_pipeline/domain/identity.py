@@ -52,7 +52,7 @@ from custsync_pipeline.domain.identity_keys import (
     surnames_compatible,
 )
 from custsync_pipeline.domain.identity_names import fill_names, swapped_names
-from custsync_pipeline.config import IdentifierRule
+from custsync_pipeline.domain.plan import IdentifierRule
 
 __all__ = [
     "IdentityResult",

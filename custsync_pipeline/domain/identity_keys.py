@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from custsync_pipeline.domain.identity_names import first_names_compatible
-from custsync_pipeline.config import IdentifierRule
+from custsync_pipeline.domain.plan import IdentifierRule
 
 # Columns whose values are contact points people share (a family email, a
 # shop's landline); rules keyed on them are "contact" rules and get the

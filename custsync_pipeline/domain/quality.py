@@ -117,3 +117,21 @@ def freshness(updated_at: pd.Series, now: pd.Timestamp) -> Freshness:
         else pd.Timestamp(now, tz="UTC")
     )
     return Freshness(newest=newest, age_hours=round((now - newest).total_seconds() / 3600.0, 3))
+
+
+def nameless_golden(golden: pd.DataFrame) -> pd.Series:
+    """True for golden records with no first name, last name or company name."""
+    cols = [c for c in ("first_name", "last_name", "company_name") if c in golden]
+    if golden.empty or not cols:
+        return pd.Series(False, index=golden.index)
+    return golden[cols].isna().all(axis=1)
+
+
+def entries_without_provenance(entries: pd.DataFrame, sources: pd.DataFrame) -> int:
+    """Golden aspect entries that no connector is recorded as holding (should be none)."""
+    if entries.empty:
+        return 0
+    key = ["golden_id", "aspect", "entry_key"]
+    held = sources[key].drop_duplicates() if not sources.empty else pd.DataFrame(columns=key)
+    joined = entries[key].merge(held, on=key, how="left", indicator=True)
+    return int((joined["_merge"] == "left_only").sum())

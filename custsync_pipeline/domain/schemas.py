@@ -23,6 +23,7 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute as pc
 
+from custsync_pipeline.domain.aspects import ADDRESS_TYPES, CONTACT_DETAIL_TYPES
 from custsync_pipeline.domain.canonical import RAW_COLUMNS
 from custsync_pipeline.domain.normalize import arrow_strings, iso_countries, iso_languages
 
@@ -73,6 +74,10 @@ CHECK_REASONS: dict[str, str] = {
     "api_timestamp": "is not in the timestamp format this API sends",
     "exact_account_id": "is not an Exact Online account id (a GUID)",
     "dtype": "has the wrong type",
+    "address_type": "is not an address type (mailing, billing, shipping, visiting, other)",
+    "contact_kind": "is not a contact detail type (email, phone, mobile, fax, website)",
+    "url": "is not a reference (http, https, s3 or file URL)",
+    "orphan": "belongs to an address or contact person its record does not have",
 }
 
 
@@ -219,6 +224,7 @@ def canonical_schema(now: pd.Timestamp | None = None) -> pa.DataFrameSchema:
             "updated_at": _timestamp(now),
             "created_at": _timestamp(now),
             "email_consent_at": _timestamp(now),
+            "sms_consent_at": _timestamp(now),
             "loyalty_points": pa.Column(
                 "float64",
                 pa.Check(lambda s: (s >= 0) & (s < 1e12), name="not_negative"),
@@ -468,7 +474,8 @@ REQUIRED_PAYLOAD_COLUMNS: dict[str, tuple[str, ...]] = {
 
 # --------------------------------------------------------------------------- aspects
 #
-# Multi-valued aspects (seed 001) as long tables keyed by (connector, source_id, key).
+# Multi-valued aspects (seed 001): one entries frame (``domain.aspects.ENTRY_COLUMNS``),
+# validated per aspect on the columns that aspect uses, after ``normalize_entries``.
 
 
 def _aspect(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
@@ -476,40 +483,40 @@ def _aspect(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
         {
             "connector": _code(64, nullable=False),
             "source_id": _code(255, nullable=False),
-            "key": _code(255, nullable=False),
+            "entry_key": _code(64, nullable=False),
             **columns,
         },
-        unique=["connector", "source_id", "key"],
-        strict=True,
+        unique=["connector", "source_id", "entry_key"],
         coerce=True,
         name=f"aspect_{name}",
     )
 
 
-def _contact_columns() -> dict[str, pa.Column]:
+def _detail_columns() -> dict[str, pa.Column]:
     return {
-        "kind": pa.Column(
-            "string", _isin(["email", "phone", "mobile", "fax", "website"], "contact_kind")
-        ),
+        "type": pa.Column("string", _isin(list(CONTACT_DETAIL_TYPES), "contact_kind")),
         "value": _text(320),
     }
 
+
+def _parent() -> dict[str, pa.Column]:
+    # a nested entry whose parent is not in its record cannot be placed
+    return {"parent_key": pa.Column("string", nullable=False)}
+
+
+_EMAIL = pa.Column("string", [_max_len(254), _matches(EMAIL_RE, "email_syntax")], nullable=True)
+_PHONE = pa.Column("string", _matches(E164_RE, "e164"), nullable=True)
+_COUNTRY = pa.Column("string", _isin(sorted(iso_countries()), "iso_country"), nullable=True)
 
 ASPECT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "addresses": _aspect(
         "addresses",
         {
-            "type": pa.Column(
-                "string",
-                _isin(["billing", "shipping", "visiting", "postal", "other"], "address_type"),
-                nullable=True,
-            ),
+            "type": pa.Column("string", _isin(list(ADDRESS_TYPES), "address_type")),
             "street": _text(255),
             "postal_code": _code(20),
             "city": _text(255),
-            "country": pa.Column(
-                "string", _isin(sorted(iso_countries()), "iso_country"), nullable=True
-            ),
+            "country": _COUNTRY,
         },
     ),
     "contact_persons": _aspect(
@@ -517,10 +524,10 @@ ASPECT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
         {
             "first_name": _text(255),
             "last_name": _text(255),
-            "email": pa.Column(
-                "string", [_max_len(254), _matches(EMAIL_RE, "email_syntax")], nullable=True
-            ),
-            "phone": pa.Column("string", _matches(E164_RE, "e164"), nullable=True),
+            "role": _text(255),
+            "email": _EMAIL,
+            "phone": _PHONE,
+            "person_id": _code(255),
         },
     ),
     "customer_attributes": _aspect(
@@ -528,34 +535,28 @@ ASPECT_SCHEMAS: dict[str, pa.DataFrameSchema] = {
     ),
     "address_attributes": _aspect(
         "address_attributes",
-        {
-            "address_key": _code(255, nullable=False),
-            "name": _code(255, nullable=False),
-            "value": _text(4000),
-        },
+        {**_parent(), "name": _code(255, nullable=False), "value": _text(4000)},
     ),
     "contact_person_attributes": _aspect(
         "contact_person_attributes",
-        {
-            "person_key": _code(255, nullable=False),
-            "name": _code(255, nullable=False),
-            "value": _text(4000),
-        },
+        {**_parent(), "name": _code(255, nullable=False), "value": _text(4000)},
     ),
-    "customer_contact_details": _aspect("customer_contact_details", _contact_columns()),
+    "customer_contact_details": _aspect("customer_contact_details", _detail_columns()),
     "address_contact_details": _aspect(
-        "address_contact_details", {"address_key": _code(255, nullable=False), **_contact_columns()}
+        "address_contact_details", {**_parent(), **_detail_columns()}
     ),
     "contact_person_contact_details": _aspect(
-        "contact_person_contact_details",
-        {"person_key": _code(255, nullable=False), **_contact_columns()},
+        "contact_person_contact_details", {**_parent(), **_detail_columns()}
     ),
     "attachments": _aspect(
         "attachments",
         {
             "name": _text(255),
-            "url": pa.Column("string", _matches(r"^https?://[^\s]+$", "url"), nullable=True),
+            "reference": pa.Column(
+                "string", _matches(r"^(https?|s3|file)://[^\s]+$", "url"), nullable=False
+            ),
             "content_type": _code(255),
+            "size": pa.Column("float64", pa.Check.ge(0, name="not_negative"), nullable=True),
         },
     ),
 }

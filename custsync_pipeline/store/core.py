@@ -53,6 +53,7 @@ golden_records = sa.Table(
     metadata,
     sa.Column("golden_id", sa.Text, primary_key=True),
     *[sa.Column(c, _column_type(c)) for c in GOLDEN_FIELDS],
+    sa.Column("entries_hash", sa.Text),  # digest of the record's aspect entries
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("record_hash", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -199,6 +200,8 @@ def save_golden_records(engine: Engine, golden: pd.DataFrame, events: pd.DataFra
                     )
                 )
             cols = ["golden_id", *GOLDEN_FIELDS, "version", "record_hash", "updated_at"]
+            if "entries_hash" in golden:
+                cols.insert(-3, "entries_hash")
             _insert_chunks(conn, golden_records, _records(golden[cols]))
         if not events.empty:
             _insert_chunks(conn, golden_events, _records(events))

@@ -2,6 +2,7 @@
 
 from custsync_pipeline.store import (
     core,  # noqa: F401
+    golden,  # noqa: F401
     identity,  # noqa: F401
     quarantine,  # noqa: F401
 )

@@ -10,7 +10,6 @@ import time
 import dagster as dg
 import pandas as pd
 
-from custsync_pipeline.config import ConnectorConfig, SyncConfig
 from custsync_pipeline.connectors.http import (
     ConnectorError,
     ConnectorUnavailableError,
@@ -20,9 +19,30 @@ from custsync_pipeline.connectors.http import (
 )
 from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain import canonical
+from custsync_pipeline.domain.plan import ConnectorPlan, SyncPlan
 from custsync_pipeline.domain.quality import valid_rate_passes, validation_metrics
 from custsync_pipeline.store import core
+from custsync_pipeline.store.golden import replace_source_entries
 from custsync_pipeline.store.quarantine import record_quarantine
+
+
+def lane_entries(
+    connector: object, raw: pd.DataFrame, valid: pd.DataFrame, aspects: tuple[str, ...]
+) -> pd.DataFrame:
+    """The aspect entries of a lane's valid records, only of the aspects it is configured
+    to give: the connector's own (``to_aspects``) first, then those its rows imply."""
+    from custsync_pipeline.domain.aspects import ENTRY_ASPECTS, entries_from_canonical
+
+    wanted = [a for a in aspects if a in ENTRY_ASPECTS]
+    if not wanted:
+        return entries_from_canonical(valid.iloc[:0], ())
+    parts = []
+    to_aspects = getattr(connector, "to_aspects", None)
+    if callable(to_aspects) and len(raw):
+        own = to_aspects(raw)
+        parts.append(own[own["aspect"].isin(wanted)])
+    parts.append(entries_from_canonical(valid, wanted))
+    return pd.concat([p for p in parts if len(p)] or parts[-1:], ignore_index=True)
 
 
 def canonical_table_schema() -> dg.TableSchema:
@@ -115,9 +135,7 @@ def _retry_may_help(exc: ConnectorError) -> bool:
 def _fatal_message(name: str, resource: dg.ConfigurableResource, exc: ConnectorError) -> str:
     """Connector, base URL and the (already scrubbed) reason; never a secret."""
     try:
-        from custsync_pipeline.config import load_sync_config
-
-        base_url = load_sync_config(resource.config_path or None).connectors[name].base_url
+        base_url = resource.config.base_url
     except Exception:  # the reason below still names the connector
         base_url = ""
     where = f" at {scrub_url(base_url)}" if base_url else ""
@@ -135,7 +153,7 @@ def _fatal_message(name: str, resource: dg.ConfigurableResource, exc: ConnectorE
     return f"connector {name}{where}: {kind}, not retrying: {exc}"
 
 
-def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
+def _customers_asset(name: str, conn: ConnectorPlan) -> dg.AssetsDefinition:
     api_key = connector_resource_key(name)
     gate = conn.quality
 
@@ -159,6 +177,7 @@ def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
     def customers(context: dg.AssetExecutionContext, raw: pd.DataFrame):
         from custsync_pipeline.domain.normalize import normalize_customers
         from custsync_pipeline.domain.validate import check_payload, validate_customers
+        from custsync_pipeline.domain.validate_aspects import check_entries
 
         # the shape first: a renamed or vanished column stops this lane with its name,
         # before the mapping trips over it
@@ -177,6 +196,12 @@ def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
             default_region=gate.default_region,
             market_regions=gate.market_regions,
         )
+        entries = check_entries(
+            lane_entries(connector, raw, checked.valid, conn.aspects),
+            name,
+            checked.valid["source_id"],
+            regions=checked.valid.set_index("source_id")["country"],
+        )
         engine = context.resources.state_db.engine
         # Blocking: a feed below its valid-row threshold must not overwrite this
         # connector's source records (identity and golden records read them). The last
@@ -186,6 +211,7 @@ def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
         )
         if passes:
             stored = core.replace_source_records(engine, name, checked.valid)
+            replace_source_entries(engine, name, entries.valid)
         else:
             stored = 0
             context.log.warning(
@@ -193,10 +219,12 @@ def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
                 f"{gate.min_valid_rate:.0%} (min rows {gate.min_rows}): stored source "
                 "records kept from the last good run"
             )
-        record_quarantine(engine, name, checked.rejected, checked.valid)
+        rejected = pd.concat([checked.rejected, entries.rejected], ignore_index=True)
+        record_quarantine(engine, name, rejected, checked.valid)
         context.log.info(
             f"{name}: {len(checked.valid)} valid of {checked.rows_in}, {checked.rows_rejected} "
-            f"rejected, {checked.field_issues} field values quarantined, {stored} stored"
+            f"rejected, {checked.field_issues} field values quarantined, {stored} stored; "
+            f"{len(entries.valid)} aspect entries, {len(entries.rejected)} quarantined"
         )
         yield dg.MaterializeResult(
             asset_key=customers_key(name),
@@ -209,13 +237,16 @@ def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
                 "min_valid_rate": float(gate.min_valid_rate),
                 "source_records_replaced": passes,
                 "stored": stored,
+                "aspect_entries": len(entries.valid),
+                "aspect_entries_rejected": len(entries.rejected),
+                **entries.counts(),
             },
         )
         yield dg.MaterializeResult(
             asset_key=rejected_key(name),
-            value=checked.rejected,
+            value=rejected,
             metadata={
-                "dagster/row_count": len(checked.rejected),
+                "dagster/row_count": len(rejected),
                 "rejected_records": checked.rows_rejected,
                 "field_issues": checked.field_issues,
             },
@@ -224,9 +255,9 @@ def _customers_asset(name: str, conn: ConnectorConfig) -> dg.AssetsDefinition:
     return customers
 
 
-def build_extract_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
+def build_extract_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
-    for name, conn in cfg.enabled_connectors().items():
+    for name, conn in plan.connectors.items():
         assets.append(_raw_asset(name, conn.type))
         assets.append(_customers_asset(name, conn))
     return assets

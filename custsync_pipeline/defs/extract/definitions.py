@@ -7,15 +7,16 @@ source ids, freshness, schema drift) with the thresholds of
 
 import dagster as dg
 
-from custsync_pipeline.config import SyncConfig, load_sync_config
+from custsync_pipeline.config import current_plan
 from custsync_pipeline.defs.extract.assets import build_extract_assets
 from custsync_pipeline.defs.extract.checks import build_extract_checks
+from custsync_pipeline.domain.plan import SyncPlan
 
 
-def build_lane_checks(cfg: SyncConfig) -> list[dg.AssetChecksDefinition]:
+def build_lane_checks(plan: SyncPlan) -> list[dg.AssetChecksDefinition]:
     """The asset checks of every enabled connector's lane, thresholds from its ``quality``."""
     checks: list[dg.AssetChecksDefinition] = []
-    for name, conn in cfg.enabled_connectors().items():
+    for name, conn in plan.connectors.items():
         q = conn.quality
         checks += build_extract_checks(
             name,
@@ -29,5 +30,5 @@ def build_lane_checks(cfg: SyncConfig) -> list[dg.AssetChecksDefinition]:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    cfg = load_sync_config()
-    return dg.Definitions(assets=build_extract_assets(cfg), asset_checks=build_lane_checks(cfg))
+    plan = current_plan()
+    return dg.Definitions(assets=build_extract_assets(plan), asset_checks=build_lane_checks(plan))

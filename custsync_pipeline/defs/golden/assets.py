@@ -1,69 +1,181 @@
-"""``golden_customers``: one golden record per golden id, merged by survivorship rules."""
+"""``golden_customers`` and one ``golden_<aspect>`` table per multi-valued aspect in the flow:
+one golden record per golden id, merged by the plan's survivorship and ownership rules.
+
+The aspect tables live in the state DB (``golden_entries``, with every entry's
+holders in ``golden_entry_sources``); their assets carry counts, not copies.
+"""
 
 import dagster as dg
 import pandas as pd
 
-from custsync_pipeline.config import SyncConfig
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL
-from custsync_pipeline.domain.golden import FlowStep, build_golden, diff_golden
+from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
+from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
+from custsync_pipeline.domain.golden import diff_golden, merge_golden
+from custsync_pipeline.domain.plan import SyncPlan
+from custsync_pipeline.domain.quality import entries_without_provenance, nameless_golden
 from custsync_pipeline.store import core
+from custsync_pipeline.store import golden as golden_store
 
 GOLDEN_CUSTOMERS = dg.AssetKey("golden_customers")
 
 
-def flow_steps(cfg: SyncConfig) -> list[FlowStep]:
-    """The configured flow as survivorship steps (source first, later steps win)."""
-    steps = []
-    if cfg.flow.source != "current_data":
-        src = cfg.connectors[cfg.flow.source]
-        steps.append(FlowStep(cfg.flow.source, tuple(src.aspects)))
-    for step in cfg.flow.enrichments:
-        aspects = step.aspects or cfg.connectors[step.connector].aspects
-        steps.append(FlowStep(step.connector, tuple(aspects)))
-    return steps
+def aspect_key(aspect: str) -> dg.AssetKey:
+    return dg.AssetKey(f"golden_{aspect}")
 
 
-def build_golden_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        key=GOLDEN_CUSTOMERS,
-        group_name="golden",
-        ins={"identity_map": dg.AssetIn(key=IDENTITY_MAP)},
-        required_resource_keys={"state_db", "sync_config"},
-        pool=STATE_POOL,
-        description="The golden record of every person: fields chosen by the flow and ownership rules.",
+def flow_aspects(plan: SyncPlan) -> list[str]:
+    """The multi-valued aspects some flow step contributes (their tables exist)."""
+    given = {a for s in plan.steps for a in s.aspects}
+    return [a for a in ENTRY_ASPECTS if a in given or plan.uses_current_data]
+
+
+def golden_table_schema() -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn("golden_id", "string"),
+            *[dg.TableColumn(c, "string") for c in GOLDEN_FIELDS],
+            dg.TableColumn("entries_hash", "string", description="digest of the aspect entries"),
+        ]
     )
-    def golden_customers(
-        context: dg.AssetExecutionContext, identity_map: pd.DataFrame
-    ) -> dg.MaterializeResult:
-        cfg_now = context.resources.sync_config.load()
+
+
+def _aspect_schema(aspect: str) -> dg.TableSchema:
+    cols = ["golden_id", "entry_key", "parent_key", *ASPECT_COLUMNS[aspect], "providers"]
+    return dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in cols])
+
+
+def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    aspects = flow_aspects(plan)
+    outs = {
+        "golden_customers": dg.AssetOut(
+            key=GOLDEN_CUSTOMERS,
+            group_name="golden",
+            kinds={"pandas"},
+            owners=["team:custsync"],
+            description="The golden record of every person or company: single-valued fields "
+            "chosen by the flow (latest connector) and ownership rules, with a version.",
+        ),
+        **{
+            f"golden_{a}": dg.AssetOut(
+                key=aspect_key(a),
+                group_name="golden",
+                kinds={"sql"},
+                owners=["team:custsync"],
+                description=f"Golden {a.replace('_', ' ')}: the union of every contributing "
+                "step's entries, one per natural key, each with the connectors that hold it "
+                "(state-DB table golden_entries).",
+            )
+            for a in aspects
+        },
+    }
+
+    @dg.multi_asset(
+        name="merge_golden_records",
+        outs=outs,
+        ins={"identity_map": dg.AssetIn(key=IDENTITY_MAP)},
+        required_resource_keys={"state_db"},
+        pool=STATE_POOL,
+        can_subset=False,
+    )
+    def merge_golden_records(context: dg.AssetExecutionContext, identity_map: pd.DataFrame):
         engine = context.resources.state_db.engine
-        records = core.load_source_records(engine, cfg_now.enabled_connectors())
-        result = build_golden(
-            records,
-            identity_map,
-            flow_steps(cfg_now),
-            cfg_now.flow.ownership,
-            placeholder_rules=cfg_now.identity.identifiers,
-        )
+        records = core.load_source_records(engine, list(plan.connectors))
+        entries = golden_store.load_source_entries(engine, list(plan.connectors))
+        previous = core.load_golden_records(engine)
+        previous_entries = golden_store.load_golden_entries(engine)
+        result = merge_golden(plan, records, identity_map, entries, previous, previous_entries)
         now = pd.Timestamp.now(tz="UTC")
         changed, events, gone = diff_golden(
-            result.golden, core.load_golden_records(engine), result.provenance, now
+            result.golden,
+            previous,
+            result.provenance,
+            now,
+            new_entries=result.entries,
+            old_entries=previous_entries,
         )
         core.save_golden_records(engine, changed, events)
+        golden_store.save_golden_aspects(
+            engine,
+            [*changed["golden_id"].astype(str), *gone],
+            result.entries,
+            result.entry_sources,
+            result.provenance,
+        )
         core.delete_golden_records(engine, gone)
+        entry_events = int(events["field"].str.contains("[", regex=False).sum())
+        nameless = int(nameless_golden(result.golden).sum())
         context.log.info(
             f"{len(result.golden)} golden records: {len(changed)} new or changed, "
-            f"{len(events)} field changes, {len(gone)} retired"
+            f"{len(events) - entry_events} field changes, {entry_events} aspect entry changes, "
+            f"{len(gone)} retired; {len(result.entries)} aspect entries"
         )
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            asset_key=GOLDEN_CUSTOMERS,
             value=result.golden,
             metadata={
                 "dagster/row_count": len(result.golden),
+                "dagster/column_schema": golden_table_schema(),
                 "changed_records": len(changed),
-                "field_changes": len(events),
+                "field_changes": len(events) - entry_events,
+                "entry_changes": entry_events,
                 "retired_ids": len(gone),
+                "nameless_records": nameless,
+                "aspect_entries": len(result.entries),
+                **{f"ownership_refused_{f}": n for f, n in result.refused.items()},
             },
         )
+        counts = result.entries["aspect"].value_counts() if len(result.entries) else {}
+        multi = (
+            result.entries.loc[result.entries["providers"].str.contains(",", regex=False), "aspect"]
+            .value_counts()
+            .to_dict()
+            if len(result.entries)
+            else {}
+        )
+        for a in aspects:
+            yield dg.MaterializeResult(
+                asset_key=aspect_key(a),
+                metadata={
+                    "dagster/row_count": int(counts.get(a, 0)),
+                    "dagster/column_schema": _aspect_schema(a),
+                    "held_by_several_connectors": int(multi.get(a, 0)),
+                },
+            )
 
-    return [golden_customers]
+    @dg.asset_check(
+        asset=GOLDEN_CUSTOMERS,
+        name="every_golden_record_has_a_name",
+        required_resource_keys={"state_db"},
+        description="A golden record with no first name, last name or company name "
+        "cannot be addressed: its sources give no name aspect.",
+    )
+    def every_golden_record_has_a_name(context: dg.AssetCheckExecutionContext):
+        golden = core.load_golden_records(context.resources.state_db.engine)
+        nameless = nameless_golden(golden)
+        return dg.AssetCheckResult(
+            passed=not nameless.any(),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"nameless_records": int(nameless.sum()), "records": len(golden)},
+        )
+
+    @dg.asset_check(
+        asset=GOLDEN_CUSTOMERS,
+        name="every_aspect_entry_has_provenance",
+        required_resource_keys={"state_db"},
+        blocking=True,
+        description="Every golden aspect entry names at least one connector that holds it.",
+    )
+    def every_aspect_entry_has_provenance(context: dg.AssetCheckExecutionContext):
+        engine = context.resources.state_db.engine
+        missing = entries_without_provenance(
+            golden_store.load_golden_entries(engine), golden_store.load_entry_sources(engine)
+        )
+        return dg.AssetCheckResult(
+            passed=missing == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"entries_without_provenance": missing},
+        )
+
+    return [merge_golden_records, every_golden_record_has_a_name, every_aspect_entry_has_provenance]

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
-from custsync_pipeline.config import SyncConfig
 from custsync_pipeline.defs.extract.assets import customers_key
 from custsync_pipeline.defs.resources import STATE_POOL
+from custsync_pipeline.domain.plan import SyncPlan
 
 IDENTITY_MAP = dg.AssetKey("identity_map")
 IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
@@ -41,8 +41,8 @@ def resolution_metadata(stats: dict[str, int], conflicts: pd.DataFrame) -> dict[
     }
 
 
-def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
-    upstream = [customers_key(n) for n in cfg.enabled_connectors()]
+def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
+    upstream = [customers_key(n) for n in plan.connectors]
 
     @dg.multi_asset(
         name="resolve_identities",
@@ -59,7 +59,7 @@ def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
             ),
         },
         deps=upstream,
-        required_resource_keys={"state_db", "sync_config"},
+        required_resource_keys={"state_db"},
         pool=STATE_POOL,
     )
     def resolve(context: dg.AssetExecutionContext):
@@ -71,19 +71,16 @@ def build_identity_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
             save_identity_result,
         )
 
-        cfg_now = context.resources.sync_config.load()
         engine = context.resources.state_db.engine
         records = load_resolution_records(
-            engine,
-            cfg_now.enabled_connectors(),
-            resolution_columns(cfg_now.identity.identifiers),
+            engine, list(plan.connectors), resolution_columns(list(plan.identifiers))
         )
         prior_map, golden_ids, decisions = load_identity_state(engine)
         to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
         now = pd.Timestamp(datetime.now(UTC))
         result = resolve_identities(
             to_resolve,
-            cfg_now.identity.identifiers,
+            list(plan.identifiers),
             prior_map=prior_map,
             golden_ids=golden_ids,
             decisions=decisions,

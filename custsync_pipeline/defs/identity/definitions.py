@@ -1,11 +1,11 @@
-"""Builds the identity area's definitions from the sync config (lanes follow the configured connectors)."""
+"""Builds the identity area's definitions from the sync config (the sync plan, parsed once per process)."""
 
 import dagster as dg
 
-from custsync_pipeline.config import load_sync_config
+from custsync_pipeline.config import current_plan
 from custsync_pipeline.defs.identity.assets import build_identity_assets
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=build_identity_assets(load_sync_config()))
+    return dg.Definitions(assets=build_identity_assets(current_plan()))

@@ -11,13 +11,20 @@ import json
 import dagster as dg
 import pandas as pd
 
-from custsync_pipeline.config import PublishTarget, SyncConfig
 from custsync_pipeline.connectors.base import WriteOp
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
-from custsync_pipeline.domain.deltas import attach_payloads, compute_deltas, hold_back
+from custsync_pipeline.domain.deltas import (
+    aspect_payload_hashes,
+    attach_payloads,
+    compute_deltas,
+    entry_lists,
+    hold_back,
+)
+from custsync_pipeline.domain.plan import PublishPolicy, SyncPlan
 from custsync_pipeline.store import core
+from custsync_pipeline.store import golden as golden_store
 
 PUBLISH_CHUNK = (
     1000  # ops recorded per state-DB transaction: a crash loses at most this much progress
@@ -32,17 +39,18 @@ def published_key(target: str) -> dg.AssetKey:
     return dg.AssetKey([target, "published"])
 
 
-def subscribed_fields(cfg: SyncConfig, target: PublishTarget) -> list[str]:
-    """The target's fields, less any field another connector owns... or the target owns itself.
+def with_aspects(
+    frame: pd.DataFrame, entries: pd.DataFrame, aspects: list[str], by: str
+) -> pd.DataFrame:
+    """``frame`` plus one column per aspect holding its entries (``deltas.entry_lists``)."""
+    out = frame.copy()
+    for aspect in aspects:
+        lists = entry_lists(entries, aspect, by=by)
+        out[aspect] = out[by].map(lists)
+    return out
 
-    A field owned by the target is its to set: pushing it back would overwrite
-    the owner with a copy of its own (possibly stale) value.
-    """
-    owned_by_target = {f for f, owner in cfg.flow.ownership.items() if owner == target.connector}
-    return [f for f in target.fields if f not in owned_by_target]
 
-
-def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
+def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
     name = target.connector
     api_key = connector_resource_key(name)
 
@@ -53,7 +61,9 @@ def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
             "golden_customers": dg.AssetIn(key=GOLDEN_CUSTOMERS),
             "identity_map": dg.AssetIn(key=IDENTITY_MAP),
         },
-        required_resource_keys={"state_db", "sync_config", api_key},
+        required_resource_keys={"state_db", api_key},
+        kinds={"pandas"},
+        owners=["team:custsync"],
         pool=STATE_POOL,
         description=f"Creates and updates {name} needs to match the golden records (queued in the outbox).",
     )
@@ -62,10 +72,9 @@ def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
         golden_customers: pd.DataFrame,
         identity_map: pd.DataFrame,
     ) -> dg.MaterializeResult:
-        cfg_now = context.resources.sync_config.load()
         engine = context.resources.state_db.engine
-        target_now = next(t for t in cfg_now.publish if t.connector == name)
-        fields = subscribed_fields(cfg_now, target_now)
+        fields = plan.target_fields(name)
+        aspects = list(target.aspects)
         members = core.load_source_records(engine, [name]).merge(
             identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
         )
@@ -81,12 +90,30 @@ def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
             ]
         )
         connector = getattr(context.resources, api_key).connector()
-        takes, held_back = hold_back(golden_customers, target_now.kinds, target_now.required_fields)
+        takes, held_back = hold_back(golden_customers, target.kinds, target.required_fields)
         write_object = getattr(connector, "write_object", None)
-        deltas = compute_deltas(
-            takes, members, fields, settled, writable_types=[write_object] if write_object else None
-        )
         golden_sub = golden_customers[["golden_id", *fields]]
+        aspect_hashes = member_hashes = None
+        if aspects:
+            # the aspects compared in the target's shape, golden side and member side
+            g_entries = golden_store.load_golden_entries(engine)
+            golden_sub = with_aspects(golden_sub, g_entries, aspects, by="golden_id")
+            m_entries = golden_store.load_source_entries(engine, [name])
+            m_frame = with_aspects(members[["source_id"]], m_entries, aspects, by="source_id")
+            taken = golden_sub[golden_sub["golden_id"].isin(takes["golden_id"])]
+            aspect_hashes = aspect_payload_hashes(taken, aspects, connector.from_canonical)
+            member_hashes = aspect_payload_hashes(
+                m_frame, aspects, connector.from_canonical, key="source_id"
+            )
+        deltas = compute_deltas(
+            takes,
+            members,
+            fields,
+            settled,
+            writable_types=[write_object] if write_object else None,
+            aspect_hashes=aspect_hashes,
+            member_aspect_hashes=member_hashes,
+        )
         deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
         core.enqueue_deltas(engine, name, deltas)
         creates = (
@@ -110,7 +137,7 @@ def _deltas_asset(target: PublishTarget) -> dg.AssetsDefinition:
     return outbound_deltas
 
 
-def _published_asset(target: PublishTarget) -> dg.AssetsDefinition:
+def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
     name = target.connector
     api_key = connector_resource_key(name)
 
@@ -119,6 +146,8 @@ def _published_asset(target: PublishTarget) -> dg.AssetsDefinition:
         group_name="publish",
         deps=[deltas_key(name)],
         required_resource_keys={"state_db", api_key},
+        kinds={"python"},
+        owners=["team:custsync"],
         pool=api_key,
         description=f"Sends pending and failed {name} deltas; records each entity's status in the ledger.",
     )
@@ -170,10 +199,8 @@ def _published_asset(target: PublishTarget) -> dg.AssetsDefinition:
     return published
 
 
-def build_publish_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
+def build_publish_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
-    enabled = cfg.enabled_connectors()
-    for target in cfg.publish:
-        if target.connector in enabled:
-            assets += [_deltas_asset(target), _published_asset(target)]
+    for target in plan.publish:
+        assets += [_deltas_asset(plan, target), _published_asset(target)]
     return assets

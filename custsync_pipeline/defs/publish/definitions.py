@@ -1,11 +1,11 @@
-"""Builds the publish area's definitions from the sync config (lanes follow the configured connectors)."""
+"""Builds the publish area's definitions from the sync config (the sync plan, parsed once per process)."""
 
 import dagster as dg
 
-from custsync_pipeline.config import load_sync_config
+from custsync_pipeline.config import current_plan
 from custsync_pipeline.defs.publish.assets import build_publish_assets
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=build_publish_assets(load_sync_config()))
+    return dg.Definitions(assets=build_publish_assets(current_plan()))

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from custsync_pipeline.config import SyncConfig, load_sync_config
+from custsync_pipeline.config import current_plan
 from custsync_pipeline.defs.resources import StateDBResource
+from custsync_pipeline.domain.plan import SyncPlan
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -66,12 +67,11 @@ nightly_reconciliation = dg.ScheduleDefinition(
 )
 
 
-def publish_job_for(cfg: SyncConfig) -> "UnresolvedAssetJobDefinition":
+def publish_job_for(plan: SyncPlan) -> "UnresolvedAssetJobDefinition":
     """Sends what the outbox holds for every publish target (``<t>/published`` only)."""
     from custsync_pipeline.defs.publish.assets import published_key
 
-    enabled = cfg.enabled_connectors()
-    keys = [published_key(t.connector) for t in cfg.publish if t.connector in enabled]
+    keys = [published_key(t.connector) for t in plan.publish]
     return dg.define_asset_job(
         name="publish_job",
         selection=dg.AssetSelection.assets(*keys),
@@ -105,7 +105,7 @@ def build_outbox_sensor(job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinit
             return dg.SkipReason(f"run {busy[0].run_id} ({busy[0].job_name}) is in flight")
         counts = core.outbox_status_counts(state_db.engine)
         waiting = counts[counts["status"].isin(["pending", "failed"])]
-        targets = sorted(set(waiting["target"]) & {t.connector for t in load_sync_config().publish})
+        targets = sorted(set(waiting["target"]) & {t.connector for t in current_plan().publish})
         if not targets:
             return dg.SkipReason("nothing pending or failed in the outbox")
         n = int(waiting.loc[waiting["target"].isin(targets), "n"].sum())
@@ -117,17 +117,21 @@ def build_outbox_sensor(job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinit
     return publish_pending_deltas
 
 
-def downstream_step_keys(cfg: SyncConfig) -> set[str]:
+def downstream_step_keys(plan: SyncPlan) -> set[str]:
     """Step keys of the identity, golden and publish assets for this config."""
     from custsync_pipeline.defs.golden.assets import build_golden_assets
     from custsync_pipeline.defs.identity.assets import build_identity_assets
     from custsync_pipeline.defs.publish.assets import build_publish_assets
 
-    assets = [*build_identity_assets(cfg), *build_golden_assets(cfg), *build_publish_assets(cfg)]
-    return {a.node_def.name for a in assets}
+    assets = [
+        *build_identity_assets(plan),
+        *build_golden_assets(plan),
+        *build_publish_assets(plan),
+    ]
+    return {a.node_def.name for a in assets if not isinstance(a, dg.AssetChecksDefinition)}
 
 
-def only_lanes_failed(failed_step_keys: Iterable[str], cfg: SyncConfig) -> bool:
+def only_lanes_failed(failed_step_keys: Iterable[str], plan: SyncPlan) -> bool:
     """True when some steps failed and none of them is downstream of extraction.
 
     A failure in identity, golden or publish is not retried here: running the same
@@ -135,7 +139,7 @@ def only_lanes_failed(failed_step_keys: Iterable[str], cfg: SyncConfig) -> bool:
     retried from the outbox instead).
     """
     failed = set(failed_step_keys)
-    return bool(failed) and not (failed & downstream_step_keys(cfg))
+    return bool(failed) and not (failed & downstream_step_keys(plan))
 
 
 @dg.run_failure_sensor(
@@ -150,7 +154,7 @@ def only_lanes_failed(failed_step_keys: Iterable[str], cfg: SyncConfig) -> bool:
 )
 def continue_after_failed_lanes(context: dg.RunFailureSensorContext):
     failed = sorted({e.step_key for e in context.get_step_failure_events() if e.step_key})
-    if not only_lanes_failed(failed, load_sync_config()):
+    if not only_lanes_failed(failed, current_plan()):
         return dg.SkipReason(
             f"run {context.dagster_run.run_id} failed downstream of extraction "
             f"({', '.join(failed) or 'no step failure'}): nothing to continue"
@@ -164,7 +168,7 @@ def continue_after_failed_lanes(context: dg.RunFailureSensorContext):
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    publish_job = publish_job_for(load_sync_config())
+    publish_job = publish_job_for(current_plan())
     return dg.Definitions(
         jobs=[sync_job, resolve_and_publish_job, publish_job],
         schedules=[sync_schedule, nightly_reconciliation],

@@ -1,0 +1,200 @@
+"""Aspect tables of the state DB: the entries each source record gives, the merged entries
+of every golden record with their provenance, and which connector gave each golden field.
+
+``source_entries`` is replaced per connector with its source records; the
+golden tables are rewritten only for golden ids whose record changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from custsync_pipeline.domain.aspects import (
+    ENTRY_COLUMNS,
+    KEY_COLUMNS,
+    LOCAL_COLUMNS,
+    VALUE_COLUMNS,
+    conform_entries,
+)
+from custsync_pipeline.domain.golden import ENTRY_SOURCE_COLUMNS, GOLDEN_ENTRY_COLUMNS
+from custsync_pipeline.store.core import (
+    _insert_chunks,
+    _read_frame,
+    _records,
+    golden_events,
+    golden_records,
+)
+from custsync_pipeline.store.db import metadata
+
+
+def _value_columns() -> list[sa.Column]:
+    return [sa.Column(c, sa.Float() if c == "size" else sa.Text()) for c in VALUE_COLUMNS]
+
+
+source_entries = sa.Table(
+    "source_entries",
+    metadata,
+    *[sa.Column(c, sa.Text, primary_key=c in KEY_COLUMNS[:4]) for c in KEY_COLUMNS],
+    *[sa.Column(c, sa.Text) for c in LOCAL_COLUMNS],
+    *_value_columns(),
+    sa.Column("seen_at", sa.DateTime(timezone=True)),
+    comment="multi-valued aspect entries of each stored source record",
+)
+
+golden_entries = sa.Table(
+    "golden_entries",
+    metadata,
+    sa.Column("golden_id", sa.Text, primary_key=True),
+    sa.Column("aspect", sa.Text, primary_key=True),
+    sa.Column("entry_key", sa.Text, primary_key=True),
+    sa.Column("parent_key", sa.Text),
+    *_value_columns(),
+    sa.Column("providers", sa.Text),  # every connector that holds the entry, comma-separated
+    sa.Column("connector", sa.Text),  # the one whose values won
+    comment="merged multi-valued aspect entries of each golden record",
+)
+
+golden_entry_sources = sa.Table(
+    "golden_entry_sources",
+    metadata,
+    sa.Column("golden_id", sa.Text, primary_key=True),
+    sa.Column("aspect", sa.Text, primary_key=True),
+    sa.Column("entry_key", sa.Text, primary_key=True),
+    sa.Column("connector", sa.Text, primary_key=True),
+    sa.Column("source_id", sa.Text),
+    sa.Column("seen_at", sa.DateTime(timezone=True)),
+    comment="which connector holds each golden entry and when it last saw it",
+)
+
+golden_field_sources = sa.Table(
+    "golden_field_sources",
+    metadata,
+    sa.Column("golden_id", sa.Text, primary_key=True),
+    sa.Column("field", sa.Text, primary_key=True),
+    sa.Column("connector", sa.Text),
+    sa.Column("source_id", sa.Text),
+    comment="which connector and record gave each golden field its value",
+)
+
+
+def _chunks(values: list[str], size: int = 5000) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame) -> int:
+    """Store one connector's entries (full snapshot semantics, like its source records)."""
+    rows = conform_entries(entries)
+    rows = rows[rows["entry_key"].notna()].drop_duplicates(list(KEY_COLUMNS[:4]))
+    records = _records(rows[list(ENTRY_COLUMNS)])
+    with engine.begin() as conn:
+        conn.execute(source_entries.delete().where(source_entries.c.connector == connector))
+        _insert_chunks(conn, source_entries, records)
+    return len(records)
+
+
+def load_source_entries(engine: Engine, connectors: Iterable[str] | None = None) -> pd.DataFrame:
+    stmt = sa.select(source_entries)
+    if connectors is not None:
+        stmt = stmt.where(source_entries.c.connector.in_(list(connectors)))
+    return conform_entries(_read_frame(engine, stmt))
+
+
+def load_golden_entries(engine: Engine, golden_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    stmt = sa.select(golden_entries)
+    if golden_ids is not None:
+        stmt = stmt.where(golden_entries.c.golden_id.in_(list(golden_ids)))
+    frame = _read_frame(engine, stmt)
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="string") for c in GOLDEN_ENTRY_COLUMNS})
+    for c in GOLDEN_ENTRY_COLUMNS:
+        if c != "size":
+            frame[c] = frame[c].astype("string")
+    frame["size"] = pd.to_numeric(frame["size"], errors="coerce")
+    return frame[list(GOLDEN_ENTRY_COLUMNS)]
+
+
+def load_entry_sources(engine: Engine) -> pd.DataFrame:
+    return _read_frame(engine, sa.select(golden_entry_sources))
+
+
+def save_golden_aspects(
+    engine: Engine,
+    golden_ids: list[str],
+    entries: pd.DataFrame,
+    entry_sources: pd.DataFrame,
+    field_sources: pd.DataFrame,
+) -> None:
+    """Rewrite the entries, entry sources and field sources of ``golden_ids`` (the changed
+    and retired ones) in one transaction."""
+    ids = set(golden_ids)
+    tables = (
+        (golden_entries, entries, GOLDEN_ENTRY_COLUMNS),
+        (golden_entry_sources, entry_sources, ENTRY_SOURCE_COLUMNS),
+        (golden_field_sources, field_sources, ("golden_id", "field", "connector", "source_id")),
+    )
+    with engine.begin() as conn:
+        for table, frame, cols in tables:
+            for chunk in _chunks(sorted(ids)):
+                conn.execute(table.delete().where(table.c.golden_id.in_(chunk)))
+            if frame is not None and not frame.empty:
+                rows = frame[frame["golden_id"].isin(ids)]
+                _insert_chunks(conn, table, _records(rows[list(cols)]))
+
+
+def delete_golden_aspects(engine: Engine, golden_ids: list[str]) -> None:
+    save_golden_aspects(engine, golden_ids, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+
+
+def golden_history(engine: Engine, golden_id: str) -> pd.DataFrame:
+    """Every change event of one golden id, oldest first."""
+    stmt = (
+        sa.select(golden_events)
+        .where(golden_events.c.golden_id == golden_id)
+        .order_by(golden_events.c.version, golden_events.c.id)
+    )
+    return _read_frame(engine, stmt)
+
+
+def golden_sources(engine: Engine, golden_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Which connector gave each field of ``golden_id``, and its entries with every holder."""
+    fields = _read_frame(
+        engine,
+        sa.select(golden_field_sources).where(golden_field_sources.c.golden_id == golden_id),
+    )
+    entries = _read_frame(
+        engine,
+        sa.select(
+            golden_entries.c.aspect,
+            golden_entries.c.entry_key,
+            golden_entries.c.parent_key,
+            *[golden_entries.c[c] for c in VALUE_COLUMNS],
+            golden_entries.c.providers,
+            golden_entry_sources.c.connector,
+            golden_entry_sources.c.source_id,
+            golden_entry_sources.c.seen_at,
+        )
+        .join(
+            golden_entry_sources,
+            sa.and_(
+                golden_entries.c.golden_id == golden_entry_sources.c.golden_id,
+                golden_entries.c.aspect == golden_entry_sources.c.aspect,
+                golden_entries.c.entry_key == golden_entry_sources.c.entry_key,
+            ),
+        )
+        .where(golden_entries.c.golden_id == golden_id)
+        .order_by(golden_entries.c.aspect, golden_entries.c.entry_key),
+    )
+    return fields, entries
+
+
+def golden_exists(engine: Engine, golden_id: str) -> bool:
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(golden_records.c.golden_id).where(golden_records.c.golden_id == golden_id)
+        ).first()
+    return found is not None
