@@ -15,7 +15,9 @@ _COMMAND_MODULES = (
     "custsync_pipeline.sandbox.cli",
     "custsync_pipeline.cli_run",
     "custsync_pipeline.cli_identity",
+    "custsync_pipeline.cli_golden",
     "custsync_pipeline.cli_review",
+    "custsync_pipeline.cli_forget",
 )
 
 

@@ -1,41 +1,105 @@
 """A Parquet IO manager for the DataFrames passed between assets (not pickles).
 
 Nested vendor values (dicts, lists) that Arrow cannot type are stored as JSON
+text, and a column mixing scalar types (an id sent as 5 here and "A5" there) as
 text, so any connector's raw payload round-trips.
+
+The step outputs hold personal data (raw payloads, canonical rows): every file is
+written 0600 inside directories made 0700, whatever the umask, so only the user
+running custsync can read them. ``purge_outputs`` removes a person's rows from
+every stored output (``custsync forget``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def storage_root(base_dir: str = "") -> Path:
+    """Where step outputs live: ``base_dir``, else ``$DAGSTER_HOME/storage/custsync``,
+    else ``.custsync/storage``."""
+    if base_dir:
+        return Path(base_dir)
+    home = os.environ.get("DAGSTER_HOME")
+    return Path(home, "storage", "custsync") if home else Path(".custsync", "storage")
+
+
+def _private_dirs(root: Path, leaf_dir: Path) -> None:
+    """Create ``leaf_dir`` and make it and every directory from ``root`` down 0700."""
+    leaf_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    chain = [leaf_dir, *leaf_dir.parents]
+    for directory in chain:
+        if directory != root and root not in directory.parents:
+            break
+        if (directory.stat().st_mode & 0o777) != DIR_MODE:
+            directory.chmod(DIR_MODE)  # also tightens a directory an older version left 0755
 
 
 def _jsonify_nested(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for col in out.columns:
-        if out[col].dtype == object:
-            sample = out[col].dropna()
-            if not sample.empty and sample.map(lambda v: isinstance(v, dict | list)).any():
-                out[col] = out[col].map(
-                    lambda v: json.dumps(v, default=str) if isinstance(v, dict | list) else v
-                )
+        if out[col].dtype != object:
+            continue
+        kind = pd.api.types.infer_dtype(out[col], skipna=True)
+        if kind in ("string", "empty"):
+            continue
+        if kind in ("bytes", "boolean", "integer", "floating", "decimal"):
+            try:  # one Arrow type: stored as it is (unless an int outgrows int64)
+                pa.array(out[col], from_pandas=True)
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                pass
+        values = out[col].to_numpy(dtype=object)
+        present = ~pd.isna(out[col]).to_numpy()
+        nested = np.fromiter(
+            (isinstance(v, dict | list) for v in values), dtype=bool, count=len(values)
+        )
+        text = np.where(
+            nested,
+            [json.dumps(v, default=str) if n else v for v, n in zip(values, nested, strict=True)],
+            values,
+        )
+        # mixed scalars (5 and "A5", True and "yes") become text: Arrow needs one type per column
+        mixed = present & ~nested
+        if mixed.any():
+            text[mixed] = [str(v) for v in text[mixed]]
+        out[col] = pd.Series(text, index=out.index, dtype=object).where(present, None)
     return out
 
 
+def write_private_parquet(frame: pd.DataFrame, path: Path, root: Path) -> None:
+    """Write ``frame`` to ``path`` atomically, the file 0600 and its directories 0700."""
+    _private_dirs(root, path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)  # mkstemp creates it 0600: readable by no one else from the first byte
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Writes each asset's DataFrame to ``<base_dir>/<asset/key/path>.parquet``."""
+    """Writes each asset's DataFrame to ``<base_dir>/<asset/key/path>.parquet`` (0600, dirs 0700)."""
 
     base_dir: str = ""
 
     def _root(self) -> Path:
-        if self.base_dir:
-            return Path(self.base_dir)
-        home = os.environ.get("DAGSTER_HOME")
-        return Path(home, "storage", "custsync") if home else Path(".custsync", "storage")
+        return storage_root(self.base_dir)
 
     def _path(self, context: dg.InputContext | dg.OutputContext) -> Path:
         key = context.asset_key.path
@@ -48,13 +112,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             raise TypeError(
                 f"{context.asset_key.to_user_string()}: expected a DataFrame, got {type(obj).__name__}"
             )
-        path = self._path(context)
-        path.parent.mkdir(parents=True, exist_ok=True)
         frame = _jsonify_nested(obj).reset_index(drop=True)
         frame.columns = [str(c) for c in frame.columns]
-        tmp = path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)  # atomic: a reader never sees half a file
+        write_private_parquet(frame, self._path(context), self._root())
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         path = self._path(context)
@@ -64,3 +124,76 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 "materialize it first"
             )
         return pd.read_parquet(path)
+
+
+# --------------------------------------------------------------------------- erasure
+
+GOLDEN_ID_COLUMNS = ("golden_id", "golden_id_a", "golden_id_b", "merged_into")
+SOURCE_PAIRS = (
+    ("connector", "source_id"),
+    ("connector_a", "source_id_a"),
+    ("connector_b", "source_id_b"),
+)
+
+
+def person_rows(
+    frame: pd.DataFrame,
+    golden_ids: Iterable[str],
+    records: Iterable[tuple[str, str]],
+    id_parts: Iterable[tuple[str, ...]] = (),
+) -> np.ndarray:
+    """Which rows of ``frame`` belong to the person: a golden id of theirs, one of their
+    (connector, source_id) records, or — a raw payload in vendor field names, without
+    those columns — a row holding every part of one of their source ids (``id_parts``:
+    ``("u123", "SE01")`` for a composite id) as a cell value."""
+    hit = np.zeros(len(frame), dtype=bool)
+    gids = list(golden_ids)
+    for col in GOLDEN_ID_COLUMNS:
+        if col in frame.columns:
+            hit |= frame[col].astype("string").isin(gids).fillna(False).to_numpy(dtype=bool)
+    recs = list(records)
+    for conn_col, id_col in SOURCE_PAIRS:
+        if recs and conn_col in frame.columns and id_col in frame.columns:
+            keys = pd.MultiIndex.from_arrays(
+                [frame[conn_col].astype("string"), frame[id_col].astype("string")]
+            )
+            hit |= keys.isin(recs)
+    parts = [p for p in id_parts if p]
+    if parts and not any(c in frame.columns for _, c in SOURCE_PAIRS):
+        texts = [
+            frame[c].astype("string")
+            for c in frame.columns
+            if frame[c].dtype == object or isinstance(frame[c].dtype, pd.StringDtype)
+        ]
+        for wanted in parts:  # a person has a handful of records: a few vectorized passes
+            row = np.ones(len(frame), dtype=bool)
+            for part in wanted:
+                has = np.zeros(len(frame), dtype=bool)
+                for text in texts:
+                    has |= (text == part).fillna(False).to_numpy(dtype=bool)
+                row &= has
+            hit |= row
+    return hit
+
+
+def purge_outputs(
+    root: Path,
+    golden_ids: Iterable[str],
+    records: Iterable[tuple[str, str]],
+    id_parts: Iterable[tuple[str, ...]] = (),
+) -> dict[str, int]:
+    """Rewrite every stored step output under ``root`` without the person's rows.
+
+    Returns rows removed per file (relative path); files without such rows are left alone.
+    """
+    gids, recs, vals = list(golden_ids), list(records), list(id_parts)
+    removed: dict[str, int] = {}
+    if not root.exists():
+        return removed
+    for path in sorted(root.rglob("*.parquet")):
+        frame = pd.read_parquet(path)
+        hit = person_rows(frame, gids, recs, vals)
+        if hit.any():
+            write_private_parquet(frame[~hit].reset_index(drop=True), path, root)
+            removed[str(path.relative_to(root))] = int(hit.sum())
+    return removed

@@ -41,6 +41,18 @@ def resolution_metadata(stats: dict[str, int], conflicts: pd.DataFrame) -> dict[
     }
 
 
+def masked_conflicts(conflicts: pd.DataFrame) -> pd.DataFrame:
+    """The review queue as a step output: source ids that are e-mail addresses (an Icomm
+    guest's UserId) masked like the key. The state DB keeps them in clear for stewards."""
+    from custsync_pipeline.domain.identity_keys import mask_keys
+
+    out = conflicts.copy()
+    for col in ("source_id_a", "source_id_b"):
+        if col in out.columns and len(out):
+            out[col] = mask_keys(out[col].to_numpy(dtype=object), contact=False)
+    return out
+
+
 def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     upstream = [customers_key(n) for n in plan.connectors]
 
@@ -103,7 +115,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         )
         yield dg.MaterializeResult(
             asset_key=IDENTITY_CONFLICTS,
-            value=result.conflicts,
+            value=masked_conflicts(result.conflicts),
             metadata={
                 "dagster/row_count": len(result.conflicts),
                 **conflict_counts(result.conflicts),

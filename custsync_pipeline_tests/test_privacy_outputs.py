@@ -1,0 +1,174 @@
+"""Personal data outside the state DB (issue 15): step outputs readable by their owner only,
+masked source ids in ``identity_conflicts``, and ``custsync forget`` erasing a person from the
+state DB and every stored step output. One real sync against the sandbox over real sockets,
+a real SQLite state DB and the real Parquet files."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from custsync_pipeline.cli import main
+from custsync_pipeline.defs.io import ParquetIOManager, purge_outputs
+from custsync_pipeline.sandbox.server import Sandbox
+from custsync_pipeline.store.db import make_engine
+from custsync_pipeline_tests.e2e import SANDBOX_SECRETS, materialize_all, write_sync_config
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory):
+    """One full sync of three lanes; yields (state DB URL, storage root)."""
+    tmp = tmp_path_factory.mktemp("privacy")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    url = f"sqlite:///{tmp / 'state.sqlite'}"
+    mp = pytest.MonkeyPatch()
+    old_umask = os.umask(
+        0o022
+    )  # the usual umask: files would be 0644 without the IO manager's care
+    try:
+        with Sandbox(seed=5, people=400, base_port=0) as sb:
+            cfg = write_sync_config(
+                tmp / "sync.yaml", sb.urls, url, enabled={"salesforce", "voyado", "icomm"}
+            )
+            for k, v in SANDBOX_SECRETS.items():
+                mp.setenv(k, v)
+            mp.setenv("CUSTSYNC_CONFIG", str(cfg))
+            mp.setenv("DAGSTER_HOME", str(home))
+            mp.delenv("CUSTSYNC_STATE_DB_URL", raising=False)
+            with dg.DagsterInstance.ephemeral() as instance:
+                result = materialize_all(instance, raise_on_error=False)
+            assert result.success
+        yield url, home / "storage" / "custsync"
+    finally:
+        os.umask(old_umask)
+        mp.undo()
+
+
+def test_step_outputs_are_0600_in_0700_directories(synced):
+    _, root = synced
+    files = list(root.rglob("*.parquet"))
+    assert len(files) >= 7  # three lanes x (raw, customers, rejected) + identity ...
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    dirs = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    for path in dirs:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_a_directory_left_open_by_an_older_version_is_tightened(tmp_path):
+    root = tmp_path / "storage"
+    (root / "crm").mkdir(parents=True)
+    os.chmod(root, 0o755)
+    os.chmod(root / "crm", 0o755)
+
+    class Ctx:
+        asset_key = dg.AssetKey(["crm", "raw_customers"])
+
+    ParquetIOManager(base_dir=str(root)).handle_output(Ctx(), pd.DataFrame({"id": [1, "A2"]}))
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "crm").stat().st_mode) == 0o700
+    path = root / "crm" / "raw_customers.parquet"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert list(pd.read_parquet(path)["id"]) == ["1", "A2"]  # mixed scalars stored as text
+
+
+CLEAR_EMAIL = r"[^|@*\s]@[^@\s]+\.[a-z]{2,}"  # a local part not ending in the mask's ***
+
+
+def _db_conflicts(url: str) -> pd.DataFrame:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text("SELECT * FROM identity_conflicts"), conn)
+    engine.dispose()
+    return frame
+
+
+def test_identity_conflicts_output_masks_source_ids_the_state_db_keeps(synced):
+    url, root = synced
+    stored = _db_conflicts(url)
+    ids = pd.concat([stored["source_id_a"], stored["source_id_b"]])
+    # the sandbox's Icomm guests are keyed by their e-mail: the review queue needs them clear
+    assert ids.str.contains(CLEAR_EMAIL, regex=True).any()
+    out = pd.read_parquet(root / "identity_conflicts.parquet")
+    assert len(out) == len(stored)
+    shown = pd.concat([out["source_id_a"], out["source_id_b"]])
+    assert not shown.str.contains(CLEAR_EMAIL, regex=True).any()
+    assert shown.str.contains(r"\*\*\*@", regex=True).any()
+    assert set(out["conflict_id"]) == set(stored["conflict_id"])
+
+
+def _text_cells_equal(frame: pd.DataFrame, values: set[str]) -> int:
+    hits = 0
+    for col in frame.columns:
+        if frame[col].dtype == object or isinstance(frame[col].dtype, pd.StringDtype):
+            hits += int(frame[col].astype("string").isin(values).fillna(False).sum())
+    return hits
+
+
+def test_forget_erases_a_person_from_the_state_db_and_every_step_output(synced, capsys):
+    url, root = synced
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        imap = pd.read_sql(
+            sa.text("SELECT connector, source_id, golden_id FROM identity_map"), conn
+        )
+    sizes = imap.groupby("golden_id")["connector"].nunique().sort_values(ascending=False)
+    gid = str(sizes.index[0])
+    assert sizes.iloc[0] >= 2  # a person known to several systems
+    members = imap[imap["golden_id"] == gid]
+    source_ids = set(members["source_id"])
+    others = imap[imap["golden_id"] != gid]
+    before = {p: pd.read_parquet(p) for p in root.rglob("*.parquet")}
+    assert sum(_text_cells_equal(f, {gid} | source_ids) for f in before.values()) > 0
+
+    # without --yes it only says what would go
+    assert main(["forget", gid, "--db", url]) == 2
+    assert "--yes" in capsys.readouterr().err
+    assert main(["forget", gid, "--db", url, "--yes", "--storage", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"forgot {gid}" in out and "identity_map" in out and "source_records" in out
+    assert not any(s in out for s in source_ids)  # counts only, no personal data
+
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    with engine.connect() as conn:
+        for table in meta.tables.values():
+            rows = pd.DataFrame(conn.execute(sa.select(table)).mappings().all())
+            if rows.empty:
+                continue
+            assert _text_cells_equal(rows, {gid}) == 0, table.name
+            if "source_id" in rows.columns and "connector" in rows.columns:
+                pairs = set(zip(rows["connector"], rows["source_id"], strict=True))
+                assert not pairs & set(zip(members["connector"], members["source_id"], strict=True))
+        left = pd.read_sql(sa.text("SELECT connector, source_id FROM identity_map"), conn)
+    engine.dispose()
+    # everyone else is still there
+    assert len(left) == len(others)
+    for path, frame in before.items():
+        after = pd.read_parquet(path)
+        assert _text_cells_equal(after, {gid} | source_ids) == 0, path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert len(after) >= len(frame) - len(members) - 50  # only the person's rows went
+    # a second request finds nothing
+    assert main(["forget", gid, "--db", url, "--yes", "--storage", str(root)]) == 1
+
+
+def test_purge_outputs_matches_every_part_of_a_composite_id_only(tmp_path):
+    root = tmp_path / "storage"
+    (root / "icomm").mkdir(parents=True)
+    raw = pd.DataFrame({"UserId": ["u1", "u1", "u2"], "StoreCode": ["SE01", "NO01", "SE01"]})
+    raw.to_parquet(root / "icomm" / "raw_customers.parquet")
+    removed = purge_outputs(root, {"G1"}, {("icomm", "u1|SE01")}, [("u1", "SE01")])
+    assert removed == {"icomm/raw_customers.parquet": 1}
+    left = pd.read_parquet(root / "icomm" / "raw_customers.parquet")
+    assert list(zip(left["UserId"], left["StoreCode"], strict=True)) == [
+        ("u1", "NO01"),
+        ("u2", "SE01"),
+    ]
