@@ -128,10 +128,14 @@ def format_explanation(ex) -> str:  # ex: store.identity.Explanation
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from custsync_pipeline.cli_golden import format_golden_sources
     from custsync_pipeline.store.identity import explain_golden_id
 
-    ex = explain_golden_id(_engine(args), args.golden_id)
+    engine = _engine(args)
+    ex = explain_golden_id(engine, args.golden_id)
     print(format_explanation(ex))
+    if ex.golden_id is not None:
+        print(format_golden_sources(engine, ex.golden_id))
     return 0 if ex.golden_id is not None else 1
 
 

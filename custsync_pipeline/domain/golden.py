@@ -149,7 +149,7 @@ def build_golden(
     """
     ownership = dict(ownership or {})
     ids = pd.Index(identity_map["golden_id"].unique(), name="golden_id").sort_values()
-    members = records.merge(
+    members = records.drop(columns=["golden_id"], errors="ignore").merge(
         identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
     )
     gid = ids.get_indexer(members["golden_id"])
@@ -266,7 +266,7 @@ def merge_entries(
     Returns (golden entries, entry sources: who holds each entry and when each last saw it).
     """
     e = conform_entries(entries)
-    e = e.drop(columns=["local_id", "parent_local_id"]).merge(
+    e = e.drop(columns=["local_id", "parent_local_id", "golden_id"], errors="ignore").merge(
         identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
     )
     e = e.merge(entry_rights(steps), on=["connector", "aspect"])
@@ -388,7 +388,8 @@ def row_hash(frame: pd.DataFrame, fields: Sequence[str]) -> pd.Series:
 
 
 def render_entry(entries: pd.DataFrame) -> pd.Series:
-    """An entry as one line of ``column=value`` pairs (the columns its aspect uses)."""
+    """An entry as one line of ``column=value`` pairs joined by ``"; "`` (the columns its
+    aspect uses, empty ones left out)."""
     text = pd.Series("", index=entries.index, dtype="string")
     for aspect, cols in ASPECT_COLUMNS.items():
         rows = entries["aspect"] == aspect
@@ -398,7 +399,8 @@ def render_entry(entries: pd.DataFrame) -> pd.Series:
         line = pd.Series("", index=sub.index, dtype="string")
         for c in cols:
             part = (c + "=" + sub[c]).where(sub[c] != "", "")
-            line = line.str.cat(part, sep=" ").str.strip()
+            joined = line + "; " + part
+            line = joined.where((line != "") & (part != ""), line + part)
         text.loc[rows] = line
     return text
 

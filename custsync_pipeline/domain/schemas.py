@@ -495,7 +495,8 @@ def _aspect(name: str, columns: dict[str, pa.Column]) -> pa.DataFrameSchema:
 def _detail_columns() -> dict[str, pa.Column]:
     return {
         "type": pa.Column("string", _isin(list(CONTACT_DETAIL_TYPES), "contact_kind")),
-        "value": _text(320),
+        # a phone is E.164 by now (a leading "+" is no formula here): printable, bounded
+        "value": pa.Column("string", [_max_len(320), _printable()], nullable=False),
     }
 
 

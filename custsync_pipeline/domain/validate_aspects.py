@@ -69,7 +69,12 @@ def normalize_entries(entries: pd.DataFrame, regions: pd.Series | None = None) -
         if regions is not None
         else pd.Series(pd.NA, index=out.index, dtype="string")
     )
-    region = region.fillna(out["country"].where(out["country"].str.len() == 2))
+    iso = out["country"].where(out["country"].str.len() == 2)
+    # else the entry's own country, else the country of an address of the same record
+    record_country = (
+        out.loc[iso.notna(), ["source_id"]].assign(c=iso).drop_duplicates("source_id")
+    ).set_index("source_id")["c"]
+    region = region.fillna(iso).fillna(out["source_id"].map(record_country).astype("string"))
     out["email"] = out["email"].where(out["email"].isna(), normalize_email(out["email"]))
     out["phone"] = out["phone"].where(out["phone"].isna(), normalize_phone(out["phone"], region))
     detail = out["aspect"].str.endswith("contact_details").fillna(False)

@@ -1,0 +1,312 @@
+"""Golden records v2 on small frames: each merge method and aspect, consents with time,
+versions and history events, and ``current_data`` as the source step."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS, PARENT_ASPECT
+from custsync_pipeline.domain.canonical import conform
+from custsync_pipeline.domain.golden import build_golden, diff_golden, merge_golden
+from custsync_pipeline.domain.plan import FlowStep, SyncPlan
+from custsync_pipeline.domain.validate_aspects import check_entries
+
+T0 = pd.Timestamp("2024-03-01", tz="UTC")
+
+
+def _records(rows: list[dict]) -> pd.DataFrame:
+    return conform(pd.DataFrame(rows))
+
+
+def _idmap(pairs: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(pairs, columns=["connector", "source_id", "golden_id"])
+
+
+def _entries(rows: list[dict]) -> pd.DataFrame:
+    """Raw entries -> validated, keyed entries (as a lane stores them)."""
+    frame = pd.DataFrame(rows)
+    out = []
+    for conn, group in frame.groupby("connector"):
+        checked = check_entries(group, str(conn), group["source_id"])
+        assert checked.rejected.empty, checked.rejected["reason"].tolist()
+        out.append(checked.valid)
+    return pd.concat(out, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- name
+
+
+def test_name_is_latest_connector_and_earlier_steps_fill_gaps() -> None:
+    steps = [FlowStep("exact", ("name",)), FlowStep("katana", ("name",))]
+    recs = _records(
+        [
+            dict(connector="exact", source_id="e1", first_name="Anna", last_name="Berg"),
+            dict(connector="katana", source_id="k1", first_name="Annie", last_name=None),
+        ]
+    )
+    golden = build_golden(recs, _idmap([("exact", "e1", "G"), ("katana", "k1", "G")]), steps)
+    row = golden.golden.iloc[0]
+    assert row["first_name"] == "Annie"  # the later step has a value: it wins
+    assert row["last_name"] == "Berg"  # it has none: the earlier step's stays
+    prov = golden.provenance.set_index("field")
+    assert prov.loc["first_name", "connector"] == "katana"
+    assert prov.loc["last_name", "connector"] == "exact"
+
+
+# --------------------------------------------------------------------------- multiple connectors
+
+# one (first system's, second system's) pair of entries per aspect: the same entry
+# typed two ways, plus one entry only the second system holds
+SAME_TWO_WAYS: dict[str, tuple[dict, dict, dict]] = {
+    "addresses": (
+        dict(type="billing", street="Storgatan 12", postal_code="111 22", city="Sthlm", country="SE"),
+        dict(type="Billing", street="STORGATAN  12", postal_code="11122", city="Stockholm", country="Sweden"),
+        dict(type="shipping", street="Hamnvägen 3", postal_code="41101", city="Göteborg", country="SE"),
+    ),
+    "contact_persons": (
+        dict(first_name="Åsa", last_name="Lind", role="buyer", email="asa@acme.se"),
+        dict(first_name="ASA", last_name="lind", role="CFO", phone="+46701234567"),
+        dict(first_name="Bo", last_name="Ek", role="ceo"),
+    ),
+    "customer_attributes": (
+        dict(name="segment", value="retail"),
+        dict(name="Segment", value="wholesale"),
+        dict(name="vat_exempt", value="yes"),
+    ),
+    "customer_contact_details": (
+        dict(type="email", value="Info@Acme.se"),
+        dict(type="email", value="info@acme.se"),
+        dict(type="website", value="https://acme.se"),
+    ),
+    "attachments": (
+        dict(name="contract.pdf", reference="https://files.example.org/c/1", content_type="application/pdf"),
+        dict(name="Contract", reference="https://files.example.org/c/1", size=1024),
+        dict(name="logo.png", reference="https://files.example.org/l/2", content_type="image/png"),
+    ),
+}  # fmt: skip
+# nested aspects: their parents, given by both systems, and the child entries
+PARENTS = {
+    "addresses": dict(type="billing", street="Storgatan 12", postal_code="11122", country="SE"),
+    "contact_persons": dict(first_name="Åsa", last_name="Lind"),
+}
+NESTED: dict[str, tuple[dict, dict, dict]] = {
+    "address_attributes": (dict(name="door_code", value="1234"), dict(name="DOOR_CODE", value="4321"), dict(name="floor", value="3")),
+    "address_contact_details": (dict(type="phone", value="+4681234567"), dict(type="phone", value="08-123 45 67"), dict(type="fax", value="+4681234568")),
+    "contact_person_attributes": (dict(name="title", value="Dr"), dict(name="title", value="Dr."), dict(name="language", value="sv")),
+    "contact_person_contact_details": (dict(type="email", value="asa@acme.se"), dict(type="email", value=" ASA@acme.se "), dict(type="mobile", value="+46701234567")),
+}  # fmt: skip
+
+
+def _two_systems(aspect: str) -> pd.DataFrame:
+    rows = []
+    if aspect in NESTED:
+        parent = PARENT_ASPECT[aspect]
+        first, second, only_b = NESTED[aspect]
+        for conn in ("exact", "katana"):
+            rows.append(
+                dict(
+                    connector=conn,
+                    source_id=conn[0] + "1",
+                    aspect=parent,
+                    local_id="p",
+                    **PARENTS[parent],
+                )
+            )
+        rows += [
+            dict(connector="exact", source_id="e1", aspect=aspect, parent_local_id="p", **first),
+            dict(connector="katana", source_id="k1", aspect=aspect, parent_local_id="p", **second),
+            dict(connector="katana", source_id="k1", aspect=aspect, parent_local_id="p", **only_b),
+        ]
+    else:
+        first, second, only_b = SAME_TWO_WAYS[aspect]
+        rows = [
+            dict(connector="exact", source_id="e1", aspect=aspect, **first),
+            dict(connector="katana", source_id="k1", aspect=aspect, **second),
+            dict(connector="katana", source_id="k1", aspect=aspect, **only_b),
+        ]
+    for r in rows:
+        r["seen_at"] = T0 if r["connector"] == "exact" else T0 + pd.Timedelta(days=1)
+    return _entries(rows)  # fmt: skip
+
+
+@pytest.mark.parametrize("aspect", ENTRY_ASPECTS)
+def test_multiple_connectors_union_deduplicated_with_provenance(aspect: str) -> None:
+    entries = _two_systems(aspect)
+    aspects = (aspect, PARENT_ASPECT.get(aspect, aspect))
+    steps = [FlowStep("exact", aspects), FlowStep("katana", aspects)]
+    recs = _records(
+        [dict(connector="exact", source_id="e1"), dict(connector="katana", source_id="k1")]
+    )
+    idmap = _idmap([("exact", "e1", "G"), ("katana", "k1", "G")])
+    res = build_golden(recs, idmap, steps, entries=entries)
+    mine = res.entries[res.entries["aspect"] == aspect]
+    # the same entry typed two ways is one entry, held by both; the other is katana's alone
+    assert len(mine) == 2, mine[list(ASPECT_COLUMNS[aspect])]
+    assert sorted(mine["providers"]) == ["exact,katana", "katana"]
+    both = mine[mine["providers"] == "exact,katana"].iloc[0]
+    # the values of the later step (katana) win for the shared entry
+    assert both["connector"] == "katana"
+    # every holder is listed with when it last saw the entry
+    held = res.entry_sources[
+        (res.entry_sources["aspect"] == aspect)
+        & (res.entry_sources["entry_key"] == both["entry_key"])
+    ]
+    assert held.set_index("connector")["seen_at"].to_dict() == {
+        "exact": T0,
+        "katana": T0 + pd.Timedelta(days=1),
+    }
+    if aspect in NESTED:
+        parents = res.entries[res.entries["aspect"] == PARENT_ASPECT[aspect]]
+        assert set(mine["parent_key"]) == set(parents["entry_key"])
+
+
+def test_entry_only_from_steps_that_contribute_the_aspect() -> None:
+    entries = _two_systems("addresses")
+    steps = [FlowStep("exact", ("addresses",)), FlowStep("katana", ("name",))]
+    recs = _records(
+        [dict(connector="exact", source_id="e1"), dict(connector="katana", source_id="k1")]
+    )
+    res = build_golden(
+        recs, _idmap([("exact", "e1", "G"), ("katana", "k1", "G")]), steps, entries=entries
+    )
+    assert list(res.entries["providers"]) == ["exact"]
+    assert res.entries.iloc[0]["street"] == "Storgatan 12"
+
+
+def test_entry_every_source_dropped_leaves_and_is_an_event() -> None:
+    steps = [FlowStep("exact", ("addresses",))]
+    recs = _records([dict(connector="exact", source_id="e1", last_name="Berg")])
+    idmap = _idmap([("exact", "e1", "G")])
+    first = build_golden(
+        recs, idmap, steps, entries=_two_systems("addresses").query("connector == 'exact'")
+    )
+    stored, ev1, _ = diff_golden(
+        first.golden, pd.DataFrame(), first.provenance, T0, first.entries, None
+    )
+    assert (ev1["field"].str.startswith("addresses[")).sum() == 1
+    second = build_golden(recs, idmap, steps, entries=None)
+    second_entries = second.entries
+    changed, ev2, _ = diff_golden(
+        second.golden, stored, second.provenance, T0, second_entries, first.entries
+    )
+    assert second_entries.empty
+    assert list(changed["version"]) == [2]
+    removed = ev2[ev2["field"].str.startswith("addresses[")]
+    assert len(removed) == 1 and removed["new_value"].isna().all()
+    assert "street=Storgatan 12" in removed["old_value"].iloc[0]
+
+
+# --------------------------------------------------------------------------- consents
+
+
+def _consent_rows(rows: list[tuple[str, str, str | None, str | None]]) -> pd.DataFrame:
+    return _records(
+        [
+            dict(
+                connector=c,
+                source_id=s,
+                email_consent=v,
+                email_consent_at=pd.Timestamp(at, tz="UTC") if at else None,
+                updated_at=T0,
+            )
+            for c, s, v, at in rows
+        ]
+    )
+
+
+CONSENT_STEPS = [FlowStep("crm", ("name", "consents")), FlowStep("voyado", ("consents",))]
+
+
+def test_consent_owner_newest_timestamp_wins_and_non_owner_is_ignored_and_counted() -> None:
+    recs = _consent_rows(
+        [
+            ("voyado", "v1", "yes", "2024-01-01"),
+            ("voyado", "v2", "no", "2024-02-01"),  # a duplicate in the owner, newer: wins
+            ("crm", "c1", "yes", "2024-03-01"),  # newest of all, but not the owner
+        ]
+    )
+    idmap = _idmap([("voyado", "v1", "G"), ("voyado", "v2", "G"), ("crm", "c1", "G")])
+    res = build_golden(recs, idmap, CONSENT_STEPS, ownership={"email_consent": "voyado"})
+    row = res.golden.iloc[0]
+    assert row["email_consent"] == "no"
+    assert row["email_consent_at"] == pd.Timestamp("2024-02-01", tz="UTC")
+    assert res.refused["email_consent"] == 1
+    assert res.provenance.set_index("field").loc["email_consent", "source_id"] == "v2"
+
+
+def test_known_consent_never_returns_to_not_set() -> None:
+    idmap = _idmap([("voyado", "v1", "G")])
+    own = {"email_consent": "voyado"}
+    first = build_golden(
+        _consent_rows([("voyado", "v1", "yes", "2024-01-01")]), idmap, CONSENT_STEPS, own
+    )
+    stored, _, _ = diff_golden(first.golden, pd.DataFrame(), first.provenance, T0)
+    # the owner stops sending the consent: the stored one stays, with its time
+    later = build_golden(
+        _consent_rows([("voyado", "v1", None, None)]), idmap, CONSENT_STEPS, own, previous=stored
+    )
+    assert later.golden.iloc[0]["email_consent"] == "yes"
+    assert later.golden.iloc[0]["email_consent_at"] == pd.Timestamp("2024-01-01", tz="UTC")
+    changed, _, _ = diff_golden(later.golden, stored, later.provenance, T0)
+    assert changed.empty
+    # a withdrawal by the owner is a change like any other
+    withdrawn = build_golden(
+        _consent_rows([("voyado", "v1", "no", "2024-05-01")]),
+        idmap,
+        CONSENT_STEPS,
+        own,
+        previous=stored,
+    )
+    assert withdrawn.golden.iloc[0]["email_consent"] == "no"
+
+
+# --------------------------------------------------------------------------- versions / history
+
+
+def test_versions_and_events_for_fields_and_entries() -> None:
+    steps = [FlowStep("exact", ("name", "addresses"))]
+    idmap = _idmap([("exact", "e1", "G")])
+    recs = _records([dict(connector="exact", source_id="e1", last_name="Berg")])
+    entries = _two_systems("addresses").query("connector == 'exact'")
+    r1 = build_golden(recs, idmap, steps, entries=entries)
+    s1, ev1, _ = diff_golden(r1.golden, pd.DataFrame(), r1.provenance, T0, r1.entries, None)
+    assert list(s1["version"]) == [1]
+    assert set(ev1["field"].str.replace(r"\[.*", "", regex=True)) == {"last_name", "addresses"}
+    assert (ev1["connector"] == "exact").all()
+    # rerun on the same input: no new version, no event
+    s_same, ev_same, _ = diff_golden(r1.golden, s1, r1.provenance, T0, r1.entries, r1.entries)
+    assert s_same.empty and ev_same.empty
+    # the city of the address changes (not part of its natural key): one changed entry
+    moved = entries.assign(city="Solna")
+    r2 = build_golden(recs, idmap, steps, entries=moved)
+    s2, ev2, _ = diff_golden(r2.golden, s1, r2.provenance, T0, r2.entries, r1.entries)
+    assert list(s2["version"]) == [2]
+    assert len(ev2) == 1 and "city=Solna" in ev2["new_value"].iloc[0]
+    assert "city=Sthlm" in ev2["old_value"].iloc[0]
+
+
+def test_current_data_source_uses_the_stored_golden_state() -> None:
+    plan = SyncPlan(
+        connectors={},
+        identifiers=(),
+        source="current_data",
+        steps=(FlowStep("katana", ("customer_attributes",)),),
+    )
+    stored = pd.DataFrame(
+        {"golden_id": ["G"], "last_name": ["Berg"], "version": [3], "record_hash": ["x"]}
+    )
+    stored_entries = build_golden(
+        _records([dict(connector="exact", source_id="e1")]),
+        _idmap([("exact", "e1", "G")]),
+        [FlowStep("exact", ("addresses",))],
+        entries=_two_systems("addresses").query("connector == 'exact'"),
+    ).entries
+    recs = _records([dict(connector="katana", source_id="k1", last_name="Other")])
+    attrs = _two_systems("customer_attributes").query("connector == 'katana'")
+    res = merge_golden(plan, recs, _idmap([("katana", "k1", "G")]), attrs, stored, stored_entries)
+    row = res.golden.set_index("golden_id").loc["G"]
+    assert row["last_name"] == "Berg"  # katana does not give names: the stored one stays
+    assert set(res.entries["aspect"]) == {"addresses", "customer_attributes"}
+    addr = res.entries[res.entries["aspect"] == "addresses"].iloc[0]
+    assert addr["providers"] == "current_data"
