@@ -75,8 +75,11 @@ SPECS: dict[str, dict] = {
                 "country": "country",
                 "customer_number": "customer_number",
                 "attributes.preferred_language": "language",
+                # customers are people or companies (a firm's contact persons, seed 001)
+                "kind": "kind",
+                "company_name": "company_name",
             },
-            "static": {"kind": "person", "object_type": "customer"},
+            "static": {"object_type": "customer"},
         },
     ),
 }

@@ -11,6 +11,11 @@ a minute and 5,000 a day per company: the client keeps to 1 request/s with a
 burst of 60 and pauses when ``X-RateLimit-Minutely-Remaining`` reaches 0
 until ``X-RateLimit-Minutely-Reset``. Writes are one record a call (no batch
 endpoint): POST creates, PUT updates by ``guid'…'``.
+
+Aspects (``to_aspects``): an Account's own address fields are its visit address; with
+``Addresses`` among ``options.resources`` the ``crm/Addresses`` rows (read whole on every
+pull) are attached to their Account (column ``Addresses``) and become its postal, invoice
+and delivery addresses; Contacts become contact persons of their Account.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from custsync_pipeline.config import ConnectorConfig
@@ -33,6 +39,12 @@ from custsync_pipeline.connectors.common import (
     parse_times,
     records_frame,
 )
+from custsync_pipeline.connectors.entries import (
+    column_entries,
+    concat_entries,
+    explode_items,
+    present,
+)
 from custsync_pipeline.connectors.http import (
     ConnectorError,
     HttpClient,
@@ -41,9 +53,14 @@ from custsync_pipeline.connectors.http import (
     rate_limit_reset_hook,
     require_env,
 )
+from custsync_pipeline.domain.aspects import empty_entries
 from custsync_pipeline.domain.canonical import conform
 
-RESOURCES = ("Accounts", "Contacts")
+RESOURCES = ("Accounts", "Contacts", "Addresses")
+# crm/Addresses Type: 1 visit, 2 postal, 3 invoice, 4 delivery
+ADDRESS_TYPES = {1: "visiting", 2: "mailing", 3: "billing", 4: "shipping"}
+_ACCOUNT_ADDRESS = (("street", "AddressLine1"), ("city", "City"), ("postal_code", "Postcode"),
+                    ("country", "Country"))  # fmt: skip
 _ENTITY_TYPES = {"Accounts": 2, "Contacts": 3}  # sync/Deleted EntityType (modeled in the sandbox)
 
 _ACCOUNT_TO_CANONICAL = {
@@ -69,6 +86,23 @@ _ACCOUNT_FROM_CANONICAL = {
     "postal_code": "Postcode",
     "country": "Country",
 }
+
+
+def _attach(raw: pd.DataFrame, addresses: pd.DataFrame) -> pd.Series:
+    """Each Account row's ``crm/Addresses`` as a list of dicts (``[]`` when it has none;
+    missing on Contact rows), so the raw frame keeps one row per customer record."""
+    if addresses.empty or "Account" not in addresses.columns:
+        lists: pd.Series = pd.Series(dtype=object)
+    else:
+        key = addresses["Account"].astype("string").str.lower()
+        clean = addresses.astype(object).where(addresses.notna(), None)
+        lists = pd.Series(clean.to_dict("records"), index=key.to_numpy()).groupby(level=0).agg(list)
+    is_account = column(raw, "__resource").fillna("Accounts") == "Accounts"
+    ids = raw["ID"].astype("string").str.lower()
+    out = pd.Series([None] * len(raw), index=raw.index, dtype=object)
+    for i in np.flatnonzero(is_account.to_numpy()):
+        out.iat[i] = list(lists.get(ids.iat[i], []))
+    return out
 
 
 class ExactConnector(HttpConnectorBase):
@@ -124,10 +158,13 @@ class ExactConnector(HttpConnectorBase):
         start = overlap_start(since, self.overlap)
         frames: list[pd.DataFrame] = []
         deleted: list[str] = []
+        addresses: pd.DataFrame | None = None
         with self.measure() as stats:
             for resource in self.resources:
                 params: dict[str, Any] = {}
-                if start is not None:
+                # Addresses are read whole: an Account's list must be complete, and an address
+                # edit does not touch its Account's Modified
+                if start is not None and resource != "Addresses":
                     stamp = start.strftime("%Y-%m-%dT%H:%M:%S")
                     params["$filter"] = f"Modified ge datetime'{stamp}'"
                 if self.select.get(resource):
@@ -144,6 +181,11 @@ class ExactConnector(HttpConnectorBase):
                         raise self.http.error(f"{resource} page has no d.results list")
                     records.extend(results)
                     url = d.get("__next") or None
+                if resource == "Addresses":
+                    for rec in records:
+                        rec.pop("__metadata", None)
+                    addresses = pd.DataFrame.from_records(records)
+                    continue
                 frame = records_frame(records)
                 if not frame.empty:
                     frame = frame.drop(
@@ -155,11 +197,13 @@ class ExactConnector(HttpConnectorBase):
                 deleted = self._deleted(start)
         frames = [f for f in frames if not f.empty]
         raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if addresses is not None and not raw.empty:
+            raw["Addresses"] = _attach(raw, addresses)
         watermark = newest(parse_times(column(raw, "Modified")), floor=since) if len(raw) else None
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
     def _deleted(self, start: datetime) -> list[str]:
-        wanted = {_ENTITY_TYPES[r] for r in self.resources}
+        wanted = {_ENTITY_TYPES[r] for r in self.resources if r in _ENTITY_TYPES}
         rows: list[dict[str, Any]] = []
         since = 0
         while True:
@@ -222,6 +266,96 @@ class ExactConnector(HttpConnectorBase):
         out["created_at"] = parse_times(column(raw, "Created"))
         out["updated_at"] = parse_times(column(raw, "Modified"))
         return conform(out)
+
+    def to_aspects(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """An Account's visit address (its own address fields) and its ``crm/Addresses``
+        (postal, invoice, delivery …, when ``Addresses`` is among the resources read); the
+        e-mail and phone of every record; every Contact as a contact person of its Account
+        (its e-mail and phone as the contact person's details). Values as received."""
+        if raw.empty:
+            return empty_entries()
+        resource = column(raw, "__resource").fillna("Accounts")
+        accounts = resource == "Accounts"
+        sid = raw["ID"].astype("string")
+        seen = parse_times(column(raw, "Modified"))
+        parts = [
+            column_entries(
+                self.name,
+                sid,
+                "addresses",
+                {"type": "visiting", **{c: column(raw, f) for c, f in _ACCOUNT_ADDRESS}},
+                local_id="visiting",
+                seen_at=seen,
+                mask=accounts,
+            )
+        ]
+        items = explode_items(raw[accounts], "Addresses")
+        if not items.empty:
+            rows = items["__row"]
+            kind = pd.to_numeric(column(items, "Type"), errors="coerce").map(ADDRESS_TYPES)
+            parts.append(
+                column_entries(
+                    self.name,
+                    pd.Series(sid.loc[rows].to_numpy(), index=items.index),
+                    "addresses",
+                    {
+                        "type": kind.fillna("other"),
+                        **{c: column(items, f) for c, f in _ACCOUNT_ADDRESS},
+                    },
+                    local_id=column(items, "ID").astype("string"),
+                    seen_at=parse_times(column(items, "Modified")),
+                )
+            )
+        for fld, kind_name, local in (
+            ("Email", "email", "email"),
+            ("BusinessEmail", "email", "business_email"),
+            ("Phone", "phone", "phone"),
+        ):
+            parts.append(
+                column_entries(
+                    self.name,
+                    sid,
+                    "customer_contact_details",
+                    {"type": kind_name, "value": column(raw, fld)},
+                    local_id=local,
+                    seen_at=seen,
+                )
+            )
+        account = column(raw, "Account").astype("string")
+        staff = (resource == "Contacts") & present(account)
+        if staff.any():
+            parts.append(
+                column_entries(
+                    self.name,
+                    account,
+                    "contact_persons",
+                    {
+                        "first_name": column(raw, "FirstName"),
+                        "last_name": column(raw, "LastName"),
+                        "role": column(raw, "JobTitleDescription"),
+                        "email": column(raw, "Email"),
+                        "phone": column(raw, "Phone"),
+                        "person_id": sid,
+                    },
+                    local_id=sid,
+                    seen_at=seen,
+                    mask=staff,
+                )
+            )
+            for fld, kind_name in (("Email", "email"), ("Phone", "phone")):
+                parts.append(
+                    column_entries(
+                        self.name,
+                        account,
+                        "contact_person_contact_details",
+                        {"type": kind_name, "value": column(raw, fld)},
+                        local_id=kind_name,
+                        parent_local_id=sid,
+                        seen_at=seen,
+                        mask=staff,
+                    )
+                )
+        return concat_entries(parts)
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
         payloads: list[dict[str, Any]] = []

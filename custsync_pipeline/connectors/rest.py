@@ -7,7 +7,9 @@ records sit in its answer; paging by page number, offset, cursor, next link
 auth by bearer token, API-key header, basic or OAuth2 client credentials
 (secrets from the env vars named under ``credentials``); the updated-since
 parameter; a field mapping vendor path -> canonical column used both ways;
-the write endpoint, method and batch size; deletes. ``docs/connectors.md``
+the write endpoint, method and batch size; deletes; multi-valued aspects
+(``aspects``: a nested list such as ``contact_persons``, or name -> value columns such as
+``attributes.*``, mapped to aspect entries by ``to_aspects``). ``docs/connectors.md``
 lists every key.
 """
 
@@ -36,6 +38,11 @@ from custsync_pipeline.connectors.common import (
     records_frame,
     set_path,
 )
+from custsync_pipeline.connectors.entries import (
+    AspectMapping,
+    parse_aspect_options,
+    times_or_nat,
+)
 from custsync_pipeline.connectors.http import (
     ConnectorError,
     HttpClient,
@@ -43,6 +50,7 @@ from custsync_pipeline.connectors.http import (
     QuotaExceededError,
     require_env,
 )
+from custsync_pipeline.domain.aspects import empty_entries
 
 
 class _Opts(BaseModel):
@@ -135,6 +143,10 @@ class RestOptions(_Opts):
     sandbox_system: str | None = Field(
         default=None, description="the emulator this entry points at (demo and tests only)"
     )
+    aspects: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="multi-valued aspects: nested lists or columns -> entries (see entries.py)",
+    )
 
 
 def _fmt_since(ts: datetime, fmt: str) -> str:
@@ -171,6 +183,7 @@ class RestConnector(HttpConnectorBase):
                 static=self.opts.static,
                 read_only=self.opts.read_only,
             )
+            self.aspect_map = AspectMapping(name, parse_aspect_options(self.opts.aspects))
         except ValueError as exc:
             raise ConnectorError(name, str(exc)) from None
         headers = dict(self.opts.headers)
@@ -337,6 +350,15 @@ class RestConnector(HttpConnectorBase):
 
     def to_canonical(self, raw: pd.DataFrame) -> pd.DataFrame:
         return self.fields.to_canonical(raw)
+
+    def to_aspects(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Entries of ``options.aspects``: nested lists, name -> value columns, flat columns
+        (the lane adds what the canonical row implies for the aspects configured)."""
+        if raw.empty:
+            return empty_entries()
+        return self.aspect_map.to_aspects(
+            raw, self.fields.source_ids(raw), times_or_nat(raw, self.opts.updated_field)
+        )
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
         return self.fields.from_canonical(golden)

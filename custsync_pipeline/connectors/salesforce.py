@@ -7,6 +7,11 @@ external-id field (``options.external_id_field``, value = golden id) and
 updates of known records as composite updates by Id, 200 records a call, one
 result per record in request order. The daily API quota (403
 ``REQUEST_LIMIT_EXCEEDED``) fails fast: retrying today will not help.
+
+Aspects (``to_aspects``): Contact ``Mailing*`` / ``Other*`` and Account ``Billing*`` /
+``Shipping*`` addresses, and Contacts under an Account (``AccountId``) as that Account's
+contact persons; ``from_canonical`` writes a golden record's address entries back into
+the same blocks.
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ from custsync_pipeline.connectors.common import (
     jsonable,
     newest,
     overlap_start,
+    parse_times,
     records_frame,
+)
+from custsync_pipeline.connectors.entries import (
+    column_entries,
+    concat_entries,
+    first_entry,
+    present,
 )
 from custsync_pipeline.connectors.http import (
     ConnectorError,
@@ -38,6 +50,7 @@ from custsync_pipeline.connectors.http import (
     QuotaExceededError,
     require_env,
 )
+from custsync_pipeline.domain.aspects import empty_entries
 from custsync_pipeline.domain.canonical import conform
 
 log = logging.getLogger(__name__)
@@ -56,6 +69,12 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
         "MailingCity",
         "MailingPostalCode",
         "MailingCountry",
+        "OtherStreet",
+        "OtherCity",
+        "OtherPostalCode",
+        "OtherCountry",
+        "AccountId",
+        "Title",
         "Voyado_Id__c",
         "Customer_Number__c",
         "Custsync_Id__c",
@@ -68,10 +87,15 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
         "Id",
         "Name",
         "Phone",
+        "Website",
         "BillingStreet",
         "BillingCity",
         "BillingPostalCode",
         "BillingCountry",
+        "ShippingStreet",
+        "ShippingCity",
+        "ShippingPostalCode",
+        "ShippingCountry",
         "Voyado_Id__c",
         "Customer_Number__c",
         "Custsync_Id__c",
@@ -172,6 +196,27 @@ _FROM_CANONICAL: dict[str, dict[str, str]] = {
         "country": "Country",
     },
 }
+
+
+# the address blocks of each object: (address type, field prefix); a block is Street, City,
+# PostalCode, Country after the prefix
+_ADDRESS_BLOCKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Contact": (("mailing", "Mailing"), ("other", "Other")),
+    "Account": (("billing", "Billing"), ("shipping", "Shipping")),
+    "Lead": (("mailing", ""),),
+}
+_ADDRESS_PARTS = (("street", "Street"), ("city", "City"), ("postal_code", "PostalCode"),
+                  ("country", "Country"))  # fmt: skip
+_CONTACT_DETAILS = (("Email", "email"), ("Phone", "phone"), ("MobilePhone", "mobile"),
+                    ("Website", "website"))  # fmt: skip
+
+
+def _address_block(entry: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {
+        f"{prefix}{fld}": jsonable(entry[col])
+        for col, fld in _ADDRESS_PARTS
+        if not is_missing(entry.get(col))
+    }
 
 
 def _quota_check(resp: requests.Response) -> str | None:
@@ -341,15 +386,122 @@ class SalesforceConnector(HttpConnectorBase):
         out["updated_at"] = column(raw, "LastModifiedDate")
         return conform(out)
 
+    def to_aspects(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Addresses (Contact ``Mailing*`` / ``Other*``, Account ``Billing*`` / ``Shipping*``,
+        Lead's), the record's e-mail, phones and website, and every Contact with an
+        ``AccountId`` as a contact person of that Account (its e-mail and phones as the
+        contact person's contact details). Values as received."""
+        if raw.empty:
+            return empty_entries()
+        obj = column(raw, "attributes.type").fillna(self.objects[0]).astype(str)
+        sid = raw["Id"].astype("string")
+        seen = parse_times(column(raw, "LastModifiedDate"))
+        parts = []
+        for name, blocks in _ADDRESS_BLOCKS.items():
+            mask = obj == name
+            if not mask.any():
+                continue
+            for kind, prefix in blocks:
+                values: dict[str, Any] = {"type": kind}
+                for col, fld in _ADDRESS_PARTS:
+                    values[col] = column(raw, f"{prefix}{fld}")
+                parts.append(
+                    column_entries(
+                        self.name, sid, "addresses", values, local_id=kind, seen_at=seen, mask=mask
+                    )
+                )
+        for fld, kind in _CONTACT_DETAILS:
+            parts.append(
+                column_entries(
+                    self.name,
+                    sid,
+                    "customer_contact_details",
+                    {"type": kind, "value": column(raw, fld)},
+                    local_id=kind,
+                    seen_at=seen,
+                )
+            )
+        account = column(raw, "AccountId").astype("string")
+        staff = (obj == "Contact") & present(account)
+        if staff.any():
+            person = {
+                "first_name": column(raw, "FirstName"),
+                "last_name": column(raw, "LastName"),
+                "role": column(raw, "Title"),
+                "email": column(raw, "Email"),
+                "phone": column(raw, "Phone"),
+                "person_id": sid,
+            }
+            parts.append(
+                column_entries(
+                    self.name,
+                    account,
+                    "contact_persons",
+                    person,
+                    local_id=sid,
+                    seen_at=seen,
+                    mask=staff,
+                )
+            )
+            for fld, kind in _CONTACT_DETAILS[:3]:
+                parts.append(
+                    column_entries(
+                        self.name,
+                        account,
+                        "contact_person_contact_details",
+                        {"type": kind, "value": column(raw, fld)},
+                        local_id=kind,
+                        parent_local_id=sid,
+                        seen_at=seen,
+                        mask=staff,
+                    )
+                )
+        return concat_entries(parts)
+
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
         mapping = _FROM_CANONICAL[self.write_object]
         cols = [c for c in mapping if c in golden.columns]
         renamed = golden[cols].rename(columns=mapping)
         # never send an empty value: in Salesforce a null clears the stored field
-        return [
+        payloads = [
             {k: jsonable(v) for k, v in row.items() if not is_missing(v)}
             for row in renamed.to_dict("records")
         ]
+        if "addresses" in golden.columns:
+            for body, entries in zip(payloads, golden["addresses"].tolist(), strict=True):
+                self._addresses(body, entries)
+        return payloads
+
+    def _addresses(self, body: dict[str, Any], entries: Any) -> None:
+        """The golden record's address entries into the written object's address blocks:
+        Contact: the first mailing address (else the first) -> ``Mailing*``, the next
+        (an ``other`` one first) -> ``Other*``; Account: billing -> ``Billing*`` (else a
+        visiting or mailing one), shipping -> ``Shipping*``; Lead: the first mailing one."""
+        chosen: list[tuple[str, dict[str, Any]]] = []
+        if self.write_object == "Contact":
+            first = first_entry(entries, ("mailing",)) or first_entry(entries)
+            if first:
+                chosen.append(("Mailing", first[1]))
+                nxt = first_entry(entries, ("other",), skip=[first[0]]) or first_entry(
+                    entries, skip=[first[0]]
+                )
+                if nxt:
+                    chosen.append(("Other", nxt[1]))
+        elif self.write_object == "Account":
+            billing = first_entry(entries, ("billing",)) or first_entry(
+                entries, ("visiting", "mailing")
+            )
+            shipping = first_entry(entries, ("shipping",))
+            chosen += [(p, e[1]) for p, e in (("Billing", billing), ("Shipping", shipping)) if e]
+        else:
+            first = first_entry(entries, ("mailing",)) or first_entry(entries)
+            if first:
+                chosen.append(("", first[1]))
+        for prefix, entry in chosen:
+            # an entry replaces the flat golden address whole: no street of one, city of another
+            for _, fld in _ADDRESS_PARTS:
+                body.pop(f"{prefix}{fld}", None)
+            body.update(_address_block(entry, prefix))
 
     # -- write ----------------------------------------------------------------
 

@@ -29,15 +29,18 @@ from custsync_pipeline.connectors.common import (
     jsonable,
     newest,
     overlap_start,
+    parse_times,
     records_frame,
     set_path,
 )
+from custsync_pipeline.connectors.entries import column_entries, concat_entries, first_entry
 from custsync_pipeline.connectors.http import (
     ConnectorError,
     HttpClient,
     QuotaExceededError,
     require_env,
 )
+from custsync_pipeline.domain.aspects import empty_entries
 from custsync_pipeline.domain.canonical import conform
 
 PAGE_LIMIT = 100  # limit=1..100
@@ -64,6 +67,13 @@ _FROM_CANONICAL: dict[str, str] = {
     "postal_code": "address.postal_code",
     "country": "address.country",
 }
+
+
+# aspect column of an address entry -> customer field
+_ADDRESS_PATHS = {"street": "address.line_1", "city": "address.city",
+                  "postal_code": "address.postal_code", "country": "address.country"}  # fmt: skip
+# metadata keys that are references, not attributes
+_METADATA_NOT_ATTRIBUTES = frozenset({"custsync_id"})
 
 
 class VoucherifyConnector(HttpConnectorBase):
@@ -184,6 +194,46 @@ class VoucherifyConnector(HttpConnectorBase):
         out["updated_at"] = column(raw, "updated_at").fillna(column(raw, "created_at"))
         return conform(out)
 
+    def to_aspects(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """The customer's ``address`` (a mailing address), e-mail and phone, and its
+        ``metadata`` keys as customer attributes (``custsync_id`` left out). As received."""
+        if raw.empty:
+            return empty_entries()
+        sid = raw["id"].astype("string")
+        seen = parse_times(column(raw, "updated_at").fillna(column(raw, "created_at")))
+        address = {"type": "mailing"}
+        for canon, path in _ADDRESS_PATHS.items():
+            address[canon] = column(raw, path)
+        parts = [
+            column_entries(self.name, sid, "addresses", address, local_id="mailing", seen_at=seen)
+        ]
+        for fld in ("email", "phone"):
+            parts.append(
+                column_entries(
+                    self.name,
+                    sid,
+                    "customer_contact_details",
+                    {"type": fld, "value": column(raw, fld)},
+                    local_id=fld,
+                    seen_at=seen,
+                )
+            )
+        for col in raw.columns:  # one vectorized pass per metadata key
+            key = col[len("metadata.") :] if col.startswith("metadata.") else None
+            if not key or key in _METADATA_NOT_ATTRIBUTES:
+                continue
+            parts.append(
+                column_entries(
+                    self.name,
+                    sid,
+                    "customer_attributes",
+                    {"name": key, "value": raw[col].astype("string")},
+                    local_id=key,
+                    seen_at=seen,
+                )
+            )
+        return concat_entries(parts)
+
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
         rows = golden.to_dict("records")
         payloads: list[dict[str, Any]] = []
@@ -199,6 +249,26 @@ class VoucherifyConnector(HttpConnectorBase):
             for canon, path in _FROM_CANONICAL.items():
                 if canon in row and not is_missing(row[canon]):
                     set_path(body, path, jsonable(row[canon]))
+            # the golden mailing address (else the first) replaces the flat one whole
+            chosen = first_entry(row.get("addresses"), ("mailing",)) or first_entry(
+                row.get("addresses")
+            )
+            if chosen:
+                body.pop("address", None)
+                for canon, path in _ADDRESS_PATHS.items():
+                    if not is_missing(chosen[1].get(canon)):
+                        set_path(body, path, jsonable(chosen[1][canon]))
+            attributes = row.get("customer_attributes")
+            if isinstance(attributes, list):
+                metadata = {
+                    str(a["name"]): jsonable(a["value"])
+                    for a in attributes
+                    if isinstance(a, Mapping)
+                    and not is_missing(a.get("name"))
+                    and not is_missing(a.get("value"))
+                }
+                if metadata:
+                    body["metadata"] = {**body.get("metadata", {}), **metadata}
             payloads.append(body)
         return payloads
 

@@ -11,6 +11,11 @@ and Deleted for ``deleted_ids``) with an overlap window. Writes go through
 ``/api/v3/contacts/bulk`` (POST creates, PATCH updates, at most 4,000 a call);
 empty values are never sent, because Voyado overwrites a stored value with
 an empty one.
+
+Aspects (``to_aspects``): the contact's address, e-mail and mobile phone, and its custom
+contact attributes (top-level fields outside the standard model, or ``options.attributes``).
+Consents stay on the row; the ``consents`` list (``[{id, value, date, source}]``, ``id`` =
+the preference name) says when each was set.
 """
 
 from __future__ import annotations
@@ -34,8 +39,15 @@ from custsync_pipeline.connectors.common import (
     jsonable,
     newest,
     overlap_start,
+    parse_times,
     records_frame,
     set_path,
+)
+from custsync_pipeline.connectors.entries import (
+    column_entries,
+    concat_entries,
+    explode_items,
+    first_entry,
 )
 from custsync_pipeline.connectors.http import (
     ConnectorError,
@@ -43,6 +55,7 @@ from custsync_pipeline.connectors.http import (
     QuotaExceededError,
     require_env,
 )
+from custsync_pipeline.domain.aspects import empty_entries
 from custsync_pipeline.domain.canonical import conform
 
 BULK_LIMIT = 4000
@@ -79,16 +92,48 @@ _FROM_CANONICAL: dict[str, str] = {
     "store_code": "storeExternalId",
 }
 
+# fields of Voyado's standard contact model: every other top-level scalar field is one of
+# the tenant's custom contact attributes (``customer_attributes``)
+STANDARD_FIELDS = frozenset(
+    {
+        "id", "firstName", "lastName", "email", "mobilePhone", "street", "zipCode", "city",
+        "countryCode", "language", "contactType", "externalId", "memberNumber",
+        "storeExternalId", "createdDate", "lastModified", "birthDay", "gender",
+        "socialSecurityNumber", "careOf", "consents", "preferences", "loyalty",
+        "discoveryKey", "currentStore", "registrationDate", "isSubscribed",
+    }
+)  # fmt: skip
+
+# aspect column of an address entry -> contact field
+_ADDRESS_FIELDS = {"street": "street", "postal_code": "zipCode", "city": "city",
+                   "country": "countryCode"}  # fmt: skip
+
 # Voyado consent values -> canonical (``Not set`` is no fact: missing)
 _CONSENT_IN = {"Yes": "yes", "No": "no"}
 _CONSENT_OUT = {"yes": "Yes", "no": "No"}
+
+
+def _consent_dates(raw: pd.DataFrame) -> dict[str, pd.Series]:
+    """Preference name -> the time its consent was set (``consents[].date``), per record."""
+    items = explode_items(raw, "consents")
+    if items.empty or "id" not in items.columns or "date" not in items.columns:
+        return {}
+    items = items.assign(when=parse_times(items["date"])).dropna(subset=["id"])
+    # one entry per consent id and record: the newest wins
+    newest_first = items.sort_values("when", ascending=False, na_position="last")
+    table = newest_first.drop_duplicates(["__row", "id"]).pivot(
+        index="__row", columns="id", values="when"
+    )
+    return {str(name): table[name].reindex(raw.index) for name in table.columns}
 
 
 class VoyadoConnector(HttpConnectorBase):
     """Voyado Engage v3 (``options``: read_mode, full_from, concurrency, source, http, ...)."""
 
     DEFAULT_RATE_PER_S = 50.0  # documented: stay under 50 req/s (429 above 200)
-    OPTIONS = frozenset({"batch_size", "concurrency", "full_from", "read_mode", "source"})
+    OPTIONS = frozenset(
+        {"attributes", "batch_size", "concurrency", "full_from", "read_mode", "source"}
+    )
 
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
         super().__init__(name, cfg, env)
@@ -100,6 +145,9 @@ class VoyadoConnector(HttpConnectorBase):
         self.concurrency = max(1, int(self.options.get("concurrency", 8)))
         self.batch_size = min(int(self.options.get("batch_size", BULK_LIMIT)), BULK_LIMIT)
         self.source = self.options.get("source", "custsync")
+        # custom contact attributes to read; unset = every non-standard top-level field
+        attributes = self.options.get("attributes")
+        self.attributes: list[str] | None = None if attributes is None else list(attributes)
         settings = self._settings()
         settings.pool_size = max(settings.pool_size, self.concurrency)
         self.http = HttpClient(
@@ -216,18 +264,90 @@ class VoyadoConnector(HttpConnectorBase):
             out[canon] = column(raw, fld)
         out["email_consent"] = column(raw, "preferences.acceptsEmail").map(_CONSENT_IN)
         out["sms_consent"] = column(raw, "preferences.acceptsSms").map(_CONSENT_IN)
+        # when each consent was set: its entry in the contact's consents list
+        dates = _consent_dates(raw)
+        for canon, pref in (("email_consent", "acceptsEmail"), ("sms_consent", "acceptsSms")):
+            if pref in dates:
+                out[f"{canon}_at"] = dates[pref].where(out[canon].notna())
         out["created_at"] = column(raw, "createdDate")
         out["updated_at"] = column(raw, "lastModified")
         return conform(out)
 
+    def to_aspects(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """The contact's address (``street``, ``zipCode``, ``city``, ``countryCode``: mailing),
+        e-mail and mobile phone, and its custom attributes (``options.attributes``, else every
+        top-level field outside the standard contact model). Values as received."""
+        if raw.empty:
+            return empty_entries()
+        sid = raw["id"].astype("string")
+        seen = parse_times(column(raw, "lastModified"))
+        address = {
+            "type": "mailing",
+            "street": column(raw, "street"),
+            "postal_code": column(raw, "zipCode"),
+            "city": column(raw, "city"),
+            "country": column(raw, "countryCode"),
+        }
+        parts = [
+            column_entries(self.name, sid, "addresses", address, local_id="mailing", seen_at=seen)
+        ]
+        for fld, kind in (("email", "email"), ("mobilePhone", "mobile")):
+            parts.append(
+                column_entries(
+                    self.name,
+                    sid,
+                    "customer_contact_details",
+                    {"type": kind, "value": column(raw, fld)},
+                    local_id=kind,
+                    seen_at=seen,
+                )
+            )
+        for name in self._attribute_fields(raw):
+            parts.append(
+                column_entries(
+                    self.name,
+                    sid,
+                    "customer_attributes",
+                    {"name": name, "value": raw[name].astype("string")},
+                    local_id=name,
+                    seen_at=seen,
+                )
+            )
+        return concat_entries(parts)
+
+    def _attribute_fields(self, raw: pd.DataFrame) -> list[str]:
+        if self.attributes is not None:
+            return [a for a in self.attributes if a in raw.columns]
+        out = []
+        for col in raw.columns:
+            if col in STANDARD_FIELDS or "." in col or col.startswith("__"):
+                continue
+            sample = raw[col].dropna()
+            if len(sample) and isinstance(sample.iat[0], list | dict):
+                continue  # a nested structure, not an attribute value
+            out.append(col)
+        return out
+
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
         payloads: list[dict[str, Any]] = []
         cols = [c for c in (*_FROM_CANONICAL, "email_consent", "sms_consent") if c in golden]
+        if "addresses" in golden.columns:
+            cols.append("addresses")
         for row in golden[cols].to_dict("records"):
             body: dict[str, Any] = {}
             for canon, fld in _FROM_CANONICAL.items():
                 if canon in row and not is_missing(row[canon]):
                     body[fld] = jsonable(row[canon])
+            # the golden mailing address (else the first) replaces the flat one whole
+            chosen = first_entry(row.get("addresses"), ("mailing",)) or first_entry(
+                row.get("addresses")
+            )
+            if chosen:
+                for fld in _ADDRESS_FIELDS.values():
+                    body.pop(fld, None)
+                for canon, fld in _ADDRESS_FIELDS.items():
+                    if not is_missing(chosen[1].get(canon)):
+                        body[fld] = jsonable(chosen[1][canon])
             # a consent is sent only when known: "Not set"/empty would overwrite it
             for canon, fld in (("email_consent", "acceptsEmail"), ("sms_consent", "acceptsSms")):
                 value = _CONSENT_OUT.get(str(row.get(canon, "")).lower())

@@ -1,6 +1,10 @@
 """Exact Online CRM emulator (REST/OData v2), after the public API documentation.
 
-- ``GET /api/v1/{division}/crm/Accounts`` and ``/crm/Contacts``: OData JSON
+- ``GET /api/v1/{division}/crm/Accounts``, ``/crm/Contacts`` and ``/crm/Addresses``
+  (an Account's extra addresses: ``Account`` guid, ``Type`` 1 visit / 2 postal / 3 invoice /
+  4 delivery, ``Main``, ``AddressLine1..2``, ``City``, ``Postcode``, ``Country``; the
+  Account's own ``AddressLine1``/``City``/``Postcode``/``Country`` are its visit address;
+  Contacts carry ``JobTitleDescription``): OData JSON
   ``{"d": {"results": [...], "__next": "<url with $skiptoken=guid'…'>"}}``, ``page_size``
   (default 60) a page, ordered by ``ID``; ``$select=A,B``, ``$filter=Modified ge
   datetime'2024-01-01T00:00:00'`` (``ge``/``gt``/``le``/``lt``/``eq`` on ``Modified`` /
@@ -38,6 +42,7 @@ from .server import Emulator, Faults, Request, Response, credential, utcnow
 _RESOURCES = {
     "Accounts": "Exact.Web.Api.Models.Account",
     "Contacts": "Exact.Web.Api.Models.Contact",
+    "Addresses": "Exact.Web.Api.Models.Address",
 }
 _FILTER_RE = re.compile(
     r"^\s*(\w+)\s+(eq|ne|ge|gt|le|lt)\s+(datetime'[^']+'|guid'[^']+'|'[^']*'|\d+L?|true|false|null)\s*$",
@@ -87,9 +92,13 @@ class ExactEmulator(Emulator):
                 extra = truth[(truth["system"] == "exact") & (truth["object_type"] == "Contact")]
                 self.truth_rows = [r for r in self.truth_rows if r["object_type"] != "Contact"]
                 self.truth_rows += extra.to_dict("records")
+            addresses = {}
+            if "exact.Address" in self.data.extras:
+                addresses = {r["ID"]: r for r in self.data.records("exact.Address")}
             self.resources: dict[str, dict[str, dict]] = {
                 "Accounts": self.store,
                 "Contacts": contacts,
+                "Addresses": addresses,
             }
             self.deleted_entities: list[tuple[str, int, datetime]] = []
             self.used = 0
@@ -285,8 +294,11 @@ class ExactEmulator(Emulator):
             and not (body.get("Account") and body.get("LastName"))
         ):
             return self.error(400, "", "Mandatory: Account, LastName")
-        if resource == "Contacts" and body.get("Account") and body["Account"] not in self.store:
-            return self.error(400, "", "Account not found")
+        if resource == "Addresses" and creating and not body.get("Account"):
+            return self.error(400, "", "Mandatory: Account")
+        if resource in ("Contacts", "Addresses") and body.get("Account"):
+            if body["Account"] not in self.store:
+                return self.error(400, "", "Account not found")
         return None
 
     def _create(self, base: str, resource: str, body: Any) -> Response:
@@ -310,7 +322,7 @@ class ExactEmulator(Emulator):
                 version=4,
             )
         )
-        while rec_id in self.resources["Accounts"] or rec_id in self.resources["Contacts"]:
+        while any(rec_id in store for store in self.resources.values()):
             rec_id = str(uuid.uuid4())
         if resource == "Accounts":
             codes = [
@@ -322,6 +334,10 @@ class ExactEmulator(Emulator):
             return {"ID": rec_id, "Code": code, "Name": None, "Email": None, "Phone": None, "AddressLine1": None,
                     "City": None, "Postcode": None, "Country": None, "Language": None, "Status": "C",
                     "IsSupplier": False, "Division": self.division, "Created": now, "Modified": now}  # fmt: skip
+        if resource == "Addresses":
+            return {"ID": rec_id, "Account": None, "Type": 1, "Main": False, "AddressLine1": None,
+                    "AddressLine2": None, "City": None, "Postcode": None, "Country": None,
+                    "Division": self.division, "Created": now, "Modified": now}  # fmt: skip
         return {"ID": rec_id, "Account": None, "FirstName": None, "LastName": None, "Email": None, "Phone": None,
                 "BusinessEmail": None, "Division": self.division, "Created": now, "Modified": now}  # fmt: skip
 
@@ -346,7 +362,7 @@ class ExactEmulator(Emulator):
                 return Response(204)
             if req.method == "DELETE":
                 store.pop(rec["ID"])
-                self._log_delete(rec["ID"], 2 if resource == "Accounts" else 3)
+                self._log_delete(rec["ID"], {"Accounts": 2, "Contacts": 3}.get(resource, 0))
                 return Response(204)
         return self.error(405, "", "Method not allowed")
 

@@ -44,6 +44,7 @@ a second or two. Only small random subsets (typos) use per-value Python.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,6 +222,8 @@ class SandboxData:
     frames: dict[str, pd.DataFrame]
     truth: pd.DataFrame
     defects: pd.DataFrame
+    # sub-resources that are not customer records (``exact.Address``): served, not resolved
+    extras: dict[str, pd.DataFrame] = field(default_factory=dict)
     _cache: dict[str, list[dict]] = field(default_factory=dict, repr=False)
 
     @property
@@ -232,7 +235,7 @@ class SandboxData:
         """Records of a frame key (``salesforce`` = Contacts, ``salesforce.Lead``,
         ``salesforce.Account``, ``exact`` = Accounts, ``exact.Contact`` ...) as the
         vendor's native JSON dicts (fresh copies)."""
-        frame = self.frames[system]
+        frame = self.frames[system] if system in self.frames else self.extras[system]
         return [_nest(r) for r in frame.to_dict("records")] if len(frame) else []
 
     def source_records(self) -> int:
@@ -246,6 +249,8 @@ def _nest(flat: dict) -> dict:
     for key, value in flat.items():
         if isinstance(value, float) and value != value:  # NaN from pandas -> null
             value = None
+        elif isinstance(value, list | dict):  # nested lists (contact persons): fresh copies
+            value = copy.deepcopy(value)
         if "." not in key:
             out[key] = value
             continue
@@ -711,6 +716,258 @@ def _none_where(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+# ----------------------------------------------------------------------------- aspects
+
+_ASPECT_STREAM = 1001  # second word of the aspects' seed: their own stream of random draws
+_SECOND_STREETS = np.array(
+    ["Sommarvägen", "Strandvägen", "Park Lane", "Seestraße", "Kerkstraat"], dtype=object
+)
+_DEPOT_STREETS = np.array(
+    ["Industrivägen", "Lagergatan", "Dock Road", "Gewerbering", "Havenweg"], dtype=object
+)
+_ROLES = np.array(["Owner", "Purchaser", "Accounts payable", "Store manager"], dtype=object)
+_SEGMENTS = np.array(["retail", "b2b", "vip"], dtype=object)
+_CATEGORIES = np.array(["shoes", "outdoor", "kids", "home", "sport"], dtype=object)
+# Exact Online address types: 1 visit, 2 postal, 3 invoice, 4 delivery
+EXACT_ADDRESS_TYPES: dict[int, str] = {1: "visiting", 2: "mailing", 3: "billing", 4: "shipping"}
+
+
+def _street(rng: np.random.Generator, names: np.ndarray, n: int) -> np.ndarray:
+    number = pd.Series(rng.integers(1, 90, n)).astype(str)
+    return (pd.Series(names[rng.integers(0, len(names), n)]) + " " + number).to_numpy(object)
+
+
+def _typed_differently(
+    rng: np.random.Generator, street: np.ndarray, postal: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same address as a second system types it: upper case, a doubled space or stray
+    spaces and lower case in the street; the postal code's inner space dropped."""
+    s = pd.Series(street, dtype=object)
+    style = rng.integers(0, 3, len(s))
+    typed = np.where(
+        style == 0,
+        s.str.upper(),
+        np.where(style == 1, s.str.replace(" ", "  ", n=1, regex=False), " " + s.str.lower() + " "),
+    )
+    pc = pd.Series(postal, dtype=object)
+    return typed.astype(object), pc.str.replace(" ", "", regex=False).to_numpy(object)
+
+
+def _add_aspects(
+    rng: np.random.Generator,
+    pf: pd.DataFrame,
+    frames: dict[str, pd.DataFrame],
+    extras: dict[str, pd.DataFrame],
+    persons_of: dict[str, np.ndarray],
+) -> None:
+    """Multi-valued aspects on the records, in each vendor's wire shape, with real overlaps:
+
+    - Salesforce Contacts get an ``Other*`` address (25%) and a ``Title`` when they work at
+      an Account; Accounts get a ``Shipping*`` address (60%);
+    - Exact Online Accounts get ``crm/Addresses`` rows (``extras["exact.Address"]``): a postal
+      address (70%, the person's own address **typed differently** from Salesforce's
+      ``Mailing*``) and a delivery address (30%); Contacts get a ``JobTitleDescription``;
+    - KatanaPIM customers get ``contact_persons`` (the person Exact holds as the Account's
+      Contact: **one contact person in two systems**, plus a second one for 30%); the firms
+      of Salesforce Accounts (60%) are KatanaPIM company customers too, their staff as
+      contact persons (the Account's Contacts again) and ``crm_account_id`` = the Account Id;
+    - Voyado contacts get the custom attributes ``segment`` (60%, drawn apart from KatanaPIM's
+      ``attributes.segment``: **one attribute, two values**) and ``favoriteCategory``, and a
+      ``consents`` list (``id``, ``value``, ``date``, ``source``, ``comment``) with the date each
+      preference was set;
+    - Voucherify customers get ``metadata.segment`` (40%), and 30% type their address
+      differently.
+    """
+    street = pf["street"].to_numpy(object)
+    city = pf["city"].to_numpy(object)
+    postal = pf["postal_code"].to_numpy(object)
+    country = pf["country"].to_numpy(object)
+    first = pf["first_name"].to_numpy(object)
+    last = pf["last_name"].to_numpy(object)
+    email = pf["email"].to_numpy(object)
+    phone = pf["phone"].to_numpy(object)
+
+    if "salesforce" in frames:
+        sf = frames["salesforce"]
+        k, p = len(sf), persons_of["salesforce"]
+        other = rng.random(k) < 0.25
+        sf["OtherStreet"] = _none_where(_street(rng, _SECOND_STREETS, k), ~other)
+        sf["OtherCity"] = _none_where(city[p], ~other)
+        sf["OtherPostalCode"] = _none_where(postal[p], ~other)
+        sf["OtherCountry"] = _none_where(country[p], ~other)
+        sf["Title"] = _none_where(_ROLES[rng.integers(0, len(_ROLES), k)], sf["AccountId"].isna())
+    if "salesforce.Account" in frames:
+        acc = frames["salesforce.Account"]
+        n = len(acc)
+        ship = rng.random(n) < 0.6
+        acc["ShippingStreet"] = _none_where(_street(rng, _DEPOT_STREETS, n), ~ship)
+        for part in ("City", "PostalCode", "Country"):
+            acc[f"Shipping{part}"] = _none_where(acc[f"Billing{part}"].to_numpy(object), ~ship)
+
+    if "exact" in frames:
+        ex = frames["exact"]
+        k, p = len(ex), persons_of["exact"]
+        postal_at = rng.random(k) < 0.7
+        depot_at = rng.random(k) < 0.3
+        typed_street, typed_postal = _typed_differently(rng, street[p], postal[p])
+        parts = []
+        for kind, mask, line1, code in (
+            (2, postal_at, typed_street, typed_postal),
+            (4, depot_at, _street(rng, _DEPOT_STREETS, k), postal[p]),
+        ):
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "Account": ex["ID"].to_numpy(object)[mask],
+                        "Type": kind,
+                        "Main": True,
+                        "AddressLine1": line1[mask],
+                        "AddressLine2": None,
+                        "City": city[p][mask],
+                        "Postcode": code[mask],
+                        "Country": country[p][mask],
+                        "Division": 1,
+                        "Created": ex["Created"].to_numpy(object)[mask],
+                        "Modified": ex["Modified"].to_numpy(object)[mask],
+                    }
+                )
+            )
+        addresses = pd.concat(parts, ignore_index=True)
+        addresses.insert(0, "ID", _guid(rng, len(addresses)))
+        extras["exact.Address"] = addresses
+    if "exact.Contact" in frames:
+        ec = frames["exact.Contact"]
+        ec["JobTitleDescription"] = _ROLES[rng.integers(0, len(_ROLES), len(ec))]
+
+    if "katana" in frames:
+        kt = frames["katana"]
+        k, p = len(kt), persons_of["katana"]
+        in_exact = np.isin(p, persons_of.get("exact.Contact", np.array([], np.int64)))
+        second = rng.random(k) < 0.3
+        f2 = np.array(_FIRST, dtype=object)[rng.integers(0, len(_FIRST), k)]
+        l2 = np.array(_LAST, dtype=object)[rng.integers(0, len(_LAST), k)]
+        r2 = _ROLES[rng.integers(0, len(_ROLES), k)]
+        lists: list[list[dict]] = []
+        for i in range(k):  # a few items per record: a loop is fine here
+            q, items = p[i], []
+            if in_exact[i]:
+                items.append({"id": f"cp{2 * i + 1}", "first_name": first[q], "last_name": last[q],
+                              "role": "Owner", "email": email[q], "phone": phone[q]})  # fmt: skip
+            if second[i]:
+                items.append({"id": f"cp{2 * i + 2}", "first_name": f2[i], "last_name": l2[i],
+                              "role": r2[i], "email": None, "phone": None})  # fmt: skip
+            lists.append(items)
+        kt["kind"] = "person"
+        kt["company_name"] = np.full(k, None, dtype=object)
+        kt["crm_account_id"] = np.full(k, None, dtype=object)
+        kt["contact_persons"] = pd.Series(lists, index=kt.index, dtype=object)
+        if "salesforce.Account" in frames and len(frames["salesforce.Account"]):
+            extras["katana.company"] = _katana_companies(rng, pf, frames["salesforce.Account"], k)
+
+    if "voyado" in frames:
+        vy = frames["voyado"]
+        k = len(vy)
+        vy["segment"] = _none_where(_SEGMENTS[rng.integers(0, 3, k)], rng.random(k) >= 0.6)
+        vy["favoriteCategory"] = _none_where(
+            _CATEGORIES[rng.integers(0, len(_CATEGORIES), k)], rng.random(k) >= 0.5
+        )
+        # set some time before the last change (never after it: a broken createdDate in
+        # 2199 must not make a consent from the future)
+        modified = pd.to_datetime(vy["lastModified"], utc=True).dt.tz_localize(None).to_numpy()
+        dates = {}
+        for pref in ("acceptsEmail", "acceptsSms"):
+            back = (rng.random(k) * 365 * 86400).astype("timedelta64[s]")
+            when = np.maximum(modified - back, GEN_START.astype("datetime64[ns]"))
+            dates[pref] = pd.Series(_iso(when, "Z"))
+        sources = np.array(["Store", "Web", "App"], dtype=object)[rng.integers(0, 3, k)]
+        email_pref = vy["preferences.acceptsEmail"].to_numpy(object)
+        sms_pref = vy["preferences.acceptsSms"].to_numpy(object)
+        consents: list[list[dict]] = []
+        for i in range(k):
+            items = [
+                {
+                    "id": pref,
+                    "value": value,
+                    "date": dates[pref].iat[i],
+                    "source": sources[i],
+                    "comment": None,
+                }  # fmt: skip
+                for pref, value in (("acceptsEmail", email_pref[i]), ("acceptsSms", sms_pref[i]))
+                if value in ("Yes", "No")
+            ]
+            consents.append(items)
+        vy["consents"] = pd.Series(consents, index=vy.index, dtype=object)
+
+    if "voucherify" in frames:
+        vf = frames["voucherify"]
+        k = len(vf)
+        has = vf["address.line_1"].notna().to_numpy()
+        vf["metadata.segment"] = _none_where(
+            _SEGMENTS[rng.integers(0, 3, k)], (rng.random(k) >= 0.4) | ~has
+        )
+        retyped = has & (rng.random(k) < 0.3)
+        line, code = _typed_differently(
+            rng,
+            vf["address.line_1"].to_numpy(object)[retyped],
+            vf["address.postal_code"].to_numpy(object)[retyped],
+        )
+        vf.loc[retyped, "address.line_1"] = line
+        vf.loc[retyped, "address.postal_code"] = code
+
+
+def _katana_companies(
+    rng: np.random.Generator, pf: pd.DataFrame, accounts: pd.DataFrame, first_id: int
+) -> pd.DataFrame:
+    """KatanaPIM company customers for 60% of the Salesforce Accounts: the firm's staff (the
+    Account's Contacts) as contact persons, the Account Id as ``crm_account_id``."""
+    org_ids = pf["org_id"].dropna().drop_duplicates().to_numpy(object)  # the Accounts' order
+    members = pd.Series(np.arange(len(pf))).groupby(pf["org_id"].to_numpy(object)).apply(list)
+    take = np.flatnonzero(rng.random(len(accounts)) < 0.6)
+    roles = _ROLES[rng.integers(0, len(_ROLES), (len(accounts), 8))]
+    lists: list[list[dict]] = []
+    for i in take:
+        staff = members[org_ids[i]]
+        lists.append(
+            [
+                {
+                    "id": f"co{i}-{j}",
+                    "first_name": pf["first_name"].iat[q],
+                    "last_name": pf["last_name"].iat[q],
+                    "role": roles[i, j % 8],
+                    "email": pf["email"].iat[q],
+                    "phone": pf["phone"].iat[q],
+                }  # fmt: skip
+                for j, q in enumerate(staff)
+            ]
+        )
+    n = len(take)
+    stamp = accounts["LastModifiedDate"].to_numpy(object)[take]
+    stamp = pd.Series(stamp, dtype=object).str.replace("+0000", "Z", regex=False).to_numpy(object)
+    lead = np.array([members[org_ids[i]][0] for i in take], dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "id": (pd.Series(np.arange(n) + first_id + 1).astype(str)).to_numpy(object),
+            "first_name": np.full(n, None, dtype=object),
+            "last_name": np.full(n, None, dtype=object),
+            "email": np.full(n, None, dtype=object),
+            "phone": np.full(n, None, dtype=object),
+            "country": accounts["BillingCountry"].to_numpy(object)[take],
+            "customer_number": np.full(n, None, dtype=object),
+            "attributes.segment": "b2b",
+            "attributes.preferred_language": pf["language"].to_numpy(object)[lead],
+            "created_at": stamp,
+            "updated_at": stamp,
+            "kind": "company",
+            "company_name": accounts["Name"].to_numpy(object)[take],
+            "crm_account_id": accounts["Id"].to_numpy(object)[take],
+            "contact_persons": pd.Series(lists, dtype=object).to_numpy(object)
+            if n
+            else np.array([], dtype=object),
+            "__org": org_ids[take],
+        }
+    )
+
+
 def generate(
     seed: int = 7,
     people: int = 300,
@@ -746,7 +1003,11 @@ def generate(
         members = np.flatnonzero(inside[system])
         return _base_rows(rng, pf, members, dup_rate, guest_rate)
 
+    persons_of: dict[str, np.ndarray] = {}  # frame key -> person index per row (aspects)
+
     def add_truth(key: str, rows: _Rows | None, source_id: np.ndarray, person_ids=None) -> None:
+        if rows is not None:
+            persons_of[key] = rows.person
         truth_parts.append(
             pd.DataFrame(
                 {
@@ -1087,6 +1348,23 @@ def generate(
         )
         add_truth("katana", rows, rows.source_id)
 
+    extras: dict[str, pd.DataFrame] = {}
+    # aspects come from their own random stream: the records above stay as they were
+    _add_aspects(np.random.default_rng([seed, _ASPECT_STREAM]), pf, frames, extras, persons_of)
+    if "katana.company" in extras:
+        companies = extras.pop("katana.company")
+        frames["katana"] = pd.concat([frames["katana"], companies], ignore_index=True)
+        truth_parts.append(
+            pd.DataFrame(
+                {
+                    "system": "katana",
+                    "object_type": "customer",
+                    "source_id": companies["id"].to_numpy(object),
+                    "person_id": companies.pop("__org").to_numpy(object),
+                }
+            )
+        )
+        frames["katana"] = frames["katana"].drop(columns=["__org"], errors="ignore")
     truth = (
         pd.concat(truth_parts, ignore_index=True)
         if truth_parts
@@ -1094,5 +1372,10 @@ def generate(
     )
     people_out = pf.drop(columns=["nsn"])
     return SandboxData(
-        seed=seed, people=people_out, frames=frames, truth=truth, defects=defects.frame()
+        seed=seed,
+        people=people_out,
+        frames=frames,
+        truth=truth,
+        defects=defects.frame(),
+        extras=extras,
     )

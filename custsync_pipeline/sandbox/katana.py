@@ -7,6 +7,9 @@ next link, API-key header):
   total_pages}, links: {next: <absolute url> | null}}`` ordered by ``id`` (numeric);
 - ``GET|PUT|PATCH|DELETE /api/v1/customers/{id}``; ``POST /api/v1/customers`` (201 with the
   record). PUT replaces writable fields, PATCH merges; ``attributes`` merge by key;
+  a customer is a person or a company (``kind``, ``company_name``, ``crm_account_id`` = its
+  Salesforce Account) with ``contact_persons`` (``id``, ``first_name``, ``last_name``,
+  ``role``, ``email``, ``phone``; a write replaces the list) and ``attributes`` (name -> value);
 - ``GET /api/v1/customers/deleted?since=`` -> ``{data: [{id, deleted_at}]}``.
 
 Auth header ``X-Api-Key: <KATANA_API_KEY>``, or OAuth2 client credentials (so the generic
@@ -41,6 +44,10 @@ _WRITABLE = {
     "customer_number",
     "attributes",
     "contacts",
+    "kind",
+    "company_name",
+    "crm_account_id",
+    "contact_persons",
 }
 
 
@@ -199,19 +206,24 @@ class KatanaEmulator(Emulator):
             return self.error(422, "unknown_field", f"unknown fields: {sorted(unknown)}")
         if body.get("attributes") is not None and not isinstance(body["attributes"], dict):
             return self.error(422, "invalid_field", "attributes must be an object")
+        persons = body.get("contact_persons")
+        if persons is not None and not (
+            isinstance(persons, list) and all(isinstance(p, dict) for p in persons)
+        ):
+            return self.error(422, "invalid_field", "contact_persons must be a list of objects")
         now = kt_time(utcnow())
         with self.lock:
             if rec_id is None:
                 self._next_id += 1
                 rec: dict[str, Any] = {"id": str(self._next_id), **{f: None for f in _WRITABLE}, "attributes": {},
-                                       "created_at": now}  # fmt: skip
+                                       "contact_persons": [], "kind": "person", "created_at": now}  # fmt: skip
                 status, kind = 201, "Created"
             else:
                 rec = self.store[rec_id]
                 status, kind = 200, "Updated"
                 if replace:
                     for f in _WRITABLE:
-                        rec[f] = {} if f == "attributes" else None
+                        rec[f] = {"attributes": {}, "contact_persons": []}.get(f)
             for f, v in body.items():
                 if f == "attributes" and isinstance(v, dict):
                     rec["attributes"] = {**(rec.get("attributes") or {}), **v}
@@ -229,6 +241,7 @@ class KatanaEmulator(Emulator):
             "id": str(self._next_id), "first_name": person["first_name"], "last_name": person["last_name"],
             "email": person["email"], "phone": person["phone"], "country": person["country"],
             "customer_number": None, "attributes": {"segment": "retail", "preferred_language": person["language"]},
+            "kind": "person", "company_name": None, "crm_account_id": None, "contact_persons": [],
             "created_at": t, "updated_at": t,
         }  # fmt: skip
 

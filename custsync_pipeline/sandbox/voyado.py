@@ -24,7 +24,11 @@ Knob ``max_rps``: answer 429 (``Retry-After: 1``) above that many requests in on
 
 Consents (``preferences.acceptsEmail`` / ``acceptsSms``: ``Yes`` / ``No`` / ``Not set``):
 once Yes or No, a write of ``Not set`` or null is ignored (a consent never returns to
-``Not set``). Header ``apikey`` (401 otherwise); a write without
+``Not set``). When each was set is in the contact's ``consents`` list (modeled on the v3
+consent object: ``[{id, value, date, source, comment}]``, ``id`` = the preference name); a
+write that sets or changes a preference stamps its entry with the time of the write. Custom
+contact attributes are top-level fields, as in v3 (the sandbox's: ``segment``,
+``favoriteCategory``). Header ``apikey`` (401 otherwise); a write without
 ``Content-Type: application/json`` answers 500, as the real API does.
 Error body: ``{"errorCode", "message", "statusCode"}``.
 """
@@ -239,12 +243,29 @@ class VoyadoEmulator(Emulator):
                 for name, v in value.items():
                     if name in _CONSENTS and prefs.get(name) in _SET and v not in _SET:
                         continue  # once set, a consent never returns to "Not set"
+                    if name in _CONSENTS and v in _SET and prefs.get(name) != v:
+                        self._stamp_consent(rec, name, v)
                     prefs[name] = v
                 rec["preferences"] = prefs
             elif key in ("createdDate", "lastModified"):
                 continue
             else:
                 rec[key] = value
+
+    @staticmethod
+    def _stamp_consent(rec: dict, name: str, value: str) -> None:
+        """A consent set or changed: its entry in ``consents`` gets the value and today's date."""
+        consents = [c for c in rec.get("consents") or [] if c.get("id") != name]
+        consents.append(
+            {
+                "id": name,
+                "value": value,
+                "date": vy_time(utcnow()),
+                "source": "API",
+                "comment": None,
+            }
+        )
+        rec["consents"] = consents
 
     def _key_taken(self, body: dict) -> bool:
         value = body.get(self.key_field)
@@ -263,7 +284,8 @@ class VoyadoEmulator(Emulator):
             "zipCode": None, "city": None, "countryCode": None, "language": None, "contactType": "Member",
             "externalId": None, "memberNumber": None, "storeExternalId": store_id,
             "preferences": {"acceptsEmail": "Not set", "acceptsSms": "Not set"},
-            "loyalty": {"tier": None, "points": 0}, "createdDate": now, "lastModified": now,
+            "loyalty": {"tier": None, "points": 0}, "consents": [], "createdDate": now,
+            "lastModified": now,
         }  # fmt: skip
         while rec["id"] in self.store:
             rec["id"] = str(uuid.uuid4())
