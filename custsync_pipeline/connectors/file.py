@@ -41,6 +41,11 @@ from custsync_pipeline.connectors.common import (
     parse_times,
     utc,
 )
+from custsync_pipeline.connectors.entries import (
+    AspectMapping,
+    parse_aspect_options,
+    times_or_nat,
+)
 from custsync_pipeline.connectors.file_rows import (
     UnreadableFileError,
     decode,
@@ -48,6 +53,7 @@ from custsync_pipeline.connectors.file_rows import (
     read_jsonl_text,
 )
 from custsync_pipeline.connectors.http import ConnectorError
+from custsync_pipeline.domain.aspects import empty_entries
 from custsync_pipeline.domain.received import ERROR_COLUMN, READ_COLUMNS
 
 _TRUE = {"1", "true", "yes", "y", "t"}
@@ -71,7 +77,7 @@ class FileConnector:
         {
             "path", "base_dir", "format", "delimiter", "encoding", "deleted_field",
             "incremental", "write_path", "id_field", "updated_field", "created_field",
-            "mapping", "static", "read_only",
+            "mapping", "static", "read_only", "aspects",
         }
     )  # fmt: skip
 
@@ -99,6 +105,8 @@ class FileConnector:
             raise ConnectorError(name, "options.incremental: one of auto, mtime, column")
         try:
             self.fields: FieldMapping = mapping_from_options(name, self.options)
+            # multi-valued aspects from flattened columns or JSON-lines lists (entries.py)
+            self.aspect_map = AspectMapping(name, parse_aspect_options(self.options.get("aspects")))
         except ValueError as exc:
             raise ConnectorError(name, str(exc)) from None
         if self.incremental == "column" and not self.fields.updated_field:
@@ -182,6 +190,16 @@ class FileConnector:
 
     def to_canonical(self, raw: pd.DataFrame) -> pd.DataFrame:
         return self.fields.to_canonical(raw)
+
+    def to_aspects(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Entries of ``options.aspects`` (rows that could not be read give none)."""
+        if raw.empty:
+            return empty_entries()
+        if ERROR_COLUMN in raw.columns:
+            raw = raw[raw[ERROR_COLUMN].isna()]
+        return self.aspect_map.to_aspects(
+            raw, self.fields.source_ids(raw), times_or_nat(raw, self.fields.updated_field)
+        )
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:
         return self.fields.from_canonical(golden)
