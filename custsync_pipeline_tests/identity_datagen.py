@@ -107,7 +107,7 @@ def _typo(rng: np.random.Generator, word: str) -> str:
 
 def _email(rng, first: str, last: str, n: int) -> str:
     local = _ascii(f"{first}.{last}").lower().replace(" ", "").replace("'", "")
-    return f"{local}{n % 97}@{DOMAINS[int(rng.integers(len(DOMAINS)))]}"
+    return f"{local}{n}@{DOMAINS[int(rng.integers(len(DOMAINS)))]}"  # unique: n is the person
 
 
 def _people(rng: np.random.Generator, n: int) -> list[_Person]:
@@ -142,16 +142,20 @@ def _people(rng: np.random.Generator, n: int) -> list[_Person]:
         )
         shared_email = None
         if size > 1 and rng.random() < 0.5:
-            shared_email = f"familjen.{_ascii(last).lower()}{household % 89}@{DOMAINS[0]}"
+            shared_email = f"familjen.{_ascii(last).lower()}{household}@{DOMAINS[0]}"
         shared_line = size > 1 and rng.random() < 0.6
         namesake_of: _Person | None = None
+        used: set[str] = set()
         for k in range(size):
             if pid >= n:
                 break
             sex = "f" if rng.random() < 0.5 else "m"
             first = FIRST[sex][int(rng.integers(len(FIRST[sex])))]
+            while first in used:  # parents do not give two children one name ...
+                first = FIRST[sex][int(rng.integers(len(FIRST[sex])))]
             if size >= 8 and k == 1 and namesake_of is not None:
-                first = namesake_of.first  # two namesakes in a big household
+                first = namesake_of.first  # ... but a son may carry his father's
+            used.add(first)
             year = int(rng.integers(1940, 2008))
             birth = f"{year}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
             own_email = _email(rng, first, last, pid) if rng.random() < 0.85 else None

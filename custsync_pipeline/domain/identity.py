@@ -39,7 +39,10 @@ from custsync_pipeline.domain.identity_ids import (
     survivor_table,
 )
 from custsync_pipeline.domain.identity_keys import (
+    OVERUSED,
     USABLE,
+    KeyTable,
+    birth_keys,
     build_keys,
     companies_compatible,
     company_keys,
@@ -115,6 +118,7 @@ _CONTEXT_COLUMNS = (
     "last_name",
     "company_name",
     "full_name",
+    "birth_date",
     "kind",
     "updated_at",
 )
@@ -195,8 +199,6 @@ def _recount_contact_holders(
     )
     if (limits < 0).all() or keys.n_keys == 0:
         return
-    from custsync_pipeline.domain.identity_keys import OVERUSED
-
     occ_rule = keys.key_rule[keys.occ_key]
     strong = (keys.key_status[keys.occ_key] == USABLE) & ~contact_rule[occ_rule]
     strong &= keys.key_count[keys.occ_key] >= 2
@@ -214,6 +216,59 @@ def _recount_contact_holders(
     keys.key_reason[over] = [
         f"value shared by more than {lim} different holders" for lim in key_limit[over]
     ]
+
+
+def _name_gated_keys(
+    keys: KeyTable, contact_rule: np.ndarray, tokens: np.ndarray, surnames: np.ndarray
+) -> KeyTable:
+    """A contact value held by too many people still links the holders whose names agree.
+
+    A family e-mail of nine, a shared landline: refused as one key, it becomes
+    one key per (last name, first initial) among its holders, so each person's
+    own records link while the others stay apart. Holders without a full name
+    get none (a guest on a family e-mail is ambiguous). Names that differ inside
+    one such key (a nickname, two namesakes) go through the slow path's checks.
+    """
+    over = (keys.key_status == OVERUSED) & contact_rule[keys.key_rule]
+    sel = over[keys.occ_key]
+    if not sel.any():
+        return keys
+    rec, key = keys.occ_rec[sel], keys.occ_key[sel]
+    sn, tk = surnames[rec], tokens[rec]
+    ok = (pd.notna(sn) & pd.notna(tk)).astype(bool)
+    rec, key, sn, tk = rec[ok], key[ok], sn[ok], tk[ok]
+    if len(rec) == 0:
+        return keys
+    last_word = pd.Series(sn, dtype=object).str.rsplit(" ", n=1).str[-1].to_numpy(dtype=object)
+    # only a household's value: most of its holders share one last name. A placeholder
+    # typed at a till or a role address has holders of every name: it stays refused
+    by_name = pd.DataFrame({"key": key, "name": last_word})
+    per_name = by_name.groupby(["key", "name"], sort=False).size()
+    top_share = per_name.groupby(level="key").max() / per_name.groupby(level="key").sum()
+    family = by_name["key"].map(top_share >= 0.5).to_numpy(dtype=bool)
+    rec, key, tk, last_word = rec[family], key[family], tk[family], last_word[family]
+    if len(rec) == 0:
+        return keys
+    initial = pd.Series(tk, dtype=object).str[:1].to_numpy(dtype=object)
+    sig = last_word + "|" + initial
+    sig_code, _ = pd.factorize(sig)
+    code, uniq = pd.factorize(key.astype(np.int64) * (int(sig_code.max()) + 1) + sig_code)
+    count = np.bincount(code, minlength=len(uniq))
+    first_key = np.zeros(len(uniq), dtype=np.int64)
+    first_key[code] = key
+    new_id = keys.n_keys + code
+    occ_rec = np.concatenate([keys.occ_rec, rec])
+    occ_key = np.concatenate([keys.occ_key, new_id])
+    resort = np.lexsort((occ_rec, occ_key))
+    return KeyTable(
+        occ_rec=occ_rec[resort],
+        occ_key=occ_key[resort],
+        key_rule=np.concatenate([keys.key_rule, keys.key_rule[first_key]]),
+        key_value=np.concatenate([keys.key_value, keys.key_value[first_key]]),
+        key_count=np.concatenate([keys.key_count, count]),
+        key_status=np.concatenate([keys.key_status, np.full(len(uniq), USABLE, dtype=np.int8)]),
+        key_reason=np.concatenate([keys.key_reason, np.full(len(uniq), "", dtype=object)]),
+    )
 
 
 def _masked_link_keys(keys, link_k: np.ndarray, contact_rule: np.ndarray) -> np.ndarray:
@@ -367,6 +422,10 @@ def resolve_identities(
     resort = np.lexsort((keys.occ_rec, keys.occ_key))
     keys.occ_rec, keys.occ_key = keys.occ_rec[resort], keys.occ_key[resort]
     _recount_contact_holders(keys, rules, contact_rule, n)
+    tokens = name_tokens(recs)[order]
+    surnames = surname_keys(recs)[order]
+    births = birth_keys(recs)[order]
+    keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
 
     # --- fast path: usable shared keys -> star edges -> components
     usable = keys.key_status == USABLE
@@ -404,11 +463,13 @@ def resolve_identities(
         s = u_occ & (occ_rule == r_idx)
         distinct = _count_distinct(labels[keys.occ_rec[s]], keys.occ_key[s], n_comp)
         reasons[f"values_{rule.name}"] = distinct > limit
-    tokens = name_tokens(recs)[order]
     has_name = pd.notna(tokens).astype(bool)
     if has_name.any():
         reasons["names"] = _names_disagree(labels[has_name], tokens[has_name], n_comp)
-    surnames = surname_keys(recs)[order]
+    has_birth = pd.notna(births).astype(bool)
+    if has_birth.any():
+        codes, _ = pd.factorize(births[has_birth])
+        reasons["birth_dates"] = _count_distinct(labels[has_birth], codes, n_comp) > 1
     companies = company_keys(recs)[order]
     for label, values, compat in (
         ("surnames", surnames, surnames_compatible),
@@ -460,6 +521,7 @@ def resolve_identities(
             kinds,
             surnames,
             companies,
+            births,
         )
         final[slow_idx] = n_comp + np.asarray(out.labels, dtype=np.int64)
         slow_links = [(int(slow_idx[a]), int(slow_idx[b]), r, k) for a, b, r, k in out.links]
@@ -565,6 +627,7 @@ def _run_slow_path(
     kinds: np.ndarray,
     surnames: np.ndarray,
     companies: np.ndarray,
+    births: np.ndarray,
 ):
     n_slow = len(slow_idx)
     local = np.full(len(tokens), -1, dtype=np.int64)
@@ -620,6 +683,7 @@ def _run_slow_path(
         priorities={i: r.priority for i, r in enumerate(rules)},
         surnames=[x if isinstance(x, str) else None for x in surnames[slow_idx]],
         companies=[x if isinstance(x, str) else None for x in companies[slow_idx]],
+        births=[x if isinstance(x, str) else None for x in births[slow_idx]],
     )
     return resolve_constrained(inp), local
 

@@ -61,6 +61,7 @@ class ConstrainedInput:
     priorities: dict[int, int] = field(default_factory=dict)  # rule index -> priority
     surnames: list[str | None] = field(default_factory=list)  # folded last name per record
     companies: list[str | None] = field(default_factory=list)  # folded company name per record
+    births: list[str | None] = field(default_factory=list)  # birth date YYYYMMDD per record
 
 
 @dataclass
@@ -81,6 +82,7 @@ class _Clusters:
         self.kinds = [{k} if k else set() for k in kinds]
         self.surnames = [{x} if x else set() for x in (inp.surnames or [None] * inp.n)]
         self.companies = [{x} if x else set() for x in (inp.companies or [None] * inp.n)]
+        self.births = [{x} if x else set() for x in (inp.births or [None] * inp.n)]
         # key ids dropped from a cluster to keep a stronger link under a limit: they link
         # nothing more into that cluster
         self.dropped: list[set[int]] = [set() for _ in range(inp.n)]
@@ -124,6 +126,13 @@ class _Clusters:
         ):
             # a company's switchboard or info address is not the person who works there
             return "kind_mismatch", "a company and a person share this contact point"
+        if check_names and self.births[ra] and self.births[rb]:
+            if not (self.births[ra] & self.births[rb]):
+                # namesakes in one household (a father and son on the family e-mail)
+                return (
+                    "birth_date_mismatch",
+                    "birth dates differ: a contact point shared by different people",
+                )
         corroborated = False  # the two sides also share a second contact point
         if check_names:
             # a shared email between records whose phones differ (or the reverse) is a
@@ -203,6 +212,7 @@ class _Clusters:
         self.kinds[ra] |= self.kinds[rb]
         self.surnames[ra] |= self.surnames[rb]
         self.companies[ra] |= self.companies[rb]
+        self.births[ra] |= self.births[rb]
         self.dropped[ra] |= self.dropped[rb]
         return ra
 
@@ -389,26 +399,38 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
     for g in contact_groups:
         link_contact_group([m for m in g.members if named(m)], g)
 
-    # nameless clusters (guest checkouts: an email and nothing else) join the one
-    # named cluster holding their key; when one key is held by several (a family
-    # email) they stay apart
-    per_key: dict[int, dict[int, dict[int, tuple[int, int, KeyGroup]]]] = {}
-    for g in contact_groups:
-        holders = [m for m in g.members if named(m)]
-        if not holders:
-            continue
-        for gm in g.members:
-            if named(gm):
+    # nameless clusters (guest checkouts: an email and nothing else) join the one named
+    # cluster that every contact key they hold points to (the family e-mail's holders
+    # narrowed by the phone); several candidates left: they stay apart. Nameless records
+    # that no named record shares a key with are linked among themselves (the
+    # contact-point, surname and company checks still apply). Both steps repeat until
+    # nothing changes, so a record whose partner joined late follows it.
+    def guest_pass() -> None:
+        per_guest: dict[int, dict[int, tuple[KeyGroup, dict[int, tuple[int, int]]]]] = {}
+        for g in contact_groups:
+            holders = [m for m in g.members if named(m)]
+            if not holders:
                 continue
-            slot = per_key.setdefault(cl.find(gm), {}).setdefault(g.key_id, {})
-            for am in holders:
-                slot.setdefault(cl.find(am), (gm, am, g))
-    for rg in sorted(per_key):
-        by_key = per_key[rg]
-        ambiguous = [slot for slot in by_key.values() if len(slot) > 1]
-        if ambiguous:
-            for slot in ambiguous:
-                for gm, am, g in slot.values():
+            for gm in g.members:
+                if named(gm):
+                    continue
+                slot = per_guest.setdefault(cl.find(gm), {}).setdefault(g.key_id, (g, {}))[1]
+                for am in holders:
+                    slot.setdefault(cl.find(am), (gm, am))
+        for rg in sorted(per_guest):
+            by_key = per_guest[rg]
+            candidates: set[int] | None = None
+            for _g, slot in by_key.values():
+                candidates = set(slot) if candidates is None else candidates & set(slot)
+            if candidates is not None and len(candidates) == 1:
+                target = next(iter(candidates))
+                g, slot = next((g, slot) for g, slot in by_key.values() if target in slot)
+                try_link(*slot[target], g, check_names=True)
+                continue
+            for g, slot in by_key.values():
+                if len(slot) < 2 and candidates:
+                    continue
+                for gm, am in slot.values():
                     conflicts.append(
                         (
                             "ambiguous_guest",
@@ -416,22 +438,25 @@ def resolve_constrained(inp: ConstrainedInput) -> ConstrainedOutput:
                             g.key_id,
                             gm,
                             am,
-                            f"record without a name shares this {g.rule} with {len(slot)} "
-                            "different people: left apart",
+                            f"record without a name shares this {g.rule} with "
+                            f"{len(slot)} different people"
+                            + ("" if len(slot) > 1 else ", its other keys with others")
+                            + ": left apart",
                         )
                     )
-            continue
-        for slot in by_key.values():
-            for gm, am, g in slot.values():
-                try_link(gm, am, g, check_names=True)
 
-    # nameless records whose key no named record holds: linked among themselves
-    # (the contact-point, surname and company checks still apply: two nameless records
-    # with one email and different phones are not one person)
-    for g in contact_groups:
-        if any(named(m) for m in g.members):
-            continue
-        link_group(g.members, g, check_names=True)
+    def nameless_pass() -> None:
+        for g in contact_groups:
+            if any(named(m) for m in g.members):
+                continue
+            link_group(g.members, g, check_names=True)
+
+    for _ in range(20):  # a fixed point; a handful of passes at most in practice
+        before = len(links)
+        guest_pass()
+        nameless_pass()
+        if len(links) == before:
+            break
 
     labels = [cl.find(i) for i in range(inp.n)]
     return ConstrainedOutput(labels=labels, links=links, conflicts=conflicts)

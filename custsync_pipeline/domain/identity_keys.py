@@ -269,6 +269,16 @@ def surname_keys(records: pd.DataFrame) -> np.ndarray:
     return _folded_column(records, "last_name", _fold_words)
 
 
+def _birth_key(value: str) -> str:
+    digits = re.sub(r"\D", "", value)
+    return digits if len(digits) == 8 else ""  # YYYYMMDD; anything else says nothing
+
+
+def birth_keys(records: pd.DataFrame) -> np.ndarray:
+    """A birth date per record as ``YYYYMMDD`` (from ``1980-04-02``, ``19800402``) or None."""
+    return _folded_column(records, "birth_date", _birth_key)
+
+
 def _company_key(value: str) -> str:
     return " ".join(w for w in _fold_words(value).split() if w not in _LEGAL_FORMS)
 
