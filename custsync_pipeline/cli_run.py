@@ -2,14 +2,16 @@
 
 Runs the ``sync_job`` on the Dagster instance of ``$DAGSTER_HOME`` (so the run
 shows in the UI afterwards) or an ephemeral one, then prints records per
-connector, rejected rows, golden records and deltas published per target.
+connector, rejected rows, golden records and deltas published per target,
+then one line per failed step (its connector or target, the step, the reason).
+Exits 1 when a step failed or a target has failed or dead-lettered deltas.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
+from typing import cast
 
 import dagster as dg
 
@@ -31,23 +33,70 @@ def materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dic
     return out
 
 
+def step_owner(step_key: str, names: list[str]) -> str | None:
+    """The connector or target a step belongs to (``voucherify__raw_customers`` -> voucherify)."""
+    hits = [n for n in names if step_key == n or step_key.startswith((f"{n}__", f"{n}_"))]
+    return max(hits, key=len) if hits else None
+
+
+def failure_reason(event: dg.DagsterEvent, limit: int = 240) -> str:
+    """One line saying why a step failed: the innermost user error, not Dagster's wrapper."""
+    err = getattr(event.event_specific_data, "error", None)
+    if err is None:
+        return event.message or "failed"
+    while err.cause is not None and err.cls_name and err.cls_name.startswith("Dagster"):
+        err = err.cause
+    text = " ".join(err.message.strip().splitlines()[:1]) or err.cls_name or "failed"
+    head, sep, rest = text.partition(": ")
+    if sep and "." in head and " " not in head:  # "dagster._core...Failure: why" -> "why"
+        text = rest if head.endswith(".Failure") else f"{head.rsplit('.', 1)[-1]}: {rest}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def step_failures(results: list[dg.ExecuteInProcessResult]) -> list[tuple[str, str]]:
+    """(step key, one-line reason) of every failed step of ``results``, in order."""
+    return [
+        (e.step_key, failure_reason(e))
+        for result in results
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE" and e.step_key
+    ]
+
+
 def format_summary(
-    meta: dict[str, dict[str, object]], connectors: list[str], targets: list[str]
+    meta: dict[str, dict[str, object]],
+    connectors: list[str],
+    targets: list[str],
+    failures: list[tuple[str, str]] | None = None,
 ) -> str:
+    failures = failures or []
+    names = [*connectors, *targets]
     lines = ["", "custsync run summary", "=" * 60]
     lines.append(
         f"{'connector':<16}{'received':>10}{'valid':>10}{'rejected':>10}{'fields quarantined':>20}"
     )
+    notes: list[str] = []
     for name in connectors:
         cust = meta.get(f"{name}/customers", {})
         rej = meta.get(f"{name}/rejected_customers", {})
         if not cust:
-            lines.append(f"{name:<16}{'FAILED (see the run in the UI)':>40}")
+            lines.append(f"{name:<16}{'FAILED (the reason is below)':>40}")
             continue
         lines.append(
             f"{name:<16}{cust.get('received', 0):>10}{cust.get('dagster/row_count', 0):>10}"
             f"{rej.get('rejected_records', 0):>10}{rej.get('field_issues', 0):>20}"
         )
+        if cust.get("source_records_replaced") is False:
+            kept = int(cast(int, cust.get("source_records_kept", 0)) or 0)
+            notes.append(
+                f"  {name}: below its valid-row gate, nothing stored; "
+                + (
+                    f"the {kept} records of its last good run are used"
+                    if kept
+                    else "no earlier good run, so golden records are made without it"
+                )
+            )
+    lines.extend(notes)
     idm = meta.get("identity_map", {})
     gold = meta.get("golden_customers", {})
     lines.append("")
@@ -70,7 +119,35 @@ def format_summary(
             f"{p.get('failed_transient', '-'):>10}{p.get('dead_lettered', '-'):>8}"
             f"{d.get('held_back', '-'):>12}"
         )
+    unsent = unsent_targets(meta, targets)
+    if unsent:
+        lines.append("")
+        for name, (failed, dead) in unsent.items():
+            lines.append(
+                f"  {name}: {failed} failed (retried by the outbox sensor), {dead} dead-lettered "
+                "(the API refused them; the reasons are in the state DB's outbox)"
+            )
+    if failures:
+        lines.append("")
+        lines.append("failed steps:")
+        for step, reason in failures:
+            owner = step_owner(step, names)
+            lines.append(f"  {owner or '-'}: {step}: {reason}")
     return "\n".join(lines)
+
+
+def unsent_targets(
+    meta: dict[str, dict[str, object]], targets: list[str]
+) -> dict[str, tuple[int, int]]:
+    """Targets with deltas that failed or were dead-lettered this run: name -> (failed, dead)."""
+    out: dict[str, tuple[int, int]] = {}
+    for name in targets:
+        p = meta.get(f"{name}/published", {})
+        failed = int(cast(int, p.get("failed_transient", 0)) or 0)
+        dead = int(cast(int, p.get("dead_lettered", 0)) or 0)
+        if failed or dead:
+            out[name] = (failed, dead)
+    return out
 
 
 def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -116,14 +193,12 @@ def run(args: argparse.Namespace) -> int:
         meta.update(materialization_metadata(result))
     connectors = list(cfg.enabled_connectors())
     targets = [t.connector for t in cfg.publish if t.connector in connectors]
-    print(format_summary(meta, connectors, targets))
+    print(format_summary(meta, connectors, targets, step_failures(results)))
     for result in results:
         state = "success" if result.success else "FAILED"
         print(f"\nrun id: {result.run_id} ({result.job_def.name}: {state})")
-        for event in result.all_events:
-            if event.event_type_value == "STEP_FAILURE":
-                print(f"  step failed: {event.step_key}: {event.message}", file=sys.stderr)
-    return 0 if all(r.success for r in results) else 1
+    ok = all(r.success for r in results) and not unsent_targets(meta, targets)
+    return 0 if ok else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:

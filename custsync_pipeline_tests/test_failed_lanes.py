@@ -44,7 +44,10 @@ def test_a_down_connector_does_not_stop_golden_records_for_the_others(half_down,
     assert cli_run.run(argparse.Namespace()) == 1  # something failed, and it says so
     out = capsys.readouterr().out
     assert "lanes failed (voucherify__raw_customers)" in out
-    assert "voucherify" in out and "FAILED (see the run in the UI)" in out
+    assert "voucherify" in out and "FAILED (the reason is below)" in out
+    # one line naming the connector, its step and why, not a traceback
+    line = next(x for x in out.splitlines() if x.startswith("  voucherify: voucherify__raw"))
+    assert "unreachable" in line and "127.0.0.1" in line and "Traceback" not in out
     assert "resolve_and_publish_job" in out
 
     engine = StateDB(db_url).engine

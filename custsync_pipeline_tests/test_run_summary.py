@@ -24,3 +24,29 @@ def test_summary_separates_rejected_records_from_quarantined_fields() -> None:
     assert "golden records: 7 (7 new or changed this run)" in text
     target = [line for line in text.splitlines() if line.startswith("crm ")][-1]
     assert target.split() == ["crm", "7", "6", "0", "1", "4"]
+
+
+def test_summary_names_each_failed_step_gate_and_unsent_target_in_one_line() -> None:
+    from custsync_pipeline.cli_run import step_owner, unsent_targets
+
+    meta = {
+        "crm/customers": {"received": 10, "dagster/row_count": 2, "source_records_replaced": False},
+        "web/customers": {
+            "received": 10,
+            "dagster/row_count": 2,
+            "source_records_replaced": False,
+            "source_records_kept": 40,
+        },
+        "crm/published": {"published": 6, "failed_transient": 2, "dead_lettered": 1},
+    }
+    failures = [("shop__raw_customers", "connector shop at http://x: unreachable, not retrying")]
+    text = format_summary(meta, ["crm", "web", "shop"], ["crm"], failures)
+    lines = text.splitlines()
+    assert "  crm: below its valid-row gate, nothing stored; no earlier good run" in text
+    assert "  web: below its valid-row gate, nothing stored; the 40 records" in text
+    assert "  shop: shop__raw_customers: connector shop at http://x: unreachable" in lines[-1]
+    assert any(line.startswith("  crm: 2 failed") and "1 dead-lettered" in line for line in lines)
+    assert unsent_targets(meta, ["crm"]) == {"crm": (2, 1)}
+    assert unsent_targets({"crm/published": {"failed_transient": 0}}, ["crm"]) == {}
+    assert step_owner("shop_eu__raw_customers", ["shop", "shop_eu"]) == "shop_eu"
+    assert step_owner("shop_customers", ["shop", "shop_eu"]) == "shop"

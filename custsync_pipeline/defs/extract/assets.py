@@ -6,6 +6,7 @@ assets; the identity step reads the state DB and works with what it has.
 """
 
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -19,11 +20,14 @@ from custsync_pipeline.connectors.http import (
 )
 from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain import canonical
-from custsync_pipeline.domain.plan import ConnectorPlan, SyncPlan
+from custsync_pipeline.domain.plan import ConnectorPlan, QualityGate, SyncPlan
 from custsync_pipeline.domain.quality import valid_rate_passes, validation_metrics
 from custsync_pipeline.store import core
 from custsync_pipeline.store.golden import replace_source_entries
 from custsync_pipeline.store.quarantine import record_quarantine
+
+if TYPE_CHECKING:  # pandera loads with the first lane step, not with the definitions
+    from custsync_pipeline.domain.validate import ValidationResult
 
 
 def lane_entries(
@@ -153,6 +157,21 @@ def _fatal_message(name: str, resource: dg.ConfigurableResource, exc: ConnectorE
     return f"connector {name}{where}: {kind}, not retrying: {exc}"
 
 
+def gate_message(name: str, checked: "ValidationResult", gate: QualityGate, kept: int) -> str:
+    """What a lane below its valid-row gate did, true on a first run too (nothing to keep)."""
+    why = (
+        f"{name}: {checked.valid_rate:.1%} of {checked.rows_in} rows valid, below "
+        f"{gate.min_valid_rate:.0%} (min rows {gate.min_rows})"
+    )
+    if kept:
+        return f"{why}: nothing stored, the {kept} source records of the last good run kept"
+    return (
+        f"{why}: nothing stored, and there is no earlier good run to keep: identity and "
+        f"golden records go on without {name} until a run passes the gate "
+        f"(`custsync quarantine --connector {name}` says why rows failed)"
+    )
+
+
 def _customers_asset(name: str, conn: ConnectorPlan) -> dg.AssetsDefinition:
     api_key = connector_resource_key(name)
     gate = conn.quality
@@ -209,16 +228,14 @@ def _customers_asset(name: str, conn: ConnectorPlan) -> dg.AssetsDefinition:
         passes = valid_rate_passes(
             checked.rows_in, len(checked.valid), gate.min_valid_rate, gate.min_rows
         )
+        kept = 0
         if passes:
             stored = core.replace_source_records(engine, name, checked.valid)
             replace_source_entries(engine, name, entries.valid)
         else:
             stored = 0
-            context.log.warning(
-                f"{name}: {checked.valid_rate:.1%} of {checked.rows_in} rows valid, below "
-                f"{gate.min_valid_rate:.0%} (min rows {gate.min_rows}): stored source "
-                "records kept from the last good run"
-            )
+            kept = core.source_record_counts(engine).get(name, 0)
+            context.log.warning(gate_message(name, checked, gate, kept))
         rejected = pd.concat([checked.rejected, entries.rejected], ignore_index=True)
         record_quarantine(engine, name, rejected, checked.valid)
         context.log.info(
@@ -237,6 +254,8 @@ def _customers_asset(name: str, conn: ConnectorPlan) -> dg.AssetsDefinition:
                 "min_valid_rate": float(gate.min_valid_rate),
                 "source_records_replaced": passes,
                 "stored": stored,
+                # the gate held: records kept from the last good run (0: there was none)
+                "source_records_kept": kept,
                 "aspect_entries": len(entries.valid),
                 "aspect_entries_rejected": len(entries.rejected),
                 **entries.counts(),
