@@ -8,6 +8,11 @@
   the vendor's wire field names (dotted names such as ``address.city`` are
   nested objects on the wire); ``records(system)`` renders them as the
   vendor's native JSON dicts;
+- ``extras[key]``: sub-resources that are not customer records (``exact.Address``:
+  Exact Online ``crm/Addresses``), served by the emulators, never resolved;
+- multi-valued aspects on the records in each vendor's shape, with overlaps on purpose
+  (one address typed two ways, one contact person in two systems, one attribute with two
+  values): see :func:`_add_aspects`;
 - ``truth``: ``system, object_type, source_id, person_id`` for every record
   (companies get an ``ORG…`` id instead of a person id);
 - ``defects``: ``system, object_type, source_id, field, wire_field, defect,
