@@ -125,32 +125,43 @@ PERSONAL_ENTRY_COLUMNS: frozenset[str] = frozenset(
 )
 
 
+def _empty_column(col: str, n: int) -> pd.Series:
+    if col == "size":
+        return pd.Series(np.full(n, np.nan), dtype="float64")
+    if col == "seen_at":
+        return pd.Series(np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")).dt.tz_localize(
+            "UTC"
+        )
+    # a StringArray from an all-NA object array, without validating n values one by one
+    return pd.Series(pd.arrays.StringArray(np.full(n, pd.NA, dtype=object)))
+
+
 def empty_entries(n: int = 0) -> pd.DataFrame:
     """An entries frame of ``n`` empty rows with the right dtypes."""
-    data: dict[str, pd.Series] = {
-        c: pd.Series([pd.NA] * n, dtype="string") for c in ENTRY_COLUMNS if c != "size"
-    }
-    data["size"] = pd.Series([np.nan] * n, dtype="float64")
-    data["seen_at"] = pd.Series([pd.NaT] * n, dtype="datetime64[ns, UTC]")
-    return pd.DataFrame(data)[list(ENTRY_COLUMNS)]
+    return pd.DataFrame({c: _empty_column(c, n) for c in ENTRY_COLUMNS})
 
 
 def conform_entries(frame: pd.DataFrame | None) -> pd.DataFrame:
-    """``frame`` with every entry column present, in order, typed; unknown columns dropped."""
+    """``frame`` with every entry column present, in order, typed; unknown columns dropped.
+    Columns already of the right dtype are taken as they are."""
     if frame is None or frame.empty:
         return empty_entries()
-    out = empty_entries(len(frame))
-    out.index = frame.index
+    n = len(frame)
+    data: dict[str, pd.Series] = {}
     for col in ENTRY_COLUMNS:
         if col not in frame.columns:
+            data[col] = _empty_column(col, n)
             continue
+        src = frame[col].reset_index(drop=True)
         if col == "size":
-            out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+            data[col] = pd.to_numeric(src, errors="coerce").astype("float64")
         elif col == "seen_at":
-            out[col] = pd.to_datetime(frame[col], utc=True, errors="coerce", format="mixed")
+            if not isinstance(src.dtype, pd.DatetimeTZDtype):
+                src = pd.to_datetime(src, utc=True, errors="coerce", format="mixed")
+            data[col] = src.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
         else:
-            out[col] = frame[col].astype("string")
-    return out.reset_index(drop=True)
+            data[col] = src if src.dtype == "string" else src.astype("string")
+    return pd.DataFrame(data)
 
 
 def fold(series: pd.Series) -> pd.Series:

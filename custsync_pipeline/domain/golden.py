@@ -257,6 +257,18 @@ def entry_rights(steps: Sequence[FlowStep]) -> pd.DataFrame:
     return frame.drop_duplicates(["connector", "aspect"], keep="last")
 
 
+def _golden_of(entries: pd.DataFrame, identity_map: pd.DataFrame) -> pd.Series:
+    """The golden id of each entry's record (<NA> when unmapped), one hash lookup per
+    connector instead of a two-column string merge."""
+    out = pd.Series(pd.NA, index=entries.index, dtype="string")
+    idm = identity_map[["connector", "source_id", "golden_id"]]
+    for conn, rows in entries.groupby("connector", sort=False).groups.items():
+        lookup = idm[idm["connector"] == conn].drop_duplicates("source_id")
+        lookup = pd.Series(lookup["golden_id"].to_numpy(), index=lookup["source_id"].to_numpy())
+        out.loc[rows] = entries.loc[rows, "source_id"].map(lookup).astype("string")
+    return out
+
+
 def merge_entries(
     entries: pd.DataFrame, identity_map: pd.DataFrame, steps: Sequence[FlowStep]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -264,42 +276,59 @@ def merge_entries(
     one per natural key; values from the latest step (then the newest sighting).
 
     Returns (golden entries, entry sources: who holds each entry and when each last saw it).
+    Integer codes and one ``lexsort`` do the work: 2.5M entries in a few seconds.
     """
     e = conform_entries(entries)
-    e = e.drop(columns=["local_id", "parent_local_id", "golden_id"], errors="ignore").merge(
-        identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
-    )
-    e = e.merge(entry_rights(steps), on=["connector", "aspect"])
-    if e.empty:
+    rights = entry_rights(steps)
+    rank_of = {(c, a): r for c, a, r in rights.itertuples(index=False)}
+    gid = _golden_of(e, identity_map)
+    conn_codes, conn_names = pd.factorize(e["connector"])
+    asp_codes, asp_names = pd.factorize(e["aspect"])
+    pair_rank = np.array(
+        [[rank_of.get((c, a), -1) for a in asp_names] for c in conn_names], dtype=np.int64
+    ).reshape(len(conn_names), len(asp_names))
+    rank = pair_rank[conn_codes, asp_codes] if len(e) else np.zeros(0, dtype=np.int64)
+    keep = (rank >= 0) & gid.notna().to_numpy()
+    if not keep.any():
         return empty_golden_entries(), pd.DataFrame(columns=list(ENTRY_SOURCE_COLUMNS))
-    e["seen_ns"] = _times(e["seen_at"])
-    e = e.sort_values(
-        ["golden_id", "aspect", "entry_key", "rank", "seen_ns", "connector"],
-        ascending=[True, True, True, False, False, True],
-        kind="stable",
-    )
-    sources = e.drop_duplicates(["golden_id", "aspect", "entry_key", "connector", "source_id"])
-    sources = sources.sort_values("seen_ns", ascending=False, kind="stable").drop_duplicates(
-        ["golden_id", "aspect", "entry_key", "connector"]
-    )
-    winners = e.drop_duplicates(["golden_id", "aspect", "entry_key"]).copy()
-    # providers: a bit per connector, summed over the distinct holders, named once per mask
-    names = sorted(sources["connector"].unique())
-    bit = pd.Series(np.left_shift(1, np.arange(len(names), dtype=np.int64)), index=names)
-    masks = (
-        sources.assign(bit=sources["connector"].map(bit).to_numpy())
-        .groupby(["golden_id", "aspect", "entry_key"], sort=False)["bit"]
-        .sum()
-    )
-    label = {m: ",".join(n for n, b in bit.items() if m & b) for m in pd.unique(masks.to_numpy())}
-    winners = winners.merge(
-        masks.map(label).rename("providers").reset_index(), on=["golden_id", "aspect", "entry_key"]
-    )
-    golden_entries = winners[list(GOLDEN_ENTRY_COLUMNS)].reset_index(drop=True)
-    entry_sources = sources[list(ENTRY_SOURCE_COLUMNS)].sort_values(
-        ["golden_id", "aspect", "entry_key", "connector"]
-    )
-    return golden_entries, entry_sources.reset_index(drop=True)
+    e = e[keep].reset_index(drop=True)
+    gid = gid[keep].reset_index(drop=True)
+    rank, conn_codes, asp_codes = rank[keep], conn_codes[keep], asp_codes[keep]
+    g_codes, g_names = pd.factorize(gid)
+    k_codes = pd.factorize(e["entry_key"])[0]
+    seen = _times(e["seen_at"])
+    # by entry (golden id, aspect, key), then the latest step, then the newest sighting
+    order = np.lexsort((conn_codes, -seen, -rank, k_codes, asp_codes, g_codes))
+    g, a, k, c = g_codes[order], asp_codes[order], k_codes[order], conn_codes[order]
+    new_entry = np.r_[True, (g[1:] != g[:-1]) | (a[1:] != a[:-1]) | (k[1:] != k[:-1])]
+    entry_id = np.cumsum(new_entry) - 1
+    winners = order[new_entry]
+    # holders: the newest sighting of each connector per entry
+    by_conn = np.lexsort((-seen[order], c, entry_id))
+    ec, cc = entry_id[by_conn], c[by_conn]
+    first_of_conn = np.r_[True, (ec[1:] != ec[:-1]) | (cc[1:] != cc[:-1])]
+    holders = order[by_conn[first_of_conn]]
+    holder_entry = ec[first_of_conn]
+    bits = np.left_shift(np.int64(1), conn_codes[holders].astype(np.int64))
+    starts = np.flatnonzero(np.r_[True, holder_entry[1:] != holder_entry[:-1]])
+    masks = np.bitwise_or.reduceat(bits, starts)
+    names = list(conn_names)
+    label = {
+        int(m): ",".join(sorted(n for i, n in enumerate(names) if int(m) >> i & 1))
+        for m in np.unique(masks)
+    }
+    golden_entries = e.iloc[winners].reset_index(drop=True)
+    golden_entries["golden_id"] = g_names[g_codes[winners]]
+    golden_entries["providers"] = pd.Series(
+        [label[int(m)] for m in masks], dtype="string"
+    ).to_numpy()
+    golden_entries = golden_entries[list(GOLDEN_ENTRY_COLUMNS)]
+    for col in ("golden_id", "providers"):
+        golden_entries[col] = golden_entries[col].astype("string")
+    entry_sources = e.iloc[holders][["aspect", "entry_key", "connector", "source_id", "seen_at"]]
+    entry_sources = entry_sources.reset_index(drop=True)
+    entry_sources.insert(0, "golden_id", pd.array(g_names[g_codes[holders]], dtype="string"))
+    return golden_entries, entry_sources[list(ENTRY_SOURCE_COLUMNS)]
 
 
 def entry_hashes(entries: pd.DataFrame) -> np.ndarray:
