@@ -160,8 +160,53 @@ class IdentifierRule(_Strict):
         return self
 
 
+class MatchingConfig(_Strict):
+    """``identity.matching``: the probabilistic stage (docs/identity.md)."""
+
+    enabled: bool = True
+    link_threshold: float = Field(default=0.99, gt=0, lt=1)
+    review_threshold: float = Field(default=0.90, gt=0, lt=1)
+    comparisons: list[str] = Field(
+        default_factory=lambda: list(domain_plan.MatchingPlan.comparisons)
+    )
+    blocking: list[list[str]] = Field(
+        default_factory=lambda: [list(b) for b in domain_plan.MatchingPlan.blocking]
+    )
+    max_block_size: int = Field(default=100, ge=2)
+
+    @model_validator(mode="after")
+    def _known(self) -> MatchingConfig:
+        from custsync_pipeline.domain.identity_match import BLOCKING_KEYS, COMPARISONS
+
+        if self.review_threshold > self.link_threshold:
+            raise ValueError("identity.matching.review_threshold is above link_threshold")
+        for c in self.comparisons:
+            if c not in COMPARISONS:
+                raise ValueError(
+                    f"identity.matching.comparisons: {c!r} is not one of {list(COMPARISONS)}"
+                )
+        for i, rule in enumerate(self.blocking):
+            for key in rule:
+                if key not in BLOCKING_KEYS:
+                    raise ValueError(
+                        f"identity.matching.blocking[{i}]: {key!r} is not one of {list(BLOCKING_KEYS)}"
+                    )
+        return self
+
+    def to_plan(self) -> domain_plan.MatchingPlan:
+        return domain_plan.MatchingPlan(
+            enabled=self.enabled,
+            link_threshold=self.link_threshold,
+            review_threshold=self.review_threshold,
+            comparisons=tuple(self.comparisons),
+            blocking=tuple(tuple(b) for b in self.blocking),
+            max_block_size=self.max_block_size,
+        )
+
+
 class IdentityConfig(_Strict):
     identifiers: list[IdentifierRule]
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> IdentityConfig:
@@ -305,6 +350,7 @@ class SyncConfig(_Strict):
             ownership=dict(self.flow.ownership),
             publish=tuple(p for p in publish if p.connector in enabled),
             state_db_url=self.state_db_url,
+            matching=self.identity.matching.to_plan(),
         )
 
     def enabled_connectors(self) -> dict[str, ConnectorConfig]:

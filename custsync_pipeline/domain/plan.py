@@ -30,6 +30,36 @@ class IdentifierRule:
 
 
 @dataclass(frozen=True)
+class MatchingPlan:
+    """The probabilistic stage of identity resolution (``identity.matching``).
+
+    Thresholds are match probabilities of a Fellegi–Sunter model with m and u
+    estimated from the data (``domain.identity_match``).
+    """
+
+    enabled: bool = True
+    link_threshold: float = 0.99
+    review_threshold: float = 0.90
+    comparisons: tuple[str, ...] = (
+        "first_name",
+        "last_name",
+        "birth_date",
+        "street",
+        "postal_code",
+        "city",
+        "email",
+        "phone",
+    )
+    blocking: tuple[tuple[str, ...], ...] = (
+        ("last_name_phonetic", "postal_code"),
+        ("last_name_phonetic", "city"),
+        ("birth_date", "first_initial"),
+        ("first_name_phonetic", "postal_code"),
+    )
+    max_block_size: int = 100
+
+
+@dataclass(frozen=True)
 class FlowStep:
     """One step of the flow: a connector and the aspects it contributes."""
 
@@ -83,6 +113,7 @@ class SyncPlan:
     ownership: Mapping[str, str] = field(default_factory=dict)
     publish: tuple[PublishPolicy, ...] = ()
     state_db_url: str = "sqlite:///.custsync/state.sqlite"
+    matching: MatchingPlan = field(default_factory=MatchingPlan)
 
     @property
     def uses_current_data(self) -> bool:

@@ -1,0 +1,489 @@
+"""The probabilistic stage of identity resolution: records no strong key links.
+
+A CRM duplicate with no e-mail and no phone, only name and address, shares no
+key with its person. After the rules have formed their clusters, this stage:
+
+1. **blocks**: candidate pairs are records that agree on a blocking key
+   (``identity.matching.blocking``: by default surname phonetic + postal code,
+   surname phonetic + city, birth date + first initial, first-name phonetic +
+   postal code); a block larger than ``max_block_size`` is skipped (a common
+   name in a big city says little and costs quadratically);
+2. **compares** each pair field by field into levels (exact / close / different /
+   missing) with ``rapidfuzz`` Jaro-Winkler similarity, element-wise in C++
+   (``process.cpdist``);
+3. **scores** with a Fellegi–Sunter model, as Splink does: ``u`` (how often a
+   level occurs between two random records) from random record pairs, ``m`` (how
+   often between two records of one person) and the prior estimated by EM on the
+   candidate pairs; a pair's match weight is the sum of ``log2(m/u)`` over its
+   fields plus the prior's, its match probability follows;
+4. **decides**: a pair at or above ``link_threshold`` links its two clusters unless
+   a constraint refuses it (first or last names incompatible, birth dates or kinds
+   differ, two values of an identifier limited to one per golden record, a steward's
+   cannot-link); a pair between ``review_threshold`` and ``link_threshold`` goes to
+   the review queue (``probable_match``) with its probability and field levels.
+
+Pure: numpy/pandas/rapidfuzz; deterministic (the random pairs are drawn with a fixed
+seed over the canonical record order), so a rerun on unchanged input decides the same.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from rapidfuzz.distance import JaroWinkler, Levenshtein
+from rapidfuzz.process import cpdist
+
+from custsync_pipeline.domain.identity_names import first_names_compatible, fold
+from custsync_pipeline.domain.plan import MatchingPlan
+
+# comparison -> (level names, strongest first). Level -1 is "missing on a side".
+LEVELS: dict[str, tuple[str, ...]] = {
+    "first_name": ("exact", "nickname_or_initial", "jw>=0.88", "different"),
+    "last_name": ("exact", "jw>=0.92", "jw>=0.80", "different"),
+    "birth_date": ("exact", "one_digit_or_swap", "same_year", "different"),
+    "street": ("exact", "jw>=0.90", "jw>=0.75", "different"),
+    "postal_code": ("exact", "one_digit", "different"),
+    "city": ("exact", "jw>=0.90", "different"),
+    "email": ("exact", "one_edit_or_same_local", "different"),
+    "phone": ("exact", "last_8_digits", "different"),
+}
+COMPARISONS = tuple(LEVELS)
+BLOCKING_KEYS = (
+    "last_name_phonetic",
+    "first_name_phonetic",
+    "first_initial",
+    "last_name",
+    "birth_date",
+    "birth_year",
+    "postal_code",
+    "city",
+    "street",
+    "email",
+    "phone",
+)
+RANDOM_PAIRS = 200_000
+EM_ITERATIONS = 25
+
+
+@dataclass
+class MatchInput:
+    """Per record (canonical order): folded fields, the rules' clusters and vetoes."""
+
+    fields: dict[str, np.ndarray]  # comparison -> folded value (None when missing)
+    cluster: np.ndarray  # cluster of each record after the rules
+    first_tokens: np.ndarray  # first-name token (identity_keys.name_tokens)
+    surnames: np.ndarray  # folded last name
+    births: np.ndarray  # YYYYMMDD
+    kinds: np.ndarray  # person / company / None
+    single_ids: list[np.ndarray] = field(default_factory=list)  # per 1-per-golden rule: key id
+    cannot: list[tuple[int, int]] = field(default_factory=list)  # steward cannot-links
+
+
+@dataclass
+class MatchOutput:
+    cluster: np.ndarray  # new cluster label per record
+    links: tuple[np.ndarray, np.ndarray, np.ndarray]  # a, b, probability (accepted)
+    review: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]  # a, b, probability, evidence
+    refused: tuple[np.ndarray, np.ndarray, list[str]]  # a, b, why (above link threshold)
+    stats: dict[str, int | float]
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def _soundex(word: str) -> str:
+    """American Soundex of a folded word (``svensson`` -> ``s152``); "" when empty."""
+    word = re.sub(r"[^a-z]", "", word)
+    if not word:
+        return ""
+    codes = {**dict.fromkeys("bfpv", "1"), **dict.fromkeys("cgjkqsxz", "2"),
+             **dict.fromkeys("dt", "3"), "l": "4", **dict.fromkeys("mn", "5"), "r": "6"}  # fmt: skip
+    out, last = word[0], codes.get(word[0], "")
+    for ch in word[1:]:
+        code = codes.get(ch, "")
+        if code and code != last:
+            out += code
+        if ch not in "hw":
+            last = code
+    return (out + "000")[:4]
+
+
+def _per_unique(values: np.ndarray, func) -> np.ndarray:
+    """``func`` once per distinct present value; None where missing or empty."""
+    out = np.full(len(values), None, dtype=object)
+    present = np.flatnonzero(pd.notna(values))
+    if len(present):
+        code, uniq = pd.factorize(values[present].astype(str))
+        table = np.array([func(u) or None for u in uniq] + [None], dtype=object)
+        out[present] = table[code]
+    return out
+
+
+def match_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, np.ndarray]:
+    """Folded comparison values per record, in canonical order (``order``)."""
+
+    def col(name: str) -> np.ndarray:
+        if name not in recs.columns:
+            return np.full(len(order), None, dtype=object)
+        return recs[name].to_numpy(dtype=object)[order]
+
+    digits = re.compile(r"\D")
+
+    def birth(v: str) -> str:
+        d = digits.sub("", v)
+        return d if len(d) == 8 else ""
+
+    first = _per_unique(col("first_name"), lambda v: (fold(v).split() or [""])[0])
+    return {
+        "first_name": first,
+        "last_name": _per_unique(col("last_name"), fold),
+        "birth_date": _per_unique(col("birth_date"), birth),
+        "street": _per_unique(col("street"), fold),
+        "postal_code": _per_unique(col("postal_code"), lambda v: digits.sub("", v) or fold(v)),
+        "city": _per_unique(col("city"), fold),
+        "email": _per_unique(col("email"), lambda v: v.strip().lower()),
+        "phone": _per_unique(col("phone"), lambda v: digits.sub("", v)),
+    }
+
+
+def block_values(fields: dict[str, np.ndarray], key: str) -> np.ndarray:
+    """One blocking key's value per record (None when missing)."""
+    if key == "last_name_phonetic":
+        return _per_unique(fields["last_name"], lambda v: _soundex(v.split()[-1]))
+    if key == "first_name_phonetic":
+        return _per_unique(fields["first_name"], _soundex)
+    if key == "first_initial":
+        return _per_unique(fields["first_name"], lambda v: v[:1])
+    if key == "birth_year":
+        return _per_unique(fields["birth_date"], lambda v: v[:4])
+    return fields[key]
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def _pairs_within_blocks(code: np.ndarray, max_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (a < b) of records sharing a block code (>= 0), blocks up to ``max_block``."""
+    rec = np.flatnonzero(code >= 0)
+    if len(rec) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.argsort(code[rec], kind="stable")
+    rec, c = rec[order], code[rec][order]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    sizes = np.diff(np.r_[starts, len(c)])
+    keep_block = (sizes >= 2) & (sizes <= max_block)
+    block_of = np.repeat(np.arange(len(starts)), sizes)
+    end = np.repeat(starts + sizes, sizes)
+    pos = np.arange(len(c))
+    partners = np.where(keep_block[block_of], end - pos - 1, 0)
+    total = int(partners.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a_pos = np.repeat(pos, partners)
+    offset = np.arange(total) - np.repeat(np.cumsum(partners) - partners, partners)
+    b_pos = a_pos + 1 + offset
+    a, b = rec[a_pos], rec[b_pos]
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def candidate_pairs(
+    fields: dict[str, np.ndarray], blocking: tuple[tuple[str, ...], ...], max_block: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct candidate pairs from every blocking rule (a < b)."""
+    n = len(next(iter(fields.values())))
+    cache: dict[str, np.ndarray] = {}
+    pa, pb = [], []
+    for rule in blocking:
+        parts = []
+        for key in rule:
+            if key not in cache:
+                cache[key] = block_values(fields, key)
+            parts.append(cache[key])
+        present = np.ones(n, dtype=bool)
+        for p in parts:
+            present &= pd.notna(p)
+        joined = pd.Series(parts[0], dtype=object).astype(str)
+        for p in parts[1:]:
+            joined = joined + "\x1f" + pd.Series(p, dtype=object).astype(str)
+        code = np.full(n, -1, dtype=np.int64)
+        code[present] = pd.factorize(joined.to_numpy(dtype=object)[present])[0]
+        a, b = _pairs_within_blocks(code, max_block)
+        pa.append(a)
+        pb.append(b)
+    a, b = np.concatenate(pa), np.concatenate(pb)
+    if len(a) == 0:
+        return a, b
+    key = np.unique(a * np.int64(n) + b)
+    return key // n, key % n
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _jw(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return cpdist(list(x), list(y), scorer=JaroWinkler.normalized_similarity, workers=1)
+
+
+def _lev(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return cpdist(list(x), list(y), scorer=Levenshtein.distance, workers=1)
+
+
+def compare(
+    fields: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray, comparisons: tuple[str, ...]
+) -> np.ndarray:
+    """Level per pair and comparison (int8, -1 when missing on a side)."""
+    out = np.full((len(a), len(comparisons)), -1, dtype=np.int8)
+    for j, name in enumerate(comparisons):
+        v = fields[name]
+        va, vb = v[a], v[b]
+        both = pd.notna(va) & pd.notna(vb)
+        if not both.any():
+            continue
+        idx = np.flatnonzero(both)
+        x, y = va[idx], vb[idx]
+        eq = x == y
+        lev = np.full(len(idx), len(LEVELS[name]) - 1, dtype=np.int8)  # "different"
+        lev[eq] = 0
+        rest = np.flatnonzero(~eq)
+        if len(rest):
+            xr, yr = x[rest], y[rest]
+            if name == "first_name":
+                compat = np.fromiter(
+                    (first_names_compatible(p, q) for p, q in zip(xr, yr, strict=True)),
+                    dtype=bool,
+                    count=len(rest),
+                )
+                sim = _jw(xr, yr)
+                lev[rest] = np.where(compat, 1, np.where(sim >= 0.88, 2, 3))
+            elif name in ("last_name", "street"):
+                sim = _jw(xr, yr)
+                hi, lo = (0.92, 0.80) if name == "last_name" else (0.90, 0.75)
+                lev[rest] = np.where(sim >= hi, 1, np.where(sim >= lo, 2, 3))
+            elif name == "city":
+                lev[rest] = np.where(_jw(xr, yr) >= 0.90, 1, 2)
+            elif name == "birth_date":
+                d = _lev(xr, yr)
+                swap = np.array(
+                    [p[:4] == q[:4] and p[4:6] == q[6:8] and p[6:8] == q[4:6]
+                     for p, q in zip(xr, yr, strict=True)],
+                    dtype=bool,
+                )  # fmt: skip
+                year = np.array([p[:4] == q[:4] for p, q in zip(xr, yr, strict=True)], dtype=bool)
+                lev[rest] = np.where((d <= 1) | swap, 1, np.where(year, 2, 3))
+            elif name == "postal_code":
+                lev[rest] = np.where(_lev(xr, yr) <= 1, 1, 2)
+            elif name == "email":
+                local_x = np.array([s.partition("@")[0] for s in xr], dtype=object)
+                local_y = np.array([s.partition("@")[0] for s in yr], dtype=object)
+                close = (_lev(xr, yr) <= 1) | (local_x == local_y)
+                lev[rest] = np.where(close, 1, 2)
+            elif name == "phone":
+                tail = np.array([p[-8:] == q[-8:] for p, q in zip(xr, yr, strict=True)])
+                lev[rest] = np.where(tail, 1, 2)
+        out[idx, j] = lev
+    return out
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _level_freq(levels: np.ndarray, n_levels: int, weights: np.ndarray | None = None):
+    has = levels >= 0
+    w = np.ones(len(levels)) if weights is None else weights
+    counts = np.bincount(levels[has], weights=w[has], minlength=n_levels)
+    return counts, w[has].sum()
+
+
+def estimate_u(
+    fields: dict[str, np.ndarray], comparisons: tuple[str, ...], n: int, seed: int = 0
+) -> list[np.ndarray]:
+    """``u`` per comparison level from random record pairs (fixed seed: deterministic)."""
+    rng = np.random.default_rng(seed)
+    k = min(RANDOM_PAIRS, max(n * (n - 1) // 2, 1))
+    a = rng.integers(0, n, size=k)
+    b = rng.integers(0, n, size=k)
+    keep = a != b
+    lv = compare(fields, a[keep], b[keep], comparisons)
+    out = []
+    for j, name in enumerate(comparisons):
+        n_levels = len(LEVELS[name])
+        counts, total = _level_freq(lv[:, j], n_levels)
+        # Laplace smoothing: a level unseen among random pairs is rare, not impossible
+        out.append((counts + 1.0) / (total + n_levels))
+    return out
+
+
+def estimate_m(
+    levels: np.ndarray, u: list[np.ndarray], comparisons: tuple[str, ...]
+) -> tuple[list[np.ndarray], float]:
+    """``m`` per level and the prior match rate, by EM over the candidate pairs (u fixed)."""
+    m = []
+    for name in comparisons:
+        n_levels = len(LEVELS[name])
+        start = np.full(n_levels, 0.05 / max(n_levels - 1, 1))
+        start[0] = 0.95
+        m.append(start)
+    prior = 0.1
+    for _ in range(EM_ITERATIONS):
+        p = _probability(levels, m, u, prior)
+        prior = float(np.clip(p.mean(), 1e-6, 1 - 1e-6))
+        for j, name in enumerate(comparisons):
+            counts, total = _level_freq(levels[:, j], len(LEVELS[name]), p)
+            if total > 0:
+                m[j] = (counts + 1e-3) / (total + 1e-3 * len(counts))
+    return m, prior
+
+
+def match_weight(
+    levels: np.ndarray, m: list[np.ndarray], u: list[np.ndarray], prior: float
+) -> np.ndarray:
+    """Fellegi–Sunter match weight (log2 Bayes factor plus the prior's log-odds)."""
+    w = np.full(len(levels), np.log2(prior / (1 - prior)))
+    for j in range(levels.shape[1]):
+        lv = levels[:, j]
+        has = lv >= 0
+        table = np.log2(m[j] / u[j])
+        w[has] += table[lv[has]]
+    return w
+
+
+def _probability(levels, m, u, prior) -> np.ndarray:
+    w = match_weight(levels, m, u, prior)
+    return 1.0 / (1.0 + np.exp2(-np.clip(w, -60, 60)))
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def _vetoes(inp: MatchInput, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Why a pair must not link ("" when nothing refuses it)."""
+    why = np.full(len(a), "", dtype=object)
+
+    def pairwise(values: np.ndarray, compat) -> np.ndarray:
+        va, vb = values[a], values[b]
+        both = pd.notna(va) & pd.notna(vb)
+        bad = np.zeros(len(a), dtype=bool)
+        idx = np.flatnonzero(both & (va != vb))
+        if len(idx):
+            key = pd.Series(va[idx], dtype=object) + "\x1f" + pd.Series(vb[idx], dtype=object)
+            code, uniq = pd.factorize(key)
+            verdict = np.array(
+                [compat(*u.split("\x1f")) for u in uniq], dtype=bool
+            )  # once per distinct pair
+            bad[idx] = ~verdict[code]
+        return bad
+
+    from custsync_pipeline.domain.identity_keys import surnames_compatible
+
+    births = pairwise(inp.births, lambda x, y: False)
+    why[births] = "birth dates differ"
+    kinds = pairwise(inp.kinds, lambda x, y: False)
+    why[kinds & (why == "")] = "a company and a person"
+    first = pairwise(inp.first_tokens, first_names_compatible)
+    last = pairwise(inp.surnames, surnames_compatible)
+    # a first and last name typed the wrong way round still agree
+    swapped = (inp.first_tokens[a] == _last_word(inp.surnames[b])) & (
+        _last_word(inp.surnames[a]) == inp.first_tokens[b]
+    )
+    names = (first | last) & ~swapped
+    why[names & (why == "")] = "names differ"
+    for ids in inp.single_ids:
+        ca, cb = ids[inp.cluster[a]], ids[inp.cluster[b]]
+        clash = (ca >= 0) & (cb >= 0) & (ca != cb)
+        why[clash & (why == "")] = "two values of an identifier limited to one per golden record"
+    if inp.cannot:
+        bad = {(min(x, y), max(x, y)) for x, y in inp.cannot}
+        hit = np.array([(int(x), int(y)) in bad for x, y in zip(a, b, strict=True)], dtype=bool)
+        why[hit & (why == "")] = "steward_cannot_link"
+    return why
+
+
+def _last_word(values: np.ndarray) -> np.ndarray:
+    out = np.full(len(values), None, dtype=object)
+    has = pd.notna(values)
+    if has.any():
+        out[has] = pd.Series(values[has], dtype=object).str.rsplit(" ", n=1).str[-1].to_numpy()
+    return out
+
+
+def _evidence(levels: np.ndarray, comparisons: tuple[str, ...], p: np.ndarray) -> list[str]:
+    """``match probability 0.93: first_name exact, last_name jw>=0.92, …`` (no values)."""
+    out = []
+    names = [LEVELS[c] for c in comparisons]
+    for row, prob in zip(levels, p, strict=True):
+        parts = [f"{comparisons[j]} {names[j][lv]}" for j, lv in enumerate(row.tolist()) if lv >= 0]
+        out.append(f"match probability {prob:.3f}: " + ", ".join(parts))
+    return out
+
+
+def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
+    """The probabilistic stage over the rules' clusters (see the module docstring)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(inp.cluster)
+    comparisons = tuple(c for c in plan.comparisons if c in inp.fields)
+    empty = np.zeros(0, dtype=np.int64)
+    nothing = MatchOutput(
+        inp.cluster, (empty, empty, np.zeros(0)), (empty, empty, np.zeros(0), []),
+        (empty, empty, []), {"match_candidate_pairs": 0},
+    )  # fmt: skip
+    if n < 2 or not comparisons:
+        return nothing
+    a, b = candidate_pairs(inp.fields, plan.blocking, plan.max_block_size)
+    if len(a) == 0:
+        return nothing
+    levels = compare(inp.fields, a, b, comparisons)
+    u = estimate_u(inp.fields, comparisons, n)
+    m, prior = estimate_m(levels, u, comparisons)
+    p = _probability(levels, m, u, prior)
+    across = inp.cluster[a] != inp.cluster[b]
+    hi = across & (p >= plan.link_threshold)
+    mid = across & (p >= plan.review_threshold) & ~hi
+    why = np.full(len(a), "", dtype=object)
+    sel = np.flatnonzero(hi | mid)
+    why[sel] = _vetoes(inp, a[sel], b[sel])
+    accept = hi & (why == "")
+    # link the rules' clusters through the accepted pairs; a component that would hold
+    # two values of a one-per-golden identifier (a chain of probable links) is not merged
+    n_c = int(inp.cluster.max()) + 1
+    ea, eb = inp.cluster[a[accept]], inp.cluster[b[accept]]
+    graph = coo_matrix((np.ones(len(ea), dtype=np.int8), (ea, eb)), shape=(n_c, n_c))
+    _, comp = connected_components(graph.tocsr(), directed=False)
+    bad_comp = np.zeros(comp.max() + 1, dtype=bool)
+    for ids in inp.single_ids:
+        has = ids >= 0
+        pairs = pd.unique(comp[has].astype(np.int64) * (int(ids.max()) + 1) + ids[has])
+        per = np.bincount(pairs // (int(ids.max()) + 1), minlength=len(bad_comp))
+        bad_comp |= per > 1
+    if bad_comp.any():
+        chained = bad_comp[comp[inp.cluster[a]]] & accept
+        why[chained] = "a chain of probable links would join two different identifiers"
+        accept &= ~chained
+        ea, eb = inp.cluster[a[accept]], inp.cluster[b[accept]]
+        graph = coo_matrix((np.ones(len(ea), dtype=np.int8), (ea, eb)), shape=(n_c, n_c))
+        _, comp = connected_components(graph.tocsr(), directed=False)
+    new_cluster = comp[inp.cluster]
+    # review: between the thresholds, or above and refused, and still apart
+    apart = new_cluster[a] != new_cluster[b]
+    review = mid & apart & (why == "")
+    refused = hi & apart & (why != "") & (why != "steward_cannot_link")
+    r = np.flatnonzero(review)
+    f = np.flatnonzero(refused)
+    stats = {
+        "match_candidate_pairs": int(len(a)),
+        "match_links": int(accept.sum()),
+        "match_review": int(len(r)),
+        "match_refused": int(len(f)),
+        "match_prior_permille": int(round(prior * 1000)),
+    }
+    return MatchOutput(
+        cluster=new_cluster,
+        links=(a[accept], b[accept], p[accept]),
+        review=(a[r], b[r], p[r], _evidence(levels[r], comparisons, p[r])),
+        refused=(a[f], b[f], [f"match probability {p[i]:.3f}; refused: {why[i]}" for i in f]),
+        stats=stats,
+    )
