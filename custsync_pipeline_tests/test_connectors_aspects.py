@@ -437,3 +437,41 @@ def test_generator_aspects_are_deterministic_by_seed() -> None:
     first = a.records("katana")
     next(r for r in first if r["contact_persons"])["contact_persons"].clear()
     assert a.records("katana") == b.records("katana")
+
+
+def test_katana_contact_persons_sent_without_ids(sb: Sandbox) -> None:
+    """A contact person written without an id gets one from the PIM; a list item without an
+    id is known by its position, so its nested contact details still find their parent."""
+    import requests
+
+    sb.reset()
+    resp = requests.post(
+        f"{sb.urls['katana']}/api/v1/customers",
+        json={
+            "kind": "company",
+            "company_name": "Lind Bygg",
+            "contact_persons": [
+                {"first_name": "Åsa", "last_name": "Lind", "email": "asa@lindbygg.se"},
+                {"first_name": "Bo", "last_name": "Ek", "role": "cfo"},
+            ],
+        },
+        headers={"X-Api-Key": CREDENTIALS["KATANA_API_KEY"]},
+        timeout=10,
+    )
+    assert resp.status_code == 201, resp.text
+    rec = resp.json()
+    assert [p["id"] for p in rec["contact_persons"]] == [f"cp{rec['id']}-1", f"cp{rec['id']}-2"]
+    with katana(sb) as conn:
+        raw = conn.read().records
+    # the same list as another client would send it, ids left out
+    raw = raw[raw["id"] == rec["id"]].copy()
+    raw["contact_persons"] = [
+        [{k: v for k, v in p.items() if k != "id"} for p in rec["contact_persons"]]
+    ]
+    got = key_entries(conn.to_aspects(raw))
+    persons = of(got, "contact_persons")
+    assert sorted(persons["local_id"]) == ["0", "1"]
+    details = of(got, "contact_person_contact_details")
+    assert list(details["value"]) == ["asa@lindbygg.se"]
+    assert not orphans(got).any()
+    sb.reset()

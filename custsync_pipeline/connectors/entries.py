@@ -226,6 +226,7 @@ class AspectMapping:
         if items.empty:
             return empty_entries()
         rows = items["__row"]
+        position = items["__pos"].astype(str).astype("string")
         values: dict[str, Any] = dict(spec.static)
         for fld, col in spec.fields.items():
             if col not in _LOCAL:
@@ -240,8 +241,12 @@ class AspectMapping:
             pd.Series(source_id.loc[rows].to_numpy(), index=items.index),
             spec.aspect,
             values,
-            local_id=column(items, local).astype("string") if local else items["__pos"].astype(str),
-            parent_local_id=column(items, parent).astype("string") if parent else None,
+            # an object without its own id is known by its position in the list (the same
+            # for a nested aspect read from the same list)
+            local_id=column(items, local).astype("string").fillna(position) if local else position,
+            parent_local_id=column(items, parent).astype("string").fillna(position)
+            if parent
+            else None,
             seen_at=seen.loc[rows].to_numpy(),
         )
 

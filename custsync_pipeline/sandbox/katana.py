@@ -9,7 +9,8 @@ next link, API-key header):
   record). PUT replaces writable fields, PATCH merges; ``attributes`` merge by key;
   a customer is a person or a company (``kind``, ``company_name``, ``crm_account_id`` = its
   Salesforce Account) with ``contact_persons`` (``id``, ``first_name``, ``last_name``,
-  ``role``, ``email``, ``phone``; a write replaces the list) and ``attributes`` (name -> value);
+  ``role``, ``email``, ``phone``; a write replaces the list, a person sent without an ``id``
+  gets one) and ``attributes`` (name -> value);
 - ``GET /api/v1/customers/deleted?since=`` -> ``{data: [{id, deleted_at}]}``.
 
 Auth header ``X-Api-Key: <KATANA_API_KEY>``, or OAuth2 client credentials (so the generic
@@ -227,6 +228,12 @@ class KatanaEmulator(Emulator):
             for f, v in body.items():
                 if f == "attributes" and isinstance(v, dict):
                     rec["attributes"] = {**(rec.get("attributes") or {}), **v}
+                elif f == "contact_persons" and isinstance(v, list):
+                    # the PIM gives a new contact person an id of its own
+                    rec[f] = [
+                        {**p, "id": p.get("id") or f"cp{rec['id']}-{i + 1}"}
+                        for i, p in enumerate(v)
+                    ]
                 elif f in _WRITABLE:
                     rec[f] = v
             rec["updated_at"] = now
