@@ -22,7 +22,7 @@ from custsync_pipeline.domain.identity import resolve_identities
 from custsync_pipeline_tests.identity_datagen import generate, score
 
 
-def measure(people: int, seed: int) -> dict:
+def measure(people: int, seed: int, matching: bool = True) -> dict:
     """Generate, resolve with the packaged rules, score against the truth."""
     t0 = time.perf_counter()
     records, truth = generate(seed=seed, people=people)
@@ -32,6 +32,7 @@ def measure(people: int, seed: int) -> dict:
         records,
         list(config.identity.identifiers),
         now=pd.Timestamp("2026-11-01", tz="UTC"),
+        matching=config.plan().matching if matching else None,
     )
     t2 = time.perf_counter()
     return score(result.identity_map, truth) | {
@@ -46,8 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-matching", action="store_true", help="rules only")
     args = parser.parse_args()
-    f = measure(args.people, args.seed)
+    f = measure(args.people, args.seed, matching=not args.no_matching)
     m = f["m"]
     print(f"independent generator: seed {args.seed}, {args.people} people, {len(m)} records")
     print(f"  same-person pairs {f['true_pairs']}, predicted {f['pred_pairs']}, correct {f['tp']}")

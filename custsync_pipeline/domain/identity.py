@@ -55,7 +55,7 @@ from custsync_pipeline.domain.identity_keys import (
     surnames_compatible,
 )
 from custsync_pipeline.domain.identity_names import fill_names, swapped_names
-from custsync_pipeline.domain.plan import IdentifierRule
+from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
 
 __all__ = [
     "IdentityResult",
@@ -124,17 +124,20 @@ _CONTEXT_COLUMNS = (
 )
 
 
-def resolution_columns(rules: list[IdentifierRule]) -> list[str]:
+def resolution_columns(
+    rules: list[IdentifierRule], matching: MatchingPlan | None = None
+) -> list[str]:
     """The record columns ``resolve_identities`` reads (load only these: memory at 1M)."""
     wanted = ["connector", "source_id"]
-    for col in [c for r in rules for c in r.columns] + list(_CONTEXT_COLUMNS):
+    extra = list(matching.comparisons) if matching is not None and matching.enabled else []
+    for col in [c for r in rules for c in r.columns] + list(_CONTEXT_COLUMNS) + extra:
         if col not in wanted:
             wanted.append(col)
     return wanted
 
 
 def _prepare(
-    records: pd.DataFrame, rules: list[IdentifierRule]
+    records: pd.DataFrame, rules: list[IdentifierRule], matching: MatchingPlan | None = None
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Only the columns resolution needs, one row per record, plus a canonical order.
 
@@ -145,7 +148,7 @@ def _prepare(
     missing = {"connector", "source_id"} - set(records.columns)
     if missing:
         raise ValueError(f"records lack column(s) {sorted(missing)}")
-    wanted = [c for c in resolution_columns(rules) if c in records.columns]
+    wanted = [c for c in resolution_columns(rules, matching) if c in records.columns]
     keep = (records["connector"].notna() & records["source_id"].notna()).to_numpy()
     cols = [c for c in wanted if c != "updated_at"]
     # object arrays: pandas' string dtype is several times slower to test for missing values
@@ -391,6 +394,7 @@ def resolve_identities(
     golden_ids: pd.DataFrame | None = None,
     decisions: pd.DataFrame | None = None,
     now: pd.Timestamp | None = None,
+    matching: MatchingPlan | None = None,
 ) -> IdentityResult:
     """Resolve canonical ``records`` of every connector into stable golden ids.
 
@@ -403,7 +407,7 @@ def resolve_identities(
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     if now.tzinfo is None:
         now = now.tz_localize("UTC")
-    recs, order, rec_hash = _prepare(records, rules)
+    recs, order, rec_hash = _prepare(records, rules, matching)
     n = len(recs)
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
@@ -531,6 +535,46 @@ def resolve_identities(
         ]
     _, cluster = np.unique(final, return_inverse=True)
 
+    # --- probabilistic stage: records no strong key linked (identity_match)
+    match_stats: dict[str, int] = {}
+    m_a = m_b = np.zeros(0, dtype=np.int64)
+    if matching is not None and matching.enabled and n > 1:
+        from custsync_pipeline.domain.identity_match import (
+            MatchInput,
+            match_clusters,
+            match_fields,
+        )
+
+        n_clusters = int(cluster.max()) + 1
+        single_ids = []
+        for r_idx, rule in enumerate(rules):
+            if rule.max_per_golden == 1 and not contact_rule[r_idx]:
+                s = usable[keys.occ_key] & (keys.key_rule[keys.occ_key] == r_idx)
+                ids = np.full(n_clusters, -1, dtype=np.int64)
+                ids[cluster[keys.occ_rec[s]]] = keys.occ_key[s]
+                single_ids.append(ids)
+        matched = match_clusters(
+            MatchInput(
+                fields=match_fields(recs, order),
+                cluster=cluster,
+                first_tokens=tokens,
+                surnames=surnames,
+                births=births,
+                kinds=kinds,
+                single_ids=single_ids,
+                cannot=cannot,
+            ),
+            matching,
+        )
+        _, cluster = np.unique(matched.cluster, return_inverse=True)
+        m_a, m_b = matched.links[0], matched.links[1]
+        for a_, b_, ev in zip(*matched.refused, strict=True):
+            slow_conflicts.append(("probable_match", "probabilistic", -1, int(a_), int(b_), ev))
+        ra, rb, _, rev = matched.review
+        for a_, b_, ev in zip(ra, rb, rev, strict=True):
+            slow_conflicts.append(("probable_match", "probabilistic", -1, int(a_), int(b_), ev))
+        match_stats = matched.stats
+
     # --- stable golden ids
     members = pd.DataFrame({"connector": conn, "source_id": sid, "cluster": cluster})
     has_prior_map = prior_map is not None and len(prior_map) > 0
@@ -542,11 +586,21 @@ def resolve_identities(
     # --- evidence: accepted links
     fast = ~rec_flag[e_a]
     rule_names = np.array([r.name for r in rules], dtype=object)
-    link_a = np.concatenate([e_a[fast], np.array([x[0] for x in slow_links], dtype=np.int64)])
-    link_b = np.concatenate([e_b[fast], np.array([x[1] for x in slow_links], dtype=np.int64)])
-    link_k = np.concatenate([e_key[fast], np.array([x[3] for x in slow_links], dtype=np.int64)])
+    link_a = np.concatenate([e_a[fast], np.array([x[0] for x in slow_links], dtype=np.int64), m_a])
+    link_b = np.concatenate([e_b[fast], np.array([x[1] for x in slow_links], dtype=np.int64), m_b])
+    link_k = np.concatenate(
+        [
+            e_key[fast],
+            np.array([x[3] for x in slow_links], dtype=np.int64),
+            np.full(len(m_a), -1, dtype=np.int64),
+        ]
+    )
     link_rule = np.concatenate(
-        [rule_names[keys.key_rule[e_key[fast]]], np.array([x[2] for x in slow_links], dtype=object)]
+        [
+            rule_names[keys.key_rule[e_key[fast]]],
+            np.array([x[2] for x in slow_links], dtype=object),
+            np.full(len(m_a), "probabilistic", dtype=object),
+        ]
     )
     links = pd.DataFrame(
         {
@@ -564,16 +618,19 @@ def resolve_identities(
     # --- identity map: the strongest rule that linked each record
     # rank 0 = steward, then the rules strongest first (their order after sorting)
     rank_of = {"steward": 0} | {r.name: i + 1 for i, r in enumerate(rules)}
-    names_by_rank = np.array(["steward"] + [r.name for r in rules] + ["own"], dtype=object)
+    names_by_rank = np.array(
+        ["steward"] + [r.name for r in rules] + ["probabilistic", "own"], dtype=object
+    )
     # fast links carry their rule index (rules are sorted: index + 1 = rank); the few
     # slow-path links are looked up by name
     link_rank = np.concatenate(
         [
             keys.key_rule[e_key[fast]].astype(np.int64) + 1,
-            np.array([rank_of.get(x[2], len(rules) + 1) for x in slow_links], dtype=np.int64),
+            np.array([rank_of.get(x[2], len(rules) + 2) for x in slow_links], dtype=np.int64),
+            np.full(len(m_a), len(rules) + 1, dtype=np.int64),
         ]
     )
-    best = np.full(n, len(rules) + 1, dtype=np.int64)
+    best = np.full(n, len(rules) + 2, dtype=np.int64)
     np.minimum.at(best, link_a, link_rank)
     np.minimum.at(best, link_b, link_rank)
     rule_col = names_by_rank[best]
@@ -609,6 +666,7 @@ def resolve_identities(
         "steward_decisions_waiting": decisions_waiting,
         **{f"slow_path_{k}": int((v & multi).sum()) for k, v in reasons.items()},
         **id_stats,
+        **match_stats,
     }
     for kind, count in conflicts["kind"].value_counts().items():
         stats[f"conflicts_{kind}"] = int(count)
@@ -757,9 +815,15 @@ def _conflicts(
         {
             "kind": frame["kind"].to_numpy(dtype=object),
             "rule": frame["rule"].to_numpy(dtype=object),
-            "key_masked": mask_keys(
-                keys.key_value[key_ids],
-                np.array([is_contact_rule(r) for r in rules], dtype=bool)[keys.key_rule[key_ids]],
+            "key_masked": np.where(
+                key_ids >= 0,
+                mask_keys(
+                    keys.key_value[np.maximum(key_ids, 0)],
+                    np.array([is_contact_rule(r) for r in rules], dtype=bool)[
+                        keys.key_rule[np.maximum(key_ids, 0)]
+                    ],
+                ),
+                "",
             ),
             "connector_a": conn[a],
             "source_id_a": sid[a],

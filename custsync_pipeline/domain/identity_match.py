@@ -66,6 +66,8 @@ BLOCKING_KEYS = (
 )
 RANDOM_PAIRS = 200_000
 EM_ITERATIONS = 25
+# candidate pairs the rules linked needed to learn m from them (else EM)
+MIN_RULE_PAIRS = 200
 
 
 @dataclass
@@ -191,12 +193,13 @@ def _pairs_within_blocks(code: np.ndarray, max_block: int) -> tuple[np.ndarray, 
 
 def candidate_pairs(
     fields: dict[str, np.ndarray], blocking: tuple[tuple[str, ...], ...], max_block: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct candidate pairs from every blocking rule (a < b)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct candidate pairs from every blocking rule (a < b), and the first rule
+    (index into ``blocking``) that proposed each."""
     n = len(next(iter(fields.values())))
     cache: dict[str, np.ndarray] = {}
-    pa, pb = [], []
-    for rule in blocking:
+    pa, pb, pr = [], [], []
+    for r_idx, rule in enumerate(blocking):
         parts = []
         for key in rule:
             if key not in cache:
@@ -213,11 +216,12 @@ def candidate_pairs(
         a, b = _pairs_within_blocks(code, max_block)
         pa.append(a)
         pb.append(b)
-    a, b = np.concatenate(pa), np.concatenate(pb)
+        pr.append(np.full(len(a), r_idx, dtype=np.int16))
+    a, b, r = np.concatenate(pa), np.concatenate(pb), np.concatenate(pr)
     if len(a) == 0:
-        return a, b
-    key = np.unique(a * np.int64(n) + b)
-    return key // n, key % n
+        return a, b, r
+    key, first = np.unique(a * np.int64(n) + b, return_index=True)
+    return key // n, key % n, r[first]
 
 
 # --------------------------------------------------------------------------- comparison
@@ -316,25 +320,80 @@ def estimate_u(
     return out
 
 
+# the comparison a blocking key fixes: left out of EM on pairs blocked by it
+_BLOCK_FIXES = {
+    "last_name_phonetic": "last_name",
+    "last_name": "last_name",
+    "first_name_phonetic": "first_name",
+    "first_initial": "first_name",
+    "birth_date": "birth_date",
+    "birth_year": "birth_date",
+}
+
+
 def estimate_m(
-    levels: np.ndarray, u: list[np.ndarray], comparisons: tuple[str, ...]
+    levels: np.ndarray,
+    u: list[np.ndarray],
+    comparisons: tuple[str, ...],
+    sessions: list[tuple[np.ndarray, tuple[str, ...]]],
 ) -> tuple[list[np.ndarray], float]:
-    """``m`` per level and the prior match rate, by EM over the candidate pairs (u fixed)."""
+    """``m`` per level by EM (u fixed, from random pairs), one session per blocking
+    rule as Splink trains: a session leaves out the comparisons its blocking keys fix
+    (those agree by construction there). Returns m and the share of candidate pairs
+    that match (the largest any session saw)."""
+    m_sum = [np.zeros(len(LEVELS[c])) for c in comparisons]
+    m_n = np.zeros(len(comparisons))
+    best_prior = 0.0
+    for rows, keys in sessions:
+        fixed = {_BLOCK_FIXES.get(k, k) for k in keys}
+        use = [j for j, c in enumerate(comparisons) if c not in fixed]
+        if len(rows) == 0 or not use:
+            continue
+        lv = levels[rows][:, use]
+        uu = [u[j] for j in use]
+        m = []
+        for j in use:
+            n_levels = len(LEVELS[comparisons[j]])
+            start = np.full(n_levels, 0.1 / max(n_levels - 1, 1))
+            start[0] = 0.9
+            m.append(start)
+        prior = 0.1
+        for _ in range(EM_ITERATIONS):
+            p = _probability(lv, m, uu, prior)
+            prior = float(np.clip(p.mean(), 1e-6, 1 - 1e-6))
+            for i, j in enumerate(use):
+                n_levels = len(LEVELS[comparisons[j]])
+                counts, total = _level_freq(lv[:, i], n_levels, p)
+                if total > 0:
+                    m[i] = (counts + 1e-3) / (total + 1e-3 * n_levels)
+        for i, j in enumerate(use):
+            m_sum[j] += m[i]
+            m_n[j] += 1
+        best_prior = max(best_prior, prior * len(rows) / max(len(levels), 1))
+    out = []
+    for j, c in enumerate(comparisons):
+        if m_n[j]:
+            out.append(m_sum[j] / m_n[j])
+        else:  # never trained: a neutral default
+            start = np.full(len(LEVELS[c]), 0.1 / max(len(LEVELS[c]) - 1, 1))
+            start[0] = 0.9
+            out.append(start)
+    return out, best_prior
+
+
+def estimate_from_rules(
+    levels: np.ndarray, within: np.ndarray, comparisons: tuple[str, ...]
+) -> list[np.ndarray]:
+    """``m`` from candidate pairs the rules already put in one cluster (one person, by a
+    shared identifier). Unsupervised EM on customer data converges on "same household"
+    (surname, street, city) as its match class; the rules' own links are labelled
+    matches the data provides for free. EM is the fallback when they are too few."""
     m = []
-    for name in comparisons:
+    for j, name in enumerate(comparisons):
         n_levels = len(LEVELS[name])
-        start = np.full(n_levels, 0.05 / max(n_levels - 1, 1))
-        start[0] = 0.95
-        m.append(start)
-    prior = 0.1
-    for _ in range(EM_ITERATIONS):
-        p = _probability(levels, m, u, prior)
-        prior = float(np.clip(p.mean(), 1e-6, 1 - 1e-6))
-        for j, name in enumerate(comparisons):
-            counts, total = _level_freq(levels[:, j], len(LEVELS[name]), p)
-            if total > 0:
-                m[j] = (counts + 1e-3) / (total + 1e-3 * len(counts))
-    return m, prior
+        counts, total = _level_freq(levels[within, j], n_levels)
+        m.append((counts + 0.5) / (total + 0.5 * n_levels))
+    return m
 
 
 def match_weight(
@@ -358,49 +417,6 @@ def _probability(levels, m, u, prior) -> np.ndarray:
 # --------------------------------------------------------------------------- decide
 
 
-def _vetoes(inp: MatchInput, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Why a pair must not link ("" when nothing refuses it)."""
-    why = np.full(len(a), "", dtype=object)
-
-    def pairwise(values: np.ndarray, compat) -> np.ndarray:
-        va, vb = values[a], values[b]
-        both = pd.notna(va) & pd.notna(vb)
-        bad = np.zeros(len(a), dtype=bool)
-        idx = np.flatnonzero(both & (va != vb))
-        if len(idx):
-            key = pd.Series(va[idx], dtype=object) + "\x1f" + pd.Series(vb[idx], dtype=object)
-            code, uniq = pd.factorize(key)
-            verdict = np.array(
-                [compat(*u.split("\x1f")) for u in uniq], dtype=bool
-            )  # once per distinct pair
-            bad[idx] = ~verdict[code]
-        return bad
-
-    from custsync_pipeline.domain.identity_keys import surnames_compatible
-
-    births = pairwise(inp.births, lambda x, y: False)
-    why[births] = "birth dates differ"
-    kinds = pairwise(inp.kinds, lambda x, y: False)
-    why[kinds & (why == "")] = "a company and a person"
-    first = pairwise(inp.first_tokens, first_names_compatible)
-    last = pairwise(inp.surnames, surnames_compatible)
-    # a first and last name typed the wrong way round still agree
-    swapped = (inp.first_tokens[a] == _last_word(inp.surnames[b])) & (
-        _last_word(inp.surnames[a]) == inp.first_tokens[b]
-    )
-    names = (first | last) & ~swapped
-    why[names & (why == "")] = "names differ"
-    for ids in inp.single_ids:
-        ca, cb = ids[inp.cluster[a]], ids[inp.cluster[b]]
-        clash = (ca >= 0) & (cb >= 0) & (ca != cb)
-        why[clash & (why == "")] = "two values of an identifier limited to one per golden record"
-    if inp.cannot:
-        bad = {(min(x, y), max(x, y)) for x, y in inp.cannot}
-        hit = np.array([(int(x), int(y)) in bad for x, y in zip(a, b, strict=True)], dtype=bool)
-        why[hit & (why == "")] = "steward_cannot_link"
-    return why
-
-
 def _last_word(values: np.ndarray) -> np.ndarray:
     out = np.full(len(values), None, dtype=object)
     has = pd.notna(values)
@@ -419,11 +435,88 @@ def _evidence(levels: np.ndarray, comparisons: tuple[str, ...], p: np.ndarray) -
     return out
 
 
+class _Merger:
+    """Union-find over the rules' clusters that refuses a merge two clusters' records
+    contradict (names, birth dates, kinds, one-per-golden identifiers): a probable link
+    never chains two people together through a third record."""
+
+    def __init__(self, inp: MatchInput) -> None:
+        from custsync_pipeline.domain.identity_keys import surnames_compatible
+
+        self.surnames_compatible = surnames_compatible
+        n_c = int(inp.cluster.max()) + 1
+        self.parent = list(range(n_c))
+        self.first: list[set] = [set() for _ in range(n_c)]
+        self.last: list[set] = [set() for _ in range(n_c)]
+        self.birth: list[set] = [set() for _ in range(n_c)]
+        self.kind: list[set] = [set() for _ in range(n_c)]
+        self.ids: list[list[int]] = [[int(x[c]) for x in inp.single_ids] for c in range(n_c)]
+        self.cannot: list[set] = [set() for _ in range(n_c)]
+        for attr, values in (
+            ("first", inp.first_tokens),
+            ("last", inp.surnames),
+            ("birth", inp.births),
+            ("kind", inp.kinds),
+        ):
+            has = np.flatnonzero(pd.notna(values))
+            sets = getattr(self, attr)
+            for c, v in zip(inp.cluster[has].tolist(), values[has].tolist(), strict=True):
+                sets[c].add(v)
+        for x, y in inp.cannot:
+            cx, cy = int(inp.cluster[x]), int(inp.cluster[y])
+            self.cannot[cx].add(cy)
+            self.cannot[cy].add(cx)
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def refusal(self, x: int, y: int) -> str:
+        if self.cannot[x] & self._members_roots(y) or self.cannot[y] & self._members_roots(x):
+            return "steward_cannot_link"
+        if self.birth[x] and self.birth[y] and not (self.birth[x] & self.birth[y]):
+            return "birth dates differ"
+        if self.kind[x] and self.kind[y] and not (self.kind[x] & self.kind[y]):
+            return "a company and a person"
+        for i, (p, q) in enumerate(zip(self.ids[x], self.ids[y], strict=True)):
+            if p >= 0 and q >= 0 and p != q:
+                return f"two values of an identifier limited to one per golden record ({i})"
+        swapped = bool(self.first[x] & self.last[y]) and bool(self.last[x] & self.first[y])
+        if not swapped:
+            if (
+                self.first[x]
+                and self.first[y]
+                and not any(
+                    first_names_compatible(p, q) for p in self.first[x] for q in self.first[y]
+                )
+            ):
+                return "first names differ"
+            if (
+                self.last[x]
+                and self.last[y]
+                and not any(
+                    self.surnames_compatible(p, q) for p in self.last[x] for q in self.last[y]
+                )
+            ):
+                return "last names differ"
+        return ""
+
+    def _members_roots(self, x: int) -> set:
+        return {x}  # cannot-link sets are kept per root (merged on union)
+
+    def union(self, x: int, y: int) -> None:
+        self.parent[y] = x
+        for attr in ("first", "last", "birth", "kind", "cannot"):
+            getattr(self, attr)[x] |= getattr(self, attr)[y]
+        self.ids[x] = [p if p >= 0 else q for p, q in zip(self.ids[x], self.ids[y], strict=True)]
+        for other in self.cannot[y]:
+            self.cannot[other].add(x)
+
+
 def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     """The probabilistic stage over the rules' clusters (see the module docstring)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = len(inp.cluster)
     comparisons = tuple(c for c in plan.comparisons if c in inp.fields)
     empty = np.zeros(0, dtype=np.int64)
@@ -433,44 +526,59 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     )  # fmt: skip
     if n < 2 or not comparisons:
         return nothing
-    a, b = candidate_pairs(inp.fields, plan.blocking, plan.max_block_size)
+    a, b, proposed_by = candidate_pairs(inp.fields, plan.blocking, plan.max_block_size)
+    # only named people are matched on name and address: a nameless record (a guest) has
+    # too little to tell a household's members apart, the rules placed it
+    named = (pd.notna(inp.first_tokens) & pd.notna(inp.surnames)).astype(bool)
+    keep = named[a] & named[b]
+    a, b, proposed_by = a[keep], b[keep], proposed_by[keep]
     if len(a) == 0:
         return nothing
     levels = compare(inp.fields, a, b, comparisons)
     u = estimate_u(inp.fields, comparisons, n)
-    m, prior = estimate_m(levels, u, comparisons)
-    p = _probability(levels, m, u, prior)
+    sessions = [(np.flatnonzero(proposed_by == i), rule) for i, rule in enumerate(plan.blocking)]
     across = inp.cluster[a] != inp.cluster[b]
-    hi = across & (p >= plan.link_threshold)
-    mid = across & (p >= plan.review_threshold) & ~hi
+    # the prior is for two random records (u comes from random pairs too): the rules'
+    # own linked pairs over all pairs, as Splink estimates it from deterministic rules
+    sizes = np.bincount(inp.cluster).astype(np.float64)
+    total_pairs = n * (n - 1) / 2
+    rule_pairs = float((sizes * (sizes - 1) / 2).sum())
+    if (~across).sum() >= MIN_RULE_PAIRS:
+        m = estimate_from_rules(levels, ~across, comparisons)
+        prior = rule_pairs / total_pairs
+        how = "rules"
+    else:
+        m, share = estimate_m(levels, u, comparisons, sessions)
+        prior = max(share * len(a), rule_pairs, 1.0) / total_pairs
+        how = "em"
+    prior = float(np.clip(prior, 1e-12, 0.5))
+    p = _probability(levels, m, u, prior)
+    cand = np.flatnonzero(across & (p >= plan.review_threshold))
     why = np.full(len(a), "", dtype=object)
-    sel = np.flatnonzero(hi | mid)
-    why[sel] = _vetoes(inp, a[sel], b[sel])
-    accept = hi & (why == "")
-    # link the rules' clusters through the accepted pairs; a component that would hold
-    # two values of a one-per-golden identifier (a chain of probable links) is not merged
-    n_c = int(inp.cluster.max()) + 1
-    ea, eb = inp.cluster[a[accept]], inp.cluster[b[accept]]
-    graph = coo_matrix((np.ones(len(ea), dtype=np.int8), (ea, eb)), shape=(n_c, n_c))
-    _, comp = connected_components(graph.tocsr(), directed=False)
-    bad_comp = np.zeros(comp.max() + 1, dtype=bool)
-    for ids in inp.single_ids:
-        has = ids >= 0
-        pairs = pd.unique(comp[has].astype(np.int64) * (int(ids.max()) + 1) + ids[has])
-        per = np.bincount(pairs // (int(ids.max()) + 1), minlength=len(bad_comp))
-        bad_comp |= per > 1
-    if bad_comp.any():
-        chained = bad_comp[comp[inp.cluster[a]]] & accept
-        why[chained] = "a chain of probable links would join two different identifiers"
-        accept &= ~chained
-        ea, eb = inp.cluster[a[accept]], inp.cluster[b[accept]]
-        graph = coo_matrix((np.ones(len(ea), dtype=np.int8), (ea, eb)), shape=(n_c, n_c))
-        _, comp = connected_components(graph.tocsr(), directed=False)
-    new_cluster = comp[inp.cluster]
-    # review: between the thresholds, or above and refused, and still apart
+    accept = np.zeros(len(a), dtype=bool)
+    merger = _Merger(inp)
+    # strongest first, a fixed order (probability, then the pair): deterministic
+    for i in cand[np.lexsort((b[cand], a[cand], -p[cand]))].tolist():
+        x, y = merger.find(int(inp.cluster[a[i]])), merger.find(int(inp.cluster[b[i]]))
+        if x == y:
+            continue
+        reason = merger.refusal(x, y)
+        if reason:
+            why[i] = reason
+        elif p[i] >= plan.link_threshold:
+            merger.union(x, y)
+            accept[i] = True
+    roots = np.array([merger.find(c) for c in range(len(merger.parent))], dtype=np.int64)
+    new_cluster = roots[inp.cluster]
     apart = new_cluster[a] != new_cluster[b]
-    review = mid & apart & (why == "")
-    refused = hi & apart & (why != "") & (why != "steward_cannot_link")
+    # review: between the thresholds and nothing refuses it; refused above the link
+    # threshold (not by a steward): both go to the queue with their scores
+    review = across & apart & (p >= plan.review_threshold) & (p < plan.link_threshold)
+    review &= why == ""
+    # refused above the link threshold: only a clash of identifiers is worth a look; other
+    # names or birth dates at one address are a household, told apart already
+    refused = across & apart & (p >= plan.link_threshold)
+    refused &= pd.Series(why, dtype=object).str.startswith("two values").to_numpy(dtype=bool)
     r = np.flatnonzero(review)
     f = np.flatnonzero(refused)
     stats = {
@@ -479,6 +587,7 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         "match_review": int(len(r)),
         "match_refused": int(len(f)),
         "match_prior_permille": int(round(prior * 1000)),
+        "match_trained_on_rule_pairs": int(how == "rules"),
     }
     return MatchOutput(
         cluster=new_cluster,
