@@ -475,3 +475,26 @@ def test_katana_contact_persons_sent_without_ids(sb: Sandbox) -> None:
     assert list(details["value"]) == ["asa@lindbygg.se"]
     assert not orphans(got).any()
     sb.reset()
+
+
+def test_nested_lists_stored_as_json_text_give_the_same_entries(sb: Sandbox) -> None:
+    """Between Dagster steps a raw frame's nested lists are JSON text (Parquet holds no
+    ragged lists of objects): the entries must not change."""
+    import json
+
+    for make, column_name in (
+        (lambda: katana(sb), "contact_persons"),
+        (lambda: connector(sb, "voyado"), "consents"),
+        (lambda: connector(sb, "exact"), "Addresses"),
+    ):
+        with make() as conn:
+            raw = conn.read().records
+        as_text = raw.copy()
+        as_text[column_name] = [
+            json.dumps(v) if isinstance(v, list) else v for v in raw[column_name]
+        ]
+        direct, stored = conn.to_aspects(raw), conn.to_aspects(as_text)
+        assert len(direct) > 0
+        pd.testing.assert_frame_equal(direct, stored)
+        if column_name == "consents":
+            pd.testing.assert_frame_equal(conn.to_canonical(raw), conn.to_canonical(as_text))

@@ -10,6 +10,7 @@ the generic REST and file connectors describe theirs in YAML (``options.aspects`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -70,11 +71,22 @@ def column_entries(
     return frame[keep]
 
 
+def _as_list(value: object) -> object:
+    """A nested list as received, or as the step IO manager stores it between steps (JSON
+    text: Parquet holds no ragged lists of objects)."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def explode_items(raw: pd.DataFrame, path: str) -> pd.DataFrame:
     """The objects of the list at ``path`` of every record, one row each, flattened to dotted
     columns; ``__row`` is the record's index label in ``raw``, ``__pos`` the item's position
     in its list. Records without a list (or with an empty one) give no rows."""
-    values = column(raw, path)
+    values = column(raw, path).map(_as_list)
     lists = values[values.map(lambda v: isinstance(v, list) and len(v) > 0)]
     if lists.empty:
         return pd.DataFrame({"__row": pd.Series([], dtype="object"), "__pos": []})
@@ -99,19 +111,27 @@ def concat_entries(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([conform_entries(p) for p in parts], ignore_index=True)
 
 
+def entry_list(value: Any) -> list[dict[str, Any]]:
+    """The entries an aspect column of a golden row holds (a list, tuple or array of dicts),
+    or ``[]`` when it holds none (missing, or the target does not subscribe)."""
+    if isinstance(value, Mapping) or isinstance(value, str | bytes) or value is None:
+        return []
+    if isinstance(value, list | tuple) or hasattr(value, "tolist"):
+        items = value.tolist() if hasattr(value, "tolist") else list(value)
+        return [dict(e) for e in items if isinstance(e, Mapping)]
+    return []
+
+
 def first_entry(
     entries: Any, types: Sequence[str] = (), *, skip: Iterable[int] = ()
 ) -> tuple[int, dict[str, Any]] | None:
     """(position, entry) of the first entry in a golden record's aspect list whose ``type`` is
     in ``types`` (any type when empty), skipping positions in ``skip``; None when none is.
 
-    ``entries`` is what ``from_canonical`` finds in an aspect column: a list of dicts, or a
-    missing value (the target does not subscribe, or the record has none)."""
-    if not isinstance(entries, list):
-        return None
+    ``entries`` is what ``from_canonical`` finds in an aspect column (see :func:`entry_list`)."""
     skipped = set(skip)
-    for i, entry in enumerate(entries):
-        if i in skipped or not isinstance(entry, Mapping):
+    for i, entry in enumerate(entry_list(entries)):
+        if i in skipped:
             continue
         if not types or str(entry.get("type") or "").strip().lower() in types:
             return i, dict(entry)

@@ -33,7 +33,12 @@ from custsync_pipeline.connectors.common import (
     records_frame,
     set_path,
 )
-from custsync_pipeline.connectors.entries import column_entries, concat_entries, first_entry
+from custsync_pipeline.connectors.entries import (
+    column_entries,
+    concat_entries,
+    entry_list,
+    first_entry,
+)
 from custsync_pipeline.connectors.http import (
     ConnectorError,
     HttpClient,
@@ -258,17 +263,13 @@ class VoucherifyConnector(HttpConnectorBase):
                 for canon, path in _ADDRESS_PATHS.items():
                     if not is_missing(chosen[1].get(canon)):
                         set_path(body, path, jsonable(chosen[1][canon]))
-            attributes = row.get("customer_attributes")
-            if isinstance(attributes, list):
-                metadata = {
-                    str(a["name"]): jsonable(a["value"])
-                    for a in attributes
-                    if isinstance(a, Mapping)
-                    and not is_missing(a.get("name"))
-                    and not is_missing(a.get("value"))
-                }
-                if metadata:
-                    body["metadata"] = {**body.get("metadata", {}), **metadata}
+            metadata = {
+                str(a["name"]): jsonable(a["value"])
+                for a in entry_list(row.get("customer_attributes"))
+                if not is_missing(a.get("name")) and not is_missing(a.get("value"))
+            }
+            if metadata:
+                body["metadata"] = {**body.get("metadata", {}), **metadata}
             payloads.append(body)
         return payloads
 

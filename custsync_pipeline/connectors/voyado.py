@@ -323,8 +323,11 @@ class VoyadoConnector(HttpConnectorBase):
             if col in STANDARD_FIELDS or "." in col or col.startswith("__"):
                 continue
             sample = raw[col].dropna()
-            if len(sample) and isinstance(sample.iat[0], list | dict):
-                continue  # a nested structure, not an attribute value
+            first = sample.iat[0] if len(sample) else None
+            if isinstance(first, list | dict) or (
+                isinstance(first, str) and first.startswith(("[{", "[]", '{"'))
+            ):
+                continue  # a nested structure (or its JSON text), not an attribute value
             out.append(col)
         return out
 
