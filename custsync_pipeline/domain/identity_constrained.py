@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from custsync_pipeline.domain.identity_keys import (
     companies_compatible,
     mask_name,
-    names_compatible,
     surnames_compatible,
 )
+from custsync_pipeline.domain.identity_names import first_name_sets_agree
 
 
 @dataclass
@@ -180,7 +180,7 @@ class _Clusters:
         if check_names and self.names[ra] and self.names[rb]:
             # any agreeing pair will do: a cluster may rightly hold a nickname or a
             # steward-merged second name; two families never share a first name here
-            if not any(names_compatible(x, y) for x in self.names[ra] for y in self.names[rb]):
+            if not first_name_sets_agree(self.names[ra], self.names[rb]):
                 x, y = min(self.names[ra]), min(self.names[rb])
                 return (
                     "name_mismatch",

@@ -36,7 +36,11 @@ import pandas as pd
 from rapidfuzz.distance import JaroWinkler, Levenshtein
 from rapidfuzz.process import cpdist
 
-from custsync_pipeline.domain.identity_names import first_names_compatible, fold
+from custsync_pipeline.domain.identity_names import (
+    first_name_sets_agree,
+    first_names_compatible,
+    fold,
+)
 from custsync_pipeline.domain.plan import MatchingPlan
 
 # comparison -> (level names, strongest first). Level -1 is "missing on a side".
@@ -488,9 +492,7 @@ class _Merger:
             if (
                 self.first[x]
                 and self.first[y]
-                and not any(
-                    first_names_compatible(p, q) for p in self.first[x] for q in self.first[y]
-                )
+                and not first_name_sets_agree(self.first[x], self.first[y])
             ):
                 return "first names differ"
             if (
@@ -557,12 +559,27 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     why = np.full(len(a), "", dtype=object)
     accept = np.zeros(len(a), dtype=bool)
     merger = _Merger(inp)
+    # a cluster with strong matches to two clusters that refuse each other (a keyless
+    # duplicate of "Erik Berg" where father and son live) fits both: it stays apart
+    hi = np.flatnonzero(across & (p >= plan.link_threshold))
+    ca, cb = inp.cluster[a[hi]], inp.cluster[b[hi]]
+    partners = pd.DataFrame({"c": np.r_[ca, cb], "o": np.r_[cb, ca]}).drop_duplicates()
+    count = partners.groupby("c")["o"].transform("size").to_numpy()
+    ambiguous: set[int] = set()
+    for c, grp in partners[count >= 2].groupby("c")["o"]:
+        others = [o for o in grp.tolist()[:10] if not merger.refusal(int(c), o)]
+        if any(merger.refusal(x, y) for i, x in enumerate(others) for y in others[i + 1 :]):
+            ambiguous.add(int(c))
     # strongest first, a fixed order (probability, then the pair): deterministic
     for i in cand[np.lexsort((b[cand], a[cand], -p[cand]))].tolist():
         x, y = merger.find(int(inp.cluster[a[i]])), merger.find(int(inp.cluster[b[i]]))
         if x == y:
             continue
         reason = merger.refusal(x, y)
+        if not reason and (
+            int(inp.cluster[a[i]]) in ambiguous or int(inp.cluster[b[i]]) in ambiguous
+        ):
+            reason = "fits two people who were kept apart"
         if reason:
             why[i] = reason
         elif p[i] >= plan.link_threshold:
@@ -575,6 +592,7 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     # threshold (not by a steward): both go to the queue with their scores
     review = across & apart & (p >= plan.review_threshold) & (p < plan.link_threshold)
     review &= why == ""
+    review |= across & apart & (why == "fits two people who were kept apart")
     # refused above the link threshold: only a clash of identifiers is worth a look; other
     # names or birth dates at one address are a household, told apart already
     refused = across & apart & (p >= plan.link_threshold)

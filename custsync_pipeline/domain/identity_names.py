@@ -134,6 +134,17 @@ def first_names_compatible(a: str, b: str) -> bool:
     return min(len(a), len(b)) >= 5 or sorted(a) == sorted(b)
 
 
+def first_name_sets_agree(x: set[str] | frozenset[str], y: set[str] | frozenset[str]) -> bool:
+    """Could two sets of first-name tokens (two clusters' names) be one person's?
+
+    Some pair must agree, judged on whole names where a side has any: an initial
+    ``n`` beside ``nora`` does not make the cluster agree with ``niklas``.
+    """
+    fx = {t for t in x if len(t) > 1} or set(x)
+    fy = {t for t in y if len(t) > 1} or set(y)
+    return any(first_names_compatible(p, q) for p in fx for q in fy)
+
+
 # two plain words, each letters (and inner hyphens or apostrophes): "Anna Svensson"
 _SIMPLE = re.compile(r"^[^\W\d_]+(?:['-][^\W\d_]+)* [^\W\d_]+(?:['-][^\W\d_]+)*$")
 
