@@ -258,7 +258,7 @@ class FieldMapping:
         from custsync_pipeline.domain.canonical import conform
         from custsync_pipeline.domain.received import received_column
 
-        if raw.empty:
+        if len(raw) == 0:  # not raw.empty: records without one field ([{}]) are rows too
             return conform(pd.DataFrame())
         out = pd.DataFrame(index=raw.index)
         out["connector"] = self.connector

@@ -21,9 +21,11 @@ import io
 import itertools
 import json
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from custsync_pipeline.domain.received import (
     CHECK_COLUMN,
@@ -71,11 +73,16 @@ def _undecodable_detail(value: str, encoding: str) -> str:
 
 
 def _flag_undecodable(
-    frame: pd.DataFrame, errors: pd.Series, checks: pd.Series, source: str, encoding: str
+    frame: pd.DataFrame,
+    errors: pd.Series,
+    checks: pd.Series,
+    where: Callable[[int], str],
+    encoding: str,
+    columns: list[str] | None = None,
 ) -> None:
-    """Rows holding lone surrogates: named (if not already) and the surrogates replaced by U+FFFD."""
-    lines = frame[LINE_COLUMN]
-    for col in frame.columns:
+    """Rows holding lone surrogates: named (if not already; ``where(pos)`` says which row) and
+    the surrogates replaced by U+FFFD."""
+    for col in frame.columns if columns is None else columns:
         if col in (LINE_COLUMN, ERROR_COLUMN, CHECK_COLUMN) or frame[col].dtype != object:
             continue
         text = frame[col].astype("string")
@@ -84,14 +91,54 @@ def _flag_undecodable(
             continue
         first = hit & errors.isna().to_numpy()
         for pos in np.flatnonzero(first):  # only the bad rows: a Python call each
-            errors.iat[pos] = _reason(
-                source, int(lines.iat[pos]), "", _undecodable_detail(text.iat[pos], encoding)
-            )
+            errors.iat[pos] = f"{where(pos)}: {_undecodable_detail(text.iat[pos], encoding)}"
             checks.iat[pos] = "undecodable"
         fixed = text[hit].str.replace(_SURROGATE, "\ufffd", regex=True)
         values = frame[col].to_numpy(dtype=object, copy=True)
         values[hit] = fixed.to_numpy(dtype=object)
         frame[col] = values
+
+
+def flag_unencodable(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Name the rows of any connector's answer that hold text no store can take.
+
+    A JSON ``"\\udc80"`` escape decodes to a lone surrogate, which neither UTF-8, Parquet
+    nor a database can hold: such a row gets the ``domain.received`` error columns (check
+    ``undecodable``; validation rejects it) and U+FFFD in place of the surrogate, instead
+    of failing the lane. One Arrow conversion per text column decides; a frame without
+    such text comes back as it is.
+    """
+    bad: list[str] = []
+    for col in frame.columns:
+        series = frame[col]
+        if series.dtype != object or col in (LINE_COLUMN, ERROR_COLUMN, CHECK_COLUMN):
+            continue
+        try:
+            pa.array(series, from_pandas=True)
+        except UnicodeEncodeError:
+            bad.append(col)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            # mixed values (the IO manager stores them as text): look at the strings only
+            strings = series[series.map(lambda v: isinstance(v, str))].astype("string")
+            if strings.str.contains(_SURROGATE, regex=True).any():
+                bad.append(col)
+    if not bad:
+        return frame
+    out = frame.copy()
+    errors = out[ERROR_COLUMN].astype(object) if ERROR_COLUMN in out else None
+    errors = pd.Series([None] * len(out), dtype=object) if errors is None else errors
+    checks = out[CHECK_COLUMN].astype(object) if CHECK_COLUMN in out else None
+    checks = pd.Series([None] * len(out), dtype=object) if checks is None else checks
+    errors, checks = errors.reset_index(drop=True), checks.reset_index(drop=True)
+    lines = out[LINE_COLUMN].to_numpy() if LINE_COLUMN in out else None
+
+    def where(pos: int) -> str:
+        return f"{source} line {lines[pos]}" if lines is not None else f"{source} record {pos + 1}"
+
+    _flag_undecodable(out, errors, checks, where, "utf-8", bad)
+    out[ERROR_COLUMN] = errors.to_numpy()
+    out[CHECK_COLUMN] = checks.to_numpy()
+    return out
 
 
 def _finish(
@@ -103,7 +150,8 @@ def _finish(
     encoding: str,
 ) -> pd.DataFrame:
     if _SURROGATE.search(text) or _SURROGATE_ESCAPE.search(text):
-        _flag_undecodable(frame, errors, checks, source, encoding)
+        lines = frame[LINE_COLUMN].to_numpy()
+        _flag_undecodable(frame, errors, checks, lambda p: f"{source} line {lines[p]}", encoding)
     frame[ERROR_COLUMN] = errors.astype(object).where(errors.notna(), None)
     frame[CHECK_COLUMN] = checks.astype(object).where(checks.notna(), None)
     return frame

@@ -749,5 +749,7 @@ def _payloads(source: pd.DataFrame, positions: np.ndarray) -> list[str]:
         orient="records", lines=True, date_format="iso", force_ascii=False, default_handler=str
     )
     texts = lines.rstrip("\n").split("\n") if len(rows) else []
+    if len(texts) != len(rows):  # rows without a single column ([{}] answers) print as nothing
+        texts = ["{}"] * len(rows) if not len(rows.columns) else texts
     lookup = dict(zip(unique_pos.tolist(), texts, strict=True))
     return [lookup[p] for p in positions.tolist()]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pandas as pd
 
+from custsync_pipeline.connectors.file_rows import flag_unencodable
 from custsync_pipeline.connectors.http import (
     ConnectorError,
     ConnectorUnavailableError,
@@ -22,6 +23,7 @@ from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain import canonical
 from custsync_pipeline.domain.plan import ConnectorPlan, QualityGate, SyncPlan
 from custsync_pipeline.domain.quality import valid_rate_passes, validation_metrics
+from custsync_pipeline.domain.received import ERROR_COLUMN
 from custsync_pipeline.store import core
 from custsync_pipeline.store.golden import replace_source_entries
 from custsync_pipeline.store.quarantine import record_quarantine
@@ -101,15 +103,20 @@ def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
             raise dg.Failure(
                 description=_fatal_message(name, resource, exc), allow_retries=False
             ) from None
+        # text no store can hold (a JSON "\udc80" escape) names its row instead of failing the lane
+        records = flag_unencodable(result.records, name)
+        unreadable = int(records[ERROR_COLUMN].notna().sum()) if ERROR_COLUMN in records else 0
         stats = result.stats
         context.log.info(
             f"{name}: {len(result.records)} records in {stats.pages} pages, "
             f"{stats.retries} retries, {time.monotonic() - started:.1f}s"
         )
         return dg.MaterializeResult(
-            value=result.records,
+            value=records,
             metadata={
-                "dagster/row_count": len(result.records),
+                "dagster/row_count": len(records),
+                # rows that could not be decoded or parsed: quarantined by the next step
+                "unreadable_rows": unreadable,
                 "pages": stats.pages,
                 "requests": stats.requests,
                 "retries": stats.retries,
