@@ -746,6 +746,16 @@ def _run_slow_path(
     return resolve_constrained(inp), local
 
 
+def _masked_conflict_keys(keys, key_ids: np.ndarray, rules: list[IdentifierRule]) -> np.ndarray:
+    """Masked key per conflict ("" for a probabilistic pair, which has no key)."""
+    out = np.full(len(key_ids), "", dtype=object)
+    has = key_ids >= 0
+    if has.any():
+        contact = np.array([is_contact_rule(r) for r in rules], dtype=bool)
+        out[has] = mask_keys(keys.key_value[key_ids[has]], contact[keys.key_rule[key_ids[has]]])
+    return out
+
+
 def _conflict_id(parts: pd.DataFrame) -> pd.Series:
     joined = parts.astype(str).agg("\x1f".join, axis=1)
     return joined.map(lambda t: hashlib.sha1(t.encode()).hexdigest()[:16])
@@ -815,16 +825,7 @@ def _conflicts(
         {
             "kind": frame["kind"].to_numpy(dtype=object),
             "rule": frame["rule"].to_numpy(dtype=object),
-            "key_masked": np.where(
-                key_ids >= 0,
-                mask_keys(
-                    keys.key_value[np.maximum(key_ids, 0)],
-                    np.array([is_contact_rule(r) for r in rules], dtype=bool)[
-                        keys.key_rule[np.maximum(key_ids, 0)]
-                    ],
-                ),
-                "",
-            ),
+            "key_masked": _masked_conflict_keys(keys, key_ids, rules),
             "connector_a": conn[a],
             "source_id_a": sid[a],
             "golden_id_a": gid[a],

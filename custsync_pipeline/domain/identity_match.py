@@ -439,6 +439,27 @@ def _evidence(levels: np.ndarray, comparisons: tuple[str, ...], p: np.ndarray) -
     return out
 
 
+def _close(x: set[str], y: set[str]) -> bool:
+    """Two names a typist could have made of one (Jaro-Winkler >= 0.9, four letters or
+    more): the score has weighed them; a veto is for names clearly different."""
+    return any(
+        min(len(p), len(q)) >= 4 and JaroWinkler.normalized_similarity(p, q) >= 0.9
+        for p in x
+        for q in y
+    )
+
+
+def _births_agree(x: set[str], y: set[str]) -> bool:
+    """Equal, one digit apart, or day and month swapped: a typo, not another person."""
+    for p in x:
+        for q in y:
+            if p == q or Levenshtein.distance(p, q, score_cutoff=1) <= 1:
+                return True
+            if p[:4] == q[:4] and p[4:6] == q[6:8] and p[6:8] == q[4:6]:
+                return True
+    return False
+
+
 class _Merger:
     """Union-find over the rules' clusters that refuses a merge two clusters' records
     contradict (names, birth dates, kinds, one-per-golden identifiers): a probable link
@@ -480,7 +501,7 @@ class _Merger:
     def refusal(self, x: int, y: int) -> str:
         if self.cannot[x] & self._members_roots(y) or self.cannot[y] & self._members_roots(x):
             return "steward_cannot_link"
-        if self.birth[x] and self.birth[y] and not (self.birth[x] & self.birth[y]):
+        if self.birth[x] and self.birth[y] and not _births_agree(self.birth[x], self.birth[y]):
             return "birth dates differ"
         if self.kind[x] and self.kind[y] and not (self.kind[x] & self.kind[y]):
             return "a company and a person"
@@ -488,21 +509,30 @@ class _Merger:
             if p >= 0 and q >= 0 and p != q:
                 return f"two values of an identifier limited to one per golden record ({i})"
         swapped = bool(self.first[x] & self.last[y]) and bool(self.last[x] & self.first[y])
-        if not swapped:
-            if (
-                self.first[x]
-                and self.first[y]
-                and not first_name_sets_agree(self.first[x], self.first[y])
-            ):
-                return "first names differ"
-            if (
-                self.last[x]
-                and self.last[y]
-                and not any(
-                    self.surnames_compatible(p, q) for p in self.last[x] for q in self.last[y]
-                )
-            ):
-                return "last names differ"
+        if swapped:
+            return ""
+        first_differ = (
+            bool(self.first[x])
+            and bool(self.first[y])
+            and not first_name_sets_agree(self.first[x], self.first[y])
+            and not _close(self.first[x], self.first[y])
+        )
+        last_differ = (
+            bool(self.last[x])
+            and bool(self.last[y])
+            and not any(self.surnames_compatible(p, q) for p in self.last[x] for q in self.last[y])
+            and not _close(self.last[x], self.last[y])
+        )
+        # one name field differing beside the same birth date and the other name agreeing
+        # is a typing error or a married name, not a sibling (a sibling has its own birth
+        # date; twins with one surname, birth date and a strong score are the known cost)
+        same_birth = bool(self.birth[x] & self.birth[y])
+        if first_differ and not (same_birth and not last_differ):
+            return "first names differ"
+        if last_differ and not (same_birth and not first_differ):
+            return "last names differ"
+        if first_differ and last_differ:
+            return "names differ"
         return ""
 
     def _members_roots(self, x: int) -> set:
@@ -529,9 +559,15 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     if n < 2 or not comparisons:
         return nothing
     a, b, proposed_by = candidate_pairs(inp.fields, plan.blocking, plan.max_block_size)
-    # only named people are matched on name and address: a nameless record (a guest) has
-    # too little to tell a household's members apart, the rules placed it
-    named = (pd.notna(inp.first_tokens) & pd.notna(inp.surnames)).astype(bool)
+    # only records with a name and something besides a contact point are matched: a
+    # nameless guest (an e-mail and nothing else) has too little to tell a household's
+    # members apart; the rules placed it
+    has_name = pd.notna(inp.first_tokens) | pd.notna(inp.surnames)
+    has_more = np.zeros(n, dtype=bool)
+    for name in ("birth_date", "street", "postal_code", "city"):
+        if name in inp.fields:
+            has_more |= pd.notna(inp.fields[name])
+    named = (has_name & has_more).astype(bool)
     keep = named[a] & named[b]
     a, b, proposed_by = a[keep], b[keep], proposed_by[keep]
     if len(a) == 0:

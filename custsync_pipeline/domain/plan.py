@@ -53,8 +53,10 @@ class MatchingPlan:
     blocking: tuple[tuple[str, ...], ...] = (
         ("last_name_phonetic", "postal_code"),
         ("last_name_phonetic", "city"),
-        ("birth_date", "first_initial"),
+        ("birth_date",),
         ("first_name_phonetic", "postal_code"),
+        ("street", "postal_code"),
+        ("first_name_phonetic", "last_name_phonetic"),
     )
     max_block_size: int = 100
 
