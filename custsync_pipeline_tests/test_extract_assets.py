@@ -57,6 +57,9 @@ def write_config(tmp_path: Path, urls: dict[str, str], **extra_options: dict) ->
         spec = dict(spec)
         spec["options"] = {**spec.get("options", {}), "http": FAST_HTTP}
         spec["options"].update(extra_options.get(name, {}))
+        packaged = data["connectors"].get(name, {})
+        if "aspects" in packaged:  # what the packaged flow expects each to give
+            spec["aspects"] = packaged["aspects"]
         connectors[name] = {**spec, "base_url": urls[name]}
     data["connectors"] = connectors
     path = tmp_path / "sync.yaml"
@@ -78,7 +81,7 @@ def materialize_raw(config: Path) -> dg.ExecuteInProcessResult:
     with dg.instance_for_test() as instance:
         return dg.materialize(
             raw,
-            resources=build_resources(cfg, str(config)),
+            resources=build_resources(cfg),
             instance=instance,
             raise_on_error=False,
         )

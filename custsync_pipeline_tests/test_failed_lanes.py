@@ -82,6 +82,6 @@ def test_only_lane_failures_continue(half_down) -> None:
     assert only_lanes_failed(["voucherify__raw_customers"], cfg.plan())
     assert only_lanes_failed(["salesforce_customers", "voucherify__raw_customers"], cfg.plan())
     assert not only_lanes_failed([], cfg.plan())
-    assert not only_lanes_failed(["voucherify__raw_customers", "golden_customers"], cfg.plan())
+    assert not only_lanes_failed(["voucherify__raw_customers", "merge_golden_records"], cfg.plan())
     assert not only_lanes_failed(["resolve_identities"], cfg.plan())
     assert not only_lanes_failed(["salesforce__published"], cfg.plan())

@@ -467,6 +467,8 @@ class SalesforceConnector(HttpConnectorBase):
             {k: jsonable(v) for k, v in row.items() if not is_missing(v)}
             for row in renamed.to_dict("records")
         ]
+        if not cols:  # a frame without columns gives no records: one empty body per row
+            payloads = [{} for _ in range(len(golden))]
         if "addresses" in golden.columns:
             for body, entries in zip(payloads, golden["addresses"].tolist(), strict=True):
                 self._addresses(body, entries)

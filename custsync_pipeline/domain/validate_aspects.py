@@ -132,6 +132,7 @@ def check_entries(
     """Normalize, key and validate one lane's entries (of its valid records only)."""
     received = conform_entries(entries)
     received = received[received["source_id"].isin(set(valid_source_ids.astype(str)))]
+    received = received.reset_index(drop=True)  # aligned with the normalized copy below
     if received.empty:
         return EntryCheck(conform_entries(None), empty_rejected())
     received = received.assign(connector=connector)

@@ -179,7 +179,9 @@ def gate_message(name: str, checked: "ValidationResult", gate: QualityGate, kept
     )
 
 
-def _customers_asset(name: str, conn: ConnectorPlan) -> dg.AssetsDefinition:
+def _customers_asset(
+    name: str, conn: ConnectorPlan, aspects: tuple[str, ...]
+) -> dg.AssetsDefinition:
     api_key = connector_resource_key(name)
     gate = conn.quality
 
@@ -223,7 +225,7 @@ def _customers_asset(name: str, conn: ConnectorPlan) -> dg.AssetsDefinition:
             market_regions=gate.market_regions,
         )
         entries = check_entries(
-            lane_entries(connector, raw, checked.valid, conn.aspects),
+            lane_entries(connector, raw, checked.valid, aspects),
             name,
             checked.valid["source_id"],
             regions=checked.valid.set_index("source_id")["country"],
@@ -285,5 +287,5 @@ def build_extract_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
     for name, conn in plan.connectors.items():
         assets.append(_raw_asset(name, conn.type))
-        assets.append(_customers_asset(name, conn))
+        assets.append(_customers_asset(name, conn, plan.stored_aspects(name)))
     return assets
