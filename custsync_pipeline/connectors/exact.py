@@ -303,7 +303,7 @@ class ExactConnector(HttpConnectorBase):
                         **{c: column(items, f) for c, f in _ACCOUNT_ADDRESS},
                     },
                     local_id=column(items, "ID").astype("string"),
-                    seen_at=parse_times(column(items, "Modified")),
+                    seen_at=seen.loc[rows].to_numpy(),  # the Account's change time
                 )
             )
         for fld, kind_name, local in (
