@@ -36,9 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from custsync_pipeline.config import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # a config mistake is a message naming the key, not a traceback
+        print(f"custsync {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -161,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     from custsync_pipeline.definitions import defs
     from custsync_pipeline.defs.reconcile.definitions import only_lanes_failed
 
+    if getattr(args, "config", None):  # the definitions read it from the environment too
+        os.environ["CUSTSYNC_CONFIG"] = str(args.config)
     cfg = load_sync_config()
     definitions = defs()
     instance = (
@@ -204,5 +206,8 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="materialize every asset once (the sync job) and print a summary"
+    )
+    p.add_argument(
+        "--config", help="sync config file (default: $CUSTSYNC_CONFIG or the packaged one)"
     )
     p.set_defaults(func=run)

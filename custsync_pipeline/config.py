@@ -364,11 +364,20 @@ class SyncConfig(_Strict):
 
 
 def _format_error(err: ValidationError, path: Path) -> str:
-    lines = [f"invalid sync config {path}:"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {key}: {e['msg']}")
-    return "\n".join(lines)
+    """One line per mistake naming the key; a misspelt key gets the closest valid one."""
+    from custsync_pipeline.connectors.checks import validation_lines
+
+    return "\n".join(
+        [
+            f"invalid sync config {path}:",
+            *("  " + line for line in validation_lines(err, SyncConfig)),
+        ]
+    )
+
+
+def base_url_env_var(connector: str) -> str:
+    """``CUSTSYNC_<NAME>_BASE_URL``: points a connector elsewhere without copying the file."""
+    return f"CUSTSYNC_{re.sub(r'[^A-Za-z0-9]', '_', connector).upper()}_BASE_URL"
 
 
 _loaded: dict[tuple[str, str, int], SyncConfig] = {}
@@ -401,12 +410,30 @@ def load_sync_config(path: str | Path | None = None) -> SyncConfig:
     except FileNotFoundError as exc:
         raise ConfigError(f"sync config not found: {cfg_path}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"sync config {cfg_path} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"sync config {cfg_path} is not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"sync config {cfg_path}: top level must be a mapping")
     if os.environ.get("CUSTSYNC_STATE_DB_URL"):
         data["state_db_url"] = os.environ["CUSTSYNC_STATE_DB_URL"]
+    connectors = data.get("connectors")
+    for name, conn in connectors.items() if isinstance(connectors, dict) else []:
+        url = os.environ.get(base_url_env_var(str(name)))
+        if url and isinstance(conn, dict):
+            conn["base_url"] = url
     try:
-        return SyncConfig.model_validate(data)
+        cfg = SyncConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, cfg_path)) from None
+    # every connector built once, offline: a wrong type, a misspelt option or a missing
+    # base_url stops the load here, not its lane at run time
+    from custsync_pipeline.connectors.checks import connector_config_errors
+
+    errors = connector_config_errors(cfg)
+    if errors:
+        raise ConfigError(
+            "\n".join([f"invalid sync config {cfg_path}:", *("  " + e for e in errors)])
+        )
+    return cfg
