@@ -498,3 +498,31 @@ def test_nested_lists_stored_as_json_text_give_the_same_entries(sb: Sandbox) -> 
         pd.testing.assert_frame_equal(direct, stored)
         if column_name == "consents":
             pd.testing.assert_frame_equal(conn.to_canonical(raw), conn.to_canonical(as_text))
+
+
+def test_voucherify_write_lands_in_address_and_metadata_and_reads_back(sb: Sandbox) -> None:
+    sb.reset()
+    golden = pd.DataFrame(
+        {
+            "first_name": ["Ada"],
+            "last_name": ["Lind"],
+            "email": ["ada.lind@example.com"],
+            "addresses": [[ADDRESSES[1], ADDRESSES[0]]],
+            "customer_attributes": [[{"name": "segment", "value": "vip"}]],
+        }
+    )
+    with connector(sb, "voucherify") as conn:
+        [result] = conn.write([WriteOp("G-aspects-3", None, conn.from_canonical(golden)[0])])
+        assert result.ok, result.error
+        raw = conn.read().records
+        back = key_entries(conn.to_aspects(raw[raw["id"] == result.target_id]))
+    stored = next(r for r in sb.records("voucherify") if r["id"] == result.target_id)
+    assert stored["address"]["line_1"] == "Storgatan 12"
+    assert stored["metadata"]["segment"] == "vip"
+    sent = pd.DataFrame([ADDRESSES[0]]).assign(
+        connector="voucherify", source_id=result.target_id, aspect="addresses"
+    )
+    assert list(of(back, "addresses")["entry_key"]) == list(key_entries(sent)["entry_key"])
+    attrs = of(back, "customer_attributes")
+    assert list(zip(attrs["name"], attrs["value"], strict=True)) == [("segment", "vip")]
+    sb.reset()
