@@ -44,7 +44,7 @@ MISTAKES = {
         lambda d: (
             _c(d)["voyado"].setdefault("options", {}).__setitem__("http", {"read_timeout": 5})
         ),
-        "connectors.voyado.options: options.http: unknown read_timeout (did you mean 'read_timeout_s'?)",
+        "connectors.voyado.options.http: unknown read_timeout (did you mean 'read_timeout_s'?)",
     ),
     "missing_base_url": (
         lambda d: _c(d)["exact"].pop("base_url"),
@@ -74,9 +74,13 @@ MISTAKES = {
         lambda d: _c(d)["voyado"].__setitem__("quality", {"min_valid_rate": 1.5}),
         "connectors.voyado.quality.min_valid_rate: Input should be less than or equal to 1",
     ),
+    "missing_credential": (
+        lambda d: _c(d)["salesforce"].__setitem__("credentials", {}),
+        "connectors.salesforce.credentials.access_token is not configured",
+    ),
     "unknown_mapping_column": (
         lambda d: _c(d)["katana"]["options"]["mapping"].__setitem__("phone", "phone_number"),
-        "connectors.katana.options: options.mapping: unknown canonical column(s) ['phone_number']",
+        "connectors.katana.options.mapping: unknown canonical column(s) ['phone_number']",
     ),
 }
 

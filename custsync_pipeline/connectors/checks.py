@@ -103,6 +103,13 @@ def _explain(message: str) -> str:
     return with_hint(head, known, unknown)
 
 
+def _keyed(key: str, message: str) -> str:
+    """``connectors.<name>.options.http: …`` when the message names its key, else ``….options: …``."""
+    if re.match(r"^(options|credentials)[\w.]*(: | is )", message):
+        return f"{key}.{message}"
+    return f"{key}.options: {message}"
+
+
 def connector_config_errors(cfg: SyncConfig) -> list[str]:
     """One line per mistake in the enabled connectors of ``cfg`` (empty: all can be built)."""
     from custsync_pipeline.connectors import build_connector, known_types
@@ -137,10 +144,10 @@ def connector_config_errors(cfg: SyncConfig) -> list[str]:
         try:
             connector = build_connector(name, conn, env)
         except ConnectorError as exc:
-            errors.append(f"{key}.options: {_explain(str(exc).removeprefix(f'[{name}] '))}")
+            errors.append(_keyed(key, _explain(str(exc).removeprefix(f"[{name}] "))))
             continue
         except (ValueError, TypeError, KeyError) as exc:
-            errors.append(f"{key}.options: {_explain(str(exc))}")
+            errors.append(_keyed(key, _explain(str(exc))))
             continue
         close = getattr(connector, "close", None)
         if close is not None:
