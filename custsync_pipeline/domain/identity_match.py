@@ -72,6 +72,8 @@ RANDOM_PAIRS = 200_000
 EM_ITERATIONS = 25
 # candidate pairs the rules linked needed to learn m from them (else EM)
 MIN_RULE_PAIRS = 200
+# weight of the default m beside the rules' pairs (as many pairs' worth)
+PRIOR_PAIRS = 50
 
 
 @dataclass
@@ -239,6 +241,15 @@ def _lev(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return cpdist(list(x), list(y), scorer=Levenshtein.distance, workers=1)
 
 
+def _house_numbers(values: np.ndarray) -> np.ndarray:
+    return pd.Series(values, dtype=object).str.findall(r"\d+").str.join(" ").to_numpy(dtype=object)
+
+
+def _street_names(values: np.ndarray) -> np.ndarray:
+    names = pd.Series(values, dtype=object).str.replace(r"\d+", "", regex=True).str.strip()
+    return names.to_numpy(dtype=object)
+
+
 def compare(
     fields: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray, comparisons: tuple[str, ...]
 ) -> np.ndarray:
@@ -266,10 +277,18 @@ def compare(
                 )
                 sim = _jw(xr, yr)
                 lev[rest] = np.where(compat, 1, np.where(sim >= 0.88, 2, 3))
-            elif name in ("last_name", "street"):
+            elif name == "last_name":
                 sim = _jw(xr, yr)
-                hi, lo = (0.92, 0.80) if name == "last_name" else (0.90, 0.75)
-                lev[rest] = np.where(sim >= hi, 1, np.where(sim >= lo, 2, 3))
+                lev[rest] = np.where(sim >= 0.92, 1, np.where(sim >= 0.80, 2, 3))
+            elif name == "street":
+                # the house number must agree ("Storgatan 6" is not "Storgatan 16"); the
+                # street name may carry a typo
+                nx, ny = _house_numbers(xr), _house_numbers(yr)
+                numbers_differ = (nx != "") & (ny != "") & (nx != ny)
+                sim = _jw(_street_names(xr), _street_names(yr))
+                lev[rest] = np.where(
+                    numbers_differ, 3, np.where(sim >= 0.90, 1, np.where(sim >= 0.75, 2, 3))
+                )
             elif name == "city":
                 lev[rest] = np.where(_jw(xr, yr) >= 0.90, 1, 2)
             elif name == "birth_date":
@@ -396,8 +415,19 @@ def estimate_from_rules(
     for j, name in enumerate(comparisons):
         n_levels = len(LEVELS[name])
         counts, total = _level_freq(levels[within, j], n_levels)
-        m.append((counts + 0.5) / (total + 0.5 * n_levels))
+        # pseudo-counts from a typo-aware prior: pairs the rules linked may hold no typo
+        # at all, which must not make a close spelling count against a match
+        m.append((counts + PRIOR_PAIRS * _m_prior(n_levels)) / (total + PRIOR_PAIRS))
     return m
+
+
+def _m_prior(n_levels: int) -> np.ndarray:
+    """A default m: mostly exact, some close, a few different (sums to 1)."""
+    out = np.full(n_levels, 0.03 / max(n_levels - 2, 1))
+    out[0], out[-1] = 0.85, 0.03
+    if n_levels > 2:
+        out[1:-1] = 0.12 / (n_levels - 2)
+    return out / out.sum()
 
 
 def match_weight(

@@ -33,6 +33,9 @@ def resolution_metadata(stats: dict[str, int], conflicts: pd.DataFrame) -> dict[
         "new_golden_ids": int(stats.get("golden_ids_new", 0)),
         "conflicts": len(conflicts),
         "slow_path_records": int(stats.get("slow_path_records", 0)),
+        # the probabilistic stage: clusters it linked, pairs it queued for review
+        "probable_links": int(stats.get("match_links", 0)),
+        "probable_review": int(stats.get("match_review", 0)),
         "stamped_records": int(stats.get("stamped_records", 0)),
         "steward_decisions_applied": int(stats.get("steward_decisions_applied", 0)),
         # a decision naming a record absent from this run is not applied (yet): counted
@@ -85,7 +88,9 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
 
         engine = context.resources.state_db.engine
         records = load_resolution_records(
-            engine, list(plan.connectors), resolution_columns(list(plan.identifiers))
+            engine,
+            list(plan.connectors),
+            resolution_columns(list(plan.identifiers), plan.matching),
         )
         prior_map, golden_ids, decisions = load_identity_state(engine)
         to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
@@ -97,6 +102,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             golden_ids=golden_ids,
             decisions=decisions,
             now=now,
+            matching=plan.matching,
         )
         result = attach_stamped(result, stamped, now)
         save_identity_result(engine, result)
