@@ -292,8 +292,10 @@ def read_jsonl_text(text: str, *, source: str = "", encoding: str = "utf-8") -> 
         for _, line in numbered:  # per line: only a file with a broken line gets here
             try:
                 objs.append(json.loads(line))
-            except (ValueError, RecursionError) as exc:
-                objs.append(_NotJson(str(exc)))
+            except json.JSONDecodeError as exc:  # where in the line, not "line 1"
+                objs.append(_NotJson(f"{exc.msg} at column {exc.colno}"))
+            except (ValueError, RecursionError):
+                objs.append(_NotJson("nested too deeply or not text"))
     records: list[dict[str, object]] = []
     for (line_no, line), obj in zip(numbered, objs, strict=True):
         if isinstance(obj, dict):
