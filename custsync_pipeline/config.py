@@ -25,6 +25,10 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("sync_config.yaml")
 CONFIG_ENV_VAR = "CUSTSYNC_CONFIG"
 
 
+# What a source connector gives when neither it nor a flow step names its aspects.
+DEFAULT_ASPECTS = ("name", "customer_contact_details")
+
+
 class ConfigError(ValueError):
     """The sync config is unreadable or invalid; the message names the key."""
 
@@ -98,7 +102,11 @@ class ConnectorConfig(_Strict):
         description="credential name -> NAME of the env var holding it (never the secret itself)",
     )
     role: Literal["source", "enrichment", "target"] = "enrichment"
-    aspects: list[str] = Field(default_factory=lambda: ["name", "customer_contact_details"])
+    aspects: list[str] | None = Field(
+        default=None,
+        description="aspects it gives (default: those its flow steps name; a source step "
+        "without them: name and customer_contact_details)",
+    )
     enabled: bool = True
     options: dict[str, Any] = Field(default_factory=dict, description="connector-specific settings")
     quality: QualityConfig = Field(
@@ -107,7 +115,9 @@ class ConnectorConfig(_Strict):
 
     @field_validator("aspects")
     @classmethod
-    def _known_aspects(cls, value: list[str]) -> list[str]:
+    def _known_aspects(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         unknown = sorted(set(value) - set(ASPECTS))
         if unknown:
             raise ValueError(f"unknown aspect(s) {unknown}; known: {list(ASPECTS)}")
@@ -172,7 +182,7 @@ class MatchingConfig(_Strict):
     blocking: list[list[str]] = Field(
         default_factory=lambda: [list(b) for b in domain_plan.MatchingPlan.blocking]
     )
-    max_block_size: int = Field(default=100, ge=2)
+    max_block_size: int = Field(default=30, ge=2)
 
     @model_validator(mode="after")
     def _known(self) -> MatchingConfig:
@@ -302,23 +312,27 @@ class SyncConfig(_Strict):
     def plan(self) -> SyncPlan:
         """The domain's sync plan: what identity, survivorship and deltas read."""
         enabled = self.enabled_connectors()
-        connectors = {
-            name: domain_plan.ConnectorPlan(
-                name=name,
-                type=c.type,
-                role=c.role,
-                aspects=tuple(c.aspects),
-                quality=domain_plan.QualityGate(**c.quality.model_dump()),
-            )
-            for name, c in enabled.items()
-        }
         steps: list[domain_plan.FlowStep] = []
         if self.flow.source != domain_plan.CURRENT_DATA:
             src = self.connectors[self.flow.source]
-            steps.append(domain_plan.FlowStep(self.flow.source, tuple(src.aspects)))
+            aspects = src.aspects if src.aspects is not None else DEFAULT_ASPECTS
+            steps.append(domain_plan.FlowStep(self.flow.source, tuple(aspects)))
         for step in self.flow.enrichments:
-            aspects = step.aspects or self.connectors[step.connector].aspects
+            declared = self.connectors[step.connector].aspects
+            aspects = step.aspects or declared or DEFAULT_ASPECTS
             steps.append(domain_plan.FlowStep(step.connector, tuple(aspects)))
+        connectors = {}
+        for name, c in enabled.items():
+            named = [a for s in steps if s.connector == name for a in s.aspects]
+            aspects = c.aspects if c.aspects is not None else named or DEFAULT_ASPECTS
+            connectors[name] = domain_plan.ConnectorPlan(
+                name=name,
+                type=c.type,
+                role=c.role,
+                aspects=tuple(dict.fromkeys(aspects)),
+                quality=domain_plan.QualityGate(**c.quality.model_dump()),
+                declared=c.aspects is not None,
+            )
         rules = tuple(
             domain_plan.IdentifierRule(
                 name=r.name,

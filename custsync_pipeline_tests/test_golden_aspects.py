@@ -310,3 +310,34 @@ def test_current_data_source_uses_the_stored_golden_state() -> None:
     assert set(res.entries["aspect"]) == {"addresses", "customer_attributes"}
     addr = res.entries[res.entries["aspect"] == "addresses"].iloc[0]
     assert addr["providers"] == "current_data"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def test_check_measures_nameless_records_and_entries_without_provenance() -> None:
+    from custsync_pipeline.domain.quality import entries_without_provenance, nameless_golden
+
+    golden = pd.DataFrame(
+        {
+            "golden_id": ["A", "B", "C"],
+            "first_name": [None, "Bo", None],
+            "last_name": [None, None, None],
+            "company_name": [None, None, "Acme AB"],
+        }
+    )
+    assert nameless_golden(golden).tolist() == [True, False, False]
+    steps = [FlowStep("exact", ("addresses",)), FlowStep("katana", ("addresses",))]
+    recs = _records(
+        [dict(connector="exact", source_id="e1"), dict(connector="katana", source_id="k1")]
+    )
+    res = build_golden(
+        recs,
+        _idmap([("exact", "e1", "G"), ("katana", "k1", "G")]),
+        steps,
+        entries=_two_systems("addresses"),
+    )
+    assert entries_without_provenance(res.entries, res.entry_sources) == 0
+    # an entry whose holders were lost is caught
+    lost = res.entry_sources[res.entry_sources["entry_key"] != res.entries["entry_key"].iloc[0]]
+    assert entries_without_provenance(res.entries, lost) == 1

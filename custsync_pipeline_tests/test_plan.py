@@ -102,3 +102,14 @@ def test_cross_reference_errors_name_both_ends(tmp_path: Path, case: str) -> Non
     path = _write(tmp_path, edit)
     with pytest.raises(ConfigError, match=message):
         load_sync_config(path)
+
+
+def test_readme_names_every_publish_and_connector_key() -> None:
+    from custsync_pipeline.config import ConnectorConfig, PublishTarget
+
+    readme = (ROOT / "README.md").read_text()
+    for name in PublishTarget.model_fields:
+        assert f"`publish[].{name}`" in readme or f"`{name}`" in readme, name
+    for name in ConnectorConfig.model_fields:
+        assert f"`connectors.<name>.{name}`" in readme, name
+    assert "`custsync history <golden id>`" in readme

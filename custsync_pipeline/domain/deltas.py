@@ -153,7 +153,8 @@ def aspect_payload_hashes(
     key: str = "golden_id",
 ) -> pd.Series:
     """``key`` -> a hash of what the target would hold of ``aspects`` (its payload built
-    from the aspect columns alone); ``EMPTY_ASPECTS`` when that payload is empty."""
+    from the aspect columns alone, case and spacing folded); ``EMPTY_ASPECTS`` when that
+    payload is empty."""
     if frame.empty or not aspects:
         return pd.Series(dtype="string")
     only = frame[list(aspects)].copy()
@@ -163,8 +164,12 @@ def aspect_payload_hashes(
     payloads = to_payloads(pd.concat([blank, only], ignore_index=True))
     texts = [json.dumps(p, sort_keys=True, default=str) for p in payloads]
     text = pd.Series(texts[1:], index=frame[key].to_numpy(), dtype="string")
+    # the same address typed two ways is one entry: case and spacing are no difference
+    # worth a write (nor a reason for two targets to echo each other's spelling)
+    text = text.str.replace(r"\s+", "", regex=True).str.casefold()
     hashed = row_hash(text.to_frame("p"), ["p"])
-    return hashed.where(text != texts[0], EMPTY_ASPECTS)
+    blank_text = "".join(texts[0].split()).casefold()
+    return hashed.where(text != blank_text, EMPTY_ASPECTS)
 
 
 def attach_payloads(

@@ -328,7 +328,30 @@ def merge_entries(
     entry_sources = e.iloc[holders][["aspect", "entry_key", "connector", "source_id", "seen_at"]]
     entry_sources = entry_sources.reset_index(drop=True)
     entry_sources.insert(0, "golden_id", pd.array(g_names[g_codes[holders]], dtype="string"))
-    return golden_entries, entry_sources[list(ENTRY_SOURCE_COLUMNS)]
+    return drop_subsumed_addresses(golden_entries, entry_sources[list(ENTRY_SOURCE_COLUMNS)])
+
+
+def drop_subsumed_addresses(
+    entries: pd.DataFrame, sources: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An address without a street (a shop that keeps only city and postal code) says less
+    than an address of the same golden record with a street in the same postal code and
+    country: it is not an address of its own, and would take a target's address slot."""
+    addr = entries["aspect"] == "addresses"
+    bare = addr & entries["street"].isna() & entries["postal_code"].notna()
+    if not bare.any():
+        return entries, sources
+    key = ["golden_id", "pc", "country"]
+
+    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
+        pc = frame["postal_code"].str.replace(r"\s+", "", regex=True).str.upper()
+        return frame.assign(pc=pc)[[*key, "entry_key"]]
+
+    full = keyed(entries[addr & entries["street"].notna()]).drop(columns="entry_key")
+    hit = keyed(entries[bare]).merge(full.drop_duplicates(), on=key)["entry_key"]
+    gone = entries["aspect"].eq("addresses") & entries["entry_key"].isin(set(hit))
+    gone_src = sources["aspect"].eq("addresses") & sources["entry_key"].isin(set(hit))
+    return entries[~gone].reset_index(drop=True), sources[~gone_src].reset_index(drop=True)
 
 
 def entry_hashes(entries: pd.DataFrame) -> np.ndarray:

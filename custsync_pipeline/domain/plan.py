@@ -58,7 +58,7 @@ class MatchingPlan:
         ("street", "postal_code"),
         ("first_name_phonetic", "last_name_phonetic"),
     )
-    max_block_size: int = 100
+    max_block_size: int = 30
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class ConnectorPlan:
     role: str
     aspects: tuple[str, ...]
     quality: QualityGate = field(default_factory=QualityGate)
+    declared: bool = True  # aspects listed in its config entry (else taken from its steps)
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,22 @@ class SyncPlan:
         """The target's fields, less any field another connector owns... or the target itself.
 
         A field owned by the target is its to set: pushing it back would overwrite
-        the owner with a copy of its own (possibly stale) value.
+        the owner with a copy of its own (possibly stale) value. The primary fields of an
+        aspect the target takes as entries (``city`` when it takes ``addresses``) are left
+        to the entries.
         """
         policy = self.target(connector)
         owned = {f for f, owner in self.ownership.items() if owner == connector}
-        return [f for f in policy.fields if f not in owned]
+        # a target that takes an aspect's entries gets them in its address blocks (or
+        # contact fields): the aspect's flat primary fields would write the same slots
+        superseded = {f for a in policy.aspects for f in ASPECT_FIELDS.get(a, ())}
+        return [f for f in policy.fields if f not in owned and f not in superseded]
+
+    def stored_aspects(self, connector: str) -> tuple[str, ...]:
+        """Aspects a lane keeps entries of: those it gives, and those it takes as a publish
+        target (its own copy is what deltas compare the golden entries with)."""
+        taken = [a for p in self.publish if p.connector == connector for a in p.aspects]
+        return tuple(dict.fromkeys([*self.connectors[connector].aspects, *taken]))
 
     def aspect_contributors(self, aspect: str) -> list[str]:
         """Connectors whose flow step contributes ``aspect``, in flow order."""
@@ -169,7 +181,7 @@ def check_plan(plan: SyncPlan, capabilities: Mapping[str, frozenset[str]]) -> li
             continue  # reported by the config's own reference check
         can = capabilities.get(conn.type)
         for aspect in step.aspects:
-            if aspect not in conn.aspects:
+            if conn.declared and aspect not in conn.aspects:
                 errors.append(
                     f"{where}: aspect {aspect!r} of step {step.connector!r} is not among "
                     f"connectors.{step.connector}.aspects {list(conn.aspects)}"

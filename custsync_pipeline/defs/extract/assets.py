@@ -43,11 +43,15 @@ def lane_entries(
     if not wanted:
         return entries_from_canonical(valid.iloc[:0], ())
     parts = []
+    given: set[str] = set()
     to_aspects = getattr(connector, "to_aspects", None)
     if callable(to_aspects) and len(raw):
         own = to_aspects(raw)
         parts.append(own[own["aspect"].isin(wanted)])
-    parts.append(entries_from_canonical(valid, wanted))
+        given = set(own["aspect"].dropna())
+    # the row's implied address and contact details only where the connector gave none of
+    # that aspect itself (an Account's billing address is not also a "mailing" one)
+    parts.append(entries_from_canonical(valid, [a for a in wanted if a not in given]))
     return pd.concat([p for p in parts if len(p)] or parts[-1:], ignore_index=True)
 
 
