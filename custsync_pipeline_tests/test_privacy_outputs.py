@@ -17,6 +17,7 @@ from custsync_pipeline.cli import main
 from custsync_pipeline.defs.io import ParquetIOManager, purge_outputs
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store.db import make_engine
+from custsync_pipeline.store.quarantine import record_quarantine
 from custsync_pipeline_tests.e2e import SANDBOX_SECRETS, materialize_all, write_sync_config
 
 
@@ -126,6 +127,36 @@ def test_forget_erases_a_person_from_the_state_db_and_every_step_output(synced, 
     source_ids = set(members["source_id"])
     others = imap[imap["golden_id"] != gid]
     before = {p: pd.read_parquet(p) for p in root.rglob("*.parquet")}
+    # a row rejected before it had an id still names the person inside its payload
+    with engine.connect() as conn:
+        emails = pd.read_sql(
+            sa.text("SELECT email FROM source_records WHERE email IS NOT NULL"), conn
+        )
+    mine = set(emails["email"]) & set(
+        pd.read_sql(
+            sa.text(
+                "SELECT s.email FROM source_records s JOIN identity_map m "
+                "ON s.connector = m.connector AND s.source_id = m.source_id "
+                "WHERE m.golden_id = :g AND s.email IS NOT NULL"
+            ),
+            engine,
+            params={"g": gid},
+        )["email"]
+    )
+    assert mine
+    email = sorted(mine)[0]
+    rejected = pd.DataFrame(
+        {
+            "connector": "export",
+            "source_id": [None, None],
+            "field": "source_id",
+            "check": "not_null",
+            "severity": "row",
+            "reason": "source_id is required but missing",
+            "raw_payload": [f'{{"Email": "{email}"}}', '{"Email": "someone.else@example.org"}'],
+        }
+    )
+    record_quarantine(engine, "export", rejected)
     assert sum(_text_cells_equal(f, {gid} | source_ids) for f in before.values()) > 0
 
     # without --yes it only says what would go
@@ -134,6 +165,7 @@ def test_forget_erases_a_person_from_the_state_db_and_every_step_output(synced, 
     assert main(["forget", gid, "--db", url, "--yes", "--storage", str(root)]) == 0
     out = capsys.readouterr().out
     assert f"forgot {gid}" in out and "identity_map" in out and "source_records" in out
+    assert email not in out
     assert not any(s in out for s in source_ids)  # counts only, no personal data
 
     meta = sa.MetaData()
@@ -148,6 +180,9 @@ def test_forget_erases_a_person_from_the_state_db_and_every_step_output(synced, 
                 pairs = set(zip(rows["connector"], rows["source_id"], strict=True))
                 assert not pairs & set(zip(members["connector"], members["source_id"], strict=True))
         left = pd.read_sql(sa.text("SELECT connector, source_id FROM identity_map"), conn)
+        payloads = pd.read_sql(sa.text("SELECT raw_payload FROM quarantine"), conn)["raw_payload"]
+    assert not payloads.dropna().str.contains(email, regex=False).any()
+    assert payloads.dropna().str.contains("someone.else@example.org", regex=False).any()
     engine.dispose()
     # everyone else is still there
     assert len(left) == len(others)

@@ -5,8 +5,10 @@ and the source records the identity map gives them. Tables are found by
 reflection, so a table added later is covered as soon as it carries one of the
 columns below: a golden id column (``golden_id``, ``golden_id_a``/``_b``,
 ``merged_into``) or a (connector, source id) pair (``connector``/``source_id``,
-``connector_a``/``source_id_a``, ``connector_b``/``source_id_b``). One
-transaction: either the person is gone from every table or from none.
+``connector_a``/``source_id_a``, ``connector_b``/``source_id_b``); a ``raw_payload``
+text (the quarantine's, of a row rejected before it had an id) that holds one of their
+e-mail addresses, phone numbers or source ids goes too. One transaction: either the person is gone from every table or
+from none.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ SOURCE_PAIRS = (
     ("connector_a", "source_id_a"),
     ("connector_b", "source_id_b"),
 )
+# payload texts (the quarantine's raw_payload) are searched for the person's contacts and ids
+PAYLOAD_COLUMN = "raw_payload"
+CONTACT_COLUMNS = ("email", "email_raw", "phone", "phone_raw")
 _CHUNK = 400  # records per statement: far under every bind-parameter limit
 
 
@@ -31,6 +36,8 @@ class Person:
 
     golden_ids: set[str] = field(default_factory=set)
     records: set[tuple[str, str]] = field(default_factory=set)
+    # e-mail addresses and phone numbers as their records hold them (for payload texts)
+    contacts: set[str] = field(default_factory=set)
 
     @property
     def id_parts(self) -> list[tuple[str, ...]]:
@@ -77,6 +84,16 @@ def find_person(engine: Engine, golden_id: str) -> Person:
                 )
             ).all()
             person.records = {(str(c), str(s)) for c, s in rows}
+        if "source_records" in tables and person.records:
+            src = tables["source_records"]
+            cols = [c for c in CONTACT_COLUMNS if c in src.c]
+            for start in range(0, len(person.records), _CHUNK):
+                chunk = sorted(person.records)[start : start + _CHUNK]
+                match = sa.or_(
+                    *(sa.and_(src.c.connector == c, src.c.source_id == i) for c, i in chunk)
+                )
+                for row in conn.execute(sa.select(*(src.c[c] for c in cols)).where(match)):
+                    person.contacts |= {str(v) for v in row if v and len(str(v).strip()) >= 6}
     return person
 
 
@@ -103,6 +120,26 @@ def forget_person(engine: Engine, person: Person) -> dict[str, int]:
                         *(sa.and_(cols[conn_col] == c, cols[id_col] == s) for c, s in chunk)
                     )
                     count += conn.execute(table.delete().where(match)).rowcount or 0
+            if PAYLOAD_COLUMN in cols:  # a rejected row without an id still names them inside
+                for text in sorted(_payload_needles(person)):
+                    like = (
+                        "%"
+                        + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                        + "%"
+                    )
+                    count += (
+                        conn.execute(
+                            table.delete().where(cols[PAYLOAD_COLUMN].like(like, escape="\\"))
+                        ).rowcount
+                        or 0
+                    )
             if count:
                 removed[name] = count
     return removed
+
+
+def _payload_needles(person: Person) -> set[str]:
+    """Texts that name the person inside a stored payload: contacts and specific source ids
+    (six characters or more: a short id such as "12" would match strangers)."""
+    ids = {sid for _, sid in person.records if len(sid) >= 6}
+    return person.contacts | ids
