@@ -102,6 +102,37 @@ def explode_items(raw: pd.DataFrame, path: str) -> pd.DataFrame:
     return flat
 
 
+def detail_entries(
+    connector: str,
+    owner_ids: pd.Series,
+    raw: pd.DataFrame,
+    fields: Iterable[tuple[str, str, str]],
+    *,
+    seen_at: Any = pd.NaT,
+    parent_local_id: Any = None,
+    mask: pd.Series | None = None,
+) -> list[pd.DataFrame]:
+    """Contact-detail entries from the record's own columns: ``fields`` is
+    ``(column, type, local_id)``; under a contact person (``parent_local_id``) they are
+    ``contact_person_contact_details``, else ``customer_contact_details``."""
+    aspect = (
+        "customer_contact_details" if parent_local_id is None else "contact_person_contact_details"
+    )
+    return [
+        column_entries(
+            connector,
+            owner_ids,
+            aspect,
+            {"type": kind, "value": column(raw, fld)},
+            local_id=local,
+            parent_local_id=parent_local_id,
+            seen_at=seen_at,
+            mask=mask,
+        )
+        for fld, kind, local in fields
+    ]
+
+
 def concat_entries(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Entry frames -> one frame with ``ENTRY_COLUMNS``, typed (empty frames dropped)."""
     parts = [f for f in frames if f is not None and not f.empty]

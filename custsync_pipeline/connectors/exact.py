@@ -42,6 +42,7 @@ from custsync_pipeline.connectors.common import (
 from custsync_pipeline.connectors.entries import (
     column_entries,
     concat_entries,
+    detail_entries,
     explode_items,
     present,
 )
@@ -306,21 +307,12 @@ class ExactConnector(HttpConnectorBase):
                     seen_at=seen.loc[rows].to_numpy(),  # the Account's change time
                 )
             )
-        for fld, kind_name, local in (
+        details = [
             ("Email", "email", "email"),
             ("BusinessEmail", "email", "business_email"),
             ("Phone", "phone", "phone"),
-        ):
-            parts.append(
-                column_entries(
-                    self.name,
-                    sid,
-                    "customer_contact_details",
-                    {"type": kind_name, "value": column(raw, fld)},
-                    local_id=local,
-                    seen_at=seen,
-                )
-            )
+        ]
+        parts += detail_entries(self.name, sid, raw, details, seen_at=seen)
         account = column(raw, "Account").astype("string")
         staff = (resource == "Contacts") & present(account)
         if staff.any():
@@ -342,19 +334,16 @@ class ExactConnector(HttpConnectorBase):
                     mask=staff,
                 )
             )
-            for fld, kind_name in (("Email", "email"), ("Phone", "phone")):
-                parts.append(
-                    column_entries(
-                        self.name,
-                        account,
-                        "contact_person_contact_details",
-                        {"type": kind_name, "value": column(raw, fld)},
-                        local_id=kind_name,
-                        parent_local_id=sid,
-                        seen_at=seen,
-                        mask=staff,
-                    )
-                )
+            person_details = [("Email", "email", "email"), ("Phone", "phone", "phone")]
+            parts += detail_entries(
+                self.name,
+                account,
+                raw,
+                person_details,
+                seen_at=seen,
+                parent_local_id=sid,
+                mask=staff,
+            )
         return concat_entries(parts)
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:

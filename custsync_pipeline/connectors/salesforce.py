@@ -41,6 +41,7 @@ from custsync_pipeline.connectors.common import (
 from custsync_pipeline.connectors.entries import (
     column_entries,
     concat_entries,
+    detail_entries,
     first_entry,
     present,
 )
@@ -410,17 +411,8 @@ class SalesforceConnector(HttpConnectorBase):
                         self.name, sid, "addresses", values, local_id=kind, seen_at=seen, mask=mask
                     )
                 )
-        for fld, kind in _CONTACT_DETAILS:
-            parts.append(
-                column_entries(
-                    self.name,
-                    sid,
-                    "customer_contact_details",
-                    {"type": kind, "value": column(raw, fld)},
-                    local_id=kind,
-                    seen_at=seen,
-                )
-            )
+        details = [(fld, kind, kind) for fld, kind in _CONTACT_DETAILS]
+        parts += detail_entries(self.name, sid, raw, details, seen_at=seen)
         account = column(raw, "AccountId").astype("string")
         staff = (obj == "Contact") & present(account)
         if staff.any():
@@ -443,19 +435,9 @@ class SalesforceConnector(HttpConnectorBase):
                     mask=staff,
                 )
             )
-            for fld, kind in _CONTACT_DETAILS[:3]:
-                parts.append(
-                    column_entries(
-                        self.name,
-                        account,
-                        "contact_person_contact_details",
-                        {"type": kind, "value": column(raw, fld)},
-                        local_id=kind,
-                        parent_local_id=sid,
-                        seen_at=seen,
-                        mask=staff,
-                    )
-                )
+            parts += detail_entries(
+                self.name, account, raw, details[:3], seen_at=seen, parent_local_id=sid, mask=staff
+            )
         return concat_entries(parts)
 
     def from_canonical(self, golden: pd.DataFrame) -> list[dict[str, Any]]:

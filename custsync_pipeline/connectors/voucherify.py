@@ -36,6 +36,7 @@ from custsync_pipeline.connectors.common import (
 from custsync_pipeline.connectors.entries import (
     column_entries,
     concat_entries,
+    detail_entries,
     entry_list,
     first_entry,
 )
@@ -212,17 +213,8 @@ class VoucherifyConnector(HttpConnectorBase):
         parts = [
             column_entries(self.name, sid, "addresses", address, local_id="mailing", seen_at=seen)
         ]
-        for fld in ("email", "phone"):
-            parts.append(
-                column_entries(
-                    self.name,
-                    sid,
-                    "customer_contact_details",
-                    {"type": fld, "value": column(raw, fld)},
-                    local_id=fld,
-                    seen_at=seen,
-                )
-            )
+        details = [("email", "email", "email"), ("phone", "phone", "phone")]
+        parts += detail_entries(self.name, sid, raw, details, seen_at=seen)
         for col in raw.columns:  # one vectorized pass per metadata key
             key = col[len("metadata.") :] if col.startswith("metadata.") else None
             if not key or key in _METADATA_NOT_ATTRIBUTES:

@@ -46,6 +46,7 @@ from custsync_pipeline.connectors.common import (
 from custsync_pipeline.connectors.entries import (
     column_entries,
     concat_entries,
+    detail_entries,
     explode_items,
     first_entry,
 )
@@ -291,17 +292,8 @@ class VoyadoConnector(HttpConnectorBase):
         parts = [
             column_entries(self.name, sid, "addresses", address, local_id="mailing", seen_at=seen)
         ]
-        for fld, kind in (("email", "email"), ("mobilePhone", "mobile")):
-            parts.append(
-                column_entries(
-                    self.name,
-                    sid,
-                    "customer_contact_details",
-                    {"type": kind, "value": column(raw, fld)},
-                    local_id=kind,
-                    seen_at=seen,
-                )
-            )
+        details = [("email", "email", "email"), ("mobilePhone", "mobile", "mobile")]
+        parts += detail_entries(self.name, sid, raw, details, seen_at=seen)
         for name in self._attribute_fields(raw):
             parts.append(
                 column_entries(
