@@ -241,8 +241,51 @@ def _lev(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return cpdist(list(x), list(y), scorer=Levenshtein.distance, workers=1)
 
 
+def _levels_of_values(name: str, xr: np.ndarray, yr: np.ndarray) -> np.ndarray:
+    """Level of each pair of *different* present values (object arrays of equal length)."""
+    if name == "first_name":
+        compat = np.fromiter(
+            (first_names_compatible(p, q) for p, q in zip(xr, yr, strict=True)),
+            dtype=bool,
+            count=len(xr),
+        )
+        sim = _jw(xr, yr)
+        return np.where(compat, 1, np.where(sim >= 0.88, 2, 3))
+    if name == "last_name":
+        sim = _jw(xr, yr)
+        return np.where(sim >= 0.92, 1, np.where(sim >= 0.80, 2, 3))
+    if name == "street":
+        # the house number must agree ("Storgatan 6" is not "Storgatan 16"); the street
+        # name may carry a typo
+        nx, ny = _house_numbers(xr), _house_numbers(yr)
+        numbers_differ = (nx != "") & (ny != "") & (nx != ny)
+        sim = _jw(_street_names(xr), _street_names(yr))
+        return np.where(numbers_differ, 3, np.where(sim >= 0.90, 1, np.where(sim >= 0.75, 2, 3)))
+    if name == "city":
+        return np.where(_jw(xr, yr) >= 0.90, 1, 2)
+    if name == "birth_date":
+        d = _lev(xr, yr)
+        swap = np.array(
+            [p[:4] == q[:4] and p[4:6] == q[6:8] and p[6:8] == q[4:6]
+             for p, q in zip(xr, yr, strict=True)],
+            dtype=bool,
+        )  # fmt: skip
+        year = np.array([p[:4] == q[:4] for p, q in zip(xr, yr, strict=True)], dtype=bool)
+        return np.where((d <= 1) | swap, 1, np.where(year, 2, 3))
+    if name == "postal_code":
+        return np.where(_lev(xr, yr) <= 1, 1, 2)
+    if name == "email":
+        local_x = np.array([v.partition("@")[0] for v in xr], dtype=object)
+        local_y = np.array([v.partition("@")[0] for v in yr], dtype=object)
+        return np.where((_lev(xr, yr) <= 1) | (local_x == local_y), 1, 2)
+    if name == "phone":
+        return np.where(np.array([p[-8:] == q[-8:] for p, q in zip(xr, yr, strict=True)]), 1, 2)
+    raise ValueError(f"unknown comparison {name!r}")
+
+
 def _house_numbers(values: np.ndarray) -> np.ndarray:
-    return pd.Series(values, dtype=object).str.findall(r"\d+").str.join(" ").to_numpy(dtype=object)
+    found = pd.Series(values, dtype=object).str.findall(r"\d+").str.join(" ")
+    return found.to_numpy(dtype=object)
 
 
 def _street_names(values: np.ndarray) -> np.ndarray:
@@ -250,67 +293,44 @@ def _street_names(values: np.ndarray) -> np.ndarray:
     return names.to_numpy(dtype=object)
 
 
+def field_codes(fields: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per field: (code per record, -1 when missing; the distinct values)."""
+    out = {}
+    for name, values in fields.items():
+        code, uniq = pd.factorize(values, use_na_sentinel=True)
+        out[name] = (code.astype(np.int64), np.asarray(uniq, dtype=object))
+    return out
+
+
 def compare(
-    fields: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray, comparisons: tuple[str, ...]
+    fields: dict[str, np.ndarray],
+    a: np.ndarray,
+    b: np.ndarray,
+    comparisons: tuple[str, ...],
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
-    """Level per pair and comparison (int8, -1 when missing on a side)."""
+    """Level per pair and comparison (int8, -1 when missing on a side).
+
+    Every comparison runs once per distinct pair of *values* (most pairs repeat a
+    postal code, a city, a common name), then is broadcast to the record pairs.
+    """
+    codes = field_codes({c: fields[c] for c in comparisons}) if codes is None else codes
     out = np.full((len(a), len(comparisons)), -1, dtype=np.int8)
     for j, name in enumerate(comparisons):
-        v = fields[name]
-        va, vb = v[a], v[b]
-        both = pd.notna(va) & pd.notna(vb)
-        if not both.any():
-            continue
-        idx = np.flatnonzero(both)
-        x, y = va[idx], vb[idx]
-        eq = x == y
-        lev = np.full(len(idx), len(LEVELS[name]) - 1, dtype=np.int8)  # "different"
-        lev[eq] = 0
-        rest = np.flatnonzero(~eq)
-        if len(rest):
-            xr, yr = x[rest], y[rest]
-            if name == "first_name":
-                compat = np.fromiter(
-                    (first_names_compatible(p, q) for p, q in zip(xr, yr, strict=True)),
-                    dtype=bool,
-                    count=len(rest),
-                )
-                sim = _jw(xr, yr)
-                lev[rest] = np.where(compat, 1, np.where(sim >= 0.88, 2, 3))
-            elif name == "last_name":
-                sim = _jw(xr, yr)
-                lev[rest] = np.where(sim >= 0.92, 1, np.where(sim >= 0.80, 2, 3))
-            elif name == "street":
-                # the house number must agree ("Storgatan 6" is not "Storgatan 16"); the
-                # street name may carry a typo
-                nx, ny = _house_numbers(xr), _house_numbers(yr)
-                numbers_differ = (nx != "") & (ny != "") & (nx != ny)
-                sim = _jw(_street_names(xr), _street_names(yr))
-                lev[rest] = np.where(
-                    numbers_differ, 3, np.where(sim >= 0.90, 1, np.where(sim >= 0.75, 2, 3))
-                )
-            elif name == "city":
-                lev[rest] = np.where(_jw(xr, yr) >= 0.90, 1, 2)
-            elif name == "birth_date":
-                d = _lev(xr, yr)
-                swap = np.array(
-                    [p[:4] == q[:4] and p[4:6] == q[6:8] and p[6:8] == q[4:6]
-                     for p, q in zip(xr, yr, strict=True)],
-                    dtype=bool,
-                )  # fmt: skip
-                year = np.array([p[:4] == q[:4] for p, q in zip(xr, yr, strict=True)], dtype=bool)
-                lev[rest] = np.where((d <= 1) | swap, 1, np.where(year, 2, 3))
-            elif name == "postal_code":
-                lev[rest] = np.where(_lev(xr, yr) <= 1, 1, 2)
-            elif name == "email":
-                local_x = np.array([s.partition("@")[0] for s in xr], dtype=object)
-                local_y = np.array([s.partition("@")[0] for s in yr], dtype=object)
-                close = (_lev(xr, yr) <= 1) | (local_x == local_y)
-                lev[rest] = np.where(close, 1, 2)
-            elif name == "phone":
-                tail = np.array([p[-8:] == q[-8:] for p, q in zip(xr, yr, strict=True)])
-                lev[rest] = np.where(tail, 1, 2)
-        out[idx, j] = lev
+        code, uniq = codes[name]
+        ca, cb = code[a], code[b]
+        both = (ca >= 0) & (cb >= 0)
+        lev = np.full(len(a), -1, dtype=np.int8)
+        lev[both & (ca == cb)] = 0
+        diff = np.flatnonzero(both & (ca != cb))
+        if len(diff):
+            lo = np.minimum(ca[diff], cb[diff])
+            hi = np.maximum(ca[diff], cb[diff])
+            pair_code, pair_first = np.unique(lo * np.int64(len(uniq)) + hi, return_inverse=True)
+            p_lo, p_hi = pair_code // len(uniq), pair_code % len(uniq)
+            levels = _levels_of_values(name, uniq[p_lo], uniq[p_hi]).astype(np.int8)
+            lev[diff] = levels[pair_first]
+        out[:, j] = lev
     return out
 
 
@@ -325,7 +345,11 @@ def _level_freq(levels: np.ndarray, n_levels: int, weights: np.ndarray | None = 
 
 
 def estimate_u(
-    fields: dict[str, np.ndarray], comparisons: tuple[str, ...], n: int, seed: int = 0
+    fields: dict[str, np.ndarray],
+    comparisons: tuple[str, ...],
+    n: int,
+    seed: int = 0,
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[np.ndarray]:
     """``u`` per comparison level from random record pairs (fixed seed: deterministic)."""
     rng = np.random.default_rng(seed)
@@ -333,7 +357,7 @@ def estimate_u(
     a = rng.integers(0, n, size=k)
     b = rng.integers(0, n, size=k)
     keep = a != b
-    lv = compare(fields, a[keep], b[keep], comparisons)
+    lv = compare(fields, a[keep], b[keep], comparisons, codes)
     out = []
     for j, name in enumerate(comparisons):
         n_levels = len(LEVELS[name])
@@ -495,28 +519,36 @@ class _Merger:
     contradict (names, birth dates, kinds, one-per-golden identifiers): a probable link
     never chains two people together through a third record."""
 
-    def __init__(self, inp: MatchInput) -> None:
+    def __init__(self, inp: MatchInput, touched: np.ndarray) -> None:
+        """``touched``: the clusters candidate pairs name (only those are built)."""
+        from collections import defaultdict
+
         from custsync_pipeline.domain.identity_keys import surnames_compatible
 
         self.surnames_compatible = surnames_compatible
         n_c = int(inp.cluster.max()) + 1
         self.parent = list(range(n_c))
-        self.first: list[set] = [set() for _ in range(n_c)]
-        self.last: list[set] = [set() for _ in range(n_c)]
-        self.birth: list[set] = [set() for _ in range(n_c)]
-        self.kind: list[set] = [set() for _ in range(n_c)]
-        self.ids: list[list[int]] = [[int(x[c]) for x in inp.single_ids] for c in range(n_c)]
-        self.cannot: list[set] = [set() for _ in range(n_c)]
+        self.first: defaultdict[int, set] = defaultdict(set)
+        self.last: defaultdict[int, set] = defaultdict(set)
+        self.birth: defaultdict[int, set] = defaultdict(set)
+        self.kind: defaultdict[int, set] = defaultdict(set)
+        self.cannot: defaultdict[int, set] = defaultdict(set)
+        self.ids: dict[int, list[int]] = {}
+        wanted = np.zeros(n_c, dtype=bool)
+        wanted[touched] = True
+        rec = np.flatnonzero(wanted[inp.cluster])
         for attr, values in (
             ("first", inp.first_tokens),
             ("last", inp.surnames),
             ("birth", inp.births),
             ("kind", inp.kinds),
         ):
-            has = np.flatnonzero(pd.notna(values))
+            has = rec[pd.notna(values[rec])]
             sets = getattr(self, attr)
             for c, v in zip(inp.cluster[has].tolist(), values[has].tolist(), strict=True):
                 sets[c].add(v)
+        for c in np.flatnonzero(wanted).tolist():
+            self.ids[c] = [int(x[c]) for x in inp.single_ids]
         for x, y in inp.cannot:
             cx, cy = int(inp.cluster[x]), int(inp.cluster[y])
             self.cannot[cx].add(cy)
@@ -602,8 +634,9 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     a, b, proposed_by = a[keep], b[keep], proposed_by[keep]
     if len(a) == 0:
         return nothing
-    levels = compare(inp.fields, a, b, comparisons)
-    u = estimate_u(inp.fields, comparisons, n)
+    codes = field_codes({c: inp.fields[c] for c in comparisons})
+    levels = compare(inp.fields, a, b, comparisons, codes)
+    u = estimate_u(inp.fields, comparisons, n, codes=codes)
     sessions = [(np.flatnonzero(proposed_by == i), rule) for i, rule in enumerate(plan.blocking)]
     across = inp.cluster[a] != inp.cluster[b]
     # the prior is for two random records (u comes from random pairs too): the rules'
@@ -624,7 +657,8 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     cand = np.flatnonzero(across & (p >= plan.review_threshold))
     why = np.full(len(a), "", dtype=object)
     accept = np.zeros(len(a), dtype=bool)
-    merger = _Merger(inp)
+    cand_all = np.flatnonzero(across & (p >= plan.review_threshold))
+    merger = _Merger(inp, np.unique(np.r_[inp.cluster[a[cand_all]], inp.cluster[b[cand_all]]]))
     # a cluster with strong matches to two clusters that refuse each other (a keyless
     # duplicate of "Erik Berg" where father and son live) fits both: it stays apart
     hi = np.flatnonzero(across & (p >= plan.link_threshold))
@@ -651,7 +685,12 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         elif p[i] >= plan.link_threshold:
             merger.union(x, y)
             accept[i] = True
-    roots = np.array([merger.find(c) for c in range(len(merger.parent))], dtype=np.int64)
+    roots = np.asarray(merger.parent, dtype=np.int64)
+    while True:  # pointer jumping to the roots, vectorized
+        nxt = roots[roots]
+        if (nxt == roots).all():
+            break
+        roots = nxt
     new_cluster = roots[inp.cluster]
     apart = new_cluster[a] != new_cluster[b]
     # review: between the thresholds and nothing refuses it; refused above the link
