@@ -159,7 +159,7 @@ def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from custsync_pipeline.config import load_sync_config
     from custsync_pipeline.definitions import defs
-    from custsync_pipeline.defs.reconcile.definitions import only_lanes_failed
+    from custsync_pipeline.defs.automation.definitions import only_lanes_failed
 
     if getattr(args, "config", None):  # the definitions read it from the environment too
         os.environ["CUSTSYNC_CONFIG"] = str(args.config)

@@ -12,7 +12,7 @@ import yaml
 
 from custsync_pipeline import cli_run
 from custsync_pipeline.config import load_sync_config
-from custsync_pipeline.defs.reconcile.definitions import (
+from custsync_pipeline.defs.automation.definitions import (
     continue_after_failed_lanes,
     only_lanes_failed,
 )

@@ -1,0 +1,1 @@
+"""Dagster definitions of the automation area: jobs, schedules and sensors."""
