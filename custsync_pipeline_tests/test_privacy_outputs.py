@@ -207,3 +207,23 @@ def test_purge_outputs_matches_every_part_of_a_composite_id_only(tmp_path):
         ("u1", "NO01"),
         ("u2", "SE01"),
     ]
+
+
+def test_rejected_outputs_carry_hashed_payloads_the_state_db_keeps_in_clear(synced):
+    url, root = synced
+    outputs = sorted(root.glob("*/rejected_customers.parquet"))
+    assert outputs
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        table = pd.read_sql(sa.text("SELECT connector, raw_payload FROM quarantine"), conn)
+    engine.dispose()
+    assert table["raw_payload"].str.contains(CLEAR_EMAIL, regex=True).any()  # clear in the DB
+    total = 0
+    for path in outputs:
+        frame = pd.read_parquet(path)
+        total += len(frame)
+        assert frame["raw_payload"].dropna().str.fullmatch(r"h\d+").all(), path
+        for col in frame.columns:
+            text = frame[col].dropna().astype(str)
+            assert not text.str.contains(CLEAR_EMAIL, regex=True).any(), (path, col)
+    assert total > 0

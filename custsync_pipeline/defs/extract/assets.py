@@ -168,6 +168,30 @@ def _fatal_message(name: str, resource: dg.ConfigurableResource, exc: ConnectorE
     return f"connector {name}{where}: {kind}, not retrying: {exc}"
 
 
+def private_rejected(rejected: pd.DataFrame) -> pd.DataFrame:
+    """The quarantine as a step output, without personal data in clear: the state DB's
+    ``quarantine`` keeps each payload for review (``custsync quarantine``); here it is a
+    hash (``h…``, the same payload the same hash), and a source id that is an e-mail
+    address (an Icomm guest) is masked with a short hash that keeps ids apart."""
+    from custsync_pipeline.domain.identity_keys import mask_keys
+
+    out = rejected.copy()
+    if not len(out):
+        return out
+    payload = out["raw_payload"].astype("string")
+    hashed = pd.util.hash_pandas_object(payload.fillna(""), index=False).astype(str)
+    out["raw_payload"] = ("h" + hashed).where(payload.notna(), pd.NA).astype("string")
+    ids = out["source_id"].astype("string")
+    mail = ids.str.contains("@", regex=False).fillna(False).to_numpy(dtype=bool)
+    if mail.any():
+        tag = pd.util.hash_pandas_object(ids[mail], index=False).astype(str).str[-4:]
+        masked = mask_keys(ids[mail].to_numpy(dtype=object), contact=False)
+        ids = ids.copy()
+        ids[mail] = pd.Series(masked, index=tag.index).astype("string") + "#" + tag
+        out["source_id"] = ids
+    return out
+
+
 def gate_message(name: str, checked: "ValidationResult", gate: QualityGate, kept: int) -> str:
     """What a lane below its valid-row gate did, true on a first run too (nothing to keep)."""
     why = (
@@ -276,7 +300,7 @@ def _customers_asset(
         )
         yield dg.MaterializeResult(
             asset_key=rejected_key(name),
-            value=rejected,
+            value=private_rejected(rejected),
             metadata={
                 "dagster/row_count": len(rejected),
                 "rejected_records": checked.rows_rejected,
