@@ -91,6 +91,7 @@ class _Person:
     city: str
     household: int
     trap: str
+    namesake: bool = False  # shares first and last name with a member of the household
 
 
 def _ascii(text: str) -> str:
@@ -168,6 +169,8 @@ def _people(rng: np.random.Generator, n: int) -> list[_Person]:
                         landline if shared_line else None, street, postal, city, household, trap)  # fmt: skip
             if k == 0:
                 namesake_of = p
+            elif first == namesake_of.first:
+                p.namesake = namesake_of.namesake = True
             out.append(p)
             pid += 1
     return out
@@ -237,7 +240,8 @@ def generate(seed: int = 1, people: int = 2000) -> tuple[pd.DataFrame, pd.DataFr
                 add("news", p, "", email=p.email)
             continue
         # CRM: most people; a duplicate with only name and address for some
-        if rng.random() < 0.8:
+        # (namesakes are both in the CRM, with their birth dates: told apart somewhere)
+        if rng.random() < 0.8 or p.namesake:
             f, la, lab = _name_variant(rng, p)
             add("crm", p, lab or email_trap, first_name=f, last_name=la, email=email,
                 phone=phone, salesforce_id=crm_id, birth_date=p.birth,
@@ -257,9 +261,11 @@ def generate(seed: int = 1, people: int = 2000) -> tuple[pd.DataFrame, pd.DataFr
         if rng.random() < 0.45:
             f, la, lab = _name_variant(rng, p)
             role = rng.random() < 0.01
+            # an order has a delivery address (a parcel box for some: no street)
+            delivery = dict(address) if rng.random() < 0.85 else {"city": p.city}
             add("shop", p, "role_email" if role else lab, full_name=_full(rng, f, la),
                 email=ROLE_ADDRESS if role else email,
-                phone=phone if rng.random() < 0.5 else None)  # fmt: skip
+                phone=phone if rng.random() < 0.5 else None, **delivery)  # fmt: skip
         # ERP: customer number and a Name field
         if rng.random() < 0.25:
             f, la, lab = _name_variant(rng, p)
