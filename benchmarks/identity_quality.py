@@ -110,7 +110,7 @@ def pair_count(sizes: np.ndarray) -> int:
     return int((sizes * (sizes - 1) // 2).sum())
 
 
-def measure(people: int, seed: int) -> dict:
+def measure(people: int, seed: int, with_matching: bool = True) -> dict:
     """Generate, map, normalize, validate and resolve; the figures main() prints."""
     t0 = time.perf_counter()
     data = generate(seed=seed, people=people)
@@ -120,8 +120,12 @@ def measure(people: int, seed: int) -> dict:
         frames.append(normalize_and_validate(canon, system.partition(".")[0]))
     records = pd.concat(frames, ignore_index=True)
     t1 = time.perf_counter()
-    rules = load_sync_config().identity.identifiers
-    result = resolve_identities(records, rules, now=pd.Timestamp("2026-11-01", tz="UTC"))
+    config = load_sync_config()
+    rules = config.identity.identifiers
+    matching = config.plan().matching if with_matching else None  # the probabilistic stage
+    result = resolve_identities(
+        records, rules, now=pd.Timestamp("2026-11-01", tz="UTC"), matching=matching
+    )
     t2 = time.perf_counter()
 
     truth = data.truth.rename(columns={"system": "connector"})[
@@ -165,7 +169,9 @@ def measure(people: int, seed: int) -> dict:
         listed |= blocked_reasons(role_mail, email_rule) != ""
     unlisted_role = role_mail[~listed]
     no_lists = [r.model_copy(update={"blocked_values": [], "blocked_patterns": []}) for r in rules]
-    bare = resolve_identities(records, no_lists, now=pd.Timestamp("2026-11-01", tz="UTC"))
+    bare = resolve_identities(
+        records, no_lists, now=pd.Timestamp("2026-11-01", tz="UTC"), matching=matching
+    )
     bare_mixed, bare_trap_rows = trap_mixing(bare.identity_map)
     unlisted_ids = role_frame.loc[~listed, ["connector", "source_id"]]
     unlisted_mixed = trap_rows.merge(unlisted_ids, on=["connector", "source_id"], how="inner")
@@ -197,8 +203,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-matching", action="store_true", help="rules only")
     args = parser.parse_args()
-    f = measure(args.people, args.seed)
+    f = measure(args.people, args.seed, with_matching=not args.no_matching)
     data, how, records, result, m = f["data"], f["how"], f["records"], f["result"], f["m"]
     true_pairs, pred_pairs, tp = f["true_pairs"], f["pred_pairs"], f["tp"]
     precision, recall, mixed, trap_rows = f["precision"], f["recall"], f["mixed"], f["trap_rows"]
