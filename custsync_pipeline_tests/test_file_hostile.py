@@ -144,6 +144,9 @@ def test_nul_and_control_characters_are_quarantined_never_cut(tmp_path):
     assert ("1", "first_name", "printable") in fields
     assert ("3", "first_name", "printable") in fields
     assert ("2", "email", "email_syntax") in fields and ("2", "email_raw", "printable") in fields
+    # each reason says where the row is
+    first = stored[(stored["source_id"] == "1") & (stored["field"] == "first_name")]
+    assert first["reason"].iloc[0].endswith(f"({path} line 2)")
     # nothing of the e-mail is cut to "bert", and nothing personal shows in a reason
     assert not stored["reason"].str.contains("bert@|Name|cecil", regex=True).any()
     # no NUL in what the state DB keeps of a valid row (its canonical columns)
@@ -163,6 +166,7 @@ def test_an_impossible_date_is_a_quarantined_field_with_the_value_as_received(tm
     row = stored[(stored["source_id"] == "2") & (stored["field"] == "updated_at")]
     assert list(row["check"]) == ["timestamp"] and list(row["severity"]) == ["field"]
     assert repr(value) in row["reason"].iloc[0]
+    assert row["reason"].iloc[0].endswith(f"({path} line 3)")
 
 
 def test_jsonl_broken_lines_and_non_objects_cost_their_line_only(tmp_path):

@@ -30,6 +30,7 @@ import pyarrow as pa
 from custsync_pipeline.domain.received import (
     CHECK_COLUMN,
     ERROR_COLUMN,
+    FILE_COLUMN,
     LINE_COLUMN,
     READ_CHECK_REASONS,
     TEXT_COLUMN,
@@ -83,7 +84,10 @@ def _flag_undecodable(
     """Rows holding lone surrogates: named (if not already; ``where(pos)`` says which row) and
     the surrogates replaced by U+FFFD."""
     for col in frame.columns if columns is None else columns:
-        if col in (LINE_COLUMN, ERROR_COLUMN, CHECK_COLUMN) or frame[col].dtype != object:
+        if (
+            col in (LINE_COLUMN, FILE_COLUMN, ERROR_COLUMN, CHECK_COLUMN)
+            or frame[col].dtype != object
+        ):
             continue
         text = frame[col].astype("string")
         hit = text.str.contains(_SURROGATE, regex=True).fillna(False).to_numpy(dtype=bool)
@@ -111,7 +115,7 @@ def flag_unencodable(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     bad: list[str] = []
     for col in frame.columns:
         series = frame[col]
-        if series.dtype != object or col in (LINE_COLUMN, ERROR_COLUMN, CHECK_COLUMN):
+        if series.dtype != object or col in (LINE_COLUMN, FILE_COLUMN, ERROR_COLUMN, CHECK_COLUMN):
             continue
         try:
             pa.array(series, from_pandas=True)
@@ -255,6 +259,7 @@ def read_csv_text(
     frame.columns = header
     frame = frame.mask(frame == "")  # only an empty cell is missing: "Null" and "007" stay
     frame[LINE_COLUMN] = np.asarray(body_starts, dtype=np.int64)
+    frame[FILE_COLUMN] = source
     errors = pd.Series([None] * len(frame), dtype=object)
     checks = pd.Series([None] * len(frame), dtype=object)
     for pos, check in failed.items():
@@ -318,6 +323,7 @@ def read_jsonl_text(text: str, *, source: str = "", encoding: str = "utf-8") -> 
         raise UnreadableFileError(f"{source}: objects nested too deeply to read") from None
     frame = frame.astype(object).where(frame.notna(), None) if len(frame.columns) else frame
     frame[LINE_COLUMN] = np.asarray([n for n, _ in numbered], dtype=np.int64)
+    frame[FILE_COLUMN] = source
     for col in (ERROR_COLUMN, CHECK_COLUMN):
         if col not in frame.columns:
             frame[col] = None

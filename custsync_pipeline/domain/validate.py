@@ -56,6 +56,8 @@ from custsync_pipeline.domain.normalize import (
 from custsync_pipeline.domain.received import (
     CHECK_COLUMN,
     ERROR_COLUMN,
+    FILE_COLUMN,
+    LINE_COLUMN,
     READ_FIELD,
     received_column,
 )
@@ -679,6 +681,18 @@ def validate_customers(
 
     found = found.sort_values(["pos", "severity", "field"], kind="stable").reset_index(drop=True)
     positions = found["pos"].to_numpy()
+    reasons = found["reason"].astype("string")
+    if raw is not None and LINE_COLUMN in raw.columns and FILE_COLUMN in raw.columns:
+        # a row of a file says where it is (an unreadable row's reason does already)
+        where = (
+            " ("
+            + raw[FILE_COLUMN].astype("string").iloc[positions].reset_index(drop=True)
+            + " line "
+            + raw[LINE_COLUMN].astype("string").iloc[positions].reset_index(drop=True)
+            + ")"
+        )
+        read = (found["field"] == READ_FIELD).to_numpy()
+        reasons = reasons.where(read | where.isna().to_numpy(), reasons + where)
     rejected = pd.DataFrame(
         {
             "connector": connector,
@@ -686,7 +700,7 @@ def validate_customers(
             "field": found["field"].to_numpy(),
             "check": found["check"].to_numpy(),
             "severity": found["severity"].to_numpy(),
-            "reason": found["reason"].to_numpy(),
+            "reason": reasons.to_numpy(),
             "raw_payload": _payloads(raw if raw is not None else frame, positions),
         }
     ).astype("string")
