@@ -277,7 +277,7 @@ def read_csv_text(
         checks.iat[pos] = "ragged_row"
     keep = ~blank
     frame = _finish(frame, errors, checks, text, source, encoding)
-    return frame[keep].reset_index(drop=True)
+    return frame if keep.all() else frame[keep].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- JSON lines
