@@ -68,3 +68,25 @@ def test_forget_removes_one_person_from_every_table_and_keeps_the_others(engine)
     assert _count(engine, "source_records", "source_id IN ('003B', '003C')") == 2
     # asked again: nothing left to remove
     assert forget_person(engine, find_person(engine, johanna)) == {}
+
+
+def test_forget_of_a_merged_away_id_erases_the_whole_person(engine) -> None:
+    from custsync_pipeline.store.identity import set_decision
+
+    first = resolve(engine)
+    g_erik, g_lisa = gid_of(first, "crm", "003B"), gid_of(first, "crm", "003C")
+    assert g_erik != g_lisa
+    set_decision(engine, "must_link", ("crm", "003B"), ("crm", "003C"))
+    second = resolve(engine, "2026-01-02")
+    survivor = gid_of(second, "crm", "003B")
+    absorbed = ({g_erik, g_lisa} - {survivor}).pop()
+
+    person = find_person(engine, absorbed)  # the id the erasure request names
+    assert person.golden_ids == {survivor, absorbed}
+    assert person.records == {("crm", "003B"), ("crm", "003C")}
+    removed = forget_person(engine, person)
+    assert removed["steward_decisions"] == 1
+    for gid in (survivor, absorbed):
+        assert _count(engine, "golden_ids", "golden_id = :g OR merged_into = :g", g=gid) == 0
+    assert _count(engine, "source_records", "source_id IN ('003B', '003C')") == 0
+    assert _count(engine, "source_records", "source_id = '003A'") == 1
