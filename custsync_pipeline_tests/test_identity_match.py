@@ -139,8 +139,8 @@ def test_disabled_stage_links_nothing():
 
 def test_febrl4_floor():
     """FEBRL4 through a file-connector entry, packaged rules and matching (no shared key:
-    all links come from the probabilistic stage). Floor below the measured figures
-    (precision 1.00000, recall 0.90380, F1 0.94947)."""
+    all links come from the probabilistic stage). Measured: precision 0.99919, recall
+    0.98760, F1 0.99336."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     try:
         from identity_febrl import measure
@@ -148,8 +148,8 @@ def test_febrl4_floor():
         sys.path.pop(0)
     figures = measure()
     assert figures["records"] == 10_000
-    assert figures["precision"] >= 0.999, figures
-    assert figures["f1"] >= 0.94, figures
+    assert figures["precision"] >= 0.998, figures
+    assert figures["f1"] >= 0.99, figures
 
 
 def test_probable_match_conflicts_have_no_key():

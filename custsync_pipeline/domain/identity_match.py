@@ -72,6 +72,8 @@ RANDOM_PAIRS = 200_000
 EM_ITERATIONS = 25
 # candidate pairs the rules linked needed to learn m from them (else EM)
 MIN_RULE_PAIRS = 200
+# a field whose "different" level has m under this refuses merges when it differs
+RELIABLE_M = 0.05
 # weight of the default m beside the rules' pairs (as many pairs' worth)
 PRIOR_PAIRS = 50
 
@@ -519,13 +521,15 @@ class _Merger:
     contradict (names, birth dates, kinds, one-per-golden identifiers): a probable link
     never chains two people together through a third record."""
 
-    def __init__(self, inp: MatchInput, touched: np.ndarray) -> None:
-        """``touched``: the clusters candidate pairs name (only those are built)."""
+    def __init__(self, inp: MatchInput, touched: np.ndarray, reliable: set[str]) -> None:
+        """``touched``: the clusters candidate pairs name (only those are built);
+        ``reliable``: the fields whose disagreement refuses a merge."""
         from collections import defaultdict
 
         from custsync_pipeline.domain.identity_keys import surnames_compatible
 
         self.surnames_compatible = surnames_compatible
+        self.reliable = reliable
         n_c = int(inp.cluster.max()) + 1
         self.parent = list(range(n_c))
         self.first: defaultdict[int, set] = defaultdict(set)
@@ -563,7 +567,12 @@ class _Merger:
     def refusal(self, x: int, y: int) -> str:
         if self.cannot[x] & self._members_roots(y) or self.cannot[y] & self._members_roots(x):
             return "steward_cannot_link"
-        if self.birth[x] and self.birth[y] and not _births_agree(self.birth[x], self.birth[y]):
+        if (
+            "birth_date" in self.reliable
+            and self.birth[x]
+            and self.birth[y]
+            and not _births_agree(self.birth[x], self.birth[y])
+        ):
             return "birth dates differ"
         if self.kind[x] and self.kind[y] and not (self.kind[x] & self.kind[y]):
             return "a company and a person"
@@ -574,13 +583,15 @@ class _Merger:
         if swapped:
             return ""
         first_differ = (
-            bool(self.first[x])
+            "first_name" in self.reliable
+            and bool(self.first[x])
             and bool(self.first[y])
             and not first_name_sets_agree(self.first[x], self.first[y])
             and not _close(self.first[x], self.first[y])
         )
         last_differ = (
-            bool(self.last[x])
+            "last_name" in self.reliable
+            and bool(self.last[x])
             and bool(self.last[y])
             and not any(self.surnames_compatible(p, q) for p in self.last[x] for q in self.last[y])
             and not _close(self.last[x], self.last[y])
@@ -658,7 +669,17 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     why = np.full(len(a), "", dtype=object)
     accept = np.zeros(len(a), dtype=bool)
     cand_all = np.flatnonzero(across & (p >= plan.review_threshold))
-    merger = _Merger(inp, np.unique(np.r_[inp.cluster[a[cand_all]], inp.cluster[b[cand_all]]]))
+    # a name or birth date that differs refuses a merge only where the data shows the
+    # field is reliable: one person's records rarely disagree on it (m of "different"
+    # under 5%). Customer data: yes (a different first name at one address is a sibling);
+    # a data set whose every field is noisy (FEBRL4): the score alone decides
+    reliable = {
+        c
+        for j, c in enumerate(comparisons)
+        if c in ("first_name", "last_name", "birth_date") and m[j][-1] < RELIABLE_M
+    }
+    touched = np.unique(np.r_[inp.cluster[a[cand_all]], inp.cluster[b[cand_all]]])
+    merger = _Merger(inp, touched, reliable)
     # a cluster with strong matches to two clusters that refuse each other (a keyless
     # duplicate of "Erik Berg" where father and son live) fits both: it stays apart
     hi = np.flatnonzero(across & (p >= plan.link_threshold))
@@ -711,6 +732,7 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         "match_refused": int(len(f)),
         "match_prior_permille": int(round(prior * 1000)),
         "match_trained_on_rule_pairs": int(how == "rules"),
+        "match_vetoing_fields": len(reliable),
     }
     return MatchOutput(
         cluster=new_cluster,
