@@ -77,9 +77,14 @@ def _configure(
 
 def _run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     from custsync_pipeline.definitions import defs
+    from custsync_pipeline.defs.extract.pulls import FULL_SNAPSHOT_TAG
 
     job = defs().resolve_job_def("sync_job")
-    return job.execute_in_process(instance=instance, raise_on_error=False)
+    # these tests edit the sandbox's records in place, without a new change time: only a
+    # full snapshot sees such an edit (as the reconciliation job does)
+    return job.execute_in_process(
+        instance=instance, raise_on_error=False, tags={FULL_SNAPSHOT_TAG: "true"}
+    )
 
 
 def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:

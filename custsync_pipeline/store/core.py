@@ -146,6 +146,38 @@ def replace_source_records(engine: Engine, connector: str, frame: pd.DataFrame) 
     return len(records)
 
 
+def upsert_source_records(
+    engine: Engine, connector: str, frame: pd.DataFrame, deleted_ids: Iterable[str] = ()
+) -> tuple[int, int]:
+    """Store the rows of an incremental pull: each replaces its stored copy (others of the
+    connector stay), and ``deleted_ids`` leave. Returns (rows stored, deleted ids removed)."""
+    rows = conform(frame)
+    rows["last_seen_at"] = pd.Timestamp(utcnow())
+    records = _records(rows)
+    changed = rows["source_id"].astype(str).tolist()
+    gone = [i for i in dict.fromkeys(str(i) for i in deleted_ids) if i not in set(changed)]
+    mine = source_records.c.connector == connector
+    removed = 0
+    with engine.begin() as conn:
+        for start in range(0, len(gone), 5000):
+            chunk = gone[start : start + 5000]
+            removed += conn.execute(
+                source_records.delete().where(mine, source_records.c.source_id.in_(chunk))
+            ).rowcount
+        for start in range(0, len(changed), 5000):
+            chunk = changed[start : start + 5000]
+            conn.execute(source_records.delete().where(mine, source_records.c.source_id.in_(chunk)))
+        _insert_chunks(conn, source_records, records)
+    return len(records), int(removed)
+
+
+def source_record_ids(engine: Engine, connector: str) -> set[str]:
+    """The stored source ids of one connector."""
+    stmt = sa.select(source_records.c.source_id).where(source_records.c.connector == connector)
+    with engine.connect() as conn:
+        return {str(r) for r in conn.execute(stmt).scalars()}
+
+
 def load_source_records(
     engine: Engine,
     connectors: Iterable[str] | None = None,

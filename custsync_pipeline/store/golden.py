@@ -97,6 +97,59 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
     return len(records)
 
 
+def upsert_source_entries(
+    engine: Engine,
+    connector: str,
+    entries: pd.DataFrame,
+    record_ids: Iterable[str],
+    deleted_ids: Iterable[str] = (),
+) -> int:
+    """Store the entries of an incremental pull: the stored entries that came from a record
+    of this pull (``record_ids``) or from a deleted one are replaced by ``entries``; the
+    connector's other entries stay.
+
+    An entry came from the record named by its ``parent_local_id`` or ``local_id`` when that
+    is a record of the connector (a Salesforce Contact gives a contact person of its
+    Account), else from its own ``source_id``: an Account pulled alone keeps its contact
+    persons, a Contact pulled alone replaces only its own."""
+    rows = conform_entries(entries)
+    rows = rows[rows["entry_key"].notna()].drop_duplicates(list(KEY_COLUMNS[:4]))
+    scope = {str(i) for i in record_ids} | {str(i) for i in deleted_ids}
+    pk = list(KEY_COLUMNS[1:4])
+    c = source_entries.c
+    stored = _read_frame(
+        engine,
+        sa.select(c.source_id, c.aspect, c.entry_key, c.local_id, c.parent_local_id).where(
+            c.connector == connector
+        ),
+    )
+    if len(stored):
+        known = scope | set(stored["source_id"].astype(str))
+        parent, local = stored["parent_local_id"], stored["local_id"]
+        origin = parent.where(
+            parent.isin(known), local.where(local.isin(known), stored["source_id"])
+        )
+        replaced = stored[origin.isin(scope)][pk]
+    else:
+        replaced = pd.DataFrame(columns=pk)
+    doomed = pd.concat([replaced, rows[pk]], ignore_index=True).drop_duplicates()
+    by_key = source_entries.delete().where(
+        c.connector == connector,
+        c.source_id == sa.bindparam("b_sid"),
+        c.aspect == sa.bindparam("b_aspect"),
+        c.entry_key == sa.bindparam("b_key"),
+    )
+    params = [
+        {"b_sid": s, "b_aspect": a, "b_key": k}
+        for s, a, k in doomed.astype(str).itertuples(index=False, name=None)
+    ]
+    with engine.begin() as conn:
+        if params:
+            conn.execute(by_key, params)
+        _insert_chunks(conn, source_entries, _records(rows[list(ENTRY_COLUMNS)]))
+    return len(rows)
+
+
 def load_source_entries(engine: Engine, connectors: Iterable[str] | None = None) -> pd.DataFrame:
     stmt = sa.select(source_entries)
     if connectors is not None:

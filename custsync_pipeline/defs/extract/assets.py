@@ -19,13 +19,13 @@ from custsync_pipeline.connectors.http import (
     QuotaExceededError,
     scrub_url,
 )
+from custsync_pipeline.defs.extract import pulls
 from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain import canonical
 from custsync_pipeline.domain.plan import ConnectorPlan, QualityGate, SyncPlan
 from custsync_pipeline.domain.quality import valid_rate_passes, validation_metrics
 from custsync_pipeline.domain.received import ERROR_COLUMN
 from custsync_pipeline.store import core
-from custsync_pipeline.store.golden import replace_source_entries
 from custsync_pipeline.store.quarantine import record_quarantine
 
 if TYPE_CHECKING:  # pandera loads with the first lane step, not with the definitions
@@ -90,17 +90,22 @@ def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
         key=raw_key(name),
         group_name="extract",
         kinds={"python", system_type},
-        required_resource_keys={api_key},
+        required_resource_keys={api_key, "state_db"},
         retry_policy=EXTRACT_RETRY,
         pool=api_key,
-        description=f"Customers as received from {name} (full snapshot).",
+        description=(
+            f"Customers as received from {name}: the changes since the stored watermark "
+            "(with the connector's overlap) and its delete feed; a full snapshot on the "
+            "first run or when the run is tagged custsync/full_snapshot."
+        ),
     )
     def raw_customers(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resource = getattr(context.resources, api_key)
         started = time.monotonic()
+        since = pulls.pull_start(context.resources.state_db.engine, name, context.run.tags)
         try:
             connector = resource.connector()
-            result = connector.read(since=None)
+            result = connector.read(since=since)
         except ConnectorError as exc:
             if _retry_may_help(exc):
                 raise  # 429/5xx/timeouts that outlived the HTTP retries: the RetryPolicy runs
@@ -110,9 +115,12 @@ def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
         # text no store can hold (a JSON "\udc80" escape) names its row instead of failing the lane
         records = flag_unencodable(result.records, name)
         unreadable = int(records[ERROR_COLUMN].notna().sum()) if ERROR_COLUMN in records else 0
+        pull = pulls.describe(since, result.watermark, result.deleted_ids)
+        # the canonical step stores the pull and only then moves the watermark
+        records = pull.attach(records)
         stats = result.stats
         context.log.info(
-            f"{name}: {len(result.records)} records in {stats.pages} pages, "
+            f"{name}: {pull.mode} pull, {len(result.records)} records in {stats.pages} pages, "
             f"{stats.retries} retries, {time.monotonic() - started:.1f}s"
         )
         return dg.MaterializeResult(
@@ -126,6 +134,8 @@ def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
                 "retries": stats.retries,
                 "elapsed_s": round(stats.elapsed_s or (time.monotonic() - started), 3),
                 "deleted_reported": len(result.deleted_ids),
+                "pull_mode": pull.mode,
+                "incremental": pull.incremental,
             },
         )
 
@@ -237,6 +247,8 @@ def _customers_asset(
 
         # the shape first: a renamed or vanished column stops this lane with its name,
         # before the mapping trips over it
+        pull = pulls.pull_of(raw)
+        raw.attrs.pop(pulls.PULL_ATTR, None)  # not copied into every derived frame
         check_payload(raw, name, conn.type)
         connector = getattr(context.resources, api_key).connector()
         canonical = normalize_customers(
@@ -252,32 +264,39 @@ def _customers_asset(
             default_region=gate.default_region,
             market_regions=gate.market_regions,
         )
+        engine = context.resources.state_db.engine
         entries = check_entries(
             lane_entries(connector, raw, checked.valid, aspects),
             name,
-            checked.valid["source_id"],
+            pulls.entry_source_ids(engine, name, pull, checked.valid),
             regions=checked.valid.set_index("source_id")["country"],
         )
-        engine = context.resources.state_db.engine
         # Blocking: a feed below its valid-row threshold must not overwrite this
         # connector's source records (identity and golden records read them). The last
         # good snapshot stays; the quarantine is recorded; the valid_row_rate check fails.
+        # An incremental pull may legitimately find nothing: min_rows guards snapshots.
         passes = valid_rate_passes(
-            checked.rows_in, len(checked.valid), gate.min_valid_rate, gate.min_rows
+            checked.rows_in,
+            len(checked.valid),
+            gate.min_valid_rate,
+            0 if pull.incremental else gate.min_rows,
         )
         kept = 0
+        counts = {"stored": 0, "deleted_removed": 0, "watermark_moved": 0}
         if passes:
-            stored = core.replace_source_records(engine, name, checked.valid)
-            replace_source_entries(engine, name, entries.valid)
+            counts = pulls.store_pull(engine, name, pull, checked.valid, entries.valid)
         else:
-            stored = 0
             kept = core.source_record_counts(engine).get(name, 0)
             context.log.warning(gate_message(name, checked, gate, kept))
+        stored = counts["stored"]
         rejected = pd.concat([checked.rejected, entries.rejected], ignore_index=True)
-        record_quarantine(engine, name, rejected, checked.valid)
+        # an incremental batch resolves only its own records' failures
+        record_quarantine(engine, name, rejected, checked.valid, partial=pull.incremental)
         context.log.info(
-            f"{name}: {len(checked.valid)} valid of {checked.rows_in}, {checked.rows_rejected} "
-            f"rejected, {checked.field_issues} field values quarantined, {stored} stored; "
+            f"{name}: {pull.mode} pull, {len(checked.valid)} valid of {checked.rows_in}, "
+            f"{checked.rows_rejected} "
+            f"rejected, {checked.field_issues} field values quarantined, {stored} stored, "
+            f"{counts['deleted_removed']} deleted; "
             f"{len(entries.valid)} aspect entries, {len(entries.rejected)} quarantined"
         )
         yield dg.MaterializeResult(
@@ -289,8 +308,13 @@ def _customers_asset(
                 "dagster/row_count": len(checked.valid),
                 "dagster/column_schema": canonical_table_schema(),
                 "min_valid_rate": float(gate.min_valid_rate),
-                "source_records_replaced": passes,
+                "source_records_replaced": passes and not pull.incremental,
+                "source_records_upserted": passes and pull.incremental,
+                "pull_mode": pull.mode,
                 "stored": stored,
+                "deleted_reported": len(pull.deleted_ids),
+                "deleted_removed": counts["deleted_removed"],
+                "watermark_moved": bool(counts["watermark_moved"]),
                 # the gate held: records kept from the last good run (0: there was none)
                 "source_records_kept": kept,
                 "aspect_entries": len(entries.valid),
