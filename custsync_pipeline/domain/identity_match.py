@@ -123,13 +123,10 @@ def _soundex(word: str) -> str:
 
 def _per_unique(values: np.ndarray, func) -> np.ndarray:
     """``func`` once per distinct present value; None where missing or empty."""
-    out = np.full(len(values), None, dtype=object)
-    present = np.flatnonzero(pd.notna(values))
-    if len(present):
-        code, uniq = pd.factorize(values[present].astype(str))
-        table = np.array([func(u) or None for u in uniq] + [None], dtype=object)
-        out[present] = table[code]
-    return out
+    # factorize first (missing -> -1): the function and the str() run once per distinct value
+    code, uniq = pd.factorize(values, use_na_sentinel=True)
+    table = np.array([func(str(u)) or None for u in uniq] + [None], dtype=object)
+    return table[code]  # code -1 picks the trailing None
 
 
 def match_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, np.ndarray]:

@@ -283,14 +283,20 @@ def swapped_names(first: np.ndarray, last: np.ndarray) -> np.ndarray:
     has = pd.notna(first) & pd.notna(last)
     if not has.any():
         return out
-    f = pd.Series(first[has], dtype=object)
-    la = pd.Series(last[has], dtype=object).str.split(" ").str[-1]
-    as_first = f.value_counts()
-    as_last = la.value_counts()
-    f_as_first = f.map(as_first).fillna(0).to_numpy()
-    f_as_last = f.map(as_last).fillna(0).to_numpy()
-    l_as_first = la.map(as_first).fillna(0).to_numpy()
-    l_as_last = la.map(as_last).fillna(0).to_numpy()
+    # everything on codes of distinct words: a million records, a few thousand names
+    f_code, f_uniq = pd.factorize(first[has])
+    s_code, s_uniq = pd.factorize(last[has])
+    s_word = np.array([str(v).split(" ")[-1] for v in s_uniq], dtype=object)
+    words, inverse = np.unique(
+        np.concatenate([np.asarray(f_uniq, dtype=object).astype(str), s_word.astype(str)]),
+        return_inverse=True,
+    )
+    fw = inverse[: len(f_uniq)][f_code]  # word id of each record's first name
+    lw = inverse[len(f_uniq) :][s_code]  # word id of each record's last name's last word
+    as_first = np.bincount(fw, minlength=len(words))
+    as_last = np.bincount(lw, minlength=len(words))
+    f_as_first, f_as_last = as_first[fw], as_last[fw]
+    l_as_first, l_as_last = as_first[lw], as_last[lw]
     # the record itself counts once each way: leave it out. "Clearly": the first-name word
     # is a last name of two others or more, the last-name word a first name of another,
     # each over three times as often as the other way
