@@ -125,7 +125,10 @@ def make_input(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
     idmap = pd.DataFrame(
         {"connector": conn, "source_id": sid, "golden_id": np.char.add("G", person.astype(str))}
     )
-    return records, entries, idmap
+    from custsync_pipeline.domain.golden import GOLDEN_INPUT_COLUMNS
+
+    # what the golden asset loads of the source records
+    return records[list(GOLDEN_INPUT_COLUMNS)], entries, idmap
 
 
 def run_one(n: int) -> dict[str, float]:

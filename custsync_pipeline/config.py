@@ -265,8 +265,14 @@ class SyncConfig(_Strict):
         description="SQLAlchemy URL of the state DB; env CUSTSYNC_STATE_DB_URL overrides",
     )
     connectors: dict[str, ConnectorConfig]
-    identity: IdentityConfig
-    flow: FlowConfig
+    identity: IdentityConfig = Field(
+        default_factory=lambda: default_identity(),
+        description="identifier rules (default: the packaged ones)",
+    )
+    flow: FlowConfig = Field(
+        description="source and enrichment steps (default: the connector whose role is "
+        "source, then every enrichment connector in file order)"
+    )
     publish: list[PublishTarget] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -301,6 +307,28 @@ class SyncConfig(_Strict):
                         f"known: {list(GOLDEN_FIELDS)}"
                     )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_flow(cls, data: Any) -> Any:
+        """No ``flow``: the one connector whose role is ``source`` is the source step, every
+        ``enrichment`` connector follows in file order, giving the aspects it lists."""
+        if not isinstance(data, dict) or data.get("flow") is not None:
+            return data
+        conns = data.get("connectors")
+        if not isinstance(conns, dict):
+            return data
+        live = {n: c for n, c in conns.items() if isinstance(c, dict) and c.get("enabled", True)}
+        sources = [n for n, c in live.items() if c.get("role") == "source"]
+        if len(sources) != 1:
+            raise ValueError(
+                "flow: missing, and it can be left out only when exactly one enabled connector "
+                f"has role: source (found {sources or 'none'})"
+            )
+        steps = [
+            {"connector": n} for n, c in live.items() if c.get("role", "enrichment") == "enrichment"
+        ]
+        return {**data, "flow": {"source": sources[0], "enrichments": steps}}
 
     @model_validator(mode="after")
     def _plan_holds(self) -> SyncConfig:
@@ -392,6 +420,12 @@ def _format_error(err: ValidationError, path: Path) -> str:
 def base_url_env_var(connector: str) -> str:
     """``CUSTSYNC_<NAME>_BASE_URL``: points a connector elsewhere without copying the file."""
     return f"CUSTSYNC_{re.sub(r'[^A-Za-z0-9]', '_', connector).upper()}_BASE_URL"
+
+
+def default_identity() -> IdentityConfig:
+    """The packaged identifier rules: what a config without ``identity`` resolves with."""
+    packaged = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    return IdentityConfig.model_validate(packaged["identity"])
 
 
 _loaded: dict[tuple[str, str, int], SyncConfig] = {}

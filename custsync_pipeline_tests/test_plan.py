@@ -113,3 +113,24 @@ def test_readme_names_every_publish_and_connector_key() -> None:
     for name in ConnectorConfig.model_fields:
         assert f"`connectors.<name>.{name}`" in readme, name
     assert "`custsync history <golden id>`" in readme
+
+
+def test_missing_identity_and_flow_take_the_documented_defaults(tmp_path: Path) -> None:
+    for name in ("crm.csv", "shop.csv"):
+        (tmp_path / name).write_text("id,email\n1,a@b.se\n")
+    path = tmp_path / "sync.yaml"
+    path.write_text(
+        "connectors:\n"
+        f"  crm: {{type: file, role: source, options: {{path: {tmp_path / 'crm.csv'}, id_field: id}}}}\n"
+        f"  shop: {{type: file, options: {{path: {tmp_path / 'shop.csv'}, id_field: id}}}}\n"
+    )
+    plan = load_sync_config(path).plan()
+    assert [s.connector for s in plan.steps] == ["crm", "shop"]
+    packaged = load_sync_config().plan()
+    assert [r.name for r in plan.identifiers] == [r.name for r in packaged.identifiers]
+    # two sources and no flow: which one leads is not guessed
+    path.write_text(
+        path.read_text().replace("type: file, options", "type: file, role: source, options")
+    )
+    with pytest.raises(ConfigError, match=r"flow: missing.*exactly one enabled connector"):
+        load_sync_config(path)

@@ -34,6 +34,7 @@ from custsync_pipeline.domain.aspects import (
     ASPECT_COLUMNS,
     ASPECT_FIELDS,
     ENTRY_ASPECTS,
+    ENTRY_COLUMNS,
     VALUE_COLUMNS,
     conform_entries,
 )
@@ -68,6 +69,8 @@ ENTRY_SOURCE_COLUMNS: tuple[str, ...] = (
     "source_id",
     "seen_at",
 )
+# What survivorship reads of a source record (a million full canonical rows cost GBs more).
+GOLDEN_INPUT_COLUMNS: tuple[str, ...] = ("connector", "source_id", "updated_at", *GOLDEN_FIELDS)
 _EPOCH_MIN = np.iinfo(np.int64).min
 
 
@@ -149,13 +152,15 @@ def build_golden(
     """
     ownership = dict(ownership or {})
     ids = pd.Index(identity_map["golden_id"].unique(), name="golden_id").sort_values()
-    members = records.drop(columns=["golden_id"], errors="ignore").merge(
-        identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
-    )
-    gid = ids.get_indexer(members["golden_id"])
-    conn = members["connector"].astype(str).to_numpy()
-    sid_code = pd.factorize(members["source_id"])[0]
-    updated = _times(members["updated_at"]) if "updated_at" in members else np.zeros(len(gid))
+    # member rows by position: no merged copy of a million wide records
+    of_record = ids.get_indexer(_golden_of(records, identity_map))
+    pos = np.flatnonzero(of_record >= 0)
+    members = records
+    gid = of_record[pos]
+    conn = records["connector"].astype(str).to_numpy()[pos]
+    source_ids = records["source_id"].to_numpy()[pos]
+    sid_code = pd.factorize(source_ids)[0]
+    updated = _times(records["updated_at"])[pos] if "updated_at" in records else np.zeros(len(gid))
     out: dict[str, np.ndarray] = {}
     prov: list[pd.DataFrame] = []
     refused: dict[str, int] = {}
@@ -165,22 +170,27 @@ def build_golden(
     for fld in GOLDEN_FIELDS:
         if fld in CONSENT_TIMES.values():
             continue  # filled with its consent
-        values = members[fld] if fld in members else pd.Series(pd.NA, index=members.index)
+        if fld in members:
+            values = members[fld].to_numpy(dtype=object, na_value=None)[pos]
+        else:
+            values = np.full(len(pos), None, dtype=object)
         ranks_map = rights.get(fld, {})
         rank = pd.Series(conn).map(ranks_map).fillna(-1).astype("int64").to_numpy()
         owner = ownership.get(fld)
         if owner is not None:
-            refused[fld] = int((values.notna().to_numpy() & (conn != owner)).sum())
+            refused[fld] = int((pd.notna(values) & (conn != owner)).sum())
         when = updated
+        consent_at = None
         if fld in CONSENT_TIMES and CONSENT_TIMES[fld] in members:
-            at = _times(members[CONSENT_TIMES[fld]])
+            consent_at = pd.to_datetime(members[CONSENT_TIMES[fld]], utc=True, errors="coerce")
+            at = _times(consent_at)[pos]
             when = np.where(at != _EPOCH_MIN, at, updated)
         cache_key = (tuple(sorted(ranks_map.items())), fld if fld in CONSENT_TIMES else "")
         if cache_key not in sorted_cache:
             order = np.lexsort((sid_code, -when, -rank, gid))
             sorted_cache[cache_key] = (order, gid[order], rank[order])
         order, g_sorted, r_sorted = sorted_cache[cache_key]
-        v_sorted = values.to_numpy(dtype=object, na_value=None)[order]
+        v_sorted = values[order]
         present = pd.notna(v_sorted) & (r_sorted >= 0)
         real = present & ~_placeholders(pd.Series(v_sorted), placeholder_rules, fld)
         first = _first_per_group(g_sorted, real)
@@ -198,15 +208,15 @@ def build_golden(
                     "golden_id": ids[gid[rows]],
                     "field": fld,
                     "connector": conn[rows],
-                    "source_id": members["source_id"].to_numpy()[rows],
+                    "source_id": source_ids[rows],
                 }
             )
         )
         if fld in CONSENT_TIMES:
-            at_col = np.full(n, None, dtype=object)
-            if CONSENT_TIMES[fld] in members:
-                at_values = members[CONSENT_TIMES[fld]].to_numpy(dtype=object)
-                at_col[g_sorted[winners]] = at_values[rows]
+            at_col = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+            if consent_at is not None:
+                at_values = consent_at.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+                at_col[g_sorted[winners]] = at_values[pos][rows]
             out[CONSENT_TIMES[fld]] = at_col
 
     golden = pd.DataFrame({"golden_id": ids.astype("string")})
@@ -214,7 +224,7 @@ def build_golden(
         if fld in NUMERIC_COLUMNS:
             golden[fld] = pd.to_numeric(pd.Series(out[fld]), errors="coerce").astype("float64")
         elif fld in CONSENT_TIMES.values():
-            golden[fld] = pd.to_datetime(pd.Series(out[fld]), utc=True, errors="coerce")
+            golden[fld] = pd.Series(out[fld]).dt.tz_localize("UTC")
         else:
             golden[fld] = pd.Series(out[fld], dtype="string")
     golden = _keep_known_consents(golden, previous)
@@ -276,27 +286,28 @@ def merge_entries(
     one per natural key; values from the latest step (then the newest sighting).
 
     Returns (golden entries, entry sources: who holds each entry and when each last saw it).
-    Integer codes and one ``lexsort`` do the work: 2.5M entries in a few seconds.
+    Integer codes and one ``lexsort`` do the work, and only the winning rows are copied:
+    2.5M entries in a few seconds.
     """
-    e = conform_entries(entries)
+    e = entries if set(ENTRY_COLUMNS) <= set(entries.columns) else conform_entries(entries)
+    if e.empty:
+        return empty_golden_entries(), pd.DataFrame(columns=list(ENTRY_SOURCE_COLUMNS))
     rights = entry_rights(steps)
     rank_of = {(c, a): r for c, a, r in rights.itertuples(index=False)}
-    gid = _golden_of(e, identity_map)
+    gid_all = _golden_of(e, identity_map)
     conn_codes, conn_names = pd.factorize(e["connector"])
     asp_codes, asp_names = pd.factorize(e["aspect"])
     pair_rank = np.array(
         [[rank_of.get((c, a), -1) for a in asp_names] for c in conn_names], dtype=np.int64
     ).reshape(len(conn_names), len(asp_names))
-    rank = pair_rank[conn_codes, asp_codes] if len(e) else np.zeros(0, dtype=np.int64)
-    keep = (rank >= 0) & gid.notna().to_numpy()
-    if not keep.any():
+    rank = pair_rank[conn_codes, asp_codes]
+    keep = np.flatnonzero((rank >= 0) & gid_all.notna().to_numpy())
+    if not len(keep):
         return empty_golden_entries(), pd.DataFrame(columns=list(ENTRY_SOURCE_COLUMNS))
-    e = e[keep].reset_index(drop=True)
-    gid = gid[keep].reset_index(drop=True)
     rank, conn_codes, asp_codes = rank[keep], conn_codes[keep], asp_codes[keep]
-    g_codes, g_names = pd.factorize(gid)
-    k_codes = pd.factorize(e["entry_key"])[0]
-    seen = _times(e["seen_at"])
+    g_codes, g_names = pd.factorize(gid_all.to_numpy()[keep])
+    k_codes = pd.factorize(e["entry_key"].to_numpy()[keep])[0]
+    seen = _times(e["seen_at"])[keep]
     # by entry (golden id, aspect, key), then the latest step, then the newest sighting
     order = np.lexsort((conn_codes, -seen, -rank, k_codes, asp_codes, g_codes))
     g, a, k, c = g_codes[order], asp_codes[order], k_codes[order], conn_codes[order]
@@ -313,22 +324,28 @@ def merge_entries(
     starts = np.flatnonzero(np.r_[True, holder_entry[1:] != holder_entry[:-1]])
     masks = np.bitwise_or.reduceat(bits, starts)
     names = list(conn_names)
-    label = {
-        int(m): ",".join(sorted(n for i, n in enumerate(names) if int(m) >> i & 1))
-        for m in np.unique(masks)
-    }
-    golden_entries = e.iloc[winners].reset_index(drop=True)
-    golden_entries["golden_id"] = g_names[g_codes[winners]]
-    golden_entries["providers"] = pd.Series(
-        [label[int(m)] for m in masks], dtype="string"
-    ).to_numpy()
-    golden_entries = golden_entries[list(GOLDEN_ENTRY_COLUMNS)]
-    for col in ("golden_id", "providers"):
-        golden_entries[col] = golden_entries[col].astype("string")
-    entry_sources = e.iloc[holders][["aspect", "entry_key", "connector", "source_id", "seen_at"]]
-    entry_sources = entry_sources.reset_index(drop=True)
-    entry_sources.insert(0, "golden_id", pd.array(g_names[g_codes[holders]], dtype="string"))
-    return drop_subsumed_addresses(golden_entries, entry_sources[list(ENTRY_SOURCE_COLUMNS)])
+    uniq, inverse = np.unique(masks, return_inverse=True)
+    labels = np.array(
+        [",".join(sorted(n for i, n in enumerate(names) if int(m) >> i & 1)) for m in uniq],
+        dtype=object,
+    )
+    cols = [c for c in GOLDEN_ENTRY_COLUMNS if c not in ("golden_id", "providers")]
+    rows = keep[winners]
+    golden_entries = pd.DataFrame(
+        {
+            "golden_id": pd.array(g_names[g_codes[winners]], dtype="string"),
+            **{c: e[c].array.take(rows) for c in cols},
+            "providers": pd.array(labels[inverse], dtype="string"),
+        }
+    )[list(GOLDEN_ENTRY_COLUMNS)]
+    held = keep[holders]
+    entry_sources = pd.DataFrame(
+        {
+            "golden_id": pd.array(g_names[g_codes[holders]], dtype="string"),
+            **{c: e[c].array.take(held) for c in ENTRY_SOURCE_COLUMNS[1:]},
+        }
+    )
+    return drop_subsumed_addresses(golden_entries, entry_sources)
 
 
 def drop_subsumed_addresses(

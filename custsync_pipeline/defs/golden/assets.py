@@ -12,7 +12,7 @@ from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
-from custsync_pipeline.domain.golden import diff_golden, merge_golden
+from custsync_pipeline.domain.golden import GOLDEN_INPUT_COLUMNS, diff_golden, merge_golden
 from custsync_pipeline.domain.plan import SyncPlan
 from custsync_pipeline.domain.quality import entries_without_provenance, nameless_golden
 from custsync_pipeline.store import core
@@ -81,7 +81,9 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
     )
     def merge_golden_records(context: dg.AssetExecutionContext, identity_map: pd.DataFrame):
         engine = context.resources.state_db.engine
-        records = core.load_source_records(engine, list(plan.connectors))
+        records = core.load_source_records(
+            engine, list(plan.connectors), columns=GOLDEN_INPUT_COLUMNS
+        )
         entries = golden_store.load_source_entries(engine, list(plan.connectors))
         previous = core.load_golden_records(engine)
         previous_entries = golden_store.load_golden_entries(engine)
