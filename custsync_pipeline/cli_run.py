@@ -21,16 +21,24 @@ def _metadata_value(value: object) -> object:
 
 
 def materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
-    """asset key (user string) -> metadata of its materialization in this run."""
+    """asset key (user string) -> metadata of its materialization in this run, or of its
+    observation when the step failed after recording what it did (a publish with failed
+    writes)."""
     out: dict[str, dict[str, object]] = {}
+    observed: dict[str, dict[str, object]] = {}
     for event in result.all_events:
-        if event.event_type_value != "ASSET_MATERIALIZATION":
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            mat = event.event_specific_data.materialization
+            into = out
+        elif event.event_type_value == "ASSET_OBSERVATION":
+            mat = event.event_specific_data.asset_observation
+            into = observed
+        else:
             continue
-        mat = event.event_specific_data.materialization
-        out[mat.asset_key.to_user_string()] = {
+        into[mat.asset_key.to_user_string()] = {
             k: _metadata_value(v) for k, v in mat.metadata.items()
         }
-    return out
+    return {**observed, **out}
 
 
 def step_owner(step_key: str, names: list[str]) -> str | None:

@@ -44,16 +44,35 @@ def test_member_that_differs_is_updated() -> None:
     assert deltas.set_index("entity_key").loc["T1", "target_id"] == "T1"
 
 
-def test_acknowledged_payload_is_not_sent_again() -> None:
-    first = compute_deltas(GOLDEN, _members(first_name=["Ann", "Bo"]), FIELDS, pd.DataFrame())
+def test_acknowledged_create_is_not_sent_again() -> None:
+    first = compute_deltas(GOLDEN, _members(), FIELDS, pd.DataFrame())
     acked = first[["entity_key", "payload_hash"]].rename(columns={"payload_hash": "acked_hash"})
-    assert compute_deltas(GOLDEN, _members(first_name=["Ann", "Bo"]), FIELDS, acked).empty
+    assert list(first["entity_key"]) == ["new:G3"]
+    assert compute_deltas(GOLDEN, _members(), FIELDS, acked).empty
     # the golden record changes after the ack -> sent again
     changed = GOLDEN.copy()
-    changed.loc[0, "first_name"] = "Anne"
-    again = compute_deltas(changed, _members(first_name=["Ann", "Bo"]), FIELDS, acked)
+    changed.loc[2, "first_name"] = "Cyd"
+    again = compute_deltas(changed, _members(), FIELDS, acked)
+    assert list(again["entity_key"]) == ["new:G3"]
+    assert again["payload_hash"].iloc[0] == row_hash(changed, FIELDS).iloc[2]
+
+
+def test_drift_is_corrected_whatever_the_ledger_says() -> None:
+    # T1 was updated to the golden values and acknowledged; then someone changed it by
+    # hand in the target: the same payload hash is sent again, because T1 differs
+    first = compute_deltas(GOLDEN, _members(first_name=["Ann", "Bo"]), FIELDS, pd.DataFrame())
+    acked = first[["entity_key", "payload_hash"]].rename(columns={"payload_hash": "acked_hash"})
+    again = compute_deltas(GOLDEN, _members(first_name=["Ann", "Bo"]), FIELDS, acked)
     assert list(again["entity_key"]) == ["T1"]
-    assert again["payload_hash"].iloc[0] == row_hash(changed, FIELDS).iloc[0]
+    assert again["payload_hash"].iloc[0] == acked.set_index("entity_key").loc["T1", "acked_hash"]
+    # once the target holds the golden values, nothing is sent
+    assert compute_deltas(GOLDEN, _members(), FIELDS, acked)["entity_key"].tolist() == []
+
+
+def test_each_delta_carries_the_golden_version() -> None:
+    golden = GOLDEN.assign(version=[4, 1, 2])
+    deltas = compute_deltas(golden, _members(first_name=["Ann", "Bo"]), FIELDS, pd.DataFrame())
+    assert deltas.set_index("entity_key")["golden_version"].to_dict() == {"T1": 4, "new:G3": 2}
 
 
 def test_nothing_to_do_gives_an_empty_frame_with_columns() -> None:

@@ -1,5 +1,5 @@
 """``custsync run`` exits non-zero when a target dead-letters deltas (issue 15), and says which
-target and how many in one line. A real sync against the sandbox over real sockets: KatanaPIM
+target and how many in one line; the publish step fails (issue 10), naming target and reason. A real sync against the sandbox over real sockets: KatanaPIM
 (a YAML-only REST connector) is made a target whose write path the API does not serve."""
 
 from __future__ import annotations
@@ -33,5 +33,9 @@ def test_run_exits_1_and_names_the_target_when_deltas_are_dead_lettered(
     assert "dead-lettered" in line
     dead = int(line.split("failed (retried by the outbox sensor), ")[1].split()[0])
     assert dead > 0
-    assert "sync_job: success" in out  # every step ran; the target still refused the deltas
+    # the run does not report success while the target refused the writes: its publish step
+    # failed, naming the target and the reason
+    assert "sync_job: FAILED" in out
+    failed = next(x for x in out.splitlines() if x.startswith("  katana: katana__published"))
+    assert "dead-lettered" in failed and "404" in failed
     assert code == 1

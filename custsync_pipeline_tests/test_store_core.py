@@ -91,3 +91,54 @@ def test_watermark(engine) -> None:
     when = datetime(2024, 5, 1, 12, tzinfo=UTC)
     core.set_watermark(engine, "crm", when)
     assert core.get_watermark(engine, "crm") == when
+
+
+def test_a_newer_computation_supersedes_what_an_older_one_queued(engine) -> None:
+    # run 1, the target was down: G1 queued as a create, and its send failed
+    stale = pd.DataFrame(
+        {
+            "entity_key": ["new:G1", "new:G2"],
+            "golden_id": ["G1", "G2"],
+            "target_id": [None, None],
+            "op": ["upsert", "upsert"],
+            "payload": ['{"a":1}', '{"a":2}'],
+            "payload_hash": ["h1", "h2"],
+            "golden_version": [1, 1],
+        }
+    )
+    core.enqueue_deltas(engine, "crm", stale)
+    core.record_publish_results(
+        engine,
+        "crm",
+        pd.DataFrame(
+            {
+                "entity_key": ["new:G1", "new:G2"],
+                "target_id": [None, None],
+                "status": ["failed", "failed"],
+                "last_error": ["unreachable", "unreachable"],
+            }
+        ),
+    )
+    # run 2: the target holds T1 for G1 now (an update), G2 still needs a create
+    fresh = pd.DataFrame(
+        {
+            "entity_key": ["T1", "new:G2"],
+            "golden_id": ["G1", "G2"],
+            "target_id": ["T1", None],
+            "op": ["upsert", "upsert"],
+            "payload": ['{"a":3}', '{"a":4}'],
+            "payload_hash": ["h3", "h4"],
+            "golden_version": [2, 2],
+        }
+    )
+    core.enqueue_deltas(engine, "crm", fresh)
+    box = core.load_outbox(engine, "crm").set_index("entity_key")
+    assert box.loc["new:G1", "status"] == "superseded"
+    queued = core.load_outbox(engine, "crm", core.QUEUED).set_index("entity_key")
+    assert sorted(queued.index) == ["T1", "new:G2"]
+    assert queued["golden_version"].tolist() == [2, 2]
+    assert queued.loc["new:G2", "payload_hash"] == "h4"
+    # an empty computation (nothing to write) supersedes whatever was still queued
+    core.enqueue_deltas(engine, "crm", fresh.iloc[:0])
+    assert core.load_outbox(engine, "crm", core.QUEUED).empty
+    assert core.supersede_rows(engine, "crm", ["T1"]) == 0

@@ -5,8 +5,11 @@ golden id living in the target) are updated when what they hold differs from
 the golden values — fields, and the aspects the target takes, compared in the
 target's own shape (a Contact holds two addresses: a golden record with three
 compares on the two it can hold); a golden record with no member there is
-created, keyed by its golden id. A delta already acknowledged with the same payload hash is not
-sent again, so a rerun on unchanged data publishes nothing.
+created, keyed by its golden id. A create already acknowledged with the same payload hash is
+not sent again, so a rerun on unchanged data publishes nothing; but the ledger never hides
+drift: a member whose fields differ from the golden values is updated whatever was
+acknowledged before (someone changed it by hand in the target since). Each delta carries
+the golden ``version`` it was computed from.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pandas as pd
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
 from custsync_pipeline.domain.golden import field_strings, row_hash
 
-DELTA_COLUMNS = ["entity_key", "golden_id", "target_id", "op", "payload_hash"]
+DELTA_COLUMNS = ["entity_key", "golden_id", "target_id", "op", "payload_hash", "golden_version"]
 
 
 def hold_back(
@@ -61,7 +64,12 @@ def compute_deltas(
     target's writes address (Salesforce writes Contacts): a member of another
     type (a Lead, an Account) is left alone, and its golden record is not
     created again beside it. Returns ``DELTA_COLUMNS`` rows, one per entity to
-    write: ``entity_key`` is the member's id, or ``new:<golden_id>`` for a create.
+    write: ``entity_key`` is the member's id, or ``new:<golden_id>`` for a create;
+    ``golden_version`` is ``golden``'s ``version`` column when it has one.
+
+    The ledger suppresses a delta of an already acknowledged payload hash only when the
+    target's current record does not contradict it: a member whose fields differ from
+    the golden values (drift) is always updated.
 
     ``aspect_hashes`` (golden_id -> hash) and ``member_aspect_hashes`` (member
     source_id -> hash) are :func:`aspect_payload_hashes` of the aspects the target
@@ -73,6 +81,11 @@ def compute_deltas(
     if writable_types is not None:
         members = members[members["object_type"].isin(list(writable_types))]
     g = golden[["golden_id", *fields]].reset_index(drop=True)
+    version = (
+        golden["version"].reset_index(drop=True)
+        if "version" in golden
+        else pd.Series(pd.NA, index=g.index)
+    )
     g_str = field_strings(g, fields)
     hashed = fields
     if aspect_hashes is not None:
@@ -92,6 +105,7 @@ def compute_deltas(
         g_for_m = g_str.set_index(g["golden_id"]).loc[m["golden_id"]].reset_index(drop=True)
         expected = g_for_m.where(g_for_m != "", m_str.reset_index(drop=True))
         differs = (expected != m_str.reset_index(drop=True)).any(axis=1).to_numpy()
+        drift = differs.copy()  # field drift: never hidden by the ledger
         if aspect_hashes is not None:
             want = m["golden_id"].map(aspect_hashes).fillna(EMPTY_ASPECTS)
             have = m["source_id"].map(
@@ -104,6 +118,7 @@ def compute_deltas(
         )
         upd["entity_key"] = upd["target_id"]
         upd["op"] = "upsert"
+        upd["drift"] = drift[differs]
 
     # creates: golden records with no member in the target
     missing = g[~g["golden_id"].isin(present)]
@@ -114,17 +129,25 @@ def compute_deltas(
             "payload_hash": missing["payload_hash"],
             "entity_key": "new:" + missing["golden_id"].astype(str),
             "op": "upsert",
+            "drift": False,
         }
     )
     parts = [d for d in (upd, new) if not d.empty]
     if not parts:
         return pd.DataFrame(columns=DELTA_COLUMNS)
     deltas = pd.concat(parts, ignore_index=True)
-    # drop what the target already acknowledged with this exact payload
+    deltas["golden_version"] = deltas["golden_id"].map(
+        pd.Series(version.to_numpy(), index=g["golden_id"].to_numpy())
+    )
+    # drop what the target already acknowledged with this exact payload, unless the
+    # target's current record shows it no longer holds it
     if not acked.empty:
-        deltas = deltas.merge(acked[["entity_key", "acked_hash"]], on="entity_key", how="left")
+        ack = acked[["entity_key", "acked_hash"]].drop_duplicates("entity_key", keep="last")
+        deltas = deltas.merge(ack, on="entity_key", how="left")
         deltas = deltas[
-            deltas["acked_hash"].isna() | (deltas["acked_hash"] != deltas["payload_hash"])
+            deltas["acked_hash"].isna()
+            | (deltas["acked_hash"] != deltas["payload_hash"])
+            | deltas["drift"].astype(bool)
         ]
     return deltas[DELTA_COLUMNS].reset_index(drop=True)
 

@@ -86,11 +86,15 @@ outbox = sa.Table(
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("payload_hash", sa.Text, nullable=False),
     sa.Column("acked_hash", sa.Text),
-    sa.Column("status", sa.Text, nullable=False),  # pending | acked | failed | dead
+    # pending | acked | failed | dead | superseded (a newer computation replaced it unsent)
+    sa.Column("status", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("golden_version", sa.Integer),  # the golden record version the op came from
 )
+
+QUEUED = ("pending", "failed")  # statuses the publisher sends
 
 watermarks = sa.Table(
     "watermarks",
@@ -257,31 +261,77 @@ def load_outbox(engine: Engine, target: str, statuses: Iterable[str] | None = No
 
 
 def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:
-    """Upsert delta rows (entity_key, golden_id, target_id, op, payload, payload_hash) as pending."""
-    if deltas.empty:
-        return 0
+    """Queue one deltas computation of ``target`` (entity_key, golden_id, target_id, op,
+    payload, payload_hash[, golden_version]) as pending, superseding whatever was queued.
+
+    The computation is the newest desired state of every entity of the target: a row
+    still pending or failed from an older one (a create queued while the target was down,
+    an update since made moot) becomes ``superseded`` and is never sent, so a stale
+    ``new:<golden id>`` cannot go out beside a fresh update of the same golden record.
+    Both happen in one transaction: the publisher sees the old queue or the new one.
+    """
     now = utcnow()
-    rows = deltas[["entity_key", "golden_id", "target_id", "op", "payload", "payload_hash"]].copy()
+    cols = ["entity_key", "golden_id", "target_id", "op", "payload", "payload_hash"]
+    rows = deltas[[*cols, *(["golden_version"] if "golden_version" in deltas else [])]].copy()
     rows["target"] = target
     rows["status"] = "pending"
     rows["updated_at"] = now
     keys = rows["entity_key"].tolist()
     with engine.begin() as conn:
-        existing = {
-            r.entity_key: (r.acked_hash, r.attempts)
-            for r in conn.execute(
-                sa.select(outbox.c.entity_key, outbox.c.acked_hash, outbox.c.attempts).where(
-                    outbox.c.target == target, outbox.c.entity_key.in_(keys)
+        conn.execute(
+            outbox.update()
+            .where(outbox.c.target == target, outbox.c.status.in_(QUEUED))
+            .values(status="superseded", updated_at=now)
+        )
+        if rows.empty:
+            return 0
+        existing: dict[str, str | None] = {}
+        for start in range(0, len(keys), 5000):
+            existing.update(
+                (r.entity_key, r.acked_hash)
+                for r in conn.execute(
+                    sa.select(outbox.c.entity_key, outbox.c.acked_hash).where(
+                        outbox.c.target == target,
+                        outbox.c.entity_key.in_(keys[start : start + 5000]),
+                    )
                 )
             )
-        }
-        rows["acked_hash"] = rows["entity_key"].map(lambda k: existing.get(k, (None, 0))[0])
+        rows["acked_hash"] = rows["entity_key"].map(existing)
         rows["attempts"] = 0
-        conn.execute(
-            outbox.delete().where(outbox.c.target == target, outbox.c.entity_key.in_(keys))
-        )
+        for start in range(0, len(keys), 5000):
+            conn.execute(
+                outbox.delete().where(
+                    outbox.c.target == target, outbox.c.entity_key.in_(keys[start : start + 5000])
+                )
+            )
         _insert_chunks(conn, outbox, _records(rows))
     return len(rows)
+
+
+def supersede_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> int:
+    """Mark queued rows of ``target`` superseded (never to be sent); returns how many."""
+    keys = list(entity_keys)
+    n = 0
+    with engine.begin() as conn:
+        for start in range(0, len(keys), 5000):
+            n += conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.target == target,
+                    outbox.c.status.in_(QUEUED),
+                    outbox.c.entity_key.in_(keys[start : start + 5000]),
+                )
+                .values(status="superseded", updated_at=utcnow())
+            ).rowcount
+    return n
+
+
+def golden_versions(engine: Engine) -> pd.Series:
+    """golden_id -> the stored version of every golden record."""
+    frame = _read_frame(engine, sa.select(golden_records.c.golden_id, golden_records.c.version))
+    return pd.Series(
+        frame["version"].to_numpy(), index=frame["golden_id"].to_numpy(), dtype="Int64"
+    )
 
 
 def record_publish_results(engine: Engine, target: str, results: pd.DataFrame) -> None:

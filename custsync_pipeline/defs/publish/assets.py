@@ -2,16 +2,22 @@
 outbox) and ``<t>/published`` (sent through the connector, one ledger row per entity).
 
 Only deltas leave: a golden record whose payload the target already holds, or
-already acknowledged, is not sent. Sends are upserts by an immutable key, so a
-crash mid-publish resumes by re-sending what is still pending, without duplicates.
+already acknowledged (and not since changed by hand in the target), is not sent. Sends
+are upserts by an immutable key, so a crash mid-publish resumes by re-sending what is
+still pending, without duplicates. Each deltas computation supersedes what an older
+one left queued, and a queued create is dropped, not sent, once the target holds a
+record of that golden id. A publish with failed or dead-lettered writes fails its step,
+naming the target and the reason.
 """
 
 import json
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 
 from custsync_pipeline.connectors.base import WriteOp
+from custsync_pipeline.connectors.http import mask_personal
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
@@ -79,11 +85,12 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
         )
         ledger = core.load_outbox(engine, name)
-        # settled: acknowledged, or dead-lettered with this very payload (sending the
-        # same payload again would fail the same way; a changed payload is retried)
+        # settled: acknowledged (the ledger keeps the last ack of a row queued again),
+        # or dead-lettered with this very payload (sending the same payload again would
+        # fail the same way; a changed payload is retried)
         settled = pd.concat(
             [
-                ledger.loc[ledger["status"] == "acked", ["entity_key", "acked_hash"]],
+                ledger.loc[ledger["acked_hash"].notna(), ["entity_key", "acked_hash"]],
                 ledger.loc[ledger["status"] == "dead", ["entity_key", "payload_hash"]].rename(
                     columns={"payload_hash": "acked_hash"}
                 ),
@@ -91,6 +98,8 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         )
         connector = getattr(context.resources, api_key).connector()
         takes, held_back = hold_back(golden_customers, target.kinds, target.required_fields)
+        # each op carries the golden version it was computed from
+        takes = takes.assign(version=takes["golden_id"].map(core.golden_versions(engine)))
         write_object = getattr(connector, "write_object", None)
         golden_sub = golden_customers[["golden_id", *fields]]
         aspect_hashes = member_hashes = None
@@ -115,13 +124,16 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             member_aspect_hashes=member_hashes,
         )
         deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
+        queued_before = ledger["status"].isin(core.QUEUED)
         core.enqueue_deltas(engine, name, deltas)
+        # queued rows of an older computation this one did not renew: never sent
+        superseded = int((queued_before & ~ledger["entity_key"].isin(deltas["entity_key"])).sum())
         creates = (
             int(deltas["entity_key"].astype(str).str.startswith("new:").sum()) if len(deltas) else 0
         )
         context.log.info(
-            f"{name}: {len(deltas)} deltas ({creates} creates), "
-            f"{sum(held_back.values())} golden records held back {held_back}"
+            f"{name}: {len(deltas)} deltas ({creates} creates), {superseded} older queued "
+            f"rows superseded, {sum(held_back.values())} golden records held back {held_back}"
         )
         return dg.MaterializeResult(
             value=deltas,
@@ -129,12 +141,44 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
                 "dagster/row_count": len(deltas),
                 "creates": creates,
                 "updates": len(deltas) - creates,
+                "superseded": superseded,
                 "held_back": sum(held_back.values()),
                 **{f"held_back_{reason}": n for reason, n in held_back.items()},
             },
         )
 
     return outbound_deltas
+
+
+def held_golden_ids(engine, target: str) -> set[str]:  # noqa: ANN001 - an Engine
+    """Golden ids with at least one member among ``target``'s stored records."""
+    from custsync_pipeline.store.identity import identity_map as idm
+
+    stmt = (
+        sa.select(idm.c.golden_id)
+        .distinct()
+        .where(idm.c.connector == target)
+        .where(
+            sa.exists().where(
+                core.source_records.c.connector == idm.c.connector,
+                core.source_records.c.source_id == idm.c.source_id,
+            )
+        )
+    )
+    with engine.connect() as conn:
+        return {str(g) for g in conn.execute(stmt).scalars()}
+
+
+def publish_failure_reason(target: str, counts: dict[str, int], errors: list[str]) -> str:
+    """One line: the target, how many writes failed, and the commonest error (personal
+    data masked; connectors already scrub secrets from API error bodies)."""
+    top = pd.Series(errors, dtype="string").value_counts() if errors else pd.Series(dtype=int)
+    reason = mask_personal(str(top.index[0]))[:200] if len(top) else "no error text"
+    return (
+        f"{target}: {counts['failed']} writes failed (retried by the outbox sensor), "
+        f"{counts['dead']} dead-lettered, {counts['acked']} acknowledged; "
+        f"most common error ({int(top.iloc[0]) if len(top) else 0}x): {reason}"
+    )
 
 
 def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
@@ -153,8 +197,19 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
     )
     def published(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         engine = context.resources.state_db.engine
-        pending = core.load_outbox(engine, name, statuses=("pending", "failed"))
+        pending = core.load_outbox(engine, name, statuses=core.QUEUED)
+        # a create is never sent for a golden record the target already holds (the outbox
+        # sensor publishes without recomputing: identity may have moved since it queued)
+        held = held_golden_ids(engine, name)
+        stale = pending["entity_key"].astype(str).str.startswith("new:") & pending[
+            "golden_id"
+        ].isin(held)
+        dropped = core.supersede_rows(engine, name, pending.loc[stale, "entity_key"])
+        pending = pending[~stale]
+        if dropped:
+            context.log.info(f"{name}: {dropped} queued creates dropped (the target holds them)")
         connector = getattr(context.resources, api_key).connector()
+        errors: list[str] = []
         counts = {"acked": 0, "failed": 0, "dead": 0}
         total = len(pending)
         for start in range(0, total, PUBLISH_CHUNK):
@@ -182,19 +237,24 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
             core.record_publish_results(engine, name, frame)
             for s in status:
                 counts[s] += 1
+            errors += [r.error for r in results if not r.ok and r.error]
             context.log.info(f"{name}: sent {min(start + PUBLISH_CHUNK, total)}/{total}")
-        if counts["dead"]:
-            context.log.warning(
-                f"{name}: {counts['dead']} deltas dead-lettered (see the outbox table)"
+        metadata = {
+            "dagster/row_count": total,
+            "published": counts["acked"],
+            "failed_transient": counts["failed"],
+            "dead_lettered": counts["dead"],
+            "creates_dropped": dropped,
+        }
+        if counts["failed"] or counts["dead"]:
+            # what was acknowledged is recorded; the step still fails so the run does not
+            # report success while the target missed writes
+            context.log_event(dg.AssetObservation(asset_key=published_key(name), metadata=metadata))
+            raise dg.Failure(
+                description=publish_failure_reason(name, counts, errors),
+                metadata=metadata,
             )
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": total,
-                "published": counts["acked"],
-                "failed_transient": counts["failed"],
-                "dead_lettered": counts["dead"],
-            }
-        )
+        return dg.MaterializeResult(metadata=metadata)
 
     return published
 
