@@ -541,8 +541,8 @@ def resolve_identities(
     if matching is not None and matching.enabled and n > 1:
         from custsync_pipeline.domain.identity_match import (
             MatchInput,
+            coded_fields,
             match_clusters,
-            match_fields,
         )
 
         n_clusters = int(cluster.max()) + 1
@@ -555,7 +555,7 @@ def resolve_identities(
                 single_ids.append(ids)
         matched = match_clusters(
             MatchInput(
-                fields=match_fields(recs, order),
+                fields=coded_fields(recs, order),
                 cluster=cluster,
                 first_tokens=tokens,
                 surnames=surnames,

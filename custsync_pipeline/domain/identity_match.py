@@ -68,7 +68,7 @@ BLOCKING_KEYS = (
     "email",
     "phone",
 )
-RANDOM_PAIRS = 200_000
+RANDOM_PAIRS = 100_000
 EM_ITERATIONS = 25
 # candidate pairs the rules linked needed to learn m from them (else EM)
 MIN_RULE_PAIRS = 200
@@ -82,7 +82,7 @@ PRIOR_PAIRS = 50
 class MatchInput:
     """Per record (canonical order): folded fields, the rules' clusters and vetoes."""
 
-    fields: dict[str, np.ndarray]  # comparison -> folded value (None when missing)
+    fields: dict[str, Coded]  # comparison -> folded values as codes (``coded_fields``)
     cluster: np.ndarray  # cluster of each record after the rules
     first_tokens: np.ndarray  # first-name token (identity_keys.name_tokens)
     surnames: np.ndarray  # folded last name
@@ -121,16 +121,25 @@ def _soundex(word: str) -> str:
     return (out + "000")[:4]
 
 
-def _per_unique(values: np.ndarray, func) -> np.ndarray:
-    """``func`` once per distinct present value; None where missing or empty."""
-    # factorize first (missing -> -1): the function and the str() run once per distinct value
+Coded = tuple[np.ndarray, np.ndarray]  # (code per record, -1 when missing; distinct values)
+
+
+def _coded(values: np.ndarray, func) -> Coded:
+    """``func`` once per distinct present value; codes of the results per record."""
     code, uniq = pd.factorize(values, use_na_sentinel=True)
-    table = np.array([func(str(u)) or None for u in uniq] + [None], dtype=object)
-    return table[code]  # code -1 picks the trailing None
+    folded = np.array([func(str(u)) or None for u in uniq], dtype=object)
+    f_code, f_uniq = pd.factorize(folded, use_na_sentinel=True)
+    f_code = np.r_[f_code, -1].astype(np.int64)  # code -1 (missing) picks the trailing -1
+    return f_code[code], np.asarray(f_uniq, dtype=object)
 
 
-def match_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, np.ndarray]:
-    """Folded comparison values per record, in canonical order (``order``)."""
+def _values(coded: Coded) -> np.ndarray:
+    code, uniq = coded
+    return np.r_[uniq, np.array([None], dtype=object)][code]
+
+
+def coded_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, Coded]:
+    """Folded comparison values per record (canonical order ``order``), as codes."""
 
     def col(name: str) -> np.ndarray:
         if name not in recs.columns:
@@ -143,30 +152,45 @@ def match_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, np.ndarray]
         d = digits.sub("", v)
         return d if len(d) == 8 else ""
 
-    first = _per_unique(col("first_name"), lambda v: (fold(v).split() or [""])[0])
     return {
-        "first_name": first,
-        "last_name": _per_unique(col("last_name"), fold),
-        "birth_date": _per_unique(col("birth_date"), birth),
-        "street": _per_unique(col("street"), fold),
-        "postal_code": _per_unique(col("postal_code"), lambda v: digits.sub("", v) or fold(v)),
-        "city": _per_unique(col("city"), fold),
-        "email": _per_unique(col("email"), lambda v: v.strip().lower()),
-        "phone": _per_unique(col("phone"), lambda v: digits.sub("", v)),
+        "first_name": _coded(col("first_name"), lambda v: (fold(v).split() or [""])[0]),
+        "last_name": _coded(col("last_name"), fold),
+        "birth_date": _coded(col("birth_date"), birth),
+        "street": _coded(col("street"), fold),
+        "postal_code": _coded(col("postal_code"), lambda v: digits.sub("", v) or fold(v)),
+        "city": _coded(col("city"), fold),
+        # e-mail and phone arrive normalized (lower case, E.164)
+        "email": _coded(col("email"), str.strip),
+        "phone": _coded(col("phone"), str.strip),
     }
 
 
-def block_values(fields: dict[str, np.ndarray], key: str) -> np.ndarray:
-    """One blocking key's value per record (None when missing)."""
+def match_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, np.ndarray]:
+    """Folded comparison values per record (None when missing), in canonical order."""
+    return {name: _values(c) for name, c in coded_fields(recs, order).items()}
+
+
+def _derived(coded: Coded, func) -> Coded:
+    """A function of a coded field, computed on its distinct values."""
+    code, uniq = coded
+    d_code, d_uniq = pd.factorize(
+        np.array([func(u) or None for u in uniq], dtype=object), use_na_sentinel=True
+    )
+    d_code = np.r_[d_code, -1].astype(np.int64)
+    return d_code[code], np.asarray(d_uniq, dtype=object)
+
+
+def block_codes(codes: dict[str, Coded], key: str) -> np.ndarray:
+    """One blocking key's code per record (-1 when missing)."""
     if key == "last_name_phonetic":
-        return _per_unique(fields["last_name"], lambda v: _soundex(v.split()[-1]))
+        return _derived(codes["last_name"], lambda v: _soundex(v.split()[-1]))[0]
     if key == "first_name_phonetic":
-        return _per_unique(fields["first_name"], _soundex)
+        return _derived(codes["first_name"], _soundex)[0]
     if key == "first_initial":
-        return _per_unique(fields["first_name"], lambda v: v[:1])
+        return _derived(codes["first_name"], lambda v: v[:1])[0]
     if key == "birth_year":
-        return _per_unique(fields["birth_date"], lambda v: v[:4])
-    return fields[key]
+        return _derived(codes["birth_date"], lambda v: v[:4])[0]
+    return codes[key][0]
 
 
 # --------------------------------------------------------------------------- pairs
@@ -197,27 +221,24 @@ def _pairs_within_blocks(code: np.ndarray, max_block: int) -> tuple[np.ndarray, 
 
 
 def candidate_pairs(
-    fields: dict[str, np.ndarray], blocking: tuple[tuple[str, ...], ...], max_block: int
+    codes: dict[str, Coded], blocking: tuple[tuple[str, ...], ...], max_block: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct candidate pairs from every blocking rule (a < b), and the first rule
     (index into ``blocking``) that proposed each."""
-    n = len(next(iter(fields.values())))
+    n = len(next(iter(codes.values()))[0])
     cache: dict[str, np.ndarray] = {}
     pa, pb, pr = [], [], []
     for r_idx, rule in enumerate(blocking):
-        parts = []
+        combined = np.zeros(n, dtype=np.int64)
+        present = np.ones(n, dtype=bool)
         for key in rule:
             if key not in cache:
-                cache[key] = block_values(fields, key)
-            parts.append(cache[key])
-        present = np.ones(n, dtype=bool)
-        for p in parts:
-            present &= pd.notna(p)
-        joined = pd.Series(parts[0], dtype=object).astype(str)
-        for p in parts[1:]:
-            joined = joined + "\x1f" + pd.Series(p, dtype=object).astype(str)
-        code = np.full(n, -1, dtype=np.int64)
-        code[present] = pd.factorize(joined.to_numpy(dtype=object)[present])[0]
+                cache[key] = block_codes(codes, key)
+            part = cache[key]
+            present &= part >= 0
+            # combine integer codes, re-densified so the product never overflows
+            combined = pd.factorize(combined * (int(part.max()) + 2) + part + 1)[0]
+        code = np.where(present, combined, -1).astype(np.int64)
         a, b = _pairs_within_blocks(code, max_block)
         pa.append(a)
         pb.append(b)
@@ -240,8 +261,15 @@ def _lev(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return cpdist(list(x), list(y), scorer=Levenshtein.distance, workers=1)
 
 
-def _levels_of_values(name: str, xr: np.ndarray, yr: np.ndarray) -> np.ndarray:
-    """Level of each pair of *different* present values (object arrays of equal length)."""
+def _levels_of_values(name: str, uniq: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Level of each pair (``uniq[lo]``, ``uniq[hi]``) of *different* present values.
+
+    Per-value work (house numbers, local parts, years) runs once per value used.
+    """
+    used, inverse = np.unique(np.r_[lo, hi], return_inverse=True)
+    vals = uniq[used]
+    ix, iy = inverse[: len(lo)], inverse[len(lo) :]
+    xr, yr = vals[ix], vals[iy]
     if name == "first_name":
         compat = np.fromiter(
             (first_names_compatible(p, q) for p, q in zip(xr, yr, strict=True)),
@@ -256,29 +284,28 @@ def _levels_of_values(name: str, xr: np.ndarray, yr: np.ndarray) -> np.ndarray:
     if name == "street":
         # the house number must agree ("Storgatan 6" is not "Storgatan 16"); the street
         # name may carry a typo
-        nx, ny = _house_numbers(xr), _house_numbers(yr)
+        nums, names = _house_numbers(vals), _street_names(vals)
+        nx, ny = nums[ix], nums[iy]
         numbers_differ = (nx != "") & (ny != "") & (nx != ny)
-        sim = _jw(_street_names(xr), _street_names(yr))
+        sim = _jw(names[ix], names[iy])
         return np.where(numbers_differ, 3, np.where(sim >= 0.90, 1, np.where(sim >= 0.75, 2, 3)))
     if name == "city":
         return np.where(_jw(xr, yr) >= 0.90, 1, 2)
     if name == "birth_date":
-        d = _lev(xr, yr)
-        swap = np.array(
-            [p[:4] == q[:4] and p[4:6] == q[6:8] and p[6:8] == q[4:6]
-             for p, q in zip(xr, yr, strict=True)],
-            dtype=bool,
-        )  # fmt: skip
-        year = np.array([p[:4] == q[:4] for p, q in zip(xr, yr, strict=True)], dtype=bool)
-        return np.where((d <= 1) | swap, 1, np.where(year, 2, 3))
+        year = pd.Series(vals, dtype=object).str[:4].to_numpy(dtype=object)
+        month = pd.Series(vals, dtype=object).str[4:6].to_numpy(dtype=object)
+        day = pd.Series(vals, dtype=object).str[6:8].to_numpy(dtype=object)
+        same_year = year[ix] == year[iy]
+        swap = same_year & (month[ix] == day[iy]) & (day[ix] == month[iy])
+        return np.where((_lev(xr, yr) <= 1) | swap, 1, np.where(same_year, 2, 3))
     if name == "postal_code":
         return np.where(_lev(xr, yr) <= 1, 1, 2)
     if name == "email":
-        local_x = np.array([v.partition("@")[0] for v in xr], dtype=object)
-        local_y = np.array([v.partition("@")[0] for v in yr], dtype=object)
-        return np.where((_lev(xr, yr) <= 1) | (local_x == local_y), 1, 2)
+        local = pd.Series(vals, dtype=object).str.partition("@")[0].to_numpy(dtype=object)
+        return np.where((local[ix] == local[iy]) | (_lev(xr, yr) <= 1), 1, 2)
     if name == "phone":
-        return np.where(np.array([p[-8:] == q[-8:] for p, q in zip(xr, yr, strict=True)]), 1, 2)
+        tail = pd.Series(vals, dtype=object).str[-8:].to_numpy(dtype=object)
+        return np.where(tail[ix] == tail[iy], 1, 2)
     raise ValueError(f"unknown comparison {name!r}")
 
 
@@ -292,28 +319,14 @@ def _street_names(values: np.ndarray) -> np.ndarray:
     return names.to_numpy(dtype=object)
 
 
-def field_codes(fields: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per field: (code per record, -1 when missing; the distinct values)."""
-    out = {}
-    for name, values in fields.items():
-        code, uniq = pd.factorize(values, use_na_sentinel=True)
-        out[name] = (code.astype(np.int64), np.asarray(uniq, dtype=object))
-    return out
-
-
 def compare(
-    fields: dict[str, np.ndarray],
-    a: np.ndarray,
-    b: np.ndarray,
-    comparisons: tuple[str, ...],
-    codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    codes: dict[str, Coded], a: np.ndarray, b: np.ndarray, comparisons: tuple[str, ...]
 ) -> np.ndarray:
     """Level per pair and comparison (int8, -1 when missing on a side).
 
     Every comparison runs once per distinct pair of *values* (most pairs repeat a
     postal code, a city, a common name), then is broadcast to the record pairs.
     """
-    codes = field_codes({c: fields[c] for c in comparisons}) if codes is None else codes
     out = np.full((len(a), len(comparisons)), -1, dtype=np.int8)
     for j, name in enumerate(comparisons):
         code, uniq = codes[name]
@@ -327,7 +340,7 @@ def compare(
             hi = np.maximum(ca[diff], cb[diff])
             pair_code, pair_first = np.unique(lo * np.int64(len(uniq)) + hi, return_inverse=True)
             p_lo, p_hi = pair_code // len(uniq), pair_code % len(uniq)
-            levels = _levels_of_values(name, uniq[p_lo], uniq[p_hi]).astype(np.int8)
+            levels = _levels_of_values(name, uniq, p_lo, p_hi).astype(np.int8)
             lev[diff] = levels[pair_first]
         out[:, j] = lev
     return out
@@ -344,11 +357,7 @@ def _level_freq(levels: np.ndarray, n_levels: int, weights: np.ndarray | None = 
 
 
 def estimate_u(
-    fields: dict[str, np.ndarray],
-    comparisons: tuple[str, ...],
-    n: int,
-    seed: int = 0,
-    codes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    codes: dict[str, Coded], comparisons: tuple[str, ...], n: int, seed: int = 0
 ) -> list[np.ndarray]:
     """``u`` per comparison level from random record pairs (fixed seed: deterministic)."""
     rng = np.random.default_rng(seed)
@@ -356,7 +365,7 @@ def estimate_u(
     a = rng.integers(0, n, size=k)
     b = rng.integers(0, n, size=k)
     keep = a != b
-    lv = compare(fields, a[keep], b[keep], comparisons, codes)
+    lv = compare(codes, a[keep], b[keep], comparisons)
     out = []
     for j, name in enumerate(comparisons):
         n_levels = len(LEVELS[name])
@@ -636,15 +645,14 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     has_more = np.zeros(n, dtype=bool)
     for name in ("birth_date", "street", "postal_code", "city"):
         if name in inp.fields:
-            has_more |= pd.notna(inp.fields[name])
+            has_more |= inp.fields[name][0] >= 0
     named = (has_name & has_more).astype(bool)
     keep = named[a] & named[b]
     a, b, proposed_by = a[keep], b[keep], proposed_by[keep]
     if len(a) == 0:
         return nothing
-    codes = field_codes({c: inp.fields[c] for c in comparisons})
-    levels = compare(inp.fields, a, b, comparisons, codes)
-    u = estimate_u(inp.fields, comparisons, n, codes=codes)
+    levels = compare(inp.fields, a, b, comparisons)
+    u = estimate_u(inp.fields, comparisons, n)
     sessions = [(np.flatnonzero(proposed_by == i), rule) for i, rule in enumerate(plan.blocking)]
     across = inp.cluster[a] != inp.cluster[b]
     # the prior is for two random records (u comes from random pairs too): the rules'
