@@ -96,6 +96,6 @@ def test_pending_and_failed_deltas_ask_for_their_targets_publish_steps(state) ->
         assert isinstance(skipped, dg.SkipReason) and "r-1" in skipped.skip_message
 
 
-def test_nightly_reconciliation_runs_the_sync_job() -> None:
+def test_nightly_reconciliation_runs_the_reconciliation_job() -> None:
     schedule = defs().resolve_schedule_def("nightly_reconciliation")
-    assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "sync_job"
+    assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "reconciliation_job"

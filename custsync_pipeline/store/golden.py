@@ -129,10 +129,11 @@ def upsert_source_entries(
         origin = parent.where(
             parent.isin(known), local.where(local.isin(known), stored["source_id"])
         )
-        replaced = stored[origin.isin(scope)][pk]
+        replaced = stored[origin.isin(scope)][pk].astype(str)
     else:
-        replaced = pd.DataFrame(columns=pk)
-    doomed = pd.concat([replaced, rows[pk]], ignore_index=True).drop_duplicates()
+        replaced = rows[pk].iloc[:0].astype(str)
+    parts = [p for p in (replaced, rows[pk].astype(str)) if len(p)]
+    doomed = pd.concat(parts, ignore_index=True).drop_duplicates() if parts else replaced
     by_key = source_entries.delete().where(
         c.connector == connector,
         c.source_id == sa.bindparam("b_sid"),

@@ -4,9 +4,8 @@
   scheduled every 15 minutes (off by default).
 - ``resolve_and_publish_job``: identity, golden records and publishing only, from the
   stored source records — the last good snapshot of every lane.
-- ``nightly_reconciliation``: ``sync_job`` at 02:00 UTC (off by default, like the
-  15-minute schedule). Every extraction is a full snapshot, so each run reconciles:
-  drift between a target and the golden state becomes corrective deltas.
+- ``nightly_reconciliation`` / ``reconciliation_job``: in ``reconciliation.py`` (full
+  snapshots at 02:00 UTC); the per-connector change sensors: in ``change_sensors.py``.
 - ``publish_pending_deltas``: the outbox sensor. Deltas still pending or failed (a crash
   mid-publish, a 5xx that outlived the retries) are sent again by ``publish_job`` without
   waiting for the next sync; it stays quiet while a sync or publish run is in flight.
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from custsync_pipeline.config import current_plan
+from custsync_pipeline.defs.extract.changes import unpartitioned_assets
 from custsync_pipeline.defs.resources import StateDBResource
 from custsync_pipeline.domain.plan import SyncPlan
 
@@ -36,7 +36,8 @@ DOWNSTREAM_GROUPS = ("identity", "golden", "publish")
 
 sync_job = dg.define_asset_job(
     name="sync_job",
-    selection=dg.AssetSelection.all(),
+    # every asset but the day windows of <c>/changes (backfilled on their own)
+    selection=unpartitioned_assets(),
     description="Extract every connector, validate, resolve identities, merge golden records, publish deltas.",
 )
 
@@ -54,16 +55,6 @@ sync_schedule = dg.ScheduleDefinition(
     job=sync_job,
     cron_schedule="*/15 * * * *",
     default_status=dg.DefaultScheduleStatus.STOPPED,
-)
-
-
-nightly_reconciliation = dg.ScheduleDefinition(
-    name="nightly_reconciliation",
-    job=sync_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Full snapshots of every connector, drift corrected in every target.",
 )
 
 
@@ -171,6 +162,6 @@ def defs() -> dg.Definitions:
     publish_job = publish_job_for(current_plan())
     return dg.Definitions(
         jobs=[sync_job, resolve_and_publish_job, publish_job],
-        schedules=[sync_schedule, nightly_reconciliation],
+        schedules=[sync_schedule],
         sensors=[continue_after_failed_lanes, build_outbox_sensor(publish_job)],
     )

@@ -6,6 +6,7 @@ assets; the identity step reads the state DB and works with what it has.
 """
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -217,11 +218,107 @@ def gate_message(name: str, checked: "ValidationResult", gate: QualityGate, kept
     )
 
 
+@dataclass
+class StoredPull:
+    """What a lane did with one pull: the validation, what went to the quarantine, and the
+    numbers its materialization shows."""
+
+    checked: "ValidationResult"
+    rejected: pd.DataFrame
+    metadata: dict[str, object]
+
+
+def store_lane_pull(
+    context: dg.AssetExecutionContext,
+    name: str,
+    conn: ConnectorPlan,
+    aspects: tuple[str, ...],
+    connector: object,
+    raw: pd.DataFrame,
+    pull: pulls.Pull,
+) -> StoredPull:
+    """Normalize, validate and store one pull of a lane (a snapshot, the changes since the
+    watermark, or a day window of ``<c>/changes``)."""
+    from custsync_pipeline.domain.normalize import normalize_customers
+    from custsync_pipeline.domain.validate import check_payload, validate_customers
+    from custsync_pipeline.domain.validate_aspects import check_entries
+
+    gate = conn.quality
+    # the shape first: a renamed or vanished column stops this lane with its name,
+    # before the mapping trips over it
+    check_payload(raw, name, conn.type)
+    canonical = normalize_customers(
+        connector.to_canonical(raw),
+        default_region=gate.default_region,
+        market_regions=gate.market_regions,
+    )
+    checked = validate_customers(
+        canonical,
+        name,
+        raw=raw,
+        connector_type=conn.type,
+        default_region=gate.default_region,
+        market_regions=gate.market_regions,
+    )
+    engine = context.resources.state_db.engine
+    entries = check_entries(
+        lane_entries(connector, raw, checked.valid, aspects),
+        name,
+        pulls.entry_source_ids(engine, name, pull, checked.valid),
+        regions=checked.valid.set_index("source_id")["country"],
+    )
+    # Blocking: a feed below its valid-row threshold must not overwrite this
+    # connector's source records (identity and golden records read them). The last
+    # good snapshot stays; the quarantine is recorded; the valid_row_rate check fails.
+    # An incremental pull may legitimately find nothing: min_rows guards snapshots.
+    passes = valid_rate_passes(
+        checked.rows_in,
+        len(checked.valid),
+        gate.min_valid_rate,
+        0 if pull.incremental else gate.min_rows,
+    )
+    kept = 0
+    counts = {"stored": 0, "deleted_removed": 0, "watermark_moved": 0}
+    if passes:
+        counts = pulls.store_pull(engine, name, pull, checked.valid, entries.valid)
+    else:
+        kept = core.source_record_counts(engine).get(name, 0)
+        context.log.warning(gate_message(name, checked, gate, kept))
+    stored = counts["stored"]
+    rejected = pd.concat([checked.rejected, entries.rejected], ignore_index=True)
+    # an incremental batch resolves only its own records' failures
+    record_quarantine(engine, name, rejected, checked.valid, partial=pull.incremental)
+    context.log.info(
+        f"{name}: {pull.mode} pull, {len(checked.valid)} valid of {checked.rows_in}, "
+        f"{checked.rows_rejected} rejected, {checked.field_issues} field values quarantined, "
+        f"{stored} stored, {counts['deleted_removed']} deleted; "
+        f"{len(entries.valid)} aspect entries, {len(entries.rejected)} quarantined"
+    )
+    metadata: dict[str, object] = {
+        # counts and rates (per failing check too) as numbers: the UI plots them
+        **validation_metrics(checked),
+        "dagster/row_count": len(checked.valid),
+        "min_valid_rate": float(gate.min_valid_rate),
+        "source_records_replaced": passes and not pull.incremental,
+        "source_records_upserted": passes and pull.incremental,
+        "pull_mode": pull.mode,
+        "stored": stored,
+        "deleted_reported": len(pull.deleted_ids),
+        "deleted_removed": counts["deleted_removed"],
+        "watermark_moved": bool(counts["watermark_moved"]),
+        # the gate held: records kept from the last good run (0: there was none)
+        "source_records_kept": kept,
+        "aspect_entries": len(entries.valid),
+        "aspect_entries_rejected": len(entries.rejected),
+        **entries.counts(),
+    }
+    return StoredPull(checked=checked, rejected=rejected, metadata=metadata)
+
+
 def _customers_asset(
     name: str, conn: ConnectorPlan, aspects: tuple[str, ...]
 ) -> dg.AssetsDefinition:
     api_key = connector_resource_key(name)
-    gate = conn.quality
 
     @dg.multi_asset(
         name=f"{name}_customers",
@@ -241,87 +338,19 @@ def _customers_asset(
         required_resource_keys={api_key, "state_db"},
     )
     def customers(context: dg.AssetExecutionContext, raw: pd.DataFrame):
-        from custsync_pipeline.domain.normalize import normalize_customers
-        from custsync_pipeline.domain.validate import check_payload, validate_customers
-        from custsync_pipeline.domain.validate_aspects import check_entries
-
-        # the shape first: a renamed or vanished column stops this lane with its name,
-        # before the mapping trips over it
         pull = pulls.pull_of(raw)
         raw.attrs.pop(pulls.PULL_ATTR, None)  # not copied into every derived frame
-        check_payload(raw, name, conn.type)
         connector = getattr(context.resources, api_key).connector()
-        canonical = normalize_customers(
-            connector.to_canonical(raw),
-            default_region=gate.default_region,
-            market_regions=gate.market_regions,
-        )
-        checked = validate_customers(
-            canonical,
-            name,
-            raw=raw,
-            connector_type=conn.type,
-            default_region=gate.default_region,
-            market_regions=gate.market_regions,
-        )
-        engine = context.resources.state_db.engine
-        entries = check_entries(
-            lane_entries(connector, raw, checked.valid, aspects),
-            name,
-            pulls.entry_source_ids(engine, name, pull, checked.valid),
-            regions=checked.valid.set_index("source_id")["country"],
-        )
-        # Blocking: a feed below its valid-row threshold must not overwrite this
-        # connector's source records (identity and golden records read them). The last
-        # good snapshot stays; the quarantine is recorded; the valid_row_rate check fails.
-        # An incremental pull may legitimately find nothing: min_rows guards snapshots.
-        passes = valid_rate_passes(
-            checked.rows_in,
-            len(checked.valid),
-            gate.min_valid_rate,
-            0 if pull.incremental else gate.min_rows,
-        )
-        kept = 0
-        counts = {"stored": 0, "deleted_removed": 0, "watermark_moved": 0}
-        if passes:
-            counts = pulls.store_pull(engine, name, pull, checked.valid, entries.valid)
-        else:
-            kept = core.source_record_counts(engine).get(name, 0)
-            context.log.warning(gate_message(name, checked, gate, kept))
-        stored = counts["stored"]
-        rejected = pd.concat([checked.rejected, entries.rejected], ignore_index=True)
-        # an incremental batch resolves only its own records' failures
-        record_quarantine(engine, name, rejected, checked.valid, partial=pull.incremental)
-        context.log.info(
-            f"{name}: {pull.mode} pull, {len(checked.valid)} valid of {checked.rows_in}, "
-            f"{checked.rows_rejected} "
-            f"rejected, {checked.field_issues} field values quarantined, {stored} stored, "
-            f"{counts['deleted_removed']} deleted; "
-            f"{len(entries.valid)} aspect entries, {len(entries.rejected)} quarantined"
-        )
+        done = store_lane_pull(context, name, conn, aspects, connector, raw, pull)
         yield dg.MaterializeResult(
             asset_key=customers_key(name),
-            value=checked.valid,
+            value=done.checked.valid,
             metadata={
-                # counts and rates (per failing check too) as numbers: the UI plots them
-                **validation_metrics(checked),
-                "dagster/row_count": len(checked.valid),
+                **done.metadata,
                 "dagster/column_schema": canonical_table_schema(),
-                "min_valid_rate": float(gate.min_valid_rate),
-                "source_records_replaced": passes and not pull.incremental,
-                "source_records_upserted": passes and pull.incremental,
-                "pull_mode": pull.mode,
-                "stored": stored,
-                "deleted_reported": len(pull.deleted_ids),
-                "deleted_removed": counts["deleted_removed"],
-                "watermark_moved": bool(counts["watermark_moved"]),
-                # the gate held: records kept from the last good run (0: there was none)
-                "source_records_kept": kept,
-                "aspect_entries": len(entries.valid),
-                "aspect_entries_rejected": len(entries.rejected),
-                **entries.counts(),
             },
         )
+        checked, rejected = done.checked, done.rejected
         yield dg.MaterializeResult(
             asset_key=rejected_key(name),
             value=private_rejected(rejected),

@@ -9,6 +9,7 @@ import dagster as dg
 
 from custsync_pipeline.config import current_plan
 from custsync_pipeline.defs.extract.assets import build_extract_assets
+from custsync_pipeline.defs.extract.changes import build_changes_assets
 from custsync_pipeline.defs.extract.checks import build_extract_checks
 from custsync_pipeline.domain.plan import SyncPlan
 
@@ -31,4 +32,7 @@ def build_lane_checks(plan: SyncPlan) -> list[dg.AssetChecksDefinition]:
 @dg.definitions
 def defs() -> dg.Definitions:
     plan = current_plan()
-    return dg.Definitions(assets=build_extract_assets(plan), asset_checks=build_lane_checks(plan))
+    return dg.Definitions(
+        assets=[*build_extract_assets(plan), *build_changes_assets(plan)],
+        asset_checks=build_lane_checks(plan),
+    )
