@@ -55,6 +55,10 @@ sync_schedule = dg.ScheduleDefinition(
     job=sync_job,
     cron_schedule="*/15 * * * *",
     default_status=dg.DefaultScheduleStatus.STOPPED,
+    description=(
+        "Every 15 minutes: sync_job, each lane pulling the changes since its watermark, "
+        "then identity, golden records and publishing (off by default)."
+    ),
 )
 
 

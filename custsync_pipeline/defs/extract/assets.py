@@ -69,6 +69,7 @@ def canonical_table_schema() -> dg.TableSchema:
     )
 
 
+OWNERS = ["team:custsync"]
 EXTRACT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
 
@@ -89,8 +90,9 @@ def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=raw_key(name),
-        group_name="extract",
+        group_name=name,  # a group per connector: the lanes stay apart in the lineage
         kinds={"python", system_type},
+        owners=OWNERS,
         required_resource_keys={api_key, "state_db"},
         retry_policy=EXTRACT_RETRY,
         pool=api_key,
@@ -325,12 +327,16 @@ def _customers_asset(
         outs={
             "customers": dg.AssetOut(
                 key=customers_key(name),
-                group_name="extract",
+                group_name=name,
+                kinds={"pandas", "pandera"},
+                owners=OWNERS,
                 description=f"{name} customers in the canonical model, normalized and validated.",
             ),
             "rejected_customers": dg.AssetOut(
                 key=rejected_key(name),
-                group_name="extract",
+                group_name=name,
+                kinds={"pandas"},
+                owners=OWNERS,
                 description=f"{name} rows that failed validation, with field, check and reason.",
             ),
         },

@@ -25,6 +25,7 @@ from custsync_pipeline.connectors.http import ConnectorError
 from custsync_pipeline.defs.extract import pulls
 from custsync_pipeline.defs.extract.assets import (
     EXTRACT_RETRY,
+    OWNERS,
     _fatal_message,
     _retry_may_help,
     canonical_table_schema,
@@ -77,7 +78,7 @@ def _changes_asset(name: str, conn: ConnectorPlan, aspects: tuple[str, ...]) -> 
         backfill_policy=CHANGES_BACKFILL,
         tags=dict([WINDOW_TAG]),
         kinds={"python", conn.type},
-        owners=["team:data-engineering"],
+        owners=OWNERS,
         required_resource_keys={api_key, "state_db"},
         retry_policy=EXTRACT_RETRY,
         pool=api_key,
