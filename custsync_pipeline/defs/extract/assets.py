@@ -301,7 +301,9 @@ def store_lane_pull(
         **validation_metrics(checked),
         "dagster/row_count": len(checked.valid),
         "min_valid_rate": float(gate.min_valid_rate),
-        "source_records_replaced": passes and not pull.incremental,
+        # the gate passed and the pull was stored (False: the last good records kept);
+        # a snapshot replaces the lane's records, an incremental pull upserts into them
+        "source_records_replaced": passes,
         "source_records_upserted": passes and pull.incremental,
         "pull_mode": pull.mode,
         "stored": stored,
