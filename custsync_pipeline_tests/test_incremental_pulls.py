@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 
@@ -70,14 +71,32 @@ def test_incremental_runs_upsert_changes_and_remove_deletes(dagster_env, tmp_pat
         mark = core.get_watermark(engine, "salesforce")
         assert mark is not None and mark == before["updated_at"].max()
 
-        # nothing changed: an incremental pull of nothing, gates pass, records untouched
+        # nothing changed: an incremental pull of nothing, gates pass, records untouched.
+        # (The overlap re-reads the newest records: Voucherify's, which has no delete feed,
+        # are taken off the API so its pull is truly empty.)
+        vf_mark = core.get_watermark(engine, "voucherify")
+        emu = sandbox.emulators["voucherify"]
+        with emu.lock:
+            for key, rec in list(emu.store.items()):
+                if pd.Timestamp(rec.get("updated_at") or rec["created_at"]) >= vf_mark - timedelta(
+                    minutes=10
+                ):
+                    del emu.store[key]
+        vf_before = core.source_record_counts(engine)["voucherify"]
         second = _run(instance)
         meta = metadata_of(second, "salesforce/customers")
         assert meta["pull_mode"] == "incremental" and meta["source_records_upserted"]
         assert meta["source_records_replaced"]  # the gate passed: `custsync run` says nothing
         assert metadata_of(second, "voucherify/customers")["pull_mode"] == "incremental"
-        checks = {e.asset_key.to_user_string(): e for e in second.get_asset_check_evaluations()}
-        assert checks["salesforce/customers"].passed
+        checks = {
+            f"{e.asset_key.to_user_string()}:{e.check_name}": e
+            for e in second.get_asset_check_evaluations()
+        }
+        assert checks["salesforce/customers:valid_row_rate"].passed
+        # 0 rows received, min_rows 1: no failure for a pull that found no change
+        gate = checks["voucherify/customers:valid_row_rate"]
+        assert gate.passed and gate.metadata["received"].value == 0
+        assert core.source_record_counts(engine)["voucherify"] == vf_before
         same = core.load_source_records(engine, ["salesforce"])
         assert sorted(same["source_id"]) == sorted(before["source_id"])
 
