@@ -260,12 +260,12 @@ def _name_gated_keys(
     first_key = np.zeros(len(uniq), dtype=np.int64)
     first_key[code] = key
     new_id = keys.n_keys + code
-    occ_rec = np.concatenate([keys.occ_rec, rec])
-    occ_key = np.concatenate([keys.occ_key, new_id])
-    resort = np.lexsort((occ_rec, occ_key))
+    # the new key ids follow every old one: sorting the new occurrences keeps the
+    # table sorted by (key, record) without re-sorting millions of old ones
+    order = np.lexsort((rec, new_id))
     return KeyTable(
-        occ_rec=occ_rec[resort],
-        occ_key=occ_key[resort],
+        occ_rec=np.concatenate([keys.occ_rec, rec[order]]),
+        occ_key=np.concatenate([keys.occ_key, new_id[order]]),
         key_rule=np.concatenate([keys.key_rule, keys.key_rule[first_key]]),
         key_value=np.concatenate([keys.key_value, keys.key_value[first_key]]),
         key_count=np.concatenate([keys.key_count, count]),
@@ -555,7 +555,11 @@ def resolve_identities(
                 single_ids.append(ids)
         matched = match_clusters(
             MatchInput(
-                fields=coded_fields(recs, order),
+                fields=coded_fields(
+                    recs,
+                    order,
+                    {"first_name": tokens, "last_name": surnames, "birth_date": births},
+                ),
                 cluster=cluster,
                 first_tokens=tokens,
                 surnames=surnames,

@@ -68,7 +68,7 @@ BLOCKING_KEYS = (
     "email",
     "phone",
 )
-RANDOM_PAIRS = 100_000
+RANDOM_PAIRS = 200_000
 EM_ITERATIONS = 25
 # candidate pairs the rules linked needed to learn m from them (else EM)
 MIN_RULE_PAIRS = 200
@@ -138,8 +138,14 @@ def _values(coded: Coded) -> np.ndarray:
     return np.r_[uniq, np.array([None], dtype=object)][code]
 
 
-def coded_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, Coded]:
-    """Folded comparison values per record (canonical order ``order``), as codes."""
+def coded_fields(
+    recs: pd.DataFrame, order: np.ndarray, folded: dict[str, np.ndarray] | None = None
+) -> dict[str, Coded]:
+    """Folded comparison values per record (canonical order ``order``), as codes.
+
+    ``folded``: fields the caller has already folded per record in canonical order
+    (identity's first-name tokens, last names, birth dates): only factorized here.
+    """
 
     def col(name: str) -> np.ndarray:
         if name not in recs.columns:
@@ -152,17 +158,25 @@ def coded_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, Coded]:
         d = digits.sub("", v)
         return d if len(d) == 8 else ""
 
-    return {
-        "first_name": _coded(col("first_name"), lambda v: (fold(v).split() or [""])[0]),
-        "last_name": _coded(col("last_name"), fold),
-        "birth_date": _coded(col("birth_date"), birth),
-        "street": _coded(col("street"), fold),
-        "postal_code": _coded(col("postal_code"), lambda v: digits.sub("", v) or fold(v)),
-        "city": _coded(col("city"), fold),
+    folding = {
+        "first_name": lambda v: (fold(v).split() or [""])[0],
+        "last_name": fold,
+        "birth_date": birth,
+        "street": fold,
+        "postal_code": lambda v: digits.sub("", v) or fold(v),
+        "city": fold,
         # e-mail and phone arrive normalized (lower case, E.164)
-        "email": _coded(col("email"), str.strip),
-        "phone": _coded(col("phone"), str.strip),
+        "email": str.strip,
+        "phone": str.strip,
     }
+    out: dict[str, Coded] = {}
+    for name, func in folding.items():
+        if folded and name in folded:
+            code, uniq = pd.factorize(folded[name], use_na_sentinel=True)
+            out[name] = (code.astype(np.int64), np.asarray(uniq, dtype=object))
+        else:
+            out[name] = _coded(col(name), func)
+    return out
 
 
 def match_fields(recs: pd.DataFrame, order: np.ndarray) -> dict[str, np.ndarray]:
