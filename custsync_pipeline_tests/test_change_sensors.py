@@ -119,3 +119,25 @@ def test_a_failing_tick_keeps_its_cursor(sensors, sandbox):
     sandbox.set_faults("voucherify", fail_after=-1)
     caught_up, _ = _tick(sensor, resources, quiet.cursor)
     assert len(caught_up.run_requests) == 1
+
+
+def test_the_run_pulls_that_lane_and_resolves_and_publishes(
+    sensors, sandbox, tmp_path, dagster_env
+):
+    from custsync_pipeline.definitions import defs
+
+    found, resources = sensors
+    dagster_env.setenv("CUSTSYNC_CONFIG", str(tmp_path / "sync.yaml"))
+    sensor = found["voucherify_changes"]
+    quiet, _ = _tick(sensor, resources, None)
+    sandbox.changes("voucherify", edit=1, seed=8)
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            cursor=quiet.cursor, resources=resources, instance=instance, definitions=defs()
+        )
+        run = sensor.evaluate_tick(context).run_requests[0]
+    keys = {k.to_user_string() for k in run.asset_selection}
+    assert {"voucherify/raw_customers", "voucherify/customers", "identity_map"} <= keys
+    assert "golden_customers" in keys
+    assert not any(k.startswith("salesforce/") and "raw" in k for k in keys)
+    assert "voucherify/changes" not in keys

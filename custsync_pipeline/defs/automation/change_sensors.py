@@ -5,9 +5,10 @@ read (Salesforce ``LastModifiedDate`` + ``sobjects/<Object>/deleted``, Voyado
 ``contacts/changes`` Created/Updated/Deleted, Exact Online ``Modified`` + ``sync/Deleted``,
 Voucherify ``updated_at``, Icomm and REST ``updatedSince``-style parameters and their
 delete feeds, file rows or mtimes as configured). A change newer than the cursor, or a
-deleted id not seen before, launches one ``sync_job`` run (an incremental pull: the lanes
-read from their stored watermarks) with a run key made of the connector, the new
-watermark and the new deletes, so the same change never launches two runs.
+deleted id not seen before, launches one ``sync_job`` run of that connector's lane and the
+identity, golden and publish steps (an incremental pull from the stored watermark; the
+other lanes' stored records count as they are) with a run key made of the connector, the
+new watermark and the new deletes, so the same change never launches two runs.
 
 The cursor is JSON, ``{"watermark": ISO time, "deleted": [ids seen in the overlap]}``; a
 tick without a cursor starts from the lane's stored watermark (or waits for the first
@@ -53,6 +54,30 @@ def _newest(*stamps: datetime | str | None) -> pd.Timestamp | None:
     times = [pd.Timestamp(s) for s in stamps if s is not None]
     times = [t.tz_localize("UTC") if t.tzinfo is None else t for t in times]
     return max(times) if times else None
+
+
+def lane_and_downstream(
+    context: dg.SensorEvaluationContext, connector: str
+) -> list[dg.AssetKey] | None:
+    """The connector's lane and every identity, golden and publish asset (None: the whole
+    job, when the sensor runs outside its code location)."""
+    from custsync_pipeline.defs.automation.definitions import DOWNSTREAM_GROUPS
+    from custsync_pipeline.defs.extract.changes import WINDOW_TAG
+
+    try:
+        graph = context.repository_def.asset_graph
+    except Exception:  # no repository in the context
+        return None
+    groups = {connector, *DOWNSTREAM_GROUPS}
+    return sorted(
+        (
+            k
+            for k in graph.materializable_asset_keys
+            if graph.get(k).group_name in groups
+            and graph.get(k).tags.get(WINDOW_TAG[0]) != WINDOW_TAG[1]
+        ),
+        key=lambda k: k.to_user_string(),
+    )
 
 
 def build_change_sensor(name: str, job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
@@ -102,6 +127,7 @@ def build_change_sensor(name: str, job: "UnresolvedAssetJobDefinition") -> dg.Se
             run_requests=[
                 dg.RunRequest(
                     run_key=f"{name}:{mark.isoformat()}:{digest}",
+                    asset_selection=lane_and_downstream(context, name),
                     tags={"custsync/changed_connector": name},
                 )
             ],
