@@ -162,3 +162,18 @@ def test_probable_match_conflicts_have_no_key():
     assert len(queued) and (queued["key_masked"] == "").all()
     assert queued["rule"].eq("probabilistic").all()
     assert pd.Series(queued["conflict_id"]).is_unique
+
+
+def test_steward_cannot_link_holds_against_a_probable_link():
+    rows = _population()
+    rows.append(dict(connector="salesforce", source_id="DUP", first_name="Lars",
+                     last_name="Berg", street="Hamngatan 6", postal_code="11150", city="Visby"))  # fmt: skip
+    decisions = pd.DataFrame(
+        [dict(decision="cannot_link", connector_a="salesforce", source_id_a="DUP",
+              connector_b="voyado", source_id_b="V5")]
+    )  # fmt: skip
+    result = resolve_identities(
+        frame(*rows), RULES, decisions=decisions, now=NOW, matching=MATCHING
+    )
+    assert apart(result, ("voyado", "V5"), ("salesforce", "DUP"))
+    assert apart(result, ("salesforce", "S5"), ("salesforce", "DUP"))

@@ -585,7 +585,9 @@ class _Merger:
         return x
 
     def refusal(self, x: int, y: int) -> str:
-        if self.cannot[x] & self._members_roots(y) or self.cannot[y] & self._members_roots(x):
+        if any(self.find(c) == y for c in self.cannot[x]) or any(
+            self.find(c) == x for c in self.cannot[y]
+        ):
             return "steward_cannot_link"
         if (
             "birth_date" in self.reliable
@@ -628,16 +630,11 @@ class _Merger:
             return "names differ"
         return ""
 
-    def _members_roots(self, x: int) -> set:
-        return {x}  # cannot-link sets are kept per root (merged on union)
-
     def union(self, x: int, y: int) -> None:
         self.parent[y] = x
         for attr in ("first", "last", "birth", "kind", "cannot"):
             getattr(self, attr)[x] |= getattr(self, attr)[y]
         self.ids[x] = [p if p >= 0 else q for p, q in zip(self.ids[x], self.ids[y], strict=True)]
-        for other in self.cannot[y]:
-            self.cannot[other].add(x)
 
 
 def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
