@@ -27,6 +27,7 @@ from custsync_pipeline.store.core import (
     _records,
     golden_events,
     golden_records,
+    source_record_ids,
 )
 from custsync_pipeline.store.db import metadata
 
@@ -124,7 +125,8 @@ def upsert_source_entries(
         ),
     )
     if len(stored):
-        known = scope | set(stored["source_id"].astype(str))
+        # a record of the connector: stored (a Contact without entries of its own), or pulled
+        known = scope | set(stored["source_id"].astype(str)) | source_record_ids(engine, connector)
         parent, local = stored["parent_local_id"], stored["local_id"]
         origin = parent.where(
             parent.isin(known), local.where(local.isin(known), stored["source_id"])

@@ -1,0 +1,118 @@
+"""The store side of incremental pulls on SQLite and PostgreSQL: source records upserted and
+deleted ids removed; aspect entries replaced only for the records a pull returned — a
+Salesforce Account pulled alone keeps the contact persons its Contacts give it, a Contact
+pulled alone replaces only its own contact-person entry, a deleted Contact's entry leaves.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from custsync_pipeline.store import core
+from custsync_pipeline.store.db import StateDB
+from custsync_pipeline.store.golden import (
+    load_source_entries,
+    replace_source_entries,
+    upsert_source_entries,
+)
+
+C = "salesforce"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = StateDB(url).create_all()
+    yield db.engine
+    db.engine.dispose()
+
+
+def _records(ids: list[str], name: str = "Ann") -> pd.DataFrame:
+    now = pd.Timestamp("2026-11-01", tz="UTC")
+    return pd.DataFrame({"connector": C, "source_id": ids, "first_name": name, "updated_at": now})
+
+
+def _entry(source_id: str, aspect: str, key: str, local=None, parent=None, **values):
+    return {
+        "connector": C,
+        "source_id": source_id,
+        "aspect": aspect,
+        "entry_key": key,
+        "parent_key": None,
+        "local_id": local,
+        "parent_local_id": parent,
+        **values,
+    }
+
+
+def _keys(engine) -> set[tuple[str, str]]:
+    stored = load_source_entries(engine, [C])
+    return set(zip(stored["source_id"], stored["entry_key"], strict=True))
+
+
+def test_an_incremental_pull_replaces_the_entries_of_its_records_only(engine) -> None:
+    # Account A1 with a billing address; Contacts C1 (with an e-mail detail) and C2 (none
+    # of its own) are contact persons of A1
+    core.replace_source_records(engine, C, _records(["A1", "C1", "C2"]))
+    replace_source_entries(
+        engine,
+        C,
+        pd.DataFrame(
+            [
+                _entry("A1", "addresses", "addr-1", local="billing", city="Lund"),
+                _entry("A1", "contact_persons", "cp-c1", local="C1", last_name="Berg"),
+                _entry("A1", "contact_person_contact_details", "cpd-c1", parent="C1"),
+                _entry("A1", "contact_persons", "cp-c2", local="C2", last_name="Holm"),
+                _entry("C1", "customer_contact_details", "em-c1", local="email"),
+            ]
+        ),
+    )
+
+    # the Account alone, with a new address: its contact persons stay
+    stored, removed = core.upsert_source_records(engine, C, _records(["A1"], "Acme"))
+    assert (stored, removed) == (1, 0)
+    upsert_source_entries(
+        engine,
+        C,
+        pd.DataFrame([_entry("A1", "addresses", "addr-2", local="billing", city="Malmö")]),
+        ["A1"],
+    )
+    assert _keys(engine) == {
+        ("A1", "addr-2"),
+        ("A1", "cp-c1"),
+        ("A1", "cpd-c1"),
+        ("A1", "cp-c2"),
+        ("C1", "em-c1"),
+    }
+
+    # Contact C1 alone, renamed: its own contact person of A1 is replaced, C2's stays
+    upsert_source_entries(
+        engine,
+        C,
+        pd.DataFrame(
+            [
+                _entry("A1", "contact_persons", "cp-c1b", local="C1", last_name="Berg-Ek"),
+                _entry("C1", "customer_contact_details", "em-c1", local="email"),
+            ]
+        ),
+        ["C1"],
+    )
+    assert _keys(engine) == {
+        ("A1", "addr-2"),
+        ("A1", "cp-c1b"),
+        ("A1", "cp-c2"),
+        ("C1", "em-c1"),
+    }
+
+    # C2 deleted: its record and its contact person leave, the rest stays
+    stored, removed = core.upsert_source_records(engine, C, _records([]), ["C2", "X9"])
+    assert (stored, removed) == (0, 1)
+    upsert_source_entries(engine, C, pd.DataFrame(), [], ["C2", "X9"])
+    assert _keys(engine) == {("A1", "addr-2"), ("A1", "cp-c1b"), ("C1", "em-c1")}
+    records = core.load_source_records(engine, [C]).set_index("source_id")
+    assert sorted(records.index) == ["A1", "C1"]
+    assert records.loc["A1", "first_name"] == "Acme"
