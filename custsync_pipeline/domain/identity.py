@@ -124,6 +124,10 @@ _CONTEXT_COLUMNS = (
 )
 
 
+# folded first-name token and last name per record, computed once in ``_prepare``
+_TOKENS, _SURNAMES = "__first_token", "__surname"
+
+
 def resolution_columns(
     rules: list[IdentifierRule], matching: MatchingPlan | None = None
 ) -> list[str]:
@@ -155,11 +159,17 @@ def _prepare(
     recs = pd.DataFrame({c: records[c].to_numpy(dtype=object, na_value=None)[keep] for c in cols})
     # names as people compare them: a full-name field split, a name typed wrong way round
     fill_names(recs)
-    swapped = swapped_names(name_tokens(recs), surname_keys(recs))
+    tokens, surnames = name_tokens(recs), surname_keys(recs)
+    swapped = swapped_names(tokens, surnames)
     if swapped.any():
         first, last = recs["first_name"].to_numpy(), recs["last_name"].to_numpy()
         first[swapped], last[swapped] = last[swapped], first[swapped].copy()
         recs["first_name"], recs["last_name"] = first, last
+        # the folded names of the swapped few, computed again (not the whole frame)
+        few = recs.loc[swapped, ["first_name", "last_name"]]
+        tokens[swapped], surnames[swapped] = name_tokens(few), surname_keys(few)
+    # kept as columns so the de-duplication below filters them with their records
+    recs[_TOKENS], recs[_SURNAMES] = tokens, surnames
     recs["connector"] = recs["connector"].astype(str).astype(object)
     recs["source_id"] = recs["source_id"].astype(str).astype(object)
     h = record_hash(recs["connector"].to_numpy(), recs["source_id"].to_numpy())
@@ -426,8 +436,8 @@ def resolve_identities(
     resort = np.lexsort((keys.occ_rec, keys.occ_key))
     keys.occ_rec, keys.occ_key = keys.occ_rec[resort], keys.occ_key[resort]
     _recount_contact_holders(keys, rules, contact_rule, n)
-    tokens = name_tokens(recs)[order]
-    surnames = surname_keys(recs)[order]
+    tokens = recs[_TOKENS].to_numpy(dtype=object)[order]
+    surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
     births = birth_keys(recs)[order]
     keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
 
