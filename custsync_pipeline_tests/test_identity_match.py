@@ -177,3 +177,19 @@ def test_steward_cannot_link_holds_against_a_probable_link():
     )
     assert apart(result, ("voyado", "V5"), ("salesforce", "DUP"))
     assert apart(result, ("salesforce", "S5"), ("salesforce", "DUP"))
+
+
+def test_matching_config_is_validated_and_reaches_the_plan():
+    import pytest
+    from pydantic import ValidationError
+
+    from custsync_pipeline.config import MatchingConfig
+
+    plan = MatchingConfig(link_threshold=0.995, blocking=[["birth_date"]]).to_plan()
+    assert plan.link_threshold == 0.995 and plan.blocking == (("birth_date",),)
+    with pytest.raises(ValidationError, match=r"blocking\[0\]: 'shoe_size'"):
+        MatchingConfig(blocking=[["shoe_size"]])
+    with pytest.raises(ValidationError, match="review_threshold is above link_threshold"):
+        MatchingConfig(link_threshold=0.9, review_threshold=0.95)
+    with pytest.raises(ValidationError, match="comparisons: 'iban'"):
+        MatchingConfig(comparisons=["iban"])
