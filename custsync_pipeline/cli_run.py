@@ -4,16 +4,33 @@ Runs the ``sync_job`` on the Dagster instance of ``$DAGSTER_HOME`` (so the run
 shows in the UI afterwards) or an ephemeral one, then prints records per
 connector, rejected rows, golden records and deltas published per target,
 then one line per failed step (its connector or target, the step, the reason).
-Exits 1 when a step failed or a target has failed or dead-lettered deltas.
+Exits 1 when a step failed or a target has failed or dead-lettered deltas, 2 when another
+sync held the state lease for longer than ``runs.lease_wait_s`` (nothing ran).
+
+The whole command holds the state lease (``store.lease``) and hands it to its runs by run
+tag, so two ``custsync run`` started together never both write: the second waits for the
+first, then finds nothing left to do.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import cast
+import sys
+import uuid
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, cast
 
 import dagster as dg
+
+from custsync_pipeline.defs.state_lease import LEASE_OWNER_TAG
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from custsync_pipeline.config import SyncConfig
+    from custsync_pipeline.domain.plan import SyncPlan
 
 
 def _metadata_value(value: object) -> object:
@@ -181,9 +198,49 @@ def run(args: argparse.Namespace) -> int:
     # INFO, not DEBUG: the connectors' progress lines without every engine event
     log_level = os.environ.get("CUSTSYNC_LOG_LEVEL", "INFO")
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    with ExitStack() as stack:
+        owner = _hold_state_lease(stack, cfg)
+        if owner is None:
+            return 2
+        tags = {LEASE_OWNER_TAG: owner}
+        return _run_jobs(definitions, instance, run_config, tags, cfg, only_lanes_failed)
+
+
+def _hold_state_lease(stack: ExitStack, cfg: SyncConfig) -> str | None:
+    """Take the state lease for the whole command (waiting up to ``runs.lease_wait_s``
+    for another sync to finish); the owner name, or None with a message on stderr."""
+    from custsync_pipeline.store import lease
+    from custsync_pipeline.store.db import StateDB
+
+    engine = StateDB(cfg.state_db_url).create_all().engine
+    owner = f"custsync-run-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    ttl, wait = cfg.runs.lease_ttl_s, cfg.runs.lease_wait_s
+    holder = lease.current(engine)
+    if holder is not None and holder.expires_at > datetime.now(UTC):
+        print(
+            f"another sync holds the state lease ({holder.owner}, since "
+            f"{holder.acquired_at:%H:%M:%S} UTC): waiting up to {wait} s",
+            file=sys.stderr,
+        )
+    try:
+        stack.enter_context(lease.holding(engine, owner, ttl, wait))
+    except lease.LeaseHeld as exc:
+        print(f"custsync run: {exc}", file=sys.stderr)
+        return None
+    return owner
+
+
+def _run_jobs(
+    definitions: dg.Definitions,
+    instance: dg.DagsterInstance,
+    run_config: dict,
+    tags: dict[str, str],
+    cfg: SyncConfig,
+    only_lanes_failed: Callable[[list[str], SyncPlan], bool],
+) -> int:
     results = [
         definitions.resolve_job_def("sync_job").execute_in_process(
-            instance=instance, raise_on_error=False, run_config=run_config
+            instance=instance, raise_on_error=False, run_config=run_config, tags=tags
         )
     ]
     failed = _failed_steps(results[0])
@@ -195,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         )
         results.append(
             definitions.resolve_job_def("resolve_and_publish_job").execute_in_process(
-                instance=instance, raise_on_error=False, run_config=run_config
+                instance=instance, raise_on_error=False, run_config=run_config, tags=tags
             )
         )
     meta: dict[str, dict[str, object]] = {}

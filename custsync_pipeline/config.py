@@ -259,6 +259,29 @@ class PublishTarget(_Strict):
     )
 
 
+class RunsConfig(_Strict):
+    """One writer at a time, and what counts as a dead run (``runs``)."""
+
+    lease_ttl_s: int = Field(
+        default=120,
+        ge=5,
+        description="a state lease not renewed for this long is free (its holder died); "
+        "holders renew it every third of this",
+    )
+    lease_wait_s: int = Field(
+        default=600,
+        ge=0,
+        description="how long a run (or `custsync run`) waits for another sync's state "
+        "lease before it gives up with a message naming the holder",
+    )
+    stale_run_s: int = Field(
+        default=1800,
+        ge=1,
+        description="an in-flight run with no event for this long, and no live state "
+        "lease, is dead to the outbox sensor, which then publishes anyway",
+    )
+
+
 class SyncConfig(_Strict):
     state_db_url: str = Field(
         default="sqlite:///.custsync/state.sqlite",
@@ -274,6 +297,9 @@ class SyncConfig(_Strict):
         "source, then every enrichment connector in file order)"
     )
     publish: list[PublishTarget] = Field(default_factory=list)
+    runs: RunsConfig = Field(
+        default_factory=RunsConfig, description="state lease and dead-run detection"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> SyncConfig:

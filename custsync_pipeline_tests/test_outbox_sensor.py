@@ -4,6 +4,8 @@ a sync is in flight."""
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 import pandas as pd
 import pytest
@@ -99,3 +101,50 @@ def test_pending_and_failed_deltas_ask_for_their_targets_publish_steps(state) ->
 def test_nightly_reconciliation_runs_the_reconciliation_job() -> None:
     schedule = defs().resolve_schedule_def("nightly_reconciliation")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "reconciliation_job"
+
+
+def test_a_run_left_started_by_a_dead_process_is_not_waited_on(state, tmp_path, monkeypatch):
+    """A run record left STARTED (its process was SIGKILLed: no event since, no live state
+    lease) blocks the outbox only for ``runs.stale_run_s``; a silent run that still holds
+    the lease (a long step) is waited on."""
+    import yaml
+
+    from custsync_pipeline.config import DEFAULT_CONFIG_PATH
+    from custsync_pipeline.defs.state_lease import LEASE_OWNER_TAG
+    from custsync_pipeline.store import lease
+
+    url, engine = state
+    cfg = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    cfg["runs"] = {"stale_run_s": 2}
+    path = tmp_path / "sync.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("CUSTSYNC_CONFIG", str(path))
+    core.enqueue_deltas(engine, "voucherify", _deltas(2))
+    sensor = defs().resolve_sensor_def("publish_pending_deltas")  # loaded before the clock runs
+
+    def tick(instance: dg.DagsterInstance):
+        resources = {"state_db": StateDBResource(url=url)}
+        return sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_run(
+            DagsterRun(
+                job_name="sync_job",
+                run_id="killed",
+                status=dg.DagsterRunStatus.STARTED,
+                tags={LEASE_OWNER_TAG: "custsync-run-1"},
+            )
+        )
+        assert isinstance(tick(instance), dg.SkipReason)  # just started: in flight
+        time.sleep(2.5)
+        # silent, but its lease is alive: a long step, not a dead run
+        assert lease.try_acquire(engine, "custsync-run-1", ttl_s=60)
+        skipped = tick(instance)
+        assert isinstance(skipped, dg.SkipReason) and "killed" in skipped.skip_message
+        # the lease expired too (nobody renews it): dead, the outbox is sent
+        lease.release(engine, "custsync-run-1")
+        assert lease.try_acquire(engine, "custsync-run-1", ttl_s=0.1)
+        time.sleep(0.3)
+        request = tick(instance)
+        assert isinstance(request, dg.RunRequest)
+        assert request.asset_selection == [dg.AssetKey(["voucherify", "published"])]

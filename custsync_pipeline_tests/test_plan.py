@@ -134,3 +134,11 @@ def test_missing_identity_and_flow_take_the_documented_defaults(tmp_path: Path) 
     )
     with pytest.raises(ConfigError, match=r"flow: missing.*exactly one enabled connector"):
         load_sync_config(path)
+
+
+def test_readme_names_every_runs_key() -> None:
+    from custsync_pipeline.config import RunsConfig
+
+    readme = (ROOT / "README.md").read_text()
+    for name in RunsConfig.model_fields:
+        assert f"`runs.{name}`" in readme, name

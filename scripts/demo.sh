@@ -10,8 +10,8 @@ source scripts/sandbox-env.sh
 
 mkdir -p .custsync .dagster_home
 export DAGSTER_HOME="$ROOT/.dagster_home"
-# embedded default storage (SQLite under DAGSTER_HOME); no telemetry from a demo
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
+# embedded default storage (SQLite under DAGSTER_HOME), no telemetry, run monitoring on
+cp scripts/demo_dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 export CUSTSYNC_STATE_DB_URL="${CUSTSYNC_STATE_DB_URL:-sqlite:///$ROOT/.custsync/state.sqlite}"
 BASE_PORT="${CUSTSYNC_SANDBOX_PORT:-8701}"
 sandbox_up() {  # the Salesforce emulator answers on the base port

@@ -8,4 +8,5 @@ source scripts/sandbox-env.sh
 export DAGSTER_HOME="$ROOT/.dagster_home"
 export CUSTSYNC_STATE_DB_URL="${CUSTSYNC_STATE_DB_URL:-sqlite:///$ROOT/.custsync/state.sqlite}"
 mkdir -p "$DAGSTER_HOME"
+cp scripts/demo_dagster.yaml "$DAGSTER_HOME/dagster.yaml"  # run monitoring on, as in demo.sh
 exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_UI_PORT:-3000}"

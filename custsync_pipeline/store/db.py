@@ -90,7 +90,15 @@ class StateDB:
         # importing the table modules registers them on ``metadata``
         from custsync_pipeline.store import tables  # noqa: F401
 
-        metadata.create_all(self.engine)
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine)
+                break
+            except sa.exc.DBAPIError as exc:
+                # two processes starting together both saw a table missing and both
+                # created it: the loser's CREATE fails; the table is there, look again
+                if "already exists" not in str(exc).lower() or attempt == 2:
+                    raise
         add_missing_columns(self.engine, metadata.sorted_tables)
         return self
 

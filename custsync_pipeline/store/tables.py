@@ -4,5 +4,6 @@ from custsync_pipeline.store import (
     core,  # noqa: F401
     golden,  # noqa: F401
     identity,  # noqa: F401
+    lease,  # noqa: F401
     quarantine,  # noqa: F401
 )

@@ -8,7 +8,9 @@
   snapshots at 02:00 UTC); the per-connector change sensors: in ``change_sensors.py``.
 - ``publish_pending_deltas``: the outbox sensor. Deltas still pending or failed (a crash
   mid-publish, a 5xx that outlived the retries) are sent again by ``publish_job`` without
-  waiting for the next sync; it stays quiet while a sync or publish run is in flight.
+  waiting for the next sync; it stays quiet while a sync or publish run is in flight, but
+  never waits on a dead one (a run left STARTED by a killed process: no event for
+  ``runs.stale_run_s`` and no live state lease).
 - ``continue_after_failed_lanes``: Dagster skips every step downstream of a failed one,
   so one connector that is down (or a feed blocked by its valid-row check) would stop
   identity, golden records and publishing for all the others. When a ``sync_job`` run
@@ -17,12 +19,14 @@
   snapshot (a blocked feed never replaced it).
 """
 
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from custsync_pipeline.config import current_plan
+from custsync_pipeline.config import current_config, current_plan
 from custsync_pipeline.defs.extract.changes import unpartitioned_assets
 from custsync_pipeline.defs.resources import StateDBResource
 from custsync_pipeline.domain.plan import SyncPlan
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
         UnresolvedAssetJobDefinition,
     )
+    from dagster._core.storage.dagster_run import RunRecord
 
 DOWNSTREAM_GROUPS = ("identity", "golden", "publish")
 
@@ -82,6 +87,30 @@ IN_FLIGHT = [
 ]
 
 
+def run_is_alive(
+    instance: dg.DagsterInstance,
+    record: "RunRecord",
+    state_db: StateDBResource,
+    stale_after_s: float,
+) -> bool:
+    """An in-flight run shows signs of life: an event (or a status change) in the last
+    ``stale_after_s`` seconds, or the state lease held by it and not expired. A run whose
+    process was killed does neither for long: its lease expires after the TTL."""
+    from custsync_pipeline.defs.state_lease import LEASE_OWNER_TAG
+    from custsync_pipeline.store import lease
+
+    run = record.dagster_run
+    last = record.update_timestamp.timestamp()
+    events = instance.get_records_for_run(run_id=run.run_id, ascending=False, limit=1).records
+    if events:
+        last = max(last, events[0].event_log_entry.timestamp)
+    if time.time() - last < stale_after_s:
+        return True
+    holder = lease.current(state_db.engine)
+    owner = run.tags.get(LEASE_OWNER_TAG) or run.run_id
+    return bool(holder and holder.owner == owner and holder.expires_at > datetime.now(UTC))
+
+
 def build_outbox_sensor(job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
     @dg.sensor(
         name="publish_pending_deltas",
@@ -94,10 +123,25 @@ def build_outbox_sensor(job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinit
         from custsync_pipeline.defs.publish.assets import published_key
         from custsync_pipeline.store import core
 
-        busy = context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=50)
-        busy = [r for r in busy if r.job_name in ("sync_job", "resolve_and_publish_job", job.name)]
+        records = context.instance.get_run_records(
+            filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=50
+        )
+        records = [
+            r
+            for r in records
+            if r.dagster_run.job_name in ("sync_job", "resolve_and_publish_job", job.name)
+        ]
+        stale_after = current_config().runs.stale_run_s
+        busy = [r for r in records if run_is_alive(context.instance, r, state_db, stale_after)]
         if busy:
-            return dg.SkipReason(f"run {busy[0].run_id} ({busy[0].job_name}) is in flight")
+            run = busy[0].dagster_run
+            return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is in flight")
+        for r in records:  # a run whose process died stays STARTED: it is not waited on
+            context.log.warning(
+                f"run {r.dagster_run.run_id} ({r.dagster_run.job_name}) is "
+                f"{r.dagster_run.status.value} but silent for over {stale_after} s with no "
+                "live state lease: treated as dead (run monitoring will mark it)"
+            )
         counts = core.outbox_status_counts(state_db.engine)
         waiting = counts[counts["status"].isin(["pending", "failed"])]
         targets = sorted(set(waiting["target"]) & {t.connector for t in current_plan().publish})

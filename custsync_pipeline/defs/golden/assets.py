@@ -10,6 +10,7 @@ import pandas as pd
 
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL
+from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
 from custsync_pipeline.domain.golden import GOLDEN_INPUT_COLUMNS, diff_golden, merge_golden
@@ -79,6 +80,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         pool=STATE_POOL,
         can_subset=False,
     )
+    @holds_state_lease
     def merge_golden_records(context: dg.AssetExecutionContext, identity_map: pd.DataFrame):
         engine = context.resources.state_db.engine
         records = core.load_source_records(

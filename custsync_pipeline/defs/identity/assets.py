@@ -12,6 +12,7 @@ import pandas as pd
 
 from custsync_pipeline.defs.extract.assets import customers_key
 from custsync_pipeline.defs.resources import STATE_POOL
+from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.plan import SyncPlan
 
 IDENTITY_MAP = dg.AssetKey("identity_map")
@@ -77,6 +78,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         required_resource_keys={"state_db"},
         pool=STATE_POOL,
     )
+    @holds_state_lease
     def resolve(context: dg.AssetExecutionContext):
         from custsync_pipeline.domain.identity import resolution_columns, resolve_identities
         from custsync_pipeline.domain.stamps import attach_stamped, split_stamped

@@ -21,6 +21,7 @@ from custsync_pipeline.connectors.http import mask_personal
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
+from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.deltas import (
     aspect_payload_hashes,
     attach_payloads,
@@ -73,6 +74,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         pool=STATE_POOL,
         description=f"Creates and updates {name} needs to match the golden records (queued in the outbox).",
     )
+    @holds_state_lease
     def outbound_deltas(
         context: dg.AssetExecutionContext,
         golden_customers: pd.DataFrame,
@@ -195,6 +197,7 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
         pool=api_key,
         description=f"Sends pending and failed {name} deltas; records each entity's status in the ledger.",
     )
+    @holds_state_lease
     def published(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         engine = context.resources.state_db.engine
         pending = core.load_outbox(engine, name, statuses=core.QUEUED)
