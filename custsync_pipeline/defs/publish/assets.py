@@ -7,7 +7,8 @@ are upserts by an immutable key, so a crash mid-publish resumes by re-sending wh
 still pending, without duplicates. Each deltas computation supersedes what an older
 one left queued, and a queued create is dropped, not sent, once the target holds a
 record of that golden id. A publish with failed or dead-lettered writes fails its step,
-naming the target and the reason.
+naming the target and the reason. A golden record deleted in a target (held there before,
+no longer) is never created there again.
 """
 
 import json
@@ -30,7 +31,7 @@ from custsync_pipeline.domain.deltas import (
     hold_back,
 )
 from custsync_pipeline.domain.plan import PublishPolicy, SyncPlan
-from custsync_pipeline.store import core
+from custsync_pipeline.store import core, presence
 from custsync_pipeline.store import golden as golden_store
 
 PUBLISH_CHUNK = (
@@ -125,6 +126,14 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             aspect_hashes=aspect_hashes,
             member_aspect_hashes=member_hashes,
         )
+        # a golden record the target held and no longer holds was deleted there: it is
+        # never created again in the system that deleted it
+        gone = presence.record_presence(engine, name, members["golden_id"])
+        again = deltas["entity_key"].astype(str).str.startswith("new:") & deltas["golden_id"].isin(
+            gone
+        )
+        not_recreated = int(again.sum())
+        deltas = deltas[~again].reset_index(drop=True)
         deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
         queued_before = ledger["status"].isin(core.QUEUED)
         core.enqueue_deltas(engine, name, deltas)
@@ -135,7 +144,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         )
         context.log.info(
             f"{name}: {len(deltas)} deltas ({creates} creates), {superseded} older queued "
-            f"rows superseded, {sum(held_back.values())} golden records held back {held_back}"
+            f"rows superseded, {not_recreated} deleted there not re-created, {sum(held_back.values())} golden records held back {held_back}"
         )
         return dg.MaterializeResult(
             value=deltas,
@@ -144,6 +153,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
                 "creates": creates,
                 "updates": len(deltas) - creates,
                 "superseded": superseded,
+                "not_recreated": not_recreated,
                 "held_back": sum(held_back.values()),
                 **{f"held_back_{reason}": n for reason, n in held_back.items()},
             },

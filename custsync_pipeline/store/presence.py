@@ -1,0 +1,76 @@
+"""Which golden records each target has held: a record deleted in a target is never
+re-created there.
+
+``target_presence`` keeps one row per (target, golden id) the target has held a member
+of: when it was first and last seen, and ``gone_at`` once it no longer holds one (someone
+deleted it there). Deltas never create a golden record again in a target where it is
+gone; a member that shows up again (re-created by hand, re-linked) clears ``gone_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from custsync_pipeline.store.db import metadata
+
+target_presence = sa.Table(
+    "target_presence",
+    metadata,
+    sa.Column("target", sa.String(64), primary_key=True),
+    sa.Column("golden_id", sa.String(32), primary_key=True),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("gone_at", sa.DateTime(timezone=True)),  # no member there any more: deleted
+)
+
+
+def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[str]:
+    """Note the golden ids ``target`` holds now; return every golden id gone from it (held
+    before, not now), including those that left just now. One transaction."""
+    now = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    here = sorted({str(g) for g in present})
+    mine = target_presence.c.target == target
+    with engine.begin() as conn:
+        seen = pd.DataFrame(
+            conn.execute(
+                sa.select(target_presence.c.golden_id, target_presence.c.gone_at).where(mine)
+            ).fetchall(),
+            columns=["golden_id", "gone_at"],
+        )
+        known = set(seen["golden_id"])
+        new = [g for g in here if g not in known]
+        back = seen.loc[seen["gone_at"].notna() & seen["golden_id"].isin(here), "golden_id"]
+        left = seen.loc[seen["gone_at"].isna() & ~seen["golden_id"].isin(here), "golden_id"]
+        for start in range(0, len(new), 5000):
+            conn.execute(
+                target_presence.insert(),
+                [
+                    {"target": target, "golden_id": g, "first_seen_at": now, "last_seen_at": now}
+                    for g in new[start : start + 5000]
+                ],
+            )
+        for ids, values in (
+            (list(left), {"gone_at": now}),
+            (list(back), {"gone_at": None, "last_seen_at": now}),
+        ):
+            for start in range(0, len(ids), 5000):
+                conn.execute(
+                    target_presence.update()
+                    .where(mine, target_presence.c.golden_id.in_(ids[start : start + 5000]))
+                    .values(**values)
+                )
+        conn.execute(
+            target_presence.update()
+            .where(mine, target_presence.c.gone_at.is_(None))
+            .values(last_seen_at=now)
+        )
+        gone = conn.execute(
+            sa.select(target_presence.c.golden_id).where(
+                mine, target_presence.c.gone_at.isnot(None)
+            )
+        ).scalars()
+        return {str(g) for g in gone}
