@@ -9,6 +9,10 @@ rules of the sync config (``identity.identifiers``):
 - slow path (``identity_constrained``), only for the components that need it:
   a per-golden limit broken, first names that differ, a guest between several
   accounts, or a steward decision;
+- names (``identity_names``): a full-name field split, nicknames, swapped names;
+  a household's shared e-mail or landline links the holders whose names agree;
+- probabilistic stage (``identity_match``, ``matching=``): records no key linked,
+  compared on name, birth date and address (Fellegi–Sunter, blocking, rapidfuzz);
 - stable ids (``identity_ids``): oldest id survives a merge, the larger part
   keeps the id in a split.
 

@@ -3,24 +3,29 @@
 A CRM duplicate with no e-mail and no phone, only name and address, shares no
 key with its person. After the rules have formed their clusters, this stage:
 
-1. **blocks**: candidate pairs are records that agree on a blocking key
-   (``identity.matching.blocking``: by default surname phonetic + postal code,
-   surname phonetic + city, birth date + first initial, first-name phonetic +
-   postal code); a block larger than ``max_block_size`` is skipped (a common
-   name in a big city says little and costs quadratically);
+1. **blocks**: candidate pairs are named records that agree on every key of one
+   blocking list (``identity.matching.blocking``: by default surname phonetic +
+   postal code, surname phonetic + city, birth date, first-name phonetic + postal
+   code, street + postal code, first + last name phonetic); a block larger than
+   ``max_block_size`` is skipped (a common name in a big town says little and costs
+   quadratically);
 2. **compares** each pair field by field into levels (exact / close / different /
    missing) with ``rapidfuzz`` Jaro-Winkler similarity, element-wise in C++
-   (``process.cpdist``);
-3. **scores** with a Fellegi–Sunter model, as Splink does: ``u`` (how often a
-   level occurs between two random records) from random record pairs, ``m`` (how
-   often between two records of one person) and the prior estimated by EM on the
-   candidate pairs; a pair's match weight is the sum of ``log2(m/u)`` over its
-   fields plus the prior's, its match probability follows;
-4. **decides**: a pair at or above ``link_threshold`` links its two clusters unless
-   a constraint refuses it (first or last names incompatible, birth dates or kinds
-   differ, two values of an identifier limited to one per golden record, a steward's
-   cannot-link); a pair between ``review_threshold`` and ``link_threshold`` goes to
-   the review queue (``probable_match``) with its probability and field levels.
+   (``process.cpdist``), once per distinct pair of values;
+3. **scores** with a Fellegi–Sunter model, as Splink does: ``u`` (how often a level
+   occurs between two random records) from random record pairs; ``m`` (how often
+   between two records of one person) from the candidate pairs the rules already
+   linked (customer data: unsupervised EM learns "same household" instead), by EM
+   per blocking session when the rules linked too few (FEBRL4); the prior from the
+   rules' linked pairs. A pair's match weight is the sum of ``log2(m/u)`` over its
+   fields plus the prior's log-odds; its match probability follows;
+4. **decides**, strongest pair first, over clusters: a pair at or above
+   ``link_threshold`` links its two clusters unless a constraint refuses it (names
+   or birth dates that differ, where the data shows those fields reliable; a company
+   and a person; two values of a one-per-golden identifier; a steward's
+   cannot-link), or the cluster fits two clusters that refuse each other; a pair
+   between ``review_threshold`` and ``link_threshold`` goes to the review queue
+   (``probable_match``) with its probability and field levels (no values).
 
 Pure: numpy/pandas/rapidfuzz; deterministic (the random pairs are drawn with a fixed
 seed over the canonical record order), so a rerun on unchanged input decides the same.
