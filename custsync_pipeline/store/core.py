@@ -24,6 +24,7 @@ from custsync_pipeline.domain.canonical import (
     NUMERIC_COLUMNS,
     conform,
 )
+from custsync_pipeline.store.bulk import insert_frame
 from custsync_pipeline.store.db import metadata
 
 
@@ -123,13 +124,6 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _insert_chunks(
-    conn: sa.Connection, table: sa.Table, rows: list[dict], size: int = 5000
-) -> None:
-    for start in range(0, len(rows), size):
-        conn.execute(table.insert(), rows[start : start + size])
-
-
 def _read_frame(engine: Engine, stmt: sa.Select) -> pd.DataFrame:
     with engine.connect() as conn:
         result = conn.execute(stmt)
@@ -143,11 +137,9 @@ def replace_source_records(engine: Engine, connector: str, frame: pd.DataFrame) 
     """Store the latest valid canonical rows of one connector (full snapshot semantics)."""
     rows = conform(frame)
     rows["last_seen_at"] = pd.Timestamp(utcnow())
-    records = _records(rows)
     with engine.begin() as conn:
         conn.execute(source_records.delete().where(source_records.c.connector == connector))
-        _insert_chunks(conn, source_records, records)
-    return len(records)
+        return insert_frame(conn, source_records, rows)
 
 
 def upsert_source_records(
@@ -157,7 +149,6 @@ def upsert_source_records(
     connector stay), and ``deleted_ids`` leave. Returns (rows stored, deleted ids removed)."""
     rows = conform(frame)
     rows["last_seen_at"] = pd.Timestamp(utcnow())
-    records = _records(rows)
     changed = rows["source_id"].astype(str).tolist()
     gone = [i for i in dict.fromkeys(str(i) for i in deleted_ids) if i not in set(changed)]
     mine = source_records.c.connector == connector
@@ -171,8 +162,8 @@ def upsert_source_records(
         for start in range(0, len(changed), 5000):
             chunk = changed[start : start + 5000]
             conn.execute(source_records.delete().where(mine, source_records.c.source_id.in_(chunk)))
-        _insert_chunks(conn, source_records, records)
-    return len(records), int(removed)
+        stored = insert_frame(conn, source_records, rows)
+    return stored, int(removed)
 
 
 def source_record_ids(engine: Engine, connector: str) -> set[str]:
@@ -238,9 +229,9 @@ def save_golden_records(engine: Engine, golden: pd.DataFrame, events: pd.DataFra
             cols = ["golden_id", *GOLDEN_FIELDS, "version", "record_hash", "updated_at"]
             if "entries_hash" in golden:
                 cols.insert(-3, "entries_hash")
-            _insert_chunks(conn, golden_records, _records(golden[cols]))
+            insert_frame(conn, golden_records, golden[cols])
         if not events.empty:
-            _insert_chunks(conn, golden_events, _records(events))
+            insert_frame(conn, golden_events, events)
 
 
 def delete_golden_records(engine: Engine, golden_ids: list[str]) -> None:
@@ -304,7 +295,7 @@ def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:
                     outbox.c.target == target, outbox.c.entity_key.in_(keys[start : start + 5000])
                 )
             )
-        _insert_chunks(conn, outbox, _records(rows))
+        insert_frame(conn, outbox, rows)
     return len(rows)
 
 

@@ -21,10 +21,9 @@ from custsync_pipeline.domain.aspects import (
     conform_entries,
 )
 from custsync_pipeline.domain.golden import ENTRY_SOURCE_COLUMNS, GOLDEN_ENTRY_COLUMNS
+from custsync_pipeline.store.bulk import insert_frame
 from custsync_pipeline.store.core import (
-    _insert_chunks,
     _read_frame,
-    _records,
     golden_events,
     golden_records,
     source_record_ids,
@@ -91,11 +90,9 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
     """Store one connector's entries (full snapshot semantics, like its source records)."""
     rows = conform_entries(entries)
     rows = rows[rows["entry_key"].notna()].drop_duplicates(list(KEY_COLUMNS[:4]))
-    records = _records(rows[list(ENTRY_COLUMNS)])
     with engine.begin() as conn:
         conn.execute(source_entries.delete().where(source_entries.c.connector == connector))
-        _insert_chunks(conn, source_entries, records)
-    return len(records)
+        return insert_frame(conn, source_entries, rows[list(ENTRY_COLUMNS)])
 
 
 def upsert_source_entries(
@@ -149,7 +146,7 @@ def upsert_source_entries(
     with engine.begin() as conn:
         if params:
             conn.execute(by_key, params)
-        _insert_chunks(conn, source_entries, _records(rows[list(ENTRY_COLUMNS)]))
+        insert_frame(conn, source_entries, rows[list(ENTRY_COLUMNS)])
     return len(rows)
 
 
@@ -199,7 +196,7 @@ def save_golden_aspects(
                 conn.execute(table.delete().where(table.c.golden_id.in_(chunk)))
             if frame is not None and not frame.empty:
                 rows = frame[frame["golden_id"].isin(ids)]
-                _insert_chunks(conn, table, _records(rows[list(cols)]))
+                insert_frame(conn, table, rows[list(cols)])
 
 
 def delete_golden_aspects(engine: Engine, golden_ids: list[str]) -> None:
