@@ -152,10 +152,10 @@ def coded_fields(
     (identity's first-name tokens, last names, birth dates): only factorized here.
     """
 
-    def col(name: str) -> np.ndarray:
+    def raw(name: str) -> np.ndarray:
         if name not in recs.columns:
             return np.full(len(order), None, dtype=object)
-        return recs[name].to_numpy(dtype=object)[order]
+        return recs[name].to_numpy(dtype=object)
 
     digits = re.compile(r"\D")
 
@@ -180,7 +180,10 @@ def coded_fields(
             code, uniq = pd.factorize(folded[name], use_na_sentinel=True)
             out[name] = (code.astype(np.int64), np.asarray(uniq, dtype=object))
         else:
-            out[name] = _coded(col(name), func)
+            # factorized in the frame's order, the integer codes put in canonical order
+            # (cheaper than reordering a million strings first)
+            code, uniq = _coded(raw(name), func)
+            out[name] = (code[order], uniq)
     return out
 
 
