@@ -257,6 +257,32 @@ class PublishTarget(_Strict):
         default_factory=list,
         description="golden fields the target cannot do without; records lacking one are held back",
     )
+    delete_mode: Literal["delete", "archive", "none"] = Field(
+        default="none",
+        description="what a customer gone from the source of truth becomes in this target, "
+        "after deletes.grace_runs: deleted, archived (archive_payload sent), or left alone",
+    )
+    archive_payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the target's own fields that mark a record archived (delete_mode archive)",
+    )
+
+    @model_validator(mode="after")
+    def _archive_needs_payload(self) -> PublishTarget:
+        if self.delete_mode == "archive" and not self.archive_payload:
+            raise ValueError("archive_payload: required when delete_mode is archive")
+        return self
+
+
+class DeletesConfig(_Strict):
+    """Deletes from the source of truth (``deletes``)."""
+
+    grace_runs: int = Field(
+        default=2,
+        ge=1,
+        description="runs a customer must stay gone from the source of truth before its "
+        "delete reaches the targets; reappearing in between cancels it",
+    )
 
 
 class RunsConfig(_Strict):
@@ -297,6 +323,9 @@ class SyncConfig(_Strict):
         "source, then every enrichment connector in file order)"
     )
     publish: list[PublishTarget] = Field(default_factory=list)
+    deletes: DeletesConfig = Field(
+        default_factory=DeletesConfig, description="grace period of source deletes"
+    )
     runs: RunsConfig = Field(
         default_factory=RunsConfig, description="state lease and dead-run detection"
     )
@@ -407,6 +436,8 @@ class SyncConfig(_Strict):
                 batch_size=t.batch_size,
                 kinds=tuple(t.kinds) if t.kinds is not None else None,
                 required_fields=tuple(t.required_fields),
+                delete_mode=t.delete_mode,
+                archive_payload=tuple(sorted(t.archive_payload.items())),
             )
             for t in self.publish
         )
@@ -419,6 +450,7 @@ class SyncConfig(_Strict):
             publish=tuple(p for p in publish if p.connector in enabled),
             state_db_url=self.state_db_url,
             matching=self.identity.matching.to_plan(),
+            delete_grace_runs=self.deletes.grace_runs,
         )
 
     def enabled_connectors(self) -> dict[str, ConnectorConfig]:

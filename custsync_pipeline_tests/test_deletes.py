@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 import requests
 
+from custsync_pipeline.definitions import defs
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
@@ -60,3 +61,138 @@ def test_a_contact_deleted_in_salesforce_is_not_created_again(dagster_env, tmp_p
             alive = set(core.load_golden_records(engine)["golden_id"])
             assert len(set(picked["golden_id"]) & alive) >= 2  # they live on, in Voucherify
             engine.dispose()
+
+
+def test_a_customer_gone_from_the_source_is_deleted_in_targets_after_the_grace(
+    dagster_env, tmp_path: Path
+):
+    """Salesforce is the source of truth; Voucherify's delete_mode is delete, grace 2 runs:
+    a Contact deleted in Salesforce leaves its golden record pending-delete for one run
+    (its Voucherify customer stays), then the customer is deleted in Voucherify."""
+    import yaml
+
+    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
+    with Sandbox(seed=5, people=60, base_port=0) as sb:
+        cfg = write_sync_config(
+            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voucherify"}
+        )
+        data = yaml.safe_load(cfg.read_text())
+        assert data["connectors"]["salesforce"]["role"] == "source"
+        for t in data["publish"]:
+            if t["connector"] == "voucherify":
+                t["delete_mode"] = "delete"
+        data["deletes"] = {"grace_runs": 2}
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success
+            engine = StateDB(db_url).engine
+            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            sf = ids[ids["connector"] == "salesforce"]
+            vf = ids[ids["connector"] == "voucherify"]
+            contacts = set(pd.DataFrame(sb.records("salesforce"))["Id"])
+            one_sf = sf[~sf["golden_id"].duplicated(keep=False) & sf["source_id"].isin(contacts)]
+            pairs = one_sf.merge(vf, on="golden_id", suffixes=("_sf", "_vf"))
+            pairs = pairs[~pairs["golden_id"].duplicated(keep=False)].head(3)
+            assert len(pairs) == 3
+            base = f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact"
+            for contact_id in pairs["source_id_sf"]:
+                r = requests.delete(f"{base}/{contact_id}", headers=SF_HEADERS, timeout=10)
+                assert r.status_code == 204, r.text
+
+            second = materialize_all(instance)
+            assert second.success
+            assert metadata_of(second, "source_deletions")["pending_deletes"] >= 3
+            held = set(pd.DataFrame(sb.records("voucherify"))["id"])
+            assert set(pairs["source_id_vf"]) <= held  # still in the grace period
+
+            third = materialize_all(instance)
+            assert third.success
+            assert metadata_of(third, "voucherify/outbound_deltas")["deletes"] >= 2
+            held = set(pd.DataFrame(sb.records("voucherify"))["id"])
+            assert len(set(pairs["source_id_vf"]) - held) >= 2, "deleted after the grace period"
+            sf_now = set(pd.DataFrame(sb.records("salesforce"))["Custsync_Id__c"].dropna())
+            assert not sf_now & set(pairs["golden_id"])  # and never re-created in Salesforce
+            engine.dispose()
+
+
+def test_a_customer_deleted_in_voucherify_is_not_created_again(dagster_env, tmp_path: Path):
+    """A delete in a system that is not the source only removes that member: the golden
+    record lives on (through Salesforce), and Voucherify never gets it back."""
+    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
+    with Sandbox(seed=5, people=60, base_port=0) as sb:
+        cfg = write_sync_config(
+            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voucherify"}
+        )
+        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success
+            engine = StateDB(db_url).engine
+            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            golden = core.load_golden_records(engine).set_index("golden_id")
+            vf = ids[ids["connector"] == "voucherify"]
+            sf = set(ids.loc[ids["connector"] == "salesforce", "golden_id"])
+            ok = vf[
+                vf["golden_id"].isin(sf)
+                & ~vf["golden_id"].duplicated(keep=False)
+                & vf["golden_id"].map(golden["kind"]).eq("person")
+            ].head(3)
+            assert len(ok) == 3
+            headers = {
+                "X-App-Id": "sandbox-app-id",
+                "X-App-Token": "sandbox-app-token",
+            }
+            for cid in ok["source_id"]:
+                url = f"{sb.urls['voucherify']}/v1/customers/{cid}"
+                assert requests.delete(url, headers=headers, timeout=10).status_code == 204
+            # Voucherify has no delete feed: its deletes show in a full snapshot (the
+            # reconciliation), which these runs read
+            job = defs().resolve_job_def("sync_job")
+            for _ in range(2):
+                again = job.execute_in_process(
+                    instance=instance, tags={"custsync/full_snapshot": "true"}
+                )
+                assert again.success
+            assert metadata_of(again, "voucherify/outbound_deltas")["not_recreated"] >= 3
+            vc = pd.DataFrame(sb.records("voucherify"))
+            assert not set(vc["source_id"].dropna()) & set(ok["golden_id"])
+            assert set(ok["golden_id"]) <= set(core.load_golden_records(engine)["golden_id"])
+            engine.dispose()
+
+
+def test_delete_modes_shape_the_outbox_rows() -> None:
+    from custsync_pipeline.defs.publish.assets import delete_ops
+    from custsync_pipeline.domain.plan import PublishPolicy
+
+    members = pd.DataFrame({"golden_id": ["G1", "G2", "G3"], "source_id": ["T1", "T2", "T3"]})
+    versions = pd.Series({"G1": 4, "G2": 2})
+    due = {"G1", "G2"}
+    gone = delete_ops(members, due, PublishPolicy("crm", (), delete_mode="delete"), versions)
+    assert gone[["entity_key", "op", "payload"]].values.tolist() == [
+        ["T1", "delete", "{}"],
+        ["T2", "delete", "{}"],
+    ]
+    assert gone["golden_version"].tolist() == [4, 2]
+    archive = PublishPolicy(
+        "crm", (), delete_mode="archive", archive_payload=(("Status__c", "Archived"),)
+    )
+    archived = delete_ops(members, due, archive, versions)
+    assert set(archived["op"]) == {"upsert"}
+    assert set(archived["payload"]) == {'{"Status__c":"Archived"}'}
+    assert delete_ops(members, due, PublishPolicy("crm", ()), versions).empty  # none
+
+
+def test_archive_without_its_fields_is_a_config_error(tmp_path: Path) -> None:
+    import pytest
+    import yaml
+
+    from custsync_pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, load_sync_config
+
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data["publish"][0]["delete_mode"] = "archive"
+    path = tmp_path / "sync.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="archive_payload"):
+        load_sync_config(path)

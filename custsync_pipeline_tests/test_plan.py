@@ -137,8 +137,10 @@ def test_missing_identity_and_flow_take_the_documented_defaults(tmp_path: Path) 
 
 
 def test_readme_names_every_runs_key() -> None:
-    from custsync_pipeline.config import RunsConfig
+    from custsync_pipeline.config import DeletesConfig, RunsConfig
 
     readme = (ROOT / "README.md").read_text()
     for name in RunsConfig.model_fields:
         assert f"`runs.{name}`" in readme, name
+    for name in DeletesConfig.model_fields:
+        assert f"`deletes.{name}`" in readme, name

@@ -79,6 +79,8 @@ class PublishPolicy:
     batch_size: int | None = None
     kinds: tuple[str, ...] | None = None
     required_fields: tuple[str, ...] = ()
+    delete_mode: str = "none"  # delete | archive | none: a customer gone from the source
+    archive_payload: tuple[tuple[str, object], ...] = ()  # (wire field, value) pairs
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class SyncPlan:
     publish: tuple[PublishPolicy, ...] = ()
     state_db_url: str = "sqlite:///.custsync/state.sqlite"
     matching: MatchingPlan = field(default_factory=MatchingPlan)
+    delete_grace_runs: int = 2  # runs gone from the source of truth before targets delete
 
     @property
     def uses_current_data(self) -> bool:

@@ -5,6 +5,10 @@ re-created there.
 of: when it was first and last seen, and ``gone_at`` once it no longer holds one (someone
 deleted it there). Deltas never create a golden record again in a target where it is
 gone; a member that shows up again (re-created by hand, re-linked) clears ``gone_at``.
+
+The source of truth has rows of its own (``source:<connector>``): a golden record gone
+from it for ``deletes.grace_runs`` runs is deleted (or archived) in the targets whose
+``delete_mode`` says so; reappearing before that cancels it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ target_presence = sa.Table(
     sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("gone_at", sa.DateTime(timezone=True)),  # no member there any more: deleted
+    sa.Column("gone_runs", sa.Integer),  # runs that found it gone (the delete grace period)
 )
+
+SOURCE_PREFIX = "source:"  # rows of the source of truth: target = "source:<connector>"
 
 
 def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[str]:
@@ -53,9 +60,14 @@ def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[
                     for g in new[start : start + 5000]
                 ],
             )
+        conn.execute(  # one more run that finds them gone
+            target_presence.update()
+            .where(mine, target_presence.c.gone_at.isnot(None))
+            .values(gone_runs=sa.func.coalesce(target_presence.c.gone_runs, 0) + 1)
+        )
         for ids, values in (
-            (list(left), {"gone_at": now}),
-            (list(back), {"gone_at": None, "last_seen_at": now}),
+            (list(left), {"gone_at": now, "gone_runs": 1}),
+            (list(back), {"gone_at": None, "gone_runs": None, "last_seen_at": now}),
         ):
             for start in range(0, len(ids), 5000):
                 conn.execute(
@@ -74,3 +86,15 @@ def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[
             )
         ).scalars()
         return {str(g) for g in gone}
+
+
+def gone_runs(engine: Engine, target: str) -> pd.Series:
+    """golden_id -> how many runs found it gone from ``target`` (only those gone)."""
+    stmt = sa.select(target_presence.c.golden_id, target_presence.c.gone_runs).where(
+        target_presence.c.target == target, target_presence.c.gone_at.isnot(None)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).fetchall()
+    return pd.Series(
+        [int(r.gone_runs or 1) for r in rows], index=[str(r.golden_id) for r in rows], dtype="int64"
+    )

@@ -58,6 +58,71 @@ def with_aspects(
     return out
 
 
+SOURCE_DELETIONS = dg.AssetKey("source_deletions")
+
+
+def _source_deletions_asset(plan: SyncPlan) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=SOURCE_DELETIONS,
+        group_name="publish",
+        ins={"identity_map": dg.AssetIn(key=IDENTITY_MAP)},
+        required_resource_keys={"state_db"},
+        kinds={"sql"},
+        owners=["team:custsync"],
+        pool=STATE_POOL,
+        description="Golden records gone from the source of truth: pending deletes, and those "
+        "past the grace period that targets delete or archive (state DB target_presence).",
+    )
+    @holds_state_lease
+    def source_deletions(
+        context: dg.AssetExecutionContext, identity_map: pd.DataFrame
+    ) -> dg.MaterializeResult:
+        if plan.uses_current_data or plan.source not in plan.connectors:
+            return dg.MaterializeResult(metadata={"pending_deletes": 0, "deletes_due": 0})
+        engine = context.resources.state_db.engine
+        key = presence.SOURCE_PREFIX + plan.source
+        held = identity_map.loc[identity_map["connector"] == plan.source, "golden_id"]
+        presence.record_presence(engine, key, held)
+        runs = presence.gone_runs(engine, key)
+        due = int((runs >= plan.delete_grace_runs).sum())
+        context.log.info(
+            f"{len(runs)} golden records gone from {plan.source}: {due} past the grace period "
+            f"of {plan.delete_grace_runs} runs, {len(runs) - due} pending"
+        )
+        return dg.MaterializeResult(
+            metadata={"pending_deletes": len(runs) - due, "deletes_due": due}
+        )
+
+    return source_deletions
+
+
+def delete_ops(
+    members: pd.DataFrame, due: set[str], target: PublishPolicy, versions: pd.Series
+) -> pd.DataFrame:
+    """Outbox rows that delete (or archive) ``target``'s members of golden records past
+    their grace period: ``op`` delete with an empty payload, or an upsert of the target's
+    archive fields."""
+    hit = members[members["golden_id"].isin(due)]
+    if target.delete_mode == "none" or hit.empty:
+        return pd.DataFrame()
+    if target.delete_mode == "archive":
+        payload = core.dumps_payload(dict(target.archive_payload))
+        op, digest = "upsert", "archive:" + payload
+    else:
+        payload, op, digest = "{}", "delete", "delete"
+    return pd.DataFrame(
+        {
+            "entity_key": hit["source_id"].astype(str).to_numpy(),
+            "golden_id": hit["golden_id"].astype(str).to_numpy(),
+            "target_id": hit["source_id"].astype(str).to_numpy(),
+            "op": op,
+            "payload": payload,
+            "payload_hash": digest,
+            "golden_version": hit["golden_id"].map(versions).to_numpy(),
+        }
+    )
+
+
 def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
     name = target.connector
     api_key = connector_resource_key(name)
@@ -69,6 +134,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             "golden_customers": dg.AssetIn(key=GOLDEN_CUSTOMERS),
             "identity_map": dg.AssetIn(key=IDENTITY_MAP),
         },
+        deps=[SOURCE_DELETIONS],
         required_resource_keys={"state_db", api_key},
         kinds={"pandas"},
         owners=["team:custsync"],
@@ -134,7 +200,25 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         )
         not_recreated = int(again.sum())
         deltas = deltas[~again].reset_index(drop=True)
+        # gone from the source of truth: never created anywhere; past the grace period, no
+        # more updates either, but a delete (or archive) where the target's mode says so
+        src_gone = pd.Series(dtype="int64")
+        if not plan.uses_current_data:
+            src_gone = presence.gone_runs(engine, presence.SOURCE_PREFIX + plan.source)
+        due = set(src_gone.index[src_gone >= plan.delete_grace_runs])
+        stop = deltas["golden_id"].isin(due) | (
+            deltas["entity_key"].astype(str).str.startswith("new:")
+            & deltas["golden_id"].isin(src_gone.index)
+        )
+        deltas = deltas[~stop].reset_index(drop=True)
         deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
+        writable = members if not write_object else members[members["object_type"] == write_object]
+        removals = delete_ops(writable, due, target, takes.set_index("golden_id")["version"])
+        if not removals.empty:  # not again what the target already acknowledged
+            last = settled.drop_duplicates("entity_key", keep="last").set_index("entity_key")
+            done = removals["entity_key"].map(last["acked_hash"])
+            removals = removals[done.to_numpy() != removals["payload_hash"].to_numpy()]
+            deltas = pd.concat([deltas, removals], ignore_index=True)
         queued_before = ledger["status"].isin(core.QUEUED)
         core.enqueue_deltas(engine, name, deltas)
         # queued rows of an older computation this one did not renew: never sent
@@ -154,6 +238,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
                 "updates": len(deltas) - creates,
                 "superseded": superseded,
                 "not_recreated": not_recreated,
+                "deletes": len(removals),
                 "held_back": sum(held_back.values()),
                 **{f"held_back_{reason}": n for reason, n in held_back.items()},
             },
@@ -276,4 +361,6 @@ def build_publish_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
     for target in plan.publish:
         assets += [_deltas_asset(plan, target), _published_asset(target)]
+    if plan.publish:
+        assets.append(_source_deletions_asset(plan))
     return assets
