@@ -341,3 +341,31 @@ def test_check_measures_nameless_records_and_entries_without_provenance() -> Non
     # an entry whose holders were lost is caught
     lost = res.entry_sources[res.entry_sources["entry_key"] != res.entries["entry_key"].iloc[0]]
     assert entries_without_provenance(res.entries, lost) == 1
+
+
+def test_an_address_saying_less_than_another_of_the_same_record_leaves() -> None:
+    rows = [
+        # a shop's city-and-postal-code address beside the CRM's full one
+        dict(connector="crm", source_id="c1", aspect="addresses", type="mailing", street="Storgatan 1", postal_code="111 22", country="SE"),
+        dict(connector="shop", source_id="s1", aspect="addresses", type="mailing", postal_code="11122", city="Stockholm", country="SE"),
+        # the CRM's spare "other" slot holding the ERP's billing address
+        dict(connector="erp", source_id="e1", aspect="addresses", type="billing", street="Hamnvägen 3", postal_code="41101", country="SE"),
+        dict(connector="crm", source_id="c1", aspect="addresses", type="other", local_id="o", street="HAMNVÄGEN 3", postal_code="411 01", country="SE"),
+        # another person whose own "other" address is the same street: kept
+        dict(connector="crm", source_id="c2", aspect="addresses", type="other", local_id="o", street="Hamnvägen 3", postal_code="41101", country="SE"),
+    ]  # fmt: skip
+    steps = [FlowStep(c, ("addresses",)) for c in ("crm", "erp", "shop")]
+    recs = _records(
+        [dict(connector=r["connector"], source_id=r["source_id"]) for r in rows]
+    ).drop_duplicates()
+    idmap = _idmap(
+        [("crm", "c1", "G"), ("shop", "s1", "G"), ("erp", "e1", "G"), ("crm", "c2", "H")]
+    )
+    res = build_golden(recs, idmap, steps, entries=_entries(rows))
+    mine = res.entries[res.entries["golden_id"] == "G"]
+    assert sorted(mine["type"]) == ["billing", "mailing"]
+    assert mine["street"].notna().all()
+    assert list(res.entries.loc[res.entries["golden_id"] == "H", "type"]) == ["other"]
+    assert set(res.entry_sources["golden_id"] + res.entry_sources["entry_key"]) == set(
+        res.entries["golden_id"] + res.entries["entry_key"]
+    )

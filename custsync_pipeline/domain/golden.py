@@ -37,6 +37,7 @@ from custsync_pipeline.domain.aspects import (
     ENTRY_COLUMNS,
     VALUE_COLUMNS,
     conform_entries,
+    fold,
 )
 from custsync_pipeline.domain.canonical import CONSENT_TIMES, GOLDEN_FIELDS, NUMERIC_COLUMNS
 from custsync_pipeline.domain.identity_keys import blocked_reasons
@@ -351,24 +352,55 @@ def merge_entries(
 def drop_subsumed_addresses(
     entries: pd.DataFrame, sources: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """An address without a street (a shop that keeps only city and postal code) says less
-    than an address of the same golden record with a street in the same postal code and
-    country: it is not an address of its own, and would take a target's address slot."""
+    """Addresses that say less than another address of the same golden record leave:
+
+    * one without a street (a shop that keeps only city and postal code) beside one with a
+      street in the same postal code and country;
+    * an untyped one (``other``) beside a typed one at the same street, postal code and
+      country: a CRM's spare address slot holding an address another system types (often
+      one custsync wrote there itself), not an address of its own.
+    """
     addr = entries["aspect"] == "addresses"
-    bare = addr & entries["street"].isna() & entries["postal_code"].notna()
-    if not bare.any():
+    if not addr.any():
         return entries, sources
-    key = ["golden_id", "pc", "country"]
+    a = entries[addr]
+    pc = a["postal_code"].str.replace(r"\s+", "", regex=True).str.upper()
+    keyed = pd.DataFrame(
+        {
+            "golden_id": a["golden_id"],
+            "pc": pc,
+            "country": a["country"],
+            "street": fold(a["street"]).where(a["street"].notna()),
+            "type": a["type"],
+            "entry_key": a["entry_key"],
+        }
+    )
+    hits = []
+    bare = keyed[keyed["street"].isna() & keyed["pc"].notna()]
+    if len(bare):
+        full = keyed[keyed["street"].notna()][["golden_id", "pc", "country"]].drop_duplicates()
+        hits.append(bare.merge(full, on=["golden_id", "pc", "country"]))
+    spot = ["golden_id", "pc", "country", "street"]
+    untyped = keyed[(keyed["type"] == "other") & keyed["street"].notna()]
+    if len(untyped):
+        typed = keyed[(keyed["type"] != "other") & keyed["street"].notna()][spot]
+        hits.append(untyped.merge(typed.drop_duplicates(), on=spot))
+    hit = pd.concat(hits)[["golden_id", "entry_key"]] if hits else None
+    if hit is None or hit.empty:
+        return entries, sources
+    # (golden id, entry key): the same address key may be another person's real address
+    drop = pd.MultiIndex.from_frame(hit.astype(str))
 
-    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
-        pc = frame["postal_code"].str.replace(r"\s+", "", regex=True).str.upper()
-        return frame.assign(pc=pc)[[*key, "entry_key"]]
+    def gone(frame: pd.DataFrame) -> np.ndarray:
+        at = pd.MultiIndex.from_arrays(
+            [frame["golden_id"].astype(str), frame["entry_key"].astype(str)]
+        ).isin(drop)
+        return (frame["aspect"] == "addresses").to_numpy() & at
 
-    full = keyed(entries[addr & entries["street"].notna()]).drop(columns="entry_key")
-    hit = keyed(entries[bare]).merge(full.drop_duplicates(), on=key)["entry_key"]
-    gone = entries["aspect"].eq("addresses") & entries["entry_key"].isin(set(hit))
-    gone_src = sources["aspect"].eq("addresses") & sources["entry_key"].isin(set(hit))
-    return entries[~gone].reset_index(drop=True), sources[~gone_src].reset_index(drop=True)
+    return (
+        entries[~gone(entries)].reset_index(drop=True),
+        sources[~gone(sources)].reset_index(drop=True),
+    )
 
 
 def entry_hashes(entries: pd.DataFrame) -> np.ndarray:
