@@ -369,3 +369,30 @@ def test_an_address_saying_less_than_another_of_the_same_record_leaves() -> None
     assert set(res.entry_sources["golden_id"] + res.entry_sources["entry_key"]) == set(
         res.entries["golden_id"] + res.entries["entry_key"]
     )
+
+
+def test_one_number_is_one_contact_detail_whether_mobile_or_phone() -> None:
+    rows = [
+        dict(connector="loyalty", source_id="l1", aspect="customer_contact_details", type="mobile", value="+46701234567"),
+        dict(connector="shop", source_id="s1", aspect="customer_contact_details", type="phone", value="070-123 45 67"),
+    ]  # fmt: skip
+    steps = [FlowStep(c, ("customer_contact_details",)) for c in ("loyalty", "shop")]
+    recs = _records(
+        [
+            dict(connector="loyalty", source_id="l1"),
+            dict(connector="shop", source_id="s1", country="SE"),
+        ]
+    )
+    entries = pd.concat(
+        [
+            check_entries(pd.DataFrame(rows[:1]), "loyalty", pd.Series(["l1"])).valid,
+            check_entries(
+                pd.DataFrame(rows[1:]), "shop", pd.Series(["s1"]), pd.Series({"s1": "SE"})
+            ).valid,
+        ]
+    )
+    res = build_golden(
+        recs, _idmap([("loyalty", "l1", "G"), ("shop", "s1", "G")]), steps, entries=entries
+    )
+    assert len(res.entries) == 1
+    assert res.entries.iloc[0]["providers"] == "loyalty,shop"

@@ -69,6 +69,8 @@ PARENT_ASPECT: dict[str, str] = {
 }
 
 ADDRESS_TYPES = ("mailing", "billing", "shipping", "visiting", "other")
+# contact-detail types that name the same kind of value in a natural key
+KEY_TYPE_CLASS = {"mobile": "phone"}
 CONTACT_DETAIL_TYPES = ("email", "phone", "mobile", "fax", "website")
 
 KEY_COLUMNS: tuple[str, ...] = ("connector", "source_id", "aspect", "entry_key", "parent_key")
@@ -190,6 +192,9 @@ def _key_text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.Series:
             values = values.str.replace(r"\s+", "", regex=True).str.upper()
         elif col in ("type", "country"):
             values = values.str.strip().str.lower()
+            if col == "type" and "value" in columns:
+                # one number is one contact detail, whether a system calls it mobile or phone
+                values = values.replace(KEY_TYPE_CLASS)
         elif col == "value" or col == "email":
             values = values.str.strip()
         else:

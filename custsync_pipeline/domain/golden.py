@@ -269,15 +269,18 @@ def entry_rights(steps: Sequence[FlowStep]) -> pd.DataFrame:
 
 
 def _golden_of(entries: pd.DataFrame, identity_map: pd.DataFrame) -> pd.Series:
-    """The golden id of each entry's record (<NA> when unmapped), one hash lookup per
-    connector instead of a two-column string merge."""
-    out = pd.Series(pd.NA, index=entries.index, dtype="string")
+    """The golden id of each row's record (<NA> when unmapped), by position (the frame's
+    index may repeat), one hash lookup per connector instead of a two-column merge."""
+    out = np.full(len(entries), None, dtype=object)
+    conn = entries["connector"].astype(str).to_numpy()
+    sids = entries["source_id"].to_numpy(dtype=object)
     idm = identity_map[["connector", "source_id", "golden_id"]]
-    for conn, rows in entries.groupby("connector", sort=False).groups.items():
-        lookup = idm[idm["connector"] == conn].drop_duplicates("source_id")
+    for name in pd.unique(conn):
+        at = np.flatnonzero(conn == name)
+        lookup = idm[idm["connector"] == name].drop_duplicates("source_id")
         lookup = pd.Series(lookup["golden_id"].to_numpy(), index=lookup["source_id"].to_numpy())
-        out.loc[rows] = entries.loc[rows, "source_id"].map(lookup).astype("string")
-    return out
+        out[at] = pd.Series(sids[at]).map(lookup).to_numpy(dtype=object)
+    return pd.Series(out, dtype="string")
 
 
 def merge_entries(
