@@ -182,6 +182,19 @@ def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``custsync run``; a ``--config`` holds for this run only (the process's environment
+    is restored after, so a caller running several configs in-process is not surprised)."""
+    saved = os.environ.get("CUSTSYNC_CONFIG")
+    try:
+        return _run(args)
+    finally:
+        if saved is None:
+            os.environ.pop("CUSTSYNC_CONFIG", None)
+        else:
+            os.environ["CUSTSYNC_CONFIG"] = saved
+
+
+def _run(args: argparse.Namespace) -> int:
     from custsync_pipeline.config import load_sync_config
     from custsync_pipeline.definitions import defs
     from custsync_pipeline.defs.automation.definitions import only_lanes_failed
