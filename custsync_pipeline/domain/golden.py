@@ -172,14 +172,17 @@ def build_golden(
         if fld in CONSENT_TIMES.values():
             continue  # filled with its consent
         if fld in members:
-            values = members[fld].to_numpy(dtype=object, na_value=None)[pos]
+            # one missing-value scan per field; missing values never win, so pd.NA may stay
+            values = members[fld].to_numpy(dtype=object)[pos]
+            has_value = members[fld].notna().to_numpy()[pos]
         else:
             values = np.full(len(pos), None, dtype=object)
+            has_value = np.zeros(len(pos), dtype=bool)
         ranks_map = rights.get(fld, {})
         rank = pd.Series(conn).map(ranks_map).fillna(-1).astype("int64").to_numpy()
         owner = ownership.get(fld)
         if owner is not None:
-            refused[fld] = int((pd.notna(values) & (conn != owner)).sum())
+            refused[fld] = int((has_value & (conn != owner)).sum())
         when = updated
         consent_at = None
         if fld in CONSENT_TIMES and CONSENT_TIMES[fld] in members:
@@ -192,7 +195,7 @@ def build_golden(
             sorted_cache[cache_key] = (order, gid[order], rank[order])
         order, g_sorted, r_sorted = sorted_cache[cache_key]
         v_sorted = values[order]
-        present = pd.notna(v_sorted) & (r_sorted >= 0)
+        present = has_value[order] & (r_sorted >= 0)
         real = present & ~_placeholders(pd.Series(v_sorted), placeholder_rules, fld)
         first = _first_per_group(g_sorted, real)
         covered = np.zeros(n, dtype=bool)
@@ -270,16 +273,30 @@ def entry_rights(steps: Sequence[FlowStep]) -> pd.DataFrame:
 
 def _golden_of(entries: pd.DataFrame, identity_map: pd.DataFrame) -> pd.Series:
     """The golden id of each row's record (<NA> when unmapped), by position (the frame's
-    index may repeat), one hash lookup per connector instead of a two-column merge."""
-    out = np.full(len(entries), None, dtype=object)
-    conn = entries["connector"].astype(str).to_numpy()
-    sids = entries["source_id"].to_numpy(dtype=object)
-    idm = identity_map[["connector", "source_id", "golden_id"]]
-    for name in pd.unique(conn):
-        at = np.flatnonzero(conn == name)
-        lookup = idm[idm["connector"] == name].drop_duplicates("source_id")
-        lookup = pd.Series(lookup["golden_id"].to_numpy(), index=lookup["source_id"].to_numpy())
-        out[at] = pd.Series(sids[at]).map(lookup).to_numpy(dtype=object)
+    index may repeat). One factorize of the source ids of both sides, then integer keys
+    (source id code x connector code): no two-column string merge."""
+    idm = identity_map.drop_duplicates(["connector", "source_id"])
+    n_rows, n_map = len(entries), len(idm)
+    sid_codes, _ = pd.factorize(
+        np.concatenate(
+            [
+                entries["source_id"].to_numpy(dtype=object),
+                idm["source_id"].to_numpy(dtype=object),
+            ]
+        )
+    )
+    conn_codes, conns = pd.factorize(
+        np.concatenate(
+            [
+                entries["connector"].to_numpy(dtype=object),
+                idm["connector"].to_numpy(dtype=object),
+            ]
+        )
+    )
+    key = sid_codes.astype(np.int64) * max(len(conns), 1) + conn_codes
+    at = pd.Index(key[n_rows:]).get_indexer(key[:n_rows])
+    golden = idm["golden_id"].to_numpy(dtype=object)
+    out = np.where(at >= 0, golden[np.maximum(at, 0)] if n_map else None, None)
     return pd.Series(out, dtype="string")
 
 
