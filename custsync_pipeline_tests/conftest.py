@@ -26,6 +26,20 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
         pg.drop_database(pg_admin_url, url)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path):
+    """A fresh state DB with every table, once on a SQLite file and once on PostgreSQL."""
+    from custsync_pipeline.store.db import StateDB
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    db = StateDB(url).create_all()
+    yield db.engine
+    db.engine.dispose()
+
+
 @pytest.fixture
 def dagster_env(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """The sandbox's credentials, no state-DB override and a fresh ``DAGSTER_HOME``:

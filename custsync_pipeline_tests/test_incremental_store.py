@@ -7,10 +7,8 @@ pulled alone replaces only its own contact-person entry, a deleted Contact's ent
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
 from custsync_pipeline.store import core
-from custsync_pipeline.store.db import StateDB
 from custsync_pipeline.store.golden import (
     load_source_entries,
     replace_source_entries,
@@ -18,17 +16,6 @@ from custsync_pipeline.store.golden import (
 )
 
 C = "salesforce"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    db = StateDB(url).create_all()
-    yield db.engine
-    db.engine.dispose()
 
 
 def _records(ids: list[str], name: str = "Ann") -> pd.DataFrame:

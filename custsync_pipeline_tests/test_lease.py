@@ -10,18 +10,6 @@ import time
 import pytest
 
 from custsync_pipeline.store import lease
-from custsync_pipeline.store.db import StateDB
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    db = StateDB(url).create_all()
-    yield db.engine
-    db.engine.dispose()
 
 
 def test_one_owner_at_a_time_reentrant_and_released(engine) -> None:

@@ -3,22 +3,10 @@
 from datetime import UTC, datetime
 
 import pandas as pd
-import pytest
 
 from custsync_pipeline.domain.canonical import conform
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    db = StateDB(url).create_all()
-    yield db.engine
-    db.engine.dispose()
 
 
 def test_sqlite_uses_wal_and_busy_timeout(tmp_path) -> None:
