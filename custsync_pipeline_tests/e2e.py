@@ -37,6 +37,18 @@ def write_sync_config(
     return path
 
 
+def run_against_sandbox(
+    env, tmp_path: Path, urls: dict[str, str], enabled: set[str] | None = None
+) -> tuple[str, Path]:
+    """A SQLite state DB in ``tmp_path`` and the packaged config pointed at ``urls``, both set
+    in ``env`` (a monkeypatch) as a whole-graph run reads them; returns (DB URL, config)."""
+    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
+    cfg = write_sync_config(tmp_path / "sync.yaml", urls, db_url, enabled=enabled)
+    env.setenv("CUSTSYNC_CONFIG", str(cfg))
+    return db_url, cfg
+
+
 def materialize_all(
     instance: dg.DagsterInstance, raise_on_error: bool = True
 ) -> dg.ExecuteInProcessResult:

@@ -14,18 +14,15 @@ from custsync_pipeline.definitions import defs
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
-from custsync_pipeline_tests.e2e import materialize_all, metadata_of, write_sync_config
+from custsync_pipeline_tests.e2e import materialize_all, metadata_of, run_against_sandbox
 from custsync_pipeline_tests.sandbox_fixtures import SF_HEADERS
 
 
 def test_a_contact_deleted_in_salesforce_is_not_created_again(dagster_env, tmp_path: Path):
-    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
     with Sandbox(seed=5, people=60, base_port=0) as sb:
-        cfg = write_sync_config(
-            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voucherify"}
+        db_url, _ = run_against_sandbox(
+            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voucherify"}
         )
-        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
             engine = StateDB(db_url).engine
@@ -71,11 +68,9 @@ def test_a_customer_gone_from_the_source_is_deleted_in_targets_after_the_grace(
     (its Voucherify customer stays), then the customer is deleted in Voucherify."""
     import yaml
 
-    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
     with Sandbox(seed=5, people=60, base_port=0) as sb:
-        cfg = write_sync_config(
-            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voucherify"}
+        db_url, cfg = run_against_sandbox(
+            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voucherify"}
         )
         data = yaml.safe_load(cfg.read_text())
         assert data["connectors"]["salesforce"]["role"] == "source"
@@ -84,7 +79,6 @@ def test_a_customer_gone_from_the_source_is_deleted_in_targets_after_the_grace(
                 t["delete_mode"] = "delete"
         data["deletes"] = {"grace_runs": 2}
         cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
             engine = StateDB(db_url).engine
@@ -120,13 +114,10 @@ def test_a_customer_gone_from_the_source_is_deleted_in_targets_after_the_grace(
 def test_a_customer_deleted_in_voucherify_is_not_created_again(dagster_env, tmp_path: Path):
     """A delete in a system that is not the source only removes that member: the golden
     record lives on (through Salesforce), and Voucherify never gets it back."""
-    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
     with Sandbox(seed=5, people=60, base_port=0) as sb:
-        cfg = write_sync_config(
-            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voucherify"}
+        db_url, _ = run_against_sandbox(
+            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voucherify"}
         )
-        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
             engine = StateDB(db_url).engine

@@ -17,7 +17,7 @@ import requests
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
-from custsync_pipeline_tests.e2e import materialize_all, metadata_of, write_sync_config
+from custsync_pipeline_tests.e2e import materialize_all, metadata_of, run_against_sandbox
 from custsync_pipeline_tests.sandbox_fixtures import SF_HEADERS
 
 
@@ -26,13 +26,10 @@ def _contacts(sb: Sandbox) -> pd.DataFrame:
 
 
 def test_a_hand_edit_of_an_acknowledged_field_is_corrected(dagster_env, tmp_path: Path):
-    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
     with Sandbox(seed=11, people=60, base_port=0) as sb:
-        cfg = write_sync_config(
-            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voyado"}
+        db_url, _ = run_against_sandbox(
+            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voyado"}
         )
-        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
             engine = StateDB(db_url).engine
