@@ -456,12 +456,6 @@ class SyncConfig(_Strict):
     def enabled_connectors(self) -> dict[str, ConnectorConfig]:
         return {n: c for n, c in self.connectors.items() if c.enabled}
 
-    def flow_order(self) -> list[str]:
-        """Connectors in flow order: the source first, then enrichments (later wins)."""
-        order = [] if self.flow.source == "current_data" else [self.flow.source]
-        order += [s.connector for s in self.flow.enrichments if s.connector not in order]
-        return order
-
 
 def _format_error(err: ValidationError, path: Path) -> str:
     """One line per mistake naming the key; a misspelt key gets the closest valid one."""

@@ -609,7 +609,8 @@ def diff_golden(
     parts = [ev]
     if new_entries is not None:
         parts.append(diff_entries(new_entries, old_entries, changed["golden_id"]))
-    ev = pd.concat([p for p in parts if not p.empty] or [ev], ignore_index=True)
+    # object columns: an all-missing connector column must not decide the result's dtype
+    ev = pd.concat([p.astype(object) for p in parts if not p.empty] or [ev], ignore_index=True)
     ev = ev.merge(changed[["golden_id", "version"]], on="golden_id")
     ev["at"] = now
     ev["old_value"] = ev["old_value"].replace("", None)

@@ -161,14 +161,6 @@ class SyncPlan:
         taken = [a for p in self.publish if p.connector == connector for a in p.aspects]
         return tuple(dict.fromkeys([*self.connectors[connector].aspects, *taken]))
 
-    def aspect_contributors(self, aspect: str) -> list[str]:
-        """Connectors whose flow step contributes ``aspect``, in flow order."""
-        return [s.connector for s in self.steps if aspect in s.aspects]
-
-
-class PlanError(ValueError):
-    """A cross-reference in the plan does not hold; the message names both ends."""
-
 
 def check_plan(plan: SyncPlan, capabilities: Mapping[str, frozenset[str]]) -> list[str]:
     """Cross-reference errors of ``plan`` (empty when it holds together).

@@ -25,7 +25,6 @@ from custsync_pipeline.store.bulk import insert_frame
 from custsync_pipeline.store.core import (
     _read_frame,
     golden_events,
-    golden_records,
     source_record_ids,
 )
 from custsync_pipeline.store.db import metadata
@@ -199,10 +198,6 @@ def save_golden_aspects(
                 insert_frame(conn, table, rows[list(cols)])
 
 
-def delete_golden_aspects(engine: Engine, golden_ids: list[str]) -> None:
-    save_golden_aspects(engine, golden_ids, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
-
-
 def golden_history(engine: Engine, golden_id: str) -> pd.DataFrame:
     """Every change event of one golden id, oldest first."""
     stmt = (
@@ -243,11 +238,3 @@ def golden_sources(engine: Engine, golden_id: str) -> tuple[pd.DataFrame, pd.Dat
         .order_by(golden_entries.c.aspect, golden_entries.c.entry_key),
     )
     return fields, entries
-
-
-def golden_exists(engine: Engine, golden_id: str) -> bool:
-    with engine.connect() as conn:
-        found = conn.execute(
-            sa.select(golden_records.c.golden_id).where(golden_records.c.golden_id == golden_id)
-        ).first()
-    return found is not None
