@@ -101,7 +101,11 @@ class ConnectorConfig(_Strict):
         default_factory=dict,
         description="credential name -> NAME of the env var holding it (never the secret itself)",
     )
-    role: Literal["source", "enrichment", "target"] = "enrichment"
+    role: Literal["source", "enrichment", "target", "transactions"] = Field(
+        default="enrichment",
+        description="source / enrichment / target of customer records, or transactions (a "
+        "web shop / POS order feed: no customer lane, read by the transactions section)",
+    )
     aspects: list[str] | None = Field(
         default=None,
         description="aspects it gives (default: those its flow steps name; a source step "
@@ -308,6 +312,35 @@ class RunsConfig(_Strict):
     )
 
 
+class TransactionTargetConfig(_Strict):
+    """``transactions.publish[i]``: a target of the linked transactions."""
+
+    connector: str = Field(
+        description="a voyado (receipts), salesforce (Purchase__c) or voucherify (orders) connector"
+    )
+    concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="requests in flight at once for one-record-a-request APIs (Voyado "
+        "receipts, Voucherify orders); the connector's rate limit still applies",
+    )
+
+
+class TransactionsConfig(_Strict):
+    """``transactions``: web shop / POS orders, linked to golden records and published."""
+
+    sources: list[str] = Field(
+        default_factory=list, description="connectors with role: transactions to read"
+    )
+    publish: list[TransactionTargetConfig] = Field(
+        default_factory=list, description="targets of the linked transactions"
+    )
+
+
+TRANSACTION_TARGET_TYPES = ("voyado", "salesforce", "voucherify")
+
+
 class SyncConfig(_Strict):
     state_db_url: str = Field(
         default="sqlite:///.custsync/state.sqlite",
@@ -329,6 +362,35 @@ class SyncConfig(_Strict):
     runs: RunsConfig = Field(
         default_factory=RunsConfig, description="state lease and dead-run detection"
     )
+    transactions: TransactionsConfig = Field(
+        default_factory=TransactionsConfig,
+        description="transaction sources (role: transactions) and their targets",
+    )
+
+    @model_validator(mode="after")
+    def _transaction_refs(self) -> SyncConfig:
+        for i, name in enumerate(self.transactions.sources):
+            conn = self.connectors.get(name)
+            if conn is None or conn.role != "transactions":
+                raise ValueError(
+                    f"transactions.sources[{i}]: {name!r} is not a configured connector "
+                    "with role: transactions"
+                )
+        for i, target in enumerate(self.transactions.publish):
+            conn = self.connectors.get(target.connector)
+            if conn is None or conn.type not in TRANSACTION_TARGET_TYPES:
+                raise ValueError(
+                    f"transactions.publish[{i}].connector: {target.connector!r} is not a "
+                    f"configured connector of type {', '.join(TRANSACTION_TARGET_TYPES)}"
+                )
+        for name, conn in self.connectors.items():
+            if conn.role == "transactions" and (
+                self.flow.source == name or any(s.connector == name for s in self.flow.enrichments)
+            ):
+                raise ValueError(
+                    f"connectors.{name}: role transactions gives no customers; take it out of flow"
+                )
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> SyncConfig:
@@ -406,6 +468,8 @@ class SyncConfig(_Strict):
             steps.append(domain_plan.FlowStep(step.connector, tuple(aspects)))
         connectors = {}
         for name, c in enabled.items():
+            if c.role == "transactions":  # no customer lane: the transactions section reads it
+                continue
             named = [a for s in steps if s.connector == name for a in s.aspects]
             aspects = c.aspects if c.aspects is not None else named or DEFAULT_ASPECTS
             connectors[name] = domain_plan.ConnectorPlan(

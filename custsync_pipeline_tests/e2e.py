@@ -18,6 +18,7 @@ SANDBOX_SECRETS = {
     "EXACT_ACCESS_TOKEN": "sandbox-exact-token",
     "ICOMM_API_KEY": "sandbox-icomm-key",
     "KATANA_API_KEY": "sandbox-katana-key",
+    "SHOP_API_KEY": "sandbox-shop-key",
 }
 
 

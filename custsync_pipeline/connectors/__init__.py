@@ -34,6 +34,7 @@ REGISTRY: dict[str, str] = {
     "voyado": "custsync_pipeline.connectors.voyado:VoyadoConnector",
     "exact": "custsync_pipeline.connectors.exact:ExactConnector",
     "icomm": "custsync_pipeline.connectors.icomm:IcommConnector",
+    "shop": "custsync_pipeline.connectors.shop:ShopConnector",
     "rest": "custsync_pipeline.connectors.rest:RestConnector",
     "file": "custsync_pipeline.connectors.file:FileConnector",
 }

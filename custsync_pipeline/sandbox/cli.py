@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--base-port",
         type=int,
         default=8701,
-        help="salesforce=base, voucherify=+1, voyado=+2, exact=+3, icomm=+4, katana=+5; 0 = ephemeral",
+        help="salesforce=base, voucherify=+1, voyado=+2, exact=+3, icomm=+4, katana=+5, "
+        "shop=+6; 0 = ephemeral",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--seed", type=int, default=7)

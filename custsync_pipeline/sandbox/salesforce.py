@@ -33,7 +33,7 @@ from typing import Any
 
 from .server import BadRequest, Emulator, Faults, Request, Response, credential
 
-_ID_PREFIX = {"Contact": "003", "Account": "001", "Lead": "00Q"}
+_ID_PREFIX = {"Contact": "003", "Account": "001", "Lead": "00Q", "Purchase__c": "a0P"}
 _EXTRA_FIELDS = {
     "Contact": (
         "AccountId",
@@ -159,6 +159,9 @@ class SalesforceEmulator(Emulator):
                 self.fields[obj] = set(first) | set(_EXTRA_FIELDS[obj]) | set(_SYSTEM_FIELDS)
                 self.shape[obj] = list(first) or ["Id", *_EXTRA_FIELDS[obj], "IsDeleted"]
             self.used = 0
+            from .transactions import add_purchase_object
+
+            add_purchase_object(self)  # the Purchase__c custom object (transactions)
 
     def stores(self) -> dict[str, dict[str, dict]]:
         return self.objects
@@ -212,6 +215,11 @@ class SalesforceEmulator(Emulator):
                 return self._query(ver, req.arg("q") or "", include_deleted=parts[0] == "queryAll")
             if len(parts) == 2 and method == "GET":
                 return self._query_more(ver, parts[1])
+        if parts[:3] == ["composite", "sobjects", "Purchase__c"] and len(parts) == 4:
+            from .transactions import salesforce_purchases_upsert
+
+            if method == "PATCH":
+                return salesforce_purchases_upsert(self, parts[3], req.json())
         if parts[:2] == ["composite", "sobjects"]:
             if len(parts) == 4 and method == "PATCH":
                 return self._composite_upsert(ver, parts[2], parts[3], req.json())

@@ -4,7 +4,8 @@
 the data (:mod:`.generator`), starts one ``ThreadingHTTPServer`` per system on
 its own port and exposes ``.urls[system]``; ``.stop()`` (or ``with``) shuts them
 down. ``base_port=0`` gives every system an ephemeral port (tests); otherwise
-salesforce=base, voucherify=base+1, voyado=+2, exact=+3, icomm=+4, katana=+5.
+salesforce=base, voucherify=base+1, voyado=+2, exact=+3, icomm=+4, katana=+5, shop=+6
+(the web shop / POS order feed, :mod:`.shop`).
 
 Every port also serves the admin API under ``/_sandbox/`` (no auth):
 
@@ -44,7 +45,9 @@ import pandas as pd
 
 from .generator import SYSTEMS, SandboxData, generate
 
-PORT_OFFSETS: dict[str, int] = {s: i for i, s in enumerate(SYSTEMS)}
+# systems without customer records of their own come after the generator's (shop: orders)
+SERVED_SYSTEMS: tuple[str, ...] = (*SYSTEMS, "shop")
+PORT_OFFSETS: dict[str, int] = {s: i for i, s in enumerate(SERVED_SYSTEMS)}
 
 # env var -> sandbox default (docs/ARCHITECTURE.md)
 CREDENTIALS: dict[str, str] = {
@@ -57,6 +60,7 @@ CREDENTIALS: dict[str, str] = {
     "KATANA_API_KEY": "sandbox-katana-key",
     "KATANA_CLIENT_ID": "sandbox-katana-client",
     "KATANA_CLIENT_SECRET": "sandbox-katana-client-secret",
+    "SHOP_API_KEY": "sandbox-shop-key",
 }
 
 
@@ -486,6 +490,7 @@ def _emulator_classes() -> dict[str, type[Emulator]]:
         ("exact", "exact", "ExactEmulator"),
         ("icomm", "icomm", "IcommEmulator"),
         ("katana", "katana", "KatanaEmulator"),
+        ("shop", "shop", "ShopEmulator"),
     ):
         try:
             mod = __import__(f"{__package__}.{mod_name}", fromlist=[cls_name])
@@ -523,7 +528,7 @@ def _changes_per_system(changes: dict[str, Any], systems: Iterable[str]) -> dict
     if set(changes) <= _CHANGE_KEYS:
         per = {s: dict(changes) for s in systems} if changes else {}
     else:
-        unknown = sorted(set(changes) - set(SYSTEMS))
+        unknown = sorted(set(changes) - set(SERVED_SYSTEMS))
         if unknown:
             raise ValueError(
                 f"changes: unknown system(s) or key(s) {unknown}; keys: {sorted(_CHANGE_KEYS)}"
@@ -566,7 +571,9 @@ class Sandbox:
         self.base_port = base_port
         available = _emulator_classes()
         wanted = (
-            tuple(systems) if systems is not None else tuple(s for s in SYSTEMS if s in available)
+            tuple(systems)
+            if systems is not None
+            else tuple(s for s in SERVED_SYSTEMS if s in available)
         )
         missing = [s for s in wanted if s not in available]
         if missing:

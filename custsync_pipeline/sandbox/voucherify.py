@@ -133,6 +133,10 @@ class VoucherifyEmulator(Emulator):
                     404, "not_found", "Resource not found", f"Cannot find async action {parts[2]}"
                 )
             return Response(200, action)
+        if parts[:2] == ["v1", "orders"]:  # orders (seed 002): sandbox/transactions.py
+            from .transactions import voucherify_orders_route
+
+            return voucherify_orders_route(self, req, parts)
         if parts[:2] != ["v1", "customers"]:
             return self.error(404, "not_found", "Resource not found", f"Unknown path {req.path}")
         if len(parts) == 2 and req.method == "GET":

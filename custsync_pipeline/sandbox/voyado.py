@@ -108,6 +108,10 @@ class VoyadoEmulator(Emulator):
         ):
             return self.error(500, "InternalServerError", "An error has occurred.")
         parts = req.path.strip("/").split("/")
+        if parts[:3] == ["api", "v2", "receipts"]:  # receipts: sandbox/transactions.py
+            from .transactions import voyado_receipts_route
+
+            return voyado_receipts_route(self, req)
         if parts[:3] != ["api", "v3", "contacts"]:
             return self.error(404, "NotFound", f"No resource at {req.path}")
         rest = parts[3:]

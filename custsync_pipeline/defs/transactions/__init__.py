@@ -1,0 +1,1 @@
+"""Transactions area: the web shop / POS lane (``transactions_sync``) as one asset."""
