@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "custsync_pipeline.cli_golden",
     "custsync_pipeline.cli_review",
     "custsync_pipeline.cli_forget",
+    "custsync_pipeline.cli_status",
 )
 
 

@@ -66,7 +66,6 @@ def conflicts_cmd(args: argparse.Namespace) -> int:
     with engine.connect() as conn:
         by_kind = pd.DataFrame(conn.execute(counts).all(), columns=["kind", "conflicts"])
         rows = pd.DataFrame(conn.execute(newest.limit(args.rows)).all(), columns=columns)
-    engine.dispose()
     for side in ("a", "b"):  # an Icomm source id may be an e-mail address
         rows[side] = rows[f"connector_{side}"] + ":" + masked_ids(rows[f"source_id_{side}"])
     rows = rows[["kind", "rule", "key_masked", "a", "golden_id_a", "b", "golden_id_b", "evidence"]]
@@ -76,7 +75,36 @@ def conflicts_cmd(args: argparse.Namespace) -> int:
         f"\nnewest (at most {args.rows}); settle with `custsync steward must-link|cannot-link A B`:"
     )
     _print_table(rows)
+    print_field_conflicts(engine, args.rows)
     return 0
+
+
+def print_field_conflicts(engine, limit: int) -> None:  # noqa: ANN001 - an Engine
+    """The open field conflicts (``publish[].conflicts`` review): target, member, field and
+    both values, masked; the target's value stays until the two agree again."""
+    from custsync_pipeline.domain.validate import mask_value
+    from custsync_pipeline.store.conflicts import load_field_conflicts
+
+    found = load_field_conflicts(engine)
+    engine.dispose()
+    print(f"\nfield conflicts (target-side changes under review): {len(found)} open")
+    if found.empty:
+        _print_table(found)
+        return
+    print(
+        found.groupby(["target", "field"])
+        .size()
+        .rename("open")
+        .reset_index()
+        .to_string(index=False)
+    )
+    rows = found.head(limit).copy()
+    rows["member"] = rows["target"] + ":" + masked_ids(rows["source_id"])
+    for side in ("target_value", "golden_value"):
+        rows[side] = [mask_value(f, v) for f, v in zip(rows["field"], rows[side], strict=True)]
+    rows["since"] = pd.to_datetime(rows["first_seen_at"], utc=True).dt.strftime("%Y-%m-%d %H:%M")
+    print(f"newest (at most {limit}); the target keeps its value until a person settles it:")
+    _print_table(rows[["member", "golden_id", "field", "target_value", "golden_value", "since"]])
 
 
 def register(sub: argparse._SubParsersAction) -> None:

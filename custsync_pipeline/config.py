@@ -249,6 +249,22 @@ class FlowConfig(_Strict):
 class PublishTarget(_Strict):
     connector: str
     fields: list[str] = Field(description="golden fields this target subscribes to")
+    conflicts: dict[str, Literal["overwrite", "review"]] = Field(
+        default_factory=dict,
+        description="field -> what a target-side change to it becomes: overwrite (default: "
+        "the golden value is sent back) or review (left alone, withheld from writes, and "
+        "queued for a person in `custsync conflicts`)",
+    )
+
+    @model_validator(mode="after")
+    def _conflicts_name_sent_fields(self) -> PublishTarget:
+        unknown = sorted(set(self.conflicts) - set(self.fields))
+        if unknown:
+            raise ValueError(
+                f"conflicts: {unknown} are not fields this target takes (its fields: {self.fields})"
+            )
+        return self
+
     aspects: list[str] = Field(
         default_factory=list,
         description="multi-valued aspects this target takes (addresses, customer_attributes …)",
@@ -497,6 +513,7 @@ class SyncConfig(_Strict):
                 connector=t.connector,
                 fields=tuple(t.fields),
                 aspects=tuple(t.aspects),
+                conflicts=tuple(sorted(t.conflicts.items())),
                 batch_size=t.batch_size,
                 kinds=tuple(t.kinds) if t.kinds is not None else None,
                 required_fields=tuple(t.required_fields),

@@ -76,6 +76,8 @@ class PublishPolicy:
     connector: str
     fields: tuple[str, ...]
     aspects: tuple[str, ...] = ()
+    # (field, overwrite | review): what a target-side change to a field becomes
+    conflicts: tuple[tuple[str, str], ...] = ()
     batch_size: int | None = None
     kinds: tuple[str, ...] | None = None
     required_fields: tuple[str, ...] = ()

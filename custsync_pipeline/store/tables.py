@@ -1,6 +1,7 @@
 """Imports every table module so ``metadata`` knows all state-DB tables."""
 
 from custsync_pipeline.store import (
+    conflicts,  # noqa: F401
     core,  # noqa: F401
     golden,  # noqa: F401
     identity,  # noqa: F401

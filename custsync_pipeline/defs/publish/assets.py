@@ -23,6 +23,12 @@ from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
+from custsync_pipeline.domain.conflicts import (
+    accept_target_values,
+    field_conflicts,
+    review_fields,
+    withhold_fields,
+)
 from custsync_pipeline.domain.deltas import (
     aspect_payload_hashes,
     attach_payloads,
@@ -31,6 +37,7 @@ from custsync_pipeline.domain.deltas import (
     hold_back,
 )
 from custsync_pipeline.domain.plan import PublishPolicy, SyncPlan
+from custsync_pipeline.store import conflicts as conflict_store
 from custsync_pipeline.store import core, presence
 from custsync_pipeline.store import golden as golden_store
 
@@ -183,9 +190,14 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             member_hashes = aspect_payload_hashes(
                 m_frame, aspects, connector.from_canonical, key="source_id"
             )
+        # target-side changes to fields under review: left alone, queued for a person
+        writable_members = (
+            members if not write_object else members[members["object_type"] == write_object]
+        )
+        conflicts = field_conflicts(takes, writable_members, review_fields(target.conflicts))
         deltas = compute_deltas(
             takes,
-            members,
+            accept_target_values(members, takes, conflicts),
             fields,
             settled,
             writable_types=[write_object] if write_object else None,
@@ -212,6 +224,10 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         )
         deltas = deltas[~stop].reset_index(drop=True)
         deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
+        deltas = withhold_fields(
+            deltas, golden_sub, conflicts, connector.from_canonical, core.dumps_payload
+        )
+        conflict_counts = conflict_store.save_field_conflicts(engine, name, conflicts)
         writable = members if not write_object else members[members["object_type"] == write_object]
         removals = delete_ops(writable, due, target, takes.set_index("golden_id")["version"])
         if not removals.empty:  # not again what the target already acknowledged
@@ -239,6 +255,8 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
                 "superseded": superseded,
                 "not_recreated": not_recreated,
                 "deletes": len(removals),
+                "conflicts_open": conflict_counts["open"],
+                "conflicts_new": conflict_counts["new"],
                 "held_back": sum(held_back.values()),
                 **{f"held_back_{reason}": n for reason, n in held_back.items()},
             },
