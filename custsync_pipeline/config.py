@@ -286,12 +286,114 @@ class PublishTarget(_Strict):
         default_factory=dict,
         description="the target's own fields that mark a record archived (delete_mode archive)",
     )
+    key_field: str | None = Field(
+        default=None,
+        description="golden field the target keys its records by, unique there (Voyado: "
+        "email): a create whose value another of its records holds, or that several creates "
+        "share, is held back instead of failing or overwriting someone else's record",
+    )
 
     @model_validator(mode="after")
     def _archive_needs_payload(self) -> PublishTarget:
         if self.delete_mode == "archive" and not self.archive_payload:
             raise ValueError("archive_payload: required when delete_mode is archive")
         return self
+
+
+# connector types that cannot be publish targets, and why (the config refuses them)
+REFUSED_TARGETS: dict[str, str] = {
+    "exact": "Exact Online's API has no upsert and no idempotency key (a replayed POST "
+    "creates a second Account), every Account needs a Name and Contacts exist only under "
+    "their Account, and it allows 60 calls a minute / 5,000 a day, one record a call; "
+    "custsync reads Exact as an enrichment source but does not write to it",
+}
+
+CONSENT_FIELDS = ("email_consent", "sms_consent")
+
+
+class ConsentRuleConfig(_Strict):
+    """``markets.<m>.consents.<consent>``: whether it applies in the market, its default."""
+
+    applies: bool = Field(
+        default=True, description="false: the consent is not used in this market (never sent)"
+    )
+    default: Literal["yes", "no"] | None = Field(
+        default=None, description="value sent when nobody set the consent (default: none)"
+    )
+
+
+class MarketConfig(_Strict):
+    """``markets.<name>``: one market (seed 004: sync by store, market and language)."""
+
+    countries: list[str] = Field(
+        default_factory=list, description="ISO alpha-2 countries of its customers"
+    )
+    store_codes: list[str] = Field(
+        default_factory=list, description="its stores; a store code decides before a country"
+    )
+    language: str | None = Field(
+        default=None, description="ISO 639-1 language given to its customers who have none"
+    )
+    phone_region: str | None = Field(
+        default=None, description="ISO alpha-2 region of national phone numbers at its stores"
+    )
+    consents: dict[str, ConsentRuleConfig] = Field(
+        default_factory=dict, description="consent field -> applies / default"
+    )
+    targets: list[str] | None = Field(
+        default=None, description="publish targets that receive its customers (default: all)"
+    )
+
+    @field_validator("countries", "phone_region", mode="before")
+    @classmethod
+    def _norway(cls, value: Any) -> Any:
+        if value is False or (isinstance(value, list) and False in value):
+            raise ValueError("a bare NO is read by YAML as false: write the code in quotes, 'NO'")
+        return value
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not _is_region(code):
+                raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 code such as 'NO'")
+        return value
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not _is_region(value):
+            raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 code such as 'NO'")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is not None and not (len(value) == 2 and value.isalpha() and value.islower()):
+            raise ValueError(f"{value!r} is not an ISO 639-1 code such as 'nb'")
+        return value
+
+    @field_validator("consents")
+    @classmethod
+    def _consent_fields(cls, value: dict[str, ConsentRuleConfig]) -> dict[str, ConsentRuleConfig]:
+        unknown = sorted(set(value) - set(CONSENT_FIELDS))
+        if unknown:
+            raise ValueError(f"{unknown} are not consents; known: {list(CONSENT_FIELDS)}")
+        return value
+
+    def to_plan(self, name: str) -> domain_plan.MarketPlan:
+        return domain_plan.MarketPlan(
+            name=name,
+            countries=tuple(self.countries),
+            store_codes=tuple(self.store_codes),
+            language=self.language,
+            phone_region=self.phone_region,
+            consents=tuple(
+                domain_plan.ConsentRule(field=f, applies=r.applies, default=r.default)
+                for f, r in self.consents.items()
+            ),
+            targets=tuple(self.targets) if self.targets is not None else None,
+        )
 
 
 class DeletesConfig(_Strict):
@@ -382,6 +484,18 @@ class SyncConfig(_Strict):
         default_factory=TransactionsConfig,
         description="transaction sources (role: transactions) and their targets",
     )
+    markets: dict[str, MarketConfig] = Field(
+        default_factory=dict,
+        description="market name -> its countries, stores, language, phone region, consent "
+        "rules and targets",
+    )
+
+    @field_validator("markets", mode="before")
+    @classmethod
+    def _market_names(cls, value: Any) -> Any:
+        if isinstance(value, dict) and any(isinstance(k, bool) for k in value):
+            raise ValueError("a bare NO is read by YAML as false: write the market in quotes, 'NO'")
+        return value
 
     @model_validator(mode="after")
     def _transaction_refs(self) -> SyncConfig:
@@ -439,6 +553,26 @@ class SyncConfig(_Strict):
                         f"publish[{i}].{key}: {unknown} are not golden fields; "
                         f"known: {list(GOLDEN_FIELDS)}"
                     )
+            if target.key_field is not None and target.key_field not in GOLDEN_FIELDS:
+                raise ValueError(
+                    f"publish[{i}].key_field: {target.key_field!r} is not a golden field; "
+                    f"known: {list(GOLDEN_FIELDS)}"
+                )
+            refused = REFUSED_TARGETS.get(self.connectors[target.connector].type)
+            if refused:
+                raise ValueError(
+                    f"publish[{i}].connector: {target.connector!r} (type "
+                    f"{self.connectors[target.connector].type!r}) cannot be a publish target: "
+                    f"{refused}"
+                )
+        targets = {t.connector for t in self.publish}
+        for name, market in self.markets.items():
+            for j, t in enumerate(market.targets or []):
+                if t not in targets:
+                    raise ValueError(
+                        f"markets.{name}.targets[{j}]: {t!r} is not a publish target; "
+                        f"known: {sorted(targets)}"
+                    )
         return self
 
     @model_validator(mode="before")
@@ -482,6 +616,14 @@ class SyncConfig(_Strict):
             declared = self.connectors[step.connector].aspects
             aspects = step.aspects or declared or DEFAULT_ASPECTS
             steps.append(domain_plan.FlowStep(step.connector, tuple(aspects)))
+        # a market's stores dial national numbers in its phone region (a lane's own
+        # quality.market_regions entry wins)
+        store_regions = {
+            code: m.phone_region
+            for m in self.markets.values()
+            if m.phone_region
+            for code in m.store_codes
+        }
         connectors = {}
         for name, c in enabled.items():
             if c.role == "transactions":  # no customer lane: the transactions section reads it
@@ -493,7 +635,12 @@ class SyncConfig(_Strict):
                 type=c.type,
                 role=c.role,
                 aspects=tuple(dict.fromkeys(aspects)),
-                quality=domain_plan.QualityGate(**c.quality.model_dump()),
+                quality=domain_plan.QualityGate(
+                    **{
+                        **c.quality.model_dump(),
+                        "market_regions": {**store_regions, **c.quality.market_regions},
+                    }
+                ),
                 declared=c.aspects is not None,
             )
         rules = tuple(
@@ -519,6 +666,7 @@ class SyncConfig(_Strict):
                 required_fields=tuple(t.required_fields),
                 delete_mode=t.delete_mode,
                 archive_payload=tuple(sorted(t.archive_payload.items())),
+                key_field=t.key_field,
             )
             for t in self.publish
         )
@@ -532,6 +680,7 @@ class SyncConfig(_Strict):
             state_db_url=self.state_db_url,
             matching=self.identity.matching.to_plan(),
             delete_grace_runs=self.deletes.grace_runs,
+            markets=tuple(m.to_plan(n) for n, m in self.markets.items()),
         )
 
     def enabled_connectors(self) -> dict[str, ConnectorConfig]:

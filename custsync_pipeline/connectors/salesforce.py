@@ -8,6 +8,11 @@ updates of known records as composite updates by Id, 200 records a call, one
 result per record in request order. The daily API quota (403
 ``REQUEST_LIMIT_EXCEEDED``) fails fast: retrying today will not help.
 
+A converted Lead (``ConvertedContactId`` set) carries the Contact's id as its
+``salesforce_id``: identity links it to that Contact, so a conversion never leaves two
+golden records. Contacts read and write the loyalty fields ``Loyalty_Tier__c``,
+``Loyalty_Points__c`` and ``Membership_Status__c``.
+
 Aspects (``to_aspects``): Contact ``Mailing*`` / ``Other*`` and Account ``Billing*`` /
 ``Shipping*`` addresses, and Contacts under an Account (``AccountId``) as that Account's
 contact persons; ``from_canonical`` writes a golden record's address entries back into
@@ -80,6 +85,8 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
         "Customer_Number__c",
         "Custsync_Id__c",
         "Loyalty_Tier__c",
+        "Loyalty_Points__c",
+        "Membership_Status__c",
         "HasOptedOutOfEmail",
         "CreatedDate",
         "LastModifiedDate",
@@ -115,6 +122,8 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
         "PostalCode",
         "Country",
         "Custsync_Id__c",
+        "IsConverted",
+        "ConvertedContactId",
         "CreatedDate",
         "LastModifiedDate",
     ),
@@ -138,6 +147,8 @@ _TO_CANONICAL: dict[str, dict[str, str]] = {
         "customer_number": "Customer_Number__c",
         "custsync_id": "Custsync_Id__c",
         "loyalty_tier": "Loyalty_Tier__c",
+        "loyalty_points": "Loyalty_Points__c",
+        "loyalty_status": "Membership_Status__c",
     },
     "Account": {
         "company_name": "Name",
@@ -175,6 +186,8 @@ _FROM_CANONICAL: dict[str, dict[str, str]] = {
         "country": "MailingCountry",
         "customer_number": "Customer_Number__c",
         "loyalty_tier": "Loyalty_Tier__c",
+        "loyalty_points": "Loyalty_Points__c",
+        "loyalty_status": "Membership_Status__c",
     },
     "Account": {
         "company_name": "Name",
@@ -385,6 +398,13 @@ class SalesforceConnector(HttpConnectorBase):
         out["email_consent"] = opted_out.map({True: "no"}).astype("object")
         out["created_at"] = column(raw, "CreatedDate")
         out["updated_at"] = column(raw, "LastModifiedDate")
+        # a converted Lead follows its ConvertedContactId: it shares the Contact's
+        # salesforce id (one golden record, whatever its e-mail says), and counts as of
+        # its capture, so the Contact's newer values win
+        converted = (obj_type == "Lead") & present(column(raw, "ConvertedContactId"))
+        if converted.any():
+            out.loc[converted, "salesforce_id"] = raw.loc[converted, "ConvertedContactId"]
+            out.loc[converted, "updated_at"] = column(raw, "CreatedDate")[converted]
         return conform(out)
 
     def to_aspects(self, raw: pd.DataFrame) -> pd.DataFrame:

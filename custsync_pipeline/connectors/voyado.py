@@ -16,6 +16,16 @@ Aspects (``to_aspects``): the contact's address, e-mail and mobile phone, and it
 contact attributes (top-level fields outside the standard model, or ``options.attributes``).
 Consents stay on the row; the ``consents`` list (``[{id, value, date, source}]``, ``id`` =
 the preference name) says when each was set.
+
+Loyalty (seed 004): the tier is the contact's ``loyalty.tier``, the membership status its
+``contactType`` (``Member`` / ``Contact`` -> ``member`` / ``contact``), the points balance
+its point account's ``balance`` (``GET /api/v3/point-accounts?contactId=``, one request a
+contact read, several in flight; ``options.point_definition`` picks one definition, else
+the balances are summed; ``options.points: false`` skips them). A points change does not
+touch the contact's ``lastModified``: incremental reads also take the contacts of the
+window's point transactions (``GET /api/v3/point-transactions?fromDate=&toDate=``).
+A contact custsync creates carries ``custsyncId`` = its golden id (a custom contact
+attribute), so reading it back joins that golden record (``domain/stamps.py``).
 """
 
 from __future__ import annotations
@@ -76,7 +86,7 @@ _TO_CANONICAL: dict[str, str] = {
     "web_user_id": "externalId",
     "store_code": "storeExternalId",
     "loyalty_tier": "loyalty.tier",
-    "loyalty_points": "loyalty.points",
+    "custsync_id": "custsyncId",
 }
 
 _FROM_CANONICAL: dict[str, str] = {
@@ -102,6 +112,7 @@ STANDARD_FIELDS = frozenset(
         "storeExternalId", "createdDate", "lastModified", "birthDay", "gender",
         "socialSecurityNumber", "careOf", "consents", "preferences", "loyalty",
         "discoveryKey", "currentStore", "registrationDate", "isSubscribed",
+        "custsyncId", "pointAccount",
     }
 )  # fmt: skip
 
@@ -112,6 +123,9 @@ _ADDRESS_FIELDS = {"street": "street", "postal_code": "zipCode", "city": "city",
 # Voyado consent values -> canonical (``Not set`` is no fact: missing)
 _CONSENT_IN = {"Yes": "yes", "No": "no"}
 _CONSENT_OUT = {"yes": "Yes", "no": "No"}
+# contactType -> canonical membership status (loyalty_status)
+_STATUS_IN = {"member": "member", "contact": "contact"}
+POINTS_PAGE = 1000
 
 
 def _consent_dates(raw: pd.DataFrame) -> dict[str, pd.Series]:
@@ -133,7 +147,16 @@ class VoyadoConnector(HttpConnectorBase):
 
     DEFAULT_RATE_PER_S = 50.0  # documented: stay under 50 req/s (429 above 200)
     OPTIONS = frozenset(
-        {"attributes", "batch_size", "concurrency", "full_from", "read_mode", "source"}
+        {
+            "attributes",
+            "batch_size",
+            "concurrency",
+            "full_from",
+            "point_definition",
+            "points",
+            "read_mode",
+            "source",
+        }
     )
 
     def __init__(self, name: str, cfg: ConnectorConfig, env: Mapping[str, str]) -> None:
@@ -146,6 +169,8 @@ class VoyadoConnector(HttpConnectorBase):
         self.concurrency = max(1, int(self.options.get("concurrency", 8)))
         self.batch_size = min(int(self.options.get("batch_size", BULK_LIMIT)), BULK_LIMIT)
         self.source = self.options.get("source", "custsync")
+        self.read_points = bool(self.options.get("points", True))
+        self.point_definition = self.options.get("point_definition")
         # custom contact attributes to read; unset = every non-standard top-level field
         attributes = self.options.get("attributes")
         self.attributes: list[str] | None = None if attributes is None else list(attributes)
@@ -199,6 +224,73 @@ class VoyadoConnector(HttpConnectorBase):
             found = list(pool.map(one, ids))
         return [c for c in found if c is not None]
 
+    def _point_movers(self, start: datetime, end: datetime, stats: Any) -> list[str]:
+        """Contacts with a point transaction in [start, end]."""
+        ids: list[str] = []
+        offset = 0
+        while True:
+            body = self.http.get_json(
+                "/api/v3/point-transactions",
+                params={
+                    "fromDate": iso_z(start),
+                    "toDate": iso_z(end),
+                    "offset": offset,
+                    "count": POINTS_PAGE,
+                },
+            )
+            stats.pages += 1
+            items = body.get("items") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise self.http.error("point transactions page has no items list")
+            ids += [str(t["contactId"]) for t in items if t.get("contactId")]
+            offset += len(items)
+            if not items or offset >= int(body.get("totalCount", 0)):
+                return list(dict.fromkeys(ids))
+
+    def _attach_points(self, records: list[dict[str, Any]], listing: bool, stats: Any) -> None:
+        """``pointAccount.balance`` on each contact that has a point account: its balance
+        (of ``options.point_definition``, else all its accounts summed)."""
+        accounts: list[dict[str, Any]] = []
+        if listing:  # the modeled listing of every account, a page at a time
+            offset = 0
+            while True:
+                body = self.http.get_json(
+                    "/api/v3/point-accounts", params={"offset": offset, "count": POINTS_PAGE}
+                )
+                stats.pages += 1
+                items = body.get("items") if isinstance(body, dict) else None
+                if not isinstance(items, list):
+                    raise self.http.error("point accounts page has no items list")
+                accounts += items
+                offset += len(items)
+                if not items or offset >= int(body.get("totalCount", 0)):
+                    break
+        else:
+
+            def of(cid: str) -> list[dict[str, Any]]:
+                body = self.http.get_json("/api/v3/point-accounts", params={"contactId": cid})
+                items = body.get("items") if isinstance(body, dict) else None
+                if not isinstance(items, list):
+                    raise self.http.error("point accounts answer has no items list")
+                return items
+
+            ids = [str(r.get("id")) for r in records]
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                for items in pool.map(of, ids):
+                    accounts += items
+            stats.pages += len(ids)
+        if not accounts:
+            return
+        frame = pd.DataFrame.from_records(accounts)
+        if self.point_definition is not None:
+            frame = frame[frame["definitionId"].astype(str) == str(self.point_definition)]
+        balance = pd.to_numeric(frame["balance"], errors="coerce")
+        totals = balance.groupby(frame["contactId"].astype(str)).sum(min_count=1)
+        for rec in records:
+            total = totals.get(str(rec.get("id")))
+            if total is not None and not pd.isna(total):
+                rec["pointAccount"] = {"balance": float(total)}
+
     def read(self, since: datetime | None = None) -> ReadResult:
         start = overlap_start(since, self.overlap)
         # a minute ahead: our clock may trail the server's, and iso_z cuts to milliseconds;
@@ -242,10 +334,15 @@ class VoyadoConnector(HttpConnectorBase):
                     updated = self._feed("Updated", start, end)
                     deleted = self._feed("Deleted", start, end)
                     stats.pages += 3
+                    if self.read_points:  # a balance moved: its contact is read again
+                        updated += self._point_movers(start, end, stats)
                     gone = set(deleted)
                     ids = [i for i in dict.fromkeys(created + updated) if i not in gone]
                 records = self._fetch(ids)
                 stats.pages += len(ids)
+            if self.read_points and records:
+                listing = start is None and self.read_mode == "listing"
+                self._attach_points(records, listing, stats)
         raw = records_frame(records)
         watermark = newest(column(raw, "lastModified"), floor=since) if len(raw) else None
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
@@ -263,6 +360,11 @@ class VoyadoConnector(HttpConnectorBase):
         out["kind"] = "person"
         for canon, fld in _TO_CANONICAL.items():
             out[canon] = column(raw, fld)
+        # points live on the point account; a contact payload of an older shape may carry them
+        points = column(raw, "pointAccount.balance")
+        out["loyalty_points"] = points.where(points.notna(), column(raw, "loyalty.points"))
+        status = column(raw, "contactType").astype("string").str.strip().str.lower()
+        out["loyalty_status"] = status.map(_STATUS_IN)
         out["email_consent"] = column(raw, "preferences.acceptsEmail").map(_CONSENT_IN)
         out["sms_consent"] = column(raw, "preferences.acceptsSms").map(_CONSENT_IN)
         # when each consent was set: its entry in the contact's consents list
@@ -370,6 +472,8 @@ class VoyadoConnector(HttpConnectorBase):
                     rec.pop("id", None)
                     if method == "PATCH":
                         rec["id"] = ops[i].target_id
+                    else:  # a contact custsync creates is a copy of its golden record
+                        rec["custsyncId"] = ops[i].golden_id
                     body.append(rec)
                 self._bulk(method, ops, results, chunk, body)
         return [r for r in results if r is not None]

@@ -209,3 +209,28 @@ def attach_payloads(
     out = deltas.copy()
     out["payload"] = [dumps(p) for p in payloads]
     return out
+
+
+def hold_taken_keys(
+    deltas: pd.DataFrame, golden: pd.DataFrame, members: pd.DataFrame, key_field: str | None
+) -> tuple[pd.DataFrame, int]:
+    """Creates the target could not make: its records are keyed by ``key_field`` (unique
+    there, compared trimmed and case-folded), so a create whose value one of its records
+    already holds (a member of another golden record) would fail, or overwrite someone
+    else's record, and creates sharing a value would land on one record. Those creates are
+    dropped; returns (the rest, how many were dropped)."""
+    if key_field is None or deltas.empty or key_field not in golden.columns:
+        return deltas, 0
+    creates = deltas["entity_key"].astype(str).str.startswith("new:").to_numpy()
+    values = golden.drop_duplicates("golden_id").set_index("golden_id")[key_field]
+    value = deltas["golden_id"].map(values).astype("string").str.strip().str.casefold()
+    value = value.where(creates)
+    held = (
+        members[key_field].astype("string").str.strip().str.casefold().dropna()
+        if key_field in members.columns
+        else pd.Series(dtype="string")
+    )
+    taken = value.isin(set(held)).fillna(False).to_numpy()
+    shared = (value.notna() & value.duplicated(keep=False)).to_numpy()
+    drop = creates & (taken | shared)
+    return deltas[~drop].reset_index(drop=True), int(drop.sum())

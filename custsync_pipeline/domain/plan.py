@@ -83,6 +83,35 @@ class PublishPolicy:
     required_fields: tuple[str, ...] = ()
     delete_mode: str = "none"  # delete | archive | none: a customer gone from the source
     archive_payload: tuple[tuple[str, object], ...] = ()  # (wire field, value) pairs
+    # golden field the target keys its records by, unique there (Voyado: email): a create
+    # whose value another of its records holds, or several creates share, is held back
+    key_field: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsentRule:
+    """One consent in a market: whether it applies there, and its value when nobody set it."""
+
+    field: str  # email_consent | sms_consent
+    applies: bool = True
+    default: str | None = None  # yes | no | None (stays unknown)
+
+
+@dataclass(frozen=True)
+class MarketPlan:
+    """One market (seed 004: sync "by store, market and language", ``markets.<name>``).
+
+    A customer belongs to the first market whose ``store_codes`` hold its store code,
+    else to the first whose ``countries`` hold its country (``domain.markets``).
+    """
+
+    name: str
+    countries: tuple[str, ...] = ()
+    store_codes: tuple[str, ...] = ()
+    language: str | None = None  # filled in when a customer has none
+    phone_region: str | None = None  # region of national numbers at the market's stores
+    consents: tuple[ConsentRule, ...] = ()
+    targets: tuple[str, ...] | None = None  # publish targets that receive it (None: all)
 
 
 @dataclass(frozen=True)
@@ -122,6 +151,7 @@ class SyncPlan:
     state_db_url: str = "sqlite:///.custsync/state.sqlite"
     matching: MatchingPlan = field(default_factory=MatchingPlan)
     delete_grace_runs: int = 2  # runs gone from the source of truth before targets delete
+    markets: tuple[MarketPlan, ...] = ()
 
     @property
     def uses_current_data(self) -> bool:

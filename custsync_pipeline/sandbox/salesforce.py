@@ -19,6 +19,13 @@ Paths under ``/services/data/vNN.0/``:
 WHERE supports ``= != <> > >= < <=``, ``IN (...)``, ``NOT IN (...)``, ``LIKE '%x%'`` joined
 by ``AND`` (no ``OR``, no sub-queries, no relationship fields).
 
+Lead conversion (Salesforce converts through SOAP ``convertLead`` or Apex, not REST): the
+admin call ``POST /_sandbox/convert_lead`` ``{"lead_id", "contact_id"?}`` (or
+:meth:`SalesforceEmulator.convert_lead`) marks the Lead ``IsConverted``, ``Status: Closed -
+Converted``, sets ``ConvertedContactId`` (the given Contact, else a new one made from the
+Lead's fields) and ``ConvertedDate``, as a conversion does. Contacts carry the loyalty custom
+fields ``Loyalty_Tier__c``, ``Loyalty_Points__c`` (number) and ``Membership_Status__c``.
+
 Auth ``Authorization: Bearer <SALESFORCE_ACCESS_TOKEN>`` (401 ``INVALID_SESSION_ID``).
 Every answer carries ``Sforce-Limit-Info: api-usage=used/limit``; past ``daily_limit``
 calls: 403 ``REQUEST_LIMIT_EXCEEDED``. Writes set ``LastModifiedDate``.
@@ -51,6 +58,8 @@ _EXTRA_FIELDS = {
         "Description",
         "LeadSource",
         "Salutation",
+        "Loyalty_Points__c",
+        "Membership_Status__c",
     ),
     "Account": (
         "Name",
@@ -83,6 +92,10 @@ _EXTRA_FIELDS = {
         "Status",
         "Custsync_Id__c",
         "Description",
+        "IsConverted",
+        "ConvertedContactId",
+        "ConvertedAccountId",
+        "ConvertedDate",
     ),
 }
 _SYSTEM_FIELDS = ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp")
@@ -854,6 +867,51 @@ class SalesforceEmulator(Emulator):
 
     def on_delete_of(self, object_type: str, key: str, rec: dict, now: datetime) -> None:
         self.on_delete(key, rec, now, object_type)
+
+    # ----------------------------------------------------------------- lead conversion
+    def convert_lead(self, lead_id: str, contact_id: str | None = None) -> dict:
+        """Convert a Lead as Salesforce does: into ``contact_id`` (an existing Contact), or
+        into a new Contact made from the Lead's fields. Answers the converted Lead."""
+        with self.lock:
+            lead = self.objects["Lead"].get(lead_id)
+            if lead is None:
+                raise KeyError(f"no Lead {lead_id}")
+            if lead.get("IsConverted"):
+                raise ValueError(f"Lead {lead_id} is converted already")
+            if contact_id is None:
+                body = {
+                    "FirstName": lead.get("FirstName"),
+                    "LastName": lead.get("LastName"),
+                    "Email": lead.get("Email"),
+                    "Phone": lead.get("Phone"),
+                    "MailingStreet": lead.get("Street"),
+                    "MailingCity": lead.get("City"),
+                    "MailingPostalCode": lead.get("PostalCode"),
+                    "MailingCountry": lead.get("Country"),
+                    "LeadSource": lead.get("LeadSource"),
+                }
+                contact_id, _ = self._apply("Contact", None, body)
+            elif contact_id not in self.objects["Contact"]:
+                raise KeyError(f"no Contact {contact_id}")
+            now = sf_time(_now())
+            fields = {
+                "IsConverted": True,
+                "Status": "Closed - Converted",
+                "ConvertedContactId": contact_id,
+                "ConvertedDate": now[:10],
+            }
+            self._apply("Lead", lead_id, fields)
+            return dict(self.objects["Lead"][lead_id])
+
+    def admin(self, req: Request, action: str) -> Response:
+        if req.method == "POST" and action == "convert_lead":
+            body = req.json() or {}
+            try:
+                lead = self.convert_lead(str(body.get("lead_id")), body.get("contact_id"))
+            except (KeyError, ValueError) as exc:
+                return Response(400, {"error": str(exc)})
+            return Response(200, lead)
+        return super().admin(req, action)
 
 
 def _now() -> datetime:

@@ -31,6 +31,8 @@ contact attributes are top-level fields, as in v3 (the sandbox's: ``segment``,
 ``favoriteCategory``). Header ``apikey`` (401 otherwise); a write without
 ``Content-Type: application/json`` answers 500, as the real API does.
 Error body: ``{"errorCode", "message", "statusCode"}``.
+
+Point accounts and point transactions (a contact's points balance): ``voyado_loyalty.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from datetime import datetime
 from typing import Any
 
 from .server import Emulator, Faults, Request, Response, credential, utcnow
+from .voyado_loyalty import VoyadoLoyaltyMixin
 
 _CONSENTS = ("acceptsEmail", "acceptsSms", "acceptsPostal")
 _SET = ("Yes", "No")
@@ -63,7 +66,7 @@ def _digits(phone: Any) -> str:
     return re.sub(r"[^\d+]", "", str(phone or ""))
 
 
-class VoyadoEmulator(Emulator):
+class VoyadoEmulator(VoyadoLoyaltyMixin, Emulator):
     system = "voyado"
     id_field = "id"
 
@@ -81,6 +84,11 @@ class VoyadoEmulator(Emulator):
         self._window: list[float] = []
         self.batches: dict[str, dict] = {}
         super().__init__(data, faults)
+
+    def reset(self) -> None:
+        super().reset()
+        with self.lock:
+            self.reset_loyalty()  # points move to point accounts (voyado_loyalty.py)
 
     def authorized(self, req: Request) -> bool:
         return req.headers.get("apikey") == credential("VOYADO_API_KEY")
@@ -108,6 +116,9 @@ class VoyadoEmulator(Emulator):
         ):
             return self.error(500, "InternalServerError", "An error has occurred.")
         parts = req.path.strip("/").split("/")
+        loyalty = self.route_loyalty(req, parts)
+        if loyalty is not None:
+            return loyalty
         if parts[:3] == ["api", "v2", "receipts"]:  # receipts: sandbox/transactions.py
             from .transactions import voyado_receipts_route
 
@@ -288,7 +299,7 @@ class VoyadoEmulator(Emulator):
             "zipCode": None, "city": None, "countryCode": None, "language": None, "contactType": "Member",
             "externalId": None, "memberNumber": None, "storeExternalId": store_id,
             "preferences": {"acceptsEmail": "Not set", "acceptsSms": "Not set"},
-            "loyalty": {"tier": None, "points": 0}, "consents": [], "createdDate": now,
+            "loyalty": {"tier": None}, "consents": [], "createdDate": now,
             "lastModified": now,
         }  # fmt: skip
         while rec["id"] in self.store:

@@ -35,7 +35,9 @@ from custsync_pipeline.domain.deltas import (
     compute_deltas,
     entry_lists,
     hold_back,
+    hold_taken_keys,
 )
+from custsync_pipeline.domain.markets import apply_market_rules, market_takes
 from custsync_pipeline.domain.plan import PublishPolicy, SyncPlan
 from custsync_pipeline.store import conflicts as conflict_store
 from custsync_pipeline.store import core, presence
@@ -173,7 +175,12 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             ]
         )
         connector = getattr(context.resources, api_key).connector()
-        takes, held_back = hold_back(golden_customers, target.kinds, target.required_fields)
+        # each market's language and consent rules, and only the markets it serves
+        golden_customers = apply_market_rules(golden_customers, plan.markets)
+        serves = market_takes(golden_customers, plan.markets, name)
+        takes, held_back = hold_back(golden_customers[serves], target.kinds, target.required_fields)
+        if plan.markets:
+            held_back["market_not_served"] = int((~serves).sum())
         # each op carries the golden version it was computed from
         takes = takes.assign(version=takes["golden_id"].map(core.golden_versions(engine)))
         write_object = getattr(connector, "write_object", None)
@@ -223,6 +230,9 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             & deltas["golden_id"].isin(src_gone.index)
         )
         deltas = deltas[~stop].reset_index(drop=True)
+        if target.key_field:
+            deltas, key_taken = hold_taken_keys(deltas, takes, members, target.key_field)
+            held_back[f"key_taken_{target.key_field}"] = key_taken
         deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
         deltas = withhold_fields(
             deltas, golden_sub, conflicts, connector.from_canonical, core.dumps_payload

@@ -1,0 +1,190 @@
+"""Salesforce <-> Voyado in both directions (issue 12 items 3 and 4), over real sockets.
+
+The packaged config with Salesforce and Voyado enabled: a tier change on a Voyado contact
+and a points change on its point account reach the Salesforce Contact's loyalty fields
+(and custsync never writes loyalty to Voyado); a CRM-owned profile change (a Contact's last
+name) reaches the Voyado contact; a Lead converted into an existing Contact follows its
+``ConvertedContactId`` into that Contact's golden record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import requests
+import sqlalchemy as sa
+
+from custsync_pipeline.sandbox.server import Sandbox
+from custsync_pipeline.store import core
+from custsync_pipeline.store.db import StateDB
+from custsync_pipeline_tests.e2e import materialize_all, metadata_of, run_against_sandbox
+from custsync_pipeline_tests.sandbox_fixtures import SF_HEADERS
+
+VY_HEADERS = {"apikey": "sandbox-voyado-key", "Content-Type": "application/json"}
+SF = "/services/data/v60.0"
+
+
+def _idmap(engine) -> pd.DataFrame:  # noqa: ANN001 - an Engine
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select connector, source_id, golden_id from identity_map"))
+        return pd.DataFrame(rows.fetchall(), columns=["connector", "source_id", "golden_id"])
+
+
+def _pairs(engine, sb: Sandbox) -> pd.DataFrame:  # noqa: ANN001
+    """Golden records with exactly one Salesforce Contact and one Voyado contact."""
+    idm = _idmap(engine)
+    contacts = {r["Id"] for r in sb.records("salesforce")}
+    sf = idm[(idm["connector"] == "salesforce") & idm["source_id"].isin(contacts)]
+    vy = idm[idm["connector"] == "voyado"]
+    sf = sf[~sf["golden_id"].duplicated(keep=False)]
+    vy = vy[~vy["golden_id"].duplicated(keep=False)]
+    return sf.merge(vy, on="golden_id", suffixes=("_sf", "_vy"))
+
+
+@pytest.fixture
+def synced(dagster_env, tmp_path: Path):
+    """A sandbox after one whole-graph run of Salesforce and Voyado (both ways)."""
+    with Sandbox(seed=11, people=60, base_port=0, systems=["salesforce", "voyado"]) as sb:
+        db_url, _ = run_against_sandbox(
+            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voyado"}
+        )
+        with dg.DagsterInstance.ephemeral() as instance:
+            first = materialize_all(instance)
+            assert first.success
+            assert metadata_of(first, "voyado/published")["dead_lettered"] == 0
+            engine = StateDB(db_url).engine
+            try:
+                yield sb, instance, engine, first
+            finally:
+                engine.dispose()
+
+
+def test_loyalty_reaches_salesforce_and_profile_reaches_voyado(synced) -> None:
+    sb, instance, engine, first = synced
+    vy_url, sf_url = sb.urls["voyado"], sb.urls["salesforce"]
+    # the first run already carried every balance and status to the Contacts
+    contacts = pd.DataFrame(sb.records("salesforce")).set_index("Id")
+    pairs = _pairs(engine, sb)
+    assert len(pairs) >= 3
+    first_pair = pairs.iloc[0]
+    acc = requests.get(
+        f"{vy_url}/api/v3/point-accounts",
+        params={"contactId": first_pair["source_id_vy"]},
+        headers=VY_HEADERS,
+        timeout=10,
+    ).json()["items"]
+    assert contacts.loc[first_pair["source_id_sf"], "Loyalty_Points__c"] == acc[0]["balance"]
+    assert contacts.loc[first_pair["source_id_sf"], "Membership_Status__c"] == "member"
+
+    tiered, pointed, renamed = (pairs.iloc[i] for i in range(3))
+    # a tier change on one contact, a points change (a point transaction) on another: the
+    # second does not touch the contact, only the point account
+    r = requests.patch(
+        f"{vy_url}/api/v3/contacts/{tiered['source_id_vy']}",
+        json={"loyalty": {"tier": "Platinum"}},
+        headers=VY_HEADERS,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    before = contacts.loc[pointed["source_id_sf"], "Loyalty_Points__c"]
+    r = requests.post(
+        f"{vy_url}/api/v3/point-transactions",
+        json=[{"contactId": pointed["source_id_vy"], "amount": 250, "source": "POS"}],
+        headers=VY_HEADERS,
+        timeout=10,
+    )
+    assert r.json()["results"][0]["success"], r.text
+    # and a CRM-owned profile change: a Contact's last name
+    r = requests.patch(
+        f"{sf_url}{SF}/sobjects/Contact/{renamed['source_id_sf']}",
+        json={"LastName": "Nordmann-Lie"},
+        headers=SF_HEADERS,
+        timeout=10,
+    )
+    assert r.status_code == 204, r.text
+    voyado_before = {c["id"]: c for c in sb.records("voyado")}
+
+    second = materialize_all(instance)
+    assert second.success
+    after = pd.DataFrame(sb.records("salesforce")).set_index("Id")
+    assert after.loc[tiered["source_id_sf"], "Loyalty_Tier__c"] == "Platinum"
+    assert after.loc[pointed["source_id_sf"], "Loyalty_Points__c"] == before + 250
+    voyado_after = {c["id"]: c for c in sb.records("voyado")}
+    assert voyado_after[renamed["source_id_vy"]]["lastName"] == "Nordmann-Lie"
+
+    # loyalty is Voyado's: never written back to it (no payload carries it, no point
+    # transaction but ours, every tier as Voyado holds it)
+    sent = core.load_outbox(engine, "voyado")
+    for payload in sent["payload"].dropna():
+        assert not {"loyalty", "pointAccount", "contactType", "preferences"} & set(
+            json.loads(payload)
+        )
+    assert len(sb.emulators["voyado"].point_transactions) == 1
+    for cid, rec in voyado_before.items():
+        assert voyado_after[cid]["loyalty"] == rec["loyalty"] or cid == tiered["source_id_vy"]
+    assert voyado_after[tiered["source_id_vy"]]["loyalty"]["tier"] == "Platinum"
+
+    # a third run on unchanged sources sends nothing either way
+    third = materialize_all(instance)
+    assert third.success
+    for target in ("salesforce", "voyado"):
+        assert metadata_of(third, f"{target}/outbound_deltas")["dagster/row_count"] == 0, target
+
+
+def test_voyado_receives_crm_customers_keyed_by_email(synced) -> None:
+    sb, instance, engine, first = synced
+    meta = metadata_of(first, "voyado/outbound_deltas")
+    assert meta["creates"] > 0
+    golden = core.load_golden_records(engine).set_index("golden_id")
+    voyado = pd.DataFrame(sb.records("voyado"))
+    made = voyado[voyado["custsyncId"].notna()] if "custsyncId" in voyado else voyado.iloc[:0]
+    assert len(made) == meta["creates"]
+    # a created contact is keyed by its golden record's e-mail, stamped with its golden id,
+    # and carries no loyalty of custsync's making
+    want = made["custsyncId"].map(golden["email"])
+    assert (made["email"].str.lower().to_numpy() == want.to_numpy()).all()
+    # and none took an e-mail another contact holds (Voyado keys contacts by it)
+    others = set(voyado.loc[voyado["custsyncId"].isna(), "email"].dropna().str.lower())
+    assert not made["email"].str.lower().duplicated().any()
+    assert not made["email"].str.lower().isin(others).any()
+    # read back, each joins the golden record it was made for (no echo duplicates)
+    n_golden = len(golden)
+    second = materialize_all(instance)
+    assert second.success
+    assert len(core.load_golden_records(engine)) == n_golden
+    idm = _idmap(engine)
+    back = idm[(idm["connector"] == "voyado") & idm["source_id"].isin(made["id"])]
+    assert len(back) == len(made)
+    stamped = made.set_index("id")["custsyncId"]
+    assert (back["golden_id"].to_numpy() == back["source_id"].map(stamped).to_numpy()).all()
+
+
+def test_a_converted_lead_follows_its_converted_contact(synced) -> None:
+    sb, instance, engine, _ = synced
+    idm = _idmap(engine).set_index(["connector", "source_id"])["golden_id"]
+    contacts = pd.DataFrame(sb.records("salesforce"))
+    leads = pd.DataFrame(sb.records("salesforce", "Lead"))
+    # a Lead whose golden record holds no Contact, converted into a Contact of another
+    # golden record (another e-mail, another name: only the conversion ties them)
+    lead_gid = leads["Id"].map(lambda i: idm.get(("salesforce", i)))
+    contact_gids = set(contacts["Id"].map(lambda i: idm.get(("salesforce", i))))
+    lone = leads[~lead_gid.isin(contact_gids) & lead_gid.notna()]
+    assert len(lone) > 0
+    lead = lone.iloc[0]
+    target = contacts[contacts["Email"].fillna("") != (lead["Email"] or "")].iloc[0]
+    assert idm[("salesforce", lead["Id"])] != idm[("salesforce", target["Id"])]
+    n_golden = len(core.load_golden_records(engine))
+    converted = sb.emulators["salesforce"].convert_lead(lead["Id"], target["Id"])
+    assert converted["ConvertedContactId"] == target["Id"]
+
+    second = materialize_all(instance)
+    assert second.success
+    after = _idmap(engine).set_index(["connector", "source_id"])["golden_id"]
+    assert after[("salesforce", lead["Id"])] == after[("salesforce", target["Id"])]
+    # the Lead's own golden record was merged into the Contact's: no duplicate left
+    assert len(core.load_golden_records(engine)) == n_golden - 1
+    assert len(sb.records("salesforce")) == len(contacts)  # no Contact created for it
