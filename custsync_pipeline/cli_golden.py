@@ -92,6 +92,27 @@ def format_golden_sources(engine: Engine, golden_id: str) -> str:
     return "\n".join(lines)
 
 
+def format_order_history(engine: Engine, golden_id: str) -> str:
+    """The ``order_history`` aspect (seed 000): orders, first and last order, spend per
+    currency, and its provenance (the source connector, the newest transactions counted)."""
+    from custsync_pipeline.store.transactions import load_order_history
+
+    hist = load_order_history(engine, golden_id)
+    if hist.empty:
+        return "\norder_history: no linked transactions"
+    lines = ["", f"order_history ({int(hist['orders_count'].sum())} orders):"]
+    for r in hist.itertuples(index=False):
+        first = pd.Timestamp(r.first_order_at).strftime("%Y-%m-%d %H:%M")
+        last = pd.Timestamp(r.last_order_at).strftime("%Y-%m-%d %H:%M")
+        lines.append(
+            f"  {r.currency}: {r.orders_count} orders, first {first}, last {last}, "
+            f"total spend {r.total_spend:.2f}"
+        )
+        computed = pd.Timestamp(r.computed_at).strftime("%Y-%m-%d %H:%M")
+        lines.append(f"      from {r.source} (newest {r.transactions}), computed {computed}")
+    return "\n".join(lines)
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from custsync_pipeline.cli_identity import _engine
     from custsync_pipeline.store.golden import golden_history

@@ -136,6 +136,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(format_explanation(ex))
     if ex.golden_id is not None:
         print(format_golden_sources(engine, ex.golden_id))
+        from custsync_pipeline.cli_golden import format_order_history
+
+        print(format_order_history(engine, ex.golden_id))
     return 0 if ex.golden_id is not None else 1
 
 

@@ -457,6 +457,7 @@ class TransactionsConfig(_Strict):
 
 
 TRANSACTION_TARGET_TYPES = ("voyado", "salesforce", "voucherify")
+OTHER_CONNECTOR_TYPES = ("exact", "icomm", "rest", "file", "shop")
 
 
 class SyncConfig(_Strict):
@@ -508,7 +509,8 @@ class SyncConfig(_Strict):
                 )
         for i, target in enumerate(self.transactions.publish):
             conn = self.connectors.get(target.connector)
-            if conn is None or conn.type not in TRANSACTION_TARGET_TYPES:
+            # a misspelt type is reported by the connector check, naming the type
+            if conn is None or conn.type in OTHER_CONNECTOR_TYPES:
                 raise ValueError(
                     f"transactions.publish[{i}].connector: {target.connector!r} is not a "
                     f"configured connector of type {', '.join(TRANSACTION_TARGET_TYPES)}"

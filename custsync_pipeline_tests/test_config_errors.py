@@ -68,7 +68,7 @@ MISTAKES = {
     ),
     "bad_role": (
         lambda d: _c(d)["voyado"].__setitem__("role", "sink"),
-        "connectors.voyado.role: Input should be 'source', 'enrichment' or 'target'",
+        "connectors.voyado.role: Input should be 'source', 'enrichment', 'target' or 'transactions'",
     ),
     "bad_threshold": (
         lambda d: _c(d)["voyado"].__setitem__("quality", {"min_valid_rate": 1.5}),

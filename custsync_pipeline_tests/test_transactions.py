@@ -10,6 +10,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from custsync_pipeline.cli_golden import format_order_history
 from custsync_pipeline.domain.transactions import (
     key_holders,
     link_transactions,
@@ -207,6 +208,8 @@ def test_purchase_reaches_voyado_salesforce_voucherify_once(dagster_env, tmp_pat
         hist = load_order_history(engine, gid)
         assert len(hist) >= 1 and (hist["orders_count"] >= 1).all()
         assert "SN-GUEST-1" in hist.loc[hist["currency"] == "SEK", "transactions"].iloc[0]
+        shown = format_order_history(engine, gid)  # what `custsync explain` prints
+        assert "order_history (" in shown and "SEK:" in shown and "from shop" in shown
 
         # a replay of the same run sends nothing twice (what it sends is only what was held
         # back: golden records that got a member in the target through the first run)

@@ -60,6 +60,13 @@ ENTRY_ASPECTS: tuple[str, ...] = (
 # Every aspect a flow step may name: seed 001's ten, plus consents and loyalty (seed 004).
 ASPECTS: tuple[str, ...] = ("name", *ENTRY_ASPECTS, "consents", "loyalty")
 
+# Derived aspects: computed from a golden record's linked transactions, never given by a
+# flow step (seed 000's order history): one row per (golden id, currency) with provenance
+# (source connector, the transactions counted, when). ``domain.transactions.order_history``.
+DERIVED_ASPECTS: dict[str, tuple[str, ...]] = {
+    "order_history": ("orders_count", "first_order_at", "last_order_at", "total_spend"),
+}
+
 # Nested aspects and the aspect their parent belongs to.
 PARENT_ASPECT: dict[str, str] = {
     "address_attributes": "addresses",

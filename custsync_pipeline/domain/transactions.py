@@ -27,11 +27,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+
+from custsync_pipeline.domain.aspects import DERIVED_ASPECTS
 
 TRANSACTION_COLUMNS: tuple[str, ...] = (
     "source",  # connector the transaction came from
@@ -56,12 +59,7 @@ CHANNELS: tuple[str, ...] = ("web", "pos")
 STATUSES: tuple[str, ...] = ("completed", "returned", "cancelled")
 # ISO 4217 codes of the markets served (seed 004: by store, market and language)
 CURRENCIES: tuple[str, ...] = ("SEK", "NOK", "DKK", "EUR", "GBP", "USD", "CHF", "PLN")
-ORDER_HISTORY_FIELDS: tuple[str, ...] = (
-    "orders_count",
-    "first_order_at",
-    "last_order_at",
-    "total_spend",
-)
+ORDER_HISTORY_FIELDS: tuple[str, ...] = DERIVED_ASPECTS["order_history"]
 ORDER_HISTORY_COLUMNS: tuple[str, ...] = (
     "golden_id",
     "currency",
@@ -253,7 +251,9 @@ def _blocked(
 ) -> pd.Series:
     out = values.isin(list(blocked_values))
     for pattern in patterns:
-        out |= values.str.contains(pattern, flags=re.IGNORECASE, regex=True, na=False)
+        with warnings.catch_warnings():  # groups in a rule's pattern are only alternatives
+            warnings.simplefilter("ignore", UserWarning)
+            out |= values.str.contains(pattern, flags=re.IGNORECASE, regex=True, na=False)
     return out.fillna(False).astype(bool)
 
 

@@ -23,7 +23,9 @@ message}}``.
 Admin (besides the common ones): ``POST /_sandbox/orders`` ``{customer, lines, store_code,
 channel, currency, id?}``: a purchase made now (answers the order); the common ``changes``
 knob adds orders by new account holders and marks edited orders ``returned``.
-Knob ``orders``: how many orders to generate (default two per person).
+Knobs (``Sandbox(options={"shop": {...}})``): ``orders`` (how many to generate, default two
+per person), ``buyers`` (share per buyer kind: member, account, phone_only, guest_email,
+anonymous), ``broken_rate`` (default 0.005).
 """
 
 from __future__ import annotations
@@ -86,9 +88,16 @@ def _member_numbers(data: SandboxData) -> dict[str, str]:
     return out
 
 
-def generate_orders(data: SandboxData, orders: int | None = None) -> tuple[list[dict], list[dict]]:
+def generate_orders(
+    data: SandboxData,
+    orders: int | None = None,
+    buyers: dict[str, float] | None = None,
+    broken_rate: float = 0.005,
+) -> tuple[list[dict], list[dict]]:
     """``orders`` orders (default two per person) of the generated people, deterministically;
-    returns (orders, truth rows ``{source_id, person_id, buyer}``)."""
+    ``buyers``: share per buyer kind (``BUYER_KINDS``; default 35/25/10/20/10 %),
+    ``broken_rate``: share of broken orders. Returns (orders, truth rows ``{source_id,
+    person_id, buyer, broken}``)."""
     people = data.people
     n_people = len(people)
     n = 2 * n_people if orders is None else int(orders)
@@ -96,7 +105,15 @@ def generate_orders(data: SandboxData, orders: int | None = None) -> tuple[list[
         return [], []
     rng = np.random.default_rng([data.seed, _SHOP_STREAM])
     p = rng.integers(0, n_people, n)
-    kind = np.array(BUYER_KINDS, dtype=object)[rng.choice(len(BUYER_KINDS), size=n, p=_BUYER_P)]
+    if buyers:
+        unknown = sorted(set(buyers) - set(BUYER_KINDS))
+        if unknown:
+            raise ValueError(f"shop buyers: unknown kind(s) {unknown}; known: {list(BUYER_KINDS)}")
+        weights = np.array([float(buyers.get(k, 0.0)) for k in BUYER_KINDS])
+        share = weights / weights.sum()
+    else:
+        share = _BUYER_P
+    kind = np.array(BUYER_KINDS, dtype=object)[rng.choice(len(BUYER_KINDS), size=n, p=share)]
     members = _member_numbers(data)
     pid = people["person_id"].to_numpy(object)[p]
     member_no = pd.Series(pid).map(members).to_numpy(object)
@@ -116,7 +133,7 @@ def generate_orders(data: SandboxData, orders: int | None = None) -> tuple[list[
     n_lines = rng.integers(1, 4, n)
     product = rng.integers(0, len(_PRODUCTS), int(n_lines.sum()))
     qty = rng.integers(1, 4, int(n_lines.sum()))
-    broken = rng.random(n) < 0.005
+    broken = rng.random(n) < broken_rate
     broken_how = rng.integers(0, 3, n)
     out: list[dict] = []
     truth: list[dict] = []
@@ -177,9 +194,16 @@ class ShopEmulator(Emulator):
     id_field = "id"
 
     def __init__(
-        self, data: SandboxData, faults: Faults | None = None, orders: int | None = None
+        self,
+        data: SandboxData,
+        faults: Faults | None = None,
+        orders: int | None = None,
+        buyers: dict[str, float] | None = None,
+        broken_rate: float = 0.005,
     ) -> None:
         self.n_orders = orders
+        self.buyer_shares = buyers
+        self.broken_rate = broken_rate
         self._generated: tuple[list[dict], list[dict]] | None = None
         self._new_orders = 0
         super().__init__(data, faults)
@@ -187,7 +211,9 @@ class ShopEmulator(Emulator):
     def reset(self) -> None:
         super().reset()
         if self._generated is None:
-            self._generated = generate_orders(self.data, self.n_orders)
+            self._generated = generate_orders(
+                self.data, self.n_orders, self.buyer_shares, self.broken_rate
+            )
         orders, truth = self._generated
         with self.lock:
             self.store = {o["id"]: _copy(o) for o in orders}
