@@ -2,8 +2,10 @@
 # The test suite: installs what it needs, then runs pytest (extra args pass through).
 # PostgreSQL tests use $CUSTSYNC_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres)
 # or, when none answers, a throwaway cluster started from the PostgreSQL binaries.
+# The browser test needs Debian's chromium: installed here when missing (as root).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 source scripts/bootstrap.sh
+source scripts/ensure-chromium.sh  # the browser test's chromium (apt-get when missing)
 exec .venv/bin/python -m pytest "$@"
