@@ -25,7 +25,9 @@ the balances are summed; ``options.points: false`` skips them). A points change 
 touch the contact's ``lastModified``: incremental reads also take the contacts of the
 window's point transactions (``GET /api/v3/point-transactions?fromDate=&toDate=``).
 A contact custsync creates carries ``custsyncId`` = its golden id (a custom contact
-attribute), so reading it back joins that golden record (``domain/stamps.py``).
+attribute), so reading it back joins that golden record (``domain/stamps.py``), and
+``contactType: Contact`` (custsync enrolls nobody); until Voyado makes it a member it has no
+membership status.
 """
 
 from __future__ import annotations
@@ -364,7 +366,10 @@ class VoyadoConnector(HttpConnectorBase):
         points = column(raw, "pointAccount.balance")
         out["loyalty_points"] = points.where(points.notna(), column(raw, "loyalty.points"))
         status = column(raw, "contactType").astype("string").str.strip().str.lower()
-        out["loyalty_status"] = status.map(_STATUS_IN)
+        # a contact custsync made for a CRM customer is no membership fact of Voyado's
+        # until Voyado enrolls it (else its status would only reach the CRM a run later)
+        ours = column(raw, "custsyncId").notna() & (status == "contact").fillna(False)
+        out["loyalty_status"] = status.map(_STATUS_IN).mask(ours)
         out["email_consent"] = column(raw, "preferences.acceptsEmail").map(_CONSENT_IN)
         out["sms_consent"] = column(raw, "preferences.acceptsSms").map(_CONSENT_IN)
         # when each consent was set: its entry in the contact's consents list
@@ -472,8 +477,10 @@ class VoyadoConnector(HttpConnectorBase):
                     rec.pop("id", None)
                     if method == "PATCH":
                         rec["id"] = ops[i].target_id
-                    else:  # a contact custsync creates is a copy of its golden record
+                    else:  # a contact custsync creates is a copy of its golden record,
+                        # not a loyalty member: enrolling one is Voyado's business
                         rec["custsyncId"] = ops[i].golden_id
+                        rec.setdefault("contactType", "Contact")
                     body.append(rec)
                 self._bulk(method, ops, results, chunk, body)
         return [r for r in results if r is not None]
