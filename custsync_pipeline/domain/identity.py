@@ -775,6 +775,8 @@ def _masked_conflict_keys(keys, key_ids: np.ndarray, rules: list[IdentifierRule]
 
 
 def _conflict_id(parts: pd.DataFrame) -> pd.Series:
+    if parts.empty:  # agg over no rows gives a frame, not a Series
+        return pd.Series([], index=parts.index, dtype=object)
     joined = parts.astype(str).agg("\x1f".join, axis=1)
     return joined.map(lambda t: hashlib.sha1(t.encode()).hexdigest()[:16])
 

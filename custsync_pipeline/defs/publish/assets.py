@@ -42,6 +42,7 @@ from custsync_pipeline.domain.plan import PublishPolicy, SyncPlan
 from custsync_pipeline.store import conflicts as conflict_store
 from custsync_pipeline.store import core, presence
 from custsync_pipeline.store import golden as golden_store
+from custsync_pipeline.store.delete_events import record_delete_events
 
 PUBLISH_CHUNK = (
     1000  # ops recorded per state-DB transaction: a crash loses at most this much progress
@@ -91,9 +92,17 @@ def _source_deletions_asset(plan: SyncPlan) -> dg.AssetsDefinition:
         engine = context.resources.state_db.engine
         key = presence.SOURCE_PREFIX + plan.source
         held = identity_map.loc[identity_map["connector"] == plan.source, "golden_id"]
+        before = presence.gone_runs(engine, key)
         presence.record_presence(engine, key, held)
         runs = presence.gone_runs(engine, key)
         due = int((runs >= plan.delete_grace_runs).sum())
+        # every step of a delete is an event in golden history
+        for ids, step in (
+            (runs.index.difference(before.index), "pending"),
+            (before.index.difference(runs.index), "cancelled"),
+            (runs.index[runs == plan.delete_grace_runs], "due"),
+        ):
+            record_delete_events(engine, ids, step, plan.source)
         context.log.info(
             f"{len(runs)} golden records gone from {plan.source}: {due} past the grace period "
             f"of {plan.delete_grace_runs} runs, {len(runs) - due} pending"
@@ -213,7 +222,9 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         )
         # a golden record the target held and no longer holds was deleted there: it is
         # never created again in the system that deleted it
+        gone_before = set(presence.gone_runs(engine, name).index)
         gone = presence.record_presence(engine, name, members["golden_id"])
+        record_delete_events(engine, gone - gone_before, "gone from target", name)
         again = deltas["entity_key"].astype(str).str.startswith("new:") & deltas["golden_id"].isin(
             gone
         )
@@ -244,6 +255,8 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             last = settled.drop_duplicates("entity_key", keep="last").set_index("entity_key")
             done = removals["entity_key"].map(last["acked_hash"])
             removals = removals[done.to_numpy() != removals["payload_hash"].to_numpy()]
+            step = "queued archive" if target.delete_mode == "archive" else "queued delete"
+            record_delete_events(engine, removals["golden_id"], step, name)
             deltas = pd.concat([deltas, removals], ignore_index=True)
         queued_before = ledger["status"].isin(core.QUEUED)
         core.enqueue_deltas(engine, name, deltas)
@@ -361,6 +374,15 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                 }
             )
             core.record_publish_results(engine, name, frame)
+            removed = chunk["payload_hash"].astype(str).isin(["delete"]) | chunk[
+                "payload_hash"
+            ].astype(str).str.startswith("archive:")
+            done = removed.to_numpy() & (frame["status"] == "acked").to_numpy()
+            if done.any():
+                kind = chunk["payload_hash"].astype(str).str.startswith("archive:").to_numpy()
+                ids = chunk["golden_id"].to_numpy()
+                record_delete_events(engine, ids[done & kind], "archived", name)
+                record_delete_events(engine, ids[done & ~kind], "deleted", name)
             for s in status:
                 counts[s] += 1
             errors += [r.error for r in results if not r.ok and r.error]
