@@ -66,11 +66,15 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             "identity_map": dg.AssetOut(
                 key=IDENTITY_MAP,
                 group_name="identity",
+                kinds={"pandas"},
+                owners=["team:custsync"],
                 description="(connector, source_id) -> golden_id for every valid source record.",
             ),
             "identity_conflicts": dg.AssetOut(
                 key=IDENTITY_CONFLICTS,
                 group_name="identity",
+                kinds={"pandas"},
+                owners=["team:custsync"],
                 description="Links refused or in doubt: the steward review queue.",
             ),
         },
