@@ -13,9 +13,10 @@
   ``runs.stale_run_s`` and no live state lease).
 - ``continue_after_failed_lanes``: Dagster skips every step downstream of a failed one,
   so one connector that is down (or a feed blocked by its valid-row check) would stop
-  identity, golden records and publishing for all the others. When a ``sync_job`` run
-  failed only in extraction lanes, this sensor runs ``resolve_and_publish_job`` so the
-  healthy connectors' changes still flow; the failed lane counts with its last good
+  identity, golden records and publishing for all the others. When a ``sync_job`` or
+  ``reconciliation_job`` run failed only in extraction lanes, this sensor runs
+  ``resolve_and_publish_job`` (which ends with every target's reconciliation report) so
+  the healthy connectors' changes still flow; the failed lane counts with its last good
   snapshot (a blocked feed never replaced it).
 """
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from custsync_pipeline.config import current_config, current_plan
+from custsync_pipeline.defs.automation.reconciliation import reconciliation_job
 from custsync_pipeline.defs.extract.changes import unpartitioned_assets
 from custsync_pipeline.defs.resources import StateDBResource
 from custsync_pipeline.domain.plan import SyncPlan
@@ -161,11 +163,13 @@ def downstream_step_keys(plan: SyncPlan) -> set[str]:
     from custsync_pipeline.defs.golden.assets import build_golden_assets
     from custsync_pipeline.defs.identity.assets import build_identity_assets
     from custsync_pipeline.defs.publish.assets import build_publish_assets
+    from custsync_pipeline.defs.publish.reconciliation import build_report_assets
 
     assets = [
         *build_identity_assets(plan),
         *build_golden_assets(plan),
         *build_publish_assets(plan),
+        *build_report_assets(plan),
     ]
     return {a.node_def.name for a in assets if not isinstance(a, dg.AssetChecksDefinition)}
 
@@ -183,12 +187,12 @@ def only_lanes_failed(failed_step_keys: Iterable[str], plan: SyncPlan) -> bool:
 
 @dg.run_failure_sensor(
     name="continue_after_failed_lanes",
-    monitored_jobs=[sync_job],
+    monitored_jobs=[sync_job, reconciliation_job],
     request_job=resolve_and_publish_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "When a sync_job run failed only in extraction lanes, resolve and publish from the "
-        "stored records so the healthy connectors' changes still flow."
+        "When a sync_job or reconciliation_job run failed only in extraction lanes, resolve "
+        "and publish from the stored records so the healthy connectors' changes still flow."
     ),
 )
 def continue_after_failed_lanes(context: dg.RunFailureSensorContext):

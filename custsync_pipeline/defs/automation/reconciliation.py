@@ -6,7 +6,11 @@
 feed (Voucherify), an edit that did not touch the change time, a window a missed run
 skipped — is caught, the stored records are replaced, and the publish steps compare every
 target's real state with the golden records: drift becomes corrective deltas, conflicts are
-counted by the identity step.
+counted by the identity step, and each target's ``<t>/reconciliation_report`` (in sync,
+drifted, corrected, missing, extra, pending deletes, dead letters, open conflicts) is the
+night's drift report. A lane that fails does not stop the others: the
+``continue_after_failed_lanes`` sensor watches this job too and resolves, publishes and
+reports from the stored records of every lane.
 """
 
 import dagster as dg
@@ -21,7 +25,8 @@ reconciliation_job = dg.define_asset_job(
     description=(
         "Full snapshots of every connector (not the changes since the watermark): stored "
         "records replaced, deletes without a feed caught, every target compared with the "
-        "golden records and its drift sent as corrective deltas, conflicts counted."
+        "golden records and its drift sent as corrective deltas, conflicts counted; each "
+        "target's reconciliation_report is the drift report."
     ),
 )
 
