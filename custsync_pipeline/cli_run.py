@@ -7,6 +7,12 @@ then one line per failed step (its connector or target, the step, the reason).
 Exits 1 when a step failed or a target has failed or dead-lettered deltas, 2 when another
 sync held the state lease for longer than ``runs.lease_wait_s`` (nothing ran).
 
+Its runs belong to the code location the UI loads (``workspace.yaml``: module
+``custsync_pipeline.definitions``, location ``custsync``): each is created with that
+location's job origin and the job's own snapshot, then executed in this process
+(``execute_run``, in-process executor). So the job page lists them, the Overview timeline
+shows them, and Re-execute launches the same job without a "different version" warning.
+
 The whole command holds the state lease (``store.lease``) and hands it to its runs by run
 tag, so two ``custsync run`` started together never both write: the second waits for the
 first, then finds nothing left to do.
@@ -175,6 +181,69 @@ def unsent_targets(
     return out
 
 
+DEFINITIONS_MODULE = "custsync_pipeline.definitions"
+LOCATION_NAME = "custsync"  # workspace.yaml's location_name and [tool.dg] code_location_name
+
+
+def execute_in_code_location(
+    definitions: dg.Definitions,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    run_config: dict,
+    tags: dict[str, str],
+):
+    """Run ``job_name`` of ``definitions`` (the project's) as a run of the ``custsync`` code
+    location: the run carries the location's job origin (the UI files it under the job and
+    its repository) and the snapshot the location computes (re-execution sees the same
+    version); it executes in this process, in-process executor, on the job definition
+    given (not one Dagster's reconstruction caches per process: another config may
+    have been loaded since)."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import create_execution_plan, execute_run
+    from dagster._core.remote_origin import (
+        ManagedGrpcPythonEnvCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from custsync_pipeline.definitions import PROJECT_ROOT
+
+    recon_repo = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, "defs", working_directory=str(PROJECT_ROOT)
+    )
+    recon_job = recon_repo.get_reconstructable_job(job_name)  # its origin only: never loaded
+    repository = definitions.get_repository_def()
+    job_def = repository.get_job(job_name)
+    run_config = {**run_config, "execution": {"config": {"in_process": {}}}}
+    plan = create_execution_plan(job_def, run_config=run_config)
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(
+            executable_path=sys.executable,
+            module_name=DEFINITIONS_MODULE,
+            working_directory=str(PROJECT_ROOT),
+        ),
+        location_name=LOCATION_NAME,
+    )
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=location,
+            repository_name=repository.name,
+        ),
+        job_name=job_name,
+    )
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        execution_plan=plan,
+        run_config=run_config,
+        tags={**job_def.run_tags, **tags},
+        remote_job_origin=origin,
+        job_code_origin=recon_job.get_python_origin(),
+    )
+    return execute_run(InMemoryJob(job_def), run, instance, raise_on_error=False)
+
+
 def _failed_steps(result: dg.ExecuteInProcessResult) -> list[str]:
     return [
         e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key
@@ -251,11 +320,7 @@ def _run_jobs(
     cfg: SyncConfig,
     only_lanes_failed: Callable[[list[str], SyncPlan], bool],
 ) -> int:
-    results = [
-        definitions.resolve_job_def("sync_job").execute_in_process(
-            instance=instance, raise_on_error=False, run_config=run_config, tags=tags
-        )
-    ]
+    results = [execute_in_code_location(definitions, "sync_job", instance, run_config, tags)]
     failed = _failed_steps(results[0])
     if only_lanes_failed(failed, cfg.plan()):
         # what the continue_after_failed_lanes sensor does under the daemon
@@ -264,8 +329,8 @@ def _run_jobs(
             "from the stored records of every lane"
         )
         results.append(
-            definitions.resolve_job_def("resolve_and_publish_job").execute_in_process(
-                instance=instance, raise_on_error=False, run_config=run_config, tags=tags
+            execute_in_code_location(
+                definitions, "resolve_and_publish_job", instance, run_config, tags
             )
         )
     meta: dict[str, dict[str, object]] = {}
