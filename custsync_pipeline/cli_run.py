@@ -94,6 +94,27 @@ def step_failures(results: list[dg.ExecuteInProcessResult]) -> list[tuple[str, s
     ]
 
 
+def format_transactions(meta: dict[str, object]) -> str:
+    """One line per transaction source and target from the ``transactions`` asset."""
+    sources = sorted(k.removesuffix("_read") for k in meta if k.endswith("_read"))
+    targets = sorted(
+        k.removesuffix("_held_no_member") for k in meta if k.endswith("_held_no_member")
+    )
+    lines = ["", "transactions"]
+    for s in sources:
+        lines.append(
+            f"  {s}: {meta.get(f'{s}_read', 0)} read, {meta.get(f'{s}_rejected', 0)} rejected, "
+            f"{meta.get(f'{s}_linked', 0)} linked to golden records"
+        )
+    for t in targets:
+        lines.append(
+            f"  -> {t}: {meta.get(f'{t}_sent', 0)} sent, {meta.get(f'{t}_failed', 0)} failed, "
+            f"{meta.get(f'{t}_held_no_member', 0)} held (no member there), "
+            f"{meta.get(f'{t}_already_sent', 0)} sent before"
+        )
+    return "\n".join(lines)
+
+
 def format_summary(
     meta: dict[str, dict[str, object]],
     connectors: list[str],
@@ -336,9 +357,14 @@ def _run_jobs(
     meta: dict[str, dict[str, object]] = {}
     for result in results:
         meta.update(materialization_metadata(result))
-    connectors = list(cfg.enabled_connectors())
+    enabled = cfg.enabled_connectors()
+    # an order feed (role: transactions) has no customer lane: its line is the transactions one
+    connectors = [n for n, c in enabled.items() if c.role != "transactions"]
     targets = [t.connector for t in cfg.publish if t.connector in connectors]
     print(format_summary(meta, connectors, targets, step_failures(results)))
+    tx = meta.get("transactions")
+    if tx:
+        print(format_transactions(tx))
     for result in results:
         state = "success" if result.success else "FAILED"
         print(f"\nrun id: {result.run_id} ({result.job_def.name}: {state})")

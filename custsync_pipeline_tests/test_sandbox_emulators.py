@@ -305,6 +305,7 @@ PROBES = {
     "exact": ("/api/v1/1/crm/Accounts", EX),
     "icomm": ("/api/v1/profiles/1/customers", IC),
     "katana": ("/api/v1/customers", KT),
+    "shop": ("/api/v1/orders?limit=5", {"X-Shop-Key": CREDENTIALS["SHOP_API_KEY"]}),
 }
 
 

@@ -75,6 +75,7 @@ def test_linking_rules_and_quarantine() -> None:
             {"transaction_id": "cur", "currency": "XXX"},
             {"transaction_id": "qty", "min_quantity": 0.0},
             {"transaction_id": "when", "ordered_at": None},
+            {"transaction_id": "tot", "total": 5.0},
         ]
     )
     valid, rejected = validate_transactions(bad)
@@ -83,7 +84,11 @@ def test_linking_rules_and_quarantine() -> None:
     assert by_id.loc["cur", "field"] == "currency"
     assert by_id.loc["qty", "field"] == "lines.quantity"
     assert by_id.loc["when", "field"] == "ordered_at"
-    assert "transaction cur: currency" in by_id.loc["cur", "reason"]
+    assert by_id.loc["cur", "reason"] == (
+        "transaction cur: currency is not a supported ISO 4217 currency code"
+    )
+    assert by_id.loc["tot", "field"] == "total" and len(rejected) == 4
+    assert by_id.loc["when", "reason"] == "transaction when: ordered_at is required but missing"
 
     linked = out.reset_index().assign(
         total=[10.0, 20.0, 30.0, 40.0, 50.0, 60.0],
@@ -135,6 +140,7 @@ def test_purchase_reaches_voyado_salesforce_voucherify_once(dagster_env, tmp_pat
         shop.add_order({"email": email.upper(), "guest": True}, store_code="SE02", channel="web",
                        currency="SEK", order_id="SN-GUEST-1")  # fmt: skip
         shop.add_order({"email": fam_email, "guest": True}, order_id="SN-FAMILY-1")
+        shop.add_order({"email": email}, currency="XXX", order_id="SN-BAD-1")  # quarantined
 
         db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls)
         instance = dg.DagsterInstance.ephemeral()
@@ -160,8 +166,15 @@ def test_purchase_reaches_voyado_salesforce_voucherify_once(dagster_env, tmp_pat
         else:  # identity made them one household record: that one
             assert stored.loc["SN-FAMILY-1", "golden_id"] in fam_goldens
         # broken orders are quarantined, not stored
-        assert meta["shop_rejected"] == len(shop.defect_rows)
-        assert not set(stored.index) & {d["source_id"] for d in shop.defect_rows}
+        assert meta["shop_rejected"] == len(shop.defect_rows) + 1
+        assert not set(stored.index) & {"SN-BAD-1", *(d["source_id"] for d in shop.defect_rows)}
+        with engine.connect() as conn:
+            reason = conn.execute(
+                sa.text(
+                    "SELECT reason FROM quarantine WHERE connector = 'shop' AND source_id = 'SN-BAD-1'"
+                )
+            ).scalar()
+        assert reason == "transaction SN-BAD-1: currency is not a supported ISO 4217 currency code"
 
         # Voyado: one receipt, on the buyer's contact, with store, channel and time
         receipts = voyado_receipts(sb.emulators["voyado"]).by_id

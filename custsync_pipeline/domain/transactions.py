@@ -172,8 +172,12 @@ def validate_transactions(
     valid = frame.loc[~frame.index.isin(bad_idx)].copy()
     if bad.empty:
         return valid, _rejected_frame([])
-    names = bad["check"].str.replace(r"\(.*$", "", regex=True)
+    # pandera names a check by its error text (ours) or its own name (nullable, dtype …)
+    by_text = {reason: name for name, reason in CHECK_REASONS.items()}
+    names = bad["check"].map(by_text).fillna(bad["check"].str.replace(r"\(.*$", "", regex=True))
     names = names.where(names.isin(list(CHECK_REASONS)), "not_null")
+    # a frame-wide check (the total against the lines) is the total's, whatever column it names
+    bad = bad.assign(column=bad["column"].where(names != "total_matches_lines", "total"))
     ids = rejected_rows["transaction_id"].astype("string")
     joined = bad.assign(check_name=names.to_numpy()).join(ids.rename("source_id"), on="index")
     joined["field"] = joined["column"].replace(

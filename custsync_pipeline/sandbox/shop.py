@@ -23,8 +23,8 @@ message}}``.
 Admin (besides the common ones): ``POST /_sandbox/orders`` ``{customer, lines, store_code,
 channel, currency, id?}``: a purchase made now (answers the order); the common ``changes``
 knob adds orders by new account holders and marks edited orders ``returned``.
-Knobs (``Sandbox(options={"shop": {...}})``): ``orders`` (how many to generate, default two
-per person), ``buyers`` (share per buyer kind: member, account, phone_only, guest_email,
+Knobs (``Sandbox(options={"shop": {...}})``): ``orders`` (how many to generate, default one
+per two people), ``buyers`` (share per buyer kind: member, account, phone_only, guest_email,
 anonymous), ``broken_rate`` (default 0.005).
 """
 
@@ -94,13 +94,13 @@ def generate_orders(
     buyers: dict[str, float] | None = None,
     broken_rate: float = 0.005,
 ) -> tuple[list[dict], list[dict]]:
-    """``orders`` orders (default two per person) of the generated people, deterministically;
+    """``orders`` orders (default one per two people) of the generated people, deterministically;
     ``buyers``: share per buyer kind (``BUYER_KINDS``; default 35/25/10/20/10 %),
     ``broken_rate``: share of broken orders. Returns (orders, truth rows ``{source_id,
     person_id, buyer, broken}``)."""
     people = data.people
     n_people = len(people)
-    n = 2 * n_people if orders is None else int(orders)
+    n = max(1, n_people // 2) if orders is None else int(orders)
     if n == 0 or n_people == 0:
         return [], []
     rng = np.random.default_rng([data.seed, _SHOP_STREAM])

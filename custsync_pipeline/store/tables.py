@@ -8,4 +8,5 @@ from custsync_pipeline.store import (
     lease,  # noqa: F401
     presence,  # noqa: F401
     quarantine,  # noqa: F401
+    transactions,  # noqa: F401
 )
