@@ -10,7 +10,6 @@ name) reaches the Voyado contact; a Lead converted into an existing Contact foll
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -45,13 +44,22 @@ def _pairs(engine, sb: Sandbox) -> pd.DataFrame:  # noqa: ANN001
     return sf.merge(vy, on="golden_id", suffixes=("_sf", "_vy"))
 
 
-@pytest.fixture
-def synced(dagster_env, tmp_path: Path):
-    """A sandbox after one whole-graph run of Salesforce and Voyado (both ways)."""
-    with Sandbox(seed=11, people=60, base_port=0, systems=["salesforce", "voyado"]) as sb:
-        db_url, _ = run_against_sandbox(
-            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voyado"}
-        )
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory):
+    """A sandbox after one whole-graph run of Salesforce and Voyado (both ways), shared by
+    the module's tests (each runs again on top of what the ones before it left)."""
+    from custsync_pipeline_tests.e2e import SANDBOX_SECRETS
+
+    tmp_path = tmp_path_factory.mktemp("both_ways")
+    with (
+        pytest.MonkeyPatch.context() as env,
+        Sandbox(seed=11, people=60, base_port=0, systems=["salesforce", "voyado"]) as sb,
+    ):
+        for k, v in SANDBOX_SECRETS.items():
+            env.setenv(k, v)
+        (tmp_path / "dagster_home").mkdir()
+        env.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+        db_url, _ = run_against_sandbox(env, tmp_path, sb.urls, enabled={"salesforce", "voyado"})
         with dg.DagsterInstance.ephemeral() as instance:
             first = materialize_all(instance)
             assert first.success
