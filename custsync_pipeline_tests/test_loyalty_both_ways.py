@@ -181,18 +181,28 @@ def test_a_converted_lead_follows_its_converted_contact(synced) -> None:
     lead_gid = leads["Id"].map(lambda i: idm.get(("salesforce", i)))
     contact_gids = set(contacts["Id"].map(lambda i: idm.get(("salesforce", i))))
     lone = leads[~lead_gid.isin(contact_gids) & lead_gid.notna()]
-    assert len(lone) > 0
+    assert len(lone) > 1
     lead = lone.iloc[0]
     target = contacts[contacts["Email"].fillna("") != (lead["Email"] or "")].iloc[0]
     assert idm[("salesforce", lead["Id"])] != idm[("salesforce", target["Id"])]
     n_golden = len(core.load_golden_records(engine))
     converted = sb.emulators["salesforce"].convert_lead(lead["Id"], target["Id"])
     assert converted["ConvertedContactId"] == target["Id"]
+    # another Lead converted into a new Contact made from it (over the admin API)
+    other = lone.iloc[1]
+    r = requests.post(
+        f"{sb.urls['salesforce']}/_sandbox/convert_lead", json={"lead_id": other["Id"]}, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    new_contact = r.json()["ConvertedContactId"]
 
     second = materialize_all(instance)
     assert second.success
     after = _idmap(engine).set_index(["connector", "source_id"])["golden_id"]
     assert after[("salesforce", lead["Id"])] == after[("salesforce", target["Id"])]
-    # the Lead's own golden record was merged into the Contact's: no duplicate left
+    assert after[("salesforce", other["Id"])] == after[("salesforce", new_contact)]
+    assert after[("salesforce", other["Id"])] == idm[("salesforce", other["Id"])]
+    # the first Lead's golden record was merged into the Contact's, the new Contact joined
+    # the second Lead's: no duplicate left, and custsync created no Contact for either
     assert len(core.load_golden_records(engine)) == n_golden - 1
-    assert len(sb.records("salesforce")) == len(contacts)  # no Contact created for it
+    assert len(sb.records("salesforce")) == len(contacts) + 1  # the conversion's own
