@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
+from custsync_pipeline.sandbox.generator import GEN_NOW
 from custsync_pipeline_tests.sandbox_fixtures import admin, sandbox_fixture
 
 VY = {"apikey": CREDENTIALS["VOYADO_API_KEY"], "Content-Type": "application/json"}
@@ -274,7 +275,7 @@ def test_katana_next_link_paging_and_writes(sandbox: Sandbox):
         and patched["email"] == "ada@x.se"
     )
     newer = requests.get(
-        url, params={"updated_since": "2026-11-02T00:00:00Z"}, headers=KT, timeout=10
+        url, params={"updated_since": f"{GEN_NOW}Z"}, headers=KT, timeout=10
     ).json()
     assert [c["id"] for c in newer["data"]] == [kid]
     since = iso(datetime.now(UTC) - timedelta(minutes=1))

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from custsync_pipeline.sandbox import Sandbox
+from custsync_pipeline.sandbox.generator import GEN_NOW
 from custsync_pipeline_tests.sandbox_fixtures import (
     SF_HEADERS,
     VF_HEADERS,
@@ -126,7 +127,7 @@ def test_salesforce_upsert_one_created_updated_and_ambiguous(sandbox):
         and rec["LastName"] == "Lovelace"
         and rec["Custsync_Id__c"] == "G-1"
     )
-    assert rec["LastModifiedDate"] > "2026-11-01"
+    assert rec["LastModifiedDate"] > str(GEN_NOW)
     # stamp the same golden id on a second contact -> the ext id is ambiguous
     other = sandbox.records("salesforce")[0]["Id"]
     stamp = {
@@ -296,7 +297,7 @@ def test_voucherify_upsert_by_source_id_and_read_back(sandbox):
         f"{url}/{created['id']}", json={"address": {"city": "Lund"}}, headers=VF_HEADERS, timeout=10
     ).json()
     assert put["address"]["city"] == "Lund" and put["email"] == "ada@x.se"
-    newest = vf_list(sandbox, limit=5, updated_at_after="2026-11-02T00:00:00Z").json()
+    newest = vf_list(sandbox, limit=5, updated_at_after=f"{GEN_NOW}Z").json()
     assert [c["id"] for c in newest["customers"]] == [created["id"]]
     assert (
         requests.delete(f"{url}/{created['id']}", headers=VF_HEADERS, timeout=10).status_code == 204

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -67,9 +68,14 @@ MEMBERSHIP: dict[str, float] = {
     "katana": 0.15,
 }
 
-# generated data lives before this instant, so writes made "now" are newer
+# generated data lives before this instant, so writes made "now" are newer: the start of
+# the current UTC day (a fresh demo's records are days old, not months: its freshness
+# checks pass), fixed for the process, the same data for a seed all day
 GEN_START = np.datetime64("2023-01-01T00:00:00", "s")
-GEN_NOW = np.datetime64("2026-11-01T00:00:00", "s")
+GEN_NOW = np.datetime64(datetime.now(UTC).strftime("%Y-%m-%d"), "s")
+# the changes of the last RECENT_SQUEEZE * 3 days happened in the last 3 days: every
+# system, even a small one, has a record changed within the freshness threshold (7 days)
+RECENT_SQUEEZE = 30
 
 FORMULA_INJECTION = "=cmd|' /C calc'!A0"
 PLACEHOLDER_EMAILS = (
@@ -543,6 +549,9 @@ def _base_rows(
     )
     remaining = ((GEN_NOW - created) / np.timedelta64(1, "s")).astype(np.int64)
     modified = created + (rng.random(k) * remaining).astype("timedelta64[s]")
+    age = GEN_NOW - modified  # only ever later, never before its creation
+    recent = age < np.timedelta64(3 * RECENT_SQUEEZE, "D")
+    modified[recent] = GEN_NOW - age[recent] // RECENT_SQUEEZE
     return _Rows(
         person,
         np.empty(k, object),
