@@ -39,3 +39,31 @@ def test_reconciliation_job_reads_full_snapshots_nightly(tmp_path, dagster_env) 
     assert metadata_of(again, "voucherify/customers")["pull_mode"] == "incremental"
     meta = metadata_of(nightly, "voucherify/customers")
     assert meta["pull_mode"] == "full" and meta["source_records_replaced"]
+
+
+def test_reconciliation_job_reports_drift_and_continues_after_failed_lanes(dagster_env) -> None:
+    """Each target's reconciliation_report is in the job; a failed lane of a
+    reconciliation run is continued like one of sync_job (resolve, publish, report)."""
+    from custsync_pipeline.config import current_plan
+    from custsync_pipeline.definitions import defs
+    from custsync_pipeline.defs.automation.definitions import (
+        continue_after_failed_lanes,
+        downstream_step_keys,
+    )
+    from custsync_pipeline.defs.publish.reconciliation import report_key
+
+    d = defs()
+    keys = d.resolve_job_def("reconciliation_job").asset_layer.asset_graph.executable_asset_keys
+    targets = [t.connector for t in current_plan().publish]
+    assert targets
+    for target in targets:
+        assert report_key(target) in keys
+        # a failed report step is no lane failure: it is not "continued" by re-running it
+        assert any(
+            k.startswith(f"{target}__reconciliation_report")
+            for k in downstream_step_keys(current_plan())
+        )
+    monitored = {getattr(j, "name", j) for j in continue_after_failed_lanes._monitored_jobs}
+    assert {"sync_job", "reconciliation_job"} <= monitored
+    continued = d.resolve_job_def("resolve_and_publish_job").asset_layer.asset_graph
+    assert all(report_key(t) in continued.executable_asset_keys for t in targets)
