@@ -52,3 +52,16 @@ def test_schema_drift_ignores_what_custsync_writes(tmp_path) -> None:
     more = Pull(mode="incremental").attach(base.assign(phone=["+46"]))
     result = run(more)
     assert not result.passed and result.metadata["columns_added"].value == 1
+
+
+def test_golden_and_aspect_assets_declare_their_columns() -> None:
+    from custsync_pipeline.config import current_plan
+    from custsync_pipeline.definitions import defs
+    from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS, aspect_key, flow_aspects
+
+    specs = {s.key: s for s in defs().resolve_all_asset_specs()}
+    for key in [GOLDEN_CUSTOMERS, *(aspect_key(a) for a in flow_aspects(current_plan()))]:
+        schema = specs[key].metadata["dagster/column_schema"]
+        names = [c.name for c in schema.columns]
+        assert names[0] == "golden_id" and len(names) > 2, key
+        assert specs[key].kinds and specs[key].owners == ["team:custsync"], key

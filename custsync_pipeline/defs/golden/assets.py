@@ -55,6 +55,8 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             group_name="golden",
             kinds={"pandas"},
             owners=["team:custsync"],
+            # the columns show on the asset page before its first materialization too
+            metadata={"dagster/column_schema": golden_table_schema()},
             description="The golden record of every person or company: single-valued fields "
             "chosen by the flow (latest connector) and ownership rules, with a version.",
         ),
@@ -64,6 +66,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
                 group_name="golden",
                 kinds={"sql"},
                 owners=["team:custsync"],
+                metadata={"dagster/column_schema": _aspect_schema(a)},
                 description=f"Golden {a.replace('_', ' ')}: the union of every contributing "
                 "step's entries, one per natural key, each with the connectors that hold it "
                 "(state-DB table golden_entries).",
