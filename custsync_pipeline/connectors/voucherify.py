@@ -48,6 +48,7 @@ from custsync_pipeline.connectors.http import (
 )
 from custsync_pipeline.domain.aspects import empty_entries
 from custsync_pipeline.domain.canonical import conform
+from custsync_pipeline.domain.identity_names import split_full_names
 
 PAGE_LIMIT = 100  # limit=1..100
 MAX_PAGE = 99  # page=1..99
@@ -181,10 +182,14 @@ class VoucherifyConnector(HttpConnectorBase):
         out["voucherify_id"] = raw["id"]
         out["object_type"] = "customer"
         out["kind"] = "person"
-        names = column(raw, "name").astype("string").str.strip()
-        parts = names.str.split(r"\s+", n=1, expand=True, regex=True)
-        out["first_name"] = parts[0] if 0 in parts.columns else pd.NA
-        out["last_name"] = parts[1] if 1 in parts.columns else pd.NA
+        # one ``name`` field holds the whole name (custsync writes "first last" there): read
+        # as a full name by the name parser, never as a first name ("Jensen" alone is a
+        # surname; "van der Berg, Anna" splits right)
+        names = column(raw, "name").astype("string").str.strip().replace("", pd.NA)
+        first, last, _ = split_full_names(names.astype(object).to_numpy())
+        out["full_name"] = names
+        out["first_name"] = pd.Series(first, index=raw.index, dtype="string")
+        out["last_name"] = pd.Series(last, index=raw.index, dtype="string")
         for canon, path in _TO_CANONICAL.items():
             out[canon] = column(raw, path)
         for key, canon in self.metadata_map.items():

@@ -8,12 +8,24 @@ holders in ``golden_entry_sources``); their assets carry counts, not copies.
 import dagster as dg
 import pandas as pd
 
+from custsync_pipeline.defs.golden.echo import written_canonical
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
-from custsync_pipeline.defs.resources import STATE_POOL
+from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
-from custsync_pipeline.domain.golden import GOLDEN_INPUT_COLUMNS, diff_golden, merge_golden
+from custsync_pipeline.domain.echo import (
+    drop_echoed_entries,
+    echoed_fields,
+    forget_echoes,
+    keep_spelling,
+)
+from custsync_pipeline.domain.golden import (
+    GOLDEN_INPUT_COLUMNS,
+    diff_golden,
+    entries_digest,
+    merge_golden,
+)
 from custsync_pipeline.domain.plan import SyncPlan
 from custsync_pipeline.domain.quality import entries_without_provenance, nameless_golden
 from custsync_pipeline.store import core
@@ -79,7 +91,10 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         name="merge_golden_records",
         outs=outs,
         ins={"identity_map": dg.AssetIn(key=IDENTITY_MAP)},
-        required_resource_keys={"state_db"},
+        required_resource_keys={
+            "state_db",
+            *(connector_resource_key(t.connector) for t in plan.publish),
+        },
         pool=STATE_POOL,
         can_subset=False,
     )
@@ -92,7 +107,22 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         entries = golden_store.load_source_entries(engine, list(plan.connectors))
         previous = core.load_golden_records(engine)
         previous_entries = golden_store.load_golden_entries(engine)
+        # echo safety: what custsync wrote to a target and reads back is no evidence
+        targets = {
+            t.connector: getattr(context.resources, connector_resource_key(t.connector)).connector()
+            for t in plan.publish
+        }
+        written, written_entries, unreadable = written_canonical(engine, targets)
+        echoed = echoed_fields(records, written, [f for f in GOLDEN_FIELDS if f != "kind"])
+        records = forget_echoes(records, echoed)
+        entries = drop_echoed_entries(entries, written_entries)
+        n_echoed = int(echoed.to_numpy().sum())
+        if unreadable:
+            context.log.warning(f"echo safety off for {unreadable}: their payloads do not map back")
         result = merge_golden(plan, records, identity_map, entries, previous, previous_entries)
+        # a spelling (case, spacing) of an entry the golden record holds is no change
+        result.entries = keep_spelling(result.entries, previous_entries)
+        result.golden["entries_hash"] = entries_digest(result.entries, result.golden["golden_id"])
         now = pd.Timestamp.now(tz="UTC")
         changed, events, gone = diff_golden(
             result.golden,
@@ -125,6 +155,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
                 "dagster/row_count": len(result.golden),
                 "dagster/column_schema": golden_table_schema(),
                 "changed_records": len(changed),
+                "echoed_values_ignored": n_echoed,
                 "field_changes": len(events) - entry_events,
                 "entry_changes": entry_events,
                 "retired_ids": len(gone),

@@ -37,6 +37,7 @@ from custsync_pipeline.domain.deltas import (
     hold_back,
     hold_taken_keys,
 )
+from custsync_pipeline.domain.echo import names_as_held
 from custsync_pipeline.domain.markets import apply_market_rules, market_takes
 from custsync_pipeline.domain.plan import PublishPolicy, SyncPlan
 from custsync_pipeline.store import conflicts as conflict_store
@@ -213,7 +214,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         conflicts = field_conflicts(takes, writable_members, review_fields(target.conflicts))
         deltas = compute_deltas(
             takes,
-            accept_target_values(members, takes, conflicts),
+            names_as_held(accept_target_values(members, takes, conflicts), takes),
             fields,
             settled,
             writable_types=[write_object] if write_object else None,

@@ -1,0 +1,136 @@
+"""Echo safety (issue 10 item 4): what custsync wrote to a target and reads back is not
+fresh evidence, and a target's single name field is read as a full name.
+
+- domain: ``echoed_fields`` flags exactly the values written; ``keep_spelling`` keeps a
+  golden entry whose new values differ only in case and spacing;
+- Voucherify's ``name`` goes through the name parser: ``"Jensen"`` alone is a surname,
+  ``"van der Berg, Anna"`` splits right;
+- over sockets, Salesforce and Voucherify of ``CUSTSYNC_ECHO_PEOPLE`` people (default
+  5,000): after the first run has settled the targets, consecutive runs with no source
+  change move no golden id, change no golden record and send no write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from custsync_pipeline.config import ConnectorConfig
+from custsync_pipeline.connectors.voucherify import VoucherifyConnector
+from custsync_pipeline.domain.echo import (
+    echoed_fields,
+    forget_echoes,
+    keep_spelling,
+    names_as_held,
+)
+from custsync_pipeline.sandbox.server import Sandbox
+from custsync_pipeline.store.db import StateDB
+from custsync_pipeline_tests.e2e import (
+    SANDBOX_SECRETS,
+    materialize_all,
+    metadata_of,
+    run_against_sandbox,
+)
+
+PEOPLE = int(os.environ.get("CUSTSYNC_ECHO_PEOPLE", "5000"))
+
+
+def test_echoed_fields_are_the_written_values_only():
+    records = pd.DataFrame(
+        {
+            "connector": ["voucherify", "voucherify", "salesforce"],
+            "source_id": ["c1", "c2", "003A"],
+            "postal_code": ["411 52", "11122", "411 52"],
+            "last_name": ["Sara", "Berg", "Sara"],
+        }
+    )
+    written = pd.DataFrame(
+        {
+            "connector": ["voucherify", "voucherify"],
+            "source_id": ["c1", "c2"],
+            "postal_code": ["411  52", "99999"],  # c2 was edited there since: not an echo
+            "last_name": ["Sara", None],
+        }
+    )
+    echoed = echoed_fields(records, written, ["postal_code", "last_name"])
+    assert echoed.values.tolist() == [[True, True], [False, False], [False, False]]
+    clean = forget_echoes(records, echoed)
+    assert clean["postal_code"].tolist() == [None, "11122", "411 52"]
+
+
+def test_keep_spelling_holds_the_previous_entry_values():
+    prev = pd.DataFrame(
+        {"golden_id": ["G1"], "entry_key": ["k"], "aspect": ["addresses"],
+         "street": ["KUNGSVÄGEN 87"], "postal_code": ["41152"], "city": ["Göteborg"]}
+    )  # fmt: skip
+    new = prev.assign(postal_code=["411 52"], street=["Kungsvägen 87"])
+    kept = keep_spelling(new, prev)
+    assert kept[["street", "postal_code"]].values.tolist() == [["KUNGSVÄGEN 87", "41152"]]
+    moved = prev.assign(postal_code=["41153"])
+    assert keep_spelling(moved, prev)["postal_code"].tolist() == ["41153"]
+
+
+def test_voucherify_name_is_read_as_a_full_name():
+    conn = VoucherifyConnector(
+        "voucherify",
+        ConnectorConfig(type="voucherify", base_url="http://127.0.0.1:9",
+                        credentials={"app_id": "A", "app_token": "T"}),
+        {"A": "x", "T": "y"},
+    )  # fmt: skip
+    raw = pd.DataFrame(
+        {
+            "id": ["c1", "c2", "c3"],
+            "name": ["Jensen", "van der Berg, Anna", "Sara Ström"],
+            "created_at": ["2024-01-01T00:00:00Z"] * 3,
+        }
+    )
+    canon = conn.to_canonical(raw)
+    assert canon["first_name"].tolist()[1:] == ["Anna", "Sara"]
+    assert pd.isna(canon["first_name"].iloc[0])
+    assert canon["last_name"].tolist() == ["Jensen", "van der Berg", "Ström"]
+
+
+def test_no_source_change_no_golden_change_no_write(dagster_env, tmp_path: Path):
+    for k, v in SANDBOX_SECRETS.items():
+        dagster_env.setenv(k, v)
+    with Sandbox(seed=7, people=PEOPLE, base_port=0, systems=["salesforce", "voucherify"]) as sb:
+        db_url, _ = run_against_sandbox(
+            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voucherify"}
+        )
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success  # the first sync fills the targets
+            assert materialize_all(instance).success  # and reads back what it wrote
+            engine = StateDB(db_url).engine
+            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            for _ in range(2):
+                again = materialize_all(instance)
+                assert again.success
+                golden = metadata_of(again, "golden_customers")
+                assert golden["changed_records"] == 0, golden
+                assert golden["retired_ids"] == 0
+                for t in ("salesforce", "voucherify"):
+                    assert metadata_of(again, f"{t}/outbound_deltas")["dagster/row_count"] == 0, t
+                    assert metadata_of(again, f"{t}/published")["published"] == 0, t
+                now = pd.read_sql(
+                    "select connector, source_id, golden_id from identity_map", engine
+                )
+                both = ids.merge(now, on=["connector", "source_id"], suffixes=("_a", "_b"))
+                assert len(both) == len(ids) == len(now)
+                assert (both["golden_id_a"] == both["golden_id_b"]).all()
+            engine.dispose()
+
+
+def test_a_single_name_field_compares_as_the_golden_split():
+    members = pd.DataFrame(
+        {"golden_id": ["G1", "G2"], "source_id": ["a", "b"], "full_name": ["Sara", "Anna Berg"],
+         "first_name": [None, "Anna"], "last_name": ["Sara", "Berg"]}
+    )  # fmt: skip
+    golden = pd.DataFrame(
+        {"golden_id": ["G1", "G2"], "first_name": ["Sara", "Anna"], "last_name": [None, "Lind"]}
+    )
+    held = names_as_held(members, golden)
+    assert held["first_name"].tolist() == ["Sara", "Anna"]
+    assert pd.isna(held["last_name"].iloc[0]) and held["last_name"].iloc[1] == "Berg"
