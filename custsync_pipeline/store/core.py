@@ -24,7 +24,7 @@ from custsync_pipeline.domain.canonical import (
     NUMERIC_COLUMNS,
     conform,
 )
-from custsync_pipeline.store.bulk import insert_frame
+from custsync_pipeline.store.bulk import insert_frame, read_frame
 from custsync_pipeline.store.db import metadata
 
 
@@ -125,9 +125,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _read_frame(engine: Engine, stmt: sa.Select) -> pd.DataFrame:
-    with engine.connect() as conn:
-        result = conn.execute(stmt)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    return read_frame(engine, stmt)
 
 
 # --- source records ---------------------------------------------------------

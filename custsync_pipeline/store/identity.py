@@ -30,6 +30,13 @@ from custsync_pipeline.domain.identity import (
     MAP_COLUMNS,
     IdentityResult,
 )
+from custsync_pipeline.store.bulk import (
+    frame_digest,
+    insert_frame,
+    read_frame,
+    save_digest,
+    stored_digest,
+)
 from custsync_pipeline.store.db import add_missing_columns, metadata
 
 CHUNK = 5000
@@ -112,49 +119,35 @@ def create_identity_tables(engine: Engine) -> None:
     add_missing_columns(engine, IDENTITY_TABLES)
 
 
-def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict]:
-    """Rows as dicts with None for missing values and python datetimes."""
-    out = frame[list(columns)].astype(object)
-    out = out.where(pd.notna(out), None)
-    rows = out.to_dict("records")
-    for row in rows:
-        for k, v in row.items():
-            if isinstance(v, pd.Timestamp):
-                row[k] = v.to_pydatetime()
-    return rows
-
-
-def _chunks(rows: list[dict]) -> Iterable[list[dict]]:
-    for i in range(0, len(rows), CHUNK):
-        yield rows[i : i + CHUNK]
-
-
-def _upsert(engine: Engine, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE: same statement shape on SQLite and PostgreSQL."""
-    if not rows:
-        return
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    with engine.begin() as conn:
-        for chunk in _chunks(rows):
-            stmt = insert(table)
-            cols = [c for c in chunk[0] if c not in keys]
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys, set_={c: stmt.excluded[c] for c in cols}
+def _delete_keys(conn: sa.Connection, table: sa.Table, keys: pd.DataFrame) -> None:
+    """Delete the rows of ``table`` whose key columns match a row of ``keys`` (one key
+    column, or ``connector`` + one more: chunked ``IN`` lists per connector)."""
+    *outer, inner = list(keys.columns)
+    groups = keys.groupby(outer, sort=False)[inner] if outer else [((), keys[inner])]
+    for group, values in groups:
+        fixed = [table.c[c] == v for c, v in zip(outer, group if outer else (), strict=True)]
+        ids = values.astype(str).tolist()
+        for start in range(0, len(ids), CHUNK):
+            conn.execute(
+                table.delete().where(*fixed, table.c[inner].in_(ids[start : start + CHUNK]))
             )
-            conn.execute(stmt, chunk)
+
+
+def _replace_rows(
+    engine: Engine, table: sa.Table, rows: pd.DataFrame, keys: list[str], fresh: bool
+) -> None:
+    """Write ``rows`` keyed by ``keys`` in one transaction: the stored rows with those keys
+    deleted (unless the table was empty: ``fresh``), then one bulk insert."""
+    if rows.empty:
+        return
+    with engine.begin() as conn:
+        if not fresh:
+            _delete_keys(conn, table, rows[keys])
+        insert_frame(conn, table, rows)
 
 
 def _read(engine: Engine, table: sa.Table) -> pd.DataFrame:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(table)).mappings().all()
-    frame = pd.DataFrame(rows, columns=[c.name for c in table.columns])
-    for col in table.columns:
-        if isinstance(col.type, sa.DateTime):
-            frame[col.name] = pd.to_datetime(frame[col.name], utc=True, errors="coerce")
-    return frame
+    return read_frame(engine, sa.select(table))
 
 
 def load_resolution_records(
@@ -199,7 +192,7 @@ def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, in
         gid_rows = new[cols][changed.to_numpy()]
     else:
         gid_rows = new[cols]
-    _upsert(engine, golden_ids, _records(gid_rows, cols), ["golden_id"])
+    _replace_rows(engine, golden_ids, gid_rows, ["golden_id"], fresh=not len(old))
     written["golden_ids"] = len(gid_rows)
 
     # identity map: upsert changed rows, delete records that are gone
@@ -218,29 +211,25 @@ def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, in
         gone = gone[gone["_merge"] == "left_only"][key]
     else:
         upserts, gone = cur, pd.DataFrame(columns=key)
-    _upsert(engine, identity_map, _records(upserts, MAP_COLUMNS), key)
+    _replace_rows(engine, identity_map, upserts, key, fresh=not len(old_map))
     if len(gone):
         with engine.begin() as conn:
-            for chunk in _chunks(_records(gone, key)):
-                conn.execute(
-                    identity_map.delete().where(
-                        sa.and_(
-                            identity_map.c.connector == sa.bindparam("b_connector"),
-                            identity_map.c.source_id == sa.bindparam("b_source_id"),
-                        )
-                    ),
-                    [{"b_connector": r["connector"], "b_source_id": r["source_id"]} for r in chunk],
-                )
+            _delete_keys(conn, identity_map, gone)
     written["identity_map"] = len(upserts)
     written["identity_map_deleted"] = len(gone)
 
-    # evidence: replaced whole (it is derived, and read only by explain)
-    link_rows = _records(result.links, LINK_COLUMNS)
-    with engine.begin() as conn:
-        conn.execute(identity_links.delete())
-        for chunk in _chunks(link_rows):
-            conn.execute(identity_links.insert(), chunk)
-    written["identity_links"] = len(link_rows)
+    # evidence: replaced whole (it is derived, and read only by explain), unless it is
+    # what is stored already (a rerun with nothing changed writes nothing)
+    links = result.links[list(LINK_COLUMNS)]
+    digest = frame_digest(links)
+    if digest != stored_digest(engine, "identity_links"):
+        with engine.begin() as conn:
+            conn.execute(identity_links.delete())
+            insert_frame(conn, identity_links, links)
+            save_digest(conn, "identity_links", digest)
+        written["identity_links"] = len(links)
+    else:
+        written["identity_links"] = 0
 
     # conflicts: the current queue, each row keeping when it was first seen
     with engine.connect() as conn:
@@ -249,16 +238,16 @@ def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, in
                 sa.select(identity_conflicts.c.conflict_id, identity_conflicts.c.first_seen_at)
             ).all()
         )
-    now = pd.Timestamp.now(tz="UTC").to_pydatetime()
-    conflict_rows = _records(result.conflicts, CONFLICT_COLUMNS)
-    for row in conflict_rows:
-        row["first_seen_at"] = seen.get(row["conflict_id"], now)
-        for col in ("golden_id_a", "golden_id_b", "key_masked", "evidence", "rule"):
-            row[col] = row[col] if row[col] is not None else ""
+    now = pd.Timestamp.now(tz="UTC")
+    conflicts = result.conflicts[list(CONFLICT_COLUMNS)].copy()
+    first_seen = conflicts["conflict_id"].map(seen)
+    conflicts["first_seen_at"] = pd.to_datetime(first_seen, utc=True).fillna(now)
+    for col in ("golden_id_a", "golden_id_b", "key_masked", "evidence", "rule"):
+        conflicts[col] = conflicts[col].astype(object).where(conflicts[col].notna(), "")
     with engine.begin() as conn:
         conn.execute(identity_conflicts.delete())
-        for chunk in _chunks(conflict_rows):
-            conn.execute(identity_conflicts.insert(), chunk)
+        insert_frame(conn, identity_conflicts, conflicts)
+    conflict_rows = conflicts
     written["identity_conflicts"] = len(conflict_rows)
     return written
 

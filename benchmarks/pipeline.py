@@ -1,0 +1,515 @@
+"""The sync job end to end through Dagster: what the user waits for, per stage.
+
+Two sources:
+
+- ``file``: the sandbox generator's people (six systems, messy and overlapping)
+  written as one CSV export per system, read through the file connector
+  (``type: file``, ``updated_field`` for incremental reads) with the packaged
+  identity rules and flow; no publish targets (the issue's scenario);
+- ``sandbox``: the packaged config against the sandbox APIs over real sockets
+  (every connector, publishing to Salesforce and Voucherify).
+
+For each size and state DB (SQLite file, PostgreSQL database made for the run)
+a fresh child process runs ``custsync run`` three times on a fresh Dagster
+instance (``$DAGSTER_HOME`` in a temporary folder):
+
+1. **full**: the first run (empty state DB; every record new),
+2. **rerun**: nothing changed,
+3. **incremental**: 1% of each export's rows changed (a new city and a newer
+   ``updated_at``; for the sandbox the change knob ``POST /_sandbox/mutate``).
+
+A sampler thread reads the process's CPU time and resident memory every 50 ms;
+each step's window comes from the run's step stats in the Dagster instance, so
+per stage the script reports wall time, CPU time and the peak resident memory
+seen inside the window (the whole run's peak is ``ru_maxrss``). Stages group
+the steps: ``extract`` (``<c>/raw_customers``), ``validate+store``
+(``<c>/customers``, ``<c>/rejected_customers``), ``identity``, ``golden``,
+``publish`` (deltas and writes), ``checks``; ``start`` is the run's wall time
+outside any step (process start, definitions, the instance).
+
+Writes ``benchmarks/RESULTS.md`` (``--out``) and prints the same tables.
+
+Usage::
+
+    PYTHONPATH=. python benchmarks/pipeline.py --sizes 10000 100000 1000000 --db sqlite postgres
+    PYTHONPATH=. python benchmarks/pipeline.py --source sandbox --sizes 10000 --db sqlite
+
+PostgreSQL comes from ``$CUSTSYNC_TEST_PG_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``); a database is created per
+run and dropped after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RECORDS_PER_PERSON = 2.45  # what the sandbox generator yields per person
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+SCENARIOS = tuple(os.environ.get("CUSTSYNC_BENCH_SCENARIOS", "full,rerun,incremental").split(","))
+# CUSTSYNC_BENCH_PROFILE=out.prof: the child runs under cProfile (slower; for finding hot spots)
+PROFILE = os.environ.get("CUSTSYNC_BENCH_PROFILE")
+STAGES = ("start", "extract", "validate+store", "identity", "golden", "publish", "checks")
+
+
+# -- data ---------------------------------------------------------------------
+
+
+def build_exports(size: int, folder: Path, seed: int) -> dict[str, int]:
+    """One CSV export per system (canonical column names) for about ``size`` records."""
+    sys.path.insert(0, str(HERE))
+    from identity_quality import to_canonical
+
+    from custsync_pipeline.sandbox.generator import generate
+
+    data = generate(seed=seed, people=max(1, int(size / RECORDS_PER_PERSON)))
+    by_system: dict[str, list[pd.DataFrame]] = {}
+    for key, raw in data.frames.items():
+        frame, _ = to_canonical(key, raw)
+        by_system.setdefault(key.partition(".")[0], []).append(frame)
+    counts = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for system, frames in by_system.items():
+        frame = pd.concat(frames, ignore_index=True).drop(columns=["connector"])
+        frame = frame.dropna(axis=1, how="all")
+        frame["is_deleted"] = frame.get("is_deleted", pd.Series(False, index=frame.index))
+        frame["is_deleted"] = frame["is_deleted"].fillna(False).astype(bool)
+        frame.to_csv(folder / f"{system}.csv", index=False)
+        counts[system] = len(frame)
+    return counts
+
+
+def change_exports(folder: Path, share: float, seed: int) -> int:
+    """Change ``share`` of every export's rows (city and updated_at, now); rows changed."""
+    rng = np.random.default_rng(seed)
+    now = pd.Timestamp.now(tz="UTC").isoformat()
+    changed = 0
+    for path in sorted(folder.glob("*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        pick = rng.random(len(frame)) < share
+        if "city" in frame.columns:
+            frame.loc[pick, "city"] = "Changedby"
+        frame.loc[pick, "updated_at"] = now
+        frame.to_csv(path, index=False)
+        changed += int(pick.sum())
+    return changed
+
+
+def file_config(folder: Path, state_db_url: str) -> dict:
+    """The packaged (or ``$CUSTSYNC_CONFIG``'s) identity rules and flow over one file
+    connector per export."""
+    from custsync_pipeline.config import DEFAULT_CONFIG_PATH
+
+    packaged = yaml.safe_load(
+        Path(os.environ.get("CUSTSYNC_CONFIG") or DEFAULT_CONFIG_PATH).read_text()
+    )
+    connectors = {}
+    for path in sorted(folder.glob("*.csv")):
+        system = path.stem
+        header = path.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
+        mapping = {c: c for c in header if c not in ("source_id", "is_deleted")}
+        connectors[system] = {
+            "type": "file",
+            "role": "source" if system == "salesforce" else "enrichment",
+            "options": {
+                "path": str(path),
+                "id_field": "source_id",
+                "updated_field": "updated_at",
+                "created_field": "created_at",
+                "deleted_field": "is_deleted",
+                "mapping": mapping,
+            },
+        }
+    steps = [s for s in packaged["flow"].get("enrichments", []) if s["connector"] in connectors]
+    return {
+        "state_db_url": state_db_url,
+        "connectors": connectors,
+        "identity": packaged["identity"],
+        "flow": {
+            "source": "salesforce",
+            "enrichments": [{"connector": s["connector"]} for s in steps],
+            "ownership": packaged["flow"].get("ownership", {}),
+        },
+        "publish": [],
+    }
+
+
+# -- measuring (child process) ------------------------------------------------
+
+
+class Sampler(threading.Thread):
+    """(time, process CPU seconds, resident MB) every ``every`` seconds."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.every = every
+        self.samples: list[tuple[float, float, float]] = []
+        self._halt = threading.Event()
+        self._page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def sample(self) -> None:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        with open("/proc/self/statm") as fh:
+            rss = int(fh.read().split()[1]) * self._page_mb
+        self.samples.append((time.time(), ru.ru_utime + ru.ru_stime, rss))
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample()
+            time.sleep(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        self.sample()
+
+    def window(self, start: float, end: float) -> tuple[float, float]:
+        """(CPU seconds, peak resident MB) between two wall-clock times."""
+        arr = np.array(self.samples)
+        t = arr[:, 0]
+        inside = (t >= start) & (t <= end)
+        before = np.searchsorted(t, start) - 1
+        after = min(np.searchsorted(t, end), len(t) - 1)
+        cpu = arr[after, 1] - arr[max(before, 0), 1]
+        peak = arr[inside, 2].max() if inside.any() else arr[after, 2]
+        return float(cpu), float(peak)
+
+
+def stage_of(step_key: str) -> str:
+    if step_key.endswith("raw_customers") or step_key.endswith("changes"):
+        return "extract"
+    if step_key.endswith(("__customers", "rejected_customers")) or step_key.endswith(
+        "_customers_lane"
+    ):
+        return "validate+store"
+    if "identity" in step_key or "identities" in step_key:
+        return "identity"
+    if "golden" in step_key:
+        return "golden"
+    if "deltas" in step_key or "published" in step_key or "publish" in step_key:
+        return "publish"
+    if "check" in step_key or "drift" in step_key or "fresh" in step_key:
+        return "checks"
+    return "validate+store" if step_key.endswith("customers") else "checks"
+
+
+def measure_run(label: str, sampler: Sampler, run_cli) -> dict:
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    before = {r.run_id for r in instance.get_runs()}
+    t0 = time.time()
+    rc = run_cli()
+    t1 = time.time()
+    runs = [r for r in instance.get_runs() if r.run_id not in before]
+    stages = {s: {"wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0.0} for s in STAGES}
+    inside = 0.0
+    steps = []
+    for run in runs:
+        for stat in instance.get_run_step_stats(run.run_id):
+            if stat.start_time is None or stat.end_time is None:
+                continue
+            cpu, peak = sampler.window(stat.start_time, stat.end_time)
+            wall = stat.end_time - stat.start_time
+            stage = stages[stage_of(stat.step_key)]
+            stage["wall_s"] += wall
+            stage["cpu_s"] += cpu
+            stage["peak_mb"] = max(stage["peak_mb"], peak)
+            inside += wall
+            steps.append((stat.step_key, round(wall, 2), round(cpu, 2), round(peak)))
+    cpu_all, peak_all = sampler.window(t0, t1)
+    stages["start"]["wall_s"] = max(0.0, (t1 - t0) - inside)
+    stages["start"]["cpu_s"] = max(0.0, cpu_all - sum(s["cpu_s"] for s in stages.values()))
+    return {
+        "scenario": label,
+        "rc": rc,
+        "wall_s": t1 - t0,
+        "cpu_s": cpu_all,
+        "peak_mb": peak_all,
+        "stages": stages,
+        "steps": sorted(steps, key=lambda s: -s[1])[:8],
+    }
+
+
+def child(spec: dict) -> dict:
+    """Run the three scenarios in this process (env already set by the parent)."""
+    sampler = Sampler()
+    sampler.start()
+    from custsync_pipeline import cli_run
+
+    def run_cli() -> int:
+        with open(os.devnull, "w") as devnull:
+            saved = sys.stdout
+            sys.stdout = devnull
+            try:
+                return cli_run.run(SimpleNamespace(config=spec["config"]))
+            finally:
+                sys.stdout = saved
+
+    out = []
+    for scenario in SCENARIOS:
+        if scenario == "incremental":
+            if spec["source"] == "file":
+                change_exports(Path(spec["folder"]), 0.01, seed=3)
+            else:
+                mutate_sandbox(spec["sandbox_url"], spec["people"] // 100)
+        out.append(measure_run(scenario, sampler, run_cli))
+    sampler.stop()
+    return {"runs": out, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def mutate_sandbox(url: str, count: int) -> None:
+    import requests
+
+    resp = requests.post(f"{url}/_sandbox/mutate", json={"count": count}, timeout=600)
+    resp.raise_for_status()
+
+
+# -- orchestration (parent) ---------------------------------------------------
+
+
+def pg_database(base_url: str) -> tuple[str, callable]:
+    """A new database on the server of ``base_url``: (its URL, a function that drops it)."""
+    import sqlalchemy as sa
+
+    name = f"custsync_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(base_url).set(database=name)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url.render_as_string(hide_password=False), drop
+
+
+def one(source: str, size: int, db: str, seed: int, keep: Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="custsync-bench-") as tmp:
+        tmp_path = Path(tmp)
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        drop = None
+        if db == "postgres":
+            url, drop = pg_database(os.environ.get("CUSTSYNC_TEST_PG_URL", PG_DEFAULT))
+        else:
+            url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "CUSTSYNC_STATE_DB_URL": url,
+            "CUSTSYNC_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+        spec: dict = {"source": source, "people": int(size / RECORDS_PER_PERSON)}
+        sandbox = None
+        try:
+            if source == "file":
+                folder = (keep or tmp_path) / f"exports-{size}-{seed}"
+                fresh = tmp_path / "exports"
+                if not (folder / "salesforce.csv").exists():
+                    counts = build_exports(size, folder, seed)
+                    (folder / "counts.json").write_text(json.dumps(counts))
+                # the incremental scenario edits the files: work on a copy
+                subprocess.run(["cp", "-r", str(folder), str(fresh)], check=True)
+                counts = json.loads((fresh / "counts.json").read_text())
+                (fresh / "counts.json").unlink()
+                cfg_path = tmp_path / "bench_config.yaml"
+                cfg_path.write_text(yaml.safe_dump(file_config(fresh, url)))
+                spec |= {"folder": str(fresh), "config": str(cfg_path)}
+                records = sum(counts.values())
+            else:
+                sandbox, base, records = start_sandbox(spec["people"], seed, env)
+                env |= sandbox_env(base)
+                spec |= {"sandbox_url": f"http://127.0.0.1:{base}", "config": None}
+            spec_path = tmp_path / "spec.json"
+            spec_path.write_text(json.dumps(spec))
+            profile = ["-m", "cProfile", "-o", str(PROFILE)] if PROFILE else []
+            proc = subprocess.run(
+                [sys.executable, *profile, __file__, "--child", str(spec_path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"child failed:\n{proc.stderr[-4000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+        finally:
+            if sandbox is not None:
+                sandbox.terminate()
+                sandbox.wait(timeout=30)
+            if drop is not None:
+                drop()
+    return {"source": source, "size": size, "records": records, "db": db, **result}
+
+
+def sandbox_env(base: int) -> dict[str, str]:
+    """The packaged connectors' URLs and credentials for a sandbox at ``base``."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "sandbox-env.sh"), str(base)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    env = {}
+    for line in out.splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = value.strip("'\"")
+    return env
+
+
+def start_sandbox(people: int, seed: int, env: dict) -> tuple[subprocess.Popen, int, int]:
+    import socket
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1] // 10 * 10
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "custsync_pipeline.sandbox",
+            "--seed",
+            str(seed),
+            "--people",
+            str(people),
+            "--base-port",
+            str(base),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(1200):
+        try:
+            stats = requests.get(f"http://127.0.0.1:{base}/_sandbox/stats", timeout=1).json()
+            return proc, base, int(stats.get("records", 0))
+        except (requests.RequestException, ValueError):
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("the sandbox did not start")
+
+
+# -- report -------------------------------------------------------------------
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| source | records | state DB | run | wall s | CPU s | peak MB | "
+        + " | ".join(f"{s} s" for s in STAGES)
+        + " |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | "
+        + " | ".join("---:" for _ in STAGES)
+        + " |",
+    ]
+    for res in results:
+        for run in res["runs"]:
+            stages = " | ".join(f"{run['stages'][s]['wall_s']:.1f}" for s in STAGES)
+            lines.append(
+                f"| {res['source']} | {res['records']:,} | {res['db']} | {run['scenario']} | "
+                f"{run['wall_s']:.1f} | {run['cpu_s']:.1f} | {run['peak_mb']:,.0f} | {stages} |"
+            )
+    return "\n".join(lines)
+
+
+def stage_detail(results: list[dict]) -> str:
+    lines = [
+        "| source | records | state DB | run | stage | wall s | CPU s | peak MB in stage |",
+        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for res in results:
+        for run in res["runs"]:
+            for name in STAGES:
+                st = run["stages"][name]
+                if st["wall_s"] < 0.05:
+                    continue
+                peak = f"{st['peak_mb']:,.0f}" if st["peak_mb"] else "-"
+                lines.append(
+                    f"| {res['source']} | {res['records']:,} | {res['db']} | {run['scenario']} | "
+                    f"{name} | {st['wall_s']:.1f} | {st['cpu_s']:.1f} | {peak} |"
+                )
+    return "\n".join(lines)
+
+
+def write_results(results: list[dict], out: Path, command: str) -> None:
+    text = [
+        "# Pipeline benchmark: the sync job end to end",
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}. Each row is one "
+        "`custsync run` (the sync job through Dagster on a file-backed instance, the state DB "
+        "reads and writes included); `full` is the first run, `rerun` the same data again, "
+        "`incremental` after 1% of the records changed. Stage columns are wall seconds; "
+        "`start` is the time outside any step. Peak MB is the process's resident memory.",
+        "",
+        table(results),
+        "",
+        "## Per stage: wall, CPU and peak memory",
+        "",
+        stage_detail(results),
+        "",
+        "## Slowest steps (full run)",
+        "",
+    ]
+    for res in results:
+        full = res["runs"][0]
+        steps = ", ".join(f"`{k}` {w} s" for k, w, _c, _p in full["steps"][:5])
+        text.append(f"- {res['source']} {res['records']:,} {res['db']}: {steps}")
+    out.write_text("\n".join(text) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=("file", "sandbox"), default="file")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--db", nargs="+", choices=("sqlite", "postgres"), default=["sqlite"])
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--append", action="store_true", help="keep earlier results in --out")
+    parser.add_argument("--keep", type=Path, help="keep generated exports here (reused)")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child.read_text()))))
+        return
+    store = args.out.with_suffix(".json")
+    results = json.loads(store.read_text()) if args.append and store.exists() else []
+    for size in args.sizes:
+        for db in args.db:
+            res = one(args.source, size, db, args.seed, args.keep)
+            results = [
+                r
+                for r in results
+                if (r["source"], r["size"], r["db"]) != (res["source"], res["size"], res["db"])
+            ] + [res]
+            print(table([res]), flush=True)
+            store.write_text(json.dumps(results, indent=1))
+            write_results(results, args.out, "PYTHONPATH=. python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()
