@@ -16,7 +16,7 @@ instance (``$DAGSTER_HOME`` in a temporary folder):
 1. **full**: the first run (empty state DB; every record new),
 2. **rerun**: nothing changed,
 3. **incremental**: 1% of each export's rows changed (a new city and a newer
-   ``updated_at``; for the sandbox the change knob ``POST /_sandbox/mutate``).
+   ``updated_at``; for the sandbox the change knob ``POST /_sandbox/changes``).
 
 A sampler thread reads the process's CPU time and resident memory every 50 ms;
 each step's window comes from the run's step stats in the Dagster instance, so
@@ -269,17 +269,22 @@ def child(spec: dict) -> dict:
             if spec["source"] == "file":
                 change_exports(Path(spec["folder"]), 0.01, seed=3)
             else:
-                mutate_sandbox(spec["sandbox_url"], spec["people"] // 100)
+                mutate_sandbox(spec["urls"], 0.01, spec["counts"])
         out.append(measure_run(scenario, sampler, run_cli))
     sampler.stop()
     return {"runs": out, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def mutate_sandbox(url: str, count: int) -> None:
+def mutate_sandbox(urls: dict[str, str], share: float, records: dict[str, int]) -> None:
+    """Edit ``share`` of every sandbox system's records through its change knob."""
     import requests
 
-    resp = requests.post(f"{url}/_sandbox/mutate", json={"count": count}, timeout=600)
-    resp.raise_for_status()
+    for system, url in urls.items():
+        count = max(1, int(records.get(system, 0) * share))
+        resp = requests.post(
+            f"{url}/_sandbox/changes", json={"edit": count, "seed": 3}, timeout=600
+        )
+        resp.raise_for_status()
 
 
 # -- orchestration (parent) ---------------------------------------------------
@@ -339,9 +344,15 @@ def one(source: str, size: int, db: str, seed: int, keep: Path | None) -> dict:
                 spec |= {"folder": str(fresh), "config": str(cfg_path)}
                 records = sum(counts.values())
             else:
-                sandbox, base, records = start_sandbox(spec["people"], seed, env)
-                env |= sandbox_env(base)
-                spec |= {"sandbox_url": f"http://127.0.0.1:{base}", "config": None}
+                from custsync_pipeline.sandbox.server import Sandbox
+                from custsync_pipeline_tests.e2e import SANDBOX_SECRETS
+
+                sandbox = Sandbox(seed=seed, people=spec["people"], base_port=0).start()
+                counts = {s: len(sandbox.records(s)) for s in sandbox.urls}
+                records = sum(counts.values())
+                env |= SANDBOX_SECRETS
+                cfg_path = sandbox_config(sandbox, tmp_path / "bench_config.yaml", url)
+                spec |= {"urls": sandbox.urls, "counts": counts, "config": str(cfg_path)}
             spec_path = tmp_path / "spec.json"
             spec_path.write_text(json.dumps(spec))
             profile = ["-m", "cProfile", "-o", str(PROFILE)] if PROFILE else []
@@ -357,61 +368,17 @@ def one(source: str, size: int, db: str, seed: int, keep: Path | None) -> dict:
             result = json.loads(proc.stdout.strip().splitlines()[-1])
         finally:
             if sandbox is not None:
-                sandbox.terminate()
-                sandbox.wait(timeout=30)
+                sandbox.stop()
             if drop is not None:
                 drop()
     return {"source": source, "size": size, "records": records, "db": db, **result}
 
 
-def sandbox_env(base: int) -> dict[str, str]:
-    """The packaged connectors' URLs and credentials for a sandbox at ``base``."""
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "sandbox-env.sh"), str(base)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    env = {}
-    for line in out.splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = value.strip("'\"")
-    return env
+def sandbox_config(sandbox, path: Path, state_db_url: str) -> Path:
+    """The packaged config pointed at a running sandbox (every connector, both targets)."""
+    from custsync_pipeline_tests.e2e import write_sync_config
 
-
-def start_sandbox(people: int, seed: int, env: dict) -> tuple[subprocess.Popen, int, int]:
-    import socket
-
-    import requests
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1] // 10 * 10
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "custsync_pipeline.sandbox",
-            "--seed",
-            str(seed),
-            "--people",
-            str(people),
-            "--base-port",
-            str(base),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(1200):
-        try:
-            stats = requests.get(f"http://127.0.0.1:{base}/_sandbox/stats", timeout=1).json()
-            return proc, base, int(stats.get("records", 0))
-        except (requests.RequestException, ValueError):
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("the sandbox did not start")
+    return write_sync_config(path, sandbox.urls, state_db_url)
 
 
 # -- report -------------------------------------------------------------------

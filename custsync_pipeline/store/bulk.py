@@ -11,6 +11,7 @@ stay SQLAlchemy Core.
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -143,5 +144,23 @@ def stored_digest(engine: sa.Engine, name: str) -> str | None:
 
 def save_digest(conn: sa.Connection, name: str, digest: str) -> None:
     """Store ``digest`` for ``name`` in the caller's transaction (with the rows it covers)."""
+    table_digests.create(conn, checkfirst=True)
     conn.execute(table_digests.delete().where(table_digests.c.name == name))
     conn.execute(table_digests.insert().values(name=name, digest=digest))
+
+
+def bump_stamp(conn: sa.Connection, name: str) -> None:
+    """Mark ``name`` changed (a new random stamp) in the caller's transaction: steps that
+    read it compare stamps to know whether there is anything new to do."""
+    save_digest(conn, name, uuid.uuid4().hex)
+
+
+def table_stamp(engine: sa.Engine, name: str) -> str:
+    """The current stamp of ``name`` ("" before anything was stored)."""
+    return stored_digest(engine, name) or ""
+
+
+def inputs_key(*parts: object) -> str:
+    """One short key for everything a step read (stamps, digests, the plan's rules): the
+    step can skip its work when the key is the one it stored after its last run."""
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -24,7 +25,7 @@ from custsync_pipeline.domain.canonical import (
     NUMERIC_COLUMNS,
     conform,
 )
-from custsync_pipeline.store.bulk import insert_frame, read_frame
+from custsync_pipeline.store.bulk import bump_stamp, insert_frame, read_frame
 from custsync_pipeline.store.db import metadata
 
 
@@ -45,7 +46,8 @@ source_records = sa.Table(
         sa.Column(c, _column_type(c), primary_key=c in ("connector", "source_id"))
         for c in CANONICAL_COLUMNS
     ],
-    sa.Column("last_seen_at", sa.DateTime(timezone=True)),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True)),  # when the row last changed
+    sa.Column("row_hash", sa.Text),  # its values' hash: a row that did not change is not rewritten
     comment="latest valid canonical row per (connector, source_id)",
 )
 
@@ -131,37 +133,82 @@ def _read_frame(engine: Engine, stmt: sa.Select) -> pd.DataFrame:
 # --- source records ---------------------------------------------------------
 
 
+SOURCE_STAMP = "source_records"  # table_digests row: changes whenever a source record does
+
+
+def row_hashes(rows: pd.DataFrame) -> np.ndarray:
+    """A hash of every conformed canonical row (its values, not when it was seen)."""
+    cols = [c for c in CANONICAL_COLUMNS if c in rows.columns]
+    return pd.util.hash_pandas_object(rows[cols], index=False).to_numpy().astype(str)
+
+
+def _stored_hashes(conn: sa.Connection, connector: str) -> pd.DataFrame:
+    c = source_records.c
+    result = conn.execute(sa.select(c.source_id, c.row_hash).where(c.connector == connector))
+    return pd.DataFrame(result.cursor.fetchall(), columns=["source_id", "row_hash"])
+
+
+def _delete_ids(conn: sa.Connection, connector: str, ids: list[str]) -> int:
+    mine = source_records.c.connector == connector
+    removed = 0
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        removed += conn.execute(
+            source_records.delete().where(mine, source_records.c.source_id.in_(chunk))
+        ).rowcount
+    return int(removed)
+
+
+def _write_changed(
+    conn: sa.Connection, connector: str, rows: pd.DataFrame, gone: list[str]
+) -> tuple[int, int]:
+    """Write the rows whose hash differs from the stored copy and delete ``gone``; the
+    source stamp moves when anything changed. Returns (rows written, rows deleted)."""
+    rows["row_hash"] = row_hashes(rows)
+    stored = _stored_hashes(conn, connector)
+    if len(stored):
+        old = (
+            rows["source_id"]
+            .astype(str)
+            .map(pd.Series(stored["row_hash"].to_numpy(), index=stored["source_id"].astype(str)))
+        )
+        changed = rows[(old != rows["row_hash"]).to_numpy()]
+        _delete_ids(conn, connector, changed.loc[old.notna(), "source_id"].astype(str).tolist())
+    else:
+        changed = rows
+    removed = _delete_ids(conn, connector, gone) if gone else 0
+    written = insert_frame(conn, source_records, changed)
+    if written or removed:
+        bump_stamp(conn, SOURCE_STAMP)
+    return written, removed
+
+
 def replace_source_records(engine: Engine, connector: str, frame: pd.DataFrame) -> int:
-    """Store the latest valid canonical rows of one connector (full snapshot semantics)."""
+    """Store the latest valid canonical rows of one connector (full snapshot semantics):
+    only rows that changed are written, stored rows the snapshot lacks are deleted.
+    Returns the rows the connector now holds."""
     rows = conform(frame)
-    rows["last_seen_at"] = pd.Timestamp(utcnow())
+    rows["last_seen_at"] = pd.Timestamp(utcnow())  # when the row last changed
     with engine.begin() as conn:
-        conn.execute(source_records.delete().where(source_records.c.connector == connector))
-        return insert_frame(conn, source_records, rows)
+        held = _stored_hashes(conn, connector)["source_id"].astype(str)
+        gone = held[~held.isin(rows["source_id"].astype(str))].tolist()
+        _write_changed(conn, connector, rows, gone)
+    return len(rows)
 
 
 def upsert_source_records(
     engine: Engine, connector: str, frame: pd.DataFrame, deleted_ids: Iterable[str] = ()
 ) -> tuple[int, int]:
-    """Store the rows of an incremental pull: each replaces its stored copy (others of the
-    connector stay), and ``deleted_ids`` leave. Returns (rows stored, deleted ids removed)."""
+    """Store the rows of an incremental pull: each replaces its stored copy when it changed
+    (others of the connector stay), and ``deleted_ids`` leave. Returns (rows stored,
+    deleted ids removed)."""
     rows = conform(frame)
     rows["last_seen_at"] = pd.Timestamp(utcnow())
-    changed = rows["source_id"].astype(str).tolist()
-    gone = [i for i in dict.fromkeys(str(i) for i in deleted_ids) if i not in set(changed)]
-    mine = source_records.c.connector == connector
-    removed = 0
+    pulled = set(rows["source_id"].astype(str))
+    gone = [i for i in dict.fromkeys(str(i) for i in deleted_ids) if i not in pulled]
     with engine.begin() as conn:
-        for start in range(0, len(gone), 5000):
-            chunk = gone[start : start + 5000]
-            removed += conn.execute(
-                source_records.delete().where(mine, source_records.c.source_id.in_(chunk))
-            ).rowcount
-        for start in range(0, len(changed), 5000):
-            chunk = changed[start : start + 5000]
-            conn.execute(source_records.delete().where(mine, source_records.c.source_id.in_(chunk)))
-        stored = insert_frame(conn, source_records, rows)
-    return stored, int(removed)
+        _, removed = _write_changed(conn, connector, rows, gone)
+    return len(rows), removed
 
 
 def source_record_ids(engine: Engine, connector: str) -> set[str]:

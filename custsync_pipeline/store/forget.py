@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from custsync_pipeline.store.bulk import table_digests
+
 GOLDEN_ID_COLUMNS = ("golden_id", "golden_id_a", "golden_id_b", "merged_into")
 SOURCE_PAIRS = (
     ("connector", "source_id"),
@@ -135,6 +137,10 @@ def forget_person(engine: Engine, person: Person) -> dict[str, int]:
                     )
             if count:
                 removed[name] = count
+        # every stored digest and stamp described tables that just lost rows: the next run
+        # recomputes and rewrites whatever it derives
+        table_digests.create(conn, checkfirst=True)
+        conn.execute(table_digests.delete())
     return removed
 
 

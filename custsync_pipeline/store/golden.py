@@ -21,8 +21,15 @@ from custsync_pipeline.domain.aspects import (
     conform_entries,
 )
 from custsync_pipeline.domain.golden import ENTRY_SOURCE_COLUMNS, GOLDEN_ENTRY_COLUMNS
-from custsync_pipeline.store.bulk import insert_frame
+from custsync_pipeline.store.bulk import (
+    bump_stamp,
+    frame_digest,
+    insert_frame,
+    save_digest,
+    stored_digest,
+)
 from custsync_pipeline.store.core import (
+    SOURCE_STAMP,
     _read_frame,
     golden_events,
     source_record_ids,
@@ -85,13 +92,28 @@ def _chunks(values: list[str], size: int = 5000) -> Iterable[list[str]]:
         yield values[start : start + size]
 
 
+def _entries_digest(rows: pd.DataFrame) -> str:
+    """Digest of entries as text, in key order: the same entries give the same digest
+    whether they were just built or read back from the state DB."""
+    ordered = rows[list(ENTRY_COLUMNS)].sort_values(list(KEY_COLUMNS[:4]), kind="stable")
+    return frame_digest(ordered.astype("string").fillna("\x00"))
+
+
 def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame) -> int:
-    """Store one connector's entries (full snapshot semantics, like its source records)."""
+    """Store one connector's entries (full snapshot semantics, like its source records);
+    a snapshot with the same entries as the stored one writes nothing."""
     rows = conform_entries(entries)
     rows = rows[rows["entry_key"].notna()].drop_duplicates(list(KEY_COLUMNS[:4]))
+    name = f"source_entries:{connector}"
+    digest = _entries_digest(rows)
+    if digest == stored_digest(engine, name):
+        return len(rows)
     with engine.begin() as conn:
         conn.execute(source_entries.delete().where(source_entries.c.connector == connector))
-        return insert_frame(conn, source_entries, rows[list(ENTRY_COLUMNS)])
+        insert_frame(conn, source_entries, rows[list(ENTRY_COLUMNS)])
+        save_digest(conn, name, digest)
+        bump_stamp(conn, SOURCE_STAMP)
+    return len(rows)
 
 
 def upsert_source_entries(
@@ -115,11 +137,9 @@ def upsert_source_entries(
     pk = list(KEY_COLUMNS[1:4])
     c = source_entries.c
     stored = _read_frame(
-        engine,
-        sa.select(c.source_id, c.aspect, c.entry_key, c.local_id, c.parent_local_id).where(
-            c.connector == connector
-        ),
+        engine, sa.select(*[c[k] for k in ENTRY_COLUMNS]).where(c.connector == connector)
     )
+    stored = conform_entries(stored) if len(stored) else stored
     if len(stored):
         # a record of the connector: stored (a Contact without entries of its own), or pulled
         known = scope | set(stored["source_id"].astype(str)) | source_record_ids(engine, connector)
@@ -127,9 +147,14 @@ def upsert_source_entries(
         origin = parent.where(
             parent.isin(known), local.where(local.isin(known), stored["source_id"])
         )
-        replaced = stored[origin.isin(scope)][pk].astype(str)
+        before = stored[origin.isin(scope).to_numpy()]
+        replaced = before[pk].astype(str)
+        if len(before) == len(rows) and _entries_digest(before) == _entries_digest(rows):
+            return len(rows)  # the pull's records give the entries already stored
     else:
         replaced = rows[pk].iloc[:0].astype(str)
+        if not len(rows):
+            return 0
     parts = [p for p in (replaced, rows[pk].astype(str)) if len(p)]
     doomed = pd.concat(parts, ignore_index=True).drop_duplicates() if parts else replaced
     by_key = source_entries.delete().where(
@@ -146,6 +171,9 @@ def upsert_source_entries(
         if params:
             conn.execute(by_key, params)
         insert_frame(conn, source_entries, rows[list(ENTRY_COLUMNS)])
+        # the snapshot digest no longer describes what is stored
+        save_digest(conn, f"source_entries:{connector}", "")
+        bump_stamp(conn, SOURCE_STAMP)
     return len(rows)
 
 
@@ -168,6 +196,16 @@ def load_golden_entries(engine: Engine, golden_ids: Iterable[str] | None = None)
             frame[c] = frame[c].astype("string")
     frame["size"] = pd.to_numeric(frame["size"], errors="coerce")
     return frame[list(GOLDEN_ENTRY_COLUMNS)]
+
+
+def entry_counts(engine: Engine) -> tuple[dict[str, int], dict[str, int]]:
+    """Golden entries per aspect, and those held by several connectors, counted in SQL."""
+    c = golden_entries.c
+    several = sa.func.sum(sa.case((c.providers.like("%,%"), 1), else_=0))
+    stmt = sa.select(c.aspect, sa.func.count(), several).group_by(c.aspect)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return {a: int(n) for a, n, _ in rows}, {a: int(m or 0) for a, _, m in rows}
 
 
 def load_entry_sources(engine: Engine) -> pd.DataFrame:

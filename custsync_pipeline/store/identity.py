@@ -31,6 +31,7 @@ from custsync_pipeline.domain.identity import (
     IdentityResult,
 )
 from custsync_pipeline.store.bulk import (
+    bump_stamp,
     frame_digest,
     insert_frame,
     read_frame,
@@ -40,6 +41,7 @@ from custsync_pipeline.store.bulk import (
 from custsync_pipeline.store.db import add_missing_columns, metadata
 
 CHUNK = 5000
+IDENTITY_STAMP = "identity_map"  # table_digests row: changes whenever the map does
 TS = sa.DateTime(timezone=True)
 
 identity_map = sa.Table(
@@ -169,6 +171,12 @@ def load_identity_state(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     return prior, gids, decisions
 
 
+def load_identity_conflicts(engine: Engine) -> pd.DataFrame:
+    """The stored review queue, as a resolution returns it."""
+    create_identity_tables(engine)
+    return _read(engine, identity_conflicts)[list(CONFLICT_COLUMNS)]
+
+
 def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, int]:
     """Write a resolution: the map and golden ids as diffs, evidence and conflicts replaced.
 
@@ -217,6 +225,9 @@ def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, in
             _delete_keys(conn, identity_map, gone)
     written["identity_map"] = len(upserts)
     written["identity_map_deleted"] = len(gone)
+    if written["golden_ids"] or len(upserts) or len(gone):
+        with engine.begin() as conn:
+            bump_stamp(conn, IDENTITY_STAMP)
 
     # evidence: replaced whole (it is derived, and read only by explain), unless it is
     # what is stored already (a rerun with nothing changed writes nothing)

@@ -14,6 +14,16 @@ from custsync_pipeline.defs.extract.assets import customers_key
 from custsync_pipeline.defs.resources import STATE_POOL
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.plan import SyncPlan
+from custsync_pipeline.store.bulk import (
+    frame_digest,
+    inputs_key,
+    save_digest,
+    stored_digest,
+    table_stamp,
+)
+from custsync_pipeline.store.core import SOURCE_STAMP
+
+RESOLVED_INPUTS = "identity_inputs"  # table_digests row: what the stored map was resolved from
 
 IDENTITY_MAP = dg.AssetKey("identity_map")
 IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
@@ -57,6 +67,29 @@ def masked_conflicts(conflicts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _identity_results(
+    id_map: pd.DataFrame, conflicts: pd.DataFrame, stats: dict[str, int], skipped: bool = False
+):
+    n_golden = id_map["golden_id"].nunique() if not id_map.empty else 0
+    yield dg.MaterializeResult(
+        asset_key=IDENTITY_MAP,
+        value=id_map,
+        metadata={
+            "dagster/row_count": len(id_map),
+            "golden_ids": int(n_golden),
+            "records_per_golden": float(len(id_map) / n_golden) if n_golden else 0.0,
+            # no source record, decision or rule changed: the stored map was used
+            "resolution_skipped": skipped,
+            **resolution_metadata(stats, conflicts),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=IDENTITY_CONFLICTS,
+        value=masked_conflicts(conflicts),
+        metadata={"dagster/row_count": len(conflicts), **conflict_counts(conflicts)},
+    )
+
+
 def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     upstream = [customers_key(n) for n in plan.connectors]
 
@@ -87,18 +120,36 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         from custsync_pipeline.domain.identity import resolution_columns, resolve_identities
         from custsync_pipeline.domain.stamps import attach_stamped, split_stamped
         from custsync_pipeline.store.identity import (
+            load_identity_conflicts,
             load_identity_state,
             load_resolution_records,
             save_identity_result,
         )
 
         engine = context.resources.state_db.engine
+        prior_map, golden_ids, decisions = load_identity_state(engine)
+        # everything a resolution reads: the source records (their stamp moves whenever
+        # one is written or deleted), the steward decisions and the rules
+        inputs = inputs_key(
+            table_stamp(engine, SOURCE_STAMP),
+            frame_digest(decisions.astype("string")),
+            sorted(plan.connectors),
+            plan.identifiers,
+            plan.matching,
+        )
+        if len(prior_map) and inputs == stored_digest(engine, RESOLVED_INPUTS):
+            context.log.info(
+                f"nothing changed since the last resolution: the stored map of "
+                f"{len(prior_map)} source records is used as it is"
+            )
+            conflicts = load_identity_conflicts(engine)
+            yield from _identity_results(prior_map, conflicts, {}, skipped=True)
+            return
         records = load_resolution_records(
             engine,
             list(plan.connectors),
             resolution_columns(list(plan.identifiers), plan.matching),
         )
-        prior_map, golden_ids, decisions = load_identity_state(engine)
         to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
         now = pd.Timestamp(datetime.now(UTC))
         result = resolve_identities(
@@ -112,26 +163,8 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         )
         result = attach_stamped(result, stamped, now)
         save_identity_result(engine, result)
-        id_map: pd.DataFrame = result.identity_map
-        n_golden = id_map["golden_id"].nunique() if not id_map.empty else 0
-        context.log.info(f"{len(id_map)} source records -> {n_golden} golden ids")
-        yield dg.MaterializeResult(
-            asset_key=IDENTITY_MAP,
-            value=id_map,
-            metadata={
-                "dagster/row_count": len(id_map),
-                "golden_ids": int(n_golden),
-                "records_per_golden": float(len(id_map) / n_golden) if n_golden else 0.0,
-                **resolution_metadata(result.stats, result.conflicts),
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key=IDENTITY_CONFLICTS,
-            value=masked_conflicts(result.conflicts),
-            metadata={
-                "dagster/row_count": len(result.conflicts),
-                **conflict_counts(result.conflicts),
-            },
-        )
+        with engine.begin() as conn:
+            save_digest(conn, RESOLVED_INPUTS, inputs)
+        yield from _identity_results(result.identity_map, result.conflicts, result.stats)
 
     return [resolve]
