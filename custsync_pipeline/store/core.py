@@ -344,6 +344,14 @@ def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:
     return len(rows)
 
 
+def outbox_stamp(engine: Engine) -> str:
+    """Changes whenever an outbox row is written (every write sets ``updated_at``)."""
+    stmt = sa.select(sa.func.count(), sa.func.max(outbox.c.updated_at))
+    with engine.connect() as conn:
+        n, last = conn.execute(stmt).one()
+    return f"{n}:{last}"
+
+
 def supersede_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> int:
     """Mark queued rows of ``target`` superseded (never to be sent); returns how many."""
     keys = list(entity_keys)

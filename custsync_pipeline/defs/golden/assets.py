@@ -117,9 +117,13 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
     def merge_golden_records(context: dg.AssetExecutionContext, identity_map: pd.DataFrame):
         engine = context.resources.state_db.engine
         # everything a merge reads: source records and entries (their stamp), the identity
-        # map (its stamp) and the plan's rules
+        # map (its stamp), what custsync wrote to the targets (echo safety reads the
+        # outbox) and the plan's rules
         inputs = inputs_key(
-            table_stamp(engine, core.SOURCE_STAMP), table_stamp(engine, IDENTITY_STAMP), plan
+            table_stamp(engine, core.SOURCE_STAMP),
+            table_stamp(engine, IDENTITY_STAMP),
+            core.outbox_stamp(engine),
+            plan,
         )
         if inputs == stored_digest(engine, MERGED_INPUTS):
             golden = core.load_golden_records(engine)
