@@ -50,6 +50,21 @@ def run_against_sandbox(
     return db_url, cfg
 
 
+def postgres_instance(env, tmp_path: Path, pg_url: str) -> dg.DagsterInstance:
+    """The Dagster instance of the repository's production ``dagster.yaml`` (runs, events,
+    schedules in PostgreSQL at ``pg_url``) in a fresh ``DAGSTER_HOME`` set in ``env``."""
+    import shutil
+
+    home = tmp_path / "pg_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
+    env.setenv("DAGSTER_HOME", str(home))
+    env.setenv("DAGSTER_PG_URL", pg_url)
+    instance = dg.DagsterInstance.get()
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    return instance
+
+
 def materialize_all(
     instance: dg.DagsterInstance, raise_on_error: bool = True
 ) -> dg.ExecuteInProcessResult:

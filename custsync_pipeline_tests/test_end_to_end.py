@@ -7,7 +7,6 @@ that a second run with no change in the sources publishes nothing.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -21,10 +20,10 @@ from custsync_pipeline.store.db import StateDB
 from custsync_pipeline_tests.e2e import (
     materialize_all,
     metadata_of,
+    postgres_instance,
     write_sync_config,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("salesforce", "voucherify")
 
 
@@ -113,12 +112,6 @@ def test_end_to_end_sqlite(sandbox, dagster_env, tmp_path) -> None:
 def test_end_to_end_postgres(sandbox, dagster_env, tmp_path, pg_url) -> None:
     """State DB and Dagster instance both on PostgreSQL, the instance from the repo's dagster.yaml."""
     _configure(dagster_env, tmp_path, sandbox, pg_url)
-    home = tmp_path / "pg_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    dagster_env.setenv("DAGSTER_HOME", str(home))
-    dagster_env.setenv("DAGSTER_PG_URL", pg_url)
-    with dg.DagsterInstance.get() as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    with postgres_instance(dagster_env, tmp_path, pg_url) as instance:
         _run_twice_and_check(sandbox, instance, pg_url)
         assert len(instance.get_runs()) == 2

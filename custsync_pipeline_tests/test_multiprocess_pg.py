@@ -12,8 +12,6 @@ resolves and merges again.
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -22,9 +20,8 @@ import yaml
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
-from custsync_pipeline_tests.e2e import write_sync_config
+from custsync_pipeline_tests.e2e import postgres_instance, write_sync_config
 
-ROOT = Path(__file__).resolve().parent.parent
 MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
 
 
@@ -70,14 +67,7 @@ def test_sync_job_multiprocess_on_postgres_skips_unchanged_work(
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg_path))
     dagster_env.setenv("CUSTSYNC_STATE_DB_URL", pg_url)
-    home = tmp_path / "pg_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    dagster_env.setenv("DAGSTER_HOME", str(home))
-    dagster_env.setenv("DAGSTER_PG_URL", pg_url)
-
-    with dg.DagsterInstance.get() as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    with postgres_instance(dagster_env, tmp_path, pg_url) as instance:
         first, pids = _run(instance)
         # every step in a process of its own, none in this one
         assert len(pids) > 2 and os.getpid() not in pids
