@@ -242,6 +242,15 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             & deltas["golden_id"].isin(src_gone.index)
         )
         deltas = deltas[~stop].reset_index(drop=True)
+        # the API refused this very payload for good (a record deleted there that no delete
+        # feed reported answers 404): sending it again, drift or not, fails the same way and
+        # would fail every publish until the reconciliation's full snapshot sees the delete
+        dead = ledger.loc[ledger["status"] == "dead", ["entity_key", "payload_hash"]]
+        refused = pd.MultiIndex.from_frame(deltas[["entity_key", "payload_hash"]].astype(str))
+        again_dead = refused.isin(pd.MultiIndex.from_frame(dead.astype(str))) if len(dead) else []
+        not_retried = int(sum(again_dead))
+        if not_retried:
+            deltas = deltas[~again_dead].reset_index(drop=True)
         if target.key_field:
             deltas, key_taken = hold_taken_keys(deltas, takes, members, target.key_field)
             held_back[f"key_taken_{target.key_field}"] = key_taken
@@ -279,6 +288,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
                 "superseded": superseded,
                 "not_recreated": not_recreated,
                 "deletes": len(removals),
+                "dead_not_retried": not_retried,
                 "conflicts_open": conflict_counts["open"],
                 "conflicts_new": conflict_counts["new"],
                 "held_back": sum(held_back.values()),
