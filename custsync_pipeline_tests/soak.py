@@ -34,6 +34,7 @@ import yaml
 
 from custsync_pipeline.config import load_sync_config
 from custsync_pipeline.connectors import build_connector
+from custsync_pipeline.defs.publish.assets import compared_fields
 from custsync_pipeline.domain.deltas import compute_deltas, hold_back
 from custsync_pipeline.sandbox import CREDENTIALS
 from custsync_pipeline.sandbox.server import Sandbox
@@ -142,7 +143,7 @@ def _check(
             ok = box[box["status"] == "acked"]
             acked = set(ok["golden_id"])
             written = set(ok["target_id"].dropna().astype(str))
-            fields = list(target.fields)
+            fields = compared_fields(list(target.fields), list(target.aspects))
             write_object = getattr(connector, "write_object", None)
             takes_live = takes[takes["golden_id"].isin(acked) & ~takes["golden_id"].isin(due)]
             drift = compute_deltas(

@@ -115,6 +115,20 @@ def _source_deletions_asset(plan: SyncPlan) -> dg.AssetsDefinition:
     return source_deletions
 
 
+# flat fields an address entry carries: a target that takes the addresses aspect holds them
+# as the entry it is sent (Salesforce Mailing*), compared there in its own shape
+ADDRESS_FIELDS = ("street", "city", "postal_code", "country")
+
+
+def compared_fields(fields: list[str], aspects: list[str]) -> list[str]:
+    """The flat fields deltas compare for a target: its fields, less those an aspect it
+    takes carries (a golden flat city from one connector and a mailing address from another
+    would otherwise differ on every run, as the payload's Mailing* come from the entry)."""
+    if "addresses" not in aspects:
+        return list(fields)
+    return [f for f in fields if f not in ADDRESS_FIELDS]
+
+
 def delete_ops(
     members: pd.DataFrame, due: set[str], target: PublishPolicy, versions: pd.Series
 ) -> pd.DataFrame:
@@ -215,7 +229,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         deltas = compute_deltas(
             takes,
             names_as_held(accept_target_values(members, takes, conflicts), takes),
-            fields,
+            compared_fields(fields, aspects),
             settled,
             writable_types=[write_object] if write_object else None,
             aspect_hashes=aspect_hashes,
