@@ -343,6 +343,38 @@ def test_check_measures_nameless_records_and_entries_without_provenance() -> Non
     assert entries_without_provenance(res.entries, lost) == 1
 
 
+def test_checks_count_in_the_state_db_as_on_frames(engine) -> None:
+    """The asset checks count in SQL what the domain functions count on frames."""
+    from custsync_pipeline.domain.quality import entries_without_provenance, nameless_golden
+    from custsync_pipeline.store import core
+    from custsync_pipeline.store import golden as golden_store
+
+    steps = [FlowStep("exact", ("name", "addresses")), FlowStep("katana", ("addresses",))]
+    recs = _records(
+        [
+            dict(connector="exact", source_id="e1", first_name="Anna"),
+            dict(connector="katana", source_id="k1"),
+            dict(connector="katana", source_id="k2"),
+        ]
+    )
+    res = build_golden(
+        recs,
+        _idmap([("exact", "e1", "G"), ("katana", "k1", "G"), ("katana", "k2", "H")]),
+        steps,
+        entries=_two_systems("addresses"),
+    )
+    changed, events, _ = diff_golden(
+        res.golden, res.golden.iloc[:0], res.provenance, pd.Timestamp("2026-01-01", tz="UTC")
+    )
+    core.save_golden_records(engine, changed, events.iloc[:0])
+    lost = res.entry_sources[res.entry_sources["entry_key"] != res.entries["entry_key"].iloc[0]]
+    golden_store.save_golden_aspects(engine, ["G", "H"], res.entries, lost, res.provenance)
+    assert nameless_golden(res.golden).tolist() == [False, True]  # H has no name
+    assert golden_store.nameless_count(engine) == (1, 2)
+    assert golden_store.entries_without_provenance_count(engine) == 1
+    assert entries_without_provenance(res.entries, lost) == 1
+
+
 def test_an_address_saying_less_than_another_of_the_same_record_leaves() -> None:
     rows = [
         # a shop's city-and-postal-code address beside the CRM's full one

@@ -32,6 +32,7 @@ from custsync_pipeline.store.core import (
     SOURCE_STAMP,
     _read_frame,
     golden_events,
+    golden_records,
     source_record_ids,
 )
 from custsync_pipeline.store.db import metadata
@@ -206,6 +207,32 @@ def entry_counts(engine: Engine) -> tuple[dict[str, int], dict[str, int]]:
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return {a: int(n) for a, n, _ in rows}, {a: int(m or 0) for a, _, m in rows}
+
+
+def nameless_count(engine: Engine) -> tuple[int, int]:
+    """(golden records with no first name, last name or company name, all golden records),
+    counted in SQL (``domain.quality.nameless_golden`` on a frame)."""
+    g = golden_records.c
+    none = sa.and_(g.first_name.is_(None), g.last_name.is_(None), g.company_name.is_(None))
+    stmt = sa.select(sa.func.sum(sa.case((none, 1), else_=0)), sa.func.count())
+    with engine.connect() as conn:
+        nameless, total = conn.execute(stmt).one()
+    return int(nameless or 0), int(total)
+
+
+def entries_without_provenance_count(engine: Engine) -> int:
+    """Golden entries no connector is recorded as holding, counted in SQL
+    (``domain.quality.entries_without_provenance`` on frames)."""
+    e, s = golden_entries.c, golden_entry_sources.c
+    held = (
+        sa.select(s.golden_id)
+        .where(s.golden_id == e.golden_id, s.aspect == e.aspect, s.entry_key == e.entry_key)
+        .correlate(golden_entries)
+        .exists()
+    )
+    stmt = sa.select(sa.func.count()).select_from(golden_entries).where(~held)
+    with engine.connect() as conn:
+        return int(conn.execute(stmt).scalar() or 0)
 
 
 def load_entry_sources(engine: Engine) -> pd.DataFrame:
