@@ -3,9 +3,9 @@ PostgreSQL (the set-up for more than one core: each lane a process of its own), 
 steps that skip their work when nothing they read changed.
 
 Runs three times against the sandbox over real sockets: the first run (multiprocess)
-resolves and merges everything; the second (multiprocess), with nothing changed at the
-sources, uses the stored identity map and golden records as they are (no resolution, no
-merge, no golden write); the third (in process), after records changed in Salesforce,
+resolves and merges everything; the second (in process, as the third), with nothing
+changed at the sources, uses the stored identity map and golden records as they are (no
+resolution, no merge, no golden write); the third, after records changed in Salesforce,
 resolves and merges again.
 """
 
@@ -56,6 +56,12 @@ def _run(instance: dg.DagsterInstance) -> tuple[dict[str, dict[str, object]], se
         return materialization_metadata(result), pids  # type: ignore[arg-type]
 
 
+def _run_here(instance: dg.DagsterInstance) -> dict[str, dict[str, object]]:
+    from custsync_pipeline.cli_run import materialization_metadata
+
+    return materialization_metadata(sync_job().execute_in_process(instance=instance))
+
+
 def test_sync_job_multiprocess_on_postgres_skips_unchanged_work(
     sandbox, dagster_env, tmp_path, pg_url
 ) -> None:
@@ -78,7 +84,8 @@ def test_sync_job_multiprocess_on_postgres_skips_unchanged_work(
         n_golden = len(core.load_golden_records(engine))
         assert n_golden == gold["dagster/row_count"] > 0
 
-        second, _ = _run(instance)
+        # the later runs in this process (a multiprocess run costs a definitions load per step)
+        second = _run_here(instance)
         assert second["identity_map"]["resolution_skipped"] is True
         again = second["golden_customers"]
         assert again["merge_skipped"] is True
@@ -86,10 +93,7 @@ def test_sync_job_multiprocess_on_postgres_skips_unchanged_work(
 
         touched = sandbox.changes("salesforce", edit=5, seed=3)
         assert touched
-        # in this process (a multiprocess run costs a definitions load per step)
-        from custsync_pipeline.cli_run import materialization_metadata
-
-        third = materialization_metadata(sync_job().execute_in_process(instance=instance))
+        third = _run_here(instance)
         assert third["identity_map"]["resolution_skipped"] is False
         changed = third["golden_customers"]
         assert changed["merge_skipped"] is False and changed["changed_records"] > 0
