@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pytest
 import requests
 import voucherify
@@ -19,6 +17,7 @@ from simple_salesforce import Salesforce, SalesforceMalformedRequest
 from voucherify.api.customers_api import CustomersApi
 
 from custsync_pipeline.sandbox import CREDENTIALS
+from custsync_pipeline.sandbox.generator import GEN_NOW
 from custsync_pipeline_tests.sandbox_fixtures import running_sandbox
 
 
@@ -91,8 +90,9 @@ def test_voucherify_sdk_lists_and_upserts(sb):
         assert (
             updated.address.city == "Lund" and api.get_customer(created.id).phone == "+46701234567"
         )
-        # incremental pull the SDK way (it sends updated_at[after], a naive UTC time)
-        newer = api.list_customers(limit=100, updated_at_after=datetime(2026, 11, 2))
+        # incremental pull the SDK way (it sends updated_at[after], a naive UTC time); the
+        # generated records end at GEN_NOW, what was just created is newer
+        newer = api.list_customers(limit=100, updated_at_after=GEN_NOW.item())
         assert [c.id for c in newer.customers] == [created.id] and newer.total == 1
         with pytest.raises(voucherify.ApiException) as err:
             api.get_customer("no-such-customer")
