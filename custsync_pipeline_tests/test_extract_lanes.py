@@ -67,7 +67,7 @@ def _configure(
         for step in data["flow"]["enrichments"]:
             step["connector"] = new if step["connector"] == old else step["connector"]
         data["flow"]["source"] = new if data["flow"]["source"] == old else data["flow"]["source"]
-        for target in data["publish"]:
+        for target in [*data["publish"], *data.get("transactions", {}).get("publish", [])]:
             target["connector"] = new if target["connector"] == old else target["connector"]
     path = tmp_path / "sync.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
