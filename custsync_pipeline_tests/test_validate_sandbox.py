@@ -116,21 +116,26 @@ def test_quarantine_matches_the_generators_defects(sandbox: Sandbox, system: str
     expected = defects[defects["expect"] == "reject"]
     assert len(set(expected["defect"])) >= 4  # most kinds of break occur in every system
     got = set(zip(rejected["source_id"], rejected["field"], rejected["check"], strict=True))
+    # a system with one name field (Voucherify's ``name``) is read as a full name: a break
+    # in a first or last name is found in that field, ``full_name``
+    whole = {"first_name": "full_name", "last_name": "full_name"}
     missing = [
         (sid, fld, d)
         for sid, fld, d in zip(
             expected["source_id"], expected["field"], expected["defect"], strict=True
         )
         if (str(sid), fld, EXPECTED_CHECK[d]) not in got
+        and (str(sid), whole.get(fld, fld), EXPECTED_CHECK[d]) not in got
     ]
     assert missing == []
 
     # nothing is quarantined without a deliberate break behind it
     allowed = {
-        (str(s), f, EXPECTED_CHECK[d])
+        (str(s), g, EXPECTED_CHECK[d])
         for s, f, d in zip(
             expected["source_id"], expected["field"], expected["defect"], strict=True
         )
+        for g in {f, whole.get(f, f)}
     }
     placeholders = defects[defects["defect"] == "placeholder_phone"]
     allowed |= {(str(s), "phone", "e164") for s in placeholders["source_id"]}

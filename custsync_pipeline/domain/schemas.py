@@ -41,6 +41,8 @@ SALESFORCE_ID_RE = r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$"
 PRINTABLE_RE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]*$"
 # OWASP CSV injection: a cell starting with one of these runs as a formula in a spreadsheet.
 FORMULA_RE = r"^[=+\-@\t\r]"
+# a full name is split into name cells: a word starting with = + or @ would start one
+FORMULA_WORD_RE = r"^(?:.*\s)?[=+@]"
 
 CHECK_REASONS: dict[str, str] = {
     "not_null": "is required but missing",
@@ -145,6 +147,10 @@ def _no_formula() -> pa.Check:
     return pa.Check(lambda s: ~_str_match(s, FORMULA_RE), name="no_formula")
 
 
+def _no_formula_word() -> pa.Check:
+    return pa.Check(lambda s: ~_str_match(s, FORMULA_WORD_RE), name="no_formula")
+
+
 def _not_empty() -> pa.Check:
     return pa.Check(lambda s: _str_len(s) > 0, name="not_empty")
 
@@ -186,7 +192,10 @@ def canonical_schema(now: pd.Timestamp | None = None) -> pa.DataFrameSchema:
             "first_name": _text(255),
             "last_name": _text(255),
             "company_name": _text(255),
-            "full_name": _text(255),
+            # split into name cells later: no word of it may start like a formula
+            "full_name": pa.Column(
+                "string", [_max_len(255), _printable(), _no_formula_word()], nullable=True
+            ),
             "birth_date": _text(32),
             "email": pa.Column(
                 "string",

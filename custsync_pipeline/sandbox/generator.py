@@ -73,6 +73,11 @@ MEMBERSHIP: dict[str, float] = {
 # checks pass), fixed for the process, the same data for a seed all day
 GEN_START = np.datetime64("2023-01-01T00:00:00", "s")
 GEN_NOW = np.datetime64(datetime.now(UTC).strftime("%Y-%m-%d"), "s")
+# random draws are bounded on a fixed calendar and the times shifted to GEN_NOW after: a
+# bounded draw's use of the random stream depends on its bound, so bounds that moved with
+# the day would give other people, other mess and other defects every day
+GEN_BASE = np.datetime64("2026-11-01T00:00:00", "s")
+GEN_SHIFT = GEN_NOW - GEN_BASE
 # the changes of the last RECENT_SQUEEZE * 3 days happened in the last 3 days: every
 # system, even a small one, has a record changed within the freshness threshold (7 days)
 RECENT_SQUEEZE = 30
@@ -411,9 +416,13 @@ def _make_people(rng: np.random.Generator, n: int) -> pd.DataFrame:
         postal[m] = [t.format(x, y) for t, x, y in zip(templates, a, b, strict=True)]
     has_web = rng.random(n) < 0.4
     web_user = np.where(has_web, "u" + _zfill(_unique_numbers(rng, n, 10**7), 7), None)
-    created = GEN_START + rng.integers(
-        0, int((GEN_NOW - GEN_START) / np.timedelta64(1, "s")) // 2, n
-    ).astype("timedelta64[s]")
+    created = (
+        GEN_START
+        + GEN_SHIFT
+        + rng.integers(0, int((GEN_BASE - GEN_START) / np.timedelta64(1, "s")) // 2, n).astype(
+            "timedelta64[s]"
+        )
+    )
     return pd.DataFrame(
         {
             "person_id": "P" + _zfill(idx, 7),
@@ -543,7 +552,7 @@ def _base_rows(
     email[no_email] = None
     no_phone = (rng.random(k) < 0.15) & ~guest
     phone[no_phone] = None
-    span = int((GEN_NOW - GEN_START) / np.timedelta64(1, "s"))
+    span = int((GEN_BASE - GEN_START) / np.timedelta64(1, "s"))  # a fixed bound (GEN_BASE)
     created = p["created_at"].to_numpy()[person] + rng.integers(0, span // 4, k).astype(
         "timedelta64[s]"
     )
@@ -609,9 +618,16 @@ def _mess(
     m = kind == "unknown_country"
     rows.country[m] = "XX"
     defects.add(system, sid[m], "country", "unknown_country", "reject")
+    # one name field on the wire (Voucherify, Exact): a first name alone is a name there
+    fields = WIRE_FIELDS.get(system, {})
+    one_name = bool(fields.get("first_name")) and fields.get("first_name") == fields.get(
+        "last_name"
+    )
     m = kind == "missing_name_and_email"
     rows.last[m] = None
     rows.email[m] = None
+    if one_name:
+        rows.first[m] = None
     defects.add(system, sid[m], "last_name", "missing_name_and_email", "reject")
     defects.add(system, sid[m], "email", "missing_name_and_email", "reject")
     m = kind == "formula_injection"
