@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import yaml
 
 from custsync_pipeline.config import DEFAULT_CONFIG_PATH
@@ -80,3 +81,26 @@ def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict[str, object
     from custsync_pipeline.cli_run import materialization_metadata
 
     return materialization_metadata(result).get(key, {})
+
+
+def delete_salesforce_contacts(sb, engine, n: int) -> pd.DataFrame:  # noqa: ANN001 - a Sandbox and an Engine
+    """Delete ``n`` Salesforce Contacts in the sandbox, each the only Salesforce member of a
+    golden record that also has exactly one Voucherify member; returns those pairs
+    (``golden_id``, ``source_id_sf``, ``source_id_vf``)."""
+    import requests
+
+    from custsync_pipeline_tests.sandbox_fixtures import SF_HEADERS
+
+    ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+    sf = ids[ids["connector"] == "salesforce"]
+    vf = ids[ids["connector"] == "voucherify"]
+    contacts = set(pd.DataFrame(sb.records("salesforce"))["Id"])
+    one_sf = sf[~sf["golden_id"].duplicated(keep=False) & sf["source_id"].isin(contacts)]
+    pairs = one_sf.merge(vf, on="golden_id", suffixes=("_sf", "_vf"))
+    pairs = pairs[~pairs["golden_id"].duplicated(keep=False)].head(n)
+    assert len(pairs) == n
+    base = f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact"
+    for contact_id in pairs["source_id_sf"]:
+        r = requests.delete(f"{base}/{contact_id}", headers=SF_HEADERS, timeout=10)
+        assert r.status_code == 204, r.text
+    return pairs

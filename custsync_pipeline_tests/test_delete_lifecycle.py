@@ -22,7 +22,6 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import requests
 import yaml
 
 from custsync_pipeline.cli import main
@@ -31,11 +30,11 @@ from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
 from custsync_pipeline_tests.e2e import (
     SANDBOX_SECRETS,
+    delete_salesforce_contacts,
     materialize_all,
     metadata_of,
     run_against_sandbox,
 )
-from custsync_pipeline_tests.sandbox_fixtures import SF_HEADERS
 
 ARCHIVE = {"metadata": {"custsync_archived": "yes"}}
 
@@ -64,18 +63,7 @@ def test_archive_mode_and_delete_events(dagster_env, tmp_path: Path, capsys):
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
             engine = StateDB(db_url).engine
-            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
-            sf = ids[ids["connector"] == "salesforce"]
-            vf = ids[ids["connector"] == "voucherify"]
-            contacts = set(pd.DataFrame(sb.records("salesforce"))["Id"])
-            one_sf = sf[~sf["golden_id"].duplicated(keep=False) & sf["source_id"].isin(contacts)]
-            pairs = one_sf.merge(vf, on="golden_id", suffixes=("_sf", "_vf"))
-            pairs = pairs[~pairs["golden_id"].duplicated(keep=False)].head(2)
-            assert len(pairs) == 2
-            base = f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact"
-            for contact_id in pairs["source_id_sf"]:
-                r = requests.delete(f"{base}/{contact_id}", headers=SF_HEADERS, timeout=10)
-                assert r.status_code == 204, r.text
+            pairs = delete_salesforce_contacts(sb, engine, 2)
 
             assert materialize_all(instance).success  # pending: found gone once
             gid = pairs["golden_id"].iloc[0]

@@ -14,7 +14,12 @@ from custsync_pipeline.definitions import defs
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
-from custsync_pipeline_tests.e2e import materialize_all, metadata_of, run_against_sandbox
+from custsync_pipeline_tests.e2e import (
+    delete_salesforce_contacts,
+    materialize_all,
+    metadata_of,
+    run_against_sandbox,
+)
 from custsync_pipeline_tests.sandbox_fixtures import SF_HEADERS
 
 
@@ -82,18 +87,7 @@ def test_a_customer_gone_from_the_source_is_deleted_in_targets_after_the_grace(
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
             engine = StateDB(db_url).engine
-            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
-            sf = ids[ids["connector"] == "salesforce"]
-            vf = ids[ids["connector"] == "voucherify"]
-            contacts = set(pd.DataFrame(sb.records("salesforce"))["Id"])
-            one_sf = sf[~sf["golden_id"].duplicated(keep=False) & sf["source_id"].isin(contacts)]
-            pairs = one_sf.merge(vf, on="golden_id", suffixes=("_sf", "_vf"))
-            pairs = pairs[~pairs["golden_id"].duplicated(keep=False)].head(3)
-            assert len(pairs) == 3
-            base = f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact"
-            for contact_id in pairs["source_id_sf"]:
-                r = requests.delete(f"{base}/{contact_id}", headers=SF_HEADERS, timeout=10)
-                assert r.status_code == 204, r.text
+            pairs = delete_salesforce_contacts(sb, engine, 3)
 
             second = materialize_all(instance)
             assert second.success
