@@ -15,8 +15,11 @@ them (``aspects.key_entries``, what a lane stores), then times
   nothing changes),
 
 and prints wall, CPU and the child's peak resident memory (``ru_maxrss``: the
-input frames included). Target: 1M records / 2.5M entries merged in < 30 s and
-< 4 GB.
+input frames included). The parent builds the input and hands it over as Parquet;
+the child reads it the way the golden step reads the state DB (text as Arrow-backed
+strings, ``store.bulk.read_frame(arrow_text=True)``), so the generator's own
+Python strings are not counted. Target: 1M records / 2.5M entries merged in < 30 s
+and < 4 GB.
 
 Usage: PYTHONPATH=. python benchmarks/golden_merge.py [--sizes 100000 1000000]
 """
@@ -28,10 +31,14 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 CONNECTORS = ("salesforce", "voucherify", "exact", "katana", "voyado")
 
@@ -131,12 +138,35 @@ def make_input(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
     return records[list(GOLDEN_INPUT_COLUMNS)], entries, idmap
 
 
-def run_one(n: int) -> dict[str, float]:
+def write_input(n: int, folder: Path) -> None:
+    for name, frame in zip(("records", "entries", "identity_map"), make_input(n), strict=True):
+        frame.to_parquet(folder / f"{name}.parquet")
+
+
+def read_input(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The input as the golden step holds it: text in Arrow-backed strings (records and
+    entries) or Python strings (the identity map), times as UTC datetimes."""
+    from custsync_pipeline.domain.aspects import conform_entries
+    from custsync_pipeline.store.bulk import ARROW_TEXT
+
+    arrow = {pa.string(): ARROW_TEXT, pa.large_string(): ARROW_TEXT}
+
+    def read(name: str, mapper=None) -> pd.DataFrame:
+        return pq.read_table(folder / f"{name}.parquet").to_pandas(types_mapper=mapper)
+
+    records = read("records", arrow.get)
+    entries = conform_entries(read("entries", arrow.get))
+    idmap = read("identity_map")
+    return records, entries, idmap
+
+
+def run_one(folder: Path) -> dict[str, float]:
     from custsync_pipeline.config import load_sync_config
     from custsync_pipeline.domain.golden import diff_golden, merge_golden
     from custsync_pipeline.domain.plan import FlowStep
 
-    records, entries, idmap = make_input(n)
+    records, entries, idmap = read_input(folder)
+    n = len(records)
     plan = load_sync_config().plan()
     every = ("name", "customer_contact_details", "addresses", "customer_attributes",
              "contact_persons", "contact_person_contact_details", "consents", "loyalty")  # fmt: skip
@@ -149,6 +179,7 @@ def run_one(n: int) -> dict[str, float]:
     out["merge_cpu_s"] = time.process_time() - c0
     out["golden"] = len(result.golden)
     out["golden_entries"] = len(result.entries)
+    out["merge_peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     now = pd.Timestamp.now(tz="UTC")
     t0 = time.perf_counter()
     stored, events, _ = diff_golden(
@@ -170,7 +201,7 @@ def run_one(n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child)))
@@ -178,9 +209,11 @@ def main() -> None:
     print("records  entries_in  golden  golden_entries  merge_s  merge_cpu_s  diff_first_s  "
           "rerun_s  rerun_changed  peak_rss_gb")  # fmt: skip
     for n in args.sizes:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(n)], capture_output=True, text=True
-        )
+        with tempfile.TemporaryDirectory(prefix="custsync-golden-bench-") as tmp:
+            write_input(n, Path(tmp))
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", tmp], capture_output=True, text=True
+            )
         if proc.returncode:
             sys.exit(proc.stderr)
         r = json.loads(proc.stdout.strip().splitlines()[-1])

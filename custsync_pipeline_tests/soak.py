@@ -218,9 +218,17 @@ def run_soak(
             if t["connector"] == "voucherify":
                 t["delete_mode"] = "delete"
         data["deletes"] = {"grace_runs": 2}
-        for c in SYSTEMS:  # an outage costs seconds, not minutes, of backoff
+        # an outage or an injected fault costs milliseconds, not seconds, of backoff: the
+        # soak tests what a retry does, not how long it waits
+        quick = {
+            "backoff_max_s": 1.0,
+            "backoff_factor_s": 0.02,
+            "backoff_jitter_s": 0.02,
+            "retry_after_max_s": 0.1,
+        }
+        for c in SYSTEMS:
             opts = data["connectors"][c].setdefault("options", {}) or {}
-            opts["http"] = {**(opts.get("http") or {}), "backoff_max_s": 1.0}
+            opts["http"] = {**(opts.get("http") or {}), **quick}
             data["connectors"][c]["options"] = opts
         data["runs"] = {"lease_ttl_s": 5, "lease_wait_s": 60}
         cfg.write_text(yaml.safe_dump(data, sort_keys=False))

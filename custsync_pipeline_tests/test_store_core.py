@@ -130,3 +130,32 @@ def test_a_newer_computation_supersedes_what_an_older_one_queued(engine) -> None
     core.enqueue_deltas(engine, "crm", fresh.iloc[:0])
     assert core.load_outbox(engine, "crm", core.QUEUED).empty
     assert core.supersede_rows(engine, "crm", ["T1"]) == 0
+
+
+def test_arrow_text_reads_the_same_values_in_batches(engine, monkeypatch) -> None:
+    """The golden step's read: text as Arrow-backed strings, fetched batch by batch (a batch
+    smaller than the rows here), the same values, times and missing values as the plain read."""
+    from custsync_pipeline.domain.golden import GOLDEN_INPUT_COLUMNS
+    from custsync_pipeline.store import bulk
+
+    monkeypatch.setattr(bulk, "READ_BATCH", 3)
+    n = 8
+    frame = conform(
+        pd.DataFrame(
+            {
+                "connector": ["crm"] * n,
+                "source_id": [str(i) for i in range(n)],
+                "email": [f"p{i}@x.se" if i % 3 else None for i in range(n)],
+                "loyalty_points": [float(i) if i % 2 else None for i in range(n)],
+                "updated_at": pd.to_datetime([f"2024-01-0{i + 1}T10:00:00Z" for i in range(n)]),
+            }
+        )
+    )
+    core.replace_source_records(engine, "crm", frame)
+    plain = core.load_source_records(engine, ["crm"], columns=GOLDEN_INPUT_COLUMNS)
+    arrow = core.load_source_records(engine, ["crm"], columns=GOLDEN_INPUT_COLUMNS, arrow_text=True)
+    assert len(arrow) == n and list(arrow.columns) == list(plain.columns)
+    assert arrow["email"].dtype == bulk.ARROW_TEXT
+    arrow, plain = (f.sort_values("source_id").reset_index(drop=True) for f in (arrow, plain))
+    pd.testing.assert_frame_equal(arrow.astype(object), plain.astype(object))
+    assert arrow["updated_at"][2] == pd.Timestamp("2024-01-03T10:00:00Z")

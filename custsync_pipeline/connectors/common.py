@@ -42,11 +42,22 @@ def overlap_from_options(options: Mapping[str, Any]) -> timedelta:
     return timedelta(minutes=float(minutes))
 
 
+# the largest millisecond count pandas' nanosecond timestamps hold (year 2262)
+_MAX_MS = pd.Timestamp.max.value // 1_000_000
+
+
 def parse_times(values: pd.Series) -> pd.Series:
     """Vendor timestamps -> UTC, vectorized: ISO 8601 (any offset) and OData ``/Date(ms)/``."""
     text = values.astype("string")
     ms = pd.to_numeric(text.str.extract(r"/Date\((-?\d+)", expand=False), errors="coerce")
-    odata = pd.to_datetime(ms, unit="ms", utc=True)
+    ms = ms.astype("float64")
+    # only real counts reach pandas, as int64: its float path reads uninitialized memory
+    # under missing values and can raise FloatingPointError (seen intermittently on an
+    # all-ISO column); an absurd count (a garbled value) is no time either
+    has = (ms.abs() < _MAX_MS).to_numpy()
+    odata = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    if has.any():
+        odata[has] = pd.to_datetime(ms[has].astype("int64"), unit="ms", utc=True)
     iso = pd.to_datetime(text.where(ms.isna()), utc=True, errors="coerce", format="mixed")
     return odata.fillna(iso)
 

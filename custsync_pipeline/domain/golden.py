@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.core.util.hashing import combine_hash_arrays, hash_array
 
 from custsync_pipeline.domain.aspects import (
     ASPECT_COLUMNS,
@@ -152,9 +155,9 @@ def build_golden(
     its stored value and time (a known consent never returns to "not set").
     """
     ownership = dict(ownership or {})
-    ids = pd.Index(identity_map["golden_id"].unique(), name="golden_id").sort_values()
+    ids = _golden_ids(identity_map)
     # member rows by position: no merged copy of a million wide records
-    of_record = ids.get_indexer(_golden_of(records, identity_map))
+    of_record = _golden_codes(records, identity_map, ids)
     pos = np.flatnonzero(of_record >= 0)
     members = records
     gid = of_record[pos]
@@ -162,7 +165,7 @@ def build_golden(
     source_ids = records["source_id"].to_numpy()[pos]
     sid_code = pd.factorize(source_ids)[0]
     updated = _times(records["updated_at"])[pos] if "updated_at" in records else np.zeros(len(gid))
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, object] = {}
     prov: list[pd.DataFrame] = []
     refused: dict[str, int] = {}
     rights = field_rights(steps, ownership)
@@ -171,13 +174,16 @@ def build_golden(
     for fld in GOLDEN_FIELDS:
         if fld in CONSENT_TIMES.values():
             continue  # filled with its consent
+        # values as codes into their distinct values: the winners are chosen on integers
+        # and only the n winning values are materialized (missing values code -1)
         if fld in members:
-            # one missing-value scan per field; missing values never win, so pd.NA may stay
-            values = members[fld].to_numpy(dtype=object)[pos]
-            has_value = members[fld].notna().to_numpy()[pos]
+            column = members[fld]
+            values = column.array if isinstance(column.dtype, pd.StringDtype) else column.to_numpy()
+            codes_all, uniques = pd.factorize(values, use_na_sentinel=True)
+            codes = codes_all[pos]
         else:
-            values = np.full(len(pos), None, dtype=object)
-            has_value = np.zeros(len(pos), dtype=bool)
+            codes, uniques = np.full(len(pos), -1, dtype=np.int64), np.array([], dtype=object)
+        has_value = codes >= 0
         ranks_map = rights.get(fld, {})
         rank = pd.Series(conn).map(ranks_map).fillna(-1).astype("int64").to_numpy()
         owner = ownership.get(fld)
@@ -194,17 +200,18 @@ def build_golden(
             order = np.lexsort((sid_code, -when, -rank, gid))
             sorted_cache[cache_key] = (order, gid[order], rank[order])
         order, g_sorted, r_sorted = sorted_cache[cache_key]
-        v_sorted = values[order]
-        present = has_value[order] & (r_sorted >= 0)
-        real = present & ~_placeholders(pd.Series(v_sorted), placeholder_rules, fld)
+        c_sorted = codes[order]
+        present = (c_sorted >= 0) & (r_sorted >= 0)
+        blocked = np.append(_placeholders(pd.Series(uniques), placeholder_rules, fld), False)
+        real = present & ~blocked[c_sorted]  # -1 reads the trailing False
         first = _first_per_group(g_sorted, real)
         covered = np.zeros(n, dtype=bool)
         covered[g_sorted[first]] = True
         fallback = _first_per_group(g_sorted, present & ~covered[g_sorted])
         winners = np.concatenate([first, fallback])
-        col = np.full(n, None, dtype=object)
-        col[g_sorted[winners]] = v_sorted[winners]
-        out[fld] = col
+        won = np.full(n, -1, dtype=np.int64)
+        won[g_sorted[winners]] = c_sorted[winners]
+        out[fld] = pd.api.extensions.take(uniques, won, allow_fill=True)
         rows = order[winners]
         prov.append(
             pd.DataFrame(
@@ -271,33 +278,39 @@ def entry_rights(steps: Sequence[FlowStep]) -> pd.DataFrame:
     return frame.drop_duplicates(["connector", "aspect"], keep="last")
 
 
-def _golden_of(entries: pd.DataFrame, identity_map: pd.DataFrame) -> pd.Series:
-    """The golden id of each row's record (<NA> when unmapped), by position (the frame's
-    index may repeat). One factorize of the source ids of both sides, then integer keys
-    (source id code x connector code): no two-column string merge."""
-    idm = identity_map.drop_duplicates(["connector", "source_id"])
-    n_rows, n_map = len(entries), len(idm)
-    sid_codes, _ = pd.factorize(
-        np.concatenate(
-            [
-                entries["source_id"].to_numpy(dtype=object),
-                idm["source_id"].to_numpy(dtype=object),
-            ]
-        )
+def _arrow_text(values: pd.Series) -> pa.Array:
+    """A string column as one Arrow array: free for an Arrow-backed column, one
+    conversion otherwise (no Python object per value on the Arrow path)."""
+    if not isinstance(values.dtype, pd.StringDtype):
+        values = values.astype("string")
+    arr = pa.array(values.array)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.cast(pa.large_string())
+
+
+def _record_keys(frame: pd.DataFrame) -> pa.Array:
+    """(connector, source id) as one Arrow string per row."""
+    return pc.binary_join_element_wise(
+        _arrow_text(frame["connector"]),
+        _arrow_text(frame["source_id"]),
+        pa.scalar("\x1f", pa.large_string()),
     )
-    conn_codes, conns = pd.factorize(
-        np.concatenate(
-            [
-                entries["connector"].to_numpy(dtype=object),
-                idm["connector"].to_numpy(dtype=object),
-            ]
-        )
-    )
-    key = sid_codes.astype(np.int64) * max(len(conns), 1) + conn_codes
-    at = pd.Index(key[n_rows:]).get_indexer(key[:n_rows])
-    golden = idm["golden_id"].to_numpy(dtype=object)
-    out = np.where(at >= 0, golden[np.maximum(at, 0)] if n_map else None, None)
-    return pd.Series(out, dtype="string")
+
+
+def _golden_codes(frame: pd.DataFrame, identity_map: pd.DataFrame, ids: pd.Index) -> np.ndarray:
+    """Per row of ``frame``: the position in ``ids`` of its record's golden id (-1 when
+    unmapped), by Arrow's hash lookup on (connector, source id): no string merge."""
+    if frame.empty or identity_map.empty:
+        return np.full(len(frame), -1, dtype=np.int64)
+    at = pc.index_in(_record_keys(frame), value_set=_record_keys(identity_map))
+    at = at.fill_null(-1).to_numpy().astype(np.int64)
+    of_map = ids.get_indexer(identity_map["golden_id"].to_numpy(dtype=object))
+    return np.where(at >= 0, of_map[np.maximum(at, 0)], -1)
+
+
+def _golden_ids(identity_map: pd.DataFrame) -> pd.Index:
+    return pd.Index(identity_map["golden_id"].unique(), name="golden_id").sort_values()
 
 
 def merge_entries(
@@ -315,19 +328,20 @@ def merge_entries(
         return empty_golden_entries(), pd.DataFrame(columns=list(ENTRY_SOURCE_COLUMNS))
     rights = entry_rights(steps)
     rank_of = {(c, a): r for c, a, r in rights.itertuples(index=False)}
-    gid_all = _golden_of(e, identity_map)
+    g_names = _golden_ids(identity_map)
+    g_all = _golden_codes(e, identity_map, g_names)
     conn_codes, conn_names = pd.factorize(e["connector"])
     asp_codes, asp_names = pd.factorize(e["aspect"])
     pair_rank = np.array(
         [[rank_of.get((c, a), -1) for a in asp_names] for c in conn_names], dtype=np.int64
     ).reshape(len(conn_names), len(asp_names))
     rank = pair_rank[conn_codes, asp_codes]
-    keep = np.flatnonzero((rank >= 0) & gid_all.notna().to_numpy())
+    keep = np.flatnonzero((rank >= 0) & (g_all >= 0))
     if not len(keep):
         return empty_golden_entries(), pd.DataFrame(columns=list(ENTRY_SOURCE_COLUMNS))
     rank, conn_codes, asp_codes = rank[keep], conn_codes[keep], asp_codes[keep]
-    g_codes, g_names = pd.factorize(gid_all.to_numpy()[keep])
-    k_codes = pd.factorize(e["entry_key"].to_numpy()[keep])[0]
+    g_codes = g_all[keep]
+    k_codes = pd.factorize(e["entry_key"])[0][keep]
     seen = _times(e["seen_at"])[keep]
     # by entry (golden id, aspect, key), then the latest step, then the newest sighting
     order = np.lexsort((conn_codes, -seen, -rank, k_codes, asp_codes, g_codes))
@@ -354,7 +368,7 @@ def merge_entries(
     rows = keep[winners]
     golden_entries = pd.DataFrame(
         {
-            "golden_id": pd.array(g_names[g_codes[winners]], dtype="string"),
+            "golden_id": pd.array(g_names.to_numpy()[g_codes[winners]], dtype="string"),
             **{c: e[c].array.take(rows) for c in cols},
             "providers": pd.array(labels[inverse], dtype="string"),
         }
@@ -362,7 +376,7 @@ def merge_entries(
     held = keep[holders]
     entry_sources = pd.DataFrame(
         {
-            "golden_id": pd.array(g_names[g_codes[holders]], dtype="string"),
+            "golden_id": pd.array(g_names.to_numpy()[g_codes[holders]], dtype="string"),
             **{c: e[c].array.take(held) for c in ENTRY_SOURCE_COLUMNS[1:]},
         }
     )
@@ -427,21 +441,19 @@ def entry_hashes(entries: pd.DataFrame) -> np.ndarray:
     """A uint64 per entry over what it says (aspect, keys, values; not who holds it)."""
     if entries.empty:
         return np.zeros(0, dtype=np.uint64)
-    cols = ["aspect", "entry_key", "parent_key", *VALUE_COLUMNS]
-    return pd.util.hash_pandas_object(field_strings(entries, cols), index=False).to_numpy()
+    return strings_hash(entries, ["aspect", "entry_key", "parent_key", *VALUE_COLUMNS])
 
 
 def entries_digest(entries: pd.DataFrame, golden_ids: pd.Series) -> pd.Series:
     """One hex digest per golden id of its entries (order-free: a wrapping sum of hashes)."""
-    digest = pd.Series(np.zeros(len(golden_ids), dtype=np.uint64), index=golden_ids.to_numpy())
+    sums = np.zeros(len(golden_ids), dtype=np.uint64)
     if not entries.empty:
-        h = pd.Series(entry_hashes(entries), index=entries["golden_id"].to_numpy())
-        with np.errstate(over="ignore"):
-            sums = h.groupby(level=0).sum()
-        digest.loc[sums.index.intersection(digest.index)] = sums
-    return pd.Series(
-        [format(int(x), "016x") for x in digest.to_numpy()], index=golden_ids.index, dtype="string"
-    )
+        at = pd.Index(golden_ids.to_numpy(dtype=object)).get_indexer(
+            entries["golden_id"].to_numpy(dtype=object)
+        )
+        mine = at >= 0
+        np.add.at(sums, at[mine], entry_hashes(entries)[mine])  # uint64: wraps, never raises
+    return pd.Series([format(int(x), "016x") for x in sums], index=golden_ids.index, dtype="string")
 
 
 def merge_golden(
@@ -491,6 +503,25 @@ def merge_golden(
     )
 
 
+def strings_hash(frame: pd.DataFrame, fields: Sequence[str]) -> np.ndarray:
+    """``hash_pandas_object(field_strings(frame, fields), index=False)`` without the
+    strings: each column is factorized (Arrow's hash table for Arrow strings) and only its
+    distinct values are turned into text and hashed."""
+    if frame.empty:
+        return np.zeros(0, dtype=np.uint64)
+    empty = hash_array(np.array([""], dtype=object), categorize=False)
+    parts = []
+    for col in fields:
+        if col not in frame:
+            parts.append(np.full(len(frame), empty[0], dtype=np.uint64))
+            continue
+        codes, uniques = pd.factorize(frame[col], use_na_sentinel=True)
+        text = pd.Series(uniques).astype("string").fillna("").to_numpy(dtype=object)
+        hashed = hash_array(np.append(text, ""), categorize=False)
+        parts.append(hashed[codes])  # -1 (missing) takes the trailing "" hash
+    return combine_hash_arrays(iter(parts), len(parts))
+
+
 def field_strings(frame: pd.DataFrame, fields: Sequence[str]) -> pd.DataFrame:
     """Fields as comparable strings ('' for missing), one dtype whatever the source dtype."""
     out = pd.DataFrame(index=frame.index)
@@ -504,7 +535,7 @@ def row_hash(frame: pd.DataFrame, fields: Sequence[str]) -> pd.Series:
     """A stable hex hash per row over ``fields`` (same values -> same hash, across runs)."""
     if frame.empty:
         return pd.Series([], dtype="string", index=frame.index)
-    hashed = pd.util.hash_pandas_object(field_strings(frame, fields), index=False)
+    hashed = pd.Series(strings_hash(frame, fields), index=frame.index)
     return hashed.map("{:016x}".format).astype("string")
 
 
@@ -538,6 +569,10 @@ def diff_entries(new: pd.DataFrame, old: pd.DataFrame, golden_ids: pd.Series) ->
     n = new[key + ["connector"]].assign(
         new_hash=entry_hashes(new), new_value=render_entry(new).to_numpy()
     )
+    if old.empty:  # a first run: every entry is new (no million-row outer merge)
+        ev = n.assign(old_value=pd.NA)
+        ev["field"] = ev["aspect"] + "[" + ev["entry_key"] + "]"
+        return ev[["golden_id", "field", "old_value", "new_value", "connector"]]
     o = old[key].assign(old_hash=entry_hashes(old), old_value=render_entry(old).to_numpy())
     both = n.merge(o, on=key, how="outer")
     changed = (
@@ -546,6 +581,33 @@ def diff_entries(new: pd.DataFrame, old: pd.DataFrame, golden_ids: pd.Series) ->
     ev = both[changed].copy()
     ev["field"] = ev["aspect"] + "[" + ev["entry_key"] + "]"
     return ev[["golden_id", "field", "old_value", "new_value", "connector"]]
+
+
+def _provider_of(events: pd.DataFrame, provenance: pd.DataFrame, fields: Sequence[str]) -> object:
+    """The connector that gave each (golden id, field) event's value, from the provenance
+    (one row per golden id and field): integer keys, not a two-column string merge."""
+    if events.empty or provenance.empty:
+        return pd.NA
+    ids, _ = pd.factorize(
+        np.concatenate(
+            [
+                events["golden_id"].to_numpy(dtype=object),
+                provenance["golden_id"].to_numpy(dtype=object),
+            ]
+        )
+    )
+    field_code = {f: i for i, f in enumerate(fields)}
+    fcodes = pd.Series(
+        np.concatenate([events["field"].to_numpy(dtype=object), provenance["field"].to_numpy()])
+    ).map(field_code)
+    key = ids.astype(np.int64) * (len(fields) + 1) + fcodes.fillna(len(fields)).astype("int64")
+    n = len(events)
+    prov_key = pd.Index(key[n:].to_numpy())
+    first = ~prov_key.duplicated()  # one row per (golden id, field); the first if repeated
+    at = prov_key[first].get_indexer(key[:n].to_numpy())
+    at = np.where(at >= 0, np.flatnonzero(first)[np.maximum(at, 0)], -1)
+    conn = provenance["connector"].to_numpy(dtype=object)
+    return np.where(at >= 0, conn[np.maximum(at, 0)], None)
 
 
 def diff_golden(
@@ -602,16 +664,18 @@ def diff_golden(
     else:
         ev = new_long.assign(old_value=pd.NA)
     ev["old_value"] = ev["old_value"].fillna("")
-    ev = ev[ev["old_value"] != ev["new_value"]]
-    ev = ev.merge(
-        provenance[["golden_id", "field", "connector"]], on=["golden_id", "field"], how="left"
-    )
+    ev = ev[ev["old_value"] != ev["new_value"]].reset_index(drop=True)
+    ev["connector"] = _provider_of(ev, provenance, fields)
     parts = [ev]
     if new_entries is not None:
         parts.append(diff_entries(new_entries, old_entries, changed["golden_id"]))
     # object columns: an all-missing connector column must not decide the result's dtype
     ev = pd.concat([p.astype(object) for p in parts if not p.empty] or [ev], ignore_index=True)
-    ev = ev.merge(changed[["golden_id", "version"]], on="golden_id")
+    # every event is of a changed record: its new version by position, not a merge
+    at = pd.Index(changed["golden_id"].to_numpy(dtype=object)).get_indexer(
+        ev["golden_id"].to_numpy(dtype=object)
+    )
+    ev = ev[at >= 0].assign(version=changed["version"].to_numpy()[at[at >= 0]])
     ev["at"] = now
     ev["old_value"] = ev["old_value"].replace("", None)
     ev["new_value"] = ev["new_value"].replace("", None)

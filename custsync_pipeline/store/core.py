@@ -126,8 +126,8 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _read_frame(engine: Engine, stmt: sa.Select) -> pd.DataFrame:
-    return read_frame(engine, stmt)
+def _read_frame(engine: Engine, stmt: sa.Select, arrow_text: bool = False) -> pd.DataFrame:
+    return read_frame(engine, stmt, arrow_text=arrow_text)
 
 
 # --- source records ---------------------------------------------------------
@@ -222,10 +222,12 @@ def load_source_records(
     engine: Engine,
     connectors: Iterable[str] | None = None,
     columns: Iterable[str] | None = None,
+    arrow_text: bool = False,
 ) -> pd.DataFrame:
     """The stored valid records (of ``connectors``): every canonical column, conformed; or
     only ``columns`` as stored (resolution reads a handful: a million full canonical rows
-    would cost about 2 GB more)."""
+    would cost about 2 GB more). ``arrow_text``: text as Arrow-backed strings (with
+    ``columns``; see ``bulk.read_frame``)."""
     if columns is None:
         wanted = list(CANONICAL_COLUMNS)
     else:
@@ -233,7 +235,7 @@ def load_source_records(
     stmt = sa.select(*[source_records.c[c] for c in wanted])
     if connectors is not None:
         stmt = stmt.where(source_records.c.connector.in_(list(connectors)))
-    frame = _read_frame(engine, stmt)
+    frame = _read_frame(engine, stmt, arrow_text=arrow_text and columns is not None)
     if columns is None:
         return conform(frame)
     if "updated_at" in frame.columns:

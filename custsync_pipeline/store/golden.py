@@ -178,11 +178,15 @@ def upsert_source_entries(
     return len(rows)
 
 
-def load_source_entries(engine: Engine, connectors: Iterable[str] | None = None) -> pd.DataFrame:
+def load_source_entries(
+    engine: Engine, connectors: Iterable[str] | None = None, arrow_text: bool = False
+) -> pd.DataFrame:
+    """The stored aspect entries (of ``connectors``); ``arrow_text``: text as Arrow-backed
+    strings (millions of entries in a fraction of the memory; see ``bulk.read_frame``)."""
     stmt = sa.select(source_entries)
     if connectors is not None:
         stmt = stmt.where(source_entries.c.connector.in_(list(connectors)))
-    return conform_entries(_read_frame(engine, stmt))
+    return conform_entries(_read_frame(engine, stmt, arrow_text=arrow_text))
 
 
 def load_golden_entries(engine: Engine, golden_ids: Iterable[str] | None = None) -> pd.DataFrame:
