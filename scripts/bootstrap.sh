@@ -9,9 +9,10 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "custsync needs Python 3.11: '$PYTHON' was not found (set PYTHON=/path/to/python3.11)" >&2
   exit 1
 fi
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  # also a .venv left half-made by an interrupted first run (no pip in it)
   echo "==> creating .venv with $("$PYTHON" --version)"
-  "$PYTHON" -m venv .venv
+  "$PYTHON" -m venv --clear .venv
 fi
 stamp=".venv/.custsync-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"

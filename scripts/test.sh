@@ -8,4 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 source scripts/bootstrap.sh
 source scripts/ensure-chromium.sh  # the browser test's chromium (apt-get when missing)
-exec .venv/bin/python -m pytest "$@"
+# one worker per core (at most 4), a test file per worker at a time (module sandboxes are
+# shared within a file); CUSTSYNC_TEST_WORKERS=0 runs everything in one process
+exec .venv/bin/python -m pytest -n "${CUSTSYNC_TEST_WORKERS:-auto}" --maxprocesses 4 \
+  --dist loadfile "$@"
