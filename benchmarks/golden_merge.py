@@ -14,8 +14,8 @@ them (``aspects.key_entries``, what a lane stores), then times
   every entry an event) and against the stored result (the steady-state rerun:
   nothing changes),
 
-and prints wall, CPU and the child's peak resident memory (``ru_maxrss``: the
-input frames included). The parent builds the input and hands it over as Parquet;
+and prints wall, CPU and the child's peak resident memory (``VmHWM``, see
+``peak_memory.py``: the input frames included). The parent builds the input and hands it over as Parquet;
 the child reads it the way the golden step reads the state DB (text as Arrow-backed
 strings, ``store.bulk.read_frame(arrow_text=True)``), so the generator's own
 Python strings are not counted. Target: 1M records / 2.5M entries merged in < 30 s
@@ -27,8 +27,8 @@ Usage: PYTHONPATH=. python benchmarks/golden_merge.py [--sizes 100000 1000000]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +39,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import peak_rss_bytes  # noqa: E402
 
 CONNECTORS = ("salesforce", "voucherify", "exact", "katana", "voyado")
 
@@ -179,7 +182,7 @@ def run_one(folder: Path) -> dict[str, float]:
     out["merge_cpu_s"] = time.process_time() - c0
     out["golden"] = len(result.golden)
     out["golden_entries"] = len(result.entries)
-    out["merge_peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    out["merge_peak_gb"] = peak_rss_bytes() / 1024**3
     now = pd.Timestamp.now(tz="UTC")
     t0 = time.perf_counter()
     stored, events, _ = diff_golden(
@@ -187,14 +190,20 @@ def run_one(folder: Path) -> dict[str, float]:
     )
     out["diff_first_s"] = time.perf_counter() - t0
     out["events_first"] = len(events)
+    out["diff_first_peak_gb"] = peak_rss_bytes() / 1024**3
+    # a rerun is a new run (a new process in the pipeline): what the first one stored stays,
+    # its events and intermediate frames go
+    stored_entries = result.entries
+    del events, result
+    gc.collect()
     t0 = time.perf_counter()
     again = merge_golden(plan, records, idmap, entries, previous=stored)
     changed, events2, _ = diff_golden(
-        again.golden, stored, again.provenance, now, again.entries, result.entries
+        again.golden, stored, again.provenance, now, again.entries, stored_entries
     )
     out["rerun_s"] = time.perf_counter() - t0
     out["rerun_changed"] = len(changed)
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    out["peak_rss_gb"] = peak_rss_bytes() / 1024**3
     return out
 
 
@@ -206,8 +215,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_one(args.child)))
         return
-    print("records  entries_in  golden  golden_entries  merge_s  merge_cpu_s  diff_first_s  "
-          "rerun_s  rerun_changed  peak_rss_gb")  # fmt: skip
+    print("records  entries_in  golden  golden_entries  merge_s  merge_cpu_s  merge_peak_gb  "
+          "diff_first_s  diff_first_peak_gb  rerun_s  rerun_changed  peak_rss_gb")  # fmt: skip
     for n in args.sizes:
         with tempfile.TemporaryDirectory(prefix="custsync-golden-bench-") as tmp:
             write_input(n, Path(tmp))
@@ -219,7 +228,8 @@ def main() -> None:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(
             f"{r['records']:>7}  {r['entries_in']:>10}  {r['golden']:>6}  {r['golden_entries']:>14}"
-            f"  {r['merge_s']:7.1f}  {r['merge_cpu_s']:11.1f}  {r['diff_first_s']:12.1f}"
+            f"  {r['merge_s']:7.1f}  {r['merge_cpu_s']:11.1f}  {r['merge_peak_gb']:13.2f}"
+            f"  {r['diff_first_s']:12.1f}  {r['diff_first_peak_gb']:18.2f}"
             f"  {r['rerun_s']:7.1f}  {r['rerun_changed']:>13}  {r['peak_rss_gb']:11.2f}"
         )
 

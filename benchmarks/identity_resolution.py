@@ -13,8 +13,8 @@ written to a Parquet file and a fresh child process loads it, then times
 - a second ``resolve_identities`` with the first run's map as prior state
   (the steady-state nightly run: every id must come back unchanged),
 
-and reports the child's peak resident memory (``ru_maxrss``: the loaded frame
-included) and the CPU time of the first resolution (``res cpu``: what the
+and reports the child's peak resident memory (``VmHWM``, see ``peak_memory.py``: the
+loaded frame included) and the CPU time of the first resolution (``res cpu``: what the
 work costs when other processes load the machine and stretch the wall time).
 Targets: 1M records resolved in < 20 s with < 3 GB peak.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,9 @@ from pathlib import Path
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peak_memory import peak_rss_bytes  # noqa: E402
+
 RECORDS_PER_PERSON = 2.45  # what the generator yields per person with its default membership
 
 
@@ -65,7 +67,7 @@ def run(path: Path) -> dict:
     matching = None if os.environ.get("CUSTSYNC_BENCH_NO_MATCHING") else config.plan().matching
     cols = list(dict.fromkeys([*resolution_columns(rules, matching), "custsync_id"]))
     records = pd.read_parquet(path)
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_loaded = peak_rss_bytes() / 1024**2
     t0, c0 = time.perf_counter(), time.process_time()
     # per connector, as the extract lanes normalize; the state DB then holds the rows and
     # the identity asset loads back only the columns resolution reads
@@ -78,7 +80,7 @@ def run(path: Path) -> dict:
     normalized = pd.concat(parts, ignore_index=True)
     del records, parts, normalized_part
     t1, c1 = time.perf_counter(), time.process_time()
-    rss_normalized = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_normalized = peak_rss_bytes() / 1024**2
     first = resolve_identities(
         normalized, rules, now=pd.Timestamp("2026-11-01", tz="UTC"), matching=matching
     )
@@ -112,7 +114,7 @@ def run(path: Path) -> dict:
         "ids_unchanged": bool(same),
         "rss_loaded_mb": rss_loaded,
         "peak_rss_normalize_mb": rss_normalized,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_bytes() / 1024**2,
     }
 
 

@@ -669,17 +669,31 @@ def diff_golden(
     parts = [ev]
     if new_entries is not None:
         parts.append(diff_entries(new_entries, old_entries, changed["golden_id"]))
-    # object columns: an all-missing connector column must not decide the result's dtype
-    ev = pd.concat([p.astype(object) for p in parts if not p.empty] or [ev], ignore_index=True)
+    # one object array per column, built once (millions of events on a first run: every
+    # copy of the frame costs hundreds of MB); object, so that an all-missing connector
+    # column does not decide the dtype
+    parts = [p for p in parts if not p.empty] or [ev]
+    cols = ["golden_id", "field", "old_value", "new_value", "connector"]
+    data = {c: np.concatenate([p[c].to_numpy(dtype=object) for p in parts]) for c in cols}
+    del parts, ev
+    for c in ("old_value", "new_value"):
+        empty = pd.isna(data[c])
+        empty[~empty] = data[c][~empty] == ""
+        data[c][empty] = None
     # every event is of a changed record: its new version by position, not a merge
-    at = pd.Index(changed["golden_id"].to_numpy(dtype=object)).get_indexer(
-        ev["golden_id"].to_numpy(dtype=object)
+    at = pd.Index(changed["golden_id"].to_numpy(dtype=object)).get_indexer(data["golden_id"])
+    if (at < 0).any():
+        data = {c: v[at >= 0] for c, v in data.items()}
+        at = at[at >= 0]
+    events = pd.DataFrame(
+        {
+            "golden_id": data["golden_id"],
+            "version": changed["version"].to_numpy()[at],
+            "field": data["field"],
+            "old_value": data["old_value"],
+            "new_value": data["new_value"],
+            "connector": data["connector"],
+            "at": now,
+        }
     )
-    ev = ev[at >= 0].assign(version=changed["version"].to_numpy()[at[at >= 0]])
-    ev["at"] = now
-    ev["old_value"] = ev["old_value"].replace("", None)
-    ev["new_value"] = ev["new_value"].replace("", None)
-    events = ev[["golden_id", "version", "field", "old_value", "new_value", "connector"]].assign(
-        at=now
-    )
-    return changed.drop(columns=["old_version", "old_hash"]), events.reset_index(drop=True), gone
+    return changed.drop(columns=["old_version", "old_hash"]), events, gone
