@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,8 @@ from custsync_pipeline.store.db import metadata
 
 # rows per executemany / COPY batch: bounded memory for the tuples of a large frame
 BATCH = 50_000
+# keys per DELETE ... IN (...): well under SQLite's bound-parameter limit (32,766)
+IN_CHUNK = 5_000
 # rows per fetch when text is read into Arrow strings
 READ_BATCH = 200_000
 ARROW_TEXT = pd.StringDtype("pyarrow")
@@ -81,6 +84,23 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> i
     for start in range(0, len(rows), BATCH):
         conn.exec_driver_sql(sql, rows[start : start + BATCH])
     return len(rows)
+
+
+def chunks(values: Sequence, size: int = IN_CHUNK) -> Iterator[list]:
+    """``values`` in lists of at most ``size`` (one ``IN (...)`` each)."""
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
+
+
+def delete_in(
+    conn: sa.Connection, table: sa.Table, column: str, values: Sequence, *where: object
+) -> int:
+    """Delete the rows of ``table`` whose ``column`` is one of ``values`` (and that match
+    ``where``), a chunk of keys per statement; returns the rows deleted."""
+    removed = 0
+    for chunk in chunks(values):
+        removed += conn.execute(table.delete().where(*where, table.c[column].in_(chunk))).rowcount
+    return int(removed)
 
 
 def _typed(frame: pd.DataFrame, columns: dict[str, sa.types.TypeEngine]) -> pd.DataFrame:

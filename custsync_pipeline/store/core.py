@@ -25,7 +25,7 @@ from custsync_pipeline.domain.canonical import (
     NUMERIC_COLUMNS,
     conform,
 )
-from custsync_pipeline.store.bulk import bump_stamp, insert_frame, read_frame
+from custsync_pipeline.store.bulk import bump_stamp, delete_in, insert_frame, read_frame
 from custsync_pipeline.store.db import metadata
 
 
@@ -149,14 +149,9 @@ def _stored_hashes(conn: sa.Connection, connector: str) -> pd.DataFrame:
 
 
 def _delete_ids(conn: sa.Connection, connector: str, ids: list[str]) -> int:
-    mine = source_records.c.connector == connector
-    removed = 0
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start : start + 5000]
-        removed += conn.execute(
-            source_records.delete().where(mine, source_records.c.source_id.in_(chunk))
-        ).rowcount
-    return int(removed)
+    return delete_in(
+        conn, source_records, "source_id", ids, source_records.c.connector == connector
+    )
 
 
 def _write_changed(
@@ -283,9 +278,7 @@ def save_golden_records(engine: Engine, golden: pd.DataFrame, events: pd.DataFra
 
 def delete_golden_records(engine: Engine, golden_ids: list[str]) -> None:
     with engine.begin() as conn:
-        for start in range(0, len(golden_ids), 5000):
-            chunk = golden_ids[start : start + 5000]
-            conn.execute(golden_records.delete().where(golden_records.c.golden_id.in_(chunk)))
+        delete_in(conn, golden_records, "golden_id", golden_ids)
 
 
 # --- outbox / ledger --------------------------------------------------------

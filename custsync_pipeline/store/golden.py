@@ -23,6 +23,7 @@ from custsync_pipeline.domain.aspects import (
 from custsync_pipeline.domain.golden import ENTRY_SOURCE_COLUMNS, GOLDEN_ENTRY_COLUMNS
 from custsync_pipeline.store.bulk import (
     bump_stamp,
+    delete_in,
     frame_digest,
     insert_frame,
     save_digest,
@@ -86,11 +87,6 @@ golden_field_sources = sa.Table(
     sa.Column("source_id", sa.Text),
     comment="which connector and record gave each golden field its value",
 )
-
-
-def _chunks(values: list[str], size: int = 5000) -> Iterable[list[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def _entries_digest(rows: pd.DataFrame) -> str:
@@ -260,8 +256,7 @@ def save_golden_aspects(
     )
     with engine.begin() as conn:
         for table, frame, cols in tables:
-            for chunk in _chunks(sorted(ids)):
-                conn.execute(table.delete().where(table.c.golden_id.in_(chunk)))
+            delete_in(conn, table, "golden_id", sorted(ids))
             if frame is not None and not frame.empty:
                 rows = frame[frame["golden_id"].isin(ids)]
                 insert_frame(conn, table, rows[list(cols)])

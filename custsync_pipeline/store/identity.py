@@ -32,6 +32,7 @@ from custsync_pipeline.domain.identity import (
 )
 from custsync_pipeline.store.bulk import (
     bump_stamp,
+    delete_in,
     frame_digest,
     insert_frame,
     read_frame,
@@ -128,11 +129,7 @@ def _delete_keys(conn: sa.Connection, table: sa.Table, keys: pd.DataFrame) -> No
     groups = keys.groupby(outer, sort=False)[inner] if outer else [((), keys[inner])]
     for group, values in groups:
         fixed = [table.c[c] == v for c, v in zip(outer, group if outer else (), strict=True)]
-        ids = values.astype(str).tolist()
-        for start in range(0, len(ids), CHUNK):
-            conn.execute(
-                table.delete().where(*fixed, table.c[inner].in_(ids[start : start + CHUNK]))
-            )
+        delete_in(conn, table, inner, values.astype(str).tolist(), *fixed)
 
 
 def _replace_rows(

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from custsync_pipeline.domain.transactions import ORDER_HISTORY_COLUMNS, TRANSACTION_COLUMNS
-from custsync_pipeline.store.bulk import insert_frame
+from custsync_pipeline.store.bulk import chunks, delete_in, insert_frame
 from custsync_pipeline.store.db import metadata
 
 TS = sa.DateTime(timezone=True)
@@ -80,16 +80,10 @@ golden_order_history = sa.Table(
 )
 
 TABLES = (transactions, transaction_ledger, golden_order_history)
-CHUNK = 900  # ids per IN (...): under SQLite's bound-parameter limit
 
 
 def create_tables(engine: Engine) -> None:
     metadata.create_all(engine, tables=list(TABLES))
-
-
-def _chunks(values: list, size: int = CHUNK) -> Iterable[list]:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
 
 
 def _read(engine: Engine, stmt: sa.Select) -> pd.DataFrame:
@@ -105,12 +99,7 @@ def upsert_transactions(engine: Engine, frame: pd.DataFrame) -> int:
     with engine.begin() as conn:
         for source, part in frame.groupby("source"):
             ids = part["transaction_id"].astype(str).tolist()
-            for chunk in _chunks(ids):
-                conn.execute(
-                    transactions.delete().where(
-                        transactions.c.source == source, transactions.c.transaction_id.in_(chunk)
-                    )
-                )
+            delete_in(conn, transactions, "transaction_id", ids, transactions.c.source == source)
         return insert_frame(conn, transactions, frame)
 
 
@@ -123,7 +112,7 @@ def load_transactions(
     if golden_ids is None:
         return _read(engine, stmt)
     ids = sorted(set(golden_ids))
-    parts = [_read(engine, stmt.where(transactions.c.golden_id.in_(c))) for c in _chunks(ids)]
+    parts = [_read(engine, stmt.where(transactions.c.golden_id.in_(c))) for c in chunks(ids)]
     return pd.concat(parts, ignore_index=True) if parts else _read(engine, stmt.where(sa.false()))
 
 
@@ -141,13 +130,10 @@ def record_ledger(engine: Engine, target: str, rows: pd.DataFrame) -> int:
     frame["target"] = target
     frame["attempts"] = frame["transaction_id"].map(old).fillna(0).astype(int) + 1
     with engine.begin() as conn:
-        for chunk in _chunks(frame["transaction_id"].astype(str).tolist()):
-            conn.execute(
-                transaction_ledger.delete().where(
-                    transaction_ledger.c.target == target,
-                    transaction_ledger.c.transaction_id.in_(chunk),
-                )
-            )
+        ids = frame["transaction_id"].astype(str).tolist()
+        delete_in(
+            conn, transaction_ledger, "transaction_id", ids, transaction_ledger.c.target == target
+        )
         return insert_frame(conn, transaction_ledger, frame)
 
 
@@ -155,10 +141,7 @@ def replace_order_history(engine: Engine, golden_ids: Iterable[str], history: pd
     """The order_history aspect of ``golden_ids`` becomes ``history`` (their rows)."""
     ids = sorted(set(golden_ids))
     with engine.begin() as conn:
-        for chunk in _chunks(ids):
-            conn.execute(
-                golden_order_history.delete().where(golden_order_history.c.golden_id.in_(chunk))
-            )
+        delete_in(conn, golden_order_history, "golden_id", ids)
         return insert_frame(conn, golden_order_history, history[list(ORDER_HISTORY_COLUMNS)])
 
 
