@@ -289,22 +289,29 @@ def _arrow_text(values: pd.Series) -> pa.Array:
     return arr.cast(pa.large_string())
 
 
-def _record_keys(frame: pd.DataFrame) -> pa.Array:
-    """(connector, source id) as one Arrow string per row."""
-    return pc.binary_join_element_wise(
-        _arrow_text(frame["connector"]),
-        _arrow_text(frame["source_id"]),
-        pa.scalar("\x1f", pa.large_string()),
-    )
+def _keys(frame: pd.DataFrame, cols: Sequence[str]) -> pa.Array:
+    """The values of ``cols`` as one Arrow string per row (joined by a unit separator)."""
+    parts = [_arrow_text(frame[c]) for c in cols]
+    if len(parts) == 1:
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, pa.scalar("\x1f", pa.large_string()))
+
+
+def _positions(frame: pd.DataFrame, among: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
+    """Per row of ``frame``: the position of the first row of ``among`` with the same
+    ``cols`` (-1 when none), by Arrow's hash lookup: no string merge, no Python loop."""
+    if frame.empty or among.empty:
+        return np.full(len(frame), -1, dtype=np.int64)
+    at = pc.index_in(_keys(frame, cols), value_set=_keys(among, cols))
+    return at.fill_null(-1).to_numpy().astype(np.int64)
 
 
 def _golden_codes(frame: pd.DataFrame, identity_map: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     """Per row of ``frame``: the position in ``ids`` of its record's golden id (-1 when
-    unmapped), by Arrow's hash lookup on (connector, source id): no string merge."""
-    if frame.empty or identity_map.empty:
-        return np.full(len(frame), -1, dtype=np.int64)
-    at = pc.index_in(_record_keys(frame), value_set=_record_keys(identity_map))
-    at = at.fill_null(-1).to_numpy().astype(np.int64)
+    unmapped), looked up on (connector, source id)."""
+    at = _positions(frame, identity_map, ("connector", "source_id"))
+    if not len(identity_map):
+        return at
     of_map = ids.get_indexer(identity_map["golden_id"].to_numpy(dtype=object))
     return np.where(at >= 0, of_map[np.maximum(at, 0)], -1)
 
@@ -448,9 +455,7 @@ def entries_digest(entries: pd.DataFrame, golden_ids: pd.Series) -> pd.Series:
     """One hex digest per golden id of its entries (order-free: a wrapping sum of hashes)."""
     sums = np.zeros(len(golden_ids), dtype=np.uint64)
     if not entries.empty:
-        at = pd.Index(golden_ids.to_numpy(dtype=object)).get_indexer(
-            entries["golden_id"].to_numpy(dtype=object)
-        )
+        at = _positions(entries, golden_ids.to_frame("golden_id"), ("golden_id",))
         mine = at >= 0
         np.add.at(sums, at[mine], entry_hashes(entries)[mine])  # uint64: wraps, never raises
     return pd.Series([format(int(x), "016x") for x in sums], index=golden_ids.index, dtype="string")
@@ -583,29 +588,12 @@ def diff_entries(new: pd.DataFrame, old: pd.DataFrame, golden_ids: pd.Series) ->
     return ev[["golden_id", "field", "old_value", "new_value", "connector"]]
 
 
-def _provider_of(events: pd.DataFrame, provenance: pd.DataFrame, fields: Sequence[str]) -> object:
+def _provider_of(events: pd.DataFrame, provenance: pd.DataFrame) -> object:
     """The connector that gave each (golden id, field) event's value, from the provenance
-    (one row per golden id and field): integer keys, not a two-column string merge."""
+    (one row per golden id and field)."""
     if events.empty or provenance.empty:
         return pd.NA
-    ids, _ = pd.factorize(
-        np.concatenate(
-            [
-                events["golden_id"].to_numpy(dtype=object),
-                provenance["golden_id"].to_numpy(dtype=object),
-            ]
-        )
-    )
-    field_code = {f: i for i, f in enumerate(fields)}
-    fcodes = pd.Series(
-        np.concatenate([events["field"].to_numpy(dtype=object), provenance["field"].to_numpy()])
-    ).map(field_code)
-    key = ids.astype(np.int64) * (len(fields) + 1) + fcodes.fillna(len(fields)).astype("int64")
-    n = len(events)
-    prov_key = pd.Index(key[n:].to_numpy())
-    first = ~prov_key.duplicated()  # one row per (golden id, field); the first if repeated
-    at = prov_key[first].get_indexer(key[:n].to_numpy())
-    at = np.where(at >= 0, np.flatnonzero(first)[np.maximum(at, 0)], -1)
+    at = _positions(events, provenance, ("golden_id", "field"))
     conn = provenance["connector"].to_numpy(dtype=object)
     return np.where(at >= 0, conn[np.maximum(at, 0)], None)
 
@@ -665,7 +653,7 @@ def diff_golden(
         ev = new_long.assign(old_value=pd.NA)
     ev["old_value"] = ev["old_value"].fillna("")
     ev = ev[ev["old_value"] != ev["new_value"]].reset_index(drop=True)
-    ev["connector"] = _provider_of(ev, provenance, fields)
+    ev["connector"] = _provider_of(ev, provenance)
     parts = [ev]
     if new_entries is not None:
         parts.append(diff_entries(new_entries, old_entries, changed["golden_id"]))

@@ -132,29 +132,27 @@ def read_frame(engine: sa.Engine, stmt: sa.Select, arrow_text: bool = False) -> 
     batch by batch: a million rows' strings then cost tens of MB instead of a Python
     object per value (GBs), and only one batch of Python objects lives at a time."""
     kinds = {c.name: c.type for c in stmt.selected_columns}
+    frames = []
     with engine.connect() as conn:
         result = conn.execute(stmt)
         names = list(result.keys())
         cursor = result.cursor
-        if not arrow_text:
-            rows = cursor.fetchall() if cursor is not None else []
-            frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
-            return _typed(frame, kinds)
-        parts = []
-        while cursor is not None:
-            rows = cursor.fetchmany(READ_BATCH)
-            if not rows and parts:
+        while True:
+            if cursor is None:
+                rows = []
+            else:
+                rows = cursor.fetchmany(READ_BATCH) if arrow_text else cursor.fetchall()
+            frame = _typed(
+                pd.DataFrame.from_records(rows, columns=names, coerce_float=False), kinds
+            )
+            if arrow_text:
+                for name in names:
+                    if isinstance(kinds.get(name), sa.String):
+                        frame[name] = frame[name].astype(ARROW_TEXT)
+            frames.append(frame)
+            if not arrow_text or len(rows) < READ_BATCH:
                 break
-            part = _typed(pd.DataFrame.from_records(rows, columns=names, coerce_float=False), kinds)
-            for name in names:
-                if isinstance(kinds.get(name), sa.String):
-                    part[name] = part[name].astype(ARROW_TEXT)
-            parts.append(part)
-            if not rows:
-                break
-    if not parts:
-        return _typed(pd.DataFrame(columns=names), kinds)
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 # digests of derived tables that are rewritten whole (identity evidence): a rerun that
