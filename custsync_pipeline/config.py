@@ -428,6 +428,18 @@ class RunsConfig(_Strict):
         description="an in-flight run with no event for this long, and no live state "
         "lease, is dead to the outbox sensor, which then publishes anyway",
     )
+    extract_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="times an extraction step is run again after 429/5xx/timeouts outlived "
+        "the HTTP retries (connection refused and auth errors are never retried)",
+    )
+    extract_retry_delay_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds before the first step retry; each next waits twice as long",
+    )
 
 
 class TransactionTargetConfig(_Strict):
@@ -682,6 +694,8 @@ class SyncConfig(_Strict):
             state_db_url=self.state_db_url,
             matching=self.identity.matching.to_plan(),
             delete_grace_runs=self.deletes.grace_runs,
+            extract_retries=self.runs.extract_retries,
+            extract_retry_delay_s=self.runs.extract_retry_delay_s,
             markets=tuple(m.to_plan(n) for n, m in self.markets.items()),
         )
 

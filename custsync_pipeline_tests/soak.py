@@ -37,13 +37,18 @@ from custsync_pipeline.connectors import build_connector
 from custsync_pipeline.defs.publish.assets import compared_fields
 from custsync_pipeline.domain.deltas import compute_deltas, hold_back
 from custsync_pipeline.sandbox import CREDENTIALS
-from custsync_pipeline.sandbox.server import Sandbox
+from custsync_pipeline.sandbox.server import SERVED_SYSTEMS, Sandbox
 from custsync_pipeline.store import core, presence
 from custsync_pipeline.store.db import StateDB
 from custsync_pipeline_tests.e2e import SANDBOX_SECRETS, materialize_all, write_sync_config
 
-SYSTEMS = ("salesforce", "voucherify")
-TARGET_ID_FIELD = {"salesforce": "Custsync_Id__c", "voucherify": "source_id"}
+# every sandbox system is a source the soak edits; the targets are the packaged config's
+SYSTEMS = SERVED_SYSTEMS
+TARGET_ID_FIELD = {
+    "salesforce": "Custsync_Id__c",
+    "voucherify": "source_id",
+    "voyado": "custsyncId",
+}
 
 
 @dataclass
@@ -125,6 +130,18 @@ def _check(
         ids_there = set(recs.get("Id", recs.get("id", pd.Series(dtype=object))).astype(str))
         made = box[(box["status"] == "acked") & box["entity_key"].str.startswith("new:")]
         missing -= set(made.loc[~made["target_id"].astype(str).isin(ids_there), "golden_id"])
+        connector = build_connector(name, cfg.connectors[name], os.environ)
+        canon = connector.to_canonical(connector.read().records)
+        if target.key_field and missing:
+            # a target keyed by a value (Voyado's e-mail) never gets a second record with a
+            # value another of its records holds, nor two creates that share one
+            key = target.key_field
+            value = takes.set_index("golden_id")[key].astype("string").str.strip().str.casefold()
+            held_values = set(canon[key].astype("string").str.strip().str.casefold().dropna())
+            blocked = value[
+                value.isin(held_values) | (value.notna() & value.duplicated(keep=False))
+            ]
+            missing -= set(blocked.index)
         if run_ok and missing:
             bad.append(
                 f"cycle {cycle}: {name} lacks {len(missing)} golden records it takes "
@@ -137,8 +154,6 @@ def _check(
                 bad.append(f"cycle {cycle}: {name} still holds {len(still)} deleted customers")
         # 3. no drift on sent fields where the last write was acknowledged
         if run_ok:
-            connector = build_connector(name, cfg.connectors[name], os.environ)
-            canon = connector.to_canonical(connector.read().records)
             canon = canon.merge(ids, on=["connector", "source_id"])
             ok = box[box["status"] == "acked"]
             acked = set(ok["golden_id"])
@@ -230,7 +245,7 @@ def run_soak(
             opts = data["connectors"][c].setdefault("options", {}) or {}
             opts["http"] = {**(opts.get("http") or {}), **quick}
             data["connectors"][c]["options"] = opts
-        data["runs"] = {"lease_ttl_s": 5, "lease_wait_s": 60}
+        data["runs"] = {"lease_ttl_s": 5, "lease_wait_s": 60, "extract_retry_delay_s": 0.1}
         cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         env_keep = {k: os.environ.get(k) for k in ("CUSTSYNC_CONFIG", "CUSTSYNC_STATE_DB_URL")}
         os.environ.update(SANDBOX_SECRETS)
@@ -262,7 +277,9 @@ def run_soak(
                         figures.inserts += 12
                         _kill_mid_publish(cfg, env, sb, workdir / f"killed_{cycle}.log")
                         figures.failed_runs += 1
+                    t_run = time.time()
                     result = materialize_all(instance, raise_on_error=False)
+                    t_run = time.time() - t_run
                     run_ok = result.success
                     if not run_ok:
                         figures.failed_runs += 1
@@ -271,7 +288,9 @@ def run_soak(
                         sb.set_faults(system, rate_429=0.0, rate_5xx=0.0)
                     if engine is None:
                         engine = StateDB(db_url).engine
+                    t_check = time.time()
                     bad = _check(sb, engine, cfg, before, cycle, run_ok)
+                    t_check = time.time() - t_check
                     figures.violations += bad
                     before = _id_map(engine)
                     n = len(core.load_golden_records(engine))
@@ -280,9 +299,10 @@ def run_soak(
                     figures.cycles = cycle
                     if progress:
                         progress(
-                            f"cycle {cycle}: run {'ok' if run_ok else 'FAILED'}, {n} golden, {bad or 'invariants hold'}"
+                            f"cycle {cycle}: run {'ok' if run_ok else 'FAILED'} ({t_run:.1f} s, check "
+                            f"{t_check:.1f} s), {n} golden, {bad or 'invariants hold'}"
                         )
-            for name in ("salesforce", "voucherify"):
+            for name in TARGET_ID_FIELD:
                 box = core.load_outbox(engine, name)
                 figures.writes_acked += int((box["status"] == "acked").sum())
         finally:

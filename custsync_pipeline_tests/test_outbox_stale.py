@@ -1,7 +1,8 @@
 """An outage of a target never makes duplicates (issue 10, item 3), over real sockets.
 
-Run 1: Voucherify is down. Every golden record is queued for it as a create, every send
-fails, and the run says so: its publish step fails naming the target. Run 2: Voucherify is
+Run 1: Voucherify is down. Every golden record is queued for it as a create; the first
+writes all fail, so the rest stay queued unsent, and the run says so: its publish step
+fails naming the target. Run 2: Voucherify is
 back and its customers are members; the stale creates of run 1 are superseded by the new
 computation, not sent beside it, so no golden record gets a second Voucherify customer.
 """
@@ -15,6 +16,7 @@ import pandas as pd
 import yaml
 
 from custsync_pipeline import cli_run
+from custsync_pipeline.defs.publish.assets import PUBLISH_PROBE
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
@@ -51,6 +53,12 @@ def test_an_outage_queues_no_duplicates_and_fails_the_publish(dagster_env, tmp_p
         stale = core.load_outbox(engine, "voucherify", core.QUEUED)
         assert len(stale) > 0 and stale["entity_key"].str.startswith("new:").all()
         assert stale["golden_version"].notna().all()
+        # the first writes all failed: the rest were not each sent against the outage
+        sent = stale[stale["attempts"] > 0]
+        assert len(sent) == PUBLISH_PROBE < len(stale)
+        assert (sent["status"] == "failed").all()
+        assert (stale.loc[stale["attempts"] == 0, "status"] == "pending").all()
+        assert f"{len(stale) - PUBLISH_PROBE} not sent" in line and "looks down" in line
 
         _config(cfg, sb, db_url, sb.urls["voucherify"])  # back up
         cli_run.run(argparse.Namespace())

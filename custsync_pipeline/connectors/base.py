@@ -60,6 +60,9 @@ class WriteResult:
     ok: bool
     error: str | None = None
     transient: bool = False
+    # an update answered "no such record": deleted there since custsync read it. Not a
+    # failure to retry: the member is gone, and the golden record is never created there
+    gone: bool = False
 
 
 class Connector(Protocol):

@@ -391,6 +391,7 @@ class ExactConnector(HttpConnectorBase):
         except QuotaExceededError:
             raise
         except ConnectorError as exc:
-            return WriteResult(op.golden_id, op.target_id, False, str(exc), exc.transient)
+            gone = bool(op.target_id) and op.op == "upsert" and exc.status == 404
+            return WriteResult(op.golden_id, op.target_id, False, str(exc), exc.transient, gone)
         except ValueError:
             return WriteResult(op.golden_id, op.target_id, False, "response is not JSON", True)

@@ -621,6 +621,17 @@ class SalesforceConnector(HttpConnectorBase):
                     e.get("statusCode") in ("UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE")
                     for e in errors
                 )
+                # an update of a record deleted there since it was read
+                gone = (
+                    method == "PATCH"
+                    and bool(ops[i].target_id)
+                    and any(e.get("statusCode") == "ENTITY_IS_DELETED" for e in errors)
+                )
                 results[i] = WriteResult(
-                    ops[i].golden_id, ops[i].target_id, False, self.http.scrub(msg), transient
+                    ops[i].golden_id,
+                    ops[i].target_id,
+                    False,
+                    self.http.scrub(msg),
+                    transient,
+                    gone,
                 )

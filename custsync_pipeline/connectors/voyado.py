@@ -522,9 +522,10 @@ class VoyadoConnector(HttpConnectorBase):
                 # a replayed create: the contact holds our key already, update it instead
                 results[i] = self._adopt(op, body[pos])
             else:
-                results[i] = WriteResult(
-                    op.golden_id, op.target_id, False, str(res.get("error") or "rejected")
-                )
+                error = str(res.get("error") or "rejected")
+                # an update of a contact deleted there since it was read
+                gone = method == "PATCH" and bool(op.target_id) and error == "ContactNotFound"
+                results[i] = WriteResult(op.golden_id, op.target_id, False, error, gone=gone)
 
     def _await_batch(self, answer: dict[str, Any]) -> dict[str, Any]:
         """Poll a bulk batch until it is no longer running (the sandbox completes at once)."""

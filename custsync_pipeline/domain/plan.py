@@ -151,6 +151,8 @@ class SyncPlan:
     state_db_url: str = "sqlite:///.custsync/state.sqlite"
     matching: MatchingPlan = field(default_factory=MatchingPlan)
     delete_grace_runs: int = 2  # runs gone from the source of truth before targets delete
+    extract_retries: int = 2  # step retries of an extraction after transient API failures
+    extract_retry_delay_s: float = 10.0  # before the first; doubling
     markets: tuple[MarketPlan, ...] = ()
 
     @property

@@ -90,6 +90,7 @@ outbox = sa.Table(
     sa.Column("payload_hash", sa.Text, nullable=False),
     sa.Column("acked_hash", sa.Text),
     # pending | acked | failed | dead | superseded (a newer computation replaced it unsent)
+    # | gone (the record an update addressed was deleted there since it was read)
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
@@ -204,6 +205,19 @@ def upsert_source_records(
     with engine.begin() as conn:
         _, removed = _write_changed(conn, connector, rows, gone)
     return len(rows), removed
+
+
+def remove_source_records(engine: Engine, connector: str, source_ids: Iterable[str]) -> int:
+    """Drop stored records of ``connector`` known to be deleted there (a write found them
+    gone), as a delete feed would; returns how many were held."""
+    ids = sorted({str(i) for i in source_ids})
+    if not ids:
+        return 0
+    with engine.begin() as conn:
+        removed = _delete_ids(conn, connector, ids)
+        if removed:
+            bump_stamp(conn, SOURCE_STAMP)
+    return removed
 
 
 def source_record_ids(engine: Engine, connector: str) -> set[str]:

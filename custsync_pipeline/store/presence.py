@@ -19,7 +19,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from custsync_pipeline.store.bulk import delete_in
 from custsync_pipeline.store.db import metadata
+from custsync_pipeline.store.identity import golden_ids
 
 target_presence = sa.Table(
     "target_presence",
@@ -48,6 +50,17 @@ def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[
             ).fetchall(),
             columns=["golden_id", "gone_at"],
         )
+        # a golden id merged into another did not leave: its members moved to the survivor,
+        # which has its own row. Its row goes (no pending delete, no "gone from target")
+        merged = pd.Series(
+            conn.execute(
+                sa.select(golden_ids.c.golden_id).where(golden_ids.c.merged_into.isnot(None))
+            ).scalars(),
+            dtype=object,
+        )
+        moved = seen["golden_id"][~seen["golden_id"].isin(here) & seen["golden_id"].isin(merged)]
+        delete_in(conn, target_presence, "golden_id", moved.tolist(), mine)
+        seen = seen[~seen["golden_id"].isin(moved)]
         known = set(seen["golden_id"])
         new = [g for g in here if g not in known]
         back = seen.loc[seen["gone_at"].notna() & seen["golden_id"].isin(here), "golden_id"]

@@ -70,7 +70,15 @@ def canonical_table_schema() -> dg.TableSchema:
 
 
 OWNERS = ["team:custsync"]
-EXTRACT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def extract_retry(plan: SyncPlan) -> dg.RetryPolicy:
+    """The step retry of extraction assets (``runs.extract_retries``/``extract_retry_delay_s``)."""
+    return dg.RetryPolicy(
+        max_retries=plan.extract_retries,
+        delay=plan.extract_retry_delay_s,
+        backoff=dg.Backoff.EXPONENTIAL,
+    )
 
 
 def raw_key(connector: str) -> dg.AssetKey:
@@ -85,7 +93,7 @@ def rejected_key(connector: str) -> dg.AssetKey:
     return dg.AssetKey([connector, "rejected_customers"])
 
 
-def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
+def _raw_asset(name: str, system_type: str, retry: dg.RetryPolicy) -> dg.AssetsDefinition:
     api_key = connector_resource_key(name)
 
     @dg.asset(
@@ -94,7 +102,7 @@ def _raw_asset(name: str, system_type: str) -> dg.AssetsDefinition:
         kinds={"python", system_type},
         owners=OWNERS,
         required_resource_keys={api_key, "state_db"},
-        retry_policy=EXTRACT_RETRY,
+        retry_policy=retry,
         pool=api_key,
         description=(
             f"Customers as received from {name}: the changes since the stored watermark "
@@ -375,6 +383,6 @@ def _customers_asset(
 def build_extract_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
     for name, conn in plan.connectors.items():
-        assets.append(_raw_asset(name, conn.type))
+        assets.append(_raw_asset(name, conn.type, extract_retry(plan)))
         assets.append(_customers_asset(name, conn, plan.stored_aspects(name)))
     return assets

@@ -24,11 +24,11 @@ from custsync_pipeline.connectors.file_rows import flag_unencodable
 from custsync_pipeline.connectors.http import ConnectorError
 from custsync_pipeline.defs.extract import pulls
 from custsync_pipeline.defs.extract.assets import (
-    EXTRACT_RETRY,
     OWNERS,
     _fatal_message,
     _retry_may_help,
     canonical_table_schema,
+    extract_retry,
     store_lane_pull,
 )
 from custsync_pipeline.defs.resources import connector_resource_key
@@ -68,7 +68,9 @@ def in_window(
     return pd.Series(((when >= start) & (when < end)).to_numpy(dtype=bool), index=raw.index)
 
 
-def _changes_asset(name: str, conn: ConnectorPlan, aspects: tuple[str, ...]) -> dg.AssetsDefinition:
+def _changes_asset(
+    name: str, conn: ConnectorPlan, aspects: tuple[str, ...], retry: dg.RetryPolicy
+) -> dg.AssetsDefinition:
     api_key = connector_resource_key(name)
 
     @dg.asset(
@@ -80,7 +82,7 @@ def _changes_asset(name: str, conn: ConnectorPlan, aspects: tuple[str, ...]) -> 
         kinds={"python", conn.type},
         owners=OWNERS,
         required_resource_keys={api_key, "state_db"},
-        retry_policy=EXTRACT_RETRY,
+        retry_policy=retry,
         pool=api_key,
         description=(
             f"{name} records changed on each day (UTC), stored like an incremental pull; "
@@ -129,6 +131,6 @@ def _changes_asset(name: str, conn: ConnectorPlan, aspects: tuple[str, ...]) -> 
 
 def build_changes_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     return [
-        _changes_asset(name, conn, plan.stored_aspects(name))
+        _changes_asset(name, conn, plan.stored_aspects(name), extract_retry(plan))
         for name, conn in plan.connectors.items()
     ]

@@ -48,6 +48,18 @@ from custsync_pipeline.store.delete_events import record_delete_events
 PUBLISH_CHUNK = (
     1000  # ops recorded per state-DB transaction: a crash loses at most this much progress
 )
+# the first writes of a publish go alone: when every one of them fails transiently (after
+# its retries) the target is down, and the rest wait in the outbox for the outbox sensor
+# instead of each spending its retries against an outage
+PUBLISH_PROBE = 20
+
+
+def publish_chunks(
+    total: int, probe: int = PUBLISH_PROBE, size: int = PUBLISH_CHUNK
+) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of a publish of ``total`` ops: a probe, then chunks."""
+    bounds = [0, *range(min(probe, total), total, size), total] if total else []
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def deltas_key(target: str) -> dg.AssetKey:
@@ -339,8 +351,13 @@ def publish_failure_reason(target: str, counts: dict[str, int], errors: list[str
     reason = mask_personal(str(top.index[0]))[:200] if len(top) else "no error text"
     return (
         f"{target}: {counts['failed']} writes failed (retried by the outbox sensor), "
-        f"{counts['dead']} dead-lettered, {counts['acked']} acknowledged; "
-        f"most common error ({int(top.iloc[0]) if len(top) else 0}x): {reason}"
+        f"{counts['dead']} dead-lettered, {counts['acked']} acknowledged"
+        + (
+            f", {counts['unsent']} not sent (every write of a batch failed: the target looks down)"
+            if counts.get("unsent")
+            else ""
+        )
+        + f"; most common error ({int(top.iloc[0]) if len(top) else 0}x): {reason}"
     )
 
 
@@ -374,10 +391,11 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
             context.log.info(f"{name}: {dropped} queued creates dropped (the target holds them)")
         connector = getattr(context.resources, api_key).connector()
         errors: list[str] = []
-        counts = {"acked": 0, "failed": 0, "dead": 0}
+        counts = {"acked": 0, "failed": 0, "dead": 0, "gone": 0}
         total = len(pending)
-        for start in range(0, total, PUBLISH_CHUNK):
-            chunk = pending.iloc[start : start + PUBLISH_CHUNK]
+        unsent = 0
+        for start, stop in publish_chunks(total):
+            chunk = pending.iloc[start:stop]
             ops = [
                 WriteOp(golden_id=g, target_id=t, payload=json.loads(p), op=o)
                 for g, t, p, o in zip(
@@ -389,7 +407,10 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                 )
             ]
             results = connector.write(ops)
-            status = ["acked" if r.ok else ("failed" if r.transient else "dead") for r in results]
+            status = [
+                "acked" if r.ok else "gone" if r.gone else "failed" if r.transient else "dead"
+                for r in results
+            ]
             frame = pd.DataFrame(
                 {
                     "entity_key": chunk["entity_key"].to_numpy(),
@@ -399,6 +420,12 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                 }
             )
             core.record_publish_results(engine, name, frame)
+            gone = frame["status"].eq("gone").to_numpy()
+            if gone.any():  # deleted there since read: that member leaves, as a delete feed
+                core.remove_source_records(engine, name, frame.loc[gone, "target_id"])
+                record_delete_events(
+                    engine, chunk["golden_id"].to_numpy()[gone], "gone when written", name
+                )
             removed = chunk["payload_hash"].astype(str).isin(["delete"]) | chunk[
                 "payload_hash"
             ].astype(str).str.startswith("archive:")
@@ -411,15 +438,24 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
             for s in status:
                 counts[s] += 1
             errors += [r.error for r in results if not r.ok and r.error]
-            context.log.info(f"{name}: sent {min(start + PUBLISH_CHUNK, total)}/{total}")
+            context.log.info(f"{name}: sent {stop}/{total}")
+            if stop < total and all(s == "failed" for s in status):
+                unsent = counts["unsent"] = total - stop
+                context.log.warning(
+                    f"{name}: every write of the last {len(status)} failed transiently; "
+                    f"{unsent} left queued for the outbox sensor"
+                )
+                break
         metadata = {
             "dagster/row_count": total,
             "published": counts["acked"],
             "failed_transient": counts["failed"],
             "dead_lettered": counts["dead"],
+            "gone_there": counts["gone"],
+            "not_sent_target_down": unsent,
             "creates_dropped": dropped,
         }
-        if counts["failed"] or counts["dead"]:
+        if counts["failed"] or counts["dead"] or unsent:
             # what was acknowledged is recorded; the step still fails so the run does not
             # report success while the target missed writes
             context.log_event(dg.AssetObservation(asset_key=published_key(name), metadata=metadata))
