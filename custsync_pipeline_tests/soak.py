@@ -1,6 +1,7 @@
 """The soak harness (issue 10 item 6): cycles of random edits, deletes and inserts in every
-sandbox system, 10% injected faults, one target outage and one ``custsync run`` killed with
-SIGKILL mid-publish; after every cycle, the sync invariants are checked against the
+sandbox system, 10% injected faults, one target outage (Voucherify goes down after its
+extraction, so its publish meets it) and one ``custsync run`` killed with SIGKILL
+mid-publish; after every cycle, the sync invariants are checked against the
 sandbox's real state and the state DB:
 
 1. **one record per golden record**: no golden record has two records custsync created in
@@ -44,6 +45,7 @@ from custsync_pipeline_tests.e2e import SANDBOX_SECRETS, materialize_all, write_
 
 # every sandbox system is a source the soak edits; the targets are the packaged config's
 SYSTEMS = SERVED_SYSTEMS
+OUTAGE_CREATES = 6  # Contacts added in the outage cycle: creates Voucherify cannot take
 TARGET_ID_FIELD = {
     "salesforce": "Custsync_Id__c",
     "voucherify": "source_id",
@@ -62,6 +64,7 @@ class SoakFigures:
     golden_min: int = 10**9
     golden_max: int = 0
     writes_acked: int = 0
+    outage_queued: int = 0  # Voucherify writes left queued by the outage cycle
     deleted_in_targets: int = 0
     violations: list[str] = field(default_factory=list)
 
@@ -69,7 +72,8 @@ class SoakFigures:
         return (
             f"{self.cycles} cycles in {self.seconds:.0f} s ({self.seconds / max(self.cycles, 1):.1f} s "
             f"a cycle): {self.edits} edits, {self.deletes} deletes, {self.inserts} inserts at "
-            f"the sources; {self.failed_runs} runs failed (faults, outage, kill); golden records "
+            f"the sources; {self.failed_runs} runs failed (faults, outage, kill); the outage "
+            f"left {self.outage_queued} Voucherify writes queued; golden records "
             f"{self.golden_min}..{self.golden_max}; {self.writes_acked} writes acknowledged; "
             f"{len(self.violations)} invariant violations"
         )
@@ -270,8 +274,13 @@ def run_soak(
                         sb.set_faults(
                             system, rate_429=half, rate_5xx=half, seed=rng.randint(0, 10**6)
                         )
-                    if cycle == outage_cycle:  # Voucherify down for the whole cycle
-                        sb.set_faults("voucherify", rate_5xx=1.0, rate_429=0.0)
+                    if cycle == outage_cycle:
+                        # Voucherify goes down mid-run: its extraction is answered, then
+                        # every request fails (503) through the publish of new customers
+                        sb.changes("salesforce", add=OUTAGE_CREATES, seed=cycle)
+                        figures.inserts += OUTAGE_CREATES
+                        pages = 1 + len(sb.records("voucherify")) // 100
+                        sb.set_faults("voucherify", rate_5xx=0.0, rate_429=0.0, fail_after=pages)
                     if cycle == kill_cycle:
                         sb.changes("salesforce", add=12, seed=cycle)
                         figures.inserts += 12
@@ -285,9 +294,12 @@ def run_soak(
                         figures.failed_runs += 1
                     # faults off to look at the sandbox as it is
                     for system in SYSTEMS:
-                        sb.set_faults(system, rate_429=0.0, rate_5xx=0.0)
+                        sb.set_faults(system, rate_429=0.0, rate_5xx=0.0, fail_after=-1)
                     if engine is None:
                         engine = StateDB(db_url).engine
+                    if cycle == outage_cycle:
+                        box = core.load_outbox(engine, "voucherify", statuses=core.QUEUED)
+                        figures.outage_queued = len(box)
                     t_check = time.time()
                     bad = _check(sb, engine, cfg, before, cycle, run_ok)
                     t_check = time.time() - t_check
