@@ -164,3 +164,64 @@ def test_the_full_snapshot_tag_reads_everything_again(dagster_env, tmp_path, san
     assert meta["pull_mode"] == "full" and meta["source_records_replaced"]
     assert meta["stored"] == n
     engine.dispose()
+
+
+def test_a_pull_that_is_the_one_stored_last_is_not_validated_again(dagster_env, tmp_path, sandbox):
+    """A full snapshot with the rows stored last is reported, not validated and stored
+    again; a changed row, or stored records that moved since, validate as usual."""
+    engine = StateDB(_setup(dagster_env, tmp_path, sandbox)).engine
+    full = {FULL_SNAPSHOT_TAG: "true"}
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = _run(instance)
+        n = core.source_record_counts(engine)
+        again = _run(instance, tags=full)
+        for lane in LANES:
+            meta = metadata_of(again, f"{lane}/customers")
+            assert meta["pull_unchanged"] is True, lane
+            assert meta["stored"] == metadata_of(first, f"{lane}/customers")["stored"]
+            assert meta["dagster/row_count"] == n[lane]
+        assert core.source_record_counts(engine) == n
+
+        edited = sandbox.changes("salesforce", edit=2, seed=3)["edited"]
+        changed = _run(instance, tags=full)
+        assert metadata_of(changed, "salesforce/customers")["pull_unchanged"] is False
+        assert metadata_of(changed, "voucherify/customers")["pull_unchanged"] is True
+        stored = core.load_source_records(engine, ["salesforce"]).set_index("source_id")
+        truth = pd.DataFrame(sandbox.records("salesforce")).set_index("Id")
+        for contact in edited:
+            assert stored.loc[contact, "updated_at"] == pd.Timestamp(
+                truth.loc[contact, "LastModifiedDate"]
+            )
+
+        # the stored records moved since (a record removed behind the lane's back): the
+        # same snapshot validates and stores again, and the record is back
+        gone = str(stored.index[0])
+        core.remove_source_records(engine, "salesforce", [gone])
+        back = _run(instance, tags=full)
+        assert metadata_of(back, "salesforce/customers")["pull_unchanged"] is False
+        assert gone in core.source_record_ids(engine, "salesforce")
+    engine.dispose()
+
+
+def test_a_snapshot_after_an_incremental_pull_of_the_same_rows_validates(tmp_path):
+    from custsync_pipeline.defs.extract import replay
+
+    engine = StateDB(f"sqlite:///{tmp_path / 'state.sqlite'}").create_all().engine
+    raw = pd.DataFrame({"Id": ["a", "b"], "Email": ["x@example.com", None]})
+    key = replay.pull_key(raw, [], "lane", ("addresses",), "custsync_pipeline.connectors.file")
+    assert key != replay.pull_key(
+        raw, ["c"], "lane", ("addresses",), "custsync_pipeline.connectors.file"
+    )
+    replay.remember_pull(engine, "crm", key, "incremental", {"stored": 2}, {})
+    assert replay.unchanged_pull(engine, "crm", key, True, True) == {
+        "key": key,
+        "mode": "incremental",
+        "rows": 0,
+        "metadata": {"stored": 2},
+        "rejected": {},
+    }
+    assert replay.unchanged_pull(engine, "crm", key, False, True) is None  # a snapshot
+    assert replay.unchanged_pull(engine, "crm", key, True, False) is None  # outputs gone
+    replay.forget_pull(engine, "crm")
+    assert replay.unchanged_pull(engine, "crm", key, True, True) is None
+    engine.dispose()

@@ -102,8 +102,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return storage_root(self.base_dir)
 
     def _path(self, context: dg.InputContext | dg.OutputContext) -> Path:
-        key = context.asset_key.path
-        return self._root().joinpath(*key[:-1], f"{key[-1]}.parquet")
+        return self._key_path(context.asset_key)
+
+    def _key_path(self, key: dg.AssetKey) -> Path:
+        return self._root().joinpath(*key.path[:-1], f"{key.path[-1]}.parquet")
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
@@ -115,6 +117,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         frame = _jsonify_nested(obj).reset_index(drop=True)
         frame.columns = [str(c) for c in frame.columns]
         write_private_parquet(frame, self._path(context), self._root())
+
+    def holds(self, key: dg.AssetKey) -> bool:
+        """Whether an output of ``key`` is on disk (a step may leave its last one in place)."""
+        return self._key_path(key).exists()
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         path = self._path(context)

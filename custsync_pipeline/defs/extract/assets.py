@@ -20,7 +20,7 @@ from custsync_pipeline.connectors.http import (
     QuotaExceededError,
     scrub_url,
 )
-from custsync_pipeline.defs.extract import pulls
+from custsync_pipeline.defs.extract import pulls, replay
 from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain import canonical
 from custsync_pipeline.domain.plan import ConnectorPlan, QualityGate, SyncPlan
@@ -290,6 +290,8 @@ def store_lane_pull(
     kept = 0
     counts = {"stored": 0, "deleted_removed": 0, "watermark_moved": 0}
     if passes:
+        if pull.mode == pulls.WINDOW:  # records stored outside the lane's own pulls
+            replay.forget_pull(engine, name)
         counts = pulls.store_pull(engine, name, pull, checked.valid, entries.valid)
     else:
         kept = core.source_record_counts(engine).get(name, 0)
@@ -351,30 +353,63 @@ def _customers_asset(
             ),
         },
         ins={"raw": dg.AssetIn(key=raw_key(name))},
-        required_resource_keys={api_key, "state_db"},
+        required_resource_keys={api_key, "state_db", "io_manager"},
     )
     def customers(context: dg.AssetExecutionContext, raw: pd.DataFrame):
         pull = pulls.pull_of(raw)
         raw.attrs.pop(pulls.PULL_ATTR, None)  # not copied into every derived frame
         connector = getattr(context.resources, api_key).connector()
+        engine = context.resources.state_db.engine
+        key = replay.pull_key(raw, pull.deleted_ids, conn, aspects, type(connector).__module__)
+        holds = getattr(context.resources.io_manager, "holds", None)
+        present = holds is not None and all(
+            holds(k) for k in (customers_key(name), rejected_key(name))
+        )
+        saved = replay.unchanged_pull(engine, name, key, pull.incremental, present)
+        if saved is not None:
+            moved = pulls.move_watermark(engine, name, pull)
+            context.log.info(
+                f"{name}: {pull.mode} pull of {len(raw)} rows is the one stored last "
+                f"({saved['rows']} records held): validation and storing skipped"
+            )
+            # no value: the outputs of the run that stored this snapshot stay
+            yield dg.MaterializeResult(
+                asset_key=customers_key(name),
+                metadata={
+                    **saved["metadata"],
+                    "pull_mode": pull.mode,
+                    "pull_unchanged": True,
+                    "deleted_removed": 0,
+                    "watermark_moved": bool(moved),
+                    "dagster/column_schema": canonical_table_schema(),
+                },
+            )
+            yield dg.MaterializeResult(asset_key=rejected_key(name), metadata=saved["rejected"])
+            return
         done = store_lane_pull(context, name, conn, aspects, connector, raw, pull)
+        checked, rejected = done.checked, done.rejected
+        rejected_metadata = {
+            "dagster/row_count": len(rejected),
+            "rejected_records": checked.rows_rejected,
+            "field_issues": checked.field_issues,
+        }
+        if done.metadata["source_records_replaced"]:
+            replay.remember_pull(engine, name, key, pull.mode, done.metadata, rejected_metadata)
+        else:  # the gate held: these outputs are not the stored pull's
+            replay.forget_pull(engine, name)
         yield dg.MaterializeResult(
             asset_key=customers_key(name),
-            value=done.checked.valid,
+            value=checked.valid,
             metadata={
                 **done.metadata,
+                "pull_unchanged": False,
                 "dagster/column_schema": canonical_table_schema(),
             },
         )
-        checked, rejected = done.checked, done.rejected
         yield dg.MaterializeResult(
             asset_key=rejected_key(name),
             value=private_rejected(rejected),
-            metadata={
-                "dagster/row_count": len(rejected),
-                "rejected_records": checked.rows_rejected,
-                "field_issues": checked.field_issues,
-            },
+            metadata=rejected_metadata,
         )
 
     return customers

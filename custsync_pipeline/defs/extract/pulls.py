@@ -122,9 +122,15 @@ def store_pull(
     else:
         stored, deleted = core.replace_source_records(engine, connector, valid), 0
         replace_source_entries(engine, connector, entries)
-    moved = 0
-    if pull.mode != WINDOW and pull.watermark is not None:
-        # only after the changes are stored: a crash before this line re-reads them
-        core.set_watermark(engine, connector, pd.Timestamp(pull.watermark).to_pydatetime())
-        moved = 1
+    # only after the changes are stored: a crash before this line re-reads them
+    moved = move_watermark(engine, connector, pull)
     return {"stored": stored, "deleted_removed": deleted, "watermark_moved": moved}
+
+
+def move_watermark(engine: Engine, connector: str, pull: Pull) -> int:
+    """Store the pull's watermark (snapshots and incremental pulls, never a day window);
+    1 when it moved."""
+    if pull.mode == WINDOW or pull.watermark is None:
+        return 0
+    core.set_watermark(engine, connector, pd.Timestamp(pull.watermark).to_pydatetime())
+    return 1
