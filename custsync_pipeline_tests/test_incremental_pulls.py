@@ -200,6 +200,14 @@ def test_a_pull_that_is_the_one_stored_last_is_not_validated_again(dagster_env, 
         back = _run(instance, tags=full)
         assert metadata_of(back, "salesforce/customers")["pull_unchanged"] is False
         assert gone in core.source_record_ids(engine, "salesforce")
+        # the step's last output is gone (another storage dir): validated and written again
+        from custsync_pipeline.defs.extract.assets import customers_key
+        from custsync_pipeline.defs.io import ParquetIOManager
+
+        ParquetIOManager()._key_path(customers_key("voucherify")).unlink()
+        rewritten = _run(instance, tags=full)
+        assert metadata_of(rewritten, "voucherify/customers")["pull_unchanged"] is False
+        assert ParquetIOManager().held_rows(customers_key("voucherify")) == n["voucherify"]
     engine.dispose()
 
 
@@ -213,15 +221,14 @@ def test_a_snapshot_after_an_incremental_pull_of_the_same_rows_validates(tmp_pat
         raw, ["c"], "lane", ("addresses",), "custsync_pipeline.connectors.file"
     )
     replay.remember_pull(engine, "crm", key, "incremental", {"stored": 2}, {})
-    assert replay.unchanged_pull(engine, "crm", key, True, True) == {
+    assert replay.unchanged_pull(engine, "crm", key, True) == {
         "key": key,
         "mode": "incremental",
         "rows": 0,
         "metadata": {"stored": 2},
         "rejected": {},
     }
-    assert replay.unchanged_pull(engine, "crm", key, False, True) is None  # a snapshot
-    assert replay.unchanged_pull(engine, "crm", key, True, False) is None  # outputs gone
+    assert replay.unchanged_pull(engine, "crm", key, False) is None  # a snapshot
     replay.forget_pull(engine, "crm")
-    assert replay.unchanged_pull(engine, "crm", key, True, True) is None
+    assert replay.unchanged_pull(engine, "crm", key, True) is None
     engine.dispose()

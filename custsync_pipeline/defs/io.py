@@ -22,6 +22,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -118,9 +119,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         frame.columns = [str(c) for c in frame.columns]
         write_private_parquet(frame, self._path(context), self._root())
 
-    def holds(self, key: dg.AssetKey) -> bool:
-        """Whether an output of ``key`` is on disk (a step may leave its last one in place)."""
-        return self._key_path(key).exists()
+    def held_rows(self, key: dg.AssetKey) -> int | None:
+        """Rows of the output of ``key`` on disk (None: there is none). A step whose inputs
+        did not change leaves its last output in place; this tells it whether it can."""
+        path = self._key_path(key)
+        if not path.exists():
+            return None
+        try:
+            return int(pq.read_metadata(path).num_rows)
+        except (OSError, pa.ArrowInvalid):
+            return None
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         path = self._path(context)
@@ -130,6 +138,14 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 "materialize it first"
             )
         return pd.read_parquet(path)
+
+
+def kept_outputs(context: dg.AssetExecutionContext, expected: dict[dg.AssetKey, int]) -> bool:
+    """Whether the run's IO manager still holds, for each key, the output with the expected
+    rows: then a step that found nothing to do yields no value and those stay in place."""
+    io = getattr(context.resources, "io_manager", None)
+    held_rows = getattr(io, "held_rows", None)
+    return held_rows is not None and all(held_rows(k) == n for k, n in expected.items())
 
 
 # --------------------------------------------------------------------------- erasure

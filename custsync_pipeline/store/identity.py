@@ -164,8 +164,25 @@ def load_identity_state(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     create_identity_tables(engine)
     prior = _read(engine, identity_map)[MAP_COLUMNS]
     gids = _read(engine, golden_ids)
-    decisions = _read(engine, steward_decisions)
-    return prior, gids, decisions
+    return prior, gids, load_steward_decisions(engine)
+
+
+def load_steward_decisions(engine: Engine) -> pd.DataFrame:
+    create_identity_tables(engine)
+    return _read(engine, steward_decisions)
+
+
+def identity_figures(engine: Engine) -> tuple[int, int, dict[str, int]]:
+    """(source records mapped, golden ids they map to, review-queue rows by kind), counted
+    in the state DB without reading the map."""
+    create_identity_tables(engine)
+    m, c = identity_map.c, identity_conflicts.c
+    with engine.connect() as conn:
+        rows, golden = conn.execute(
+            sa.select(sa.func.count(), sa.func.count(sa.distinct(m.golden_id)))
+        ).one()
+        kinds = conn.execute(sa.select(c.kind, sa.func.count()).group_by(c.kind)).all()
+    return int(rows), int(golden), {str(k): int(n) for k, n in kinds}
 
 
 def load_identity_conflicts(engine: Engine) -> pd.DataFrame:

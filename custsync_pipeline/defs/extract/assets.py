@@ -21,6 +21,7 @@ from custsync_pipeline.connectors.http import (
     scrub_url,
 )
 from custsync_pipeline.defs.extract import pulls, replay
+from custsync_pipeline.defs.io import kept_outputs
 from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain import canonical
 from custsync_pipeline.domain.plan import ConnectorPlan, QualityGate, SyncPlan
@@ -361,12 +362,14 @@ def _customers_asset(
         connector = getattr(context.resources, api_key).connector()
         engine = context.resources.state_db.engine
         key = replay.pull_key(raw, pull.deleted_ids, conn, aspects, type(connector).__module__)
-        holds = getattr(context.resources.io_manager, "holds", None)
-        present = holds is not None and all(
-            holds(k) for k in (customers_key(name), rejected_key(name))
-        )
-        saved = replay.unchanged_pull(engine, name, key, pull.incremental, present)
-        if saved is not None:
+        saved = replay.unchanged_pull(engine, name, key, pull.incremental)
+        if saved is not None and kept_outputs(
+            context,
+            {
+                customers_key(name): saved["metadata"]["dagster/row_count"],
+                rejected_key(name): saved["rejected"]["dagster/row_count"],
+            },
+        ):
             moved = pulls.move_watermark(engine, name, pull)
             context.log.info(
                 f"{name}: {pull.mode} pull of {len(raw)} rows is the one stored last "

@@ -89,13 +89,13 @@ def _rows_digest(raw: pd.DataFrame) -> str:
 
 
 def unchanged_pull(
-    engine: Engine, connector: str, key: str, incremental: bool, outputs_present: bool
+    engine: Engine, connector: str, key: str, incremental: bool
 ) -> dict[str, Any] | None:
     """The figures of the lane's last stored pull when ``key`` is its key, storing this
-    pull again would change nothing, and that result is still there (state DB records
-    and step outputs); else None."""
+    pull again would change nothing, and the state DB still holds that result; else None.
+    (The step also checks that its last outputs are still on disk.)"""
     stored = stored_digest(engine, REPLAY_PREFIX + connector)
-    if not stored or not outputs_present:
+    if not stored:
         return None
     saved = json.loads(stored)
     if saved.get("key") != key:

@@ -5,11 +5,14 @@ The aspect tables live in the state DB (``golden_entries``, with every entry's
 holders in ``golden_entry_sources``); their assets carry counts, not copies.
 """
 
+import json
+
 import dagster as dg
 import pandas as pd
 
 from custsync_pipeline.defs.golden.echo import written_canonical
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
+from custsync_pipeline.defs.io import kept_outputs
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
@@ -35,6 +38,9 @@ from custsync_pipeline.store.identity import IDENTITY_STAMP
 
 GOLDEN_CUSTOMERS = dg.AssetKey("golden_customers")
 MERGED_INPUTS = "golden_inputs"  # table_digests row: what the stored golden records came from
+MERGED_OUTPUTS = "golden_outputs"  # ... and the figures of that merge (replayed when skipped)
+# what a skipped merge changed: nothing
+UNCHANGED_COUNTS = ("changed_records", "field_changes", "entry_changes", "retired_ids")
 
 
 def aspect_key(aspect: str) -> dg.AssetKey:
@@ -108,6 +114,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         ins={"identity_map": dg.AssetIn(key=IDENTITY_MAP)},
         required_resource_keys={
             "state_db",
+            "io_manager",
             *(connector_resource_key(t.connector) for t in plan.publish),
         },
         pool=STATE_POOL,
@@ -125,7 +132,30 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             core.outbox_stamp(engine),
             plan,
         )
-        if inputs == stored_digest(engine, MERGED_INPUTS):
+        merged_before = inputs == stored_digest(engine, MERGED_INPUTS)
+        last = json.loads(stored_digest(engine, MERGED_OUTPUTS) or "{}")
+        if (
+            merged_before
+            and last.get("inputs") == inputs
+            and kept_outputs(context, {GOLDEN_CUSTOMERS: last["metadata"]["dagster/row_count"]})
+        ):
+            context.log.info(
+                "nothing changed since the last merge: the "
+                f"{last['metadata']['dagster/row_count']} stored golden records and the last "
+                "output stay as they are"
+            )
+            yield dg.MaterializeResult(
+                asset_key=GOLDEN_CUSTOMERS,
+                metadata={
+                    **last["metadata"],
+                    "dagster/column_schema": golden_table_schema(),
+                    **dict.fromkeys(UNCHANGED_COUNTS, 0),
+                    "merge_skipped": True,
+                },
+            )
+            yield from _aspect_results(aspects, last["counts"], last["multi"])
+            return
+        if merged_before:
             golden = core.load_golden_records(engine)
             context.log.info(
                 f"nothing changed since the last merge: the {len(golden)} stored golden "
@@ -197,25 +227,26 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             f"{len(events) - entry_events} field changes, {entry_events} aspect entry changes, "
             f"{len(gone)} retired; {len(result.entries)} aspect entries"
         )
+        metadata = {
+            "dagster/row_count": len(result.golden),
+            "changed_records": len(changed),
+            "echoed_values_ignored": n_echoed,
+            "field_changes": len(events) - entry_events,
+            "entry_changes": entry_events,
+            "retired_ids": len(gone),
+            "nameless_records": nameless,
+            "aspect_entries": len(result.entries),
+            **{f"ownership_refused_{f}": n for f, n in result.refused.items()},
+        }
         yield dg.MaterializeResult(
             asset_key=GOLDEN_CUSTOMERS,
             value=result.golden,
             metadata={
-                "dagster/row_count": len(result.golden),
+                **metadata,
                 "dagster/column_schema": golden_table_schema(),
-                "changed_records": len(changed),
-                "echoed_values_ignored": n_echoed,
-                "field_changes": len(events) - entry_events,
-                "entry_changes": entry_events,
-                "retired_ids": len(gone),
-                "nameless_records": nameless,
-                "aspect_entries": len(result.entries),
-                **{f"ownership_refused_{f}": n for f, n in result.refused.items()},
                 "merge_skipped": False,
             },
         )
-        with engine.begin() as conn:
-            save_digest(conn, MERGED_INPUTS, inputs)
         counts = result.entries["aspect"].value_counts().to_dict() if len(result.entries) else {}
         multi = (
             result.entries.loc[result.entries["providers"].str.contains(",", regex=False), "aspect"]
@@ -224,6 +255,10 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             if len(result.entries)
             else {}
         )
+        outputs = {"inputs": inputs, "metadata": metadata, "counts": counts, "multi": multi}
+        with engine.begin() as conn:
+            save_digest(conn, MERGED_INPUTS, inputs)
+            save_digest(conn, MERGED_OUTPUTS, json.dumps(outputs, default=int))
         yield from _aspect_results(aspects, counts, multi)
 
     @dg.asset_check(

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from custsync_pipeline.defs.extract.assets import customers_key
+from custsync_pipeline.defs.io import kept_outputs
 from custsync_pipeline.defs.resources import STATE_POOL
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.plan import SyncPlan
@@ -67,6 +68,27 @@ def masked_conflicts(conflicts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _identity_figures(rows: int, golden: int, kinds: dict[str, int]):
+    """The metadata of a skipped resolution, with no values: the last outputs stay."""
+    conflicts = {f"conflicts_{k}": n for k, n in kinds.items()}
+    yield dg.MaterializeResult(
+        asset_key=IDENTITY_MAP,
+        metadata={
+            "dagster/row_count": rows,
+            "golden_ids": golden,
+            "records_per_golden": float(rows / golden) if golden else 0.0,
+            "resolution_skipped": True,
+            **resolution_metadata({}, pd.DataFrame()),
+            "conflicts": sum(kinds.values()),
+            **conflicts,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=IDENTITY_CONFLICTS,
+        metadata={"dagster/row_count": sum(kinds.values()), **conflicts},
+    )
+
+
 def _identity_results(
     id_map: pd.DataFrame, conflicts: pd.DataFrame, stats: dict[str, int], skipped: bool = False
 ):
@@ -112,7 +134,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             ),
         },
         deps=upstream,
-        required_resource_keys={"state_db"},
+        required_resource_keys={"state_db", "io_manager"},
         pool=STATE_POOL,
     )
     @holds_state_lease
@@ -120,24 +142,38 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         from custsync_pipeline.domain.identity import resolution_columns, resolve_identities
         from custsync_pipeline.domain.stamps import attach_stamped, split_stamped
         from custsync_pipeline.store.identity import (
+            identity_figures,
             load_identity_conflicts,
             load_identity_state,
             load_resolution_records,
+            load_steward_decisions,
             save_identity_result,
         )
 
         engine = context.resources.state_db.engine
-        prior_map, golden_ids, decisions = load_identity_state(engine)
         # everything a resolution reads: the source records (their stamp moves whenever
         # one is written or deleted), the steward decisions and the rules
         inputs = inputs_key(
             table_stamp(engine, SOURCE_STAMP),
-            frame_digest(decisions.astype("string")),
+            frame_digest(load_steward_decisions(engine).astype("string")),
             sorted(plan.connectors),
             plan.identifiers,
             plan.matching,
         )
-        if len(prior_map) and inputs == stored_digest(engine, RESOLVED_INPUTS):
+        unchanged = inputs == stored_digest(engine, RESOLVED_INPUTS)
+        if unchanged:
+            rows, golden, kinds = identity_figures(engine)
+            if rows and kept_outputs(
+                context, {IDENTITY_MAP: rows, IDENTITY_CONFLICTS: sum(kinds.values())}
+            ):
+                context.log.info(
+                    f"nothing changed since the last resolution: the stored map of {rows} "
+                    "source records and the last outputs stay as they are"
+                )
+                yield from _identity_figures(rows, golden, kinds)
+                return
+        prior_map, golden_ids, decisions = load_identity_state(engine)
+        if len(prior_map) and unchanged:
             context.log.info(
                 f"nothing changed since the last resolution: the stored map of "
                 f"{len(prior_map)} source records is used as it is"

@@ -1,0 +1,71 @@
+"""Steps that find nothing new to do leave their last outputs in place (issue 14: a rerun
+of a million records reads and writes no more than it must), over real sockets with a
+real SQLite state DB: with nothing changed at the sources, the identity and golden steps
+report the stored figures without reading the map or the golden records and without
+rewriting their outputs, and the steps after them read those outputs as before; an output
+that is no longer on disk is written again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
+from custsync_pipeline.defs.identity.assets import IDENTITY_CONFLICTS, IDENTITY_MAP
+from custsync_pipeline.defs.io import ParquetIOManager
+from custsync_pipeline.sandbox.server import Sandbox
+from custsync_pipeline.store import core
+from custsync_pipeline.store.db import StateDB
+from custsync_pipeline_tests.e2e import materialize_all, metadata_of, write_sync_config
+
+
+def test_unchanged_steps_keep_their_outputs(dagster_env, tmp_path: Path) -> None:
+    with Sandbox(seed=5, people=80, base_port=0, systems=["salesforce", "voucherify"]) as sb:
+        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+        cfg = write_sync_config(tmp_path / "sync.yaml", sb.urls, url, {"salesforce", "voucherify"})
+        data = yaml.safe_load(cfg.read_text())
+        data["publish"] = []  # no write-back: the sources do not change between the runs
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
+        dagster_env.setenv("CUSTSYNC_STATE_DB_URL", url)
+        io = ParquetIOManager()
+        keys = (IDENTITY_MAP, IDENTITY_CONFLICTS, GOLDEN_CUSTOMERS)
+        with dg.DagsterInstance.ephemeral() as instance:
+            first = materialize_all(instance)
+            written = {k: io._key_path(k).stat().st_mtime_ns for k in keys}
+            rows = {k: io.held_rows(k) for k in keys}
+            engine = StateDB(url).engine
+            assert rows[GOLDEN_CUSTOMERS] == len(core.load_golden_records(engine)) > 0
+
+            second = materialize_all(instance)
+            ids = metadata_of(second, "identity_map")
+            gold = metadata_of(second, "golden_customers")
+            assert ids["resolution_skipped"] is True and gold["merge_skipped"] is True
+            assert gold["changed_records"] == 0
+            for key in ("dagster/row_count", "golden_ids", "conflicts"):
+                assert ids[key] == metadata_of(first, "identity_map")[key], key
+            assert gold["dagster/row_count"] == rows[GOLDEN_CUSTOMERS]
+            assert (
+                gold["nameless_records"]
+                == metadata_of(first, "golden_customers")["nameless_records"]
+            )
+            conflicts = metadata_of(second, "identity_conflicts")
+            assert conflicts["dagster/row_count"] == rows[IDENTITY_CONFLICTS]
+            # not rewritten, and still what the steps after them read
+            assert {k: io._key_path(k).stat().st_mtime_ns for k in keys} == written
+
+            io._key_path(IDENTITY_MAP).unlink()  # another storage dir, a cleaned disk
+            io._key_path(GOLDEN_CUSTOMERS).unlink()
+            third = materialize_all(instance)
+            assert metadata_of(third, "identity_map")["resolution_skipped"] is True
+            assert metadata_of(third, "golden_customers")["merge_skipped"] is True
+            assert io.held_rows(IDENTITY_MAP) == rows[IDENTITY_MAP]
+            assert io.held_rows(GOLDEN_CUSTOMERS) == rows[GOLDEN_CUSTOMERS]
+
+            sb.changes("salesforce", edit=4, seed=2)
+            fourth = materialize_all(instance)
+            assert metadata_of(fourth, "identity_map")["resolution_skipped"] is False
+            assert metadata_of(fourth, "golden_customers")["changed_records"] > 0
+            engine.dispose()
