@@ -1,14 +1,17 @@
 """The store side of incremental pulls on SQLite and PostgreSQL: source records upserted and
 deleted ids removed; aspect entries replaced only for the records a pull returned — a
 Salesforce Account pulled alone keeps the contact persons its Contacts give it, a Contact
-pulled alone replaces only its own contact-person entry, a deleted Contact's entry leaves.
+pulled alone replaces only its own contact-person entry, a deleted Contact's entry leaves;
+whether the pull's stored entries are found by its ids (a small pull) or in the whole set.
 """
 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from custsync_pipeline.store import core
+from custsync_pipeline.store import golden as golden_store
 from custsync_pipeline.store.golden import (
     load_source_entries,
     replace_source_entries,
@@ -16,6 +19,15 @@ from custsync_pipeline.store.golden import (
 )
 
 C = "salesforce"
+
+
+@pytest.fixture(autouse=True, params=["scoped", "whole"])
+def entries_read(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of finding a pull's stored entries: only those it may own (a small pull),
+    and the connector's whole set (a big one)."""
+    if request.param == "whole":
+        monkeypatch.setattr(golden_store, "SCOPED_READ_MAX", 0)
+    return request.param
 
 
 def _records(ids: list[str], name: str = "Ann") -> pd.DataFrame:

@@ -25,7 +25,7 @@ from custsync_pipeline.domain.canonical import (
     NUMERIC_COLUMNS,
     conform,
 )
-from custsync_pipeline.store.bulk import bump_stamp, delete_in, insert_frame, read_frame
+from custsync_pipeline.store.bulk import bump_stamp, chunks, delete_in, insert_frame, read_frame
 from custsync_pipeline.store.db import metadata
 
 
@@ -143,10 +143,25 @@ def row_hashes(rows: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(rows[cols], index=False).to_numpy().astype(str)
 
 
-def _stored_hashes(conn: sa.Connection, connector: str) -> pd.DataFrame:
+# an incremental pull of up to this many records reads only its own stored hashes
+SCOPED_HASHES_MAX = 50_000
+
+
+def _stored_hashes(
+    conn: sa.Connection, connector: str, ids: list[str] | None = None
+) -> pd.DataFrame:
+    """Stored (source_id, row_hash) of ``connector``: every record, or those of ``ids``."""
     c = source_records.c
-    result = conn.execute(sa.select(c.source_id, c.row_hash).where(c.connector == connector))
-    return pd.DataFrame(result.cursor.fetchall(), columns=["source_id", "row_hash"])
+    stmt = sa.select(c.source_id, c.row_hash).where(c.connector == connector)
+    if ids is None or len(ids) > SCOPED_HASHES_MAX:
+        rows = conn.execute(stmt).cursor.fetchall()
+    else:
+        rows = [
+            r
+            for part in chunks(ids)
+            for r in conn.execute(stmt.where(c.source_id.in_(part))).cursor.fetchall()
+        ]
+    return pd.DataFrame(rows, columns=["source_id", "row_hash"])
 
 
 def _delete_ids(conn: sa.Connection, connector: str, ids: list[str]) -> int:
@@ -156,12 +171,16 @@ def _delete_ids(conn: sa.Connection, connector: str, ids: list[str]) -> int:
 
 
 def _write_changed(
-    conn: sa.Connection, connector: str, rows: pd.DataFrame, gone: list[str]
+    conn: sa.Connection, connector: str, rows: pd.DataFrame, gone: list[str], scoped: bool = False
 ) -> tuple[int, int]:
     """Write the rows whose hash differs from the stored copy and delete ``gone``; the
-    source stamp moves when anything changed. Returns (rows written, rows deleted)."""
+    source stamp moves when anything changed. ``scoped``: compare with the stored copies
+    of ``rows`` only (an incremental pull), not the connector's every record. Returns
+    (rows written, rows deleted)."""
     rows["row_hash"] = row_hashes(rows)
-    stored = _stored_hashes(conn, connector)
+    stored = _stored_hashes(
+        conn, connector, rows["source_id"].astype(str).tolist() if scoped else None
+    )
     if len(stored):
         old = (
             rows["source_id"]
@@ -203,7 +222,7 @@ def upsert_source_records(
     pulled = set(rows["source_id"].astype(str))
     gone = [i for i in dict.fromkeys(str(i) for i in deleted_ids) if i not in pulled]
     with engine.begin() as conn:
-        _, removed = _write_changed(conn, connector, rows, gone)
+        _, removed = _write_changed(conn, connector, rows, gone, scoped=True)
     return len(rows), removed
 
 

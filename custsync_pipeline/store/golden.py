@@ -23,6 +23,7 @@ from custsync_pipeline.domain.aspects import (
 from custsync_pipeline.domain.golden import ENTRY_SOURCE_COLUMNS, GOLDEN_ENTRY_COLUMNS
 from custsync_pipeline.store.bulk import (
     bump_stamp,
+    chunks,
     delete_in,
     frame_digest,
     insert_frame,
@@ -35,6 +36,7 @@ from custsync_pipeline.store.core import (
     golden_events,
     golden_records,
     source_record_ids,
+    source_records,
 )
 from custsync_pipeline.store.db import metadata
 
@@ -113,6 +115,65 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
     return len(rows)
 
 
+# a pull of up to this many records reads only the stored entries that may be its own;
+# a bigger one reads the connector's entries whole (one scan instead of many)
+SCOPED_READ_MAX = 50_000
+
+
+def _entries_in_scope(
+    engine: Engine, connector: str, scope: set[str]
+) -> tuple[pd.DataFrame, set[str]]:
+    """The stored entries of ``connector`` that may have come from a record in ``scope``
+    (their source id, parent or local id is one), and which ids among ``scope`` and their
+    parent and local ids are records of the connector (stored, with entries, or pulled)."""
+    c = source_entries.c
+    columns = [c[k] for k in ENTRY_COLUMNS]
+    mine = c.connector == connector
+    if len(scope) > SCOPED_READ_MAX:
+        stored = _read_frame(engine, sa.select(*columns).where(mine))
+        stored = conform_entries(stored) if len(stored) else stored
+        known = scope | set(stored["source_id"].astype(str)) | source_record_ids(engine, connector)
+        return stored, known
+    parts = [
+        _read_frame(
+            engine,
+            sa.select(*columns).where(
+                mine,
+                sa.or_(c.source_id.in_(ids), c.parent_local_id.in_(ids), c.local_id.in_(ids)),
+            ),
+        )
+        for ids in chunks(sorted(scope))
+    ]
+    stored = (
+        pd.concat(parts, ignore_index=True).drop_duplicates(list(KEY_COLUMNS[:4]))
+        if parts
+        else pd.DataFrame()
+    )
+    if not len(stored):
+        return stored, set(scope)
+    stored = conform_entries(stored).reset_index(drop=True)
+    # which of the ids these entries name are records of the connector
+    named = sorted(
+        set(stored["parent_local_id"].dropna().astype(str))
+        | set(stored["local_id"].dropna().astype(str))
+    )
+    known = set(scope) | set(stored["source_id"].astype(str))
+    r = source_records.c
+    with engine.connect() as conn:
+        for ids in chunks(named):
+            known.update(
+                conn.execute(
+                    sa.select(r.source_id).where(r.connector == connector, r.source_id.in_(ids))
+                ).scalars()
+            )
+            known.update(
+                conn.execute(
+                    sa.select(c.source_id).distinct().where(mine, c.source_id.in_(ids))
+                ).scalars()
+            )
+    return stored, known
+
+
 def upsert_source_entries(
     engine: Engine,
     connector: str,
@@ -133,13 +194,8 @@ def upsert_source_entries(
     scope = {str(i) for i in record_ids} | {str(i) for i in deleted_ids}
     pk = list(KEY_COLUMNS[1:4])
     c = source_entries.c
-    stored = _read_frame(
-        engine, sa.select(*[c[k] for k in ENTRY_COLUMNS]).where(c.connector == connector)
-    )
-    stored = conform_entries(stored) if len(stored) else stored
+    stored, known = _entries_in_scope(engine, connector, scope)
     if len(stored):
-        # a record of the connector: stored (a Contact without entries of its own), or pulled
-        known = scope | set(stored["source_id"].astype(str)) | source_record_ids(engine, connector)
         parent, local = stored["parent_local_id"], stored["local_id"]
         origin = parent.where(
             parent.isin(known), local.where(local.isin(known), stored["source_id"])
