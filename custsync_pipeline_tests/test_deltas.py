@@ -110,3 +110,23 @@ def test_hold_back_by_kind_and_required_field_with_counts() -> None:
     assert why == {"kind_not_taken": 2, "missing_last_name": 1}
     everything, none = hold_back(golden, None, [])
     assert len(everything) == 4 and none == {}
+
+
+def test_member_views_keep_a_members_own_entries_in_the_targets_slots() -> None:
+    """Two duplicates of one person in a target with two address slots: each keeps its own
+    addresses first, so the write does not trade one's second address for the other's."""
+    from custsync_pipeline.domain.deltas import member_views
+
+    a, b, c = ({"entry_key": k, "street": s} for k, s in (("k1", "A"), ("k2", "B"), ("k3", "C")))
+    golden = pd.DataFrame({"golden_id": ["G1"], "first_name": ["Ann"], "addresses": [[a, b, c]]})
+    members = pd.DataFrame(
+        {
+            "source_id": ["m1", "m2", "m3"],
+            "golden_id": ["G1", "G1", "G1"],
+            "addresses": [[a, b], [a, c], None],
+        }
+    )
+    views = member_views(golden, members, ["addresses"])
+    streets = {s: [e["street"] for e in v] for s, v in views["addresses"].items()}
+    assert streets == {"m1": ["A", "B", "C"], "m2": ["A", "C", "B"], "m3": ["A", "B", "C"]}
+    assert views.loc["m2", "first_name"] == "Ann"

@@ -6,8 +6,10 @@ fresh evidence, and a target's single name field is read as a full name.
 - Voucherify's ``name`` goes through the name parser: ``"Jensen"`` alone is a surname,
   ``"van der Berg, Anna"`` splits right;
 - over sockets, Salesforce and Voucherify of ``CUSTSYNC_ECHO_PEOPLE`` people (default
-  5,000): after the first run has settled the targets, consecutive runs with no source
-  change move no golden id, change no golden record and send no write.
+  5,000): after the first run has filled the targets, consecutive runs with no source
+  change (the first of them reads back what custsync wrote) move no golden id, change no
+  golden record and send no write; a Contact's two address slots keep a duplicate's own
+  entries (``member_views``), so no write takes away the only copy of an address.
 """
 
 from __future__ import annotations
@@ -102,10 +104,9 @@ def test_no_source_change_no_golden_change_no_write(dagster_env, tmp_path: Path)
         )
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success  # the first sync fills the targets
-            assert materialize_all(instance).success  # and reads back what it wrote
             engine = StateDB(db_url).engine
             ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
-            for _ in range(2):
+            for run in (2, 3):  # the first reads back what it wrote: no change either
                 again = materialize_all(instance)
                 assert again.success
                 golden = metadata_of(again, "golden_customers")
@@ -118,8 +119,11 @@ def test_no_source_change_no_golden_change_no_write(dagster_env, tmp_path: Path)
                     "select connector, source_id, golden_id from identity_map", engine
                 )
                 both = ids.merge(now, on=["connector", "source_id"], suffixes=("_a", "_b"))
-                assert len(both) == len(ids) == len(now)
-                assert (both["golden_id_a"] == both["golden_id_b"]).all()
+                assert len(both) == len(ids), "a record left the map"
+                assert (both["golden_id_a"] == both["golden_id_b"]).all(), "a golden id moved"
+                if run == 3:  # the records custsync created joined in run 2, and stay
+                    assert len(now) == len(ids)
+                ids = now
             engine.dispose()
 
 

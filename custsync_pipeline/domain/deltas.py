@@ -55,6 +55,7 @@ def compute_deltas(
     writable_types: Sequence[str] | None = None,
     aspect_hashes: pd.Series | None = None,
     member_aspect_hashes: pd.Series | None = None,
+    member_want_hashes: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Upsert deltas for one target.
 
@@ -74,7 +75,9 @@ def compute_deltas(
     ``aspect_hashes`` (golden_id -> hash) and ``member_aspect_hashes`` (member
     source_id -> hash) are :func:`aspect_payload_hashes` of the aspects the target
     takes; an empty golden aspect payload (``EMPTY_ASPECTS``) is never a difference,
-    as an empty field is not.
+    as an empty field is not. ``member_want_hashes`` (member source_id -> hash): what
+    each member should hold of the aspects (:func:`member_views`: its own entries kept in
+    the target's slots); an update's payload hash is then the member's own.
     """
     fields = list(fields)
     present = members["golden_id"]
@@ -108,6 +111,11 @@ def compute_deltas(
         drift = differs.copy()  # field drift: never hidden by the ledger
         if aspect_hashes is not None:
             want = m["golden_id"].map(aspect_hashes).fillna(EMPTY_ASPECTS)
+            if member_want_hashes is not None:
+                want = m["source_id"].map(member_want_hashes).fillna(want)
+                own = g.set_index("golden_id").loc[m["golden_id"]].reset_index()
+                own["aspects_hash"] = want.to_numpy()
+                m["payload_hash"] = row_hash(own, hashed).to_numpy()
             have = m["source_id"].map(
                 member_aspect_hashes if member_aspect_hashes is not None else {}
             )
@@ -195,16 +203,52 @@ def aspect_payload_hashes(
     return hashed.where(text != blank_text, EMPTY_ASPECTS)
 
 
+def member_views(
+    golden: pd.DataFrame, members: pd.DataFrame, aspects: Sequence[str]
+) -> pd.DataFrame:
+    """One row per member (``source_id``, indexed by it): its golden record's fields and
+    aspect entries, the entries the member itself holds (``members``' aspect columns)
+    first. A target with fewer slots than a golden record has entries (a Contact's
+    Mailing and Other address) then keeps a member's own entries in its slots instead of
+    trading them for others: two duplicates of one person keep their own second address,
+    and no write takes away the only copy of an entry."""
+    view = members[["source_id", "golden_id"]].merge(golden, on="golden_id", how="inner")
+    held = members.set_index("source_id")
+    for a in aspects:
+        mine = view["source_id"].map(held[a]) if a in held.columns else None
+        lists = [v if isinstance(v, list) else [] for v in view[a]]
+        if mine is not None:
+            keys = [
+                {e.get("entry_key") for e in own} if isinstance(own, list) else set()
+                for own in mine
+            ]
+            lists = [
+                sorted(entries, key=lambda e, k=k: e.get("entry_key") not in k) if k else entries
+                for entries, k in zip(lists, keys, strict=True)
+            ]
+        view[a] = lists
+    return view.set_index("source_id", drop=False)
+
+
 def attach_payloads(
     deltas: pd.DataFrame,
     golden: pd.DataFrame,
     to_payloads: Callable[[pd.DataFrame], list[dict]],
     dumps: Callable[[dict], str],
+    members: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Add the target-shaped JSON payload of each delta's golden record."""
+    """Add the target-shaped JSON payload of each delta's golden record (an update's from
+    its member's view, :func:`member_views`, when ``members`` holds it)."""
     if deltas.empty:
         return deltas.assign(payload=pd.Series([], dtype="object"))
     rows = golden.set_index("golden_id").loc[deltas["golden_id"]].reset_index()
+    if members is not None and len(members):
+        key = deltas["entity_key"].astype(str)
+        mine = key.isin(members.index).to_numpy()
+        if mine.any():
+            view = members.loc[key[mine], rows.columns].reset_index(drop=True)
+            rows = rows.astype(object)
+            rows.iloc[mine.nonzero()[0]] = view.to_numpy(dtype=object)
     payloads = to_payloads(rows)
     out = deltas.copy()
     out["payload"] = [dumps(p) for p in payloads]

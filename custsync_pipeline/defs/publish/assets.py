@@ -36,6 +36,7 @@ from custsync_pipeline.domain.deltas import (
     entry_lists,
     hold_back,
     hold_taken_keys,
+    member_views,
 )
 from custsync_pipeline.domain.echo import names_as_held
 from custsync_pipeline.domain.markets import apply_market_rules, market_takes
@@ -221,7 +222,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         takes = takes.assign(version=takes["golden_id"].map(core.golden_versions(engine)))
         write_object = getattr(connector, "write_object", None)
         golden_sub = golden_customers[["golden_id", *fields]]
-        aspect_hashes = member_hashes = None
+        aspect_hashes = member_hashes = member_want = views = None
         if aspects:
             # the aspects compared in the target's shape, golden side and member side
             g_entries = golden_store.load_golden_entries(engine)
@@ -232,6 +233,13 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             aspect_hashes = aspect_payload_hashes(taken, aspects, connector.from_canonical)
             member_hashes = aspect_payload_hashes(
                 m_frame, aspects, connector.from_canonical, key="source_id"
+            )
+            # each member's slots keep its own entries (two duplicates keep theirs)
+            views = member_views(
+                taken, m_frame.merge(members[["source_id", "golden_id"]], on="source_id"), aspects
+            )
+            member_want = aspect_payload_hashes(
+                views, aspects, connector.from_canonical, key="source_id"
             )
         # target-side changes to fields under review: left alone, queued for a person
         writable_members = (
@@ -246,6 +254,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             writable_types=[write_object] if write_object else None,
             aspect_hashes=aspect_hashes,
             member_aspect_hashes=member_hashes,
+            member_want_hashes=member_want,
         )
         # a golden record the target held and no longer holds was deleted there: it is
         # never created again in the system that deleted it
@@ -280,7 +289,9 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         if target.key_field:
             deltas, key_taken = hold_taken_keys(deltas, takes, members, target.key_field)
             held_back[f"key_taken_{target.key_field}"] = key_taken
-        deltas = attach_payloads(deltas, golden_sub, connector.from_canonical, core.dumps_payload)
+        deltas = attach_payloads(
+            deltas, golden_sub, connector.from_canonical, core.dumps_payload, members=views
+        )
         deltas = withhold_fields(
             deltas, golden_sub, conflicts, connector.from_canonical, core.dumps_payload
         )
