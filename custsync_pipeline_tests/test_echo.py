@@ -73,6 +73,21 @@ def test_keep_spelling_holds_the_previous_entry_values():
     assert kept[["street", "postal_code"]].values.tolist() == [["KUNGSVÄGEN 87", "41152"]]
     moved = prev.assign(postal_code=["41153"])
     assert keep_spelling(moved, prev)["postal_code"].tolist() == ["41153"]
+    # among many: the unchanged stay, the respelt take the old spelling, the rest move
+    many_prev = pd.DataFrame(
+        {"golden_id": ["G1", "G2", "G3"], "entry_key": ["k", "k", "k"],
+         "aspect": ["addresses"] * 3, "street": ["A 1", "B 2", "C 3"],
+         "postal_code": ["111 22", None, "33344"], "city": ["Lund", "Umeå", "Visby"]}
+    )  # fmt: skip
+    many_new = pd.DataFrame(
+        {"golden_id": ["G1", "G2", "G3", "G4"], "entry_key": ["k"] * 4,
+         "aspect": ["addresses"] * 4, "street": ["A 1", "b  2", "C 3", "D 4"],
+         "postal_code": ["111 22", None, "33345", "44455"], "city": ["Lund", "UMEÅ", "Visby", "Ed"]}
+    )  # fmt: skip
+    got = keep_spelling(many_new, many_prev)
+    assert got["street"].tolist() == ["A 1", "B 2", "C 3", "D 4"]
+    assert got["city"].tolist() == ["Lund", "Umeå", "Visby", "Ed"]
+    assert got["postal_code"].tolist()[2:] == ["33345", "44455"]
 
 
 def test_voucherify_name_is_read_as_a_full_name():

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
-from custsync_pipeline.domain.golden import field_strings
+from custsync_pipeline.domain.golden import field_strings, key_positions
 
 
 def _folded(values: pd.Series) -> pd.Series:
@@ -116,26 +117,39 @@ def keep_spelling(
     if entries.empty or previous.empty:
         return entries
     k = list(key)
-    prev = previous.drop_duplicates(k, keep="last").set_index(k)
-    idx = pd.MultiIndex.from_frame(entries[k].astype(str))
-    prev.index = pd.MultiIndex.from_frame(prev.index.to_frame().astype(str))
-    found = idx.isin(prev.index)
+    prev = previous.drop_duplicates(k, keep="last").reset_index(drop=True)
+    at = key_positions(entries, prev, k)  # Arrow hash lookup: no MultiIndex of strings
+    found = at >= 0
     if not found.any():
         return entries
-    out = entries.copy()
-    value_cols = sorted({c for cols in ASPECT_COLUMNS.values() for c in cols} & set(out.columns))
-    sub = idx[found]
-    now_f = {c: _spelling(out.loc[found, c]).to_numpy() for c in value_cols}
-    old = {c: prev[c].reindex(sub) for c in value_cols if c in prev.columns}
-    same = pd.Series(True, index=out.index[found]).to_numpy()
-    for c, o in old.items():
-        same &= now_f[c] == _spelling(o).to_numpy()
+    value_cols = sorted(
+        {c for cols in ASPECT_COLUMNS.values() for c in cols} & set(entries.columns)
+    )
+    value_cols = [c for c in value_cols if c in prev.columns]
+    pos = at[found]
+    old = {c: prev[c].to_numpy(dtype=object)[pos] for c in value_cols}
+    now = {c: entries[c].to_numpy(dtype=object)[found] for c in value_cols}
+    # most entries are exactly as before (taking the previous values changes nothing):
+    # only the others are folded and compared
+    differ = np.zeros(int(found.sum()), dtype=bool)
+    for c in value_cols:
+        a = pd.Series(now[c], dtype="string").fillna("").to_numpy()
+        b = pd.Series(old[c], dtype="string").fillna("").to_numpy()
+        differ |= a != b
+    if not differ.any():
+        return entries
+    same = differ.copy()
+    for c in value_cols:
+        a = _spelling(pd.Series(now[c][differ], dtype=object)).to_numpy()
+        b = _spelling(pd.Series(old[c][differ], dtype=object)).to_numpy()
+        same[differ] &= a == b
     if not same.any():
-        return out
+        return entries
+    out = entries.copy()
     rows = out.index[found][same]
-    for c, o in old.items():
+    for c in value_cols:
         out[c] = out[c].astype(object)
-        out.loc[rows, c] = o.to_numpy()[same]
+        out.loc[rows, c] = old[c][same]
     return out
 
 

@@ -297,7 +297,7 @@ def _keys(frame: pd.DataFrame, cols: Sequence[str]) -> pa.Array:
     return pc.binary_join_element_wise(*parts, pa.scalar("\x1f", pa.large_string()))
 
 
-def _positions(frame: pd.DataFrame, among: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
+def key_positions(frame: pd.DataFrame, among: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
     """Per row of ``frame``: the position of the first row of ``among`` with the same
     ``cols`` (-1 when none), by Arrow's hash lookup: no string merge, no Python loop."""
     if frame.empty or among.empty:
@@ -309,7 +309,7 @@ def _positions(frame: pd.DataFrame, among: pd.DataFrame, cols: Sequence[str]) ->
 def _golden_codes(frame: pd.DataFrame, identity_map: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     """Per row of ``frame``: the position in ``ids`` of its record's golden id (-1 when
     unmapped), looked up on (connector, source id)."""
-    at = _positions(frame, identity_map, ("connector", "source_id"))
+    at = key_positions(frame, identity_map, ("connector", "source_id"))
     if not len(identity_map):
         return at
     of_map = ids.get_indexer(identity_map["golden_id"].to_numpy(dtype=object))
@@ -455,7 +455,7 @@ def entries_digest(entries: pd.DataFrame, golden_ids: pd.Series) -> pd.Series:
     """One hex digest per golden id of its entries (order-free: a wrapping sum of hashes)."""
     sums = np.zeros(len(golden_ids), dtype=np.uint64)
     if not entries.empty:
-        at = _positions(entries, golden_ids.to_frame("golden_id"), ("golden_id",))
+        at = key_positions(entries, golden_ids.to_frame("golden_id"), ("golden_id",))
         mine = at >= 0
         np.add.at(sums, at[mine], entry_hashes(entries)[mine])  # uint64: wraps, never raises
     return pd.Series([format(int(x), "016x") for x in sums], index=golden_ids.index, dtype="string")
@@ -593,7 +593,7 @@ def _provider_of(events: pd.DataFrame, provenance: pd.DataFrame) -> object:
     (one row per golden id and field)."""
     if events.empty or provenance.empty:
         return pd.NA
-    at = _positions(events, provenance, ("golden_id", "field"))
+    at = key_positions(events, provenance, ("golden_id", "field"))
     conn = provenance["connector"].to_numpy(dtype=object)
     return np.where(at >= 0, conn[np.maximum(at, 0)], None)
 
