@@ -304,7 +304,10 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             removals = removals[done.to_numpy() != removals["payload_hash"].to_numpy()]
             step = "queued archive" if target.delete_mode == "archive" else "queued delete"
             record_delete_events(engine, removals["golden_id"], step, name)
-            deltas = pd.concat([deltas, removals], ignore_index=True)
+            columns = list(dict.fromkeys([*deltas.columns, *removals.columns]))
+            parts = [d for d in (deltas, removals) if len(d)]  # no empty frame in a concat
+            if parts:
+                deltas = pd.concat(parts, ignore_index=True).reindex(columns=columns)
         queued_before = ledger["status"].isin(core.QUEUED)
         core.enqueue_deltas(engine, name, deltas)
         # queued rows of an older computation this one did not renew: never sent
