@@ -130,3 +130,8 @@ def test_member_views_keep_a_members_own_entries_in_the_targets_slots() -> None:
     streets = {s: [e["street"] for e in v] for s, v in views["addresses"].items()}
     assert streets == {"m1": ["A", "B", "C"], "m2": ["A", "C", "B"], "m3": ["A", "B", "C"]}
     assert views.loc["m2", "first_name"] == "Ann"
+    # the golden record's own address (its flat street) leads: the target's flat fields
+    # and first slot agree with the golden record; the member's own come next
+    views = member_views(golden.assign(street=["b"]), members, ["addresses"])
+    streets = {s: [e["street"] for e in v] for s, v in views["addresses"].items()}
+    assert streets == {"m1": ["B", "A", "C"], "m2": ["B", "A", "C"], "m3": ["A", "B", "C"]}

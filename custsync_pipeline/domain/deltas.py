@@ -207,27 +207,51 @@ def member_views(
     golden: pd.DataFrame, members: pd.DataFrame, aspects: Sequence[str]
 ) -> pd.DataFrame:
     """One row per member (``source_id``, indexed by it): its golden record's fields and
-    aspect entries, the entries the member itself holds (``members``' aspect columns)
-    first. A target with fewer slots than a golden record has entries (a Contact's
-    Mailing and Other address) then keeps a member's own entries in its slots instead of
-    trading them for others: two duplicates of one person keep their own second address,
-    and no write takes away the only copy of an entry."""
+    aspect entries, ordered: the golden record's primary entry (the one its single-valued
+    fields of the same names hold: the address its ``city`` and ``postal_code`` are)
+    first, then the entries the member itself holds (``members``' aspect columns), then
+    the rest. A target with fewer slots than a golden record has entries (a Contact's
+    Mailing and Other address) then holds the golden primary entry, as its flat fields do,
+    and keeps a member's own other entries in its other slots instead of trading them for
+    others: two duplicates of one person keep their own second address, and no write
+    takes away the only copy of an entry."""
     view = members[["source_id", "golden_id"]].merge(golden, on="golden_id", how="inner")
     held = members.set_index("source_id")
     for a in aspects:
         mine = view["source_id"].map(held[a]) if a in held.columns else None
         lists = [v if isinstance(v, list) else [] for v in view[a]]
-        if mine is not None:
-            keys = [
-                {e.get("entry_key") for e in own} if isinstance(own, list) else set()
-                for own in mine
-            ]
-            lists = [
-                sorted(entries, key=lambda e, k=k: e.get("entry_key") not in k) if k else entries
-                for entries, k in zip(lists, keys, strict=True)
-            ]
-        view[a] = lists
+        if mine is None:
+            view[a] = lists
+            continue
+        shared = [c for c in ASPECT_COLUMNS.get(a, ()) if c in view.columns]
+        flat = (
+            view[shared].astype(object).where(view[shared].notna(), None).to_dict("records")
+            if shared
+            else [{}] * len(view)
+        )
+        keys = [
+            {e.get("entry_key") for e in own} if isinstance(own, list) else set() for own in mine
+        ]
+        view[a] = [
+            sorted(
+                entries,
+                key=lambda e, k=k, f=f: (not _is_primary(e, f), e.get("entry_key") not in k),
+            )
+            if k
+            else entries
+            for entries, k, f in zip(lists, keys, flat, strict=True)
+        ]
     return view.set_index("source_id", drop=False)
+
+
+def _is_primary(entry: dict, flat: dict) -> bool:
+    """Whether ``entry`` is what the golden record's single-valued fields of the same names
+    hold (every one of them that has a value, and at least one)."""
+    compared = [(entry.get(c), v) for c, v in flat.items() if v is not None]
+    return bool(compared) and all(
+        str(e or "").replace(" ", "").casefold() == str(v).replace(" ", "").casefold()
+        for e, v in compared
+    )
 
 
 def attach_payloads(
