@@ -23,6 +23,7 @@ from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
+from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
 from custsync_pipeline.domain.conflicts import (
     accept_target_values,
     field_conflicts,
@@ -234,9 +235,16 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             member_hashes = aspect_payload_hashes(
                 m_frame, aspects, connector.from_canonical, key="source_id"
             )
-            # each member's slots keep its own entries (two duplicates keep theirs)
+            # each member's slots: the golden primary entry first (the one the golden
+            # record's flat fields hold, sent or not), then its own (duplicates keep theirs)
+            flat = sorted(
+                {c for a in aspects for c in ASPECT_COLUMNS.get(a, ())}
+                & set(golden_customers.columns) - set(taken.columns)
+            )
             views = member_views(
-                taken, m_frame.merge(members[["source_id", "golden_id"]], on="source_id"), aspects
+                taken.merge(golden_customers[["golden_id", *flat]], on="golden_id", how="left"),
+                m_frame.merge(members[["source_id", "golden_id"]], on="source_id"),
+                aspects,
             )
             member_want = aspect_payload_hashes(
                 views, aspects, connector.from_canonical, key="source_id"
