@@ -135,3 +135,10 @@ def test_member_views_keep_a_members_own_entries_in_the_targets_slots() -> None:
     views = member_views(golden.assign(street=["b"]), members, ["addresses"])
     streets = {s: [e["street"] for e in v] for s, v in views["addresses"].items()}
     assert streets == {"m1": ["B", "A", "C"], "m2": ["B", "A", "C"], "m3": ["A", "B", "C"]}
+    # two entries at the golden address (mailing and visiting): only the first leads, so
+    # the second slot keeps what it held
+    d = {"entry_key": "k4", "street": "B", "type": "visiting"}
+    golden = golden.assign(street=["b"], addresses=[[a, b, c, d]])
+    members = members.assign(addresses=[[b, c], [b, c], None])
+    views = member_views(golden, members, ["addresses"])
+    assert [e["entry_key"] for e in views.loc["m1", "addresses"]] == ["k2", "k3", "k1", "k4"]

@@ -233,15 +233,21 @@ def member_views(
             {e.get("entry_key") for e in own} if isinstance(own, list) else set() for own in mine
         ]
         view[a] = [
-            sorted(
-                entries,
-                key=lambda e, k=k, f=f: (not _is_primary(e, f), e.get("entry_key") not in k),
-            )
-            if k
-            else entries
+            _member_order(entries, k, f) if k else entries
             for entries, k, f in zip(lists, keys, flat, strict=True)
         ]
     return view.set_index("source_id", drop=False)
+
+
+def _member_order(entries: list[dict], held: set, flat: dict) -> list[dict]:
+    """``entries`` with the golden primary one (the first the flat fields hold) first, then
+    those in ``held``, then the rest, each group in golden order."""
+    primary = next((i for i, e in enumerate(entries) if _is_primary(e, flat)), None)
+    order = sorted(
+        range(len(entries)),
+        key=lambda i: (i != primary, entries[i].get("entry_key") not in held),
+    )
+    return [entries[i] for i in order]
 
 
 def _is_primary(entry: dict, flat: dict) -> bool:
