@@ -53,6 +53,7 @@ def main() -> int:
         cfg = write_sync_config(work / "sync.yaml", sb.urls, url, enabled=set(SYSTEMS))
         os.environ["CUSTSYNC_CONFIG"] = str(cfg)
         engine = StateDB(url).engine
+        print(f"state DB: {url} (kept: golden_events says what a run changed)", flush=True)
         before = None
         with dg.DagsterInstance.ephemeral() as instance:
             for i in range(1, args.runs + 1):

@@ -204,7 +204,7 @@ def test_a_pull_that_is_the_one_stored_last_is_not_validated_again(dagster_env, 
         from custsync_pipeline.defs.extract.assets import customers_key
         from custsync_pipeline.defs.io import ParquetIOManager
 
-        ParquetIOManager()._key_path(customers_key("voucherify")).unlink()
+        ParquetIOManager().key_path(customers_key("voucherify")).unlink()
         rewritten = _run(instance, tags=full)
         assert metadata_of(rewritten, "voucherify/customers")["pull_unchanged"] is False
         assert ParquetIOManager().held_rows(customers_key("voucherify")) == n["voucherify"]

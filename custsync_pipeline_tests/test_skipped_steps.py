@@ -34,7 +34,7 @@ def test_unchanged_steps_keep_their_outputs(dagster_env, tmp_path: Path) -> None
         keys = (IDENTITY_MAP, IDENTITY_CONFLICTS, GOLDEN_CUSTOMERS)
         with dg.DagsterInstance.ephemeral() as instance:
             first = materialize_all(instance)
-            written = {k: io._key_path(k).stat().st_mtime_ns for k in keys}
+            written = {k: io.key_path(k).stat().st_mtime_ns for k in keys}
             rows = {k: io.held_rows(k) for k in keys}
             engine = StateDB(url).engine
             assert rows[GOLDEN_CUSTOMERS] == len(core.load_golden_records(engine)) > 0
@@ -54,10 +54,10 @@ def test_unchanged_steps_keep_their_outputs(dagster_env, tmp_path: Path) -> None
             conflicts = metadata_of(second, "identity_conflicts")
             assert conflicts["dagster/row_count"] == rows[IDENTITY_CONFLICTS]
             # not rewritten, and still what the steps after them read
-            assert {k: io._key_path(k).stat().st_mtime_ns for k in keys} == written
+            assert {k: io.key_path(k).stat().st_mtime_ns for k in keys} == written
 
-            io._key_path(IDENTITY_MAP).unlink()  # another storage dir, a cleaned disk
-            io._key_path(GOLDEN_CUSTOMERS).unlink()
+            io.key_path(IDENTITY_MAP).unlink()  # another storage dir, a cleaned disk
+            io.key_path(GOLDEN_CUSTOMERS).unlink()
             third = materialize_all(instance)
             assert metadata_of(third, "identity_map")["resolution_skipped"] is True
             assert metadata_of(third, "golden_customers")["merge_skipped"] is True

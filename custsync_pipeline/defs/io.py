@@ -103,9 +103,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return storage_root(self.base_dir)
 
     def _path(self, context: dg.InputContext | dg.OutputContext) -> Path:
-        return self._key_path(context.asset_key)
+        return self.key_path(context.asset_key)
 
-    def _key_path(self, key: dg.AssetKey) -> Path:
+    def key_path(self, key: dg.AssetKey) -> Path:
+        """Where the output of ``key`` lies (a test or a tool may look at it)."""
         return self._root().joinpath(*key.path[:-1], f"{key.path[-1]}.parquet")
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
@@ -122,7 +123,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def held_rows(self, key: dg.AssetKey) -> int | None:
         """Rows of the output of ``key`` on disk (None: there is none). A step whose inputs
         did not change leaves its last output in place; this tells it whether it can."""
-        path = self._key_path(key)
+        path = self.key_path(key)
         if not path.exists():
             return None
         try:

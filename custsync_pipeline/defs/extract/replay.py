@@ -32,11 +32,11 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from custsync_pipeline.defs.extract.pulls import FULL
 from custsync_pipeline.store import core
 from custsync_pipeline.store.bulk import frame_digest, inputs_key, save_digest, stored_digest
 
 REPLAY_PREFIX = "lane_pull:"
-FULL = "full"
 # the modules whose code decides what a pull validates and stores
 CODE_MODULES = (
     "custsync_pipeline.domain.canonical",
