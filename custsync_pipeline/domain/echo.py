@@ -32,7 +32,11 @@ import numpy as np
 import pandas as pd
 
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
+from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
 from custsync_pipeline.domain.golden import field_strings, key_positions
+
+# the golden fields a target's echo is looked for in (its kind is no value it was sent)
+ECHO_FIELDS: tuple[str, ...] = tuple(f for f in GOLDEN_FIELDS if f != "kind")
 
 
 def _folded(values: pd.Series) -> pd.Series:
@@ -86,27 +90,226 @@ def forget_echoes(records: pd.DataFrame, echoed: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# an entry's slot in its record: a Contact's Mailing or Other address, an Exact contact
+SLOT = ["connector", "source_id", "aspect", "local_id"]
+
+
+def _entry_texts(entries: pd.DataFrame) -> pd.Series:
+    """Each entry's aspect values as one folded text (entries of one slot compare by it)."""
+    out = pd.Series("", index=entries.index, dtype=object)
+    for aspect, cols in ASPECT_COLUMNS.items():
+        mine = (entries["aspect"] == aspect).to_numpy()
+        if not mine.any():
+            continue
+        values = field_strings(entries.loc[mine], cols)
+        text = _folded(values[cols[0]])
+        for c in cols[1:]:
+            text = text + "\x1f" + _folded(values[c])
+        out[mine] = text.to_numpy(dtype=object)
+    return out
+
+
+def _slot_keys(entries: pd.DataFrame) -> pd.Series:
+    return entries[SLOT].astype(str).agg("\x1e".join, axis=1) if len(entries) else pd.Series()
+
+
+def echoed_entries(entries: pd.DataFrame, written: pd.DataFrame) -> np.ndarray:
+    """Which ``entries`` equal, on every column of their aspect, an entry of the written
+    payload of the same record in the same slot (connector, source_id, aspect, local_id)."""
+    if entries.empty or written.empty:
+        return np.zeros(len(entries), dtype=bool)
+    a = entries[SLOT].astype(str).assign(text=_entry_texts(entries).to_numpy())
+    b = written[SLOT].astype(str).assign(text=_entry_texts(written).to_numpy())
+    both = a.reset_index(drop=True).reset_index().merge(b.drop_duplicates(), how="inner")
+    mask = np.zeros(len(entries), dtype=bool)
+    mask[both["index"].to_numpy()] = True
+    return mask
+
+
 def drop_echoed_entries(entries: pd.DataFrame, written: pd.DataFrame) -> pd.DataFrame:
     """``entries`` without those equal, on every column of their aspect, to an entry of the
     written payload of the same record (connector, source_id, aspect, local_id)."""
-    if entries.empty or written.empty:
-        return entries
-    key = ["connector", "source_id", "aspect", "local_id"]
-    keep = pd.Series(True, index=entries.index)
-    for aspect, cols in ASPECT_COLUMNS.items():
-        mine = entries["aspect"] == aspect
-        theirs = written[written["aspect"] == aspect]
-        if not mine.any() or theirs.empty:
-            continue
-        a = entries.loc[mine, key].astype(str).join(field_strings(entries.loc[mine], cols))
-        b = theirs[key].astype(str).join(field_strings(theirs, cols))
-        for c in cols:
-            a[c] = _folded(a[c])
-            b[c] = _folded(b[c])
-        b = b.drop_duplicates([*key, *cols])
-        both = a.reset_index().merge(b, on=[*key, *cols], how="inner")
-        keep.loc[both["index"].to_numpy()] = False
-    return entries[keep]
+    return entries[~echoed_entries(entries, written)]
+
+
+def own_word(
+    records: pd.DataFrame,
+    entries: pd.DataFrame,
+    written: pd.DataFrame,
+    written_entries: pd.DataFrame,
+    held: pd.DataFrame,
+    held_entries: pd.DataFrame,
+    fields: Iterable[str],
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """A target's records and entries as their own word: what custsync wrote and reads back
+    is no evidence. ``written``: canonical rows of the last acknowledged payload of each
+    record (connector, source_id, ``created``, fields), ``written_entries`` its entries.
+
+    - a record custsync **created** there holds nothing of its own: a value or an entry
+      that reads back exactly as written is left out (missing);
+    - a record it **updated** holds what it held before the write: an echoed value whose
+      write changed it takes the value held before (``held``: connector, source_id,
+      field, value), an echoed entry of a slot the write changed gives way to the
+      entries that slot held before (``held_entries``, with the slot's key columns; a
+      slot that held nothing has a row with ``aspect`` and ``local_id`` and no values:
+      ``held_empty``). A value the write did not change is the record's own.
+
+    Returns (records, entries, echoed values and entries set aside)."""
+    fields = list(fields)
+    echoed = echoed_fields(records, written, fields)
+    n = int(echoed.to_numpy().sum())
+    key = records[["connector", "source_id"]].astype(str).agg("\x1e".join, axis=1)
+    created_keys = set()
+    if len(written) and "created" in written.columns:
+        c = written[written["created"].astype(bool)]
+        created_keys = set(c["connector"].astype(str) + "\x1e" + c["source_id"].astype(str))
+    created = key.isin(created_keys).to_numpy() if len(records) else np.zeros(0, dtype=bool)
+    out = records
+    if n:
+        out = records.copy()
+        for f in echoed.columns:
+            mask = echoed[f].to_numpy()
+            take = mask & created
+            sub = held[held["field"] == f] if len(held) else held
+            was = pd.Series(dtype=object)
+            if len(sub):
+                was = sub.set_index(
+                    sub["connector"].astype(str) + "\x1e" + sub["source_id"].astype(str)
+                )["value"]
+                was = was[~was.index.duplicated(keep="last")]
+            back = mask & ~created & key.isin(was.index).to_numpy()
+            if take.any() or back.any():
+                out[f] = out[f].astype(object)
+                out.loc[take, f] = None
+                out.loc[back, f] = key[back].map(was).to_numpy(dtype=object)
+    out = _held_times(out, key, written, echoed, created, held, fields)
+    if entries.empty or written_entries.empty:
+        return out, entries, n
+    hit = echoed_entries(entries, written_entries)
+    if not hit.any():
+        return out, entries, n
+    ekey = entries[["connector", "source_id"]].astype(str).agg("\x1e".join, axis=1)
+    e_created = ekey.isin(created_keys).to_numpy()
+    slots = _slot_keys(entries)
+    held_slots = set(_slot_keys(held_entries)) if len(held_entries) else set()
+    swap = hit & ~e_created & slots.isin(held_slots).to_numpy()
+    drop = (hit & e_created) | swap
+    kept = entries[~drop]
+    if swap.any():
+        back = held_entries[_slot_keys(held_entries).isin(set(slots[swap])).to_numpy()]
+        if "held_empty" in back.columns:
+            back = back[~back["held_empty"].astype(bool)].drop(columns="held_empty")
+        if len(back):
+            kept = pd.concat([kept, back.reindex(columns=entries.columns)], ignore_index=True)
+    return out, kept, n + int(drop.sum())
+
+
+def _held_times(
+    records: pd.DataFrame,
+    key: pd.Series,
+    written: pd.DataFrame,
+    echoed: pd.DataFrame,
+    created: np.ndarray,
+    held: pd.DataFrame,
+    fields: list[str],
+) -> pd.DataFrame:
+    """An updated record that reads back exactly as written (every value the write sent)
+    is as recent as it was before the write: the write's own time would make its held
+    values the newest of its connector and win survivorship over its twin's."""
+    if "updated_at" not in records.columns or not len(held) or not len(written):
+        return records
+    sub = held[held["field"] == "updated_at"]
+    if sub.empty:
+        return records
+    was = pd.Series(
+        pd.to_datetime(sub["value"], utc=True, format="mixed").to_numpy(),
+        index=sub["connector"].astype(str) + "\x1e" + sub["source_id"].astype(str),
+    )
+    was = was[~was.index.duplicated(keep="last") & was.notna().to_numpy()]
+    w = written.drop_duplicates(["connector", "source_id"], keep="last")
+    cols = [f for f in fields if f in w.columns]
+    sent = sum((_folded(w[f]) != "").astype(int) for f in cols)
+    sent = pd.Series(
+        np.asarray(sent), index=w["connector"].astype(str) + "\x1e" + w["source_id"].astype(str)
+    )
+    echoed_n = echoed.to_numpy().sum(axis=1) if echoed.shape[1] else np.zeros(len(records))
+    complete = echoed_n == key.map(sent).fillna(-1).to_numpy()
+    restore = complete & ~created & key.isin(was.index).to_numpy()
+    if not restore.any():
+        return records
+    out = records.copy()
+    times = pd.to_datetime(out["updated_at"], utc=True, format="mixed")
+    times[restore] = key[restore].map(was).to_numpy()
+    out["updated_at"] = times
+    return out
+
+
+def held_before(
+    own: pd.DataFrame,
+    own_entries: pd.DataFrame,
+    written: pd.DataFrame,
+    written_entries: pd.DataFrame,
+    fields: Iterable[str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What an update changes in its records, as they held it before (``own``: their own
+    word, :func:`own_word`): (connector, source_id, field, value) of each written field
+    whose value differs (folded) from the record's, and the record's entries of each slot
+    the payload fills differently (a slot it held empty gets one row, ``held_empty``).
+    Stored with the update, so its echo can be told from the record's own word later."""
+    fields = [f for f in fields if f in written.columns]
+    key = ["connector", "source_id"]
+    parts = []
+    if len(written) and fields:
+        w = written[[*key, *fields]].astype({k: str for k in key})
+        o = (
+            own.astype({k: str for k in key})
+            .set_index(key)
+            .reindex(pd.MultiIndex.from_frame(w[key]))
+        )
+        for f in fields:
+            sent = _folded(w[f]).to_numpy()
+            had = _folded(o[f]).to_numpy() if f in o.columns else np.full(len(w), "")
+            differ = (sent != "") & (sent != had)
+            if differ.any():
+                vals = o[f].to_numpy(dtype=object)[differ] if f in o.columns else None
+                parts.append(
+                    w.loc[differ, key].assign(field=f, value=vals if vals is not None else None)
+                )
+    if "updated_at" in own.columns and len(written):
+        # when each record last changed before the write (see _held_times)
+        w = written[key].astype(str)
+        o = own.astype({k: str for k in key}).set_index(key)
+        o = o[~o.index.duplicated(keep="last")].reindex(pd.MultiIndex.from_frame(w))
+        parts.append(w.assign(field="updated_at", value=o["updated_at"].to_numpy(dtype=object)))
+    held = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=[*key, "field", "value"])
+    )
+    if written_entries.empty:
+        return held, pd.DataFrame()
+    we = written_entries.assign(slot=_slot_keys(written_entries).to_numpy())
+    we["text"] = _entry_texts(written_entries).to_numpy()
+    mine = own_entries
+    if len(mine):
+        mine = mine.assign(slot=_slot_keys(mine).to_numpy(), text=_entry_texts(mine).to_numpy())
+        mine = mine[mine["slot"].isin(set(we["slot"]))]
+    sig_w = we.groupby("slot")["text"].agg(lambda t: "\x1d".join(sorted(t)))
+    sig_o = (
+        mine.groupby("slot")["text"].agg(lambda t: "\x1d".join(sorted(t)))
+        if len(mine)
+        else pd.Series(dtype=object)
+    )
+    changed = sig_w.index[sig_w.to_numpy() != sig_o.reindex(sig_w.index).fillna("").to_numpy()]
+    if not len(changed):
+        return held, pd.DataFrame()
+    back = mine[mine["slot"].isin(set(changed))] if len(mine) else pd.DataFrame()
+    empty = sorted(set(changed) - set(back["slot"]) if len(back) else set(changed))
+    first = we.drop_duplicates("slot").set_index("slot")
+    blank = first.loc[empty, SLOT].reset_index(drop=True).assign(held_empty=True)
+    back = back.drop(columns=["slot", "text"]).assign(held_empty=False) if len(back) else back
+    rows = [f for f in (back, blank) if len(f)]
+    return held, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 def keep_spelling(

@@ -96,6 +96,9 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("golden_version", sa.Integer),  # the golden record version the op came from
+    # an update's record as it held, before this write, each value and slot the write
+    # changes (JSON): read back, the write's echo is told from the record's own word
+    sa.Column("held", sa.Text),
 )
 
 QUEUED = ("pending", "failed")  # statuses the publisher sends
@@ -326,7 +329,7 @@ def load_outbox(engine: Engine, target: str, statuses: Iterable[str] | None = No
 
 def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:
     """Queue one deltas computation of ``target`` (entity_key, golden_id, target_id, op,
-    payload, payload_hash[, golden_version]) as pending, superseding whatever was queued.
+    payload, payload_hash[, golden_version, held]) as pending, superseding whatever was queued.
 
     The computation is the newest desired state of every entity of the target: a row
     still pending or failed from an older one (a create queued while the target was down,
@@ -336,7 +339,8 @@ def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:
     """
     now = utcnow()
     cols = ["entity_key", "golden_id", "target_id", "op", "payload", "payload_hash"]
-    rows = deltas[[*cols, *(["golden_version"] if "golden_version" in deltas else [])]].copy()
+    extra = [c for c in ("golden_version", "held") if c in deltas]
+    rows = deltas[[*cols, *extra]].copy()
     rows["target"] = target
     rows["status"] = "pending"
     rows["updated_at"] = now

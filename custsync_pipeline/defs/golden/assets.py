@@ -17,12 +17,7 @@ from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
-from custsync_pipeline.domain.echo import (
-    drop_echoed_entries,
-    echoed_fields,
-    forget_echoes,
-    keep_spelling,
-)
+from custsync_pipeline.domain.echo import ECHO_FIELDS, keep_spelling, own_word
 from custsync_pipeline.domain.golden import (
     GOLDEN_INPUT_COLUMNS,
     diff_golden,
@@ -191,11 +186,12 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             t.connector: getattr(context.resources, connector_resource_key(t.connector)).connector()
             for t in plan.publish
         }
-        written, written_entries, unreadable = written_canonical(engine, targets)
-        echoed = echoed_fields(records, written, [f for f in GOLDEN_FIELDS if f != "kind"])
-        records = forget_echoes(records, echoed)
-        entries = drop_echoed_entries(entries, written_entries)
-        n_echoed = int(echoed.to_numpy().sum())
+        written, written_entries, held, held_entries, unreadable = written_canonical(
+            engine, targets
+        )
+        records, entries, n_echoed = own_word(
+            records, entries, written, written_entries, held, held_entries, ECHO_FIELDS
+        )
         if unreadable:
             context.log.warning(f"echo safety off for {unreadable}: their payloads do not map back")
         result = merge_golden(plan, records, identity_map, entries, previous, previous_entries)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from custsync_pipeline.connectors.base import WriteOp
 from custsync_pipeline.connectors.http import mask_personal
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
+from custsync_pipeline.defs.golden.echo import held_for_updates
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
@@ -223,7 +224,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         takes = takes.assign(version=takes["golden_id"].map(core.golden_versions(engine)))
         write_object = getattr(connector, "write_object", None)
         golden_sub = golden_customers[["golden_id", *fields]]
-        aspect_hashes = member_hashes = member_want = views = None
+        aspect_hashes = member_hashes = member_want = views = m_entries = None
         if aspects:
             # the aspects compared in the target's shape, golden side and member side
             g_entries = golden_store.load_golden_entries(engine)
@@ -316,6 +317,10 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             parts = [d for d in (deltas, removals) if len(d)]  # no empty frame in a concat
             if parts:
                 deltas = pd.concat(parts, ignore_index=True).reindex(columns=columns)
+        # what each update changes, as the record held it: its echo is no evidence later
+        if m_entries is None:
+            m_entries = golden_store.load_source_entries(engine, [name])
+        deltas["held"] = held_for_updates(deltas, connector, name, ledger, members, m_entries)
         queued_before = ledger["status"].isin(core.QUEUED)
         core.enqueue_deltas(engine, name, deltas)
         # queued rows of an older computation this one did not renew: never sent
