@@ -193,3 +193,46 @@ def test_matching_config_is_validated_and_reaches_the_plan():
         MatchingConfig(link_threshold=0.9, review_threshold=0.95)
     with pytest.raises(ValidationError, match="comparisons: 'iban'"):
         MatchingConfig(comparisons=["iban"])
+
+
+def test_a_far_weaker_rival_does_not_make_a_match_ambiguous():
+    rows = _population()
+    home = dict(street="Ekvägen 19", postal_code="85244", city="Sundsvall")
+    rows += [
+        # Isak Berg's CRM record (customer number C1) and his loyalty record: no key shared,
+        # full name and birth date agree
+        dict(connector="salesforce", source_id="ISAK", first_name="Isak", last_name="Berg",
+             birth_date="1942-06-12", customer_number="C1", phone="+46705174856", **home),
+        dict(connector="voyado", source_id="ISAK2", first_name="Isak", last_name="Berg",
+             birth_date="1942-06-12", **home),
+        # a housemate's ERP record under another customer number, the first name an initial:
+        # it fits the loyalty record too, far more weakly (no birth date, an initial)
+        dict(connector="exact", source_id="I", first_name="I.", last_name="Berg",
+             customer_number="C2", **home),
+    ]  # fmt: skip
+    result = resolve_identities(frame(*rows), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "ISAK"), ("voyado", "ISAK2"))
+    assert apart(result, ("salesforce", "ISAK"), ("exact", "I"))
+
+
+def test_a_guest_follows_the_holders_the_probabilistic_stage_joined():
+    rows = _population()
+    home = dict(street="Ekvägen 21", postal_code="85244", city="Sundsvall")
+    rows += [
+        # one person's records on one e-mail with two phones: the rules keep them apart
+        # (contact points disagree), the probabilistic stage joins them on name,
+        # birth date and address
+        dict(connector="salesforce", source_id="A1", first_name="Agnes", last_name="Lund",
+             birth_date="1988-09-10", email="agnes@y.se", phone="+46705422782", **home),
+        dict(connector="voyado", source_id="A2", first_name="Agnes", last_name="Lund",
+             birth_date="1988-09-10", email="agnes@y.se", phone="+46709999123", **home),
+        # a newsletter guest with that e-mail: ambiguous for the rules, then one cluster
+        dict(connector="exact", source_id="GUEST", email="agnes@y.se"),
+    ]  # fmt: skip
+    off = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert apart(off, ("salesforce", "A1"), ("voyado", "A2"), ("exact", "GUEST"))
+    result = resolve_identities(frame(*rows), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "A1"), ("voyado", "A2"), ("exact", "GUEST"))
+    m = result.identity_map
+    assert m.loc[m.source_id == "GUEST", "rule"].item() == "email"
+    assert "ambiguous_guest" not in set(result.conflicts["kind"])

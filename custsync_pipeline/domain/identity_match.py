@@ -688,7 +688,8 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         prior = max(share * len(a), rule_pairs, 1.0) / total_pairs
         how = "em"
     prior = float(np.clip(prior, 1e-12, 0.5))
-    p = _probability(levels, m, u, prior)
+    weight = match_weight(levels, m, u, prior)
+    p = 1.0 / (1.0 + np.exp2(-np.clip(weight, -60, 60)))
     cand = np.flatnonzero(across & (p >= plan.review_threshold))
     why = np.full(len(a), "", dtype=object)
     accept = np.zeros(len(a), dtype=bool)
@@ -705,13 +706,42 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     touched = np.unique(np.r_[inp.cluster[a[cand_all]], inp.cluster[b[cand_all]]])
     merger = _Merger(inp, touched, reliable)
     # a cluster with strong matches to two clusters that refuse each other (a keyless
-    # duplicate of "Erik Berg" where father and son live) fits both: it stays apart
+    # duplicate of "Erik Berg" where father and son live) fits both: it stays apart.
+    # Unless one match agrees on the birth date and the other has none to compare and
+    # weighs less by the link threshold's odds (0.99: 99 to 1; the odds between two
+    # partners are 2 ** the difference of their match weights): an initial and an
+    # address are no rival to a full name, a birth date and an address
     hi = np.flatnonzero(across & (p >= plan.link_threshold))
     ca, cb = inp.cluster[a[hi]], inp.cluster[b[hi]]
-    partners = pd.DataFrame({"c": np.r_[ca, cb], "o": np.r_[cb, ca]}).drop_duplicates()
+    j_birth = comparisons.index("birth_date") if "birth_date" in comparisons else -1
+    birth_lv = levels[hi, j_birth] if j_birth >= 0 else np.full(len(hi), -1, dtype=np.int8)
+    partners = (
+        pd.DataFrame(
+            {
+                "c": np.r_[ca, cb],
+                "o": np.r_[cb, ca],
+                "w": np.r_[weight[hi], weight[hi]],
+                "birth": np.r_[birth_lv, birth_lv],
+            }
+        )
+        .sort_values(["c", "o", "w", "birth"], ascending=[True, True, False, True])
+        .drop_duplicates(["c", "o"])  # the best pair per pair of clusters
+    )
+    # the strongest match that agrees on the birth date, per cluster
+    dated = np.where(partners["birth"].to_numpy() == 0, partners["w"].to_numpy(), -np.inf)
+    top_dated = partners.assign(d=dated).groupby("c")["d"].transform("max").to_numpy()
+    margin = float(np.log2(plan.link_threshold / max(1.0 - plan.link_threshold, 1e-12)))
+    outweighed = (partners["w"].to_numpy() < top_dated - margin) & (
+        partners["birth"].to_numpy() < 0
+    )
+    partners = partners[~outweighed]
     count = partners.groupby("c")["o"].transform("size").to_numpy()
     ambiguous: set[int] = set()
-    for c, grp in partners[count >= 2].groupby("c")["o"]:
+    for c, grp in (
+        partners[count >= 2]
+        .sort_values(["c", "w", "o"], ascending=[True, False, True])
+        .groupby("c")["o"]
+    ):
         others = [o for o in grp.tolist()[:10] if not merger.refusal(int(c), o)]
         if any(merger.refusal(x, y) for i, x in enumerate(others) for y in others[i + 1 :]):
             ambiguous.add(int(c))
