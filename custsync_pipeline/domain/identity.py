@@ -58,7 +58,7 @@ from custsync_pipeline.domain.identity_keys import (
     surname_keys,
     surnames_compatible,
 )
-from custsync_pipeline.domain.identity_names import fill_names, swapped_names
+from custsync_pipeline.domain.identity_names import fill_names, fold, swapped_names
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
 
 __all__ = [
@@ -165,6 +165,9 @@ def _prepare(
     fill_names(recs)
     tokens, surnames = name_tokens(recs), surname_keys(recs)
     swapped = swapped_names(tokens, surnames)
+    if "first_name" in recs.columns:
+        # a surname of several words typed as the first name ("Carlsson-Berg" / "Ingrid")
+        swapped |= swapped_names(_folded_first(recs["first_name"].to_numpy()), surnames, True)
     if swapped.any():
         first, last = recs["first_name"].to_numpy(), recs["last_name"].to_numpy()
         first[swapped], last[swapped] = last[swapped], first[swapped].copy()
@@ -188,6 +191,13 @@ def _prepare(
     # ``recs`` rather than to the wide frame, which would cost a copy of every column
     order = np.argsort(h, kind="stable")
     return recs, order, h[order]
+
+
+def _folded_first(values: np.ndarray) -> np.ndarray:
+    """The whole first-name field folded (``surname_keys``' folding), once per value."""
+    code, uniq = pd.factorize(values, use_na_sentinel=True)
+    folded = np.array([fold(str(u)) or None for u in uniq] + [None], dtype=object)
+    return folded[code]
 
 
 def _star_edges(occ_rec: np.ndarray, occ_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
