@@ -236,3 +236,20 @@ def test_a_guest_follows_the_holders_the_probabilistic_stage_joined():
     m = result.identity_map
     assert m.loc[m.source_id == "GUEST", "rule"].item() == "email"
     assert "ambiguous_guest" not in set(result.conflicts["kind"])
+
+
+def test_an_initial_with_a_phone_of_its_own_is_another_household_member():
+    home = dict(street="Ekvägen 26", postal_code="80214", city="Gävle")
+    hakan = dict(connector="salesforce", source_id="HAKAN", first_name="Håkan",
+                 last_name="Wallin", birth_date="1961-03-01", phone="+46734047258", **home)  # fmt: skip
+    # "H. Wallin" at the address with another mobile: only the initial agrees
+    other = dict(connector="exact", source_id="H", first_name="H.", last_name="Wallin",
+                 phone="+46703330550", **home)  # fmt: skip
+    result = resolve_identities(frame(*_population(), hakan, other), RULES, now=NOW,
+                                matching=MATCHING)  # fmt: skip
+    assert apart(result, ("salesforce", "HAKAN"), ("exact", "H"))
+    # the same with no phone of its own: nothing contradicts, it links
+    same = {k: v for k, v in other.items() if k != "phone"}
+    result = resolve_identities(frame(*_population(), hakan, same), RULES, now=NOW,
+                                matching=MATCHING)  # fmt: skip
+    assert together(result, ("salesforce", "HAKAN"), ("exact", "H"))

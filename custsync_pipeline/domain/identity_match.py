@@ -564,6 +564,8 @@ class _Merger:
         self.last: defaultdict[int, set] = defaultdict(set)
         self.birth: defaultdict[int, set] = defaultdict(set)
         self.kind: defaultdict[int, set] = defaultdict(set)
+        self.email: defaultdict[int, set] = defaultdict(set)
+        self.phone: defaultdict[int, set] = defaultdict(set)
         self.cannot: defaultdict[int, set] = defaultdict(set)
         self.ids: dict[int, list[int]] = {}
         wanted = np.zeros(n_c, dtype=bool)
@@ -574,8 +576,14 @@ class _Merger:
             ("last", inp.surnames),
             ("birth", inp.births),
             ("kind", inp.kinds),
+            *(
+                (name, inp.fields[name][0].astype(object))
+                for name in ("email", "phone")
+                if name in inp.fields
+            ),
         ):
-            has = rec[pd.notna(values[rec])]
+            v = values[rec]
+            has = rec[pd.notna(v) & (v != -1)]
             sets = getattr(self, attr)
             for c, v in zip(inp.cluster[has].tolist(), values[has].tolist(), strict=True):
                 sets[c].add(v)
@@ -612,6 +620,18 @@ class _Merger:
         swapped = bool(self.first[x] & self.last[y]) and bool(self.last[x] & self.first[y])
         if swapped:
             return ""
+        if (
+            self.first[x]
+            and self.first[y]
+            and not (self.first[x] & self.first[y])
+            and (
+                (self.email[x] and self.email[y] and not (self.email[x] & self.email[y]))
+                or (self.phone[x] and self.phone[y] and not (self.phone[x] & self.phone[y]))
+            )
+        ):
+            # only an initial, a nickname or a typo makes the first names agree, and each
+            # side has an e-mail or phone of its own: another member of the household
+            return "first names agree only loosely and the contact points differ"
         first_differ = (
             "first_name" in self.reliable
             and bool(self.first[x])
@@ -640,7 +660,7 @@ class _Merger:
 
     def union(self, x: int, y: int) -> None:
         self.parent[y] = x
-        for attr in ("first", "last", "birth", "kind", "cannot"):
+        for attr in ("first", "last", "birth", "kind", "cannot", "email", "phone"):
             getattr(self, attr)[x] |= getattr(self, attr)[y]
         self.ids[x] = [p if p >= 0 else q for p, q in zip(self.ids[x], self.ids[y], strict=True)]
 
