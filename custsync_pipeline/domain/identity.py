@@ -326,7 +326,7 @@ def _late_guests(
     # every key the guest cluster holds must have named holders, all in one cluster
     per_key = held.groupby("k")["c"].nunique()
     asks["n"] = asks["k"].map(per_key).fillna(0).to_numpy()
-    ok = asks.groupby("g")["n"].agg(lambda x: bool((x == 1).all()))
+    ok = (asks["n"] == 1).groupby(asks["g"]).all()
     asks = asks[asks["g"].map(ok).to_numpy(dtype=bool)]
     if asks.empty:
         return cluster, none, none, none
