@@ -193,3 +193,63 @@ def test_matching_config_is_validated_and_reaches_the_plan():
         MatchingConfig(link_threshold=0.9, review_threshold=0.95)
     with pytest.raises(ValidationError, match="comparisons: 'iban'"):
         MatchingConfig(comparisons=["iban"])
+
+
+def test_a_far_weaker_rival_does_not_make_a_match_ambiguous():
+    rows = _population()
+    home = dict(street="Ekvägen 19", postal_code="85244", city="Sundsvall")
+    rows += [
+        # Isak Berg's CRM record (customer number C1) and his loyalty record: no key shared,
+        # full name and birth date agree
+        dict(connector="salesforce", source_id="ISAK", first_name="Isak", last_name="Berg",
+             birth_date="1942-06-12", customer_number="C1", phone="+46705174856", **home),
+        dict(connector="voyado", source_id="ISAK2", first_name="Isak", last_name="Berg",
+             birth_date="1942-06-12", **home),
+        # a housemate's ERP record under another customer number, the first name an initial:
+        # it fits the loyalty record too, far more weakly (no birth date, an initial)
+        dict(connector="exact", source_id="I", first_name="I.", last_name="Berg",
+             customer_number="C2", **home),
+    ]  # fmt: skip
+    result = resolve_identities(frame(*rows), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "ISAK"), ("voyado", "ISAK2"))
+    assert apart(result, ("salesforce", "ISAK"), ("exact", "I"))
+
+
+def test_a_guest_follows_the_holders_the_probabilistic_stage_joined():
+    rows = _population()
+    home = dict(street="Ekvägen 21", postal_code="85244", city="Sundsvall")
+    rows += [
+        # one person's records on one e-mail with two phones: the rules keep them apart
+        # (contact points disagree), the probabilistic stage joins them on name,
+        # birth date and address
+        dict(connector="salesforce", source_id="A1", first_name="Agnes", last_name="Lund",
+             birth_date="1988-09-10", email="agnes@y.se", phone="+46705422782", **home),
+        dict(connector="voyado", source_id="A2", first_name="Agnes", last_name="Lund",
+             birth_date="1988-09-10", email="agnes@y.se", phone="+46709999123", **home),
+        # a newsletter guest with that e-mail: ambiguous for the rules, then one cluster
+        dict(connector="exact", source_id="GUEST", email="agnes@y.se"),
+    ]  # fmt: skip
+    off = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert apart(off, ("salesforce", "A1"), ("voyado", "A2"), ("exact", "GUEST"))
+    result = resolve_identities(frame(*rows), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "A1"), ("voyado", "A2"), ("exact", "GUEST"))
+    m = result.identity_map
+    assert m.loc[m.source_id == "GUEST", "rule"].item() == "email"
+    assert "ambiguous_guest" not in set(result.conflicts["kind"])
+
+
+def test_an_initial_with_a_phone_of_its_own_is_another_household_member():
+    home = dict(street="Ekvägen 26", postal_code="80214", city="Gävle")
+    hakan = dict(connector="salesforce", source_id="HAKAN", first_name="Håkan",
+                 last_name="Wallin", birth_date="1961-03-01", phone="+46734047258", **home)  # fmt: skip
+    # "H. Wallin" at the address with another mobile: only the initial agrees
+    other = dict(connector="exact", source_id="H", first_name="H.", last_name="Wallin",
+                 phone="+46703330550", **home)  # fmt: skip
+    result = resolve_identities(frame(*_population(), hakan, other), RULES, now=NOW,
+                                matching=MATCHING)  # fmt: skip
+    assert apart(result, ("salesforce", "HAKAN"), ("exact", "H"))
+    # the same with no phone of its own: nothing contradicts, it links
+    same = {k: v for k, v in other.items() if k != "phone"}
+    result = resolve_identities(frame(*_population(), hakan, same), RULES, now=NOW,
+                                matching=MATCHING)  # fmt: skip
+    assert together(result, ("salesforce", "HAKAN"), ("exact", "H"))

@@ -151,3 +151,29 @@ def test_names_split_inside_resolution_only_where_fields_are_empty():
     )
     result = resolve_identities(records, RULES, now=NOW)
     assert together(result, ("a", "1"), ("b", "2"))
+
+
+def test_swapped_surname_of_several_words_links_on_a_shared_email():
+    people = [("Ingrid", "Carlsson-Berg"), ("Erik", "Carlsson-Berg"), ("Maria", "Carlsson-Berg"),
+              ("Ingrid", "Lind"), ("Karl", "af Ekenstam"), ("Anna", "af Ekenstam"),
+              ("Karl", "Holm"), ("Nils", "af Ekenstam")]  # fmt: skip
+    rows = [
+        dict(connector="voyado", source_id=f"V{i}", first_name=f, last_name=la,
+             email=f"p{i}@x.se")
+        for i, (f, la) in enumerate(people)
+    ]  # fmt: skip
+    # the whole surname typed as the first name: its last word alone ("berg", "ekenstam")
+    # is no first name anywhere, the whole field is a surname of three others
+    rows += [
+        dict(connector="icomm", source_id="I0", first_name="Carlsson-Berg", last_name="Ingrid",
+             email="p0@x.se", phone="+46701112233"),
+        dict(connector="icomm", source_id="I4", first_name="af Ekenstam", last_name="Karl",
+             email="p4@x.se"),
+    ]  # fmt: skip
+    first = np.array(["carlsson berg", "ingrid", "ingrid"], dtype=object)
+    last = np.array(["ingrid", "carlsson berg", "carlsson berg"], dtype=object)
+    assert swapped_names(first, last).tolist() == [False, False, False]
+    assert swapped_names(first, last, whole=True).tolist() == [True, False, False]
+    result = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert together(result, ("voyado", "V0"), ("icomm", "I0"))
+    assert together(result, ("voyado", "V4"), ("icomm", "I4"))

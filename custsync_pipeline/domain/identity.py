@@ -58,7 +58,7 @@ from custsync_pipeline.domain.identity_keys import (
     surname_keys,
     surnames_compatible,
 )
-from custsync_pipeline.domain.identity_names import fill_names, swapped_names
+from custsync_pipeline.domain.identity_names import fill_names, fold, swapped_names
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
 
 __all__ = [
@@ -165,6 +165,9 @@ def _prepare(
     fill_names(recs)
     tokens, surnames = name_tokens(recs), surname_keys(recs)
     swapped = swapped_names(tokens, surnames)
+    if "first_name" in recs.columns:
+        # a surname of several words typed as the first name ("Carlsson-Berg" / "Ingrid")
+        swapped |= swapped_names(_folded_first(recs["first_name"].to_numpy()), surnames, True)
     if swapped.any():
         first, last = recs["first_name"].to_numpy(), recs["last_name"].to_numpy()
         first[swapped], last[swapped] = last[swapped], first[swapped].copy()
@@ -188,6 +191,13 @@ def _prepare(
     # ``recs`` rather than to the wide frame, which would cost a copy of every column
     order = np.argsort(h, kind="stable")
     return recs, order, h[order]
+
+
+def _folded_first(values: np.ndarray) -> np.ndarray:
+    """The whole first-name field folded (``surname_keys``' folding), once per value."""
+    code, uniq = pd.factorize(values, use_na_sentinel=True)
+    folded = np.array([fold(str(u)) or None for u in uniq] + [None], dtype=object)
+    return folded[code]
 
 
 def _star_edges(occ_rec: np.ndarray, occ_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -285,6 +295,55 @@ def _name_gated_keys(
         key_count=np.concatenate([keys.key_count, count]),
         key_status=np.concatenate([keys.key_status, np.full(len(uniq), USABLE, dtype=np.int8)]),
         key_reason=np.concatenate([keys.key_reason, np.full(len(uniq), "", dtype=object)]),
+    )
+
+
+def _late_guests(
+    keys: KeyTable, contact_rule: np.ndarray, named: np.ndarray, cluster: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nameless clusters (guest checkouts) that now point to exactly one named cluster.
+
+    The rules leave a guest apart when its e-mail's named holders are several clusters;
+    when a later stage has joined them into one, every usable contact key the guest
+    holds points to that one cluster and the guest follows it (the rules' own guest
+    step, run again on the final clusters). Returns the new cluster labels and the
+    links (guest record, holder record, key id).
+    """
+    none = np.zeros(0, dtype=np.int64)
+    n_c = int(cluster.max()) + 1 if len(cluster) else 0
+    named_c = np.zeros(n_c, dtype=bool)
+    named_c[cluster[named]] = True
+    occ = (keys.key_status[keys.occ_key] == USABLE) & contact_rule[keys.key_rule[keys.occ_key]]
+    rec, key = keys.occ_rec[occ], keys.occ_key[occ]
+    c = cluster[rec]
+    guest = ~named_c[c]
+    if not guest.any():
+        return cluster, none, none, none
+    held = pd.DataFrame({"k": key[~guest], "c": c[~guest], "r": rec[~guest]})
+    held = held.drop_duplicates(["k", "c"])  # one holder record per key and cluster
+    asks = pd.DataFrame({"k": key[guest], "g": c[guest], "gr": rec[guest]})
+    asks = asks.drop_duplicates(["g", "k"])
+    # every key the guest cluster holds must have named holders, all in one cluster
+    per_key = held.groupby("k")["c"].nunique()
+    asks["n"] = asks["k"].map(per_key).fillna(0).to_numpy()
+    ok = (asks["n"] == 1).groupby(asks["g"]).all()
+    asks = asks[asks["g"].map(ok).to_numpy(dtype=bool)]
+    if asks.empty:
+        return cluster, none, none, none
+    pairs = asks.merge(held, on="k")
+    target = pairs.groupby("g")["c"].nunique()
+    pairs = pairs[pairs["g"].map(target).to_numpy() == 1]
+    pairs = pairs.sort_values(["g", "k", "gr"]).drop_duplicates("g")
+    if pairs.empty:
+        return cluster, none, none, none
+    new = np.arange(n_c, dtype=np.int64)
+    new[pairs["g"].to_numpy(dtype=np.int64)] = pairs["c"].to_numpy(dtype=np.int64)
+    _, out = np.unique(new[cluster], return_inverse=True)
+    return (
+        out,
+        pairs["gr"].to_numpy(dtype=np.int64),
+        pairs["r"].to_numpy(dtype=np.int64),
+        pairs["k"].to_numpy(dtype=np.int64),
     )
 
 
@@ -551,7 +610,7 @@ def resolve_identities(
 
     # --- probabilistic stage: records no strong key linked (identity_match)
     match_stats: dict[str, int] = {}
-    m_a = m_b = np.zeros(0, dtype=np.int64)
+    m_a = m_b = m_k = np.zeros(0, dtype=np.int64)
     if matching is not None and matching.enabled and n > 1:
         from custsync_pipeline.domain.identity_match import (
             MatchInput,
@@ -592,6 +651,13 @@ def resolve_identities(
         for a_, b_, ev in zip(ra, rb, rev, strict=True):
             slow_conflicts.append(("probable_match", "probabilistic", -1, int(a_), int(b_), ev))
         match_stats = matched.stats
+        # fixed point: a guest left apart between clusters the probabilistic stage has
+        # since joined now points to one cluster, and follows it
+        cluster, g_a, g_b, g_k = _late_guests(
+            keys, contact_rule, has_name | pd.notna(surnames) | pd.notna(companies), cluster
+        )
+        m_a, m_b = np.r_[m_a, g_a], np.r_[m_b, g_b]
+        m_k = np.r_[np.full(len(m_a) - len(g_a), -1, dtype=np.int64), g_k]
 
     # --- stable golden ids
     members = pd.DataFrame({"connector": conn, "source_id": sid, "cluster": cluster})
@@ -607,17 +673,18 @@ def resolve_identities(
     link_a = np.concatenate([e_a[fast], np.array([x[0] for x in slow_links], dtype=np.int64), m_a])
     link_b = np.concatenate([e_b[fast], np.array([x[1] for x in slow_links], dtype=np.int64), m_b])
     link_k = np.concatenate(
-        [
-            e_key[fast],
-            np.array([x[3] for x in slow_links], dtype=np.int64),
-            np.full(len(m_a), -1, dtype=np.int64),
-        ]
+        [e_key[fast], np.array([x[3] for x in slow_links], dtype=np.int64), m_k]
     )
+    late = m_k >= 0  # a guest's late link by its contact key (else probabilistic)
+    late_rule = np.full(len(m_k), -1, dtype=np.int64)
+    late_rule[late] = keys.key_rule[m_k[late]]
+    m_rule = np.full(len(m_k), "probabilistic", dtype=object)
+    m_rule[late] = np.array([r.name for r in rules], dtype=object)[late_rule[late]]
     link_rule = np.concatenate(
         [
             rule_names[keys.key_rule[e_key[fast]]],
             np.array([x[2] for x in slow_links], dtype=object),
-            np.full(len(m_a), "probabilistic", dtype=object),
+            m_rule,
         ]
     )
     links = pd.DataFrame(
@@ -645,7 +712,7 @@ def resolve_identities(
         [
             keys.key_rule[e_key[fast]].astype(np.int64) + 1,
             np.array([rank_of.get(x[2], len(rules) + 2) for x in slow_links], dtype=np.int64),
-            np.full(len(m_a), len(rules) + 1, dtype=np.int64),
+            np.where(late, late_rule + 1, len(rules) + 1),
         ]
     )
     best = np.full(n, len(rules) + 2, dtype=np.int64)

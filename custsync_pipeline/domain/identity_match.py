@@ -564,6 +564,8 @@ class _Merger:
         self.last: defaultdict[int, set] = defaultdict(set)
         self.birth: defaultdict[int, set] = defaultdict(set)
         self.kind: defaultdict[int, set] = defaultdict(set)
+        self.email: defaultdict[int, set] = defaultdict(set)
+        self.phone: defaultdict[int, set] = defaultdict(set)
         self.cannot: defaultdict[int, set] = defaultdict(set)
         self.ids: dict[int, list[int]] = {}
         wanted = np.zeros(n_c, dtype=bool)
@@ -574,8 +576,14 @@ class _Merger:
             ("last", inp.surnames),
             ("birth", inp.births),
             ("kind", inp.kinds),
+            *(
+                (name, inp.fields[name][0].astype(object))
+                for name in ("email", "phone")
+                if name in inp.fields
+            ),
         ):
-            has = rec[pd.notna(values[rec])]
+            v = values[rec]
+            has = rec[pd.notna(v) & (v != -1)]
             sets = getattr(self, attr)
             for c, v in zip(inp.cluster[has].tolist(), values[has].tolist(), strict=True):
                 sets[c].add(v)
@@ -612,6 +620,18 @@ class _Merger:
         swapped = bool(self.first[x] & self.last[y]) and bool(self.last[x] & self.first[y])
         if swapped:
             return ""
+        if (
+            self.first[x]
+            and self.first[y]
+            and not (self.first[x] & self.first[y])
+            and (
+                (self.email[x] and self.email[y] and not (self.email[x] & self.email[y]))
+                or (self.phone[x] and self.phone[y] and not (self.phone[x] & self.phone[y]))
+            )
+        ):
+            # only an initial, a nickname or a typo makes the first names agree, and each
+            # side has an e-mail or phone of its own: another member of the household
+            return "first names agree only loosely and the contact points differ"
         first_differ = (
             "first_name" in self.reliable
             and bool(self.first[x])
@@ -640,7 +660,7 @@ class _Merger:
 
     def union(self, x: int, y: int) -> None:
         self.parent[y] = x
-        for attr in ("first", "last", "birth", "kind", "cannot"):
+        for attr in ("first", "last", "birth", "kind", "cannot", "email", "phone"):
             getattr(self, attr)[x] |= getattr(self, attr)[y]
         self.ids[x] = [p if p >= 0 else q for p, q in zip(self.ids[x], self.ids[y], strict=True)]
 
@@ -688,7 +708,8 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         prior = max(share * len(a), rule_pairs, 1.0) / total_pairs
         how = "em"
     prior = float(np.clip(prior, 1e-12, 0.5))
-    p = _probability(levels, m, u, prior)
+    weight = match_weight(levels, m, u, prior)
+    p = 1.0 / (1.0 + np.exp2(-np.clip(weight, -60, 60)))
     cand = np.flatnonzero(across & (p >= plan.review_threshold))
     why = np.full(len(a), "", dtype=object)
     accept = np.zeros(len(a), dtype=bool)
@@ -705,13 +726,42 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     touched = np.unique(np.r_[inp.cluster[a[cand_all]], inp.cluster[b[cand_all]]])
     merger = _Merger(inp, touched, reliable)
     # a cluster with strong matches to two clusters that refuse each other (a keyless
-    # duplicate of "Erik Berg" where father and son live) fits both: it stays apart
+    # duplicate of "Erik Berg" where father and son live) fits both: it stays apart.
+    # Unless one match agrees on the birth date and the other has none to compare and
+    # weighs less by the link threshold's odds (0.99: 99 to 1; the odds between two
+    # partners are 2 ** the difference of their match weights): an initial and an
+    # address are no rival to a full name, a birth date and an address
     hi = np.flatnonzero(across & (p >= plan.link_threshold))
     ca, cb = inp.cluster[a[hi]], inp.cluster[b[hi]]
-    partners = pd.DataFrame({"c": np.r_[ca, cb], "o": np.r_[cb, ca]}).drop_duplicates()
+    j_birth = comparisons.index("birth_date") if "birth_date" in comparisons else -1
+    birth_lv = levels[hi, j_birth] if j_birth >= 0 else np.full(len(hi), -1, dtype=np.int8)
+    partners = (
+        pd.DataFrame(
+            {
+                "c": np.r_[ca, cb],
+                "o": np.r_[cb, ca],
+                "w": np.r_[weight[hi], weight[hi]],
+                "birth": np.r_[birth_lv, birth_lv],
+            }
+        )
+        .sort_values(["c", "o", "w", "birth"], ascending=[True, True, False, True])
+        .drop_duplicates(["c", "o"])  # the best pair per pair of clusters
+    )
+    # the strongest match that agrees on the birth date, per cluster
+    dated = np.where(partners["birth"].to_numpy() == 0, partners["w"].to_numpy(), -np.inf)
+    top_dated = partners.assign(d=dated).groupby("c")["d"].transform("max").to_numpy()
+    margin = float(np.log2(plan.link_threshold / max(1.0 - plan.link_threshold, 1e-12)))
+    outweighed = (partners["w"].to_numpy() < top_dated - margin) & (
+        partners["birth"].to_numpy() < 0
+    )
+    partners = partners[~outweighed]
     count = partners.groupby("c")["o"].transform("size").to_numpy()
     ambiguous: set[int] = set()
-    for c, grp in partners[count >= 2].groupby("c")["o"]:
+    for c, grp in (
+        partners[count >= 2]
+        .sort_values(["c", "w", "o"], ascending=[True, False, True])
+        .groupby("c")["o"]
+    ):
         others = [o for o in grp.tolist()[:10] if not merger.refusal(int(c), o)]
         if any(merger.refusal(x, y) for i, x in enumerate(others) for y in others[i + 1 :]):
             ambiguous.add(int(c))

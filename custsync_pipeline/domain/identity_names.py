@@ -271,13 +271,17 @@ def fill_names(recs: pd.DataFrame) -> pd.DataFrame:
     return recs
 
 
-def swapped_names(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+def swapped_names(first: np.ndarray, last: np.ndarray, whole: bool = False) -> np.ndarray:
     """Which records have first and last name typed the wrong way round (bool array).
 
     ``first`` and ``last`` are folded first-name tokens and last names (None when
     missing). A record is swapped when its first-name word is seen clearly more
     often as a last name in this run and its last name's word more often as a
     first name (``Svensson`` / ``Anna``). Counting is vectorized; one pass.
+
+    ``whole``: compare whole folded fields rather than the last name's last word (a
+    surname of several words typed as the first name: ``Carlsson-Berg`` / ``Ingrid``,
+    ``af Ekenstam`` / ``Karl``; ``first`` is then the whole folded first-name field).
     """
     out = np.zeros(len(first), dtype=bool)
     has = pd.notna(first) & pd.notna(last)
@@ -286,7 +290,7 @@ def swapped_names(first: np.ndarray, last: np.ndarray) -> np.ndarray:
     # everything on codes of distinct words: a million records, a few thousand names
     f_code, f_uniq = pd.factorize(first[has])
     s_code, s_uniq = pd.factorize(last[has])
-    s_word = np.array([str(v).split(" ")[-1] for v in s_uniq], dtype=object)
+    s_word = np.array([str(v) if whole else str(v).split(" ")[-1] for v in s_uniq], dtype=object)
     words, inverse = np.unique(
         np.concatenate([np.asarray(f_uniq, dtype=object).astype(str), s_word.astype(str)]),
         return_inverse=True,
