@@ -22,11 +22,13 @@ import pandas as pd
 
 from custsync_pipeline.config import ConnectorConfig
 from custsync_pipeline.connectors.voucherify import VoucherifyConnector
+from custsync_pipeline.domain.aspects import ENTRY_COLUMNS
 from custsync_pipeline.domain.echo import (
     echoed_fields,
-    forget_echoes,
+    held_before,
     keep_spelling,
     names_as_held,
+    own_word,
 )
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store.db import StateDB
@@ -59,8 +61,102 @@ def test_echoed_fields_are_the_written_values_only():
     )
     echoed = echoed_fields(records, written, ["postal_code", "last_name"])
     assert echoed.values.tolist() == [[True, True], [False, False], [False, False]]
-    clean = forget_echoes(records, echoed)
-    assert clean["postal_code"].tolist() == [None, "11122", "411 52"]
+    written["created"] = [True, True]  # records custsync created: an echo is left out
+    clean, _, n = own_word(
+        records, pd.DataFrame(), written, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
+        ["postal_code", "last_name"],
+    )  # fmt: skip
+    assert clean["postal_code"].tolist() == [None, "11122", "411 52"] and n == 2
+
+
+def _addresses(rows: list[tuple]) -> pd.DataFrame:
+    """Address entries (connector, source_id, slot, street, city)."""
+    frame = pd.DataFrame(
+        [
+            {"connector": c, "source_id": s, "aspect": "addresses", "local_id": slot,
+             "type": slot, "street": street, "city": city, "entry_key": f"{slot}:{street}"}
+            for c, s, slot, street, city in rows
+        ]
+    )  # fmt: skip
+    return frame.reindex(columns=list(ENTRY_COLUMNS))
+
+
+def _round_trip(own, own_entries, sent, sent_entries, read_back, read_entries, fields):
+    """What the golden step sees of ``read_back`` after custsync updated ``own`` with
+    ``sent`` (the held values stored with the update as the outbox does)."""
+    held, held_entries = held_before(own, own_entries, sent, sent_entries, fields)
+    sent = sent.assign(created=False)
+    return own_word(read_back, read_entries, sent, sent_entries, held, held_entries, fields)
+
+
+def test_an_updated_record_read_back_as_written_keeps_its_own_word():
+    """Three echoes of writes to records custsync did not create (seen at 50,000 people):
+    a name written to Voucherify's single field and parsed back as a surname, a
+    duplicate's second address moved to the Other slot by the golden primary one, and an
+    address given to a twin whose own was quarantined. Each is the record's word as it
+    was before the write; a hand edit after the write is the record's word."""
+    fields = ["first_name", "last_name", "city"]
+    t0, t1 = pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-12-04", tz="UTC")
+    own = pd.DataFrame(
+        {"connector": ["voucherify", "salesforce", "voucherify"],
+         "source_id": ["v1", "s2", "v3"],
+         "first_name": [None, "Mikael", "Julia"], "last_name": [None, "Eriksson", "Ek"],
+         "city": ["Uppsala", "København", None], "updated_at": [t0, t0, t0]}
+    )  # fmt: skip
+    # written: the golden values; Voucherify's "Mikael" reads back as a surname
+    sent = own.drop(columns="updated_at").assign(
+        first_name=[None, "Mikael", "Julia"], last_name=["Mikael", "Eriksson", "Ek"],
+        city=["Uppsala", "København", "Aarhus"],
+    )  # fmt: skip
+    own_entries = _addresses(
+        [("salesforce", "s2", "mailing", "Main Street 70", "Göteborg")]  # its only address
+    )
+    sent_entries = _addresses(
+        [
+            ("salesforce", "s2", "mailing", "Storgatan 93", "København"),  # golden primary
+            ("salesforce", "s2", "other", "Main Street 70", "Göteborg"),  # its own, moved
+            ("voucherify", "v3", "address", None, "Aarhus"),  # the twin's was quarantined
+        ]
+    )
+    read_back = sent.assign(updated_at=[t1, t1, t1])
+    records, entries, n = _round_trip(
+        own, own_entries, sent, sent_entries, read_back, sent_entries, fields
+    )
+    assert records["last_name"].tolist()[0] is None  # not "Mikael Mikael"
+    assert records["city"].tolist() == ["Uppsala", "København", None]
+    assert records["updated_at"].tolist() == [t0, t0, t0]  # as recent as before the write
+    assert entries[["source_id", "local_id", "street"]].values.tolist() == [
+        ["s2", "mailing", "Main Street 70"]  # in its own slot, as it held it
+    ]
+    assert n == 2 + 3  # the surname and the twin's city; three entries
+
+    # edited there after the write: the record's own word, and as recent as it is
+    edited = read_back.assign(last_name=["Schmidt", "Eriksson", "Ek"])
+    edited_entries = sent_entries.copy()
+    edited_entries.loc[1, "street"] = "Main Street 72"
+    records, entries, _ = _round_trip(
+        own, own_entries, sent, sent_entries, edited, edited_entries, fields
+    )
+    assert records["last_name"].tolist()[0] == "Schmidt"
+    assert records["updated_at"].tolist()[0] == t1
+    assert sorted(entries["street"].dropna()) == ["Main Street 70", "Main Street 72"]
+
+
+def test_a_value_the_update_did_not_change_stays_the_records_word():
+    """A record whose own value custsync wrote back unchanged (beside another field it
+    changed) keeps it: taking it out would drop the only copy of the value, and the
+    next run would write it again."""
+    fields = ["phone", "city"]
+    own = pd.DataFrame(
+        {"connector": ["salesforce"], "source_id": ["s1"], "phone": ["+4670123"],
+         "city": ["Lund"]}
+    )  # fmt: skip
+    sent = own.assign(city=["Malmö"])
+    records, _, _ = _round_trip(
+        own, pd.DataFrame(), sent, pd.DataFrame(), sent, pd.DataFrame(), fields
+    )
+    assert records["phone"].tolist() == ["+4670123"]  # its own, written back as it was
+    assert records["city"].tolist() == ["Lund"]  # the write's echo: what it held
 
 
 def test_keep_spelling_holds_the_previous_entry_values():

@@ -8,14 +8,15 @@ replacing the ``"41152"`` of the golden mailing address), or be re-read in anoth
 (a name ``"Sara"`` written as first name, read back from Voucherify's single ``name``
 field as a surname, and sent to Salesforce as ``"Sara Sara"``).
 
-- ``echoed_fields``: the stored canonical records custsync created in a target compared
-  with the canonical reading of the last payload it acknowledged for each (the connector's own ``to_canonical`` of the
-  payload, so a name split the same way on both sides compares equal): a field whose
-  value is the one written is an echo and is left out of survivorship (missing for that
-  record); any other value — a hand edit, a value the target held before — still counts.
-- ``drop_echoed_entries``: an aspect entry of a target record equal, column for column,
-  to the entry its written payload makes, is left out of the merge (the golden record
-  keeps the entry from the connector it came from).
+- ``own_word``: a target's records and entries as evidence of their own. The last
+  payload each record acknowledged is read the way its records are read (the connector's
+  own ``to_canonical``, so a name split the same way on both sides compares equal); a
+  value or an entry that reads back exactly (spacing folded) as written is the write's
+  echo. A record custsync **created** there holds nothing of its own: the echo is left
+  out. A record it **updated** holds what it held before the write (``held_before``,
+  stored with the update): a value, a slot of entries (a Contact's Mailing address) and
+  the record's time as they were. Anything else — a hand edit, a value the write did not
+  change — is the record's own word.
 - ``keep_spelling``: a merged golden entry whose values differ from the golden record's
   previous entry of the same natural key only by case and spacing keeps the previous
   values: a spelling is no change (deltas compare folded too), so two systems that format
@@ -77,19 +78,6 @@ def echoed_fields(
     return out
 
 
-def forget_echoes(records: pd.DataFrame, echoed: pd.DataFrame) -> pd.DataFrame:
-    """``records`` with every echoed value missing (left out of survivorship)."""
-    if echoed.empty or not echoed.to_numpy().any():
-        return records
-    out = records.copy()
-    for f in echoed.columns:
-        mask = echoed[f].to_numpy()
-        if mask.any():
-            out[f] = out[f].astype(object)
-            out.loc[mask, f] = None
-    return out
-
-
 # an entry's slot in its record: a Contact's Mailing or Other address, an Exact contact
 SLOT = ["connector", "source_id", "aspect", "local_id"]
 
@@ -109,8 +97,18 @@ def _entry_texts(entries: pd.DataFrame) -> pd.Series:
     return out
 
 
+def _keys(frame: pd.DataFrame, cols: list[str]) -> pd.Series:
+    """One text key per row over ``cols`` (vectorized: no Python join per row)."""
+    if not len(frame):
+        return pd.Series([], dtype=object, index=frame.index)
+    out = frame[cols[0]].astype(str)
+    for c in cols[1:]:
+        out = out + "\x1e" + frame[c].astype(str)
+    return out
+
+
 def _slot_keys(entries: pd.DataFrame) -> pd.Series:
-    return entries[SLOT].astype(str).agg("\x1e".join, axis=1) if len(entries) else pd.Series()
+    return _keys(entries, SLOT)
 
 
 def echoed_entries(entries: pd.DataFrame, written: pd.DataFrame) -> np.ndarray:
@@ -124,12 +122,6 @@ def echoed_entries(entries: pd.DataFrame, written: pd.DataFrame) -> np.ndarray:
     mask = np.zeros(len(entries), dtype=bool)
     mask[both["index"].to_numpy()] = True
     return mask
-
-
-def drop_echoed_entries(entries: pd.DataFrame, written: pd.DataFrame) -> pd.DataFrame:
-    """``entries`` without those equal, on every column of their aspect, to an entry of the
-    written payload of the same record (connector, source_id, aspect, local_id)."""
-    return entries[~echoed_entries(entries, written)]
 
 
 def own_word(
@@ -157,15 +149,15 @@ def own_word(
     Returns (records, entries, echoed values and entries set aside)."""
     fields = list(fields)
     echoed = echoed_fields(records, written, fields)
-    n = int(echoed.to_numpy().sum())
-    key = records[["connector", "source_id"]].astype(str).agg("\x1e".join, axis=1)
+    n = 0  # values set aside (an echo of a write that changed them)
+    key = _keys(records, ["connector", "source_id"])
     created_keys = set()
     if len(written) and "created" in written.columns:
         c = written[written["created"].astype(bool)]
         created_keys = set(c["connector"].astype(str) + "\x1e" + c["source_id"].astype(str))
     created = key.isin(created_keys).to_numpy() if len(records) else np.zeros(0, dtype=bool)
     out = records
-    if n:
+    if echoed.to_numpy().any():
         out = records.copy()
         for f in echoed.columns:
             mask = echoed[f].to_numpy()
@@ -178,6 +170,7 @@ def own_word(
                 )["value"]
                 was = was[~was.index.duplicated(keep="last")]
             back = mask & ~created & key.isin(was.index).to_numpy()
+            n += int(take.sum() + back.sum())
             if take.any() or back.any():
                 out[f] = out[f].astype(object)
                 out.loc[take, f] = None
@@ -185,10 +178,14 @@ def own_word(
     out = _held_times(out, key, written, echoed, created, held, fields)
     if entries.empty or written_entries.empty:
         return out, entries, n
-    hit = echoed_entries(entries, written_entries)
+    # only the entries of records custsync wrote to are compared (a few of millions)
+    ekey = _keys(entries, ["connector", "source_id"])
+    near = ekey.isin(set(_keys(written_entries, ["connector", "source_id"]))).to_numpy()
+    hit = np.zeros(len(entries), dtype=bool)
+    if near.any():
+        hit[near] = echoed_entries(entries[near], written_entries)
     if not hit.any():
         return out, entries, n
-    ekey = entries[["connector", "source_id"]].astype(str).agg("\x1e".join, axis=1)
     e_created = ekey.isin(created_keys).to_numpy()
     slots = _slot_keys(entries)
     held_slots = set(_slot_keys(held_entries)) if len(held_entries) else set()
@@ -258,33 +255,36 @@ def held_before(
     Stored with the update, so its echo can be told from the record's own word later."""
     fields = [f for f in fields if f in written.columns]
     key = ["connector", "source_id"]
-    parts = []
-    if len(written) and fields:
-        w = written[[*key, *fields]].astype({k: str for k in key})
-        o = (
-            own.astype({k: str for k in key})
-            .set_index(key)
-            .reindex(pd.MultiIndex.from_frame(w[key]))
-        )
+    cols: dict[str, list[np.ndarray]] = {"connector": [], "source_id": [], "field": [], "value": []}
+
+    def add(rows: pd.DataFrame, field: str, values: np.ndarray) -> None:
+        # object arrays: a missing value stays None (a concat of frames would make the
+        # column a datetime one, and None a NaT, as soon as one part holds times)
+        cols["connector"].append(rows["connector"].to_numpy(dtype=object))
+        cols["source_id"].append(rows["source_id"].to_numpy(dtype=object))
+        cols["field"].append(np.full(len(rows), field, dtype=object))
+        cols["value"].append(np.asarray(values, dtype=object))
+
+    if len(written):
+        w = written[key].astype(str).reset_index(drop=True)
+        o = own.astype({k: str for k in key}).set_index(key)
+        o = o[~o.index.duplicated(keep="last")].reindex(pd.MultiIndex.from_frame(w))
         for f in fields:
-            sent = _folded(w[f]).to_numpy()
+            sent = _folded(written[f]).to_numpy()
             had = _folded(o[f]).to_numpy() if f in o.columns else np.full(len(w), "")
             differ = (sent != "") & (sent != had)
             if differ.any():
-                vals = o[f].to_numpy(dtype=object)[differ] if f in o.columns else None
-                parts.append(
-                    w.loc[differ, key].assign(field=f, value=vals if vals is not None else None)
+                vals = (
+                    o[f].to_numpy(dtype=object)[differ]
+                    if f in o.columns
+                    else np.full(int(differ.sum()), None, dtype=object)
                 )
-    if "updated_at" in own.columns and len(written):
-        # when each record last changed before the write (see _held_times)
-        w = written[key].astype(str)
-        o = own.astype({k: str for k in key}).set_index(key)
-        o = o[~o.index.duplicated(keep="last")].reindex(pd.MultiIndex.from_frame(w))
-        parts.append(w.assign(field="updated_at", value=o["updated_at"].to_numpy(dtype=object)))
-    held = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(columns=[*key, "field", "value"])
+                add(w[differ], f, pd.Series(vals, dtype=object).where(pd.notna(vals), None))
+        if "updated_at" in o.columns:
+            # when each record last changed before the write (see _held_times)
+            add(w, "updated_at", o["updated_at"].to_numpy(dtype=object))
+    held = pd.DataFrame(
+        {c: pd.Series(np.concatenate(v) if v else [], dtype=object) for c, v in cols.items()}
     )
     if written_entries.empty:
         return held, pd.DataFrame()
