@@ -197,7 +197,10 @@ def own_word(
         if "held_empty" in back.columns:
             back = back[~back["held_empty"].astype(bool)].drop(columns="held_empty")
         if len(back):
-            kept = pd.concat([kept, back.reindex(columns=entries.columns)], ignore_index=True)
+            back = back.reindex(columns=entries.columns)
+            for c in back.columns:  # the stored entries' dtypes: no all-missing object column
+                back[c] = back[c].astype(entries[c].dtype)
+            kept = pd.concat([kept, back], ignore_index=True)
     return out, kept, n + int(drop.sum())
 
 
