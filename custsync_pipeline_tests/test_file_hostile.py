@@ -231,3 +231,42 @@ def test_the_cases_the_old_reader_handled_stay_handled(tmp_path):
     assert {("1", "first_name", "max_length"), ("2", "first_name", "no_formula")} <= fields
     assert ("3", "first_name", "printable") in fields
     assert checked.valid.set_index("source_id").loc["4", "last_name"] == "O'Brien"
+
+
+CLEAN_CSV = [
+    'id,name,zip\n1,"van der Berg, Anna",007\n2,,41152\n3,"Sara ""S"" Ek",\n',
+    "id;name\r\n1;Åsa Öberg\r\n2;Null\r\n",  # another delimiter, CRLF, "Null" is a value
+    'id,note\n1,b"c\n2,tab\there\n',  # a quote inside an unquoted field, a tab
+    "id,name,name\n1,a,b\n",  # a repeated column name
+    "id,name\n1,x\x00y\n",  # a NUL is kept as received (validation quarantines it)
+]
+HOSTILE_CSV = [
+    'id,name\n1,"b"c\n',  # the strict reader refuses it (Arrow would read "bc")
+    "id,name\n1,a\n\n2,b\n",  # a blank line
+    'id,name\n1,"two\nlines"\n',  # a row spanning lines
+    "id,name\n1,a,extra\n",  # ragged
+    "\nid,name\n1,a\n",  # the header is not the first line
+    "id,name\n1,caf\udce9\n",  # a byte that did not decode
+]
+
+
+@pytest.mark.parametrize("text", CLEAN_CSV)
+def test_a_clean_csv_reads_the_same_through_arrow(text):
+    from custsync_pipeline.connectors.file_rows import _arrow_csv, read_csv_text
+
+    delimiter = ";" if ";" in text.splitlines()[0] else ","
+    fast = _arrow_csv(text, delimiter, "f.csv")
+    assert fast is not None, "a clean file takes the fast path"
+    careful = read_csv_text(text, delimiter=delimiter, source="f.csv", arrow=False)
+    pd.testing.assert_frame_equal(fast, careful)
+
+
+@pytest.mark.parametrize("text", HOSTILE_CSV)
+def test_a_file_arrow_would_read_differently_takes_the_careful_path(text):
+    from custsync_pipeline.connectors.file_rows import _arrow_csv, read_csv_text
+
+    assert _arrow_csv(text, ",", "f.csv") is None
+    # and the careful path still names each bad row (or reads it as the csv module does)
+    assert read_csv_text(text, source="f.csv").equals(
+        read_csv_text(text, source="f.csv", arrow=False)
+    )

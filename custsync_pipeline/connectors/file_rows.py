@@ -10,8 +10,9 @@ as received, never cut: validation's ``printable`` check quarantines them. Bytes
 that do not decode become U+FFFD in the frame (the row is rejected either way,
 and its payload stays text any store and Parquet can hold).
 
-Clean files take a fast path (one ``csv`` call, one ``json.loads`` call); the
-per-row bookkeeping only runs when something is wrong.
+Clean files take a fast path (a CSV file of one record per line through Arrow's reader,
+once the strict ``csv`` reader has agreed with every line holding a quote; JSON lines in
+one ``json.loads`` call); the per-row bookkeeping only runs when something is wrong.
 """
 
 from __future__ import annotations
@@ -219,12 +220,70 @@ def _header(names: list[str]) -> list[str]:
     return out
 
 
+def _arrow_csv(text: str, delimiter: str, source: str) -> pd.DataFrame | None:
+    """A clean file read by Arrow's CSV reader (a few times faster than the ``csv``
+    module at a million rows), or None when the file is not clean in the way the careful
+    path would see it: a row spanning lines, a blank or ragged line, a quote the strict
+    ``csv`` reader refuses (Arrow would take ``"b"c`` as ``bc``), a byte that did not
+    decode, a header that is not the first line."""
+    if len(delimiter) != 1 or _SURROGATE.search(text) or _SURROGATE_ESCAPE.search(text):
+        return None
+    body = text[:-1] if text.endswith("\n") else text
+    lines = body.split("\n")
+    if len(lines) < 2 or not lines[0].strip():
+        return None
+    try:
+        header = next(csv.reader([lines[0]], delimiter=delimiter, strict=True))
+        # lines with a quote: the strict reader must take each as one whole row
+        quoted = [line for line in lines if '"' in line]
+        for row in csv.reader(quoted, delimiter=delimiter, strict=True):
+            if not row:
+                return None
+        names = [f"c{i}" for i in range(len(header))]
+        import pyarrow.csv as pa_csv  # noqa: PLC0415 - only this path needs it
+
+        table = pa_csv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    except (csv.Error, pa.ArrowInvalid, UnicodeEncodeError, StopIteration):
+        return None
+    if table.num_rows != len(lines) - 1:  # a blank line was skipped, or a row spans lines
+        return None
+    frame = pd.DataFrame(
+        {c: table.column(c).to_numpy(zero_copy_only=False) for c in names}, dtype=object
+    )
+    frame.columns = _header(header)
+    frame = frame.where(frame.notna(), np.nan)  # as the careful path: NaN for a missing cell
+    frame[LINE_COLUMN] = np.arange(2, len(lines) + 1, dtype=np.int64)
+    frame[FILE_COLUMN] = source
+    frame[ERROR_COLUMN] = None
+    frame[CHECK_COLUMN] = None
+    return frame
+
+
 def read_csv_text(
-    text: str, *, delimiter: str = ",", source: str = "", encoding: str = "utf-8"
+    text: str,
+    *,
+    delimiter: str = ",",
+    source: str = "",
+    encoding: str = "utf-8",
+    arrow: bool = True,
 ) -> pd.DataFrame:
-    """Every row of a CSV text as strings (an empty cell is missing), with the ``received`` columns."""
+    """Every row of a CSV text as strings (an empty cell is missing), with the ``received``
+    columns; a clean file through Arrow's reader unless ``arrow`` is False."""
     if not text.strip():
         raise UnreadableFileError(f"{source}: the file is empty (no header row)")
+    fast = _arrow_csv(text, delimiter, source) if arrow else None
+    if fast is not None:
+        return fast
     lines = list(io.StringIO(text, newline=""))
     failed: dict[int, str] = {}
     try:
