@@ -274,10 +274,14 @@ def load_source_records(
     return frame
 
 
-def source_record_counts(engine: Engine) -> dict[str, int]:
+def source_record_counts(engine: Engine, connector: str | None = None) -> dict[str, int]:
+    """Stored source records per connector (of ``connector`` only: its rows of the primary
+    key's index, not a count of every connector's)."""
     stmt = sa.select(source_records.c.connector, sa.func.count()).group_by(
         source_records.c.connector
     )
+    if connector is not None:
+        stmt = stmt.where(source_records.c.connector == connector)
     with engine.connect() as conn:
         return {c: int(n) for c, n in conn.execute(stmt)}
 

@@ -52,13 +52,17 @@ def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[
         )
         # a golden id merged into another did not leave: its members moved to the survivor,
         # which has its own row. Its row goes (no pending delete, no "gone from target")
-        merged = pd.Series(
-            conn.execute(
-                sa.select(golden_ids.c.golden_id).where(golden_ids.c.merged_into.isnot(None))
-            ).scalars(),
-            dtype=object,
-        )
-        moved = seen["golden_id"][~seen["golden_id"].isin(here) & seen["golden_id"].isin(merged)]
+        # (only the ids not held now are looked up: a few, not every merge ever made)
+        absent = seen["golden_id"][~seen["golden_id"].isin(here)].tolist()
+        merged: list[str] = []
+        for start in range(0, len(absent), 5000):
+            merged += conn.execute(
+                sa.select(golden_ids.c.golden_id).where(
+                    golden_ids.c.merged_into.isnot(None),
+                    golden_ids.c.golden_id.in_(absent[start : start + 5000]),
+                )
+            ).scalars()
+        moved = seen["golden_id"][seen["golden_id"].isin(merged)]
         delete_in(conn, target_presence, "golden_id", moved.tolist(), mine)
         seen = seen[~seen["golden_id"].isin(moved)]
         known = set(seen["golden_id"])

@@ -295,7 +295,7 @@ def store_lane_pull(
             replay.forget_pull(engine, name)
         counts = pulls.store_pull(engine, name, pull, checked.valid, entries.valid)
     else:
-        kept = core.source_record_counts(engine).get(name, 0)
+        kept = core.source_record_counts(engine, name).get(name, 0)
         context.log.warning(gate_message(name, checked, gate, kept))
     stored = counts["stored"]
     rejected = pd.concat([checked.rejected, entries.rejected], ignore_index=True)

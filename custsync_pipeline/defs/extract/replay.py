@@ -102,7 +102,7 @@ def unchanged_pull(
         return None
     if not incremental and saved.get("mode") != FULL:
         return None  # a snapshot removes what an incremental pull of the same rows kept
-    if core.source_record_counts(engine).get(connector, 0) != saved.get("rows"):
+    if core.source_record_counts(engine, connector).get(connector, 0) != saved.get("rows"):
         return None  # the stored records moved since (an erasure, a write found one gone)
     return saved
 
@@ -116,7 +116,7 @@ def remember_pull(
     rejected_metadata: dict[str, Any],
 ) -> None:
     """Store the key and figures of a pull that passed its gate and was stored."""
-    rows = core.source_record_counts(engine).get(connector, 0)
+    rows = core.source_record_counts(engine, connector).get(connector, 0)
     body = {
         "key": key,
         "mode": mode,
