@@ -22,6 +22,7 @@ Pure: pandas/numpy/scipy only, no I/O, no dagster.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +59,12 @@ from custsync_pipeline.domain.identity_keys import (
     surname_keys,
     surnames_compatible,
 )
-from custsync_pipeline.domain.identity_names import fill_names, fold, swapped_names
+from custsync_pipeline.domain.identity_names import (
+    fill_names,
+    first_names_compatible,
+    fold,
+    swapped_names,
+)
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
 
 __all__ = [
@@ -124,6 +130,8 @@ _CONTEXT_COLUMNS = (
     "full_name",
     "birth_date",
     "kind",
+    "street",  # a holder's home: is a housemate in the data (_household_addresses)
+    "postal_code",
     "updated_at",
 )
 
@@ -296,6 +304,113 @@ def _name_gated_keys(
         key_status=np.concatenate([keys.key_status, np.full(len(uniq), USABLE, dtype=np.int8)]),
         key_reason=np.concatenate([keys.key_reason, np.full(len(uniq), "", dtype=object)]),
     )
+
+
+def _household_addresses(
+    keys: KeyTable,
+    rules: list[IdentifierRule],
+    tokens: np.ndarray,
+    surnames: np.ndarray,
+    nameless: np.ndarray,
+    street: np.ndarray | None,
+    postal: np.ndarray | None,
+) -> None:
+    """An e-mail that names none of its named holders but another of the household.
+
+    A record without a name (a guest checkout) on an e-mail with one named holder
+    joins that holder. When the address does not name the holder (its local part
+    holds none of the holder's first names) and names the family (``familjen.berg@``,
+    ``bergs@``) or another first name of the data (``anna.berg@`` held by Erik Berg),
+    or names nobody while someone of the holder's surname at the holder's street and
+    postal code has a first name the holder's do not agree with (a housemate), it is
+    a household's address: the guest could be any of them. The key is then refused
+    as one key (the named holders still link by name, ``_name_gated_keys``) and the
+    guest is left apart.
+    """
+    email_rule = np.array([r.columns[0] == "email" for r in rules], dtype=bool)
+    occ_key = keys.occ_key
+    sel = (keys.key_status[occ_key] == USABLE) & (keys.key_count[occ_key] >= 2)
+    sel &= email_rule[keys.key_rule[occ_key]]
+    if not sel.any():
+        return
+    rec, key = keys.occ_rec[sel], occ_key[sel]
+    has_token = pd.notna(tokens[rec]).astype(bool)
+    guest = nameless[rec]
+    n_keys = keys.n_keys
+    wanted = (np.bincount(key[guest], minlength=n_keys) > 0) & (
+        np.bincount(key[has_token], minlength=n_keys) > 0
+    )
+    h = wanted[key] & has_token
+    if not h.any():
+        return
+    h_rec, h_key, h_tok = rec[h], key[h], tokens[rec[h]]
+    uk, k_inv = np.unique(h_key, return_inverse=True)
+    words = [
+        [w for w in re.findall(r"[a-z]+", fold(str(v).split("@", 1)[0]))]
+        for v in keys.key_value[uk]
+    ]
+    holder_toks: dict[int, set] = {}
+    holder_sns: dict[int, set] = {}
+    sn = pd.Series(surnames[h_rec], dtype=object).str.rsplit(" ", n=1).str[-1]
+    for i, t, s in zip(k_inv.tolist(), h_tok.tolist(), sn.tolist(), strict=True):
+        holder_toks.setdefault(i, set()).add(t)
+        if isinstance(s, str):
+            holder_sns.setdefault(i, set()).update((s, s + "s"))
+    known = set(pd.unique(tokens[pd.notna(tokens).astype(bool)]))
+    household = np.zeros(len(uk), dtype=bool)
+    housemate_wanted = np.zeros(len(uk), dtype=bool)
+    for i, ws in enumerate(words):
+        mine = holder_toks.get(i, set())
+        if any(first_names_compatible(w, t) for w in ws for t in mine):
+            continue  # the address names its holder
+        # it names the family (``familjen.berg``, ``bergs``) or another first name
+        named_other = any(w in holder_sns.get(i, ()) for w in ws)
+        named_other |= any(len(w) >= 3 and w in known for w in ws)
+        household[i] = named_other
+        housemate_wanted[i] = not named_other
+    if street is not None and postal is not None and housemate_wanted.any():
+        # someone of the holder's surname at the holder's home whose first name disagrees
+        want = housemate_wanted[k_inv] & sn.notna().to_numpy()
+        hold = pd.DataFrame(
+            {
+                "k": k_inv[want],
+                "sn": sn.to_numpy()[want],
+                "t": h_tok[want],
+                "st": street[h_rec[want]],
+                "pc": postal[h_rec[want]],
+            }
+        ).dropna()
+        if len(hold):
+            near = pd.Series(postal).isin(hold["pc"].unique()).to_numpy()
+            near &= pd.notna(tokens).astype(bool) & pd.notna(surnames).astype(bool)
+            near &= pd.notna(street).astype(bool)
+            mates = pd.DataFrame(
+                {
+                    "sn": pd.Series(surnames[near], dtype=object).str.rsplit(" ", n=1).str[-1],
+                    "st": street[near],
+                    "pc": postal[near],
+                    "o": tokens[near],
+                }
+            ).drop_duplicates()
+            for frame in (hold, mates):
+                frame["st"] = frame["st"].map(lambda v: fold(str(v)))
+            pairs = hold.merge(mates, on=["sn", "st", "pc"])
+            pairs = pairs[(pairs["t"] != pairs["o"]).to_numpy(dtype=bool)]
+            if len(pairs):
+                uniq = pairs[["t", "o"]].drop_duplicates()
+                uniq["agree"] = [
+                    first_names_compatible(a, b) for a, b in zip(uniq["t"], uniq["o"], strict=True)
+                ]
+                pairs = pairs.merge(uniq, on=["t", "o"])
+                # a housemate: a first name that agrees with none of the holder's
+                hold_agree = pairs.groupby(["k", "o"])["agree"].any()
+                mate_k = hold_agree[~hold_agree].index.get_level_values("k").unique()
+                household[np.asarray(mate_k, dtype=np.int64)] = True
+    if not household.any():
+        return
+    k = uk[household]
+    keys.key_status[k] = OVERUSED
+    keys.key_reason[k] = "household address: names none of its named holders, and a housemate"
 
 
 def _late_guests(
@@ -502,6 +617,18 @@ def resolve_identities(
     tokens = recs[_TOKENS].to_numpy(dtype=object)[order]
     surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
     births = birth_keys(recs)[order]
+    companies = company_keys(recs)[order]
+    _household_addresses(
+        keys,
+        rules,
+        tokens,
+        surnames,
+        ~(pd.notna(tokens) | pd.notna(surnames) | pd.notna(companies)).astype(bool),
+        *(
+            recs[c].to_numpy(dtype=object)[order] if c in recs.columns else None
+            for c in ("street", "postal_code")
+        ),
+    )
     keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
 
     # --- fast path: usable shared keys -> star edges -> components
@@ -547,7 +674,6 @@ def resolve_identities(
     if has_birth.any():
         codes, _ = pd.factorize(births[has_birth])
         reasons["birth_dates"] = _count_distinct(labels[has_birth], codes, n_comp) > 1
-    companies = company_keys(recs)[order]
     for label, values, compat in (
         ("surnames", surnames, surnames_compatible),
         ("companies", companies, companies_compatible),
