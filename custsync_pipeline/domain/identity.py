@@ -136,6 +136,8 @@ _CONTEXT_COLUMNS = (
 )
 
 
+_WORD = re.compile(r"[a-z]+")
+
 # folded first-name token and last name per record, computed once in ``_prepare``
 _TOKENS, _SURNAMES = "__first_token", "__surname"
 
@@ -311,6 +313,8 @@ def _household_addresses(
     rules: list[IdentifierRule],
     tokens: np.ndarray,
     surnames: np.ndarray,
+    has_name: np.ndarray,
+    has_surname: np.ndarray,
     nameless: np.ndarray,
     street: np.ndarray | None,
     postal: np.ndarray | None,
@@ -328,13 +332,12 @@ def _household_addresses(
     guest is left apart.
     """
     email_rule = np.array([r.columns[0] == "email" for r in rules], dtype=bool)
-    occ_key = keys.occ_key
-    sel = (keys.key_status[occ_key] == USABLE) & (keys.key_count[occ_key] >= 2)
-    sel &= email_rule[keys.key_rule[occ_key]]
-    if not sel.any():
+    shared = (keys.key_status == USABLE) & (keys.key_count >= 2) & email_rule[keys.key_rule]
+    if not shared.any():
         return
-    rec, key = keys.occ_rec[sel], occ_key[sel]
-    has_token = pd.notna(tokens[rec]).astype(bool)
+    sel = shared[keys.occ_key]
+    rec, key = keys.occ_rec[sel], keys.occ_key[sel]
+    has_token = has_name[rec]
     guest = nameless[rec]
     n_keys = keys.n_keys
     wanted = (np.bincount(key[guest], minlength=n_keys) > 0) & (
@@ -345,10 +348,9 @@ def _household_addresses(
         return
     h_rec, h_key, h_tok = rec[h], key[h], tokens[rec[h]]
     uk, k_inv = np.unique(h_key, return_inverse=True)
-    words = [
-        [w for w in re.findall(r"[a-z]+", fold(str(v).split("@", 1)[0]))]
-        for v in keys.key_value[uk]
-    ]
+    locals_ = [str(v).split("@", 1)[0] for v in keys.key_value[uk]]
+    # e-mails are stored lower case: only a non-ASCII local part needs folding
+    words = [_WORD.findall(x if x.isascii() else fold(x)) for x in locals_]
     holder_toks: dict[int, set] = {}
     holder_sns: dict[int, set] = {}
     sn = pd.Series(surnames[h_rec], dtype=object).str.rsplit(" ", n=1).str[-1]
@@ -356,7 +358,8 @@ def _household_addresses(
         holder_toks.setdefault(i, set()).add(t)
         if isinstance(s, str):
             holder_sns.setdefault(i, set()).update((s, s + "s"))
-    known = set(pd.unique(tokens[pd.notna(tokens).astype(bool)]))
+    asked = {w for ws in words for w in ws if len(w) >= 3}
+    known = set(pd.unique(tokens[has_name])) & asked if asked else set()
     household = np.zeros(len(uk), dtype=bool)
     housemate_wanted = np.zeros(len(uk), dtype=bool)
     for i, ws in enumerate(words):
@@ -381,19 +384,22 @@ def _household_addresses(
             }
         ).dropna()
         if len(hold):
-            near = pd.Series(postal).isin(hold["pc"].unique()).to_numpy()
-            near &= pd.notna(tokens).astype(bool) & pd.notna(surnames).astype(bool)
-            near &= pd.notna(street).astype(bool)
+            near = np.flatnonzero(has_name & has_surname)
+            near = near[pd.Series(postal[near]).isin(hold["pc"].unique()).to_numpy()]
+            near_sn = pd.Series(surnames[near], dtype=object).str.rsplit(" ", n=1).str[-1]
+            same = near_sn.isin(hold["sn"].unique()).to_numpy() & pd.notna(street[near])
+            near = near[same]
             mates = pd.DataFrame(
                 {
-                    "sn": pd.Series(surnames[near], dtype=object).str.rsplit(" ", n=1).str[-1],
+                    "sn": near_sn.to_numpy()[same],
                     "st": street[near],
                     "pc": postal[near],
                     "o": tokens[near],
                 }
             ).drop_duplicates()
-            for frame in (hold, mates):
-                frame["st"] = frame["st"].map(lambda v: fold(str(v)))
+            for frame in (hold, mates):  # each street folded once
+                code, uniq_st = pd.factorize(frame["st"])
+                frame["st"] = np.array([fold(str(v)) for v in uniq_st], dtype=object)[code]
             pairs = hold.merge(mates, on=["sn", "st", "pc"])
             pairs = pairs[(pairs["t"] != pairs["o"]).to_numpy(dtype=bool)]
             if len(pairs):
@@ -618,12 +624,17 @@ def resolve_identities(
     surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
     births = birth_keys(recs)[order]
     companies = company_keys(recs)[order]
+    has_name = pd.notna(tokens).astype(bool)
+    has_surname = pd.notna(surnames).astype(bool)
+    has_company = pd.notna(companies).astype(bool)
     _household_addresses(
         keys,
         rules,
         tokens,
         surnames,
-        ~(pd.notna(tokens) | pd.notna(surnames) | pd.notna(companies)).astype(bool),
+        has_name,
+        has_surname,
+        ~(has_name | has_surname | has_company),
         *(
             recs[c].to_numpy(dtype=object)[order] if c in recs.columns else None
             for c in ("street", "postal_code")
@@ -667,18 +678,16 @@ def resolve_identities(
         s = u_occ & (occ_rule == r_idx)
         distinct = _count_distinct(labels[keys.occ_rec[s]], keys.occ_key[s], n_comp)
         reasons[f"values_{rule.name}"] = distinct > limit
-    has_name = pd.notna(tokens).astype(bool)
     if has_name.any():
         reasons["names"] = _names_disagree(labels[has_name], tokens[has_name], n_comp)
     has_birth = pd.notna(births).astype(bool)
     if has_birth.any():
         codes, _ = pd.factorize(births[has_birth])
         reasons["birth_dates"] = _count_distinct(labels[has_birth], codes, n_comp) > 1
-    for label, values, compat in (
-        ("surnames", surnames, surnames_compatible),
-        ("companies", companies, companies_compatible),
+    for label, values, has, compat in (
+        ("surnames", surnames, has_surname, surnames_compatible),
+        ("companies", companies, has_company, companies_compatible),
     ):
-        has = pd.notna(values).astype(bool)
         if has.any():
             reasons[label] = _names_disagree(labels[has], values[has], n_comp, compat)
     kinds = _kinds(recs)[order]
@@ -780,7 +789,7 @@ def resolve_identities(
         # fixed point: a guest left apart between clusters the probabilistic stage has
         # since joined now points to one cluster, and follows it
         cluster, g_a, g_b, g_k = _late_guests(
-            keys, contact_rule, has_name | pd.notna(surnames) | pd.notna(companies), cluster
+            keys, contact_rule, has_name | has_surname | has_company, cluster
         )
         m_a, m_b = np.r_[m_a, g_a], np.r_[m_b, g_b]
         m_k = np.r_[np.full(len(m_a) - len(g_a), -1, dtype=np.int64), g_k]
