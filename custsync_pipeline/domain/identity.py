@@ -308,6 +308,13 @@ def _name_gated_keys(
     )
 
 
+def _last_words(values: np.ndarray) -> np.ndarray:
+    """The last word of each folded surname (``"svensson berg"`` -> ``"berg"``), or None."""
+    code, uniq = pd.factorize(values, use_na_sentinel=True)
+    last = np.array([str(u).rsplit(" ", 1)[-1] for u in uniq] + [None], dtype=object)
+    return last[code]
+
+
 def _household_addresses(
     keys: KeyTable,
     rules: list[IdentifierRule],
@@ -353,7 +360,7 @@ def _household_addresses(
     words = [_WORD.findall(x if x.isascii() else fold(x)) for x in locals_]
     holder_toks: dict[int, set] = {}
     holder_sns: dict[int, set] = {}
-    sn = pd.Series(surnames[h_rec], dtype=object).str.rsplit(" ", n=1).str[-1]
+    sn = _last_words(surnames[h_rec])
     for i, t, s in zip(k_inv.tolist(), h_tok.tolist(), sn.tolist(), strict=True):
         holder_toks.setdefault(i, set()).add(t)
         if isinstance(s, str):
@@ -373,11 +380,11 @@ def _household_addresses(
         housemate_wanted[i] = not named_other
     if street is not None and postal is not None and housemate_wanted.any():
         # someone of the holder's surname at the holder's home whose first name disagrees
-        want = housemate_wanted[k_inv] & sn.notna().to_numpy()
+        want = housemate_wanted[k_inv] & pd.notna(sn).astype(bool)
         hold = pd.DataFrame(
             {
                 "k": k_inv[want],
-                "sn": sn.to_numpy()[want],
+                "sn": sn[want],
                 "t": h_tok[want],
                 "st": street[h_rec[want]],
                 "pc": postal[h_rec[want]],
@@ -386,12 +393,13 @@ def _household_addresses(
         if len(hold):
             near = np.flatnonzero(has_name & has_surname)
             near = near[pd.Series(postal[near]).isin(hold["pc"].unique()).to_numpy()]
-            near_sn = pd.Series(surnames[near], dtype=object).str.rsplit(" ", n=1).str[-1]
-            same = near_sn.isin(hold["sn"].unique()).to_numpy() & pd.notna(street[near])
+            near_sn = _last_words(surnames[near])
+            same = pd.Series(near_sn).isin(hold["sn"].unique()).to_numpy()
+            same &= pd.notna(street[near]).astype(bool)
             near = near[same]
             mates = pd.DataFrame(
                 {
-                    "sn": near_sn.to_numpy()[same],
+                    "sn": near_sn[same],
                     "st": street[near],
                     "pc": postal[near],
                     "o": tokens[near],
@@ -401,7 +409,6 @@ def _household_addresses(
                 code, uniq_st = pd.factorize(frame["st"])
                 frame["st"] = np.array([fold(str(v)) for v in uniq_st], dtype=object)[code]
             pairs = hold.merge(mates, on=["sn", "st", "pc"])
-            pairs = pairs[(pairs["t"] != pairs["o"]).to_numpy(dtype=bool)]
             if len(pairs):
                 uniq = pairs[["t", "o"]].drop_duplicates()
                 uniq["agree"] = [
@@ -434,13 +441,17 @@ def _late_guests(
     n_c = int(cluster.max()) + 1 if len(cluster) else 0
     named_c = np.zeros(n_c, dtype=bool)
     named_c[cluster[named]] = True
-    occ = (keys.key_status[keys.occ_key] == USABLE) & contact_rule[keys.key_rule[keys.occ_key]]
+    occ = ((keys.key_status == USABLE) & contact_rule[keys.key_rule])[keys.occ_key]
     rec, key = keys.occ_rec[occ], keys.occ_key[occ]
     c = cluster[rec]
     guest = ~named_c[c]
     if not guest.any():
         return cluster, none, none, none
-    held = pd.DataFrame({"k": key[~guest], "c": c[~guest], "r": rec[~guest]})
+    # only the keys some guest holds are read (not every contact key of the data)
+    asked = np.zeros(keys.n_keys, dtype=bool)
+    asked[key[guest]] = True
+    mine = ~guest & asked[key]
+    held = pd.DataFrame({"k": key[mine], "c": c[mine], "r": rec[mine]})
     held = held.drop_duplicates(["k", "c"])  # one holder record per key and cluster
     asks = pd.DataFrame({"k": key[guest], "g": c[guest], "gr": rec[guest]})
     asks = asks.drop_duplicates(["g", "k"])
