@@ -127,6 +127,13 @@ def test_guest_stays_apart_on_an_address_naming_the_family_not_its_holder():
     assert "household address" in " ".join(result.conflicts["evidence"])
 
 
+def test_guest_stays_apart_on_a_one_word_address_naming_the_family():
+    # "eriksberg": Anna's surname at its end, no first name of hers
+    result = resolve_identities(_guest_on("eriksberg3@x.se"), RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("voyado", "V1"))
+    assert apart(result, ("salesforce", "S1"), ("news", "N1"))
+
+
 def test_guest_stays_apart_on_an_address_naming_another_first_name():
     # Anna's records on erik.berg@: Erik (a first name of the data) is the other holder
     erik = dict(connector="salesforce", source_id="S9", first_name="Erik", last_name="Holm",
@@ -151,6 +158,6 @@ def test_guest_joins_its_holder_on_an_address_naming_the_holder():
     # anna.berg@ names Anna: a housemate (Erik at her address) does not make it a household's
     erik = dict(connector="salesforce", source_id="S2", first_name="Erik", last_name="Berg",
                 email="erik@y.se", street="Storgatan 1", postal_code="111 22")  # fmt: skip
-    for email in ("anna.berg@x.se", "a.berg@x.se"):
+    for email in ("anna.berg@x.se", "a.berg@x.se", "annaberg12@x.se", "bergann@x.se"):
         result = resolve_identities(_guest_on(email, erik), RULES, now=NOW)
         assert together(result, ("salesforce", "S1"), ("voyado", "V1"), ("news", "N1"))

@@ -365,6 +365,16 @@ def _household_addresses(
         holder_toks.setdefault(i, set()).add(t)
         if isinstance(s, str):
             holder_sns.setdefault(i, set()).update((s, s + "s"))
+    # a local part written in one word ("sorenolsson"): the surname split off its end or start
+    for i, ws in enumerate(words):
+        for s in holder_sns.get(i, ()):
+            if len(s) < 3 or s.endswith("s") and s[:-1] in holder_sns[i]:
+                continue  # the plural form: the surname itself covers it
+            for w in list(ws):
+                if len(w) > len(s) and w.endswith(s):
+                    ws += [w[: -len(s)], s]
+                elif len(w) > len(s) and w.startswith(s):
+                    ws += [s, w[len(s) :]]
     asked = {w for ws in words for w in ws if len(w) >= 3}
     known = set(pd.unique(tokens[has_name])) & asked if asked else set()
     household = np.zeros(len(uk), dtype=bool)
