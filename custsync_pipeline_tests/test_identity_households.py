@@ -104,3 +104,60 @@ def test_rerun_on_unchanged_household_changes_no_golden_id():
     )
     merged = first.identity_map.merge(again.identity_map, on=["connector", "source_id"])
     assert (merged["golden_id_x"] == merged["golden_id_y"]).all()
+
+
+def _guest_on(email: str, *others: dict) -> pd.DataFrame:
+    # Anna Berg's records on ``email`` and a guest checkout (the e-mail and nothing else)
+    home = dict(street="Storgatan 1", postal_code="111 22")
+    return frame(
+        dict(connector="salesforce", source_id="S1", first_name="Anna", last_name="Berg",
+             email=email, **home),
+        dict(connector="voyado", source_id="V1", first_name="Anna", last_name="Berg",
+             email=email, **home),
+        dict(connector="news", source_id="N1", email=email),
+        *others,
+    )  # fmt: skip
+
+
+def test_guest_stays_apart_on_an_address_naming_the_family_not_its_holder():
+    # "familjen.berg": the family's address, of which Anna is only the one with a name
+    result = resolve_identities(_guest_on("familjen.berg7@x.se"), RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("voyado", "V1"))
+    assert apart(result, ("salesforce", "S1"), ("news", "N1"))
+    assert "household address" in " ".join(result.conflicts["evidence"])
+
+
+def test_guest_stays_apart_on_a_one_word_address_naming_the_family():
+    # "eriksberg": Anna's surname at its end, no first name of hers
+    result = resolve_identities(_guest_on("eriksberg3@x.se"), RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("voyado", "V1"))
+    assert apart(result, ("salesforce", "S1"), ("news", "N1"))
+
+
+def test_guest_stays_apart_on_an_address_naming_another_first_name():
+    # Anna's records on erik.berg@: Erik (a first name of the data) is the other holder
+    erik = dict(connector="salesforce", source_id="S9", first_name="Erik", last_name="Holm",
+                email="erik.holm@x.se")  # fmt: skip
+    result = resolve_identities(_guest_on("erik.berg@x.se", erik), RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("voyado", "V1"))
+    assert apart(result, ("salesforce", "S1"), ("news", "N1"))
+
+
+def test_guest_stays_apart_when_the_address_names_nobody_and_a_housemate_lives_there():
+    erik = dict(connector="salesforce", source_id="S2", first_name="Erik", last_name="Berg",
+                email="erik@y.se", street="Storgatan 1", postal_code="111 22")  # fmt: skip
+    result = resolve_identities(_guest_on("sol77@x.se", erik), RULES, now=NOW)
+    assert apart(result, ("salesforce", "S1"), ("news", "N1"), ("salesforce", "S2"))
+    # no housemate (Erik lives elsewhere): the only holder is the guest's best reading
+    erik["street"] = "Kungsgatan 9"
+    result = resolve_identities(_guest_on("sol77@x.se", erik), RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("news", "N1"))
+
+
+def test_guest_joins_its_holder_on_an_address_naming_the_holder():
+    # anna.berg@ names Anna: a housemate (Erik at her address) does not make it a household's
+    erik = dict(connector="salesforce", source_id="S2", first_name="Erik", last_name="Berg",
+                email="erik@y.se", street="Storgatan 1", postal_code="111 22")  # fmt: skip
+    for email in ("anna.berg@x.se", "a.berg@x.se", "annaberg12@x.se", "bergann@x.se"):
+        result = resolve_identities(_guest_on(email, erik), RULES, now=NOW)
+        assert together(result, ("salesforce", "S1"), ("voyado", "V1"), ("news", "N1"))

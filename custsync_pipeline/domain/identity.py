@@ -22,6 +22,7 @@ Pure: pandas/numpy/scipy only, no I/O, no dagster.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +59,12 @@ from custsync_pipeline.domain.identity_keys import (
     surname_keys,
     surnames_compatible,
 )
-from custsync_pipeline.domain.identity_names import fill_names, fold, swapped_names
+from custsync_pipeline.domain.identity_names import (
+    fill_names,
+    first_names_compatible,
+    fold,
+    swapped_names,
+)
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
 
 __all__ = [
@@ -124,9 +130,13 @@ _CONTEXT_COLUMNS = (
     "full_name",
     "birth_date",
     "kind",
+    "street",  # a holder's home: is a housemate in the data (_household_addresses)
+    "postal_code",
     "updated_at",
 )
 
+
+_WORD = re.compile(r"[a-z]+")
 
 # folded first-name token and last name per record, computed once in ``_prepare``
 _TOKENS, _SURNAMES = "__first_token", "__surname"
@@ -298,6 +308,134 @@ def _name_gated_keys(
     )
 
 
+def _last_words(values: np.ndarray) -> np.ndarray:
+    """The last word of each folded surname (``"svensson berg"`` -> ``"berg"``), or None."""
+    code, uniq = pd.factorize(values, use_na_sentinel=True)
+    last = np.array([str(u).rsplit(" ", 1)[-1] for u in uniq] + [None], dtype=object)
+    return last[code]
+
+
+def _household_addresses(
+    keys: KeyTable,
+    rules: list[IdentifierRule],
+    tokens: np.ndarray,
+    surnames: np.ndarray,
+    has_name: np.ndarray,
+    has_surname: np.ndarray,
+    nameless: np.ndarray,
+    street: np.ndarray | None,
+    postal: np.ndarray | None,
+) -> None:
+    """An e-mail that names none of its named holders but another of the household.
+
+    A record without a name (a guest checkout) on an e-mail with one named holder
+    joins that holder. When the address does not name the holder (its local part
+    holds none of the holder's first names) and names the family (``familjen.berg@``,
+    ``bergs@``) or another first name of the data (``anna.berg@`` held by Erik Berg),
+    or names nobody while someone of the holder's surname at the holder's street and
+    postal code has a first name the holder's do not agree with (a housemate), it is
+    a household's address: the guest could be any of them. The key is then refused
+    as one key (the named holders still link by name, ``_name_gated_keys``) and the
+    guest is left apart.
+    """
+    email_rule = np.array([r.columns[0] == "email" for r in rules], dtype=bool)
+    shared = (keys.key_status == USABLE) & (keys.key_count >= 2) & email_rule[keys.key_rule]
+    if not shared.any():
+        return
+    sel = shared[keys.occ_key]
+    rec, key = keys.occ_rec[sel], keys.occ_key[sel]
+    has_token = has_name[rec]
+    guest = nameless[rec]
+    n_keys = keys.n_keys
+    wanted = (np.bincount(key[guest], minlength=n_keys) > 0) & (
+        np.bincount(key[has_token], minlength=n_keys) > 0
+    )
+    h = wanted[key] & has_token
+    if not h.any():
+        return
+    h_rec, h_key, h_tok = rec[h], key[h], tokens[rec[h]]
+    uk, k_inv = np.unique(h_key, return_inverse=True)
+    locals_ = [str(v).split("@", 1)[0] for v in keys.key_value[uk]]
+    # e-mails are stored lower case: only a non-ASCII local part needs folding
+    words = [_WORD.findall(x if x.isascii() else fold(x)) for x in locals_]
+    holder_toks: dict[int, set] = {}
+    holder_sns: dict[int, set] = {}
+    sn = _last_words(surnames[h_rec])
+    for i, t, s in zip(k_inv.tolist(), h_tok.tolist(), sn.tolist(), strict=True):
+        holder_toks.setdefault(i, set()).add(t)
+        if isinstance(s, str):
+            holder_sns.setdefault(i, set()).update((s, s + "s"))
+    # a local part written in one word ("sorenolsson"): the surname split off its end or start
+    for i, ws in enumerate(words):
+        for s in holder_sns.get(i, ()):
+            if len(s) < 3 or s.endswith("s") and s[:-1] in holder_sns[i]:
+                continue  # the plural form: the surname itself covers it
+            for w in list(ws):
+                if len(w) > len(s) and w.endswith(s):
+                    ws += [w[: -len(s)], s]
+                elif len(w) > len(s) and w.startswith(s):
+                    ws += [s, w[len(s) :]]
+    asked = {w for ws in words for w in ws if len(w) >= 3}
+    known = set(pd.unique(tokens[has_name])) & asked if asked else set()
+    household = np.zeros(len(uk), dtype=bool)
+    housemate_wanted = np.zeros(len(uk), dtype=bool)
+    for i, ws in enumerate(words):
+        mine = holder_toks.get(i, set())
+        if any(first_names_compatible(w, t) for w in ws for t in mine):
+            continue  # the address names its holder
+        # it names the family (``familjen.berg``, ``bergs``) or another first name
+        named_other = any(w in holder_sns.get(i, ()) for w in ws)
+        named_other |= any(len(w) >= 3 and w in known for w in ws)
+        household[i] = named_other
+        housemate_wanted[i] = not named_other
+    if street is not None and postal is not None and housemate_wanted.any():
+        # someone of the holder's surname at the holder's home whose first name disagrees
+        want = housemate_wanted[k_inv] & pd.notna(sn).astype(bool)
+        hold = pd.DataFrame(
+            {
+                "k": k_inv[want],
+                "sn": sn[want],
+                "t": h_tok[want],
+                "st": street[h_rec[want]],
+                "pc": postal[h_rec[want]],
+            }
+        ).dropna()
+        if len(hold):
+            near = np.flatnonzero(has_name & has_surname)
+            near = near[pd.Series(postal[near]).isin(hold["pc"].unique()).to_numpy()]
+            near_sn = _last_words(surnames[near])
+            same = pd.Series(near_sn).isin(hold["sn"].unique()).to_numpy()
+            same &= pd.notna(street[near]).astype(bool)
+            near = near[same]
+            mates = pd.DataFrame(
+                {
+                    "sn": near_sn[same],
+                    "st": street[near],
+                    "pc": postal[near],
+                    "o": tokens[near],
+                }
+            ).drop_duplicates()
+            for frame in (hold, mates):  # each street folded once
+                code, uniq_st = pd.factorize(frame["st"])
+                frame["st"] = np.array([fold(str(v)) for v in uniq_st], dtype=object)[code]
+            pairs = hold.merge(mates, on=["sn", "st", "pc"])
+            if len(pairs):
+                uniq = pairs[["t", "o"]].drop_duplicates()
+                uniq["agree"] = [
+                    first_names_compatible(a, b) for a, b in zip(uniq["t"], uniq["o"], strict=True)
+                ]
+                pairs = pairs.merge(uniq, on=["t", "o"])
+                # a housemate: a first name that agrees with none of the holder's
+                hold_agree = pairs.groupby(["k", "o"])["agree"].any()
+                mate_k = hold_agree[~hold_agree].index.get_level_values("k").unique()
+                household[np.asarray(mate_k, dtype=np.int64)] = True
+    if not household.any():
+        return
+    k = uk[household]
+    keys.key_status[k] = OVERUSED
+    keys.key_reason[k] = "household address: names none of its named holders, and a housemate"
+
+
 def _late_guests(
     keys: KeyTable, contact_rule: np.ndarray, named: np.ndarray, cluster: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -313,13 +451,17 @@ def _late_guests(
     n_c = int(cluster.max()) + 1 if len(cluster) else 0
     named_c = np.zeros(n_c, dtype=bool)
     named_c[cluster[named]] = True
-    occ = (keys.key_status[keys.occ_key] == USABLE) & contact_rule[keys.key_rule[keys.occ_key]]
+    occ = ((keys.key_status == USABLE) & contact_rule[keys.key_rule])[keys.occ_key]
     rec, key = keys.occ_rec[occ], keys.occ_key[occ]
     c = cluster[rec]
     guest = ~named_c[c]
     if not guest.any():
         return cluster, none, none, none
-    held = pd.DataFrame({"k": key[~guest], "c": c[~guest], "r": rec[~guest]})
+    # only the keys some guest holds are read (not every contact key of the data)
+    asked = np.zeros(keys.n_keys, dtype=bool)
+    asked[key[guest]] = True
+    mine = ~guest & asked[key]
+    held = pd.DataFrame({"k": key[mine], "c": c[mine], "r": rec[mine]})
     held = held.drop_duplicates(["k", "c"])  # one holder record per key and cluster
     asks = pd.DataFrame({"k": key[guest], "g": c[guest], "gr": rec[guest]})
     asks = asks.drop_duplicates(["g", "k"])
@@ -502,6 +644,23 @@ def resolve_identities(
     tokens = recs[_TOKENS].to_numpy(dtype=object)[order]
     surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
     births = birth_keys(recs)[order]
+    companies = company_keys(recs)[order]
+    has_name = pd.notna(tokens).astype(bool)
+    has_surname = pd.notna(surnames).astype(bool)
+    has_company = pd.notna(companies).astype(bool)
+    _household_addresses(
+        keys,
+        rules,
+        tokens,
+        surnames,
+        has_name,
+        has_surname,
+        ~(has_name | has_surname | has_company),
+        *(
+            recs[c].to_numpy(dtype=object)[order] if c in recs.columns else None
+            for c in ("street", "postal_code")
+        ),
+    )
     keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
 
     # --- fast path: usable shared keys -> star edges -> components
@@ -540,19 +699,16 @@ def resolve_identities(
         s = u_occ & (occ_rule == r_idx)
         distinct = _count_distinct(labels[keys.occ_rec[s]], keys.occ_key[s], n_comp)
         reasons[f"values_{rule.name}"] = distinct > limit
-    has_name = pd.notna(tokens).astype(bool)
     if has_name.any():
         reasons["names"] = _names_disagree(labels[has_name], tokens[has_name], n_comp)
     has_birth = pd.notna(births).astype(bool)
     if has_birth.any():
         codes, _ = pd.factorize(births[has_birth])
         reasons["birth_dates"] = _count_distinct(labels[has_birth], codes, n_comp) > 1
-    companies = company_keys(recs)[order]
-    for label, values, compat in (
-        ("surnames", surnames, surnames_compatible),
-        ("companies", companies, companies_compatible),
+    for label, values, has, compat in (
+        ("surnames", surnames, has_surname, surnames_compatible),
+        ("companies", companies, has_company, companies_compatible),
     ):
-        has = pd.notna(values).astype(bool)
         if has.any():
             reasons[label] = _names_disagree(labels[has], values[has], n_comp, compat)
     kinds = _kinds(recs)[order]
@@ -654,7 +810,7 @@ def resolve_identities(
         # fixed point: a guest left apart between clusters the probabilistic stage has
         # since joined now points to one cluster, and follows it
         cluster, g_a, g_b, g_k = _late_guests(
-            keys, contact_rule, has_name | pd.notna(surnames) | pd.notna(companies), cluster
+            keys, contact_rule, has_name | has_surname | has_company, cluster
         )
         m_a, m_b = np.r_[m_a, g_a], np.r_[m_b, g_b]
         m_k = np.r_[np.full(len(m_a) - len(g_a), -1, dtype=np.int64), g_k]
