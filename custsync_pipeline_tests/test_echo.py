@@ -22,6 +22,7 @@ import pandas as pd
 
 from custsync_pipeline.config import ConnectorConfig
 from custsync_pipeline.connectors.voucherify import VoucherifyConnector
+from custsync_pipeline.defs.golden.echo import acked_writes
 from custsync_pipeline.domain.aspects import ENTRY_COLUMNS
 from custsync_pipeline.domain.echo import (
     echoed_fields,
@@ -141,6 +142,13 @@ def test_an_updated_record_read_back_as_written_keeps_its_own_word():
     assert records["updated_at"].tolist()[0] == t1
     assert sorted(entries["street"].dropna()) == ["Main Street 70", "Main Street 72"]
 
+    # a field the write did not send, edited there since: fresh, as recent as it is
+    fields = [*fields, "company_name"]
+    own, sent = own.assign(company_name=None), sent.assign(company_name=None)
+    edited = read_back.assign(company_name=[None, "Acme (edited)", None])
+    records, _, _ = _round_trip(own, own_entries, sent, sent_entries, edited, sent_entries, fields)
+    assert records["updated_at"].tolist() == [t0, t1, t0]
+
 
 def test_a_value_the_update_did_not_change_stays_the_records_word():
     """A record whose own value custsync wrote back unchanged (beside another field it
@@ -157,6 +165,29 @@ def test_a_value_the_update_did_not_change_stays_the_records_word():
     )
     assert records["phone"].tolist() == ["+4670123"]  # its own, written back as it was
     assert records["city"].tolist() == ["Lund"]  # the write's echo: what it held
+
+
+def test_a_write_waiting_to_be_sent_leaves_the_acknowledged_one_in_force():
+    """While a newer update of a record waits (the target is down), the target still holds
+    the last acknowledged payload: that, and what the record held before it, is what its
+    read-back is compared with."""
+    conn = VoucherifyConnector(
+        "voucherify",
+        ConnectorConfig(type="voucherify", base_url="http://127.0.0.1:9",
+                        credentials={"app_id": "A", "app_token": "T"}),
+        {"A": "x", "T": "y"},
+    )  # fmt: skip
+    box = pd.DataFrame(
+        {"target": ["voucherify"], "entity_key": ["c1"], "golden_id": ["G1"],
+         "target_id": ["c1"], "op": ["upsert"], "status": ["failed"],
+         "payload": ['{"name": "Sara Lind"}'], "payload_hash": ["h2"], "held": [None],
+         "acked_hash": ["h1"], "acked_payload": ['{"name": "Sara Berg"}'],
+         "acked_held": ['{"fields": {"last_name": "Ek"}}'],
+         "updated_at": [pd.Timestamp("2026-12-04", tz="UTC")]}
+    )  # fmt: skip
+    written, _, held, _ = acked_writes(box, conn, "voucherify")
+    assert written["last_name"].tolist() == ["Berg"] and not written["created"].iloc[0]
+    assert held[["field", "value"]].values.tolist() == [["last_name", "Ek"]]
 
 
 def test_keep_spelling_holds_the_previous_entry_values():

@@ -69,9 +69,21 @@ def test_outbox_ack_failure_and_requeue(engine) -> None:
     assert box.loc["new:G2", "last_error"] == "503 Service Unavailable"
     assert int(box.loc["new:G2", "attempts"]) == 1
     # a new payload for an acked entity is pending again, keeping the old ack
-    core.enqueue_deltas(engine, "crm", deltas.iloc[:1].assign(payload_hash="h1b"))
+    held = '{"fields": {"a": 0}}'
+    core.enqueue_deltas(
+        engine, "crm", deltas.iloc[:1].assign(payload='{"a":3}', payload_hash="h1b", held=held)
+    )
     box = core.load_outbox(engine, "crm").set_index("entity_key")
     assert box.loc["T1", "status"] == "pending" and box.loc["T1", "acked_hash"] == "h1"
+    # ... and what the target holds of custsync's (echo safety reads it while this waits)
+    assert box.loc["T1", "acked_payload"] == '{"a":1}' and box.loc["T1", "held"] == held
+    ack = pd.DataFrame(
+        {"entity_key": ["T1"], "target_id": ["T1"], "status": ["acked"], "last_error": [None]}
+    )
+    core.record_publish_results(engine, "crm", ack)
+    core.enqueue_deltas(engine, "crm", deltas.iloc[:1].assign(payload='{"a":4}', payload_hash="h4"))
+    box = core.load_outbox(engine, "crm").set_index("entity_key")
+    assert box.loc["T1", "acked_payload"] == '{"a":3}' and box.loc["T1", "acked_held"] == held
 
 
 def test_watermark(engine) -> None:

@@ -186,8 +186,11 @@ def own_word(
         hit[near] = echoed_entries(entries[near], written_entries)
     if not hit.any():
         return out, entries, n
-    e_created = ekey.isin(created_keys).to_numpy()
-    slots = _slot_keys(entries)
+    # created / slot of the compared entries only (keys of millions cost seconds)
+    e_created = np.zeros(len(entries), dtype=bool)
+    e_created[near] = ekey[near].isin(created_keys).to_numpy()
+    slots = pd.Series("", index=entries.index, dtype=object)
+    slots[near] = _slot_keys(entries[near]).to_numpy(dtype=object)
     held_slots = set(_slot_keys(held_entries)) if len(held_entries) else set()
     swap = hit & ~e_created & slots.isin(held_slots).to_numpy()
     drop = (hit & e_created) | swap
@@ -202,6 +205,21 @@ def own_word(
                 back[c] = back[c].astype(entries[c].dtype)
             kept = pd.concat([kept, back], ignore_index=True)
     return out, kept, n + int(drop.sum())
+
+
+# the held row of the digest of a record's values the write did not send
+UNSENT = "_unsent"
+
+
+def _unsent_digest(values: pd.DataFrame, sent: pd.DataFrame, fields: list[str]) -> np.ndarray:
+    """Per row (``values`` and ``sent`` aligned by position): a digest of the values of
+    ``fields`` that ``sent`` left empty (folded), to tell a hand edit of an unsent field."""
+    text = pd.Series("", index=values.index, dtype=object)
+    for f in fields:
+        unsent = (_folded(sent[f]) == "").to_numpy() if f in sent.columns else True
+        mine = _folded(values[f]) if f in values.columns else pd.Series("", index=values.index)
+        text = text + "\x1f" + mine.where(unsent, "").astype(object)
+    return pd.util.hash_pandas_object(text, index=False).astype(str).to_numpy(dtype=object)
 
 
 def _held_times(
@@ -234,7 +252,22 @@ def _held_times(
     )
     echoed_n = echoed.to_numpy().sum(axis=1) if echoed.shape[1] else np.zeros(len(records))
     complete = echoed_n == key.map(sent).fillna(-1).to_numpy()
-    restore = complete & ~created & key.isin(was.index).to_numpy()
+    # and nothing the write did not send changed there since (a hand edit is fresh)
+    unsent = held[held["field"] == UNSENT]
+    then = pd.Series(
+        unsent["value"].astype(str).to_numpy(),
+        index=unsent["connector"].astype(str) + "\x1e" + unsent["source_id"].astype(str),
+    )
+    then = then[~then.index.duplicated(keep="last")]
+    at = pd.Index(w["connector"].astype(str) + "\x1e" + w["source_id"].astype(str)).get_indexer(key)
+    now = np.full(len(records), "", dtype=object)
+    mine = at >= 0
+    if mine.any():
+        now[mine] = _unsent_digest(
+            records[mine].reset_index(drop=True), w.iloc[at[mine]].reset_index(drop=True), cols
+        )
+    same_rest = key.map(then).fillna("\x00").to_numpy(dtype=object) == now
+    restore = complete & same_rest & ~created & key.isin(was.index).to_numpy()
     if not restore.any():
         return records
     out = records.copy()
@@ -284,8 +317,14 @@ def held_before(
                 )
                 add(w[differ], f, pd.Series(vals, dtype=object).where(pd.notna(vals), None))
         if "updated_at" in o.columns:
-            # when each record last changed before the write (see _held_times)
+            # when each record last changed before the write, and what it held of what the
+            # write did not send (see _held_times)
             add(w, "updated_at", o["updated_at"].to_numpy(dtype=object))
+            add(
+                w,
+                UNSENT,
+                _unsent_digest(o.reset_index(drop=True), written.reset_index(drop=True), fields),
+            )
     held = pd.DataFrame(
         {c: pd.Series(np.concatenate(v) if v else [], dtype=object) for c, v in cols.items()}
     )

@@ -99,6 +99,10 @@ outbox = sa.Table(
     # an update's record as it held, before this write, each value and slot the write
     # changes (JSON): read back, the write's echo is told from the record's own word
     sa.Column("held", sa.Text),
+    # the payload and held values of the last acknowledged write: what the target holds
+    # of custsync's, kept while a newer op of the entity waits (or failed)
+    sa.Column("acked_payload", sa.Text),
+    sa.Column("acked_held", sa.Text),
 )
 
 QUEUED = ("pending", "failed")  # statuses the publisher sends
@@ -357,18 +361,20 @@ def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:
         )
         if rows.empty:
             return 0
-        existing: dict[str, str | None] = {}
+        kept = ("acked_hash", "acked_payload", "acked_held")  # the ledger survives a requeue
+        existing: dict[str, tuple] = {}
         for start in range(0, len(keys), 5000):
             existing.update(
-                (r.entity_key, r.acked_hash)
+                (r.entity_key, tuple(r)[1:])
                 for r in conn.execute(
-                    sa.select(outbox.c.entity_key, outbox.c.acked_hash).where(
+                    sa.select(outbox.c.entity_key, *(outbox.c[c] for c in kept)).where(
                         outbox.c.target == target,
                         outbox.c.entity_key.in_(keys[start : start + 5000]),
                     )
                 )
             )
-        rows["acked_hash"] = rows["entity_key"].map(existing)
+        for i, col in enumerate(kept):
+            rows[col] = rows["entity_key"].map({k: v[i] for k, v in existing.items()})
         rows["attempts"] = 0
         for start in range(0, len(keys), 5000):
             conn.execute(
@@ -449,6 +455,8 @@ def record_publish_results(engine: Engine, target: str, results: pd.DataFrame) -
         .values(
             **common,
             acked_hash=outbox.c.payload_hash,
+            acked_payload=outbox.c.payload,
+            acked_held=outbox.c.held,
             target_id=sa.func.coalesce(
                 sa.bindparam("b_target_id", type_=sa.Text), outbox.c.target_id
             ),

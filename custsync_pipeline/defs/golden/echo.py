@@ -77,20 +77,29 @@ def held_json(held: pd.DataFrame, held_entries: pd.DataFrame) -> pd.Series:
 def acked_writes(
     box: pd.DataFrame, connector: object, name: str
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(canonical rows with ``created``, entries, held values, held entries) of the
-    acknowledged upserts in outbox rows ``box`` of target ``name``; raises when the
-    connector cannot read its own payloads."""
+    """(canonical rows with ``created``, entries, held values, held entries) of the last
+    acknowledged upsert of each record in outbox rows ``box`` of target ``name`` (the
+    ledger columns: a row queued again since keeps what the target holds); raises when
+    the connector cannot read its own payloads."""
+    box = box.copy()
+    if "acked_payload" not in box.columns:
+        box["acked_payload"] = box["acked_held"] = None
+    # a row acknowledged before the ledger kept its payload: the payload is the ack's
+    legacy = box["acked_payload"].isna() & (box["status"] == "acked")
+    box.loc[legacy, "acked_payload"] = box.loc[legacy, "payload"]
+    box.loc[legacy, "acked_held"] = box.loc[legacy, "held"] if "held" in box else None
+    acked_hash = box["acked_hash"].astype("string").fillna("")
     box = box[
-        (box["status"] == "acked")
-        & (box["op"] == "upsert")
+        box["acked_payload"].notna()
         & box["target_id"].notna()
-        & ~box["payload_hash"].astype(str).str.startswith("archive:")
+        & ~acked_hash.str.startswith(("archive:", "delete"))
     ]
     if box.empty:
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     created = set(box.loc[box["entity_key"].astype(str).str.startswith("new:"), "target_id"])
-    # the newest write of a record last (a create, then updates of what it created)
-    box = box.sort_values("updated_at", kind="stable")
+    # the newest write of each record only (a create, then updates of what it created)
+    box = box.sort_values("updated_at", kind="stable").drop_duplicates("target_id", keep="last")
+    box = box.assign(payload=box["acked_payload"], held=box["acked_held"])
     canon, aspects = read_payloads(connector, name, box["payload"], box["target_id"])
     held, held_entries = held_frames(box, name)
     canon = canon.assign(created=canon["source_id"].isin(created).to_numpy())
@@ -109,7 +118,7 @@ def written_canonical(
     parts: list[tuple[pd.DataFrame, ...]] = []
     unreadable: list[str] = []
     for name, connector in connectors.items():
-        box = core.load_outbox(engine, name, statuses=["acked"])
+        box = core.load_outbox(engine, name)
         try:
             parts.append(acked_writes(box, connector, name))
         except Exception:  # noqa: BLE001 - echo safety is best effort per connector
