@@ -70,6 +70,16 @@ def test_echoed_fields_are_the_written_values_only():
     assert clean["postal_code"].tolist() == [None, "11122", "411 52"] and n == 2
 
 
+def _voucherify() -> VoucherifyConnector:
+    """A Voucherify connector for reading payloads (it never connects)."""
+    return VoucherifyConnector(
+        "voucherify",
+        ConnectorConfig(type="voucherify", base_url="http://127.0.0.1:9",
+                        credentials={"app_id": "A", "app_token": "T"}),
+        {"A": "x", "T": "y"},
+    )  # fmt: skip
+
+
 def _addresses(rows: list[tuple]) -> pd.DataFrame:
     """Address entries (connector, source_id, slot, street, city)."""
     frame = pd.DataFrame(
@@ -171,12 +181,7 @@ def test_a_write_waiting_to_be_sent_leaves_the_acknowledged_one_in_force():
     """While a newer update of a record waits (the target is down), the target still holds
     the last acknowledged payload: that, and what the record held before it, is what its
     read-back is compared with."""
-    conn = VoucherifyConnector(
-        "voucherify",
-        ConnectorConfig(type="voucherify", base_url="http://127.0.0.1:9",
-                        credentials={"app_id": "A", "app_token": "T"}),
-        {"A": "x", "T": "y"},
-    )  # fmt: skip
+    conn = _voucherify()
     box = pd.DataFrame(
         {"target": ["voucherify"], "entity_key": ["c1"], "golden_id": ["G1"],
          "target_id": ["c1"], "op": ["upsert"], "status": ["failed"],
@@ -218,12 +223,7 @@ def test_keep_spelling_holds_the_previous_entry_values():
 
 
 def test_voucherify_name_is_read_as_a_full_name():
-    conn = VoucherifyConnector(
-        "voucherify",
-        ConnectorConfig(type="voucherify", base_url="http://127.0.0.1:9",
-                        credentials={"app_id": "A", "app_token": "T"}),
-        {"A": "x", "T": "y"},
-    )  # fmt: skip
+    conn = _voucherify()
     raw = pd.DataFrame(
         {
             "id": ["c1", "c2", "c3"],
