@@ -103,6 +103,23 @@ def delete_in(
     return int(removed)
 
 
+def read_keyed(
+    engine: sa.Engine,
+    stmt: sa.Select,
+    table: sa.Table,
+    keys: pd.DataFrame,
+    arrow_text: bool = False,
+) -> pd.DataFrame:
+    """The rows of ``stmt`` whose (connector, source_id) is one of ``keys``: a chunk of
+    source ids of one connector per statement (the primary key's index answers each)."""
+    parts = [
+        stmt.where(table.c.connector == connector, table.c.source_id.in_(chunk))
+        for connector, ids in keys.groupby("connector", sort=True)["source_id"]
+        for chunk in chunks(sorted(set(ids.astype(str))))
+    ]
+    return read_frame(engine, parts or [stmt.where(sa.false())], arrow_text=arrow_text)
+
+
 def _typed(frame: pd.DataFrame, columns: dict[str, sa.types.TypeEngine]) -> pd.DataFrame:
     """Raw driver values -> what SQLAlchemy's result processors would give, one vectorized
     pass per column: timestamps as UTC ``datetime64``, SQLite's 0/1 booleans as bools."""
@@ -123,35 +140,44 @@ def _typed(frame: pd.DataFrame, columns: dict[str, sa.types.TypeEngine]) -> pd.D
     return frame
 
 
-def read_frame(engine: sa.Engine, stmt: sa.Select, arrow_text: bool = False) -> pd.DataFrame:
-    """The rows of ``stmt`` as a DataFrame, read as the driver returns them (no per-value
-    processing in Python: SQLAlchemy parses every SQLite timestamp with a regex, about
-    10 s per million rows), then typed column by column.
+def read_frame(
+    engine: sa.Engine, stmt: sa.Select | Sequence[sa.Select], arrow_text: bool = False
+) -> pd.DataFrame:
+    """The rows of ``stmt`` (of every statement, when several: the parts of one read) as a
+    DataFrame, read as the driver returns them (no per-value processing in Python:
+    SQLAlchemy parses every SQLite timestamp with a regex, about 10 s per million rows),
+    then typed column by column.
 
     ``arrow_text``: text columns as Arrow-backed strings (``string[pyarrow]``), converted
     batch by batch: a million rows' strings then cost tens of MB instead of a Python
     object per value (GBs), and only one batch of Python objects lives at a time."""
-    kinds = {c.name: c.type for c in stmt.selected_columns}
-    frames = []
+    stmts = [stmt] if isinstance(stmt, sa.Select) else list(stmt)
+    kinds = {c.name: c.type for c in stmts[0].selected_columns}
+    names = list(kinds)
+    frames: list[pd.DataFrame] = []
+
+    def add(rows: list) -> None:
+        frame = _typed(pd.DataFrame.from_records(rows, columns=names, coerce_float=False), kinds)
+        if arrow_text:
+            for name in names:
+                if isinstance(kinds.get(name), sa.String):
+                    frame[name] = frame[name].astype(ARROW_TEXT)
+        frames.append(frame)
+
+    batch: list = []
     with engine.connect() as conn:
-        result = conn.execute(stmt)
-        names = list(result.keys())
-        cursor = result.cursor
-        while True:
-            if cursor is None:
-                rows = []
-            else:
+        for one in stmts:
+            cursor = conn.execute(one).cursor
+            while cursor is not None:
                 rows = cursor.fetchmany(READ_BATCH) if arrow_text else cursor.fetchall()
-            frame = _typed(
-                pd.DataFrame.from_records(rows, columns=names, coerce_float=False), kinds
-            )
-            if arrow_text:
-                for name in names:
-                    if isinstance(kinds.get(name), sa.String):
-                        frame[name] = frame[name].astype(ARROW_TEXT)
-            frames.append(frame)
-            if not arrow_text or len(rows) < READ_BATCH:
-                break
+                batch.extend(rows)
+                if arrow_text and len(batch) >= READ_BATCH:
+                    add(batch)
+                    batch = []
+                if not arrow_text or len(rows) < READ_BATCH:
+                    break
+    if batch or not frames:
+        add(batch)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 

@@ -25,8 +25,16 @@ from custsync_pipeline.domain.canonical import (
     NUMERIC_COLUMNS,
     conform,
 )
-from custsync_pipeline.store.bulk import bump_stamp, chunks, delete_in, insert_frame, read_frame
+from custsync_pipeline.store.bulk import (
+    bump_stamp,
+    chunks,
+    delete_in,
+    insert_frame,
+    read_frame,
+    read_keyed,
+)
 from custsync_pipeline.store.db import metadata
+from custsync_pipeline.store.merge_scope import queue_records
 
 
 def _column_type(col: str) -> sa.types.TypeEngine:
@@ -134,7 +142,9 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _read_frame(engine: Engine, stmt: sa.Select, arrow_text: bool = False) -> pd.DataFrame:
+def _read_frame(
+    engine: Engine, stmt: sa.Select | list[sa.Select], arrow_text: bool = False
+) -> pd.DataFrame:
     return read_frame(engine, stmt, arrow_text=arrow_text)
 
 
@@ -202,6 +212,7 @@ def _write_changed(
     written = insert_frame(conn, source_records, changed)
     if written or removed:
         bump_stamp(conn, SOURCE_STAMP)
+        queue_records(conn, connector, [*changed["source_id"].astype(str), *gone])
     return written, removed
 
 
@@ -243,6 +254,7 @@ def remove_source_records(engine: Engine, connector: str, source_ids: Iterable[s
         removed = _delete_ids(conn, connector, ids)
         if removed:
             bump_stamp(conn, SOURCE_STAMP)
+            queue_records(conn, connector, ids)
     return removed
 
 
@@ -258,11 +270,13 @@ def load_source_records(
     connectors: Iterable[str] | None = None,
     columns: Iterable[str] | None = None,
     arrow_text: bool = False,
+    keys: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The stored valid records (of ``connectors``): every canonical column, conformed; or
-    only ``columns`` as stored (resolution reads a handful: a million full canonical rows
-    would cost about 2 GB more). ``arrow_text``: text as Arrow-backed strings (with
-    ``columns``; see ``bulk.read_frame``)."""
+    """The stored valid records (of ``connectors``; of ``keys``, connector and source_id,
+    when given): every canonical column, conformed; or only ``columns`` as stored
+    (resolution reads a handful: a million full canonical rows would cost about 2 GB more).
+    ``arrow_text``: text as Arrow-backed strings (with ``columns``; see
+    ``bulk.read_frame``)."""
     if columns is None:
         wanted = list(CANONICAL_COLUMNS)
     else:
@@ -270,7 +284,11 @@ def load_source_records(
     stmt = sa.select(*[source_records.c[c] for c in wanted])
     if connectors is not None:
         stmt = stmt.where(source_records.c.connector.in_(list(connectors)))
-    frame = _read_frame(engine, stmt, arrow_text=arrow_text and columns is not None)
+    arrow = arrow_text and columns is not None
+    if keys is not None:
+        frame = read_keyed(engine, stmt, source_records, keys, arrow_text=arrow)
+    else:
+        frame = _read_frame(engine, stmt, arrow_text=arrow)
     if columns is None:
         return conform(frame)
     if "updated_at" in frame.columns:
@@ -293,8 +311,14 @@ def source_record_counts(engine: Engine, connector: str | None = None) -> dict[s
 # --- golden records ---------------------------------------------------------
 
 
-def load_golden_records(engine: Engine) -> pd.DataFrame:
-    frame = _read_frame(engine, sa.select(golden_records))
+def load_golden_records(engine: Engine, golden_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """The stored golden records (of ``golden_ids`` only, when given)."""
+    if golden_ids is None:
+        frame = _read_frame(engine, sa.select(golden_records))
+    else:
+        stmt = sa.select(golden_records)
+        parts = [stmt.where(golden_records.c.golden_id.in_(c)) for c in chunks(sorted(golden_ids))]
+        frame = _read_frame(engine, parts or [stmt.where(sa.false())])
     for col in DATETIME_COLUMNS:
         if col in frame:
             frame[col] = pd.to_datetime(frame[col], utc=True)
@@ -384,6 +408,13 @@ def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:
             )
         insert_frame(conn, outbox, rows)
     return len(rows)
+
+
+def outbox_written_since(engine: Engine, since: datetime) -> pd.DataFrame:
+    """Outbox rows written at or after ``since``: golden_id, target, target_id."""
+    c = outbox.c
+    stmt = sa.select(c.golden_id, c.target, c.target_id).where(c.updated_at >= since)
+    return _read_frame(engine, stmt)
 
 
 def outbox_stamp(engine: Engine) -> str:

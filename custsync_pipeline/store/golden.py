@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -27,6 +28,7 @@ from custsync_pipeline.store.bulk import (
     delete_in,
     frame_digest,
     insert_frame,
+    read_keyed,
     save_digest,
     stored_digest,
 )
@@ -39,6 +41,7 @@ from custsync_pipeline.store.core import (
     source_records,
 )
 from custsync_pipeline.store.db import metadata
+from custsync_pipeline.store.merge_scope import queue_records
 
 
 def _value_columns() -> list[sa.Column]:
@@ -107,12 +110,36 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
     digest = _entries_digest(rows)
     if digest == stored_digest(engine, name):
         return len(rows)
+    # only the records whose entries changed are rewritten (and queued for the merge)
+    c = source_entries.c
+    stored = _read_frame(
+        engine, sa.select(*[c[k] for k in ENTRY_COLUMNS]).where(c.connector == connector)
+    )
+    new = _record_hashes(rows)
+    old = _record_hashes(conform_entries(stored)) if len(stored) else new.iloc[:0]
+    ids = new.index.union(old.index)
+    differs = (new.reindex(ids) != old.reindex(ids)).fillna(True).to_numpy(dtype=bool)
+    changed = ids[differs].astype(str).tolist()
     with engine.begin() as conn:
-        conn.execute(source_entries.delete().where(source_entries.c.connector == connector))
-        insert_frame(conn, source_entries, rows[list(ENTRY_COLUMNS)])
+        delete_in(conn, source_entries, "source_id", changed, c.connector == connector)
+        fresh = rows[rows["source_id"].astype(str).isin(changed).to_numpy()]
+        insert_frame(conn, source_entries, fresh[list(ENTRY_COLUMNS)])
         save_digest(conn, name, digest)
-        bump_stamp(conn, SOURCE_STAMP)
+        if changed:
+            bump_stamp(conn, SOURCE_STAMP)
+            queue_records(conn, connector, changed)
     return len(rows)
+
+
+def _record_hashes(rows: pd.DataFrame) -> pd.Series:
+    """source_id -> an order-free digest of its entries (as text: the same whether just
+    built or read back from the state DB)."""
+    text = rows[list(ENTRY_COLUMNS)].astype("string").fillna("\x00")
+    hashes = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    codes, ids = pd.factorize(rows["source_id"].astype(str))
+    sums = np.zeros(len(ids), dtype=np.uint64)
+    np.add.at(sums, codes, hashes)
+    return pd.Series(sums, index=pd.Index(ids, dtype=object), dtype="UInt64")
 
 
 # a pull of up to this many records reads only the stored entries that may be its own;
@@ -227,25 +254,37 @@ def upsert_source_entries(
         # the snapshot digest no longer describes what is stored
         save_digest(conn, f"source_entries:{connector}", "")
         bump_stamp(conn, SOURCE_STAMP)
+        queue_records(conn, connector, [*doomed["source_id"], *rows["source_id"]])
     return len(rows)
 
 
 def load_source_entries(
-    engine: Engine, connectors: Iterable[str] | None = None, arrow_text: bool = False
+    engine: Engine,
+    connectors: Iterable[str] | None = None,
+    arrow_text: bool = False,
+    keys: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The stored aspect entries (of ``connectors``); ``arrow_text``: text as Arrow-backed
-    strings (millions of entries in a fraction of the memory; see ``bulk.read_frame``)."""
+    """The stored aspect entries (of ``connectors``; of the records ``keys`` names, when
+    given); ``arrow_text``: text as Arrow-backed strings (millions of entries in a
+    fraction of the memory; see ``bulk.read_frame``)."""
     stmt = sa.select(source_entries)
     if connectors is not None:
         stmt = stmt.where(source_entries.c.connector.in_(list(connectors)))
+    if keys is not None:
+        return conform_entries(read_keyed(engine, stmt, source_entries, keys, arrow_text))
     return conform_entries(_read_frame(engine, stmt, arrow_text=arrow_text))
 
 
 def load_golden_entries(engine: Engine, golden_ids: Iterable[str] | None = None) -> pd.DataFrame:
     stmt = sa.select(golden_entries)
-    if golden_ids is not None:
-        stmt = stmt.where(golden_entries.c.golden_id.in_(list(golden_ids)))
-    frame = _read_frame(engine, stmt)
+    if golden_ids is None:
+        frame = _read_frame(engine, stmt)
+    else:
+        parts = [
+            stmt.where(golden_entries.c.golden_id.in_(ids))
+            for ids in chunks(sorted(set(golden_ids)))
+        ]
+        frame = _read_frame(engine, parts or [stmt.where(sa.false())])
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="string") for c in GOLDEN_ENTRY_COLUMNS})
     for c in GOLDEN_ENTRY_COLUMNS:

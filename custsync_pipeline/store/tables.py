@@ -6,6 +6,7 @@ from custsync_pipeline.store import (
     golden,  # noqa: F401
     identity,  # noqa: F401
     lease,  # noqa: F401
+    merge_scope,  # noqa: F401
     presence,  # noqa: F401
     quarantine,  # noqa: F401
     transactions,  # noqa: F401

@@ -6,6 +6,7 @@ holders in ``golden_entry_sources``); their assets carry counts, not copies.
 """
 
 import json
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -24,9 +25,10 @@ from custsync_pipeline.domain.golden import (
     entries_digest,
     merge_golden,
 )
+from custsync_pipeline.domain.merge_scope import golden_scope, member_digests
 from custsync_pipeline.domain.plan import SyncPlan
 from custsync_pipeline.domain.quality import nameless_golden
-from custsync_pipeline.store import core
+from custsync_pipeline.store import core, merge_scope
 from custsync_pipeline.store import golden as golden_store
 from custsync_pipeline.store.bulk import inputs_key, save_digest, stored_digest, table_stamp
 from custsync_pipeline.store.identity import IDENTITY_STAMP
@@ -34,6 +36,7 @@ from custsync_pipeline.store.identity import IDENTITY_STAMP
 GOLDEN_CUSTOMERS = dg.AssetKey("golden_customers")
 MERGED_INPUTS = "golden_inputs"  # table_digests row: what the stored golden records came from
 MERGED_OUTPUTS = "golden_outputs"  # ... and the figures of that merge (replayed when skipped)
+MERGE_STATE = "golden_merge_state"  # the plan and start time of the last merge
 # what a skipped merge changed: nothing
 UNCHANGED_COUNTS = ("changed_records", "field_changes", "entry_changes", "retired_ids")
 
@@ -73,6 +76,25 @@ def _aspect_results(aspects: list[str], counts: dict[str, int], multi: dict[str,
                 "held_by_several_connectors": int(multi.get(a, 0)),
             },
         )
+
+
+def _merge_scope(
+    engine, plan: SyncPlan, identity_map: pd.DataFrame, digests: pd.Series, queued: pd.DataFrame
+) -> set[str] | None:
+    """The golden ids to merge again, or None for every one (no merge of this plan yet)."""
+    state = json.loads(stored_digest(engine, MERGE_STATE) or "{}")
+    if state.get("plan") != inputs_key(plan) or not state.get("at"):
+        return None
+    # a publish since the last merge (the state lease keeps the two apart; a second of
+    # slack for the clock's resolution)
+    since = datetime.fromisoformat(state["at"]) - timedelta(seconds=1)
+    return golden_scope(
+        identity_map,
+        digests,
+        merge_scope.load_member_digests(engine),
+        queued,
+        core.outbox_written_since(engine, since),
+    )
 
 
 def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
@@ -174,13 +196,35 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             )
             yield from _aspect_results(aspects, counts, multi)
             return
+        # what the merge must redo, read before anything else: a record written while it
+        # merges stays queued for the next merge
+        started = core.utcnow()
+        queued = merge_scope.read_queue(engine)
+        digests = member_digests(identity_map)
+        scope = _merge_scope(engine, plan, identity_map, digests, queued)
+        if scope is None:
+            keys = None
+            context.log.info(f"merging all {len(digests)} golden records")
+        else:
+            members = identity_map[identity_map["golden_id"].astype(str).isin(scope).to_numpy()]
+            identity_map, keys = members, members[["connector", "source_id"]]
+            context.log.info(
+                f"merging {len(scope)} of {len(digests)} golden records: those whose "
+                f"{len(queued)} queued source records, members or writes changed"
+            )
         # Arrow-backed text: a million records and their entries in a fraction of the memory
         records = core.load_source_records(
-            engine, list(plan.connectors), columns=GOLDEN_INPUT_COLUMNS, arrow_text=True
+            engine,
+            list(plan.connectors),
+            columns=GOLDEN_INPUT_COLUMNS,
+            arrow_text=True,
+            keys=keys,
         )
-        entries = golden_store.load_source_entries(engine, list(plan.connectors), arrow_text=True)
-        previous = core.load_golden_records(engine)
-        previous_entries = golden_store.load_golden_entries(engine)
+        entries = golden_store.load_source_entries(
+            engine, list(plan.connectors), arrow_text=True, keys=keys
+        )
+        previous = core.load_golden_records(engine, scope)
+        previous_entries = golden_store.load_golden_entries(engine, scope)
         # echo safety: what custsync wrote to a target and reads back is no evidence
         targets = {
             t.connector: getattr(context.resources, connector_resource_key(t.connector)).connector()
@@ -217,42 +261,61 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         )
         core.delete_golden_records(engine, gone)
         entry_events = int(events["field"].str.contains("[", regex=False).sum())
-        nameless = int(nameless_golden(result.golden).sum())
+        if scope is None:
+            golden = result.golden
+            counts = (
+                result.entries["aspect"].value_counts().to_dict() if len(result.entries) else {}
+            )
+            multi = (
+                result.entries.loc[
+                    result.entries["providers"].str.contains(",", regex=False), "aspect"
+                ]
+                .value_counts()
+                .to_dict()
+                if len(result.entries)
+                else {}
+            )
+        else:  # the records merged are a part: the output is every stored one
+            golden = core.load_golden_records(engine).drop(
+                columns=["version", "record_hash", "updated_at"]
+            )
+            counts, multi = golden_store.entry_counts(engine)
+        nameless = int(nameless_golden(golden).sum())
+        n_entries = int(sum(counts.values()))
         context.log.info(
-            f"{len(result.golden)} golden records: {len(changed)} new or changed, "
-            f"{len(events) - entry_events} field changes, {entry_events} aspect entry changes, "
-            f"{len(gone)} retired; {len(result.entries)} aspect entries"
+            f"{len(golden)} golden records ({len(result.golden)} merged): {len(changed)} new "
+            f"or changed, {len(events) - entry_events} field changes, {entry_events} aspect "
+            f"entry changes, {len(gone)} retired; {n_entries} aspect entries"
         )
         metadata = {
-            "dagster/row_count": len(result.golden),
+            "dagster/row_count": len(golden),
+            "merged_records": len(result.golden),
             "changed_records": len(changed),
             "echoed_values_ignored": n_echoed,
             "field_changes": len(events) - entry_events,
             "entry_changes": entry_events,
             "retired_ids": len(gone),
             "nameless_records": nameless,
-            "aspect_entries": len(result.entries),
+            "aspect_entries": n_entries,
             **{f"ownership_refused_{f}": n for f, n in result.refused.items()},
         }
         yield dg.MaterializeResult(
             asset_key=GOLDEN_CUSTOMERS,
-            value=result.golden,
+            value=golden,
             metadata={
                 **metadata,
                 "dagster/column_schema": golden_table_schema(),
                 "merge_skipped": False,
             },
         )
-        counts = result.entries["aspect"].value_counts().to_dict() if len(result.entries) else {}
-        multi = (
-            result.entries.loc[result.entries["providers"].str.contains(",", regex=False), "aspect"]
-            .value_counts()
-            .to_dict()
-            if len(result.entries)
-            else {}
-        )
         outputs = {"inputs": inputs, "metadata": metadata, "counts": counts, "multi": multi}
         with engine.begin() as conn:
+            # what this merge covered: the next one redoes only what changed since
+            merge_scope.save_member_digests(conn, digests, scope)
+            merge_scope.take_off(conn, queued["id"])
+            save_digest(
+                conn, MERGE_STATE, json.dumps({"plan": inputs_key(plan), "at": started.isoformat()})
+            )
             save_digest(conn, MERGED_INPUTS, inputs)
             save_digest(conn, MERGED_OUTPUTS, json.dumps(outputs, default=int))
         yield from _aspect_results(aspects, counts, multi)

@@ -1,0 +1,91 @@
+"""Which golden records a merge must redo, and which it may keep as stored.
+
+A golden record is a function of its members' source records and entries, the stored
+record (versions, consents, current data), what custsync wrote to its members (echo
+safety) and the plan. So after a first merge of everything, a merge redoes only the
+golden ids
+
+* whose members changed (one joined, left, or the id is new or gone): told by a digest
+  of each golden id's (connector, source id) members, stored at its last merge;
+* of a record written since the last merge (the merge queue: a source record or its
+  entries, deleted ones included);
+* touched by a publish since the last merge (the outbox row's golden id and the golden
+  id of the target record it wrote).
+
+Anything the queue cannot say record by record (a connector queued whole) means a
+merge of everything.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pandas.core.util.hashing import hash_array
+
+# more golden ids to redo than this share of all: one merge of everything reads faster
+# than key lookups for each
+WHOLE_SHARE = 0.3
+
+
+def member_digests(identity_map: pd.DataFrame) -> pd.Series:
+    """golden_id -> a digest of its set of (connector, source_id) members (order-free)."""
+    if identity_map.empty:
+        return pd.Series([], dtype=object, index=pd.Index([], dtype=object, name="golden_id"))
+    keys = (
+        identity_map["connector"].astype(str).to_numpy(dtype=object)
+        + "\x1f"
+        + identity_map["source_id"].astype(str).to_numpy(dtype=object)
+    )
+    hashes = hash_array(keys.astype(object))
+    codes, ids = pd.factorize(identity_map["golden_id"].astype(str), sort=True)
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    # a sum of 64-bit member hashes (wrapping): the same members in any order
+    sums = np.add.reduceat(hashes[order], starts)
+    count = np.diff(np.r_[starts, len(order)])
+    digest = np.char.add(np.char.add(sums.astype(str), ":"), count.astype(str))
+    return pd.Series(digest.astype(object), index=pd.Index(ids, dtype=object, name="golden_id"))
+
+
+def golden_ids_of(identity_map: pd.DataFrame, keys: pd.DataFrame) -> set[str]:
+    """The golden ids of the records ``keys`` (connector, source_id) names (unmapped: none)."""
+    if keys.empty or identity_map.empty:
+        return set()
+    wanted = pd.MultiIndex.from_arrays(
+        [keys["connector"].astype(str), keys["source_id"].astype(str)]
+    )
+    held = pd.MultiIndex.from_arrays(
+        [identity_map["connector"].astype(str), identity_map["source_id"].astype(str)]
+    )
+    return set(identity_map.loc[held.isin(wanted), "golden_id"].astype(str))
+
+
+def golden_scope(
+    identity_map: pd.DataFrame,
+    digests: pd.Series,
+    stored_digests: pd.Series,
+    queued: pd.DataFrame,
+    written: pd.DataFrame,
+) -> set[str] | None:
+    """The golden ids a merge must redo, or None when it must merge everything.
+
+    ``digests``: :func:`member_digests` of ``identity_map``; ``stored_digests``: the
+    same at the last merge; ``queued``: the merge queue (connector, source_id; a missing
+    source id queues the connector whole); ``written``: outbox rows changed since the
+    last merge (golden_id, target, target_id)."""
+    if queued["source_id"].isna().any():
+        return None
+    current = digests.reindex(stored_digests.index.union(digests.index))
+    before = stored_digests.reindex(current.index)
+    moved = set(current.index[(current != before).to_numpy()].astype(str))
+    scope = moved | golden_ids_of(identity_map, queued)
+    if len(written):
+        scope |= set(written["golden_id"].dropna().astype(str))
+        targets = written.dropna(subset=["target_id"])
+        scope |= golden_ids_of(
+            identity_map,
+            pd.DataFrame({"connector": targets["target"], "source_id": targets["target_id"]}),
+        )
+    if len(scope) > WHOLE_SHARE * max(len(digests), 1):
+        return None
+    return scope

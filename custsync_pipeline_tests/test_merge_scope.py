@@ -1,0 +1,157 @@
+"""The golden merge redoes only what changed (issue 14): the merge queue, member digests,
+and an incremental merge that leaves exactly what a merge of everything would.
+
+- domain: ``member_digests`` ignore member order and see a member join or leave;
+  ``golden_scope`` takes the golden ids of queued records, moved members and publishes,
+  and asks for everything when a connector is queued whole or most records changed;
+- store (a real SQLite file): a write queues the records it changed and nothing else,
+  a snapshot of entries rewrites and queues only the records whose entries changed;
+- over sockets: after edits, deletes and additions in four sandbox systems the next
+  run merges a part of the golden records, and a merge of everything afterwards finds
+  nothing left to change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+import yaml
+
+from custsync_pipeline.domain.merge_scope import golden_scope, member_digests
+from custsync_pipeline.sandbox.server import Sandbox
+from custsync_pipeline.store import core, merge_scope
+from custsync_pipeline.store import golden as golden_store
+from custsync_pipeline.store.db import StateDB
+from custsync_pipeline_tests.e2e import (
+    SANDBOX_SECRETS,
+    materialize_all,
+    metadata_of,
+    run_against_sandbox,
+)
+
+
+def _map(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["connector", "source_id", "golden_id"])
+
+
+def test_member_digests_see_membership_not_order():
+    a = _map([("sf", "1", "G1"), ("vf", "2", "G1"), ("sf", "3", "G2")])
+    b = a.iloc[::-1].reset_index(drop=True)
+    assert member_digests(a).to_dict() == member_digests(b).to_dict()
+    joined = _map([("sf", "1", "G1"), ("vf", "2", "G1"), ("sf", "3", "G1")])
+    moved = member_digests(joined)
+    assert moved["G1"] != member_digests(a)["G1"] and "G2" not in moved
+    assert member_digests(a.iloc[:0]).empty
+
+
+def test_golden_scope_takes_queued_moved_and_written_ids():
+    before = _map([("sf", str(i), f"G{i}") for i in range(20)])
+    stored = member_digests(before)
+    now = before.copy()
+    now.loc[now["source_id"] == "1", "golden_id"] = "G0"  # G1's only record joins G0
+    none = pd.DataFrame({"connector": [], "source_id": []}, dtype=object)
+    written = pd.DataFrame({"golden_id": ["G5"], "target": ["sf"], "target_id": ["7"]})
+    queued = pd.DataFrame({"connector": ["sf", "vf"], "source_id": ["3", "unknown"]})
+    scope = golden_scope(now, member_digests(now), stored, queued, written)
+    # G0 gained, G1 is gone, record 3 was written, G5 and record 7's G7 were published
+    assert scope == {"G0", "G1", "G3", "G5", "G7"}
+    assert golden_scope(before, stored, stored, none, written.iloc[:0]) == set()
+    whole = pd.DataFrame({"connector": ["sf"], "source_id": [None]})
+    assert golden_scope(before, stored, stored, whole, written.iloc[:0]) is None
+    many = pd.DataFrame({"connector": "sf", "source_id": [str(i) for i in range(10)]})
+    assert golden_scope(before, stored, stored, many, written.iloc[:0]) is None
+
+
+def _canonical(ids: list[str], city: str) -> pd.DataFrame:
+    return pd.DataFrame({"connector": "crm", "source_id": ids, "first_name": "Anna", "city": city})
+
+
+def _entries(ids: list[str], street: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "connector": "crm",
+            "source_id": ids,
+            "aspect": "addresses",
+            "entry_key": [f"k{i}" for i in ids],
+            "street": street,
+            "city": "Lund",
+        }
+    )
+
+
+def _queued(engine: sa.Engine) -> list[str]:
+    q = merge_scope.read_queue(engine)
+    return sorted(q["source_id"].fillna("*").tolist())
+
+
+def test_writes_queue_exactly_the_records_they_change(tmp_path: Path):
+    engine = StateDB(f"sqlite:///{tmp_path / 'state.sqlite'}").create_all().engine
+    core.replace_source_records(engine, "crm", _canonical(["1", "2", "3"], "Lund"))
+    golden_store.replace_source_entries(engine, "crm", _entries(["1", "2", "3"], "Storgatan 1"))
+    assert _queued(engine) == ["1", "1", "2", "2", "3", "3"]  # new records and entries
+    with engine.begin() as conn:
+        merge_scope.take_off(conn, merge_scope.read_queue(engine)["id"])
+    # the same snapshot again: nothing changed, nothing queued
+    core.replace_source_records(engine, "crm", _canonical(["1", "2", "3"], "Lund"))
+    golden_store.replace_source_entries(engine, "crm", _entries(["1", "2", "3"], "Storgatan 1"))
+    assert _queued(engine) == []
+    # record 2 moves town, record 3's address changes, record 1 leaves the snapshot
+    rows = _canonical(["2", "3"], "Lund")
+    rows.loc[0, "city"] = "Malmö"
+    core.replace_source_records(engine, "crm", rows)
+    entries = _entries(["2", "3"], "Storgatan 1")
+    entries.loc[1, "street"] = "Lilla torget 4"
+    golden_store.replace_source_entries(engine, "crm", entries)
+    assert _queued(engine) == ["1", "1", "2", "3"]
+    stored = golden_store.load_source_entries(engine, ["crm"]).sort_values("source_id")
+    assert stored["street"].tolist() == ["Storgatan 1", "Lilla torget 4"]
+    with engine.begin() as conn:
+        merge_scope.take_off(conn, merge_scope.read_queue(engine)["id"])
+    # an incremental pull queues its own records; a big write queues its connector whole
+    core.upsert_source_records(engine, "crm", _canonical(["4"], "Lund"), deleted_ids=["2"])
+    assert _queued(engine) == ["2", "4"]
+    many = [str(i) for i in range(merge_scope.QUEUE_MAX + 1)]
+    core.upsert_source_records(engine, "crm", _canonical(many, "Ystad"))
+    assert "*" in _queued(engine)
+    engine.dispose()
+
+
+def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_env, tmp_path: Path):
+    for k, v in SANDBOX_SECRETS.items():
+        dagster_env.setenv(k, v)
+    with Sandbox(seed=23, people=400, base_port=0) as sb:
+        db_url, cfg = run_against_sandbox(dagster_env, tmp_path, sb.urls)
+        data = yaml.safe_load(cfg.read_text())
+        data["publish"] = []  # the sources alone decide: a rerun reads what the last one did
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        engine = StateDB(db_url).engine
+        with dg.DagsterInstance.ephemeral() as instance:
+            first = materialize_all(instance)
+            assert first.success
+            total = metadata_of(first, "golden_customers")["dagster/row_count"]
+            assert metadata_of(first, "golden_customers")["merged_records"] == total
+            for system in ("salesforce", "voyado", "voucherify", "icomm"):
+                sb.changes(system, edit=6, delete=2, add=3, seed=5)
+            second = materialize_all(instance)
+            assert second.success
+            gold = metadata_of(second, "golden_customers")
+            assert 0 < gold["merged_records"] < gold["dagster/row_count"] / 4, gold
+            assert gold["changed_records"] > 0, gold
+            assert merge_scope.read_queue(engine).empty  # the merge took what it read
+            stored = core.load_golden_records(engine).sort_values("golden_id")
+            # forget what the last merge covered: the next one merges everything
+            with engine.begin() as conn:
+                conn.execute(sa.text("delete from table_digests where name like 'golden_%'"))
+            third = materialize_all(instance)
+            assert third.success
+            full = metadata_of(third, "golden_customers")
+            assert full["merged_records"] == full["dagster/row_count"] == len(stored)
+            for k in ("changed_records", "field_changes", "entry_changes", "retired_ids"):
+                assert full[k] == 0, (k, full)
+            again = core.load_golden_records(engine).sort_values("golden_id")
+            assert again["golden_id"].tolist() == stored["golden_id"].tolist()
+            assert (again["version"].to_numpy() == stored["version"].to_numpy()).all()
+        engine.dispose()
