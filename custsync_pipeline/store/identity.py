@@ -191,8 +191,14 @@ def load_identity_conflicts(engine: Engine) -> pd.DataFrame:
     return _read(engine, identity_conflicts)[list(CONFLICT_COLUMNS)]
 
 
-def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, int]:
-    """Write a resolution: the map and golden ids as diffs, evidence and conflicts replaced.
+def save_identity_result(
+    engine: Engine,
+    result: IdentityResult,
+    stored: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+) -> dict[str, int]:
+    """Write a resolution: the map, golden ids and evidence as diffs, conflicts replaced.
+    ``stored``: the (map, golden ids) the resolution read, as ``load_identity_state``
+    gave them (no second read of a million rows).
 
     Returns counts of rows written per table (for metadata).
     """
@@ -200,7 +206,7 @@ def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, in
     written: dict[str, int] = {}
 
     # golden ids: upsert the rows that are new or changed
-    old = _read(engine, golden_ids)
+    old = stored[1] if stored is not None else _read(engine, golden_ids)
     new = result.golden_ids
     cols = ["golden_id", "created_at", "merged_into", "merged_at", "split_from", "split_at"]
     if len(old):
@@ -218,7 +224,7 @@ def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, in
     written["golden_ids"] = len(gid_rows)
 
     # identity map: upsert changed rows, delete records that are gone
-    old_map = _read(engine, identity_map)
+    old_map = stored[0] if stored is not None else _read(engine, identity_map)
     cur = result.identity_map[MAP_COLUMNS]
     key = ["connector", "source_id"]
     if len(old_map):
@@ -243,18 +249,23 @@ def save_identity_result(engine: Engine, result: IdentityResult) -> dict[str, in
         with engine.begin() as conn:
             bump_stamp(conn, IDENTITY_STAMP)
 
-    # evidence: replaced whole (it is derived, and read only by explain), unless it is
-    # what is stored already (a rerun with nothing changed writes nothing)
-    links = result.links[list(LINK_COLUMNS)]
+    # evidence (derived, read only by explain): the links that are new are added and
+    # those no longer found removed; none when it is what is stored already
+    links = result.links[list(LINK_COLUMNS)].drop_duplicates()
     digest = frame_digest(links)
+    written["identity_links"] = 0
     if digest != stored_digest(engine, "identity_links"):
+        c = identity_links.c
+        held = read_frame(engine, sa.select(c.link_id, *[c[k] for k in LINK_COLUMNS]))
+        new_h = pd.util.hash_pandas_object(links.astype(str), index=False)
+        old_h = pd.util.hash_pandas_object(held[list(LINK_COLUMNS)].astype(str), index=False)
+        doomed = held.loc[~old_h.isin(new_h).to_numpy(), "link_id"].astype(int).tolist()
+        added = links[~new_h.isin(old_h).to_numpy()]
         with engine.begin() as conn:
-            conn.execute(identity_links.delete())
-            insert_frame(conn, identity_links, links)
+            delete_in(conn, identity_links, "link_id", doomed)
+            insert_frame(conn, identity_links, added)
             save_digest(conn, "identity_links", digest)
-        written["identity_links"] = len(links)
-    else:
-        written["identity_links"] = 0
+        written["identity_links"] = len(added) + len(doomed)
 
     # conflicts: the current queue, each row keeping when it was first seen
     with engine.connect() as conn:

@@ -47,6 +47,7 @@ def queue_records(conn: sa.Connection, connector: str, source_ids: Iterable[obje
     ids = pd.unique(pd.Series(list(source_ids), dtype=object).dropna().astype(str))
     if not len(ids):
         return 0
+    merge_queue.create(conn, checkfirst=True)  # writers of a state DB made before it
     if len(ids) > QUEUE_MAX:
         conn.execute(merge_queue.insert().values(connector=connector, source_id=None))
         return 1

@@ -198,7 +198,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             matching=plan.matching,
         )
         result = attach_stamped(result, stamped, now)
-        save_identity_result(engine, result)
+        save_identity_result(engine, result, stored=(prior_map, golden_ids))
         with engine.begin() as conn:
             save_digest(conn, RESOLVED_INPUTS, inputs)
         yield from _identity_results(result.identity_map, result.conflicts, result.stats)
