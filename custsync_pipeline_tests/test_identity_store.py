@@ -168,3 +168,28 @@ def test_resolution_loads_only_the_columns_it_reads_and_resolves_the_same(engine
     assert set(
         load_resolution_records(engine, ["shop"], ["connector", "source_id"])["connector"]
     ) == {"shop"}
+
+
+def test_evidence_is_written_as_a_diff(engine):
+    """A changed link replaces only itself: the links that still hold keep their rows."""
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    run(engine, RECORDS, t0)
+    with engine.connect() as conn:
+        before = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(il)).all()}
+    more = pd.concat(
+        [RECORDS, conform(pd.DataFrame([dict(connector="shop", source_id="c2",
+                                             web_user_id="wc", email="c@x.se",
+                                             salesforce_id="c", first_name="Cy")]))],
+        ignore_index=True,
+    )  # fmt: skip
+    prior, gids, decisions = load_identity_state(engine)
+    result = resolve_identities(more, RULES, prior, gids, decisions, now=t0)
+    written = save_identity_result(engine, result, stored=(prior, gids))
+    with engine.connect() as conn:
+        after = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(il)).all()}
+    kept = set(before) & set(after)
+    assert kept and all(before[k] == after[k] for k in kept)  # untouched rows
+    added = set(after) - set(before)
+    assert added and written["identity_links"] == len(added) + len(set(before) - set(after))
+    want = result.links.drop_duplicates()
+    assert len(after) == len(want)
