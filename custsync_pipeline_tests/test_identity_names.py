@@ -28,6 +28,12 @@ from custsync_pipeline_tests.test_identity import NOW, RULES, apart, frame, toge
         ("Berg Bygg", None, None, "Berg Bygg"),
         ("Svensson & Son", None, None, "Svensson & Son"),
         ("Björk", None, "Björk", None),
+        # "ASA" is a Norwegian legal form, "Åsa" (or "Asa", its ring dropped) a given name
+        ("Zetterlund, Åsa", "Åsa", "Zetterlund", None),
+        ("Dr. Åsa Lund", "Åsa", "Lund", None),
+        ("Asa Berg", "Asa", "Berg", None),
+        ("Equinor ASA", None, None, "Equinor ASA"),
+        ("Nordic Fish Farming ASA", None, None, "Nordic Fish Farming ASA"),
     ],
 )
 def test_full_names_split_and_companies_detected(full, first, last, company):

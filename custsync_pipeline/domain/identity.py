@@ -436,6 +436,42 @@ def _household_addresses(
     keys.key_reason[k] = "household address: names none of its named holders, and a housemate"
 
 
+def _mask_noise_contacts(
+    fields: dict, keys: KeyTable, rules: list[IdentifierRule], contact_rule: np.ndarray
+) -> None:
+    """A contact value the rules refuse as no one's own is no evidence for the probabilistic
+    stage either (in place on its coded ``fields``).
+
+    A blocked value (``noreply@``, ``+46000000``) or one shared by holders of all sorts of
+    names (a till placeholder phone, a role address ``order@shop``) would otherwise count
+    as an exact e-mail or phone match between strangers, and as "a contact point of its
+    own" when a record's names are compared with another's. A household's shared value
+    (its holders mostly of one surname, linked by name) stays: it says where someone lives.
+    """
+    refused = contact_rule[keys.key_rule] & (keys.key_status != USABLE)
+    if not refused.any():
+        return
+    # a household's value lives on as usable per-name keys of the same rule and value
+    live = pd.MultiIndex.from_arrays(
+        [keys.key_rule[~refused], keys.key_value[~refused].astype(str)]
+    )
+    idx = np.flatnonzero(refused)
+    held = pd.MultiIndex.from_arrays([keys.key_rule[idx], keys.key_value[idx].astype(str)])
+    noise = np.zeros(keys.n_keys, dtype=bool)
+    noise[idx[~held.isin(live)]] = True
+    sel = noise[keys.occ_key]
+    if not sel.any():
+        return
+    rec, rule = keys.occ_rec[sel], keys.key_rule[keys.occ_key[sel]]
+    for r_idx in np.unique(rule).tolist():
+        column = rules[r_idx].columns[0]
+        if column in fields:
+            code, uniq = fields[column]
+            code = code.copy()
+            code[rec[rule == r_idx]] = -1
+            fields[column] = (code, uniq)
+
+
 def _late_guests(
     keys: KeyTable, contact_rule: np.ndarray, named: np.ndarray, cluster: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -782,13 +818,13 @@ def resolve_identities(
                 ids = np.full(n_clusters, -1, dtype=np.int64)
                 ids[cluster[keys.occ_rec[s]]] = keys.occ_key[s]
                 single_ids.append(ids)
+        fields = coded_fields(
+            recs, order, {"first_name": tokens, "last_name": surnames, "birth_date": births}
+        )
+        _mask_noise_contacts(fields, keys, rules, contact_rule)
         matched = match_clusters(
             MatchInput(
-                fields=coded_fields(
-                    recs,
-                    order,
-                    {"first_name": tokens, "last_name": surnames, "birth_date": births},
-                ),
+                fields=fields,
                 cluster=cluster,
                 first_tokens=tokens,
                 surnames=surnames,

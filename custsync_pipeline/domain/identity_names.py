@@ -41,6 +41,9 @@ LEGAL_FORMS = frozenset(
     {"ab", "aktiebolag", "as", "asa", "aps", "oy", "oyj", "gmbh", "ag", "bv", "nv", "ltd",
      "limited", "plc", "inc", "llc", "corp", "co", "sa", "sarl", "srl", "spa", "hb", "kb"}
 )  # fmt: skip
+# legal forms that are also given names (Norwegian "ASA" / Swedish "Åsa", "Asa" without its
+# ring): a legal form only when written in capitals, as companies write it ("Equinor ASA")
+NAME_LIKE_FORMS = frozenset({"asa"})
 # words that name an organisation, not a person (checked folded, whole words)
 COMPANY_WORDS = frozenset(
     {"company", "corporation", "group", "holding", "holdings", "consulting", "consultants",
@@ -149,9 +152,15 @@ def first_name_sets_agree(x: set[str] | frozenset[str], y: set[str] | frozenset[
 _SIMPLE = re.compile(r"^[^\W\d_]+(?:['-][^\W\d_]+)* [^\W\d_]+(?:['-][^\W\d_]+)*$")
 
 
-def _is_company(folded: str) -> bool:
-    words = folded.split()
-    return bool(words) and any(w in LEGAL_FORMS or w in COMPANY_WORDS for w in words)
+def _is_company(folded: str, text: str = "") -> bool:
+    """A legal form or company word among the folded words (``text``: the name as typed,
+    for the legal forms that are also given names: ``Åsa Berg`` is a person)."""
+    upper = set(re.findall(r"[^\W\d_]+", text)) if text else set()
+    return any(
+        w in COMPANY_WORDS
+        or (w in LEGAL_FORMS and (w not in NAME_LIKE_FORMS or w.upper() in upper))
+        for w in folded.split()
+    )
 
 
 def _parse_one(value: str) -> tuple[str | None, str | None, str | None]:
@@ -160,7 +169,7 @@ def _parse_one(value: str) -> tuple[str | None, str | None, str | None]:
     folded = fold(text)
     if not folded:
         return None, None, None
-    if _is_company(folded) or "&" in text:
+    if _is_company(folded, text) or "&" in text:
         return None, None, text
     human = HumanName(text)
     first = human.first.strip(" .") or None
@@ -200,12 +209,16 @@ def split_full_names(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     if simple.any():
         parts = u[simple].str.split(" ", n=1, expand=True)
         # a legal form or company word among the two ("Acme AB") still makes a company
+        # (a legal form that is also a given name only in capitals: "Asa Berg" is a person)
         folded_words = parts.apply(lambda col: col.str.lower())
-        comp = folded_words[0].isin(LEGAL_FORMS | COMPANY_WORDS) | folded_words[1].isin(
-            LEGAL_FORMS | COMPANY_WORDS
-        )
+        company_word = LEGAL_FORMS | COMPANY_WORDS
+        comp = np.zeros(len(parts), dtype=bool)
+        for col in (0, 1):
+            word = folded_words[col]
+            name_like = word.isin(NAME_LIKE_FORMS) & (parts[col] != parts[col].str.upper())
+            comp |= (word.isin(company_word) & ~name_like).to_numpy(dtype=bool)
         idx = np.flatnonzero(simple)
-        comp_arr = comp.to_numpy(dtype=bool)
+        comp_arr = comp
         u_first[idx[~comp_arr]] = parts[0].to_numpy(dtype=object)[~comp_arr]
         u_last[idx[~comp_arr]] = parts[1].to_numpy(dtype=object)[~comp_arr]
         u_company[idx[comp_arr]] = u[simple].to_numpy(dtype=object)[comp_arr]
