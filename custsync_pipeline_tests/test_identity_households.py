@@ -161,3 +161,26 @@ def test_guest_joins_its_holder_on_an_address_naming_the_holder():
     for email in ("anna.berg@x.se", "a.berg@x.se", "annaberg12@x.se", "bergann@x.se"):
         result = resolve_identities(_guest_on(email, erik), RULES, now=NOW)
         assert together(result, ("salesforce", "S1"), ("voyado", "V1"), ("news", "N1"))
+
+
+def test_guest_joins_its_holder_whose_name_was_typed_with_a_typo():
+    # agnes.holm@ held by one record, the clerk typed "Ages": the address still names
+    # its holder (one typo), though "Agnes" is another first name of the data
+    home = dict(street="Storgatan 5", postal_code="111 22")
+    result = resolve_identities(
+        frame(
+            dict(connector="salesforce", source_id="S1", first_name="Ages", last_name="Holm",
+                 email="agnes.holm8@x.se", **home),
+            dict(connector="news", source_id="N1", email="agnes.holm8@x.se"),
+            dict(connector="salesforce", source_id="S2", first_name="Agnes", last_name="Lind",
+                 email="agnes.lind@y.se"),
+        ),
+        RULES,
+        now=NOW,
+    )  # fmt: skip
+    assert together(result, ("salesforce", "S1"), ("news", "N1"))
+    # two letters off is another name: the address names someone else
+    result = resolve_identities(_guest_on("alma.berg@x.se", dict(
+        connector="salesforce", source_id="S9", first_name="Alma", last_name="Holm",
+        email="alma.holm@y.se")), RULES, now=NOW)  # fmt: skip
+    assert apart(result, ("salesforce", "S1"), ("news", "N1"))

@@ -34,6 +34,10 @@ from custsync_pipeline_tests.test_identity import NOW, RULES, apart, frame, toge
         ("Asa Berg", "Asa", "Berg", None),
         ("Equinor ASA", None, None, "Equinor ASA"),
         ("Nordic Fish Farming ASA", None, None, "Nordic Fish Farming ASA"),
+        # a surname's particle first: the surname comes first
+        ("von Platen Kristina", "Kristina", "von Platen", None),
+        ("van der Berg Jan", "Jan", "van der Berg", None),
+        ("von Platen", None, "von Platen", None),
     ],
 )
 def test_full_names_split_and_companies_detected(full, first, last, company):
@@ -54,6 +58,10 @@ def test_full_names_split_and_companies_detected(full, first, last, company):
         ("angela", "ingela", False),  # two names, one edit apart
         ("anna", "anne", False),  # short names one edit apart: two people as often as not
         ("erik", "maria", False),
+        # an initial may stand for the formal name behind a nickname
+        ("lisa", "e", True),  # Elisabeth
+        ("greta", "m", True),  # Margareta
+        ("lisa", "m", False),
     ],
 )
 def test_first_name_comparison(a, b, same):

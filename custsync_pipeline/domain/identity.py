@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from rapidfuzz.distance import OSA
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -315,6 +316,22 @@ def _last_words(values: np.ndarray) -> np.ndarray:
     return last[code]
 
 
+def _address_names(word: str, token: str) -> bool:
+    """Does a word of an e-mail's local part name a holder of that first name?
+
+    As first names agree (``first_names_compatible``), or one typo apart in names of
+    four letters or more: a clerk's typo in the name (``Ages`` for the ``agnes.berg@``
+    its holder typed herself) does not make the address someone else's.
+    """
+    if first_names_compatible(word, token):
+        return True
+    return (
+        min(len(word), len(token)) >= 4
+        and word[0] == token[0]
+        and OSA.distance(word, token, score_cutoff=1) <= 1
+    )
+
+
 def _household_addresses(
     keys: KeyTable,
     rules: list[IdentifierRule],
@@ -381,7 +398,7 @@ def _household_addresses(
     housemate_wanted = np.zeros(len(uk), dtype=bool)
     for i, ws in enumerate(words):
         mine = holder_toks.get(i, set())
-        if any(first_names_compatible(w, t) for w in ws for t in mine):
+        if any(_address_names(w, t) for w in ws for t in mine):
             continue  # the address names its holder
         # it names the family (``familjen.berg``, ``bergs``) or another first name
         named_other = any(w in holder_sns.get(i, ()) for w in ws)

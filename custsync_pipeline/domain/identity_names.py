@@ -126,7 +126,7 @@ def first_names_compatible(a: str, b: str) -> bool:
     fa, fb = _formal(a), _formal(b)
     if fa & fb:
         return True  # "bill" / "william", "kalle" / "calle"
-    if any(x.startswith(y) or y.startswith(x) for x in fa for y in fb if len(x) > 1 < len(y)):
+    if any(x.startswith(y) or y.startswith(x) for x in fa for y in fb):
         return True  # "liz" -> "elizabeth" / "eliza"
     if min(len(a), len(b)) < 4 or a[0] != b[0]:
         return False  # "angela" / "ingela" is two names, not a typo
@@ -171,6 +171,15 @@ def _parse_one(value: str) -> tuple[str | None, str | None, str | None]:
         return None, None, None
     if _is_company(folded, text) or "&" in text:
         return None, None, text
+    words = text.split(" ")
+    if "," not in text and len(words) >= 2 and words[0] in _PARTICLES:
+        # a surname's particle opens the name: surname first ("von Platen Kristina",
+        # "van der Berg Jan", or the surname alone); no given name starts with "von" or "af"
+        k = 0
+        while k < len(words) - 1 and words[k] in _PARTICLES:
+            k += 1
+        rest = words[k + 1 :]
+        return (rest[0] if rest else None), " ".join(words[: k + 1]), None
     human = HumanName(text)
     first = human.first.strip(" .") or None
     last = human.last.strip() or None
@@ -203,6 +212,8 @@ def split_full_names(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     code, uniq = pd.factorize(pd.Series(values[present], dtype=object).astype(str).str.strip())
     u = pd.Series(uniq, dtype=object)
     simple = u.str.match(_SIMPLE).to_numpy(dtype=bool)
+    # a lower-case particle first ("von Platen"): a surname, read by ``_parse_one``
+    simple &= ~u.str.split(" ", n=1).str[0].isin(_PARTICLES).to_numpy(dtype=bool)
     u_first = np.full(len(u), None, dtype=object)
     u_last = np.full(len(u), None, dtype=object)
     u_company = np.full(len(u), None, dtype=object)
