@@ -128,6 +128,12 @@ def first_names_compatible(a: str, b: str) -> bool:
         return True  # "bill" / "william", "kalle" / "calle"
     if any(x.startswith(y) or y.startswith(x) for x in fa for y in fb):
         return True  # "liz" -> "elizabeth" / "eliza"
+    # one typo, in the names as typed or in the formal names behind a nickname
+    # ("margreta" / "greta": Margareta with a letter dropped)
+    return any(_one_typo(x, y) for x in fa for y in fb)
+
+
+def _one_typo(a: str, b: str) -> bool:
     if min(len(a), len(b)) < 4 or a[0] != b[0]:
         return False  # "angela" / "ingela" is two names, not a typo
     if OSA.distance(a, b, score_cutoff=1) > 1:
