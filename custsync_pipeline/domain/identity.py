@@ -454,7 +454,11 @@ def _household_addresses(
 
 
 def _mask_noise_contacts(
-    fields: dict, keys: KeyTable, rules: list[IdentifierRule], contact_rule: np.ndarray
+    fields: dict,
+    keys: KeyTable,
+    rules: list[IdentifierRule],
+    contact_rule: np.ndarray,
+    n_plain: int,
 ) -> None:
     """A contact value the rules refuse as no one's own is no evidence for the probabilistic
     stage either (in place on its coded ``fields``).
@@ -463,19 +467,25 @@ def _mask_noise_contacts(
     names (a till placeholder phone, a role address ``order@shop``) would otherwise count
     as an exact e-mail or phone match between strangers, and as "a contact point of its
     own" when a record's names are compared with another's. A household's shared value
-    (its holders mostly of one surname, linked by name) stays: it says where someone lives.
+    (its holders mostly of one surname, linked by name: the per-name keys from key id
+    ``n_plain`` on, ``_name_gated_keys``) stays: it says where someone lives.
     """
-    refused = contact_rule[keys.key_rule] & (keys.key_status != USABLE)
-    if not refused.any():
-        return
-    # a household's value lives on as usable per-name keys of the same rule and value
-    live = pd.MultiIndex.from_arrays(
-        [keys.key_rule[~refused], keys.key_value[~refused].astype(str)]
+    refused = np.flatnonzero(
+        contact_rule[keys.key_rule[:n_plain]] & (keys.key_status[:n_plain] != USABLE)
     )
-    idx = np.flatnonzero(refused)
-    held = pd.MultiIndex.from_arrays([keys.key_rule[idx], keys.key_value[idx].astype(str)])
+    if len(refused) == 0:
+        return
+    # the few refused values and the few households' values, compared as (rule, value)
+    household = set(
+        zip(keys.key_rule[n_plain:].tolist(), keys.key_value[n_plain:].tolist(), strict=True)
+    )
     noise = np.zeros(keys.n_keys, dtype=bool)
-    noise[idx[~held.isin(live)]] = True
+    noise[refused] = [
+        (r, v) not in household
+        for r, v in zip(
+            keys.key_rule[refused].tolist(), keys.key_value[refused].tolist(), strict=True
+        )
+    ]
     sel = noise[keys.occ_key]
     if not sel.any():
         return
@@ -714,6 +724,7 @@ def resolve_identities(
             for c in ("street", "postal_code")
         ),
     )
+    n_plain = keys.n_keys  # keys from here on are a household's per-name keys
     keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
 
     # --- fast path: usable shared keys -> star edges -> components
@@ -838,7 +849,7 @@ def resolve_identities(
         fields = coded_fields(
             recs, order, {"first_name": tokens, "last_name": surnames, "birth_date": births}
         )
-        _mask_noise_contacts(fields, keys, rules, contact_rule)
+        _mask_noise_contacts(fields, keys, rules, contact_rule, n_plain)
         matched = match_clusters(
             MatchInput(
                 fields=fields,
