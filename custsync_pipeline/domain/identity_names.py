@@ -189,6 +189,12 @@ def _parse_one(value: str) -> tuple[str | None, str | None, str | None]:
     human = HumanName(text)
     first = human.first.strip(" .") or None
     last = human.last.strip() or None
+    if first is None and "," in text:
+        # "Berg, V.": nameparser reads a lone V, I or X as a generation suffix (the fifth);
+        # after a surname and a comma it is the given name's initial
+        given = text.split(",", 1)[1].split()
+        if given and re.fullmatch(r"[^\W\d_]\.?", given[0]):
+            first = given[0].strip(".")
     middle = human.middle.split()
     # nameparser reads "Anna Maria Svensson Berg" as first Anna, last Berg: keep
     # middle words that are particles or capitalised surnames with the last name
