@@ -52,6 +52,18 @@ def test_household_member_written_with_a_nickname_still_joins_only_its_own_perso
     assert result.identity_map["golden_id"].nunique() == 9
 
 
+def test_nickname_of_another_initial_joins_its_person_on_a_family_email_of_many():
+    # "Lisa" for Elisabeth, on the family e-mail of ten: the per-name key of the shared value
+    # takes the formal name's initial too, so Lisa's record meets Elisabeth's
+    rows = _household_of_nine()
+    rows.append(dict(connector="salesforce", source_id="S9", first_name="Elisabeth",
+                     last_name="Berg", email=FAMILY, birth_date="1975-02-03"))  # fmt: skip
+    rows.append(dict(connector="exact", source_id="E1", full_name="Lisa Berg", email=FAMILY))
+    result = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert together(result, ("salesforce", "S9"), ("exact", "E1"))
+    assert result.identity_map["golden_id"].nunique() == 10
+
+
 def test_guest_with_a_phone_matching_one_cluster_joins_it():
     records = frame(
         dict(connector="salesforce", source_id="S1", first_name="Anna", last_name="Berg",

@@ -64,6 +64,7 @@ from custsync_pipeline.domain.identity_names import (
     fill_names,
     first_names_compatible,
     fold,
+    formal_names,
     swapped_names,
 )
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
@@ -287,7 +288,17 @@ def _name_gated_keys(
     rec, key, tk, last_word = rec[family], key[family], tk[family], last_word[family]
     if len(rec) == 0:
         return keys
-    initial = pd.Series(tk, dtype=object).str[:1].to_numpy(dtype=object)
+    # one key per first initial, and per initial of the formal name behind a nickname
+    # (Becky with Rebecka, Lisa with Elisabeth: one person's records on the shared value)
+    code, uniq = pd.factorize(tk)
+    initials = [sorted({t[:1], *(f[:1] for f in formal_names(t))}) for t in uniq.tolist()]
+    n_init = np.array([len(i) for i in initials], dtype=np.int64)[code]
+    if (n_init > 1).any():
+        rep = np.repeat(np.arange(len(rec)), n_init)
+        rec, key, last_word = rec[rep], key[rep], last_word[rep]
+        initial = np.array([i for c in code.tolist() for i in initials[c]], dtype=object)
+    else:
+        initial = np.array([i[0] for i in initials], dtype=object)[code]
     sig = last_word + "|" + initial
     sig_code, _ = pd.factorize(sig)
     code, uniq = pd.factorize(key.astype(np.int64) * (int(sig_code.max()) + 1) + sig_code)

@@ -116,6 +116,11 @@ def _formal(name: str) -> set[str]:
     return {name, *_NICKNAMES.get(name, ())}
 
 
+def formal_names(name: str) -> tuple[str, ...]:
+    """The formal names a folded nickname stands for (``lisa`` -> elizabeth, elisabeth)."""
+    return _NICKNAMES.get(name, ())
+
+
 @lru_cache(maxsize=262144)
 def first_names_compatible(a: str, b: str) -> bool:
     """Could two folded first-name tokens be one person's? (see the module docstring)."""
