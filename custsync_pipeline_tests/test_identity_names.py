@@ -38,6 +38,7 @@ from custsync_pipeline_tests.test_identity import NOW, RULES, apart, frame, toge
         ("von Platen Kristina", "Kristina", "von Platen", None),
         ("van der Berg Jan", "Jan", "van der Berg", None),
         ("von Platen", None, "von Platen", None),
+        ("Fredrik, af Ekenstam", "Fredrik", "af Ekenstam", None),
         # an initial after the comma, not a generation suffix ("the fifth")
         ("af Ekenstam, V.", "V", "af Ekenstam", None),
         ("Berg, I.", "I", "Berg", None),

@@ -183,6 +183,11 @@ def _parse_one(value: str) -> tuple[str | None, str | None, str | None]:
     if _is_company(folded, text) or "&" in text:
         return None, None, text
     words = text.split(" ")
+    before, _, after = text.partition(",")
+    after_words = after.split()
+    if len(before.split()) == 1 and len(after_words) >= 2 and after_words[0] in _PARTICLES:
+        # "Fredrik, af Ekenstam": a given name, then the surname with its particle
+        return before.strip(" ."), " ".join(after_words), None
     if "," not in text and len(words) >= 2 and words[0] in _PARTICLES:
         # a surname's particle opens the name: surname first ("von Platen Kristina",
         # "van der Berg Jan", or the surname alone); no given name starts with "von" or "af"
