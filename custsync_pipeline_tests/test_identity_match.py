@@ -278,3 +278,21 @@ def test_a_till_placeholder_phone_is_no_contact_point_of_its_own():
     assert together(result, ("voyado", "SANNA"), ("shop", "SUSANNE"))
     # strangers the placeholder is all they share stay apart
     assert apart(result, *[("shop", f"T{i}") for i in range(5)])
+
+
+def test_an_initial_whose_own_email_names_another_first_name_is_no_rival():
+    home = dict(street="Parkgatan 15", postal_code="50330", city="Borås")
+    rows = [
+        dict(connector="salesforce", source_id="ALBIN", first_name="Albin", last_name="Hedlund",
+             birth_date="1981-06-19", email="albin.hedlund@x.se", phone="+46733684437", **home),
+        # "A. Hedlund" on astrid.hedlund@: Astrid, a first name of the data
+        dict(connector="voyado", source_id="A", first_name="A.", last_name="Hedlund",
+             email="astrid.hedlund@y.se", phone="+46721174958", **home),
+        dict(connector="voyado", source_id="ASTRID", first_name="Astrid", last_name="Lind",
+             email="astrid.lind@y.se"),
+        # the ERP's keyless record of Albin: fits Albin only
+        dict(connector="exact", source_id="E", full_name="Albin Hedlund", **home),
+    ]  # fmt: skip
+    result = resolve_identities(frame(*_population(), *rows), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "ALBIN"), ("exact", "E"))
+    assert apart(result, ("salesforce", "ALBIN"), ("voyado", "A"))

@@ -510,6 +510,35 @@ def _mask_noise_contacts(
             fields[column] = (code, uniq)
 
 
+def _initials_named_by_email(tokens: np.ndarray, surnames: np.ndarray, emails: np.ndarray) -> None:
+    """A first name known only by its initial, read from the record's own e-mail (in place).
+
+    ``A. Hedlund`` on ``astrid.hedlund7@``: the local part holds the surname and exactly one
+    first name of the data with that initial, so the record is Astrid's — not a rival to
+    Albin at the same address, nor a partner. An address naming no one (``familjen.berg@``,
+    ``bergs@``) or two first names of the initial leaves the initial as it is.
+    """
+    one = np.flatnonzero(
+        (pd.Series(tokens, dtype=object).str.len() == 1).to_numpy(dtype=bool)
+        & pd.notna(emails).astype(bool)
+        & pd.notna(surnames).astype(bool)
+    )
+    if len(one) == 0:
+        return
+    whole = tokens[pd.notna(tokens).astype(bool)]
+    known = set(pd.unique(whole[pd.Series(whole, dtype=object).str.len().to_numpy() > 2]))
+    for i, email, surname in zip(
+        one.tolist(), emails[one].tolist(), surnames[one].tolist(), strict=True
+    ):
+        local = str(email).split("@", 1)[0]
+        words = _WORD.findall(local if local.isascii() else fold(local))
+        if str(surname).rsplit(" ", 1)[-1] not in words:
+            continue  # the address does not name this family: no one's in particular
+        named = {w for w in words if w[0] == tokens[i] and w in known}
+        if len(named) == 1:
+            tokens[i] = named.pop()
+
+
 def _late_guests(
     keys: KeyTable, contact_rule: np.ndarray, named: np.ndarray, cluster: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -717,6 +746,8 @@ def resolve_identities(
     _recount_contact_holders(keys, rules, contact_rule, n)
     tokens = recs[_TOKENS].to_numpy(dtype=object)[order]
     surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
+    if "email" in recs.columns:
+        _initials_named_by_email(tokens, surnames, recs["email"].to_numpy(dtype=object)[order])
     births = birth_keys(recs)[order]
     companies = company_keys(recs)[order]
     has_name = pd.notna(tokens).astype(bool)
