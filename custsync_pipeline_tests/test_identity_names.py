@@ -214,3 +214,21 @@ def test_a_nickname_and_a_typo_of_its_formal_name_are_one_person_on_a_phone():
     )  # fmt: skip
     result = resolve_identities(records, RULES, now=NOW)
     assert together(result, ("salesforce", "S1"), ("voyado", "V1"), ("voucherify", "C1"))
+
+
+def test_first_names_one_typo_apart_agree_on_a_shared_email_and_phone():
+    # "Eiar" (Einar, a letter dropped: too short for the one-typo rule) on Einar's e-mail
+    # AND mobile is Einar; on the e-mail alone it stays another holder
+    einar = dict(connector="salesforce", source_id="S1", first_name="Einar", last_name="Mäkinen",
+                 email="einar.m@x.se", phone="+46704097740")  # fmt: skip
+    typo = dict(connector="voucherify", source_id="C1", full_name="Eiar Mäkinen",
+                email="einar.m@x.se", phone="+46704097740")  # fmt: skip
+    result = resolve_identities(frame(einar, typo), RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("voucherify", "C1"))
+    only_email = {k: v for k, v in typo.items() if k != "phone"}
+    result = resolve_identities(frame(einar, only_email), RULES, now=NOW)
+    assert apart(result, ("salesforce", "S1"), ("voucherify", "C1"))
+    # a couple on one e-mail and phone: two names, not a typo
+    erik = dict(typo, full_name="Erik Mäkinen")
+    result = resolve_identities(frame(einar, erik), RULES, now=NOW)
+    assert apart(result, ("salesforce", "S1"), ("voucherify", "C1"))
