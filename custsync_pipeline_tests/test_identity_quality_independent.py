@@ -3,7 +3,7 @@ the suite: 10,000 people with nicknames, swapped and full-name fields, household
 twelve on one e-mail or landline, keyless CRM duplicates; the probabilistic stage on.
 
 Floors sit just under the measured figures (10,000 people, seed 1: precision 0.99985,
-recall 0.96703; ``benchmarks/identity_quality_independent.py --people 10000``); the recall
+recall 0.96712; ``benchmarks/identity_quality_independent.py --people 10000``); the recall
 target (0.98) is not reached on this data: a guest on a household address stays apart, and
 so does a record that fits two namesakes of one household (father and son) with nothing to
 tell them apart. A role address or a till placeholder never mixes people.
