@@ -52,6 +52,18 @@ def test_household_member_written_with_a_nickname_still_joins_only_its_own_perso
     assert result.identity_map["golden_id"].nunique() == 9
 
 
+def test_nickname_of_another_initial_joins_its_person_on_a_family_email_of_many():
+    # "Lisa" for Elisabeth, on the family e-mail of ten: the per-name key of the shared value
+    # takes the formal name's initial too, so Lisa's record meets Elisabeth's
+    rows = _household_of_nine()
+    rows.append(dict(connector="salesforce", source_id="S9", first_name="Elisabeth",
+                     last_name="Berg", email=FAMILY, birth_date="1975-02-03"))  # fmt: skip
+    rows.append(dict(connector="exact", source_id="E1", full_name="Lisa Berg", email=FAMILY))
+    result = resolve_identities(frame(*rows), RULES, now=NOW)
+    assert together(result, ("salesforce", "S9"), ("exact", "E1"))
+    assert result.identity_map["golden_id"].nunique() == 10
+
+
 def test_guest_with_a_phone_matching_one_cluster_joins_it():
     records = frame(
         dict(connector="salesforce", source_id="S1", first_name="Anna", last_name="Berg",
@@ -161,3 +173,26 @@ def test_guest_joins_its_holder_on_an_address_naming_the_holder():
     for email in ("anna.berg@x.se", "a.berg@x.se", "annaberg12@x.se", "bergann@x.se"):
         result = resolve_identities(_guest_on(email, erik), RULES, now=NOW)
         assert together(result, ("salesforce", "S1"), ("voyado", "V1"), ("news", "N1"))
+
+
+def test_guest_joins_its_holder_whose_name_was_typed_with_a_typo():
+    # agnes.holm@ held by one record, the clerk typed "Ages": the address still names
+    # its holder (one typo), though "Agnes" is another first name of the data
+    home = dict(street="Storgatan 5", postal_code="111 22")
+    result = resolve_identities(
+        frame(
+            dict(connector="salesforce", source_id="S1", first_name="Ages", last_name="Holm",
+                 email="agnes.holm8@x.se", **home),
+            dict(connector="news", source_id="N1", email="agnes.holm8@x.se"),
+            dict(connector="salesforce", source_id="S2", first_name="Agnes", last_name="Lind",
+                 email="agnes.lind@y.se"),
+        ),
+        RULES,
+        now=NOW,
+    )  # fmt: skip
+    assert together(result, ("salesforce", "S1"), ("news", "N1"))
+    # two letters off is another name: the address names someone else
+    result = resolve_identities(_guest_on("alma.berg@x.se", dict(
+        connector="salesforce", source_id="S9", first_name="Alma", last_name="Holm",
+        email="alma.holm@y.se")), RULES, now=NOW)  # fmt: skip
+    assert apart(result, ("salesforce", "S1"), ("news", "N1"))

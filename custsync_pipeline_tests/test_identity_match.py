@@ -253,3 +253,46 @@ def test_an_initial_with_a_phone_of_its_own_is_another_household_member():
     result = resolve_identities(frame(*_population(), hakan, same), RULES, now=NOW,
                                 matching=MATCHING)  # fmt: skip
     assert together(result, ("salesforce", "HAKAN"), ("exact", "H"))
+
+
+def test_a_till_placeholder_phone_is_no_contact_point_of_its_own():
+    # a phone typed at a till for customers of every name: the rules refuse it, and the
+    # probabilistic stage neither counts it as a match nor as "a phone of its own"
+    placeholder = "+46701112223"
+    till = [
+        dict(connector="shop", source_id=f"T{i}", first_name=f, last_name=la, phone=placeholder)
+        for i, (f, la) in enumerate(
+            [("Olle", "Ek"), ("Eva", "Lind"), ("Per", "Holm"), ("Sara", "Dahl"), ("Nils", "Wall")]
+        )
+    ]
+    home = dict(street="Ekvägen 31", postal_code="90325", city="Umeå")
+    sanna = dict(connector="voyado", source_id="SANNA", first_name="Sanna", last_name="Wallin",
+                 birth_date="1978-06-06", phone="+46729479804", **home)  # fmt: skip
+    # the shop's record of her under her formal name, the till's phone in its phone field
+    susanne = dict(connector="shop", source_id="SUSANNE", first_name="Susanne",
+                   last_name="Wallin", phone=placeholder, **home)  # fmt: skip
+    result = resolve_identities(
+        frame(*_population(), *till, sanna, susanne), RULES, now=NOW, matching=MATCHING
+    )
+    assert "shared_value" in set(result.conflicts["kind"])
+    assert together(result, ("voyado", "SANNA"), ("shop", "SUSANNE"))
+    # strangers the placeholder is all they share stay apart
+    assert apart(result, *[("shop", f"T{i}") for i in range(5)])
+
+
+def test_an_initial_whose_own_email_names_another_first_name_is_no_rival():
+    home = dict(street="Parkgatan 15", postal_code="50330", city="Borås")
+    rows = [
+        dict(connector="salesforce", source_id="ALBIN", first_name="Albin", last_name="Hedlund",
+             birth_date="1981-06-19", email="albin.hedlund@x.se", phone="+46733684437", **home),
+        # "A. Hedlund" on astrid.hedlund@: Astrid, a first name of the data
+        dict(connector="voyado", source_id="A", first_name="A.", last_name="Hedlund",
+             email="astrid.hedlund@y.se", phone="+46721174958", **home),
+        dict(connector="voyado", source_id="ASTRID", first_name="Astrid", last_name="Lind",
+             email="astrid.lind@y.se"),
+        # the ERP's keyless record of Albin: fits Albin only
+        dict(connector="exact", source_id="E", full_name="Albin Hedlund", **home),
+    ]  # fmt: skip
+    result = resolve_identities(frame(*_population(), *rows), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "ALBIN"), ("exact", "E"))
+    assert apart(result, ("salesforce", "ALBIN"), ("voyado", "A"))

@@ -28,6 +28,20 @@ from custsync_pipeline_tests.test_identity import NOW, RULES, apart, frame, toge
         ("Berg Bygg", None, None, "Berg Bygg"),
         ("Svensson & Son", None, None, "Svensson & Son"),
         ("Björk", None, "Björk", None),
+        # "ASA" is a Norwegian legal form, "Åsa" (or "Asa", its ring dropped) a given name
+        ("Zetterlund, Åsa", "Åsa", "Zetterlund", None),
+        ("Dr. Åsa Lund", "Åsa", "Lund", None),
+        ("Asa Berg", "Asa", "Berg", None),
+        ("Equinor ASA", None, None, "Equinor ASA"),
+        ("Nordic Fish Farming ASA", None, None, "Nordic Fish Farming ASA"),
+        # a surname's particle first: the surname comes first
+        ("von Platen Kristina", "Kristina", "von Platen", None),
+        ("van der Berg Jan", "Jan", "van der Berg", None),
+        ("von Platen", None, "von Platen", None),
+        ("Fredrik, af Ekenstam", "Fredrik", "af Ekenstam", None),
+        # an initial after the comma, not a generation suffix ("the fifth")
+        ("af Ekenstam, V.", "V", "af Ekenstam", None),
+        ("Berg, I.", "I", "Berg", None),
     ],
 )
 def test_full_names_split_and_companies_detected(full, first, last, company):
@@ -48,6 +62,14 @@ def test_full_names_split_and_companies_detected(full, first, last, company):
         ("angela", "ingela", False),  # two names, one edit apart
         ("anna", "anne", False),  # short names one edit apart: two people as often as not
         ("erik", "maria", False),
+        # an initial may stand for the formal name behind a nickname
+        ("lisa", "e", True),  # Elisabeth
+        ("greta", "m", True),  # Margareta
+        ("lisa", "m", False),
+        # a typo in the formal name behind a nickname: Margareta with a letter dropped
+        ("greta", "margreta", True),
+        ("britt", "birgittta", True),
+        ("greta", "marta", False),
     ],
 )
 def test_first_name_comparison(a, b, same):
@@ -177,3 +199,36 @@ def test_swapped_surname_of_several_words_links_on_a_shared_email():
     result = resolve_identities(frame(*rows), RULES, now=NOW)
     assert together(result, ("voyado", "V0"), ("icomm", "I0"))
     assert together(result, ("voyado", "V4"), ("icomm", "I4"))
+
+
+def test_a_nickname_and_a_typo_of_its_formal_name_are_one_person_on_a_phone():
+    # Greta and "Margreta" (Margareta, a letter dropped) on one mobile: one person, so a
+    # third record of Margareta on that phone is not left between two people
+    phone = "+46703791156"
+    records = frame(
+        dict(connector="salesforce", source_id="S1", first_name="Margareta", last_name="Lund",
+             phone=phone, birth_date="1952-12-17"),
+        dict(connector="voyado", source_id="V1", first_name="Greta", last_name="Lund",
+             phone=phone, birth_date="1952-12-17"),
+        dict(connector="voucherify", source_id="C1", full_name="Dr. Margreta Lund", phone=phone),
+    )  # fmt: skip
+    result = resolve_identities(records, RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("voyado", "V1"), ("voucherify", "C1"))
+
+
+def test_first_names_one_typo_apart_agree_on_a_shared_email_and_phone():
+    # "Eiar" (Einar, a letter dropped: too short for the one-typo rule) on Einar's e-mail
+    # AND mobile is Einar; on the e-mail alone it stays another holder
+    einar = dict(connector="salesforce", source_id="S1", first_name="Einar", last_name="Mäkinen",
+                 email="einar.m@x.se", phone="+46704097740")  # fmt: skip
+    typo = dict(connector="voucherify", source_id="C1", full_name="Eiar Mäkinen",
+                email="einar.m@x.se", phone="+46704097740")  # fmt: skip
+    result = resolve_identities(frame(einar, typo), RULES, now=NOW)
+    assert together(result, ("salesforce", "S1"), ("voucherify", "C1"))
+    only_email = {k: v for k, v in typo.items() if k != "phone"}
+    result = resolve_identities(frame(einar, only_email), RULES, now=NOW)
+    assert apart(result, ("salesforce", "S1"), ("voucherify", "C1"))
+    # a couple on one e-mail and phone: two names, not a typo
+    erik = dict(typo, full_name="Erik Mäkinen")
+    result = resolve_identities(frame(einar, erik), RULES, now=NOW)
+    assert apart(result, ("salesforce", "S1"), ("voucherify", "C1"))

@@ -21,7 +21,7 @@ def test_precision_recall_and_no_mixed_golden_records() -> None:
         sys.path.remove(str(BENCHMARKS))
     figures = measure(people=20_000, seed=7)
     assert figures["precision"] >= 0.999, figures["precision"]
-    assert figures["recall"] >= 0.987, figures["recall"]  # measured 0.98807 (target 0.98)
+    assert figures["recall"] >= 0.988, figures["recall"]  # measured 0.98824 (target 0.98)
     assert len(figures["mixed"]) == 0
     assert figures["trap_rows"].empty
     assert len(figures["unlisted_role"]) > 0  # role addresses on no list were in play ...

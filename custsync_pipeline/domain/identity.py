@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from rapidfuzz.distance import OSA
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -63,6 +64,7 @@ from custsync_pipeline.domain.identity_names import (
     fill_names,
     first_names_compatible,
     fold,
+    formal_names,
     swapped_names,
 )
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
@@ -286,7 +288,17 @@ def _name_gated_keys(
     rec, key, tk, last_word = rec[family], key[family], tk[family], last_word[family]
     if len(rec) == 0:
         return keys
-    initial = pd.Series(tk, dtype=object).str[:1].to_numpy(dtype=object)
+    # one key per first initial, and per initial of the formal name behind a nickname
+    # (Becky with Rebecka, Lisa with Elisabeth: one person's records on the shared value)
+    code, uniq = pd.factorize(tk)
+    initials = [sorted({t[:1], *(f[:1] for f in formal_names(t))}) for t in uniq.tolist()]
+    n_init = np.array([len(i) for i in initials], dtype=np.int64)[code]
+    if (n_init > 1).any():
+        rep = np.repeat(np.arange(len(rec)), n_init)
+        rec, key, last_word = rec[rep], key[rep], last_word[rep]
+        initial = np.array([i for c in code.tolist() for i in initials[c]], dtype=object)
+    else:
+        initial = np.array([i[0] for i in initials], dtype=object)[code]
     sig = last_word + "|" + initial
     sig_code, _ = pd.factorize(sig)
     code, uniq = pd.factorize(key.astype(np.int64) * (int(sig_code.max()) + 1) + sig_code)
@@ -313,6 +325,22 @@ def _last_words(values: np.ndarray) -> np.ndarray:
     code, uniq = pd.factorize(values, use_na_sentinel=True)
     last = np.array([str(u).rsplit(" ", 1)[-1] for u in uniq] + [None], dtype=object)
     return last[code]
+
+
+def _address_names(word: str, token: str) -> bool:
+    """Does a word of an e-mail's local part name a holder of that first name?
+
+    As first names agree (``first_names_compatible``), or one typo apart in names of
+    four letters or more: a clerk's typo in the name (``Ages`` for the ``agnes.berg@``
+    its holder typed herself) does not make the address someone else's.
+    """
+    if first_names_compatible(word, token):
+        return True
+    return (
+        min(len(word), len(token)) >= 4
+        and word[0] == token[0]
+        and OSA.distance(word, token, score_cutoff=1) <= 1
+    )
 
 
 def _household_addresses(
@@ -381,7 +409,7 @@ def _household_addresses(
     housemate_wanted = np.zeros(len(uk), dtype=bool)
     for i, ws in enumerate(words):
         mine = holder_toks.get(i, set())
-        if any(first_names_compatible(w, t) for w in ws for t in mine):
+        if any(_address_names(w, t) for w in ws for t in mine):
             continue  # the address names its holder
         # it names the family (``familjen.berg``, ``bergs``) or another first name
         named_other = any(w in holder_sns.get(i, ()) for w in ws)
@@ -434,6 +462,81 @@ def _household_addresses(
     k = uk[household]
     keys.key_status[k] = OVERUSED
     keys.key_reason[k] = "household address: names none of its named holders, and a housemate"
+
+
+def _mask_noise_contacts(
+    fields: dict,
+    keys: KeyTable,
+    rules: list[IdentifierRule],
+    contact_rule: np.ndarray,
+    n_plain: int,
+) -> None:
+    """A contact value the rules refuse as no one's own is no evidence for the probabilistic
+    stage either (in place on its coded ``fields``).
+
+    A blocked value (``noreply@``, ``+46000000``) or one shared by holders of all sorts of
+    names (a till placeholder phone, a role address ``order@shop``) would otherwise count
+    as an exact e-mail or phone match between strangers, and as "a contact point of its
+    own" when a record's names are compared with another's. A household's shared value
+    (its holders mostly of one surname, linked by name: the per-name keys from key id
+    ``n_plain`` on, ``_name_gated_keys``) stays: it says where someone lives.
+    """
+    refused = np.flatnonzero(
+        contact_rule[keys.key_rule[:n_plain]] & (keys.key_status[:n_plain] != USABLE)
+    )
+    if len(refused) == 0:
+        return
+    # the few refused values and the few households' values, compared as (rule, value)
+    household = set(
+        zip(keys.key_rule[n_plain:].tolist(), keys.key_value[n_plain:].tolist(), strict=True)
+    )
+    noise = np.zeros(keys.n_keys, dtype=bool)
+    noise[refused] = [
+        (r, v) not in household
+        for r, v in zip(
+            keys.key_rule[refused].tolist(), keys.key_value[refused].tolist(), strict=True
+        )
+    ]
+    sel = noise[keys.occ_key]
+    if not sel.any():
+        return
+    rec, rule = keys.occ_rec[sel], keys.key_rule[keys.occ_key[sel]]
+    for r_idx in np.unique(rule).tolist():
+        column = rules[r_idx].columns[0]
+        if column in fields:
+            code, uniq = fields[column]
+            code = code.copy()
+            code[rec[rule == r_idx]] = -1
+            fields[column] = (code, uniq)
+
+
+def _initials_named_by_email(tokens: np.ndarray, surnames: np.ndarray, emails: np.ndarray) -> None:
+    """A first name known only by its initial, read from the record's own e-mail (in place).
+
+    ``A. Hedlund`` on ``astrid.hedlund7@``: the local part holds the surname and exactly one
+    first name of the data with that initial, so the record is Astrid's — not a rival to
+    Albin at the same address, nor a partner. An address naming no one (``familjen.berg@``,
+    ``bergs@``) or two first names of the initial leaves the initial as it is.
+    """
+    one = np.flatnonzero(
+        (pd.Series(tokens, dtype=object).str.len() == 1).to_numpy(dtype=bool)
+        & pd.notna(emails).astype(bool)
+        & pd.notna(surnames).astype(bool)
+    )
+    if len(one) == 0:
+        return
+    whole = tokens[pd.notna(tokens).astype(bool)]
+    known = set(pd.unique(whole[pd.Series(whole, dtype=object).str.len().to_numpy() > 2]))
+    for i, email, surname in zip(
+        one.tolist(), emails[one].tolist(), surnames[one].tolist(), strict=True
+    ):
+        local = str(email).split("@", 1)[0]
+        words = _WORD.findall(local if local.isascii() else fold(local))
+        if str(surname).rsplit(" ", 1)[-1] not in words:
+            continue  # the address does not name this family: no one's in particular
+        named = {w for w in words if w[0] == tokens[i] and w in known}
+        if len(named) == 1:
+            tokens[i] = named.pop()
 
 
 def _late_guests(
@@ -643,6 +746,8 @@ def resolve_identities(
     _recount_contact_holders(keys, rules, contact_rule, n)
     tokens = recs[_TOKENS].to_numpy(dtype=object)[order]
     surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
+    if "email" in recs.columns:
+        _initials_named_by_email(tokens, surnames, recs["email"].to_numpy(dtype=object)[order])
     births = birth_keys(recs)[order]
     companies = company_keys(recs)[order]
     has_name = pd.notna(tokens).astype(bool)
@@ -661,6 +766,7 @@ def resolve_identities(
             for c in ("street", "postal_code")
         ),
     )
+    n_plain = keys.n_keys  # keys from here on are a household's per-name keys
     keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
 
     # --- fast path: usable shared keys -> star edges -> components
@@ -782,13 +888,13 @@ def resolve_identities(
                 ids = np.full(n_clusters, -1, dtype=np.int64)
                 ids[cluster[keys.occ_rec[s]]] = keys.occ_key[s]
                 single_ids.append(ids)
+        fields = coded_fields(
+            recs, order, {"first_name": tokens, "last_name": surnames, "birth_date": births}
+        )
+        _mask_noise_contacts(fields, keys, rules, contact_rule, n_plain)
         matched = match_clusters(
             MatchInput(
-                fields=coded_fields(
-                    recs,
-                    order,
-                    {"first_name": tokens, "last_name": surnames, "birth_date": births},
-                ),
+                fields=fields,
                 cluster=cluster,
                 first_tokens=tokens,
                 surnames=surnames,

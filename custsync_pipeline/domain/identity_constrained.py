@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rapidfuzz.distance import OSA
+
 from custsync_pipeline.domain.identity_keys import (
     companies_compatible,
     mask_name,
@@ -69,6 +71,17 @@ class ConstrainedOutput:
     labels: list[int]
     links: list[tuple[int, int, str, int]]  # a, b, rule, key id (-1 for steward)
     conflicts: list[tuple[str, str, int, int, int, str]]  # kind, rule, key id, a, b, evidence
+
+
+def _one_edit_apart(x: set[str], y: set[str]) -> bool:
+    """Whole first names one typo apart with the first letter kept (``Eiar`` / ``Einar``):
+    the same person when the two sides share e-mail *and* phone (names of four letters or
+    more; ``Anna`` / ``Erik`` on one e-mail and phone are still a couple)."""
+    return any(
+        min(len(p), len(q)) >= 4 and p[0] == q[0] and OSA.distance(p, q, score_cutoff=1) <= 1
+        for p in x
+        for q in y
+    )
 
 
 class _Clusters:
@@ -180,7 +193,9 @@ class _Clusters:
         if check_names and self.names[ra] and self.names[rb]:
             # any agreeing pair will do: a cluster may rightly hold a nickname or a
             # steward-merged second name; two families never share a first name here
-            if not first_name_sets_agree(self.names[ra], self.names[rb]):
+            if not first_name_sets_agree(self.names[ra], self.names[rb]) and not (
+                corroborated and _one_edit_apart(self.names[ra], self.names[rb])
+            ):
                 x, y = min(self.names[ra]), min(self.names[rb])
                 return (
                     "name_mismatch",

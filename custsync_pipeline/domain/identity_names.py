@@ -41,6 +41,9 @@ LEGAL_FORMS = frozenset(
     {"ab", "aktiebolag", "as", "asa", "aps", "oy", "oyj", "gmbh", "ag", "bv", "nv", "ltd",
      "limited", "plc", "inc", "llc", "corp", "co", "sa", "sarl", "srl", "spa", "hb", "kb"}
 )  # fmt: skip
+# legal forms that are also given names (Norwegian "ASA" / Swedish "Åsa", "Asa" without its
+# ring): a legal form only when written in capitals, as companies write it ("Equinor ASA")
+NAME_LIKE_FORMS = frozenset({"asa"})
 # words that name an organisation, not a person (checked folded, whole words)
 COMPANY_WORDS = frozenset(
     {"company", "corporation", "group", "holding", "holdings", "consulting", "consultants",
@@ -113,6 +116,11 @@ def _formal(name: str) -> set[str]:
     return {name, *_NICKNAMES.get(name, ())}
 
 
+def formal_names(name: str) -> tuple[str, ...]:
+    """The formal names a folded nickname stands for (``lisa`` -> elizabeth, elisabeth)."""
+    return _NICKNAMES.get(name, ())
+
+
 @lru_cache(maxsize=262144)
 def first_names_compatible(a: str, b: str) -> bool:
     """Could two folded first-name tokens be one person's? (see the module docstring)."""
@@ -123,8 +131,14 @@ def first_names_compatible(a: str, b: str) -> bool:
     fa, fb = _formal(a), _formal(b)
     if fa & fb:
         return True  # "bill" / "william", "kalle" / "calle"
-    if any(x.startswith(y) or y.startswith(x) for x in fa for y in fb if len(x) > 1 < len(y)):
+    if any(x.startswith(y) or y.startswith(x) for x in fa for y in fb):
         return True  # "liz" -> "elizabeth" / "eliza"
+    # one typo, in the names as typed or in the formal names behind a nickname
+    # ("margreta" / "greta": Margareta with a letter dropped)
+    return any(_one_typo(x, y) for x in fa for y in fb)
+
+
+def _one_typo(a: str, b: str) -> bool:
     if min(len(a), len(b)) < 4 or a[0] != b[0]:
         return False  # "angela" / "ingela" is two names, not a typo
     if OSA.distance(a, b, score_cutoff=1) > 1:
@@ -149,9 +163,15 @@ def first_name_sets_agree(x: set[str] | frozenset[str], y: set[str] | frozenset[
 _SIMPLE = re.compile(r"^[^\W\d_]+(?:['-][^\W\d_]+)* [^\W\d_]+(?:['-][^\W\d_]+)*$")
 
 
-def _is_company(folded: str) -> bool:
-    words = folded.split()
-    return bool(words) and any(w in LEGAL_FORMS or w in COMPANY_WORDS for w in words)
+def _is_company(folded: str, text: str = "") -> bool:
+    """A legal form or company word among the folded words (``text``: the name as typed,
+    for the legal forms that are also given names: ``Åsa Berg`` is a person)."""
+    upper = set(re.findall(r"[^\W\d_]+", text)) if text else set()
+    return any(
+        w in COMPANY_WORDS
+        or (w in LEGAL_FORMS and (w not in NAME_LIKE_FORMS or w.upper() in upper))
+        for w in folded.split()
+    )
 
 
 def _parse_one(value: str) -> tuple[str | None, str | None, str | None]:
@@ -160,11 +180,31 @@ def _parse_one(value: str) -> tuple[str | None, str | None, str | None]:
     folded = fold(text)
     if not folded:
         return None, None, None
-    if _is_company(folded) or "&" in text:
+    if _is_company(folded, text) or "&" in text:
         return None, None, text
+    words = text.split(" ")
+    before, _, after = text.partition(",")
+    after_words = after.split()
+    if len(before.split()) == 1 and len(after_words) >= 2 and after_words[0] in _PARTICLES:
+        # "Fredrik, af Ekenstam": a given name, then the surname with its particle
+        return before.strip(" ."), " ".join(after_words), None
+    if "," not in text and len(words) >= 2 and words[0] in _PARTICLES:
+        # a surname's particle opens the name: surname first ("von Platen Kristina",
+        # "van der Berg Jan", or the surname alone); no given name starts with "von" or "af"
+        k = 0
+        while k < len(words) - 1 and words[k] in _PARTICLES:
+            k += 1
+        rest = words[k + 1 :]
+        return (rest[0] if rest else None), " ".join(words[: k + 1]), None
     human = HumanName(text)
     first = human.first.strip(" .") or None
     last = human.last.strip() or None
+    if first is None and "," in text:
+        # "Berg, V.": nameparser reads a lone V, I or X as a generation suffix (the fifth);
+        # after a surname and a comma it is the given name's initial
+        given = text.split(",", 1)[1].split()
+        if given and re.fullmatch(r"[^\W\d_]\.?", given[0]):
+            first = given[0].strip(".")
     middle = human.middle.split()
     # nameparser reads "Anna Maria Svensson Berg" as first Anna, last Berg: keep
     # middle words that are particles or capitalised surnames with the last name
@@ -194,18 +234,24 @@ def split_full_names(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     code, uniq = pd.factorize(pd.Series(values[present], dtype=object).astype(str).str.strip())
     u = pd.Series(uniq, dtype=object)
     simple = u.str.match(_SIMPLE).to_numpy(dtype=bool)
+    # a lower-case particle first ("von Platen"): a surname, read by ``_parse_one``
+    simple &= ~u.str.split(" ", n=1).str[0].isin(_PARTICLES).to_numpy(dtype=bool)
     u_first = np.full(len(u), None, dtype=object)
     u_last = np.full(len(u), None, dtype=object)
     u_company = np.full(len(u), None, dtype=object)
     if simple.any():
         parts = u[simple].str.split(" ", n=1, expand=True)
         # a legal form or company word among the two ("Acme AB") still makes a company
+        # (a legal form that is also a given name only in capitals: "Asa Berg" is a person)
         folded_words = parts.apply(lambda col: col.str.lower())
-        comp = folded_words[0].isin(LEGAL_FORMS | COMPANY_WORDS) | folded_words[1].isin(
-            LEGAL_FORMS | COMPANY_WORDS
-        )
+        company_word = LEGAL_FORMS | COMPANY_WORDS
+        comp = np.zeros(len(parts), dtype=bool)
+        for col in (0, 1):
+            word = folded_words[col]
+            name_like = word.isin(NAME_LIKE_FORMS) & (parts[col] != parts[col].str.upper())
+            comp |= (word.isin(company_word) & ~name_like).to_numpy(dtype=bool)
         idx = np.flatnonzero(simple)
-        comp_arr = comp.to_numpy(dtype=bool)
+        comp_arr = comp
         u_first[idx[~comp_arr]] = parts[0].to_numpy(dtype=object)[~comp_arr]
         u_last[idx[~comp_arr]] = parts[1].to_numpy(dtype=object)[~comp_arr]
         u_company[idx[comp_arr]] = u[simple].to_numpy(dtype=object)[comp_arr]
