@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pandas.core.util.hashing import hash_array
+from pandas.core.util.hashing import combine_hash_arrays, hash_array
 
 # more golden ids to redo than this share of all: one merge of everything reads faster
 # than key lookups for each
@@ -31,12 +31,13 @@ def member_digests(identity_map: pd.DataFrame) -> pd.Series:
     """golden_id -> a digest of its set of (connector, source_id) members (order-free)."""
     if identity_map.empty:
         return pd.Series([], dtype=object, index=pd.Index([], dtype=object, name="golden_id"))
-    keys = (
-        identity_map["connector"].astype(str).to_numpy(dtype=object)
-        + "\x1f"
-        + identity_map["source_id"].astype(str).to_numpy(dtype=object)
+    hashes = combine_hash_arrays(
+        iter(
+            hash_array(identity_map[c].astype(str).to_numpy(dtype=object))
+            for c in ("connector", "source_id")
+        ),
+        2,
     )
-    hashes = hash_array(keys.astype(object))
     codes, ids = pd.factorize(identity_map["golden_id"].astype(str), sort=True)
     order = np.argsort(codes, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])

@@ -15,10 +15,12 @@ diffs (only changed rows), in chunks, each table in one short transaction.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -33,7 +35,6 @@ from custsync_pipeline.domain.identity import (
 from custsync_pipeline.store.bulk import (
     bump_stamp,
     delete_in,
-    frame_digest,
     insert_frame,
     read_frame,
     save_digest,
@@ -251,16 +252,18 @@ def save_identity_result(
 
     # evidence (derived, read only by explain): the links that are new are added and
     # those no longer found removed; none when it is what is stored already
-    links = result.links[list(LINK_COLUMNS)].drop_duplicates()
-    digest = frame_digest(links)
+    links = result.links[list(LINK_COLUMNS)]
+    new_h = _row_hashes(links)
+    once = ~pd.Series(new_h).duplicated().to_numpy()  # the same evidence twice: one row
+    links, new_h = links[once], new_h[once]
+    digest = f"{len(links)}:{hashlib.blake2b(np.sort(new_h).tobytes(), digest_size=16).hexdigest()}"
     written["identity_links"] = 0
     if digest != stored_digest(engine, "identity_links"):
         c = identity_links.c
         held = read_frame(engine, sa.select(c.link_id, *[c[k] for k in LINK_COLUMNS]))
-        new_h = pd.util.hash_pandas_object(links.astype(str), index=False)
-        old_h = pd.util.hash_pandas_object(held[list(LINK_COLUMNS)].astype(str), index=False)
-        doomed = held.loc[~old_h.isin(new_h).to_numpy(), "link_id"].astype(int).tolist()
-        added = links[~new_h.isin(old_h).to_numpy()]
+        old_h = _row_hashes(held[list(LINK_COLUMNS)])
+        doomed = held.loc[~np.isin(old_h, new_h), "link_id"].astype(int).tolist()
+        added = links[~np.isin(new_h, old_h)]
         with engine.begin() as conn:
             delete_in(conn, identity_links, "link_id", doomed)
             insert_frame(conn, identity_links, added)
@@ -286,6 +289,11 @@ def save_identity_result(
     conflict_rows = conflicts
     written["identity_conflicts"] = len(conflict_rows)
     return written
+
+
+def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row of text values (the same whether built or read back)."""
+    return pd.util.hash_pandas_object(frame.astype(object), index=False).to_numpy()
 
 
 def _same(a: pd.Series, b: pd.Series) -> pd.Series:
