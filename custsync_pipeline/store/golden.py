@@ -7,6 +7,7 @@ golden tables are rewritten only for golden ids whose record changed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -26,7 +27,6 @@ from custsync_pipeline.store.bulk import (
     bump_stamp,
     chunks,
     delete_in,
-    frame_digest,
     insert_frame,
     read_keyed,
     save_digest,
@@ -94,11 +94,16 @@ golden_field_sources = sa.Table(
 )
 
 
-def _entries_digest(rows: pd.DataFrame) -> str:
-    """Digest of entries as text, in key order: the same entries give the same digest
-    whether they were just built or read back from the state DB."""
-    ordered = rows[list(ENTRY_COLUMNS)].sort_values(list(KEY_COLUMNS[:4]), kind="stable")
-    return frame_digest(ordered.astype("string").fillna("\x00"))
+def _row_hashes(rows: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per entry, of its values as text: the same whether the entry was
+    just built or read back from the state DB."""
+    text = rows[list(ENTRY_COLUMNS)].astype("string").fillna("\x00")
+    return pd.util.hash_pandas_object(text, index=False).to_numpy()
+
+
+def _entries_digest(hashes: np.ndarray) -> str:
+    """Digest of a set of entries (their row hashes, in any order)."""
+    return f"{len(hashes)}:{hashlib.blake2b(np.sort(hashes).tobytes(), digest_size=16).hexdigest()}"
 
 
 def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame) -> int:
@@ -107,7 +112,8 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
     rows = conform_entries(entries)
     rows = rows[rows["entry_key"].notna()].drop_duplicates(list(KEY_COLUMNS[:4]))
     name = f"source_entries:{connector}"
-    digest = _entries_digest(rows)
+    hashes = _row_hashes(rows)
+    digest = _entries_digest(hashes)
     if digest == stored_digest(engine, name):
         return len(rows)
     # only the records whose entries changed are rewritten (and queued for the merge)
@@ -115,8 +121,12 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
     stored = _read_frame(
         engine, sa.select(*[c[k] for k in ENTRY_COLUMNS]).where(c.connector == connector)
     )
-    new = _record_hashes(rows)
-    old = _record_hashes(conform_entries(stored)) if len(stored) else new.iloc[:0]
+    new = _record_hashes(rows, hashes)
+    if len(stored):
+        stored = conform_entries(stored)
+        old = _record_hashes(stored, _row_hashes(stored))
+    else:
+        old = new.iloc[:0]
     ids = new.index.union(old.index)
     differs = (new.reindex(ids) != old.reindex(ids)).fillna(True).to_numpy(dtype=bool)
     changed = ids[differs].astype(str).tolist()
@@ -131,11 +141,8 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
     return len(rows)
 
 
-def _record_hashes(rows: pd.DataFrame) -> pd.Series:
-    """source_id -> an order-free digest of its entries (as text: the same whether just
-    built or read back from the state DB)."""
-    text = rows[list(ENTRY_COLUMNS)].astype("string").fillna("\x00")
-    hashes = pd.util.hash_pandas_object(text, index=False).to_numpy()
+def _record_hashes(rows: pd.DataFrame, hashes: np.ndarray) -> pd.Series:
+    """source_id -> an order-free digest of its entries (``hashes``: their row hashes)."""
     codes, ids = pd.factorize(rows["source_id"].astype(str))
     sums = np.zeros(len(ids), dtype=np.uint64)
     np.add.at(sums, codes, hashes)
@@ -229,7 +236,8 @@ def upsert_source_entries(
         )
         before = stored[origin.isin(scope).to_numpy()]
         replaced = before[pk].astype(str)
-        if len(before) == len(rows) and _entries_digest(before) == _entries_digest(rows):
+        same = len(before) == len(rows)
+        if same and _entries_digest(_row_hashes(before)) == _entries_digest(_row_hashes(rows)):
             return len(rows)  # the pull's records give the entries already stored
     else:
         replaced = rows[pk].iloc[:0].astype(str)
