@@ -69,3 +69,31 @@ def test_unchanged_steps_keep_their_outputs(dagster_env, tmp_path: Path) -> None
             assert metadata_of(fourth, "identity_map")["resolution_skipped"] is False
             assert metadata_of(fourth, "golden_customers")["changed_records"] > 0
             engine.dispose()
+
+
+def test_an_edit_resolution_does_not_read_resolves_nothing_again(dagster_env, tmp_path: Path):
+    """A KatanaPIM edit changes a customer attribute (an aspect entry) and the record's
+    time, no column resolution reads: the stored map is used, the golden record changes."""
+    with Sandbox(seed=6, people=60, base_port=0, systems=["salesforce", "katana"]) as sb:
+        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+        cfg = write_sync_config(tmp_path / "sync.yaml", sb.urls, url, {"salesforce", "katana"})
+        data = yaml.safe_load(cfg.read_text())
+        data["publish"] = []
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
+        dagster_env.setenv("CUSTSYNC_STATE_DB_URL", url)
+        with dg.DagsterInstance.ephemeral() as instance:
+            first = materialize_all(instance)
+            assert metadata_of(first, "identity_map")["resolution_skipped"] is False
+            sb.changes("katana", edit=5, seed=4)
+            second = materialize_all(instance)
+            ids = metadata_of(second, "identity_map")
+            assert ids["resolution_skipped"] is True, ids
+            assert (
+                ids["dagster/row_count"] == metadata_of(first, "identity_map")["dagster/row_count"]
+            )
+            gold = metadata_of(second, "golden_customers")
+            assert gold["merge_skipped"] is False and gold["entry_changes"] > 0, gold
+            sb.changes("salesforce", edit=3, seed=4)  # a city and postal code: read
+            third = materialize_all(instance)
+            assert metadata_of(third, "identity_map")["resolution_skipped"] is False

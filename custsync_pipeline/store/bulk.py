@@ -199,6 +199,14 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return f"{len(frame)}:{','.join(map(str, frame.columns))}:{digest}"
 
 
+def rows_digest(frame: pd.DataFrame) -> str:
+    """An order-free digest of the rows of ``frame`` (the same rows in any order, as a
+    read with no ORDER BY may give them)."""
+    hashed = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    digest = hashlib.blake2b(hashed.tobytes(), digest_size=16).hexdigest()
+    return f"{len(frame)}:{','.join(map(str, frame.columns))}:{digest}"
+
+
 def stored_digest(engine: sa.Engine, name: str) -> str | None:
     url = engine.url.render_as_string(hide_password=True)
     if url not in _digests_made:

@@ -18,6 +18,7 @@ from custsync_pipeline.domain.plan import SyncPlan
 from custsync_pipeline.store.bulk import (
     frame_digest,
     inputs_key,
+    rows_digest,
     save_digest,
     stored_digest,
     table_stamp,
@@ -25,6 +26,7 @@ from custsync_pipeline.store.bulk import (
 from custsync_pipeline.store.core import SOURCE_STAMP
 
 RESOLVED_INPUTS = "identity_inputs"  # table_digests row: what the stored map was resolved from
+RESOLVED_RECORDS = "identity_records"  # ... and a digest of what it read of the records
 
 IDENTITY_MAP = dg.AssetKey("identity_map")
 IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
@@ -186,6 +188,27 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             list(plan.connectors),
             resolution_columns(list(plan.identifiers), plan.matching),
         )
+        # what resolution reads, as one digest: an edit of a column it does not read (points,
+        # consents, a street no rule compares) resolves nothing again. ``updated_at`` only
+        # orders two copies of one record, and the state DB holds one per key.
+        read = inputs_key(
+            rows_digest(records.drop(columns=["updated_at"], errors="ignore")),
+            frame_digest(decisions.astype("string")),
+            sorted(plan.connectors),
+            plan.identifiers,
+            plan.matching,
+        )
+        if len(prior_map) and read == stored_digest(engine, RESOLVED_RECORDS):
+            context.log.info(
+                f"the records changed in no column resolution reads: the stored map of "
+                f"{len(prior_map)} source records is used as it is"
+            )
+            with engine.begin() as conn:
+                save_digest(conn, RESOLVED_INPUTS, inputs)
+            yield from _identity_results(
+                prior_map, load_identity_conflicts(engine), {}, skipped=True
+            )
+            return
         to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
         now = pd.Timestamp(datetime.now(UTC))
         result = resolve_identities(
@@ -201,6 +224,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         save_identity_result(engine, result, stored=(prior_map, golden_ids))
         with engine.begin() as conn:
             save_digest(conn, RESOLVED_INPUTS, inputs)
+            save_digest(conn, RESOLVED_RECORDS, read)
         yield from _identity_results(result.identity_map, result.conflicts, result.stats)
 
     return [resolve]
