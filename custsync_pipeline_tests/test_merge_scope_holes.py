@@ -162,3 +162,27 @@ def test_survivorship_does_not_depend_on_the_rows_loaded_beside_a_golden_record(
     everything = g1(records, entries)
     assert g1(records.iloc[::-1], entries.iloc[::-1]) == everything
     assert g1(records.iloc[1:], entries.iloc[1:]) == everything
+
+
+def test_a_merge_by_another_version_of_the_code_is_no_base_for_a_merge_of_a_part(
+    dagster_env, tmp_path: Path
+):
+    """Survivorship or echo safety changed by an upgrade (the same plan): the golden
+    records the last merge left were merged by other rules, and a merge of a part would
+    keep the old rules' result on every record it does not touch."""
+    from custsync_pipeline.defs.golden import assets as golden_assets
+
+    engine = _state(dagster_env, tmp_path)
+    core.replace_source_records(engine, "salesforce", _people("salesforce", 12))
+    with dg.DagsterInstance.ephemeral() as instance:
+        _merge(instance)
+        # another version of the merge's code (what an upgrade brings)
+        dagster_env.setattr(
+            golden_assets, "code_digest", lambda modules: "another version", raising=False
+        )
+        people = _people("salesforce", 12)
+        people.loc[0, "city"] = "Lund"
+        core.replace_source_records(engine, "salesforce", people)
+        again = _merge(instance)
+        assert again["merged_records"] == again["dagster/row_count"], again
+    engine.dispose()
