@@ -186,3 +186,46 @@ def test_a_merge_by_another_version_of_the_code_is_no_base_for_a_merge_of_a_part
         again = _merge(instance)
         assert again["merged_records"] == again["dagster/row_count"], again
     engine.dispose()
+
+
+def test_with_publishing_a_merge_of_a_part_leaves_what_a_merge_of_everything_would(
+    dagster_env, tmp_path: Path
+):
+    """The sandbox with its publish targets: writes acknowledged since the last merge
+    change what echo safety takes as a target's own word."""
+    from custsync_pipeline.sandbox.server import Sandbox
+    from custsync_pipeline_tests.e2e import materialize_all
+
+    for k, v in SANDBOX_SECRETS.items():
+        dagster_env.setenv(k, v)
+    with Sandbox(seed=23, people=400, base_port=0) as sb:
+        db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls)
+        engine = StateDB(db_url).engine
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success
+            for system in ("salesforce", "voyado", "voucherify", "icomm"):
+                sb.changes(system, edit=6, delete=2, add=3, seed=5)
+            assert materialize_all(instance).success  # merges a part, then publishes
+            assert materialize_all(instance).success  # reads back what it wrote
+            part = _merge(instance)  # what the last publish changed
+            full = _merge_everything(engine, instance)
+            assert full["changed_records"] == 0, (part, full)
+        engine.dispose()
+
+
+def test_a_merge_with_nothing_in_its_scope_changes_nothing(dagster_env, tmp_path: Path):
+    """The inputs moved but no golden record's did (a write the identity map does not
+    name): the merge redoes nothing and removes nothing."""
+    engine = _state(dagster_env, tmp_path)
+    core.replace_source_records(engine, "salesforce", _people("salesforce", 12))
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = _merge(instance)
+        with engine.begin() as conn:
+            conn.execute(sa.text("delete from table_digests where name = 'golden_inputs'"))
+        again = _merge(instance)
+        assert again["merged_records"] == 0, again
+        assert again["dagster/row_count"] == first["dagster/row_count"], again
+        assert again["changed_records"] == again["retired_ids"] == 0, again
+        full = _merge_everything(engine, instance)
+        assert full["changed_records"] == 0, full
+    engine.dispose()
