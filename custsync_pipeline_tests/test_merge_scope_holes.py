@@ -229,3 +229,31 @@ def test_a_merge_with_nothing_in_its_scope_changes_nothing(dagster_env, tmp_path
         full = _merge_everything(engine, instance)
         assert full["changed_records"] == 0, full
     engine.dispose()
+
+
+def test_with_current_data_as_the_source_a_merge_of_a_part_leaves_what_everything_would(
+    dagster_env, tmp_path: Path
+):
+    """Seed 001's ``current_data`` source: every stored golden record is the first step
+    of its own merge (a record whose members left stays)."""
+    engine = _state(dagster_env, tmp_path)
+    cfg = Path(tmp_path / "sync.yaml")
+    data = yaml.safe_load(cfg.read_text())
+    data["flow"]["source"] = "current_data"
+    data["flow"]["enrichments"].insert(
+        0, {"connector": "salesforce", "aspects": ["name", "customer_contact_details"]}
+    )
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    people = _people("salesforce", 12)
+    people["phone"] = [f"+4670123{i:04d}" for i in range(12)]
+    core.replace_source_records(engine, "salesforce", people)
+    with dg.DagsterInstance.ephemeral() as instance:
+        _merge(instance)
+        people.loc[0, "first_name"] = "Changed"
+        people.loc[1, "phone"] = None
+        core.replace_source_records(engine, "salesforce", people.drop(index=2))
+        part = _merge(instance)
+        assert part["merged_records"] < part["dagster/row_count"], part
+        full = _merge_everything(engine, instance)
+        assert full["changed_records"] == 0, (part, full)
+    engine.dispose()
