@@ -41,6 +41,8 @@ MERGE_STATE = "golden_merge_state"  # the plan and start time of the last merge
 # the modules whose code decides a golden record (survivorship, echo safety): golden
 # records merged by another version of them are no base for a merge of a part
 MERGE_CODE_MODULES = (
+    "custsync_pipeline.connectors.common",  # how a target's payloads are read back
+    "custsync_pipeline.connectors.entries",
     "custsync_pipeline.domain.aspects",
     "custsync_pipeline.domain.canonical",
     "custsync_pipeline.domain.echo",
