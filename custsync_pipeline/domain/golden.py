@@ -5,7 +5,8 @@ aspects it contributes.
 
 * **Latest connector** (single-valued fields, ``aspects.ASPECT_FIELDS``): the
   last step in the flow that has a value wins; within one connector the most
-  recently updated record wins; a placeholder an identity rule blocks wins only
+  recently updated record wins (a tie: the smallest source id, whatever rows a merge
+  loaded); a placeholder an identity rule blocks wins only
   when no member has a real value.
 * **Multiple connectors** (the nine multi-valued aspects): the union of the
   entries of every step that contributes the aspect, de-duplicated by natural
