@@ -5,7 +5,8 @@ aspects it contributes.
 
 * **Latest connector** (single-valued fields, ``aspects.ASPECT_FIELDS``): the
   last step in the flow that has a value wins; within one connector the most
-  recently updated record wins; a placeholder an identity rule blocks wins only
+  recently updated record wins (a tie: the smallest source id, whatever rows a merge
+  loaded); a placeholder an identity rule blocks wins only
   when no member has a real value.
 * **Multiple connectors** (the nine multi-valued aspects): the union of the
   entries of every step that contributes the aspect, de-duplicated by natural
@@ -163,7 +164,9 @@ def build_golden(
     gid = of_record[pos]
     conn = records["connector"].astype(str).to_numpy()[pos]
     source_ids = records["source_id"].to_numpy()[pos]
-    sid_code = pd.factorize(source_ids)[0]
+    # ties (one connector, the same time) go to the smallest source id: an order of the
+    # ids themselves, not of the rows loaded (a merge of a part loads other rows)
+    sid_code = pd.factorize(source_ids, sort=True)[0]
     updated = _times(records["updated_at"])[pos] if "updated_at" in records else np.zeros(len(gid))
     out: dict[str, object] = {}
     prov: list[pd.DataFrame] = []
@@ -350,8 +353,11 @@ def merge_entries(
     g_codes = g_all[keep]
     k_codes = pd.factorize(e["entry_key"])[0][keep]
     seen = _times(e["seen_at"])[keep]
+    # ties (one connector, the same sighting) go to the smallest source id, whatever rows
+    # were loaded beside them (a merge of a part loads other rows, in another order)
+    s_codes = pd.factorize(e["source_id"], sort=True)[0][keep]
     # by entry (golden id, aspect, key), then the latest step, then the newest sighting
-    order = np.lexsort((conn_codes, -seen, -rank, k_codes, asp_codes, g_codes))
+    order = np.lexsort((s_codes, conn_codes, -seen, -rank, k_codes, asp_codes, g_codes))
     g, a, k, c = g_codes[order], asp_codes[order], k_codes[order], conn_codes[order]
     new_entry = np.r_[True, (g[1:] != g[:-1]) | (a[1:] != a[:-1]) | (k[1:] != k[:-1])]
     entry_id = np.cumsum(new_entry) - 1

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pandas as pd
 
+from custsync_pipeline.defs.extract.replay import code_digest
 from custsync_pipeline.defs.golden.echo import written_canonical
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.io import kept_outputs
@@ -37,6 +38,20 @@ GOLDEN_CUSTOMERS = dg.AssetKey("golden_customers")
 MERGED_INPUTS = "golden_inputs"  # table_digests row: what the stored golden records came from
 MERGED_OUTPUTS = "golden_outputs"  # ... and the figures of that merge (replayed when skipped)
 MERGE_STATE = "golden_merge_state"  # the plan and start time of the last merge
+# the modules whose code decides a golden record (survivorship, echo safety): golden
+# records merged by another version of them are no base for a merge of a part
+MERGE_CODE_MODULES = (
+    "custsync_pipeline.connectors.common",  # how a target's payloads are read back
+    "custsync_pipeline.connectors.entries",
+    "custsync_pipeline.domain.aspects",
+    "custsync_pipeline.domain.canonical",
+    "custsync_pipeline.domain.echo",
+    "custsync_pipeline.domain.golden",
+    "custsync_pipeline.domain.identity_keys",
+    "custsync_pipeline.domain.merge_scope",
+    "custsync_pipeline.defs.golden.assets",
+    "custsync_pipeline.defs.golden.echo",
+)
 # what a skipped merge changed: nothing
 UNCHANGED_COUNTS = ("changed_records", "field_changes", "entry_changes", "retired_ids")
 
@@ -78,12 +93,24 @@ def _aspect_results(aspects: list[str], counts: dict[str, int], multi: dict[str,
         )
 
 
+def merge_key(plan: SyncPlan, targets: dict) -> str:
+    """The plan and the code a merge ran (survivorship and the publish targets' mappings
+    that read back what custsync wrote): a merge of a part needs the same as the last."""
+    modules = (*MERGE_CODE_MODULES, *sorted({type(c).__module__ for c in targets.values()}))
+    return inputs_key(plan, code_digest(modules))
+
+
 def _merge_scope(
-    engine, plan: SyncPlan, identity_map: pd.DataFrame, digests: pd.Series, queued: pd.DataFrame
+    engine,
+    key: str,
+    identity_map: pd.DataFrame,
+    digests: pd.Series,
+    queued: pd.DataFrame,
 ) -> set[str] | None:
-    """The golden ids to merge again, or None for every one (no merge of this plan yet)."""
+    """The golden ids to merge again, or None for every one (no merge of this plan and
+    code yet: ``key``, :func:`merge_key`)."""
     state = json.loads(stored_digest(engine, MERGE_STATE) or "{}")
-    if state.get("plan") != inputs_key(plan) or not state.get("at"):
+    if state.get("plan") != key or not state.get("at"):
         return None
     # a publish since the last merge (the state lease keeps the two apart; a second of
     # slack for the clock's resolution)
@@ -201,7 +228,12 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         started = core.utcnow()
         queued = merge_scope.read_queue(engine)
         digests = member_digests(identity_map)
-        scope = _merge_scope(engine, plan, identity_map, digests, queued)
+        targets = {
+            t.connector: getattr(context.resources, connector_resource_key(t.connector)).connector()
+            for t in plan.publish
+        }
+        key = merge_key(plan, targets)
+        scope = _merge_scope(engine, key, identity_map, digests, queued)
         if scope is None:
             keys = None
             context.log.info(f"merging all {len(digests)} golden records")
@@ -226,10 +258,6 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         previous = core.load_golden_records(engine, scope)
         previous_entries = golden_store.load_golden_entries(engine, scope)
         # echo safety: what custsync wrote to a target and reads back is no evidence
-        targets = {
-            t.connector: getattr(context.resources, connector_resource_key(t.connector)).connector()
-            for t in plan.publish
-        }
         written, written_entries, held, held_entries, unreadable = written_canonical(
             engine, targets
         )
@@ -313,9 +341,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             # what this merge covered: the next one redoes only what changed since
             merge_scope.save_member_digests(conn, digests, scope)
             merge_scope.take_off(conn, queued["id"])
-            save_digest(
-                conn, MERGE_STATE, json.dumps({"plan": inputs_key(plan), "at": started.isoformat()})
-            )
+            save_digest(conn, MERGE_STATE, json.dumps({"plan": key, "at": started.isoformat()}))
             save_digest(conn, MERGED_INPUTS, inputs)
             save_digest(conn, MERGED_OUTPUTS, json.dumps(outputs, default=int))
         yield from _aspect_results(aspects, counts, multi)
