@@ -30,6 +30,7 @@ merge_queue = sa.Table(
     sa.Column("connector", sa.Text, nullable=False),
     sa.Column("source_id", sa.Text),  # NULL: every record of the connector
     comment="source records written since the last golden merge",
+    sqlite_autoincrement=True,  # an id is never reused: a merge takes off only rows it read
 )
 
 golden_members = sa.Table(
