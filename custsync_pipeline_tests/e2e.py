@@ -40,13 +40,22 @@ def write_sync_config(
 
 
 def run_against_sandbox(
-    env, tmp_path: Path, urls: dict[str, str], enabled: set[str] | None = None
+    env,
+    tmp_path: Path,
+    urls: dict[str, str],
+    enabled: set[str] | None = None,
+    publish: bool = True,
 ) -> tuple[str, Path]:
     """A SQLite state DB in ``tmp_path`` and the packaged config pointed at ``urls``, both set
-    in ``env`` (a monkeypatch) as a whole-graph run reads them; returns (DB URL, config)."""
+    in ``env`` (a monkeypatch) as a whole-graph run reads them; returns (DB URL, config).
+    ``publish=False``: no publish targets (the sources alone change between runs)."""
     db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
     env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
     cfg = write_sync_config(tmp_path / "sync.yaml", urls, db_url, enabled=enabled)
+    if not publish:
+        data = yaml.safe_load(cfg.read_text())
+        data["publish"] = []
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     env.setenv("CUSTSYNC_CONFIG", str(cfg))
     return db_url, cfg
 

@@ -26,10 +26,7 @@ SAME_TIME = pd.Timestamp("2026-01-05T10:00:00Z")
 def _state(dagster_env, tmp_path: Path) -> sa.Engine:
     for k, v in SANDBOX_SECRETS.items():
         dagster_env.setenv(k, v)
-    db_url, cfg = run_against_sandbox(dagster_env, tmp_path, {})
-    data = yaml.safe_load(cfg.read_text())
-    data["publish"] = []
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    db_url, _ = run_against_sandbox(dagster_env, tmp_path, {}, publish=False)
     return StateDB(db_url).create_all().engine
 
 

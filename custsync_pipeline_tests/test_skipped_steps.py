@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-import yaml
 
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_CONFLICTS, IDENTITY_MAP
@@ -18,18 +17,15 @@ from custsync_pipeline.defs.io import ParquetIOManager
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
-from custsync_pipeline_tests.e2e import materialize_all, metadata_of, write_sync_config
+from custsync_pipeline_tests.e2e import materialize_all, metadata_of, run_against_sandbox
 
 
 def test_unchanged_steps_keep_their_outputs(dagster_env, tmp_path: Path) -> None:
     with Sandbox(seed=5, people=80, base_port=0, systems=["salesforce", "voucherify"]) as sb:
-        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-        cfg = write_sync_config(tmp_path / "sync.yaml", sb.urls, url, {"salesforce", "voucherify"})
-        data = yaml.safe_load(cfg.read_text())
-        data["publish"] = []  # no write-back: the sources do not change between the runs
-        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
-        dagster_env.setenv("CUSTSYNC_STATE_DB_URL", url)
+        # no write-back: the sources do not change between the runs
+        url, _ = run_against_sandbox(
+            dagster_env, tmp_path, sb.urls, {"salesforce", "voucherify"}, publish=False
+        )
         io = ParquetIOManager()
         keys = (IDENTITY_MAP, IDENTITY_CONFLICTS, GOLDEN_CUSTOMERS)
         with dg.DagsterInstance.ephemeral() as instance:
@@ -75,13 +71,7 @@ def test_an_edit_resolution_does_not_read_resolves_nothing_again(dagster_env, tm
     """A KatanaPIM edit changes a customer attribute (an aspect entry) and the record's
     time, no column resolution reads: the stored map is used, the golden record changes."""
     with Sandbox(seed=6, people=60, base_port=0, systems=["salesforce", "katana"]) as sb:
-        url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-        cfg = write_sync_config(tmp_path / "sync.yaml", sb.urls, url, {"salesforce", "katana"})
-        data = yaml.safe_load(cfg.read_text())
-        data["publish"] = []
-        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
-        dagster_env.setenv("CUSTSYNC_STATE_DB_URL", url)
+        run_against_sandbox(dagster_env, tmp_path, sb.urls, {"salesforce", "katana"}, publish=False)
         with dg.DagsterInstance.ephemeral() as instance:
             first = materialize_all(instance)
             assert metadata_of(first, "identity_map")["resolution_skipped"] is False
