@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from pandas.core.util.hashing import combine_hash_arrays, hash_array
 
+from custsync_pipeline.domain.golden import key_positions
+
 # more golden ids to redo than this share of all: one merge of everything reads faster
 # than key lookups for each
 WHOLE_SHARE = 0.3
@@ -52,13 +54,8 @@ def golden_ids_of(identity_map: pd.DataFrame, keys: pd.DataFrame) -> set[str]:
     """The golden ids of the records ``keys`` (connector, source_id) names (unmapped: none)."""
     if keys.empty or identity_map.empty:
         return set()
-    wanted = pd.MultiIndex.from_arrays(
-        [keys["connector"].astype(str), keys["source_id"].astype(str)]
-    )
-    held = pd.MultiIndex.from_arrays(
-        [identity_map["connector"].astype(str), identity_map["source_id"].astype(str)]
-    )
-    return set(identity_map.loc[held.isin(wanted), "golden_id"].astype(str))
+    named = key_positions(identity_map, keys, ("connector", "source_id")) >= 0
+    return set(identity_map.loc[named, "golden_id"].astype(str))
 
 
 def golden_scope(

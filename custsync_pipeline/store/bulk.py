@@ -10,9 +10,12 @@ stay SQLAlchemy Core.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,12 +202,17 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return f"{len(frame)}:{','.join(map(str, frame.columns))}:{digest}"
 
 
+def hashes_digest(hashes: np.ndarray) -> str:
+    """An order-free digest of a set of 64-bit row hashes (the same rows in any order, as
+    a read with no ORDER BY may give them)."""
+    digest = hashlib.blake2b(np.sort(hashes).tobytes(), digest_size=16).hexdigest()
+    return f"{len(hashes)}:{digest}"
+
+
 def rows_digest(frame: pd.DataFrame) -> str:
-    """An order-free digest of the rows of ``frame`` (the same rows in any order, as a
-    read with no ORDER BY may give them)."""
-    hashed = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy())
-    digest = hashlib.blake2b(hashed.tobytes(), digest_size=16).hexdigest()
-    return f"{len(frame)}:{','.join(map(str, frame.columns))}:{digest}"
+    """An order-free digest of the rows of ``frame`` (and its columns)."""
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return f"{','.join(map(str, frame.columns))}:{hashes_digest(hashed)}"
 
 
 def stored_digest(engine: sa.Engine, name: str) -> str | None:
@@ -234,6 +242,16 @@ def bump_stamp(conn: sa.Connection, name: str) -> None:
 def table_stamp(engine: sa.Engine, name: str) -> str:
     """The current stamp of ``name`` ("" before anything was stored)."""
     return stored_digest(engine, name) or ""
+
+
+@functools.cache
+def code_digest(modules: tuple[str, ...]) -> str:
+    """A digest of the source of ``modules`` (read once per process): a step's stored
+    result is no base for its next run when the code that made it changed."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in modules:
+        h.update(Path(importlib.import_module(name).__file__ or "").read_bytes())
+    return h.hexdigest()
 
 
 def inputs_key(*parts: object) -> str:

@@ -7,7 +7,6 @@ golden tables are rewritten only for golden ids whose record changed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -27,6 +26,7 @@ from custsync_pipeline.store.bulk import (
     bump_stamp,
     chunks,
     delete_in,
+    hashes_digest,
     insert_frame,
     read_keyed,
     save_digest,
@@ -101,11 +101,6 @@ def _row_hashes(rows: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(text, index=False).to_numpy()
 
 
-def _entries_digest(hashes: np.ndarray) -> str:
-    """Digest of a set of entries (their row hashes, in any order)."""
-    return f"{len(hashes)}:{hashlib.blake2b(np.sort(hashes).tobytes(), digest_size=16).hexdigest()}"
-
-
 def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame) -> int:
     """Store one connector's entries (full snapshot semantics, like its source records);
     a snapshot with the same entries as the stored one writes nothing."""
@@ -113,7 +108,7 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
     rows = rows[rows["entry_key"].notna()].drop_duplicates(list(KEY_COLUMNS[:4]))
     name = f"source_entries:{connector}"
     hashes = _row_hashes(rows)
-    digest = _entries_digest(hashes)
+    digest = hashes_digest(hashes)
     if digest == stored_digest(engine, name):
         return len(rows)
     # only the records whose entries changed are rewritten (and queued for the merge)
@@ -237,7 +232,7 @@ def upsert_source_entries(
         before = stored[origin.isin(scope).to_numpy()]
         replaced = before[pk].astype(str)
         same = len(before) == len(rows)
-        if same and _entries_digest(_row_hashes(before)) == _entries_digest(_row_hashes(rows)):
+        if same and hashes_digest(_row_hashes(before)) == hashes_digest(_row_hashes(rows)):
             return len(rows)  # the pull's records give the entries already stored
     else:
         replaced = rows[pk].iloc[:0].astype(str)

@@ -15,7 +15,6 @@ diffs (only changed rows), in chunks, each table in one short transaction.
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from custsync_pipeline.domain.identity import (
 from custsync_pipeline.store.bulk import (
     bump_stamp,
     delete_in,
+    hashes_digest,
     insert_frame,
     read_frame,
     save_digest,
@@ -256,7 +256,7 @@ def save_identity_result(
     new_h = _row_hashes(links)
     once = ~pd.Series(new_h).duplicated().to_numpy()  # the same evidence twice: one row
     links, new_h = links[once], new_h[once]
-    digest = f"{len(links)}:{hashlib.blake2b(np.sort(new_h).tobytes(), digest_size=16).hexdigest()}"
+    digest = hashes_digest(new_h)
     written["identity_links"] = 0
     if digest != stored_digest(engine, "identity_links"):
         c = identity_links.c

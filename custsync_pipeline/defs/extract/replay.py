@@ -21,12 +21,8 @@ usual.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -34,7 +30,13 @@ from sqlalchemy.engine import Engine
 
 from custsync_pipeline.defs.extract.pulls import FULL
 from custsync_pipeline.store import core
-from custsync_pipeline.store.bulk import frame_digest, inputs_key, save_digest, stored_digest
+from custsync_pipeline.store.bulk import (
+    code_digest,
+    frame_digest,
+    inputs_key,
+    save_digest,
+    stored_digest,
+)
 
 REPLAY_PREFIX = "lane_pull:"
 # the modules whose code decides what a pull validates and stores
@@ -51,15 +53,6 @@ CODE_MODULES = (
     "custsync_pipeline.store.golden",
     "custsync_pipeline.store.quarantine",
 )
-
-
-@functools.cache
-def code_digest(modules: tuple[str, ...]) -> str:
-    """A digest of the source of ``modules`` (read once per process)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name in modules:
-        h.update(Path(importlib.import_module(name).__file__ or "").read_bytes())
-    return h.hexdigest()
 
 
 def pull_key(

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pandas as pd
 
-from custsync_pipeline.defs.extract.replay import code_digest
 from custsync_pipeline.defs.golden.echo import written_canonical
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.io import kept_outputs
@@ -31,7 +30,13 @@ from custsync_pipeline.domain.plan import SyncPlan
 from custsync_pipeline.domain.quality import nameless_golden
 from custsync_pipeline.store import core, merge_scope
 from custsync_pipeline.store import golden as golden_store
-from custsync_pipeline.store.bulk import inputs_key, save_digest, stored_digest, table_stamp
+from custsync_pipeline.store.bulk import (
+    code_digest,
+    inputs_key,
+    save_digest,
+    stored_digest,
+    table_stamp,
+)
 from custsync_pipeline.store.identity import IDENTITY_STAMP
 
 GOLDEN_CUSTOMERS = dg.AssetKey("golden_customers")
