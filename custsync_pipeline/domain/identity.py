@@ -292,11 +292,16 @@ def _name_gated_keys(
     # (Becky with Rebecka, Lisa with Elisabeth: one person's records on the shared value)
     code, uniq = pd.factorize(tk)
     initials = [sorted({t[:1], *(f[:1] for f in formal_names(t))}) for t in uniq.tolist()]
-    n_init = np.array([len(i) for i in initials], dtype=np.int64)[code]
+    per_name = np.array([len(i) for i in initials], dtype=np.int64)
+    n_init = per_name[code]
     if (n_init > 1).any():
         rep = np.repeat(np.arange(len(rec)), n_init)
         rec, key, last_word = rec[rep], key[rep], last_word[rep]
-        initial = np.array([i for c in code.tolist() for i in initials[c]], dtype=object)
+        # each row's initials, in order: its name's run of the flat list (no row loop)
+        flat = np.array([i for name in initials for i in name], dtype=object)
+        first = np.cumsum(per_name) - per_name
+        within = np.arange(len(rep)) - np.repeat(np.cumsum(n_init) - n_init, n_init)
+        initial = flat[np.repeat(first[code], n_init) + within]
     else:
         initial = np.array([i[0] for i in initials], dtype=object)[code]
     sig = last_word + "|" + initial
