@@ -64,7 +64,8 @@ ROOT = HERE.parent
 RECORDS_PER_PERSON = 2.45  # what the sandbox generator yields per person
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCENARIOS = tuple(os.environ.get("CUSTSYNC_BENCH_SCENARIOS", "full,rerun,incremental").split(","))
-# CUSTSYNC_BENCH_PROFILE=out.prof: the child runs under cProfile (slower; for finding hot spots)
+# CUSTSYNC_BENCH_PROFILE=out.prof: each run of the child under cProfile, written to
+# out.prof.<scenario> (slower; for finding hot spots)
 PROFILE = os.environ.get("CUSTSYNC_BENCH_PROFILE")
 STAGES = ("start", "extract", "validate+store", "identity", "golden", "publish", "checks")
 
@@ -270,7 +271,14 @@ def child(spec: dict) -> dict:
                 change_exports(Path(spec["folder"]), 0.01, seed=3)
             else:
                 mutate_sandbox(spec["urls"], 0.01, spec["counts"])
-        out.append(measure_run(scenario, sampler, run_cli))
+        if PROFILE:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            out.append(measure_run(scenario, sampler, lambda: profiler.runcall(run_cli)))
+            profiler.dump_stats(f"{PROFILE}.{scenario}")
+        else:
+            out.append(measure_run(scenario, sampler, run_cli))
     sampler.stop()
     return {"runs": out, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -355,9 +363,8 @@ def one(source: str, size: int, db: str, seed: int, keep: Path | None) -> dict:
                 spec |= {"urls": sandbox.urls, "counts": counts, "config": str(cfg_path)}
             spec_path = tmp_path / "spec.json"
             spec_path.write_text(json.dumps(spec))
-            profile = ["-m", "cProfile", "-o", str(PROFILE)] if PROFILE else []
             proc = subprocess.run(
-                [sys.executable, *profile, __file__, "--child", str(spec_path)],
+                [sys.executable, __file__, "--child", str(spec_path)],
                 env=env,
                 capture_output=True,
                 text=True,
