@@ -14,6 +14,45 @@ def test_sqlite_uses_wal_and_busy_timeout(tmp_path) -> None:
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        # a page cache large enough for a bulk insert's index (the default is 2 MiB)
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -256 * 1024
+
+
+def test_bulk_inserts_go_in_key_order_and_keep_every_value(tmp_path) -> None:
+    from custsync_pipeline.store.bulk import insert_frame
+
+    db = StateDB(f"sqlite:///{tmp_path / 's.sqlite'}").create_all()
+    ids = ["9", "3", None, "7", "1"]
+    golden = pd.DataFrame(
+        {
+            "golden_id": ["g9", "g3", "g5", "g7", "g1"],
+            "first_name": ids,
+            "version": [1, 2, 3, 4, 5],
+            "record_hash": ["h"] * 5,
+            "updated_at": pd.Timestamp("2024-01-01T10:00:00Z"),
+        }
+    )
+    # events of two records interleaved: each record's events keep their order
+    events = pd.DataFrame(
+        {
+            "golden_id": ["g2", "g1", "g2", "g1"],
+            "version": 1,
+            "field": ["a", "b", "c", "d"],
+            "at": pd.Timestamp("2024-01-01T10:00:00Z"),
+        }
+    )
+    with db.engine.begin() as conn:
+        insert_frame(conn, core.golden_records, golden)
+        insert_frame(conn, core.golden_events, events)
+    with db.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT golden_id, first_name, version FROM golden_records ORDER BY rowid"
+        ).all()
+        fields = conn.exec_driver_sql(
+            "SELECT golden_id, field FROM golden_events ORDER BY id"
+        ).all()
+    assert rows == [("g1", "1", 5), ("g3", "3", 2), ("g5", None, 3), ("g7", "7", 4), ("g9", "9", 1)]
+    assert fields == [("g1", "b"), ("g1", "d"), ("g2", "a"), ("g2", "c")]
 
 
 def test_source_records_round_trip_and_replace(engine) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from custsync_pipeline.store.db import metadata
@@ -46,6 +48,9 @@ def sqlite_times(when: pd.Series) -> np.ndarray:
     return out
 
 
+_TEXT = ("string", "empty")  # pandas.api.types.infer_dtype of a text column
+
+
 def _column_values(series: pd.Series, column: sa.Column, dialect: str) -> np.ndarray:
     """One column as an object array of DB-API values (None for missing)."""
     if isinstance(column.type, sa.DateTime):
@@ -61,18 +66,48 @@ def _column_values(series: pd.Series, column: sa.Column, dialect: str) -> np.nda
         return out
     if isinstance(column.type, sa.Boolean):
         return series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
+    # text as it is (no conversion, one C pass for the missing values): a str column
+    if isinstance(series.dtype, pd.StringDtype):
+        return series.to_numpy(dtype=object, na_value=None)
+    if series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) in _TEXT:
+        out = series.to_numpy(dtype=object, copy=True)
+        out[pd.isna(out)] = None
+        return out
     text = series.astype("string")
     return text.astype(object).where(text.notna(), None).to_numpy(dtype=object)
 
 
+def _index_order(table: sa.Table, frame: pd.DataFrame) -> np.ndarray | None:
+    """The positions of ``frame``'s rows in the order of ``table``'s primary key (else of
+    its first index) when the frame holds those columns: rows inserted in index order
+    append to the index's B-tree instead of touching a random page each, about twice as
+    fast in SQLite for millions of rows. Arrow sorts (stable: rows with equal keys keep
+    their order); None when there is nothing to sort by."""
+    pk = [c.name for c in table.primary_key.columns]
+    if not pk or not all(c in frame.columns for c in pk):
+        indexes = sorted(table.indexes, key=lambda i: i.name or "")
+        indexed = [[c.name for c in i.columns] for i in indexes]
+        pk = next((cols for cols in indexed if all(c in frame.columns for c in cols)), [])
+    if len(frame) < 2 or not pk:
+        return None
+    try:
+        keys = pa.Table.from_pandas(frame[pk], preserve_index=False)
+    except (pa.ArrowException, TypeError, ValueError):  # mixed types: insert as given
+        return None
+    return pc.sort_indices(keys, sort_keys=[(c, "ascending") for c in pk]).to_numpy()
+
+
 def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
     """Insert every row of ``frame`` (its columns that ``table`` has) in the open
-    transaction of ``conn``; returns the rows written."""
+    transaction of ``conn``, in the order of the table's key; returns the rows written."""
     if frame.empty:
         return 0
     cols = [c for c in frame.columns if c in table.c]
     dialect = conn.dialect.name
     arrays = [_column_values(frame[c], table.c[c], dialect) for c in cols]
+    order = _index_order(table, frame[cols])
+    if order is not None:
+        arrays = [a[order] for a in arrays]
     rows = list(zip(*arrays, strict=True))
     names = ", ".join(f'"{c}"' for c in cols)
     if dialect == "postgresql":
@@ -95,11 +130,20 @@ def chunks(values: Sequence, size: int = IN_CHUNK) -> Iterator[list]:
         yield list(values[start : start + size])
 
 
+def _no_rows(conn: sa.Connection, table: sa.Table, where: tuple) -> bool:
+    return (
+        conn.execute(sa.select(sa.literal(1)).select_from(table).where(*where).limit(1)).first()
+        is None
+    )
+
+
 def delete_in(
     conn: sa.Connection, table: sa.Table, column: str, values: Sequence, *where: object
 ) -> int:
     """Delete the rows of ``table`` whose ``column`` is one of ``values`` (and that match
     ``where``), a chunk of keys per statement; returns the rows deleted."""
+    if len(values) > IN_CHUNK and _no_rows(conn, table, where):
+        return 0  # a first write: nothing to delete (no scan per chunk of keys)
     removed = 0
     for chunk in chunks(values):
         removed += conn.execute(table.delete().where(*where, table.c[column].in_(chunk))).rowcount

@@ -329,13 +329,7 @@ def save_golden_records(engine: Engine, golden: pd.DataFrame, events: pd.DataFra
     """Replace changed golden rows and append their change events in one transaction."""
     with engine.begin() as conn:
         if not golden.empty:
-            ids = golden["golden_id"].tolist()
-            for start in range(0, len(ids), 5000):
-                conn.execute(
-                    golden_records.delete().where(
-                        golden_records.c.golden_id.in_(ids[start : start + 5000])
-                    )
-                )
+            delete_in(conn, golden_records, "golden_id", golden["golden_id"].tolist())
             cols = ["golden_id", *GOLDEN_FIELDS, "version", "record_hash", "updated_at"]
             if "entries_hash" in golden:
                 cols.insert(-3, "entries_hash")
