@@ -808,8 +808,10 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         if len(waiting) == 0:
             break
         root = merger.roots()
+        # only the clusters a waiting pair names are judged again
+        ends = np.unique(root[np.r_[inp.cluster[a[waiting]], inp.cluster[b[waiting]]]])
         merged = partners.assign(c=root[partners["c"].to_numpy()], o=root[partners["o"].to_numpy()])
-        merged = merged[merged["c"] != merged["o"]]
+        merged = merged[(merged["c"] != merged["o"]) & np.isin(merged["c"].to_numpy(), ends)]
         merged = merged.sort_values(["c", "o", "w"], ascending=[True, True, False])
         still = _ambiguous(merged.drop_duplicates(["c", "o"]), merger)
         linked = False
