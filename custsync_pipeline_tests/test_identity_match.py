@@ -296,3 +296,27 @@ def test_an_initial_whose_own_email_names_another_first_name_is_no_rival():
     result = resolve_identities(frame(*_population(), *rows), RULES, now=NOW, matching=MATCHING)
     assert together(result, ("salesforce", "ALBIN"), ("exact", "E"))
     assert apart(result, ("salesforce", "ALBIN"), ("voyado", "A"))
+
+
+def test_an_initial_settled_by_a_probable_link_is_no_longer_a_rival():
+    # a family e-mail at one address: Nils (phone, birth date), his web-shop order under his
+    # full name, and "N. Berg" — Nora's CRM record, her first name an initial, which the
+    # probabilistic stage joins to her loyalty record (birth date, address)
+    home = dict(street="Tallstigen 113", postal_code="39270", city="Kalmar")
+    family = "familjen.berg@x.se"
+    rows = [
+        dict(connector="salesforce", source_id="NILS", first_name="Nils", last_name="Berg",
+             birth_date="1964-05-24", email=family, phone="+46707193531", **home),
+        dict(connector="shop", source_id="ORDER", full_name="Nils Berg", email=family, **home),
+        dict(connector="salesforce", source_id="N", first_name="N.", last_name="Berg",
+             birth_date="1981-03-27", email=family, **home),
+        dict(connector="voyado", source_id="NORA", first_name="Nora", last_name="Berg",
+             birth_date="1981-03-27", email=family, **home),
+        dict(connector="salesforce", source_id="HAMPUS", first_name="Hampus", last_name="Berg",
+             birth_date="1965-08-03", email=family, phone="+46739998596", **home),
+    ]  # fmt: skip
+    result = resolve_identities(frame(*_population(), *rows), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "N"), ("voyado", "NORA"))
+    # once "N." is Nora's, the order fits Nils alone
+    assert together(result, ("salesforce", "NILS"), ("shop", "ORDER"))
+    assert apart(result, ("salesforce", "NILS"), ("voyado", "NORA"), ("salesforce", "HAMPUS"))

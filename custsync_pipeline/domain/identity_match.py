@@ -81,6 +81,9 @@ MIN_RULE_PAIRS = 200
 RELIABLE_M = 0.05
 # weight of the default m beside the rules' pairs (as many pairs' worth)
 PRIOR_PAIRS = 50
+# rounds of the fixed point that judges ambiguity again on the merged clusters
+MAX_ROUNDS = 5
+AMBIGUOUS = "fits two people who were kept apart"
 
 
 @dataclass
@@ -544,6 +547,22 @@ def _births_agree(x: set[str], y: set[str]) -> bool:
     return False
 
 
+def _ambiguous(partners: pd.DataFrame, merger: _Merger) -> set[int]:
+    """Clusters (``partners.c``) with strong matches (``o``, weight ``w``) to two clusters
+    that refuse each other: such a cluster fits two people and stays apart."""
+    count = partners.groupby("c")["o"].transform("size").to_numpy()
+    out: set[int] = set()
+    for c, grp in (
+        partners[count >= 2]
+        .sort_values(["c", "w", "o"], ascending=[True, False, True])
+        .groupby("c")["o"]
+    ):
+        others = [o for o in grp.tolist()[:10] if not merger.refusal(int(c), int(o))]
+        if any(merger.refusal(x, y) for i, x in enumerate(others) for y in others[i + 1 :]):
+            out.add(int(c))
+    return out
+
+
 class _Merger:
     """Union-find over the rules' clusters that refuses a merge two clusters' records
     contradict (names, birth dates, kinds, one-per-golden identifiers): a probable link
@@ -658,6 +677,15 @@ class _Merger:
             return "names differ"
         return ""
 
+    def roots(self) -> np.ndarray:
+        """The root of every cluster (pointer jumping, vectorized)."""
+        roots = np.asarray(self.parent, dtype=np.int64)
+        while True:
+            nxt = roots[roots]
+            if (nxt == roots).all():
+                return roots
+            roots = nxt
+
     def union(self, x: int, y: int) -> None:
         self.parent[y] = x
         for attr in ("first", "last", "birth", "kind", "cannot", "email", "phone"):
@@ -755,16 +783,7 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         partners["birth"].to_numpy() < 0
     )
     partners = partners[~outweighed]
-    count = partners.groupby("c")["o"].transform("size").to_numpy()
-    ambiguous: set[int] = set()
-    for c, grp in (
-        partners[count >= 2]
-        .sort_values(["c", "w", "o"], ascending=[True, False, True])
-        .groupby("c")["o"]
-    ):
-        others = [o for o in grp.tolist()[:10] if not merger.refusal(int(c), o)]
-        if any(merger.refusal(x, y) for i, x in enumerate(others) for y in others[i + 1 :]):
-            ambiguous.add(int(c))
+    ambiguous = _ambiguous(partners, merger)
     # strongest first, a fixed order (probability, then the pair): deterministic
     for i in cand[np.lexsort((b[cand], a[cand], -p[cand]))].tolist():
         x, y = merger.find(int(inp.cluster[a[i]])), merger.find(int(inp.cluster[b[i]]))
@@ -774,25 +793,48 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         if not reason and (
             int(inp.cluster[a[i]]) in ambiguous or int(inp.cluster[b[i]]) in ambiguous
         ):
-            reason = "fits two people who were kept apart"
+            reason = AMBIGUOUS
         if reason:
             why[i] = reason
         elif p[i] >= plan.link_threshold:
             merger.union(x, y)
             accept[i] = True
-    roots = np.asarray(merger.parent, dtype=np.int64)
-    while True:  # pointer jumping to the roots, vectorized
-        nxt = roots[roots]
-        if (nxt == roots).all():
+    # a fixed point: the links made can settle an ambiguity. A rival known only by an
+    # initial ("N. Berg") that has since joined the record naming its person in full
+    # (Nora, by birth date and address) is no rival to Nils: ambiguity is judged again
+    # on the merged clusters, with everything they now hold, until nothing changes
+    for _ in range(MAX_ROUNDS):
+        waiting = np.flatnonzero(why == AMBIGUOUS)
+        if len(waiting) == 0:
             break
-        roots = nxt
-    new_cluster = roots[inp.cluster]
+        root = merger.roots()
+        # only the clusters a waiting pair names are judged again
+        ends = np.unique(root[np.r_[inp.cluster[a[waiting]], inp.cluster[b[waiting]]]])
+        merged = partners.assign(c=root[partners["c"].to_numpy()], o=root[partners["o"].to_numpy()])
+        merged = merged[(merged["c"] != merged["o"]) & np.isin(merged["c"].to_numpy(), ends)]
+        merged = merged.sort_values(["c", "o", "w"], ascending=[True, True, False])
+        still = _ambiguous(merged.drop_duplicates(["c", "o"]), merger)
+        linked = False
+        for i in waiting[np.lexsort((b[waiting], a[waiting], -p[waiting]))].tolist():
+            x, y = merger.find(int(inp.cluster[a[i]])), merger.find(int(inp.cluster[b[i]]))
+            if x == y:
+                why[i] = ""
+                continue
+            if x in still or y in still:
+                continue
+            why[i] = merger.refusal(x, y)
+            if not why[i] and p[i] >= plan.link_threshold:
+                merger.union(x, y)
+                accept[i] = linked = True
+        if not linked:
+            break
+    new_cluster = merger.roots()[inp.cluster]
     apart = new_cluster[a] != new_cluster[b]
     # review: between the thresholds and nothing refuses it; refused above the link
     # threshold (not by a steward): both go to the queue with their scores
     review = across & apart & (p >= plan.review_threshold) & (p < plan.link_threshold)
     review &= why == ""
-    review |= across & apart & (why == "fits two people who were kept apart")
+    review |= across & apart & (why == AMBIGUOUS)
     # refused above the link threshold: only a clash of identifiers is worth a look; other
     # names or birth dates at one address are a household, told apart already
     refused = across & apart & (p >= plan.link_threshold)
