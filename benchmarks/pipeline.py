@@ -42,6 +42,7 @@ run and dropped after.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -275,7 +276,7 @@ def child(spec: dict) -> dict:
             import cProfile
 
             profiler = cProfile.Profile()
-            out.append(measure_run(scenario, sampler, lambda: profiler.runcall(run_cli)))
+            out.append(measure_run(scenario, sampler, functools.partial(profiler.runcall, run_cli)))
             profiler.dump_stats(f"{PROFILE}.{scenario}")
         else:
             out.append(measure_run(scenario, sampler, run_cli))

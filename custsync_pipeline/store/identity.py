@@ -24,6 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from custsync_pipeline.domain.golden import key_positions
 from custsync_pipeline.domain.identity import (
     CONFLICT_COLUMNS,
     DECISION_COLUMNS,
@@ -211,12 +212,10 @@ def save_identity_result(
     new = result.golden_ids
     cols = ["golden_id", "created_at", "merged_into", "merged_at", "split_from", "split_at"]
     if len(old):
-        both = new[cols].merge(
-            old[cols], on="golden_id", how="left", suffixes=("", "_old"), indicator=True
-        )
-        changed = (both["_merge"] == "left_only") | ~(
-            _same(both["merged_into"], both["merged_into_old"])
-            & _same(both["merged_at"], both["merged_at_old"])
+        before = _aligned(new, old, ["golden_id"])
+        changed = before["_found"].eq(False) | ~(
+            _same(new["merged_into"], before["merged_into"])
+            & _same(new["merged_at"], before["merged_at"])
         )
         gid_rows = new[cols][changed.to_numpy()]
     else:
@@ -229,15 +228,12 @@ def save_identity_result(
     cur = result.identity_map[MAP_COLUMNS]
     key = ["connector", "source_id"]
     if len(old_map):
-        both = cur.merge(
-            old_map[key + ["golden_id", "rule"]], on=key, how="left", suffixes=("", "_old")
-        )
+        before = _aligned(cur, old_map, key)
         changed = ~(
-            _same(both["golden_id"], both["golden_id_old"]) & _same(both["rule"], both["rule_old"])
+            _same(cur["golden_id"], before["golden_id"]) & _same(cur["rule"], before["rule"])
         )
         upserts = cur[changed.to_numpy()]
-        gone = old_map[key].merge(cur[key], on=key, how="left", indicator=True)
-        gone = gone[gone["_merge"] == "left_only"][key]
+        gone = old_map.loc[~_hit(cur, old_map, key), key]
     else:
         upserts, gone = cur, pd.DataFrame(columns=key)
     _replace_rows(engine, identity_map, upserts, key, fresh=not len(old_map))
@@ -294,6 +290,25 @@ def save_identity_result(
 def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """One 64-bit hash per row of text values (the same whether built or read back)."""
     return pd.util.hash_pandas_object(frame.astype(object), index=False).to_numpy()
+
+
+def _aligned(frame: pd.DataFrame, stored: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Per row of ``frame``: the row of ``stored`` with the same ``key`` (missing values
+    where none; ``_found`` says which), looked up by Arrow's hash join, no string merge."""
+    pos = key_positions(frame, stored, key)
+    found = pos >= 0
+    out = stored.iloc[np.maximum(pos, 0)].set_axis(frame.index)
+    out = out.mask(np.repeat(~found[:, None], out.shape[1], axis=1))
+    out["_found"] = found
+    return out
+
+
+def _hit(frame: pd.DataFrame, stored: pd.DataFrame, key: list[str]) -> np.ndarray:
+    """Per row of ``stored``: whether a row of ``frame`` has its ``key``."""
+    hit = np.zeros(len(stored), dtype=bool)
+    pos = key_positions(frame, stored, key)
+    hit[pos[pos >= 0]] = True
+    return hit
 
 
 def _same(a: pd.Series, b: pd.Series) -> pd.Series:
