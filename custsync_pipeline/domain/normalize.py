@@ -696,11 +696,18 @@ def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
     return pd.Series(pd.array(out, dtype="string"), index=values.index)
 
 
+@lru_cache(maxsize=1 << 18)
+def _library_e164(value: str, region: str | None) -> str | None:
+    """The library's E.164 of a number the fast path could not certify, once per process:
+    a record's phone and its contact-detail entry are often the same spelling."""
+    return phone_or_reason(value, region)[0]
+
+
 def _phone_library(values: pd.Series, region: pd.Series) -> pd.Series:
     pairs = pd.MultiIndex.from_arrays([values.fillna("\x00"), region.fillna("")])
     codes, uniques = pd.factorize(pairs)
     mapped = [
-        None if v == "\x00" else phone_or_reason(v, r or None)[0]
+        None if v == "\x00" else _library_e164(v, r or None)
         for v, r in uniques  # once per unique (value, region) pair
     ]
     out = pd.Series(pd.array(mapped, dtype="string")).take(codes)
