@@ -170,12 +170,19 @@ def test_resolution_loads_only_the_columns_it_reads_and_resolves_the_same(engine
     ) == {"shop"}
 
 
-def test_evidence_is_written_as_a_diff(engine):
-    """A changed link replaces only itself: the links that still hold keep their rows."""
+@pytest.mark.parametrize("hashes_stored", [True, False])
+def test_evidence_is_written_as_a_diff(engine, hashes_stored):
+    """A changed link replaces only itself: the links that still hold keep their rows,
+    whether their row hashes are stored or (rows of an older release) are not."""
     t0 = pd.Timestamp("2026-01-01", tz="UTC")
     run(engine, RECORDS, t0)
+    cols = [c for c in il.c if c.name != "row_hash"]
+    with engine.begin() as conn:
+        assert conn.execute(sa.select(il.c.row_hash).where(il.c.row_hash.is_(None))).first() is None
+        if not hashes_stored:
+            conn.execute(il.update().values(row_hash=None))
     with engine.connect() as conn:
-        before = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(il)).all()}
+        before = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(*cols)).all()}
     more = pd.concat(
         [RECORDS, conform(pd.DataFrame([dict(connector="shop", source_id="c2",
                                              web_user_id="wc", email="c@x.se",
@@ -186,10 +193,13 @@ def test_evidence_is_written_as_a_diff(engine):
     result = resolve_identities(more, RULES, prior, gids, decisions, now=t0)
     written = save_identity_result(engine, result, stored=(prior, gids))
     with engine.connect() as conn:
-        after = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(il)).all()}
+        after = {tuple(r[1:]): r[0] for r in conn.execute(sa.select(*cols)).all()}
+        unhashed = conn.execute(sa.select(il.c.link_id).where(il.c.row_hash.is_(None))).all()
     kept = set(before) & set(after)
     assert kept and all(before[k] == after[k] for k in kept)  # untouched rows
     added = set(after) - set(before)
     assert added and written["identity_links"] == len(added) + len(set(before) - set(after))
     want = result.links.drop_duplicates()
     assert len(after) == len(want)
+    # new rows carry their hash; kept rows of an older release keep theirs missing
+    assert len(unhashed) == (0 if hashes_stored else len(kept))

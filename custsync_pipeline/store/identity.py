@@ -79,6 +79,9 @@ identity_links = sa.Table(
     sa.Column("source_id_b", sa.String(255), nullable=False),
     sa.Column("rule", sa.String(64), nullable=False),
     sa.Column("key", sa.String(512), nullable=False),  # masked
+    # the 64-bit hash of the row's values (signed): the next resolution's diff reads this
+    # column instead of every link (NULL in rows written before it existed)
+    sa.Column("row_hash", sa.BigInteger),
 )
 
 identity_conflicts = sa.Table(
@@ -255,11 +258,10 @@ def save_identity_result(
     digest = hashes_digest(new_h)
     written["identity_links"] = 0
     if digest != stored_digest(engine, "identity_links"):
-        c = identity_links.c
-        held = read_frame(engine, sa.select(c.link_id, *[c[k] for k in LINK_COLUMNS]))
-        old_h = _row_hashes(held[list(LINK_COLUMNS)])
-        doomed = held.loc[~np.isin(old_h, new_h), "link_id"].astype(int).tolist()
-        added = links[~np.isin(new_h, old_h)]
+        held_ids, old_h = _held_link_hashes(engine)
+        doomed = held_ids[~np.isin(old_h, new_h)].tolist()
+        fresh = ~np.isin(new_h, old_h)
+        added = links[fresh].assign(row_hash=new_h[fresh].view(np.int64))
         with engine.begin() as conn:
             delete_in(conn, identity_links, "link_id", doomed)
             insert_frame(conn, identity_links, added)
@@ -285,6 +287,26 @@ def save_identity_result(
     conflict_rows = conflicts
     written["identity_conflicts"] = len(conflict_rows)
     return written
+
+
+def _held_link_hashes(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
+    """(link ids, their row hashes) of the stored evidence: the hash column, and the
+    values of the rows that have none yet (written before it existed) hashed here."""
+    c = identity_links.c
+    held = read_frame(engine, sa.select(c.link_id, c.row_hash).where(c.row_hash.is_not(None)))
+    old = read_frame(
+        engine, sa.select(c.link_id, *[c[k] for k in LINK_COLUMNS]).where(c.row_hash.is_(None))
+    )
+    ids = np.concatenate(
+        [held["link_id"].to_numpy(dtype=np.int64), old["link_id"].to_numpy(dtype=np.int64)]
+    )
+    hashes = np.concatenate(
+        [
+            held["row_hash"].to_numpy(dtype=np.int64).view(np.uint64),
+            _row_hashes(old[list(LINK_COLUMNS)]) if len(old) else np.zeros(0, dtype=np.uint64),
+        ]
+    )
+    return ids, hashes
 
 
 def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
