@@ -115,3 +115,20 @@ def test_an_incremental_pull_replaces_the_entries_of_its_records_only(engine) ->
     records = core.load_source_records(engine, [C]).set_index("source_id")
     assert sorted(records.index) == ["A1", "C1"]
     assert records.loc["A1", "first_name"] == "Acme"
+
+
+def test_an_incremental_pull_keeps_entries_of_the_stored_records_they_name(engine) -> None:
+    """An entry of an incremental pull may belong to a stored record the pull did not
+    return (a Contact pulled alone is a contact person of its stored Account): it is kept;
+    one naming a record that is not stored, or that this pull deletes, is not."""
+    from custsync_pipeline.defs.extract.pulls import INCREMENTAL, Pull, entry_source_ids
+    from custsync_pipeline.domain.canonical import conform
+
+    stored = conform(pd.DataFrame({"connector": "crm", "source_id": ["acc1", "acc2", "acc3"]}))
+    core.replace_source_records(engine, "crm", stored)
+    valid = pd.DataFrame({"source_id": ["c9"]})
+    entries = pd.DataFrame({"source_id": ["acc1", "ghost", "acc2", "c9", None]})
+    pull = Pull(mode=INCREMENTAL, deleted_ids=["acc2"])
+    assert entry_source_ids(engine, "crm", pull, valid, entries).tolist() == ["acc1", "c9"]
+    # a snapshot's entries belong to its own records only
+    assert entry_source_ids(engine, "crm", Pull(), valid, entries).tolist() == ["c9"]

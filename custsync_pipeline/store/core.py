@@ -265,6 +265,20 @@ def source_record_ids(engine: Engine, connector: str) -> set[str]:
         return {str(r) for r in conn.execute(stmt).scalars()}
 
 
+def stored_source_ids(engine: Engine, connector: str, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` are stored source ids of ``connector`` (a chunk of keys per query:
+    the primary key's index answers each)."""
+    stmt = sa.select(source_records.c.source_id).where(source_records.c.connector == connector)
+    found: set[str] = set()
+    with engine.connect() as conn:
+        for chunk in chunks(sorted({str(i) for i in ids})):
+            found.update(
+                str(r)
+                for r in conn.execute(stmt.where(source_records.c.source_id.in_(chunk))).scalars()
+            )
+    return found
+
+
 def load_source_records(
     engine: Engine,
     connectors: Iterable[str] | None = None,

@@ -272,10 +272,11 @@ def store_lane_pull(
         market_regions=gate.market_regions,
     )
     engine = context.resources.state_db.engine
+    given = lane_entries(connector, raw, checked.valid, aspects)
     entries = check_entries(
-        lane_entries(connector, raw, checked.valid, aspects),
+        given,
         name,
-        pulls.entry_source_ids(engine, name, pull, checked.valid),
+        pulls.entry_source_ids(engine, name, pull, checked.valid, given),
         regions=checked.valid.set_index("source_id")["country"],
     )
     # Blocking: a feed below its valid-row threshold must not overwrite this

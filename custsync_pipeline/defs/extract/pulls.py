@@ -98,14 +98,18 @@ def describe(
     )
 
 
-def entry_source_ids(engine: Engine, connector: str, pull: Pull, valid: pd.DataFrame) -> pd.Series:
-    """Records an entry may belong to: the valid ones of this pull, and on an incremental
-    pull also the stored ones (a Contact pulled alone is a contact person of its stored
-    Account)."""
+def entry_source_ids(
+    engine: Engine, connector: str, pull: Pull, valid: pd.DataFrame, entries: pd.DataFrame
+) -> pd.Series:
+    """Records an entry of ``entries`` may belong to: the valid ones of this pull, and on
+    an incremental pull also the stored ones the entries name (a Contact pulled alone is
+    a contact person of its stored Account); only those are looked up, not every stored
+    record of the connector."""
     ids = valid["source_id"].astype(str)
-    if not pull.incremental:
+    if not pull.incremental or "source_id" not in entries.columns:
         return ids
-    stored = core.source_record_ids(engine, connector) - set(pull.deleted_ids)
+    named = set(entries["source_id"].dropna().astype(str)) - set(ids) - set(pull.deleted_ids)
+    stored = core.stored_source_ids(engine, connector, named)
     return pd.Series(sorted(set(ids) | stored), dtype=object)
 
 
