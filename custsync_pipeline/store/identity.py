@@ -215,7 +215,7 @@ def save_identity_result(
     new = result.golden_ids
     cols = ["golden_id", "created_at", "merged_into", "merged_at", "split_from", "split_at"]
     if len(old):
-        before = _aligned(new, old, ["golden_id"])
+        before, _ = _aligned(new, old, ["golden_id"])
         changed = before["_found"].eq(False) | ~(
             _same(new["merged_into"], before["merged_into"])
             & _same(new["merged_at"], before["merged_at"])
@@ -231,12 +231,12 @@ def save_identity_result(
     cur = result.identity_map[MAP_COLUMNS]
     key = ["connector", "source_id"]
     if len(old_map):
-        before = _aligned(cur, old_map, key)
+        before, kept = _aligned(cur, old_map[[*key, "golden_id", "rule"]], key)
         changed = ~(
             _same(cur["golden_id"], before["golden_id"]) & _same(cur["rule"], before["rule"])
         )
         upserts = cur[changed.to_numpy()]
-        gone = old_map.loc[~_hit(cur, old_map, key), key]
+        gone = old_map.loc[~kept, key]
     else:
         upserts, gone = cur, pd.DataFrame(columns=key)
     _replace_rows(engine, identity_map, upserts, key, fresh=not len(old_map))
@@ -314,23 +314,20 @@ def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(frame.astype(object), index=False).to_numpy()
 
 
-def _aligned(frame: pd.DataFrame, stored: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+def _aligned(
+    frame: pd.DataFrame, stored: pd.DataFrame, key: list[str]
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Per row of ``frame``: the row of ``stored`` with the same ``key`` (missing values
-    where none; ``_found`` says which), looked up by Arrow's hash join, no string merge."""
+    where none; ``_found`` says which), looked up by Arrow's hash join, no string merge;
+    and per row of ``stored`` whether some row of ``frame`` has its key."""
     pos = key_positions(frame, stored, key)
     found = pos >= 0
     out = stored.iloc[np.maximum(pos, 0)].set_axis(frame.index)
     out = out.mask(np.repeat(~found[:, None], out.shape[1], axis=1))
     out["_found"] = found
-    return out
-
-
-def _hit(frame: pd.DataFrame, stored: pd.DataFrame, key: list[str]) -> np.ndarray:
-    """Per row of ``stored``: whether a row of ``frame`` has its ``key``."""
     hit = np.zeros(len(stored), dtype=bool)
-    pos = key_positions(frame, stored, key)
-    hit[pos[pos >= 0]] = True
-    return hit
+    hit[pos[found]] = True
+    return out, hit
 
 
 def _same(a: pd.Series, b: pd.Series) -> pd.Series:
