@@ -152,6 +152,7 @@ def test_phone_library_called_once_per_unique_pair(monkeypatch: pytest.MonkeyPat
         return real(value, region)
 
     monkeypatch.setattr(nz, "phone_or_reason", counting)
+    nz._library_e164.cache_clear()  # what earlier tests normalized is cached
     phones = ["070-123 45 67", "+46 70 123 45 67", "12", "12"] * 500
     countries = ["SE", "SE", "SE", "NO"] * 500
     out = normalize_customers(
@@ -160,6 +161,9 @@ def test_phone_library_called_once_per_unique_pair(monkeypatch: pytest.MonkeyPat
     # the two good spellings are certified by the vectorized path; "12" needs the library once per region
     assert sorted(calls) == [("12", "NO"), ("12", "SE")]
     assert out["phone"].value_counts().to_dict() == {"+46701234567": 1000}
+    # once per process: the entries of the same records ask again and find it decided
+    again = nz.normalize_phone(pd.Series(["12", "12"]), pd.Series(["SE", "NO"]))
+    assert again.isna().all() and len(calls) == 2
 
 
 def test_index_preserved() -> None:

@@ -92,9 +92,10 @@ def _index_order(table: sa.Table, frame: pd.DataFrame) -> np.ndarray | None:
         return None
     try:
         keys = pa.Table.from_pandas(frame[pk], preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError):  # mixed types: insert as given
+        order = pc.sort_indices(keys, sort_keys=[(c, "ascending") for c in pk])
+    except Exception:  # noqa: BLE001 - keys Arrow cannot sort (mixed or huge values): as given
         return None
-    return pc.sort_indices(keys, sort_keys=[(c, "ascending") for c in pk]).to_numpy()
+    return order.to_numpy()
 
 
 def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 metadata = sa.MetaData()
-SQLITE_CACHE_KIB = 256 * 1024
+SQLITE_CACHE_KIB = 64 * 1024
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - SQLAlchemy event signature
@@ -25,8 +25,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - SQLAlchemy e
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    # a page cache of up to 256 MiB (the default is 2 MiB): a bulk insert of millions of
-    # rows updates its primary-key index without re-reading pages from the OS
+    # a page cache of up to 64 MiB per connection (the default is 2 MiB): a bulk insert of
+    # millions of rows updates its indexes without re-reading pages from the OS
     cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cur.close()
 

@@ -106,7 +106,8 @@ def _text(values: pd.Series) -> pd.Series:
     million mostly-missing sizes converted one by one cost seconds)."""
     if values.dtype == "string":
         return values
-    if pd.api.types.is_float_dtype(values.dtype):
+    # (factorize takes -0.0 for 0.0, which formats apart)
+    if pd.api.types.is_float_dtype(values.dtype) and not np.signbit(values[values == 0]).any():
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
         shown = pd.array([*(str(u) for u in uniques), pd.NA], dtype="string")
         return pd.Series(shown.take(np.where(codes < 0, len(uniques), codes)), index=values.index)
