@@ -162,6 +162,18 @@ def test_forget_erases_a_person_from_the_state_db_and_every_step_output(synced, 
     # without --yes it only says what would go
     assert main(["forget", gid, "--db", url]) == 2
     assert "--yes" in capsys.readouterr().err
+    # a sync holding the state lease (merging, publishing) is waited for, not raced
+    from custsync_pipeline.store import lease
+
+    assert lease.try_acquire(engine, "a-running-sync", ttl_s=60)
+    args = ["forget", gid, "--db", url, "--yes", "--storage", str(root)]
+    assert main([*args, "--wait", "0"]) == 3
+    err = capsys.readouterr().err
+    assert "nothing erased" in err and "a-running-sync" in err and email not in err
+    with engine.connect() as conn:
+        held = conn.execute(sa.text("SELECT COUNT(*) FROM identity_map")).scalar()
+    assert held == len(members) + len(others)
+    lease.release(engine, "a-running-sync")
     assert main(["forget", gid, "--db", url, "--yes", "--storage", str(root)]) == 0
     out = capsys.readouterr().out
     assert f"forgot {gid}" in out and "identity_map" in out and "source_records" in out
