@@ -428,3 +428,42 @@ def test_one_number_is_one_contact_detail_whether_mobile_or_phone() -> None:
     )
     assert len(res.entries) == 1
     assert res.entries.iloc[0]["providers"] == "loyalty,shop"
+
+
+def test_field_origins_are_stored_per_source_and_read_back_per_field(engine) -> None:
+    """Which record gave each golden field: one stored row per golden record and source
+    (a record's fields mostly come from one or two), read back one row per field."""
+    import sqlalchemy as sa
+
+    from custsync_pipeline.store import golden as golden_store
+    from custsync_pipeline.store.db import StateDB
+
+    steps = [FlowStep("exact", ("name",)), FlowStep("crm", ("name", "customer_contact_details"))]
+    recs = _records(
+        [
+            dict(connector="exact", source_id="e1", first_name="Anna", last_name="Berg"),
+            dict(connector="crm", source_id="c1", email="anna@x.se", phone="+46701234567"),
+            dict(connector="crm", source_id="c2", first_name="Bo", email="bo@x.se"),
+        ]
+    )
+    res = build_golden(
+        recs, _idmap([("exact", "e1", "G"), ("crm", "c1", "G"), ("crm", "c2", "H")]), steps
+    )
+    golden_store.save_golden_aspects(engine, ["G", "H"], res.entries, None, res.provenance)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(golden_store.golden_field_origins)).all()
+    assert len(stored) == 3  # (G, exact, e1), (G, crm, c1), (H, crm, c2)
+    for gid in ("G", "H"):
+        fields, _ = golden_store.golden_sources(engine, gid)
+        want = res.provenance[res.provenance["golden_id"] == gid]
+        got = {(r.field, r.connector, r.source_id) for r in fields.itertuples(index=False)}
+        assert got == set(zip(want["field"], want["connector"], want["source_id"], strict=True))
+    assert {("first_name", "exact", "e1"), ("email", "crm", "c1")} <= {
+        (r.field, r.connector, r.source_id)
+        for r in golden_store.golden_sources(engine, "G")[0].itertuples(index=False)
+    }
+    # the per-field table of an older release is dropped when the state DB is brought up
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE golden_field_sources (golden_id TEXT)"))
+    StateDB(engine.url.render_as_string(hide_password=False)).create_all()
+    assert "golden_field_sources" not in sa.inspect(engine).get_table_names()

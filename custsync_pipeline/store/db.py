@@ -51,6 +51,18 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def _drop_retired(engine: Engine) -> None:
+    """Drop the tables an older release made that this one replaced (their data lives in
+    the new ones after the next merge, which the code change forces)."""
+    from custsync_pipeline.store.golden import RETIRED_TABLES
+
+    names = set(sa.inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        for name in RETIRED_TABLES:
+            if name in names:
+                conn.execute(sa.text(f'DROP TABLE "{name}"'))
+
+
 _up_to_date: set[tuple[str, str]] = set()
 
 
@@ -104,6 +116,7 @@ class StateDB:
                 if "already exists" not in str(exc).lower() or attempt == 2:
                     raise
         add_missing_columns(self.engine, metadata.sorted_tables)
+        _drop_retired(self.engine)
         return self
 
     @property

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -83,15 +85,19 @@ golden_entry_sources = sa.Table(
     comment="which connector holds each golden entry and when it last saw it",
 )
 
-golden_field_sources = sa.Table(
-    "golden_field_sources",
+# one row per golden record and source record that gave it fields (not one per field:
+# a record's fields mostly come from one or two sources, a third of the rows)
+golden_field_origins = sa.Table(
+    "golden_field_origins",
     metadata,
     sa.Column("golden_id", sa.Text, primary_key=True),
-    sa.Column("field", sa.Text, primary_key=True),
-    sa.Column("connector", sa.Text),
-    sa.Column("source_id", sa.Text),
+    sa.Column("connector", sa.Text, primary_key=True),
+    sa.Column("source_id", sa.Text, primary_key=True),
+    sa.Column("fields", sa.Text, nullable=False),  # the fields it gave, comma-separated
     comment="which connector and record gave each golden field its value",
 )
+# the table of one row per field it replaced: dropped when the state DB is brought up to date
+RETIRED_TABLES = ("golden_field_sources",)
 
 
 def _row_hashes(rows: pd.DataFrame) -> np.ndarray:
@@ -363,7 +369,7 @@ def save_golden_aspects(
     tables = (
         (golden_entries, entries, GOLDEN_ENTRY_COLUMNS),
         (golden_entry_sources, entry_sources, ENTRY_SOURCE_COLUMNS),
-        (golden_field_sources, field_sources, ("golden_id", "field", "connector", "source_id")),
+        (golden_field_origins, field_origins(field_sources), ORIGIN_COLUMNS),
     )
     with engine.begin() as conn:
         for table, frame, cols in tables:
@@ -371,6 +377,32 @@ def save_golden_aspects(
             if frame is not None and not frame.empty:
                 rows = frame[frame["golden_id"].isin(ids)]
                 insert_frame(conn, table, rows[list(cols)])
+
+
+ORIGIN_COLUMNS = ("golden_id", "connector", "source_id", "fields")
+
+
+def field_origins(field_sources: pd.DataFrame | None) -> pd.DataFrame | None:
+    """(golden_id, field, connector, source_id) rows -> one row per golden id and source
+    with the fields it gave, sorted and comma-separated (Arrow's group-by, no Python loop)."""
+    if field_sources is None or field_sources.empty:
+        return None
+    cols = ["golden_id", "connector", "source_id", "field"]
+    # a missing source id (none is expected) must not drop the row from the key
+    text = field_sources[cols].astype("string").fillna({"connector": "", "source_id": ""})
+    rows = pa.Table.from_pandas(text.sort_values(cols), preserve_index=False)
+    grouped = rows.group_by(cols[:3], use_threads=False).aggregate([("field", "list")])
+    fields = pc.binary_join(grouped.column("field_list"), ",")
+    return grouped.drop_columns(["field_list"]).append_column("fields", fields).to_pandas()
+
+
+def _fields_of(origins: pd.DataFrame) -> pd.DataFrame:
+    """Stored origins -> one row per field: golden_id, field, connector, source_id."""
+    cols = ["golden_id", "field", "connector", "source_id"]
+    if origins.empty:
+        return pd.DataFrame({c: pd.Series(dtype="string") for c in cols})
+    out = origins.assign(field=origins["fields"].str.split(",")).explode("field")
+    return out[cols].sort_values("field").reset_index(drop=True)
 
 
 def golden_history(engine: Engine, golden_id: str) -> pd.DataFrame:
@@ -385,9 +417,11 @@ def golden_history(engine: Engine, golden_id: str) -> pd.DataFrame:
 
 def golden_sources(engine: Engine, golden_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Which connector gave each field of ``golden_id``, and its entries with every holder."""
-    fields = _read_frame(
-        engine,
-        sa.select(golden_field_sources).where(golden_field_sources.c.golden_id == golden_id),
+    fields = _fields_of(
+        _read_frame(
+            engine,
+            sa.select(golden_field_origins).where(golden_field_origins.c.golden_id == golden_id),
+        )
     )
     entries = _read_frame(
         engine,

@@ -56,6 +56,8 @@ MERGE_CODE_MODULES = (
     "custsync_pipeline.domain.merge_scope",
     "custsync_pipeline.defs.golden.assets",
     "custsync_pipeline.defs.golden.echo",
+    # how golden aspects and field origins are stored: a new layout is filled by a full merge
+    "custsync_pipeline.store.golden",
 )
 # what a skipped merge changed: nothing
 UNCHANGED_COUNTS = ("changed_records", "field_changes", "entry_changes", "retired_ids")
