@@ -59,8 +59,8 @@ def _drop_retired(engine: Engine) -> None:
     names = set(sa.inspect(engine).get_table_names())
     with engine.begin() as conn:
         for name in RETIRED_TABLES:
-            if name in names:
-                conn.execute(sa.text(f'DROP TABLE "{name}"'))
+            if name in names:  # IF EXISTS: two processes starting together both drop it
+                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
 
 
 _up_to_date: set[tuple[str, str]] = set()
