@@ -266,17 +266,10 @@ def source_record_ids(engine: Engine, connector: str) -> set[str]:
 
 
 def stored_source_ids(engine: Engine, connector: str, ids: Iterable[str]) -> set[str]:
-    """Which of ``ids`` are stored source ids of ``connector`` (a chunk of keys per query:
-    the primary key's index answers each)."""
-    stmt = sa.select(source_records.c.source_id).where(source_records.c.connector == connector)
-    found: set[str] = set()
-    with engine.connect() as conn:
-        for chunk in chunks(sorted({str(i) for i in ids})):
-            found.update(
-                str(r)
-                for r in conn.execute(stmt.where(source_records.c.source_id.in_(chunk))).scalars()
-            )
-    return found
+    """Which of ``ids`` are stored source ids of ``connector``."""
+    keys = pd.DataFrame({"connector": connector, "source_id": sorted({str(i) for i in ids})})
+    stmt = sa.select(source_records.c.source_id)
+    return set(read_keyed(engine, stmt, source_records, keys)["source_id"].astype(str))
 
 
 def load_source_records(

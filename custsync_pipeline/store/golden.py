@@ -103,21 +103,8 @@ RETIRED_TABLES = ("golden_field_sources",)
 def _row_hashes(rows: pd.DataFrame) -> np.ndarray:
     """One 64-bit hash per entry, of its values as text: the same whether the entry was
     just built or read back from the state DB."""
-    text = pd.DataFrame({c: _text(rows[c]).fillna("\x00") for c in ENTRY_COLUMNS})
+    text = rows[list(ENTRY_COLUMNS)].astype("string").fillna("\x00")
     return pd.util.hash_pandas_object(text, index=False).to_numpy()
-
-
-def _text(values: pd.Series) -> pd.Series:
-    """``values.astype("string")``, with numbers formatted once per distinct value (a
-    million mostly-missing sizes converted one by one cost seconds)."""
-    if values.dtype == "string":
-        return values
-    # (factorize takes -0.0 for 0.0, which formats apart)
-    if pd.api.types.is_float_dtype(values.dtype) and not np.signbit(values[values == 0]).any():
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        shown = pd.array([*(str(u) for u in uniques), pd.NA], dtype="string")
-        return pd.Series(shown.take(np.where(codes < 0, len(uniques), codes)), index=values.index)
-    return values.astype("string")
 
 
 def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame) -> int:
