@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -61,13 +62,19 @@ from custsync_pipeline.domain.identity_keys import (
     surnames_compatible,
 )
 from custsync_pipeline.domain.identity_names import (
+    WordRoles,
     fill_names,
     first_names_compatible,
     fold,
     formal_names,
+    role_hashes,
+    swap_words,
     swapped_names,
 )
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
+
+if TYPE_CHECKING:
+    from custsync_pipeline.domain.identity_match import MatchParams
 
 __all__ = [
     "IdentityResult",
@@ -122,6 +129,11 @@ class IdentityResult:
     links: pd.DataFrame
     conflicts: pd.DataFrame
     stats: dict[str, int] = field(default_factory=dict)
+    # the probabilistic stage's parameters (None when it did not run)
+    match_params: MatchParams | None = None
+    # per record of ``identity_map`` (same order), what reaches it (``identity_scope``):
+    # bytes of 64-bit hashes, when asked for with ``with_reach``
+    reach: np.ndarray | None = None
 
 
 # record columns resolution reads besides the rules' identifier columns
@@ -142,6 +154,16 @@ _WORD = re.compile(r"[a-z]+")
 
 # folded first-name token and last name per record, computed once in ``_prepare``
 _TOKENS, _SURNAMES = "__first_token", "__surname"
+# the words a swapped-name check counts (token / last word, whole first field / surname)
+_WORD_COLUMNS = ("__w1_first", "__w1_last", "__w2_first", "__w2_last")
+HEAD_TOKEN, HEAD_HOME, HEAD_WORDS, HEAD_BLOCKS = 0, 1, slice(2, 6), 6
+
+
+def reach_width(matching: MatchingPlan | None) -> int:
+    """Fixed hashes per record in its reach (``_heads``)."""
+    return HEAD_BLOCKS + (
+        len(matching.blocking) if matching is not None and matching.enabled else 0
+    )
 
 
 def resolution_columns(
@@ -157,7 +179,10 @@ def resolution_columns(
 
 
 def _prepare(
-    records: pd.DataFrame, rules: list[IdentifierRule], matching: MatchingPlan | None = None
+    records: pd.DataFrame,
+    rules: list[IdentifierRule],
+    matching: MatchingPlan | None = None,
+    roles: tuple[WordRoles, WordRoles] | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Only the columns resolution needs, one row per record, plus a canonical order.
 
@@ -176,10 +201,17 @@ def _prepare(
     # names as people compare them: a full-name field split, a name typed wrong way round
     fill_names(recs)
     tokens, surnames = name_tokens(recs), surname_keys(recs)
-    swapped = swapped_names(tokens, surnames)
+    one, whole = roles if roles is not None else (None, None)
+    swapped = swapped_names(tokens, surnames, roles=one)
+    words = [*swap_words(tokens, surnames)[1:], None, None]
     if "first_name" in recs.columns:
         # a surname of several words typed as the first name ("Carlsson-Berg" / "Ingrid")
-        swapped |= swapped_names(_folded_first(recs["first_name"].to_numpy()), surnames, True)
+        folded_first = _folded_first(recs["first_name"].to_numpy())
+        swapped |= swapped_names(folded_first, surnames, True, roles=whole)
+        words[2:] = swap_words(folded_first, surnames, True)[1:]
+    # the words the swap counted, as hashes (``_heads``: the population's counts)
+    for col, w, is_whole in zip(_WORD_COLUMNS, words, (False, False, True, True), strict=True):
+        recs[col] = role_hashes(w, is_whole) if w is not None else np.zeros(len(recs), np.uint64)
     if swapped.any():
         first, last = recs["first_name"].to_numpy(), recs["last_name"].to_numpy()
         first[swapped], last[swapped] = last[swapped], first[swapped].copy()
@@ -203,6 +235,103 @@ def _prepare(
     # ``recs`` rather than to the wide frame, which would cost a copy of every column
     order = np.argsort(h, kind="stable")
     return recs, order, h[order]
+
+
+def word_hashes(words: np.ndarray) -> np.ndarray:
+    """A fixed 64-bit hash per first-name token (0 for a missing one)."""
+    words = np.asarray(words, dtype=object)
+    out = np.zeros(len(words), dtype=np.uint64)
+    has = pd.notna(words).astype(bool)
+    if has.any():
+        text = np.array(["w\x1f" + str(w) for w in words[has]], dtype=object)
+        out[has] = pd.util.hash_array(text, categorize=False) | np.uint64(1)
+    return out
+
+
+class KnownWords:
+    """The first-name tokens of the whole population, as hashes: a resolution of part of
+    it asks whether a word of an e-mail is someone's first name (households, initials)."""
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        self.hashes = np.unique(np.asarray(hashes, dtype=np.uint64))
+
+    def among(self, words: set[str]) -> set[str]:
+        if not words:
+            return set()
+        listed = sorted(words)
+        hit = np.isin(word_hashes(np.array(listed, dtype=object)), self.hashes)
+        return {w for w, h in zip(listed, hit, strict=True) if h}
+
+
+@dataclass
+class _Features:
+    """What every stage reads of the records, in canonical order."""
+
+    recs: pd.DataFrame
+    order: np.ndarray
+    rec_hash: np.ndarray
+    conn: np.ndarray
+    sid: np.ndarray
+    rules: list[IdentifierRule]
+    contact_rule: np.ndarray
+    keys: KeyTable
+    tokens: np.ndarray
+    surnames: np.ndarray
+    births: np.ndarray
+    companies: np.ndarray
+    raw_tokens: np.ndarray  # before an initial was read from the record's e-mail
+    words: np.ndarray  # [n, 4] hashes of the words a swapped-name check counts
+
+
+def _features(
+    records: pd.DataFrame,
+    rules: list[IdentifierRule],
+    golden_ids: pd.DataFrame | None,
+    matching: MatchingPlan | None,
+    known_words: KnownWords | None,
+    roles: tuple[WordRoles, WordRoles] | None = None,
+) -> _Features:
+    recs, order, rec_hash = _prepare(records, rules, matching, roles)
+    n = len(recs)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.arange(n)
+    conn = recs["connector"].to_numpy(dtype=object)[order]
+    sid = recs["source_id"].to_numpy(dtype=object)[order]
+    if "custsync_id" in recs.columns and golden_ids is not None and len(golden_ids):
+        # a golden id stamped into a target may since have been merged away: use the survivor
+        survivors = survivor_table(golden_ids)
+        if survivors:
+            stamped = recs["custsync_id"].astype("string")
+            recs["custsync_id"] = stamped.map(lambda g: survivors.get(g, g), na_action="ignore")
+    rules = sorted(rules, key=lambda r: r.priority)  # stable: config order within a priority
+    contact_rule = np.array([is_contact_rule(r) for r in rules], dtype=bool)
+    keys = build_keys(recs, rules)
+    keys.occ_rec = inverse[keys.occ_rec]
+    resort = np.lexsort((keys.occ_rec, keys.occ_key))
+    keys.occ_rec, keys.occ_key = keys.occ_rec[resort], keys.occ_key[resort]
+    tokens = recs[_TOKENS].to_numpy(dtype=object)[order]
+    raw_tokens = tokens.copy()
+    surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
+    if "email" in recs.columns:
+        _initials_named_by_email(
+            tokens, surnames, recs["email"].to_numpy(dtype=object)[order], known_words
+        )
+    return _Features(
+        recs=recs,
+        order=order,
+        rec_hash=rec_hash,
+        conn=conn,
+        sid=sid,
+        rules=rules,
+        contact_rule=contact_rule,
+        keys=keys,
+        tokens=tokens,
+        surnames=surnames,
+        births=birth_keys(recs)[order],
+        companies=company_keys(recs)[order],
+        raw_tokens=raw_tokens,
+        words=np.c_[tuple(recs[c].to_numpy(dtype=np.uint64)[order] for c in _WORD_COLUMNS)],
+    )
 
 
 def _folded_first(values: np.ndarray) -> np.ndarray:
@@ -358,6 +487,7 @@ def _household_addresses(
     nameless: np.ndarray,
     street: np.ndarray | None,
     postal: np.ndarray | None,
+    known_words: KnownWords | None = None,
 ) -> None:
     """An e-mail that names none of its named holders but another of the household.
 
@@ -409,7 +539,10 @@ def _household_addresses(
                 elif len(w) > len(s) and w.startswith(s):
                     ws += [s, w[len(s) :]]
     asked = {w for ws in words for w in ws if len(w) >= 3}
-    known = set(pd.unique(tokens[has_name])) & asked if asked else set()
+    if known_words is None:
+        known = set(pd.unique(tokens[has_name])) & asked if asked else set()
+    else:  # the population's first names, when only part of it is resolved here
+        known = known_words.among(asked)
     household = np.zeros(len(uk), dtype=bool)
     housemate_wanted = np.zeros(len(uk), dtype=bool)
     for i, ws in enumerate(words):
@@ -515,7 +648,12 @@ def _mask_noise_contacts(
             fields[column] = (code, uniq)
 
 
-def _initials_named_by_email(tokens: np.ndarray, surnames: np.ndarray, emails: np.ndarray) -> None:
+def _initials_named_by_email(
+    tokens: np.ndarray,
+    surnames: np.ndarray,
+    emails: np.ndarray,
+    known_words: KnownWords | None = None,
+) -> None:
     """A first name known only by its initial, read from the record's own e-mail (in place).
 
     ``A. Hedlund`` on ``astrid.hedlund7@``: the local part holds the surname and exactly one
@@ -530,8 +668,15 @@ def _initials_named_by_email(tokens: np.ndarray, surnames: np.ndarray, emails: n
     )
     if len(one) == 0:
         return
-    whole = tokens[pd.notna(tokens).astype(bool)]
-    known = set(pd.unique(whole[pd.Series(whole, dtype=object).str.len().to_numpy() > 2]))
+    if known_words is None:
+        whole = tokens[pd.notna(tokens).astype(bool)]
+        known = set(pd.unique(whole[pd.Series(whole, dtype=object).str.len().to_numpy() > 2]))
+    else:  # the population's first names, when only part of it is resolved here
+        asked = set()
+        for email in emails[one].tolist():
+            local = str(email).split("@", 1)[0]
+            asked.update(w for w in _WORD.findall(local if local.isascii() else fold(local)))
+        known = known_words.among({w for w in asked if len(w) > 2})
     for i, email, surname in zip(
         one.tolist(), emails[one].tolist(), surnames[one].tolist(), strict=True
     ):
@@ -718,6 +863,11 @@ def resolve_identities(
     decisions: pd.DataFrame | None = None,
     now: pd.Timestamp | None = None,
     matching: MatchingPlan | None = None,
+    match_params: MatchParams | None = None,
+    known_words: KnownWords | None = None,
+    with_reach: bool = False,
+    oversized_blocks: np.ndarray | None = None,
+    word_roles: tuple[WordRoles, WordRoles] | None = None,
 ) -> IdentityResult:
     """Resolve canonical ``records`` of every connector into stable golden ids.
 
@@ -726,35 +876,23 @@ def resolve_identities(
     [, updated_at]) and ``golden_ids`` come from the state DB; ``decisions``
     are steward rows (decision, connector_a, source_id_a, connector_b,
     source_id_b) with decision ``must_link`` / ``cannot_link``.
+
+    ``match_params``, ``known_words``, ``oversized_blocks`` and ``word_roles`` come
+    from the whole population when ``records`` is only part of it (``identity_scope``):
+    the probabilistic stage's parameters, the first names an e-mail may name, the
+    hashes (``block_hashes``) of the blocks too big to pair in, and how often each word
+    is a first and a last name (two passes: ``swapped_names``).
     """
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     if now.tzinfo is None:
         now = now.tz_localize("UTC")
-    recs, order, rec_hash = _prepare(records, rules, matching)
+    f = _features(records, rules, golden_ids, matching, known_words, word_roles)
+    recs, order, rec_hash, conn, sid = f.recs, f.order, f.rec_hash, f.conn, f.sid
+    rules, contact_rule, keys = f.rules, f.contact_rule, f.keys
+    tokens, surnames, births, companies = f.tokens, f.surnames, f.births, f.companies
     n = len(recs)
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.arange(n)
-    conn = recs["connector"].to_numpy(dtype=object)[order]
-    sid = recs["source_id"].to_numpy(dtype=object)[order]
-    if "custsync_id" in recs.columns and golden_ids is not None and len(golden_ids):
-        # a golden id stamped into a target may since have been merged away: use the survivor
-        survivors = survivor_table(golden_ids)
-        if survivors:
-            stamped = recs["custsync_id"].astype("string")
-            recs["custsync_id"] = stamped.map(lambda g: survivors.get(g, g), na_action="ignore")
-    rules = sorted(rules, key=lambda r: r.priority)  # stable: config order within a priority
-    contact_rule = np.array([is_contact_rule(r) for r in rules], dtype=bool)
-    keys = build_keys(recs, rules)
-    keys.occ_rec = inverse[keys.occ_rec]
-    resort = np.lexsort((keys.occ_rec, keys.occ_key))
-    keys.occ_rec, keys.occ_key = keys.occ_rec[resort], keys.occ_key[resort]
+    key_hashes = _key_hashes(keys, rules) if with_reach else None
     _recount_contact_holders(keys, rules, contact_rule, n)
-    tokens = recs[_TOKENS].to_numpy(dtype=object)[order]
-    surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
-    if "email" in recs.columns:
-        _initials_named_by_email(tokens, surnames, recs["email"].to_numpy(dtype=object)[order])
-    births = birth_keys(recs)[order]
-    companies = company_keys(recs)[order]
     has_name = pd.notna(tokens).astype(bool)
     has_surname = pd.notna(surnames).astype(bool)
     has_company = pd.notna(companies).astype(bool)
@@ -770,6 +908,7 @@ def resolve_identities(
             recs[c].to_numpy(dtype=object)[order] if c in recs.columns else None
             for c in ("street", "postal_code")
         ),
+        known_words,
     )
     n_plain = keys.n_keys  # keys from here on are a household's per-name keys
     keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
@@ -878,12 +1017,20 @@ def resolve_identities(
     # --- probabilistic stage: records no strong key linked (identity_match)
     match_stats: dict[str, int] = {}
     m_a = m_b = m_k = np.zeros(0, dtype=np.int64)
-    if matching is not None and matching.enabled and n > 1:
-        from custsync_pipeline.domain.identity_match import (
-            MatchInput,
-            coded_fields,
-            match_clusters,
+    params_used = None
+    fields = None
+    blocks = np.zeros((n, 0), dtype=np.uint64)
+    if matching is not None and matching.enabled:
+        from custsync_pipeline.domain.identity_match import block_hashes, coded_fields
+
+        fields = coded_fields(
+            recs, order, {"first_name": tokens, "last_name": surnames, "birth_date": births}
         )
+        if with_reach or oversized_blocks is not None:
+            # before noise contacts are masked: the blocks the values fall in
+            blocks = block_hashes(fields, matching.blocking)
+    if matching is not None and matching.enabled and n > 1:
+        from custsync_pipeline.domain.identity_match import MatchInput, match_clusters
 
         n_clusters = int(cluster.max()) + 1
         single_ids = []
@@ -893,9 +1040,6 @@ def resolve_identities(
                 ids = np.full(n_clusters, -1, dtype=np.int64)
                 ids[cluster[keys.occ_rec[s]]] = keys.occ_key[s]
                 single_ids.append(ids)
-        fields = coded_fields(
-            recs, order, {"first_name": tokens, "last_name": surnames, "birth_date": births}
-        )
         _mask_noise_contacts(fields, keys, rules, contact_rule, n_plain)
         matched = match_clusters(
             MatchInput(
@@ -907,9 +1051,14 @@ def resolve_identities(
                 kinds=kinds,
                 single_ids=single_ids,
                 cannot=cannot,
+                oversized=None
+                if oversized_blocks is None
+                else np.isin(blocks, oversized_blocks) & (blocks != 0),
             ),
             matching,
+            match_params,
         )
+        params_used = matched.params
         _, cluster = np.unique(matched.cluster, return_inverse=True)
         m_a, m_b = matched.links[0], matched.links[1]
         for a_, b_, ev in zip(*matched.refused, strict=True):
@@ -1022,7 +1171,140 @@ def resolve_identities(
     }
     for kind, count in conflicts["kind"].value_counts().items():
         stats[f"conflicts_{kind}"] = int(count)
-    return IdentityResult(identity_map, golden_table, links, conflicts, stats)
+    reach = None
+    if with_reach:
+        reach = pack_reach(_heads(f, blocks), *key_hashes, n)
+    return IdentityResult(identity_map, golden_table, links, conflicts, stats, params_used, reach)
+
+
+@dataclass
+class RecordFacts:
+    """What reaches each of some records, in their canonical order (``identity_scope``)."""
+
+    connector: np.ndarray
+    source_id: np.ndarray
+    fields: dict | None  # the probabilistic stage's coded fields (None when it is off)
+    reach: np.ndarray  # pack_reach bytes per record
+
+
+def name_words(
+    records: pd.DataFrame,
+    rules: list[IdentifierRule],
+    matching: MatchingPlan | None = None,
+    roles: tuple[WordRoles, WordRoles] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(connector, source_id, swap words [n, 4], first-name token hash) of each record,
+    in canonical order; the token after a swap judged with ``roles``."""
+    recs, order, _ = _prepare(records, rules, matching, roles)
+    words = np.c_[tuple(recs[c].to_numpy(dtype=np.uint64)[order] for c in _WORD_COLUMNS)]
+    return (
+        recs["connector"].to_numpy(dtype=object)[order],
+        recs["source_id"].to_numpy(dtype=object)[order],
+        words.reshape(len(order), 4),
+        word_hashes(recs[_TOKENS].to_numpy(dtype=object)[order]),
+    )
+
+
+def describe_records(
+    records: pd.DataFrame,
+    rules: list[IdentifierRule],
+    golden_ids: pd.DataFrame | None,
+    matching: MatchingPlan | None,
+    known_words: KnownWords | None,
+    roles: tuple[WordRoles, WordRoles] | None = None,
+) -> RecordFacts:
+    """The identifiers, blocks and comparison fields of ``records`` as a resolution of the
+    whole population sees them (``known_words``, ``roles``: the population's first names
+    and word counts)."""
+    f = _features(records, rules, golden_ids, matching, known_words, roles)
+    n = len(f.recs)
+    fields = None
+    blocks = np.zeros((n, 0), dtype=np.uint64)
+    if matching is not None and matching.enabled:
+        from custsync_pipeline.domain.identity_match import block_hashes, coded_fields
+
+        fields = coded_fields(
+            f.recs,
+            f.order,
+            {"first_name": f.tokens, "last_name": f.surnames, "birth_date": f.births},
+        )
+        blocks = block_hashes(fields, matching.blocking)
+    reach = pack_reach(_heads(f, blocks), *_key_hashes(f.keys, f.rules), n)
+    return RecordFacts(f.conn, f.sid, fields, reach)
+
+
+def _heads(f: _Features, blocks: np.ndarray) -> np.ndarray:
+    """The fixed part of each record's reach: its first-name token, its home (surname,
+    street, postal code: where ``_household_addresses`` looks for housemates), and the
+    block of each blocking list."""
+    n = len(f.conn)
+    home = np.zeros(n, dtype=np.uint64)
+    if "street" in f.recs.columns and "postal_code" in f.recs.columns:
+        street = f.recs["street"].to_numpy(dtype=object)[f.order]
+        postal = f.recs["postal_code"].to_numpy(dtype=object)[f.order]
+        sn = _last_words(f.surnames)
+        has = (pd.notna(f.tokens) & pd.notna(sn) & pd.notna(street) & pd.notna(postal)).astype(bool)
+        if has.any():
+            code, uniq = pd.factorize(street[has])
+            folded = np.array([fold(str(v)) for v in uniq], dtype=object)[code]
+            text = (
+                "h\x1f" + sn[has].astype(str) + "\x1f" + folded + "\x1f" + postal[has].astype(str)
+            )
+            home[has] = pd.util.hash_array(text.astype(object), categorize=False) | np.uint64(1)
+    return np.c_[word_hashes(f.raw_tokens), home, f.words, blocks]
+
+
+def _key_hashes(keys: KeyTable, rules: list[IdentifierRule]) -> tuple[np.ndarray, np.ndarray]:
+    """(record, hash) per identifier occurrence: a fixed hash of rule and value."""
+    if keys.n_keys == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+    names = np.array([r.name for r in rules], dtype=object)[keys.key_rule]
+    text = names + "\x1f" + keys.key_value.astype(str).astype(object)
+    per_key = pd.util.hash_array(text.astype(object), categorize=False) | np.uint64(1)
+    return keys.occ_rec, per_key[keys.occ_key]
+
+
+def pack_reach(heads: np.ndarray, key_rec: np.ndarray, key_hash: np.ndarray, n: int) -> np.ndarray:
+    """Per record, the bytes of its hashes: the fixed ``heads`` (``_heads``: first-name
+    token, home, one per blocking list; 0 when missing), then its identifier values (as
+    many as it holds)."""
+    width = heads.shape[1]
+    order = np.argsort(key_rec, kind="stable")
+    counts = np.bincount(key_rec, minlength=n)
+    rows = np.zeros(n * width + len(key_rec), dtype=np.uint64)
+    lengths = width + counts
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    fixed = starts[:, None] + np.arange(width)[None, :]
+    rows[fixed.ravel()] = heads.ravel()
+    within = np.arange(len(key_rec)) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows[np.repeat(starts + width, counts) + within] = key_hash[order]
+    buf = rows.tobytes()
+    ends = (starts + lengths) * 8
+    return np.array(
+        [buf[a:b] for a, b in zip((starts * 8).tolist(), ends.tolist(), strict=True)], dtype=object
+    )
+
+
+def unpack_reach(
+    packed: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(token hash per record, the other heads per record [n, width-1]: home, then one per
+    blocking list; key owner, key hash) from ``pack_reach``'s bytes (an empty or missing
+    entry: nothing known)."""
+    items = [b if isinstance(b, bytes | bytearray | memoryview) else b"" for b in packed]
+    lengths = np.fromiter((len(b) // 8 for b in items), dtype=np.int64, count=len(items))
+    flat = np.frombuffer(b"".join(bytes(b) for b in items), dtype=np.uint64)
+    n = len(items)
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    full = lengths >= width
+    head = np.zeros((n, width), dtype=np.uint64)
+    idx = starts[full][:, None] + np.arange(width)[None, :]
+    head[full] = flat[idx] if len(idx) else head[full]
+    counts = np.where(full, lengths - width, 0)
+    owner = np.repeat(np.arange(n), counts)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    key_hash = flat[np.repeat(starts + width, counts) + within]
+    return head[:, 0], head[:, 1:], owner, key_hash
 
 
 def _run_slow_path(

@@ -33,6 +33,7 @@ seed over the canonical record order), so a rerun on unchanged input decides the
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -98,6 +99,52 @@ class MatchInput:
     kinds: np.ndarray  # person / company / None
     single_ids: list[np.ndarray] = field(default_factory=list)  # per 1-per-golden rule: key id
     cannot: list[tuple[int, int]] = field(default_factory=list)  # steward cannot-links
+    # per record and blocking list: its block is too big in the whole population (when
+    # only part of it is resolved here, a block's size is not what these records show)
+    oversized: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class MatchParams:
+    """What the model learned from the whole population: ``m`` and ``u`` per comparison
+    level, the prior and the fields reliable enough to refuse a merge. A full resolution
+    estimates them; an incremental one reuses them, so a change of a few records decides
+    exactly as a full resolution with the same parameters would."""
+
+    comparisons: tuple[str, ...]
+    m: tuple[tuple[float, ...], ...]
+    u: tuple[tuple[float, ...], ...]
+    prior: float
+    reliable: tuple[str, ...]
+    trained_on: str  # "rules" or "em"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "comparisons": self.comparisons,
+                "m": self.m,
+                "u": self.u,
+                "prior": self.prior,
+                "reliable": self.reliable,
+                "trained_on": self.trained_on,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> MatchParams:
+        raw = json.loads(text)
+        return cls(
+            comparisons=tuple(raw["comparisons"]),
+            m=tuple(tuple(float(x) for x in row) for row in raw["m"]),
+            u=tuple(tuple(float(x) for x in row) for row in raw["u"]),
+            prior=float(raw["prior"]),
+            reliable=tuple(raw["reliable"]),
+            trained_on=str(raw["trained_on"]),
+        )
+
+    def tables(self) -> list[np.ndarray]:
+        """``log2(m/u)`` per comparison level."""
+        return [np.log2(np.asarray(m) / np.asarray(u)) for m, u in zip(self.m, self.u, strict=True)]
 
 
 @dataclass
@@ -107,6 +154,7 @@ class MatchOutput:
     review: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]  # a, b, probability, evidence
     refused: tuple[np.ndarray, np.ndarray, list[str]]  # a, b, why (above link threshold)
     stats: dict[str, int | float]
+    params: MatchParams | None = None  # the parameters it decided with
 
 
 # --------------------------------------------------------------------------- fields
@@ -205,17 +253,59 @@ def _derived(coded: Coded, func) -> Coded:
     return d_code[code], np.asarray(d_uniq, dtype=object)
 
 
+def _block_coded(codes: dict[str, Coded], key: str) -> Coded:
+    if key == "last_name_phonetic":
+        return _derived(codes["last_name"], lambda v: _soundex(v.split()[-1]))
+    if key == "first_name_phonetic":
+        return _derived(codes["first_name"], _soundex)
+    if key == "first_initial":
+        return _derived(codes["first_name"], lambda v: v[:1])
+    if key == "birth_year":
+        return _derived(codes["birth_date"], lambda v: v[:4])
+    return codes[key]
+
+
 def block_codes(codes: dict[str, Coded], key: str) -> np.ndarray:
     """One blocking key's code per record (-1 when missing)."""
-    if key == "last_name_phonetic":
-        return _derived(codes["last_name"], lambda v: _soundex(v.split()[-1]))[0]
-    if key == "first_name_phonetic":
-        return _derived(codes["first_name"], _soundex)[0]
-    if key == "first_initial":
-        return _derived(codes["first_name"], lambda v: v[:1])[0]
-    if key == "birth_year":
-        return _derived(codes["birth_date"], lambda v: v[:4])[0]
-    return codes[key][0]
+    return _block_coded(codes, key)[0]
+
+
+def block_hashes(codes: dict[str, Coded], blocking: tuple[tuple[str, ...], ...]) -> np.ndarray:
+    """Per record and blocking list, a 64-bit hash of the block it falls in (0 when a key
+    is missing): the same block in any population, unlike the codes."""
+    n = len(next(iter(codes.values()))[0])
+    out = np.zeros((n, len(blocking)), dtype=np.uint64)
+    mix = np.uint64(0x9E3779B97F4A7C15)
+    for r_idx, rule in enumerate(blocking):
+        h = np.full(n, np.uint64(r_idx + 1), dtype=np.uint64)
+        present = np.ones(n, dtype=bool)
+        for key in rule:
+            code, uniq = _block_coded(codes, key)
+            present &= code >= 0
+            per_value = pd.util.hash_array(
+                np.asarray([f"{key}\x1f{v}" for v in uniq], dtype=object), categorize=False
+            )
+            vh = np.r_[per_value, np.uint64(0)][code]
+            h = (h * mix) ^ vh
+        out[:, r_idx] = np.where(present, h | np.uint64(1), np.uint64(0))
+    return out
+
+
+def upper_probability(
+    codes: dict[str, Coded], a: np.ndarray, b: np.ndarray, params: MatchParams
+) -> np.ndarray:
+    """A bound from above on each pair's match probability whatever the rules decide to
+    mask: an e-mail or phone the rules find to be noise counts as missing (weight 0) in a
+    resolution, so only its positive weight is counted here."""
+    levels = compare(codes, a, b, params.comparisons)
+    w = np.full(len(a), np.log2(params.prior / (1 - params.prior)))
+    for j, table in enumerate(params.tables()):
+        if params.comparisons[j] in ("email", "phone"):
+            table = np.maximum(table, 0.0)
+        lv = levels[:, j]
+        has = lv >= 0
+        w[has] += table[lv[has]]
+    return 1.0 / (1.0 + np.exp2(-np.clip(w, -60, 60)))
 
 
 # --------------------------------------------------------------------------- pairs
@@ -246,10 +336,14 @@ def _pairs_within_blocks(code: np.ndarray, max_block: int) -> tuple[np.ndarray, 
 
 
 def candidate_pairs(
-    codes: dict[str, Coded], blocking: tuple[tuple[str, ...], ...], max_block: int
+    codes: dict[str, Coded],
+    blocking: tuple[tuple[str, ...], ...],
+    max_block: int,
+    oversized: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct candidate pairs from every blocking rule (a < b), and the first rule
-    (index into ``blocking``) that proposed each."""
+    (index into ``blocking``) that proposed each. ``oversized`` [record, rule]: blocks
+    known to be larger than ``max_block`` beyond these records, skipped."""
     n = len(next(iter(codes.values()))[0])
     cache: dict[str, np.ndarray] = {}
     pa, pb, pr = [], [], []
@@ -263,6 +357,8 @@ def candidate_pairs(
             present &= part >= 0
             # combine integer codes, re-densified so the product never overflows
             combined = pd.factorize(combined * (int(part.max()) + 2) + part + 1)[0]
+        if oversized is not None:
+            present &= ~oversized[:, r_idx]
         code = np.where(present, combined, -1).astype(np.int64)
         a, b = _pairs_within_blocks(code, max_block)
         pa.append(a)
@@ -693,8 +789,13 @@ class _Merger:
         self.ids[x] = [p if p >= 0 else q for p, q in zip(self.ids[x], self.ids[y], strict=True)]
 
 
-def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
-    """The probabilistic stage over the rules' clusters (see the module docstring)."""
+def match_clusters(
+    inp: MatchInput, plan: MatchingPlan, params: MatchParams | None = None
+) -> MatchOutput:
+    """The probabilistic stage over the rules' clusters (see the module docstring).
+
+    ``params``: m, u, prior and reliable fields to decide with instead of estimating
+    them (an incremental resolution); ignored when made for other comparisons."""
     n = len(inp.cluster)
     comparisons = tuple(c for c in plan.comparisons if c in inp.fields)
     empty = np.zeros(0, dtype=np.int64)
@@ -704,7 +805,9 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     )  # fmt: skip
     if n < 2 or not comparisons:
         return nothing
-    a, b, proposed_by = candidate_pairs(inp.fields, plan.blocking, plan.max_block_size)
+    a, b, proposed_by = candidate_pairs(
+        inp.fields, plan.blocking, plan.max_block_size, inp.oversized
+    )
     # only records with a name and something besides a contact point are matched: a
     # nameless guest (an e-mail and nothing else) has too little to tell a household's
     # members apart; the rules placed it
@@ -719,38 +822,19 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
     if len(a) == 0:
         return nothing
     levels = compare(inp.fields, a, b, comparisons)
-    u = estimate_u(inp.fields, comparisons, n)
-    sessions = [(np.flatnonzero(proposed_by == i), rule) for i, rule in enumerate(plan.blocking)]
     across = inp.cluster[a] != inp.cluster[b]
-    # the prior is for two random records (u comes from random pairs too): the rules'
-    # own linked pairs over all pairs, as Splink estimates it from deterministic rules
-    sizes = np.bincount(inp.cluster).astype(np.float64)
-    total_pairs = n * (n - 1) / 2
-    rule_pairs = float((sizes * (sizes - 1) / 2).sum())
-    if (~across).sum() >= MIN_RULE_PAIRS:
-        m = estimate_from_rules(levels, ~across, comparisons)
-        prior = rule_pairs / total_pairs
-        how = "rules"
-    else:
-        m, share = estimate_m(levels, u, comparisons, sessions)
-        prior = max(share * len(a), rule_pairs, 1.0) / total_pairs
-        how = "em"
-    prior = float(np.clip(prior, 1e-12, 0.5))
+    if params is None or params.comparisons != comparisons:
+        params = estimate_params(inp, plan, comparisons, levels, across, proposed_by, len(a))
+    m = [np.asarray(x) for x in params.m]
+    u = [np.asarray(x) for x in params.u]
+    prior, how = params.prior, params.trained_on
     weight = match_weight(levels, m, u, prior)
     p = 1.0 / (1.0 + np.exp2(-np.clip(weight, -60, 60)))
     cand = np.flatnonzero(across & (p >= plan.review_threshold))
     why = np.full(len(a), "", dtype=object)
     accept = np.zeros(len(a), dtype=bool)
     cand_all = np.flatnonzero(across & (p >= plan.review_threshold))
-    # a name or birth date that differs refuses a merge only where the data shows the
-    # field is reliable: one person's records rarely disagree on it (m of "different"
-    # under 5%). Customer data: yes (a different first name at one address is a sibling);
-    # a data set whose every field is noisy (FEBRL4): the score alone decides
-    reliable = {
-        c
-        for j, c in enumerate(comparisons)
-        if c in ("first_name", "last_name", "birth_date") and m[j][-1] < RELIABLE_M
-    }
+    reliable = set(params.reliable)  # the fields whose disagreement refuses a merge
     touched = np.unique(np.r_[inp.cluster[a[cand_all]], inp.cluster[b[cand_all]]])
     merger = _Merger(inp, touched, reliable)
     # a cluster with strong matches to two clusters that refuse each other (a keyless
@@ -856,4 +940,50 @@ def match_clusters(inp: MatchInput, plan: MatchingPlan) -> MatchOutput:
         review=(a[r], b[r], p[r], _evidence(levels[r], comparisons, p[r])),
         refused=(a[f], b[f], [f"match probability {p[i]:.3f}; refused: {why[i]}" for i in f]),
         stats=stats,
+        params=params,
+    )
+
+
+def estimate_params(
+    inp: MatchInput,
+    plan: MatchingPlan,
+    comparisons: tuple[str, ...],
+    levels: np.ndarray,
+    across: np.ndarray,
+    proposed_by: np.ndarray,
+    n_pairs: int,
+) -> MatchParams:
+    """m, u, the prior and the reliable fields, from the whole population."""
+    n = len(inp.cluster)
+    u = estimate_u(inp.fields, comparisons, n)
+    sessions = [(np.flatnonzero(proposed_by == i), rule) for i, rule in enumerate(plan.blocking)]
+    # the prior is for two random records (u comes from random pairs too): the rules'
+    # own linked pairs over all pairs, as Splink estimates it from deterministic rules
+    sizes = np.bincount(inp.cluster).astype(np.float64)
+    total_pairs = n * (n - 1) / 2
+    rule_pairs = float((sizes * (sizes - 1) / 2).sum())
+    if (~across).sum() >= MIN_RULE_PAIRS:
+        m = estimate_from_rules(levels, ~across, comparisons)
+        prior = rule_pairs / total_pairs
+        how = "rules"
+    else:
+        m, share = estimate_m(levels, u, comparisons, sessions)
+        prior = max(share * n_pairs, rule_pairs, 1.0) / total_pairs
+        how = "em"
+    # a name or birth date that differs refuses a merge only where the data shows the
+    # field is reliable: one person's records rarely disagree on it (m of "different"
+    # under 5%). Customer data: yes (a different first name at one address is a sibling);
+    # a data set whose every field is noisy (FEBRL4): the score alone decides
+    reliable = tuple(
+        c
+        for j, c in enumerate(comparisons)
+        if c in ("first_name", "last_name", "birth_date") and m[j][-1] < RELIABLE_M
+    )
+    return MatchParams(
+        comparisons=comparisons,
+        m=tuple(tuple(float(x) for x in row) for row in m),
+        u=tuple(tuple(float(x) for x in row) for row in u),
+        prior=float(np.clip(prior, 1e-12, 0.5)),
+        reliable=reliable,
+        trained_on=how,
     )

@@ -317,7 +317,61 @@ def fill_names(recs: pd.DataFrame) -> pd.DataFrame:
     return recs
 
 
-def swapped_names(first: np.ndarray, last: np.ndarray, whole: bool = False) -> np.ndarray:
+def swap_words(
+    first: np.ndarray, last: np.ndarray, whole: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(has both, first-name word, last-name word) per record as ``swapped_names`` counts
+    them (the words None where a name is missing)."""
+    has = (pd.notna(first) & pd.notna(last)).astype(bool)
+    fw = np.full(len(first), None, dtype=object)
+    lw = np.full(len(first), None, dtype=object)
+    if has.any():
+        fw[has] = np.asarray(first, dtype=object)[has].astype(str)
+        s_code, s_uniq = pd.factorize(np.asarray(last, dtype=object)[has])
+        s_word = np.array(
+            [str(v) if whole else str(v).split(" ")[-1] for v in s_uniq], dtype=object
+        )
+        lw[has] = s_word[s_code]
+    return has, fw, lw
+
+
+class WordRoles:
+    """How often each word is a first name and a last name in the whole population (by a
+    64-bit hash of the word), for ``swapped_names`` on part of it."""
+
+    def __init__(self, first_hashes: np.ndarray, last_hashes: np.ndarray) -> None:
+        both = np.unique(np.r_[first_hashes, last_hashes])
+        self.words = both[both != 0]
+        self.as_first = np.bincount(
+            np.searchsorted(self.words, first_hashes[first_hashes != 0]), minlength=len(self.words)
+        )
+        self.as_last = np.bincount(
+            np.searchsorted(self.words, last_hashes[last_hashes != 0]), minlength=len(self.words)
+        )
+
+    def counts(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(as first name, as last name) per hash (0 for an unknown word)."""
+        pos = np.searchsorted(self.words, hashes)
+        pos = np.minimum(pos, max(len(self.words) - 1, 0))
+        hit = (self.words[pos] == hashes) if len(self.words) else np.zeros(len(hashes), bool)
+        return np.where(hit, self.as_first[pos], 0), np.where(hit, self.as_last[pos], 0)
+
+
+def role_hashes(words: np.ndarray, whole: bool) -> np.ndarray:
+    """A fixed 64-bit hash per word (0 when missing), one space of hashes per pass."""
+    words = np.asarray(words, dtype=object)
+    out = np.zeros(len(words), dtype=np.uint64)
+    has = pd.notna(words).astype(bool)
+    if has.any():
+        salt = "2\x1f" if whole else "1\x1f"
+        text = np.array([salt + str(w) for w in words[has]], dtype=object)
+        out[has] = pd.util.hash_array(text, categorize=False) | np.uint64(1)
+    return out
+
+
+def swapped_names(
+    first: np.ndarray, last: np.ndarray, whole: bool = False, roles: WordRoles | None = None
+) -> np.ndarray:
     """Which records have first and last name typed the wrong way round (bool array).
 
     ``first`` and ``last`` are folded first-name tokens and last names (None when
@@ -328,33 +382,48 @@ def swapped_names(first: np.ndarray, last: np.ndarray, whole: bool = False) -> n
     ``whole``: compare whole folded fields rather than the last name's last word (a
     surname of several words typed as the first name: ``Carlsson-Berg`` / ``Ingrid``,
     ``af Ekenstam`` / ``Karl``; ``first`` is then the whole folded first-name field).
+    ``roles``: the whole population's counts, when these records are only part of it.
     """
     out = np.zeros(len(first), dtype=bool)
     has = pd.notna(first) & pd.notna(last)
     if not has.any():
         return out
-    # everything on codes of distinct words: a million records, a few thousand names
-    f_code, f_uniq = pd.factorize(first[has])
-    s_code, s_uniq = pd.factorize(last[has])
-    s_word = np.array([str(v) if whole else str(v).split(" ")[-1] for v in s_uniq], dtype=object)
-    words, inverse = np.unique(
-        np.concatenate([np.asarray(f_uniq, dtype=object).astype(str), s_word.astype(str)]),
-        return_inverse=True,
-    )
-    fw = inverse[: len(f_uniq)][f_code]  # word id of each record's first name
-    lw = inverse[len(f_uniq) :][s_code]  # word id of each record's last name's last word
-    as_first = np.bincount(fw, minlength=len(words))
-    as_last = np.bincount(lw, minlength=len(words))
-    f_as_first, f_as_last = as_first[fw], as_last[fw]
-    l_as_first, l_as_last = as_first[lw], as_last[lw]
+    if roles is not None:
+        _, fw, lw = swap_words(first, last, whole)
+        f_as_first, f_as_last = roles.counts(role_hashes(fw[has], whole))
+        l_as_first, l_as_last = roles.counts(role_hashes(lw[has], whole))
+    else:
+        # everything on codes of distinct words: a million records, a few thousand names
+        f_code, f_uniq = pd.factorize(first[has])
+        s_code, s_uniq = pd.factorize(last[has])
+        s_word = np.array(
+            [str(v) if whole else str(v).split(" ")[-1] for v in s_uniq], dtype=object
+        )
+        words, inverse = np.unique(
+            np.concatenate([np.asarray(f_uniq, dtype=object).astype(str), s_word.astype(str)]),
+            return_inverse=True,
+        )
+        fw_id = inverse[: len(f_uniq)][f_code]  # word id of each record's first name
+        lw_id = inverse[len(f_uniq) :][s_code]  # word id of each record's last name's last word
+        as_first = np.bincount(fw_id, minlength=len(words))
+        as_last = np.bincount(lw_id, minlength=len(words))
+        f_as_first, f_as_last = as_first[fw_id], as_last[fw_id]
+        l_as_first, l_as_last = as_first[lw_id], as_last[lw_id]
+    out[np.flatnonzero(has)] = swap_rule(f_as_first, f_as_last, l_as_first, l_as_last)
+    return out
+
+
+def swap_rule(
+    f_as_first: np.ndarray, f_as_last: np.ndarray, l_as_first: np.ndarray, l_as_last: np.ndarray
+) -> np.ndarray:
+    """The swap decision from a record's word counts (the record itself among them)."""
     # the record itself counts once each way: leave it out. "Clearly": the first-name word
     # is a last name of two others or more, the last-name word a first name of another,
     # each over three times as often as the other way
     f_as_first, l_as_last = f_as_first - 1, l_as_last - 1
-    out[np.flatnonzero(has)] = (
+    return (
         (f_as_last >= 2)
         & (f_as_last > 3 * f_as_first)
         & (l_as_first >= 1)
         & (l_as_first > 3 * l_as_last)
     )
-    return out

@@ -1,0 +1,535 @@
+"""Incremental identity resolution: resolve again only what a change can reach.
+
+A full resolution reads every record; after 1% of them changed, 99% of its work
+repeats what the last run decided. This module finds the **scope** of a change — the
+records whose golden id, evidence or review entries a full resolution could decide
+differently — resolves those alone and keeps every other record's result.
+
+The scope is a closure. It starts from the changed records (new, edited, deleted, or
+no longer stamped) and grows until nothing more is reached:
+
+- every record of a golden record a scope record belonged to (a split or merge moves
+  all its members' ids);
+- every holder of an identifier value a scope record holds, or a changed record held
+  before (a value's count, its household and name gates are judged over all holders),
+  and everyone of its surname at its street and postal code (where a household check
+  looks for housemates);
+- both sides of a stored review-queue entry naming a scope record (an ambiguity that
+  a record kept open);
+- the records a steward decision names;
+- every record of a block a change pushes over ``max_block_size`` or back under it
+  (its pairs appear or vanish);
+- every record that can score at least ``review_threshold`` against a scope record
+  with the stored match parameters (a bound from above: an e-mail or phone the rules
+  might mask counts only when it helps).
+
+Everything a resolution estimates from the whole population is held fixed between
+full runs: the probabilistic stage's m, u and prior (``MatchParams``) and the first
+names the population holds (``KnownWords``). With those, resolving the scope with the
+stored map gives what a full resolution would (``test_identity_scope.py`` holds it on
+random change sets of both generators). A scope larger than ``max_share`` of the
+records is not worth it: ``resolve_changes`` returns None and the caller resolves
+everything.
+
+Pure: numpy/pandas, the records fetched through a callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from custsync_pipeline.domain.identity import (
+    CONFLICT_COLUMNS,
+    HEAD_BLOCKS,
+    MAP_COLUMNS,
+    IdentityResult,
+    KnownWords,
+    describe_records,
+    name_words,
+    reach_width,
+    resolve_identities,
+    unpack_reach,
+)
+from custsync_pipeline.domain.identity_ids import match_records, record_hash
+from custsync_pipeline.domain.identity_match import MatchParams, upper_probability
+from custsync_pipeline.domain.identity_names import WordRoles, swap_rule
+from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
+
+STAMP_RULE = "custsync_id"  # the map's rule for a record attached by its stamp
+
+
+@dataclass
+class StoredResolution:
+    """The last resolution as the state DB holds it."""
+
+    # connector, source_id, golden_id, rule, updated_at, source_hash, reach
+    identity_map: pd.DataFrame
+    golden_ids: pd.DataFrame
+    conflicts: pd.DataFrame  # the review queue (CONFLICT_COLUMNS)
+    match_params: MatchParams | None
+
+
+@dataclass
+class ScopedResolution:
+    """A resolution of the scope merged into the stored one."""
+
+    result: IdentityResult  # map, golden ids and conflicts of everyone; links of the scope
+    scope: pd.DataFrame  # connector, source_id, source_hash, reach of the records resolved
+    gone: pd.DataFrame  # connector, source_id of stored map rows no longer resolved
+    touched: np.ndarray  # golden ids whose evidence the scope's links replace
+
+
+Fetch = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+def _with_homes(
+    owner: np.ndarray, hashes: np.ndarray, heads: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Identifier hashes plus each record's home (the housemates a household check reads
+    are reached as holders of one value), and the block hashes alone. ``heads``: the
+    fixed hashes after the token (home, four words, blocks)."""
+    home = heads[:, 0]
+    has = np.flatnonzero(home != 0)
+    blocks = heads[:, HEAD_BLOCKS - 1 :]
+    return np.r_[owner, has], np.r_[hashes, home[has]], blocks
+
+
+def _roles(words: np.ndarray) -> tuple[WordRoles, WordRoles]:
+    """The population's word counts of both swapped-name passes."""
+    return WordRoles(words[:, 0], words[:, 1]), WordRoles(words[:, 2], words[:, 3])
+
+
+def _swapped(words: np.ndarray, roles: tuple[WordRoles, WordRoles]) -> np.ndarray:
+    """Whether each record's names are judged typed the wrong way round under ``roles``."""
+    out = np.zeros(len(words), dtype=bool)
+    for p, r in enumerate(roles):
+        f, la = words[:, 2 * p], words[:, 2 * p + 1]
+        has = (f != 0) & (la != 0)
+        if has.any():
+            f_first, f_last = r.counts(f[has])
+            l_first, l_last = r.counts(la[has])
+            out[has] |= swap_rule(f_first, f_last, l_first, l_last)
+    return out
+
+
+def _fetcher(fetch: Fetch, index: _Records) -> Callable[[np.ndarray], pd.DataFrame]:
+    """``fetch`` by current positions, each record read once."""
+    n = len(index.conn)
+    fetched: list[pd.DataFrame] = []
+    row_of = np.full(n, -1, dtype=np.int64)
+    asked = np.zeros(n, dtype=bool)
+
+    def records_at(idx: np.ndarray) -> pd.DataFrame:
+        want = idx[~asked[idx]]
+        if len(want):
+            asked[want] = True
+            got = fetch(pd.DataFrame({"connector": index.conn[want], "source_id": index.sid[want]}))
+            if len(got):
+                p = index.find(got["connector"], got["source_id"])
+                got = got[p >= 0].reset_index(drop=True)
+                start = len(fetched[0]) if fetched else 0
+                row_of[p[p >= 0]] = start + np.arange(len(got))
+                fetched[:] = [pd.concat([*fetched, got], ignore_index=True)]
+        rows = row_of[idx]
+        if not fetched:
+            return pd.DataFrame()
+        return fetched[0].iloc[rows[rows >= 0]].reset_index(drop=True)
+
+    return records_at
+
+
+@dataclass
+class _Context:
+    """What scoring a frontier's close matches reads."""
+
+    stored: StoredResolution
+    rules: list[IdentifierRule]
+    matching: MatchingPlan
+    known: KnownWords
+    roles: tuple[WordRoles, WordRoles]
+    index: _Records
+    records_at: Callable[[np.ndarray], pd.DataFrame]
+
+
+def resolve_changes(
+    current: pd.DataFrame,
+    fetch: Fetch,
+    stored: StoredResolution,
+    rules: list[IdentifierRule],
+    decisions: pd.DataFrame | None = None,
+    now: pd.Timestamp | None = None,
+    matching: MatchingPlan | None = None,
+    max_share: float = 0.25,
+) -> ScopedResolution | None:
+    """Resolve what changed since ``stored`` (see the module docstring).
+
+    ``current``: connector, source_id, source_hash of every record to resolve now;
+    ``fetch(keys)``: the resolution columns of the records ``keys`` names (connector,
+    source_id). Returns None when a full resolution is due: no stored parameters for
+    an enabled probabilistic stage, or a scope larger than ``max_share``.
+    """
+    enabled = matching is not None and matching.enabled
+    if enabled and stored.match_params is None:
+        return None
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    width = reach_width(matching)
+    n = len(current)
+    conn = current["connector"].astype(str).to_numpy(dtype=object)
+    sid = current["source_id"].astype(str).to_numpy(dtype=object)
+    prior = stored.identity_map.reset_index(drop=True)
+    pos = match_records(conn, sid, prior)
+    found = pos >= 0
+    at = np.maximum(pos, 0)
+    p_reach = prior["reach"].to_numpy(dtype=object)
+    p_rule = prior["rule"].to_numpy(dtype=object)
+    p_gid_all = prior["golden_id"].to_numpy(dtype=object)
+    has_reach = np.array([isinstance(r, bytes | bytearray | memoryview) for r in p_reach])
+    dirty = ~found | (
+        prior["source_hash"].to_numpy(dtype=object)[at]
+        != current["source_hash"].to_numpy(dtype=object)
+    )
+    dirty |= (p_rule[at] == STAMP_RULE) | ~has_reach[at]
+    hit = np.zeros(len(prior), dtype=bool)
+    hit[pos[found]] = True
+    gone_rows = np.flatnonzero(~hit)
+    if not dirty.any() and len(gone_rows) == 0:
+        return _unchanged(stored, prior)
+    if dirty.sum() > max_share * max(n, 1):
+        return None
+
+    index = _Records(conn, sid)
+    records_at = _fetcher(fetch, index)
+    # the stored reach of everyone: prior row -> current record
+    p_tok, p_heads, p_owner, p_keys = unpack_reach(p_reach, width)
+    cur_of_row = np.full(len(prior), -1, dtype=np.int64)
+    cur_of_row[pos[found]] = np.flatnonzero(found)
+
+    # names typed the wrong way round are judged on the population's word counts: a
+    # change of counts can turn an unchanged record's names round (it then counts as
+    # changed). Before: the last resolution's records; now: theirs, the changed ones read
+    d_recs = records_at(np.flatnonzero(dirty))
+    dc, ds, d_words, _ = name_words(d_recs, rules, matching)
+    words_now = np.zeros((n, 4), dtype=np.uint64)
+    words_now[found] = p_heads[at[found], 1:5]
+    words_now[dirty] = 0
+    words_now[index.every(dc, ds)] = d_words
+    before = _roles(p_heads[has_reach, 1:5])
+    roles = _roles(words_now)
+    clean = np.flatnonzero(~dirty)
+    flipped = _swapped(words_now[clean], before) != _swapped(words_now[clean], roles)
+    dirty[clean[flipped]] = True
+
+    d_idx = np.flatnonzero(dirty)
+    d_recs = records_at(d_idx)
+    # the population's first names: the stored token of every unchanged record, the
+    # changed ones' read now (a first name no one holds any more is no longer known)
+    _, _, _, d_tok = name_words(d_recs, rules, matching, roles)
+    clean_rows = pos[~dirty]
+    known = KnownWords(np.r_[p_tok[clean_rows], d_tok])
+    facts = describe_records(d_recs, rules, stored.golden_ids, matching, known, roles)
+    fresh = index.every(facts.connector, facts.source_id)
+    f_tok, f_heads, f_owner, f_keys = unpack_reach(facts.reach, width)
+    heads = np.zeros((n, width - 1), dtype=np.uint64)
+    heads[~dirty] = p_heads[clean_rows]
+    heads[fresh] = f_heads
+    owner_cur = cur_of_row[p_owner]
+    keep = owner_cur >= 0
+    keep[keep] = ~dirty[owner_cur[keep]]
+    k_owner = np.r_[owner_cur[keep], fresh[f_owner]]
+    k_hash = np.r_[p_keys[keep], f_keys]
+    k_owner, k_hash, blk = _with_homes(k_owner, k_hash, heads)
+
+    # what the changed records were before: their identifier values, home and blocks
+    was = np.zeros(len(prior), dtype=bool)
+    was[gone_rows] = True
+    was[pos[dirty & found]] = True
+    _, old_keys, old_blk = _with_homes(p_owner[was[p_owner]], p_keys[was[p_owner]], p_heads[was])
+    p_gid = np.where(found, p_gid_all[at], None)
+    old_gids = p_gid_all[was]
+
+    scope = dirty.copy()
+    in_gid = pd.Index(pd.unique(old_gids[pd.notna(old_gids)]))
+    scope |= pd.Index(p_gid).isin(in_gid) & found
+    scope |= _holders(k_owner, k_hash, old_keys, n)
+    scope |= _decided(decisions, index)
+    scope |= _flipped_blocks(blk, dirty, old_blk, matching)
+    c_a, c_b = _conflict_pairs(stored.conflicts, index)
+    gone_conn = prior["connector"].astype(str).to_numpy(dtype=object)[gone_rows]
+    gone_sid = prior["source_id"].astype(str).to_numpy(dtype=object)[gone_rows]
+    gone = pd.DataFrame({"connector": gone_conn, "source_id": gone_sid})
+    scope |= _partners_of_gone(stored.conflicts, gone, c_a, c_b, n)
+    both = (c_a >= 0) & (c_b >= 0)
+    c_a, c_b = c_a[both], c_b[both]
+
+    context = _Context(stored, rules, matching, known, roles, index, records_at)
+    block_size = [_sizes(blk[:, j]) for j in range(blk.shape[1])]
+    frontier = scope.copy()
+    reached = np.zeros(n, dtype=bool)
+    while frontier.any():
+        reached |= frontier
+        f_idx = np.flatnonzero(frontier)
+        new = np.zeros(n, dtype=bool)
+        gids = pd.unique(p_gid[f_idx][pd.notna(p_gid[f_idx])])
+        if len(gids):
+            new |= pd.Index(p_gid).isin(pd.Index(gids)) & found
+        new |= _holders(k_owner, k_hash, k_hash[frontier[k_owner]], n)
+        if len(c_a):
+            new[c_b[frontier[c_a]]] = True
+            new[c_a[frontier[c_b]]] = True
+        if enabled:
+            new |= _close_matches(f_idx, blk, block_size, reached, context)
+        frontier = new & ~reached
+        if reached.sum() + frontier.sum() > max_share * max(n, 1):
+            return None
+    scope = reached
+
+    s_idx = np.flatnonzero(scope)
+    s_recs = records_at(s_idx)
+    s_prior = prior.iloc[pos[s_idx][found[s_idx]]][
+        ["connector", "source_id", "golden_id", "updated_at"]
+    ]
+    result = resolve_identities(
+        s_recs,
+        rules,
+        prior_map=s_prior,
+        golden_ids=stored.golden_ids,
+        decisions=decisions,
+        now=now,
+        matching=matching,
+        match_params=stored.match_params,
+        known_words=known,
+        with_reach=True,
+        oversized_blocks=_oversized(blk, matching),
+        word_roles=roles,
+    )
+    kept = prior.iloc[pos[~scope & found]][MAP_COLUMNS]
+    identity_map = pd.concat([kept, result.identity_map[MAP_COLUMNS]], ignore_index=True)
+    out_keys = set(zip(conn[s_idx], sid[s_idx], strict=True)) | set(
+        zip(gone_conn, gone_sid, strict=True)
+    )
+    conflicts = stored.conflicts[list(CONFLICT_COLUMNS)]
+    if len(conflicts):
+        side_a = pd.MultiIndex.from_arrays(
+            [conflicts["connector_a"].astype(str), conflicts["source_id_a"].astype(str)]
+        ).isin(list(out_keys))
+        side_b = pd.MultiIndex.from_arrays(
+            [conflicts["connector_b"].astype(str), conflicts["source_id_b"].astype(str)]
+        ).isin(list(out_keys))
+        conflicts = conflicts[~(side_a | side_b)]
+    conflicts = pd.concat(
+        [conflicts, result.conflicts[list(CONFLICT_COLUMNS)]], ignore_index=True
+    ).drop_duplicates("conflict_id")
+    s_map = result.identity_map
+    s_pos = index.every(s_map["connector"], s_map["source_id"])
+    scope_rows = pd.DataFrame(
+        {
+            "connector": s_map["connector"].to_numpy(dtype=object),
+            "source_id": s_map["source_id"].to_numpy(dtype=object),
+            "source_hash": current["source_hash"].to_numpy(dtype=object)[s_pos],
+            "reach": result.reach,
+        }
+    )
+    touched = pd.unique(
+        np.r_[
+            p_gid[s_idx][pd.notna(p_gid[s_idx])],
+            old_gids[pd.notna(old_gids)],
+            s_map["golden_id"].to_numpy(dtype=object),
+        ]
+    )
+    stats = {
+        **result.stats,
+        "records": n,
+        "golden_records": int(identity_map["golden_id"].nunique()),
+        "incremental": 1,
+        "changed_records": int(dirty.sum()) + len(gone_rows),
+        "scope_records": int(len(s_idx)),
+    }
+    merged = IdentityResult(
+        identity_map=identity_map,
+        golden_ids=result.golden_ids,
+        links=result.links,
+        conflicts=conflicts.reset_index(drop=True),
+        stats=stats,
+        match_params=stored.match_params,
+    )
+    return ScopedResolution(merged, scope_rows, gone, np.asarray(touched, dtype=object))
+
+
+def _unchanged(stored: StoredResolution, prior: pd.DataFrame) -> ScopedResolution:
+    empty = pd.DataFrame(columns=["connector", "source_id"])
+    result = IdentityResult(
+        identity_map=prior[MAP_COLUMNS],
+        golden_ids=stored.golden_ids,
+        links=pd.DataFrame(),
+        conflicts=stored.conflicts[list(CONFLICT_COLUMNS)],
+        stats={"records": len(prior), "incremental": 1, "changed_records": 0, "scope_records": 0},
+        match_params=stored.match_params,
+    )
+    scope = pd.DataFrame(columns=["connector", "source_id", "source_hash", "reach"])
+    return ScopedResolution(result, scope, empty, np.zeros(0, dtype=object))
+
+
+class _Records:
+    """The current records' keys, hashed once: positions of other (connector, source_id)
+    pairs by a hash lookup confirmed on the strings."""
+
+    def __init__(self, conn: np.ndarray, sid: np.ndarray) -> None:
+        self.conn, self.sid = conn, sid
+        self.index = pd.Index(record_hash(conn, sid))
+
+    def find(self, c: object, s: object) -> np.ndarray:
+        """Position of each (c, s) pair, -1 when absent."""
+        c = np.asarray(pd.Series(c).astype(str), dtype=object)
+        s = np.asarray(pd.Series(s).astype(str), dtype=object)
+        if len(c) == 0:
+            return np.zeros(0, dtype=np.int64)
+        pos = self.index.get_indexer(record_hash(c, s)).astype(np.int64)
+        hit = pos >= 0
+        ok = (self.conn[pos[hit]] == c[hit]) & (self.sid[pos[hit]] == s[hit])
+        pos[np.flatnonzero(hit)[~ok]] = -1
+        return pos
+
+    def every(self, c: object, s: object) -> np.ndarray:
+        pos = self.find(c, s)
+        if (pos < 0).any():
+            raise ValueError("a described record is not among the current records")
+        return pos
+
+
+def _holders(owner: np.ndarray, hashes: np.ndarray, wanted: np.ndarray, n: int) -> np.ndarray:
+    """Records holding any of the ``wanted`` identifier hashes."""
+    out = np.zeros(n, dtype=bool)
+    if len(wanted) == 0 or len(hashes) == 0:
+        return out
+    out[owner[np.isin(hashes, np.unique(wanted))]] = True
+    return out
+
+
+def _decided(decisions: pd.DataFrame | None, index: _Records) -> np.ndarray:
+    """Records a steward decision names (either side)."""
+    out = np.zeros(len(index.conn), dtype=bool)
+    if decisions is None or decisions.empty:
+        return out
+    for side in ("a", "b"):
+        p = index.find(decisions[f"connector_{side}"], decisions[f"source_id_{side}"])
+        out[p[p >= 0]] = True
+    return out
+
+
+def _sizes(col: np.ndarray) -> pd.Series:
+    """Records per block hash (0: outside every block of the list, not counted)."""
+    vals, counts = np.unique(col[col != 0], return_counts=True)
+    return pd.Series(counts, index=vals)
+
+
+def _oversized(blk: np.ndarray, matching: MatchingPlan | None) -> np.ndarray | None:
+    """The block hashes of every list larger than ``max_block_size`` in the population."""
+    if matching is None or not matching.enabled:
+        return None
+    out = [s.index[s.to_numpy() > matching.max_block_size] for s in map(_sizes, blk.T)]
+    return np.unique(np.concatenate([np.asarray(x, dtype=np.uint64) for x in out] or [[]]))
+
+
+def _flipped_blocks(
+    blk: np.ndarray, dirty: np.ndarray, old_blk: np.ndarray, matching: MatchingPlan | None
+) -> np.ndarray:
+    """Every record of a block the change moves across ``max_block_size``: its pairs
+    among unchanged records appear or vanish."""
+    out = np.zeros(len(blk), dtype=bool)
+    if matching is None or not matching.enabled or blk.shape[1] == 0:
+        return out
+    cap = matching.max_block_size
+    for j in range(blk.shape[1]):
+        col = blk[:, j]
+        now_h = col[dirty & (col != 0)]
+        old_h = old_blk[:, j][old_blk[:, j] != 0]
+        touched = np.unique(np.r_[now_h, old_h])
+        if len(touched) == 0:
+            continue
+        size_now = _sizes(col).reindex(touched, fill_value=0).to_numpy()
+        d_new = pd.Series(now_h).value_counts().reindex(touched, fill_value=0).to_numpy()
+        d_old = pd.Series(old_h).value_counts().reindex(touched, fill_value=0).to_numpy()
+        size_old = size_now - d_new + d_old
+        flipped = touched[(size_now <= cap) != (size_old <= cap)]
+        if len(flipped):
+            out |= np.isin(col, flipped)
+    return out
+
+
+def _conflict_pairs(conflicts: pd.DataFrame, index: _Records) -> tuple[np.ndarray, np.ndarray]:
+    """Current positions of both sides of every stored review entry (-1: not current)."""
+    if conflicts is None or conflicts.empty:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    a = index.find(conflicts["connector_a"], conflicts["source_id_a"])
+    b = index.find(conflicts["connector_b"], conflicts["source_id_b"])
+    return a, b
+
+
+def _partners_of_gone(
+    conflicts: pd.DataFrame, gone: pd.DataFrame, a: np.ndarray, b: np.ndarray, n: int
+) -> np.ndarray:
+    """Current records a stored review entry pairs with a record that is gone."""
+    out = np.zeros(n, dtype=bool)
+    if conflicts is None or conflicts.empty or len(gone) == 0:
+        return out
+    for me, other in (("a", a), ("b", b)):
+        mine = match_records(
+            conflicts[f"connector_{me}"].astype(str).to_numpy(dtype=object),
+            conflicts[f"source_id_{me}"].astype(str).to_numpy(dtype=object),
+            gone,
+        )
+        hit = (mine >= 0) & (other >= 0)
+        out[other[hit]] = True
+    return out
+
+
+def _close_matches(
+    f_idx: np.ndarray,
+    blk: np.ndarray,
+    block_size: list[pd.Series],
+    reached: np.ndarray,
+    ctx: _Context,
+) -> np.ndarray:
+    """Records outside the scope sharing a block with a frontier record (a block a full
+    resolution pairs in) whose match probability with it can reach the review threshold."""
+    n = len(blk)
+    out = np.zeros(n, dtype=bool)
+    cap = ctx.matching.max_block_size
+    xs, ys = [], []
+    for j in range(blk.shape[1]):
+        col = blk[:, j]
+        h = col[f_idx]
+        ok = (h != 0) & (block_size[j].reindex(h, fill_value=0).to_numpy() <= cap)
+        if not ok.any():
+            continue
+        front = pd.DataFrame({"x": f_idx[ok], "h": h[ok]})
+        members = np.flatnonzero(np.isin(col, np.unique(h[ok])) & ~reached)
+        if len(members) == 0:
+            continue
+        mates = pd.DataFrame({"y": members, "h": col[members]})
+        pairs = front.merge(mates, on="h")
+        xs.append(pairs["x"].to_numpy())
+        ys.append(pairs["y"].to_numpy())
+    if not xs:
+        return out
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    keep = x != y
+    if not keep.any():
+        return out
+    pair = np.unique(np.c_[x[keep], y[keep]], axis=0)
+    x, y = pair[:, 0], pair[:, 1]
+    involved = np.unique(np.r_[x, y])
+    facts = describe_records(
+        ctx.records_at(involved), ctx.rules, ctx.stored.golden_ids, ctx.matching, ctx.known,
+        ctx.roles,
+    )  # fmt: skip
+    local = ctx.index.every(facts.connector, facts.source_id)
+    at = np.full(n, -1, dtype=np.int64)
+    at[local] = np.arange(len(local))
+    p = upper_probability(facts.fields, at[x], at[y], ctx.stored.match_params)
+    out[y[p >= ctx.matching.review_threshold]] = True
+    return out
