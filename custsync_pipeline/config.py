@@ -218,9 +218,23 @@ class MatchingConfig(_Strict):
         )
 
 
+class IncrementalConfig(_Strict):
+    """``identity.incremental``: resolve only the records a change can reach
+    (docs/identity.md#incremental-resolution)."""
+
+    enabled: bool = True
+    max_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="above this share of the records in the change's scope, resolve all",
+    )
+
+
 class IdentityConfig(_Strict):
     identifiers: list[IdentifierRule]
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    incremental: IncrementalConfig = Field(default_factory=IncrementalConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> IdentityConfig:
@@ -693,6 +707,8 @@ class SyncConfig(_Strict):
             publish=tuple(p for p in publish if p.connector in enabled),
             state_db_url=self.state_db_url,
             matching=self.identity.matching.to_plan(),
+            incremental_identity=self.identity.incremental.enabled,
+            identity_scope_max_share=self.identity.incremental.max_share,
             delete_grace_runs=self.deletes.grace_runs,
             extract_retries=self.runs.extract_retries,
             extract_retry_delay_s=self.runs.extract_retry_delay_s,

@@ -150,6 +150,9 @@ class SyncPlan:
     publish: tuple[PublishPolicy, ...] = ()
     state_db_url: str = "sqlite:///.custsync/state.sqlite"
     matching: MatchingPlan = field(default_factory=MatchingPlan)
+    # resolve only what a change reaches, unless its scope is above this share of records
+    incremental_identity: bool = True
+    identity_scope_max_share: float = 0.25
     delete_grace_runs: int = 2  # runs gone from the source of truth before targets delete
     extract_retries: int = 2  # step retries of an extraction after transient API failures
     extract_retry_delay_s: float = 10.0  # before the first; doubling

@@ -66,6 +66,10 @@ def _column_values(series: pd.Series, column: sa.Column, dialect: str) -> np.nda
         return out
     if isinstance(column.type, sa.Boolean):
         return series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
+    if isinstance(column.type, sa.LargeBinary):  # bytes as they are
+        out = series.to_numpy(dtype=object, copy=True)
+        out[[not isinstance(v, bytes | bytearray | memoryview) for v in out]] = None
+        return out
     # text as it is (no conversion, one C pass for the missing values): a str column
     if isinstance(series.dtype, pd.StringDtype):
         return series.to_numpy(dtype=object, na_value=None)

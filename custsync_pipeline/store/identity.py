@@ -15,9 +15,11 @@ diffs (only changed rows), in chunks, each table in one short transaction.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -40,11 +42,18 @@ from custsync_pipeline.store.bulk import (
     read_frame,
     save_digest,
     stored_digest,
+    table_digests,
 )
 from custsync_pipeline.store.db import add_missing_columns, metadata
 
+if TYPE_CHECKING:
+    from custsync_pipeline.domain.identity_match import MatchParams
+
 CHUNK = 5000
 IDENTITY_STAMP = "identity_map"  # table_digests row: changes whenever the map does
+MATCH_PARAMS = "identity_match_params"  # table_digests row: m, u, prior and their basis
+LINKS_DIGEST = "identity_links"  # table_digests row: the stored evidence's digest
+STAMP_RULE = "custsync_id"
 TS = sa.DateTime(timezone=True)
 
 identity_map = sa.Table(
@@ -55,6 +64,11 @@ identity_map = sa.Table(
     sa.Column("golden_id", sa.String(32), nullable=False, index=True),
     sa.Column("rule", sa.String(64), nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # what an incremental resolution compares and reaches through (``identity_scope``):
+    # the source record's row hash it was resolved from, and the 64-bit hashes of its
+    # identifier values, home, name words and blocks (NULL before it existed: resolved all)
+    sa.Column("source_hash", sa.Text),
+    sa.Column("reach", sa.LargeBinary),
 )
 
 golden_ids = sa.Table(
@@ -164,12 +178,61 @@ def load_resolution_records(
     return load_source_records(engine, connectors, columns=[*columns, "custsync_id"])
 
 
-def load_identity_state(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """``(prior_map, golden_ids, decisions)`` as ``resolve_identities`` takes them."""
+def load_identity_state(
+    engine: Engine, with_reach: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``(prior_map, golden_ids, decisions)`` as ``resolve_identities`` takes them; the map
+    with each record's ``source_hash`` (and ``reach``, for an incremental resolution)."""
     create_identity_tables(engine)
-    prior = _read(engine, identity_map)[MAP_COLUMNS]
+    m = identity_map.c
+    cols = [*[m[c] for c in MAP_COLUMNS], m.source_hash]
+    if with_reach:
+        cols.append(m.reach)
+    prior = read_frame(engine, sa.select(*cols))
     gids = _read(engine, golden_ids)
     return prior, gids, load_steward_decisions(engine)
+
+
+def stale_reach(engine: Engine) -> bool:
+    """Whether some stored map row has no reach yet (written by an older release)."""
+    create_identity_tables(engine)
+    m = identity_map.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(sa.literal(1))
+            .select_from(identity_map)
+            .where(m.reach.is_(None), m.rule != STAMP_RULE)
+            .limit(1)
+        ).first()
+    return row is not None
+
+
+def load_match_params(engine: Engine, basis: str) -> tuple[bool, MatchParams | None]:
+    """(whether the last full resolution ran under the same ``basis`` — rules, matching,
+    steward decisions, code — and the match parameters it estimated, if any)."""
+    from custsync_pipeline.domain.identity_match import MatchParams
+
+    text = stored_digest(engine, MATCH_PARAMS)
+    if not text:
+        return False, None
+    try:
+        saved = json.loads(text)
+        if saved.get("basis") != basis:
+            return False, None
+        return True, MatchParams.from_json(saved["params"]) if saved.get("params") else None
+    except (ValueError, KeyError, TypeError):
+        return False, None  # written by another release: resolve everything again
+
+
+def save_match_params(conn: sa.Connection, basis: str, params: MatchParams | None) -> None:
+    """Store the parameters a full resolution estimated (in the caller's transaction)."""
+    payload = {"basis": basis, "params": params.to_json() if params is not None else None}
+    save_digest(conn, MATCH_PARAMS, json.dumps(payload))
+
+
+def forget_match_params(conn: sa.Connection) -> None:
+    """No stored parameters: the next resolution is a full one."""
+    conn.execute(table_digests.delete().where(table_digests.c.name == MATCH_PARAMS))
 
 
 def load_steward_decisions(engine: Engine) -> pd.DataFrame:
@@ -200,10 +263,19 @@ def save_identity_result(
     engine: Engine,
     result: IdentityResult,
     stored: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+    reach: pd.DataFrame | None = None,
+    rewrite_reach: bool = False,
+    touched: np.ndarray | None = None,
 ) -> dict[str, int]:
     """Write a resolution: the map, golden ids and evidence as diffs, conflicts replaced.
     ``stored``: the (map, golden ids) the resolution read, as ``load_identity_state``
     gave them (no second read of a million rows).
+
+    ``reach``: connector, source_id, source_hash, reach of the records resolved (what the
+    next incremental resolution compares); a row is rewritten when its source hash
+    changed (every row: ``rewrite_reach``, the reach was computed under other rules).
+    ``touched``: the golden ids an incremental resolution decided again; their evidence
+    is replaced by ``result.links`` (else the whole evidence is diffed).
 
     Returns counts of rows written per table (for metadata).
     """
@@ -228,13 +300,26 @@ def save_identity_result(
 
     # identity map: upsert changed rows, delete records that are gone
     old_map = stored[0] if stored is not None else _read(engine, identity_map)
-    cur = result.identity_map[MAP_COLUMNS]
     key = ["connector", "source_id"]
+    cur = _with_reach(result.identity_map[MAP_COLUMNS], reach, old_map)
     if len(old_map):
-        before, kept = _aligned(cur, old_map[[*key, "golden_id", "rule"]], key)
+        held = [c for c in ("golden_id", "rule", "source_hash", "reach") if c in old_map.columns]
+        before, kept = _aligned(cur, old_map[[*key, *held]], key)
         changed = ~(
             _same(cur["golden_id"], before["golden_id"]) & _same(cur["rule"], before["rule"])
         )
+        if reach is not None and len(reach):
+            mine, _ = _aligned(cur, reach[key].assign(_mine=True), key)
+            resolved = mine["_found"].to_numpy(dtype=bool)
+            if "source_hash" in before.columns:
+                differs = ~_same(cur["source_hash"], before["source_hash"])
+            else:
+                differs = pd.Series(True, index=cur.index)
+            if rewrite_reach or "source_hash" not in before.columns:
+                differs[:] = True
+            elif "reach" in before.columns:
+                differs |= ~_same(cur["reach"], before["reach"])
+            changed |= differs & resolved
         upserts = cur[changed.to_numpy()]
         gone = old_map.loc[~kept, key]
     else:
@@ -249,24 +334,12 @@ def save_identity_result(
         with engine.begin() as conn:
             bump_stamp(conn, IDENTITY_STAMP)
 
-    # evidence (derived, read only by explain): the links that are new are added and
-    # those no longer found removed; none when it is what is stored already
-    links = result.links[list(LINK_COLUMNS)]
-    new_h = _row_hashes(links)
-    once = ~pd.Series(new_h).duplicated().to_numpy()  # the same evidence twice: one row
-    links, new_h = links[once], new_h[once]
-    digest = hashes_digest(new_h)
-    written["identity_links"] = 0
-    if digest != stored_digest(engine, "identity_links"):
-        held_ids, old_h = _held_link_hashes(engine)
-        doomed = held_ids[~np.isin(old_h, new_h)].tolist()
-        fresh = ~np.isin(new_h, old_h)
-        added = links[fresh].assign(row_hash=new_h[fresh].view(np.int64))
-        with engine.begin() as conn:
-            delete_in(conn, identity_links, "link_id", doomed)
-            insert_frame(conn, identity_links, added)
-            save_digest(conn, "identity_links", digest)
-        written["identity_links"] = len(added) + len(doomed)
+    if touched is None:
+        written["identity_links"] = _save_all_links(engine, result.links)
+    else:
+        written["identity_links"] = _save_touched_links(
+            engine, result.links, touched, upserts, gone, old_map
+        )
 
     # conflicts: the current queue, each row keeping when it was first seen
     with engine.connect() as conn:
@@ -284,9 +357,93 @@ def save_identity_result(
     with engine.begin() as conn:
         conn.execute(identity_conflicts.delete())
         insert_frame(conn, identity_conflicts, conflicts)
-    conflict_rows = conflicts
-    written["identity_conflicts"] = len(conflict_rows)
+    written["identity_conflicts"] = len(conflicts)
     return written
+
+
+def _with_reach(
+    cur: pd.DataFrame, reach: pd.DataFrame | None, old_map: pd.DataFrame
+) -> pd.DataFrame:
+    """The map with ``source_hash`` and ``reach`` per row: the resolved records' from
+    ``reach``, the others' as stored (a stamped record has none)."""
+    key = ["connector", "source_id"]
+    cur = cur.copy()
+    for col in ("source_hash", "reach"):
+        cur[col] = np.full(len(cur), None, dtype=object)
+    if len(old_map) and "source_hash" in old_map.columns:
+        held = [c for c in ("source_hash", "reach") if c in old_map.columns]
+        before, _ = _aligned(cur[key], old_map[[*key, *held]], key)
+        for col in held:
+            cur[col] = before[col].to_numpy(dtype=object)
+    if reach is not None and len(reach):
+        pos = key_positions(cur, reach, key)
+        hit = pos >= 0
+        for col in ("source_hash", "reach"):
+            values = cur[col].to_numpy(dtype=object)
+            values[hit] = reach[col].to_numpy(dtype=object)[pos[hit]]
+            cur[col] = values
+    return cur
+
+
+def _save_all_links(engine: Engine, result_links: pd.DataFrame) -> int:
+    """The evidence as a diff of row hashes: the links that are new are added and those no
+    longer found removed; none when it is what is stored already."""
+    links = result_links[list(LINK_COLUMNS)]
+    new_h = _row_hashes(links)
+    once = ~pd.Series(new_h).duplicated().to_numpy()  # the same evidence twice: one row
+    links, new_h = links[once], new_h[once]
+    digest = hashes_digest(new_h)
+    if digest == stored_digest(engine, LINKS_DIGEST):
+        return 0
+    held_ids, old_h = _held_link_hashes(engine)
+    doomed = held_ids[~np.isin(old_h, new_h)].tolist()
+    fresh = ~np.isin(new_h, old_h)
+    added = links[fresh].assign(row_hash=new_h[fresh].view(np.int64))
+    with engine.begin() as conn:
+        delete_in(conn, identity_links, "link_id", doomed)
+        insert_frame(conn, identity_links, added)
+        save_digest(conn, LINKS_DIGEST, digest)
+    return len(added) + len(doomed)
+
+
+def _save_touched_links(
+    engine: Engine,
+    result_links: pd.DataFrame,
+    touched: np.ndarray,
+    upserts: pd.DataFrame,
+    gone: pd.DataFrame,
+    old_map: pd.DataFrame,
+) -> int:
+    """An incremental resolution's evidence: every link of a golden id it decided again is
+    replaced, and a stamped record's link follows its row (its copy's golden id moved, or it
+    came or went). The stored digest no longer covers the table: the next full resolution
+    diffs by row hashes."""
+    links = result_links[list(LINK_COLUMNS)]
+    if links.empty and not len(touched) and upserts.empty and gone.empty:
+        return 0
+    key = ["connector_a", "source_id_a"]
+    stamped = upserts.loc[upserts["rule"] == STAMP_RULE, ["connector", "source_id"]]
+    moved = pd.concat([stamped, gone], ignore_index=True).set_axis(key, axis=1)
+    touched_set = set(pd.Series(touched, dtype=object).dropna().astype(str))
+    mine = links["golden_id"].astype(str).isin(touched_set).to_numpy()
+    if len(moved) and len(links):
+        pos = key_positions(links, moved.astype(str), key)
+        mine |= (pos >= 0) & (links["rule"] == STAMP_RULE).to_numpy()
+    links = links[mine]
+    new_h = _row_hashes(links)
+    once = ~pd.Series(new_h).duplicated().to_numpy()
+    links, new_h = links[once], new_h[once]
+    removed = 0
+    with engine.begin() as conn:
+        removed += delete_in(conn, identity_links, "golden_id", sorted(touched_set))
+        for c, part in moved.groupby(key[0]):
+            removed += delete_in(
+                conn, identity_links, "source_id_a", part[key[1]].astype(str).tolist(),
+                identity_links.c.connector_a == c, identity_links.c.rule == STAMP_RULE,
+            )  # fmt: skip
+        insert_frame(conn, identity_links, links.assign(row_hash=new_h.view(np.int64)))
+        conn.execute(table_digests.delete().where(table_digests.c.name == LINKS_DIGEST))
+    return removed + len(links)
 
 
 def _held_link_hashes(engine: Engine) -> tuple[np.ndarray, np.ndarray]:

@@ -8,19 +8,24 @@ with the configured rules and stored steward decisions, and saves the map.
 from datetime import UTC, datetime
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from custsync_pipeline.defs.extract.assets import customers_key
+from custsync_pipeline.defs.extract.pulls import FULL_SNAPSHOT_TAG
 from custsync_pipeline.defs.io import kept_outputs
 from custsync_pipeline.defs.resources import STATE_POOL
 from custsync_pipeline.defs.state_lease import holds_state_lease
+from custsync_pipeline.domain.identity import MAP_COLUMNS
 from custsync_pipeline.domain.plan import SyncPlan
 from custsync_pipeline.store.bulk import (
+    code_digest,
     frame_digest,
     inputs_key,
     rows_digest,
     save_digest,
     stored_digest,
+    table_digests,
     table_stamp,
 )
 from custsync_pipeline.store.core import SOURCE_STAMP
@@ -54,6 +59,10 @@ def resolution_metadata(stats: dict[str, int], conflicts: pd.DataFrame) -> dict[
         "steward_decisions_applied": int(stats.get("steward_decisions_applied", 0)),
         # a decision naming a record absent from this run is not applied (yet): counted
         "steward_decisions_waiting": int(stats.get("steward_decisions_waiting", 0)),
+        # an incremental resolution: the records changed, and those their change reached
+        # (resolved again); 0 and 0 for a full resolution
+        "changed_records": int(stats.get("changed_records", 0)),
+        "resolved_records": int(stats.get("scope_records", 0)),
         **conflict_counts(conflicts),
     }
 
@@ -141,15 +150,11 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     )
     @holds_state_lease
     def resolve(context: dg.AssetExecutionContext):
-        from custsync_pipeline.domain.identity import resolution_columns, resolve_identities
-        from custsync_pipeline.domain.stamps import attach_stamped, split_stamped
         from custsync_pipeline.store.identity import (
             identity_figures,
             load_identity_conflicts,
             load_identity_state,
-            load_resolution_records,
             load_steward_decisions,
-            save_identity_result,
         )
 
         engine = context.resources.state_db.engine
@@ -174,57 +179,220 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                 )
                 yield from _identity_figures(rows, golden, kinds)
                 return
-        prior_map, golden_ids, decisions = load_identity_state(engine)
+        incremental = (
+            plan.incremental_identity and context.run.tags.get(FULL_SNAPSHOT_TAG) != "true"
+        )
+        prior_map, golden_ids, decisions = load_identity_state(engine, with_reach=incremental)
         if len(prior_map) and unchanged:
             context.log.info(
                 f"nothing changed since the last resolution: the stored map of "
                 f"{len(prior_map)} source records is used as it is"
             )
             conflicts = load_identity_conflicts(engine)
-            yield from _identity_results(prior_map, conflicts, {}, skipped=True)
+            yield from _identity_results(prior_map[MAP_COLUMNS], conflicts, {}, skipped=True)
             return
-        records = load_resolution_records(
-            engine,
-            list(plan.connectors),
-            resolution_columns(list(plan.identifiers), plan.matching),
-        )
-        # what resolution reads, as one digest: an edit of a column it does not read (points,
-        # consents, a street no rule compares) resolves nothing again. ``updated_at`` only
-        # orders two copies of one record, and the state DB holds one per key.
-        read = inputs_key(
-            rows_digest(records.drop(columns=["updated_at"], errors="ignore")),
-            frame_digest(decisions.astype("string")),
-            sorted(plan.connectors),
-            plan.identifiers,
-            plan.matching,
-        )
-        if len(prior_map) and read == stored_digest(engine, RESOLVED_RECORDS):
-            context.log.info(
-                f"the records changed in no column resolution reads: the stored map of "
-                f"{len(prior_map)} source records is used as it is"
-            )
-            with engine.begin() as conn:
-                save_digest(conn, RESOLVED_INPUTS, inputs)
-            yield from _identity_results(
-                prior_map, load_identity_conflicts(engine), {}, skipped=True
-            )
-            return
-        to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
+        basis = resolution_basis(plan, decisions)
         now = pd.Timestamp(datetime.now(UTC))
-        result = resolve_identities(
-            to_resolve,
-            list(plan.identifiers),
-            prior_map=prior_map,
-            golden_ids=golden_ids,
-            decisions=decisions,
-            now=now,
-            matching=plan.matching,
+        if incremental and len(prior_map):
+            scoped = _resolve_scope(
+                context, engine, plan, basis, prior_map, golden_ids, decisions, now
+            )
+            if scoped is not None:
+                with engine.begin() as conn:
+                    save_digest(conn, RESOLVED_INPUTS, inputs)
+                    conn.execute(
+                        table_digests.delete().where(table_digests.c.name == RESOLVED_RECORDS)
+                    )
+                yield from _identity_results(scoped.identity_map, scoped.conflicts, scoped.stats)
+                return
+        yield from _resolve_all(
+            context, engine, plan, basis, inputs, prior_map, golden_ids, decisions, now
         )
-        result = attach_stamped(result, stamped, now)
-        save_identity_result(engine, result, stored=(prior_map, golden_ids))
-        with engine.begin() as conn:
-            save_digest(conn, RESOLVED_INPUTS, inputs)
-            save_digest(conn, RESOLVED_RECORDS, read)
-        yield from _identity_results(result.identity_map, result.conflicts, result.stats)
 
     return [resolve]
+
+
+# the code a stored resolution depends on: a change to it resolves everything again
+IDENTITY_CODE_MODULES = (
+    "custsync_pipeline.domain.identity",
+    "custsync_pipeline.domain.identity_constrained",
+    "custsync_pipeline.domain.identity_ids",
+    "custsync_pipeline.domain.identity_keys",
+    "custsync_pipeline.domain.identity_match",
+    "custsync_pipeline.domain.identity_names",
+    "custsync_pipeline.domain.identity_scope",
+    "custsync_pipeline.domain.stamps",
+)
+
+
+def resolution_basis(plan: SyncPlan, decisions: pd.DataFrame) -> str:
+    """What a stored resolution's parameters and reach were made under: connectors, rules,
+    matching, steward decisions and the resolution code. Another basis: resolve all."""
+    return inputs_key(
+        sorted(plan.connectors),
+        plan.identifiers,
+        plan.matching,
+        frame_digest(decisions.astype("string")),
+        code_digest(IDENTITY_CODE_MODULES),
+    )
+
+
+def _resolve_scope(
+    context: dg.AssetExecutionContext,
+    engine,
+    plan: SyncPlan,
+    basis: str,
+    prior_map: pd.DataFrame,
+    golden_ids: pd.DataFrame,
+    decisions: pd.DataFrame,
+    now: pd.Timestamp,
+):
+    """Resolve only what changed since the last resolution (``domain.identity_scope``);
+    None when a full resolution is due (the reason logged)."""
+    from custsync_pipeline.domain.identity import resolution_columns
+    from custsync_pipeline.domain.identity_scope import StoredResolution, resolve_changes
+    from custsync_pipeline.domain.stamps import attach_stamped, split_stamped
+    from custsync_pipeline.store.core import load_source_records
+    from custsync_pipeline.store.identity import (
+        load_identity_conflicts,
+        load_match_params,
+        save_identity_result,
+        stale_reach,
+    )
+
+    same_basis, params = load_match_params(engine, basis)
+    if not same_basis:
+        context.log.info(
+            "resolving every record: the rules, matching, steward decisions or resolution "
+            "code changed since the last full resolution (or there was none)"
+        )
+        return None
+    if stale_reach(engine):
+        context.log.info("resolving every record: the stored map predates incremental resolution")
+        return None
+    connectors = list(plan.connectors)
+    current = load_source_records(
+        engine, connectors, columns=["connector", "source_id", "row_hash", "custsync_id"]
+    )
+    to_resolve, stamped = split_stamped(current, golden_ids["golden_id"], decisions)
+    columns = [*resolution_columns(list(plan.identifiers), plan.matching), "custsync_id"]
+
+    def fetch(keys: pd.DataFrame) -> pd.DataFrame:
+        return load_source_records(engine, connectors, columns=columns, keys=keys)
+
+    scoped = resolve_changes(
+        to_resolve[["connector", "source_id"]].assign(
+            source_hash=to_resolve["row_hash"].to_numpy(dtype=object)
+        ),
+        fetch,
+        StoredResolution(prior_map, golden_ids, load_identity_conflicts(engine), params),
+        list(plan.identifiers),
+        decisions=decisions,
+        now=now,
+        matching=plan.matching,
+        max_share=plan.identity_scope_max_share,
+    )
+    if scoped is None:
+        context.log.info(
+            "resolving every record: the change reaches more than "
+            f"{plan.identity_scope_max_share:.0%} of them (identity.incremental.max_share)"
+        )
+        return None
+    result = attach_stamped(scoped.result, stamped, now)
+    written = save_identity_result(
+        engine, result, stored=(prior_map, golden_ids), reach=scoped.scope, touched=scoped.touched
+    )
+    stats = result.stats
+    context.log.info(
+        f"incremental resolution: {stats.get('changed_records', 0)} changed records reached "
+        f"{stats.get('scope_records', 0)} of {len(to_resolve)}; "
+        f"{written['identity_map']} map rows written"
+    )
+    return result
+
+
+def _resolve_all(
+    context: dg.AssetExecutionContext,
+    engine,
+    plan: SyncPlan,
+    basis: str,
+    inputs: str,
+    prior_map: pd.DataFrame,
+    golden_ids: pd.DataFrame,
+    decisions: pd.DataFrame,
+    now: pd.Timestamp,
+):
+    """Resolve every record; store the match parameters and each record's reach for the
+    incremental resolutions that follow."""
+    from custsync_pipeline.domain.golden import key_positions
+    from custsync_pipeline.domain.identity import resolution_columns, resolve_identities
+    from custsync_pipeline.domain.stamps import attach_stamped, split_stamped
+    from custsync_pipeline.store.identity import (
+        load_identity_conflicts,
+        load_match_params,
+        load_resolution_records,
+        save_identity_result,
+        save_match_params,
+        stale_reach,
+    )
+
+    records = load_resolution_records(
+        engine,
+        list(plan.connectors),
+        [*resolution_columns(list(plan.identifiers), plan.matching), "row_hash"],
+    )
+    # what resolution reads, as one digest: an edit of a column it does not read (points,
+    # consents, a street no rule compares) resolves nothing again. ``updated_at`` only
+    # orders two copies of one record, and the state DB holds one per key.
+    read = inputs_key(
+        rows_digest(records.drop(columns=["updated_at", "row_hash"], errors="ignore")),
+        frame_digest(decisions.astype("string")),
+        sorted(plan.connectors),
+        plan.identifiers,
+        plan.matching,
+    )
+    same_basis, _ = load_match_params(engine, basis)
+    if len(prior_map) and read == stored_digest(engine, RESOLVED_RECORDS) and same_basis:
+        context.log.info(
+            f"the records changed in no column resolution reads: the stored map of "
+            f"{len(prior_map)} source records is used as it is"
+        )
+        with engine.begin() as conn:
+            save_digest(conn, RESOLVED_INPUTS, inputs)
+        yield from _identity_results(
+            prior_map[MAP_COLUMNS], load_identity_conflicts(engine), {}, skipped=True
+        )
+        return
+    to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
+    with_reach = plan.incremental_identity
+    result = resolve_identities(
+        to_resolve.drop(columns=["row_hash"], errors="ignore"),
+        list(plan.identifiers),
+        prior_map=prior_map[MAP_COLUMNS],
+        golden_ids=golden_ids,
+        decisions=decisions,
+        now=now,
+        matching=plan.matching,
+        with_reach=with_reach,
+    )
+    reach = None
+    if with_reach:
+        reach = result.identity_map[["connector", "source_id"]].copy()
+        pos = key_positions(reach, to_resolve, ["connector", "source_id"])
+        reach["source_hash"] = np.where(
+            pos >= 0, to_resolve["row_hash"].to_numpy(dtype=object)[np.maximum(pos, 0)], None
+        )
+        reach["reach"] = result.reach
+    result = attach_stamped(result, stamped, now)
+    save_identity_result(
+        engine,
+        result,
+        stored=(prior_map, golden_ids),
+        reach=reach,
+        rewrite_reach=with_reach and (not same_basis or stale_reach(engine)),
+    )
+    with engine.begin() as conn:
+        save_digest(conn, RESOLVED_INPUTS, inputs)
+        save_digest(conn, RESOLVED_RECORDS, read)
+        save_match_params(conn, basis, result.match_params)
+    yield from _identity_results(result.identity_map, result.conflicts, result.stats)
