@@ -189,13 +189,19 @@ def test_incremental_equals_full_resolution(source: str, seed: int, share: float
     )
     by_key = dict(
         zip(
-            zip(full_reach.identity_map["connector"], full_reach.identity_map["source_id"]),
+            zip(
+                full_reach.identity_map["connector"],
+                full_reach.identity_map["source_id"],
+                strict=True,
+            ),
             full_reach.reach,
             strict=True,
         )
     )
     width = reach_width(matching)
-    for c, s, r in zip(inc.scope["connector"], inc.scope["source_id"], inc.scope["reach"]):
+    for c, s, r in zip(
+        inc.scope["connector"], inc.scope["source_id"], inc.scope["reach"], strict=True
+    ):
         tok_a, blk_a, _, keys_a = unpack_reach(np.array([r], dtype=object), width)
         tok_b, blk_b, _, keys_b = unpack_reach(np.array([by_key[(c, s)]], dtype=object), width)
         assert tok_a[0] == tok_b[0] and (blk_a == blk_b).all()
