@@ -109,3 +109,47 @@ def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> Non
     _store(engine, _changed(after, np.random.default_rng(8), 0.005))
     third = _materialize(plan, url, tags={FULL_SNAPSHOT_TAG: "true"})
     assert third["resolved_records"] == 0 and third["changed_records"] == 0
+
+
+def test_a_stamped_copy_joins_and_stays_without_resolving_again(engine) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    records, _ = generate(seed=9, people=600)
+    connectors = sorted(records["connector"].astype(str).unique())
+    plan = _plan(connectors)
+    _store(engine, records)
+    _materialize(plan, url)
+    id_map, _, _ = load_identity_state(engine)
+    sizes = id_map.groupby("golden_id").size()
+    golden = str(sizes[sizes >= 2].index[0])
+    member = id_map[id_map["golden_id"] == golden].iloc[0]
+    row = records[
+        (records["connector"].astype(str) == member["connector"])
+        & (records["source_id"].astype(str) == member["source_id"])
+    ]
+    # a target record custsync created for that golden record: its copy, stamped
+    copy = row.assign(source_id="stamped-copy-1", custsync_id=golden)
+    with_copy = pd.concat([records, copy], ignore_index=True)
+    _store(engine, with_copy)
+    second = _materialize(plan, url)
+    assert second["resolved_records"] == 0 and second["stamped_records"] == 1
+    id_map, _, _ = load_identity_state(engine)
+    mine = id_map[id_map["source_id"] == "stamped-copy-1"]
+    assert mine[["golden_id", "rule"]].values.tolist() == [[golden, "custsync_id"]]
+    links = read_frame(engine, sa.select(identity_links))
+    assert (links["source_id_a"] == "stamped-copy-1").sum() == 1
+
+    # another record of the same person changes: resolved again, the copy stays
+    edited = with_copy.copy()
+    others = (edited["source_id"] != "stamped-copy-1") & (
+        edited["source_id"].astype(str) != member["source_id"]
+    )
+    first_other = edited.index[others][0]
+    edited.loc[first_other, "city"] = "Någonstans"
+    _store(engine, edited)
+    third = _materialize(plan, url)
+    assert third["changed_records"] >= 1 and third["resolved_records"] < len(edited) / 2
+    id_map, _, _ = load_identity_state(engine)
+    assert id_map.loc[id_map["source_id"] == "stamped-copy-1", "golden_id"].tolist() == [golden]
+    assert (id_map["source_id"] == "stamped-copy-1").sum() == 1
+    links = read_frame(engine, sa.select(identity_links))
+    assert (links["source_id_a"] == "stamped-copy-1").sum() == 1

@@ -195,7 +195,8 @@ def resolve_changes(
     dirty |= (p_rule[at] == STAMP_RULE) | ~has_reach[at]
     hit = np.zeros(len(prior), dtype=bool)
     hit[pos[found]] = True
-    gone_rows = np.flatnonzero(~hit)
+    # a record attached by its stamp takes no part in resolution: not gone while stamped
+    gone_rows = np.flatnonzero(~hit & (p_rule != STAMP_RULE))
     if not dirty.any() and len(gone_rows) == 0:
         return _unchanged(stored, prior)
     if dirty.sum() > max_share * max(n, 1):
@@ -362,7 +363,7 @@ def resolve_changes(
 def _unchanged(stored: StoredResolution, prior: pd.DataFrame) -> ScopedResolution:
     empty = pd.DataFrame(columns=["connector", "source_id"])
     result = IdentityResult(
-        identity_map=prior[MAP_COLUMNS],
+        identity_map=prior.loc[prior["rule"] != STAMP_RULE, MAP_COLUMNS],  # stamped: re-attached
         golden_ids=stored.golden_ids,
         links=pd.DataFrame(),
         conflicts=stored.conflicts[list(CONFLICT_COLUMNS)],
