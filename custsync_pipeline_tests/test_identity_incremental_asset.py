@@ -21,7 +21,12 @@ from custsync_pipeline.config import load_sync_config
 from custsync_pipeline.defs.extract.pulls import FULL_SNAPSHOT_TAG
 from custsync_pipeline.defs.identity.assets import build_identity_assets, resolution_basis
 from custsync_pipeline.defs.resources import StateDBResource
-from custsync_pipeline.domain.identity import LINK_COLUMNS, resolution_columns, resolve_identities
+from custsync_pipeline.domain.identity import (
+    LINK_COLUMNS,
+    KnownWords,
+    resolution_columns,
+    resolve_identities,
+)
 from custsync_pipeline.store import core
 from custsync_pipeline.store.bulk import read_frame
 from custsync_pipeline.store.identity import (
@@ -72,8 +77,8 @@ def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> Non
     first = _materialize(plan, url)
     assert first["resolved_records"] == 0 and first["changed_records"] == 0  # a full one
     prior_map, prior_gids, decisions = load_identity_state(engine)
-    same, params = load_match_params(engine, resolution_basis(plan, decisions))
-    assert same and params is not None
+    same, params, known = load_match_params(engine, resolution_basis(plan, decisions))
+    assert same and params is not None and known is not None and len(known) > 100
 
     after = _changed(records, np.random.default_rng(7), 0.01)
     _store(engine, after)
@@ -92,6 +97,7 @@ def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> Non
         decisions=decisions,
         matching=plan.matching,
         match_params=params,
+        known_words=KnownWords(known),
     )
     got_map, got_gids, _ = load_identity_state(engine)
     cols = ["connector", "source_id", "golden_id", "rule"]

@@ -22,6 +22,7 @@ from custsync_pipeline.config import load_sync_config
 from custsync_pipeline.domain.identity import (
     CONFLICT_COLUMNS,
     LINK_COLUMNS,
+    KnownWords,
     reach_width,
     resolve_identities,
     unpack_reach,
@@ -109,7 +110,9 @@ def _stored(records: pd.DataFrame, rules, matching) -> tuple[StoredResolution, o
         pd.MultiIndex.from_frame(m[["connector", "source_id"]])
     ).to_numpy()
     m["reach"] = full.reach
-    stored = StoredResolution(m, full.golden_ids, full.conflicts, full.match_params)
+    stored = StoredResolution(
+        m, full.golden_ids, full.conflicts, full.match_params, full.known_words
+    )
     return stored, full
 
 
@@ -159,6 +162,7 @@ def test_incremental_equals_full_resolution(source: str, seed: int, share: float
         now=T1,
         matching=matching,
         match_params=full0.match_params,
+        known_words=KnownWords(full0.known_words),
     )
     assert inc is not None
     got = inc.result
@@ -185,6 +189,7 @@ def test_incremental_equals_full_resolution(source: str, seed: int, share: float
         now=T1,
         matching=matching,
         match_params=full0.match_params,
+        known_words=KnownWords(full0.known_words),
         with_reach=True,
     )
     by_key = dict(
@@ -233,7 +238,9 @@ def test_a_large_change_asks_for_a_full_resolution() -> None:
         is None
     )  # fmt: skip
     # no stored parameters for an enabled probabilistic stage: a full resolution is due
-    bare = StoredResolution(stored.identity_map, stored.golden_ids, stored.conflicts, None)
+    bare = StoredResolution(
+        stored.identity_map, stored.golden_ids, stored.conflicts, None, stored.known_words
+    )
     assert (
         resolve_changes(_current(records), _fetcher(records), bare, rules, matching=matching)
         is None

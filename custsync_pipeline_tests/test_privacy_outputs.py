@@ -108,6 +108,8 @@ def test_identity_conflicts_output_masks_source_ids_the_state_db_keeps(synced):
 def _text_cells_equal(frame: pd.DataFrame, values: set[str]) -> int:
     hits = 0
     for col in frame.columns:
+        if pd.api.types.infer_dtype(frame[col], skipna=True) == "bytes":
+            continue  # hashes (identity_map.reach), no text: gone with their row
         if frame[col].dtype == object or isinstance(frame[col].dtype, pd.StringDtype):
             hits += int(frame[col].astype("string").isin(values).fillna(False).sum())
     return hits

@@ -134,6 +134,8 @@ class IdentityResult:
     # per record of ``identity_map`` (same order), what reaches it (``identity_scope``):
     # bytes of 64-bit hashes, when asked for with ``with_reach``
     reach: np.ndarray | None = None
+    # the first names it knew (``KnownWords`` hashes), when asked for with ``with_reach``
+    known_words: np.ndarray | None = None
 
 
 # record columns resolution reads besides the rules' identifier columns
@@ -156,7 +158,8 @@ _WORD = re.compile(r"[a-z]+")
 _TOKENS, _SURNAMES = "__first_token", "__surname"
 # the words a swapped-name check counts (token / last word, whole first field / surname)
 _WORD_COLUMNS = ("__w1_first", "__w1_last", "__w2_first", "__w2_last")
-HEAD_TOKEN, HEAD_HOME, HEAD_WORDS, HEAD_BLOCKS = 0, 1, slice(2, 6), 6
+_INPUT = "__input"  # a hash of what resolution reads of the record, as it arrived
+HEAD_TOKEN, HEAD_HOME, HEAD_WORDS, HEAD_INPUT, HEAD_BLOCKS = 0, 1, slice(2, 6), 6, 7
 
 
 def reach_width(matching: MatchingPlan | None) -> int:
@@ -183,6 +186,7 @@ def _prepare(
     rules: list[IdentifierRule],
     matching: MatchingPlan | None = None,
     roles: tuple[WordRoles, WordRoles] | None = None,
+    input_hash: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Only the columns resolution needs, one row per record, plus a canonical order.
 
@@ -198,6 +202,13 @@ def _prepare(
     cols = [c for c in wanted if c != "updated_at"]
     # object arrays: pandas' string dtype is several times slower to test for missing values
     recs = pd.DataFrame({c: records[c].to_numpy(dtype=object, na_value=None)[keep] for c in cols})
+    if input_hash:  # before any name is split or turned round: the record as it arrived
+        read = sorted(c for c in cols if c not in ("connector", "source_id"))
+        try:
+            hashed = pd.util.hash_pandas_object(recs[read], index=False).to_numpy()
+        except TypeError:  # values of mixed types: as text
+            hashed = pd.util.hash_pandas_object(recs[read].astype(str), index=False).to_numpy()
+        recs[_INPUT] = hashed | np.uint64(1)
     # names as people compare them: a full-name field split, a name typed wrong way round
     fill_names(recs)
     tokens, surnames = name_tokens(recs), surname_keys(recs)
@@ -249,11 +260,14 @@ def word_hashes(words: np.ndarray) -> np.ndarray:
 
 
 class KnownWords:
-    """The first-name tokens of the whole population, as hashes: a resolution of part of
-    it asks whether a word of an e-mail is someone's first name (households, initials)."""
+    """The first-name tokens of the population, as hashes: whether a word of an e-mail is
+    someone's first name (households, initials). Held from the last full resolution by
+    an incremental one (like the match parameters), so a change decides as a full
+    resolution with the same parameters would."""
 
     def __init__(self, hashes: np.ndarray) -> None:
-        self.hashes = np.unique(np.asarray(hashes, dtype=np.uint64))
+        hashes = np.unique(np.asarray(hashes, dtype=np.uint64))
+        self.hashes = hashes[hashes != 0]
 
     def among(self, words: set[str]) -> set[str]:
         if not words:
@@ -281,6 +295,7 @@ class _Features:
     companies: np.ndarray
     raw_tokens: np.ndarray  # before an initial was read from the record's e-mail
     words: np.ndarray  # [n, 4] hashes of the words a swapped-name check counts
+    inputs: np.ndarray | None = None  # per record, a hash of what resolution reads of it
 
 
 def _features(
@@ -290,8 +305,9 @@ def _features(
     matching: MatchingPlan | None,
     known_words: KnownWords | None,
     roles: tuple[WordRoles, WordRoles] | None = None,
+    input_hash: bool = False,
 ) -> _Features:
-    recs, order, rec_hash = _prepare(records, rules, matching, roles)
+    recs, order, rec_hash = _prepare(records, rules, matching, roles, input_hash)
     n = len(recs)
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
@@ -331,6 +347,7 @@ def _features(
         companies=company_keys(recs)[order],
         raw_tokens=raw_tokens,
         words=np.c_[tuple(recs[c].to_numpy(dtype=np.uint64)[order] for c in _WORD_COLUMNS)],
+        inputs=recs[_INPUT].to_numpy(dtype=np.uint64)[order] if input_hash else None,
     )
 
 
@@ -886,7 +903,7 @@ def resolve_identities(
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     if now.tzinfo is None:
         now = now.tz_localize("UTC")
-    f = _features(records, rules, golden_ids, matching, known_words, word_roles)
+    f = _features(records, rules, golden_ids, matching, known_words, word_roles, with_reach)
     recs, order, rec_hash, conn, sid = f.recs, f.order, f.rec_hash, f.conn, f.sid
     rules, contact_rule, keys = f.rules, f.contact_rule, f.keys
     tokens, surnames, births, companies = f.tokens, f.surnames, f.births, f.companies
@@ -1171,10 +1188,17 @@ def resolve_identities(
     }
     for kind, count in conflicts["kind"].value_counts().items():
         stats[f"conflicts_{kind}"] = int(count)
-    reach = None
+    reach = known = None
     if with_reach:
         reach = pack_reach(_heads(f, blocks), *key_hashes, n)
-    return IdentityResult(identity_map, golden_table, links, conflicts, stats, params_used, reach)
+        known = (
+            known_words.hashes
+            if known_words is not None
+            else KnownWords(word_hashes(f.raw_tokens)).hashes
+        )
+    return IdentityResult(
+        identity_map, golden_table, links, conflicts, stats, params_used, reach, known
+    )
 
 
 @dataclass
@@ -1205,6 +1229,18 @@ def name_words(
     )
 
 
+def input_hashes(
+    records: pd.DataFrame, rules: list[IdentifierRule], matching: MatchingPlan | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(connector, source_id, a hash of what resolution reads of the record) per record."""
+    recs, _, _ = _prepare(records, rules, matching, input_hash=True)
+    return (
+        recs["connector"].to_numpy(dtype=object),
+        recs["source_id"].to_numpy(dtype=object),
+        recs[_INPUT].to_numpy(dtype=np.uint64),
+    )
+
+
 def describe_records(
     records: pd.DataFrame,
     rules: list[IdentifierRule],
@@ -1216,7 +1252,7 @@ def describe_records(
     """The identifiers, blocks and comparison fields of ``records`` as a resolution of the
     whole population sees them (``known_words``, ``roles``: the population's first names
     and word counts)."""
-    f = _features(records, rules, golden_ids, matching, known_words, roles)
+    f = _features(records, rules, golden_ids, matching, known_words, roles, input_hash=True)
     n = len(f.recs)
     fields = None
     blocks = np.zeros((n, 0), dtype=np.uint64)
@@ -1235,7 +1271,8 @@ def describe_records(
 
 def _heads(f: _Features, blocks: np.ndarray) -> np.ndarray:
     """The fixed part of each record's reach: its first-name token, its home (surname,
-    street, postal code: where ``_household_addresses`` looks for housemates), and the
+    street, postal code: where ``_household_addresses`` looks for housemates), the four
+    words a swapped-name check counts, a hash of what resolution reads of it, and the
     block of each blocking list."""
     n = len(f.conn)
     home = np.zeros(n, dtype=np.uint64)
@@ -1251,7 +1288,8 @@ def _heads(f: _Features, blocks: np.ndarray) -> np.ndarray:
                 "h\x1f" + sn[has].astype(str) + "\x1f" + folded + "\x1f" + postal[has].astype(str)
             )
             home[has] = pd.util.hash_array(text.astype(object), categorize=False) | np.uint64(1)
-    return np.c_[word_hashes(f.raw_tokens), home, f.words, blocks]
+    inputs = f.inputs if f.inputs is not None else np.zeros(n, dtype=np.uint64)
+    return np.c_[word_hashes(f.raw_tokens), home, f.words, inputs, blocks]
 
 
 def _key_hashes(keys: KeyTable, rules: list[IdentifierRule]) -> tuple[np.ndarray, np.ndarray]:

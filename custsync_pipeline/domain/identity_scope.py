@@ -25,8 +25,10 @@ no longer stamped) and grows until nothing more is reached:
 
 Everything a resolution estimates from the whole population is held fixed between
 full runs: the probabilistic stage's m, u and prior (``MatchParams``) and the first
-names the population holds (``KnownWords``). With those, resolving the scope with the
-stored map gives what a full resolution would (``test_identity_scope.py`` holds it on
+names the population holds (``KnownWords``); the word counts that decide whether a
+name was typed the wrong way round and the block sizes are counted on the stored reach
+of every record. With those, resolving the scope with the stored map gives what a full
+resolution with the same parameters would (``test_identity_scope.py`` holds it on
 random change sets of both generators). A scope larger than ``max_share`` of the
 records is not worth it: ``resolve_changes`` returns None and the caller resolves
 everything.
@@ -45,10 +47,13 @@ import pandas as pd
 from custsync_pipeline.domain.identity import (
     CONFLICT_COLUMNS,
     HEAD_BLOCKS,
+    HEAD_INPUT,
+    LINK_COLUMNS,
     MAP_COLUMNS,
     IdentityResult,
     KnownWords,
     describe_records,
+    input_hashes,
     name_words,
     reach_width,
     resolve_identities,
@@ -71,6 +76,7 @@ class StoredResolution:
     golden_ids: pd.DataFrame
     conflicts: pd.DataFrame  # the review queue (CONFLICT_COLUMNS)
     match_params: MatchParams | None
+    known_words: np.ndarray | None = None  # the first names the last full resolution knew
 
 
 @dataclass
@@ -173,7 +179,7 @@ def resolve_changes(
     an enabled probabilistic stage, or a scope larger than ``max_share``.
     """
     enabled = matching is not None and matching.enabled
-    if enabled and stored.match_params is None:
+    if (enabled and stored.match_params is None) or stored.known_words is None:
         return None
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     width = reach_width(matching)
@@ -188,24 +194,32 @@ def resolve_changes(
     p_rule = prior["rule"].to_numpy(dtype=object)
     p_gid_all = prior["golden_id"].to_numpy(dtype=object)
     has_reach = np.array([isinstance(r, bytes | bytearray | memoryview) for r in p_reach])
-    dirty = ~found | (
-        prior["source_hash"].to_numpy(dtype=object)[at]
-        != current["source_hash"].to_numpy(dtype=object)
-    )
-    dirty |= (p_rule[at] == STAMP_RULE) | ~has_reach[at]
+    s_hash = current["source_hash"].to_numpy(dtype=object)
+    edited = found & (prior["source_hash"].to_numpy(dtype=object)[at] != s_hash)
+    dirty = ~found | (p_rule[at] == STAMP_RULE) | ~has_reach[at]
     hit = np.zeros(len(prior), dtype=bool)
     hit[pos[found]] = True
     # a record attached by its stamp takes no part in resolution: not gone while stamped
     gone_rows = np.flatnonzero(~hit & (p_rule != STAMP_RULE))
-    if not dirty.any() and len(gone_rows) == 0:
-        return _unchanged(stored, prior)
-    if dirty.sum() > max_share * max(n, 1):
+    if (dirty | edited).sum() > max_share * max(n, 1):
         return None
 
     index = _Records(conn, sid)
     records_at = _fetcher(fetch, index)
     # the stored reach of everyone: prior row -> current record
-    p_tok, p_heads, p_owner, p_keys = unpack_reach(p_reach, width)
+    _, p_heads, p_owner, p_keys = unpack_reach(p_reach, width)
+    # an edit of a column resolution does not read (points, consents) changes nothing
+    # here: only the stored source hash is brought up to date
+    e_idx = np.flatnonzero(edited & ~dirty)
+    refreshed = np.zeros(0, dtype=np.int64)
+    if len(e_idx):
+        ec, es, e_in = input_hashes(records_at(e_idx), rules, matching)
+        e_pos = index.every(ec, es)
+        same = e_in == p_heads[at[e_pos], HEAD_INPUT - 1]
+        refreshed = e_pos[same]
+        dirty[e_pos[~same]] = True
+    if not dirty.any() and len(gone_rows) == 0:
+        return _unchanged(stored, prior, _refreshed(refreshed, conn, sid, s_hash, p_reach[at]))
     cur_of_row = np.full(len(prior), -1, dtype=np.int64)
     cur_of_row[pos[found]] = np.flatnonzero(found)
 
@@ -226,14 +240,11 @@ def resolve_changes(
 
     d_idx = np.flatnonzero(dirty)
     d_recs = records_at(d_idx)
-    # the population's first names: the stored token of every unchanged record, the
-    # changed ones' read now (a first name no one holds any more is no longer known)
-    _, _, _, d_tok = name_words(d_recs, rules, matching, roles)
     clean_rows = pos[~dirty]
-    known = KnownWords(np.r_[p_tok[clean_rows], d_tok])
+    known = KnownWords(stored.known_words)
     facts = describe_records(d_recs, rules, stored.golden_ids, matching, known, roles)
     fresh = index.every(facts.connector, facts.source_id)
-    f_tok, f_heads, f_owner, f_keys = unpack_reach(facts.reach, width)
+    _, f_heads, f_owner, f_keys = unpack_reach(facts.reach, width)
     heads = np.zeros((n, width - 1), dtype=np.uint64)
     heads[~dirty] = p_heads[clean_rows]
     heads[fresh] = f_heads
@@ -330,10 +341,16 @@ def resolve_changes(
         {
             "connector": s_map["connector"].to_numpy(dtype=object),
             "source_id": s_map["source_id"].to_numpy(dtype=object),
-            "source_hash": current["source_hash"].to_numpy(dtype=object)[s_pos],
+            "source_hash": s_hash[s_pos],
             "reach": result.reach,
         }
     )
+    fresh_rows = refreshed[~scope[refreshed]]
+    if len(fresh_rows):
+        scope_rows = pd.concat(
+            [scope_rows, _refreshed(fresh_rows, conn, sid, s_hash, p_reach[at])],
+            ignore_index=True,
+        )
     touched = pd.unique(
         np.r_[
             p_gid[s_idx][pd.notna(p_gid[s_idx])],
@@ -360,18 +377,29 @@ def resolve_changes(
     return ScopedResolution(merged, scope_rows, gone, np.asarray(touched, dtype=object))
 
 
-def _unchanged(stored: StoredResolution, prior: pd.DataFrame) -> ScopedResolution:
+def _refreshed(
+    idx: np.ndarray, conn: np.ndarray, sid: np.ndarray, s_hash: np.ndarray, reach: np.ndarray
+) -> pd.DataFrame:
+    """Rows whose stored source hash is brought up to date, their reach as it was."""
+    return pd.DataFrame(
+        {"connector": conn[idx], "source_id": sid[idx], "source_hash": s_hash[idx],
+         "reach": reach[idx]}
+    )  # fmt: skip
+
+
+def _unchanged(
+    stored: StoredResolution, prior: pd.DataFrame, refreshed: pd.DataFrame
+) -> ScopedResolution:
     empty = pd.DataFrame(columns=["connector", "source_id"])
     result = IdentityResult(
         identity_map=prior.loc[prior["rule"] != STAMP_RULE, MAP_COLUMNS],  # stamped: re-attached
         golden_ids=stored.golden_ids,
-        links=pd.DataFrame(),
+        links=pd.DataFrame(columns=LINK_COLUMNS),
         conflicts=stored.conflicts[list(CONFLICT_COLUMNS)],
         stats={"records": len(prior), "incremental": 1, "changed_records": 0, "scope_records": 0},
         match_params=stored.match_params,
     )
-    scope = pd.DataFrame(columns=["connector", "source_id", "source_hash", "reach"])
-    return ScopedResolution(result, scope, empty, np.zeros(0, dtype=object))
+    return ScopedResolution(result, refreshed, empty, np.zeros(0, dtype=object))
 
 
 class _Records:

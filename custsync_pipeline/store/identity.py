@@ -14,6 +14,7 @@ diffs (only changed rows), in chunks, each table in one short transaction.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from collections.abc import Iterable
@@ -207,32 +208,41 @@ def stale_reach(engine: Engine) -> bool:
     return row is not None
 
 
-def load_match_params(engine: Engine, basis: str) -> tuple[bool, MatchParams | None]:
-    """(whether the last full resolution ran under the same ``basis`` — rules, matching,
-    steward decisions, code — and the match parameters it estimated, if any)."""
+def load_match_params(
+    engine: Engine, basis: str
+) -> tuple[bool, MatchParams | None, np.ndarray | None]:
+    """(whether the last full resolution ran under the same ``basis`` — connectors, rules,
+    matching, steward decisions, code —, the match parameters it estimated if any, and the
+    first names it knew as ``KnownWords`` hashes)."""
     from custsync_pipeline.domain.identity_match import MatchParams
 
     text = stored_digest(engine, MATCH_PARAMS)
     if not text:
-        return False, None
+        return False, None, None
     try:
         saved = json.loads(text)
         if saved.get("basis") != basis:
-            return False, None
-        return True, MatchParams.from_json(saved["params"]) if saved.get("params") else None
+            return False, None, None
+        params = MatchParams.from_json(saved["params"]) if saved.get("params") else None
+        known = np.frombuffer(base64.b64decode(saved["known"]), dtype=np.uint64)
+        return True, params, known
     except (ValueError, KeyError, TypeError):
-        return False, None  # written by another release: resolve everything again
+        return False, None, None  # written by another release: resolve everything again
 
 
-def save_match_params(conn: sa.Connection, basis: str, params: MatchParams | None) -> None:
-    """Store the parameters a full resolution estimated (in the caller's transaction)."""
-    payload = {"basis": basis, "params": params.to_json() if params is not None else None}
+def save_match_params(
+    conn: sa.Connection, basis: str, params: MatchParams | None, known: np.ndarray | None
+) -> None:
+    """Store what a full resolution estimated (in the caller's transaction)."""
+    if known is None:
+        conn.execute(table_digests.delete().where(table_digests.c.name == MATCH_PARAMS))
+        return
+    payload = {
+        "basis": basis,
+        "params": params.to_json() if params is not None else None,
+        "known": base64.b64encode(np.asarray(known, dtype=np.uint64).tobytes()).decode(),
+    }
     save_digest(conn, MATCH_PARAMS, json.dumps(payload))
-
-
-def forget_match_params(conn: sa.Connection) -> None:
-    """No stored parameters: the next resolution is a full one."""
-    conn.execute(table_digests.delete().where(table_digests.c.name == MATCH_PARAMS))
 
 
 def load_steward_decisions(engine: Engine) -> pd.DataFrame:

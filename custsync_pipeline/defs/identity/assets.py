@@ -203,7 +203,11 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                     conn.execute(
                         table_digests.delete().where(table_digests.c.name == RESOLVED_RECORDS)
                     )
-                yield from _identity_results(scoped.identity_map, scoped.conflicts, scoped.stats)
+                # nothing any resolution reads changed (an edit of points or consents)
+                skipped = not scoped.stats.get("scope_records", 0)
+                yield from _identity_results(
+                    scoped.identity_map, scoped.conflicts, scoped.stats, skipped=skipped
+                )
                 return
         yield from _resolve_all(
             context, engine, plan, basis, inputs, prior_map, golden_ids, decisions, now
@@ -260,7 +264,7 @@ def _resolve_scope(
         stale_reach,
     )
 
-    same_basis, params = load_match_params(engine, basis)
+    same_basis, params, known = load_match_params(engine, basis)
     if not same_basis:
         context.log.info(
             "resolving every record: the rules, matching, steward decisions or resolution "
@@ -285,7 +289,7 @@ def _resolve_scope(
             source_hash=to_resolve["row_hash"].to_numpy(dtype=object)
         ),
         fetch,
-        StoredResolution(prior_map, golden_ids, load_identity_conflicts(engine), params),
+        StoredResolution(prior_map, golden_ids, load_identity_conflicts(engine), params, known),
         list(plan.identifiers),
         decisions=decisions,
         now=now,
@@ -351,7 +355,7 @@ def _resolve_all(
         plan.identifiers,
         plan.matching,
     )
-    same_basis, _ = load_match_params(engine, basis)
+    same_basis, _, _ = load_match_params(engine, basis)
     if len(prior_map) and read == stored_digest(engine, RESOLVED_RECORDS) and same_basis:
         context.log.info(
             f"the records changed in no column resolution reads: the stored map of "
@@ -394,5 +398,5 @@ def _resolve_all(
     with engine.begin() as conn:
         save_digest(conn, RESOLVED_INPUTS, inputs)
         save_digest(conn, RESOLVED_RECORDS, read)
-        save_match_params(conn, basis, result.match_params)
+        save_match_params(conn, basis, result.match_params, result.known_words)
     yield from _identity_results(result.identity_map, result.conflicts, result.stats)
