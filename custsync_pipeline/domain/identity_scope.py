@@ -263,12 +263,22 @@ def resolve_changes(
     p_gid = np.where(found, p_gid_all[at], None)
     old_gids = p_gid_all[was]
 
+    # golden ids as integer codes: a golden record's members found by one gather
+    gid_code, gid_uniq = pd.factorize(np.r_[p_gid, old_gids], use_na_sentinel=True)
+    cur_gid, old_gid = gid_code[:n], gid_code[n:]
+
+    def members_of(codes: np.ndarray) -> np.ndarray:
+        mark = np.zeros(len(gid_uniq) + 1, dtype=bool)
+        mark[codes[codes >= 0]] = True
+        return mark[cur_gid]  # code -1 (no prior id) picks the trailing False
+
+    blocks = [_HashIndex(blk[:, j], np.arange(n)) for j in range(blk.shape[1])]
     scope = dirty.copy()
-    in_gid = pd.Index(pd.unique(old_gids[pd.notna(old_gids)]))
-    scope |= pd.Index(p_gid).isin(in_gid) & found
-    scope |= _holders(k_owner, k_hash, old_keys, n)
+    scope |= members_of(old_gid)
+    key_index = _HashIndex(k_hash, k_owner)
+    scope |= _holders(key_index, old_keys, n)
     scope |= _decided(decisions, index)
-    scope |= _flipped_blocks(blk, dirty, old_blk, matching)
+    scope |= _flipped_blocks(blocks, blk, dirty, old_blk, matching)
     c_a, c_b = _conflict_pairs(stored.conflicts, index)
     gone_conn = prior["connector"].astype(str).to_numpy(dtype=object)[gone_rows]
     gone_sid = prior["source_id"].astype(str).to_numpy(dtype=object)[gone_rows]
@@ -278,22 +288,19 @@ def resolve_changes(
     c_a, c_b = c_a[both], c_b[both]
 
     context = _Context(stored, rules, matching, known, roles, index, records_at)
-    block_size = [_sizes(blk[:, j]) for j in range(blk.shape[1])]
     frontier = scope.copy()
     reached = np.zeros(n, dtype=bool)
     while frontier.any():
         reached |= frontier
         f_idx = np.flatnonzero(frontier)
         new = np.zeros(n, dtype=bool)
-        gids = pd.unique(p_gid[f_idx][pd.notna(p_gid[f_idx])])
-        if len(gids):
-            new |= pd.Index(p_gid).isin(pd.Index(gids)) & found
-        new |= _holders(k_owner, k_hash, k_hash[frontier[k_owner]], n)
+        new |= members_of(cur_gid[f_idx])
+        new |= _holders(key_index, k_hash[frontier[k_owner]], n)
         if len(c_a):
             new[c_b[frontier[c_a]]] = True
             new[c_a[frontier[c_b]]] = True
         if enabled:
-            new |= _close_matches(f_idx, blk, block_size, reached, context)
+            new |= _close_matches(f_idx, blk, blocks, reached, context)
         frontier = new & ~reached
         if reached.sum() + frontier.sum() > max_share * max(n, 1):
             return None
@@ -315,7 +322,7 @@ def resolve_changes(
         match_params=stored.match_params,
         known_words=known,
         with_reach=True,
-        oversized_blocks=_oversized(blk, matching),
+        oversized_blocks=_oversized(blocks, matching),
         word_roles=roles,
     )
     kept = prior.iloc[pos[~scope & found]][MAP_COLUMNS]
@@ -429,12 +436,43 @@ class _Records:
         return pos
 
 
-def _holders(owner: np.ndarray, hashes: np.ndarray, wanted: np.ndarray, n: int) -> np.ndarray:
+class _HashIndex:
+    """(hash, record) pairs sorted once by hash: the records holding some hashes by a
+    binary search per hash, not a pass over every pair."""
+
+    def __init__(self, hashes: np.ndarray, owner: np.ndarray) -> None:
+        keep = hashes != 0
+        order = np.argsort(hashes[keep], kind="stable")
+        self.sorted = hashes[keep][order]
+        self.owner = owner[keep][order]
+        self._size: pd.Series | None = None
+
+    @property
+    def size(self) -> pd.Series:
+        """Records per hash."""
+        if self._size is None:
+            h = self.sorted
+            starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]]) if len(h) else np.zeros(0, int)
+            self._size = pd.Series(np.diff(np.r_[starts, len(h)]), index=h[starts])
+        return self._size
+
+    def owners(self, wanted: np.ndarray) -> np.ndarray:
+        """The records holding any of ``wanted`` (with repeats)."""
+        w = np.unique(wanted[wanted != 0])
+        if len(w) == 0 or len(self.sorted) == 0:
+            return np.zeros(0, dtype=np.int64)
+        lo = np.searchsorted(self.sorted, w, "left")
+        hi = np.searchsorted(self.sorted, w, "right")
+        counts = hi - lo
+        starts = np.repeat(lo, counts)
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.owner[starts + within]
+
+
+def _holders(index: _HashIndex, wanted: np.ndarray, n: int) -> np.ndarray:
     """Records holding any of the ``wanted`` identifier hashes."""
     out = np.zeros(n, dtype=bool)
-    if len(wanted) == 0 or len(hashes) == 0:
-        return out
-    out[owner[np.isin(hashes, np.unique(wanted))]] = True
+    out[index.owners(wanted)] = True
     return out
 
 
@@ -449,22 +487,21 @@ def _decided(decisions: pd.DataFrame | None, index: _Records) -> np.ndarray:
     return out
 
 
-def _sizes(col: np.ndarray) -> pd.Series:
-    """Records per block hash (0: outside every block of the list, not counted)."""
-    vals, counts = np.unique(col[col != 0], return_counts=True)
-    return pd.Series(counts, index=vals)
-
-
-def _oversized(blk: np.ndarray, matching: MatchingPlan | None) -> np.ndarray | None:
+def _oversized(blocks: list[_HashIndex], matching: MatchingPlan | None) -> np.ndarray | None:
     """The block hashes of every list larger than ``max_block_size`` in the population."""
     if matching is None or not matching.enabled:
         return None
-    out = [s.index[s.to_numpy() > matching.max_block_size] for s in map(_sizes, blk.T)]
-    return np.unique(np.concatenate([np.asarray(x, dtype=np.uint64) for x in out] or [[]]))
+    cap = matching.max_block_size
+    out = [np.asarray(b.size.index[b.size.to_numpy() > cap], dtype=np.uint64) for b in blocks]
+    return np.unique(np.concatenate(out)) if out else np.zeros(0, dtype=np.uint64)
 
 
 def _flipped_blocks(
-    blk: np.ndarray, dirty: np.ndarray, old_blk: np.ndarray, matching: MatchingPlan | None
+    blocks: list[_HashIndex],
+    blk: np.ndarray,
+    dirty: np.ndarray,
+    old_blk: np.ndarray,
+    matching: MatchingPlan | None,
 ) -> np.ndarray:
     """Every record of a block the change moves across ``max_block_size``: its pairs
     among unchanged records appear or vanish."""
@@ -479,13 +516,12 @@ def _flipped_blocks(
         touched = np.unique(np.r_[now_h, old_h])
         if len(touched) == 0:
             continue
-        size_now = _sizes(col).reindex(touched, fill_value=0).to_numpy()
+        size_now = blocks[j].size.reindex(touched, fill_value=0).to_numpy()
         d_new = pd.Series(now_h).value_counts().reindex(touched, fill_value=0).to_numpy()
         d_old = pd.Series(old_h).value_counts().reindex(touched, fill_value=0).to_numpy()
         size_old = size_now - d_new + d_old
         flipped = touched[(size_now <= cap) != (size_old <= cap)]
-        if len(flipped):
-            out |= np.isin(col, flipped)
+        out[blocks[j].owners(flipped)] = True
     return out
 
 
@@ -519,7 +555,7 @@ def _partners_of_gone(
 def _close_matches(
     f_idx: np.ndarray,
     blk: np.ndarray,
-    block_size: list[pd.Series],
+    blocks: list[_HashIndex],
     reached: np.ndarray,
     ctx: _Context,
 ) -> np.ndarray:
@@ -532,11 +568,12 @@ def _close_matches(
     for j in range(blk.shape[1]):
         col = blk[:, j]
         h = col[f_idx]
-        ok = (h != 0) & (block_size[j].reindex(h, fill_value=0).to_numpy() <= cap)
+        ok = (h != 0) & (blocks[j].size.reindex(h, fill_value=0).to_numpy() <= cap)
         if not ok.any():
             continue
         front = pd.DataFrame({"x": f_idx[ok], "h": h[ok]})
-        members = np.flatnonzero(np.isin(col, np.unique(h[ok])) & ~reached)
+        members = blocks[j].owners(h[ok])
+        members = members[~reached[members]]
         if len(members) == 0:
             continue
         mates = pd.DataFrame({"y": members, "h": col[members]})

@@ -311,26 +311,41 @@ def save_identity_result(
     # identity map: upsert changed rows, delete records that are gone
     old_map = stored[0] if stored is not None else _read(engine, identity_map)
     key = ["connector", "source_id"]
-    cur = _with_reach(result.identity_map[MAP_COLUMNS], reach, old_map)
+    cur = result.identity_map[MAP_COLUMNS].copy()
+    held = [c for c in ("golden_id", "rule", "source_hash", "reach") if c in old_map.columns]
     if len(old_map):
-        held = [c for c in ("golden_id", "rule", "source_hash", "reach") if c in old_map.columns]
         before, kept = _aligned(cur, old_map[[*key, *held]], key)
+    else:
+        before, kept = pd.DataFrame(index=cur.index), np.zeros(0, dtype=bool)
+    # each row's source hash and reach: as stored, the resolved records' from ``reach``
+    for col in ("source_hash", "reach"):
+        values = np.full(len(cur), None, dtype=object)
+        if col in before.columns:
+            values = before[col].to_numpy(dtype=object, na_value=None).copy()
+        cur[col] = values
+    resolved = np.zeros(len(cur), dtype=bool)
+    if reach is not None and len(reach):
+        pos = key_positions(cur, reach, key)
+        resolved = pos >= 0
+        for col in ("source_hash", "reach"):
+            values = cur[col].to_numpy(dtype=object)
+            values[resolved] = reach[col].to_numpy(dtype=object)[pos[resolved]]
+            cur[col] = values
+    if len(old_map):
         changed = ~(
             _same(cur["golden_id"], before["golden_id"]) & _same(cur["rule"], before["rule"])
-        )
-        if reach is not None and len(reach):
-            mine, _ = _aligned(cur, reach[key].assign(_mine=True), key)
-            resolved = mine["_found"].to_numpy(dtype=bool)
-            if "source_hash" in before.columns:
-                differs = ~_same(cur["source_hash"], before["source_hash"])
-            else:
-                differs = pd.Series(True, index=cur.index)
+        ).to_numpy()
+        if resolved.any():
+            idx = np.flatnonzero(resolved)
             if rewrite_reach or "source_hash" not in before.columns:
-                differs[:] = True
-            elif "reach" in before.columns:
-                differs |= ~_same(cur["reach"], before["reach"])
-            changed |= differs & resolved
-        upserts = cur[changed.to_numpy()]
+                differs = np.ones(len(idx), dtype=bool)
+            else:
+                differs = ~_same(cur["source_hash"].iloc[idx], before["source_hash"].iloc[idx])
+                differs = differs.to_numpy()
+                if "reach" in before.columns:
+                    differs |= ~_same(cur["reach"].iloc[idx], before["reach"].iloc[idx]).to_numpy()
+            changed[idx[differs]] = True
+        upserts = cur[changed]
         gone = old_map.loc[~kept, key]
     else:
         upserts, gone = cur, pd.DataFrame(columns=key)
@@ -369,30 +384,6 @@ def save_identity_result(
         insert_frame(conn, identity_conflicts, conflicts)
     written["identity_conflicts"] = len(conflicts)
     return written
-
-
-def _with_reach(
-    cur: pd.DataFrame, reach: pd.DataFrame | None, old_map: pd.DataFrame
-) -> pd.DataFrame:
-    """The map with ``source_hash`` and ``reach`` per row: the resolved records' from
-    ``reach``, the others' as stored (a stamped record has none)."""
-    key = ["connector", "source_id"]
-    cur = cur.copy()
-    for col in ("source_hash", "reach"):
-        cur[col] = np.full(len(cur), None, dtype=object)
-    if len(old_map) and "source_hash" in old_map.columns:
-        held = [c for c in ("source_hash", "reach") if c in old_map.columns]
-        before, _ = _aligned(cur[key], old_map[[*key, *held]], key)
-        for col in held:
-            cur[col] = before[col].to_numpy(dtype=object)
-    if reach is not None and len(reach):
-        pos = key_positions(cur, reach, key)
-        hit = pos >= 0
-        for col in ("source_hash", "reach"):
-            values = cur[col].to_numpy(dtype=object)
-            values[hit] = reach[col].to_numpy(dtype=object)[pos[hit]]
-            cur[col] = values
-    return cur
 
 
 def _save_all_links(engine: Engine, result_links: pd.DataFrame) -> int:
