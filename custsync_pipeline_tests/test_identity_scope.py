@@ -101,8 +101,12 @@ def _changed(records: pd.DataFrame, rng: np.random.Generator, share: float) -> p
     return pd.concat([out, added], ignore_index=True)
 
 
-def _stored(records: pd.DataFrame, rules, matching) -> tuple[StoredResolution, object]:
-    full = resolve_identities(records, rules, now=T0, matching=matching, with_reach=True)
+def _stored(
+    records: pd.DataFrame, rules, matching, decisions: pd.DataFrame | None = None
+) -> tuple[StoredResolution, object]:
+    full = resolve_identities(
+        records, rules, decisions=decisions, now=T0, matching=matching, with_reach=True
+    )
     hashes = pd.Series(_source_hash(records), index=pd.MultiIndex.from_frame(
         records[["connector", "source_id"]].astype(str)))  # fmt: skip
     m = full.identity_map.copy()
@@ -140,25 +144,63 @@ def _rows(frame: pd.DataFrame, cols: list[str]) -> list[tuple]:
     )
 
 
+def _decisions(records: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """A few must-link and cannot-link decisions between random records."""
+    pick = rng.choice(len(records), size=(6, 2), replace=False)
+    rows = []
+    for i, (a, b) in enumerate(pick):
+        ra, rb = records.iloc[a], records.iloc[b]
+        rows.append(
+            {
+                "decision": "must_link" if i % 2 else "cannot_link",
+                "connector_a": str(ra["connector"]),
+                "source_id_a": str(ra["source_id"]),
+                "connector_b": str(rb["connector"]),
+                "source_id_b": str(rb["source_id"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _deleted_only(records: pd.DataFrame, rng: np.random.Generator, share: float) -> pd.DataFrame:
+    gone = rng.choice(len(records), size=max(int(len(records) * share), 1), replace=False)
+    return records.drop(index=records.index[gone]).reset_index(drop=True)
+
+
 @pytest.mark.parametrize(
-    ("source", "seed", "share"),
-    [("independent", 3, 0.01), ("independent", 5, 0.03), ("sandbox", 4, 0.01)],
+    ("source", "seed", "share", "change"),
+    [
+        ("independent", 3, 0.01, "mixed"),
+        ("independent", 5, 0.03, "mixed"),
+        ("sandbox", 4, 0.01, "mixed"),
+        ("independent", 6, 0.01, "deletes"),
+        ("independent", 7, 0.01, "decisions"),
+    ],
 )
-def test_incremental_equals_full_resolution(source: str, seed: int, share: float) -> None:
+def test_incremental_equals_full_resolution(
+    source: str, seed: int, share: float, change: str
+) -> None:
     rules, matching = _plan()
     before = _independent(seed) if source == "independent" else _sandbox(seed)
-    stored, full0 = _stored(before, rules, matching)
+    rng = np.random.default_rng(seed)
+    decisions = _decisions(before, rng) if change == "decisions" else None
+    stored, full0 = _stored(before, rules, matching, decisions)
     assert full0.match_params is not None
-    after = _changed(before, np.random.default_rng(seed), share)
+    if change == "deletes":  # nothing edited or added: only records gone
+        after = _deleted_only(before, rng, share)
+    else:
+        after = _changed(before, rng, share)
 
     inc = resolve_changes(
-        _current(after), _fetcher(after), stored, rules, now=T1, matching=matching, max_share=1.0
-    )
+        _current(after), _fetcher(after), stored, rules, decisions=decisions, now=T1,
+        matching=matching, max_share=1.0,
+    )  # fmt: skip
     full = resolve_identities(
         after,
         rules,
         prior_map=full0.identity_map,
         golden_ids=full0.golden_ids,
+        decisions=decisions,
         now=T1,
         matching=matching,
         match_params=full0.match_params,
@@ -186,6 +228,7 @@ def test_incremental_equals_full_resolution(source: str, seed: int, share: float
         rules,
         prior_map=full0.identity_map,
         golden_ids=full0.golden_ids,
+        decisions=decisions,
         now=T1,
         matching=matching,
         match_params=full0.match_params,

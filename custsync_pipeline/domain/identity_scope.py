@@ -227,12 +227,14 @@ def resolve_changes(
     # change of counts can turn an unchanged record's names round (it then counts as
     # changed). Before: the last resolution's records; now: theirs, the changed ones read
     d_recs = records_at(np.flatnonzero(dirty))
-    dc, ds, d_words, _ = name_words(d_recs, rules, matching)
     words_now = np.zeros((n, 4), dtype=np.uint64)
     words_now[found] = p_heads[at[found], 1:5]
     words_now[dirty] = 0
-    words_now[index.every(dc, ds)] = d_words
-    before = _roles(p_heads[has_reach, 1:5])
+    if len(d_recs):  # none when the change is only deletions
+        dc, ds, d_words, _ = name_words(d_recs, rules, matching)
+        words_now[index.every(dc, ds)] = d_words
+    # the last resolution's population: its resolved records (a stamped one took no part)
+    before = _roles(p_heads[has_reach & (p_rule != STAMP_RULE), 1:5])
     roles = _roles(words_now)
     clean = np.flatnonzero(~dirty)
     flipped = _swapped(words_now[clean], before) != _swapped(words_now[clean], roles)
@@ -242,9 +244,13 @@ def resolve_changes(
     d_recs = records_at(d_idx)
     clean_rows = pos[~dirty]
     known = KnownWords(stored.known_words)
-    facts = describe_records(d_recs, rules, stored.golden_ids, matching, known, roles)
-    fresh = index.every(facts.connector, facts.source_id)
-    _, f_heads, f_owner, f_keys = unpack_reach(facts.reach, width)
+    fresh = np.zeros(0, dtype=np.int64)
+    f_heads = np.zeros((0, width - 1), dtype=np.uint64)
+    f_owner, f_keys = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+    if len(d_recs):
+        facts = describe_records(d_recs, rules, stored.golden_ids, matching, known, roles)
+        fresh = index.every(facts.connector, facts.source_id)
+        _, f_heads, f_owner, f_keys = unpack_reach(facts.reach, width)
     heads = np.zeros((n, width - 1), dtype=np.uint64)
     heads[~dirty] = p_heads[clean_rows]
     heads[fresh] = f_heads
@@ -277,7 +283,6 @@ def resolve_changes(
     scope |= members_of(old_gid)
     key_index = _HashIndex(k_hash, k_owner)
     scope |= _holders(key_index, old_keys, n)
-    scope |= _decided(decisions, index)
     scope |= _flipped_blocks(blocks, blk, dirty, old_blk, matching)
     c_a, c_b = _conflict_pairs(stored.conflicts, index)
     gone_conn = prior["connector"].astype(str).to_numpy(dtype=object)[gone_rows]
@@ -285,7 +290,9 @@ def resolve_changes(
     gone = pd.DataFrame({"connector": gone_conn, "source_id": gone_sid})
     scope |= _partners_of_gone(stored.conflicts, gone, c_a, c_b, n)
     both = (c_a >= 0) & (c_b >= 0)
-    c_a, c_b = c_a[both], c_b[both]
+    # a steward decision ties its two records: one in the scope brings the other
+    d_a, d_b = _decision_pairs(decisions, index)
+    c_a, c_b = np.r_[c_a[both], d_a], np.r_[c_b[both], d_b]
 
     context = _Context(stored, rules, matching, known, roles, index, records_at)
     frontier = scope.copy()
@@ -476,15 +483,16 @@ def _holders(index: _HashIndex, wanted: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _decided(decisions: pd.DataFrame | None, index: _Records) -> np.ndarray:
-    """Records a steward decision names (either side)."""
-    out = np.zeros(len(index.conn), dtype=bool)
+def _decision_pairs(
+    decisions: pd.DataFrame | None, index: _Records
+) -> tuple[np.ndarray, np.ndarray]:
+    """Current positions of the two records of each steward decision (both present)."""
     if decisions is None or decisions.empty:
-        return out
-    for side in ("a", "b"):
-        p = index.find(decisions[f"connector_{side}"], decisions[f"source_id_{side}"])
-        out[p[p >= 0]] = True
-    return out
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    a = index.find(decisions["connector_a"], decisions["source_id_a"])
+    b = index.find(decisions["connector_b"], decisions["source_id_b"])
+    ok = (a >= 0) & (b >= 0)
+    return a[ok], b[ok]
 
 
 def _oversized(blocks: list[_HashIndex], matching: MatchingPlan | None) -> np.ndarray | None:

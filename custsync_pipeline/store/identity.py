@@ -331,10 +331,18 @@ def save_identity_result(
             values = cur[col].to_numpy(dtype=object)
             values[resolved] = reach[col].to_numpy(dtype=object)[pos[resolved]]
             cur[col] = values
+    # a stamped record takes no part in resolution: nothing to compare, nothing reaches it
+    stamp = (cur["rule"] == STAMP_RULE).to_numpy()
+    if stamp.any():
+        for col in ("source_hash", "reach"):
+            values = cur[col].to_numpy(dtype=object)
+            values[stamp] = None
+            cur[col] = values
     if len(old_map):
         changed = ~(
             _same(cur["golden_id"], before["golden_id"]) & _same(cur["rule"], before["rule"])
         ).to_numpy()
+        moved = int(changed.sum())  # rows whose golden id or rule changed (or new)
         if resolved.any():
             idx = np.flatnonzero(resolved)
             if rewrite_reach or "source_hash" not in before.columns:
@@ -349,11 +357,13 @@ def save_identity_result(
         gone = old_map.loc[~kept, key]
     else:
         upserts, gone = cur, pd.DataFrame(columns=key)
+        moved = len(cur)
     _replace_rows(engine, identity_map, upserts, key, fresh=not len(old_map))
     if len(gone):
         with engine.begin() as conn:
             _delete_keys(conn, identity_map, gone)
     written["identity_map"] = len(upserts)
+    written["identity_map_moved"] = moved
     written["identity_map_deleted"] = len(gone)
     if written["golden_ids"] or len(upserts) or len(gone):
         with engine.begin() as conn:

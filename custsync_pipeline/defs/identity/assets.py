@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from custsync_pipeline.defs.extract.assets import customers_key
-from custsync_pipeline.defs.extract.pulls import FULL_SNAPSHOT_TAG
+from custsync_pipeline.defs.extract.pulls import full_snapshot_requested
 from custsync_pipeline.defs.io import kept_outputs
 from custsync_pipeline.defs.resources import STATE_POOL
 from custsync_pipeline.defs.state_lease import holds_state_lease
@@ -179,10 +179,12 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                 )
                 yield from _identity_figures(rows, golden, kinds)
                 return
-        incremental = (
-            plan.incremental_identity and context.run.tags.get(FULL_SNAPSHOT_TAG) != "true"
+        # the nightly reconciliation resolves every record (m and u estimated again), and
+        # compares every stored reach with the one it computes
+        incremental = plan.incremental_identity and not full_snapshot_requested(context.run.tags)
+        prior_map, golden_ids, decisions = load_identity_state(
+            engine, with_reach=plan.incremental_identity
         )
-        prior_map, golden_ids, decisions = load_identity_state(engine, with_reach=incremental)
         if len(prior_map) and unchanged:
             context.log.info(
                 f"nothing changed since the last resolution: the stored map of "
@@ -203,8 +205,11 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                     conn.execute(
                         table_digests.delete().where(table_digests.c.name == RESOLVED_RECORDS)
                     )
-                # nothing any resolution reads changed (an edit of points or consents)
-                skipped = not scoped.stats.get("scope_records", 0)
+                # nothing any resolution reads changed (an edit of points or consents): no
+                # record was resolved, none got another golden id
+                skipped = not scoped.stats.get("scope_records", 0) and not scoped.stats.get(
+                    "map_rows_written", 0
+                )
                 yield from _identity_results(
                     scoped.identity_map, scoped.conflicts, scoped.stats, skipped=skipped
                 )
@@ -307,6 +312,7 @@ def _resolve_scope(
         engine, result, stored=(prior_map, golden_ids), reach=scoped.scope, touched=scoped.touched
     )
     stats = result.stats
+    stats["map_rows_written"] = written["identity_map_moved"] + written["identity_map_deleted"]
     context.log.info(
         f"incremental resolution: {stats.get('changed_records', 0)} changed records reached "
         f"{stats.get('scope_records', 0)} of {len(to_resolve)}; "
