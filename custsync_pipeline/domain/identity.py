@@ -65,6 +65,8 @@ from custsync_pipeline.domain.identity_names import (
     first_names_compatible,
     fold,
     formal_names,
+    nordic_initials,
+    plain,
     swapped_names,
 )
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
@@ -187,6 +189,9 @@ def _prepare(
         # the folded names of the swapped few, computed again (not the whole frame)
         few = recs.loc[swapped, ["first_name", "last_name"]]
         tokens[swapped], surnames[swapped] = name_tokens(few), surname_keys(few)
+    if "first_name" in recs.columns:
+        # "Ö." is Östen's, not Oskar's: the Nordic first letter kept (after the swap above)
+        tokens = nordic_initials(recs["first_name"].to_numpy(dtype=object), tokens)
     # kept as columns so the de-duplication below filters them with their records
     recs[_TOKENS], recs[_SURNAMES] = tokens, surnames
     recs["connector"] = recs["connector"].astype(str).astype(object)
@@ -291,7 +296,7 @@ def _name_gated_keys(
     # one key per first initial, and per initial of the formal name behind a nickname
     # (Becky with Rebecka, Lisa with Elisabeth: one person's records on the shared value)
     code, uniq = pd.factorize(tk)
-    initials = [sorted({t[:1], *(f[:1] for f in formal_names(t))}) for t in uniq.tolist()]
+    initials = [_key_initials(t) for t in uniq.tolist()]
     per_name = np.array([len(i) for i in initials], dtype=np.int64)
     n_init = per_name[code]
     if (n_init > 1).any():
@@ -325,6 +330,14 @@ def _name_gated_keys(
     )
 
 
+def _key_initials(token: str) -> list[str]:
+    """The initials a first-name token keys under on a household's shared value: its own
+    and its formal names' (Becky: r). A name written with a Nordic letter (``östen``) keys
+    under that letter only: "Ö." joins Östen, a plain "O." (Oskar's, or Östen's typed
+    without the dots: no telling) does not."""
+    return sorted({token[:1], *(f[:1] for f in formal_names(plain(token)))})
+
+
 def _last_words(values: np.ndarray) -> np.ndarray:
     """The last word of each folded surname (``"svensson berg"`` -> ``"berg"``), or None."""
     code, uniq = pd.factorize(values, use_na_sentinel=True)
@@ -341,6 +354,7 @@ def _address_names(word: str, token: str) -> bool:
     """
     if first_names_compatible(word, token):
         return True
+    token = plain(token)  # an address is ASCII
     return (
         min(len(word), len(token)) >= 4
         and word[0] == token[0]
@@ -409,7 +423,7 @@ def _household_addresses(
                 elif len(w) > len(s) and w.startswith(s):
                     ws += [s, w[len(s) :]]
     asked = {w for ws in words for w in ws if len(w) >= 3}
-    known = set(pd.unique(tokens[has_name])) & asked if asked else set()
+    known = {plain(t) for t in pd.unique(tokens[has_name])} & asked if asked else set()
     household = np.zeros(len(uk), dtype=bool)
     housemate_wanted = np.zeros(len(uk), dtype=bool)
     for i, ws in enumerate(words):
@@ -531,7 +545,10 @@ def _initials_named_by_email(tokens: np.ndarray, surnames: np.ndarray, emails: n
     if len(one) == 0:
         return
     whole = tokens[pd.notna(tokens).astype(bool)]
-    known = set(pd.unique(whole[pd.Series(whole, dtype=object).str.len().to_numpy() > 2]))
+    # the names of the data as an address writes them (ASCII: ``östen`` is ``osten``)
+    known: dict[str, set[str]] = {}
+    for t in pd.unique(whole[pd.Series(whole, dtype=object).str.len().to_numpy() > 2]):
+        known.setdefault(plain(t), set()).add(t)
     for i, email, surname in zip(
         one.tolist(), emails[one].tolist(), surnames[one].tolist(), strict=True
     ):
@@ -539,7 +556,13 @@ def _initials_named_by_email(tokens: np.ndarray, surnames: np.ndarray, emails: n
         words = _WORD.findall(local if local.isascii() else fold(local))
         if str(surname).rsplit(" ", 1)[-1] not in words:
             continue  # the address does not name this family: no one's in particular
-        named = {w for w in words if w[0] == tokens[i] and w in known}
+        # a name of that initial: "ö" only a name written with Ö, "o" either
+        named = {
+            t
+            for w in words
+            for t in known.get(w, ())
+            if t[:1] == tokens[i] or plain(t[:1]) == tokens[i]
+        }
         if len(named) == 1:
             tokens[i] = named.pop()
 

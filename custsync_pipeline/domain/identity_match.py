@@ -45,6 +45,7 @@ from custsync_pipeline.domain.identity_names import (
     first_name_sets_agree,
     first_names_compatible,
     fold,
+    plain,
 )
 from custsync_pipeline.domain.plan import MatchingPlan
 
@@ -114,7 +115,7 @@ class MatchOutput:
 
 def _soundex(word: str) -> str:
     """American Soundex of a folded word (``svensson`` -> ``s152``); "" when empty."""
-    word = re.sub(r"[^a-z]", "", word)
+    word = re.sub(r"[^a-z]", "", plain(word))
     if not word:
         return ""
     codes = {**dict.fromkeys("bfpv", "1"), **dict.fromkeys("cgjkqsxz", "2"),
@@ -212,7 +213,7 @@ def block_codes(codes: dict[str, Coded], key: str) -> np.ndarray:
     if key == "first_name_phonetic":
         return _derived(codes["first_name"], _soundex)[0]
     if key == "first_initial":
-        return _derived(codes["first_name"], lambda v: v[:1])[0]
+        return _derived(codes["first_name"], lambda v: plain(v[:1]))[0]
     if key == "birth_year":
         return _derived(codes["birth_date"], lambda v: v[:4])[0]
     return codes[key][0]
