@@ -483,6 +483,148 @@ def _household_addresses(
     keys.key_reason[k] = "household address: names none of its named holders, and a housemate"
 
 
+def _household_keys(
+    keys: KeyTable, contact_rule: np.ndarray, n_plain: int, tokens: np.ndarray
+) -> np.ndarray:
+    """Which keys are a household's shared contact value (bool per key id): a big
+    household's per-name key (``_name_gated_keys``, from ``n_plain`` on), or a usable
+    e-mail or phone whose holders' full first names could not all be one person's."""
+    out = np.zeros(keys.n_keys, dtype=bool)
+    out[n_plain:] = True
+    usable = (keys.key_status == USABLE) & (keys.key_count >= 2) & contact_rule[keys.key_rule]
+    usable[n_plain:] = False
+    sel = usable[keys.occ_key]
+    code, uniq = pd.factorize(tokens, use_na_sentinel=True)
+    full = np.r_[np.array([len(u) > 1 for u in uniq], dtype=bool), False][code]
+    sel &= full[keys.occ_rec]
+    if sel.any():
+        out |= _names_disagree(keys.occ_key[sel], tokens[keys.occ_rec[sel]], keys.n_keys)
+    return out
+
+
+def _ambiguous_initials(
+    keys: KeyTable,
+    household: np.ndarray,
+    tokens: np.ndarray,
+    surnames: np.ndarray,
+    phones: np.ndarray | None,
+    street: np.ndarray | None,
+    postal: np.ndarray | None,
+) -> KeyTable:
+    """A record known only by an initial holds a household's shared e-mail or phone for
+    no one in particular unless the household shows one person of that initial.
+
+    ``E. Forsberg`` on ``familjen.forsberg@``, where Edvard is the only full name of an E
+    among the holders, stays on the value (and joins Edvard) only when
+
+    - nobody else of an E name lives there: no record of the surname at the initial
+      record's street and postal code names someone whose first name disagrees with
+      Edvard's (Elisabeth, known only from the ERP, at the family's address), and
+    - nothing the record carries says otherwise: where it and the holder both have a
+      street and postal code they are the same, or a phone of theirs is.
+
+    Otherwise the occurrence is taken off the value: the record stays apart, or links by
+    a key of its own. Several full names of the initial on the value (Edvard and Ebba)
+    are left to the slow path, which keeps such a record apart already. A person's own
+    value (its full-name holders could all be one person) is not touched.
+    ``household``: per key id (``_household_keys``). Returns the key table without the
+    occurrences taken off.
+    """
+    usable = (keys.key_status == USABLE) & (keys.key_count >= 2) & household
+    sel = usable[keys.occ_key]
+    if not sel.any():
+        return keys
+    rec, key = keys.occ_rec[sel], keys.occ_key[sel]
+    tk = tokens[rec]
+    one = pd.Series(tk, dtype=object).str.len().eq(1).to_numpy(dtype=bool)
+    if not one.any():
+        return keys
+    wanted = np.zeros(keys.n_keys, dtype=bool)
+    wanted[key[one]] = True
+    on = wanted[key] & pd.notna(tk).astype(bool)  # the values an initial holds, whole
+    rec, key, tk = rec[on], key[on], tk[on]
+    sn = _last_words(surnames[rec])
+    # street folded and postal code of these few records (and of their housemates below)
+    none = np.full(len(rec), None, dtype=object)
+    st = _folded_first(street[rec]) if street is not None else none
+    pc = postal[rec] if postal is not None else none
+    ph = phones[rec] if phones is not None else none
+    # the full-name holders of each value by surname and initial, and where they live
+    holders: dict[tuple[int, str, str], set[str]] = {}
+    homes: dict[tuple[int, str, str], list[tuple]] = {}
+    for j, (k, t, s) in enumerate(zip(key.tolist(), tk.tolist(), sn.tolist(), strict=True)):
+        if len(t) < 2 or not isinstance(s, str):
+            continue
+        for i in _key_initials(t):
+            holders.setdefault((k, s, i), set()).add(t)
+            homes.setdefault((k, s, i), []).append((st[j], pc[j], ph[j]))
+    drop = np.zeros(len(rec), dtype=bool)
+    # (position, (surname, street, postal code), initial, the holder's name)
+    todo: list[tuple[int, tuple, str, str]] = []
+    for j in np.flatnonzero(pd.Series(tk, dtype=object).str.len().eq(1).to_numpy(dtype=bool)):
+        k, t, s = int(key[j]), str(tk[j]), sn[j]
+        names = holders.get((k, s, t), set()) if isinstance(s, str) else set()
+        if not names or not all(first_names_compatible(a, b) for a in names for b in names):
+            continue  # no one of the initial, or several: the slow path decides
+        found = homes[(k, s, t)]
+        home = (st[j], pc[j]) if pd.notna(st[j]) and pd.notna(pc[j]) else None
+        same_phone = pd.notna(ph[j]) and any(ph[j] == h[2] for h in found)
+        elsewhere = home is not None and all(
+            pd.notna(h[0]) and pd.notna(h[1]) and home != (h[0], h[1]) for h in found
+        )
+        if elsewhere and not same_phone:
+            drop[j] = True  # the record lives elsewhere: a relative on the family e-mail
+        elif home is not None:
+            todo.append((j, (s, *home), t, min(names)))
+    if todo and street is not None and postal is not None:
+        # housemates: everyone of the surname at the initial record's street and postal code
+        want = {w for _, w, _, _ in todo}
+        near = np.flatnonzero(
+            pd.Series(postal, dtype=object).isin({w[2] for w in want}).to_numpy(dtype=bool)
+        )
+        near = near[pd.notna(street[near]).astype(bool) & pd.notna(tokens[near]).astype(bool)]
+        mates: dict[tuple, set[str]] = {}
+        for w, other in zip(
+            zip(
+                _last_words(surnames[near]).tolist(),
+                _folded_first(street[near]).tolist(),
+                postal[near].tolist(),
+                strict=True,
+            ),
+            tokens[near].tolist(),
+            strict=True,
+        ):
+            if w in want and len(other) > 1:
+                mates.setdefault(w, set()).add(other)
+        for j, w, t, name in todo:
+            if any(
+                t in _key_initials(other) and not first_names_compatible(other, name)
+                for other in mates.get(w, ())
+            ):
+                drop[j] = True  # Elisabeth lives there too
+    if not drop.any():
+        return keys
+    gone = np.zeros(len(keys.occ_rec), dtype=bool)
+    gone[np.flatnonzero(sel)[on][drop]] = True
+    keys.occ_rec, keys.occ_key = keys.occ_rec[~gone], keys.occ_key[~gone]
+    keys.key_count = np.bincount(keys.occ_key, minlength=keys.n_keys)
+    return keys
+
+
+def _family_emails(
+    fields: dict, keys: KeyTable, rules: list[IdentifierRule], household: np.ndarray
+) -> np.ndarray | None:
+    """Per record, the code (in ``fields["email"]``) of the household's shared e-mail it
+    holds, -1 for none (``_household_keys``); None without an e-mail field."""
+    if "email" not in fields:
+        return None
+    code, uniq = fields["email"]
+    email_rule = np.array([r.columns[0] == "email" for r in rules], dtype=bool)
+    values = set(keys.key_value[household & email_rule[keys.key_rule]].tolist())
+    is_family = np.r_[pd.Series(uniq, dtype=object).isin(values).to_numpy(dtype=bool), False]
+    return np.where(is_family[code], code, -1)
+
+
 def _mask_noise_contacts(
     fields: dict,
     keys: KeyTable,
@@ -796,6 +938,17 @@ def resolve_identities(
     )
     n_plain = keys.n_keys  # keys from here on are a household's per-name keys
     keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
+    household = _household_keys(keys, contact_rule, n_plain, tokens)
+    keys = _ambiguous_initials(
+        keys,
+        household,
+        tokens,
+        surnames,
+        *(
+            recs[c].to_numpy(dtype=object)[order] if c in recs.columns else None
+            for c in ("phone", "street", "postal_code")
+        ),
+    )
 
     # --- fast path: usable shared keys -> star edges -> components
     usable = keys.key_status == USABLE
@@ -920,6 +1073,7 @@ def resolve_identities(
             recs, order, {"first_name": tokens, "last_name": surnames, "birth_date": births}
         )
         _mask_noise_contacts(fields, keys, rules, contact_rule, n_plain)
+        family = _family_emails(fields, keys, rules, household)
         matched = match_clusters(
             MatchInput(
                 fields=fields,
@@ -930,6 +1084,7 @@ def resolve_identities(
                 kinds=kinds,
                 single_ids=single_ids,
                 cannot=cannot,
+                family=family,
             ),
             matching,
         )
