@@ -368,3 +368,31 @@ def test_an_initial_with_a_members_birth_date_joins_that_member_on_the_family_em
     result = resolve_identities(frame(*_population(), *rows), RULES, now=NOW, matching=MATCHING)
     assert together(result, ("salesforce", "ALBIN"), ("voyado", "A"))
     assert apart(result, ("salesforce", "ALBIN"), ("salesforce", "ANDERS"), ("shop", "AGNES"))
+
+
+def test_an_order_fitting_two_namesakes_on_the_family_email_stays_apart():
+    # two Åsa Forsbergs on the family e-mail, told apart by birth date; the younger one's
+    # CRM record knows her only as "Å." (and has no address: no strong match to weigh). A
+    # shop order "Åsa Forsberg" with the family e-mail and no birth date fits either: it
+    # stays apart
+    home = dict(street="Ekvägen 58", postal_code="65250", city="Karlstad")
+    family = "familjen.forsberg@x.se"
+    rows = [
+        dict(connector="salesforce", source_id="ASA", first_name="Åsa", last_name="Forsberg",
+             birth_date="2003-12-01", email=family, **home),
+        dict(connector="voyado", source_id="ASA", first_name="Åsa", last_name="Forsberg",
+             birth_date="2003-12-01", email=family, **home),
+        dict(connector="salesforce", source_id="A", first_name="Å.", last_name="Forsberg",
+             birth_date="2007-05-23", email=family),
+        dict(connector="salesforce", source_id="FILIP", first_name="Filip",
+             last_name="Forsberg", birth_date="1997-10-12", email=family, **home),
+        dict(connector="shop", source_id="ORDER", full_name="Åsa Forsberg", email=family,
+             city="Karlstad"),
+    ]  # fmt: skip
+    result = resolve_identities(frame(*_population(), *rows), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "ASA"), ("voyado", "ASA"))
+    assert apart(result, ("salesforce", "ASA"), ("salesforce", "A"), ("shop", "ORDER"))
+    # with one Åsa in the family the order is hers
+    one = [r for r in rows if r["source_id"] != "A"]
+    result = resolve_identities(frame(*_population(), *one), RULES, now=NOW, matching=MATCHING)
+    assert together(result, ("salesforce", "ASA"), ("shop", "ORDER"))

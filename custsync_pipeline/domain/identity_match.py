@@ -673,11 +673,9 @@ class _Merger:
     def _fits(self, a: int, r: int) -> bool:
         """Do ``r``'s names agree with ``a``'s (first names, and last names where both have)?
 
-        A rival known only by an initial is no rival to a whole name: "T." beside
-        ``Tuva`` is someone of a T name, seldom a second Tuva."""
+        A rival known only by an initial counts beside a whole name too: a household's
+        second Åsa, with a birth date of her own, may be known only as "Å."."""
         if not first_name_sets_agree(self.first[a], self.first[r]):
-            return False
-        if any(len(t) > 1 for t in self.first[a]) and all(len(t) == 1 for t in self.first[r]):
             return False
         return not (
             self.last[a]
