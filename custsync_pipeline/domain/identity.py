@@ -497,8 +497,16 @@ def _household_keys(
     code, uniq = pd.factorize(tokens, use_na_sentinel=True)
     full = np.r_[np.array([len(u) > 1 for u in uniq], dtype=bool), False][code]
     sel &= full[keys.occ_rec]
-    if sel.any():
-        out |= _names_disagree(keys.occ_key[sel], tokens[keys.occ_rec[sel]], keys.n_keys)
+    if not sel.any():
+        return out
+    # most shared values are one person's, one name: only values holding two names are
+    # checked (occurrences are sorted by key: each key's run of name codes, min and max)
+    o_key, o_code = keys.occ_key[sel], code[keys.occ_rec[sel]]
+    start = np.flatnonzero(np.r_[True, o_key[1:] != o_key[:-1]])
+    varied = np.minimum.reduceat(o_code, start) != np.maximum.reduceat(o_code, start)
+    two = np.repeat(varied, np.diff(np.r_[start, len(o_key)]))
+    if two.any():
+        out |= _names_disagree(o_key[two], uniq[o_code[two]], keys.n_keys)
     return out
 
 

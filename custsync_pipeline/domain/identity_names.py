@@ -141,7 +141,8 @@ def nordic_initials(first_names: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     idx = np.flatnonzero(has)
     # the token is a function of the first-name field: one look per distinct field value
     code, uniq = pd.factorize(np.asarray(first_names, dtype=object)[idx])
-    _, first_of = np.unique(code, return_index=True)
+    first_of = np.empty(len(uniq), dtype=np.int64)
+    first_of[code[::-1]] = np.arange(len(code) - 1, -1, -1)  # each value's first record
     new = out[idx[first_of]]
     marked = np.zeros(len(new), dtype=bool)
     for i, (value, t) in enumerate(zip(uniq.tolist(), new.tolist(), strict=True)):
