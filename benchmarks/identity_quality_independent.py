@@ -43,11 +43,33 @@ def measure(people: int, seed: int, matching: bool = True) -> dict:
     }
 
 
+_SHOWN = ["first_name", "last_name", "full_name", "email", "phone", "street", "postal_code"]
+
+
+def show_mixed(f: dict) -> None:
+    """Every record of each mixing golden record, with the rule that put it there."""
+    rows = f["mixed_rows"].merge(
+        f["records"][["connector", "source_id", *[c for c in _SHOWN if c in f["records"]]]],
+        on=["connector", "source_id"],
+        how="left",
+    )
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        for gid, g in rows.groupby("golden_id", sort=True):
+            print(f"  --- {gid}")
+            cols = ["person_id", "connector", "trap", "rule", *[c for c in _SHOWN if c in g]]
+            print(g.sort_values("person_id")[cols].to_string(index=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-matching", action="store_true", help="rules only")
+    parser.add_argument(
+        "--show-mixed",
+        action="store_true",
+        help="print every record of the golden records mixing people (synthetic data only)",
+    )
     args = parser.parse_args()
     f = measure(args.people, args.seed, matching=not args.no_matching)
     m = f["m"]
@@ -61,6 +83,8 @@ def main() -> None:
             "  ... records in them by trap: "
             + f["mixed_rows"]["trap"].value_counts().to_dict().__repr__()
         )
+        if args.show_mixed:
+            show_mixed(f)
     per = m.groupby("person_id")["golden_id"].agg(lambda g: g.value_counts().index[0])
     off = m[m["golden_id"] != m["person_id"].map(per)]
     print(f"  records apart from their person's main golden record: {len(off)}")

@@ -196,3 +196,44 @@ def test_guest_joins_its_holder_whose_name_was_typed_with_a_typo():
         connector="salesforce", source_id="S9", first_name="Alma", last_name="Holm",
         email="alma.holm@y.se")), RULES, now=NOW)  # fmt: skip
     assert apart(result, ("salesforce", "S1"), ("news", "N1"))
+
+
+def _forsbergs(*rows: dict) -> pd.DataFrame:
+    # a family e-mail of three at one address; Edvard is its only holder of an E name
+    home = dict(street="Björkvägen 30", postal_code="852 43")
+    family = "familjen.forsberg@x.se"
+    return frame(
+        dict(connector="salesforce", source_id="EDVARD", first_name="Edvard",
+             last_name="Forsberg", email=family, phone="+46723710194",
+             birth_date="1963-04-19", **home),
+        dict(connector="voyado", source_id="EDVARD", first_name="Edvard",
+             last_name="Forsberg", email=family, phone="+46723710194", **home),
+        dict(connector="salesforce", source_id="BIRGITTA", first_name="Birgitta",
+             last_name="Forsberg", email=family, phone="+46704633288",
+             birth_date="1940-05-01", **home),
+        dict(connector="salesforce", source_id="HEDDA", first_name="Hedda",
+             last_name="Forsberg", email=family, phone="+46737223285",
+             birth_date="1997-02-13", **home),
+        *rows,
+    )  # fmt: skip
+
+
+def test_initial_on_a_family_email_stays_apart_when_a_housemate_has_that_initial():
+    # "E. Forsberg" on the family e-mail, at the family's address: Edvard's only if no one
+    # else of an E name lives there. Elisabeth (an ERP record, no e-mail) does
+    initial = dict(connector="voyado", source_id="E", first_name="E.", last_name="Forsberg",
+                   email="familjen.forsberg@x.se", street="Björkvägen 30",
+                   postal_code="852 43")  # fmt: skip
+    elisabeth = dict(connector="exact", source_id="ELISABETH", full_name="Elisabeth Forsberg",
+                     street="Björkvägen 30", postal_code="852 43")  # fmt: skip
+    result = resolve_identities(_forsbergs(initial, elisabeth), RULES, now=NOW)
+    assert together(result, ("salesforce", "EDVARD"), ("voyado", "EDVARD"))
+    assert apart(result, ("salesforce", "EDVARD"), ("voyado", "E"), ("exact", "ELISABETH"))
+    # Elisabeth living elsewhere: Edvard is the household's only E, the initial is his
+    away = elisabeth | {"street": "Kungsgatan 9", "postal_code": "111 22"}
+    result = resolve_identities(_forsbergs(initial, away), RULES, now=NOW)
+    assert together(result, ("salesforce", "EDVARD"), ("voyado", "E"))
+    # the initial record at another address than Edvard's: a relative on the family e-mail
+    moved = initial | {"street": "Storgatan 3", "postal_code": "903 51"}
+    result = resolve_identities(_forsbergs(moved), RULES, now=NOW)
+    assert apart(result, ("salesforce", "EDVARD"), ("voyado", "E"))

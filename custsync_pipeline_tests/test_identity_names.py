@@ -11,6 +11,7 @@ import pytest
 from custsync_pipeline.domain.identity import resolve_identities
 from custsync_pipeline.domain.identity_names import (
     first_names_compatible,
+    nordic_initials,
     split_full_names,
     swapped_names,
 )
@@ -70,11 +71,69 @@ def test_full_names_split_and_companies_detected(full, first, last, company):
         ("greta", "margreta", True),
         ("britt", "birgittta", True),
         ("greta", "marta", False),
+        # a Nordic first letter is a letter of its own for an initial (``nordic_initials``)
+        ("ö", "östen", True),
+        ("ö", "oskar", False),
+        ("ö", "o", True),  # an initial typed without its dots
+        ("ö", "ä", False),
+        ("å", "agnes", False),
+        ("å", "åsa", True),
+        ("o", "östen", True),  # a plain initial may be the letter without its dots
+        ("östen", "osten", True),  # the name with its accents dropped
     ],
 )
 def test_first_name_comparison(a, b, same):
     assert first_names_compatible(a, b) is same
     assert first_names_compatible(b, a) is same
+
+
+def test_nordic_initials_keep_their_letter():
+    first = np.array(
+        ["Ö.", "Östen", "Osten", "Oskar", "O.", "Ørjan", "Æ", "Åsa", None], dtype=object
+    )
+    tokens = np.array(
+        ["o", "osten", "osten", "oskar", "o", "orjan", "ae", "asa", None], dtype=object
+    )
+    out = nordic_initials(first, tokens)
+    # Osten is Östen with the dots dropped (the run writes the name with them); Oskar never is
+    assert out.tolist() == ["ö", "östen", "östen", "oskar", "o", "örjan", "äe", "åsa", None]
+    assert not first_names_compatible(out[0], out[3])  # "Ö." is not Oskar
+    assert first_names_compatible(out[0], out[2])  # but may be "Osten"
+
+
+def _family_of_eight_and(*rows: dict) -> pd.DataFrame:
+    # eight people on one family e-mail (more holders than the rules allow: per-name keys),
+    # none of an O or Ö name but those the test adds
+    names = ["Anna", "Bo", "Cilla", "Dan", "Eva", "Frans", "Gun", "Hugo"]
+    family = [
+        dict(connector="salesforce", source_id=f"S{i}", first_name=name, last_name="Pettersson",
+             email="familjen.pettersson@x.se", birth_date=f"19{60 + i}-01-0{1 + i}")
+        for i, name in enumerate(names)
+    ]  # fmt: skip
+    return frame(*family, *rows)
+
+
+def test_nordic_initial_on_a_family_email_joins_no_oskar():
+    # "Ö. Pettersson" on the family e-mail where Oskar is the only O: Ö is another letter
+    oskar = dict(connector="shop", source_id="OSKAR", full_name="Dr. Oskar Pettersson",
+                 email="familjen.pettersson@x.se")  # fmt: skip
+    initial = dict(connector="salesforce", source_id="O", first_name="Ö.",
+                   last_name="Pettersson", email="familjen.pettersson@x.se",
+                   birth_date="1989-09-20")  # fmt: skip
+    result = resolve_identities(_family_of_eight_and(oskar, initial), RULES, now=NOW)
+    assert apart(result, ("shop", "OSKAR"), ("salesforce", "O"))
+    # with Östen in the family (and his record typed without the dots) it is his
+    osten = dict(connector="voyado", source_id="OSTEN", first_name="Östen",
+                 last_name="Pettersson", email="familjen.pettersson@x.se",
+                 birth_date="1989-09-20")  # fmt: skip
+    ascii_osten = dict(connector="exact", source_id="ASCII", first_name="Osten",
+                       last_name="Pettersson", email="familjen.pettersson@x.se",
+                       birth_date="1989-09-20")  # fmt: skip
+    result = resolve_identities(
+        _family_of_eight_and(oskar, initial, osten, ascii_osten), RULES, now=NOW
+    )
+    assert together(result, ("salesforce", "O"), ("voyado", "OSTEN"), ("exact", "ASCII"))
+    assert apart(result, ("shop", "OSKAR"), ("voyado", "OSTEN"))
 
 
 def test_diacritics_fold_before_comparing():

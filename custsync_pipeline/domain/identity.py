@@ -67,6 +67,8 @@ from custsync_pipeline.domain.identity_names import (
     first_names_compatible,
     fold,
     formal_names,
+    nordic_initials,
+    plain,
     role_hashes,
     swap_words,
     swapped_names,
@@ -134,7 +136,7 @@ class IdentityResult:
     # per record of ``identity_map`` (same order), what reaches it (``identity_scope``):
     # bytes of 64-bit hashes, when asked for with ``with_reach``
     reach: np.ndarray | None = None
-    # the first names it knew (``KnownWords`` hashes), when asked for with ``with_reach``
+    # the first-name tokens it knew (``KnownWords``), when asked for with ``with_reach``
     known_words: np.ndarray | None = None
 
 
@@ -230,6 +232,9 @@ def _prepare(
         # the folded names of the swapped few, computed again (not the whole frame)
         few = recs.loc[swapped, ["first_name", "last_name"]]
         tokens[swapped], surnames[swapped] = name_tokens(few), surname_keys(few)
+    if "first_name" in recs.columns:
+        # "Ö." is Östen's, not Oskar's: the Nordic first letter kept (after the swap above)
+        tokens = nordic_initials(recs["first_name"].to_numpy(dtype=object), tokens)
     # kept as columns so the de-duplication below filters them with their records
     recs[_TOKENS], recs[_SURNAMES] = tokens, surnames
     recs["connector"] = recs["connector"].astype(str).astype(object)
@@ -260,21 +265,14 @@ def word_hashes(words: np.ndarray) -> np.ndarray:
 
 
 class KnownWords:
-    """The first-name tokens of the population, as hashes: whether a word of an e-mail is
-    someone's first name (households, initials). Held from the last full resolution by
-    an incremental one (like the match parameters), so a change decides as a full
-    resolution with the same parameters would."""
+    """The first-name tokens of the population: whether a word of an e-mail is someone's
+    first name (households, initials). Held from the last full resolution by an
+    incremental one (like the match parameters), so a change decides as a full resolution
+    with the same parameters would."""
 
-    def __init__(self, hashes: np.ndarray) -> None:
-        hashes = np.unique(np.asarray(hashes, dtype=np.uint64))
-        self.hashes = hashes[hashes != 0]
-
-    def among(self, words: set[str]) -> set[str]:
-        if not words:
-            return set()
-        listed = sorted(words)
-        hit = np.isin(word_hashes(np.array(listed, dtype=object)), self.hashes)
-        return {w for w, h in zip(listed, hit, strict=True) if h}
+    def __init__(self, tokens: object) -> None:
+        values = pd.unique(pd.Series(list(tokens), dtype=object).dropna().astype(str))
+        self.tokens = frozenset(values.tolist())
 
 
 @dataclass
@@ -437,7 +435,7 @@ def _name_gated_keys(
     # one key per first initial, and per initial of the formal name behind a nickname
     # (Becky with Rebecka, Lisa with Elisabeth: one person's records on the shared value)
     code, uniq = pd.factorize(tk)
-    initials = [sorted({t[:1], *(f[:1] for f in formal_names(t))}) for t in uniq.tolist()]
+    initials = [_key_initials(t) for t in uniq.tolist()]
     per_name = np.array([len(i) for i in initials], dtype=np.int64)
     n_init = per_name[code]
     if (n_init > 1).any():
@@ -471,6 +469,14 @@ def _name_gated_keys(
     )
 
 
+def _key_initials(token: str) -> list[str]:
+    """The initials a first-name token keys under on a household's shared value: its own
+    and its formal names' (Becky: r). A name written with a Nordic letter (``östen``) keys
+    under that letter only: "Ö." joins Östen, a plain "O." (Oskar's, or Östen's typed
+    without the dots: no telling) does not."""
+    return sorted({token[:1], *(f[:1] for f in formal_names(plain(token)))})
+
+
 def _last_words(values: np.ndarray) -> np.ndarray:
     """The last word of each folded surname (``"svensson berg"`` -> ``"berg"``), or None."""
     code, uniq = pd.factorize(values, use_na_sentinel=True)
@@ -487,6 +493,7 @@ def _address_names(word: str, token: str) -> bool:
     """
     if first_names_compatible(word, token):
         return True
+    token = plain(token)  # an address is ASCII
     return (
         min(len(word), len(token)) >= 4
         and word[0] == token[0]
@@ -557,9 +564,9 @@ def _household_addresses(
                     ws += [s, w[len(s) :]]
     asked = {w for ws in words for w in ws if len(w) >= 3}
     if known_words is None:
-        known = set(pd.unique(tokens[has_name])) & asked if asked else set()
+        known = {plain(t) for t in pd.unique(tokens[has_name])} & asked if asked else set()
     else:  # the population's first names, when only part of it is resolved here
-        known = known_words.among(asked)
+        known = {plain(t) for t in known_words.tokens} & asked
     household = np.zeros(len(uk), dtype=bool)
     housemate_wanted = np.zeros(len(uk), dtype=bool)
     for i, ws in enumerate(words):
@@ -617,6 +624,156 @@ def _household_addresses(
     k = uk[household]
     keys.key_status[k] = OVERUSED
     keys.key_reason[k] = "household address: names none of its named holders, and a housemate"
+
+
+def _household_keys(
+    keys: KeyTable, contact_rule: np.ndarray, n_plain: int, tokens: np.ndarray
+) -> np.ndarray:
+    """Which keys are a household's shared contact value (bool per key id): a big
+    household's per-name key (``_name_gated_keys``, from ``n_plain`` on), or a usable
+    e-mail or phone whose holders' full first names could not all be one person's."""
+    out = np.zeros(keys.n_keys, dtype=bool)
+    out[n_plain:] = True
+    usable = (keys.key_status == USABLE) & (keys.key_count >= 2) & contact_rule[keys.key_rule]
+    usable[n_plain:] = False
+    sel = usable[keys.occ_key]
+    code, uniq = pd.factorize(tokens, use_na_sentinel=True)
+    full = np.r_[np.array([len(u) > 1 for u in uniq], dtype=bool), False][code]
+    sel &= full[keys.occ_rec]
+    if not sel.any():
+        return out
+    # most shared values are one person's, one name: only values holding two names are
+    # checked (occurrences are sorted by key: each key's run of name codes, min and max)
+    o_key, o_code = keys.occ_key[sel], code[keys.occ_rec[sel]]
+    start = np.flatnonzero(np.r_[True, o_key[1:] != o_key[:-1]])
+    varied = np.minimum.reduceat(o_code, start) != np.maximum.reduceat(o_code, start)
+    two = np.repeat(varied, np.diff(np.r_[start, len(o_key)]))
+    if two.any():
+        out |= _names_disagree(o_key[two], uniq[o_code[two]], keys.n_keys)
+    return out
+
+
+def _ambiguous_initials(
+    keys: KeyTable,
+    household: np.ndarray,
+    tokens: np.ndarray,
+    surnames: np.ndarray,
+    phones: np.ndarray | None,
+    street: np.ndarray | None,
+    postal: np.ndarray | None,
+) -> KeyTable:
+    """A record known only by an initial holds a household's shared e-mail or phone for
+    no one in particular unless the household shows one person of that initial.
+
+    ``E. Forsberg`` on ``familjen.forsberg@``, where Edvard is the only full name of an E
+    among the holders, stays on the value (and joins Edvard) only when
+
+    - nobody else of an E name lives there: no record of the surname at the initial
+      record's street and postal code names someone whose first name disagrees with
+      Edvard's (Elisabeth, known only from the ERP, at the family's address), and
+    - nothing the record carries says otherwise: where it and the holder both have a
+      street and postal code they are the same, or a phone of theirs is.
+
+    Otherwise the occurrence is taken off the value: the record stays apart, or links by
+    a key of its own. Several full names of the initial on the value (Edvard and Ebba)
+    are left to the slow path, which keeps such a record apart already. A person's own
+    value (its full-name holders could all be one person) is not touched.
+    ``household``: per key id (``_household_keys``). Returns the key table without the
+    occurrences taken off.
+    """
+    usable = (keys.key_status == USABLE) & (keys.key_count >= 2) & household
+    sel = usable[keys.occ_key]
+    if not sel.any():
+        return keys
+    rec, key = keys.occ_rec[sel], keys.occ_key[sel]
+    tk = tokens[rec]
+    one = pd.Series(tk, dtype=object).str.len().eq(1).to_numpy(dtype=bool)
+    if not one.any():
+        return keys
+    wanted = np.zeros(keys.n_keys, dtype=bool)
+    wanted[key[one]] = True
+    on = wanted[key] & pd.notna(tk).astype(bool)  # the values an initial holds, whole
+    rec, key, tk = rec[on], key[on], tk[on]
+    sn = _last_words(surnames[rec])
+    # street folded and postal code of these few records (and of their housemates below)
+    none = np.full(len(rec), None, dtype=object)
+    st = _folded_first(street[rec]) if street is not None else none
+    pc = postal[rec] if postal is not None else none
+    ph = phones[rec] if phones is not None else none
+    # the full-name holders of each value by surname and initial, and where they live
+    holders: dict[tuple[int, str, str], set[str]] = {}
+    homes: dict[tuple[int, str, str], list[tuple]] = {}
+    for j, (k, t, s) in enumerate(zip(key.tolist(), tk.tolist(), sn.tolist(), strict=True)):
+        if len(t) < 2 or not isinstance(s, str):
+            continue
+        for i in _key_initials(t):
+            holders.setdefault((k, s, i), set()).add(t)
+            homes.setdefault((k, s, i), []).append((st[j], pc[j], ph[j]))
+    drop = np.zeros(len(rec), dtype=bool)
+    # (position, (surname, street, postal code), initial, the holder's name)
+    todo: list[tuple[int, tuple, str, str]] = []
+    for j in np.flatnonzero(pd.Series(tk, dtype=object).str.len().eq(1).to_numpy(dtype=bool)):
+        k, t, s = int(key[j]), str(tk[j]), sn[j]
+        names = holders.get((k, s, t), set()) if isinstance(s, str) else set()
+        if not names or not all(first_names_compatible(a, b) for a in names for b in names):
+            continue  # no one of the initial, or several: the slow path decides
+        found = homes[(k, s, t)]
+        home = (st[j], pc[j]) if pd.notna(st[j]) and pd.notna(pc[j]) else None
+        same_phone = pd.notna(ph[j]) and any(ph[j] == h[2] for h in found)
+        elsewhere = home is not None and all(
+            pd.notna(h[0]) and pd.notna(h[1]) and home != (h[0], h[1]) for h in found
+        )
+        if elsewhere and not same_phone:
+            drop[j] = True  # the record lives elsewhere: a relative on the family e-mail
+        elif home is not None:
+            todo.append((j, (s, *home), t, min(names)))
+    if todo and street is not None and postal is not None:
+        # housemates: everyone of the surname at the initial record's street and postal code
+        want = {w for _, w, _, _ in todo}
+        near = np.flatnonzero(
+            pd.Series(postal, dtype=object).isin({w[2] for w in want}).to_numpy(dtype=bool)
+        )
+        near = near[pd.notna(street[near]).astype(bool) & pd.notna(tokens[near]).astype(bool)]
+        mates: dict[tuple, set[str]] = {}
+        for w, other in zip(
+            zip(
+                _last_words(surnames[near]).tolist(),
+                _folded_first(street[near]).tolist(),
+                postal[near].tolist(),
+                strict=True,
+            ),
+            tokens[near].tolist(),
+            strict=True,
+        ):
+            if w in want and len(other) > 1:
+                mates.setdefault(w, set()).add(other)
+        for j, w, t, name in todo:
+            if any(
+                t in _key_initials(other) and not first_names_compatible(other, name)
+                for other in mates.get(w, ())
+            ):
+                drop[j] = True  # Elisabeth lives there too
+    if not drop.any():
+        return keys
+    gone = np.zeros(len(keys.occ_rec), dtype=bool)
+    gone[np.flatnonzero(sel)[on][drop]] = True
+    keys.occ_rec, keys.occ_key = keys.occ_rec[~gone], keys.occ_key[~gone]
+    keys.key_count = np.bincount(keys.occ_key, minlength=keys.n_keys)
+    return keys
+
+
+def _family_emails(
+    fields: dict, keys: KeyTable, rules: list[IdentifierRule], household: np.ndarray
+) -> np.ndarray | None:
+    """Per record, the code (in ``fields["email"]``) of the household's shared e-mail it
+    holds, -1 for none (``_household_keys``); None without an e-mail field."""
+    if "email" not in fields:
+        return None
+    code, uniq = fields["email"]
+    email_rule = np.array([r.columns[0] == "email" for r in rules], dtype=bool)
+    values = set(keys.key_value[household & email_rule[keys.key_rule]].tolist())
+    is_family = np.r_[pd.Series(uniq, dtype=object).isin(values).to_numpy(dtype=bool), False]
+    return np.where(is_family[code], code, -1)
 
 
 def _mask_noise_contacts(
@@ -687,13 +844,13 @@ def _initials_named_by_email(
         return
     if known_words is None:
         whole = tokens[pd.notna(tokens).astype(bool)]
-        known = set(pd.unique(whole[pd.Series(whole, dtype=object).str.len().to_numpy() > 2]))
+        names = pd.unique(whole[pd.Series(whole, dtype=object).str.len().to_numpy() > 2])
     else:  # the population's first names, when only part of it is resolved here
-        asked = set()
-        for email in emails[one].tolist():
-            local = str(email).split("@", 1)[0]
-            asked.update(w for w in _WORD.findall(local if local.isascii() else fold(local)))
-        known = known_words.among({w for w in asked if len(w) > 2})
+        names = [t for t in known_words.tokens if len(t) > 2]
+    # the names of the data as an address writes them (ASCII: ``östen`` is ``osten``)
+    known: dict[str, set[str]] = {}
+    for t in names:
+        known.setdefault(plain(t), set()).add(t)
     for i, email, surname in zip(
         one.tolist(), emails[one].tolist(), surnames[one].tolist(), strict=True
     ):
@@ -701,7 +858,13 @@ def _initials_named_by_email(
         words = _WORD.findall(local if local.isascii() else fold(local))
         if str(surname).rsplit(" ", 1)[-1] not in words:
             continue  # the address does not name this family: no one's in particular
-        named = {w for w in words if w[0] == tokens[i] and w in known}
+        # a name of that initial: "ö" only a name written with Ö, "o" either
+        named = {
+            t
+            for w in words
+            for t in known.get(w, ())
+            if t[:1] == tokens[i] or plain(t[:1]) == tokens[i]
+        }
         if len(named) == 1:
             tokens[i] = named.pop()
 
@@ -929,6 +1092,17 @@ def resolve_identities(
     )
     n_plain = keys.n_keys  # keys from here on are a household's per-name keys
     keys = _name_gated_keys(keys, contact_rule, tokens, surnames)
+    household = _household_keys(keys, contact_rule, n_plain, tokens)
+    keys = _ambiguous_initials(
+        keys,
+        household,
+        tokens,
+        surnames,
+        *(
+            recs[c].to_numpy(dtype=object)[order] if c in recs.columns else None
+            for c in ("phone", "street", "postal_code")
+        ),
+    )
 
     # --- fast path: usable shared keys -> star edges -> components
     usable = keys.key_status == USABLE
@@ -1058,6 +1232,7 @@ def resolve_identities(
                 ids[cluster[keys.occ_rec[s]]] = keys.occ_key[s]
                 single_ids.append(ids)
         _mask_noise_contacts(fields, keys, rules, contact_rule, n_plain)
+        family = _family_emails(fields, keys, rules, household)
         matched = match_clusters(
             MatchInput(
                 fields=fields,
@@ -1071,6 +1246,7 @@ def resolve_identities(
                 oversized=None
                 if oversized_blocks is None
                 else np.isin(blocks, oversized_blocks) & (blocks != 0),
+                family=family,
             ),
             matching,
             match_params,
@@ -1192,9 +1368,9 @@ def resolve_identities(
     if with_reach:
         reach = pack_reach(_heads(f, blocks), *key_hashes, n)
         known = (
-            known_words.hashes
+            np.array(sorted(known_words.tokens), dtype=object)
             if known_words is not None
-            else KnownWords(word_hashes(f.raw_tokens)).hashes
+            else np.array(sorted(KnownWords(f.raw_tokens).tokens), dtype=object)
         )
     return IdentityResult(
         identity_map, golden_table, links, conflicts, stats, params_used, reach, known

@@ -46,6 +46,7 @@ from custsync_pipeline.domain.identity_names import (
     first_name_sets_agree,
     first_names_compatible,
     fold,
+    plain,
 )
 from custsync_pipeline.domain.plan import MatchingPlan
 
@@ -102,6 +103,8 @@ class MatchInput:
     # per record and blocking list: its block is too big in the whole population (when
     # only part of it is resolved here, a block's size is not what these records show)
     oversized: np.ndarray | None = None
+    # per record: code of the household's shared e-mail it holds (-1: none)
+    family: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ class MatchOutput:
 
 def _soundex(word: str) -> str:
     """American Soundex of a folded word (``svensson`` -> ``s152``); "" when empty."""
-    word = re.sub(r"[^a-z]", "", word)
+    word = re.sub(r"[^a-z]", "", plain(word))
     if not word:
         return ""
     codes = {**dict.fromkeys("bfpv", "1"), **dict.fromkeys("cgjkqsxz", "2"),
@@ -259,7 +262,7 @@ def _block_coded(codes: dict[str, Coded], key: str) -> Coded:
     if key == "first_name_phonetic":
         return _derived(codes["first_name"], _soundex)
     if key == "first_initial":
-        return _derived(codes["first_name"], lambda v: v[:1])
+        return _derived(codes["first_name"], lambda v: plain(v[:1]))
     if key == "birth_year":
         return _derived(codes["birth_date"], lambda v: v[:4])
     return codes[key]
@@ -653,8 +656,10 @@ def _ambiguous(partners: pd.DataFrame, merger: _Merger) -> set[int]:
         .sort_values(["c", "w", "o"], ascending=[True, False, True])
         .groupby("c")["o"]
     ):
-        others = [o for o in grp.tolist()[:10] if not merger.refusal(int(c), int(o))]
-        if any(merger.refusal(x, y) for i, x in enumerate(others) for y in others[i + 1 :]):
+        # (judged on what the records contradict, not on a household's doubt: a rival the
+        # doubt refuses is still a rival)
+        others = [o for o in grp.tolist()[:10] if not merger.contradiction(int(c), int(o))]
+        if any(merger.contradiction(x, y) for i, x in enumerate(others) for y in others[i + 1 :]):
             out.add(int(c))
     return out
 
@@ -682,9 +687,21 @@ class _Merger:
         self.email: defaultdict[int, set] = defaultdict(set)
         self.phone: defaultdict[int, set] = defaultdict(set)
         self.cannot: defaultdict[int, set] = defaultdict(set)
+        self.family: defaultdict[int, set] = defaultdict(set)
+        self.holders: defaultdict[int, set] = defaultdict(set)  # household value -> clusters
         self.ids: dict[int, list[int]] = {}
         wanted = np.zeros(n_c, dtype=bool)
         wanted[touched] = True
+        if inp.family is not None:
+            # the other holders of a touched cluster's household e-mail are read too: a
+            # member the probable link must not be confused with (``_household_doubt``)
+            fam = np.flatnonzero(inp.family >= 0)
+            codes = np.unique(inp.family[fam[wanted[inp.cluster[fam]]]])
+            fam = fam[np.isin(inp.family[fam], codes)]
+            wanted[inp.cluster[fam]] = True
+            for c, code in zip(inp.cluster[fam].tolist(), inp.family[fam].tolist(), strict=True):
+                self.family[c].add(code)
+                self.holders[code].add(c)
         rec = np.flatnonzero(wanted[inp.cluster])
         for attr, values in (
             ("first", inp.first_tokens),
@@ -716,6 +733,53 @@ class _Merger:
         return x
 
     def refusal(self, x: int, y: int) -> str:
+        """Why clusters ``x`` and ``y`` (roots) may not merge ("" when they may)."""
+        why = self.contradiction(x, y)
+        if why or not self.holders:
+            return why
+        return self._household_doubt(x, y) or self._household_doubt(y, x)
+
+    def _household_doubt(self, a: int, b: int) -> str:
+        """Could ``a`` be another member of a household it shares an e-mail with than ``b``?
+
+        Another holder of ``a``'s household e-mail fits ``a``'s names too and is clearly
+        not ``b``'s person: ``M. Bergström`` beside Margareta, where Mattias is on the
+        family e-mail; ``D. Cederholm`` beside Dagny, where Dennis is. Unlike
+        ``_ambiguous`` it needs no strong match to the rival: a holder with no address
+        (a parcel-box order) is never a candidate pair, yet the e-mail shows it is there.
+        """
+        if not self.family[a] or self.birth[a] & self.birth[b]:
+            return ""  # (one birth date on both: that person's, whoever else lives there)
+        # everyone on a's household e-mail whose names fit a's, b among them: two of them
+        # clearly different people, and a could be either
+        fits = [b]
+        seen = {a, b}
+        for code in self.family[a]:
+            for r in self.holders[code]:
+                r = self.find(r)
+                if r in seen:
+                    continue
+                seen.add(r)
+                if self.first[r] and self._fits(a, r) and not self.contradiction(a, r):
+                    fits.append(r)
+        if any(self.contradiction(p, q) for i, p in enumerate(fits) for q in fits[i + 1 :]):
+            return "fits two members of a household on its shared e-mail"
+        return ""
+
+    def _fits(self, a: int, r: int) -> bool:
+        """Do ``r``'s names agree with ``a``'s (first names, and last names where both have)?
+
+        A rival known only by an initial counts beside a whole name too: a household's
+        second Åsa, with a birth date of her own, may be known only as "Å."."""
+        if not first_name_sets_agree(self.first[a], self.first[r]):
+            return False
+        return not (
+            self.last[a]
+            and self.last[r]
+            and not any(self.surnames_compatible(p, q) for p in self.last[a] for q in self.last[r])
+        )
+
+    def contradiction(self, x: int, y: int) -> str:
         if any(self.find(c) == y for c in self.cannot[x]) or any(
             self.find(c) == x for c in self.cannot[y]
         ):
@@ -784,7 +848,7 @@ class _Merger:
 
     def union(self, x: int, y: int) -> None:
         self.parent[y] = x
-        for attr in ("first", "last", "birth", "kind", "cannot", "email", "phone"):
+        for attr in ("first", "last", "birth", "kind", "cannot", "email", "phone", "family"):
             getattr(self, attr)[x] |= getattr(self, attr)[y]
         self.ids[x] = [p if p >= 0 else q for p, q in zip(self.ids[x], self.ids[y], strict=True)]
 

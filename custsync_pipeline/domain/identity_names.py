@@ -12,6 +12,8 @@ people, and comparing names the way people write them.
   (``Bill`` / ``William``, ``Kalle`` / ``Karl``), or one typo that keeps the first
   letter (``Anan`` / ``Anna``, but not ``Angela`` / ``Ingela``: two names, not a typo).
   This is only a *veto* check: a compatible name never links records on its own.
+  A Nordic first letter is a letter of its own for an initial: ``Ö`` agrees with
+  ``Östen`` (and a plain ``O``), not with ``Oskar`` (``nordic_initials``).
 - ``swapped_names``: records whose first and last name were typed the wrong way
   round (``first_name = "Svensson"``, ``last_name = "Anna"``), told from how often
   each word is a first or a last name across the whole run.
@@ -105,6 +107,61 @@ _NICKNAMES: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+# Nordic letters are letters of their own at the start of a first name: an initial "Ö."
+# is Örjan's or Östen's, never Oskar's (Swedish Ö is Danish-Norwegian Ø, Ä is Æ; Å is its
+# own). A first-name token keeps such a first letter (``östen``, ``ö``: ``nordic_initials``);
+# every comparison but an initial's reads the token with it folded away (``plain``)
+_NORDIC = {"å": "å", "ä": "ä", "æ": "ä", "ö": "ö", "ø": "ö"}
+_PLAIN = str.maketrans({"å": "a", "ä": "a", "ö": "o"})
+_FIRST_LETTER = re.compile(r"[^\W\d_]")
+
+
+def plain(token: str) -> str:
+    """A first-name token with its Nordic first letter folded (``östen`` -> ``osten``)."""
+    return token.translate(_PLAIN)
+
+
+def _nordic_initial(token: str) -> bool:
+    return len(token) == 1 and token in "åäö"
+
+
+def nordic_initials(first_names: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """First-name tokens with the Nordic letter their name is written with kept first.
+
+    ``tokens``: folded first-name tokens (``identity_keys.name_tokens``) of the raw
+    ``first_names``. ``Östen`` -> ``östen``, ``Ö.`` -> ``ö``, ``Ørjan`` -> ``örjan``. A name
+    the run also writes without the dots (``Osten`` beside ``Östen``: a system that drops
+    accents) gets the written form too, so both stay one token; a name never written with
+    the letter (``Oskar``) keeps its plain token. Computed once per distinct value.
+    """
+    out = np.asarray(tokens, dtype=object).copy()
+    has = pd.notna(first_names) & pd.notna(out)
+    if not has.any():
+        return out
+    idx = np.flatnonzero(has)
+    # the token is a function of the first-name field: one look per distinct field value
+    code, uniq = pd.factorize(np.asarray(first_names, dtype=object)[idx])
+    first_of = np.empty(len(uniq), dtype=np.int64)
+    first_of[code[::-1]] = np.arange(len(code) - 1, -1, -1)  # each value's first record
+    new = out[idx[first_of]]
+    marked = np.zeros(len(new), dtype=bool)
+    for i, (value, t) in enumerate(zip(uniq.tolist(), new.tolist(), strict=True)):
+        letter = _FIRST_LETTER.search(str(value))
+        k = _NORDIC.get(letter.group(0).lower(), "") if letter else ""
+        if k and t[:1] == plain(k):
+            new[i], marked[i] = k + t[1:], True
+    # the same name written without its letter: one written form per plain name
+    written: dict[str, set[str]] = {}
+    for t in new[marked].tolist():
+        if len(t) > 1:
+            written.setdefault(plain(t), set()).add(t)
+    restore = {p: next(iter(ts)) for p, ts in written.items() if len(ts) == 1}
+    for i in np.flatnonzero(~marked).tolist() if restore else []:
+        new[i] = restore.get(new[i], new[i])
+    out[idx] = new[code]
+    return out
+
+
 def fold(value: str) -> str:
     """Accents folded (``Søren`` -> ``soren``), lower case, letters, digits and spaces only."""
     text = unicodedata.normalize("NFKD", str(value).translate(_FOLD))
@@ -124,6 +181,14 @@ def formal_names(name: str) -> tuple[str, ...]:
 @lru_cache(maxsize=262144)
 def first_names_compatible(a: str, b: str) -> bool:
     """Could two folded first-name tokens be one person's? (see the module docstring)."""
+    if a == b:
+        return True
+    if _nordic_initial(a) or _nordic_initial(b):
+        # "ö" is a name written with Ö (``östen``) or an initial without its dots ("o": a
+        # system that drops accents), never a name written with O (``oskar``)
+        i, other = (a, b) if _nordic_initial(a) else (b, a)
+        return other.startswith(i) or other == plain(i)
+    a, b = plain(a), plain(b)
     if a == b:
         return True
     if a.startswith(b) or b.startswith(a):

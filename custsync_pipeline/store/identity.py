@@ -14,7 +14,6 @@ diffs (only changed rows), in chunks, each table in one short transaction.
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 from collections.abc import Iterable
@@ -213,7 +212,7 @@ def load_match_params(
 ) -> tuple[bool, MatchParams | None, np.ndarray | None]:
     """(whether the last full resolution ran under the same ``basis`` — connectors, rules,
     matching, steward decisions, code —, the match parameters it estimated if any, and the
-    first names it knew as ``KnownWords`` hashes)."""
+    first-name tokens it knew, for ``KnownWords``)."""
     from custsync_pipeline.domain.identity_match import MatchParams
 
     text = stored_digest(engine, MATCH_PARAMS)
@@ -224,7 +223,7 @@ def load_match_params(
         if saved.get("basis") != basis:
             return False, None, None
         params = MatchParams.from_json(saved["params"]) if saved.get("params") else None
-        known = np.frombuffer(base64.b64decode(saved["known"]), dtype=np.uint64)
+        known = np.array(saved["known"], dtype=object)
         return True, params, known
     except (ValueError, KeyError, TypeError):
         return False, None, None  # written by another release: resolve everything again
@@ -240,7 +239,7 @@ def save_match_params(
     payload = {
         "basis": basis,
         "params": params.to_json() if params is not None else None,
-        "known": base64.b64encode(np.asarray(known, dtype=np.uint64).tobytes()).decode(),
+        "known": [str(t) for t in known],
     }
     save_digest(conn, MATCH_PARAMS, json.dumps(payload))
 
