@@ -205,6 +205,7 @@ def test_incremental_equals_full_resolution(
         matching=matching,
         match_params=full0.match_params,
         known_words=KnownWords(full0.known_words),
+        with_reach=True,
     )
     assert inc is not None
     got = inc.result
@@ -223,26 +224,14 @@ def test_incremental_equals_full_resolution(
     merged_links = pd.concat([kept, got.links[LINK_COLUMNS]], ignore_index=True)
     assert _rows(merged_links, LINK_COLUMNS) == _rows(full.links, LINK_COLUMNS)
     # the scope's reach is what a full resolution computes for those records
-    full_reach = resolve_identities(
-        after,
-        rules,
-        prior_map=full0.identity_map,
-        golden_ids=full0.golden_ids,
-        decisions=decisions,
-        now=T1,
-        matching=matching,
-        match_params=full0.match_params,
-        known_words=KnownWords(full0.known_words),
-        with_reach=True,
-    )
     by_key = dict(
         zip(
             zip(
-                full_reach.identity_map["connector"],
-                full_reach.identity_map["source_id"],
+                full.identity_map["connector"],
+                full.identity_map["source_id"],
                 strict=True,
             ),
-            full_reach.reach,
+            full.reach,
             strict=True,
         )
     )
