@@ -65,6 +65,10 @@ def _source_hash(records: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(records.astype(object), index=False).to_numpy().astype(str)
 
 
+# the edits that copy a column's value from another record
+COPIED = {"email_copy": "email", "phone": "phone", "city": "city"}
+
+
 def _changed(records: pd.DataFrame, rng: np.random.Generator, share: float) -> pd.DataFrame:
     """Edits, deletions and additions of about ``share`` of the records each."""
     out = records.copy()
@@ -73,22 +77,17 @@ def _changed(records: pd.DataFrame, rng: np.random.Generator, share: float) -> p
     cols = set(out.columns)
     for what in ("email_copy", "email_none", "phone", "last_name", "city", "first_initial"):
         rows = rng.choice(n, size=k, replace=False)
-        if what == "email_copy" and "email" in cols:
+        copied = COPIED.get(what)
+        if copied in cols:  # another record's value: a new shared value, or a move
             donors = rng.choice(n, size=k)
-            out.loc[rows, "email"] = out["email"].to_numpy()[donors]
+            out.loc[rows, copied] = out[copied].to_numpy()[donors]
         elif what == "email_none" and "email" in cols:
             out.loc[rows, "email"] = None
-        elif what == "phone" and "phone" in cols:
-            donors = rng.choice(n, size=k)
-            out.loc[rows, "phone"] = out["phone"].to_numpy()[donors]
         elif what == "last_name" and "last_name" in cols:
             last = out["last_name"].astype(object).to_numpy()[rows]
             out.loc[rows, "last_name"] = [
                 (str(v)[:-1] + "x") if isinstance(v, str) and v else v for v in last
             ]
-        elif what == "city" and "city" in cols:
-            donors = rng.choice(n, size=k)
-            out.loc[rows, "city"] = out["city"].to_numpy()[donors]
         elif what == "first_initial" and "first_name" in cols:
             first = out["first_name"].astype(object).to_numpy()[rows]
             out.loc[rows, "first_name"] = [

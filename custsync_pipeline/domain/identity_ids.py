@@ -117,33 +117,45 @@ def record_hash(connector: np.ndarray, source_id: np.ndarray) -> np.ndarray:
     return sid ^ (per_name[codes] * np.uint64(0x9E3779B97F4A7C15))
 
 
+class RecordIndex:
+    """(connector, source_id) pairs hashed once: the position of other pairs by a hash
+    join (the last row wins on repeats), confirmed on the strings so a hash collision can
+    never attach a record to another's row."""
+
+    def __init__(self, connector: object, source_id: object) -> None:
+        self.conn = np.asarray(pd.Series(connector, dtype=object).astype(str), dtype=object)
+        self.sid = np.asarray(pd.Series(source_id, dtype=object).astype(str), dtype=object)
+        hashes = record_hash(self.conn, self.sid)
+        last = ~pd.Series(hashes).duplicated(keep="last").to_numpy()
+        self._rows = np.flatnonzero(last)
+        self._index = pd.Index(hashes[last])
+
+    def find(self, connector: object, source_id: object, hashes: np.ndarray | None = None):
+        """Position of each (connector, source_id) pair, -1 when absent."""
+        conn = np.asarray(connector, dtype=object)
+        sid = np.asarray(source_id, dtype=object)
+        if len(conn) == 0 or len(self.conn) == 0:
+            return np.full(len(conn), -1, dtype=np.int64)
+        mine = record_hash(conn, sid) if hashes is None else hashes
+        at = self._index.get_indexer(mine)
+        pos = np.where(at >= 0, self._rows[np.maximum(at, 0)], -1).astype(np.int64)
+        hit = pos >= 0
+        ok = (self.conn[pos[hit]] == conn[hit]) & (self.sid[pos[hit]] == sid[hit])
+        pos[np.flatnonzero(hit)[~ok]] = -1
+        return pos
+
+
 def match_records(
     connector: np.ndarray,
     source_id: np.ndarray,
     other: pd.DataFrame,
     hashes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Position in ``other`` (connector, source_id columns) of each record, -1 when absent.
-
-    Hash join (the last row wins on repeats), confirmed on the strings so a
-    hash collision can never attach a record to another's row.
-    """
+    """Position in ``other`` (connector, source_id columns) of each record, -1 when absent
+    (``RecordIndex``: a hash join confirmed on the strings, the last row wins)."""
     if other is None or len(other) == 0:
         return np.full(len(connector), -1, dtype=np.int64)
-    o_conn = other["connector"].astype(str).to_numpy(dtype=object)
-    o_sid = other["source_id"].astype(str).to_numpy(dtype=object)
-    oh = record_hash(o_conn, o_sid)
-    last = ~pd.Series(oh).duplicated(keep="last").to_numpy()
-    index = pd.Index(oh[last])
-    mine = record_hash(connector, source_id) if hashes is None else hashes
-    pos_in_last = index.get_indexer(mine)
-    pos = np.where(pos_in_last >= 0, np.flatnonzero(last)[np.maximum(pos_in_last, 0)], -1)
-    hit = pos >= 0
-    ok = (o_conn[pos[hit]] == np.asarray(connector, dtype=object)[hit]) & (
-        o_sid[pos[hit]] == np.asarray(source_id, dtype=object)[hit]
-    )
-    pos[np.flatnonzero(hit)[~ok]] = -1
-    return pos
+    return RecordIndex(other["connector"], other["source_id"]).find(connector, source_id, hashes)
 
 
 def assign_golden_ids(

@@ -59,7 +59,7 @@ from custsync_pipeline.domain.identity import (
     resolve_identities,
     unpack_reach,
 )
-from custsync_pipeline.domain.identity_ids import match_records, record_hash
+from custsync_pipeline.domain.identity_ids import RecordIndex, match_records
 from custsync_pipeline.domain.identity_match import MatchParams, upper_probability
 from custsync_pipeline.domain.identity_names import WordRoles, swap_rule
 from custsync_pipeline.domain.plan import IdentifierRule, MatchingPlan
@@ -193,7 +193,7 @@ def resolve_changes(
     p_reach = prior["reach"].to_numpy(dtype=object)
     p_rule = prior["rule"].to_numpy(dtype=object)
     p_gid_all = prior["golden_id"].to_numpy(dtype=object)
-    has_reach = np.array([isinstance(r, bytes | bytearray | memoryview) for r in p_reach])
+    has_reach = pd.notna(p_reach).astype(bool)  # NULL: written before reach existed
     s_hash = current["source_hash"].to_numpy(dtype=object)
     edited = found & (prior["source_hash"].to_numpy(dtype=object)[at] != s_hash)
     dirty = ~found | (p_rule[at] == STAMP_RULE) | ~has_reach[at]
@@ -416,27 +416,16 @@ def _unchanged(
     return ScopedResolution(result, refreshed, empty, np.zeros(0, dtype=object))
 
 
-class _Records:
-    """The current records' keys, hashed once: positions of other (connector, source_id)
-    pairs by a hash lookup confirmed on the strings."""
+class _Records(RecordIndex):
+    """The current records, hashed once (``RecordIndex``)."""
 
-    def __init__(self, conn: np.ndarray, sid: np.ndarray) -> None:
-        self.conn, self.sid = conn, sid
-        self.index = pd.Index(record_hash(conn, sid))
-
-    def find(self, c: object, s: object) -> np.ndarray:
-        """Position of each (c, s) pair, -1 when absent."""
-        c = np.asarray(pd.Series(c).astype(str), dtype=object)
-        s = np.asarray(pd.Series(s).astype(str), dtype=object)
-        if len(c) == 0:
-            return np.zeros(0, dtype=np.int64)
-        pos = self.index.get_indexer(record_hash(c, s)).astype(np.int64)
-        hit = pos >= 0
-        ok = (self.conn[pos[hit]] == c[hit]) & (self.sid[pos[hit]] == s[hit])
-        pos[np.flatnonzero(hit)[~ok]] = -1
-        return pos
+    def find(self, c: object, s: object, hashes: np.ndarray | None = None) -> np.ndarray:
+        c = np.asarray(pd.Series(c, dtype=object).astype(str), dtype=object)
+        s = np.asarray(pd.Series(s, dtype=object).astype(str), dtype=object)
+        return super().find(c, s, hashes)
 
     def every(self, c: object, s: object) -> np.ndarray:
+        """Position of each (c, s) pair, every one a current record."""
         pos = self.find(c, s)
         if (pos < 0).any():
             raise ValueError("a described record is not among the current records")
