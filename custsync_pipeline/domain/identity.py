@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from rapidfuzz.distance import OSA
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -1492,11 +1493,29 @@ def pack_reach(heads: np.ndarray, key_rec: np.ndarray, key_hash: np.ndarray, n: 
     rows[fixed.ravel()] = heads.ravel()
     within = np.arange(len(key_rec)) - np.repeat(np.cumsum(counts) - counts, counts)
     rows[np.repeat(starts + width, counts) + within] = key_hash[order]
-    buf = rows.tobytes()
-    ends = (starts + lengths) * 8
-    return np.array(
-        [buf[a:b] for a, b in zip((starts * 8).tolist(), ends.tolist(), strict=True)], dtype=object
+    # one Arrow binary array over the buffer: the per-record bytes cut in C
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64) * 8
+    arr = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(rows)]
     )
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _reach_buffers(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, length in hashes per entry, every hash) of packed reach: through one Arrow
+    binary array (no Python pass over a million entries); anything not bytes is empty."""
+    values = np.asarray(packed, dtype=object)
+    try:
+        arr = pa.array(values, type=pa.large_binary(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. memoryviews from a driver
+        items = [
+            bytes(b) if isinstance(b, bytes | bytearray | memoryview) else None for b in values
+        ]
+        arr = pa.array(items, type=pa.large_binary())
+    off = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    flat = np.frombuffer(data, dtype=np.uint64) if data is not None else np.zeros(0, np.uint64)
+    return off[:-1] // 8, np.diff(off) // 8, flat
 
 
 def unpack_reach(
@@ -1505,11 +1524,8 @@ def unpack_reach(
     """(token hash per record, the other heads per record [n, width-1]: home, then one per
     blocking list; key owner, key hash) from ``pack_reach``'s bytes (an empty or missing
     entry: nothing known)."""
-    items = [b if isinstance(b, bytes | bytearray | memoryview) else b"" for b in packed]
-    lengths = np.fromiter((len(b) // 8 for b in items), dtype=np.int64, count=len(items))
-    flat = np.frombuffer(b"".join(bytes(b) for b in items), dtype=np.uint64)
-    n = len(items)
-    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    starts, lengths, flat = _reach_buffers(packed)
+    n = len(lengths)
     full = lengths >= width
     head = np.zeros((n, width), dtype=np.uint64)
     idx = starts[full][:, None] + np.arange(width)[None, :]

@@ -58,6 +58,35 @@ def _conform_golden_ids(golden_ids: pd.DataFrame | None) -> pd.DataFrame:
     return out.drop_duplicates("golden_id", keep="last").reset_index(drop=True)
 
 
+def _utc_ns(when: pd.Series) -> np.ndarray:
+    """Times as naive UTC ``datetime64[ns]`` (NaT for missing)."""
+    utc = pd.to_datetime(when, utc=True, errors="coerce")
+    return utc.dt.tz_localize(None).to_numpy().astype("datetime64[ns]")
+
+
+def _append_golden_ids(held: pd.DataFrame, rows: list[pd.DataFrame]) -> pd.DataFrame:
+    """``held`` (conformed) with ``rows`` appended, column by column: ``pd.concat`` checks
+    every object column of the held million ids for missing values (about a second)."""
+    parts = [p for p in rows if len(p)]
+    if not parts:
+        return held
+    data = {}
+    for col in GOLDEN_ID_COLUMNS:
+        if col in ("created_at", "merged_at", "split_at"):
+            times = [_utc_ns(held[col]), *[_utc_ns(pd.Series(p[col])) for p in parts]]
+            data[col] = pd.to_datetime(np.concatenate(times), utc=True)
+        else:
+            data[col] = np.concatenate(
+                [held[col].to_numpy(dtype=object), *[p[col].to_numpy(dtype=object) for p in parts]]
+            )
+    out = pd.DataFrame(data)
+    for col in ("merged_into", "split_from"):
+        values = out[col].to_numpy(dtype=object)
+        values[pd.isna(values)] = None
+        out[col] = values
+    return out
+
+
 def survivor_table(golden_ids: pd.DataFrame) -> dict[str, str]:
     """merged-away id -> the live id it resolves to (following chains)."""
     merged = golden_ids["merged_into"]
@@ -230,11 +259,14 @@ def assign_golden_ids(
         first_pos[cluster[order]] = order  # smallest row index per cluster wins
         seeds = members[["connector", "source_id"]].iloc[first_pos[need]]
         fresh = _hex_ids(pd.util.hash_pandas_object(seeds, index=False).to_numpy())
-        taken = set(gids["golden_id"])
-        clash = pd.Series(fresh).duplicated().to_numpy() | np.isin(fresh, list(taken))
-        for i in np.flatnonzero(clash):  # rare: salt until unique
-            row = seeds.iloc[i]
-            fresh[i] = _new_id(f"{row['connector']}\x1f{row['source_id']}", taken | set(fresh))
+        # a hash lookup in the ids held (a sort of every id costs a second at a million)
+        fresh_s = pd.Series(fresh, dtype=object)
+        clash = (fresh_s.duplicated() | fresh_s.isin(gids["golden_id"])).to_numpy()
+        if clash.any():  # rare: salt until unique
+            taken = set(gids["golden_id"])
+            for i in np.flatnonzero(clash):
+                row = seeds.iloc[i]
+                fresh[i] = _new_id(f"{row['connector']}\x1f{row['source_id']}", taken | set(fresh))
         cluster_gid[need] = fresh
         # a new id for a part that held members of a prior id won elsewhere: a split.
         # ``votes`` is sorted by prior id then size: the first row per cluster among the
@@ -281,15 +313,7 @@ def assign_golden_ids(
             )
         )
     if new_rows:
-        parts = [
-            p
-            for p in [out.astype({"merged_into": object, "split_from": object})] + new_rows
-            if len(p)
-        ]
-        out = pd.concat(parts, ignore_index=True) if parts else out
-    out["created_at"] = pd.to_datetime(out["created_at"], utc=True)
-    out["merged_at"] = pd.to_datetime(out["merged_at"], utc=True)
-    out["split_at"] = pd.to_datetime(out["split_at"], utc=True)
+        out = _append_golden_ids(out, new_rows)
 
     # clusters that lost a prior id they partly held: split-off parts
     # (``votes`` holds each distinct (prior id, cluster) pair once, ``winners`` one per id)

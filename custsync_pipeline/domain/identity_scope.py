@@ -87,6 +87,7 @@ class ScopedResolution:
     scope: pd.DataFrame  # connector, source_id, source_hash, reach of the records resolved
     gone: pd.DataFrame  # connector, source_id of stored map rows no longer resolved
     touched: np.ndarray  # golden ids whose evidence the scope's links replace
+    kept: int = 0  # the map's first rows: stored rows as they are (outside the scope)
 
 
 Fetch = Callable[[pd.DataFrame], pd.DataFrame]
@@ -388,7 +389,9 @@ def resolve_changes(
         stats=stats,
         match_params=stored.match_params,
     )
-    return ScopedResolution(merged, scope_rows, gone, np.asarray(touched, dtype=object))
+    return ScopedResolution(
+        merged, scope_rows, gone, np.asarray(touched, dtype=object), kept=len(kept)
+    )
 
 
 def _refreshed(
@@ -405,15 +408,16 @@ def _unchanged(
     stored: StoredResolution, prior: pd.DataFrame, refreshed: pd.DataFrame
 ) -> ScopedResolution:
     empty = pd.DataFrame(columns=["connector", "source_id"])
+    kept = prior.loc[prior["rule"] != STAMP_RULE, MAP_COLUMNS]  # stamped: re-attached
     result = IdentityResult(
-        identity_map=prior.loc[prior["rule"] != STAMP_RULE, MAP_COLUMNS],  # stamped: re-attached
+        identity_map=kept,
         golden_ids=stored.golden_ids,
         links=pd.DataFrame(columns=LINK_COLUMNS),
         conflicts=stored.conflicts[list(CONFLICT_COLUMNS)],
         stats={"records": len(prior), "incremental": 1, "changed_records": 0, "scope_records": 0},
         match_params=stored.match_params,
     )
-    return ScopedResolution(result, refreshed, empty, np.zeros(0, dtype=object))
+    return ScopedResolution(result, refreshed, empty, np.zeros(0, dtype=object), len(kept))
 
 
 class _Records(RecordIndex):

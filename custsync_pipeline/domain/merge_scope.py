@@ -29,18 +29,28 @@ from custsync_pipeline.domain.golden import key_positions
 WHOLE_SHARE = 0.3
 
 
+def _text(values: pd.Series) -> np.ndarray:
+    """A column as an object array of ``str`` (one pass when it is text already)."""
+    if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
+        out = values.to_numpy(dtype=object, na_value=None)
+        if pd.api.types.infer_dtype(out, skipna=False) == "string":
+            return out
+    return values.astype(str).to_numpy(dtype=object)
+
+
 def member_digests(identity_map: pd.DataFrame) -> pd.Series:
     """golden_id -> a digest of its set of (connector, source_id) members (order-free)."""
     if identity_map.empty:
         return pd.Series([], dtype=object, index=pd.Index([], dtype=object, name="golden_id"))
     hashes = combine_hash_arrays(
         iter(
-            hash_array(identity_map[c].astype(str).to_numpy(dtype=object))
+            hash_array(_text(identity_map[c]), categorize=c == "connector")
             for c in ("connector", "source_id")
         ),
         2,
     )
-    codes, ids = pd.factorize(identity_map["golden_id"].astype(str), sort=True)
+    # ids in order of appearance: a sort of 400k id strings buys nothing here
+    codes, ids = pd.factorize(_text(identity_map["golden_id"]))
     order = np.argsort(codes, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
     # a sum of 64-bit member hashes (wrapping): the same members in any order

@@ -275,6 +275,8 @@ def save_identity_result(
     reach: pd.DataFrame | None = None,
     rewrite_reach: bool = False,
     touched: np.ndarray | None = None,
+    kept: int = 0,
+    gone: pd.DataFrame | None = None,
 ) -> dict[str, int]:
     """Write a resolution: the map, golden ids and evidence as diffs, conflicts replaced.
     ``stored``: the (map, golden ids) the resolution read, as ``load_identity_state``
@@ -285,6 +287,9 @@ def save_identity_result(
     changed (every row: ``rewrite_reach``, the reach was computed under other rules).
     ``touched``: the golden ids an incremental resolution decided again; their evidence
     is replaced by ``result.links`` (else the whole evidence is diffed).
+    ``kept``, ``gone``: an incremental resolution's first ``kept`` map rows are stored rows
+    as they are, and ``gone`` (connector, source_id) the stored records it no longer
+    resolves: only the other rows are compared with the stored map (not a million).
 
     Returns counts of rows written per table (for metadata).
     """
@@ -312,10 +317,14 @@ def save_identity_result(
     key = ["connector", "source_id"]
     cur = result.identity_map[MAP_COLUMNS].copy()
     held = [c for c in ("golden_id", "rule", "source_hash", "reach") if c in old_map.columns]
-    if len(old_map):
-        before, kept = _aligned(cur, old_map[[*key, *held]], key)
+    if kept and gone is not None and len(old_map):
+        cur, gone_rows = _scoped_rows(cur, kept, old_map, reach, gone)
+        before, _ = _aligned(cur, old_map[[*key, *held]], key)
+    elif len(old_map):
+        before, hit = _aligned(cur, old_map[[*key, *held]], key)
+        gone_rows = old_map.loc[~hit, key]
     else:
-        before, kept = pd.DataFrame(index=cur.index), np.zeros(0, dtype=bool)
+        before = pd.DataFrame(index=cur.index)
     # each row's source hash and reach: as stored, the resolved records' from ``reach``
     for col in ("source_hash", "reach"):
         values = np.full(len(cur), None, dtype=object)
@@ -353,7 +362,7 @@ def save_identity_result(
                     differs |= ~_same(cur["reach"].iloc[idx], before["reach"].iloc[idx]).to_numpy()
             changed[idx[differs]] = True
         upserts = cur[changed]
-        gone = old_map.loc[~kept, key]
+        gone = gone_rows
     else:
         upserts, gone = cur, pd.DataFrame(columns=key)
         moved = len(cur)
@@ -393,6 +402,31 @@ def save_identity_result(
         insert_frame(conn, identity_conflicts, conflicts)
     written["identity_conflicts"] = len(conflicts)
     return written
+
+
+def _scoped_rows(
+    cur: pd.DataFrame,
+    kept: int,
+    old_map: pd.DataFrame,
+    reach: pd.DataFrame | None,
+    gone: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The map rows an incremental resolution may have changed — those after the ``kept``
+    stored ones, and kept rows whose source hash it brought up to date (in ``reach``) —
+    and the stored rows to delete: ``gone``, and a stamped copy no longer present."""
+    key = ["connector", "source_id"]
+    tail = cur.iloc[kept:]
+    parts = [tail]
+    if reach is not None and len(reach):
+        extra = reach.loc[key_positions(reach, tail, key) < 0, key]
+        at = key_positions(extra, old_map, key)
+        parts.append(old_map.iloc[at[at >= 0]][MAP_COLUMNS])
+    rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else tail.reset_index(drop=True)
+    stamped = old_map.loc[(old_map["rule"] == STAMP_RULE).to_numpy(), key]
+    if len(stamped):
+        stamped = stamped[key_positions(stamped, rows, key) < 0]
+    gone_rows = pd.concat([gone[key], stamped], ignore_index=True).drop_duplicates()
+    return rows, gone_rows
 
 
 def _save_all_links(engine: Engine, result_links: pd.DataFrame) -> int:

@@ -309,7 +309,13 @@ def _resolve_scope(
         return None
     result = attach_stamped(scoped.result, stamped, now)
     written = save_identity_result(
-        engine, result, stored=(prior_map, golden_ids), reach=scoped.scope, touched=scoped.touched
+        engine,
+        result,
+        stored=(prior_map, golden_ids),
+        reach=scoped.scope,
+        touched=scoped.touched,
+        kept=scoped.kept,
+        gone=scoped.gone,
     )
     stats = result.stats
     stats["map_rows_written"] = written["identity_map_moved"] + written["identity_map_deleted"]
