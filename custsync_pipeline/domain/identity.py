@@ -287,7 +287,7 @@ class _Features:
     sid: np.ndarray
     rules: list[IdentifierRule]
     contact_rule: np.ndarray
-    keys: KeyTable
+    keys: KeyTable | None  # None: not worked out (``with_keys``)
     tokens: np.ndarray
     surnames: np.ndarray
     births: np.ndarray
@@ -305,6 +305,7 @@ def _features(
     known_words: KnownWords | None,
     roles: tuple[WordRoles, WordRoles] | None = None,
     input_hash: bool = False,
+    with_keys: bool = True,
 ) -> _Features:
     recs, order, rec_hash = _prepare(records, rules, matching, roles, input_hash)
     n = len(recs)
@@ -320,10 +321,12 @@ def _features(
             recs["custsync_id"] = stamped.map(lambda g: survivors.get(g, g), na_action="ignore")
     rules = sorted(rules, key=lambda r: r.priority)  # stable: config order within a priority
     contact_rule = np.array([is_contact_rule(r) for r in rules], dtype=bool)
-    keys = build_keys(recs, rules)
-    keys.occ_rec = inverse[keys.occ_rec]
-    resort = np.lexsort((keys.occ_rec, keys.occ_key))
-    keys.occ_rec, keys.occ_key = keys.occ_rec[resort], keys.occ_key[resort]
+    keys = None
+    if with_keys:  # the comparison fields alone (a close-match check) need no keys
+        keys = build_keys(recs, rules)
+        keys.occ_rec = inverse[keys.occ_rec]
+        resort = np.lexsort((keys.occ_rec, keys.occ_key))
+        keys.occ_rec, keys.occ_key = keys.occ_rec[resort], keys.occ_key[resort]
     tokens = recs[_TOKENS].to_numpy(dtype=object)[order]
     raw_tokens = tokens.copy()
     surnames = recs[_SURNAMES].to_numpy(dtype=object)[order]
@@ -1385,7 +1388,7 @@ class RecordFacts:
     connector: np.ndarray
     source_id: np.ndarray
     fields: dict | None  # the probabilistic stage's coded fields (None when it is off)
-    reach: np.ndarray  # pack_reach bytes per record
+    reach: np.ndarray | None  # pack_reach bytes per record (None: fields only)
 
 
 def name_words(
@@ -1425,11 +1428,16 @@ def describe_records(
     matching: MatchingPlan | None,
     known_words: KnownWords | None,
     roles: tuple[WordRoles, WordRoles] | None = None,
+    fields_only: bool = False,
 ) -> RecordFacts:
     """The identifiers, blocks and comparison fields of ``records`` as a resolution of the
     whole population sees them (``known_words``, ``roles``: the population's first names
-    and word counts)."""
-    f = _features(records, rules, golden_ids, matching, known_words, roles, input_hash=True)
+    and word counts). ``fields_only``: the comparison fields alone (no reach: identifier
+    keys, input hashes and blocks are not worked out)."""
+    f = _features(
+        records, rules, golden_ids, matching, known_words, roles,
+        input_hash=not fields_only, with_keys=not fields_only,
+    )  # fmt: skip
     n = len(f.recs)
     fields = None
     blocks = np.zeros((n, 0), dtype=np.uint64)
@@ -1441,6 +1449,8 @@ def describe_records(
             f.order,
             {"first_name": f.tokens, "last_name": f.surnames, "birth_date": f.births},
         )
+        if fields_only:
+            return RecordFacts(f.conn, f.sid, fields, None)
         blocks = block_hashes(fields, matching.blocking)
     reach = pack_reach(_heads(f, blocks), *_key_hashes(f.keys, f.rules), n)
     return RecordFacts(f.conn, f.sid, fields, reach)

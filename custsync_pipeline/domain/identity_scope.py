@@ -592,7 +592,7 @@ def _close_matches(
     involved = np.unique(np.r_[x, y])
     facts = describe_records(
         ctx.records_at(involved), ctx.rules, ctx.stored.golden_ids, ctx.matching, ctx.known,
-        ctx.roles,
+        ctx.roles, fields_only=True,
     )  # fmt: skip
     local = ctx.index.every(facts.connector, facts.source_id)
     at = np.full(n, -1, dtype=np.int64)

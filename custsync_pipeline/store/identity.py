@@ -318,8 +318,8 @@ def save_identity_result(
     cur = result.identity_map[MAP_COLUMNS].copy()
     held = [c for c in ("golden_id", "rule", "source_hash", "reach") if c in old_map.columns]
     if kept and gone is not None and len(old_map):
-        cur, gone_rows = _scoped_rows(cur, kept, old_map, reach, gone)
-        before, _ = _aligned(cur, old_map[[*key, *held]], key)
+        cur, at, gone_rows = _scoped_rows(cur, kept, old_map, reach, gone)
+        before, _ = _aligned(cur, old_map[[*key, *held]], key, at)
     elif len(old_map):
         before, hit = _aligned(cur, old_map[[*key, *held]], key)
         gone_rows = old_map.loc[~hit, key]
@@ -410,23 +410,28 @@ def _scoped_rows(
     old_map: pd.DataFrame,
     reach: pd.DataFrame | None,
     gone: pd.DataFrame,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """The map rows an incremental resolution may have changed — those after the ``kept``
     stored ones, and kept rows whose source hash it brought up to date (in ``reach``) —
-    and the stored rows to delete: ``gone``, and a stamped copy no longer present."""
+    with their positions in ``old_map`` (one lookup in the million stored keys), and the
+    stored rows to delete: ``gone``, and a stamped copy no longer present."""
     key = ["connector", "source_id"]
-    tail = cur.iloc[kept:]
-    parts = [tail]
+    tail = cur.iloc[kept:].reset_index(drop=True)
+    extra = pd.DataFrame(columns=key)
     if reach is not None and len(reach):
         extra = reach.loc[key_positions(reach, tail, key) < 0, key]
-        at = key_positions(extra, old_map, key)
-        parts.append(old_map.iloc[at[at >= 0]][MAP_COLUMNS])
-    rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else tail.reset_index(drop=True)
+    at = key_positions(pd.concat([tail[key], extra], ignore_index=True), old_map, key)
+    rows, at_extra = tail, at[len(tail) :]
+    if len(extra):  # kept rows, as stored (the source hash is set from ``reach`` after)
+        rows = pd.concat(
+            [tail, old_map.iloc[at_extra[at_extra >= 0]][MAP_COLUMNS]], ignore_index=True
+        )
+        at = np.r_[at[: len(tail)], at_extra[at_extra >= 0]]
     stamped = old_map.loc[(old_map["rule"] == STAMP_RULE).to_numpy(), key]
     if len(stamped):
         stamped = stamped[key_positions(stamped, rows, key) < 0]
     gone_rows = pd.concat([gone[key], stamped], ignore_index=True).drop_duplicates()
-    return rows, gone_rows
+    return rows, at, gone_rows
 
 
 def _save_all_links(engine: Engine, result_links: pd.DataFrame) -> int:
@@ -516,12 +521,13 @@ def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _aligned(
-    frame: pd.DataFrame, stored: pd.DataFrame, key: list[str]
+    frame: pd.DataFrame, stored: pd.DataFrame, key: list[str], pos: np.ndarray | None = None
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Per row of ``frame``: the row of ``stored`` with the same ``key`` (missing values
-    where none; ``_found`` says which), looked up by Arrow's hash join, no string merge;
-    and per row of ``stored`` whether some row of ``frame`` has its key."""
-    pos = key_positions(frame, stored, key)
+    where none; ``_found`` says which), looked up by Arrow's hash join, no string merge
+    (``pos``: the lookup, done already); and per row of ``stored`` whether some row of
+    ``frame`` has its key."""
+    pos = key_positions(frame, stored, key) if pos is None else pos
     found = pos >= 0
     out = stored.iloc[np.maximum(pos, 0)].set_axis(frame.index)
     out = out.mask(np.repeat(~found[:, None], out.shape[1], axis=1))
