@@ -288,8 +288,8 @@ def _arrow_text(values: pd.Series) -> pa.Array:
         isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "python"
     ):
         try:  # text objects straight into Arrow (a pandas "string" first costs 3x)
-            plain = values.to_numpy(dtype=object, na_value=None)
-            return pa.array(plain, type=pa.large_string(), from_pandas=True)
+            # None, NaN and pd.NA all become nulls (``from_pandas``)
+            return pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text (ints, mixed)
             pass
     if not isinstance(values.dtype, pd.StringDtype):

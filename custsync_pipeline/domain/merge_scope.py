@@ -83,9 +83,11 @@ def golden_scope(
     last merge (golden_id, target, target_id)."""
     if queued["source_id"].isna().any():
         return None
-    current = digests.reindex(stored_digests.index.union(digests.index))
-    before = stored_digests.reindex(current.index)
-    moved = set(current.index[(current != before).to_numpy()].astype(str))
+    # compared by hash lookups both ways (a union of the id indexes sorts 400k strings)
+    before = stored_digests.reindex(digests.index)
+    moved = set(digests.index[(digests.to_numpy() != before.to_numpy())].astype(str))
+    gone = ~stored_digests.index.isin(digests.index)
+    moved |= set(stored_digests.index[gone].astype(str))
     scope = moved | golden_ids_of(identity_map, queued)
     if len(written):
         scope |= set(written["golden_id"].dropna().astype(str))
