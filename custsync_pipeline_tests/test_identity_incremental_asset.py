@@ -159,3 +159,13 @@ def test_a_stamped_copy_joins_and_stays_without_resolving_again(engine) -> None:
     assert (id_map["source_id"] == "stamped-copy-1").sum() == 1
     links = read_frame(engine, sa.select(identity_links))
     assert (links["source_id_a"] == "stamped-copy-1").sum() == 1
+
+    # the copy is deleted in its target: the incremental run drops its map row and link
+    _store(engine, edited[edited["source_id"] != "stamped-copy-1"].reset_index(drop=True))
+    fourth = _materialize(plan, url)
+    assert fourth["stamped_records"] == 0
+    id_map, _, _ = load_identity_state(engine)
+    assert (id_map["source_id"] == "stamped-copy-1").sum() == 0
+    assert len(id_map) == len(edited) - 1
+    links = read_frame(engine, sa.select(identity_links))
+    assert (links["source_id_a"] == "stamped-copy-1").sum() == 0
