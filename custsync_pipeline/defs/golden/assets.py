@@ -131,6 +131,20 @@ def _merge_scope(
     )
 
 
+def _stored_after(
+    engine, before: pd.DataFrame, changed: pd.DataFrame, gone: list[str]
+) -> pd.DataFrame:
+    """The stored golden records after a merge of a part wrote ``changed`` and retired
+    ``gone``: those rows read back, the others as they were read before the merge."""
+    written = changed["golden_id"].astype(str)
+    out = ~before["golden_id"].astype(str).isin({*written, *gone}).to_numpy()
+    fresh = core.load_golden_records(engine, written.tolist()) if len(written) else None
+    parts = [before[out], *([fresh] if fresh is not None and len(fresh) else [])]
+    return (
+        pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+    )
+
+
 def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
     aspects = flow_aspects(plan)
     outs = {
@@ -262,7 +276,12 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         entries = golden_store.load_source_entries(
             engine, list(plan.connectors), arrow_text=True, keys=keys
         )
-        previous = core.load_golden_records(engine, scope)
+        # every stored golden record, read once: the part merged again is its ``previous``,
+        # the rest is this step's output as it is (no second read of them after the merge)
+        stored_golden = core.load_golden_records(engine)
+        previous = stored_golden
+        if scope is not None:
+            previous = stored_golden[stored_golden["golden_id"].astype(str).isin(scope)].copy()
         previous_entries = golden_store.load_golden_entries(engine, scope)
         # echo safety: what custsync wrote to a target and reads back is no evidence
         written, written_entries, held, held_entries, unreadable = written_canonical(
@@ -311,7 +330,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
                 else {}
             )
         else:  # the records merged are a part: the output is every stored one
-            golden = core.load_golden_records(engine).drop(
+            golden = _stored_after(engine, stored_golden, changed, gone).drop(
                 columns=["version", "record_hash", "updated_at"]
             )
             counts, multi = golden_store.entry_counts(engine)
