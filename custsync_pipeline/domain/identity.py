@@ -1494,6 +1494,8 @@ def pack_reach(heads: np.ndarray, key_rec: np.ndarray, key_hash: np.ndarray, n: 
     token, home, one per blocking list; 0 when missing), then its identifier values (as
     many as it holds)."""
     width = heads.shape[1]
+    if n == 0:
+        return np.zeros(0, dtype=object)
     order = np.argsort(key_rec, kind="stable")
     counts = np.bincount(key_rec, minlength=n)
     rows = np.zeros(n * width + len(key_rec), dtype=np.uint64)
