@@ -169,3 +169,32 @@ def test_a_stamped_copy_joins_and_stays_without_resolving_again(engine) -> None:
     assert len(id_map) == len(edited) - 1
     links = read_frame(engine, sa.select(identity_links))
     assert (links["source_id_a"] == "stamped-copy-1").sum() == 0
+
+
+def test_a_record_stamped_since_it_was_resolved_keeps_its_map_row(engine) -> None:
+    # a publish wrote the golden id back into a record custsync had resolved: the next
+    # incremental run attaches it by its stamp (it must not be deleted as gone)
+    url = engine.url.render_as_string(hide_password=False)
+    records, _ = generate(seed=9, people=600)
+    plan = _plan(sorted(records["connector"].astype(str).unique()))
+    _store(engine, records)
+    _materialize(plan, url)
+    id_map, _, _ = load_identity_state(engine)
+    sizes = id_map.groupby("golden_id").size()
+    golden = str(sizes[sizes >= 2].index[0])
+    member = id_map[id_map["golden_id"] == golden].iloc[0]
+    stamped = records.copy()
+    at = (stamped["connector"].astype(str) == member["connector"]) & (
+        stamped["source_id"].astype(str) == member["source_id"]
+    )
+    stamped["custsync_id"] = stamped.get("custsync_id")
+    stamped.loc[at, "custsync_id"] = golden
+    _store(engine, stamped)
+    second = _materialize(plan, url)
+    assert second["stamped_records"] == 1 and second["resolved_records"] < len(records)
+    id_map, _, _ = load_identity_state(engine)
+    mine = id_map[
+        (id_map["connector"] == member["connector"]) & (id_map["source_id"] == member["source_id"])
+    ]
+    assert mine[["golden_id", "rule"]].values.tolist() == [[golden, "custsync_id"]]
+    assert len(id_map) == len(records)

@@ -1449,9 +1449,9 @@ def describe_records(
             f.order,
             {"first_name": f.tokens, "last_name": f.surnames, "birth_date": f.births},
         )
-        if fields_only:
-            return RecordFacts(f.conn, f.sid, fields, None)
         blocks = block_hashes(fields, matching.blocking)
+    if fields_only:
+        return RecordFacts(f.conn, f.sid, fields, None)
     reach = pack_reach(_heads(f, blocks), *_key_hashes(f.keys, f.rules), n)
     return RecordFacts(f.conn, f.sid, fields, reach)
 

@@ -314,6 +314,8 @@ def assign_golden_ids(
         )
     if new_rows:
         out = _append_golden_ids(out, new_rows)
+    else:  # ``merged_at`` set above from ``now``: UTC like the rest
+        out["merged_at"] = pd.to_datetime(out["merged_at"], utc=True)
 
     # clusters that lost a prior id they partly held: split-off parts
     # (``votes`` holds each distinct (prior id, cluster) pair once, ``winners`` one per id)

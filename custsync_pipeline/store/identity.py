@@ -428,9 +428,9 @@ def _scoped_rows(
         )
         at = np.r_[at[: len(tail)], at_extra[at_extra >= 0]]
     stamped = old_map.loc[(old_map["rule"] == STAMP_RULE).to_numpy(), key]
-    if len(stamped):
-        stamped = stamped[key_positions(stamped, rows, key) < 0]
     gone_rows = pd.concat([gone[key], stamped], ignore_index=True).drop_duplicates()
+    if len(gone_rows):  # a record still in the map (stamped since it was resolved) stays
+        gone_rows = gone_rows[key_positions(gone_rows, rows, key) < 0]
     return rows, at, gone_rows
 
 
