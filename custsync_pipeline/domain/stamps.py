@@ -84,9 +84,12 @@ def attach_stamped(
             "updated_at": now,
         }
     )[MAP_COLUMNS]
-    # evidence: the copy is linked to the first other member of its golden record
+    # evidence: the copy is linked to the first other member of its golden record (only
+    # the golden records of copies are sorted, not the whole map)
+    members = result.identity_map
+    members = members[members["golden_id"].isin(pd.unique(target.to_numpy())).to_numpy()]
     anchor = (
-        result.identity_map.sort_values(["golden_id", "connector", "source_id"])
+        members.sort_values(["golden_id", "connector", "source_id"])
         .drop_duplicates("golden_id")[["golden_id", "connector", "source_id"]]
         .rename(columns={"connector": "connector_b", "source_id": "source_id_b"})
     )
