@@ -68,13 +68,31 @@ def _materialize(plan, url: str, tags: dict | None = None) -> dict:
     raise AssertionError("no identity_map materialization")
 
 
-def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> None:
+def _resolved_once(engine, seed: int, people: int) -> tuple[str, pd.DataFrame, object, dict]:
+    """A generated population stored and resolved in full: (url, records, plan, metadata)."""
     url = engine.url.render_as_string(hide_password=False)
-    records, _ = generate(seed=7, people=1200)
-    connectors = sorted(records["connector"].astype(str).unique())
-    plan = _plan(connectors)
+    records, _ = generate(seed=seed, people=people)
+    plan = _plan(sorted(records["connector"].astype(str).unique()))
     _store(engine, records)
-    first = _materialize(plan, url)
+    return url, records, plan, _materialize(plan, url)
+
+
+def _member_of_a_shared_golden(engine, records: pd.DataFrame) -> tuple[str, pd.Series, pd.Series]:
+    """A golden id with two or more records, one of its map rows, and that record's row mask
+    in ``records``."""
+    id_map, _, _ = load_identity_state(engine)
+    sizes = id_map.groupby("golden_id").size()
+    golden = str(sizes[sizes >= 2].index[0])
+    member = id_map[id_map["golden_id"] == golden].iloc[0]
+    at = (records["connector"].astype(str) == member["connector"]) & (
+        records["source_id"].astype(str) == member["source_id"]
+    )
+    return golden, member, at
+
+
+def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> None:
+    url, records, plan, first = _resolved_once(engine, seed=7, people=1200)
+    connectors = sorted(plan.connectors)
     assert first["resolved_records"] == 0 and first["changed_records"] == 0  # a full one
     prior_map, prior_gids, decisions = load_identity_state(engine)
     same, params, known = load_match_params(engine, resolution_basis(plan, decisions))
@@ -118,20 +136,9 @@ def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> Non
 
 
 def test_a_stamped_copy_joins_and_stays_without_resolving_again(engine) -> None:
-    url = engine.url.render_as_string(hide_password=False)
-    records, _ = generate(seed=9, people=600)
-    connectors = sorted(records["connector"].astype(str).unique())
-    plan = _plan(connectors)
-    _store(engine, records)
-    _materialize(plan, url)
-    id_map, _, _ = load_identity_state(engine)
-    sizes = id_map.groupby("golden_id").size()
-    golden = str(sizes[sizes >= 2].index[0])
-    member = id_map[id_map["golden_id"] == golden].iloc[0]
-    row = records[
-        (records["connector"].astype(str) == member["connector"])
-        & (records["source_id"].astype(str) == member["source_id"])
-    ]
+    url, records, plan, _ = _resolved_once(engine, seed=9, people=600)
+    golden, member, at = _member_of_a_shared_golden(engine, records)
+    row = records[at]
     # a target record custsync created for that golden record: its copy, stamped
     copy = row.assign(source_id="stamped-copy-1", custsync_id=golden)
     with_copy = pd.concat([records, copy], ignore_index=True)
@@ -174,19 +181,9 @@ def test_a_stamped_copy_joins_and_stays_without_resolving_again(engine) -> None:
 def test_a_record_stamped_since_it_was_resolved_keeps_its_map_row(engine) -> None:
     # a publish wrote the golden id back into a record custsync had resolved: the next
     # incremental run attaches it by its stamp (it must not be deleted as gone)
-    url = engine.url.render_as_string(hide_password=False)
-    records, _ = generate(seed=9, people=600)
-    plan = _plan(sorted(records["connector"].astype(str).unique()))
-    _store(engine, records)
-    _materialize(plan, url)
-    id_map, _, _ = load_identity_state(engine)
-    sizes = id_map.groupby("golden_id").size()
-    golden = str(sizes[sizes >= 2].index[0])
-    member = id_map[id_map["golden_id"] == golden].iloc[0]
+    url, records, plan, _ = _resolved_once(engine, seed=9, people=600)
+    golden, member, at = _member_of_a_shared_golden(engine, records)
     stamped = records.copy()
-    at = (stamped["connector"].astype(str) == member["connector"]) & (
-        stamped["source_id"].astype(str) == member["source_id"]
-    )
     stamped["custsync_id"] = stamped.get("custsync_id")
     stamped.loc[at, "custsync_id"] = golden
     _store(engine, stamped)

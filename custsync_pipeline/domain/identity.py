@@ -1449,7 +1449,8 @@ def describe_records(
             f.order,
             {"first_name": f.tokens, "last_name": f.surnames, "birth_date": f.births},
         )
-        blocks = block_hashes(fields, matching.blocking)
+        if not fields_only:
+            blocks = block_hashes(fields, matching.blocking)
     if fields_only:
         return RecordFacts(f.conn, f.sid, fields, None)
     reach = pack_reach(_heads(f, blocks), *_key_hashes(f.keys, f.rules), n)
