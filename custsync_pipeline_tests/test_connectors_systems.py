@@ -414,6 +414,27 @@ def test_vendor_times_garbled_beyond_any_date_are_missing_not_a_crash():
     assert pd.isna(got.iloc[4])
 
 
+def test_vendor_times_read_by_arrow_agree_with_pandas_on_every_shape():
+    """ISO 8601 columns go through Arrow's cast (all with an offset, or all without: UTC);
+    anything else (another format, a mix of both) falls back to pandas value by value.
+    Every shape gives what ``pandas.to_datetime(format="mixed", utc=True)`` gives, on the
+    frame's own index."""
+    from custsync_pipeline.connectors.common import parse_times
+
+    shapes = {
+        "offsets": ["2024-05-01T10:00:00.000Z", None, "2024-05-01 12:00:00+02:00"],
+        "naive": ["2024-05-01T10:00:00", "2024-05-01 10:00:00.5", None],
+        "mixed": ["2024-05-01T10:00:00Z", "2024-05-01 10:00", "2024-05-01"],
+        "other formats": ["Wed, 01 May 2024 10:00:00 GMT", "garbage", "05/01/2024 10:00"],
+    }
+    for name, values in shapes.items():
+        series = pd.Series(values, index=[7, 3, 5])
+        got = parse_times(series)
+        want = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+        assert got.index.tolist() == [7, 3, 5], name
+        pd.testing.assert_series_equal(got, want, check_names=False, obj=name)
+
+
 def test_an_all_iso_time_column_never_raises_from_uninitialized_memory():
     """pandas' float path of ``to_datetime(unit="ms")`` reads uninitialized memory under
     NaN and now and then raises FloatingPointError (about 1 in 3,000 calls on a dirty

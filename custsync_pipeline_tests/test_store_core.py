@@ -3,6 +3,8 @@
 from datetime import UTC, datetime
 
 import pandas as pd
+import pytest
+import sqlalchemy as sa
 
 from custsync_pipeline.domain.canonical import conform
 from custsync_pipeline.store import core
@@ -220,3 +222,49 @@ def test_arrow_text_reads_the_same_values_in_batches(engine, monkeypatch) -> Non
     same = [f.astype(object).where(f.notna(), None) for f in (arrow, plain)]
     pd.testing.assert_frame_equal(*same)
     assert arrow["updated_at"][2] == pd.Timestamp("2024-01-03T10:00:00Z")
+
+
+def test_sqlite_bulk_insert_spans_statements_and_stays_in_the_callers_transaction(
+    tmp_path, monkeypatch
+) -> None:
+    """Rows go in several multi-row statements (the last one short), every kind of value
+    reads back as SQLAlchemy reads it, and a rollback of the caller's transaction takes
+    them all back."""
+    from custsync_pipeline.store import bulk
+
+    monkeypatch.setattr(bulk, "SQLITE_ROWS_PER_INSERT", 7)
+    db = StateDB(f"sqlite:///{tmp_path / 's.sqlite'}").create_all()
+    n = 53  # seven full statements and one of four rows
+    frame = pd.DataFrame(
+        {
+            "golden_id": [f"g{i:03d}" for i in range(n)][::-1],
+            "first_name": [None if i % 5 == 0 else f"Å{i}" for i in range(n)],
+            "version": list(range(n)),
+            "record_hash": "h",
+            "updated_at": pd.Timestamp("2024-01-01T10:00:00.123456Z")
+            + pd.to_timedelta(range(n), unit="s"),
+        }
+    )
+    with db.engine.begin() as conn:
+        assert bulk.insert_frame(conn, core.golden_records, frame) == n
+    back = (
+        pd.read_sql(sa.select(core.golden_records), db.engine).set_index("golden_id").sort_index()
+    )
+    want = frame.set_index("golden_id").sort_index()
+    assert len(back) == n
+    assert back["first_name"].tolist() == want["first_name"].tolist()
+    assert back["version"].tolist() == want["version"].tolist()
+    assert (pd.to_datetime(back["updated_at"], utc=True) == want["updated_at"]).all()
+    more = frame.assign(golden_id=frame["golden_id"] + "x")
+    with pytest.raises(RuntimeError, match="undo"):
+        with db.engine.begin() as conn:
+            bulk.insert_frame(conn, core.golden_records, more)
+            raise RuntimeError("undo")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM golden_records").scalar() == n
+    # a frame wider than the bound-value limit allows per statement still goes in
+    monkeypatch.setattr(bulk, "SQLITE_ROWS_PER_INSERT", 10**9)
+    with db.engine.begin() as conn:
+        bulk.insert_frame(conn, core.golden_records, more)
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM golden_records").scalar() == 2 * n
