@@ -24,6 +24,27 @@ def test_email_trimmed_lowercased_raw_kept() -> None:
     assert pd.isna(out["email_raw"].iloc[2])
 
 
+def test_email_with_a_space_typed_inside_is_the_address_without_it() -> None:
+    """A surname with a particle put into an address whole (``familjen.von platen@``), a
+    space in the domain: the address without the space when that one is valid (the
+    received value kept); two addresses in one field stay no address."""
+    out = normalize_customers(
+        _frame(
+            source_id=["1", "2", "3", "4"],
+            email=[
+                "Familjen.von Platen@Example.se",
+                "info@af ekenstam.se",
+                "a@x.se b@y.se",
+                "no at sign",
+            ],
+        )
+    )
+    assert out["email"].tolist()[:2] == ["familjen.vonplaten@example.se", "info@afekenstam.se"]
+    assert out["email"].isna().tolist()[2:] == [True, True]
+    assert out["email_raw"].iloc[0] == "Familjen.von Platen@Example.se"
+    assert nz.email_or_reason("a@x.se b@y.se")[1]  # still says why it is no address
+
+
 def test_phone_e164_uses_record_country() -> None:
     out = normalize_customers(
         _frame(

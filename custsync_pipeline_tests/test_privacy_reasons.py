@@ -24,7 +24,7 @@ BAD_ADDRESSES = [
     "jane<doe>@x.se",
     "jane@gmail..com",
     "jane@exa_mple.com",
-    "jane doe@telia.se",
+    "jane doe@telia",  # a space inside and no domain: no address even without the space
     "jané\u0301@xn--bcher-.com",
     "jane@[300.1.1.1]",
     "jane@bücher..de",

@@ -4,6 +4,7 @@
 representation and keeps what was received beside it:
 
 * ``email``: trimmed, lower-cased and syntax-checked with ``email-validator``
+  (a space typed inside an address removed when the address is then valid)
   (no DNS); the received value stays in ``email_raw``; an invalid address
   becomes ``<NA>`` (``domain.validate`` records why).
 * ``phone``: E.164 via ``phonenumbers``, the region taken from the record's
@@ -327,6 +328,15 @@ def email_or_reason(value: str) -> tuple[str | None, str | None]:
     try:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
+        # a space typed inside an address (``anna svensson@x.se``, a surname with a
+        # particle put into the local part whole) is never part of one: the address
+        # without it, when that is valid, is the one meant (the received value stays in
+        # ``email_raw``)
+        joined = re.sub(r"\s+", "", candidate)
+        if joined != candidate:
+            fixed, _ = email_or_reason(joined)
+            if fixed is not None:
+                return fixed, None
         return None, value_free_reason(str(exc), candidate)
     return result.normalized.lower(), None
 
