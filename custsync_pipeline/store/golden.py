@@ -23,7 +23,11 @@ from custsync_pipeline.domain.aspects import (
     VALUE_COLUMNS,
     conform_entries,
 )
-from custsync_pipeline.domain.golden import ENTRY_SOURCE_COLUMNS, GOLDEN_ENTRY_COLUMNS
+from custsync_pipeline.domain.golden import (
+    ENTRY_SOURCE_COLUMNS,
+    GOLDEN_ENTRY_COLUMNS,
+    strings_hash,
+)
 from custsync_pipeline.store.bulk import (
     bump_stamp,
     chunks,
@@ -103,8 +107,7 @@ RETIRED_TABLES = ("golden_field_sources",)
 def _row_hashes(rows: pd.DataFrame) -> np.ndarray:
     """One 64-bit hash per entry, of its values as text: the same whether the entry was
     just built or read back from the state DB."""
-    text = rows[list(ENTRY_COLUMNS)].astype("string").fillna("\x00")
-    return pd.util.hash_pandas_object(text, index=False).to_numpy()
+    return strings_hash(rows, ENTRY_COLUMNS, missing="\x00")
 
 
 def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame) -> int:
