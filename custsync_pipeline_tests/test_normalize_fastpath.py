@@ -92,7 +92,11 @@ def test_fast_e164_agrees_with_phonenumbers_in_every_region() -> None:
         ("070-123 45 67", "SE", "+46701234567"),
         ("+46 70 123 45 67", None, "+46701234567"),
         ("0046701234567", "SE", "+46701234567"),
-        ("+1 (212) 555-0123", None, None),  # 555-01xx is fictional: library decides (invalid)
+        ("+1 (212) 555-0123", None, "+12125550123"),  # NANP: the library's region rules
+        ("+44 7983 694474", "GB", "+447983694474"),  # UK mobile (Guernsey's rules aside)
+        ("07983 694474", "GB", "+447983694474"),
+        ("07781 123456", "GG", None),  # written nationally in Guernsey: its transform, library
+        ("01512 3456789", "IL", None),  # "015" is also how Israel dials abroad: library
         ("+31 6 12345678", "GB", "+31612345678"),  # the "+" wins over the record's region
         ("+46 (0)70 123 45 67", "SE", None),  # national prefix after +cc: left to the library
         ("412 34 567", "NO", "+4741234567"),  # no national prefix in Norway: the NSN itself

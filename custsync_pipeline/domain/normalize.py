@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import email_validator
 import numpy as np
@@ -509,14 +509,18 @@ def _phone_plan_full() -> tuple[
         metas = [phonenumbers.PhoneMetadata.metadata_for_region(r, None) for r in regions]
         if "001" in regions or any(m is None for m in metas):
             continue  # non-geographic entities and regions without metadata: library only
-        if all(_simple_npfp(m) for m in metas):
+        # after "+cc" the library strips a national prefix by the main region's rules
+        # only: a dependency's own transform (Guernsey's "1481") matters only to numbers
+        # written nationally there, which the national path leaves to the library
+        if _simple_npfp(metas[0]):
             by_cc[cc] = metas
     national: dict[str, int] = {}
     idd00: set[str] = set()
     for cc, metas in by_cc.items():
         for m in metas:
             npfp = m.national_prefix_for_parsing or ""
-            if m.national_prefix == "0" and (npfp == "0" or npfp.startswith("0|")):
+            simple = _simple_npfp(m) and not m.national_prefix_transform_rule
+            if simple and m.national_prefix == "0" and (npfp == "0" or npfp.startswith("0|")):
                 national[m.id] = cc
             if m.international_prefix == "00":
                 idd00.add(m.id)
@@ -526,6 +530,13 @@ def _phone_plan_full() -> tuple[
             if not m.national_prefix and not m.national_prefix_for_parsing:
                 bare[m.id] = (cc, m.international_prefix or "")
     return by_cc, national, frozenset(idd00), bare
+
+
+@cache
+def _international_prefix(region: str) -> str:
+    """The pattern a region dials abroad with ("" when it has none)."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+    return (meta.international_prefix or "") if meta is not None else ""
 
 
 def _desc_matches(nsn: pa.Array, desc: object) -> pa.Array:
@@ -619,6 +630,15 @@ def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
         & ~_fill(pc.starts_with(pc.utf8_slice_codeunits(digits, 1), "0"))
         & _fill(pc.is_in(reg, value_set=pa.array(nat_regions, pa.string())))
     )
+    if nat.any():  # "0..." that the region's international prefix also reads ("015" in IL)
+        reg_np = reg.to_numpy(zero_copy_only=False)
+        for r in np.unique(reg_np[nat]):
+            r_idd = _international_prefix(str(r))
+            if not r_idd or r_idd == "00":  # "00" is excluded above
+                continue
+            idx = np.flatnonzero(nat & (reg_np == r))
+            clash = _fill(pc.match_substring_regex(pc.take(digits, pa.array(idx)), f"^(?:{r_idd})"))
+            nat[idx[clash]] = False
     # bare: a region without a national prefix writes the NSN itself ("412 34 567" in NO).
     # Left to the library: a leading 0, the region's own country code (the library may
     # strip it) and anything its international prefix matches.
