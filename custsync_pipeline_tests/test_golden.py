@@ -128,3 +128,19 @@ def test_a_placeholder_never_beats_a_real_value_but_fills_an_empty_field() -> No
     assert golden.loc["G1", "email"] == "anna@crm.se"
     assert golden.loc["G1", "phone"] == "+46701111111"
     assert golden.loc["G2", "email"] == "info@bo.se"  # nothing better: the value is kept
+
+
+def test_hex_digests_are_the_sixteen_digit_hex_of_each_hash() -> None:
+    """Entry keys and record hashes are stored as text: the vectorized formatting must give
+    exactly ``format(h, "016x")`` (leading zeros, the top bit, across chunk borders)."""
+    import numpy as np
+
+    from custsync_pipeline.domain import hashing
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 2**63, 2 * hashing._CHUNK + 7, dtype=np.int64).view(np.uint64)
+    values = values * np.uint64(2) + np.uint64(1)
+    values[:4] = [0, 1, 2**63, 2**64 - 1]
+    got = hashing.hex16(values)
+    assert got.tolist() == [format(int(v), "016x") for v in values]
+    assert hashing.hex16(np.zeros(0, dtype=np.uint64)).tolist() == []

@@ -35,6 +35,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from custsync_pipeline.domain.hashing import hex16
+
 # Which single-valued golden fields each aspect carries (latest connector wins).
 ASPECT_FIELDS: dict[str, tuple[str, ...]] = {
     "name": ("kind", "first_name", "last_name", "company_name"),
@@ -217,7 +219,7 @@ def _hash(text: pd.Series) -> pd.Series:
     if text.empty:
         return pd.Series([], dtype="string", index=text.index)
     hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
-    return pd.Series([format(int(h), "016x") for h in hashed], index=text.index, dtype="string")
+    return pd.Series(hex16(hashed), index=text.index, dtype="string")
 
 
 def key_entries(entries: pd.DataFrame) -> pd.DataFrame:

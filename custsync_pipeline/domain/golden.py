@@ -44,6 +44,7 @@ from custsync_pipeline.domain.aspects import (
     fold,
 )
 from custsync_pipeline.domain.canonical import CONSENT_TIMES, GOLDEN_FIELDS, NUMERIC_COLUMNS
+from custsync_pipeline.domain.hashing import hex16
 from custsync_pipeline.domain.identity_keys import blocked_reasons
 from custsync_pipeline.domain.normalize import arrow_strings
 from custsync_pipeline.domain.plan import CURRENT_DATA, FlowStep, IdentifierRule, SyncPlan
@@ -473,7 +474,7 @@ def entries_digest(entries: pd.DataFrame, golden_ids: pd.Series) -> pd.Series:
         at = key_positions(entries, golden_ids.to_frame("golden_id"), ("golden_id",))
         mine = at >= 0
         np.add.at(sums, at[mine], entry_hashes(entries)[mine])  # uint64: wraps, never raises
-    return pd.Series([format(int(x), "016x") for x in sums], index=golden_ids.index, dtype="string")
+    return pd.Series(hex16(sums), index=golden_ids.index, dtype="string")
 
 
 def merge_golden(
@@ -570,8 +571,7 @@ def row_hash(frame: pd.DataFrame, fields: Sequence[str]) -> pd.Series:
     """A stable hex hash per row over ``fields`` (same values -> same hash, across runs)."""
     if frame.empty:
         return pd.Series([], dtype="string", index=frame.index)
-    hashed = pd.Series(strings_hash(frame, fields), index=frame.index)
-    return hashed.map("{:016x}".format).astype("string")
+    return pd.Series(hex16(strings_hash(frame, fields)), index=frame.index, dtype="string")
 
 
 def render_entry(entries: pd.DataFrame) -> pd.Series:

@@ -19,6 +19,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from custsync_pipeline.domain.hashing import HEX_DIGITS
+
 GOLDEN_ID_COLUMNS = [
     "golden_id",
     "created_at",
@@ -123,14 +125,11 @@ def _new_id(seed: str, taken: set[str]) -> str:
         salt += 1
 
 
-_HEX = np.array(list("0123456789abcdef"))
-
-
 def _hex_ids(hashes: np.ndarray) -> np.ndarray:
     """``G`` + 12 hex characters from the top 48 bits of each 64-bit hash (vectorized)."""
     shifts = np.arange(60, 12, -4, dtype=np.uint64)
     nibbles = (hashes.astype(np.uint64)[:, None] >> shifts) & np.uint64(0xF)
-    chars = np.ascontiguousarray(_HEX[nibbles.astype(np.int64)])
+    chars = np.ascontiguousarray(HEX_DIGITS[nibbles.astype(np.int64)])
     return np.strings.add("G", chars.view("<U12").ravel()).astype(object)
 
 
