@@ -538,13 +538,13 @@ def strings_hash(frame: pd.DataFrame, fields: Sequence[str], missing: str = "") 
         if col not in frame:
             parts.append(np.full(len(frame), empty[0], dtype=np.uint64))
             continue
-        codes, text = _distinct_text(frame[col], missing)
+        codes, text = distinct_text(frame[col], missing)
         hashed = hash_array(np.append(text, missing), categorize=False)
         parts.append(hashed[codes])  # -1 (missing) takes the trailing "" hash
     return combine_hash_arrays(iter(parts), len(parts))
 
 
-def _distinct_text(values: pd.Series, missing: str) -> tuple[np.ndarray, np.ndarray]:
+def distinct_text(values: pd.Series, missing: str = "") -> tuple[np.ndarray, np.ndarray]:
     """(code per value, -1 for missing; the distinct values as text). Text columns go
     through Arrow's dictionary encoding (pandas' factorize hashes every Python string
     anew: ten times slower); others through pandas, formatted as the column would be."""

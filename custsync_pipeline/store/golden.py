@@ -26,6 +26,7 @@ from custsync_pipeline.domain.aspects import (
 from custsync_pipeline.domain.golden import (
     ENTRY_SOURCE_COLUMNS,
     GOLDEN_ENTRY_COLUMNS,
+    distinct_text,
     strings_hash,
 )
 from custsync_pipeline.store.bulk import (
@@ -374,12 +375,45 @@ ORIGIN_COLUMNS = ("golden_id", "connector", "source_id", "fields")
 
 def field_origins(field_sources: pd.DataFrame | None) -> pd.DataFrame | None:
     """(golden_id, field, connector, source_id) rows -> one row per golden id and source
-    with the fields it gave, sorted and comma-separated (Arrow's group-by, no Python loop)."""
+    with the fields it gave, sorted and comma-separated.
+
+    Each source's fields as a bit set over the sorted field names, or-ed per source over
+    integer codes (no sort of millions of strings); the few distinct sets are then
+    spelled out once each."""
     if field_sources is None or field_sources.empty:
         return None
-    cols = ["golden_id", "connector", "source_id", "field"]
+    cols = ["golden_id", "connector", "source_id"]
     # a missing source id (none is expected) must not drop the row from the key
-    text = field_sources[cols].astype("string").fillna({"connector": "", "source_id": ""})
+    text = (
+        field_sources[[*cols, "field"]].astype("string").fillna({"connector": "", "source_id": ""})
+    )
+    names = np.array(sorted(text["field"].dropna().unique()), dtype=object)
+    key = np.zeros(len(text), dtype=np.int64)
+    span = 1
+    for col in cols:
+        codes, distinct = distinct_text(text[col])
+        if span * (len(distinct) + 1) >= 2**62 or len(names) > 62:
+            return _field_origins_sorted(text)  # codes that do not fit one integer
+        key = key * (len(distinct) + 1) + (codes + 1)
+        span *= len(distinct) + 1
+    rank = pd.Index(names).get_indexer(text["field"])
+    bits = np.where(rank >= 0, np.left_shift(1, np.maximum(rank, 0)), 0).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    masks = np.bitwise_or.reduceat(bits[order], starts)
+    codes, distinct = pd.factorize(masks)
+    spelled = np.array(
+        [",".join(names[[(m >> i) & 1 == 1 for i in range(len(names))]]) for m in distinct],
+        dtype=object,
+    )
+    out = text.iloc[order[starts]][cols].reset_index(drop=True)
+    out["fields"] = pd.array(spelled[codes], dtype="string")
+    return out
+
+
+def _field_origins_sorted(text: pd.DataFrame) -> pd.DataFrame:
+    cols = ["golden_id", "connector", "source_id", "field"]
     rows = pa.Table.from_pandas(text.sort_values(cols), preserve_index=False)
     grouped = rows.group_by(cols[:3], use_threads=False).aggregate([("field", "list")])
     fields = pc.binary_join(grouped.column("field_list"), ",")
