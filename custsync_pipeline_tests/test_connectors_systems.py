@@ -433,6 +433,18 @@ def test_vendor_times_read_by_arrow_agree_with_pandas_on_every_shape():
         want = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
         assert got.index.tolist() == [7, 3, 5], name
         pd.testing.assert_series_equal(got, want, check_names=False, obj=name)
+    # what Arrow is not given: datetime objects (a PostgreSQL read), a year pandas cannot
+    # hold, a mix of offsets and none
+    from datetime import UTC, datetime
+
+    from custsync_pipeline.domain.times import iso_utc
+
+    assert iso_utc(pd.Series([datetime(2024, 1, 1, tzinfo=UTC)], dtype=object)) is None
+    assert iso_utc(pd.Series(["3000-01-01T00:00:00Z"])) is None
+    assert iso_utc(pd.Series(["2024-05-01T10:00:00Z", "2024-05-01 10:00:00"])) is None
+    stored = iso_utc(pd.Series(["2024-05-01 10:00:00.250000", None], dtype=object))
+    assert stored.tolist()[0] == pd.Timestamp("2024-05-01 10:00:00.25", tz="UTC")
+    assert pd.isna(stored.iloc[1])
 
 
 def test_an_all_iso_time_column_never_raises_from_uninitialized_memory():

@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from custsync_pipeline.config import ConnectorConfig
 from custsync_pipeline.connectors.base import ReadStats
 from custsync_pipeline.connectors.http import HttpClient, HttpSettings
+from custsync_pipeline.domain.times import iso_utc
 
 T = TypeVar("T")
 
@@ -64,25 +64,10 @@ def parse_times(values: pd.Series) -> pd.Series:
     if has.any():
         odata[has] = pd.to_datetime(ms[has].astype("int64"), unit="ms", utc=True)
     rest = text.where(ms.isna())
-    iso = _arrow_times(rest)
+    iso = iso_utc(rest)
     if iso is None:  # a value Arrow's ISO 8601 reader refuses: pandas, value by value
         iso = pd.to_datetime(rest, utc=True, errors="coerce", format="mixed")
     return odata.fillna(iso)
-
-
-def _arrow_times(text: pd.Series) -> pd.Series | None:
-    """``text`` read by Arrow's ISO 8601 cast (50x pandas' at a million values), all with an
-    offset or all without one (then UTC, as pandas reads them); None when a value is
-    neither (another format, a mix, a garbled value)."""
-    strings = pa.array(text.to_numpy(dtype=object, na_value=None), type=pa.string())
-    for kind in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):
-        try:
-            times = strings.cast(kind)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-        out = times.to_pandas().set_axis(text.index)
-        return out if kind.tz else out.dt.tz_localize("UTC")
-    return None
 
 
 def newest(values: pd.Series | None, floor: datetime | None = None) -> datetime | None:

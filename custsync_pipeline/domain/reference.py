@@ -25,7 +25,10 @@ COLUMN_MEANINGS: dict[str, str] = {
     "company_name": "name of a company customer",
     "full_name": "a whole name in one field (Voucherify `name`, Exact `Name`); identity splits it",
     "birth_date": "date of birth as received (`YYYY-MM-DD`); identity compares its digits",
-    "email": "primary e-mail address: trimmed, lower-cased, syntax-checked; else empty",
+    "email": (
+        "primary e-mail address: trimmed, lower-cased, a space typed inside removed, "
+        "syntax-checked; else empty"
+    ),
     "email_raw": "the e-mail address as received",
     "phone": "primary phone number in E.164 (`+46701234567`); else empty",
     "phone_raw": "the phone number as received",

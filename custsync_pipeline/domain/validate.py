@@ -71,6 +71,7 @@ from custsync_pipeline.domain.schemas import (
     payload_schema_key,
     required_payload_columns,
 )
+from custsync_pipeline.domain.times import iso_utc
 
 REJECTED_COLUMNS: tuple[str, ...] = (
     "connector",
@@ -320,6 +321,9 @@ def _coerce_datetimes(series: pd.Series) -> tuple[pd.Series, pd.Series | None]:
     if pd.api.types.is_datetime64_dtype(series.dtype):
         return series.dt.tz_localize("UTC").astype("datetime64[ns, UTC]"), None
     text = series.astype("string")
+    fast = iso_utc(text)  # every value ISO 8601 alike: Arrow reads the column whole
+    if fast is not None:
+        return fast, _dropped(series, fast)
     # ISO 8601 is what every API here sends and parses fast; the slow mixed-format
     # parser only sees the distinct leftovers.
     out = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from custsync_pipeline.domain.times import iso_utc
 from custsync_pipeline.store.db import metadata
 
 # rows per SQLite INSERT statement (its bound values capped by the connection's limit):
@@ -200,7 +201,12 @@ def _typed(frame: pd.DataFrame, columns: dict[str, sa.types.TypeEngine]) -> pd.D
         if name not in frame.columns:
             continue
         if isinstance(kind, sa.DateTime):
-            frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601", errors="coerce")
+            fast = iso_utc(frame[name]) if frame[name].dtype == object else None
+            frame[name] = (
+                fast
+                if fast is not None
+                else pd.to_datetime(frame[name], utc=True, format="ISO8601", errors="coerce")
+            )
         elif isinstance(kind, sa.Boolean) and frame[name].dtype != bool:
             col = frame[name]
             present = col.notna().to_numpy()
