@@ -43,6 +43,16 @@ def test_email_with_a_space_typed_inside_is_the_address_without_it() -> None:
     assert out["email"].isna().tolist()[2:] == [True, True]
     assert out["email_raw"].iloc[0] == "Familjen.von Platen@Example.se"
     assert nz.email_or_reason("a@x.se b@y.se")[1]  # still says why it is no address
+    # a word beside an address is not glued into a made-up one
+    for beside in (
+        "Anna Svensson anna@x.se",
+        "E-post anna@x.se",
+        "anna@gmail.com home",
+        "anna@x.se\tbo",
+        "anna svensson@x.se",  # one gap, but no dotted name before it: not sure enough
+    ):
+        assert nz.email_or_reason(beside)[0] is None, beside
+    assert nz.email_or_reason("anna @ x.se")[0] == "anna@x.se"
 
 
 def test_phone_e164_uses_record_country() -> None:

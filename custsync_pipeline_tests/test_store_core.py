@@ -268,3 +268,10 @@ def test_sqlite_bulk_insert_spans_statements_and_stays_in_the_callers_transactio
         bulk.insert_frame(conn, core.golden_records, more)
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM golden_records").scalar() == 2 * n
+    # a connection used commit-as-you-go (no begin()): its commit() keeps the rows
+    third = frame.assign(golden_id=frame["golden_id"] + "y")
+    with db.engine.connect() as conn:
+        bulk.insert_frame(conn, core.golden_records, third)
+        conn.commit()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM golden_records").scalar() == 3 * n

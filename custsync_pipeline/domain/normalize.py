@@ -4,7 +4,8 @@
 representation and keeps what was received beside it:
 
 * ``email``: trimmed, lower-cased and syntax-checked with ``email-validator``
-  (a space typed inside an address removed when the address is then valid)
+  (spaces typed inside an address removed where they can only be typos: around the
+  ``@``, in the domain before its last dot, one gap in a dotted local part)
   (no DNS); the received value stays in ``email_raw``; an invalid address
   becomes ``<NA>`` (``domain.validate`` records why).
 * ``phone``: E.164 via ``phonenumbers``, the region taken from the record's
@@ -328,17 +329,30 @@ def email_or_reason(value: str) -> tuple[str | None, str | None]:
     try:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
-        # a space typed inside an address (``anna svensson@x.se``, a surname with a
-        # particle put into the local part whole) is never part of one: the address
-        # without it, when that is valid, is the one meant (the received value stays in
-        # ``email_raw``)
-        joined = re.sub(r"\s+", "", candidate)
-        if joined != candidate:
+        joined = _spaces_typed_inside(candidate)
+        if joined is not None:
             fixed, _ = email_or_reason(joined)
             if fixed is not None:
                 return fixed, None
         return None, value_free_reason(str(exc), candidate)
     return result.normalized.lower(), None
+
+
+def _spaces_typed_inside(candidate: str) -> str | None:
+    """The address without the spaces typed inside it, where they can only be typos: around
+    the ``@``, in the domain before its last dot (``info@af ekenstam.se``), and one gap
+    in a dotted local part (``familjen.von platen@``: a surname with a particle put in
+    whole). None for anything else: a word beside an address (``E-post anna@x.se``,
+    ``anna@x.se hem``) must not be glued into a made-up address."""
+    if candidate.count("@") != 1 or not re.search(r"\s", candidate):
+        return None
+    local, domain = (part.strip() for part in candidate.split("@"))
+    gaps = re.findall(r"\s+", local)
+    if len(gaps) > 1 or (gaps and "." not in local.split(gaps[0])[0]):
+        return None
+    if re.search(r"\s", domain[domain.rfind(".") :] if "." in domain else domain):
+        return None
+    return re.sub(r"\s+", "", local) + "@" + re.sub(r"\s+", "", domain)
 
 
 _GENERIC_EMAIL_REASON = "The email address is not valid."

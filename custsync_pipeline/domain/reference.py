@@ -26,7 +26,7 @@ COLUMN_MEANINGS: dict[str, str] = {
     "full_name": "a whole name in one field (Voucherify `name`, Exact `Name`); identity splits it",
     "birth_date": "date of birth as received (`YYYY-MM-DD`); identity compares its digits",
     "email": (
-        "primary e-mail address: trimmed, lower-cased, a space typed inside removed, "
+        "primary e-mail address: trimmed, lower-cased, typo spaces inside removed, "
         "syntax-checked; else empty"
     ),
     "email_raw": "the e-mail address as received",

@@ -132,6 +132,8 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> i
 def _sqlite_insert(conn: sa.Connection, head: str, arrays: list[np.ndarray]) -> None:
     """Every row of ``arrays`` (one object array per column) through ``head`` + a
     ``(?, ...)`` group per row, as many rows per statement as the bound-value limit lets."""
+    if not conn.in_transaction():
+        conn.begin()  # as SQLAlchemy's own execute would: the caller's commit() then holds
     raw = conn.connection.driver_connection
     width, n = len(arrays), len(arrays[0])
     limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
