@@ -563,7 +563,13 @@ def field_strings(frame: pd.DataFrame, fields: Sequence[str]) -> pd.DataFrame:
     out = pd.DataFrame(index=frame.index)
     for col in fields:
         values = frame[col] if col in frame else pd.Series(pd.NA, index=frame.index)
-        out[col] = values.astype("string").fillna("")
+        if isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M":
+            # each distinct time formatted once (a column's distinct times format as the
+            # column does: one resolution for all); pandas formats every value otherwise
+            codes, text = distinct_text(values, "")
+            out[col] = pd.array(np.append(text, "")[codes], dtype="string")
+        else:
+            out[col] = values.astype("string").fillna("")
     return out
 
 
@@ -628,6 +634,48 @@ def _provider_of(events: pd.DataFrame, provenance: pd.DataFrame) -> object:
     return np.where(at >= 0, conn[np.maximum(at, 0)], None)
 
 
+def _field_events(changed: pd.DataFrame, old: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    """One event per changed field of a changed record (golden_id, field, old_value,
+    new_value; text, "" for missing), field by field: each field's old and new text compared
+    as two aligned arrays (no long frame of every field of every record, no merge on it:
+    on a first run that frame has tens of millions of rows)."""
+    ids = changed["golden_id"].to_numpy(dtype=object)
+    new_text = field_strings(changed, fields)
+    pos = np.full(len(ids), -1, dtype=np.int64)
+    old_text = None
+    if not old.empty and len(ids):
+        # the stored rows of these ids only, as the comparison text is made per column
+        old_sub = old[old["golden_id"].isin(changed["golden_id"]).to_numpy()]
+        old_text = field_strings(old_sub, fields)
+        pos = key_positions(changed[["golden_id"]], old_sub, ("golden_id",))
+    found = pos >= 0
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("golden_id", "field", "old", "new")}
+    for name in fields:
+        now_v = new_text[name].to_numpy(dtype=object)
+        was_v = np.full(len(ids), "", dtype=object)
+        if old_text is not None:
+            was_v[found] = old_text[name].to_numpy(dtype=object)[pos[found]]
+        differs = was_v != now_v
+        if not differs.any():
+            continue
+        cols["golden_id"].append(ids[differs])
+        cols["field"].append(np.full(int(differs.sum()), name, dtype=object))
+        cols["old"].append(was_v[differs])
+        cols["new"].append(now_v[differs])
+
+    def joined(key: str) -> np.ndarray:
+        return np.concatenate(cols[key]) if cols[key] else np.zeros(0, dtype=object)
+
+    return pd.DataFrame(
+        {
+            "golden_id": joined("golden_id"),
+            "field": joined("field"),
+            "old_value": joined("old"),
+            "new_value": joined("new"),
+        }
+    )
+
+
 def diff_golden(
     new: pd.DataFrame,
     old: pd.DataFrame,
@@ -665,24 +713,7 @@ def diff_golden(
     changed["updated_at"] = now
     gone = sorted(set(old["golden_id"]) - set(new["golden_id"]))
 
-    # events: one per changed field of a changed record
-    new_long = (
-        field_strings(changed.set_index("golden_id"), fields)
-        .reset_index()
-        .melt(id_vars="golden_id", var_name="field", value_name="new_value")
-    )
-    if not old.empty and not changed.empty:
-        old_sub = old[old["golden_id"].isin(changed["golden_id"])].set_index("golden_id")
-        old_long = (
-            field_strings(old_sub, fields)
-            .reset_index()
-            .melt(id_vars="golden_id", var_name="field", value_name="old_value")
-        )
-        ev = new_long.merge(old_long, on=["golden_id", "field"], how="left")
-    else:
-        ev = new_long.assign(old_value=pd.NA)
-    ev["old_value"] = ev["old_value"].fillna("")
-    ev = ev[ev["old_value"] != ev["new_value"]].reset_index(drop=True)
+    ev = _field_events(changed, old, fields)
     ev["connector"] = _provider_of(ev, provenance)
     parts = [ev]
     if new_entries is not None:
