@@ -476,8 +476,8 @@ def write_results(results: list[dict], out: Path, command: str) -> None:
         "",
         "## State DB rows after the full run",
         "",
-        "What the first run wrote, per table (the largest ten): a bulk insert costs about "
-        "4 µs a row in SQLite through Python's driver, whatever the work around it.",
+        "What the first run wrote, per table (the largest ten): a bulk insert costs a few "
+        "µs a row in SQLite through Python's driver, whatever the work around it.",
         "",
     ]
     for res in results:
