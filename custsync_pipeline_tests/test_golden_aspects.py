@@ -467,3 +467,32 @@ def test_field_origins_are_stored_per_source_and_read_back_per_field(engine) -> 
         conn.execute(sa.text("CREATE TABLE golden_field_sources (golden_id TEXT)"))
     StateDB(engine.url.render_as_string(hide_password=False)).create_all()
     assert "golden_field_sources" not in sa.inspect(engine).get_table_names()
+
+
+@pytest.mark.parametrize("fields", [5, 63])
+def test_field_origins_spell_each_sources_fields_sorted(fields: int) -> None:
+    """One row per golden id and source with its fields sorted and comma-separated — by
+    bit sets up to 62 field names, by a sort beyond (both paths, one answer)."""
+    import numpy as np
+
+    from custsync_pipeline.store.golden import field_origins
+
+    rng = np.random.default_rng(fields)
+    n = 4_000
+    names = [f"f{i:02d}" for i in range(fields)]
+    rows = pd.DataFrame(
+        {
+            "golden_id": rng.choice(["G1", "G2", "G3"], n),
+            "field": rng.choice(names, n),
+            "connector": rng.choice(["crm", "shop"], n),
+            "source_id": rng.choice(["a", "b", "c", "d"], n),
+        }
+    ).drop_duplicates()
+    got = field_origins(rows)
+    key = ["golden_id", "connector", "source_id"]
+    want = (
+        rows.sort_values("field").groupby(key)["field"].agg(",".join).rename("fields").reset_index()
+    )
+    got = got.astype(str).sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want.astype(str), check_dtype=False)
+    assert got["fields"].str.count(",").max() == fields - 1  # some source gave them all

@@ -19,7 +19,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from custsync_pipeline.domain.hashing import HEX_DIGITS
+from custsync_pipeline.domain.hashing import hex16
 
 GOLDEN_ID_COLUMNS = [
     "golden_id",
@@ -127,10 +127,8 @@ def _new_id(seed: str, taken: set[str]) -> str:
 
 def _hex_ids(hashes: np.ndarray) -> np.ndarray:
     """``G`` + 12 hex characters from the top 48 bits of each 64-bit hash (vectorized)."""
-    shifts = np.arange(60, 12, -4, dtype=np.uint64)
-    nibbles = (hashes.astype(np.uint64)[:, None] >> shifts) & np.uint64(0xF)
-    chars = np.ascontiguousarray(HEX_DIGITS[nibbles.astype(np.int64)])
-    return np.strings.add("G", chars.view("<U12").ravel()).astype(object)
+    top48 = hex16(hashes).astype("<U12")  # the first 12 of 16 digits
+    return np.strings.add("G", top48).astype(object)
 
 
 def record_hash(connector: np.ndarray, source_id: np.ndarray) -> np.ndarray:

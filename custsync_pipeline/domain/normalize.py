@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable, Mapping
-from functools import cache, lru_cache
+from functools import lru_cache
 
 import email_validator
 import numpy as np
@@ -533,7 +533,7 @@ def _phone_plan_full() -> tuple[
     for cc, metas in by_cc.items():
         for m in metas:
             npfp = m.national_prefix_for_parsing or ""
-            simple = _simple_npfp(m) and not m.national_prefix_transform_rule
+            simple = _simple_npfp(m)
             if simple and m.national_prefix == "0" and (npfp == "0" or npfp.startswith("0|")):
                 national[m.id] = cc
             if m.international_prefix == "00":
@@ -546,11 +546,30 @@ def _phone_plan_full() -> tuple[
     return by_cc, national, frozenset(idd00), bare
 
 
-@cache
-def _international_prefix(region: str) -> str:
-    """The pattern a region dials abroad with ("" when it has none)."""
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
-    return (meta.international_prefix or "") if meta is not None else ""
+def _dialled_abroad(
+    digits: pa.Array, reg: pa.Array, mask: np.ndarray, own_cc: bool = False
+) -> np.ndarray:
+    """Where ``mask`` holds: the numbers that start with their region's international
+    prefix (the library may read them as dialled abroad) or, with ``own_cc``, with its
+    country code (the library may strip it). One regex per region present."""
+    out = np.zeros(len(mask), dtype=bool)
+    if not mask.any():
+        return out
+    reg_np = reg.to_numpy(zero_copy_only=False)
+    for r in np.unique(reg_np[mask]):
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(str(r), None)
+        if meta is None:
+            continue
+        idx = np.flatnonzero(mask & (reg_np == r))
+        sub = pc.take(digits, pa.array(idx))
+        clash = np.zeros(len(idx), dtype=bool)
+        if own_cc:
+            clash |= _fill(pc.starts_with(sub, str(meta.country_code)))
+        if meta.international_prefix:
+            pattern = f"^(?:{meta.international_prefix})"
+            clash |= _fill(pc.match_substring_regex(sub, pattern))
+        out[idx[clash]] = True
+    return out
 
 
 def _desc_matches(nsn: pa.Array, desc: object) -> pa.Array:
@@ -644,31 +663,14 @@ def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
         & ~_fill(pc.starts_with(pc.utf8_slice_codeunits(digits, 1), "0"))
         & _fill(pc.is_in(reg, value_set=pa.array(nat_regions, pa.string())))
     )
-    if nat.any():  # "0..." that the region's international prefix also reads ("015" in IL)
-        reg_np = reg.to_numpy(zero_copy_only=False)
-        for r in np.unique(reg_np[nat]):
-            r_idd = _international_prefix(str(r))
-            if not r_idd or r_idd == "00":  # "00" is excluded above
-                continue
-            idx = np.flatnonzero(nat & (reg_np == r))
-            clash = _fill(pc.match_substring_regex(pc.take(digits, pa.array(idx)), f"^(?:{r_idd})"))
-            nat[idx[clash]] = False
+    # "0..." that the region's international prefix also reads ("015" in IL)
+    nat &= ~_dialled_abroad(digits, reg, nat)
     # bare: a region without a national prefix writes the NSN itself ("412 34 567" in NO).
     # Left to the library: a leading 0, the region's own country code (the library may
     # strip it) and anything its international prefix matches.
     bare = ~plus & ~idd & ~nat & ~_fill(pc.starts_with(digits, "0"))
     bare &= _fill(pc.is_in(reg, value_set=pa.array(sorted(bare_plan), pa.string())))
-    if bare.any():
-        reg_np = reg.to_numpy(zero_copy_only=False)
-        for r in np.unique(reg_np[bare]):
-            r_cc, r_idd = bare_plan[str(r)]
-            mine = bare & (reg_np == r)
-            sub = pc.filter(digits, pa.array(mine))
-            clash = _fill(pc.starts_with(sub, str(r_cc)))
-            if r_idd:
-                clash |= _fill(pc.match_substring_regex(sub, f"^(?:{r_idd})"))
-            idx = np.flatnonzero(mine)
-            bare[idx[clash]] = False
+    bare &= ~_dialled_abroad(digits, reg, bare, own_cc=True)
     intl = pc.if_else(
         pa.array(plus), pc.utf8_slice_codeunits(digits, 1), pc.utf8_slice_codeunits(digits, 2)
     )
