@@ -62,17 +62,16 @@ def _column_values(series: pd.Series, column: sa.Column, dialect: str) -> np.nda
         if dialect == "sqlite":
             return sqlite_times(when)
         return when.astype(object).where(when.notna(), None).to_numpy(dtype=object)
-    if isinstance(column.type, sa.Float | sa.Integer):
+    if isinstance(column.type, sa.Integer):  # Python ints (the DB-API binds no numpy int)
+        return _integers(series).to_numpy(dtype=object, na_value=None)
+    if isinstance(column.type, sa.Float):
         values = pd.to_numeric(series, errors="coerce")
-        out = values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
-        if isinstance(column.type, sa.Integer):
-            out = np.array([None if v is None else int(v) for v in out], dtype=object)
-        return out
+        return values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
     if isinstance(column.type, sa.Boolean):
         return series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
     if isinstance(column.type, sa.LargeBinary):  # bytes as they are
         out = series.to_numpy(dtype=object, copy=True)
-        out[[not isinstance(v, bytes | bytearray | memoryview) for v in out]] = None
+        out[pd.isna(out)] = None
         return out
     # text as it is (no conversion, one C pass for the missing values): a str column
     if isinstance(series.dtype, pd.StringDtype):
@@ -83,6 +82,15 @@ def _column_values(series: pd.Series, column: sa.Column, dialect: str) -> np.nda
         return out
     text = series.astype("string")
     return text.astype(object).where(text.notna(), None).to_numpy(dtype=object)
+
+
+def _integers(series: pd.Series) -> pd.api.extensions.ExtensionArray:
+    """A column as nullable 64-bit integers: exact for ints (a detour through floats
+    rounds past 2**53), else numbers parsed with anything unparseable missing."""
+    try:
+        return pd.array(series, dtype="Int64")
+    except (TypeError, ValueError):
+        return pd.array(pd.to_numeric(series, errors="coerce").round(), dtype="Int64")
 
 
 def _index_order(table: sa.Table, frame: pd.DataFrame) -> np.ndarray | None:
