@@ -8,9 +8,10 @@ import pytest
 
 from custsync_pipeline_tests import pg
 
-# The longest test files (a minute or more on this 2-core machine), longest first. xdist
-# hands out files in collection order, so starting these first lets the workers finish
-# together instead of one running the soak alone at the end (-3 min of the suite's wall).
+# The longest test files (a minute or more on this 2-core machine), longest first. With
+# --no-loadscope-reorder (scripts/test.sh) xdist hands out files in collection order, so
+# these start first and the workers finish together instead of one running the soak alone
+# at the end.
 LONGEST_FIRST = (
     "test_soak.py",
     "test_echo.py",

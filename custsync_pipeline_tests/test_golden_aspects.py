@@ -469,16 +469,17 @@ def test_field_origins_are_stored_per_source_and_read_back_per_field(engine) -> 
     assert "golden_field_sources" not in sa.inspect(engine).get_table_names()
 
 
-@pytest.mark.parametrize("fields", [5, 63])
+@pytest.mark.parametrize("fields", [5, 62, 100])
 def test_field_origins_spell_each_sources_fields_sorted(fields: int) -> None:
     """One row per golden id and source with its fields sorted and comma-separated — by
-    bit sets up to 62 field names, by a sort beyond (both paths, one answer)."""
+    bit sets up to 62 field names, by a sort beyond (both paths, one answer; bits past
+    the 64th would spell fields a source never gave)."""
     import numpy as np
 
     from custsync_pipeline.store.golden import field_origins
 
     rng = np.random.default_rng(fields)
-    n = 4_000
+    n = 400 if fields > 62 else 4_000  # sparse: no source gives every field
     names = [f"f{i:02d}" for i in range(fields)]
     rows = pd.DataFrame(
         {
@@ -495,4 +496,4 @@ def test_field_origins_spell_each_sources_fields_sorted(fields: int) -> None:
     )
     got = got.astype(str).sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want.astype(str), check_dtype=False)
-    assert got["fields"].str.count(",").max() == fields - 1  # some source gave them all
+    assert got["fields"].str.count(",").max() >= min(fields, 5) - 1

@@ -12,6 +12,8 @@ source scripts/ensure-chromium.sh  # the browser test's chromium (apt-get when m
 # `custsync run` subprocesses a third of the time, so a third worker on 2 cores took the
 # suite from 13.4 to 11.9 min; a test file per worker at a time (module sandboxes are
 # shared within a file); CUSTSYNC_TEST_WORKERS=0 runs everything in one process
-workers=$(( $(nproc) + 1 ))
+workers=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) + 1 ))  # cores, not OpenMP threads
+# --no-loadscope-reorder: files go out in collection order (conftest.py puts the longest
+# first), not xdist's largest-test-count first
 exec .venv/bin/python -m pytest -n "${CUSTSYNC_TEST_WORKERS:-$workers}" --maxprocesses 4 \
-  --dist loadfile "$@"
+  --dist loadfile --no-loadscope-reorder "$@"

@@ -69,9 +69,12 @@ def _column_values(series: pd.Series, column: sa.Column, dialect: str) -> np.nda
         return values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
     if isinstance(column.type, sa.Boolean):
         return series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
-    if isinstance(column.type, sa.LargeBinary):  # bytes as they are
+    if isinstance(column.type, sa.LargeBinary):  # bytes as they are, anything else NULL
         out = series.to_numpy(dtype=object, copy=True)
-        out[pd.isna(out)] = None
+        missing = pd.isna(out)
+        if pd.api.types.infer_dtype(out[~missing], skipna=False) not in ("bytes", "empty"):
+            missing |= np.array([not isinstance(v, bytes | bytearray | memoryview) for v in out])
+        out[missing] = None
         return out
     # text as it is (no conversion, one C pass for the missing values): a str column
     if isinstance(series.dtype, pd.StringDtype):
@@ -86,11 +89,15 @@ def _column_values(series: pd.Series, column: sa.Column, dialect: str) -> np.nda
 
 def _integers(series: pd.Series) -> pd.api.extensions.ExtensionArray:
     """A column as nullable 64-bit integers: exact for ints (a detour through floats
-    rounds past 2**53), else numbers parsed with anything unparseable missing."""
+    rounds past 2**53), else numbers parsed (fractions cut toward zero) with anything
+    unparseable missing. A value beyond 64 signed bits raises, never wraps."""
+    if pd.api.types.is_unsigned_integer_dtype(series.dtype) and len(series):
+        if int(series.max()) > np.iinfo(np.int64).max:
+            raise OverflowError(f"{series.name}: a value does not fit a signed 64-bit integer")
     try:
         return pd.array(series, dtype="Int64")
     except (TypeError, ValueError):
-        return pd.array(pd.to_numeric(series, errors="coerce").round(), dtype="Int64")
+        return pd.array(np.trunc(pd.to_numeric(series, errors="coerce")), dtype="Int64")
 
 
 def _index_order(table: sa.Table, frame: pd.DataFrame) -> np.ndarray | None:
