@@ -513,10 +513,10 @@ def _phone_plan_full() -> tuple[
     dict[int, list[phonenumbers.PhoneMetadata]],
     dict[str, int],
     frozenset[str],
-    dict[str, tuple[int, str]],
+    dict[str, int],
 ]:
-    """``_phone_plan`` plus the bare path: region -> (cc, international prefix pattern) for
-    regions without any national prefix (Norway, Denmark ...), where a national number
+    """``_phone_plan`` plus the bare path: region -> cc for regions without any national
+    prefix (Norway, Denmark ...), where a national number
     is written as its NSN."""
     by_cc: dict[int, list[phonenumbers.PhoneMetadata]] = {}
     for cc, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
@@ -538,11 +538,11 @@ def _phone_plan_full() -> tuple[
                 national[m.id] = cc
             if m.international_prefix == "00":
                 idd00.add(m.id)
-    bare: dict[str, tuple[int, str]] = {}
+    bare: dict[str, int] = {}
     for cc, metas in by_cc.items():
         for m in metas:
             if not m.national_prefix and not m.national_prefix_for_parsing:
-                bare[m.id] = (cc, m.international_prefix or "")
+                bare[m.id] = cc
     return by_cc, national, frozenset(idd00), bare
 
 
@@ -696,7 +696,7 @@ def fast_e164(values: pd.Series, region: pd.Series) -> pd.Series:
         cc[nat] = nat_cc[pos[nat].astype(np.int64)]
     if bare.any():
         bare_regions = sorted(bare_plan)
-        bare_cc = np.array([bare_plan[r][0] for r in bare_regions], dtype=np.int64)
+        bare_cc = np.array([bare_plan[r] for r in bare_regions], dtype=np.int64)
         pos = pc.index_in(reg, value_set=pa.array(bare_regions, pa.string())).to_numpy(
             zero_copy_only=False
         )
