@@ -24,8 +24,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from custsync_pipeline.store.bulk import ARROW_TEXT
+
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+# an input whose AssetIn metadata holds this key set to True is read with its text as
+# Arrow-backed strings: a million-row map in a tenth of the time and memory of one
+# Python string per value (for steps that treat text as text, not as Python objects)
+ARROW_TEXT_INPUT = "custsync/arrow_text"
 
 
 def storage_root(base_dir: str = "") -> Path:
@@ -138,6 +144,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} has not been materialized yet ({path}); "
                 "materialize it first"
             )
+        if (context.definition_metadata or {}).get(ARROW_TEXT_INPUT):
+            mapper = {pa.string(): ARROW_TEXT, pa.large_string(): ARROW_TEXT}.get
+            return pq.read_table(path).to_pandas(types_mapper=mapper)
         return pd.read_parquet(path)
 
 

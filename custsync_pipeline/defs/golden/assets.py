@@ -13,7 +13,7 @@ import pandas as pd
 
 from custsync_pipeline.defs.golden.echo import written_canonical
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
-from custsync_pipeline.defs.io import kept_outputs
+from custsync_pipeline.defs.io import ARROW_TEXT_INPUT, kept_outputs
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
@@ -176,7 +176,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
     @dg.multi_asset(
         name="merge_golden_records",
         outs=outs,
-        ins={"identity_map": dg.AssetIn(key=IDENTITY_MAP)},
+        ins={"identity_map": dg.AssetIn(key=IDENTITY_MAP, metadata={ARROW_TEXT_INPUT: True})},
         required_resource_keys={
             "state_db",
             "io_manager",
