@@ -336,3 +336,45 @@ def test_bulk_insert_keeps_every_kind_of_value(engine) -> None:
     assert [None if r.blob is None else bytes(r.blob) for r in rows] == [
         b if isinstance(b, bytes) else None for b in blob
     ]
+
+
+def test_a_read_in_batches_keeps_column_types_across_all_missing_batches(
+    engine, monkeypatch
+) -> None:
+    """A large read comes in batches (Arrow-backed text); a batch where a time, number or
+    text column holds no value must not turn the column's type (nor make pandas warn that
+    it soon will)."""
+    import warnings
+
+    from custsync_pipeline.store import bulk
+
+    meta = sa.MetaData()
+    table = sa.Table(
+        "batched",
+        meta,
+        sa.Column("k", sa.Integer, primary_key=True),
+        sa.Column("name", sa.Text),
+        sa.Column("at", sa.DateTime(timezone=True)),
+        sa.Column("num", sa.Float),
+    )
+    meta.create_all(engine)
+    frame = pd.DataFrame(
+        {
+            "k": range(6),
+            "name": ["a", "b", None, None, "e", None],
+            "at": pd.to_datetime(["2024-01-01T00:00:00Z", None, None, None, None, None], utc=True),
+            "num": [1.5, None, None, None, None, 2.5],
+        }
+    )
+    with engine.begin() as conn:
+        bulk.insert_frame(conn, table, frame)
+    monkeypatch.setattr(bulk, "READ_BATCH", 2)  # batches: k 0-1, 2-3 (all missing), 4-5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        back = bulk.read_frame(engine, sa.select(table).order_by(table.c.k), arrow_text=True)
+    assert str(back["at"].dtype) == "datetime64[ns, UTC]"
+    assert back["num"].dtype == np.float64
+    assert back["name"].dtype == bulk.ARROW_TEXT
+    assert back["at"].isna().tolist() == [False, True, True, True, True, True]
+    assert back["name"].isna().tolist() == [False, False, True, True, False, True]
+    assert back["num"].tolist()[0] == 1.5 and np.isnan(back["num"].tolist()[2])

@@ -274,7 +274,27 @@ def read_frame(
                     break
     if batch or not frames:
         add(batch)
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return _concat_batches(frames)
+
+
+def _concat_batches(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The batches of one read as one frame: a column that is all missing in a batch takes
+    the type the column has where it holds values (pandas would otherwise warn that it
+    will soon decide the column's type from that batch too)."""
+    if len(frames) == 1:
+        return frames[0]
+    for name in frames[0].columns:
+        kinds = {f[name].dtype for f in frames}
+        if len(kinds) < 2:
+            continue
+        typed = next((f[name].dtype for f in frames if f[name].notna().any()), None)
+        # only a type that can hold a missing value (not numpy's bool or int)
+        if typed is None or typed.kind in "biu":
+            continue
+        for f in frames:
+            if f[name].dtype != typed and not f[name].notna().any():
+                f[name] = pd.Series(None, index=f.index, dtype=object).astype(typed)
+    return pd.concat(frames, ignore_index=True)
 
 
 # digests of derived tables that are rewritten whole (identity evidence): a rerun that
