@@ -132,3 +132,44 @@ def test_an_incremental_pull_keeps_entries_of_the_stored_records_they_name(engin
     assert entry_source_ids(engine, "crm", pull, valid, entries).tolist() == ["acc1", "c9"]
     # a snapshot's entries belong to its own records only
     assert entry_source_ids(engine, "crm", Pull(), valid, entries).tolist() == ["c9"]
+
+
+def test_the_ids_an_entry_names_are_indexed_also_in_an_older_state_db(engine) -> None:
+    """A small pull finds its stored entries by source id, parent and local id, each by an
+    index (one OR of the three read every entry of the connector); a state DB made before
+    the partial indexes existed gets them when it is brought up to date."""
+    import sqlalchemy as sa
+
+    from custsync_pipeline.store import db
+
+    url = engine.url.render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        for name in ("ix_source_entries_local_id", "ix_source_entries_parent_local_id"):
+            conn.execute(sa.text(f"DROP INDEX {name}"))
+    db._indexed.clear()
+    db.StateDB(url).create_all()
+    indexes = {i["name"]: i for i in sa.inspect(engine).get_indexes("source_entries")}
+    for col in ("local_id", "parent_local_id"):
+        assert indexes[f"ix_source_entries_{col}"]["column_names"] == ["connector", col]
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT * FROM source_entries "
+                "WHERE connector = 'crm' AND parent_local_id IN ('a', 'b')"
+            ).all()
+        assert "ix_source_entries_parent_local_id" in " ".join(str(r) for r in plan)
+    # the scoped read still finds an entry by the record it names
+    core.replace_source_records(engine, C, _records(["A1", "C1"]))
+    replace_source_entries(
+        engine,
+        C,
+        pd.DataFrame(
+            [
+                _entry("A1", "addresses", "billing", city="Lund"),
+                _entry("C1", "contact_persons", "C1", local="C1", parent="A1", first_name="Bo"),
+            ]
+        ),
+    )
+    stored, known = golden_store._entries_in_scope(engine, C, {"A1"})
+    assert set(stored["entry_key"]) == {"billing", "C1"}
+    assert {"A1", "C1"} <= known

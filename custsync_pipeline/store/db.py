@@ -1,8 +1,9 @@
 """The state DB engine: one SQLAlchemy Core code path for SQLite (default) and PostgreSQL.
 
 Tables live in the sibling modules and register on the shared ``metadata``;
-``StateDB.create_all`` creates every one of them, and ``add_missing_columns`` brings an
-older state DB up to date (new nullable columns are added in place).
+``StateDB.create_all`` creates every one of them, and ``add_missing_columns`` and
+``add_missing_indexes`` bring an older state DB up to date (new nullable columns and new
+indexes are added in place).
 """
 
 from __future__ import annotations
@@ -95,6 +96,33 @@ def add_missing_columns(engine: Engine, tables: Iterable[sa.Table]) -> list[str]
     return added
 
 
+_indexed: set[tuple[str, str]] = set()
+
+
+def add_missing_indexes(engine: Engine, tables: Iterable[sa.Table]) -> list[str]:
+    """Create the model's indexes an existing table lacks (a state DB made by an older
+    release); once per engine URL and table. Returns the indexes made. Two processes
+    racing to make one is harmless (the loser finds it there)."""
+    url = engine.url.render_as_string(hide_password=True)
+    made: list[str] = []
+    for table in tables:
+        if (url, table.name) in _indexed or not table.indexes:
+            continue
+        have = {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            if index.name in have:
+                continue
+            try:
+                index.create(engine)
+                made.append(str(index.name))
+            except sa.exc.DBAPIError:
+                names = {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}
+                if index.name not in names:
+                    raise
+        _indexed.add((url, table.name))
+    return made
+
+
 class StateDB:
     """The state DB of one sync: engine plus every table, created on first use."""
 
@@ -116,6 +144,7 @@ class StateDB:
                 if "already exists" not in str(exc).lower() or attempt == 2:
                     raise
         add_missing_columns(self.engine, metadata.sorted_tables)
+        add_missing_indexes(self.engine, metadata.sorted_tables)
         _drop_retired(self.engine)
         return self
 
