@@ -68,7 +68,7 @@ SCENARIOS = tuple(os.environ.get("CUSTSYNC_BENCH_SCENARIOS", "full,rerun,increme
 # CUSTSYNC_BENCH_PROFILE=out.prof: each run of the child under cProfile, written to
 # out.prof.<scenario> (slower; for finding hot spots)
 PROFILE = os.environ.get("CUSTSYNC_BENCH_PROFILE")
-STAGES = ("start", "extract", "validate+store", "identity", "golden", "publish", "checks")
+STAGES = ("start", "extract", "validate+store", "identity", "golden", "publish", "orders", "checks")
 
 
 # -- data ---------------------------------------------------------------------
@@ -195,6 +195,8 @@ class Sampler(threading.Thread):
 
 
 def stage_of(step_key: str) -> str:
+    if "transaction" in step_key:  # the order sync (sandbox: every shop's and ERP's orders)
+        return "orders"
     if step_key.endswith("raw_customers") or step_key.endswith("changes"):
         return "extract"
     if step_key.endswith(("__customers", "rejected_customers")) or step_key.endswith(
