@@ -356,6 +356,8 @@ def test_a_read_in_batches_keeps_column_types_across_all_missing_batches(
         sa.Column("name", sa.Text),
         sa.Column("at", sa.DateTime(timezone=True)),
         sa.Column("num", sa.Float),
+        sa.Column("count", sa.Integer),
+        sa.Column("flag", sa.Boolean),
     )
     meta.create_all(engine)
     frame = pd.DataFrame(
@@ -364,6 +366,8 @@ def test_a_read_in_batches_keeps_column_types_across_all_missing_batches(
             "name": ["a", "b", None, None, "e", None],
             "at": pd.to_datetime(["2024-01-01T00:00:00Z", None, None, None, None, None], utc=True),
             "num": [1.5, None, None, None, None, 2.5],
+            "count": pd.Series([1, 2, None, None, 5, 6], dtype=object),
+            "flag": pd.Series([True, False, None, None, True, True], dtype=object),
         }
     )
     with engine.begin() as conn:
@@ -378,3 +382,6 @@ def test_a_read_in_batches_keeps_column_types_across_all_missing_batches(
     assert back["at"].isna().tolist() == [False, True, True, True, True, True]
     assert back["name"].isna().tolist() == [False, False, True, True, False, True]
     assert back["num"].tolist()[0] == 1.5 and np.isnan(back["num"].tolist()[2])
+    # ints and booleans beside a batch of nothing: Python values and None, as pandas has them
+    assert back["count"].tolist() == [1, 2, None, None, 5, 6]
+    assert back["flag"].tolist() == [True, False, None, None, True, True]

@@ -288,12 +288,17 @@ def _concat_batches(frames: list[pd.DataFrame]) -> pd.DataFrame:
         if len(kinds) < 2:
             continue
         typed = next((f[name].dtype for f in frames if f[name].notna().any()), None)
-        # only a type that can hold a missing value (not numpy's bool or int)
-        if typed is None or typed.kind in "biu":
+        if typed is None:
             continue
+        if typed.kind in "biu":  # numpy's bool and int hold no missing value: objects, as
+            typed = np.dtype(object)  # pandas makes of them beside a batch of None
         for f in frames:
-            if f[name].dtype != typed and not f[name].notna().any():
-                f[name] = pd.Series(None, index=f.index, dtype=object).astype(typed)
+            if f[name].dtype != typed and (typed.kind == "O" or not f[name].notna().any()):
+                f[name] = (
+                    f[name].astype(object)
+                    if f[name].notna().any()
+                    else pd.Series(None, index=f.index, dtype=object).astype(typed)
+                )
     return pd.concat(frames, ignore_index=True)
 
 

@@ -188,9 +188,10 @@ def _entries_in_scope(
     # one statement per id column, each answered by its index (an OR of the three scans
     # every entry of the connector)
     parts = [
-        _read_frame(engine, sa.select(*columns).where(mine, c[col].in_(ids)))
+        part
         for ids in chunks(sorted(scope))
         for col in ("source_id", *LOCAL_COLUMNS)
+        if len(part := _read_frame(engine, sa.select(*columns).where(mine, c[col].in_(ids))))
     ]
     stored = (
         pd.concat(parts, ignore_index=True).drop_duplicates(list(KEY_COLUMNS[:4]))
