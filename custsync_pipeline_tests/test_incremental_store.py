@@ -146,7 +146,7 @@ def test_the_ids_an_entry_names_are_indexed_also_in_an_older_state_db(engine, en
     with engine.begin() as conn:
         for name in ("ix_source_entries_local_id", "ix_source_entries_parent_local_id"):
             conn.execute(sa.text(f"DROP INDEX {name}"))
-    db._indexed.clear()
+    db._up_to_date.clear()
     db.StateDB(url).create_all()
     indexes = {i["name"]: i for i in sa.inspect(engine).get_indexes("source_entries")}
     for col in ("local_id", "parent_local_id"):

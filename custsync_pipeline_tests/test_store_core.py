@@ -385,3 +385,33 @@ def test_a_read_in_batches_keeps_column_types_across_all_missing_batches(
     # ints and booleans beside a batch of nothing: Python values and None, as pandas has them
     assert back["count"].tolist() == [1, 2, None, None, 5, 6]
     assert back["flag"].tolist() == [True, False, None, None, True, True]
+
+
+def test_an_older_state_db_gets_the_columns_and_indexes_it_lacks(engine) -> None:
+    """A state DB made by an older release is brought up to date in place: a nullable
+    column and an index of the model that it lacks are added, the rows stay; bringing it
+    up again makes nothing more."""
+    from custsync_pipeline.store import db
+    from custsync_pipeline.store.golden import source_entries
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE source_entries DROP COLUMN seen_at"))
+        conn.execute(sa.text("DROP INDEX ix_source_entries_local_id"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO source_entries (connector, source_id, aspect, entry_key) "
+                "VALUES ('crm', '1', 'addresses', 'home')"
+            )
+        )
+    db._up_to_date.clear()
+    assert db.add_missing_columns(engine, [source_entries]) == ["source_entries.seen_at"]
+    assert db.add_missing_indexes(engine, [source_entries]) == [
+        "source_entries.ix_source_entries_local_id"
+    ]
+    db._up_to_date.clear()
+    assert db.add_missing_columns(engine, [source_entries]) == []
+    assert db.add_missing_indexes(engine, [source_entries]) == []
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("source_entries")}
+    assert "seen_at" in columns
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM source_entries")).scalar() == 1

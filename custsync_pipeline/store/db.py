@@ -8,7 +8,8 @@ indexes are added in place).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -64,63 +65,74 @@ def _drop_retired(engine: Engine) -> None:
                 conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
 
 
-_up_to_date: set[tuple[str, str]] = set()
+_up_to_date: set[tuple[str, str, str]] = set()  # (url, table, "columns" or "indexes")
+
+
+def _bring_up(
+    engine: Engine,
+    tables: Iterable[sa.Table],
+    part: str,
+    names_of: Callable[[str], set[str]],
+    wanted: Callable[[sa.Table], Iterable[tuple[str, Callable[[], None]]]],
+) -> list[str]:
+    """Make each ``wanted`` (name, create) part of each table that ``names_of`` the table
+    lacks, once per engine URL, table and ``part``; returns ``table.name`` of those made.
+    Two processes racing to make the same one is harmless (the loser finds it there)."""
+    url = engine.url.render_as_string(hide_password=True)
+    made: list[str] = []
+    for table in tables:
+        if (url, table.name, part) in _up_to_date:
+            continue
+        have = names_of(table.name)
+        for name, create in wanted(table):
+            if name in have:
+                continue
+            try:
+                create()
+                made.append(f"{table.name}.{name}")
+            except sa.exc.DBAPIError:
+                if name not in names_of(table.name):
+                    raise
+        _up_to_date.add((url, table.name, part))
+    return made
 
 
 def add_missing_columns(engine: Engine, tables: Iterable[sa.Table]) -> list[str]:
     """Add the model's nullable columns an existing table lacks (a state DB made by an
-    older release); once per engine URL and table. Returns ``table.column`` added.
+    older release). Returns ``table.column`` added.
 
     Only additive, nullable changes are made here: anything else needs a real migration.
-    Two processes racing to add the same column is harmless (the loser finds it there).
     """
-    url = engine.url.render_as_string(hide_password=True)
-    added: list[str] = []
-    for table in tables:
-        if (url, table.name) in _up_to_date:
-            continue
-        have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
-        for col in table.columns:
-            if col.name in have or not col.nullable:
-                continue
-            ddl = col.type.compile(dialect=engine.dialect)
-            try:
-                with engine.begin() as conn:
-                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}'))
-                added.append(f"{table.name}.{col.name}")
-            except sa.exc.DBAPIError:
-                names = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
-                if col.name not in names:
-                    raise
-        _up_to_date.add((url, table.name))
-    return added
 
+    def add(table: sa.Table, col: sa.Column) -> None:
+        ddl = col.type.compile(dialect=engine.dialect)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}'))
 
-_indexed: set[tuple[str, str]] = set()
+    return _bring_up(
+        engine,
+        tables,
+        "columns",
+        lambda name: {c["name"] for c in sa.inspect(engine).get_columns(name)},
+        lambda table: [
+            (col.name, functools.partial(add, table, col)) for col in table.columns if col.nullable
+        ],
+    )
 
 
 def add_missing_indexes(engine: Engine, tables: Iterable[sa.Table]) -> list[str]:
     """Create the model's indexes an existing table lacks (a state DB made by an older
-    release); once per engine URL and table. Returns the indexes made. Two processes
-    racing to make one is harmless (the loser finds it there)."""
-    url = engine.url.render_as_string(hide_password=True)
-    made: list[str] = []
-    for table in tables:
-        if (url, table.name) in _indexed or not table.indexes:
-            continue
-        have = {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}
-        for index in sorted(table.indexes, key=lambda i: i.name or ""):
-            if index.name in have:
-                continue
-            try:
-                index.create(engine)
-                made.append(str(index.name))
-            except sa.exc.DBAPIError:
-                names = {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}
-                if index.name not in names:
-                    raise
-        _indexed.add((url, table.name))
-    return made
+    release). Returns ``table.index`` made."""
+    return _bring_up(
+        engine,
+        tables,
+        "indexes",
+        lambda name: {i["name"] for i in sa.inspect(engine).get_indexes(name)},
+        lambda table: [
+            (str(index.name), functools.partial(index.create, engine))
+            for index in sorted(table.indexes, key=lambda i: i.name or "")
+        ],
+    )
 
 
 class StateDB:
