@@ -293,12 +293,12 @@ def _concat_batches(frames: list[pd.DataFrame]) -> pd.DataFrame:
         if typed.kind in "biu":  # numpy's bool and int hold no missing value: objects, as
             typed = np.dtype(object)  # pandas makes of them beside a batch of None
         for f in frames:
-            if f[name].dtype != typed and (typed.kind == "O" or not f[name].notna().any()):
-                f[name] = (
-                    f[name].astype(object)
-                    if f[name].notna().any()
-                    else pd.Series(None, index=f.index, dtype=object).astype(typed)
-                )
+            if f[name].dtype == typed:
+                continue
+            if not f[name].notna().any():
+                f[name] = pd.Series(None, index=f.index, dtype=object).astype(typed)
+            elif typed.kind == "O":
+                f[name] = f[name].astype(object)
     return pd.concat(frames, ignore_index=True)
 
 
