@@ -21,11 +21,18 @@ def iso_utc(values: pd.Series) -> pd.Series | None:
         strings = pa.array(values.to_numpy(dtype=object, na_value=None), type=pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text (datetime objects, numbers)
         return None
+    out = arrow_iso_utc(strings)
+    return None if out is None else out.set_axis(values.index)
+
+
+def arrow_iso_utc(strings: pa.Array | pa.ChunkedArray) -> pd.Series | None:
+    """Arrow text as ``datetime64[ns, UTC]`` (a new index), or None when Arrow cannot read
+    every value."""
     for kind in _KINDS:
         try:
             times = strings.cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
-        out = times.to_pandas().set_axis(values.index)
+        out = times.to_pandas()
         return out if kind.tz else out.dt.tz_localize("UTC")
     return None

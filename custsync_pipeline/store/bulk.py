@@ -1,5 +1,6 @@
-"""Bulk loading of DataFrames into state-DB tables: PostgreSQL ``COPY`` through psycopg,
-SQLite multi-row ``INSERT ... VALUES`` statements in the caller's transaction.
+"""Bulk loading of DataFrames into state-DB tables and reading them back: PostgreSQL
+``COPY`` in CSV both ways (``store.pg_copy``), SQLite multi-row ``INSERT ... VALUES``
+statements in the caller's transaction.
 
 SQLAlchemy's ``insert()`` with a list of dicts processes every bound value in
 Python, about 20k rows/s; these paths skip that and write the values the way
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 
 from custsync_pipeline.domain.times import iso_utc
 from custsync_pipeline.store.db import metadata
+from custsync_pipeline.store.pg_copy import read_copy, to_hex, write_copy
 
 # rows per SQLite INSERT statement (its bound values capped by the connection's limit):
 # one statement of many VALUES rows costs a third less than a prepared statement run per
@@ -55,13 +57,11 @@ def sqlite_times(when: pd.Series) -> np.ndarray:
 _TEXT = ("string", "empty")  # pandas.api.types.infer_dtype of a text column
 
 
-def _column_values(series: pd.Series, column: sa.Column, dialect: str) -> np.ndarray:
-    """One column as an object array of DB-API values (None for missing)."""
+def _column_values(series: pd.Series, column: sa.Column) -> np.ndarray:
+    """One column as an object array of DB-API values (None for missing); times as
+    SQLite's text."""
     if isinstance(column.type, sa.DateTime):
-        when = pd.to_datetime(series, utc=True, errors="coerce")
-        if dialect == "sqlite":
-            return sqlite_times(when)
-        return when.astype(object).where(when.notna(), None).to_numpy(dtype=object)
+        return sqlite_times(pd.to_datetime(series, utc=True, errors="coerce"))
     if isinstance(column.type, sa.Integer):  # Python ints (the DB-API binds no numpy int)
         return _integers(series).to_numpy(dtype=object, na_value=None)
     if isinstance(column.type, sa.Float):
@@ -127,21 +127,39 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> i
     if frame.empty:
         return 0
     cols = [c for c in frame.columns if c in table.c]
-    dialect = conn.dialect.name
-    arrays = [_column_values(frame[c], table.c[c], dialect) for c in cols]
     order = _index_order(table, frame[cols])
+    if conn.dialect.name == "postgresql":
+        arrows = [_arrow_values(frame[c], table.c[c]) for c in cols]
+        if order is not None:
+            arrows = [a.take(order) for a in arrows]
+        write_copy(conn, table.name, pa.Table.from_arrays(arrows, names=cols))
+        return len(frame)
+    arrays = [_column_values(frame[c], table.c[c]) for c in cols]
     if order is not None:
         arrays = [a[order] for a in arrays]
     names = ", ".join(f'"{c}"' for c in cols)
-    if dialect == "postgresql":
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            with cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
-                for row in zip(*arrays, strict=True):
-                    copy.write_row(row)
-        return len(frame)
     _sqlite_insert(conn, f'INSERT INTO "{table.name}" ({names}) VALUES ', arrays)
     return len(frame)
+
+
+def _arrow_values(series: pd.Series, column: sa.Column) -> pa.Array:
+    """One column as the Arrow array PostgreSQL's CSV ``COPY`` takes: times in UTC to the
+    microsecond (cut, as SQLite's text keeps them), bytes as ``\\x``-hex text, NULL for
+    missing. The values are those :func:`_column_values` gives the other path."""
+    if isinstance(column.type, sa.DateTime):
+        when = pd.to_datetime(series, utc=True, errors="coerce")
+        return pa.array(when, from_pandas=True).cast(pa.timestamp("us", tz="UTC"), safe=False)
+    if isinstance(column.type, sa.Integer):
+        return pa.array(_integers(series), type=pa.int64())
+    if isinstance(column.type, sa.Float):
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+        return pa.array(values, type=pa.float64(), from_pandas=True)
+    values = _column_values(series, column)
+    if isinstance(column.type, sa.Boolean):
+        return pa.array(values, type=pa.bool_(), from_pandas=True)
+    if isinstance(column.type, sa.LargeBinary):
+        return to_hex(pa.array(values, type=pa.binary()))
+    return pa.array(values, type=pa.string())
 
 
 def _sqlite_insert(conn: sa.Connection, head: str, arrays: list[np.ndarray]) -> None:
@@ -262,6 +280,10 @@ def read_frame(
 
     batch: list = []
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            copied = read_copy(conn, stmts, kinds, ARROW_TEXT if arrow_text else None)
+            if copied is not None:
+                return copied
         for one in stmts:
             cursor = conn.execute(one).cursor
             while cursor is not None:

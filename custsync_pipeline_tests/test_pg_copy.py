@@ -1,0 +1,163 @@
+"""PostgreSQL's CSV ``COPY`` both ways (``store.pg_copy``): every column kind the state DB
+uses reads back as the cursor reads it, whatever the server's output settings, and the
+hex forms of ``bytea`` agree with Python's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from custsync_pipeline.store import bulk, pg_copy
+from custsync_pipeline.store.db import make_engine
+
+KINDS = sa.MetaData()
+EVERY_KIND = sa.Table(
+    "every_kind_copy",
+    KINDS,
+    sa.Column("k", sa.Integer, primary_key=True),
+    sa.Column("text", sa.Text),
+    sa.Column("name", sa.String(64)),
+    sa.Column("big", sa.BigInteger),
+    sa.Column("exact", sa.BigInteger),
+    sa.Column("num", sa.Float),
+    sa.Column("flag", sa.Boolean),
+    sa.Column("at", sa.DateTime(timezone=True)),
+    sa.Column("naive", sa.DateTime),
+    sa.Column("blob", sa.LargeBinary),
+)
+TEXT = ["plain", "", None, 'quote " and, comma', "new\nline", "cr\rx", "\\.", "\\N", "ünï ✓"]
+
+
+def _frame() -> pd.DataFrame:
+    at = pd.Series(
+        pd.to_datetime(
+            ["2024-01-01T10:00:00.123456Z", "2024-06-30T23:59:59+02:00", None] * 3,
+            utc=True,
+            format="ISO8601",
+        )
+    )
+    return pd.DataFrame(
+        {
+            "k": range(9),
+            "text": TEXT,
+            "name": ["a", None, "c", "", "e", "f", "g", "h", "i"],
+            "big": pd.Series([0, -1, 2**63 - 1, -(2**63), None, 12, 2**53 + 1, 7, 8], dtype=object),
+            "exact": [0, -1, 2**63 - 1, -(2**63), 12, 2**53 + 1, 7, 8, 9],
+            "num": [0.1, 1e-7, 1e300, float("nan"), -2.5, 123456789.12345679, None, 3.0, 4.0],
+            "flag": pd.Series(
+                [True, False, None, True, False, True, None, False, True], dtype=object
+            ),
+            "at": at,
+            "naive": at,
+            "blob": pd.Series(
+                [b"\x00\x01\xff", b"", None, b'\\\t\n,"', b"reach", None, b"\x80" * 40, None, b"b"],
+                dtype=object,
+            ),
+        }
+    )
+
+
+def _cursor_read(engine: sa.Engine, stmt: sa.Select, monkeypatch, **kw) -> pd.DataFrame:
+    """The same read through the driver's cursor (the path before COPY, and SQLite's)."""
+    with monkeypatch.context() as m:
+        m.setattr(bulk, "read_copy", lambda *a: None)
+        return bulk.read_frame(engine, stmt, **kw)
+
+
+def test_copy_reads_every_kind_as_the_cursor_does_whatever_the_server_settings(
+    pg_url: str, monkeypatch
+) -> None:
+    """Written through CSV COPY, then read through CSV COPY on a database whose output
+    settings differ from the defaults (dates day-first, escaped bytea, short floats,
+    another zone; the cursor cannot even parse such times): the same frame, dtypes
+    included, as the cursor read under the defaults, and the values that went in."""
+    engine = make_engine(pg_url)
+    KINDS.create_all(engine)
+    frame = _frame()
+    with engine.begin() as conn:
+        assert bulk.insert_frame(conn, EVERY_KIND, frame) == len(frame)
+    stmt = sa.select(EVERY_KIND).order_by(EVERY_KIND.c.k)
+    parts = [stmt.where(EVERY_KIND.c.k < 4), stmt.where(EVERY_KIND.c.k >= 4)]
+    by_cursor = _cursor_read(engine, stmt, monkeypatch)
+    by_cursor_text = _cursor_read(engine, parts, monkeypatch, arrow_text=True)
+    with engine.begin() as conn:
+        db = conn.exec_driver_sql("SELECT current_database()").scalar()
+        for setting in (
+            "DateStyle = 'SQL, DMY'",
+            "bytea_output = 'escape'",
+            "extra_float_digits = 0",
+            "TimeZone = 'America/New_York'",
+        ):
+            conn.exec_driver_sql(f'ALTER DATABASE "{db}" SET {setting}')
+    engine.dispose()
+    with engine.connect() as conn:  # the COPY path is taken (not the fallback)
+        kinds = {c.name: c.type for c in stmt.selected_columns}
+        assert pg_copy.read_copy(conn, [stmt], kinds, None) is not None
+    copied = bulk.read_frame(engine, stmt)
+    pd.testing.assert_frame_equal(copied, by_cursor)
+    assert copied["text"].tolist() == TEXT
+    # 64-bit extremes exact (a column with NULLs is floats in either read, as pandas has it)
+    assert copied["exact"].dtype == np.int64
+    assert copied["exact"].tolist() == frame["exact"].tolist()
+    assert copied["big"].isna().tolist() == frame["big"].isna().tolist()
+    assert copied["num"].tolist()[:3] == [0.1, 1e-7, 1e300]
+    assert copied["num"].tolist()[5] == 123456789.12345679  # every digit back
+    assert copied["flag"].tolist() == frame["flag"].tolist()
+    assert str(copied["at"].dtype) == "datetime64[ns, UTC]"
+    assert copied["at"].equals(frame["at"]) and copied["naive"].equals(frame["at"])
+    assert copied["blob"].tolist() == frame["blob"].tolist()
+    # Arrow-backed text, and a read in parts (one statement per chunk of keys)
+    texts = bulk.read_frame(engine, parts, arrow_text=True)
+    assert texts["text"].dtype == bulk.ARROW_TEXT
+    assert texts["text"].astype(object).where(texts["text"].notna(), None).tolist() == TEXT
+    pd.testing.assert_frame_equal(texts, by_cursor_text)
+
+
+def test_an_empty_read_and_a_kind_copy_does_not_carry_take_the_cursor(pg_url: str) -> None:
+    """An empty read is typed as the cursor types it (the COPY gives no rows to type), and a
+    column kind COPY does not carry falls back to the cursor read."""
+    engine = make_engine(pg_url)
+    KINDS.create_all(engine)
+    empty = bulk.read_frame(engine, sa.select(EVERY_KIND))
+    assert empty.empty and list(empty.columns) == [c.name for c in EVERY_KIND.c]
+    with engine.begin() as conn:
+        bulk.insert_frame(conn, EVERY_KIND, _frame())
+    # a column of no known kind (here JSON): the cursor reads it
+    counted = sa.select(
+        sa.func.count().label("n"), sa.literal_column("'{}'::json").label("j")
+    ).select_from(EVERY_KIND)
+    with engine.connect() as conn:
+        assert (
+            pg_copy.read_copy(
+                conn, [counted], {c.name: c.type for c in counted.selected_columns}, None
+            )
+            is None
+        )
+    assert bulk.read_frame(engine, counted)["n"].tolist() == [9]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hex_forms_of_bytes_agree_with_python(seed: int) -> None:
+    """``to_hex`` writes what PostgreSQL's ``bytea`` hex input reads, ``unhex`` reads its
+    output: both as Python's ``bytes.hex`` has them, NULL and empty values included."""
+    rng = np.random.default_rng(seed)
+    values = [
+        None
+        if rng.random() < 0.2
+        else bytes(rng.integers(0, 256, rng.integers(0, 40), dtype=np.uint8))
+        for _ in range(500)
+    ]
+    arr = pa.array(values, type=pa.binary())
+    text = pg_copy.to_hex(arr)
+    assert text.to_pylist() == [None if v is None else "\\x" + v.hex() for v in values]
+    assert pg_copy.unhex(text).to_pylist() == values
+    upper = pa.array([None if v is None else "\\x" + v.hex().upper() for v in values])
+    assert pg_copy.unhex(upper).to_pylist() == values
+    # a slice of an array (its buffers start before the slice)
+    assert pg_copy.unhex(text.slice(7, 50)).to_pylist() == values[7:57]
+    assert pg_copy.to_hex(arr.slice(7, 50)).to_pylist() == text.slice(7, 50).to_pylist()
+    with pytest.raises(ValueError, match="hex"):
+        pg_copy.unhex(pa.array(["\\001abc"]))
