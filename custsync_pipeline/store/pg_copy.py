@@ -130,20 +130,19 @@ def read_copy(
     if any(t is None for t in types.values()) or len(types) != len(stmts[0].selected_columns):
         return None
     raw = conn.connection.driver_connection
-    parts: list[bytes] = []
+    csv = bytearray()  # grown in place: no object kept per row (the server sends one each)
     with raw.cursor() as cur:
         for setting in _OUTPUT_SETTINGS:
             cur.execute(setting)
         for stmt in stmts:
             sql = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
             with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", sql.params) as copy:
-                parts.extend(bytes(block) for block in copy)
-    if not parts:
+                for block in copy:
+                    csv += block
+    if not csv:
         return None
-    csv = pa.py_buffer(b"".join(parts))
-    del parts
     table = pcsv.read_csv(
-        pa.BufferReader(csv),
+        pa.BufferReader(pa.py_buffer(csv)),
         read_options=pcsv.ReadOptions(column_names=list(types)),
         parse_options=pcsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
         convert_options=pcsv.ConvertOptions(
