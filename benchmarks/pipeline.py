@@ -27,12 +27,19 @@ the steps: ``extract`` (``<c>/raw_customers``), ``validate+store``
 ``publish`` (deltas and writes), ``checks``; ``start`` is the run's wall time
 outside any step (process start, definitions, the instance).
 
+``--executor multiprocess`` runs the sync job on Dagster's multiprocess executor
+(``max_concurrent`` = the cores; each step a process of its own) instead of
+``custsync run``'s in-process one: the sampler then adds up every process below
+the child (CPU time and resident memory of the step processes alive at each
+sample, and of those that ended), so peak MB is the machine-wide sum.
+
 Writes ``benchmarks/RESULTS.md`` (``--out``) and prints the same tables.
 
 Usage::
 
     PYTHONPATH=. python benchmarks/pipeline.py --sizes 10000 100000 1000000 --db sqlite postgres
     PYTHONPATH=. python benchmarks/pipeline.py --source sandbox --sizes 10000 --db sqlite
+    PYTHONPATH=. python benchmarks/pipeline.py --sizes 1000000 --db postgres --executor multiprocess
 
 PostgreSQL comes from ``$CUSTSYNC_TEST_PG_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``); a database is created per
@@ -159,18 +166,33 @@ def file_config(folder: Path, state_db_url: str) -> dict:
 class Sampler(threading.Thread):
     """(time, process CPU seconds, resident MB) every ``every`` seconds."""
 
-    def __init__(self, every: float = 0.05) -> None:
+    def __init__(self, every: float = 0.05, descendants: bool = False) -> None:
         super().__init__(daemon=True)
         self.every = every
+        self.descendants = descendants  # add up the processes below this one
         self.samples: list[tuple[float, float, float]] = []
         self._halt = threading.Event()
         self._page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        self._tick_s = 1 / os.sysconf("SC_CLK_TCK")
 
     def sample(self) -> None:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         with open("/proc/self/statm") as fh:
             rss = int(fh.read().split()[1]) * self._page_mb
-        self.samples.append((time.time(), ru.ru_utime + ru.ru_stime, rss))
+        cpu = ru.ru_utime + ru.ru_stime
+        if self.descendants:
+            ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu += ended.ru_utime + ended.ru_stime
+            for pid in descendant_pids(os.getpid()):
+                try:
+                    with open(f"/proc/{pid}/stat") as fh:
+                        fields = fh.read().rsplit(")", 1)[1].split()
+                    with open(f"/proc/{pid}/statm") as fh:
+                        rss += int(fh.read().split()[1]) * self._page_mb
+                except (OSError, IndexError):
+                    continue  # ended between the listing and the read
+                cpu += (int(fields[11]) + int(fields[12])) * self._tick_s  # utime, stime
+        self.samples.append((time.time(), cpu, rss))
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -192,6 +214,48 @@ class Sampler(threading.Thread):
         cpu = arr[after, 1] - arr[max(before, 0), 1]
         peak = arr[inside, 2].max() if inside.any() else arr[after, 2]
         return float(cpu), float(peak)
+
+
+def descendant_pids(root: int) -> list[int]:
+    """Every process below ``root`` (children, theirs, ...), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def sync_job():
+    """The project's sync job, rebuilt in every step process (multiprocess executor)."""
+    from custsync_pipeline.definitions import defs
+
+    return defs().resolve_job_def("sync_job")
+
+
+def run_multiprocess(config: str) -> int:
+    """One run of the sync job on the multiprocess executor, a step process per core."""
+    import dagster as dg
+
+    os.environ["CUSTSYNC_CONFIG"] = config  # read by the definitions in every step process
+    run_config = {
+        "execution": {"config": {"multiprocess": {"max_concurrent": os.cpu_count() or 1}}},
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    }
+    with dg.execute_job(
+        dg.reconstructable(sync_job), instance=dg.DagsterInstance.get(), run_config=run_config
+    ) as result:
+        return 0 if result.success else 1
 
 
 def stage_of(step_key: str) -> str:
@@ -254,11 +318,14 @@ def measure_run(label: str, sampler: Sampler, run_cli) -> dict:
 
 def child(spec: dict) -> dict:
     """Run the three scenarios in this process (env already set by the parent)."""
-    sampler = Sampler()
+    multiprocess = spec.get("executor") == "multiprocess"
+    sampler = Sampler(every=0.2, descendants=True) if multiprocess else Sampler()
     sampler.start()
     from custsync_pipeline import cli_run
 
     def run_cli() -> int:
+        if multiprocess:
+            return run_multiprocess(spec["config"])
         with open(os.devnull, "w") as devnull:
             saved = sys.stdout
             sys.stdout = devnull
@@ -337,7 +404,9 @@ def pg_database(base_url: str) -> tuple[str, callable]:
     return url.render_as_string(hide_password=False), drop
 
 
-def one(source: str, size: int, db: str, seed: int, keep: Path | None) -> dict:
+def one(
+    source: str, size: int, db: str, seed: int, keep: Path | None, executor: str = "in_process"
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="custsync-bench-") as tmp:
         tmp_path = Path(tmp)
         home = tmp_path / "dagster_home"
@@ -355,7 +424,11 @@ def one(source: str, size: int, db: str, seed: int, keep: Path | None) -> dict:
             "CUSTSYNC_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
         }
-        spec: dict = {"source": source, "people": int(size / RECORDS_PER_PERSON)}
+        spec: dict = {
+            "source": source,
+            "people": int(size / RECORDS_PER_PERSON),
+            "executor": executor,
+        }
         sandbox = None
         try:
             if source == "file":
@@ -399,7 +472,8 @@ def one(source: str, size: int, db: str, seed: int, keep: Path | None) -> dict:
                 sandbox.stop()
             if drop is not None:
                 drop()
-    return {"source": source, "size": size, "records": records, "db": db, **result}
+    label = db if executor == "in_process" else f"{db}, {executor}"
+    return {"source": source, "size": size, "records": records, "db": label, **result}
 
 
 def sandbox_config(sandbox, path: Path, state_db_url: str) -> Path:
@@ -499,6 +573,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--append", action="store_true", help="keep earlier results in --out")
     parser.add_argument("--keep", type=Path, help="keep generated exports here (reused)")
+    parser.add_argument(
+        "--executor",
+        choices=("in_process", "multiprocess"),
+        default="in_process",
+        help="in_process: `custsync run`; multiprocess: a step process per core",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -508,7 +588,7 @@ def main() -> None:
     results = json.loads(store.read_text()) if args.append and store.exists() else []
     for size in args.sizes:
         for db in args.db:
-            res = one(args.source, size, db, args.seed, args.keep)
+            res = one(args.source, size, db, args.seed, args.keep, args.executor)
             results = [
                 r
                 for r in results
