@@ -5,6 +5,7 @@ run this time still counts with its last good snapshot), resolves identities
 with the configured rules and stored steward decisions, and saves the map.
 """
 
+import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -32,6 +33,8 @@ from custsync_pipeline.store.core import SOURCE_STAMP
 
 RESOLVED_INPUTS = "identity_inputs"  # table_digests row: what the stored map was resolved from
 RESOLVED_RECORDS = "identity_records"  # ... and a digest of what it read of the records
+
+RESOLVED_FIGURES = "identity_figures"  # ... and the counts of what it stored, for a skip
 
 IDENTITY_MAP = dg.AssetKey("identity_map")
 IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
@@ -79,6 +82,34 @@ def masked_conflicts(conflicts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def save_resolved(conn, inputs: str, id_map: pd.DataFrame, conflicts: pd.DataFrame) -> int:
+    """Mark the stored map as resolved from ``inputs`` (in the caller's transaction, with
+    the rows it covers), with its figures: a later run whose inputs are the same reports
+    them without counting a million rows. Returns the golden ids mapped."""
+    golden = int(id_map["golden_id"].nunique()) if len(id_map) else 0
+    figures = {"inputs": inputs, "rows": len(id_map), "golden": golden}
+    save_digest(conn, RESOLVED_INPUTS, inputs)
+    save_digest(conn, RESOLVED_FIGURES, json.dumps({**figures, **conflict_counts(conflicts)}))
+    return golden
+
+
+def resolved_figures(engine, inputs: str) -> tuple[int, int, dict[str, int]]:
+    """(source records mapped, golden ids, review-queue rows by kind) of the stored map:
+    as saved with it when it was resolved from ``inputs``, else counted in the state DB."""
+    from custsync_pipeline.store.identity import identity_figures
+
+    try:
+        saved = json.loads(stored_digest(engine, RESOLVED_FIGURES) or "{}")
+    except ValueError:
+        saved = {}
+    if saved.get("inputs") != inputs:
+        return identity_figures(engine)
+    kinds = {
+        k.removeprefix("conflicts_"): int(v) for k, v in saved.items() if k.startswith("conflicts_")
+    }
+    return int(saved["rows"]), int(saved["golden"]), kinds
+
+
 def _identity_figures(rows: int, golden: int, kinds: dict[str, int]):
     """The metadata of a skipped resolution, with no values: the last outputs stay."""
     conflicts = {f"conflicts_{k}": n for k, n in kinds.items()}
@@ -101,9 +132,14 @@ def _identity_figures(rows: int, golden: int, kinds: dict[str, int]):
 
 
 def _identity_results(
-    id_map: pd.DataFrame, conflicts: pd.DataFrame, stats: dict[str, int], skipped: bool = False
+    id_map: pd.DataFrame,
+    conflicts: pd.DataFrame,
+    stats: dict[str, int],
+    skipped: bool = False,
+    n_golden: int | None = None,
 ):
-    n_golden = id_map["golden_id"].nunique() if not id_map.empty else 0
+    if n_golden is None:
+        n_golden = id_map["golden_id"].nunique() if not id_map.empty else 0
     yield dg.MaterializeResult(
         asset_key=IDENTITY_MAP,
         value=id_map,
@@ -151,7 +187,6 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
     @holds_state_lease
     def resolve(context: dg.AssetExecutionContext):
         from custsync_pipeline.store.identity import (
-            identity_figures,
             load_identity_conflicts,
             load_identity_state,
             load_steward_decisions,
@@ -169,7 +204,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         )
         unchanged = inputs == stored_digest(engine, RESOLVED_INPUTS)
         if unchanged:
-            rows, golden, kinds = identity_figures(engine)
+            rows, golden, kinds = resolved_figures(engine, inputs)
             if rows and kept_outputs(
                 context, {IDENTITY_MAP: rows, IDENTITY_CONFLICTS: sum(kinds.values())}
             ):
@@ -201,7 +236,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             )
             if scoped is not None:
                 with engine.begin() as conn:
-                    save_digest(conn, RESOLVED_INPUTS, inputs)
+                    n_golden = save_resolved(conn, inputs, scoped.identity_map, scoped.conflicts)
                     conn.execute(
                         table_digests.delete().where(table_digests.c.name == RESOLVED_RECORDS)
                     )
@@ -211,7 +246,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                     "map_rows_written", 0
                 )
                 yield from _identity_results(
-                    scoped.identity_map, scoped.conflicts, scoped.stats, skipped=skipped
+                    scoped.identity_map, scoped.conflicts, scoped.stats, skipped, n_golden
                 )
                 return
         yield from _resolve_all(
@@ -373,11 +408,10 @@ def _resolve_all(
             f"the records changed in no column resolution reads: the stored map of "
             f"{len(prior_map)} source records is used as it is"
         )
+        conflicts = load_identity_conflicts(engine)
         with engine.begin() as conn:
-            save_digest(conn, RESOLVED_INPUTS, inputs)
-        yield from _identity_results(
-            prior_map[MAP_COLUMNS], load_identity_conflicts(engine), {}, skipped=True
-        )
+            n_golden = save_resolved(conn, inputs, prior_map, conflicts)
+        yield from _identity_results(prior_map[MAP_COLUMNS], conflicts, {}, True, n_golden)
         return
     to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
     with_reach = plan.incremental_identity
@@ -408,7 +442,9 @@ def _resolve_all(
         rewrite_reach=with_reach and (not same_basis or stale_reach(engine)),
     )
     with engine.begin() as conn:
-        save_digest(conn, RESOLVED_INPUTS, inputs)
+        n_golden = save_resolved(conn, inputs, result.identity_map, result.conflicts)
         save_digest(conn, RESOLVED_RECORDS, read)
         save_match_params(conn, basis, result.match_params, result.known_words)
-    yield from _identity_results(result.identity_map, result.conflicts, result.stats)
+    yield from _identity_results(
+        result.identity_map, result.conflicts, result.stats, n_golden=n_golden
+    )
