@@ -114,6 +114,7 @@ def test_copy_reads_every_kind_as_the_cursor_does_whatever_the_server_settings(
     assert texts["text"].dtype == bulk.ARROW_TEXT
     assert texts["text"].astype(object).where(texts["text"].notna(), None).tolist() == TEXT
     pd.testing.assert_frame_equal(texts, by_cursor_text)
+    engine.dispose()
 
 
 def test_an_empty_read_and_a_kind_copy_does_not_carry_take_the_cursor(pg_url: str) -> None:
@@ -137,6 +138,7 @@ def test_an_empty_read_and_a_kind_copy_does_not_carry_take_the_cursor(pg_url: st
             is None
         )
     assert bulk.read_frame(engine, counted)["n"].tolist() == [9]
+    engine.dispose()
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -161,3 +163,81 @@ def test_hex_forms_of_bytes_agree_with_python(seed: int) -> None:
     assert pg_copy.to_hex(arr.slice(7, 50)).to_pylist() == text.slice(7, 50).to_pylist()
     with pytest.raises(ValueError, match="hex"):
         pg_copy.unhex(pa.array(["\\001abc"]))
+
+
+def test_reads_and_deletes_by_many_keys(engine) -> None:
+    """By 12,000 keys (quotes, commas, backslashes, unicode among them): PostgreSQL binds
+    them as one array (one statement), SQLite in IN lists under its parameter limit; both
+    read and delete exactly the rows named."""
+    meta = sa.MetaData()
+    table = sa.Table(
+        "keyed",
+        meta,
+        sa.Column("connector", sa.Text, primary_key=True),
+        sa.Column("source_id", sa.Text, primary_key=True),
+        sa.Column("n", sa.Integer),
+    )
+    meta.create_all(engine)
+    ids = [f"id-{i}" for i in range(30_000)] + ["o'brien", 'say "hi", then', "back\\slash", "ü"]
+    frame = pd.DataFrame({"connector": "crm", "source_id": ids, "n": range(len(ids))})
+    with engine.begin() as conn:
+        bulk.insert_frame(conn, table, frame)
+    wanted = ids[:30_000:2][:12_000] + ids[-4:]
+    parts = bulk.one_of(engine.dialect.name, table.c.source_id, wanted)
+    assert len(parts) == (1 if engine.dialect.name == "postgresql" else 3)
+    keys = pd.DataFrame({"connector": "crm", "source_id": wanted})
+    got = bulk.read_keyed(engine, sa.select(table), table, keys)
+    assert sorted(got["source_id"]) == sorted(wanted)
+    with engine.begin() as conn:
+        assert bulk.delete_in(conn, table, "source_id", wanted) == len(wanted)
+    left = bulk.read_frame(engine, sa.select(table.c.source_id))["source_id"]
+    assert sorted(left) == sorted(set(ids) - set(wanted))
+
+
+def test_copy_holds_on_long_rows_autocommit_other_encodings_and_loose_booleans(
+    pg_url: str, monkeypatch
+) -> None:
+    """A row longer than Arrow's parse block, a connection in autocommit (SET LOCAL needs
+    the read's own transaction), a client encoding other than UTF-8 both ways, booleans
+    given as 0/1: each reads and writes what the cursor would."""
+    meta = sa.MetaData()
+    table = sa.Table(
+        "loose",
+        meta,
+        sa.Column("k", sa.Integer, primary_key=True),
+        sa.Column("text", sa.Text),
+        sa.Column("flag", sa.Boolean),
+        sa.Column("at", sa.DateTime(timezone=True)),
+    )
+    engine = make_engine(pg_url)
+    meta.create_all(engine)
+    latin1 = sa.create_engine(
+        engine.url, connect_args={"options": "-c client_encoding=LATIN1 -c DateStyle=SQL,DMY"}
+    )
+    frame = pd.DataFrame(
+        {
+            "k": [1, 2, 3],
+            "text": ["café", "x" * 5_000, None],
+            "flag": pd.Series([1, 0, None], dtype=object),
+            "at": pd.to_datetime(["2024-03-01T10:00:00Z", None, "2024-12-31T23:00:00+01:00"]),
+        }
+    )
+    with latin1.begin() as conn:  # Arrow's UTF-8 through a LATIN1 session
+        bulk.insert_frame(conn, table, frame)
+    stmt = sa.select(table).order_by(table.c.k)
+    monkeypatch.setattr(pg_copy, "_BLOCK", 1_024)  # the long row straddles blocks
+    for reader in (engine, latin1.execution_options(isolation_level="AUTOCOMMIT")):
+        back = bulk.read_frame(reader, stmt)
+        assert back["text"].tolist() == ["café", "x" * 5_000, None]
+        assert back["flag"].tolist() == [True, False, None]
+        assert back["at"].tolist()[0] == pd.Timestamp("2024-03-01T10:00:00Z")
+        assert back["at"].isna().tolist() == [False, True, False]
+    with engine.connect() as conn:  # stored as UTF-8 text, not its bytes taken as LATIN1
+        assert conn.execute(sa.select(table.c.text).where(table.c.k == 1)).scalar() == "café"
+    with engine.connect() as conn:  # read by COPY (the long row again as one block)
+        kinds = {c.name: c.type for c in stmt.selected_columns}
+        assert pg_copy.read_copy(conn, [stmt], kinds, None) is not None
+        # the read's own transaction is over: nothing left open on the connection
+        assert conn.connection.driver_connection.info.transaction_status.name == "IDLE"
+    latin1.dispose()
+    engine.dispose()

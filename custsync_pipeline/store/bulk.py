@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from custsync_pipeline.domain.times import iso_utc
 from custsync_pipeline.store.db import metadata
@@ -35,6 +36,8 @@ from custsync_pipeline.store.pg_copy import read_copy, to_hex, write_copy
 SQLITE_ROWS_PER_INSERT = 500
 # keys per DELETE ... IN (...): well under SQLite's bound-parameter limit (32,766)
 IN_CHUNK = 5_000
+# values per PostgreSQL ``= ANY(array)``: one parameter, however long
+ANY_CHUNK = 100_000
 # rows per fetch when text is read into Arrow strings
 READ_BATCH = 200_000
 ARROW_TEXT = pd.StringDtype("pyarrow")
@@ -156,7 +159,10 @@ def _arrow_values(series: pd.Series, column: sa.Column) -> pa.Array:
         return pa.array(values, type=pa.float64(), from_pandas=True)
     values = _column_values(series, column)
     if isinstance(column.type, sa.Boolean):
-        return pa.array(values, type=pa.bool_(), from_pandas=True)
+        try:
+            return pa.array(values, type=pa.bool_(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # 0/1, "t"/"true": PostgreSQL reads them
+            return pa.array(series.astype("string").to_numpy(na_value=None), type=pa.string())
     if isinstance(column.type, sa.LargeBinary):
         return to_hex(pa.array(values, type=pa.binary()))
     return pa.array(values, type=pa.string())
@@ -192,6 +198,21 @@ def chunks(values: Sequence, size: int = IN_CHUNK) -> Iterator[list]:
         yield list(values[start : start + size])
 
 
+def one_of(dialect: str, column: sa.ColumnElement, values: Sequence) -> list[sa.ColumnElement]:
+    """Conditions that together pick the rows whose ``column`` is one of ``values``, one
+    statement each. PostgreSQL: ``= ANY(array)``, one bound array per ``ANY_CHUNK`` values
+    (an ``IN`` list binds a placeholder per value, which psycopg and SQLAlchemy each parse
+    in Python: seconds for the 57k keys of an incremental resolution); SQLite: ``IN``
+    lists of ``IN_CHUNK`` (its bound-parameter limit)."""
+    if dialect == "postgresql":
+        kind = postgresql.ARRAY(column.type)
+        return [
+            column == sa.any_(sa.bindparam(None, part, type_=kind))
+            for part in chunks(values, ANY_CHUNK)
+        ]
+    return [column.in_(part) for part in chunks(values)]
+
+
 def _no_rows(conn: sa.Connection, table: sa.Table, where: tuple) -> bool:
     return (
         conn.execute(sa.select(sa.literal(1)).select_from(table).where(*where).limit(1)).first()
@@ -203,12 +224,12 @@ def delete_in(
     conn: sa.Connection, table: sa.Table, column: str, values: Sequence, *where: object
 ) -> int:
     """Delete the rows of ``table`` whose ``column`` is one of ``values`` (and that match
-    ``where``), a chunk of keys per statement; returns the rows deleted."""
+    ``where``), a part of the keys per statement (``one_of``); returns the rows deleted."""
     if len(values) > IN_CHUNK and _no_rows(conn, table, where):
         return 0  # a first write: nothing to delete (no scan per chunk of keys)
     removed = 0
-    for chunk in chunks(values):
-        removed += conn.execute(table.delete().where(*where, table.c[column].in_(chunk))).rowcount
+    for part in one_of(conn.dialect.name, table.c[column], values):
+        removed += conn.execute(table.delete().where(*where, part)).rowcount
     return int(removed)
 
 
@@ -221,10 +242,11 @@ def read_keyed(
 ) -> pd.DataFrame:
     """The rows of ``stmt`` whose (connector, source_id) is one of ``keys``: a chunk of
     source ids of one connector per statement (the primary key's index answers each)."""
+    dialect = engine.dialect.name
     parts = [
-        stmt.where(table.c.connector == connector, table.c.source_id.in_(chunk))
+        stmt.where(table.c.connector == connector, part)
         for connector, ids in keys.groupby("connector", sort=True)["source_id"]
-        for chunk in chunks(sorted(set(ids.astype(str))))
+        for part in one_of(dialect, table.c.source_id, sorted(set(ids.astype(str))))
     ]
     return read_frame(engine, parts or [stmt.where(sa.false())], arrow_text=arrow_text)
 

@@ -27,9 +27,9 @@ from custsync_pipeline.domain.canonical import (
 )
 from custsync_pipeline.store.bulk import (
     bump_stamp,
-    chunks,
     delete_in,
     insert_frame,
+    one_of,
     read_frame,
     read_keyed,
 )
@@ -175,8 +175,8 @@ def _stored_hashes(
     else:
         rows = [
             r
-            for part in chunks(ids)
-            for r in conn.execute(stmt.where(c.source_id.in_(part))).cursor.fetchall()
+            for part in one_of(conn.dialect.name, c.source_id, list(ids))
+            for r in conn.execute(stmt.where(part)).cursor.fetchall()
         ]
     return pd.DataFrame(rows, columns=["source_id", "row_hash"])
 
@@ -324,7 +324,10 @@ def load_golden_records(engine: Engine, golden_ids: Iterable[str] | None = None)
         frame = _read_frame(engine, sa.select(golden_records))
     else:
         stmt = sa.select(golden_records)
-        parts = [stmt.where(golden_records.c.golden_id.in_(c)) for c in chunks(sorted(golden_ids))]
+        ids = sorted(golden_ids)
+        parts = [
+            stmt.where(p) for p in one_of(engine.dialect.name, golden_records.c.golden_id, ids)
+        ]
         frame = _read_frame(engine, parts or [stmt.where(sa.false())])
     for col in DATETIME_COLUMNS:
         if col in frame:

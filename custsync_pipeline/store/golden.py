@@ -31,10 +31,10 @@ from custsync_pipeline.domain.golden import (
 )
 from custsync_pipeline.store.bulk import (
     bump_stamp,
-    chunks,
     delete_in,
     hashes_digest,
     insert_frame,
+    one_of,
     read_keyed,
     save_digest,
     stored_digest,
@@ -189,9 +189,9 @@ def _entries_in_scope(
     # every entry of the connector)
     parts = [
         part
-        for ids in chunks(sorted(scope))
         for col in ("source_id", *LOCAL_COLUMNS)
-        if len(part := _read_frame(engine, sa.select(*columns).where(mine, c[col].in_(ids))))
+        for ids in one_of(engine.dialect.name, c[col], sorted(scope))
+        if len(part := _read_frame(engine, sa.select(*columns).where(mine, ids)))
     ]
     stored = (
         pd.concat(parts, ignore_index=True).drop_duplicates(list(KEY_COLUMNS[:4]))
@@ -209,17 +209,12 @@ def _entries_in_scope(
     known = set(scope) | set(stored["source_id"].astype(str))
     r = source_records.c
     with engine.connect() as conn:
-        for ids in chunks(named):
+        for ids in one_of(conn.dialect.name, r.source_id, named):
             known.update(
-                conn.execute(
-                    sa.select(r.source_id).where(r.connector == connector, r.source_id.in_(ids))
-                ).scalars()
+                conn.execute(sa.select(r.source_id).where(r.connector == connector, ids)).scalars()
             )
-            known.update(
-                conn.execute(
-                    sa.select(c.source_id).distinct().where(mine, c.source_id.in_(ids))
-                ).scalars()
-            )
+        for ids in one_of(conn.dialect.name, c.source_id, named):
+            known.update(conn.execute(sa.select(c.source_id).distinct().where(mine, ids)).scalars())
     return stored, known
 
 
@@ -303,9 +298,9 @@ def load_golden_entries(engine: Engine, golden_ids: Iterable[str] | None = None)
     if golden_ids is None:
         frame = _read_frame(engine, stmt)
     else:
+        ids = sorted(set(golden_ids))
         parts = [
-            stmt.where(golden_entries.c.golden_id.in_(ids))
-            for ids in chunks(sorted(set(golden_ids)))
+            stmt.where(p) for p in one_of(engine.dialect.name, golden_entries.c.golden_id, ids)
         ]
         frame = _read_frame(engine, parts or [stmt.where(sa.false())])
     if frame.empty:

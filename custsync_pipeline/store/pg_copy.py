@@ -6,9 +6,14 @@ columns: 7.1 s through the cursor, 1.0 s here).
 Both sides agree on one CSV form for every column kind the state DB uses: text quoted
 (an unquoted empty field is NULL, ``""`` the empty string), ``bytea`` as ``\\x`` + hex,
 times in ISO 8601 with their offset, booleans ``t``/``f`` read and ``true``/``false``
-written. The settings that shape PostgreSQL's output are pinned for the read's
-transaction, so a server configured otherwise (``DateStyle``, ``bytea_output``,
-``extra_float_digits``, ``TimeZone``) reads the same.
+written, all of it UTF-8. The settings that shape PostgreSQL's output are pinned for the
+read's own transaction (``DateStyle``, ``bytea_output``, ``extra_float_digits``,
+``client_encoding``), so a server configured otherwise reads the same; the session's
+time zone is left alone (times carry their offset, and a query's meaning stays).
+
+A read this path cannot carry — a column kind it does not know, a value Arrow cannot
+parse as its column's kind, another driver than psycopg 3 — returns None, and the
+caller reads through the cursor as before.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ import sqlalchemy as sa
 
 from custsync_pipeline.domain.times import arrow_iso_utc
 
-# the session settings a read's CSV depends on, for its transaction only
+# the session settings a read's CSV depends on, for its transaction only (one round trip;
+# extra_float_digits = 1: the shortest text that reads back exactly)
 _OUTPUT_SETTINGS = (
-    "SET LOCAL DateStyle = 'ISO, YMD'",
-    "SET LOCAL TimeZone = 'UTC'",
-    "SET LOCAL bytea_output = 'hex'",
-    "SET LOCAL extra_float_digits = 1",  # the shortest text that reads back exactly
+    "SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL bytea_output = 'hex'; "
+    "SET LOCAL extra_float_digits = 1"
 )
+_UTF8 = "SET LOCAL client_encoding = 'UTF8'"  # what Arrow reads and writes
 _WRITE_CHUNK = 1 << 22  # bytes per COPY write
+# bytes per block Arrow parses at a time (in parallel); a row longer than a block is read
+# again as one block
+_BLOCK = 1 << 24
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _HEX_VALUE = np.zeros(256, dtype=np.uint8)
@@ -129,11 +137,14 @@ def read_copy(
     types = {name: arrow_type(kind) for name, kind in kinds.items()}
     if any(t is None for t in types.values()) or len(types) != len(stmts[0].selected_columns):
         return None
+    if conn.dialect.driver != "psycopg":  # psycopg 2 has no COPY object
+        return None
     raw = conn.connection.driver_connection
     csv = bytearray()  # grown in place: no object kept per row (the server sends one each)
-    with raw.cursor() as cur:
-        for setting in _OUTPUT_SETTINGS:
-            cur.execute(setting)
+    # a transaction of its own (a savepoint inside the caller's): SET LOCAL holds in it
+    # even on an autocommit connection, and nothing stays open after the read
+    with raw.transaction(), raw.cursor() as cur:
+        cur.execute(_OUTPUT_SETTINGS if _utf8(raw) else f"{_OUTPUT_SETTINGS}; {_UTF8}")
         for stmt in stmts:
             sql = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
             with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", sql.params) as copy:
@@ -141,20 +152,48 @@ def read_copy(
                     csv += block
     if not csv:
         return None
-    table = pcsv.read_csv(
-        pa.BufferReader(pa.py_buffer(csv)),
-        read_options=pcsv.ReadOptions(column_names=list(types)),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
-        convert_options=pcsv.ConvertOptions(
-            column_types=types,
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
-    del csv
+    try:
+        return _frame(_parse(csv, types), kinds, text)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+        return None  # a value this kind's parser does not take (a mislabelled expression)
+
+
+def _utf8(raw) -> bool:
+    return str(raw.info.encoding).replace("-", "").lower() == "utf8"
+
+
+def _parse(csv: bytearray, types: dict[str, pa.DataType]) -> pa.Table:
+    """PostgreSQL's CSV as an Arrow table of ``types`` (NULL: an unquoted empty field)."""
+
+    def parse(block: int) -> pa.Table:
+        return pcsv.read_csv(
+            pa.BufferReader(pa.py_buffer(csv)),
+            read_options=pcsv.ReadOptions(column_names=list(types), block_size=block),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types=types,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
+
+    try:
+        return parse(_BLOCK)
+    except pa.ArrowInvalid as exc:
+        if "straddl" not in str(exc):
+            raise
+        return parse(max(len(csv), 1))  # a row longer than a block: one block
+
+
+def _frame(
+    table: pa.Table,
+    kinds: dict[str, sa.types.TypeEngine],
+    text: pd.api.extensions.ExtensionDtype | None,
+) -> pd.DataFrame:
+    """The parsed table as the cursor read types it."""
     columns: dict[str, object] = {}
     for name, kind in kinds.items():
         col = table.column(name)
@@ -169,6 +208,8 @@ def read_copy(
             if when is None:  # not ISO 8601 as Arrow reads it: pandas, value by value
                 when = pd.to_datetime(col.to_pandas(), utc=True, format="ISO8601", errors="coerce")
             columns[name] = when
+        elif col.null_count == len(col) and len(col):  # numbers: all NULL, as the cursor
+            columns[name] = pd.Series([None] * len(col), dtype=object)  # gives them
         else:
             columns[name] = col.to_pandas()
     return pd.DataFrame(columns)
@@ -181,7 +222,10 @@ def write_copy(conn: sa.Connection, table: str, rows: pa.Table) -> None:
     pcsv.write_csv(rows, sink, pcsv.WriteOptions(include_header=False))
     csv = memoryview(sink.getvalue())
     names = ", ".join(f'"{c}"' for c in rows.column_names)
-    with conn.connection.driver_connection.cursor() as cur:
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        if not _utf8(raw):  # Arrow writes UTF-8 (the caller's transaction holds the setting)
+            cur.execute(_UTF8)
         with cur.copy(f'COPY "{table}" ({names}) FROM STDIN (FORMAT csv)') as copy:
             for start in range(0, len(csv), _WRITE_CHUNK):
                 copy.write(csv[start : start + _WRITE_CHUNK])

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from custsync_pipeline.domain.transactions import ORDER_HISTORY_COLUMNS, TRANSACTION_COLUMNS
-from custsync_pipeline.store.bulk import chunks, delete_in, insert_frame
+from custsync_pipeline.store.bulk import delete_in, insert_frame, one_of
 from custsync_pipeline.store.db import metadata
 
 TS = sa.DateTime(timezone=True)
@@ -112,7 +112,8 @@ def load_transactions(
     if golden_ids is None:
         return _read(engine, stmt)
     ids = sorted(set(golden_ids))
-    parts = [_read(engine, stmt.where(transactions.c.golden_id.in_(c))) for c in chunks(ids)]
+    column = transactions.c.golden_id
+    parts = [_read(engine, stmt.where(p)) for p in one_of(engine.dialect.name, column, ids)]
     return pd.concat(parts, ignore_index=True) if parts else _read(engine, stmt.where(sa.false()))
 
 
