@@ -219,7 +219,9 @@ def test_copy_holds_on_long_rows_autocommit_other_encodings_and_loose_booleans(
             "k": [1, 2, 3],
             "text": ["café", "x" * 5_000, None],
             "flag": pd.Series([1, 0, None], dtype=object),
-            "at": pd.to_datetime(["2024-03-01T10:00:00Z", None, "2024-12-31T23:00:00+01:00"]),
+            "at": pd.to_datetime(
+                ["2024-03-01T10:00:00Z", None, "2024-12-31T23:00:00+01:00"], utc=True
+            ),
         }
     )
     with latin1.begin() as conn:  # Arrow's UTF-8 through a LATIN1 session
