@@ -239,16 +239,18 @@ def read_keyed(
     table: sa.Table,
     keys: pd.DataFrame,
     arrow_text: bool = False,
+    sparse: bool = False,
 ) -> pd.DataFrame:
-    """The rows of ``stmt`` whose (connector, source_id) is one of ``keys``: a chunk of
-    source ids of one connector per statement (the primary key's index answers each)."""
+    """The rows of ``stmt`` whose (connector, source_id) is one of ``keys``: a part of the
+    source ids of one connector per statement (``one_of``: the primary key's index
+    answers each); ``arrow_text``, ``sparse``: as ``read_frame``."""
     dialect = engine.dialect.name
     parts = [
         stmt.where(table.c.connector == connector, part)
         for connector, ids in keys.groupby("connector", sort=True)["source_id"]
         for part in one_of(dialect, table.c.source_id, sorted(set(ids.astype(str))))
     ]
-    return read_frame(engine, parts or [stmt.where(sa.false())], arrow_text=arrow_text)
+    return read_frame(engine, parts or [stmt.where(sa.false())], arrow_text, sparse)
 
 
 def _typed(frame: pd.DataFrame, columns: dict[str, sa.types.TypeEngine]) -> pd.DataFrame:
@@ -277,7 +279,10 @@ def _typed(frame: pd.DataFrame, columns: dict[str, sa.types.TypeEngine]) -> pd.D
 
 
 def read_frame(
-    engine: sa.Engine, stmt: sa.Select | Sequence[sa.Select], arrow_text: bool = False
+    engine: sa.Engine,
+    stmt: sa.Select | Sequence[sa.Select],
+    arrow_text: bool = False,
+    sparse: bool = False,
 ) -> pd.DataFrame:
     """The rows of ``stmt`` (of every statement, when several: the parts of one read) as a
     DataFrame, read as the driver returns them (no per-value processing in Python:
@@ -286,19 +291,27 @@ def read_frame(
 
     ``arrow_text``: text columns as Arrow-backed strings (``string[pyarrow]``), converted
     batch by batch: a million rows' strings then cost tens of MB instead of a Python
-    object per value (GBs), and only one batch of Python objects lives at a time."""
+    object per value (GBs), and only one batch of Python objects lives at a time.
+
+    ``sparse``: a wide table of which each row fills a few columns (aspect entries: an
+    address its street and city, an e-mail its value). SQLite hands back a Python
+    ``None`` per NULL, each as costly as a value: the columns that hold no value in any
+    row are found first (one ``count`` per column, in SQL) and not fetched."""
     stmts = [stmt] if isinstance(stmt, sa.Select) else list(stmt)
     kinds = {c.name: c.type for c in stmts[0].selected_columns}
     names = list(kinds)
     frames: list[pd.DataFrame] = []
 
-    def add(rows: list) -> None:
-        frame = _typed(pd.DataFrame.from_records(rows, columns=names, coerce_float=False), kinds)
+    def typed(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = _typed(frame, kinds)
         if arrow_text:
-            for name in names:
+            for name in frame.columns:
                 if isinstance(kinds.get(name), sa.String):
-                    frame[name] = frame[name].astype(ARROW_TEXT)
-        frames.append(frame)
+                    frame[name] = arrow_strings(frame[name])
+        return frame
+
+    def add(rows: list) -> None:
+        frames.append(typed(pd.DataFrame.from_records(rows, columns=names, coerce_float=False)))
 
     batch: list = []
     with engine.connect() as conn:
@@ -306,6 +319,13 @@ def read_frame(
             copied = read_copy(conn, stmts, kinds, ARROW_TEXT if arrow_text else None)
             if copied is not None:
                 return copied
+        empty = _empty_columns(conn, stmts) if sparse else set()
+        if empty:
+            # fetch only the columns that hold a value somewhere; the others are added
+            # back below, missing in every row, typed as a read of them would type them
+            kept = [c for c in stmts[0].selected_columns if c.name not in empty]
+            stmts = [one.with_only_columns(*kept) for one in stmts]
+            names = [n for n in names if n not in empty]
         for one in stmts:
             cursor = conn.execute(one).cursor
             while cursor is not None:
@@ -318,7 +338,44 @@ def read_frame(
                     break
     if batch or not frames:
         add(batch)
-    return _concat_batches(frames)
+    frame = _concat_batches(frames)
+    if empty:  # one row typed as a read of them would type it, repeated
+        one = typed(pd.DataFrame({c: [None] for c in sorted(empty)}))
+        missing = one.iloc[np.zeros(len(frame), dtype=np.intp)].set_axis(frame.index)
+        frame = pd.concat([frame, missing], axis=1)[list(kinds)]
+    return frame
+
+
+def arrow_strings(values: pd.Series) -> pd.Series:
+    """Text as Arrow-backed strings (``ARROW_TEXT``): built by Arrow from the objects, in
+    half the time of pandas' ``astype``; a column holding other values than text (a
+    number a driver hands back) goes through ``astype``, which writes them as text."""
+    if values.dtype == object:
+        try:
+            array = pa.array(values.to_numpy(), type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return values.astype(ARROW_TEXT)
+        return pd.Series(pd.arrays.ArrowStringArray(array), index=values.index, name=values.name)
+    return values.astype(ARROW_TEXT)
+
+
+def _empty_columns(conn: sa.Connection, stmts: list[sa.Select]) -> set[str]:
+    """The selected columns that are NULL in every row of every statement; none when the
+    result has no row (an empty read keeps every column as it is)."""
+    columns = list(stmts[0].selected_columns)
+    if len({c.name for c in columns}) < len(columns):
+        return set()  # two columns of one name (a join): read as it is
+    held = np.zeros(len(columns), dtype=bool)
+    rows = 0
+    for one in stmts:
+        sub = one.order_by(None).subquery()
+        probe = sa.select(sa.func.count(), *[sa.func.count(sub.c[c.name]) for c in columns])
+        n, *counts = conn.execute(probe).one()
+        rows += int(n)
+        held |= np.asarray(counts, dtype=np.int64) > 0
+    if not rows:
+        return set()
+    return {c.name for c, h in zip(columns, held, strict=True) if not h}
 
 
 def _concat_batches(frames: list[pd.DataFrame]) -> pd.DataFrame:

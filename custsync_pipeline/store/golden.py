@@ -35,6 +35,7 @@ from custsync_pipeline.store.bulk import (
     hashes_digest,
     insert_frame,
     one_of,
+    read_frame,
     read_keyed,
     save_digest,
     stored_digest,
@@ -135,8 +136,10 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
         return len(rows)
     # only the records whose entries changed are rewritten (and queued for the merge)
     c = source_entries.c
-    stored = _read_frame(
-        engine, sa.select(*[c[k] for k in ENTRY_COLUMNS]).where(c.connector == connector)
+    stored = read_frame(
+        engine,
+        sa.select(*[c[k] for k in ENTRY_COLUMNS]).where(c.connector == connector),
+        sparse=True,
     )
     new = _record_hashes(rows, hashes)
     if len(stored):
@@ -181,7 +184,7 @@ def _entries_in_scope(
     columns = [c[k] for k in ENTRY_COLUMNS]
     mine = c.connector == connector
     if len(scope) > SCOPED_READ_MAX:
-        stored = _read_frame(engine, sa.select(*columns).where(mine))
+        stored = read_frame(engine, sa.select(*columns).where(mine), sparse=True)
         stored = conform_entries(stored) if len(stored) else stored
         known = scope | set(stored["source_id"].astype(str)) | source_record_ids(engine, connector)
         return stored, known
@@ -191,7 +194,7 @@ def _entries_in_scope(
         part
         for col in ("source_id", *LOCAL_COLUMNS)
         for ids in one_of(engine.dialect.name, c[col], sorted(scope))
-        if len(part := _read_frame(engine, sa.select(*columns).where(mine, ids)))
+        if len(part := read_frame(engine, sa.select(*columns).where(mine, ids), sparse=True))
     ]
     stored = (
         pd.concat(parts, ignore_index=True).drop_duplicates(list(KEY_COLUMNS[:4]))
@@ -289,20 +292,20 @@ def load_source_entries(
     if connectors is not None:
         stmt = stmt.where(source_entries.c.connector.in_(list(connectors)))
     if keys is not None:
-        return conform_entries(read_keyed(engine, stmt, source_entries, keys, arrow_text))
-    return conform_entries(_read_frame(engine, stmt, arrow_text=arrow_text))
+        return conform_entries(read_keyed(engine, stmt, source_entries, keys, arrow_text, True))
+    return conform_entries(read_frame(engine, stmt, arrow_text=arrow_text, sparse=True))
 
 
 def load_golden_entries(engine: Engine, golden_ids: Iterable[str] | None = None) -> pd.DataFrame:
     stmt = sa.select(golden_entries)
     if golden_ids is None:
-        frame = _read_frame(engine, stmt)
+        frame = read_frame(engine, stmt, sparse=True)
     else:
         ids = sorted(set(golden_ids))
         parts = [
             stmt.where(p) for p in one_of(engine.dialect.name, golden_entries.c.golden_id, ids)
         ]
-        frame = _read_frame(engine, parts or [stmt.where(sa.false())])
+        frame = read_frame(engine, parts or [stmt.where(sa.false())], sparse=True)
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="string") for c in GOLDEN_ENTRY_COLUMNS})
     for c in GOLDEN_ENTRY_COLUMNS:

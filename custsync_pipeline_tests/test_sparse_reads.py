@@ -1,0 +1,114 @@
+"""Sparse reads (``bulk.read_frame(..., sparse=True)``): on SQLite the columns that hold no
+value in any row are not fetched, and the frame is the one a full read gives — the same
+values, columns, order and dtypes, with text as Arrow strings or not."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from custsync_pipeline.store import bulk
+from custsync_pipeline.store.db import make_engine
+
+META = sa.MetaData()
+WIDE = sa.Table(
+    "wide_entries",
+    META,
+    sa.Column("connector", sa.Text, primary_key=True),
+    sa.Column("source_id", sa.Text, primary_key=True),
+    sa.Column("aspect", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text),
+    sa.Column("street", sa.Text),
+    sa.Column("city", sa.Text),
+    sa.Column("size", sa.Float),
+    sa.Column("rank", sa.Integer),
+    sa.Column("primary", sa.Boolean),
+    sa.Column("seen_at", sa.DateTime(timezone=True)),
+    sa.Column("checked_at", sa.DateTime(timezone=True)),
+)
+
+
+@pytest.fixture
+def engine(tmp_path) -> sa.Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'sparse.sqlite'}")
+    META.create_all(engine)
+    seen = pd.Timestamp("2026-01-02T03:04:05.123456Z")
+    rows = pd.DataFrame(
+        {
+            "connector": ["crm"] * 4 + ["shop"] * 2,
+            "source_id": ["1", "2", "3", "4", "a", "b"],
+            "aspect": ["emails", "emails", "addresses", "phones", "emails", "emails"],
+            "value": ["x@example.com", "y@example.com", None, "+4670", "z@example.com", None],
+            # only one crm address fills street and city; only the shop's rows a size
+            "street": [None, None, "Storgatan 1", None, None, None],
+            "city": [None, None, "Lund", None, None, None],
+            "size": [None, None, None, None, 1.5, None],
+            "seen_at": [seen] * 6,
+        }
+    )
+    with engine.begin() as conn:
+        bulk.insert_frame(conn, WIDE, rows)
+    return engine
+
+
+def _statements(engine: sa.Engine) -> list[str]:
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
+
+
+@pytest.mark.parametrize("arrow_text", [False, True])
+def test_a_sparse_read_skips_empty_columns_and_gives_the_full_frame(
+    engine: sa.Engine, arrow_text: bool
+) -> None:
+    stmt = sa.select(WIDE).order_by(WIDE.c.connector, WIDE.c.source_id)
+    full = bulk.read_frame(engine, stmt, arrow_text=arrow_text)
+    statements = _statements(engine)
+    sparse = bulk.read_frame(engine, stmt, arrow_text=arrow_text, sparse=True)
+    pd.testing.assert_frame_equal(sparse, full)
+    assert list(sparse.columns) == [c.name for c in WIDE.columns]
+    # the read itself (the last statement) names no column that is empty everywhere
+    read = statements[-1]
+    for empty in ("rank", "primary", "checked_at"):
+        assert f'"{empty}"' not in read and f".{empty}," not in read and f".{empty} " not in read
+    assert "street" in read and "size" in read
+    assert sparse["checked_at"].isna().all() and str(sparse["checked_at"].dtype) == str(
+        full["checked_at"].dtype
+    )
+
+
+def test_parts_of_one_read_keep_a_column_any_part_fills(engine: sa.Engine) -> None:
+    """Keyed parts: the crm part fills street, the shop part size; each column is kept for
+    both parts, and a part's rows hold missing values where it has none."""
+    keys = pd.DataFrame({"connector": ["crm", "crm", "shop"], "source_id": ["3", "1", "a"]})
+    stmt = sa.select(WIDE)
+    full = bulk.read_keyed(engine, stmt, WIDE, keys, arrow_text=True)
+    sparse = bulk.read_keyed(engine, stmt, WIDE, keys, arrow_text=True, sparse=True)
+    order = ["connector", "source_id"]
+    pd.testing.assert_frame_equal(
+        sparse.sort_values(order).reset_index(drop=True),
+        full.sort_values(order).reset_index(drop=True),
+    )
+    by_id = sparse.set_index("source_id")
+    assert by_id.loc["3", "street"] == "Storgatan 1" and by_id.loc["a", "size"] == 1.5
+    assert pd.isna(by_id.loc["a", "street"]) and pd.isna(by_id.loc["3", "size"])
+
+
+def test_an_empty_sparse_read_keeps_every_column(engine: sa.Engine) -> None:
+    stmt = sa.select(WIDE).where(WIDE.c.connector == "nobody")
+    sparse = bulk.read_frame(engine, stmt, sparse=True)
+    full = bulk.read_frame(engine, stmt)
+    assert sparse.empty and list(sparse.columns) == list(full.columns)
+    assert (sparse.dtypes == full.dtypes).all()
+
+
+def test_arrow_strings_write_other_values_as_text() -> None:
+    """A driver can hand back a number in a text column (SQLite's type affinity): it is
+    written as text, as ``astype`` does, not refused."""
+    mixed = pd.Series(["a", 5, None], dtype=object)
+    out = bulk.arrow_strings(mixed)
+    assert out.dtype == bulk.ARROW_TEXT
+    assert out.tolist()[:2] == ["a", "5"] and pd.isna(out.iloc[2])
+    text = pd.Series(["é", None, ""], dtype=object, name="t")
+    pd.testing.assert_series_equal(bulk.arrow_strings(text), text.astype(bulk.ARROW_TEXT))
