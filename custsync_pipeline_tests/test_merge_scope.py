@@ -162,3 +162,63 @@ def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_en
             assert again["golden_id"].tolist() == stored["golden_id"].tolist()
             assert (again["version"].to_numpy() == stored["version"].to_numpy()).all()
         engine.dispose()
+
+
+def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_state_db(
+    dagster_env, tmp_path: Path, monkeypatch
+):
+    """The output of a merge of a part is the last output with the merged records replaced
+    (no read of every golden record) — but only while no golden record was written since
+    that output: a golden record written out of band (here: by hand) moves the golden
+    records' stamp, and the next output is read whole from the state DB, the hand-written
+    value in it."""
+    from custsync_pipeline.defs.golden import assets as golden_assets
+
+    used: list[bool] = []
+    last_output = golden_assets._last_output
+
+    def spy(*args, **kwargs):
+        frame = last_output(*args, **kwargs)
+        used.append(frame is not None)
+        return frame
+
+    monkeypatch.setattr(golden_assets, "_last_output", spy)
+    for k, v in SANDBOX_SECRETS.items():
+        dagster_env.setenv(k, v)
+    with Sandbox(seed=29, people=300, base_port=0) as sb:
+        db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, publish=False)
+        engine = StateDB(db_url).engine
+        with dg.DagsterInstance.ephemeral() as instance:
+
+            def run_and_compare() -> pd.DataFrame:
+                result = materialize_all(instance)
+                assert result.success
+                out = result.output_for_node("merge_golden_records", "golden_customers")
+                stored = core.load_golden_records(engine)
+                cols = [c for c in out.columns if c in stored.columns]
+                assert len(out) == len(stored) and "last_name" in cols
+
+                def text(frame: pd.DataFrame) -> pd.DataFrame:
+                    frame = frame[cols].astype("string").fillna("")
+                    return frame.sort_values("golden_id").reset_index(drop=True)
+
+                pd.testing.assert_frame_equal(text(out), text(stored))
+                return out
+
+            run_and_compare()
+            assert used == []  # a merge of everything: its output is what it merged
+            sb.changes("salesforce", edit=5, seed=3)
+            run_and_compare()
+            assert used == [True]
+            # a golden record the next merge does not redo, written by hand
+            stored = core.load_golden_records(engine)
+            hand = stored.iloc[[0]].copy()
+            hand["last_name"] = "Handwritten"
+            hand["record_hash"] = "by-hand"
+            core.save_golden_records(engine, hand, pd.DataFrame())
+            sb.changes("voyado", edit=5, seed=4)
+            out = run_and_compare()
+            assert used == [True, False]
+            by_id = out.set_index("golden_id")
+            assert by_id.loc[hand["golden_id"].iloc[0], "last_name"] == "Handwritten"
+        engine.dispose()

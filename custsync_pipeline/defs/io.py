@@ -137,6 +137,15 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         except (OSError, pa.ArrowInvalid):
             return None
 
+    def held_output(self, key: dg.AssetKey) -> pd.DataFrame | None:
+        """The output of ``key`` on disk as a later input reads it (None: there is none or
+        it cannot be read): a step that changes a part of its last output starts from it."""
+        path = self.key_path(key)
+        try:
+            return pd.read_parquet(path) if path.exists() else None
+        except (OSError, pa.ArrowInvalid):
+            return None
+
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         path = self._path(context)
         if not path.exists():

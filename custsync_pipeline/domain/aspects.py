@@ -35,7 +35,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from custsync_pipeline.domain.hashing import hex16
+from custsync_pipeline.domain.hashing import hex16, row_hashes64
 
 # Which single-valued golden fields each aspect carries (latest connector wins).
 ASPECT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -218,7 +218,7 @@ def _key_text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.Series:
 def _hash(text: pd.Series) -> pd.Series:
     if text.empty:
         return pd.Series([], dtype="string", index=text.index)
-    hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    hashed = row_hashes64(text)
     return pd.Series(hex16(hashed), index=text.index, dtype="string")
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
 from custsync_pipeline.domain.golden import field_strings, key_positions
+from custsync_pipeline.domain.hashing import row_hashes64
 
 # the golden fields a target's echo is looked for in (its kind is no value it was sent)
 ECHO_FIELDS: tuple[str, ...] = tuple(f for f in GOLDEN_FIELDS if f != "kind")
@@ -219,7 +220,7 @@ def _unsent_digest(values: pd.DataFrame, sent: pd.DataFrame, fields: list[str]) 
         unsent = (_folded(sent[f]) == "").to_numpy() if f in sent.columns else True
         mine = _folded(values[f]) if f in values.columns else pd.Series("", index=values.index)
         text = text + "\x1f" + mine.where(unsent, "").astype(object)
-    return pd.util.hash_pandas_object(text, index=False).astype(str).to_numpy(dtype=object)
+    return row_hashes64(text).astype(str).astype(object)
 
 
 def _held_times(

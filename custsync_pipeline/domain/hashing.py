@@ -1,9 +1,16 @@
-"""64-bit hashes as text: the hex digests stored for entry keys, entry digests and record
-hashes, formatted in numpy (``format(h, "016x")`` per row costs a second a million)."""
+"""64-bit hashes of rows, and as text: the hex digests stored for entry keys, entry
+digests and record hashes, formatted in numpy (``format(h, "016x")`` per row costs a
+second a million)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+from pandas.api.types import infer_dtype
+from pandas.core.util.hashing import combine_hash_arrays, hash_array
+
+# pandas' hash of a missing value in a column it factorizes first
+_MISSING = np.uint64(np.iinfo(np.uint64).max)
 
 HEX_DIGITS = np.array(list("0123456789abcdef"))
 _CHUNK = 250_000  # rows per pass: a (rows, 16) nibble matrix stays a few tens of MB
@@ -21,3 +28,29 @@ def hex16(hashes: np.ndarray) -> np.ndarray:
         chars = np.ascontiguousarray(HEX_DIGITS[nibbles])
         out[start : start + len(part)] = chars.view("<U16").ravel()
     return out
+
+
+def _column_hashes(values: pd.Series) -> np.ndarray:
+    """``hash_array`` of one column as pandas' default gives it, text hashed value by value
+    (pandas factorizes each text column first: a sort-free pass that costs more than the
+    hashing itself when most values differ, as ids and e-mail addresses do)."""
+    if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
+        objects = values.to_numpy(dtype=object, na_value=None)
+        if infer_dtype(objects, skipna=True) in ("string", "empty"):
+            out = hash_array(objects, categorize=False)
+            missing = pd.isna(objects)
+            if missing.any():
+                out[missing] = _MISSING  # as a factorized column hashes it
+            return out
+    return hash_array(values._values)  # mixed values (5 and "5", True and 1): as pandas does
+
+
+def row_hashes64(values: pd.DataFrame | pd.Series) -> np.ndarray:
+    """``pd.util.hash_pandas_object(values, index=False)``, the same 64-bit hash per row
+    (stored hashes and digests stay valid), in about half the time on text."""
+    if isinstance(values, pd.Series):
+        return _column_hashes(values)
+    width = values.shape[1]
+    if width == 0:  # as pandas: nothing to hash
+        return pd.util.hash_pandas_object(values, index=False).to_numpy()
+    return combine_hash_arrays((_column_hashes(values.iloc[:, j]) for j in range(width)), width)

@@ -33,6 +33,7 @@ from rapidfuzz.distance import OSA
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from custsync_pipeline.domain.hashing import row_hashes64
 from custsync_pipeline.domain.identity_constrained import (
     ConstrainedInput,
     KeyGroup,
@@ -208,9 +209,9 @@ def _prepare(
     if input_hash:  # before any name is split or turned round: the record as it arrived
         read = sorted(c for c in cols if c not in ("connector", "source_id"))
         try:
-            hashed = pd.util.hash_pandas_object(recs[read], index=False).to_numpy()
+            hashed = row_hashes64(recs[read])
         except TypeError:  # values of mixed types: as text
-            hashed = pd.util.hash_pandas_object(recs[read].astype(str), index=False).to_numpy()
+            hashed = row_hashes64(recs[read].astype(str))
         recs[_INPUT] = hashed | np.uint64(1)
     # names as people compare them: a full-name field split, a name typed wrong way round
     fill_names(recs)

@@ -19,7 +19,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from custsync_pipeline.domain.hashing import hex16
+from custsync_pipeline.domain.hashing import hex16, row_hashes64
 
 GOLDEN_ID_COLUMNS = [
     "golden_id",
@@ -255,7 +255,7 @@ def assign_golden_ids(
         order = np.arange(n)[::-1]
         first_pos[cluster[order]] = order  # smallest row index per cluster wins
         seeds = members[["connector", "source_id"]].iloc[first_pos[need]]
-        fresh = _hex_ids(pd.util.hash_pandas_object(seeds, index=False).to_numpy())
+        fresh = _hex_ids(row_hashes64(seeds))
         # a hash lookup in the ids held (a sort of every id costs a second at a million)
         fresh_s = pd.Series(fresh, dtype=object)
         clash = (fresh_s.duplicated() | fresh_s.isin(gids["golden_id"])).to_numpy()

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from custsync_pipeline.domain.hashing import row_hashes64
 from custsync_pipeline.domain.times import iso_utc
 from custsync_pipeline.store.db import metadata
 from custsync_pipeline.store.pg_copy import read_copy, to_hex, write_copy
@@ -296,7 +297,8 @@ def read_frame(
     ``sparse``: a wide table of which each row fills a few columns (aspect entries: an
     address its street and city, an e-mail its value). SQLite hands back a Python
     ``None`` per NULL, each as costly as a value: the columns that hold no value in any
-    row are found first (one ``count`` per column, in SQL) and not fetched."""
+    row are found first (one ``count`` per column, in SQL) and not fetched. For big
+    reads: the count runs each statement once more (a read by keys is better without)."""
     stmts = [stmt] if isinstance(stmt, sa.Select) else list(stmt)
     kinds = {c.name: c.type for c in stmts[0].selected_columns}
     names = list(kinds)
@@ -416,7 +418,7 @@ _digests_made: set[str] = set()
 
 def frame_digest(frame: pd.DataFrame) -> str:
     """An order-sensitive digest of every value of ``frame`` (and its columns)."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    hashed = row_hashes64(frame)
     digest = hashlib.blake2b(hashed.tobytes(), digest_size=16).hexdigest()
     return f"{len(frame)}:{','.join(map(str, frame.columns))}:{digest}"
 
@@ -430,7 +432,7 @@ def hashes_digest(hashes: np.ndarray) -> str:
 
 def rows_digest(frame: pd.DataFrame) -> str:
     """An order-free digest of the rows of ``frame`` (and its columns)."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    hashed = row_hashes64(frame)
     return f"{','.join(map(str, frame.columns))}:{hashes_digest(hashed)}"
 
 

@@ -25,6 +25,7 @@ from custsync_pipeline.domain.canonical import (
     NUMERIC_COLUMNS,
     conform,
 )
+from custsync_pipeline.domain.hashing import row_hashes64
 from custsync_pipeline.store.bulk import (
     bump_stamp,
     delete_in,
@@ -157,7 +158,7 @@ SOURCE_STAMP = "source_records"  # table_digests row: changes whenever a source 
 def row_hashes(rows: pd.DataFrame) -> np.ndarray:
     """A hash of every conformed canonical row (its values, not when it was seen)."""
     cols = [c for c in CANONICAL_COLUMNS if c in rows.columns]
-    return pd.util.hash_pandas_object(rows[cols], index=False).to_numpy().astype(str)
+    return row_hashes64(rows[cols]).astype(str)
 
 
 # an incremental pull of up to this many records reads only its own stored hashes
@@ -335,6 +336,9 @@ def load_golden_records(engine: Engine, golden_ids: Iterable[str] | None = None)
     return frame
 
 
+GOLDEN_STAMP = "golden_records"  # table_digests row: changes whenever a golden record does
+
+
 def save_golden_records(engine: Engine, golden: pd.DataFrame, events: pd.DataFrame) -> None:
     """Replace changed golden rows and append their change events in one transaction."""
     with engine.begin() as conn:
@@ -344,13 +348,15 @@ def save_golden_records(engine: Engine, golden: pd.DataFrame, events: pd.DataFra
             if "entries_hash" in golden:
                 cols.insert(-3, "entries_hash")
             insert_frame(conn, golden_records, golden[cols])
+            bump_stamp(conn, GOLDEN_STAMP)
         if not events.empty:
             insert_frame(conn, golden_events, events)
 
 
 def delete_golden_records(engine: Engine, golden_ids: list[str]) -> None:
     with engine.begin() as conn:
-        delete_in(conn, golden_records, "golden_id", golden_ids)
+        if delete_in(conn, golden_records, "golden_id", golden_ids):
+            bump_stamp(conn, GOLDEN_STAMP)
 
 
 # --- outbox / ledger --------------------------------------------------------

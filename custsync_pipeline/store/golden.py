@@ -194,7 +194,7 @@ def _entries_in_scope(
         part
         for col in ("source_id", *LOCAL_COLUMNS)
         for ids in one_of(engine.dialect.name, c[col], sorted(scope))
-        if len(part := read_frame(engine, sa.select(*columns).where(mine, ids), sparse=True))
+        if len(part := _read_frame(engine, sa.select(*columns).where(mine, ids)))
     ]
     stored = (
         pd.concat(parts, ignore_index=True).drop_duplicates(list(KEY_COLUMNS[:4]))
@@ -292,7 +292,7 @@ def load_source_entries(
     if connectors is not None:
         stmt = stmt.where(source_entries.c.connector.in_(list(connectors)))
     if keys is not None:
-        return conform_entries(read_keyed(engine, stmt, source_entries, keys, arrow_text, True))
+        return conform_entries(read_keyed(engine, stmt, source_entries, keys, arrow_text))
     return conform_entries(read_frame(engine, stmt, arrow_text=arrow_text, sparse=True))
 
 
@@ -305,7 +305,7 @@ def load_golden_entries(engine: Engine, golden_ids: Iterable[str] | None = None)
         parts = [
             stmt.where(p) for p in one_of(engine.dialect.name, golden_entries.c.golden_id, ids)
         ]
-        frame = read_frame(engine, parts or [stmt.where(sa.false())], sparse=True)
+        frame = _read_frame(engine, parts or [stmt.where(sa.false())])
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="string") for c in GOLDEN_ENTRY_COLUMNS})
     for c in GOLDEN_ENTRY_COLUMNS:

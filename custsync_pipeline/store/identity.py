@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from custsync_pipeline.domain.golden import key_positions
+from custsync_pipeline.domain.hashing import row_hashes64
 from custsync_pipeline.domain.identity import (
     CONFLICT_COLUMNS,
     DECISION_COLUMNS,
@@ -517,7 +518,7 @@ def _held_link_hashes(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
 
 def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """One 64-bit hash per row of text values (the same whether built or read back)."""
-    return pd.util.hash_pandas_object(frame.astype(object), index=False).to_numpy()
+    return row_hashes64(frame.astype(object))
 
 
 def _aligned(

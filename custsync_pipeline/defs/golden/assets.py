@@ -131,18 +131,40 @@ def _merge_scope(
     )
 
 
+# what the golden output holds of a stored golden record (not its version or hash)
+OUTPUT_DROPS = ["version", "record_hash", "updated_at"]
+
+
+def _last_output(context: dg.AssetExecutionContext, last: dict, stamp: str) -> pd.DataFrame | None:
+    """The last golden output, when it holds the stored golden records as they are now:
+    no golden record was written since the merge that made it (``stamp``, the golden
+    records' stamp before this merge wrote, is the one that merge saved with its figures).
+    None otherwise, or when the IO manager cannot hand it back."""
+    if not stamp or last.get("golden_stamp") != stamp:
+        return None
+    held = getattr(getattr(context.resources, "io_manager", None), "held_output", None)
+    frame = held(GOLDEN_CUSTOMERS) if held is not None else None
+    if frame is None or len(frame) != last.get("metadata", {}).get("dagster/row_count"):
+        return None
+    return frame
+
+
 def _stored_after(
     engine, before: pd.DataFrame, changed: pd.DataFrame, gone: list[str]
 ) -> pd.DataFrame:
     """The stored golden records after a merge of a part wrote ``changed`` and retired
-    ``gone``: those rows read back, the others as they were read before the merge."""
+    ``gone``: those rows read back, the others as ``before`` (the last output) holds them."""
     written = changed["golden_id"].astype(str)
     out = ~before["golden_id"].astype(str).isin({*written, *gone}).to_numpy()
+    kept = before[out].drop(columns=OUTPUT_DROPS, errors="ignore")
     fresh = core.load_golden_records(engine, written.tolist()) if len(written) else None
-    parts = [before[out], *([fresh] if fresh is not None and len(fresh) else [])]
-    return (
-        pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
-    )
+    if fresh is None or not len(fresh):
+        return kept.reset_index(drop=True)
+    fresh = fresh.drop(columns=OUTPUT_DROPS)
+    for col in fresh.columns.intersection(kept.columns):
+        if kept[col].dtype != fresh[col].dtype:  # a file's types: as the state DB gives them
+            kept[col] = kept[col].astype(fresh[col].dtype)
+    return pd.concat([kept, fresh], ignore_index=True)[list(fresh.columns)]
 
 
 def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
@@ -229,7 +251,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             counts, multi = golden_store.entry_counts(engine)
             yield dg.MaterializeResult(
                 asset_key=GOLDEN_CUSTOMERS,
-                value=golden.drop(columns=["version", "record_hash", "updated_at"]),
+                value=golden.drop(columns=OUTPUT_DROPS),
                 metadata={
                     "dagster/row_count": len(golden),
                     "dagster/column_schema": golden_table_schema(),
@@ -276,12 +298,10 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         entries = golden_store.load_source_entries(
             engine, list(plan.connectors), arrow_text=True, keys=keys
         )
-        # every stored golden record, read once: the part merged again is its ``previous``,
-        # the rest is this step's output as it is (no second read of them after the merge)
-        stored_golden = core.load_golden_records(engine)
-        previous = stored_golden
-        if scope is not None:
-            previous = stored_golden[stored_golden["golden_id"].astype(str).isin(scope)].copy()
+        # the stored golden records this merge redoes; the golden records' stamp before
+        # it writes tells whether the last output still holds the others as stored
+        golden_stamp = table_stamp(engine, core.GOLDEN_STAMP)
+        previous = core.load_golden_records(engine, scope)
         previous_entries = golden_store.load_golden_entries(engine, scope)
         # echo safety: what custsync wrote to a target and reads back is no evidence
         written, written_entries, held, held_entries, unreadable = written_canonical(
@@ -330,9 +350,11 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
                 else {}
             )
         else:  # the records merged are a part: the output is every stored one
-            golden = _stored_after(engine, stored_golden, changed, gone).drop(
-                columns=["version", "record_hash", "updated_at"]
-            )
+            base = _last_output(context, last, golden_stamp)
+            if base is None:  # read whole, after this merge's writes
+                golden = core.load_golden_records(engine).drop(columns=OUTPUT_DROPS)
+            else:
+                golden = _stored_after(engine, base, changed, gone)
             counts, multi = golden_store.entry_counts(engine)
         nameless = int(nameless_golden(golden).sum())
         n_entries = int(sum(counts.values()))
@@ -362,7 +384,15 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
                 "merge_skipped": False,
             },
         )
-        outputs = {"inputs": inputs, "metadata": metadata, "counts": counts, "multi": multi}
+        outputs = {
+            "inputs": inputs,
+            "metadata": metadata,
+            "counts": counts,
+            "multi": multi,
+            # the golden records as this output holds them: the next merge of a part
+            # starts from it while nothing else wrote one
+            "golden_stamp": table_stamp(engine, core.GOLDEN_STAMP),
+        }
         with engine.begin() as conn:
             # what this merge covered: the next one redoes only what changed since
             merge_scope.save_member_digests(conn, digests, scope)
