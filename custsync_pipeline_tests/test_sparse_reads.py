@@ -112,3 +112,25 @@ def test_arrow_strings_write_other_values_as_text() -> None:
     assert out.tolist()[:2] == ["a", "5"] and pd.isna(out.iloc[2])
     text = pd.Series(["é", None, ""], dtype=object, name="t")
     pd.testing.assert_series_equal(bulk.arrow_strings(text), text.astype(bulk.ARROW_TEXT))
+
+
+def test_the_probe_and_the_read_see_one_snapshot(engine: sa.Engine, monkeypatch) -> None:
+    """A row written by another connection between the probe and the read (its ``rank``,
+    empty until then, filled) is not half-read: the read sees the table as the probe did."""
+    probe = bulk._empty_columns
+
+    def probe_then_write(conn, stmts):
+        empty = probe(conn, stmts)
+        assert "rank" in empty
+        with engine.begin() as other:
+            other.execute(
+                WIDE.insert().values(connector="crm", source_id="9", aspect="emails", rank=7)
+            )
+        return empty
+
+    monkeypatch.setattr(bulk, "_empty_columns", probe_then_write)
+    got = bulk.read_frame(engine, sa.select(WIDE), sparse=True)
+    assert "9" not in set(got["source_id"]) and len(got) == 6
+    monkeypatch.setattr(bulk, "_empty_columns", probe)
+    again = bulk.read_frame(engine, sa.select(WIDE), sparse=True)
+    assert again.set_index("source_id").loc["9", "rank"] == 7

@@ -321,23 +321,30 @@ def read_frame(
             copied = read_copy(conn, stmts, kinds, ARROW_TEXT if arrow_text else None)
             if copied is not None:
                 return copied
-        empty = _empty_columns(conn, stmts) if sparse else set()
-        if empty:
-            # fetch only the columns that hold a value somewhere; the others are added
-            # back below, missing in every row, typed as a read of them would type them
-            kept = [c for c in stmts[0].selected_columns if c.name not in empty]
-            stmts = [one.with_only_columns(*kept) for one in stmts]
-            names = [n for n in names if n not in empty]
-        for one in stmts:
-            cursor = conn.execute(one).cursor
-            while cursor is not None:
-                rows = cursor.fetchmany(READ_BATCH) if arrow_text else cursor.fetchall()
-                batch.extend(rows)
-                if arrow_text and len(batch) >= READ_BATCH:
-                    add(batch)
-                    batch = []
-                if not arrow_text or len(rows) < READ_BATCH:
-                    break
+        # the probe and the read see one snapshot: a value written between them would
+        # otherwise come back missing
+        snapshot = sparse and _begin_read(conn)
+        try:
+            empty = _empty_columns(conn, stmts) if sparse else set()
+            if empty:
+                # fetch only the columns that hold a value somewhere; the others are added
+                # back below, missing in every row, typed as a read of them would type them
+                kept = [c for c in stmts[0].selected_columns if c.name not in empty]
+                stmts = [one.with_only_columns(*kept) for one in stmts]
+                names = [n for n in names if n not in empty]
+            for one in stmts:
+                cursor = conn.execute(one).cursor
+                while cursor is not None:
+                    rows = cursor.fetchmany(READ_BATCH) if arrow_text else cursor.fetchall()
+                    batch.extend(rows)
+                    if arrow_text and len(batch) >= READ_BATCH:
+                        add(batch)
+                        batch = []
+                    if not arrow_text or len(rows) < READ_BATCH:
+                        break
+        finally:
+            if snapshot:
+                conn.connection.driver_connection.rollback()  # a read: nothing to keep
     if batch or not frames:
         add(batch)
     frame = _concat_batches(frames)
@@ -359,6 +366,18 @@ def arrow_strings(values: pd.Series) -> pd.Series:
             return values.astype(ARROW_TEXT)
         return pd.Series(pd.arrays.ArrowStringArray(array), index=values.index, name=values.name)
     return values.astype(ARROW_TEXT)
+
+
+def _begin_read(conn: sa.Connection) -> bool:
+    """Open a read transaction on a SQLite connection outside one (its driver opens them
+    only for writes): every statement until its end reads one snapshot. Whether it did."""
+    if conn.dialect.name != "sqlite":
+        return False
+    raw = conn.connection.driver_connection
+    if raw.in_transaction:
+        return False
+    raw.execute("BEGIN")
+    return True
 
 
 def _empty_columns(conn: sa.Connection, stmts: list[sa.Select]) -> set[str]:
