@@ -222,3 +222,41 @@ def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_s
             by_id = out.set_index("golden_id")
             assert by_id.loc[hand["golden_id"].iloc[0], "last_name"] == "Handwritten"
         engine.dispose()
+
+
+def test_an_output_another_run_left_at_the_path_is_not_taken_for_the_last(
+    dagster_env, tmp_path: Path
+):
+    """Two runs on one state DB writing their outputs in two places (another DAGSTER_HOME:
+    a scheduled run and one from a shell): the file at the first place is older than the
+    last merge, with as many rows. The merge of a part there reads the golden records
+    whole instead: its output is the state DB's, the records merged elsewhere included."""
+    for k, v in SANDBOX_SECRETS.items():
+        dagster_env.setenv(k, v)
+    homes = tmp_path / "home1", tmp_path / "home2"
+    for home in homes:
+        home.mkdir()
+    dagster_env.setenv("DAGSTER_HOME", str(homes[0]))
+    with Sandbox(seed=29, people=300, base_port=0) as sb:
+        db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, publish=False)
+        engine = StateDB(db_url).engine
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success  # a merge of everything, in home1
+            sb.changes("salesforce", edit=5, seed=3)
+            dagster_env.setenv("DAGSTER_HOME", str(homes[1]))
+            assert materialize_all(instance).success  # a merge of a part, in home2
+            sb.changes("voyado", edit=5, seed=4)
+            dagster_env.setenv("DAGSTER_HOME", str(homes[0]))
+            third = materialize_all(instance)  # home1's file is the first run's
+            assert third.success
+            assert metadata_of(third, "golden_customers")["merged_records"] < 300
+            out = third.output_for_node("merge_golden_records", "golden_customers")
+            stored = core.load_golden_records(engine)
+            cols = [c for c in out.columns if c in stored.columns]
+
+            def text(frame: pd.DataFrame) -> pd.DataFrame:
+                frame = frame[cols].astype("string").fillna("")
+                return frame.sort_values("golden_id").reset_index(drop=True)
+
+            pd.testing.assert_frame_equal(text(out), text(stored))
+        engine.dispose()

@@ -58,3 +58,14 @@ def test_row_hashes_tell_rows_apart() -> None:
     hashes = row_hashes64(frame)
     assert len(set(hashes.tolist())) == 4
     assert (row_hashes64(frame[["b", "a"]]) != hashes).any()
+
+
+def test_text_holding_a_nul_hashes_as_itself() -> None:
+    """pandas' factorize reads text up to a NUL (``"Ann"`` and ``"Ann\\x00"`` become one
+    value, and the second takes the first's hash); each hashes as itself here."""
+    column = pd.Series(["Ann", "Ann\x00", "Ann\x00x"], dtype=object)
+    hashes = row_hashes64(column)
+    assert len(set(hashes.tolist())) == 3
+    alone = pd.Series(["Ann\x00x"], dtype=object)  # no partner to take the hash of
+    assert row_hashes64(alone)[0] == pd.util.hash_pandas_object(alone, index=False)[0]
+    assert row_hashes64(alone)[0] == hashes[2]

@@ -323,6 +323,7 @@ def read_frame(
                 return copied
         # the probe and the read see one snapshot: a value written between them would
         # otherwise come back missing
+        sparse = sparse and conn.dialect.name == "sqlite"  # (a fallback from COPY: as it is)
         snapshot = sparse and _begin_read(conn)
         try:
             empty = _empty_columns(conn, stmts) if sparse else set()
@@ -380,16 +381,31 @@ def _begin_read(conn: sa.Connection) -> bool:
     return True
 
 
+def _plain(stmt: sa.Select) -> bool:
+    """Whether ``stmt`` reads rows of one table as they are: no limit, offset, order,
+    grouping or DISTINCT (the probe would count other rows, or a column it drops could be
+    named there) and one FROM."""
+    shaped = (
+        stmt._limit_clause is not None
+        or stmt._offset_clause is not None
+        or stmt._order_by_clauses
+        or stmt._group_by_clauses
+        or stmt._having_criteria
+        or stmt._distinct
+    )
+    return not shaped and len(stmt.get_final_froms()) == 1
+
+
 def _empty_columns(conn: sa.Connection, stmts: list[sa.Select]) -> set[str]:
     """The selected columns that are NULL in every row of every statement; none when the
     result has no row (an empty read keeps every column as it is)."""
     columns = list(stmts[0].selected_columns)
-    if len({c.name for c in columns}) < len(columns):
-        return set()  # two columns of one name (a join): read as it is
+    if len({c.name for c in columns}) < len(columns) or not all(map(_plain, stmts)):
+        return set()  # two columns of one name (a join), or more than rows of one table
     held = np.zeros(len(columns), dtype=bool)
     rows = 0
     for one in stmts:
-        sub = one.order_by(None).subquery()
+        sub = one.subquery()
         probe = sa.select(sa.func.count(), *[sa.func.count(sub.c[c.name]) for c in columns])
         n, *counts = conn.execute(probe).one()
         rows += int(n)

@@ -133,18 +133,29 @@ def _merge_scope(
 
 # what the golden output holds of a stored golden record (not its version or hash)
 OUTPUT_DROPS = ["version", "record_hash", "updated_at"]
+# the golden records' stamp the output was made at, in the output file itself (pandas
+# keeps a frame's attrs in its Parquet metadata): a file another run left at the same
+# path (another DAGSTER_HOME, a restored state DB) does not pass for the last output
+OUTPUT_STAMP = "custsync/golden_stamp"
+
+
+def _stamped(golden: pd.DataFrame, stamp: str) -> pd.DataFrame:
+    golden.attrs = {OUTPUT_STAMP: stamp}
+    return golden
 
 
 def _last_output(context: dg.AssetExecutionContext, last: dict, stamp: str) -> pd.DataFrame | None:
     """The last golden output, when it holds the stored golden records as they are now:
     no golden record was written since the merge that made it (``stamp``, the golden
-    records' stamp before this merge wrote, is the one that merge saved with its figures).
-    None otherwise, or when the IO manager cannot hand it back."""
+    records' stamp before this merge wrote, is the one that merge saved with its figures
+    and wrote into the file). None otherwise, or when the IO manager cannot hand it back."""
     if not stamp or last.get("golden_stamp") != stamp:
         return None
     held = getattr(getattr(context.resources, "io_manager", None), "held_output", None)
     frame = held(GOLDEN_CUSTOMERS) if held is not None else None
-    if frame is None or len(frame) != last.get("metadata", {}).get("dagster/row_count"):
+    if frame is None or frame.attrs.get(OUTPUT_STAMP) != stamp:
+        return None
+    if len(frame) != last.get("metadata", {}).get("dagster/row_count"):
         return None
     return frame
 
@@ -251,7 +262,9 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             counts, multi = golden_store.entry_counts(engine)
             yield dg.MaterializeResult(
                 asset_key=GOLDEN_CUSTOMERS,
-                value=golden.drop(columns=OUTPUT_DROPS),
+                value=_stamped(
+                    golden.drop(columns=OUTPUT_DROPS), table_stamp(engine, core.GOLDEN_STAMP)
+                ),
                 metadata={
                     "dagster/row_count": len(golden),
                     "dagster/column_schema": golden_table_schema(),
@@ -375,9 +388,10 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             "aspect_entries": n_entries,
             **{f"ownership_refused_{f}": n for f, n in result.refused.items()},
         }
+        stamp_now = table_stamp(engine, core.GOLDEN_STAMP)  # after this merge's writes
         yield dg.MaterializeResult(
             asset_key=GOLDEN_CUSTOMERS,
-            value=golden,
+            value=_stamped(golden, stamp_now),
             metadata={
                 **metadata,
                 "dagster/column_schema": golden_table_schema(),
@@ -391,7 +405,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             "multi": multi,
             # the golden records as this output holds them: the next merge of a part
             # starts from it while nothing else wrote one
-            "golden_stamp": table_stamp(engine, core.GOLDEN_STAMP),
+            "golden_stamp": stamp_now,
         }
         with engine.begin() as conn:
             # what this merge covered: the next one redoes only what changed since
