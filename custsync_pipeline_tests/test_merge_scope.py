@@ -86,6 +86,21 @@ def _queued(engine: sa.Engine) -> list[str]:
     return sorted(q["source_id"].fillna("*").tolist())
 
 
+def _assert_output_is_stored(out: pd.DataFrame, engine: sa.Engine) -> pd.DataFrame:
+    """The golden output holds every stored golden record, as stored (compared as text);
+    returns the stored records."""
+    stored = core.load_golden_records(engine).sort_values("golden_id")
+    cols = [c for c in out.columns if c in stored.columns]
+    assert len(cols) > 10 and "last_name" in cols and len(out) == len(stored)
+
+    def text(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame[cols].astype("string").fillna("")
+        return frame.sort_values("golden_id").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(text(out), text(stored))
+    return stored
+
+
 def test_writes_queue_exactly_the_records_they_change(tmp_path: Path):
     engine = StateDB(f"sqlite:///{tmp_path / 'state.sqlite'}").create_all().engine
     core.replace_source_records(engine, "crm", _canonical(["1", "2", "3"], "Lund"))
@@ -138,17 +153,9 @@ def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_en
             assert 0 < gold["merged_records"] < gold["dagster/row_count"] / 4, gold
             assert gold["changed_records"] > 0, gold
             assert merge_scope.read_queue(engine).empty  # the merge took what it read
-            stored = core.load_golden_records(engine).sort_values("golden_id")
             # the output of a merge of a part: every stored golden record, as stored
             out = second.output_for_node("merge_golden_records", "golden_customers")
-            cols = [c for c in out.columns if c in stored.columns]
-            assert len(cols) > 10 and len(out) == len(stored)
-
-            def text(frame: pd.DataFrame) -> pd.DataFrame:
-                frame = frame[cols].astype("string").fillna("")
-                return frame.sort_values("golden_id").reset_index(drop=True)
-
-            pd.testing.assert_frame_equal(text(out), text(stored))
+            stored = _assert_output_is_stored(out, engine)
             # forget what the last merge covered: the next one merges everything
             with engine.begin() as conn:
                 conn.execute(sa.text("delete from table_digests where name like 'golden_%'"))
@@ -194,15 +201,7 @@ def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_s
                 result = materialize_all(instance)
                 assert result.success
                 out = result.output_for_node("merge_golden_records", "golden_customers")
-                stored = core.load_golden_records(engine)
-                cols = [c for c in out.columns if c in stored.columns]
-                assert len(out) == len(stored) and "last_name" in cols
-
-                def text(frame: pd.DataFrame) -> pd.DataFrame:
-                    frame = frame[cols].astype("string").fillna("")
-                    return frame.sort_values("golden_id").reset_index(drop=True)
-
-                pd.testing.assert_frame_equal(text(out), text(stored))
+                _assert_output_is_stored(out, engine)
                 return out
 
             run_and_compare()
@@ -251,12 +250,5 @@ def test_an_output_another_run_left_at_the_path_is_not_taken_for_the_last(
             assert third.success
             assert metadata_of(third, "golden_customers")["merged_records"] < 300
             out = third.output_for_node("merge_golden_records", "golden_customers")
-            stored = core.load_golden_records(engine)
-            cols = [c for c in out.columns if c in stored.columns]
-
-            def text(frame: pd.DataFrame) -> pd.DataFrame:
-                frame = frame[cols].astype("string").fillna("")
-                return frame.sort_values("golden_id").reset_index(drop=True)
-
-            pd.testing.assert_frame_equal(text(out), text(stored))
+            _assert_output_is_stored(out, engine)
         engine.dispose()
