@@ -190,8 +190,6 @@ def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_s
         return frame
 
     monkeypatch.setattr(golden_assets, "_last_output", spy)
-    for k, v in SANDBOX_SECRETS.items():
-        dagster_env.setenv(k, v)
     with Sandbox(seed=29, people=300, base_port=0) as sb:
         db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, publish=False)
         engine = StateDB(db_url).engine
@@ -230,8 +228,6 @@ def test_an_output_another_run_left_at_the_path_is_not_taken_for_the_last(
     a scheduled run and one from a shell): the file at the first place is older than the
     last merge, with as many rows. The merge of a part there reads the golden records
     whole instead: its output is the state DB's, the records merged elsewhere included."""
-    for k, v in SANDBOX_SECRETS.items():
-        dagster_env.setenv(k, v)
     homes = tmp_path / "home1", tmp_path / "home2"
     for home in homes:
         home.mkdir()

@@ -80,12 +80,15 @@ def test_a_sparse_read_skips_empty_columns_and_gives_the_full_frame(
 
 
 def test_parts_of_one_read_keep_a_column_any_part_fills(engine: sa.Engine) -> None:
-    """Keyed parts: the crm part fills street, the shop part size; each column is kept for
-    both parts, and a part's rows hold missing values where it has none."""
-    keys = pd.DataFrame({"connector": ["crm", "crm", "shop"], "source_id": ["3", "1", "a"]})
-    stmt = sa.select(WIDE)
-    full = bulk.read_keyed(engine, stmt, WIDE, keys, arrow_text=True)
-    sparse = bulk.read_keyed(engine, stmt, WIDE, keys, arrow_text=True, sparse=True)
+    """A read in parts (a statement per connector): the crm part fills street, the shop
+    part size; each column is kept for both parts, and a part's rows hold missing values
+    where it has none."""
+    parts = [
+        sa.select(WIDE).where(WIDE.c.connector == "crm", WIDE.c.source_id.in_(["3", "1"])),
+        sa.select(WIDE).where(WIDE.c.connector == "shop", WIDE.c.source_id.in_(["a"])),
+    ]
+    full = bulk.read_frame(engine, parts, arrow_text=True)
+    sparse = bulk.read_frame(engine, parts, arrow_text=True, sparse=True)
     order = ["connector", "source_id"]
     pd.testing.assert_frame_equal(
         sparse.sort_values(order).reset_index(drop=True),

@@ -240,18 +240,17 @@ def read_keyed(
     table: sa.Table,
     keys: pd.DataFrame,
     arrow_text: bool = False,
-    sparse: bool = False,
 ) -> pd.DataFrame:
     """The rows of ``stmt`` whose (connector, source_id) is one of ``keys``: a part of the
     source ids of one connector per statement (``one_of``: the primary key's index
-    answers each); ``arrow_text``, ``sparse``: as ``read_frame``."""
+    answers each); ``arrow_text``: as ``read_frame``."""
     dialect = engine.dialect.name
     parts = [
         stmt.where(table.c.connector == connector, part)
         for connector, ids in keys.groupby("connector", sort=True)["source_id"]
         for part in one_of(dialect, table.c.source_id, sorted(set(ids.astype(str))))
     ]
-    return read_frame(engine, parts or [stmt.where(sa.false())], arrow_text, sparse)
+    return read_frame(engine, parts or [stmt.where(sa.false())], arrow_text=arrow_text)
 
 
 def _typed(frame: pd.DataFrame, columns: dict[str, sa.types.TypeEngine]) -> pd.DataFrame:
@@ -372,8 +371,6 @@ def arrow_strings(values: pd.Series) -> pd.Series:
 def _begin_read(conn: sa.Connection) -> bool:
     """Open a read transaction on a SQLite connection outside one (its driver opens them
     only for writes): every statement until its end reads one snapshot. Whether it did."""
-    if conn.dialect.name != "sqlite":
-        return False
     raw = conn.connection.driver_connection
     if raw.in_transaction:
         return False

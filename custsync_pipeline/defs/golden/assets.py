@@ -144,18 +144,16 @@ def _stamped(golden: pd.DataFrame, stamp: str) -> pd.DataFrame:
     return golden
 
 
-def _last_output(context: dg.AssetExecutionContext, last: dict, stamp: str) -> pd.DataFrame | None:
+def _last_output(context: dg.AssetExecutionContext, stamp: str) -> pd.DataFrame | None:
     """The last golden output, when it holds the stored golden records as they are now:
-    no golden record was written since the merge that made it (``stamp``, the golden
-    records' stamp before this merge wrote, is the one that merge saved with its figures
-    and wrote into the file). None otherwise, or when the IO manager cannot hand it back."""
-    if not stamp or last.get("golden_stamp") != stamp:
+    no golden record was written since it was made (``stamp``, the golden records' stamp
+    before this merge wrote, is the one written into the file). None otherwise, or when
+    the IO manager cannot hand it back."""
+    if not stamp:
         return None
     held = getattr(getattr(context.resources, "io_manager", None), "held_output", None)
     frame = held(GOLDEN_CUSTOMERS) if held is not None else None
     if frame is None or frame.attrs.get(OUTPUT_STAMP) != stamp:
-        return None
-    if len(frame) != last.get("metadata", {}).get("dagster/row_count"):
         return None
     return frame
 
@@ -363,7 +361,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
                 else {}
             )
         else:  # the records merged are a part: the output is every stored one
-            base = _last_output(context, last, golden_stamp)
+            base = _last_output(context, golden_stamp)
             if base is None:  # read whole, after this merge's writes
                 golden = core.load_golden_records(engine).drop(columns=OUTPUT_DROPS)
             else:
@@ -388,25 +386,17 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             "aspect_entries": n_entries,
             **{f"ownership_refused_{f}": n for f, n in result.refused.items()},
         }
-        stamp_now = table_stamp(engine, core.GOLDEN_STAMP)  # after this merge's writes
         yield dg.MaterializeResult(
             asset_key=GOLDEN_CUSTOMERS,
-            value=_stamped(golden, stamp_now),
+            # the stamp after this merge's writes: the next merge of a part starts from it
+            value=_stamped(golden, table_stamp(engine, core.GOLDEN_STAMP)),
             metadata={
                 **metadata,
                 "dagster/column_schema": golden_table_schema(),
                 "merge_skipped": False,
             },
         )
-        outputs = {
-            "inputs": inputs,
-            "metadata": metadata,
-            "counts": counts,
-            "multi": multi,
-            # the golden records as this output holds them: the next merge of a part
-            # starts from it while nothing else wrote one
-            "golden_stamp": stamp_now,
-        }
+        outputs = {"inputs": inputs, "metadata": metadata, "counts": counts, "multi": multi}
         with engine.begin() as conn:
             # what this merge covered: the next one redoes only what changed since
             merge_scope.save_member_digests(conn, digests, scope)
