@@ -442,6 +442,15 @@ def test_vendor_times_read_by_arrow_agree_with_pandas_on_every_shape():
     assert iso_utc(pd.Series([datetime(2024, 1, 1, tzinfo=UTC)], dtype=object)) is None
     assert iso_utc(pd.Series(["3000-01-01T00:00:00Z"])) is None
     assert iso_utc(pd.Series(["2024-05-01T10:00:00Z", "2024-05-01 10:00:00"])) is None
+    assert iso_utc(pd.Series(["2024-05-01 10:00:00", "2024-05-01T10:00:00Z"])) is None
+    # the reading tried first follows the first values; either order reads the same
+    late = pd.Series([None] * 70 + ["2024-05-01T12:00:00+0200"], dtype=object)
+    assert iso_utc(late).iloc[-1] == pd.Timestamp("2024-05-01 10:00", tz="UTC")
+    naive = iso_utc(pd.Series(["2024-05-01 10:00", "2024-05-02"]))
+    assert naive.tolist() == [
+        pd.Timestamp("2024-05-01 10:00", tz="UTC"),
+        pd.Timestamp("2024-05-02", tz="UTC"),
+    ]
     stored = iso_utc(pd.Series(["2024-05-01 10:00:00.250000", None], dtype=object))
     assert stored.tolist()[0] == pd.Timestamp("2024-05-01 10:00:00.25", tz="UTC")
     assert pd.isna(stored.iloc[1])

@@ -213,6 +213,7 @@ def test_incremental_equals_full_resolution(
         assert got.stats["scope_records"] < 0.6 * len(after), got.stats
     map_cols = ["connector", "source_id", "golden_id", "rule", "updated_at"]
     assert _rows(got.identity_map, map_cols) == _rows(full.identity_map, map_cols)
+    assert got.stats["golden_records"] == full.identity_map["golden_id"].nunique()
     gid_cols = ["golden_id", "created_at", "merged_into", "split_from"]
     assert _rows(got.golden_ids, gid_cols) == _rows(full.golden_ids, gid_cols)
     assert _rows(got.conflicts, list(CONFLICT_COLUMNS)) == _rows(

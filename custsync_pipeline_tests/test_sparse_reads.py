@@ -118,6 +118,33 @@ def test_arrow_strings_write_other_values_as_text() -> None:
     pd.testing.assert_series_equal(bulk.arrow_strings(text), text.astype(bulk.ARROW_TEXT))
 
 
+def test_stack_rows_is_a_concat_of_rows() -> None:
+    """``stack_rows`` gives what ``pd.concat`` gives for frames of one set of types: one of
+    them holds a column all missing (as a column of its own, as a cast leaves it) and an
+    index of its own."""
+    when = pd.to_datetime(["2026-01-01T10:00:00Z", None], utc=True)
+    kept = pd.DataFrame(
+        {"id": ["a", "b", "c"], "n": [1.5, None, 2.0], "at": [pd.NaT] * 3}, index=[7, 8, 9]
+    )
+    kept["at"] = pd.to_datetime(kept["at"], utc=True)
+    kept["city"] = pd.Series([None] * 3, dtype=object, index=kept.index)
+    kept["code"] = pd.Series([None, "x", None], dtype=bulk.ARROW_TEXT, index=kept.index)
+    fresh = pd.DataFrame(
+        {
+            "id": ["d", "e"],
+            "n": [None, 3.0],
+            "at": when,
+            "city": ["Lund", None],
+            "code": pd.Series(["y", None], dtype=bulk.ARROW_TEXT),
+        }
+    )
+    got = bulk.stack_rows([kept, fresh])
+    pd.testing.assert_frame_equal(got, pd.concat([kept, fresh], ignore_index=True))
+    assert got["city"].tolist()[3] == "Lund" and got["at"].iloc[3] == when[0]
+    assert got["code"].dtype == bulk.ARROW_TEXT
+    pd.testing.assert_frame_equal(bulk.stack_rows([kept]), kept.reset_index(drop=True))
+
+
 def test_the_probe_and_the_read_see_one_snapshot(engine: sa.Engine, monkeypatch) -> None:
     """A row written by another connection between the probe and the read (its ``rank``,
     empty until then, filled) is not half-read: the read sees the table as the probe did."""

@@ -187,7 +187,9 @@ def resolve_changes(
     n = len(current)
     conn = current["connector"].astype(str).to_numpy(dtype=object)
     sid = current["source_id"].astype(str).to_numpy(dtype=object)
-    prior = stored.identity_map.reset_index(drop=True)
+    prior = stored.identity_map
+    if not isinstance(prior.index, pd.RangeIndex) or prior.index.start != 0:
+        prior = prior.reset_index(drop=True)  # a copy of a million rows: only when needed
     pos = match_records(conn, sid, prior)
     found = pos >= 0
     at = np.maximum(pos, 0)
@@ -286,10 +288,12 @@ def resolve_changes(
     scope |= _holders(key_index, old_keys, n)
     scope |= _flipped_blocks(blocks, blk, dirty, old_blk, matching)
     c_a, c_b = _conflict_pairs(stored.conflicts, index)
+    entry_a, entry_b = c_a, c_b  # every stored review entry's sides (-1: not current)
     gone_conn = prior["connector"].astype(str).to_numpy(dtype=object)[gone_rows]
     gone_sid = prior["source_id"].astype(str).to_numpy(dtype=object)[gone_rows]
     gone = pd.DataFrame({"connector": gone_conn, "source_id": gone_sid})
-    scope |= _partners_of_gone(stored.conflicts, gone, c_a, c_b, n)
+    gone_a, gone_b = _gone_sides(stored.conflicts, gone)
+    scope |= _partners_of_gone(gone_a, gone_b, c_a, c_b, n)
     both = (c_a >= 0) & (c_b >= 0)
     # a steward decision ties its two records: one in the scope brings the other
     d_a, d_b = _decision_pairs(decisions, index)
@@ -335,18 +339,12 @@ def resolve_changes(
     )
     kept = prior.iloc[pos[~scope & found]][MAP_COLUMNS]
     identity_map = pd.concat([kept, result.identity_map[MAP_COLUMNS]], ignore_index=True)
-    out_keys = set(zip(conn[s_idx], sid[s_idx], strict=True)) | set(
-        zip(gone_conn, gone_sid, strict=True)
-    )
     conflicts = stored.conflicts[list(CONFLICT_COLUMNS)]
-    if len(conflicts):
-        side_a = pd.MultiIndex.from_arrays(
-            [conflicts["connector_a"].astype(str), conflicts["source_id_a"].astype(str)]
-        ).isin(list(out_keys))
-        side_b = pd.MultiIndex.from_arrays(
-            [conflicts["connector_b"].astype(str), conflicts["source_id_b"].astype(str)]
-        ).isin(list(out_keys))
-        conflicts = conflicts[~(side_a | side_b)]
+    if len(conflicts):  # entries naming a record resolved again, or one that is gone
+        out = np.zeros(len(conflicts), dtype=bool)
+        for side in (entry_a, entry_b):
+            out |= (side >= 0) & scope[np.maximum(side, 0)]
+        conflicts = conflicts[~(out | gone_a | gone_b)]
     conflicts = pd.concat(
         [conflicts, result.conflicts[list(CONFLICT_COLUMNS)]], ignore_index=True
     ).drop_duplicates("conflict_id")
@@ -376,7 +374,9 @@ def resolve_changes(
     stats = {
         **result.stats,
         "records": n,
-        "golden_records": int(identity_map["golden_id"].nunique()),
+        "golden_records": _golden_count(
+            cur_gid[~scope & found], pd.Index(gid_uniq, dtype=object), s_map["golden_id"]
+        ),
         "incremental": 1,
         "changed_records": int(dirty.sum()) + len(gone_rows),
         "scope_records": int(len(s_idx)),
@@ -392,6 +392,18 @@ def resolve_changes(
     return ScopedResolution(
         merged, scope_rows, gone, np.asarray(touched, dtype=object), kept=len(kept)
     )
+
+
+def _golden_count(kept_codes: np.ndarray, uniq: pd.Index, resolved: pd.Series) -> int:
+    """Distinct golden ids of the map: the kept rows' (codes into ``uniq``) and the resolved
+    rows' (one hash lookup each, not a count over a million strings)."""
+    mark = np.zeros(len(uniq), dtype=bool)
+    mark[kept_codes[kept_codes >= 0]] = True
+    fresh = pd.unique(resolved.dropna().to_numpy(dtype=object))
+    code = uniq.get_indexer(fresh) if len(fresh) else np.zeros(0, dtype=np.int64)
+    known = code >= 0
+    known[known] = mark[code[known]]
+    return int(mark.sum() + (~known).sum())
 
 
 def _refreshed(
@@ -535,20 +547,29 @@ def _conflict_pairs(conflicts: pd.DataFrame, index: _Records) -> tuple[np.ndarra
     return a, b
 
 
-def _partners_of_gone(
-    conflicts: pd.DataFrame, gone: pd.DataFrame, a: np.ndarray, b: np.ndarray, n: int
-) -> np.ndarray:
-    """Current records a stored review entry pairs with a record that is gone."""
-    out = np.zeros(n, dtype=bool)
-    if conflicts is None or conflicts.empty or len(gone) == 0:
-        return out
-    for me, other in (("a", a), ("b", b)):
+def _gone_sides(conflicts: pd.DataFrame, gone: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per stored review entry, whether its side a / side b is a record that is gone."""
+    sides = []
+    for me in ("a", "b"):
+        if conflicts is None or conflicts.empty or len(gone) == 0:
+            sides.append(np.zeros(0 if conflicts is None else len(conflicts), dtype=bool))
+            continue
         mine = match_records(
             conflicts[f"connector_{me}"].astype(str).to_numpy(dtype=object),
             conflicts[f"source_id_{me}"].astype(str).to_numpy(dtype=object),
             gone,
         )
-        hit = (mine >= 0) & (other >= 0)
+        sides.append(mine >= 0)
+    return sides[0], sides[1]
+
+
+def _partners_of_gone(
+    gone_a: np.ndarray, gone_b: np.ndarray, a: np.ndarray, b: np.ndarray, n: int
+) -> np.ndarray:
+    """Current records a stored review entry pairs with a record that is gone."""
+    out = np.zeros(n, dtype=bool)
+    for mine, other in ((gone_a, b), (gone_b, a)):
+        hit = mine & (other >= 0)
         out[other[hit]] = True
     return out
 

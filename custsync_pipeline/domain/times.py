@@ -8,10 +8,24 @@ pandas, value by value."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pyarrow as pa
 
 _KINDS = (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns"))
+# a time with an offset at the end (Z, +02, -05:30)
+_OFFSET = re.compile(r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$")
+
+
+def _kinds(strings: pa.Array | pa.ChunkedArray) -> tuple[pa.DataType, ...]:
+    """The two readings, the likelier first as the first values show it: a failed cast of a
+    million values costs more than the cast (0.7 s against 0.03 s: SQLite's times have no
+    offset)."""
+    head = [v for v in strings.slice(0, 64).to_pylist() if v is not None]
+    if head and not _OFFSET.search(head[0].strip()):
+        return _KINDS[::-1]
+    return _KINDS
 
 
 def iso_utc(values: pd.Series) -> pd.Series | None:
@@ -28,7 +42,7 @@ def iso_utc(values: pd.Series) -> pd.Series | None:
 def arrow_iso_utc(strings: pa.Array | pa.ChunkedArray) -> pd.Series | None:
     """Arrow text as ``datetime64[ns, UTC]`` (a new index), or None when Arrow cannot read
     every value."""
-    for kind in _KINDS:
+    for kind in _kinds(strings):
         try:
             times = strings.cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

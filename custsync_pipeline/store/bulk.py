@@ -412,6 +412,19 @@ def _empty_columns(conn: sa.Connection, stmts: list[sa.Select]) -> set[str]:
     return {c.name for c, h in zip(columns, held, strict=True) if not h}
 
 
+def stack_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat(frames, ignore_index=True)`` of frames with the same columns and types,
+    column by column: a frame's concat checks an all-missing object column of one frame
+    value by value (a Python call each, seconds at a million rows); a column's does not."""
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    columns = list(frames[0].columns)
+    return pd.DataFrame(
+        {c: pd.concat([f[c] for f in frames], ignore_index=True) for c in columns},
+        columns=columns,
+    )
+
+
 def _concat_batches(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The batches of one read as one frame: a column that is all missing in a batch takes
     the type the column has where it holds values (pandas would otherwise warn that it

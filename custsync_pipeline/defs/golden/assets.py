@@ -34,6 +34,7 @@ from custsync_pipeline.store.bulk import (
     code_digest,
     inputs_key,
     save_digest,
+    stack_rows,
     stored_digest,
     table_stamp,
 )
@@ -173,7 +174,7 @@ def _stored_after(
     for col in fresh.columns.intersection(kept.columns):
         if kept[col].dtype != fresh[col].dtype:  # a file's types: as the state DB gives them
             kept[col] = kept[col].astype(fresh[col].dtype)
-    return pd.concat([kept, fresh], ignore_index=True)[list(fresh.columns)]
+    return stack_rows([kept.reindex(columns=fresh.columns), fresh])
 
 
 def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
