@@ -35,6 +35,8 @@ def _frame(seed: int) -> pd.DataFrame:
             "times": pd.Series(pd.to_datetime(rng.integers(0, 10**9, n), unit="s", utc=True)),
             "mixed": pd.Series([1, "1", True, 2.5, None] * (n // 5), dtype=object),
             "category": pd.Categorical(words[rng.integers(0, 3, n)]),
+            "bytes": pd.Series([b"\x00\x01", b"", None, b"ab", b"\xff"] * (n // 5), dtype=object),
+            "text_and_na": pd.Series(["a", pd.NA, None, "b", "a"] * (n // 5), dtype=object),
         }
     )
 

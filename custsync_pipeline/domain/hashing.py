@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import infer_dtype
-from pandas.core.util.hashing import combine_hash_arrays, hash_array
+from pandas._libs.hashing import hash_object_array
+from pandas.core.util.hashing import _default_hash_key, combine_hash_arrays, hash_array
 
 # pandas' hash of a missing value in a column it factorizes first
 _MISSING = np.uint64(np.iinfo(np.uint64).max)
@@ -30,19 +30,36 @@ def hex16(hashes: np.ndarray) -> np.ndarray:
     return out
 
 
+def _spread(vals: np.ndarray) -> np.ndarray:
+    """The mixing pandas' ``hash_array`` applies to each raw 64-bit hash (splitmix64's
+    finalizer), in place."""
+    vals ^= vals >> np.uint64(30)
+    vals *= np.uint64(0xBF58476D1CE4E5B9)
+    vals ^= vals >> np.uint64(27)
+    vals *= np.uint64(0x94D049BB133111EB)
+    vals ^= vals >> np.uint64(31)
+    return vals
+
+
 def _column_hashes(values: pd.Series) -> np.ndarray:
     """``hash_array`` of one column as pandas' default gives it, text hashed value by value
     (pandas factorizes each text column first: a sort-free pass that costs more than the
-    hashing itself when most values differ, as ids and e-mail addresses do)."""
+    hashing itself when most values differ, as ids and e-mail addresses do). An object
+    column is hashed as it lies (no copy); its missing values are found in one pass."""
     if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
-        objects = values.to_numpy(dtype=object, na_value=None)
-        if infer_dtype(objects, skipna=True) in ("string", "empty"):
-            out = hash_array(objects, categorize=False)
-            missing = pd.isna(objects)
-            if missing.any():
-                out[missing] = _MISSING  # as a factorized column hashes it
-            return out
-    return hash_array(values._values)  # mixed values (5 and "5", True and 1): as pandas does
+        if values.dtype == object:
+            objects = values.to_numpy()
+        else:
+            objects = values.to_numpy(dtype=object, na_value=None)
+        try:  # text and missing values only (pandas' own hashing engine refuses others)
+            out = _spread(hash_object_array(objects, _default_hash_key, "utf8"))
+        except TypeError:  # mixed values (5 and "5", True and 1, pd.NA): as pandas does
+            return hash_array(values._values)
+        missing = pd.isna(objects)
+        if missing.any():
+            out[missing] = _MISSING  # as a factorized column hashes it
+        return out
+    return hash_array(values._values)
 
 
 def row_hashes64(values: pd.DataFrame | pd.Series) -> np.ndarray:
