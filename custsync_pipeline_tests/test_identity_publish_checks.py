@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pytest
 
+from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.identity.checks import (
     MAX_CLUSTER_SIZE,
     conflict_rate,
     largest_cluster,
 )
+from custsync_pipeline.defs.io import ParquetIOManager, write_private_parquet
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline_tests.e2e import materialize_all, run_against_sandbox
 
@@ -43,7 +46,9 @@ def test_identity_and_publish_checks_run_in_the_sync(dagster_env, tmp_path) -> N
     assert evals[("salesforce/published", "no_dead_letters")].metadata["acked"].value > 0
 
 
-def test_identity_checks_fail_on_an_over_merge_and_many_conflicts() -> None:
+def test_identity_checks_fail_on_an_over_merge_and_many_conflicts(tmp_path) -> None:
+    """The checks read the stored ``identity_map`` output (its golden ids, its row count)
+    through the IO manager; without one they fail saying so."""
     n = MAX_CLUSTER_SIZE + 5
     merged = pd.DataFrame(
         {
@@ -52,12 +57,21 @@ def test_identity_checks_fail_on_an_over_merge_and_many_conflicts() -> None:
             "golden_id": ["G-1"] * n + ["G-2"],
         }
     )
-    result = largest_cluster(identity_map=merged)
+    io = ParquetIOManager(base_dir=str(tmp_path))
+    context = dg.build_asset_check_context(resources={"io_manager": io})
+    with pytest.raises(dg.Failure, match="materialize identity_map first"):
+        largest_cluster(context)
+    write_private_parquet(merged, io.key_path(IDENTITY_MAP), tmp_path)
+    result = largest_cluster(context)
     assert not result.passed
     assert result.metadata["largest_cluster"].value == n
     assert result.metadata["clusters_over_threshold"].value == 1
+    assert result.metadata["golden_ids"].value == 2
     conflicts = pd.DataFrame({"kind": ["shared_value"] * 5 + ["blocked_value"]})
-    result = conflict_rate(identity_map=merged, conflicts=conflicts)
+    result = conflict_rate(context, conflicts=conflicts)
     assert not result.passed  # 6 of 31 records
+    assert result.metadata["source_records"].value == n + 1
     assert result.metadata["conflicts_shared_value"].value == 5
-    assert conflict_rate(identity_map=merged, conflicts=conflicts.iloc[:0]).passed
+    assert conflict_rate(context, conflicts=conflicts.iloc[:0]).passed
+    write_private_parquet(merged.iloc[n - 3 :], io.key_path(IDENTITY_MAP), tmp_path)
+    assert largest_cluster(context).passed  # 3 and 1 records

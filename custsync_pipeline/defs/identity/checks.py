@@ -23,18 +23,35 @@ def cluster_sizes(identity_map: pd.DataFrame) -> pd.Series:
     """Source records per golden id."""
     if identity_map.empty:
         return pd.Series(dtype="int64")
-    return identity_map.groupby("golden_id", sort=False).size()
+    return identity_map["golden_id"].value_counts(sort=False)
+
+
+def _held_map(context: dg.AssetCheckExecutionContext, columns: list[str] | None) -> object:
+    """``columns`` of the stored ``identity_map`` output (None: its row count): a check
+    reads what it counts, not a million-row output through an input."""
+    io = context.resources.io_manager
+    read = getattr(io, "held_columns" if columns else "held_rows", None)
+    held = None if read is None else read(IDENTITY_MAP, columns) if columns else read(IDENTITY_MAP)
+    if held is None:
+        raise dg.Failure(
+            f"identity_map has no stored output to check ({type(io).__name__}): "
+            "materialize identity_map first"
+        )
+    return held
 
 
 @dg.asset_check(
     asset=IDENTITY_MAP,
     name="conflict_rate",
     additional_ins={"conflicts": dg.AssetIn(key=IDENTITY_CONFLICTS)},
+    required_resource_keys={"io_manager"},
     description=f"Links refused or in doubt per source record <= {MAX_CONFLICT_RATE:.0%} "
     "(identity_conflicts, the steward review queue).",
 )
-def conflict_rate(identity_map: pd.DataFrame, conflicts: pd.DataFrame) -> dg.AssetCheckResult:
-    records = len(identity_map)
+def conflict_rate(
+    context: dg.AssetCheckExecutionContext, conflicts: pd.DataFrame
+) -> dg.AssetCheckResult:
+    records = int(_held_map(context, None))
     rate = len(conflicts) / records if records else 0.0
     by_kind = conflicts["kind"].value_counts() if "kind" in conflicts and len(conflicts) else {}
     return dg.AssetCheckResult(
@@ -55,11 +72,12 @@ def conflict_rate(identity_map: pd.DataFrame, conflicts: pd.DataFrame) -> dg.Ass
 @dg.asset_check(
     asset=IDENTITY_MAP,
     name="largest_cluster",
+    required_resource_keys={"io_manager"},
     description=f"At most {MAX_CLUSTER_SIZE} source records share one golden id "
     "(a larger cluster is an over-merge).",
 )
-def largest_cluster(identity_map: pd.DataFrame) -> dg.AssetCheckResult:
-    sizes = cluster_sizes(identity_map)
+def largest_cluster(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    sizes = cluster_sizes(_held_map(context, ["golden_id"]))
     largest = int(sizes.max()) if len(sizes) else 0
     over = int((sizes > MAX_CLUSTER_SIZE).sum())
     return dg.AssetCheckResult(
