@@ -243,3 +243,62 @@ def test_copy_holds_on_long_rows_autocommit_other_encodings_and_loose_booleans(
         assert conn.connection.driver_connection.info.transaction_status.name == "IDLE"
     latin1.dispose()
     engine.dispose()
+
+
+def _indexed_table(meta: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "indexed_rows",
+        meta,
+        sa.Column("connector", sa.Text, primary_key=True),
+        sa.Column("source_id", sa.Text, primary_key=True),
+        sa.Column("golden_id", sa.Text, index=True),
+        sa.Column("code", sa.Text, unique=True),
+    )
+
+
+def test_a_big_insert_into_an_empty_table_builds_its_indexes_after(engine, monkeypatch) -> None:
+    """A big insert into an empty table drops its non-unique indexes and builds them after
+    the rows (in one transaction); an insert that fails leaves the indexes and the table as
+    they were; an insert into a table that holds rows keeps its indexes in place."""
+    monkeypatch.setattr(bulk, "REBUILD_INDEX_ROWS", 100)
+    meta = sa.MetaData()
+    table = _indexed_table(meta)
+    meta.create_all(engine)
+    dropped: list[str] = []
+    real_drop = sa.Index.drop
+    monkeypatch.setattr(
+        sa.Index, "drop", lambda self, bind: (dropped.append(self.name), real_drop(self, bind))[1]
+    )
+
+    def indexes() -> set[str]:
+        return {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}
+
+    before = indexes()
+    assert "ix_indexed_rows_golden_id" in before
+    ids = np.random.default_rng(0).permutation(500)
+    frame = pd.DataFrame(
+        {
+            "connector": "crm",
+            "source_id": [f"s{i}" for i in ids],
+            "golden_id": [f"G{i % 97}" for i in ids],
+            "code": [f"c{i}" for i in ids],
+        }
+    )
+    bad = pd.concat([frame, frame.iloc[[3]].assign(source_id="other")], ignore_index=True)
+    # a duplicate code: the whole insert fails (the driver's own error: a bulk path)
+    with pytest.raises(Exception, match="(?i)unique"):
+        with engine.begin() as conn:
+            bulk.insert_frame(conn, table, bad)
+    assert dropped == ["ix_indexed_rows_golden_id"]  # the unique one is kept in place
+    assert indexes() == before
+    assert bulk.read_frame(engine, sa.select(table)).empty
+    with engine.begin() as conn:
+        assert bulk.insert_frame(conn, table, frame) == len(frame)
+    assert indexes() == before and len(dropped) == 2
+    got = bulk.read_frame(engine, sa.select(table).where(table.c.golden_id == "G5"))
+    assert sorted(got["source_id"]) == sorted(frame.loc[frame["golden_id"] == "G5", "source_id"])
+    more = frame.assign(connector="shop", code=frame["code"] + "x")
+    with engine.begin() as conn:
+        bulk.insert_frame(conn, table, more)
+    assert len(dropped) == 2  # the table held rows: its indexes were updated in place
+    assert len(bulk.read_frame(engine, sa.select(table))) == 2 * len(frame)

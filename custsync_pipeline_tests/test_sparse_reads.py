@@ -4,6 +4,7 @@ values, columns, order and dtypes, with text as Arrow strings or not."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -184,3 +185,71 @@ def test_shaped_statements_are_read_as_they_are(engine: sa.Engine) -> None:
         full = bulk.read_frame(engine, stmt)
         pd.testing.assert_frame_equal(bulk.read_frame(engine, stmt, sparse=True), full)
     assert bulk.read_frame(engine, top, sparse=True)["street"].tolist() == ["Storgatan 1"]
+
+
+DEFAULTS = sa.Table(
+    "defaulted_entries",
+    META,
+    sa.Column("connector", sa.Text, primary_key=True),
+    sa.Column("source_id", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text),
+    sa.Column("street", sa.Text),
+    sa.Column("rank", sa.Integer),
+    sa.Column("seen_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.Text, server_default="new"),
+)
+
+
+@pytest.mark.parametrize("most", [16, 2])
+def test_a_sparse_insert_writes_each_row_as_it_is(tmp_path, monkeypatch, most: int) -> None:
+    """An insert binds each group of rows that fill the same columns with those columns
+    only (up to ``MAX_FILL_PATTERNS`` groups; more: every row at once): what is read back
+    is what was written, a missing value stays missing where the column has a default of
+    its own, and a column no row fills is written as NULL."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'insert.sqlite'}")
+    META.create_all(engine)
+    monkeypatch.setattr(bulk, "MAX_FILL_PATTERNS", most)
+    rng = np.random.default_rng(most)
+    n = 3000
+    kind = rng.integers(0, 6, n)
+    frame = pd.DataFrame(
+        {
+            "connector": "crm",
+            "source_id": [f"r{i}" for i in rng.permutation(n)],
+            "value": np.where(kind % 3 == 0, None, [f"v{i}" for i in range(n)]).astype(object),
+            "street": np.where(kind % 3 == 1, [f"s{i}" for i in range(n)], None).astype(object),
+            "rank": pd.array(np.where(kind % 2 == 0, kind, -1), dtype="Int64"),
+            "seen_at": pd.to_datetime(kind, unit="D", utc=True),
+            "status": pd.Series(np.where(kind % 5 == 0, "done", None), dtype=object),
+        }
+    )
+    frame.loc[frame["rank"] == -1, "rank"] = pd.NA
+    if most == 2:  # more patterns than an insert groups; a column no row fills
+        frame["rank"] = pd.array([pd.NA] * n, dtype="Int64")
+    statements: list[str] = []
+    real = bulk._sqlite_insert
+    monkeypatch.setattr(
+        bulk,
+        "_sqlite_insert",
+        lambda conn, head, arrays: (statements.append(head), real(conn, head, arrays))[1],
+    )
+    with engine.begin() as conn:
+        assert bulk.insert_frame(conn, DEFAULTS, frame) == n
+    if most == 16:  # value and street filled or not, rank or not: 6 kinds, 6 groups
+        assert len(statements) == 6
+    else:  # every row at once, without the column no row fills (rank)
+        assert len(statements) == 1 and '"rank"' not in statements[0]
+    assert all('"status"' in head for head in statements)  # a default of its own: written
+    got = bulk.read_frame(engine, sa.select(DEFAULTS)).sort_values("source_id")
+    want = frame.sort_values("source_id")
+    assert got["value"].tolist() == want["value"].where(want["value"].notna(), None).tolist()
+    assert got["street"].tolist() == want["street"].where(want["street"].notna(), None).tolist()
+    assert got["status"].isna().sum() == (want["status"].isna()).sum() > 0
+    assert (got["seen_at"].to_numpy() == want["seen_at"].to_numpy()).all()
+    if most == 16:
+        assert (
+            got["rank"].astype("Float64").fillna(-1).tolist()
+            == want["rank"].astype("Float64").fillna(-1).tolist()
+        )
+    else:
+        assert got["rank"].isna().all()

@@ -11,6 +11,7 @@ stay SQLAlchemy Core.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -35,6 +36,14 @@ from custsync_pipeline.store.pg_copy import read_copy, to_hex, write_copy
 # one statement of many VALUES rows costs a third less than a prepared statement run per
 # row (executemany), measured at a million rows of eight columns
 SQLITE_ROWS_PER_INSERT = 500
+# an insert of at least this many rows into an empty table drops the table's secondary
+# indexes first and builds them after, in the same transaction: an index built from the
+# sorted table costs a quarter of one updated row by row in random key order (a million
+# identity-map rows into SQLite: 8.0 s with its golden-id index kept, 2.8 + 1.0 s so)
+REBUILD_INDEX_ROWS = 50_000
+# a SQLite insert writes the rows that fill the same columns together, each with only
+# those columns, up to this many such groups (``_fill_patterns``); more: every row at once
+MAX_FILL_PATTERNS = 16
 # keys per DELETE ... IN (...): well under SQLite's bound-parameter limit (32,766)
 IN_CHUNK = 5_000
 # values per PostgreSQL ``= ANY(array)``: one parameter, however long
@@ -64,31 +73,70 @@ _TEXT = ("string", "empty")  # pandas.api.types.infer_dtype of a text column
 def _column_values(series: pd.Series, column: sa.Column) -> np.ndarray:
     """One column as an object array of DB-API values (None for missing); times as
     SQLite's text."""
+    return _values_and_missing(series, column)[0]
+
+
+def _values_and_missing(series: pd.Series, column: sa.Column) -> tuple[np.ndarray, np.ndarray]:
+    """``_column_values`` and which of them are missing, the mask from what the conversion
+    finds anyway (no second pass over a column of Python objects)."""
     if isinstance(column.type, sa.DateTime):
-        return sqlite_times(pd.to_datetime(series, utc=True, errors="coerce"))
+        when = pd.to_datetime(series, utc=True, errors="coerce")
+        return sqlite_times(when), when.isna().to_numpy()
     if isinstance(column.type, sa.Integer):  # Python ints (the DB-API binds no numpy int)
-        return _integers(series).to_numpy(dtype=object, na_value=None)
+        ints = _integers(series)
+        return ints.to_numpy(dtype=object, na_value=None), np.asarray(ints.isna(), dtype=bool)
     if isinstance(column.type, sa.Float):
         values = pd.to_numeric(series, errors="coerce")
-        return values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+        missing = values.isna().to_numpy()
+        return values.astype(object).where(~missing, None).to_numpy(dtype=object), missing
     if isinstance(column.type, sa.Boolean):
-        return series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
+        missing = series.isna().to_numpy()
+        return series.astype(object).where(~missing, None).to_numpy(dtype=object), missing
     if isinstance(column.type, sa.LargeBinary):  # bytes as they are, anything else NULL
         out = series.to_numpy(dtype=object, copy=True)
         missing = pd.isna(out)
         if pd.api.types.infer_dtype(out[~missing], skipna=False) not in ("bytes", "empty"):
             missing |= np.array([not isinstance(v, bytes | bytearray | memoryview) for v in out])
         out[missing] = None
-        return out
+        return out, missing
     # text as it is (no conversion, one C pass for the missing values): a str column
     if isinstance(series.dtype, pd.StringDtype):
-        return series.to_numpy(dtype=object, na_value=None)
+        return series.to_numpy(dtype=object, na_value=None), series.isna().to_numpy()
     if series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) in _TEXT:
         out = series.to_numpy(dtype=object, copy=True)
-        out[pd.isna(out)] = None
-        return out
+        missing = pd.isna(out)
+        out[missing] = None
+        return out, missing
     text = series.astype("string")
-    return text.astype(object).where(text.notna(), None).to_numpy(dtype=object)
+    missing = text.isna().to_numpy()
+    return text.astype(object).where(~missing, None).to_numpy(dtype=object), missing
+
+
+def _fill_patterns(
+    missing: list[np.ndarray], always: list[bool]
+) -> list[tuple[np.ndarray | None, list[int]]]:
+    """The rows that fill the same columns, as (row positions or None for every row, the
+    columns to write): a wide, sparse table (aspect entries) binds each row's values only,
+    not a NULL for each of its empty columns — each bound value costs as much as a filled
+    one. Rows keep their order within a group. Columns in ``always`` are written in every
+    group (a column with a default of its own must be written NULL, not left out). Many
+    patterns: one group of every row, without the columns no row fills."""
+    n = len(missing[0]) if missing else 0
+    filled = [j for j, m in enumerate(missing) if always[j] or not m.all()]
+    if not filled or n == 0:
+        return [(None, list(range(len(missing))))]
+    present = np.stack([~missing[j] | always[j] for j in filled], axis=1)
+    packed = np.packbits(present, axis=1, bitorder="little")
+    key = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+    if len(first) == 1 or len(first) > MAX_FILL_PATTERNS:
+        return [(None, filled)]
+    out = []
+    for g in np.argsort(first, kind="stable"):  # in the order the rows first show them
+        rows = np.flatnonzero(group == g)
+        use = [j for k, j in enumerate(filled) if present[rows[0], k]]
+        out.append((rows, use or filled))
+    return out
 
 
 def _integers(series: pd.Series) -> pd.api.extensions.ExtensionArray:
@@ -127,23 +175,67 @@ def _index_order(table: sa.Table, frame: pd.DataFrame) -> np.ndarray | None:
 
 def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
     """Insert every row of ``frame`` (its columns that ``table`` has) in the open
-    transaction of ``conn``, in the order of the table's key; returns the rows written."""
+    transaction of ``conn``, in the order of the table's key; returns the rows written.
+    A big insert into an empty table builds its secondary indexes after the rows
+    (``REBUILD_INDEX_ROWS``), in the same transaction: a failure leaves them as they were."""
     if frame.empty:
         return 0
     cols = [c for c in frame.columns if c in table.c]
     order = _index_order(table, frame[cols])
+    with _indexes_built_after(conn, table, len(frame)):
+        _insert(conn, table, frame, cols, order)
+    return len(frame)
+
+
+@contextlib.contextmanager
+def _indexes_built_after(conn: sa.Connection, table: sa.Table, rows: int) -> Iterator[None]:
+    """Drop ``table``'s non-unique indexes, let the caller insert, create them again — when
+    ``rows`` is big and the table empty; else nothing. One transaction throughout (SQLite's
+    driver opens one only before a write: opened here before the DDL)."""
+    indexes = sorted((i for i in table.indexes if not i.unique), key=lambda i: i.name or "")
+    if rows < REBUILD_INDEX_ROWS or not indexes:
+        yield
+        return
+    if conn.dialect.name == "sqlite":
+        if not conn.in_transaction():
+            conn.begin()
+        raw = conn.connection.driver_connection
+        if not raw.in_transaction:
+            raw.execute("BEGIN")
+    if conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is not None:
+        yield  # rows already there: an index updated in place is cheaper than rebuilt
+        return
+    held = {i["name"] for i in sa.inspect(conn).get_indexes(table.name)}
+    for index in indexes:
+        if index.name in held:
+            index.drop(conn)
+    yield
+    for index in indexes:
+        index.create(conn)
+
+
+def _insert(
+    conn: sa.Connection,
+    table: sa.Table,
+    frame: pd.DataFrame,
+    cols: list[str],
+    order: np.ndarray | None,
+) -> None:
     if conn.dialect.name == "postgresql":
         arrows = [_arrow_values(frame[c], table.c[c]) for c in cols]
         if order is not None:
             arrows = [a.take(order) for a in arrows]
         write_copy(conn, table.name, pa.Table.from_arrays(arrows, names=cols))
-        return len(frame)
-    arrays = [_column_values(frame[c], table.c[c]) for c in cols]
+        return
+    pairs = [_values_and_missing(frame[c], table.c[c]) for c in cols]
+    arrays, missing = [p[0] for p in pairs], [p[1] for p in pairs]
     if order is not None:
-        arrays = [a[order] for a in arrays]
-    names = ", ".join(f'"{c}"' for c in cols)
-    _sqlite_insert(conn, f'INSERT INTO "{table.name}" ({names}) VALUES ', arrays)
-    return len(frame)
+        arrays, missing = [a[order] for a in arrays], [m[order] for m in missing]
+    always = [table.c[c].server_default is not None for c in cols]
+    for rows, use in _fill_patterns(missing, always):
+        names = ", ".join(f'"{cols[j]}"' for j in use)
+        values = [arrays[j] if rows is None else arrays[j][rows] for j in use]
+        _sqlite_insert(conn, f'INSERT INTO "{table.name}" ({names}) VALUES ', values)
 
 
 def _arrow_values(series: pd.Series, column: sa.Column) -> pa.Array:
