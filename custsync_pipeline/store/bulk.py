@@ -41,9 +41,6 @@ SQLITE_ROWS_PER_INSERT = 500
 # sorted table costs a quarter of one updated row by row in random key order (a million
 # identity-map rows into SQLite: 8.0 s with its golden-id index kept, 2.8 + 1.0 s so)
 REBUILD_INDEX_ROWS = 50_000
-# a SQLite insert writes the rows that fill the same columns together, each with only
-# those columns, up to this many such groups (``_fill_patterns``); more: every row at once
-MAX_FILL_PATTERNS = 16
 # keys per DELETE ... IN (...): well under SQLite's bound-parameter limit (32,766)
 IN_CHUNK = 5_000
 # values per PostgreSQL ``= ANY(array)``: one parameter, however long
@@ -110,33 +107,6 @@ def _values_and_missing(series: pd.Series, column: sa.Column) -> tuple[np.ndarra
     text = series.astype("string")
     missing = text.isna().to_numpy()
     return text.astype(object).where(~missing, None).to_numpy(dtype=object), missing
-
-
-def _fill_patterns(
-    missing: list[np.ndarray], always: list[bool]
-) -> list[tuple[np.ndarray | None, list[int]]]:
-    """The rows that fill the same columns, as (row positions or None for every row, the
-    columns to write): a wide, sparse table (aspect entries) binds each row's values only,
-    not a NULL for each of its empty columns — each bound value costs as much as a filled
-    one. Rows keep their order within a group. Columns in ``always`` are written in every
-    group (a column with a default of its own must be written NULL, not left out). Many
-    patterns: one group of every row, without the columns no row fills."""
-    n = len(missing[0]) if missing else 0
-    filled = [j for j, m in enumerate(missing) if always[j] or not m.all()]
-    if not filled or n == 0:
-        return [(None, list(range(len(missing))))]
-    present = np.stack([~missing[j] | always[j] for j in filled], axis=1)
-    packed = np.packbits(present, axis=1, bitorder="little")
-    key = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
-    _, first, group = np.unique(key, return_index=True, return_inverse=True)
-    if len(first) == 1 or len(first) > MAX_FILL_PATTERNS:
-        return [(None, filled)]
-    out = []
-    for g in np.argsort(first, kind="stable"):  # in the order the rows first show them
-        rows = np.flatnonzero(group == g)
-        use = [j for k, j in enumerate(filled) if present[rows[0], k]]
-        out.append((rows, use or filled))
-    return out
 
 
 def _integers(series: pd.Series) -> pd.api.extensions.ExtensionArray:
@@ -231,11 +201,9 @@ def _insert(
     arrays, missing = [p[0] for p in pairs], [p[1] for p in pairs]
     if order is not None:
         arrays, missing = [a[order] for a in arrays], [m[order] for m in missing]
-    always = [table.c[c].server_default is not None for c in cols]
-    for rows, use in _fill_patterns(missing, always):
-        names = ", ".join(f'"{cols[j]}"' for j in use)
-        values = [arrays[j] if rows is None else arrays[j][rows] for j in use]
-        _sqlite_insert(conn, f'INSERT INTO "{table.name}" ({names}) VALUES ', values)
+    # a column with a default of its own is written NULL, never left out
+    always = np.array([table.c[c].server_default is not None for c in cols])
+    _sqlite_insert(conn, table.name, cols, arrays, np.stack(missing, axis=1), always)
 
 
 def _arrow_values(series: pd.Series, column: sa.Column) -> pa.Array:
@@ -261,9 +229,22 @@ def _arrow_values(series: pd.Series, column: sa.Column) -> pa.Array:
     return pa.array(values, type=pa.string())
 
 
-def _sqlite_insert(conn: sa.Connection, head: str, arrays: list[np.ndarray]) -> None:
-    """Every row of ``arrays`` (one object array per column) through ``head`` + a
-    ``(?, ...)`` group per row, as many rows per statement as the bound-value limit lets."""
+def _sqlite_insert(
+    conn: sa.Connection,
+    table: str,
+    names: list[str],
+    arrays: list[np.ndarray],
+    missing: np.ndarray | None = None,
+    always: np.ndarray | None = None,
+) -> None:
+    """Every row of ``arrays`` (one object array per column), in their order, as
+    multi-row ``INSERT`` statements (as many rows each as the bound-value limit lets).
+
+    ``missing`` (rows x columns): a statement names only the columns some row of it
+    fills (and those in ``always``); each bound value costs as much as a filled one, and
+    the rows of a wide, sparse table (aspect entries: an e-mail fills its value, an
+    address its street and city) leave most columns empty — a run of such rows binds
+    its few filled columns, not a NULL for every other."""
     if not conn.in_transaction():
         conn.begin()  # as SQLAlchemy's own execute would: the caller's commit() then holds
     raw = conn.connection.driver_connection
@@ -273,14 +254,33 @@ def _sqlite_insert(conn: sa.Connection, head: str, arrays: list[np.ndarray]) -> 
     grid = np.empty((n, width), dtype=object)  # row-major: a slice's values in bind order
     for j, values in enumerate(arrays):
         grid[:, j] = values
-    group = "(" + ", ".join("?" * width) + ")"
-    full = head + ", ".join([group] * per)
+    starts = np.arange(0, n, per)
+    if missing is not None and n:
+        # per statement, the columns at least one of its rows fills
+        filled = ~np.logical_and.reduceat(missing, starts, axis=0)
+        if always is not None:
+            filled |= always
+    else:
+        filled = np.ones((len(starts), width), dtype=bool)
+    quoted = [f'"{c}"' for c in names]
+    made: dict[tuple[bytes, int], str] = {}
+
+    def statement(use: np.ndarray, rows: int) -> str:
+        key = (use.tobytes(), rows)
+        if key not in made:
+            cols = [quoted[j] for j in np.flatnonzero(use)] or quoted
+            group = "(" + ", ".join("?" * len(cols)) + ")"
+            head = f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES '
+            made[key] = head + ", ".join([group] * rows)
+        return made[key]
+
     cur = raw.cursor()
     try:
-        for start in range(0, n, per):
+        for k, start in enumerate(starts):
+            use = filled[k] if filled[k].any() else np.ones(width, dtype=bool)
             part = grid[start : start + per]
-            sql = full if len(part) == per else head + ", ".join([group] * len(part))
-            cur.execute(sql, part.ravel().tolist())
+            values = part if use.all() else part[:, use]
+            cur.execute(statement(use, len(part)), values.ravel().tolist())
     finally:
         cur.close()
 
