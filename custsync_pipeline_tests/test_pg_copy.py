@@ -302,3 +302,30 @@ def test_a_big_insert_into_an_empty_table_builds_its_indexes_after(engine, monke
         bulk.insert_frame(conn, table, more)
     assert len(dropped) == 2  # the table held rows: its indexes were updated in place
     assert len(bulk.read_frame(engine, sa.select(table))) == 2 * len(frame)
+
+
+def test_an_index_the_rows_go_in_the_order_of_stays_in_place(engine, monkeypatch) -> None:
+    """Rows without their key (an id the table numbers) go in the order of the first index
+    they hold (by name: golden_id): that index is appended to, not dropped and built
+    again; the other is built after the rows."""
+    monkeypatch.setattr(bulk, "REBUILD_INDEX_ROWS", 100)
+    meta = sa.MetaData()
+    table = sa.Table(
+        "numbered_events",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("golden_id", sa.Text, index=True),
+        sa.Column("kind", sa.Text, index=True),
+    )
+    meta.create_all(engine)
+    dropped: list[str] = []
+    real_drop = sa.Index.drop
+    monkeypatch.setattr(
+        sa.Index, "drop", lambda self, bind: (dropped.append(self.name), real_drop(self, bind))[1]
+    )
+    frame = pd.DataFrame({"golden_id": [f"G{i % 37}" for i in range(400)], "kind": "a"})
+    with engine.begin() as conn:
+        bulk.insert_frame(conn, table, frame)
+    assert dropped == ["ix_numbered_events_kind"]
+    got = bulk.read_frame(engine, sa.select(table).order_by(table.c.id))
+    assert got["golden_id"].tolist() == sorted(frame["golden_id"])  # in index order
