@@ -256,7 +256,20 @@ def _indexed_table(meta: sa.MetaData) -> sa.Table:
     )
 
 
-def test_a_big_insert_into_an_empty_table_builds_its_indexes_after(engine, monkeypatch) -> None:
+@pytest.fixture
+def dropped(monkeypatch) -> list[str]:
+    """The names of the indexes dropped while the test runs."""
+    names: list[str] = []
+    real_drop = sa.Index.drop
+    monkeypatch.setattr(
+        sa.Index, "drop", lambda self, bind: (names.append(self.name), real_drop(self, bind))[1]
+    )
+    return names
+
+
+def test_a_big_insert_into_an_empty_table_builds_its_indexes_after(
+    engine, monkeypatch, dropped: list[str]
+) -> None:
     """A big insert into an empty table drops its non-unique indexes and builds them after
     the rows (in one transaction); an insert that fails leaves the indexes and the table as
     they were; an insert into a table that holds rows keeps its indexes in place."""
@@ -264,11 +277,6 @@ def test_a_big_insert_into_an_empty_table_builds_its_indexes_after(engine, monke
     meta = sa.MetaData()
     table = _indexed_table(meta)
     meta.create_all(engine)
-    dropped: list[str] = []
-    real_drop = sa.Index.drop
-    monkeypatch.setattr(
-        sa.Index, "drop", lambda self, bind: (dropped.append(self.name), real_drop(self, bind))[1]
-    )
 
     def indexes() -> set[str]:
         return {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}
@@ -304,7 +312,9 @@ def test_a_big_insert_into_an_empty_table_builds_its_indexes_after(engine, monke
     assert len(bulk.read_frame(engine, sa.select(table))) == 2 * len(frame)
 
 
-def test_an_index_the_rows_go_in_the_order_of_stays_in_place(engine, monkeypatch) -> None:
+def test_an_index_the_rows_go_in_the_order_of_stays_in_place(
+    engine, monkeypatch, dropped: list[str]
+) -> None:
     """Rows without their key (an id the table numbers) go in the order of the first index
     they hold (by name: golden_id): that index is appended to, not dropped and built
     again; the other is built after the rows."""
@@ -318,11 +328,6 @@ def test_an_index_the_rows_go_in_the_order_of_stays_in_place(engine, monkeypatch
         sa.Column("kind", sa.Text, index=True),
     )
     meta.create_all(engine)
-    dropped: list[str] = []
-    real_drop = sa.Index.drop
-    monkeypatch.setattr(
-        sa.Index, "drop", lambda self, bind: (dropped.append(self.name), real_drop(self, bind))[1]
-    )
     frame = pd.DataFrame({"golden_id": [f"G{i % 37}" for i in range(400)], "kind": "a"})
     with engine.begin() as conn:
         bulk.insert_frame(conn, table, frame)
