@@ -61,6 +61,11 @@ def test_identity_checks_fail_on_an_over_merge_and_many_conflicts(tmp_path) -> N
     context = dg.build_asset_check_context(resources={"io_manager": io})
     with pytest.raises(dg.Failure, match="materialize identity_map first"):
         largest_cluster(context)
+    io.key_path(IDENTITY_MAP).parent.mkdir(parents=True, exist_ok=True)
+    io.key_path(IDENTITY_MAP).write_bytes(b"not parquet")
+    for check in (largest_cluster, lambda c: conflict_rate(c, conflicts=merged.iloc[:0])):
+        with pytest.raises(dg.Failure, match="no readable stored output"):
+            check(context)
     write_private_parquet(merged, io.key_path(IDENTITY_MAP), tmp_path)
     result = largest_cluster(context)
     assert not result.passed

@@ -248,3 +248,31 @@ def test_an_output_another_run_left_at_the_path_is_not_taken_for_the_last(
             out = third.output_for_node("merge_golden_records", "golden_customers")
             _assert_output_is_stored(out, engine)
         engine.dispose()
+
+
+def test_the_golden_output_from_a_file_without_a_column_keeps_the_column_typed(
+    monkeypatch,
+) -> None:
+    """A last output that predates a column (an older file) gives that column missing in
+    its rows, typed as the state DB gives it: times stay times, text stays text."""
+    from custsync_pipeline.defs.golden.assets import OUTPUT_DROPS, _stored_after
+
+    fresh = pd.DataFrame(
+        {
+            "golden_id": ["G2"],
+            "first_name": ["Ann"],
+            "born_at": pd.to_datetime(["2024-01-01T00:00:00Z"], utc=True),
+            "code": pd.array(["x"], dtype="string"),
+            "rank": pd.array([1], dtype="Int64"),
+            **{c: [None] for c in OUTPUT_DROPS},
+        }
+    )
+    monkeypatch.setattr(core, "load_golden_records", lambda engine, ids: fresh.copy())
+    before = pd.DataFrame({"golden_id": ["G1", "G2"], "first_name": ["Bo", "Old"]})
+    got = _stored_after(None, before, fresh[["golden_id"]], [])
+    want = fresh.drop(columns=OUTPUT_DROPS)
+    assert got.dtypes.to_dict() == want.dtypes.to_dict()
+    assert got["golden_id"].tolist() == ["G1", "G2"]
+    assert got["first_name"].tolist() == ["Bo", "Ann"]
+    assert got[["born_at", "code", "rank"]].iloc[0].isna().all()
+    assert got["born_at"].iloc[1] == want["born_at"].iloc[0]

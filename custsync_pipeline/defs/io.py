@@ -148,13 +148,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def held_columns(self, key: dg.AssetKey, columns: list[str]) -> pd.DataFrame | None:
         """Only ``columns`` of the output of ``key`` on disk, text as Arrow-backed strings
-        (None: there is none): a check that counts one column of a million-row output
-        reads that column, not the frame."""
+        (None: there is none, it cannot be read or it lacks a column): a check that counts
+        one column of a million-row output reads that column, not the frame."""
         path = self.key_path(key)
         if not path.exists():
             return None
         mapper = {pa.string(): ARROW_TEXT, pa.large_string(): ARROW_TEXT}.get
-        return pq.read_table(path, columns=columns).to_pandas(types_mapper=mapper)
+        try:
+            return pq.read_table(path, columns=columns).to_pandas(types_mapper=mapper)
+        except (OSError, pa.ArrowInvalid, KeyError):  # unreadable, or without the columns
+            return None
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         path = self._path(context)

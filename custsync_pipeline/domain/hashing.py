@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+# pandas' own hashing engine and key, and below its finalizer (``_spread``): private
+# names, the same values as ``hash_pandas_object`` — test_row_hashes.py compares them
+# value for value, so a pandas that changes them fails there, not in a stored digest
 from pandas._libs.hashing import hash_object_array
 from pandas.core.util.hashing import _default_hash_key, combine_hash_arrays, hash_array
 

@@ -187,9 +187,7 @@ def resolve_changes(
     n = len(current)
     conn = current["connector"].astype(str).to_numpy(dtype=object)
     sid = current["source_id"].astype(str).to_numpy(dtype=object)
-    prior = stored.identity_map
-    if not isinstance(prior.index, pd.RangeIndex) or prior.index.start != 0:
-        prior = prior.reset_index(drop=True)  # a copy of a million rows: only when needed
+    prior = stored.identity_map  # read by position only (no copy of a million rows)
     pos = match_records(conn, sid, prior)
     found = pos >= 0
     at = np.maximum(pos, 0)
@@ -287,17 +285,17 @@ def resolve_changes(
     key_index = _HashIndex(k_hash, k_owner)
     scope |= _holders(key_index, old_keys, n)
     scope |= _flipped_blocks(blocks, blk, dirty, old_blk, matching)
-    c_a, c_b = _conflict_pairs(stored.conflicts, index)
-    entry_a, entry_b = c_a, c_b  # every stored review entry's sides (-1: not current)
+    # every stored review entry's sides (-1: not current)
+    entry_a, entry_b = _conflict_pairs(stored.conflicts, index)
     gone_conn = prior["connector"].astype(str).to_numpy(dtype=object)[gone_rows]
     gone_sid = prior["source_id"].astype(str).to_numpy(dtype=object)[gone_rows]
     gone = pd.DataFrame({"connector": gone_conn, "source_id": gone_sid})
     gone_a, gone_b = _gone_sides(stored.conflicts, gone)
-    scope |= _partners_of_gone(gone_a, gone_b, c_a, c_b, n)
-    both = (c_a >= 0) & (c_b >= 0)
+    scope |= _partners_of_gone(gone_a, gone_b, entry_a, entry_b, n)
+    both = (entry_a >= 0) & (entry_b >= 0)
     # a steward decision ties its two records: one in the scope brings the other
     d_a, d_b = _decision_pairs(decisions, index)
-    c_a, c_b = np.r_[c_a[both], d_a], np.r_[c_b[both], d_b]
+    tie_a, tie_b = np.r_[entry_a[both], d_a], np.r_[entry_b[both], d_b]
 
     context = _Context(stored, rules, matching, known, roles, index, records_at)
     frontier = scope.copy()
@@ -308,9 +306,9 @@ def resolve_changes(
         new = np.zeros(n, dtype=bool)
         new |= members_of(cur_gid[f_idx])
         new |= _holders(key_index, k_hash[frontier[k_owner]], n)
-        if len(c_a):
-            new[c_b[frontier[c_a]]] = True
-            new[c_a[frontier[c_b]]] = True
+        if len(tie_a):
+            new[tie_b[frontier[tie_a]]] = True
+            new[tie_a[frontier[tie_b]]] = True
         if enabled:
             new |= _close_matches(f_idx, blk, blocks, reached, context)
         frontier = new & ~reached
@@ -549,18 +547,19 @@ def _conflict_pairs(conflicts: pd.DataFrame, index: _Records) -> tuple[np.ndarra
 
 def _gone_sides(conflicts: pd.DataFrame, gone: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per stored review entry, whether its side a / side b is a record that is gone."""
-    sides = []
-    for me in ("a", "b"):
-        if conflicts is None or conflicts.empty or len(gone) == 0:
-            sides.append(np.zeros(0 if conflicts is None else len(conflicts), dtype=bool))
-            continue
-        mine = match_records(
+    if conflicts is None or conflicts.empty or len(gone) == 0:
+        none = np.zeros(0 if conflicts is None else len(conflicts), dtype=bool)
+        return none, none
+    a, b = (
+        match_records(
             conflicts[f"connector_{me}"].astype(str).to_numpy(dtype=object),
             conflicts[f"source_id_{me}"].astype(str).to_numpy(dtype=object),
             gone,
         )
-        sides.append(mine >= 0)
-    return sides[0], sides[1]
+        >= 0
+        for me in ("a", "b")
+    )
+    return a, b
 
 
 def _partners_of_gone(

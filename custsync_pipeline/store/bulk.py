@@ -36,7 +36,7 @@ from custsync_pipeline.store.pg_copy import read_copy, to_hex, write_copy
 # one statement of many VALUES rows costs a third less than a prepared statement run per
 # row (executemany), measured at a million rows of eight columns
 SQLITE_ROWS_PER_INSERT = 500
-# an insert of at least this many rows into an empty table drops the table's secondary
+# an insert of at least this many rows into an empty SQLite table drops the table's secondary
 # indexes first and builds them after, in the same transaction: an index built from the
 # sorted table costs a quarter of one updated row by row in random key order (a million
 # identity-map rows into SQLite: 8.0 s with its golden-id index kept, 2.8 + 1.0 s so)
@@ -153,7 +153,7 @@ def _index_order(table: sa.Table, frame: pd.DataFrame) -> np.ndarray | None:
 def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
     """Insert every row of ``frame`` (its columns that ``table`` has) in the open
     transaction of ``conn``, in the order of the table's key; returns the rows written.
-    A big insert into an empty table builds its secondary indexes after the rows
+    A big insert into an empty SQLite table builds its secondary indexes after the rows
     (``REBUILD_INDEX_ROWS``), in the same transaction: a failure leaves them as they were."""
     if frame.empty:
         return 0
@@ -168,23 +168,26 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> i
 def _indexes_built_after(
     conn: sa.Connection, table: sa.Table, rows: int, sorted_by: list[str]
 ) -> Iterator[None]:
-    """Drop ``table``'s non-unique indexes, let the caller insert, create them again — when
-    ``rows`` is big and the table empty; else nothing. An index on the columns the rows go
-    in the order of (``sorted_by``) stays: it is appended to. One transaction throughout
-    (SQLite's driver opens one only before a write: opened here before the DDL)."""
+    """On SQLite, drop ``table``'s non-unique indexes, let the caller insert, create them
+    again — when ``rows`` is big and the table empty; else nothing is done. An index on
+    the columns the rows go in the order of (``sorted_by``) stays: it is appended to. One
+    transaction throughout, its write lock taken first (``BEGIN IMMEDIATE``: SQLite's
+    driver would open a transaction only at the first write, and a read transaction that
+    must then turn into a write fails at once beside another writer instead of waiting out
+    the busy timeout). Not on PostgreSQL: ``DROP INDEX`` would lock the table against
+    readers until the commit, where ``COPY`` leaves them be."""
     indexes = sorted(
         (i for i in table.indexes if not i.unique and [c.name for c in i.columns] != sorted_by),
         key=lambda i: i.name or "",
     )
-    if rows < REBUILD_INDEX_ROWS or not indexes:
+    if rows < REBUILD_INDEX_ROWS or not indexes or conn.dialect.name != "sqlite":
         yield
         return
-    if conn.dialect.name == "sqlite":
-        if not conn.in_transaction():
-            conn.begin()
-        raw = conn.connection.driver_connection
-        if not raw.in_transaction:
-            raw.execute("BEGIN")
+    if not conn.in_transaction():
+        conn.begin()
+    raw = conn.connection.driver_connection
+    if not raw.in_transaction:
+        raw.execute("BEGIN IMMEDIATE")
     if conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is not None:
         yield  # rows already there: an index updated in place is cheaper than rebuilt
         return
@@ -214,7 +217,7 @@ def _insert(
     arrays, missing = [p[0] for p in pairs], [p[1] for p in pairs]
     if order is not None:
         arrays, missing = [a[order] for a in arrays], [m[order] for m in missing]
-    # a column with a default of its own is written NULL, never left out
+    # a column with a default of its own (in the model) is written NULL, never left out
     always = np.array([table.c[c].server_default is not None for c in cols])
     _sqlite_insert(conn, table.name, cols, arrays, np.stack(missing, axis=1), always)
 

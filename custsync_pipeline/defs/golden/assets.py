@@ -171,10 +171,14 @@ def _stored_after(
     if fresh is None or not len(fresh):
         return kept.reset_index(drop=True)
     fresh = fresh.drop(columns=OUTPUT_DROPS)
-    for col in fresh.columns.intersection(kept.columns):
-        if kept[col].dtype != fresh[col].dtype:  # a file's types: as the state DB gives them
-            kept[col] = kept[col].astype(fresh[col].dtype)
-    return stack_rows([kept.reindex(columns=fresh.columns), fresh])
+    kept = kept.reindex(columns=fresh.columns)
+    for col in fresh.columns:
+        if kept[col].dtype == fresh[col].dtype:
+            continue
+        if col not in before.columns:  # a column the file predates: missing, typed
+            kept[col] = pd.Series(None, index=kept.index, dtype=object)
+        kept[col] = kept[col].astype(fresh[col].dtype)  # a file's types: as the DB's
+    return stack_rows([kept, fresh])
 
 
 def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:

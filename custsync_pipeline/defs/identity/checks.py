@@ -26,18 +26,31 @@ def cluster_sizes(identity_map: pd.DataFrame) -> pd.Series:
     return identity_map["golden_id"].value_counts(sort=False)
 
 
-def _held_map(context: dg.AssetCheckExecutionContext, columns: list[str] | None) -> object:
-    """``columns`` of the stored ``identity_map`` output (None: its row count): a check
-    reads what it counts, not a million-row output through an input."""
+def _missing_map(context: dg.AssetCheckExecutionContext) -> dg.Failure:
     io = context.resources.io_manager
-    read = getattr(io, "held_columns" if columns else "held_rows", None)
-    held = None if read is None else read(IDENTITY_MAP, columns) if columns else read(IDENTITY_MAP)
-    if held is None:
-        raise dg.Failure(
-            f"identity_map has no stored output to check ({type(io).__name__}): "
-            "materialize identity_map first"
-        )
-    return held
+    return dg.Failure(
+        f"identity_map has no readable stored output to check ({type(io).__name__}: "
+        "missing or unreadable): materialize identity_map first"
+    )
+
+
+def _held_map_rows(context: dg.AssetCheckExecutionContext) -> int:
+    """Rows of the stored ``identity_map`` output (its Parquet metadata, not its rows)."""
+    held = getattr(context.resources.io_manager, "held_rows", None)
+    rows = held(IDENTITY_MAP) if held is not None else None
+    if rows is None:
+        raise _missing_map(context)
+    return int(rows)
+
+
+def _held_golden_ids(context: dg.AssetCheckExecutionContext) -> pd.DataFrame:
+    """The golden-id column of the stored ``identity_map`` output alone: a check reads what
+    it counts, not a million-row output through an input."""
+    held = getattr(context.resources.io_manager, "held_columns", None)
+    frame = held(IDENTITY_MAP, ["golden_id"]) if held is not None else None
+    if frame is None:
+        raise _missing_map(context)
+    return frame
 
 
 @dg.asset_check(
@@ -51,7 +64,7 @@ def _held_map(context: dg.AssetCheckExecutionContext, columns: list[str] | None)
 def conflict_rate(
     context: dg.AssetCheckExecutionContext, conflicts: pd.DataFrame
 ) -> dg.AssetCheckResult:
-    records = int(_held_map(context, None))
+    records = _held_map_rows(context)
     rate = len(conflicts) / records if records else 0.0
     by_kind = conflicts["kind"].value_counts() if "kind" in conflicts and len(conflicts) else {}
     return dg.AssetCheckResult(
@@ -77,7 +90,7 @@ def conflict_rate(
     "(a larger cluster is an over-merge).",
 )
 def largest_cluster(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    sizes = cluster_sizes(_held_map(context, ["golden_id"]))
+    sizes = cluster_sizes(_held_golden_ids(context))
     largest = int(sizes.max()) if len(sizes) else 0
     over = int((sizes > MAX_CLUSTER_SIZE).sum())
     return dg.AssetCheckResult(
