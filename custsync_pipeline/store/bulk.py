@@ -250,8 +250,8 @@ def _sqlite_insert(
     table: str,
     names: list[str],
     arrays: list[np.ndarray],
-    missing: np.ndarray | None = None,
-    always: np.ndarray | None = None,
+    missing: np.ndarray,
+    always: np.ndarray,
 ) -> None:
     """Every row of ``arrays`` (one object array per column), in their order, as
     multi-row ``INSERT`` statements (as many rows each as the bound-value limit lets).
@@ -271,13 +271,8 @@ def _sqlite_insert(
     for j, values in enumerate(arrays):
         grid[:, j] = values
     starts = np.arange(0, n, per)
-    if missing is not None and n:
-        # per statement, the columns at least one of its rows fills
-        filled = ~np.logical_and.reduceat(missing, starts, axis=0)
-        if always is not None:
-            filled |= always
-    else:
-        filled = np.ones((len(starts), width), dtype=bool)
+    # per statement, the columns at least one of its rows fills
+    filled = ~np.logical_and.reduceat(missing, starts, axis=0) | always
     quoted = [f'"{c}"' for c in names]
     made: dict[tuple[bytes, int], str] = {}
 
