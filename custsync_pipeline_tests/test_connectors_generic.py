@@ -412,3 +412,68 @@ def test_file_connector_missing_file_is_a_clear_error(tmp_path):
     conn = from_yaml(FILE_CFG, "crm_export", {}, path=str(tmp_path / "nope.csv"))
     with pytest.raises(ConnectorError, match="no file matches"):
         conn.read()
+
+
+def _export_rows(n: int) -> str:
+    """A clean CSV export (Arrow's path): times spread over four days, some missing or
+    garbled (kept by every incremental read), some rows flagged deleted."""
+    lines = ["Id,FirstName,LastName,Email,LastModifiedDate,IsDeleted"]
+    for i in range(n):
+        when = f"2026-11-0{1 + i % 4}T{i % 24:02d}:00:00Z"
+        when = "" if i % 11 == 0 else ("soon" if i % 13 == 0 else when)
+        lines.append(f"ID{i:04d},Förnamn{i},Efternamn,p{i}@example.se,{when},{i % 7 == 0}")
+    return "\n".join(lines) + "\n"
+
+
+def test_csv_incremental_read_leaves_out_old_rows_before_making_them_objects(tmp_path):
+    from custsync_pipeline.connectors import file_rows
+    from custsync_pipeline.domain.received import LINE_COLUMN
+
+    path = tmp_path / "contacts.csv"
+    path.write_text(_export_rows(400), encoding="utf-8")
+    conn = from_yaml(FILE_CFG, "crm_export", {}, path=str(path))
+    since = datetime(2026, 11, 3, 6, tzinfo=UTC)
+    fast = conn.read(since=since)
+    # the same read with the whole file made into objects first (the careful reader)
+    real = file_rows._arrow_csv
+    seen: list[int] = []
+
+    def whole(text, delimiter, source, keep=None):
+        frame = real(text, delimiter, source)
+        seen.append(len(frame))
+        return frame
+
+    file_rows._arrow_csv = whole
+    try:
+        slow = conn.read(since=since)
+    finally:
+        file_rows._arrow_csv = real
+    assert seen == [400]
+    pd.testing.assert_frame_equal(fast.records, slow.records)
+    assert fast.deleted_ids == slow.deleted_ids and fast.watermark == slow.watermark
+    assert 0 < len(fast.records) < 300 and fast.deleted_ids
+    # the rows kept keep their line numbers in the file; missing and garbled times stay
+    kept = fast.records.set_index("Id")[LINE_COLUMN]
+    assert kept["ID0011"] == 13 and kept["ID0013"] == 15 and "ID0004" not in kept.index
+    # every row older than the watermark: no record, the file's columns kept
+    then = ",2026-11-01T00:00:00Z,"
+    old = _export_rows(400).replace(",,", then).replace(",soon,", then)
+    path.write_text(old, encoding="utf-8")
+    none = conn.read(since=datetime(2026, 12, 1, tzinfo=UTC))
+    assert none.records.empty and "Email" in none.records.columns and none.watermark is None
+
+
+def test_csv_keep_filter_reaches_only_arrows_path():
+    from custsync_pipeline.connectors.file_rows import read_csv_text
+    from custsync_pipeline.domain.received import LINE_COLUMN
+
+    text = "Id,When\nA,1\nB,2\nC,3\n"
+    odd = ("When", lambda cells: (cells.astype(int) % 2 == 1).to_numpy())
+    assert list(read_csv_text(text, keep=odd)["Id"]) == ["A", "C"]
+    assert list(read_csv_text(text, keep=odd)[LINE_COLUMN]) == [2, 4]
+    # a file the careful reader takes (a row over two lines) comes whole: a hint only
+    careful = 'Id,When\nA,1\n"B\nb",2\nC,3\n'
+    assert list(read_csv_text(careful, keep=odd)["Id"]) == ["A", "B\nb", "C"]
+    # a byte that did not decode sends the file to the careful reader, which names it
+    bad = read_csv_text("Id,When\nA,1\nB\udcff,2\n")
+    assert bad["Id"].tolist()[0] == "A" and bad.iloc[1].notna().any()

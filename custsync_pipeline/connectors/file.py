@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from custsync_pipeline.config import ConnectorConfig
@@ -47,6 +48,8 @@ from custsync_pipeline.connectors.entries import (
     times_or_nat,
 )
 from custsync_pipeline.connectors.file_rows import (
+    ROWS_IN_FILE,
+    RowFilter,
     UnreadableFileError,
     decode,
     read_csv_text,
@@ -124,9 +127,10 @@ class FileConnector:
             raise ConnectorError(self.name, f"no file matches options.path {self.pattern!r}")
         return files
 
-    def _load(self, path: str) -> pd.DataFrame:
+    def _load(self, path: str, keep: RowFilter | None = None) -> pd.DataFrame:
         """Every row of one file, a row that cannot be decoded or parsed named in the
-        ``domain.received`` columns (validation quarantines it); the others go on."""
+        ``domain.received`` columns (validation quarantines it); the others go on.
+        ``keep``: ``read_csv_text`` (a hint: rows it refuses may still come)."""
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -134,7 +138,7 @@ class FileConnector:
             if self.format == "jsonl":
                 return read_jsonl_text(text, source=path, encoding=self.encoding)
             frame = read_csv_text(
-                text, delimiter=self.delimiter, source=path, encoding=self.encoding
+                text, delimiter=self.delimiter, source=path, encoding=self.encoding, keep=keep
             )
         except UnreadableFileError as exc:
             raise ConnectorError(self.name, str(exc)) from None
@@ -159,16 +163,28 @@ class FileConnector:
         mtimes = {f: datetime.fromtimestamp(os.path.getmtime(f), UTC) for f in files}
         if start is not None and not by_column:
             files = [f for f in files if mtimes[f] > start]
-        frames = [self._load(f) for f in files]
-        frames = [f for f in frames if not f.empty]
+        since_start = None
+        if by_column and start is not None:
+
+            def recent(updated: pd.Series) -> np.ndarray:
+                # rows without a parseable time are kept: never lose a record silently
+                return ((updated >= pd.Timestamp(start)) | updated.isna()).to_numpy(bool)
+
+            since_start = (
+                self.fields.updated_field or "",
+                lambda cells: recent(parse_times(cells)),
+            )
+        # a file with no data row adds nothing; one whose rows are all older than the
+        # watermark still gives its columns
+        frames = [self._load(f, since_start) for f in files]
+        frames = [f for f in frames if not f.empty or f.attrs.pop(ROWS_IN_FILE, 0)]
         raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         watermark: datetime | None = None
         if not raw.empty:
             if by_column:
                 updated = parse_times(column(raw, self.fields.updated_field or ""))
                 if start is not None:
-                    # rows without a parseable time are kept: never lose a record silently
-                    keep = (updated >= pd.Timestamp(start)) | updated.isna()
+                    keep = recent(updated)
                     raw, updated = raw[keep].reset_index(drop=True), updated[keep]
                 top = updated.max()
                 watermark = None if pd.isna(top) else top.to_pydatetime()
