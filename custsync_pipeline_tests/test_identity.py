@@ -782,6 +782,32 @@ def _stamped_setup():
     return run, g_a
 
 
+def test_split_stamped_looks_up_only_stamped_records():
+    from custsync_pipeline.domain.stamps import split_stamped
+
+    records = pd.DataFrame(
+        {
+            "connector": ["crm", "promo", "promo", "promo", "erp"],
+            "source_id": ["a", "t1", "t2", "t3", "c"],
+            "custsync_id": [None, "G1", "G9", "G1", None],  # G9: no such golden id
+        }
+    )
+    known = pd.Series(["G1", "G2", None])
+    to_resolve, stamped = split_stamped(records, known)
+    assert stamped.values.tolist() == [["promo", "t1", "G1"], ["promo", "t3", "G1"]]
+    assert to_resolve["source_id"].tolist() == ["a", "t2", "c"]
+    # a stamped record a steward decision names is resolved with the others
+    dec = decisions(("must_link", "promo", "t3", "erp", "c"))
+    to_resolve, stamped = split_stamped(records, known, dec)
+    assert stamped["source_id"].tolist() == ["t1"]
+    assert to_resolve["source_id"].tolist() == ["a", "t2", "t3", "c"]
+    # nothing stamped: the records as they are, an empty stamped frame with its columns
+    plain = records.assign(custsync_id=None)
+    to_resolve, stamped = split_stamped(plain, known, dec)
+    assert to_resolve is plain and stamped.empty
+    assert list(stamped.columns) == ["connector", "source_id", "custsync_id"]
+
+
 def test_stamped_record_without_a_decision_joins_its_golden_record():
     run, g_a = _stamped_setup()
     r = run(None)

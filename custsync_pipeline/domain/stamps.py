@@ -14,6 +14,7 @@ its stamp an ordinary identifier), so the decision can apply to it.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from custsync_pipeline.domain.identity import LINK_COLUMNS, MAP_COLUMNS, IdentityResult
@@ -46,9 +47,16 @@ def split_stamped(
     """
     if "custsync_id" not in records.columns or records.empty:
         return records, pd.DataFrame(columns=["connector", "source_id", "custsync_id"])
-    mask = records["custsync_id"].notna() & records["custsync_id"].isin(set(known_ids))
+    # only the records that carry a stamp are looked up (most carry none)
+    ids = records["custsync_id"]
+    has = np.flatnonzero(ids.notna().to_numpy())
+    mask = np.zeros(len(records), dtype=bool)
+    mask[has] = ids.iloc[has].isin(pd.Index(known_ids.dropna())).to_numpy()
     if mask.any():
-        mask &= ~_decided(records, decisions)
+        sub = np.flatnonzero(mask)
+        mask[sub] = ~_decided(records.iloc[sub], decisions).to_numpy()
+    if not mask.any():
+        return records, pd.DataFrame(columns=["connector", "source_id", "custsync_id"])
     stamped = records.loc[mask, ["connector", "source_id", "custsync_id"]].astype(str)
     return records[~mask], stamped.reset_index(drop=True)
 
