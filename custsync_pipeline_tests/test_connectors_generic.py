@@ -477,3 +477,20 @@ def test_csv_keep_filter_reaches_only_arrows_path():
     # a byte that did not decode sends the file to the careful reader, which names it
     bad = read_csv_text("Id,When\nA,1\nB\udcff,2\n")
     assert bad["Id"].tolist()[0] == "A" and bad.iloc[1].notna().any()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Id,"Full, name"\nA,"Berg, Anna"\nB,Åsa\n',  # a quoted header and cell
+        'Id,Name\nA,Anna\nB,"Ö ""Ölund"""',  # quotes on the last line, no newline at the end
+        "Id,Name\r\nA,Anna\r\nB,Bo\r\n",  # CRLF
+        'Id,Name\nA,Ann"a\nB,"b"c\n',  # "b"c: the careful reader's, which names the row
+    ],
+)
+def test_csv_fast_reader_agrees_with_the_careful_one(text):
+    from custsync_pipeline.connectors.file_rows import _arrow_csv, read_csv_text
+
+    fast, careful = read_csv_text(text), read_csv_text(text, arrow=False)
+    pd.testing.assert_frame_equal(fast, careful)
+    assert (_arrow_csv(text, ",", "") is None) == ('"b"c' in text)

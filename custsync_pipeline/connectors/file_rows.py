@@ -241,14 +241,21 @@ def _arrow_csv(
         data = text.encode("utf-8")
     except UnicodeEncodeError:
         return None
-    body = text[:-1] if text.endswith("\n") else text
-    lines = body.split("\n")
-    if len(lines) < 2 or not lines[0].strip():
+    # lines found in the bytes (UTF-8 has no newline byte inside a character): no list of
+    # a million lines, no Python look at each
+    body = data[:-1] if data.endswith(b"\n") else data
+    raw = np.frombuffer(body, dtype=np.uint8)
+    breaks = np.flatnonzero(raw == ord("\n"))
+    n_lines = len(breaks) + 1
+    starts, ends = np.r_[0, breaks + 1], np.r_[breaks, len(body)]
+    first = body[: ends[0]].decode("utf-8")
+    if n_lines < 2 or not first.strip():
         return None
     try:
-        header = next(csv.reader([lines[0]], delimiter=delimiter, strict=True))
+        header = next(csv.reader([first], delimiter=delimiter, strict=True))
         # lines with a quote: the strict reader must take each as one whole row
-        quoted = [line for line in lines if '"' in line]
+        at = np.unique(np.searchsorted(breaks, np.flatnonzero(raw == ord('"'))))
+        quoted = [body[starts[i] : ends[i]].decode("utf-8") for i in at]
         for row in csv.reader(quoted, delimiter=delimiter, strict=True):
             if not row:
                 return None
@@ -268,10 +275,10 @@ def _arrow_csv(
         )
     except (csv.Error, pa.ArrowInvalid, StopIteration):
         return None
-    if table.num_rows != len(lines) - 1:  # a blank line was skipped, or a row spans lines
+    if table.num_rows != n_lines - 1:  # a blank line was skipped, or a row spans lines
         return None
     columns = _header(header)
-    line_numbers = np.arange(2, len(lines) + 1, dtype=np.int64)
+    line_numbers = np.arange(2, n_lines + 1, dtype=np.int64)
     if keep is not None and keep[0] in columns:
         # rows the caller would drop are dropped while they are Arrow's: a Python object
         # is made only for the cells of the rows it keeps
@@ -281,7 +288,7 @@ def _arrow_csv(
     frame = pd.DataFrame({c: _cells(table.column(c)) for c in names}, dtype=object)
     frame.columns = columns
     if keep is not None:
-        frame.attrs[ROWS_IN_FILE] = len(lines) - 1  # (a file none of whose rows is kept)
+        frame.attrs[ROWS_IN_FILE] = n_lines - 1  # (a file none of whose rows is kept)
     frame[LINE_COLUMN] = line_numbers
     frame[FILE_COLUMN] = source
     frame[ERROR_COLUMN] = None
