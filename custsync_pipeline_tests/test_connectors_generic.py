@@ -450,6 +450,7 @@ def test_csv_incremental_read_leaves_out_old_rows_before_making_them_objects(tmp
         file_rows._arrow_csv = real
     assert seen == [400]
     pd.testing.assert_frame_equal(fast.records, slow.records)
+    assert fast.records.attrs == {}  # the file's row count stays the reader's
     assert fast.deleted_ids == slow.deleted_ids and fast.watermark == slow.watermark
     assert 0 < len(fast.records) < 300 and fast.deleted_ids
     # the rows kept keep their line numbers in the file; missing and garbled times stay

@@ -128,9 +128,9 @@ class FileConnector:
         return files
 
     def _load(self, path: str, keep: RowFilter | None = None) -> pd.DataFrame:
-        """Every row of one file, a row that cannot be decoded or parsed named in the
-        ``domain.received`` columns (validation quarantines it); the others go on.
-        ``keep``: ``read_csv_text`` (a hint: rows it refuses may still come)."""
+        """Every row of one file (but those ``keep`` leaves out: ``read_csv_text``; a hint,
+        rows it refuses may still come), a row that cannot be decoded or parsed named in
+        the ``domain.received`` columns (validation quarantines it); the others go on."""
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -176,8 +176,12 @@ class FileConnector:
             )
         # a file with no data row adds nothing; one whose rows are all older than the
         # watermark still gives its columns
-        frames = [self._load(f, since_start) for f in files]
-        frames = [f for f in frames if not f.empty or f.attrs.pop(ROWS_IN_FILE, 0)]
+        frames = []
+        for path in files:
+            frame = self._load(path, since_start)
+            held = frame.attrs.pop(ROWS_IN_FILE, 0)  # (not copied into the records read)
+            if held or not frame.empty:
+                frames.append(frame)
         raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         watermark: datetime | None = None
         if not raw.empty:

@@ -280,8 +280,8 @@ def _arrow_csv(
     columns = _header(header)
     line_numbers = np.arange(2, n_lines + 1, dtype=np.int64)
     if keep is not None and keep[0] in columns:
-        # rows the caller would drop are dropped while they are Arrow's: a Python object
-        # is made only for the cells of the rows it keeps
+        # rows the caller would drop are dropped while they are Arrow's: past the filter's
+        # own column, a Python object is made only for the cells of the rows it keeps
         picked = keep[1](pd.Series(_cells(table.column(names[columns.index(keep[0])]))))
         picked = np.asarray(picked, dtype=bool)
         table, line_numbers = table.filter(pa.array(picked)), line_numbers[picked]
