@@ -20,6 +20,7 @@ import pandas as pd
 from custsync_pipeline.domain.identity import LINK_COLUMNS, MAP_COLUMNS, IdentityResult
 
 STAMP_RULE = "custsync_id"
+STAMPED_COLUMNS = ["connector", "source_id", "custsync_id"]  # what ``split_stamped`` sets apart
 
 
 def _decided(records: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.Series:
@@ -46,7 +47,7 @@ def split_stamped(
     Stamped records named in a steward decision stay with the records to resolve.
     """
     if "custsync_id" not in records.columns or records.empty:
-        return records, pd.DataFrame(columns=["connector", "source_id", "custsync_id"])
+        return records, pd.DataFrame(columns=STAMPED_COLUMNS)
     # only the records that carry a stamp are looked up (most carry none)
     ids = records["custsync_id"]
     has = np.flatnonzero(ids.notna().to_numpy())
@@ -56,8 +57,8 @@ def split_stamped(
         sub = np.flatnonzero(mask)
         mask[sub] = ~_decided(records.iloc[sub], decisions).to_numpy()
     if not mask.any():
-        return records, pd.DataFrame(columns=["connector", "source_id", "custsync_id"])
-    stamped = records.loc[mask, ["connector", "source_id", "custsync_id"]].astype(str)
+        return records, pd.DataFrame(columns=STAMPED_COLUMNS)
+    stamped = records.loc[mask, STAMPED_COLUMNS].astype(str)
     return records[~mask], stamped.reset_index(drop=True)
 
 

@@ -133,13 +133,12 @@ def _sort_key(table: sa.Table, columns: Sequence[str]) -> list[str]:
     return pk
 
 
-def _index_order(table: sa.Table, frame: pd.DataFrame) -> np.ndarray | None:
-    """The positions of ``frame``'s rows in the order of ``table``'s primary key (else of
-    its first index) when the frame holds those columns: rows inserted in index order
-    append to the index's B-tree instead of touching a random page each, about twice as
-    fast in SQLite for millions of rows. Arrow sorts (stable: rows with equal keys keep
-    their order); None when there is nothing to sort by."""
-    pk = _sort_key(table, list(frame.columns))
+def _index_order(frame: pd.DataFrame, pk: list[str]) -> np.ndarray | None:
+    """The positions of ``frame``'s rows in the order of the columns ``pk`` (``_sort_key``:
+    the table's primary key, else its first index): rows inserted in index order append
+    to the index's B-tree instead of touching a random page each, about twice as fast in
+    SQLite for millions of rows. Arrow sorts (stable: rows with equal keys keep their
+    order); None when there is nothing to sort by."""
     if len(frame) < 2 or not pk:
         return None
     try:
@@ -158,8 +157,9 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> i
     if frame.empty:
         return 0
     cols = [c for c in frame.columns if c in table.c]
-    order = _index_order(table, frame[cols])
-    with _indexes_built_after(conn, table, len(frame), _sort_key(table, cols)):
+    key = _sort_key(table, cols)
+    order = _index_order(frame[cols], key)
+    with _indexes_built_after(conn, table, len(frame), key):
         _insert(conn, table, frame, cols, order)
     return len(frame)
 
