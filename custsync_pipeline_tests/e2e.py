@@ -26,13 +26,21 @@ SANDBOX_SECRETS = {
 def write_sync_config(
     path: Path, urls: dict[str, str], state_db_url: str, enabled: set[str] | None = None
 ) -> Path:
-    """The packaged default config, re-pointed at ``urls`` (system -> base URL)."""
+    """The packaged default config, re-pointed at ``urls`` (system -> base URL).
+
+    The connectors pointed at the sandbox send as fast as it answers: the client-side
+    token bucket at each vendor's documented rate (25 calls a second to Voucherify, one to
+    Exact) is there for the real APIs and has its own tests (``test_http.py``); here it
+    would only make a 5,000-person publish wait 200 s."""
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data["state_db_url"] = state_db_url
     for name, conn in data["connectors"].items():
         system = conn.get("options", {}).get("sandbox_system", conn["type"])
         if system in urls:
             conn["base_url"] = urls[system]
+            options = conn.setdefault("options", {}) or {}
+            options["http"] = {**(options.get("http") or {}), "rate_per_s": None}
+            conn["options"] = options
         if enabled is not None:
             conn["enabled"] = name in enabled
     path.write_text(yaml.safe_dump(data, sort_keys=False))
