@@ -247,9 +247,11 @@ def run_multiprocess(config: str) -> int:
     """One run of the sync job on the multiprocess executor, a step process per core."""
     import dagster as dg
 
+    from custsync_pipeline.definitions import multiprocess_run_config
+
     os.environ["CUSTSYNC_CONFIG"] = config  # read by the definitions in every step process
     run_config = {
-        "execution": {"config": {"multiprocess": {"max_concurrent": os.cpu_count() or 1}}},
+        **multiprocess_run_config(os.cpu_count() or 1),
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
     }
     with dg.execute_job(

@@ -1,5 +1,6 @@
 """The README documents every config key of the generic REST and file connectors and of
-the HTTP layer: a key added in code without a line in its README table fails here."""
+the HTTP layer: a key added in code without a line in its README table fails here; its
+multiprocess run config is the one the code hands out."""
 
 from __future__ import annotations
 
@@ -71,3 +72,15 @@ def test_every_file_option_is_in_the_readme() -> None:
 def test_every_http_setting_is_in_the_readme() -> None:
     keys = {f.name for f in dataclasses.fields(HttpSettings)}
     assert keys - _documented(_section("HTTP options")) == set()
+
+
+def test_the_readme_multiprocess_run_config_is_the_one_the_tests_run():
+    import textwrap
+
+    import yaml
+
+    from custsync_pipeline.definitions import multiprocess_run_config
+
+    block = re.search(r"```yaml\n(\s*execution:\n.*?)```", README, flags=re.S)
+    assert block, "README: the multiprocess run config block is gone"
+    assert yaml.safe_load(textwrap.dedent(block.group(1))) == multiprocess_run_config(4)

@@ -17,12 +17,13 @@ import dagster as dg
 import pytest
 import yaml
 
+from custsync_pipeline.definitions import multiprocess_run_config
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
 from custsync_pipeline_tests.e2e import postgres_instance, write_sync_config
 
-MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
+MULTIPROCESS = multiprocess_run_config(2)
 
 
 def sync_job() -> dg.JobDefinition:
