@@ -252,6 +252,67 @@ def test_dedupe_and_arrow_paths_find_exactly_what_direct_validation_finds() -> N
     } <= checks
 
 
+def _pandera_cases(schema, df: pd.DataFrame) -> set[tuple[int, str, str]]:
+    """Plain Pandera's failure cases of single rows: what ``schema_failures`` must find."""
+    import pandera.pandas as pa
+
+    try:
+        schema.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        fc = err.failure_cases[err.failure_cases["index"].notna()]
+        return {
+            (int(i), str(c), str(k))
+            for i, c, k in zip(fc["index"], fc["column"], fc["check"], strict=True)
+        }
+    return set()
+
+
+def test_the_fast_paths_find_what_plain_pandera_finds_frame_wide_rules_included() -> None:
+    """Empty columns and columns already typed skip Pandera, repetitive ones are checked
+    once per value; an aspect's ``unique`` entry key (a frame-wide rule) is checked whole."""
+    from custsync_pipeline.domain.schemas import ASPECT_SCHEMAS, canonical_schema
+    from custsync_pipeline.domain.validate import coerce_canonical, schema_failures
+
+    n = 3000
+    canon, _ = coerce_canonical(
+        conform(
+            pd.DataFrame(
+                {
+                    "connector": ["voyado"] * n,
+                    "source_id": [f"id{i}" for i in range(n)],
+                    "first_name": [["Anna", "=1+1", None][i % 3] for i in range(n)],
+                    "country": [["SE", "XX"][i % 2] for i in range(n)],
+                }
+            )
+        )
+    )
+    entries = pd.DataFrame(
+        {
+            "connector": "voyado",
+            "source_id": [f"id{i // 2}" for i in range(n)],  # two entries a record
+            # the same key twice in every tenth record: the rule, not a value, fails
+            "entry_key": [f"k{i % 2 if (i // 2) % 10 else 0}" for i in range(n)],
+            "type": [["billing", "delivery", "castle"][i % 3] for i in range(n)],
+            "street": [["Storgatan 1", None][i % 2] for i in range(n)],
+            "postal_code": pd.Series([None] * n, dtype="string"),
+            "city": "Lund",
+            "country": [["SE", "XX"][i % 2] for i in range(n)],
+        }
+    ).astype("string")
+    for schema, df in ((canonical_schema(NOW), canon), (ASPECT_SCHEMAS["addresses"], entries)):
+        want = _pandera_cases(schema, df)
+        assert want, schema.name
+        for dedupe in (10**9, 100):
+            fc = schema_failures(df, schema, dedupe_min_rows=dedupe)
+            fc = fc[fc["pos"].notna()]
+            got = {
+                (int(p), str(c), str(k))
+                for p, c, k in zip(fc["pos"], fc["column"], fc["check"], strict=True)
+            }
+            assert got == want, (schema.name, dedupe, sorted(got ^ want)[:5])
+    assert any(k == "field_uniqueness" or "unique" in k for _, _, k in want)
+
+
 def test_record_must_name_someone() -> None:
     frame = _prep(
         source_id=["p1", "p2", "p3", "c1", "c2", "d1"],

@@ -437,25 +437,31 @@ def _typed_already(schema: pa.DataFrameSchema, df: pd.DataFrame, cols: list[str]
 def schema_failures(
     df: pd.DataFrame, schema: pa.DataFrameSchema, dedupe_min_rows: int = 5000
 ) -> pd.DataFrame:
-    """Every failure case of ``schema`` on ``df`` as (pos, column, check, failure_case).
+    """Every failure case of ``schema`` on ``df`` as (pos, column, check, failure_case);
+    ``pos`` is the row's position in ``df`` (missing for a failure of no one row).
 
     The canonical model's checks are all element-wise, so a column with few
     distinct values is validated on its distinct values only (the same model,
     each check once per value) and the failures are broadcast back to the rows;
-    columns of mostly distinct values are validated as they are.
+    columns of mostly distinct values are validated as they are. A schema with a
+    frame-wide rule (the aspects' ``unique`` entry key) is validated whole.
     """
     n = len(df)
     # most canonical columns are empty for a given connector: a nullable column with no
     # value cannot fail an element-wise check (Pandera skips missing values) and its dtype
     # is the coerced one, so it is left out (each column costs Pandera a few milliseconds
     # a check, most of a small frame's validation)
+    # a frame-wide rule (``unique`` over columns, a check of the whole frame) needs its
+    # columns whole and as they are: no column of it is left out or deduplicated
+    unique = [schema.unique] if isinstance(schema.unique, str) else list(schema.unique or ())
+    whole = set(schema.columns) if schema.checks else set(unique)
     cols = [
         c
         for c, column in schema.columns.items()
-        if not (column.nullable and c in df and _all_missing(df[c]))
+        if c in whole or not (column.nullable and c in df and _all_missing(df[c]))
     ]
     small: dict[str, tuple[np.ndarray, pd.Series]] = {}
-    if n >= dedupe_min_rows:
+    if n >= dedupe_min_rows and not whole:
         for col in cols:
             s = df[col]
             if _sample_is_diverse(s):

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
 from custsync_pipeline.domain.aspects import (
     ASPECT_COLUMNS,
@@ -34,7 +33,12 @@ from custsync_pipeline.domain.normalize import (
     normalize_phone,
 )
 from custsync_pipeline.domain.schemas import ASPECT_SCHEMAS, CHECK_REASONS
-from custsync_pipeline.domain.validate import REJECTED_COLUMNS, empty_rejected, mask_value
+from custsync_pipeline.domain.validate import (
+    REJECTED_COLUMNS,
+    empty_rejected,
+    mask_value,
+    schema_failures,
+)
 
 _TEXT = ("street", "city", "first_name", "last_name", "role", "name", "content_type")
 _PHONE_TYPES = ("phone", "mobile", "fax")
@@ -179,27 +183,24 @@ def check_entries(
         if "parent_key" in schema.columns:
             cols.append("parent_key")
         sub = keyed.loc[rows, cols]
-        try:
-            schema.validate(sub, lazy=True)
-        except pa.errors.SchemaErrors as exc:
-            cases = exc.failure_cases
-            cases = cases[cases["index"].notna()]
-            for (column, chk), group in cases.groupby(["column", "check"], dropna=False):
-                idx = pd.Index(group["index"].astype("int64").unique())
-                idx = idx.intersection(sub.index)
-                if idx.empty:
-                    continue
-                name = str(chk).split("(")[0]
-                keep.loc[idx] = False
-                issues.append(
-                    _rejected(
-                        keyed.loc[idx],
-                        connector,
-                        pd.Series(f"{aspect}.{column}", index=idx),
-                        name,
-                        "entry",
-                    )
+        # the canonical model's gate (skips what cannot fail; deduplicates big columns)
+        cases = schema_failures(sub.reset_index(drop=True), schema)
+        cases = cases[cases["pos"].notna()]
+        for (column, chk), group in cases.groupby(["column", "check"], dropna=False):
+            idx = pd.Index(sub.index[group["pos"].astype("int64").unique()])
+            if idx.empty:
+                continue
+            name = str(chk).split("(")[0]
+            keep.loc[idx] = False
+            issues.append(
+                _rejected(
+                    keyed.loc[idx],
+                    connector,
+                    pd.Series(f"{aspect}.{column}", index=idx),
+                    name,
+                    "entry",
                 )
+            )
     valid = keyed[keep].reset_index(drop=True)
     rejected = pd.concat(issues, ignore_index=True) if issues else empty_rejected()
     return EntryCheck(valid=valid, rejected=rejected)
