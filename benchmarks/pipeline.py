@@ -191,7 +191,9 @@ class Sampler(threading.Thread):
                         rss += int(fh.read().split()[1]) * self._page_mb
                 except (OSError, IndexError):
                     continue  # ended between the listing and the read
-                cpu += (int(fields[11]) + int(fields[12])) * self._tick_s  # utime, stime
+                # utime, stime, and the ended children it waited for (cutime, cstime): a
+                # step process forked by the multiprocess executor's forkserver is its child
+                cpu += sum(int(f) for f in fields[11:15]) * self._tick_s
         self.samples.append((time.time(), cpu, rss))
 
     def run(self) -> None:
@@ -249,7 +251,9 @@ def run_multiprocess(config: str) -> int:
 
     from custsync_pipeline.definitions import multiprocess_run_config
 
-    os.environ["CUSTSYNC_CONFIG"] = config  # read by the definitions in every step process
+    # read by the definitions in every step process (the forkserver keeps the environment
+    # of the first run in this process: every run here uses the same config)
+    os.environ["CUSTSYNC_CONFIG"] = config
     run_config = {
         **multiprocess_run_config(os.cpu_count() or 1),
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},

@@ -21,8 +21,10 @@ def multiprocess_run_config(max_concurrent: int) -> dict:
     """Run config for Dagster's multiprocess executor (the README's "More cores").
 
     Step processes fork from a server that imported this module once: a spawned process
-    would import Dagster, pandas and the project again for every step (about 3 s of CPU
-    each, most of a small run).
+    would import Dagster, pandas and the project again for every step (about 1.5 s of CPU
+    each; building the definitions still happens per step). The server starts with the
+    first run of the process and keeps that run's environment: one process running jobs
+    for several configs (``CUSTSYNC_CONFIG``, ``CUSTSYNC_STATE_DB_URL``) must not use it.
     """
     return {
         "execution": {

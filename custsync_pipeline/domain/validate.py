@@ -430,6 +430,9 @@ def _typed_already(schema: pa.DataFrameSchema, df: pd.DataFrame, cols: list[str]
         c
         for c in cols
         if schema.columns[c].dtype is not None
+        # Pandera takes an object column for text when it is not shown the values: such a
+        # column keeps its dtype check (and, in a schema that coerces, its coercion)
+        and df[c].dtype != object
         and schema.columns[c].dtype.check(engine.dtype(df[c].dtype)) is True
     ]
 
@@ -438,13 +441,14 @@ def schema_failures(
     df: pd.DataFrame, schema: pa.DataFrameSchema, dedupe_min_rows: int = 5000
 ) -> pd.DataFrame:
     """Every failure case of ``schema`` on ``df`` as (pos, column, check, failure_case);
-    ``pos`` is the row's position in ``df`` (missing for a failure of no one row).
+    ``pos`` is the row's index label, its position when ``df`` has a RangeIndex (as
+    every caller gives it), missing for a failure of no one row.
 
     The canonical model's checks are all element-wise, so a column with few
     distinct values is validated on its distinct values only (the same model,
     each check once per value) and the failures are broadcast back to the rows;
     columns of mostly distinct values are validated as they are. A schema with a
-    frame-wide rule (the aspects' ``unique`` entry key) is validated whole.
+    frame-wide rule (the aspects' ``unique`` entry key, a unique column) is validated whole.
     """
     n = len(df)
     # most canonical columns are empty for a given connector: a nullable column with no
@@ -454,6 +458,7 @@ def schema_failures(
     # a frame-wide rule (``unique`` over columns, a check of the whole frame) needs its
     # columns whole and as they are: no column of it is left out or deduplicated
     unique = [schema.unique] if isinstance(schema.unique, str) else list(schema.unique or ())
+    unique += [c for c, column in schema.columns.items() if column.unique]
     whole = set(schema.columns) if schema.checks else set(unique)
     cols = [
         c

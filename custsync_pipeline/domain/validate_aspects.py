@@ -183,7 +183,7 @@ def check_entries(
         if "parent_key" in schema.columns:
             cols.append("parent_key")
         sub = keyed.loc[rows, cols]
-        # the canonical model's gate (skips what cannot fail; deduplicates big columns)
+        # the records' gate (skips what cannot fail; the unique entry key keeps it whole)
         cases = schema_failures(sub.reset_index(drop=True), schema)
         cases = cases[cases["pos"].notna()]
         for (column, chk), group in cases.groupby(["column", "check"], dropna=False):
