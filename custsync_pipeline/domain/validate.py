@@ -451,15 +451,15 @@ def schema_failures(
     frame-wide rule (the aspects' ``unique`` entry key, a unique column) is validated whole.
     """
     n = len(df)
-    # most canonical columns are empty for a given connector: a nullable column with no
-    # value cannot fail an element-wise check (Pandera skips missing values) and its dtype
-    # is the coerced one, so it is left out (each column costs Pandera a few milliseconds
-    # a check, most of a small frame's validation)
     # a frame-wide rule (``unique`` over columns, a check of the whole frame) needs its
     # columns whole and as they are: no column of it is left out or deduplicated
     unique = [schema.unique] if isinstance(schema.unique, str) else list(schema.unique or ())
     unique += [c for c, column in schema.columns.items() if column.unique]
     whole = set(schema.columns) if schema.checks else set(unique)
+    # most canonical columns are empty for a given connector: a nullable column with no
+    # value cannot fail an element-wise check (Pandera skips missing values) and its dtype
+    # is the coerced one, so it is left out (each column costs Pandera a few milliseconds
+    # a check, most of a small frame's validation)
     cols = [
         c
         for c, column in schema.columns.items()
@@ -495,7 +495,7 @@ def schema_failures(
             big_frame[c] = pd.Series(pd.arrays.ArrowStringArray(arr), index=df.index)
         typed = set(_typed_already(schema, df, big))
         big_schema = schema.select_columns(big).update_columns(
-            {c: {"dtype": None if c in typed else arrow_dtype} for c in strings}
+            {c: {"dtype": arrow_dtype} for c in strings if c not in typed}
             | {c: {"dtype": None} for c in typed}
         )
         fc = run(big_schema, big_frame)
