@@ -32,16 +32,9 @@ from custsync_pipeline.domain.canonical import conform
 from custsync_pipeline.domain.identity import resolve_identities
 from custsync_pipeline.domain.identity_keys import blocked_reasons
 from custsync_pipeline.sandbox.generator import generate
+from custsync_pipeline.sandbox.server import CREDENTIALS as SANDBOX_CREDENTIALS
 
-SANDBOX_ENV = {
-    "SALESFORCE_ACCESS_TOKEN": "sandbox-salesforce-token",
-    "VOUCHERIFY_APP_ID": "sandbox-app-id",
-    "VOUCHERIFY_APP_TOKEN": "sandbox-app-token",
-    "VOYADO_API_KEY": "sandbox-voyado-key",
-    "EXACT_ACCESS_TOKEN": "sandbox-exact-token",
-    "ICOMM_API_KEY": "sandbox-icomm-key",
-    "KATANA_API_KEY": "sandbox-katana-key",
-}
+SANDBOX_ENV = dict(SANDBOX_CREDENTIALS)  # the sandbox's demo credentials
 CREDENTIALS = {
     "salesforce": {"access_token": "SALESFORCE_ACCESS_TOKEN"},
     "voucherify": {"app_id": "VOUCHERIFY_APP_ID", "app_token": "VOUCHERIFY_APP_TOKEN"},

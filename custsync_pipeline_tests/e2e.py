@@ -10,17 +10,10 @@ import pandas as pd
 import yaml
 
 from custsync_pipeline.config import DEFAULT_CONFIG_PATH
+from custsync_pipeline.sandbox.server import CREDENTIALS
 
-SANDBOX_SECRETS = {
-    "SALESFORCE_ACCESS_TOKEN": "sandbox-salesforce-token",
-    "VOUCHERIFY_APP_ID": "sandbox-app-id",
-    "VOUCHERIFY_APP_TOKEN": "sandbox-app-token",
-    "VOYADO_API_KEY": "sandbox-voyado-key",
-    "EXACT_ACCESS_TOKEN": "sandbox-exact-token",
-    "ICOMM_API_KEY": "sandbox-icomm-key",
-    "KATANA_API_KEY": "sandbox-katana-key",
-    "SHOP_API_KEY": "sandbox-shop-key",
-}
+# the sandbox's demo credentials (one list: the sandbox's own)
+SANDBOX_SECRETS = dict(CREDENTIALS)
 
 
 def write_sync_config(

@@ -5,11 +5,15 @@ target and how many in one line; the publish step fails (issue 10), naming targe
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+from pathlib import Path
 
 import yaml
 
 from custsync_pipeline import cli_run
-from custsync_pipeline.sandbox.server import Sandbox
+from custsync_pipeline.config import DEFAULT_CONFIG_PATH
+from custsync_pipeline.sandbox.server import CREDENTIALS, SERVED_SYSTEMS, Sandbox
 from custsync_pipeline_tests.e2e import write_sync_config
 
 
@@ -39,3 +43,48 @@ def test_run_exits_1_and_names_the_target_when_deltas_are_dead_lettered(
     failed = next(x for x in out.splitlines() if x.startswith("  katana: katana__published"))
     assert "dead-lettered" in failed and "404" in failed
     assert code == 1
+
+
+def test_run_names_an_unset_credential_and_runs_nothing(dagster_env, tmp_path, capsys) -> None:
+    """A connector's secret missing from the environment: one line naming the connector,
+    the key and the variable (no value, no stack trace), exit 2, and nothing ran — no
+    state DB made, no Dagster run."""
+    db = tmp_path / "state.sqlite"
+    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", f"sqlite:///{db}")
+    urls = {s: f"http://127.0.0.1:{9 + i}" for i, s in enumerate(SERVED_SYSTEMS)}
+    path = write_sync_config(tmp_path / "sync.yaml", urls, f"sqlite:///{db}")
+    dagster_env.setenv("CUSTSYNC_CONFIG", str(path))
+    dagster_env.delenv("SHOP_API_KEY")
+    dagster_env.delenv("VOYADO_API_KEY")
+    assert cli_run.run(argparse.Namespace(config=None)) == 2
+    err = capsys.readouterr().err
+    assert (
+        "connector 'shop': credentials.api_key reads the environment variable SHOP_API_KEY" in err
+    )
+    assert (
+        "connector 'voyado': credentials.api_key reads the environment variable VOYADO_API_KEY"
+        in err
+    )
+    assert "nothing ran" in err and "Traceback" not in err
+    assert not any(v in err for v in CREDENTIALS.values())
+    assert not db.exists()
+    assert not list(Path(os.environ["DAGSTER_HOME"]).rglob("*.db"))
+
+
+def test_the_sandbox_env_script_exports_every_credential_the_packaged_config_reads() -> None:
+    """``scripts/sandbox-env.sh`` (what ``scripts/demo.sh`` sources) sets every environment
+    variable the packaged config's connectors read, to the value the sandbox accepts: one
+    missing fails the README's first command."""
+    root = Path(__file__).resolve().parent.parent
+    env = subprocess.run(
+        ["bash", "-c", "source scripts/sandbox-env.sh && env -0"],
+        cwd=root, env={"PATH": os.environ["PATH"]}, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+    exported = dict(line.split("=", 1) for line in env.split("\0") if "=" in line)
+    named = {
+        env_name
+        for conn in yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["connectors"].values()
+        for env_name in conn.get("credentials", {}).values()
+    }
+    assert "SHOP_API_KEY" in named
+    assert {n: exported.get(n) for n in named} == {n: CREDENTIALS[n] for n in named}
