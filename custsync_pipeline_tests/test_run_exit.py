@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from custsync_pipeline import cli_run
-from custsync_pipeline.config import DEFAULT_CONFIG_PATH
-from custsync_pipeline.sandbox.server import CREDENTIALS, SERVED_SYSTEMS, Sandbox
+from custsync_pipeline.config import DEFAULT_CONFIG_PATH, base_url_env_var
+from custsync_pipeline.sandbox.server import CREDENTIALS, PORT_OFFSETS, SERVED_SYSTEMS, Sandbox
 from custsync_pipeline_tests.e2e import write_sync_config
 
 
@@ -88,3 +88,21 @@ def test_the_sandbox_env_script_exports_every_credential_the_packaged_config_rea
     }
     assert "SHOP_API_KEY" in named
     assert {n: exported.get(n) for n in named} == {n: CREDENTIALS[n] for n in named}
+
+
+def test_the_sandbox_env_script_points_every_connector_at_a_sandbox_on_another_port() -> None:
+    """``CUSTSYNC_SANDBOX_PORT``: the demo starts the sandbox there, and every connector's
+    base URL follows it (``CUSTSYNC_<NAME>_BASE_URL``, at the sandbox's port offsets); a
+    URL the user set already stays."""
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": os.environ["PATH"], "CUSTSYNC_SANDBOX_PORT": "19701"}
+    env["CUSTSYNC_ICOMM_BASE_URL"] = "https://icomm.example"
+    out = subprocess.run(
+        ["bash", "-c", "source scripts/sandbox-env.sh && env -0"],
+        cwd=root, env=env, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+    exported = dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
+    want = {base_url_env_var(s): f"http://127.0.0.1:{19701 + o}" for s, o in PORT_OFFSETS.items()}
+    want["CUSTSYNC_ICOMM_BASE_URL"] = "https://icomm.example"
+    assert {k: exported.get(k) for k in want} == want
+    assert set(PORT_OFFSETS) == set(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["connectors"])
