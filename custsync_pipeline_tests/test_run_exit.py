@@ -5,15 +5,17 @@ target and how many in one line; the publish step fails (issue 10), naming targe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import yaml
 
 from custsync_pipeline import cli_run
 from custsync_pipeline.config import DEFAULT_CONFIG_PATH, base_url_env_var
-from custsync_pipeline.sandbox.server import CREDENTIALS, PORT_OFFSETS, SERVED_SYSTEMS, Sandbox
+from custsync_pipeline.sandbox.server import CREDENTIALS, PORT_OFFSETS, Sandbox
 from custsync_pipeline_tests.e2e import write_sync_config
 
 
@@ -45,30 +47,38 @@ def test_run_exits_1_and_names_the_target_when_deltas_are_dead_lettered(
     assert code == 1
 
 
-def test_run_names_an_unset_credential_and_runs_nothing(dagster_env, tmp_path, capsys) -> None:
-    """A connector's secret missing from the environment: one line naming the connector,
-    the key and the variable (no value, no stack trace), exit 2, and nothing ran — no
-    state DB made, no Dagster run."""
-    db = tmp_path / "state.sqlite"
-    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", f"sqlite:///{db}")
-    urls = {s: f"http://127.0.0.1:{9 + i}" for i, s in enumerate(SERVED_SYSTEMS)}
-    path = write_sync_config(tmp_path / "sync.yaml", urls, f"sqlite:///{db}")
-    dagster_env.setenv("CUSTSYNC_CONFIG", str(path))
-    dagster_env.delenv("SHOP_API_KEY")
+def test_an_unset_credential_fails_only_its_connector_and_names_the_variable(
+    dagster_env, tmp_path, capsys
+) -> None:
+    """Voyado's secret missing from the environment: its lane and its publish step fail
+    with a line naming the variable and the key (no value, no stack trace); the other
+    lanes run, the golden records are merged, and Salesforce is published to."""
+    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
     dagster_env.delenv("VOYADO_API_KEY")
-    assert cli_run.run(argparse.Namespace(config=None)) == 2
-    err = capsys.readouterr().err
-    assert (
-        "connector 'shop': credentials.api_key reads the environment variable SHOP_API_KEY" in err
-    )
-    assert (
-        "connector 'voyado': credentials.api_key reads the environment variable VOYADO_API_KEY"
-        in err
-    )
-    assert "nothing ran" in err and "Traceback" not in err
-    assert not any(v in err for v in CREDENTIALS.values())
-    assert not db.exists()
-    assert not list(Path(os.environ["DAGSTER_HOME"]).rglob("*.db"))
+    with Sandbox(seed=5, people=40, base_port=0) as sb:
+        path = write_sync_config(
+            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voyado"}
+        )
+        dagster_env.setenv("CUSTSYNC_CONFIG", str(path))
+        code = cli_run.run(argparse.Namespace(config=None))
+        with urllib.request.urlopen(f"{sb.urls['voyado']}/_sandbox/stats", timeout=10) as r:
+            voyado_requests = json.load(r)["requests"]
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 1
+    failed = [x for x in out.splitlines() if x.startswith("  voyado: ")]
+    assert failed and all(
+        "environment variable VOYADO_API_KEY (credentials.api_key) is not set" in x for x in failed
+    ), failed
+    assert not any(x.startswith("  salesforce: ") for x in out.splitlines())
+    golden = next(x for x in out.splitlines() if x.startswith("golden records"))
+    assert int(golden.split(":")[1].split()[0]) > 0
+    salesforce = next(x for x in out.splitlines() if x.startswith("salesforce "))
+    assert int(salesforce.split()[2]) > 0  # published
+    assert voyado_requests == 0  # nothing was sent to it, not even a read
+    assert "Traceback" not in out + captured.err
+    assert not any(v in out + captured.err for v in CREDENTIALS.values())
 
 
 def test_the_sandbox_env_script_exports_every_credential_the_packaged_config_reads() -> None:

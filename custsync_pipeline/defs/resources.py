@@ -5,11 +5,13 @@ resource carries its own validated settings (no secrets: credentials are env
 var names), so a run never re-reads the file. Credentials reach connectors only
 through ``dg.EnvVar``: the sync config names the env vars, ``build_resources``
 turns each name into an ``EnvVar``, and the connector receives a mapping of
-env-var name -> value at run time.
+env-var name -> value at run time (a variable not set when the definitions load is
+left out, so only that connector's steps fail, naming it).
 """
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 
 import dagster as dg
@@ -55,6 +57,16 @@ class ConnectorResource(dg.ConfigurableResource):
 
         return build_connector(self.name, self.config, env=self.secrets)
 
+    def payload_reader(self) -> Connector:
+        """The connector as the merge reads it: its mapping of the payloads it wrote back to
+        canonical rows (echo safety), with no secret — the merge never sends — so a target
+        whose credential is missing does not stop every golden record. A placeholder stands
+        for each secret; a request made with it would fail at the API."""
+        from custsync_pipeline.connectors import build_connector
+
+        env = dict.fromkeys(self.config.credentials.values(), "not-a-secret:mapping-only")
+        return build_connector(self.name, self.config, env=env)
+
 
 def connector_resource_key(name: str) -> str:
     return f"{name}_api"
@@ -65,7 +77,14 @@ def build_resources(cfg: SyncConfig) -> dict[str, dg.ConfigurableResource]:
         "state_db": StateDBResource(url=cfg.state_db_url),
     }
     for name, conn in cfg.enabled_connectors().items():
-        secrets = {env_name: dg.EnvVar(env_name) for env_name in conn.credentials.values()}
+        # a variable not set is left out: the connector's own steps then fail naming it
+        # (``CredentialError``), and the other lanes run, where an ``EnvVar`` of an unset
+        # variable would fail the whole run at its start
+        secrets = {
+            env_name: dg.EnvVar(env_name)
+            for env_name in conn.credentials.values()
+            if env_name in os.environ
+        }
         resources[connector_resource_key(name)] = ConnectorResource(
             name=name, settings=conn.model_dump_json(), secrets=secrets
         )

@@ -288,7 +288,9 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         queued = merge_scope.read_queue(engine)
         digests = member_digests(identity_map)
         targets = {
-            t.connector: getattr(context.resources, connector_resource_key(t.connector)).connector()
+            t.connector: getattr(
+                context.resources, connector_resource_key(t.connector)
+            ).payload_reader()
             for t in plan.publish
         }
         key = merge_key(plan, targets)
