@@ -349,3 +349,40 @@ def test_record_must_name_someone() -> None:
         ("p2", "last_name"),
     ]
     assert (rule["severity"] == "row").all()
+
+
+def test_a_name_split_from_a_quarantined_full_name_is_quarantined_with_it() -> None:
+    """Voucherify's one ``name`` field, split by its connector: a full name that fails a
+    check takes its first and last name with it (a formula's tail never becomes a
+    surname that reaches the golden record and the targets); a clean one keeps them."""
+    from custsync_pipeline.config import ConnectorConfig
+    from custsync_pipeline.connectors.voucherify import VoucherifyConnector
+
+    cfg = ConnectorConfig(
+        type="voucherify",
+        base_url="http://127.0.0.1:9",
+        credentials={"app_id": "A", "app_token": "T"},
+    )
+    conn = VoucherifyConnector("voucherify", cfg, {"A": "x", "T": "y"})
+    raw = pd.DataFrame(
+        {
+            "id": ["cust_a", "cust_b"],
+            "name": ["Nils =cmd|' /C calc'!A0", "Anna Berg"],
+            "email": ["nils@x.se", "anna@x.se"],
+            "created_at": ["2026-01-01T00:00:00Z"] * 2,
+        }
+    )
+    frame = normalize_customers(conn.to_canonical(raw))
+    assert frame["last_name"].tolist()[0] == "calc'!A0"  # what the split alone gives
+    res = validate_customers(frame, "voucherify", now=NOW)
+    by_id = res.valid.set_index("source_id")
+    assert by_id.loc["cust_a", ["full_name", "first_name", "last_name"]].isna().all()
+    assert by_id.loc["cust_b", ["first_name", "last_name"]].tolist() == ["Anna", "Berg"]
+    rej = res.rejected[res.rejected["source_id"] == "cust_a"]
+    assert set(zip(rej["field"], rej["check"], strict=True)) == {
+        ("full_name", "no_formula"),
+        ("first_name", "from_full_name"),
+        ("last_name", "from_full_name"),
+    }
+    assert (rej["severity"] == "field").all()
+    assert "calc" not in " ".join(rej["reason"])  # reasons mask the values

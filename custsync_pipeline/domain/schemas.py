@@ -80,6 +80,7 @@ CHECK_REASONS: dict[str, str] = {
     "contact_kind": "is not a contact detail type (email, phone, mobile, fax, website)",
     "url": "is not a reference (http, https, s3 or file URL)",
     "orphan": "belongs to an address or contact person its record does not have",
+    "from_full_name": "was read from a full name that was quarantined",
 }
 
 

@@ -90,6 +90,8 @@ PERSONAL_FIELDS = frozenset(
         "first_name",
         "last_name",
         "company_name",
+        "full_name",
+        "birth_date",
         "first_name_raw",
         "last_name_raw",
         "company_name_raw",
@@ -685,6 +687,13 @@ def validate_customers(
         dup = sub["source_id"].duplicated(keep="first").to_numpy()
         add(np.sort(sub.index[dup].to_numpy()), "source_id", "unique_source_id", None, "row")
 
+    # a name the connector split from a full name shares its verdict: the parts of a
+    # quarantined full name ("Nils" / "calc'!A0" of "Nils =cmd|' /C calc'!A0") would
+    # otherwise travel on as a clean name
+    if issues and "full_name" in df.columns:
+        for part, pos in _parts_of_bad_full_names(df, pd.concat(issues, ignore_index=True)):
+            add(pos, part, "from_full_name", None, "field")
+
     # field failures null the value (a new column: the caller's frame is never modified)
     valid = df
     if issues:
@@ -755,6 +764,29 @@ def validate_customers(
         valid_positions=np.flatnonzero(~row_bad),
         rejected_positions=positions,
     )
+
+
+def _parts_of_bad_full_names(df: pd.DataFrame, found: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """(name field, row positions) of first and last names read from a full name that
+    failed a field check: a part found in its row's full name (case aside) came from it."""
+    hit = (found["field"] == "full_name") & (found["severity"] == "field")
+    pos = np.unique(found.loc[hit, "pos"].to_numpy(dtype=np.int64))
+    if len(pos) == 0:
+        return []
+    full = pd.Series(df["full_name"].to_numpy(dtype=object, na_value=None)[pos], dtype=object)
+    whole = full.fillna("").astype(str).str.casefold()
+    out = []
+    for part in ("first_name", "last_name"):
+        if part not in df.columns:
+            continue
+        values = pd.Series(df[part].to_numpy(dtype=object, na_value=None)[pos], dtype=object)
+        text = values.fillna("").astype(str).str.casefold()
+        within = np.array(
+            [bool(t) and t in w for t, w in zip(text, whole, strict=True)], dtype=bool
+        )  # the failed rows only: a few per run
+        if within.any():
+            out.append((part, pos[within]))
+    return out
 
 
 def _positional(frame: pd.DataFrame) -> pd.DataFrame:
