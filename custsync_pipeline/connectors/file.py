@@ -206,6 +206,20 @@ class FileConnector:
         stats = ReadStats(pages=len(files), elapsed_s=time.perf_counter() - started)
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
+    def absent_columns(self, raw: pd.DataFrame) -> list[str]:
+        """The columns the config reads (``options.mapping``, the time and delete fields)
+        that the files do not have: a misspelt or renamed column, which would otherwise
+        read as a value missing in every row."""
+        if raw.empty:
+            return []
+        wanted = [
+            *self.fields.mapping,
+            self.fields.updated_field,
+            self.fields.created_field,
+            self.deleted_field,
+        ]
+        return sorted({w for w in wanted if w and w not in raw.columns})
+
     # -- mapping --------------------------------------------------------------
 
     def to_canonical(self, raw: pd.DataFrame) -> pd.DataFrame:

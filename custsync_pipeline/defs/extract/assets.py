@@ -135,6 +135,17 @@ def _raw_asset(name: str, system_type: str, retry: dg.RetryPolicy) -> dg.AssetsD
             f"{name}: {pull.mode} pull, {len(result.records)} records in {stats.pages} pages, "
             f"{stats.retries} retries, {time.monotonic() - started:.1f}s"
         )
+        # columns the config maps that a full read did not find (file connectors): named in
+        # the log and by the schema_drift check, not read as values missing in every row
+        absent_in = getattr(connector, "absent_columns", None)
+        absent = absent_in(result.records) if absent_in and not pull.incremental else []
+        pulls.mark_absent(records, absent)
+        if absent:
+            context.log.warning(
+                f"{name}: the payload has no column {absent}, which the config reads "
+                "(options.mapping / updated_field / created_field / deleted_field): their "
+                "values are missing in every record"
+            )
         return dg.MaterializeResult(
             value=records,
             metadata={
@@ -148,6 +159,7 @@ def _raw_asset(name: str, system_type: str, retry: dg.RetryPolicy) -> dg.AssetsD
                 "deleted_reported": len(result.deleted_ids),
                 "pull_mode": pull.mode,
                 "incremental": pull.incremental,
+                "mapped_columns_absent": dg.MetadataValue.json(absent),
             },
         )
 

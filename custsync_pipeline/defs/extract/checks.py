@@ -16,6 +16,9 @@
   ``Custsync_Id__c``) and the connectors' own bookkeeping columns (``__resource``,
   ``_custsync.error``) are not the vendor's schema and are left out. An incremental pull
   holds only the columns its few records carry: it can add columns, not remove them.
+  It also fails when a full read lacks a column the connector's config reads (a file
+  connector's ``options.mapping``, time or delete field: ``absent_columns``), first run
+  included.
 
 The numbers come from ``domain.quality``; every result carries numeric
 metadata so the UI plots it over time. No personal data in metadata.
@@ -26,7 +29,7 @@ import re
 import dagster as dg
 import pandas as pd
 
-from custsync_pipeline.defs.extract.pulls import pull_of
+from custsync_pipeline.defs.extract.pulls import absent_of, pull_of
 from custsync_pipeline.domain import quality
 from custsync_pipeline.store.quarantine import load_payload_columns, save_payload_columns
 
@@ -182,14 +185,17 @@ def build_schema_drift_check(
             drift = quality.SchemaDrift(added=drift.added, removed=(), baseline=False)
             columns = sorted(set(columns) | set(before))
         save_payload_columns(engine, connector, columns)
+        absent = absent_of(raw_customers)
         if drift.baseline:
             description = f"first run: {len(columns)} columns recorded"
         elif drift.drifted:
             description = f"added: {list(drift.added)[:20]}; gone: {list(drift.removed)[:20]}"
         else:
             description = f"{len(columns)} columns, unchanged"
+        if absent:
+            description += f"; read by the config but not in the payload: {absent[:20]}"
         return dg.AssetCheckResult(
-            passed=not drift.drifted,
+            passed=not drift.drifted and not absent,
             severity=dg.AssetCheckSeverity.WARN,
             description=description,
             metadata={
@@ -198,6 +204,7 @@ def build_schema_drift_check(
                 "columns_removed": len(drift.removed),
                 "added": dg.MetadataValue.json(list(drift.added)),
                 "removed": dg.MetadataValue.json(list(drift.removed)),
+                "mapped_absent": dg.MetadataValue.json(absent),
             },
         )
 

@@ -54,6 +54,20 @@ class Pull:
         return records
 
 
+ABSENT_ATTR = "custsync_absent_columns"  # attrs key: mapped columns the payload lacks
+
+
+def mark_absent(records: pd.DataFrame, absent: list[str]) -> pd.DataFrame:
+    """Note on ``records`` the columns the connector's config reads that it lacks."""
+    records.attrs[ABSENT_ATTR] = list(absent)
+    return records
+
+
+def absent_of(raw: pd.DataFrame) -> list[str]:
+    """The mapped columns a raw frame lacked (``mark_absent``); none when not noted."""
+    return [str(c) for c in raw.attrs.get(ABSENT_ATTR) or []]
+
+
 def pull_of(raw: pd.DataFrame) -> Pull:
     """The pull a raw frame came from (a frame without one is a full snapshot that moves no
     watermark: the behaviour before incremental pulls)."""
