@@ -38,12 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from custsync_pipeline.config import ConfigError
+    from custsync_pipeline.store.db import StateDBError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:  # a config mistake is a message naming the key, not a traceback
+    # a config mistake names the key, a state DB that is missing, empty or unreachable names
+    # the URL (password hidden): a message and exit code 2, not a traceback
+    except (ConfigError, StateDBError) as exc:
         print(f"custsync {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -4,12 +4,15 @@
   merged-away one: it resolves to the survivor) and, for each link, the rule
   and the masked key that made it;
 - ``custsync identity-map export --out map.csv``: the identity map as CSV;
-- ``custsync steward must-link|cannot-link A B``, ``steward list``,
+- ``custsync steward must-link|cannot-link A B`` (or ``--conflict ID``: both records of
+  a ``custsync conflicts`` row, whose ids may be masked), ``steward list``,
   ``steward remove A B``: decisions that always win over the rules; a record
-  is written ``connector:source_id``.
+  is written ``connector:source_id`` and must be a stored source record.
 
 The state DB is ``--db URL``, else ``$CUSTSYNC_STATE_DB_URL``, else the sync
-config's ``state_db_url``.
+config's ``state_db_url``. These commands (and ``quarantine``, ``conflicts``, ``history``,
+``status``, ``forget``) only read or review state: a state DB that does not exist or holds no
+custsync state is refused (``store.db.StateDBError``, exit 2), never created.
 """
 
 from __future__ import annotations
@@ -17,20 +20,26 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import sys
 
 import pandas as pd
+from sqlalchemy.engine import Engine
 
-from custsync_pipeline.store.db import make_engine
+from custsync_pipeline.store.db import existing_engine
 
 
 def _engine(args: argparse.Namespace):
-    url = args.db or os.environ.get("CUSTSYNC_STATE_DB_URL")
-    if not url:
+    """The state DB a ``custsync run`` made; ``StateDBError`` when there is none there."""
+    if args.db:
+        url, origin = args.db, " (from --db)"
+    elif os.environ.get("CUSTSYNC_STATE_DB_URL"):
+        url, origin = os.environ["CUSTSYNC_STATE_DB_URL"], " (from $CUSTSYNC_STATE_DB_URL)"
+    else:
         from custsync_pipeline.config import load_sync_config
 
-        url = load_sync_config(args.config).state_db_url
-    return make_engine(url)
+        url, origin = load_sync_config(args.config).state_db_url, " (the config's state_db_url)"
+    return existing_engine(url, origin)
 
 
 def _record_ref(text: str) -> tuple[str, str]:
@@ -150,14 +159,109 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+MASK = "***"  # what ``masked_ids`` puts in place of an e-mail address's local part
+BY_CONFLICT = (
+    "name the record by its full source id, or settle the conflict row with "
+    "`custsync steward must-link|cannot-link --conflict ID` (ID: the id column of "
+    "`custsync conflicts`)"
+)
+
+
+def _conflict_pair(engine: Engine, conflict: str) -> tuple[tuple[str, str], tuple[str, str]] | str:
+    """Both records of the review-queue row ``conflict`` (its id, or a unique start of it
+    of 6 or more characters), or why there is none."""
+    import sqlalchemy as sa
+
+    from custsync_pipeline.store.identity import create_identity_tables, identity_conflicts
+
+    create_identity_tables(engine)  # a state DB older than the queue: no conflicts, no error
+    wanted = conflict.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{6,32}", wanted):
+        return f"{conflict!r} is not a conflict id (hex, as the id column of `custsync conflicts`)"
+    t = identity_conflicts.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.conflict_id, t.connector_a, t.source_id_a, t.connector_b, t.source_id_b)
+            .where(t.conflict_id.startswith(wanted))
+            .order_by(t.conflict_id)
+            .limit(2)
+        ).all()
+    exact = [r for r in rows if r.conflict_id == wanted]
+    if exact or len(rows) == 1:
+        r = (exact or rows)[0]
+        return (str(r.connector_a), str(r.source_id_a)), (str(r.connector_b), str(r.source_id_b))
+    if rows:
+        return f"conflict id {conflict!r} is ambiguous: give more of it"
+    return (
+        f"no conflict {conflict!r} in the review queue (the id column of `custsync conflicts`; "
+        "a conflict leaves the queue when a resolution run no longer finds it)"
+    )
+
+
+def _unknown_records(engine: Engine, named: dict[str, tuple[str, str]]) -> list[str]:
+    """Why each of ``named`` (side -> record) is not a stored source record; [] when all are."""
+    import sqlalchemy as sa
+
+    from custsync_pipeline.store.core import source_records
+
+    t = source_records.c
+    problems = []
+    with engine.connect() as conn:
+        for side, (connector, source_id) in named.items():
+            found = conn.execute(
+                sa.select(sa.literal(1)).where(t.connector == connector, t.source_id == source_id)
+            ).first()
+            if found is not None:
+                continue
+            why = f"{side} {_ref(connector, source_id)} is not a stored source record"
+            if MASK in source_id:
+                why += ": it looks masked, as `custsync conflicts` and `explain` print ids; "
+                why += BY_CONFLICT
+            elif (
+                conn.execute(sa.select(sa.literal(1)).where(t.connector == connector)).first()
+                is None
+            ):
+                held = conn.execute(sa.select(t.connector).distinct().order_by(t.connector))
+                names = ", ".join(str(c) for c in held.scalars()) or "none yet"
+                why += f": no record of connector {connector!r} is stored (connectors: {names})"
+            problems.append(why)
+    return problems
+
+
 def cmd_decide(args: argparse.Namespace) -> int:
     from custsync_pipeline.store.identity import set_decision
 
+    if args.conflict is not None and (args.a is not None or args.b is not None):
+        args.parser.error("give either two records A B or --conflict ID, not both")
+    if args.conflict is None and (args.a is None or args.b is None):
+        args.parser.error("name two records (A B: connector:source_id) or --conflict ID")
     decision = args.steward_command.replace("-", "_")
     by = args.by or _whoami()
-    set_decision(_engine(args), decision, args.a, args.b, note=args.note, decided_by=by)
+    where = f"custsync steward {args.steward_command}"
+    engine = _engine(args)
+    try:
+        if args.conflict is not None:
+            pair = _conflict_pair(engine, args.conflict)
+            if isinstance(pair, str):
+                print(f"{where}: {pair}; nothing recorded", file=sys.stderr)
+                return 1
+            a, b = pair
+        else:
+            a, b = args.a, args.b
+        if a == b:
+            print(f"{where}: A and B are the same record; nothing recorded", file=sys.stderr)
+            return 1
+        unknown = _unknown_records(engine, {"A": a, "B": b})
+        for why in unknown:
+            print(f"{where}: {why}", file=sys.stderr)
+        if unknown:
+            print(f"{where}: nothing recorded", file=sys.stderr)
+            return 1
+        set_decision(engine, decision, a, b, note=args.note, decided_by=by)
+    finally:
+        engine.dispose()
     print(
-        f"{decision} recorded for {args.a[0]}:{args.a[1]} and {args.b[0]}:{args.b[1]}; "
+        f"{decision} recorded for {_ref(*a)} and {_ref(*b)}; "
         "it applies from the next identity resolution run"
     )
     return 0
@@ -185,8 +289,11 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
     n = remove_decision(_engine(args), args.a, args.b)
     if not n:
+        masked = any(MASK in source_id for _, source_id in (args.a, args.b))
+        hint = " (an id looks masked: `custsync steward list` names the records)" if masked else ""
         print(
-            f"no decision on {args.a[0]}:{args.a[1]} and {args.b[0]}:{args.b[1]}", file=sys.stderr
+            f"no decision on {args.a[0]}:{args.a[1]} and {args.b[0]}:{args.b[1]}{hint}",
+            file=sys.stderr,
         )
         return 1
     print("decision removed; it stops applying from the next identity resolution run")
@@ -215,13 +322,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("must-link", "these two records are the same person"),
         ("cannot-link", "these two records are different people"),
     ):
-        d = sub.add_parser(name, help=text)
-        d.add_argument("a", type=_record_ref, help="connector:source_id")
-        d.add_argument("b", type=_record_ref, help="connector:source_id")
+        d = sub.add_parser(
+            name,
+            help=text,
+            description=f"{text}: name both records (A B), or one row of `custsync conflicts` "
+            "(--conflict ID), whose ids may be masked. Each record must be a stored source "
+            "record (exit 1 otherwise, nothing recorded).",
+        )
+        d.add_argument("a", nargs="?", type=_record_ref, help="connector:source_id")
+        d.add_argument("b", nargs="?", type=_record_ref, help="connector:source_id")
+        d.add_argument(
+            "--conflict",
+            metavar="ID",
+            help="both records of this review-queue row (the id column of `custsync conflicts`)",
+        )
         d.add_argument("--note", help="why (kept with the decision)")
         d.add_argument("--by", help="who decided (default: the current user)")
         _common(d)
-        d.set_defaults(func=cmd_decide)
+        d.set_defaults(func=cmd_decide, parser=d)
     d = sub.add_parser("list", help="every stored decision")
     _common(d)
     d.set_defaults(func=cmd_list)

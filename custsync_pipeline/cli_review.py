@@ -6,7 +6,9 @@
   hold personal data): they stay in the state DB's ``quarantine`` table.
 - ``custsync conflicts [--kind K] [--rows N]``: the identity review queue (links the
   rules refused or doubted), counted by kind, then the newest with both sides and
-  the evidence; keys are masked. Settle one with ``custsync steward must-link|cannot-link``.
+  the evidence; keys are masked, and so are e-mail addresses in source ids. Settle one with
+  ``custsync steward must-link|cannot-link --conflict ID`` (the row's ``id``: a hash, no
+  personal data) or by naming both records in full.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def conflicts_cmd(args: argparse.Namespace) -> int:
     create_identity_tables(engine)  # a fresh state DB has an empty queue, not an error
     table = identity_conflicts
     counts = sa.select(table.c.kind, sa.func.count().label("conflicts")).group_by(table.c.kind)
-    columns = [c for c in CONFLICT_COLUMNS if c != "conflict_id"]
+    columns = list(CONFLICT_COLUMNS)
     newest = sa.select(*(table.c[c] for c in columns)).order_by(
         table.c.first_seen_at.desc(), table.c.conflict_id
     )
@@ -68,11 +70,16 @@ def conflicts_cmd(args: argparse.Namespace) -> int:
         rows = pd.DataFrame(conn.execute(newest.limit(args.rows)).all(), columns=columns)
     for side in ("a", "b"):  # an Icomm source id may be an e-mail address
         rows[side] = rows[f"connector_{side}"] + ":" + masked_ids(rows[f"source_id_{side}"])
-    rows = rows[["kind", "rule", "key_masked", "a", "golden_id_a", "b", "golden_id_b", "evidence"]]
+    rows["id"] = rows["conflict_id"]  # a hash of the pair: names a masked record, shows none
+    rows = rows[
+        ["id", "kind", "rule", "key_masked", "a", "golden_id_a", "b", "golden_id_b", "evidence"]
+    ]
     print("identity conflicts by kind:")
     _print_table(by_kind)
     print(
-        f"\nnewest (at most {args.rows}); settle with `custsync steward must-link|cannot-link A B`:"
+        f"\nnewest (at most {args.rows}); settle one with "
+        "`custsync steward must-link|cannot-link --conflict ID` (ID from the id column), "
+        "or name both records in full: `custsync steward must-link|cannot-link A B`:"
     )
     _print_table(rows)
     print_field_conflicts(engine, args.rows)

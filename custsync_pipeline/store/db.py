@@ -9,6 +9,7 @@ indexes are added in place).
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -51,6 +52,108 @@ def make_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+class StateDBError(Exception):
+    """A state DB that a command reading or reviewing state cannot use: no such file or
+    database, no custsync state in it, unreachable, or an unparseable or unsupported URL.
+    The message is one line and never holds the URL's password."""
+
+
+STATE_TABLE = "source_records"  # made by every ``custsync run``: a state DB without it is none
+SUPPORTED_URLS = "sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
+
+
+def shown_url(url: str) -> str:
+    """``url`` for a message: its password hidden (``***``), also when it does not parse."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparseable: hide whatever may be a password
+        scheme, sep, rest = url.partition("://")
+        if not sep:  # no URL shape at all: only a plain path-like text is safe to repeat
+            return (
+                url if ":" not in url and "@" not in url else "(not shown: it may hold a password)"
+            )
+        userinfo, at, host = rest.rpartition("@")
+        if not at or ":" not in userinfo:
+            return url
+        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def _one_line(exc: BaseException, password: str | None) -> str:
+    """The driver's own message, on one line and without the password."""
+    text = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    if password:
+        text = text.replace(password, "***")
+    return text.split(" (Background on this error at:")[0]
+
+
+def _sqlite_tables(url: sa.engine.URL, shown: str, hint: str) -> set[str]:
+    where = f"the state DB {shown}"
+    path = url.database
+    if not path or path == ":memory:" or url.query.get("mode") == "memory":
+        raise StateDBError(
+            f"{where} is an in-memory database, which holds no state: name the file "
+            "`custsync run` writes (sqlite:///PATH)"
+        )
+    file = Path(path)
+    if not file.is_file():
+        what = "is not a file" if file.exists() else "does not exist"
+        raise StateDBError(f"no state DB at {shown}: {file.absolute()} {what}; {hint}")
+    try:  # read-only: a look must not create, convert or lock anything
+        conn = sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StateDBError(f"cannot read {where} as SQLite ({exc}); {hint}") from None
+    return {str(r[0]) for r in rows}
+
+
+def _postgresql_tables(url: sa.engine.URL, where: str) -> set[str]:
+    check = "check the URL and that the server is running and accepts it"
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 10})
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        raise StateDBError(f"cannot use {where}: no driver ({exc})") from None
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names())
+    except sa.exc.DBAPIError as exc:
+        reason = _one_line(exc.orig if exc.orig is not None else exc, url.password)
+        raise StateDBError(f"cannot connect to {where}: {reason}; {check}") from None
+    finally:
+        engine.dispose()
+
+
+def existing_engine(url: str, origin: str = "") -> Engine:
+    """Engine for a state DB that exists and holds custsync state (``custsync run`` made
+    it); else ``StateDBError``. Unlike ``make_engine`` it creates no file, folder or table.
+    ``origin`` says where the URL came from (`` (from --db)``), for the message."""
+    shown = shown_url(url) + origin
+    hint = "run `custsync run` first to create it, or check the URL"
+    try:
+        parsed = sa.engine.make_url(normalize_url(url))
+    except (sa.exc.ArgumentError, ValueError):
+        raise StateDBError(
+            f"cannot parse the state DB URL {shown}: expected {SUPPORTED_URLS}"
+        ) from None
+    backend = parsed.drivername.split("+", 1)[0]
+    if backend == "sqlite":
+        names = _sqlite_tables(parsed, shown, hint)
+    elif backend == "postgresql":
+        names = _postgresql_tables(parsed, f"the state DB {shown}")
+    else:
+        raise StateDBError(
+            f"unsupported state DB URL {shown}: custsync keeps its state in SQLite or "
+            f"PostgreSQL ({SUPPORTED_URLS})"
+        )
+    if STATE_TABLE not in names:
+        raise StateDBError(
+            f"the state DB {shown} holds no custsync state (no {STATE_TABLE} table); {hint}"
+        )
+    return make_engine(url)
 
 
 def _drop_retired(engine: Engine) -> None:
