@@ -378,17 +378,38 @@ def publish_target(
 
 
 def sync_transactions(
-    engine: Engine, cfg: Any, connectors: Mapping[str, Any], full: bool = False
+    engine: Engine,
+    cfg: Any,
+    connectors: Mapping[str, Any],
+    full: bool = False,
+    broken: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The whole lane once, per ``cfg.transactions``; returns per-step counts."""
+    """The whole lane once, per ``cfg.transactions``; returns per-step counts.
+
+    A source or target that fails (its API down, its credential missing: a
+    ``ConnectorError``, or ``broken`` — the connectors that could not be built, with why)
+    is named in ``out["failed"]`` and the others go on: orders already stored are linked
+    and sent to the targets that answer."""
+    from custsync_pipeline.connectors.http import ConnectorError
+
     section = cfg.transactions
-    out: dict[str, Any] = {"sources": {}, "targets": {}}
+    out: dict[str, Any] = {"sources": {}, "targets": {}, "failed": dict(broken or {})}
     for name in section.sources:
-        out["sources"][name] = extract_source(engine, cfg, name, connectors[name], full=full)
+        if name in out["failed"]:
+            continue
+        try:
+            out["sources"][name] = extract_source(engine, cfg, name, connectors[name], full=full)
+        except ConnectorError as exc:
+            out["failed"][name] = str(exc)
     out["relinked"] = relink(engine, cfg)
     for target in section.publish:
+        if target.connector in out["failed"]:
+            continue
         kind = KIND_OF_TYPE[cfg.connectors[target.connector].type]
-        out["targets"][target.connector] = publish_target(
-            engine, target.connector, kind, connectors[target.connector], target.concurrency
-        )
+        try:
+            out["targets"][target.connector] = publish_target(
+                engine, target.connector, kind, connectors[target.connector], target.concurrency
+            )
+        except ConnectorError as exc:
+            out["failed"][target.connector] = str(exc)
     return out

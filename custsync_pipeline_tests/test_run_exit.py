@@ -52,16 +52,18 @@ def test_an_unset_credential_fails_only_its_connector_and_names_the_variable(
 ) -> None:
     """Voyado's secret missing from the environment: its lane and its publish step fail
     with a line naming the variable and the key (no value, no stack trace); the other
-    lanes run, the golden records are merged, and Salesforce is published to."""
+    lanes run, the golden records are merged, Salesforce is published to, and the shop's
+    orders reach Salesforce while the transactions step names Voyado."""
     db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
     dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
     dagster_env.delenv("VOYADO_API_KEY")
     with Sandbox(seed=5, people=40, base_port=0) as sb:
         path = write_sync_config(
-            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voyado"}
+            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voyado", "shop"}
         )
         dagster_env.setenv("CUSTSYNC_CONFIG", str(path))
         code = cli_run.run(argparse.Namespace(config=None))
+        purchases = sb.records("salesforce", "Purchase__c")
         with urllib.request.urlopen(f"{sb.urls['voyado']}/_sandbox/stats", timeout=10) as r:
             voyado_requests = json.load(r)["requests"]
     captured = capsys.readouterr()
@@ -74,9 +76,14 @@ def test_an_unset_credential_fails_only_its_connector_and_names_the_variable(
     assert not any(x.startswith("  salesforce: ") for x in out.splitlines())
     golden = next(x for x in out.splitlines() if x.startswith("golden records"))
     assert int(golden.split(":")[1].split()[0]) > 0
-    salesforce = next(x for x in out.splitlines() if x.startswith("salesforce "))
-    assert int(salesforce.split()[2]) > 0  # published
+    targets = out.split("\ntarget ", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    rows = {r.split()[0]: r.split()[1:] for r in targets}
+    assert rows["voyado"] == ["-"] * 5  # its publish step failed
+    assert rows["salesforce"][2:4] == ["0", "0"]  # published to: nothing failed or dead
     assert voyado_requests == 0  # nothing was sent to it, not even a read
+    # the shop's orders went on to Salesforce; the transactions step names Voyado
+    assert len(purchases) > 0
+    assert any("VOYADO_API_KEY" in x and "transactions" in x for x in out.splitlines()), out
     assert "Traceback" not in out + captured.err
     assert not any(v in out + captured.err for v in CREDENTIALS.values())
 

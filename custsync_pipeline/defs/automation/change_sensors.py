@@ -59,8 +59,8 @@ def _newest(*stamps: datetime | str | None) -> pd.Timestamp | None:
 def lane_and_downstream(
     context: dg.SensorEvaluationContext, connector: str
 ) -> list[dg.AssetKey] | None:
-    """The connector's lane and every identity, golden and publish asset (None: the whole
-    job, when the sensor runs outside its code location)."""
+    """The connector's lane and every identity, golden, publish and transactions asset
+    (None: the whole job, when the sensor runs outside its code location)."""
     from custsync_pipeline.defs.automation.definitions import DOWNSTREAM_GROUPS
     from custsync_pipeline.defs.extract.changes import WINDOW_TAG
 

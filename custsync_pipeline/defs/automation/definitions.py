@@ -2,8 +2,8 @@
 
 - ``sync_job``: every asset in dependency order (extract → identity → golden → publish);
   scheduled every 15 minutes (off by default).
-- ``resolve_and_publish_job``: identity, golden records and publishing only, from the
-  stored source records — the last good snapshot of every lane.
+- ``resolve_and_publish_job``: identity, golden records, publishing and transactions
+  only, from the stored source records — the last good snapshot of every lane.
 - ``nightly_reconciliation`` / ``reconciliation_job``: in ``reconciliation.py`` (full
   snapshots at 02:00 UTC); the per-connector change sensors: in ``change_sensors.py``.
 - ``publish_pending_deltas``: the outbox sensor. Deltas still pending or failed (a crash
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     )
     from dagster._core.storage.dagster_run import RunRecord
 
-DOWNSTREAM_GROUPS = ("identity", "golden", "publish")
+# (transactions: the shop's orders, linked through the map and sent to the targets)
+DOWNSTREAM_GROUPS = ("identity", "golden", "publish", "transactions")
 
 sync_job = dg.define_asset_job(
     name="sync_job",
@@ -53,7 +54,8 @@ resolve_and_publish_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups(*DOWNSTREAM_GROUPS),
     description=(
         "Resolve identities, merge golden records and publish deltas from the stored source "
-        "records (every lane's last good snapshot), without extracting."
+        "records (every lane's last good snapshot), without extracting customers; then the "
+        "transactions (the shop's orders) when configured."
     ),
 )
 

@@ -38,13 +38,17 @@ def build_transaction_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
     )
     @holds_state_lease
     def transactions(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from custsync_pipeline.connectors.http import ConnectorError
         from custsync_pipeline.transactions_sync import sync_transactions
 
         engine = context.resources.state_db.engine
-        conns = {
-            n: getattr(context.resources, connector_resource_key(n)).connector()
-            for n in [*sources, *(t.connector for t in targets)]
-        }
+        # a connector that cannot be built (its credential missing) fails alone
+        conns, broken = {}, {}
+        for n in [*sources, *(t.connector for t in targets)]:
+            try:
+                conns[n] = getattr(context.resources, connector_resource_key(n)).connector()
+            except ConnectorError as exc:
+                broken[n] = str(exc)
         view = cfg.model_copy(
             update={
                 "transactions": cfg.transactions.model_copy(
@@ -52,7 +56,7 @@ def build_transaction_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
                 )
             }
         )
-        out = sync_transactions(engine, view, conns)
+        out = sync_transactions(engine, view, conns, broken=broken)
         meta: dict[str, dg.MetadataValue] = {}
         for name, s in out["sources"].items():
             for k in ("read", "rejected", "stored", "linked", "requests"):
@@ -61,6 +65,13 @@ def build_transaction_assets(cfg: SyncConfig) -> list[dg.AssetsDefinition]:
         for name, t in out["targets"].items():
             for k in ("sent", "failed", "held_no_member", "already_sent", "requests"):
                 meta[f"{name}_{k}"] = dg.MetadataValue.int(int(t[k]))
+        if out["failed"]:
+            # what the others did is stored (ledger, outbox); the step fails naming the rest
+            raise dg.Failure(
+                description="; ".join(f"{n}: {why}" for n, why in sorted(out["failed"].items())),
+                metadata=meta,
+                allow_retries=False,
+            )
         return dg.MaterializeResult(metadata=meta)
 
     return [transactions]
