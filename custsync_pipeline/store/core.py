@@ -98,7 +98,9 @@ outbox = sa.Table(
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("payload_hash", sa.Text, nullable=False),
     sa.Column("acked_hash", sa.Text),
-    # pending | acked | failed | dead | superseded (a newer computation replaced it unsent)
+    # pending | acked | failed (sent: a transient failure outlived the retries, or the
+    # target refused custsync's credential, 401/403; sent again) | dead (the API refused
+    # the payload for good) | superseded (a newer computation replaced it unsent)
     # | gone (the record an update addressed was deleted there since it was read)
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -449,6 +451,26 @@ def supersede_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> i
                     outbox.c.entity_key.in_(keys[start : start + 5000]),
                 )
                 .values(status="superseded", updated_at=utcnow())
+            ).rowcount
+    return n
+
+
+def requeue_dead_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> int:
+    """Mark dead rows of ``target`` failed: queued again, for rows whose refusal was no
+    verdict on their payload (a credential the target refused, 401/403). The deltas
+    computation that follows renews or supersedes them like any queued row; returns how many."""
+    keys = list(entity_keys)
+    n = 0
+    with engine.begin() as conn:
+        for start in range(0, len(keys), 5000):
+            n += conn.execute(
+                outbox.update()
+                .where(
+                    outbox.c.target == target,
+                    outbox.c.status == "dead",
+                    outbox.c.entity_key.in_(keys[start : start + 5000]),
+                )
+                .values(status="failed", updated_at=utcnow())
             ).rowcount
     return n
 

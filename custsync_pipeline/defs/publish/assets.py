@@ -8,10 +8,13 @@ still pending, without duplicates. Each deltas computation supersedes what an ol
 one left queued, and a queued create is dropped, not sent, once the target holds a
 record of that golden id. A publish with failed or dead-lettered writes fails its step,
 naming the target and the reason. A golden record deleted in a target (held there before,
-no longer) is never created there again.
+no longer) is never created there again. A write the target refuses for custsync's
+credential (HTTP 401/403) is no verdict on its payload: it stays queued (``failed``, never
+``dead``), and the publish stops there, leaving the rest queued, until the credential works.
 """
 
 import json
+import re
 
 import dagster as dg
 import pandas as pd
@@ -55,13 +58,37 @@ PUBLISH_CHUNK = (
 # its retries) the target is down, and the rest wait in the outbox for the outbox sensor
 # instead of each spending its retries against an outage
 PUBLISH_PROBE = 20
+# statuses a target answers a credential it does not accept with: no verdict on the payload
+AUTH_STATUSES = (401, 403)
+# how a connector's error line words a refused request ("[voyado] POST <url> -> HTTP 401: …",
+# ``HttpClient.request``; "[salesforce] token endpoint <url> -> HTTP 401: …", the OAuth2
+# token fetch): the status right after the arrow, then the (scrubbed) reason
+_AUTH_ERROR = re.compile(r"-> HTTP (" + "|".join(map(str, AUTH_STATUSES)) + r")(?::|$)")
+_AUTH_ERROR_ANY = re.compile(_AUTH_ERROR.pattern.replace("(", "(?:", 1))  # no group: a mask
+
+
+def auth_failure_status(error: str | None) -> int | None:
+    """The HTTP status (401/403) of a write the target refused for custsync's credential,
+    read from the connector's error line; None for any other outcome (a 400/404/422 is a
+    verdict on the payload)."""
+    match = _AUTH_ERROR.search(error) if isinstance(error, str) else None
+    return int(match.group(1)) if match else None
+
+
+def auth_refused(errors: pd.Series) -> pd.Series:
+    """Per error (``last_error`` of outbox rows): whether it was a refused credential."""
+    return errors.astype("string").str.contains(_AUTH_ERROR_ANY, na=False).astype(bool)
 
 
 def publish_chunks(
     total: int, probe: int = PUBLISH_PROBE, size: int = PUBLISH_CHUNK
 ) -> list[tuple[int, int]]:
-    """(start, stop) of each batch of a publish of ``total`` ops: a probe, then chunks."""
-    bounds = [0, *range(min(probe, total), total, size), total] if total else []
+    """(start, stop) of each batch of a publish of ``total`` ops: the first write alone (a
+    credential the target refuses costs one write), the rest of the probe, then chunks."""
+    if not total:
+        return []
+    head = min(probe, total)
+    bounds = sorted({0, 1, head, *range(head, total, size), total})
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
@@ -202,13 +229,25 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
         )
         ledger = core.load_outbox(engine, name)
+        # dead: the API refused this very payload. A row dead-lettered for a refused
+        # credential (401/403, as publishes before that was retryable recorded it) is no
+        # verdict on its payload: queued again (failed), so this computation renews or
+        # supersedes it like any other queued row
+        stranded = (ledger["status"] == "dead") & auth_refused(ledger["last_error"])
+        if stranded.any():
+            requeued = core.requeue_dead_rows(engine, name, ledger.loc[stranded, "entity_key"])
+            ledger.loc[stranded, "status"] = "failed"
+            context.log.info(
+                f"{name}: {requeued} rows dead-lettered for a refused credential queued again"
+            )
+        refused_for_good = ledger["status"] == "dead"
         # settled: acknowledged (the ledger keeps the last ack of a row queued again),
         # or dead-lettered with this very payload (sending the same payload again would
         # fail the same way; a changed payload is retried)
         settled = pd.concat(
             [
                 ledger.loc[ledger["acked_hash"].notna(), ["entity_key", "acked_hash"]],
-                ledger.loc[ledger["status"] == "dead", ["entity_key", "payload_hash"]].rename(
+                ledger.loc[refused_for_good, ["entity_key", "payload_hash"]].rename(
                     columns={"payload_hash": "acked_hash"}
                 ),
             ]
@@ -289,7 +328,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         # the API refused this very payload for good (a record deleted there that no delete
         # feed reported answers 404): sending it again, drift or not, fails the same way and
         # would fail every publish until the reconciliation's full snapshot sees the delete
-        dead = ledger.loc[ledger["status"] == "dead", ["entity_key", "payload_hash"]]
+        dead = ledger.loc[refused_for_good, ["entity_key", "payload_hash"]]
         refused = pd.MultiIndex.from_frame(deltas[["entity_key", "payload_hash"]].astype(str))
         again_dead = refused.isin(pd.MultiIndex.from_frame(dead.astype(str))) if len(dead) else []
         not_retried = int(sum(again_dead))
@@ -371,9 +410,32 @@ def held_golden_ids(engine, target: str) -> set[str]:  # noqa: ANN001 - an Engin
         return {str(g) for g in conn.execute(stmt).scalars()}
 
 
-def publish_failure_reason(target: str, counts: dict[str, int], errors: list[str]) -> str:
+def publish_failure_reason(
+    target: str,
+    counts: dict[str, int],
+    errors: list[str],
+    auth: tuple[int, str] | None = None,
+) -> str:
     """One line: the target, how many writes failed, and the commonest error (personal
-    data masked; connectors already scrub secrets from API error bodies)."""
+    data masked; connectors already scrub secrets from API error bodies). ``auth``: the
+    status and error of the write the target refused for custsync's credential, which
+    stopped the publish: the line says so first, and what was left queued."""
+    if auth is not None:
+        status, error = auth
+        left = counts["auth"] + counts.get("unsent", 0)
+        return (
+            f"{target}: not authorized (HTTP {status}): the target refused custsync's "
+            f"credential, publishing to it stopped at the first refusal; {left} deltas left "
+            "queued, not dead-lettered (sent by the next run or the outbox sensor once the "
+            f"credential is fixed), {counts['acked']} acknowledged"
+            + (
+                f", {counts['failed'] - counts['auth']} other writes failed"
+                if counts["failed"] > counts["auth"]
+                else ""
+            )
+            + (f", {counts['dead']} dead-lettered" if counts["dead"] else "")
+            + f"; error: {mask_personal(error)[:200]}"
+        )
     top = pd.Series(errors, dtype="string").value_counts() if errors else pd.Series(dtype=int)
     reason = mask_personal(str(top.index[0]))[:200] if len(top) else "no error text"
     return (
@@ -418,9 +480,11 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
             context.log.info(f"{name}: {dropped} queued creates dropped (the target holds them)")
         connector = getattr(context.resources, api_key).connector()
         errors: list[str] = []
-        counts = {"acked": 0, "failed": 0, "dead": 0, "gone": 0}
+        counts = {"acked": 0, "failed": 0, "dead": 0, "gone": 0, "auth": 0}
         total = len(pending)
-        unsent = 0
+        unsent = unsent_auth = 0
+        auth: tuple[int, str] | None = None  # the first refused credential: (status, error)
+        first: list[str] = []  # the lone first write's status (part of the outage probe)
         for start, stop in publish_chunks(total):
             chunk = pending.iloc[start:stop]
             ops = [
@@ -434,9 +498,17 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                 )
             ]
             results = connector.write(ops)
+            # a refused credential is no verdict on the payload: queued again, never dead
+            refused = [not r.ok and auth_failure_status(r.error) is not None for r in results]
             status = [
-                "acked" if r.ok else "gone" if r.gone else "failed" if r.transient else "dead"
-                for r in results
+                "acked"
+                if r.ok
+                else "gone"
+                if r.gone
+                else "failed"
+                if r.transient or credential
+                else "dead"
+                for r, credential in zip(results, refused, strict=True)
             ]
             frame = pd.DataFrame(
                 {
@@ -466,10 +538,24 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                 counts[s] += 1
             errors += [r.error for r in results if not r.ok and r.error]
             context.log.info(f"{name}: sent {stop}/{total}")
-            if stop < total and all(s == "failed" for s in status):
+            if any(refused):
+                counts["auth"] = sum(refused)
+                error = next(r.error for r, a in zip(results, refused, strict=True) if a)
+                auth = (auth_failure_status(error) or 0, str(error))
+                unsent_auth = counts["unsent"] = total - stop
+                context.log.warning(
+                    f"{name}: the target refused custsync's credential (HTTP {auth[0]}): "
+                    f"publishing to it stopped, {counts['auth'] + unsent_auth} deltas left "
+                    "queued for the next run or the outbox sensor"
+                )
+                break
+            # the probe: the lone first write and the next ones, all failed transiently
+            tried = first + status if start == 1 else status
+            first = status if start == 0 else first
+            if stop < total and stop > 1 and all(s == "failed" for s in tried):
                 unsent = counts["unsent"] = total - stop
                 context.log.warning(
-                    f"{name}: every write of the last {len(status)} failed transiently; "
+                    f"{name}: every write of the last {len(tried)} failed transiently; "
                     f"{unsent} left queued for the outbox sensor"
                 )
                 break
@@ -480,14 +566,16 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
             "dead_lettered": counts["dead"],
             "gone_there": counts["gone"],
             "not_sent_target_down": unsent,
+            "failed_auth": counts["auth"],
+            "not_sent_auth_failed": unsent_auth,
             "creates_dropped": dropped,
         }
-        if counts["failed"] or counts["dead"] or unsent:
+        if counts["failed"] or counts["dead"] or unsent or unsent_auth:
             # what was acknowledged is recorded; the step still fails so the run does not
             # report success while the target missed writes
             context.log_event(dg.AssetObservation(asset_key=published_key(name), metadata=metadata))
             raise dg.Failure(
-                description=publish_failure_reason(name, counts, errors),
+                description=publish_failure_reason(name, counts, errors, auth),
                 metadata=metadata,
             )
         return dg.MaterializeResult(metadata=metadata)
