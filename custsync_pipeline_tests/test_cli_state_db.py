@@ -119,7 +119,8 @@ def _closed_port() -> int:
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        (f"postgresql://custsync:hunter2@127.0.0.1:{_closed_port()}/state", "cannot connect to"),
+        # the port is picked in the test: a test id must be the same in every xdist worker
+        ("postgresql://custsync:hunter2@127.0.0.1:{closed}/state", "cannot connect to"),
         ("postgres://custsync:hunter2@127.0.0.1:notaport/state", "cannot parse the state DB URL"),
         ("custsync:hunter2 at the db server", "cannot parse the state DB URL"),
         ("mysql://custsync:hunter2@127.0.0.1/state", "unsupported state DB URL"),
@@ -129,6 +130,7 @@ def _closed_port() -> int:
 def test_unreachable_or_bad_urls_are_one_line_without_the_password(
     name, url, says, tmp_path, capsys
 ):
+    url = url.replace("{closed}", str(_closed_port()))
     line = _refused(capsys, main(_argv(name, url, tmp_path)))
     assert says in line
     assert "hunter2" not in line
