@@ -144,3 +144,18 @@ def test_hex_digests_are_the_sixteen_digit_hex_of_each_hash() -> None:
     got = hashing.hex16(values)
     assert got.tolist() == [format(int(v), "016x") for v in values]
     assert hashing.hex16(np.zeros(0, dtype=np.uint64)).tolist() == []
+
+
+def test_a_consent_time_is_credited_to_the_record_that_gave_the_consent() -> None:
+    """``email_consent_at`` has no provenance row of its own: its history event names the
+    connector of the consent it came with (``custsync history`` showed ``from -``)."""
+    recs = _records()
+    recs["email_consent"] = pd.Series([None, None, None, "yes", None], dtype="string")
+    recs["email_consent_at"] = pd.to_datetime([None, None, None, "2024-01-04", None], utc=True)
+    steps = [*STEPS[:2], FlowStep("loyalty", ("loyalty", "consents"))]
+    res = build_golden(recs, IDMAP, steps)
+    now = pd.Timestamp("2024-02-01", tz="UTC")
+    _, events, _ = diff_golden(res.golden, pd.DataFrame(), res.provenance, now)
+    g1 = events[events["golden_id"] == "G1"].set_index("field")["connector"]
+    assert g1["email_consent"] == "loyalty"
+    assert g1["email_consent_at"] == "loyalty"

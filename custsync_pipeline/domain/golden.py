@@ -629,6 +629,9 @@ def _provider_of(events: pd.DataFrame, provenance: pd.DataFrame) -> object:
     (one row per golden id and field)."""
     if events.empty or provenance.empty:
         return pd.NA
+    # a consent's time comes from the record that gave the consent (no provenance row of its own)
+    of_time = {at: fld for fld, at in CONSENT_TIMES.items()}
+    events = events[["golden_id", "field"]].assign(field=events["field"].replace(of_time))
     at = key_positions(events, provenance, ("golden_id", "field"))
     conn = provenance["connector"].to_numpy(dtype=object)
     return np.where(at >= 0, conn[np.maximum(at, 0)], None)

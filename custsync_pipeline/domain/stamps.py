@@ -14,6 +14,8 @@ its stamp an ordinary identifier), so the decision can apply to it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -109,10 +111,16 @@ def attach_stamped(
     for col in LINK_COLUMNS:
         if col not in links.columns:
             links[col] = STAMP_RULE if col == "rule" else pd.NA
-    return IdentityResult(
+    # everything else the resolution found stays: its match parameters and first names
+    # (an incremental resolution reads them next time; dropped, every run after a first
+    # publish re-estimated m and u) and each record's reach (a stamped copy has none)
+    reach = result.reach
+    if reach is not None:
+        reach = np.concatenate([reach, np.full(len(rows), None, dtype=object)])
+    return replace(
+        result,
         identity_map=pd.concat([result.identity_map, rows], ignore_index=True),
-        golden_ids=result.golden_ids,
         links=pd.concat([result.links, links[LINK_COLUMNS]], ignore_index=True),
-        conflicts=result.conflicts,
         stats={**result.stats, "stamped_records": len(rows)},
+        reach=reach,
     )
