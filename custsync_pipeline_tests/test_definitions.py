@@ -70,13 +70,18 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     assert "s3cr3t-value" not in str(err.value)
 
 
-def test_resources_take_secrets_from_env_vars() -> None:
+def test_resources_take_secrets_from_env_vars(monkeypatch) -> None:  # noqa: ANN001
+    """Each credential an ``EnvVar`` (a reference, never the value); a variable not set
+    is left out, so only that connector's steps fail (naming it), not every run."""
     from custsync_pipeline.defs.resources import build_resources
 
+    monkeypatch.setenv("SALESFORCE_ACCESS_TOKEN", "t0ken")
+    monkeypatch.delenv("VOYADO_API_KEY", raising=False)
     res = build_resources(load_sync_config())
     secrets = res["salesforce_api"].secrets
     assert set(secrets) == {"SALESFORCE_ACCESS_TOKEN"}
     assert isinstance(secrets["SALESFORCE_ACCESS_TOKEN"], dg.EnvVar)
+    assert res["voyado_api"].secrets == {}
 
 
 def test_state_writers_share_one_pool_and_api_steps_their_api_pool() -> None:
