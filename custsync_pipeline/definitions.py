@@ -17,6 +17,14 @@ from custsync_pipeline.defs.resources import build_resources
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# the jobs' default run config: a run launched from the UI, a schedule or a sensor runs its
+# steps in one process, as ``custsync run`` does. Dagster's default (a spawned process per
+# step) imported Dagster, pandas and the project again for each of ~46 steps: a run that
+# takes 44 s in process took about 250 s on 2 cores. More cores: the launchpad takes
+# ``multiprocess_run_config`` (README, "More cores").
+IN_PROCESS_RUN_CONFIG: dict = {"execution": {"config": {"in_process": {}}}}
+
+
 def multiprocess_run_config(max_concurrent: int) -> dict:
     """Run config for Dagster's multiprocess executor (the README's "More cores").
 

@@ -94,3 +94,14 @@ def test_state_writers_share_one_pool_and_api_steps_their_api_pool() -> None:
         assert pools[key] == {STATE_POOL}, key
     assert pools["voyado/raw_customers"] == {"voyado_api"}
     assert pools["salesforce/published"] == {"salesforce_api"}
+
+
+def test_every_job_runs_in_one_process_unless_told_otherwise() -> None:
+    """The jobs' default run config (UI launches, schedules, sensors): in process, as
+    ``custsync run``; the README's multiprocess config still replaces it."""
+    from custsync_pipeline.definitions import IN_PROCESS_RUN_CONFIG, defs
+
+    definitions = defs()
+    jobs = ("sync_job", "resolve_and_publish_job", "publish_job", "reconciliation_job")
+    for name in jobs:
+        assert definitions.resolve_job_def(name).run_config == IN_PROCESS_RUN_CONFIG, name
