@@ -29,6 +29,16 @@ WRONG = "WrongSecretXYZ"
 KEY_VAR = "CUSTSYNC_TEST_VOYADO_KEY"
 
 
+def _wrong_key_env(env, tmp_path: Path) -> tuple[str, Path]:  # noqa: ANN001 - a monkeypatch
+    """A state DB, a config path and Voyado's key wrong, set in ``env``: (DB URL, config)."""
+    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
+    cfg = tmp_path / "sync.yaml"
+    env.setenv("CUSTSYNC_CONFIG", str(cfg))
+    env.setenv(KEY_VAR, WRONG)
+    return db_url, cfg
+
+
 def _config(path: Path, sb: Sandbox, db_url: str) -> None:
     write_sync_config(path, sb.urls, db_url, enabled={"salesforce", "voyado"})
     data = yaml.safe_load(path.read_text())
@@ -39,11 +49,7 @@ def _config(path: Path, sb: Sandbox, db_url: str) -> None:
 def test_a_refused_credential_dead_letters_nothing_and_a_fixed_one_sends_the_deltas(
     dagster_env, tmp_path, capsys
 ) -> None:
-    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
-    cfg = tmp_path / "sync.yaml"
-    dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
-    dagster_env.setenv(KEY_VAR, WRONG)
+    db_url, cfg = _wrong_key_env(dagster_env, tmp_path)
     with Sandbox(seed=5, people=40, base_port=0) as sb:
         _config(cfg, sb, db_url)
         assert cli_run.run(argparse.Namespace(config=None)) == 1
@@ -114,11 +120,7 @@ def test_rows_dead_lettered_for_a_refused_credential_are_sent_once_it_works(
     """What publishes before the fix left behind: every delta of a run with a wrong key
     ``dead`` with its 401. Those are no verdict on their payloads: once the key works the
     next run queues and sends them; a payload the API refused (422) stays dead."""
-    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
-    cfg = tmp_path / "sync.yaml"
-    dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
-    dagster_env.setenv(KEY_VAR, WRONG)
+    db_url, cfg = _wrong_key_env(dagster_env, tmp_path)
     with Sandbox(seed=5, people=40, base_port=0) as sb:
         _config(cfg, sb, db_url)
         cli_run.run(argparse.Namespace(config=None))

@@ -437,8 +437,11 @@ def outbox_stamp(engine: Engine) -> str:
     return f"{n}:{last}"
 
 
-def supersede_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> int:
-    """Mark queued rows of ``target`` superseded (never to be sent); returns how many."""
+def _set_status(
+    engine: Engine, target: str, entity_keys: Iterable[str], among: object, status: str
+) -> int:
+    """Set ``status`` on the rows of ``target`` named by ``entity_keys`` whose status
+    matches ``among`` (a SQL condition), in parts; returns how many."""
     keys = list(entity_keys)
     n = 0
     with engine.begin() as conn:
@@ -447,32 +450,24 @@ def supersede_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> i
                 outbox.update()
                 .where(
                     outbox.c.target == target,
-                    outbox.c.status.in_(QUEUED),
+                    among,
                     outbox.c.entity_key.in_(keys[start : start + 5000]),
                 )
-                .values(status="superseded", updated_at=utcnow())
+                .values(status=status, updated_at=utcnow())
             ).rowcount
     return n
+
+
+def supersede_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> int:
+    """Mark queued rows of ``target`` superseded (never to be sent); returns how many."""
+    return _set_status(engine, target, entity_keys, outbox.c.status.in_(QUEUED), "superseded")
 
 
 def requeue_dead_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> int:
     """Mark dead rows of ``target`` failed: queued again, for rows whose refusal was no
     verdict on their payload (a credential the target refused, 401/403). The deltas
     computation that follows renews or supersedes them like any queued row; returns how many."""
-    keys = list(entity_keys)
-    n = 0
-    with engine.begin() as conn:
-        for start in range(0, len(keys), 5000):
-            n += conn.execute(
-                outbox.update()
-                .where(
-                    outbox.c.target == target,
-                    outbox.c.status == "dead",
-                    outbox.c.entity_key.in_(keys[start : start + 5000]),
-                )
-                .values(status="failed", updated_at=utcnow())
-            ).rowcount
-    return n
+    return _set_status(engine, target, entity_keys, outbox.c.status == "dead", "failed")
 
 
 def golden_versions(engine: Engine) -> pd.Series:
