@@ -119,6 +119,9 @@ def test_a_three_day_backfill_re_pulls_exactly_those_windows(tmp_path, sandbox, 
     assert parts == DAYS
     meta = _meta(result)[0]
     assert meta["records_in_window"] == len(in_window) == 9
+    # each day's own count (the run's materializations share one metadata set)
+    assert meta["records_per_day"] == {d: len(by_day[d]) for d in DAYS}
+    assert meta["days_in_run"] == 3 and "dagster/row_count" not in meta
     assert meta["records_read"] == read_from  # the day after is read, then left out
     assert meta["requests"] == requests == 1  # one page: a week costs one listing
     assert meta["pull_mode"] == "window" and meta["source_records_upserted"]
@@ -129,6 +132,7 @@ def test_a_three_day_backfill_re_pulls_exactly_those_windows(tmp_path, sandbox, 
     # one day alone: that window only
     one = _materialize(config, {"dagster/partition": DAYS[1]}, tmp_path / "storage")
     assert _meta(one)[0]["records_in_window"] == len(by_day[DAYS[1]]) == 4
+    assert _meta(one)[0]["dagster/row_count"] == 4 and "records_per_day" not in _meta(one)[0]
     engine.dispose()
 
 

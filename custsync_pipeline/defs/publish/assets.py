@@ -537,7 +537,11 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
             for s in status:
                 counts[s] += 1
             errors += [r.error for r in results if not r.ok and r.error]
-            context.log.info(f"{name}: sent {stop}/{total}")
+            # tried, not delivered: the counts say how many the target took
+            context.log.info(
+                f"{name}: {stop}/{total} tried, {counts['acked']} acknowledged, "
+                f"{counts['failed'] + counts['dead']} failed"
+            )
             if any(refused):
                 counts["auth"] = sum(refused)
                 error = next(r.error for r, a in zip(results, refused, strict=True) if a)
