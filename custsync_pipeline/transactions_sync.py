@@ -386,10 +386,10 @@ def sync_transactions(
 ) -> dict[str, Any]:
     """The whole lane once, per ``cfg.transactions``; returns per-step counts.
 
-    A source or target that fails (its API down, its credential missing: a
-    ``ConnectorError``, or ``broken`` — the connectors that could not be built, with why)
-    is named in ``out["failed"]`` and the others go on: orders already stored are linked
-    and sent to the targets that answer."""
+    A connector that could not be built (``broken``: its credential missing, with why) or
+    a source whose read fails (a ``ConnectorError``) is named in ``out["failed"]`` and the
+    others go on: orders already stored are linked and sent to the targets that answer. A
+    target that refuses sends counts them per transaction (``failed``), sent again next run."""
     from custsync_pipeline.connectors.http import ConnectorError
 
     section = cfg.transactions

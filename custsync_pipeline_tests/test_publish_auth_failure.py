@@ -2,8 +2,8 @@
 against the sandbox over real sockets.
 
 Run 1: Voyado's API key is wrong. Every delta to Voyado is a verdict on the key, not on
-its payload: none is dead-lettered, the publish stops at the first refusal instead of
-sending every delta against it, and its step fails once, naming the target and the
+its payload: none is dead-lettered, the publish stops at the first batch refused whole
+(the probe's 20 writes) instead of sending every delta against it, and its step fails once, naming the target and the
 status (never the key). Run 2: the key is fixed; the deltas are sent and acknowledged,
 and the sandbox holds the contacts created.
 """
@@ -17,7 +17,11 @@ import pandas as pd
 import yaml
 
 from custsync_pipeline import cli_run
-from custsync_pipeline.defs.publish.assets import auth_failure_status, publish_chunks
+from custsync_pipeline.defs.publish.assets import (
+    PUBLISH_PROBE,
+    auth_failure_status,
+    publish_chunks,
+)
 from custsync_pipeline.sandbox.server import CREDENTIALS, Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
@@ -63,11 +67,12 @@ def test_a_refused_credential_dead_letters_nothing_and_a_fixed_one_sends_the_del
         # a refused key is no verdict on any payload: nothing dead, everything still queued
         assert not (box["status"] == "dead").any(), box["status"].value_counts()
         assert len(queued) == len(box)
-        # the publish stopped at the first refusal: one write sent, the rest never sent
+        # the publish stopped at the first batch refused whole: the lone first write and
+        # the rest of the probe (one refusal alone could be that record's), no more
         sent = box[box["attempts"] > 0]
-        assert len(sent) == 1
-        assert sent["status"].tolist() == ["failed"]
-        assert auth_failure_status(sent["last_error"].iloc[0]) == 401
+        assert len(sent) == min(PUBLISH_PROBE, len(box)) < len(box)
+        assert (sent["status"] == "failed").all()
+        assert (sent["last_error"].map(auth_failure_status) == 401).all()
         assert (box.loc[box["attempts"] == 0, "status"] == "pending").all()
         # one failure of the publish step, naming the target and the status
         lines = [x for x in out.splitlines() if x.startswith("  voyado: voyado__published")]
@@ -155,3 +160,36 @@ def test_rows_dead_lettered_for_a_refused_credential_are_sent_once_it_works(
     healed = after.loc[after.index.isin(box["entity_key"]) & (after.index != refused_key)]
     assert (healed["status"].isin(["acked", "superseded"])).all()
     assert (healed["status"] == "acked").sum() > 0
+
+
+def test_a_record_the_key_may_not_touch_is_dead_lettered_and_blocks_nothing(
+    dagster_env, tmp_path, capsys
+) -> None:
+    """A 403 beside writes the target takes is about that record (Voucherify refuses
+    customers the key may not modify): a verdict, dead-lettered; the publish goes on and
+    the next run does not stop at it (a refusal taken for the credential would stop every
+    publish at the same first row, run after run)."""
+    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
+    with Sandbox(seed=5, people=40, base_port=0) as sb:
+        cfg = write_sync_config(
+            tmp_path / "sync.yaml", sb.urls, db_url, enabled={"salesforce", "voucherify"}
+        )
+        dagster_env.setenv("CUSTSYNC_CONFIG", str(cfg))
+        held = sorted(r["id"] for r in sb.records("voucherify"))
+        sb.set_faults("voucherify", forbid=held[::2])  # every other customer held there
+        first = cli_run.run(argparse.Namespace(config=None))
+        out = capsys.readouterr().out
+        second = cli_run.run(argparse.Namespace(config=None))
+        again = capsys.readouterr().out
+        acked = sb.records("voucherify")
+    engine = StateDB(db_url).engine
+    rows = core.load_outbox(engine, "voucherify")
+    forbidden = rows["target_id"].isin(held[::2])
+    assert first == 1 and "not authorized" not in out  # failed writes named, no stop
+    assert (rows.loc[forbidden, "status"] == "dead").all() and forbidden.any()
+    assert rows.loc[forbidden, "last_error"].str.contains("HTTP 403").all()
+    assert (rows.loc[~forbidden, "status"] == "acked").all() and (~forbidden).sum() > 0
+    assert not rows["status"].isin(["pending", "failed"]).any()  # nothing left behind
+    assert len(acked) > len(held)  # creates went through beside the refusals
+    assert second == 0 and "not authorized" not in again  # the dead rows are not re-sent

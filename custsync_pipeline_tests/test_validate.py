@@ -386,3 +386,26 @@ def test_a_name_split_from_a_quarantined_full_name_is_quarantined_with_it() -> N
     }
     assert (rej["severity"] == "field").all()
     assert "calc" not in " ".join(rej["reason"])  # reasons mask the values
+
+
+def test_names_held_beside_a_quarantined_full_name_stay() -> None:
+    """A file connector may map a full name and first and last names of their own: a
+    full name failing for its own reason takes only what was split from it."""
+    frame = _prep(
+        source_id=["a", "b"],
+        full_name=["=Anna B. Berg", "Bo =Ek"],
+        first_name=["Anna", "Bo"],
+        last_name=["Lind", "=Ek"],
+        email=["a@x.se", "b@x.se"],
+    )
+    res = validate_customers(frame, "file", now=NOW)
+    by_id = res.valid.set_index("source_id")
+    assert by_id.loc["a", ["first_name", "last_name"]].tolist() == ["Anna", "Lind"]
+    assert pd.isna(by_id.loc["a", "full_name"])
+    # "Bo =Ek" splits into Bo / =Ek: both came from it (=Ek fails on its own as well)
+    assert by_id.loc["b", ["first_name", "last_name"]].isna().all()
+    checks = set(
+        zip(res.rejected["source_id"], res.rejected["field"], res.rejected["check"], strict=True)
+    )
+    assert ("a", "first_name", "from_full_name") not in checks
+    assert ("b", "first_name", "from_full_name") in checks

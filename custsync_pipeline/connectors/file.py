@@ -207,17 +207,13 @@ class FileConnector:
         return ReadResult(records=raw, deleted_ids=deleted, watermark=watermark, stats=stats)
 
     def absent_columns(self, raw: pd.DataFrame) -> list[str]:
-        """The columns the config reads (``options.mapping``, the time and delete fields)
-        that the files do not have: a misspelt or renamed column, which would otherwise
-        read as a value missing in every row."""
+        """The columns the config reads (``options.mapping``, the time fields) that the
+        files do not have: a misspelt or renamed column, which would otherwise read as a
+        value missing in every row. (``deleted_field`` may be absent when nothing is
+        deleted: a JSON-lines export names it on deleted rows only.)"""
         if raw.empty:
             return []
-        wanted = [
-            *self.fields.mapping,
-            self.fields.updated_field,
-            self.fields.created_field,
-            self.deleted_field,
-        ]
+        wanted = [*self.fields.mapping, self.fields.updated_field, self.fields.created_field]
         return sorted({w for w in wanted if w and w not in raw.columns})
 
     # -- mapping --------------------------------------------------------------

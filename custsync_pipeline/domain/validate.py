@@ -768,24 +768,29 @@ def validate_customers(
 
 def _parts_of_bad_full_names(df: pd.DataFrame, found: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
     """(name field, row positions) of first and last names read from a full name that
-    failed a field check: a part found in its row's full name (case aside) came from it."""
+    failed a field check: a part equal (case and spacing aside) to what splitting that
+    full name gives came from it; names a record holds beside it stay."""
+    from custsync_pipeline.domain.identity_names import split_full_names
+
     hit = (found["field"] == "full_name") & (found["severity"] == "field")
     pos = np.unique(found.loc[hit, "pos"].to_numpy(dtype=np.int64))
     if len(pos) == 0:
         return []
-    full = pd.Series(df["full_name"].to_numpy(dtype=object, na_value=None)[pos], dtype=object)
-    whole = full.fillna("").astype(str).str.casefold()
+    full = df["full_name"].to_numpy(dtype=object, na_value=None)[pos]
+    first, last, _ = split_full_names(full)
+
+    def folded(values: object) -> pd.Series:
+        text = pd.Series(values, dtype=object).fillna("").astype(str)
+        return text.str.split().str.join(" ").str.casefold()
+
     out = []
-    for part in ("first_name", "last_name"):
+    for part, split in (("first_name", first), ("last_name", last)):
         if part not in df.columns:
             continue
-        values = pd.Series(df[part].to_numpy(dtype=object, na_value=None)[pos], dtype=object)
-        text = values.fillna("").astype(str).str.casefold()
-        within = np.array(
-            [bool(t) and t in w for t, w in zip(text, whole, strict=True)], dtype=bool
-        )  # the failed rows only: a few per run
-        if within.any():
-            out.append((part, pos[within]))
+        held = folded(df[part].to_numpy(dtype=object, na_value=None)[pos])
+        same = (held != "").to_numpy() & (held == folded(split)).to_numpy()
+        if same.any():
+            out.append((part, pos[same]))
     return out
 
 

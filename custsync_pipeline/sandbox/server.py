@@ -14,7 +14,8 @@ Every port also serves the admin API under ``/_sandbox/`` (no auth):
 - ``GET records``: the current stored records in wire shape;
 - ``GET stats``: requests served, faults injected;
 - ``POST faults`` ``{"rate_429", "rate_5xx", "slow_rate", "slow_seconds",
-  "retry_after", "malformed_pages", "fail_after", "seed"}``: fault injection (seedable);
+  "retry_after", "malformed_pages", "fail_after", "seed", "forbid"}``: fault injection
+  (seedable; ``forbid``: ids a Voucherify write answers 403 for);
 - ``POST changes`` ``{"edit": N, "delete": M, "add": K, "seed", "object"}``: edits,
   deletes and inserts with fresh modification timestamps and change feeds
   (``object``: another object type, e.g. Salesforce ``Lead``); answers the ids touched;
@@ -86,6 +87,9 @@ class Faults:
     malformed_pages: int = 0  # the next N list responses are truncated JSON
     fail_after: int = -1  # >= 0: answer the next N requests, then 503 to every one (an outage)
     seed: int = 0
+    # record ids (or a create's source_id) whose writes answer 403: records the API key may
+    # not touch, beside others it may (Voucherify)
+    forbid: list = field(default_factory=list)
 
     def update(self, values: dict[str, Any]) -> None:
         for key, value in values.items():

@@ -349,6 +349,10 @@ class VoucherifyEmulator(Emulator):
         bad = self._validate(body)
         if bad:
             return bad
+        if isinstance(body, dict) and {body.get("id"), body.get("source_id")} & set(
+            self.faults.forbid
+        ):
+            return self.error(403, "forbidden", "Forbidden", "This key may not modify the customer")
         with self.lock:
             existing = None
             if body.get("id"):

@@ -143,7 +143,7 @@ def _raw_asset(name: str, system_type: str, retry: dg.RetryPolicy) -> dg.AssetsD
         if absent:
             context.log.warning(
                 f"{name}: the payload has no column {absent}, which the config reads "
-                "(options.mapping / updated_field / created_field / deleted_field): their "
+                "(options.mapping / updated_field / created_field): their "
                 "values are missing in every record"
             )
         return dg.MaterializeResult(
@@ -372,6 +372,7 @@ def _customers_asset(
     def customers(context: dg.AssetExecutionContext, raw: pd.DataFrame):
         pull = pulls.pull_of(raw)
         raw.attrs.pop(pulls.PULL_ATTR, None)  # not copied into every derived frame
+        raw.attrs.pop(pulls.ABSENT_ATTR, None)
         connector = getattr(context.resources, api_key).connector()
         engine = context.resources.state_db.engine
         key = replay.pull_key(raw, pull.deleted_ids, conn, aspects, type(connector).__module__)

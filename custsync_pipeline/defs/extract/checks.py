@@ -17,7 +17,7 @@
   ``_custsync.error``) are not the vendor's schema and are left out. An incremental pull
   holds only the columns its few records carry: it can add columns, not remove them.
   It also fails when a full read lacks a column the connector's config reads (a file
-  connector's ``options.mapping``, time or delete field: ``absent_columns``), first run
+  connector's ``options.mapping`` or time field: ``absent_columns``), first run
   included.
 
 The numbers come from ``domain.quality``; every result carries numeric

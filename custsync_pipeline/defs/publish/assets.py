@@ -8,9 +8,10 @@ still pending, without duplicates. Each deltas computation supersedes what an ol
 one left queued, and a queued create is dropped, not sent, once the target holds a
 record of that golden id. A publish with failed or dead-lettered writes fails its step,
 naming the target and the reason. A golden record deleted in a target (held there before,
-no longer) is never created there again. A write the target refuses for custsync's
-credential (HTTP 401/403) is no verdict on its payload: it stays queued (``failed``, never
-``dead``), and the publish stops there, leaving the rest queued, until the credential works.
+no longer) is never created there again. A batch the target refuses whole for custsync's
+credential (HTTP 401/403) is no verdict on its payloads: they stay queued (``failed``, never
+``dead``), and the publish stops there, leaving the rest queued, until the credential works;
+a 401/403 beside writes the target took is that record's, dead-lettered.
 """
 
 import json
@@ -64,14 +65,26 @@ AUTH_STATUSES = (401, 403)
 # ``HttpClient.request``; "[salesforce] token endpoint <url> -> HTTP 401: …", the OAuth2
 # token fetch): the status right after the arrow, then the (scrubbed) reason
 _AUTH_ERROR = re.compile(r"-> HTTP (" + "|".join(map(str, AUTH_STATUSES)) + r")(?::|$)")
-_AUTH_ERROR_ANY = re.compile(_AUTH_ERROR.pattern.replace("(", "(?:", 1))  # no group: a mask
+# an OAuth2 token endpoint refusing the client answers 400 (invalid_client, invalid_grant:
+# RFC 6749 5.2) as often as 401: any 4xx of the token fetch is the credential
+_TOKEN_ERROR = re.compile(r"token endpoint \S+ -> HTTP (4\d\d)(?::|$)")
+# a connector's own error line ("[voyado] POST …"): a refusal judged to be about one record
+# is stored reworded (``RECORD_REFUSED``) and is not taken for the credential again
+_AUTH_ERROR_ANY = re.compile(
+    r"^\[[^\]]+\] .*(?:"
+    + "|".join(x.pattern.replace("(", "(?:", 1) for x in (_AUTH_ERROR, _TOKEN_ERROR))
+    + ")"
+)
+RECORD_REFUSED = "refused for this record, not for the credential: "
 
 
 def auth_failure_status(error: str | None) -> int | None:
-    """The HTTP status (401/403) of a write the target refused for custsync's credential,
-    read from the connector's error line; None for any other outcome (a 400/404/422 is a
-    verdict on the payload)."""
-    match = _AUTH_ERROR.search(error) if isinstance(error, str) else None
+    """The HTTP status of a write the target refused for custsync's credential (401/403, or
+    any 4xx of the OAuth2 token fetch), read from the connector's error line; None for any
+    other outcome (a 400/404/422 of the write itself is a verdict on the payload)."""
+    if not isinstance(error, str):
+        return None
+    match = _TOKEN_ERROR.search(error) or _AUTH_ERROR.search(error)
     return int(match.group(1)) if match else None
 
 
@@ -485,6 +498,7 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
         unsent = unsent_auth = 0
         auth: tuple[int, str] | None = None  # the first refused credential: (status, error)
         first: list[str] = []  # the lone first write's status (part of the outage probe)
+        undecided: pd.DataFrame | None = None  # that write, refused 401/403: whose fault?
         for start, stop in publish_chunks(total):
             chunk = pending.iloc[start:stop]
             ops = [
@@ -498,24 +512,34 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                 )
             ]
             results = connector.write(ops)
-            # a refused credential is no verdict on the payload: queued again, never dead
+            # 401/403 beside writes the target took is about that record (a customer the
+            # key may not touch): a verdict on it, dead-lettered. A batch refused whole is
+            # the credential: no verdict, queued again. The lone first write decides
+            # nothing alone (a record refused there would block every publish): the next
+            # batch tells which it was.
             refused = [not r.ok and auth_failure_status(r.error) is not None for r in results]
+            took = any(r.ok for r in results)
+            credential = any(refused) and not took
+            lone = start == 0 and stop == 1 and total > 1 and credential
             status = [
                 "acked"
                 if r.ok
                 else "gone"
                 if r.gone
                 else "failed"
-                if r.transient or credential
+                if r.transient or (a and credential)
                 else "dead"
-                for r, credential in zip(results, refused, strict=True)
+                for r, a in zip(results, refused, strict=True)
             ]
             frame = pd.DataFrame(
                 {
                     "entity_key": chunk["entity_key"].to_numpy(),
                     "target_id": [r.target_id for r in results],
                     "status": status,
-                    "last_error": [r.error for r in results],
+                    "last_error": [
+                        RECORD_REFUSED + str(r.error) if a and s == "dead" else r.error
+                        for r, a, s in zip(results, refused, status, strict=True)
+                    ],
                 }
             )
             core.record_publish_results(engine, name, frame)
@@ -542,8 +566,21 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                 f"{name}: {stop}/{total} tried, {counts['acked']} acknowledged, "
                 f"{counts['failed'] + counts['dead']} failed"
             )
-            if any(refused):
-                counts["auth"] = sum(refused)
+            if lone:
+                undecided = frame  # the first write, refused: the probe's next batch decides
+            elif undecided is not None:
+                if took:  # the target takes writes: the first refusal was that record's
+                    verdict = undecided.assign(
+                        status="dead", last_error=RECORD_REFUSED + undecided["last_error"]
+                    )
+                    core.record_publish_results(engine, name, verdict)
+                    counts["failed"] -= 1
+                    counts["dead"] += 1
+                elif credential:
+                    counts["auth"] += 1
+                undecided = None
+            if credential and not lone:
+                counts["auth"] += sum(refused)
                 error = next(r.error for r, a in zip(results, refused, strict=True) if a)
                 auth = (auth_failure_status(error) or 0, str(error))
                 unsent_auth = counts["unsent"] = total - stop

@@ -1,8 +1,8 @@
 """Checks of each publishing lane (both WARN; their numbers are plotted in the UI):
 
 * ``no_dead_letters`` on ``<t>/published`` — outbox rows of the target that its API
-  refused for good (``dead``: a 4xx no retry fixes; never a 401/403, which refuses
-  custsync's credential, not the payload, and leaves the row queued). Each is a golden
+  refused for good (``dead``: a 4xx no retry fixes; a 401/403 only when it was about that
+  record alone — one refusing custsync's credential leaves the row queued). Each is a golden
   record the target does not hold as it should; the reasons are in the state DB's outbox
   (``last_error``).
 * ``held_back_share`` on ``<t>/outbound_deltas`` — golden records the target does not take
