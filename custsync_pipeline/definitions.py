@@ -10,6 +10,16 @@ from pathlib import Path
 
 import dagster as dg
 
+# Dagster's own default executor, built from its parts (private names: the version is
+# pinned in pyproject.toml; test_definitions runs both modes, so a change fails there)
+from dagster._core.definitions.executor_definition import (
+    IN_PROC_CONFIG,
+    MULTI_PROC_CONFIG,
+    _core_in_process_executor_creation,
+    _core_multiprocess_executor_creation,
+    _get_default_executor_requirements,
+)
+
 from custsync_pipeline.config import current_config
 from custsync_pipeline.defs.io import ParquetIOManager
 from custsync_pipeline.defs.resources import build_resources
@@ -17,12 +27,26 @@ from custsync_pipeline.defs.resources import build_resources
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-# the jobs' default run config: a run launched from the UI, a schedule or a sensor runs its
-# steps in one process, as ``custsync run`` does. Dagster's default (a spawned process per
-# step) imported Dagster, pandas and the project again for each of ~46 steps: a run that
-# takes 44 s in process took about 250 s on 2 cores. More cores: the launchpad takes
-# ``multiprocess_run_config`` (README, "More cores").
-IN_PROCESS_RUN_CONFIG: dict = {"execution": {"config": {"in_process": {}}}}
+@dg.executor(
+    name="in_process_unless_told",
+    config_schema=dg.Field(
+        dg.Selector({"multiprocess": MULTI_PROC_CONFIG, "in_process": IN_PROC_CONFIG}),
+        default_value={"in_process": {}},
+    ),
+    requirements=_get_default_executor_requirements,
+)
+def in_process_unless_told(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """Every job's executor: Dagster's default one (the same ``multiprocess`` / ``in_process``
+    run config), but in one process unless the run config says ``multiprocess``. A run
+    launched from the UI, a schedule or a sensor then runs as ``custsync run`` does:
+    Dagster's default spawned a process per step, each importing Dagster, pandas and the
+    project again (a demo run took about 250 s on 2 cores against 44 s in process).
+    A job default run config would do the same but breaks every subset of the job
+    (a sensor's lane run, a selection in the UI): its ops config names them all."""
+    config = init_context.executor_config
+    if "multiprocess" in config:
+        return _core_multiprocess_executor_creation(config["multiprocess"])
+    return _core_in_process_executor_creation(config["in_process"])
 
 
 def multiprocess_run_config(max_concurrent: int) -> dict:
@@ -51,5 +75,8 @@ def defs() -> dg.Definitions:
     resources = build_resources(current_config())
     return dg.Definitions.merge(
         dg.load_from_defs_folder(project_root=PROJECT_ROOT),
-        dg.Definitions(resources={**resources, "io_manager": ParquetIOManager()}),
+        dg.Definitions(
+            resources={**resources, "io_manager": ParquetIOManager()},
+            executor=in_process_unless_told,
+        ),
     )

@@ -96,12 +96,40 @@ def test_state_writers_share_one_pool_and_api_steps_their_api_pool() -> None:
     assert pools["salesforce/published"] == {"salesforce_api"}
 
 
-def test_every_job_runs_in_one_process_unless_told_otherwise() -> None:
-    """The jobs' default run config (UI launches, schedules, sensors): in process, as
-    ``custsync run``; the README's multiprocess config still replaces it."""
-    from custsync_pipeline.definitions import IN_PROCESS_RUN_CONFIG, defs
+def test_every_job_runs_in_one_process_unless_told_otherwise(tmp_path) -> None:  # noqa: ANN001
+    """A run launched without execution config (the UI, a schedule, a sensor's subset of a
+    job) runs its steps in one process, as ``custsync run``; the README's multiprocess
+    config still picks the multiprocess executor. Real runs of ``publish_job`` through
+    Dagster's CLI on a throwaway instance (nothing queued: no request leaves)."""
+    import os
+    import subprocess
+    import sys
 
-    definitions = defs()
-    jobs = ("sync_job", "resolve_and_publish_job", "publish_job", "reconciliation_job")
-    for name in jobs:
-        assert definitions.resolve_job_def(name).run_config == IN_PROCESS_RUN_CONFIG, name
+    import yaml
+
+    from custsync_pipeline.definitions import defs, multiprocess_run_config
+    from custsync_pipeline.sandbox.server import CREDENTIALS
+
+    env = {
+        **os.environ,
+        **CREDENTIALS,
+        "DAGSTER_HOME": str(tmp_path),
+        "CUSTSYNC_STATE_DB_URL": f"sqlite:///{tmp_path / 'state.sqlite'}",
+    }
+    (tmp_path / "dagster.yaml").write_text("")
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(yaml.safe_dump(multiprocess_run_config(2)))
+    dagster = [sys.executable, "-m", "dagster", "job", "execute"]
+    args = ["-m", "custsync_pipeline.definitions", "-j", "publish_job"]
+    for extra, says in (
+        ([], "Executing steps in process"),
+        (["-c", str(run_config)], "multiprocess"),
+    ):
+        done = subprocess.run(
+            [*dagster, *args, *extra], env=env, capture_output=True, text=True, timeout=300
+        )
+        log = done.stdout + done.stderr
+        assert done.returncode == 0 and "RUN_SUCCESS" in log, log[-2000:]
+        assert says in log, log[-2000:]
+    for name in ("sync_job", "resolve_and_publish_job", "publish_job", "reconciliation_job"):
+        assert defs().resolve_job_def(name).executor_def.name == "in_process_unless_told"

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from custsync_pipeline.config import current_config, current_plan
-from custsync_pipeline.definitions import IN_PROCESS_RUN_CONFIG
 from custsync_pipeline.defs.automation.reconciliation import reconciliation_job
 from custsync_pipeline.defs.extract.changes import unpartitioned_assets
 from custsync_pipeline.defs.resources import StateDBResource
@@ -48,7 +47,6 @@ sync_job = dg.define_asset_job(
     # every asset but the day windows of <c>/changes (backfilled on their own)
     selection=unpartitioned_assets(),
     description="Extract every connector, validate, resolve identities, merge golden records, publish deltas.",
-    config=IN_PROCESS_RUN_CONFIG,
 )
 
 resolve_and_publish_job = dg.define_asset_job(
@@ -59,7 +57,6 @@ resolve_and_publish_job = dg.define_asset_job(
         "records (every lane's last good snapshot), without extracting customers; then the "
         "transactions (the shop's orders) when configured."
     ),
-    config=IN_PROCESS_RUN_CONFIG,
 )
 
 sync_schedule = dg.ScheduleDefinition(
@@ -83,7 +80,6 @@ def publish_job_for(plan: SyncPlan) -> "UnresolvedAssetJobDefinition":
         name="publish_job",
         selection=dg.AssetSelection.assets(*keys),
         description="Send the outbox's pending and failed deltas (no extraction, no resolution).",
-        config=IN_PROCESS_RUN_CONFIG,
     )
 
 

@@ -15,7 +15,6 @@ reports from the stored records of every lane.
 
 import dagster as dg
 
-from custsync_pipeline.definitions import IN_PROCESS_RUN_CONFIG
 from custsync_pipeline.defs.extract.changes import unpartitioned_assets
 from custsync_pipeline.defs.extract.pulls import FULL_SNAPSHOT_TAG
 
@@ -23,7 +22,6 @@ reconciliation_job = dg.define_asset_job(
     name="reconciliation_job",
     selection=unpartitioned_assets(),
     tags={FULL_SNAPSHOT_TAG: "true"},
-    config=IN_PROCESS_RUN_CONFIG,
     description=(
         "Full snapshots of every connector (not the changes since the watermark): stored "
         "records replaced, deletes without a feed caught, every target compared with the "
