@@ -4,8 +4,10 @@ Runs the ``sync_job`` on the Dagster instance of ``$DAGSTER_HOME`` (so the run
 shows in the UI afterwards) or an ephemeral one, then prints records per
 connector, rejected rows, golden records and deltas published per target,
 then one line per failed step (its connector or target, the step, the reason).
-Exits 1 when a step failed or a target has failed or dead-lettered deltas, 2 when another
-sync held the state lease for longer than ``runs.lease_wait_s`` (nothing ran).
+Exits 1 when a step failed or a target has failed or dead-lettered deltas, 2 when nothing
+ran: another sync held the state lease for longer than ``runs.lease_wait_s``, or the state
+DB cannot be opened (one line naming it, password hidden: a PostgreSQL database that does
+not exist, a server that does not answer).
 
 Its runs belong to the code location the UI loads (``workspace.yaml``: module
 ``custsync_pipeline.definitions``, location ``custsync``): each is created with that
@@ -312,10 +314,26 @@ def _run(args: argparse.Namespace) -> int:
 def _hold_state_lease(stack: ExitStack, cfg: SyncConfig) -> str | None:
     """Take the state lease for the whole command (waiting up to ``runs.lease_wait_s``
     for another sync to finish); the owner name, or None with a message on stderr."""
-    from custsync_pipeline.store import lease
-    from custsync_pipeline.store.db import StateDB
+    import sqlalchemy as sa
 
-    engine = StateDB(cfg.state_db_url).create_all().engine
+    from custsync_pipeline.store import lease
+    from custsync_pipeline.store.db import StateDB, one_line_error, shown_url
+
+    try:
+        engine = StateDB(cfg.state_db_url).create_all().engine
+    except (sa.exc.DBAPIError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        # a PostgreSQL database must exist (custsync makes its tables, not the database)
+        try:
+            password = sa.engine.make_url(cfg.state_db_url).password
+        except sa.exc.ArgumentError:
+            password = None
+        reason = one_line_error(exc, password)
+        print(
+            f"custsync run: cannot open the state DB {shown_url(cfg.state_db_url)}: {reason}; "
+            "check the URL, and that the database exists (createdb) and the server runs",
+            file=sys.stderr,
+        )
+        return None
     owner = f"custsync-run-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     ttl, wait = cfg.runs.lease_ttl_s, cfg.runs.lease_wait_s
     holder = lease.current(engine)

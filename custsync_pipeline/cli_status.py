@@ -166,15 +166,13 @@ def format_status(status: dict[str, object], targets: list[str]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from custsync_pipeline.config import load_sync_config
+
+    # the targets come from the config: a config mistake is named (exit 2), never a
+    # status table that silently leaves targets out
+    targets = [p.connector for p in load_sync_config(args.config).publish]
     engine = _engine(args)
     try:
-        targets: list[str] = []
-        try:
-            from custsync_pipeline.config import load_sync_config
-
-            targets = [p.connector for p in load_sync_config(args.config).publish]
-        except Exception:  # noqa: BLE001 - the state DB alone still answers
-            targets = []
         status = golden_status(engine, args.golden_id)
     finally:
         engine.dispose()

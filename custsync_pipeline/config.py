@@ -160,6 +160,23 @@ class IdentifierRule(_Strict):
         default=None, ge=2, description="a value shared by more records than this is not a link"
     )
 
+    @field_validator("columns")
+    @classmethod
+    def _canonical_columns(cls, value: list[str]) -> list[str]:
+        # a misspelt column would read as missing in every record: the rule silently off
+        from difflib import get_close_matches
+
+        from custsync_pipeline.domain.canonical import CANONICAL_COLUMNS
+
+        if not value:
+            raise ValueError("name at least one canonical column")
+        for col in value:
+            if col not in CANONICAL_COLUMNS:
+                near = get_close_matches(col, CANONICAL_COLUMNS, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(f"{col!r} is not a canonical column{hint}")
+        return value
+
     @model_validator(mode="after")
     def _patterns_compile(self) -> IdentifierRule:
         # a broken regex must stop the config load, not the identity run hours later

@@ -78,6 +78,12 @@ MISTAKES = {
         lambda d: _c(d)["salesforce"].__setitem__("credentials", {}),
         "connectors.salesforce.credentials.access_token is not configured",
     ),
+    "identifier_column_typo": (
+        lambda d: next(
+            r for r in d["identity"]["identifiers"] if r["columns"] == ["email"]
+        ).__setitem__("columns", ["emial"]),
+        "'emial' is not a canonical column (did you mean 'email'?)",
+    ),
     "unknown_mapping_column": (
         lambda d: _c(d)["katana"]["options"]["mapping"].__setitem__("phone", "phone_number"),
         "connectors.katana.options.mapping: unknown canonical column(s) ['phone_number']",
@@ -151,3 +157,17 @@ def test_base_url_env_override_points_a_connector_elsewhere(tmp_path, monkeypatc
     assert cfg.connectors["exact"].base_url == "http://127.0.0.1:9999"
     monkeypatch.setenv("CUSTSYNC_SALESFORCE_BASE_URL", "https://crm.example.com")
     assert load_sync_config().connectors["salesforce"].base_url == "https://crm.example.com"
+
+
+def test_status_names_a_config_mistake_instead_of_dropping_targets(tmp_path, capsys):
+    """``custsync status`` lists the config's publish targets: a broken config is named,
+    exit 2 — not a table that silently leaves every target out."""
+    from custsync_pipeline.store.db import StateDB
+
+    db = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    StateDB(db).create_all().engine.dispose()
+    path = broken(tmp_path, "identifier_column_typo")
+    assert main(["status", "G1", "--db", db, "--config", str(path)]) == 2
+    out = capsys.readouterr()
+    assert "'emial' is not a canonical column" in out.out + out.err
+    assert "Traceback" not in out.err

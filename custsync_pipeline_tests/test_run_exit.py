@@ -123,3 +123,27 @@ def test_the_sandbox_env_script_points_every_connector_at_a_sandbox_on_another_p
     want["CUSTSYNC_ICOMM_BASE_URL"] = "https://icomm.example"
     assert {k: exported.get(k) for k in want} == want
     assert set(PORT_OFFSETS) == set(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["connectors"])
+
+
+def test_a_state_db_that_cannot_be_opened_is_one_line_and_nothing_runs(
+    dagster_env, tmp_path, capsys, pg_admin_url
+) -> None:
+    """``custsync run`` on a PostgreSQL database that does not exist (custsync makes its
+    tables, not the database): one line naming the URL, its password hidden, exit 2."""
+    from sqlalchemy.engine import make_url
+
+    url = (
+        make_url(pg_admin_url)
+        .set(database=f"no_such_db_{os.getpid()}", password="hunter2")
+        .render_as_string(hide_password=False)
+    )
+    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", url)
+    urls = {s: f"http://127.0.0.1:{9 + i}" for i, s in enumerate(PORT_OFFSETS)}
+    path = write_sync_config(tmp_path / "sync.yaml", urls, url)
+    dagster_env.setenv("CUSTSYNC_CONFIG", str(path))
+    assert cli_run.run(argparse.Namespace(config=None)) == 2
+    captured = capsys.readouterr()
+    lines = [x for x in captured.err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("custsync run: cannot open the state DB ")
+    assert f"no_such_db_{os.getpid()}" in lines[0] and "does not exist" in lines[0]
+    assert "hunter2" not in captured.err + captured.out and "Traceback" not in captured.err

@@ -80,6 +80,14 @@ def shown_url(url: str) -> str:
         return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
+def one_line_error(exc: BaseException, password: str | None) -> str:
+    """The driver's own message (of a SQLAlchemy error: its DBAPI error's), on one line and
+    without the password."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    return _one_line(exc, password)
+
+
 def _one_line(exc: BaseException, password: str | None) -> str:
     """The driver's own message, on one line and without the password."""
     text = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
