@@ -175,3 +175,18 @@ def test_masking_leaves_dates_ids_and_counts_alone(text: str) -> None:
 def test_phone_numbers_in_every_common_spelling_are_masked(text: str, number: str) -> None:
     masked = mask_personal(text)
     assert number not in masked and "***" in masked, masked
+
+
+def test_an_address_entry_shows_its_place_masked_as_the_golden_fields_are() -> None:
+    """``custsync explain``/``history`` masked a golden record's city and postal code but
+    printed the same values in clear inside its address entries."""
+    from custsync_pipeline.cli_golden import mask_entry
+    from custsync_pipeline.domain.validate import PERSONAL_FIELDS
+
+    shown = mask_entry(
+        "type=mailing; street=Storgatan 77; postal_code=611 10; city=Nyköping; country=SE"
+    )
+    for clear in ("Storgatan", "611 10", "Nyköping"):
+        assert clear not in shown, shown
+    assert "type=mailing" in shown and "country=SE" in shown
+    assert {"street", "postal_code", "city"} <= PERSONAL_FIELDS

@@ -130,9 +130,21 @@ NATURAL_KEY: dict[str, tuple[str, ...]] = {
     "attachments": ("reference",),
 }
 
-# Columns holding personal data: masked wherever an entry is shown.
+# Columns holding personal data: masked wherever an entry is shown (city and postal code as
+# a golden record's own fields are: one shown in clear beside the other masked says it)
 PERSONAL_ENTRY_COLUMNS: frozenset[str] = frozenset(
-    {"street", "first_name", "last_name", "email", "phone", "value", "reference", "person_id"}
+    {
+        "street",
+        "postal_code",
+        "city",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "value",
+        "reference",
+        "person_id",
+    }
 )
 
 
