@@ -129,7 +129,7 @@ def _postgresql_tables(url: sa.engine.URL, where: str) -> set[str]:
         with engine.connect() as conn:
             return set(sa.inspect(conn).get_table_names())
     except sa.exc.DBAPIError as exc:
-        reason = _one_line(exc.orig if exc.orig is not None else exc, url.password)
+        reason = one_line_error(exc, url.password)
         raise StateDBError(f"cannot connect to {where}: {reason}; {check}") from None
     finally:
         engine.dispose()

@@ -438,7 +438,7 @@ def publish_failure_reason(
         left = counts["auth"] + counts.get("unsent", 0)
         return (
             f"{target}: not authorized (HTTP {status}): the target refused custsync's "
-            f"credential, publishing to it stopped at the first refusal; {left} deltas left "
+            f"credential, publishing to it stopped at the first batch it refused whole; {left} deltas left "
             "queued, not dead-lettered (sent by the next run or the outbox sensor once the "
             f"credential is fixed), {counts['acked']} acknowledged"
             + (
