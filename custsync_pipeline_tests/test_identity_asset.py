@@ -10,7 +10,7 @@ import yaml
 
 from custsync_pipeline.config import DEFAULT_CONFIG_PATH, load_sync_config
 from custsync_pipeline.defs.identity.assets import build_identity_assets
-from custsync_pipeline.defs.resources import StateDBResource
+from custsync_pipeline.defs.resources import StateDBResource, build_resources
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
 
@@ -29,7 +29,7 @@ def _materialize(cfg_path: Path, db_url: str) -> dict[str, dict]:
     cfg = load_sync_config(str(cfg_path))
     result = dg.materialize(
         build_identity_assets(cfg.plan()),
-        resources={"state_db": StateDBResource(url=db_url)},
+        resources={**build_resources(cfg), "state_db": StateDBResource(url=db_url)},
     )
     assert result.success
     out = {}

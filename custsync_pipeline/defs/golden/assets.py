@@ -323,7 +323,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         previous_entries = golden_store.load_golden_entries(engine, scope)
         # echo safety: what custsync wrote to a target and reads back is no evidence
         written, written_entries, held, held_entries, unreadable = written_canonical(
-            engine, targets
+            engine, targets, keys
         )
         records, entries, n_echoed = own_word(
             records, entries, written, written_entries, held, held_entries, ECHO_FIELDS

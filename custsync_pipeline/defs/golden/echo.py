@@ -107,18 +107,22 @@ def acked_writes(
 
 
 def written_canonical(
-    engine: Engine, connectors: dict
+    engine: Engine, connectors: dict, keys: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """(canonical rows, aspect entries, held values, held entries, connectors that could
     not be read) of the payloads each target acknowledged, keyed by the target's record
     id (``source_id``); ``created`` tells a record custsync created there from one it
     updated (which keeps its own evidence: ``held``). Deletes and archives are no
     values; a connector whose mapping cannot read its own payloads is named, and its
-    records are taken as they are."""
+    records are taken as they are. ``keys`` (connector, source_id): only the writes to
+    those records."""
     parts: list[tuple[pd.DataFrame, ...]] = []
     unreadable: list[str] = []
     for name, connector in connectors.items():
         box = core.load_outbox(engine, name)
+        if keys is not None:  # only the writes to these records are read
+            mine = keys.loc[keys["connector"].astype(str) == name, "source_id"].astype(str)
+            box = box[box["target_id"].astype(str).isin(set(mine)).to_numpy()]
         try:
             parts.append(acked_writes(box, connector, name))
         except Exception:  # noqa: BLE001 - echo safety is best effort per connector
@@ -170,3 +174,24 @@ def held_for_updates(
     held = held_json(*held_before(own, own_entries, sent, sent_entries, ECHO_FIELDS))
     out.loc[upd.index] = upd["target_id"].astype(str).map(held).to_numpy(dtype=object)
     return out
+
+
+def own_records(
+    engine: Engine, connectors: dict, records: pd.DataFrame
+) -> tuple[pd.DataFrame, int, list[str]]:
+    """``records`` as their own word (``domain.echo.own_word``) for what resolution reads:
+    a value custsync wrote to a target record and reads back is no evidence that it is
+    the person whose golden record it came from (else a wrong merge, once written out,
+    holds through its own writes). Only the writes to these records are read. Returns
+    (records, values set aside, targets whose payloads do not map back)."""
+    if not connectors or records.empty:
+        return records, 0, []
+    mine = records["connector"].astype(str).isin(set(connectors)).to_numpy()
+    if not mine.any():
+        return records, 0, []
+    keys = records.loc[mine, ["connector", "source_id"]]
+    written, _, held, _, unreadable = written_canonical(engine, connectors, keys)
+    out, _, n = own_word(
+        records, pd.DataFrame(), written, pd.DataFrame(), held, pd.DataFrame(), ECHO_FIELDS
+    )
+    return out, n, unreadable

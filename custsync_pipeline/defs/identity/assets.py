@@ -15,7 +15,7 @@ import pandas as pd
 from custsync_pipeline.defs.extract.assets import customers_key
 from custsync_pipeline.defs.extract.pulls import full_snapshot_requested
 from custsync_pipeline.defs.io import kept_outputs
-from custsync_pipeline.defs.resources import STATE_POOL
+from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.identity import MAP_COLUMNS
 from custsync_pipeline.domain.plan import SyncPlan
@@ -62,6 +62,8 @@ def resolution_metadata(stats: dict[str, int], conflicts: pd.DataFrame) -> dict[
         "steward_decisions_applied": int(stats.get("steward_decisions_applied", 0)),
         # a decision naming a record absent from this run is not applied (yet): counted
         "steward_decisions_waiting": int(stats.get("steward_decisions_waiting", 0)),
+        # values custsync wrote to a target record and read back: no evidence of identity
+        "echoed_values_ignored": int(stats.get("echoed_values_ignored", 0)),
         # an incremental resolution: the records changed, and those their change reached
         # (resolved again); 0 and 0 for a full resolution
         "changed_records": int(stats.get("changed_records", 0)),
@@ -181,7 +183,12 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             ),
         },
         deps=upstream,
-        required_resource_keys={"state_db", "io_manager"},
+        required_resource_keys={
+            "state_db",
+            "io_manager",
+            # the targets' mappings: what custsync wrote there is no evidence (echo safety)
+            *(connector_resource_key(t.connector) for t in plan.publish),
+        },
         pool=STATE_POOL,
     )
     @holds_state_lease
@@ -230,9 +237,10 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             return
         basis = resolution_basis(plan, decisions)
         now = pd.Timestamp(datetime.now(UTC))
+        readers = _payload_readers(context, plan)
         if incremental and len(prior_map):
             scoped = _resolve_scope(
-                context, engine, plan, basis, prior_map, golden_ids, decisions, now
+                context, engine, plan, basis, prior_map, golden_ids, decisions, now, readers
             )
             if scoped is not None:
                 with engine.begin() as conn:
@@ -250,10 +258,33 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                 )
                 return
         yield from _resolve_all(
-            context, engine, plan, basis, inputs, prior_map, golden_ids, decisions, now
+            context, engine, plan, basis, inputs, prior_map, golden_ids, decisions, now, readers
         )
 
     return [resolve]
+
+
+def _payload_readers(context: dg.AssetExecutionContext, plan: SyncPlan) -> dict:
+    """Each publish target's connector as it reads the payloads custsync wrote there."""
+    return {
+        t.connector: getattr(
+            context.resources, connector_resource_key(t.connector)
+        ).payload_reader()
+        for t in plan.publish
+    }
+
+
+def _own_word(
+    context: dg.AssetExecutionContext, engine, readers: dict, records: pd.DataFrame
+) -> tuple[pd.DataFrame, int]:
+    """``records`` with what custsync wrote to them and reads back set aside
+    (``defs.golden.echo.own_records``): (records, values set aside)."""
+    from custsync_pipeline.defs.golden.echo import own_records
+
+    out, n, unreadable = own_records(engine, readers, records)
+    if unreadable:
+        context.log.warning(f"echo safety off for {unreadable}: their payloads do not map back")
+    return out, n
 
 
 # the code a stored resolution depends on: a change to it resolves everything again
@@ -290,6 +321,7 @@ def _resolve_scope(
     golden_ids: pd.DataFrame,
     decisions: pd.DataFrame,
     now: pd.Timestamp,
+    readers: dict,
 ):
     """Resolve only what changed since the last resolution (``domain.identity_scope``);
     None when a full resolution is due (the reason logged)."""
@@ -321,8 +353,14 @@ def _resolve_scope(
     to_resolve, stamped = split_stamped(current, golden_ids["golden_id"], decisions)
     columns = [*resolution_columns(list(plan.identifiers), plan.matching), "custsync_id"]
 
+    echoed = 0
+
     def fetch(keys: pd.DataFrame) -> pd.DataFrame:
-        return load_source_records(engine, connectors, columns=columns, keys=keys)
+        nonlocal echoed
+        found = load_source_records(engine, connectors, columns=columns, keys=keys)
+        found, n = _own_word(context, engine, readers, found)
+        echoed += n
+        return found
 
     scoped = resolve_changes(
         to_resolve[["connector", "source_id"]].assign(
@@ -354,6 +392,7 @@ def _resolve_scope(
     )
     stats = result.stats
     stats["map_rows_written"] = written["identity_map_moved"] + written["identity_map_deleted"]
+    stats["echoed_values_ignored"] = echoed
     context.log.info(
         f"incremental resolution: {stats.get('changed_records', 0)} changed records reached "
         f"{stats.get('scope_records', 0)} of {len(to_resolve)}; "
@@ -372,6 +411,7 @@ def _resolve_all(
     golden_ids: pd.DataFrame,
     decisions: pd.DataFrame,
     now: pd.Timestamp,
+    readers: dict,
 ):
     """Resolve every record; store the match parameters and each record's reach for the
     incremental resolutions that follow."""
@@ -392,6 +432,7 @@ def _resolve_all(
         list(plan.connectors),
         [*resolution_columns(list(plan.identifiers), plan.matching), "row_hash"],
     )
+    records, echoed = _own_word(context, engine, readers, records)
     # what resolution reads, as one digest: an edit of a column it does not read (points,
     # consents, a street no rule compares) resolves nothing again. ``updated_at`` only
     # orders two copies of one record, and the state DB holds one per key.
@@ -434,6 +475,7 @@ def _resolve_all(
         )
         reach["reach"] = result.reach
     result = attach_stamped(result, stamped, now)
+    result.stats["echoed_values_ignored"] = echoed
     save_identity_result(
         engine,
         result,
