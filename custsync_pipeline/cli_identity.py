@@ -6,8 +6,9 @@
 - ``custsync identity-map export --out map.csv``: the identity map as CSV;
 - ``custsync steward must-link|cannot-link A B`` (or ``--conflict ID``: both records of
   a ``custsync conflicts`` row, whose ids may be masked), ``steward list``,
-  ``steward remove A B``: decisions that always win over the rules; a record
-  is written ``connector:source_id`` and must be a stored source record.
+  ``steward remove A B`` (or ``--id N``, the number ``steward list`` prints beside the
+  masked ids): decisions that always win over the rules; a record is written
+  ``connector:source_id`` and must be a stored source record.
 
 The state DB is ``--db URL``, else ``$CUSTSYNC_STATE_DB_URL``, else the sync
 config's ``state_db_url``. These commands (and ``quarantine``, ``conflicts``, ``history``,
@@ -277,24 +278,30 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in d.itertuples(index=False):
         note = f"  note: {r.note}" if isinstance(r.note, str) and r.note else ""
         by = f" by {r.decided_by}" if isinstance(r.decided_by, str) and r.decided_by else ""
+        # ids as `explain` prints them (an e-mail in one masked); the decision's number
+        # is what `steward remove --id` takes
         print(
-            f"{r.decision:<12} {r.connector_a}:{r.source_id_a}  {r.connector_b}:{r.source_id_b}  "
-            f"{_fmt_ts(r.decided_at)}{by}{note}"
+            f"#{r.decision_id:<5} {r.decision:<12} {_ref(r.connector_a, r.source_id_a)}  "
+            f"{_ref(r.connector_b, r.source_id_b)}  {_fmt_ts(r.decided_at)}{by}{note}"
         )
     return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from custsync_pipeline.store.identity import remove_decision
+    from custsync_pipeline.store.identity import remove_decision, remove_decision_id
 
-    n = remove_decision(_engine(args), args.a, args.b)
-    if not n:
+    if (args.id is None) == (args.a is None or args.b is None) or (
+        args.id is not None and (args.a is not None or args.b is not None)
+    ):
+        args.parser.error("name two records (A B: connector:source_id) or --id N, not both")
+    if args.id is not None:
+        if not remove_decision_id(_engine(args), args.id):
+            print(f"no decision #{args.id} (`custsync steward list` numbers them)", file=sys.stderr)
+            return 1
+    elif not remove_decision(_engine(args), args.a, args.b):
         masked = any(MASK in source_id for _, source_id in (args.a, args.b))
-        hint = " (an id looks masked: `custsync steward list` names the records)" if masked else ""
-        print(
-            f"no decision on {args.a[0]}:{args.a[1]} and {args.b[0]}:{args.b[1]}{hint}",
-            file=sys.stderr,
-        )
+        hint = " (an id looks masked: give the decision's number, --id N)" if masked else ""
+        print(f"no decision on {_ref(*args.a)} and {_ref(*args.b)}{hint}", file=sys.stderr)
         return 1
     print("decision removed; it stops applying from the next identity resolution run")
     return 0
@@ -343,8 +350,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = sub.add_parser("list", help="every stored decision")
     _common(d)
     d.set_defaults(func=cmd_list)
-    d = sub.add_parser("remove", help="delete the decision on a pair")
-    d.add_argument("a", type=_record_ref, help="connector:source_id")
-    d.add_argument("b", type=_record_ref, help="connector:source_id")
+    d = sub.add_parser(
+        "remove",
+        help="delete the decision on a pair",
+        description="delete a decision: name its two records (A B), or give its number "
+        "(--id N, the first column of `custsync steward list`, whose ids may be masked)",
+    )
+    d.add_argument("a", nargs="?", type=_record_ref, help="connector:source_id")
+    d.add_argument("b", nargs="?", type=_record_ref, help="connector:source_id")
+    d.add_argument("--id", type=int, metavar="N", help="the decision's number (steward list)")
     _common(d)
-    d.set_defaults(func=cmd_remove)
+    d.set_defaults(func=cmd_remove, parser=d)

@@ -134,6 +134,7 @@ def test_steward_commands_set_list_and_remove_and_cannot_link_wins(db, capsys):
     assert gid_of(second, "crm", "003A") != gid_of(second, "loyalty", "V1")
     assert main(["steward", "remove", "loyalty:V1", "crm:003A", "--db", url]) == 0
     assert main(["steward", "remove", "loyalty:V1", "crm:003A", "--db", url]) == 1
+    assert main(["steward", "remove", "--id", "1", "--db", url]) == 1
     third = resolve(engine, "2026-01-03")
     assert gid_of(third, "crm", "003A") == gid_of(third, "loyalty", "V1")
 
@@ -188,3 +189,27 @@ def test_explain_shows_the_split_history(db, capsys):
     assert f"split off {g} at 2026-01-02 00:00:00Z" in capsys.readouterr().out
     assert main(["explain", g, "--db", url]) == 0
     assert f"{new} split off this id at 2026-01-02" in capsys.readouterr().out
+
+
+def test_steward_list_masks_an_email_id_and_remove_takes_its_number(db, capsys):
+    # an Icomm guest's source id is its e-mail: listed masked, removed by number
+    url, engine = db
+    guest = "anna.berg@example.se|SE"
+    core.replace_source_records(
+        engine,
+        "icomm",
+        conform(pd.DataFrame({"connector": ["icomm"], "source_id": [guest],
+                              "email": ["anna.berg@example.se"]})),
+    )  # fmt: skip
+    assert main(["steward", "cannot-link", f"icomm:{guest}", "crm:003A", "--db", url]) == 0
+    capsys.readouterr()
+    assert main(["steward", "list", "--db", url]) == 0
+    listed = capsys.readouterr().out
+    assert "anna.berg" not in listed and "icomm:a***@" in listed and "crm:003A" in listed
+    number = listed.split()[0]
+    assert number.startswith("#")
+    assert main(["steward", "remove", "--id", number[1:], "--db", url]) == 0
+    assert main(["steward", "list", "--db", url]) == 0
+    assert "no steward decisions" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # records and a number at once
+        main(["steward", "remove", "crm:003A", "--id", "1", "--db", url])

@@ -598,6 +598,15 @@ def remove_decision(engine: Engine, a: tuple[str, str], b: tuple[str, str]) -> i
         ).rowcount
 
 
+def remove_decision_id(engine: Engine, decision_id: int) -> int:
+    """Delete the decision numbered ``decision_id``; returns how many rows went (0 or 1)."""
+    create_identity_tables(engine)
+    with engine.begin() as conn:
+        return conn.execute(
+            steward_decisions.delete().where(steward_decisions.c.decision_id == int(decision_id))
+        ).rowcount
+
+
 def list_decisions(engine: Engine) -> pd.DataFrame:
     create_identity_tables(engine)
     frame = _read(engine, steward_decisions)
