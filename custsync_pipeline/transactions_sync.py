@@ -34,7 +34,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from custsync_pipeline.connectors.http import ConnectorError
+from custsync_pipeline.connectors.http import ConnectorError, auth_failure_status
 from custsync_pipeline.domain.transactions import (
     key_holders,
     link_transactions,
@@ -274,11 +274,13 @@ def order_payloads(tx: pd.DataFrame, customer_ids: pd.Series) -> list[dict]:
 
 
 def _send_one(
-    connector: Any, method: str, path: str, body: dict
+    connector: Any, method: str, path: str, body: dict, probe: bool = False
 ) -> tuple[bool, str | None, str | None]:
     try:
         resp = connector.http.request(method, path, json=body)
     except ConnectorError as exc:
+        if probe and auth_failure_status(str(exc)) is not None:
+            raise  # the target refuses custsync's credential: no verdict on this one
         return False, None, str(exc)
     try:
         answer = resp.json()
@@ -291,7 +293,10 @@ def _send_one(
 def send(
     kind: str, connector: Any, tx: pd.DataFrame, ids: pd.Series, concurrency: int = 4
 ) -> pd.DataFrame:
-    """Send ``tx`` (with member ids ``ids``) as ``kind``; one outcome row per transaction."""
+    """Send ``tx`` (with member ids ``ids``) as ``kind``; one outcome row per transaction.
+    The first request goes alone: refused for custsync's credential (401/403, or the token
+    fetch's 4xx), it raises that ``ConnectorError`` and nothing more is sent or recorded —
+    every transaction would be refused alike, and none of them is at fault."""
     ok: list[bool] = []
     target_ids: list[str | None] = []
     errors: list[str | None] = []
@@ -305,6 +310,8 @@ def send(
                     "PATCH", path, json={"allOrNone": False, "records": chunk}
                 ).json()
             except ConnectorError as exc:
+                if start == 0 and auth_failure_status(str(exc)) is not None:
+                    raise
                 ok += [False] * len(chunk)
                 target_ids += [None] * len(chunk)
                 errors += [str(exc)] * len(chunk)
@@ -323,8 +330,9 @@ def send(
             bodies, method, path = receipt_payloads(tx, ids), "POST", "/api/v2/receipts"
         else:
             bodies, method, path = order_payloads(tx, ids), "POST", "/v1/orders"
+        outcomes = [_send_one(connector, method, path, b, probe=True) for b in bodies[:1]]
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            outcomes = list(pool.map(lambda b: _send_one(connector, method, path, b), bodies))
+            outcomes += pool.map(lambda b: _send_one(connector, method, path, b), bodies[1:])
         for good, tid, err in outcomes:
             ok.append(good)
             target_ids.append(tid)
@@ -389,7 +397,9 @@ def sync_transactions(
     A connector that could not be built (``broken``: its credential missing, with why) or
     a source whose read fails (a ``ConnectorError``) is named in ``out["failed"]`` and the
     others go on: orders already stored are linked and sent to the targets that answer. A
-    target that refuses sends counts them per transaction (``failed``), sent again next run."""
+    target that refuses custsync's credential is named there too, after one request (its
+    transactions are not counted failed, and go out once it takes the credential); one that
+    refuses some transactions counts them (``failed``), sent again next run."""
     from custsync_pipeline.connectors.http import ConnectorError
 
     section = cfg.transactions
@@ -411,5 +421,11 @@ def sync_transactions(
                 engine, target.connector, kind, connectors[target.connector], target.concurrency
             )
         except ConnectorError as exc:
-            out["failed"][target.connector] = str(exc)
+            status = auth_failure_status(str(exc))
+            out["failed"][target.connector] = (
+                str(exc)
+                if status is None
+                else f"not authorized (HTTP {status}): its {kind} wait unsent, none counted "
+                f"failed, until it takes custsync's credential ({exc})"
+            )
     return out

@@ -17,11 +17,8 @@ import pandas as pd
 import yaml
 
 from custsync_pipeline import cli_run
-from custsync_pipeline.defs.publish.assets import (
-    PUBLISH_PROBE,
-    auth_failure_status,
-    publish_chunks,
-)
+from custsync_pipeline.connectors.http import auth_failure_status
+from custsync_pipeline.defs.publish.assets import PUBLISH_PROBE, publish_chunks
 from custsync_pipeline.sandbox.server import CREDENTIALS, Sandbox
 from custsync_pipeline.store import core
 from custsync_pipeline.store.db import StateDB
@@ -193,3 +190,54 @@ def test_a_record_the_key_may_not_touch_is_dead_lettered_and_blocks_nothing(
     assert not rows["status"].isin(["pending", "failed"]).any()  # nothing left behind
     assert len(acked) > len(held)  # creates went through beside the refusals
     assert second == 0 and "not authorized" not in again  # the dead rows are not re-sent
+
+
+def test_a_refused_credential_holds_the_orders_back_after_one_request(
+    dagster_env, tmp_path, capsys
+) -> None:
+    """Transactions: Voyado's key turns wrong after its contacts exist. The receipts of new
+    orders are sent once it is right again; meanwhile each run's first receipt finds the key
+    refused, none is counted failed, and the transactions step names Voyado and the status."""
+    from custsync_pipeline.sandbox.transactions import voyado_receipts
+    from custsync_pipeline.store.transactions import load_ledger
+
+    db_url, cfg = _wrong_key_env(dagster_env, tmp_path)
+    dagster_env.setenv(KEY_VAR, CREDENTIALS["VOYADO_API_KEY"])
+    with Sandbox(seed=5, people=40, base_port=0) as sb:
+        write_sync_config(cfg, sb.urls, db_url, enabled={"salesforce", "voyado", "shop"})
+        data = yaml.safe_load(cfg.read_text())
+        data["connectors"]["voyado"]["credentials"] = {"api_key": KEY_VAR}
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        assert cli_run.run(argparse.Namespace(config=None)) == 0
+        capsys.readouterr()
+        engine = StateDB(db_url).engine
+        sent_before = load_ledger(engine, "voyado")
+        # five Voyado contacts with an e-mail of their own buy something
+        contacts = pd.DataFrame(sb.records("voyado"))
+        emails = contacts["email"].dropna()
+        emails = emails[~emails.duplicated(keep=False)].head(5)
+        shop = sb.emulators["shop"]
+        for i, email in enumerate(emails):
+            shop.add_order({"email": email}, order_id=f"SN-KEY-{i}")
+        receipts_before = len(voyado_receipts(sb.emulators["voyado"]).by_id)
+
+        dagster_env.setenv(KEY_VAR, WRONG)
+        for _ in range(2):
+            assert cli_run.run(argparse.Namespace(config=None)) == 1
+            out = capsys.readouterr().out
+            assert WRONG not in out
+            lines = [x for x in out.splitlines() if "transactions" in x and "voyado" in x]
+            assert any("not authorized (HTTP 401)" in x for x in lines), out
+            ledger = load_ledger(engine, "voyado")
+            assert not (ledger["status"] == "failed").any()  # no receipt is at fault
+            assert len(ledger) == len(sent_before)
+        assert len(voyado_receipts(sb.emulators["voyado"]).by_id) == receipts_before
+
+        dagster_env.setenv(KEY_VAR, CREDENTIALS["VOYADO_API_KEY"])
+        assert cli_run.run(argparse.Namespace(config=None)) == 0
+        ledger = load_ledger(engine, "voyado")
+        engine.dispose()
+        new = ledger[ledger["transaction_id"].str.contains("SN-KEY-")]
+        assert len(new) == len(emails) and (new["status"] == "sent").all()
+        receipts = voyado_receipts(sb.emulators["voyado"]).by_id
+        assert {f"shop:SN-KEY-{i}" for i in range(len(emails))} <= set(receipts)

@@ -57,6 +57,27 @@ class ConnectorError(RuntimeError):
         super().__init__(f"[{connector}] {message}")
 
 
+# statuses a target answers a credential it does not accept with: no verdict on the payload
+AUTH_STATUSES = (401, 403)
+# how a connector's error line words a refused request ("[voyado] POST <url> -> HTTP 401: …",
+# ``HttpClient.request``; "[salesforce] token endpoint <url> -> HTTP 401: …", the OAuth2
+# token fetch): the status right after the arrow, then the (scrubbed) reason
+AUTH_ERROR = re.compile(r"-> HTTP (" + "|".join(map(str, AUTH_STATUSES)) + r")(?::|$)")
+# an OAuth2 token endpoint refusing the client answers 400 (invalid_client, invalid_grant:
+# RFC 6749 5.2) as often as 401: any 4xx of the token fetch is the credential
+TOKEN_ERROR = re.compile(r"token endpoint \S+ -> HTTP (4\d\d)(?::|$)")
+
+
+def auth_failure_status(error: str | None) -> int | None:
+    """The HTTP status of a write the target refused for custsync's credential (401/403, or
+    any 4xx of the OAuth2 token fetch), read from the connector's error line; None for any
+    other outcome (a 400/404/422 of the write itself is a verdict on the payload)."""
+    if not isinstance(error, str):
+        return None
+    match = TOKEN_ERROR.search(error) or AUTH_ERROR.search(error)
+    return int(match.group(1)) if match else None
+
+
 class CredentialError(ConnectorError):
     """A credential's env var is not set (the message names the variable, never a value)."""
 

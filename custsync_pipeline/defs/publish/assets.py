@@ -22,7 +22,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from custsync_pipeline.connectors.base import WriteOp
-from custsync_pipeline.connectors.http import mask_personal
+from custsync_pipeline.connectors.http import (
+    AUTH_ERROR,
+    TOKEN_ERROR,
+    auth_failure_status,
+    mask_personal,
+)
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.golden.echo import held_for_updates
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
@@ -59,33 +64,14 @@ PUBLISH_CHUNK = (
 # its retries) the target is down, and the rest wait in the outbox for the outbox sensor
 # instead of each spending its retries against an outage
 PUBLISH_PROBE = 20
-# statuses a target answers a credential it does not accept with: no verdict on the payload
-AUTH_STATUSES = (401, 403)
-# how a connector's error line words a refused request ("[voyado] POST <url> -> HTTP 401: …",
-# ``HttpClient.request``; "[salesforce] token endpoint <url> -> HTTP 401: …", the OAuth2
-# token fetch): the status right after the arrow, then the (scrubbed) reason
-_AUTH_ERROR = re.compile(r"-> HTTP (" + "|".join(map(str, AUTH_STATUSES)) + r")(?::|$)")
-# an OAuth2 token endpoint refusing the client answers 400 (invalid_client, invalid_grant:
-# RFC 6749 5.2) as often as 401: any 4xx of the token fetch is the credential
-_TOKEN_ERROR = re.compile(r"token endpoint \S+ -> HTTP (4\d\d)(?::|$)")
 # a connector's own error line ("[voyado] POST …"): a refusal judged to be about one record
 # is stored reworded (``RECORD_REFUSED``) and is not taken for the credential again
 _AUTH_ERROR_ANY = re.compile(
     r"^\[[^\]]+\] .*(?:"
-    + "|".join(x.pattern.replace("(", "(?:", 1) for x in (_AUTH_ERROR, _TOKEN_ERROR))
+    + "|".join(x.pattern.replace("(", "(?:", 1) for x in (AUTH_ERROR, TOKEN_ERROR))
     + ")"
 )
 RECORD_REFUSED = "refused for this record, not for the credential: "
-
-
-def auth_failure_status(error: str | None) -> int | None:
-    """The HTTP status of a write the target refused for custsync's credential (401/403, or
-    any 4xx of the OAuth2 token fetch), read from the connector's error line; None for any
-    other outcome (a 400/404/422 of the write itself is a verdict on the payload)."""
-    if not isinstance(error, str):
-        return None
-    match = _TOKEN_ERROR.search(error) or _AUTH_ERROR.search(error)
-    return int(match.group(1)) if match else None
 
 
 def auth_refused(errors: pd.Series) -> pd.Series:
