@@ -100,6 +100,14 @@ def test_a_customer_gone_from_the_source_is_deleted_in_targets_after_the_grace(
             assert metadata_of(third, "voucherify/outbound_deltas")["deletes"] >= 2
             held = set(pd.DataFrame(sb.records("voucherify"))["id"])
             assert len(set(pairs["source_id_vf"]) - held) >= 2, "deleted after the grace period"
+            # the deletes acknowledged this run are not due any more (read before them)
+            report = metadata_of(third, "voucherify/reconciliation_report")
+            deleted = len(set(pairs["source_id_vf"]) - held)
+            assert report["deletes_due"] <= len(pairs) - deleted, report
+            fourth = materialize_all(instance)
+            assert metadata_of(fourth, "voucherify/reconciliation_report")["deletes_due"] == (
+                len(set(pairs["source_id_vf"]) & set(pd.DataFrame(sb.records("voucherify"))["id"]))
+            )
             sf_now = set(pd.DataFrame(sb.records("salesforce"))["Custsync_Id__c"].dropna())
             assert not sf_now & set(pairs["golden_id"])  # and never re-created in Salesforce
             engine.dispose()

@@ -12,8 +12,9 @@ Counts, per target (its writable records only: Salesforce Contacts, not Leads):
 - ``extra``: records beyond one per golden record (duplicates), or of a golden record
   that no longer lives;
 - ``pending_deletes``: golden records gone from the source of truth, inside the grace
-  period, still held there; ``deletes_due``: past it and still held (the delete or
-  archive is queued or failed);
+  period, still held there; ``deletes_due``: past it and still held, the delete or archive
+  not acknowledged (queued or failed; an archived record stays held by design, and a record
+  deleted this run was read before the delete);
 - ``dead_letters``: outbox rows the target refused for good; ``failed``: retried ones;
 - ``conflicts_open``: target-side changes waiting in the review queue.
 
@@ -96,6 +97,13 @@ def reconciliation_counts(
     updates = keys[is_update]
     creates = keys[keys.str.startswith("new:")]
     acked = set(status.index[status == "acked"])
+    # golden records whose delete or archive the target acknowledged: no longer due
+    done = set()
+    if len(outbox):
+        gone_op = (outbox["op"] == "delete") | outbox["payload_hash"].astype(str).str.startswith(
+            "archive:"
+        )
+        done = set(outbox.loc[gone_op & (outbox["status"] == "acked"), "golden_id"].astype(str))
     held_taken = held & taken
     drifted = int(updates.isin(list(members["source_id"].astype(str))).sum())
     return {
@@ -108,7 +116,7 @@ def reconciliation_counts(
         "extra": int((per_golden[per_golden.index.isin(live)] - 1).clip(lower=0).sum())
         + int((~gids.isin(live)).sum()),
         "pending_deletes": len(pending & held),
-        "deletes_due": len(due & held),
+        "deletes_due": len((due & held) - done),
         "dead_letters": int((outbox["status"] == "dead").sum()) if len(outbox) else 0,
         "failed": int((outbox["status"] == "failed").sum()) if len(outbox) else 0,
         "conflicts_open": int(conflicts_open),
