@@ -108,6 +108,15 @@ def test_a_customer_gone_from_the_source_is_deleted_in_targets_after_the_grace(
             assert metadata_of(fourth, "voucherify/reconciliation_report")["deletes_due"] == (
                 len(set(pairs["source_id_vf"]) & set(pd.DataFrame(sb.records("voucherify"))["id"]))
             )
+            # custsync's own delete is "deleted" in the history, not "gone from target"
+            ev = pd.read_sql(
+                "select golden_id, new_value from golden_events where field = 'delete' "
+                "and connector = 'voucherify'",
+                engine,
+            )
+            mine = ev[ev["golden_id"].isin(set(pairs["golden_id"]))]
+            assert (mine["new_value"] == "deleted").sum() >= 2, mine
+            assert not (mine["new_value"] == "gone from target").any(), mine
             sf_now = set(pd.DataFrame(sb.records("salesforce"))["Custsync_Id__c"].dropna())
             assert not sf_now & set(pairs["golden_id"])  # and never re-created in Salesforce
             engine.dispose()
@@ -189,3 +198,56 @@ def test_archive_without_its_fields_is_a_config_error(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="archive_payload"):
         load_sync_config(path)
+
+
+def test_contacts_custsync_deleted_in_voyado_leave_a_clean_history(dagster_env, tmp_path: Path):
+    """Voyado's delete_mode is delete, grace 2 runs: Contacts deleted in Salesforce (the
+    source of truth) get their Voyado contacts deleted by custsync. Voyado's delete feed
+    then reads them back as deleted — a change of deletes only, which the incremental
+    identity resolution takes without a record to resolve — and the history says
+    ``deleted`` for Voyado, never ``gone from target`` (that is someone else's delete)."""
+    import yaml
+
+    with Sandbox(seed=5, people=60, base_port=0) as sb:
+        db_url, cfg = run_against_sandbox(
+            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voyado"}
+        )
+        data = yaml.safe_load(cfg.read_text())
+        for t in data["publish"]:
+            if t["connector"] == "voyado":
+                t["delete_mode"] = "delete"
+        data["deletes"] = {"grace_runs": 2}
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success
+            engine = StateDB(db_url).engine
+            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            sf, vy = ids[ids["connector"] == "salesforce"], ids[ids["connector"] == "voyado"]
+            contacts = set(pd.DataFrame(sb.records("salesforce"))["Id"])
+            one = sf[~sf["golden_id"].duplicated(keep=False) & sf["source_id"].isin(contacts)]
+            pairs = one.merge(vy, on="golden_id", suffixes=("_sf", "_vy"))
+            pairs = pairs[~pairs["golden_id"].duplicated(keep=False)].head(2)
+            assert len(pairs) == 2
+            base = f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact"
+            for contact_id in pairs["source_id_sf"]:
+                r = requests.delete(f"{base}/{contact_id}", headers=SF_HEADERS, timeout=10)
+                assert r.status_code == 204, r.text
+            for _ in range(4):  # pending, due and deleted, read back, once more
+                assert materialize_all(instance).success
+            held = set(pd.DataFrame(sb.records("voyado"))["id"].astype(str))
+            assert not set(pairs["source_id_vy"]) & held
+            for gid in pairs["golden_id"]:
+                ev = pd.read_sql(
+                    "select new_value, connector from golden_events where field = 'delete' "
+                    f"and golden_id = '{gid}' order by id",
+                    engine,
+                )
+                steps = list(zip(ev["new_value"], ev["connector"], strict=True))
+                assert steps == [
+                    ("pending", "salesforce"),
+                    ("gone from target", "salesforce"),
+                    ("due", "salesforce"),
+                    ("queued delete", "voyado"),
+                    ("deleted", "voyado"),
+                ], steps
+            engine.dispose()

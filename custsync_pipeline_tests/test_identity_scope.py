@@ -277,3 +277,35 @@ def test_a_large_change_asks_for_a_full_resolution() -> None:
         resolve_changes(_current(records), _fetcher(records), bare, rules, matching=matching)
         is None
     )
+
+
+def test_a_change_of_one_lone_record_deleted_resolves_nothing_else() -> None:
+    """A record alone in its golden record, nothing else touching it, is deleted (a target
+    record custsync itself deleted, read back from the target's delete feed): the scope
+    holds no record to resolve, the map loses that record, and nothing else moves."""
+    rules, matching = _plan()
+    records = _independent(2)
+    stored, full0 = _stored(records, rules, matching)
+    sizes = full0.identity_map["golden_id"].value_counts()
+    lone = full0.identity_map[full0.identity_map["golden_id"].map(sizes) == 1]
+    named = set(full0.conflicts["source_id_a"]) | set(full0.conflicts["source_id_b"])
+    lone = lone[~lone["source_id"].isin(named)].iloc[0]
+    after = records[
+        ~(
+            (records["connector"].astype(str) == lone["connector"])
+            & (records["source_id"].astype(str) == lone["source_id"])
+        )
+    ].reset_index(drop=True)
+    inc = resolve_changes(
+        _current(after), _fetcher(after), stored, rules, now=T1, matching=matching,
+        max_share=1.0,
+    )  # fmt: skip
+    assert inc is not None
+    got = inc.result.identity_map
+    assert len(got) == len(full0.identity_map) - 1
+    assert not (
+        (got["connector"] == lone["connector"]) & (got["source_id"] == lone["source_id"])
+    ).any()
+    cols = ["connector", "source_id", "golden_id"]
+    rest = full0.identity_map[full0.identity_map["source_id"] != lone["source_id"]]
+    assert _rows(got, cols) == _rows(rest, cols)

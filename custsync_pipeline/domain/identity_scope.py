@@ -142,8 +142,8 @@ def _fetcher(fetch: Fetch, index: _Records) -> Callable[[np.ndarray], pd.DataFra
                 row_of[p[p >= 0]] = start + np.arange(len(got))
                 fetched[:] = [pd.concat([*fetched, got], ignore_index=True)]
         rows = row_of[idx]
-        if not fetched:
-            return pd.DataFrame()
+        if not fetched:  # nothing asked yet (a change of deletes only): no rows, its columns
+            fetched.append(fetch(pd.DataFrame({"connector": [], "source_id": []}, dtype=object)))
         return fetched[0].iloc[rows[rows >= 0]].reset_index(drop=True)
 
     return records_at

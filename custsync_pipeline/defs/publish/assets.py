@@ -307,7 +307,14 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         # never created again in the system that deleted it
         gone_before = set(presence.gone_runs(engine, name).index)
         gone = presence.record_presence(engine, name, members["golden_id"])
-        record_delete_events(engine, gone - gone_before, "gone from target", name)
+        # a record custsync deleted there (acknowledged) is gone by its own hand: its
+        # history already says "deleted"
+        ours = set(
+            ledger.loc[(ledger["op"] == "delete") & (ledger["status"] == "acked"), "golden_id"]
+            .dropna()
+            .astype(str)
+        )
+        record_delete_events(engine, gone - gone_before - ours, "gone from target", name)
         again = deltas["entity_key"].astype(str).str.startswith("new:") & deltas["golden_id"].isin(
             gone
         )
