@@ -143,10 +143,17 @@ def _check(
         canon = connector.to_canonical(connector.read().records)
         if target.key_field and missing:
             # a target keyed by a value (Voyado's e-mail) never gets a second record with a
-            # value another of its records holds, nor two creates that share one
+            # value another of its records holds, nor two creates that share one: held now,
+            # or as this cycle's deltas saw it (a record that handed its value on in this
+            # cycle's publish frees it for a create in the next)
             key = target.key_field
-            value = takes.set_index("golden_id")[key].astype("string").str.strip().str.casefold()
-            held_values = set(canon[key].astype("string").str.strip().str.casefold().dropna())
+
+            def folded(values: pd.Series) -> pd.Series:
+                return values.astype("string").str.strip().str.casefold()
+
+            value = folded(takes.set_index("golden_id")[key])
+            seen = core.load_source_records(engine, [name], columns=["source_id", key])
+            held_values = set(folded(canon[key]).dropna()) | set(folded(seen[key]).dropna())
             blocked = value[
                 value.isin(held_values) | (value.notna() & value.duplicated(keep=False))
             ]
