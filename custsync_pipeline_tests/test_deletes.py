@@ -209,8 +209,10 @@ def test_contacts_custsync_deleted_in_voyado_leave_a_clean_history(dagster_env, 
     import yaml
 
     with Sandbox(seed=5, people=60, base_port=0) as sb:
+        # Exact Online and Icomm are sources only: their records keep a golden record
+        # alive after its Salesforce Contact is deleted
         db_url, cfg = run_against_sandbox(
-            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voyado"}
+            dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voyado", "exact", "icomm"}
         )
         data = yaml.safe_load(cfg.read_text())
         for t in data["publish"]:
@@ -226,10 +228,22 @@ def test_contacts_custsync_deleted_in_voyado_leave_a_clean_history(dagster_env, 
             contacts = set(pd.DataFrame(sb.records("salesforce"))["Id"])
             one = sf[~sf["golden_id"].duplicated(keep=False) & sf["source_id"].isin(contacts)]
             pairs = one.merge(vy, on="golden_id", suffixes=("_sf", "_vy"))
-            pairs = pairs[~pairs["golden_id"].duplicated(keep=False)].head(2)
+            pairs = pairs[~pairs["golden_id"].duplicated(keep=False)]
+            others = set(ids.loc[ids["connector"].isin(["exact", "icomm"]), "golden_id"])
+            # the first also held by a source-only system, the second by no other
+            pairs = pd.concat(
+                [
+                    pairs[pairs["golden_id"].isin(others)].head(1),
+                    pairs[~pairs["golden_id"].isin(others)].head(1),
+                ]
+            )
             assert len(pairs) == 2
             base = f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact"
+            kept = {}
             for contact_id in pairs["source_id_sf"]:
+                kept[contact_id] = requests.get(
+                    f"{base}/{contact_id}", headers=SF_HEADERS, timeout=10
+                ).json()
                 r = requests.delete(f"{base}/{contact_id}", headers=SF_HEADERS, timeout=10)
                 assert r.status_code == 204, r.text
             for _ in range(4):  # pending, due and deleted, read back, once more
@@ -250,4 +264,26 @@ def test_contacts_custsync_deleted_in_voyado_leave_a_clean_history(dagster_env, 
                     ("queued delete", "voyado"),
                     ("deleted", "voyado"),
                 ], steps
+            report = metadata_of(materialize_all(instance), "voyado/reconciliation_report")
+            assert report["deleted_there"] == 0, report  # custsync's deletes, not someone's
+
+            # the first person is back in Salesforce (entered again): custsync deleted them
+            # in Voyado itself, so they are created there again
+            back = {
+                k: v
+                for k, v in kept[pairs["source_id_sf"].iloc[0]].items()
+                if k in ("FirstName", "LastName", "Email", "Phone", "MobilePhone", "MailingCity")
+                and v
+            }
+            r = requests.post(base, json=back, headers=SF_HEADERS, timeout=10)
+            assert r.status_code == 201, r.text
+            for _ in range(2):  # read and created; read back
+                assert materialize_all(instance).success
+            now = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            gid = now.loc[now["source_id"] == r.json()["id"], "golden_id"].iloc[0]
+            vy_now = now[(now["connector"] == "voyado") & (now["golden_id"] == gid)]
+            assert len(vy_now) == 1, vy_now
+            assert set(vy_now["source_id"]) <= set(
+                pd.DataFrame(sb.records("voyado"))["id"].astype(str)
+            )
             engine.dispose()

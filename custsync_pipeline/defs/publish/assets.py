@@ -170,6 +170,15 @@ def compared_fields(fields: list[str], aspects: list[str]) -> list[str]:
     return [f for f in fields if f not in ADDRESS_FIELDS]
 
 
+def deleted_by_custsync(outbox: pd.DataFrame) -> set[str]:
+    """Golden ids whose record in the target custsync deleted (the delete acknowledged):
+    gone by custsync's own hand, not "deleted there" by someone else."""
+    if outbox.empty:
+        return set()
+    done = (outbox["op"] == "delete") & (outbox["status"] == "acked")
+    return set(outbox.loc[done, "golden_id"].dropna().astype(str))
+
+
 def delete_ops(
     members: pd.DataFrame, due: set[str], target: PublishPolicy, versions: pd.Series
 ) -> pd.DataFrame:
@@ -309,14 +318,11 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         gone = presence.record_presence(engine, name, members["golden_id"])
         # a record custsync deleted there (acknowledged) is gone by its own hand: its
         # history already says "deleted"
-        ours = set(
-            ledger.loc[(ledger["op"] == "delete") & (ledger["status"] == "acked"), "golden_id"]
-            .dropna()
-            .astype(str)
-        )
+        ours = deleted_by_custsync(ledger)
         record_delete_events(engine, gone - gone_before - ours, "gone from target", name)
+        # (one custsync deleted is created again once the person is back at the source)
         again = deltas["entity_key"].astype(str).str.startswith("new:") & deltas["golden_id"].isin(
-            gone
+            gone - ours
         )
         not_recreated = int(again.sum())
         deltas = deltas[~again].reset_index(drop=True)

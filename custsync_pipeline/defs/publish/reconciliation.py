@@ -7,8 +7,9 @@ Counts, per target (its writable records only: Salesforce Contacts, not Leads):
 - ``drifted``: members that differed (a hand edit there, or a golden change) and got a
   corrective update this run; ``corrected``: of those, acknowledged by the target;
 - ``missing``: golden records it takes with no record there (queued as creates);
-  ``created``: of those, acknowledged; ``deleted_there``: golden records the target
-  deleted, never created again;
+  ``created``: of those, acknowledged; ``deleted_there``: golden records someone deleted
+  there, never created again (one custsync deleted is created again when the person is
+  back at the source);
 - ``extra``: records beyond one per golden record (duplicates), or of a golden record
   that no longer lives;
 - ``pending_deletes``: golden records gone from the source of truth, inside the grace
@@ -27,7 +28,12 @@ import pandas as pd
 
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
-from custsync_pipeline.defs.publish.assets import SOURCE_DELETIONS, deltas_key, published_key
+from custsync_pipeline.defs.publish.assets import (
+    SOURCE_DELETIONS,
+    deleted_by_custsync,
+    deltas_key,
+    published_key,
+)
 from custsync_pipeline.defs.resources import connector_resource_key
 from custsync_pipeline.domain.deltas import hold_back
 from custsync_pipeline.domain.plan import PublishPolicy, SyncPlan
@@ -72,6 +78,7 @@ def reconciliation_counts(
     ``members`` may hold records of other types (a Lead): they count as holding their golden
     record (it is not missing there), not as records custsync writes."""
     takes, _ = hold_back(golden, target.kinds, target.required_fields)
+    gone_in_target = gone_in_target - deleted_by_custsync(outbox)  # someone else's deletes
     due = set(source_gone.index[source_gone >= grace_runs])
     pending = set(source_gone.index[source_gone < grace_runs])
     taken = set(takes["golden_id"].astype(str)) - due
