@@ -223,6 +223,26 @@ def test_purge_outputs_matches_every_part_of_a_composite_id_only(tmp_path):
     ]
 
 
+def test_purge_outputs_finds_a_raw_payload_with_a_vendor_source_id_field(tmp_path):
+    # Voucherify's customers carry a field of their own called source_id (custsync's golden
+    # id for those it created, a shop's id for the rest): no connector column beside it
+    root = tmp_path / "storage"
+    (root / "voucherify").mkdir(parents=True)
+    raw = pd.DataFrame(
+        {
+            "id": ["cust_1", "cust_2"],
+            "source_id": ["G1", "shop-77"],
+            "name": ["Anna Berg", "Nils Ek"],
+            "email": ["anna@example.se", "nils@example.se"],
+        }
+    )
+    raw.to_parquet(root / "voucherify" / "raw_customers.parquet")
+    removed = purge_outputs(root, {"G9"}, {("voucherify", "cust_1")}, [("cust_1",)])
+    assert removed == {"voucherify/raw_customers.parquet": 1}
+    left = pd.read_parquet(root / "voucherify" / "raw_customers.parquet")
+    assert left["id"].tolist() == ["cust_2"]
+
+
 def test_rejected_outputs_carry_hashed_payloads_the_state_db_keeps_in_clear(synced):
     url, root = synced
     outputs = sorted(root.glob("*/rejected_customers.parquet"))

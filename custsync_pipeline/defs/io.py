@@ -213,7 +213,10 @@ def person_rows(
             )
             hit |= keys.isin(recs)
     parts = [p for p in id_parts if p]
-    if parts and not any(c in frame.columns for _, c in SOURCE_PAIRS):
+    # a raw payload has no (connector, source_id) pair: a vendor's own field of that name
+    # (Voucherify's ``source_id``) is no connector's record id
+    paired = any(c in frame.columns and i in frame.columns for c, i in SOURCE_PAIRS)
+    if parts and not paired:
         texts = [
             frame[c].astype("string")
             for c in frame.columns
