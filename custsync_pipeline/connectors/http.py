@@ -168,6 +168,40 @@ def mask_personal(text: str) -> str:
     return mask_phones(mask_emails(text))
 
 
+# a request body's type tags (Salesforce ``attributes``) are no personal data, and words
+# of two letters are codes (SE, en): what an error quoting them says stays readable
+_UNSENT_KEYS = frozenset({"attributes"})
+_MIN_SENT = 3
+
+
+def sent_values(body: Any) -> list[str]:
+    """The text values of a request body (nested dicts and lists), longest first: what an
+    API's error message may quote back (a name, a street, a birth date)."""
+    out: set[str] = set()
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(v for k, v in value.items() if k not in _UNSENT_KEYS)
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, str) and len(value.strip()) >= _MIN_SENT:
+            out.add(value.strip())
+    return sorted(out, key=len, reverse=True)
+
+
+def mask_sent(text: str | None, values: Iterable[str]) -> str | None:
+    """``text`` with every value the request sent (``sent_values``) masked to its first
+    letter: vendors quote the record in their errors, and those reach the run's output,
+    the Dagster event log and ``custsync status``. E-mails and phones are masked too."""
+    if not text:
+        return text
+    for value in values:
+        if value in text:
+            text = text.replace(value, value[0] + "***")
+    return mask_personal(text)
+
+
 def scrub_text(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every known secret value masked, and e-mail addresses masked."""
     for secret in secrets:
@@ -552,7 +586,7 @@ class HttpClient:
                 raise QuotaExceededError(
                     self.connector, self.scrub(fatal), status=resp.status_code, transient=False
                 )
-        message = self.scrub(self._error_parser(resp))
+        message = self.scrub(mask_sent(self._error_parser(resp), sent_values(json)) or "")
         transient = resp.status_code in RETRY_STATUSES
         after = f" after {self.settings.max_retries} retries" if transient else ""
         raise ConnectorError(

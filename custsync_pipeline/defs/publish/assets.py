@@ -16,6 +16,7 @@ a 401/403 beside writes the target took is that record's, dead-lettered.
 
 import json
 import re
+from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
@@ -27,6 +28,8 @@ from custsync_pipeline.connectors.http import (
     TOKEN_ERROR,
     auth_failure_status,
     mask_personal,
+    mask_sent,
+    sent_values,
 )
 from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS
 from custsync_pipeline.defs.golden.echo import held_for_updates
@@ -510,7 +513,12 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                     strict=True,
                 )
             ]
-            results = connector.write(ops)
+            # an error that quotes what was sent (a name, a street) is stored masked
+            sent = sent_values([op.payload for op in ops])
+            results = [
+                replace(r, error=mask_sent(r.error, sent)) if r.error else r
+                for r in connector.write(ops)
+            ]
             # 401/403 beside writes the target took is about that record (a customer the
             # key may not touch): a verdict on it, dead-lettered. A batch refused whole is
             # the credential: no verdict, queued again. The lone first write decides
