@@ -287,3 +287,69 @@ def test_contacts_custsync_deleted_in_voyado_leave_a_clean_history(dagster_env, 
                 pd.DataFrame(sb.records("voyado"))["id"].astype(str)
             )
             engine.dispose()
+
+
+def test_a_contact_moved_to_another_golden_record_deletes_nothing(dagster_env, tmp_path: Path):
+    """A steward's cannot-links part a Salesforce Contact from the records of a golden
+    record that hold each other (its Voucherify customer and Voyado contact, one e-mail):
+    they keep the golden id, the Contact goes to a golden record of its own. Nobody deleted it — the golden record
+    it left is no pending delete, and no target record is deleted past the grace period."""
+    import yaml
+
+    from custsync_pipeline.store.identity import set_decision
+
+    systems = {"salesforce", "voucherify", "voyado"}
+    with Sandbox(seed=5, people=60, base_port=0) as sb:
+        db_url, cfg = run_against_sandbox(dagster_env, tmp_path, sb.urls, enabled=systems)
+        data = yaml.safe_load(cfg.read_text())
+        for t in data["publish"]:
+            if t["connector"] in ("voucherify", "voyado"):
+                t["delete_mode"] = "delete"
+        data["deletes"] = {"grace_runs": 2}
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success
+            assert materialize_all(instance).success  # what it created, read back
+            engine = StateDB(db_url).engine
+            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            per = ids.groupby("golden_id")["connector"].agg(list)
+            # one Contact; a Voucherify customer and a Voyado contact none of which custsync
+            # created (they hold each other by their own e-mail)
+            stamped = set(
+                pd.read_sql(
+                    "select source_id from source_records where custsync_id is not null", engine
+                )["source_id"]
+            )
+            ids["own"] = ~ids["source_id"].isin(stamped)
+            own = ids[ids["own"]].groupby("golden_id")["connector"].agg(list)
+            fit = [
+                g
+                for g, cs in own.items()
+                if sorted(cs) == ["salesforce", "voucherify", "voyado"] and len(per[g]) == 3
+            ]
+            assert fit
+            gid = fit[0]
+            mine = ids[ids["golden_id"] == gid].set_index("connector")["source_id"]
+            for other in ("voucherify", "voyado"):
+                set_decision(
+                    engine,
+                    "cannot_link",
+                    ("salesforce", mine["salesforce"]),
+                    (other, mine[other]),
+                )
+            for _ in range(4):  # past the grace period of two runs
+                result = materialize_all(instance)
+                assert result.success
+                assert metadata_of(result, "source_deletions")["pending_deletes"] == 0
+            now = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            at = now.set_index(["connector", "source_id"])["golden_id"]
+            assert at[("salesforce", mine["salesforce"])] != at[("voucherify", mine["voucherify"])]
+            ev = pd.read_sql(
+                "select golden_id, new_value, connector from golden_events where field = 'delete'",
+                engine,
+            )
+            assert ev.empty, ev
+            held_vf = set(pd.DataFrame(sb.records("voucherify"))["id"].astype(str))
+            held_vy = set(pd.DataFrame(sb.records("voyado"))["id"].astype(str))
+            assert mine["voucherify"] in held_vf and mine["voyado"] in held_vy
+            engine.dispose()

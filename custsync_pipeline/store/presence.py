@@ -9,6 +9,12 @@ gone; a member that shows up again (re-created by hand, re-linked) clears ``gone
 The source of truth has rows of its own (``source:<connector>``): a golden record gone
 from it for ``deletes.grace_runs`` runs is deleted (or archived) in the targets whose
 ``delete_mode`` says so; reappearing before that cancels it.
+
+A golden record that no longer holds a record because that record now belongs to another
+golden record (a merge, a re-resolution, a steward's decision) did not leave: nobody
+deleted anything. Each row keeps one record it held (``holder``); when that record is
+still held under another golden id, the row goes, as a merged-away id's does — no
+pending delete, no ``gone from target``.
 """
 
 from __future__ import annotations
@@ -32,23 +38,45 @@ target_presence = sa.Table(
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("gone_at", sa.DateTime(timezone=True)),  # no member there any more: deleted
     sa.Column("gone_runs", sa.Integer),  # runs that found it gone (the delete grace period)
+    # one of the target's records it held when last seen (the smallest id): a golden id
+    # whose record now belongs to another golden id did not leave, its record moved
+    sa.Column("holder", sa.String(255)),
 )
 
 SOURCE_PREFIX = "source:"  # rows of the source of truth: target = "source:<connector>"
 
 
-def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[str]:
+def first_holders(records: pd.DataFrame) -> pd.Series:
+    """golden_id -> the smallest source id of its ``records`` (golden_id, source_id)."""
+    if records.empty:
+        return pd.Series(dtype=object)
+    frame = records[["golden_id", "source_id"]].astype(str)
+    frame = frame.sort_values(["golden_id", "source_id"], kind="stable")
+    first = frame.drop_duplicates("golden_id")
+    return pd.Series(first["source_id"].to_numpy(), index=first["golden_id"].to_numpy())
+
+
+def record_presence(
+    engine: Engine, target: str, present: Iterable[str], records: pd.DataFrame | None = None
+) -> set[str]:
     """Note the golden ids ``target`` holds now; return every golden id gone from it (held
-    before, not now), including those that left just now. One transaction."""
+    before, not now), including those that left just now. ``records`` (golden_id,
+    source_id): the target's records now — a golden id whose stored ``holder`` is one of
+    them under another golden id moved, it did not leave. One transaction."""
     now = pd.Timestamp.now(tz="UTC").to_pydatetime()
     here = sorted({str(g) for g in present})
+    holders = first_holders(records) if records is not None else None
     mine = target_presence.c.target == target
     with engine.begin() as conn:
         seen = pd.DataFrame(
             conn.execute(
-                sa.select(target_presence.c.golden_id, target_presence.c.gone_at).where(mine)
+                sa.select(
+                    target_presence.c.golden_id,
+                    target_presence.c.gone_at,
+                    target_presence.c.holder,
+                ).where(mine)
             ).fetchall(),
-            columns=["golden_id", "gone_at"],
+            columns=["golden_id", "gone_at", "holder"],
         )
         # a golden id merged into another did not leave: its members moved to the survivor,
         # which has its own row. Its row goes (no pending delete, no "gone from target")
@@ -62,6 +90,11 @@ def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[
                     golden_ids.c.golden_id.in_(absent[start : start + 5000]),
                 )
             ).scalars()
+        if records is not None and absent:
+            # its record now held under another golden id: moved, not deleted
+            still = set(records["source_id"].astype(str))
+            gone_ids = seen["golden_id"].isin(absent) & seen["holder"].isin(still)
+            merged += seen.loc[gone_ids, "golden_id"].tolist()
         moved = seen["golden_id"][seen["golden_id"].isin(merged)]
         delete_in(conn, target_presence, "golden_id", moved.tolist(), mine)
         seen = seen[~seen["golden_id"].isin(moved)]
@@ -73,10 +106,30 @@ def record_presence(engine: Engine, target: str, present: Iterable[str]) -> set[
             conn.execute(
                 target_presence.insert(),
                 [
-                    {"target": target, "golden_id": g, "first_seen_at": now, "last_seen_at": now}
+                    {
+                        "target": target,
+                        "golden_id": g,
+                        "first_seen_at": now,
+                        "last_seen_at": now,
+                        "holder": None if holders is None else holders.get(g),
+                    }
                     for g in new[start : start + 5000]
                 ],
             )
+        if holders is not None:  # a held golden id whose first record changed
+            was = seen.set_index("golden_id")["holder"]
+            now_held = holders.reindex(was.index)
+            stale = was.index[now_held.notna().to_numpy() & (was != now_held).to_numpy()]
+            if len(stale):
+                conn.execute(
+                    target_presence.update()
+                    .where(
+                        target_presence.c.target == sa.bindparam("t"),
+                        target_presence.c.golden_id == sa.bindparam("g"),
+                    )
+                    .values(holder=sa.bindparam("h")),
+                    [{"t": target, "g": g, "h": holders[g]} for g in stale],
+                )
         conn.execute(  # one more run that finds them gone
             target_presence.update()
             .where(mine, target_presence.c.gone_at.isnot(None))

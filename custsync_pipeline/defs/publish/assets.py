@@ -136,9 +136,11 @@ def _source_deletions_asset(plan: SyncPlan) -> dg.AssetsDefinition:
             return dg.MaterializeResult(metadata={"pending_deletes": 0, "deletes_due": 0})
         engine = context.resources.state_db.engine
         key = presence.SOURCE_PREFIX + plan.source
-        held = identity_map.loc[identity_map["connector"] == plan.source, "golden_id"]
+        mine = identity_map.loc[identity_map["connector"] == plan.source]
         before = presence.gone_runs(engine, key)
-        presence.record_presence(engine, key, held)
+        # a Contact now under another golden id (a merge, a re-resolution, a steward's
+        # decision) was not deleted: its old golden record is no pending delete
+        presence.record_presence(engine, key, mine["golden_id"], mine[["golden_id", "source_id"]])
         runs = presence.gone_runs(engine, key)
         due = int((runs >= plan.delete_grace_runs).sum())
         # every step of a delete is an event in golden history
@@ -318,7 +320,9 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         # a golden record the target held and no longer holds was deleted there: it is
         # never created again in the system that deleted it
         gone_before = set(presence.gone_runs(engine, name).index)
-        gone = presence.record_presence(engine, name, members["golden_id"])
+        gone = presence.record_presence(
+            engine, name, members["golden_id"], members[["golden_id", "source_id"]]
+        )
         # a record custsync deleted there (acknowledged) is gone by its own hand: its
         # history already says "deleted"
         ours = deleted_by_custsync(ledger)
