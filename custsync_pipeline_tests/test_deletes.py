@@ -353,3 +353,81 @@ def test_a_contact_moved_to_another_golden_record_deletes_nothing(dagster_env, t
             held_vy = set(pd.DataFrame(sb.records("voyado"))["id"].astype(str))
             assert mine["voucherify"] in held_vf and mine["voyado"] in held_vy
             engine.dispose()
+
+
+def test_records_that_part_when_their_contact_is_deleted_are_deleted_with_it(
+    dagster_env, tmp_path: Path
+):
+    """One person: a Salesforce Contact (e-mail and mobile), a Voyado contact with the same
+    e-mail and a Voucherify customer with the same mobile — the two hold each other only
+    through the Contact. The Contact is deleted at the source of truth: the two part (what
+    custsync wrote to them is no evidence), one keeps the golden id, the other gets a new
+    one split off it. Both are the deleted person's: both are deleted past the grace
+    period, and neither is created anywhere meanwhile."""
+    import yaml
+
+    from custsync_pipeline.sandbox.server import CREDENTIALS
+    from custsync_pipeline_tests.sandbox_fixtures import VF_HEADERS
+
+    vy_headers = {"apikey": CREDENTIALS["VOYADO_API_KEY"], "Content-Type": "application/json"}
+    systems = {"salesforce", "voucherify", "voyado"}
+    with Sandbox(seed=5, people=30, base_port=0) as sb:
+        db_url, cfg = run_against_sandbox(dagster_env, tmp_path, sb.urls, enabled=systems)
+        data = yaml.safe_load(cfg.read_text())
+        for t in data["publish"]:
+            if t["connector"] in ("voucherify", "voyado"):
+                t["delete_mode"] = "delete"
+        data["deletes"] = {"grace_runs": 2}
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        email, mobile = "tove.lindqvist@example.se", "+46703918254"
+        sf = requests.post(
+            f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact",
+            json={"FirstName": "Tove", "LastName": "Lindqvist", "Email": email,
+                  "MobilePhone": mobile, "MailingCountry": "SE"},
+            headers=SF_HEADERS, timeout=10,
+        )  # fmt: skip
+        assert sf.status_code == 201, sf.text
+        vy = requests.post(
+            f"{sb.urls['voyado']}/api/v3/contacts",
+            json={"firstName": "Tove", "lastName": "Lindqvist", "email": email,
+                  "countryCode": "SE"},
+            headers=vy_headers, timeout=10,
+        )  # fmt: skip
+        assert vy.status_code in (200, 201), vy.text
+        vf = requests.post(
+            f"{sb.urls['voucherify']}/v1/customers",
+            json={"name": "Tove Lindqvist", "phone": mobile, "address": {"country": "SE"}},
+            headers=VF_HEADERS, timeout=10,
+        )  # fmt: skip
+        assert vf.status_code in (200, 201), vf.text
+        vy_id, vf_id = str(vy.json()["id"]), str(vf.json()["id"])
+        with dg.DagsterInstance.ephemeral() as instance:
+            for _ in range(2):  # synced; what it wrote read back
+                assert materialize_all(instance).success
+            engine = StateDB(db_url).engine
+            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            at = ids.set_index(["connector", "source_id"])["golden_id"]
+            gid = at[("salesforce", sf.json()["id"])]
+            assert at[("voyado", vy_id)] == gid == at[("voucherify", vf_id)]
+
+            r = requests.delete(
+                f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact/{sf.json()['id']}",
+                headers=SF_HEADERS, timeout=10,
+            )  # fmt: skip
+            assert r.status_code == 204
+            assert materialize_all(instance).success  # pending; the two part
+            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            at = ids.set_index(["connector", "source_id"])["golden_id"]
+            parted = at[("voyado", vy_id)] != at[("voucherify", vf_id)]
+            for _ in range(3):  # due: deleted in both; read back
+                assert materialize_all(instance).success
+            held_vf = set(pd.DataFrame(sb.records("voucherify"))["id"].astype(str))
+            held_vy = set(pd.DataFrame(sb.records("voyado"))["id"].astype(str))
+            contacts = pd.DataFrame(sb.records("salesforce"))
+            engine.dispose()
+        assert parted, "the two records did not part: nothing to inherit"
+        assert vf_id not in held_vf and vy_id not in held_vy
+        # not brought back into the source of truth through the part that split off
+        for field, value in (("Email", email), ("MobilePhone", mobile), ("Phone", mobile)):
+            held = contacts.get(field, pd.Series(dtype=object)).astype(str).str.casefold()
+            assert not (held == value).any(), field

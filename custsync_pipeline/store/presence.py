@@ -168,3 +168,74 @@ def gone_runs(engine: Engine, target: str) -> pd.Series:
     return pd.Series(
         [int(r.gone_runs or 1) for r in rows], index=[str(r.golden_id) for r in rows], dtype="int64"
     )
+
+
+def inherit_gone(engine: Engine, target: str, held: Iterable[str]) -> list[str]:
+    """Golden ids split off a golden id gone from ``target`` (the source of truth) since it
+    was last seen there, holding no record of it now (``held``: the golden ids that do),
+    take its place: the same ``gone_at`` and ``gone_runs``, so the person's other records,
+    which parted when the source's record that held them together was deleted, are deleted
+    with the rest past the grace period — and created nowhere while pending. Transitive (a
+    part split again). Returns the golden ids that inherited this run."""
+    held_now = {str(g) for g in held}
+    mine = target_presence.c.target == target
+    added: list[str] = []
+    with engine.begin() as conn:
+        gone = pd.DataFrame(
+            conn.execute(
+                sa.select(
+                    target_presence.c.golden_id,
+                    target_presence.c.last_seen_at,
+                    target_presence.c.gone_at,
+                    target_presence.c.gone_runs,
+                ).where(mine, target_presence.c.gone_at.isnot(None))
+            ).fetchall(),
+            columns=["golden_id", "last_seen_at", "gone_at", "gone_runs"],
+        )
+        if gone.empty:
+            return added
+        tracked = set(conn.execute(sa.select(target_presence.c.golden_id).where(mine)).scalars())
+        parents = gone.set_index("golden_id")
+        frontier = list(parents.index)
+        while frontier:
+            rows = []
+            for start in range(0, len(frontier), 5000):
+                rows += conn.execute(
+                    sa.select(
+                        golden_ids.c.golden_id, golden_ids.c.split_from, golden_ids.c.split_at
+                    ).where(
+                        golden_ids.c.split_from.in_(frontier[start : start + 5000]),
+                        golden_ids.c.merged_into.is_(None),
+                    )
+                ).fetchall()
+            new = []
+            for child, parent, split_at in rows:
+                seen_at = pd.Timestamp(parents.loc[parent, "last_seen_at"])
+                if (
+                    child in tracked
+                    or child in held_now
+                    or split_at is None
+                    or pd.Timestamp(split_at).tz_localize(None)
+                    < seen_at.tz_localize(None) - pd.Timedelta(seconds=1)
+                ):
+                    continue  # its own history there, or parted before the record went
+                parents.loc[child] = parents.loc[parent]
+                tracked.add(child)
+                new.append(child)
+                at = parents.loc[parent]
+                conn.execute(
+                    target_presence.insert(),
+                    [
+                        {
+                            "target": target,
+                            "golden_id": child,
+                            "first_seen_at": pd.Timestamp(at["last_seen_at"]).to_pydatetime(),
+                            "last_seen_at": pd.Timestamp(at["last_seen_at"]).to_pydatetime(),
+                            "gone_at": pd.Timestamp(at["gone_at"]).to_pydatetime(),
+                            "gone_runs": int(at["gone_runs"] or 1),
+                        }
+                    ],
+                )
+            added += new
+            frontier = new
+    return added

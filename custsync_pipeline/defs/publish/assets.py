@@ -141,6 +141,9 @@ def _source_deletions_asset(plan: SyncPlan) -> dg.AssetsDefinition:
         # a Contact now under another golden id (a merge, a re-resolution, a steward's
         # decision) was not deleted: its old golden record is no pending delete
         presence.record_presence(engine, key, mine["golden_id"], mine[["golden_id", "source_id"]])
+        # the person's other records, parted when the Contact that held them together went,
+        # are deleted with the rest
+        presence.inherit_gone(engine, key, mine["golden_id"])
         runs = presence.gone_runs(engine, key)
         due = int((runs >= plan.delete_grace_runs).sum())
         # every step of a delete is an event in golden history
