@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
@@ -283,6 +284,38 @@ def attach_payloads(
     out = deltas.copy()
     out["payload"] = [dumps(p) for p in payloads]
     return out
+
+
+def key_clashes(golden: pd.DataFrame, members: pd.DataFrame, key_field: str | None) -> pd.DataFrame:
+    """(golden_id, source_id, field) of each target record an update must not give its
+    golden record's ``key_field`` value (unique there, compared trimmed and case-folded):
+    another of the target's records holds it already (two Voyado contacts of one person,
+    left by a merge: the one with the e-mail keeps it), or another update would give it
+    too (the first by source id gets it). Such a record keeps its own value: deltas accept
+    it (no write to change it, none on every run) and the payload leaves the field out."""
+    cols = ["golden_id", "source_id", "field"]
+    if key_field is None or members.empty or key_field not in golden.columns:
+        return pd.DataFrame(columns=cols)
+    if key_field not in members.columns:
+        return pd.DataFrame(columns=cols)
+
+    def folded(values: pd.Series) -> pd.Series:
+        return values.astype("string").str.strip().str.casefold().fillna("")
+
+    values = golden.drop_duplicates("golden_id").set_index("golden_id")[key_field]
+    want = folded(members["golden_id"].map(values))
+    have = folded(members[key_field])
+    change = ((want != "") & (want != have)).to_numpy()
+    taken = want.isin(set(have[have != ""])).to_numpy()
+    order = np.argsort(members["source_id"].astype(str).to_numpy(), kind="stable")
+    first = np.zeros(len(members), dtype=bool)
+    free = np.flatnonzero(change & ~taken)
+    if len(free):
+        ranked = order[np.isin(order, free)]
+        first[ranked[~pd.Series(want.to_numpy()[ranked]).duplicated().to_numpy()]] = True
+    clash = change & (taken | ~first)
+    out = members.loc[clash, ["golden_id", "source_id"]].astype(str)
+    return out.assign(field=key_field).reset_index(drop=True)
 
 
 def hold_taken_keys(

@@ -50,6 +50,7 @@ from custsync_pipeline.domain.deltas import (
     entry_lists,
     hold_back,
     hold_taken_keys,
+    key_clashes,
     member_views,
 )
 from custsync_pipeline.domain.echo import names_as_held
@@ -310,9 +311,13 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             members if not write_object else members[members["object_type"] == write_object]
         )
         conflicts = field_conflicts(takes, writable_members, review_fields(target.conflicts))
+        # a key value (Voyado's e-mail) another of its records holds: that record keeps
+        # its own (two contacts of one person after a merge never share one)
+        clashes = key_clashes(takes, writable_members, target.key_field)
+        kept = pd.concat([c for c in (conflicts, clashes) if len(c)] or [conflicts])
         deltas = compute_deltas(
             takes,
-            names_as_held(accept_target_values(members, takes, conflicts), takes),
+            names_as_held(accept_target_values(members, takes, kept), takes),
             compared_fields(fields, aspects),
             settled,
             writable_types=[write_object] if write_object else None,
@@ -363,7 +368,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             deltas, golden_sub, connector.from_canonical, core.dumps_payload, members=views
         )
         deltas = withhold_fields(
-            deltas, golden_sub, conflicts, connector.from_canonical, core.dumps_payload
+            deltas, golden_sub, kept, connector.from_canonical, core.dumps_payload
         )
         conflict_counts = conflict_store.save_field_conflicts(engine, name, conflicts)
         writable = members if not write_object else members[members["object_type"] == write_object]
@@ -403,6 +408,9 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
                 "not_recreated": not_recreated,
                 "deletes": len(removals),
                 "dead_not_retried": not_retried,
+                # records that keep their own key value (another record of the target
+                # holds the golden one): not given a value the target holds twice
+                "key_kept": len(clashes),
                 "conflicts_open": conflict_counts["open"],
                 "conflicts_new": conflict_counts["new"],
                 "held_back": sum(held_back.values()),
