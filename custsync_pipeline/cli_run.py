@@ -72,18 +72,28 @@ def step_owner(step_key: str, names: list[str]) -> str | None:
     return max(hits, key=len) if hits else None
 
 
+# error classes that wrap the user's error (the one a failed step's line names)
+WRAPPERS = ("Dagster", "RetryRequested")
+
+
 def failure_reason(event: dg.DagsterEvent, limit: int = 240) -> str:
     """One line saying why a step failed: the innermost user error, not Dagster's wrapper."""
     err = getattr(event.event_specific_data, "error", None)
     if err is None:
         return event.message or "failed"
-    while err.cause is not None and err.cls_name and err.cls_name.startswith("Dagster"):
+    retried = ""
+    # Dagster's wrappers, and a RetryPolicy's ("Exceeded max_retries of 2"), hold the
+    # user's error as their cause
+    while err.cause is not None and err.cls_name and err.cls_name.startswith(WRAPPERS):
+        if err.cls_name.startswith("RetryRequested") and "max_retries of" in err.message:
+            retried = f" (the step tried {int(err.message.rsplit(' ', 1)[-1]) + 1} times)"
         err = err.cause
     text = " ".join(err.message.strip().splitlines()[:1]) or err.cls_name or "failed"
     head, sep, rest = text.partition(": ")
     if sep and "." in head and " " not in head:  # "dagster._core...Failure: why" -> "why"
         text = rest if head.endswith(".Failure") else f"{head.rsplit('.', 1)[-1]}: {rest}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    room = limit - len(retried)
+    return (text if len(text) <= room else text[: room - 1] + "…") + retried
 
 
 def step_failures(results: list[dg.ExecuteInProcessResult]) -> list[tuple[str, str]]:

@@ -85,3 +85,28 @@ def test_only_lane_failures_continue(half_down) -> None:
     assert not only_lanes_failed(["voucherify__raw_customers", "merge_golden_records"], cfg.plan())
     assert not only_lanes_failed(["resolve_identities"], cfg.plan())
     assert not only_lanes_failed(["salesforce__published"], cfg.plan())
+
+
+def test_a_lane_that_ran_out_of_step_retries_says_why(dagster_env, tmp_path: Path, capsys) -> None:
+    """Exact Online answers every request 503: the HTTP retries, then the step's
+    RetryPolicy, run out. The summary names the API's answer, not Dagster's wrapper."""
+    import requests
+
+    db_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    dagster_env.setenv("CUSTSYNC_STATE_DB_URL", db_url)
+    with Sandbox(seed=5, people=30, base_port=0, systems=["salesforce", "exact"]) as sb:
+        path = write_sync_config(tmp_path / "sync.yaml", sb.urls, db_url, {"salesforce", "exact"})
+        data = yaml.safe_load(path.read_text())
+        data.setdefault("runs", {})["extract_retry_delay_s"] = 0.1  # the test, not the wait
+        http = data["connectors"]["exact"]["options"]["http"]
+        http |= {"max_retries": 2, "backoff_factor_s": 0.01, "backoff_max_s": 0.05}
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        dagster_env.setenv("CUSTSYNC_CONFIG", str(path))
+        r = requests.post(f"{sb.urls['exact']}/_sandbox/faults", json={"rate_5xx": 1.0}, timeout=5)
+        assert r.status_code == 200
+        assert cli_run.run(argparse.Namespace()) == 1
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("  exact: exact__raw_customers"))
+    assert "HTTP 503" in line and "Exceeded max_retries" not in line, line
+    retries = load_sync_config(str(path)).plan().extract_retries
+    assert f"(the step tried {retries + 1} times)" in line, line
