@@ -161,6 +161,12 @@ def test_a_customer_deleted_in_voucherify_is_not_created_again(dagster_env, tmp_
             vc = pd.DataFrame(sb.records("voucherify"))
             assert not set(vc["source_id"].dropna()) & set(ok["golden_id"])
             assert set(ok["golden_id"]) <= set(core.load_golden_records(engine)["golden_id"])
+            # their provenance names no deleted record (`custsync explain` prints it)
+            for table in ("golden_field_origins", "golden_entry_sources"):
+                named = pd.read_sql(f"select golden_id, connector, source_id from {table}", engine)
+                named = named[named["golden_id"].isin(set(ok["golden_id"]))]
+                assert len(named), table
+                assert not named["source_id"].isin(set(ok["source_id"])).any(), table
             engine.dispose()
 
 

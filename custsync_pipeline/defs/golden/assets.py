@@ -344,9 +344,20 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             old_entries=previous_entries,
         )
         core.save_golden_records(engine, changed, events)
+        # the aspects and provenance of golden records whose values changed, and of those
+        # whose members did (a member deleted there: its fields come from another now,
+        # though no value changed)
+        rewrite = {*changed["golden_id"].astype(str), *gone}
+        if scope is not None:
+            rewrite |= set(scope) & set(result.golden["golden_id"].astype(str))
+        else:
+            stored = merge_scope.load_member_digests(engine)
+            if len(stored):
+                was = stored.reindex(digests.index).to_numpy(dtype=object)
+                rewrite |= set(digests.index[was != digests.to_numpy(dtype=object)])
         golden_store.save_golden_aspects(
             engine,
-            [*changed["golden_id"].astype(str), *gone],
+            sorted(rewrite),
             result.entries,
             result.entry_sources,
             result.provenance,
