@@ -2,7 +2,8 @@
 
 Per target: the member custsync writes (its id masked), the last operation queued or sent
 for the golden record (``upsert``, ``delete``, an archive), when, and its result
-(``acked``, ``pending``, ``failed`` with the attempts so far, ``dead``, ``superseded``),
+(``acked``, ``pending``, ``sending`` — on its way when a run died —, ``failed`` with the
+attempts so far, ``dead``, ``superseded``),
 the golden version it came from and the last error (e-mail addresses and phone numbers
 masked). Also whether the source of truth still holds it (a pending delete and its grace
 run count) and whether a target deleted it (never re-created there). A merged-away golden

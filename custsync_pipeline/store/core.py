@@ -116,7 +116,10 @@ outbox = sa.Table(
     sa.Column("acked_held", sa.Text),
 )
 
-QUEUED = ("pending", "failed")  # statuses the publisher sends
+# statuses the publisher sends: ``sending`` is a batch on its way when its run died (it
+# may have reached the target; an upsert or a create by external id sent again is safe)
+QUEUED = ("pending", "failed", "sending")
+SENDING = "sending"
 
 watermarks = sa.Table(
     "watermarks",
@@ -456,6 +459,13 @@ def _set_status(
                 .values(status=status, updated_at=utcnow())
             ).rowcount
     return n
+
+
+def mark_sending(engine: Engine, target: str, entity_keys: Iterable[str]) -> int:
+    """Mark queued rows of ``target`` as on their way (``sending``), committed before the
+    batch is sent: a run killed before the answers are recorded leaves rows that say they
+    may have reached the target, not ``pending`` (not sent yet)."""
+    return _set_status(engine, target, entity_keys, outbox.c.status.in_(QUEUED), SENDING)
 
 
 def supersede_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -> int:

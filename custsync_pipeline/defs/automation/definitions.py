@@ -147,7 +147,7 @@ def build_outbox_sensor(job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinit
                 "live state lease: treated as dead (run monitoring will mark it)"
             )
         counts = core.outbox_status_counts(state_db.engine)
-        waiting = counts[counts["status"].isin(["pending", "failed"])]
+        waiting = counts[counts["status"].isin(core.QUEUED)]
         targets = sorted(set(waiting["target"]) & {t.connector for t in current_plan().publish})
         if not targets:
             return dg.SkipReason("nothing pending or failed in the outbox")

@@ -528,6 +528,7 @@ def _published_asset(target: PublishPolicy) -> dg.AssetsDefinition:
                     strict=True,
                 )
             ]
+            core.mark_sending(engine, name, chunk["entity_key"])
             # an error that quotes what was sent (a name, a street) is stored masked
             sent = sent_values([op.payload for op in ops])
             results = [

@@ -49,6 +49,7 @@ def _dead_letters_check(target: str) -> dg.AssetChecksDefinition:
                 "dead_lettered": dead,
                 "failed": int(by_status.get("failed", 0)),
                 "pending": int(by_status.get("pending", 0)),
+                "sending": int(by_status.get("sending", 0)),
                 "acked": int(by_status.get("acked", 0)),
             },
         )
