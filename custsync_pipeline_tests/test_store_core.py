@@ -136,6 +136,35 @@ def test_outbox_ack_failure_and_requeue(engine) -> None:
     assert box.loc["T1", "acked_payload"] == '{"a":3}' and box.loc["T1", "acked_held"] == held
 
 
+def test_outbox_rows_of_some_records_only(engine) -> None:
+    """An update's entity key is its record's id; a create's record id is its target_id
+    once acknowledged: both are found by the record id, and no other row."""
+    core.enqueue_deltas(
+        engine,
+        "crm",
+        pd.DataFrame(
+            {
+                "entity_key": ["T1", "new:G2", "T3"],
+                "golden_id": ["G1", "G2", "G3"],
+                "target_id": ["T1", None, "T3"],
+                "op": "upsert",
+                "payload": "{}",
+                "payload_hash": ["h1", "h2", "h3"],
+            }
+        ),
+    )
+    core.record_publish_results(
+        engine,
+        "crm",
+        pd.DataFrame({"entity_key": ["new:G2"], "target_id": ["T2"], "status": ["acked"],
+                      "last_error": [None]}),
+    )  # fmt: skip
+    got = core.load_outbox(engine, "crm", target_ids=["T1", "T2", "T9"])
+    assert got["entity_key"].tolist() == ["T1", "new:G2"]
+    assert core.load_outbox(engine, "crm", target_ids=[]).empty
+    assert len(core.load_outbox(engine, "crm")) == 3
+
+
 def test_watermark(engine) -> None:
     assert core.get_watermark(engine, "crm") is None
     when = datetime(2024, 5, 1, 12, tzinfo=UTC)

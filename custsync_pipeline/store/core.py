@@ -367,11 +367,31 @@ def delete_golden_records(engine: Engine, golden_ids: list[str]) -> None:
 # --- outbox / ledger --------------------------------------------------------
 
 
-def load_outbox(engine: Engine, target: str, statuses: Iterable[str] | None = None) -> pd.DataFrame:
+def load_outbox(
+    engine: Engine,
+    target: str,
+    statuses: Iterable[str] | None = None,
+    target_ids: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """``target``'s outbox rows (of ``statuses``; of the records ``target_ids`` only — an
+    update's entity key is its record's id, a create's record id is its ``target_id``)."""
     stmt = sa.select(outbox).where(outbox.c.target == target)
     if statuses is not None:
         stmt = stmt.where(outbox.c.status.in_(list(statuses)))
-    return _read_frame(engine, stmt.order_by(outbox.c.entity_key))
+    if target_ids is None:
+        return _read_frame(engine, stmt.order_by(outbox.c.entity_key))
+    ids = sorted({str(i) for i in target_ids})
+    dialect = engine.dialect.name
+    parts = [
+        stmt.where(sa.or_(by_key, by_id))
+        for by_key, by_id in zip(
+            one_of(dialect, outbox.c.entity_key, ids),
+            one_of(dialect, outbox.c.target_id, ids),
+            strict=True,
+        )
+    ]
+    frame = _read_frame(engine, parts or [stmt.where(sa.false())])
+    return frame.drop_duplicates("entity_key").sort_values("entity_key", ignore_index=True)
 
 
 def enqueue_deltas(engine: Engine, target: str, deltas: pd.DataFrame) -> int:

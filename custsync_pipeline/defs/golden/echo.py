@@ -119,10 +119,10 @@ def written_canonical(
     parts: list[tuple[pd.DataFrame, ...]] = []
     unreadable: list[str] = []
     for name, connector in connectors.items():
-        box = core.load_outbox(engine, name)
+        mine = None
         if keys is not None:  # only the writes to these records are read
             mine = keys.loc[keys["connector"].astype(str) == name, "source_id"].astype(str)
-            box = box[box["target_id"].astype(str).isin(set(mine)).to_numpy()]
+        box = core.load_outbox(engine, name, target_ids=mine)
         try:
             parts.append(acked_writes(box, connector, name))
         except Exception:  # noqa: BLE001 - echo safety is best effort per connector
