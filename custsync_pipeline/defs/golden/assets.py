@@ -113,10 +113,12 @@ def _merge_scope(
     key: str,
     identity_map: pd.DataFrame,
     digests: pd.Series,
+    stored: pd.Series,
     queued: pd.DataFrame,
 ) -> set[str] | None:
     """The golden ids to merge again, or None for every one (no merge of this plan and
-    code yet: ``key``, :func:`merge_key`)."""
+    code yet: ``key``, :func:`merge_key`). ``stored``: the member digests of the last
+    merge."""
     state = json.loads(stored_digest(engine, MERGE_STATE) or "{}")
     if state.get("plan") != key or not state.get("at"):
         return None
@@ -124,11 +126,7 @@ def _merge_scope(
     # slack for the clock's resolution)
     since = datetime.fromisoformat(state["at"]) - timedelta(seconds=1)
     return golden_scope(
-        identity_map,
-        digests,
-        merge_scope.load_member_digests(engine),
-        queued,
-        core.outbox_written_since(engine, since),
+        identity_map, digests, stored, queued, core.outbox_written_since(engine, since)
     )
 
 
@@ -294,7 +292,8 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             for t in plan.publish
         }
         key = merge_key(plan, targets)
-        scope = _merge_scope(engine, key, identity_map, digests, queued)
+        stored_digests = merge_scope.load_member_digests(engine)
+        scope = _merge_scope(engine, key, identity_map, digests, stored_digests, queued)
         if scope is None:
             keys = None
             context.log.info(f"merging all {len(digests)} golden records")
@@ -348,13 +347,9 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         # whose members did (a member deleted there: its fields come from another now,
         # though no value changed)
         rewrite = {*changed["golden_id"].astype(str), *gone}
-        if scope is not None:
-            rewrite |= set(scope) & set(result.golden["golden_id"].astype(str))
-        else:
-            stored = merge_scope.load_member_digests(engine)
-            if len(stored):
-                was = stored.reindex(digests.index).to_numpy(dtype=object)
-                rewrite |= set(digests.index[was != digests.to_numpy(dtype=object)])
+        if len(stored_digests):
+            was = stored_digests.reindex(digests.index).to_numpy(dtype=object)
+            rewrite |= set(digests.index[was != digests.to_numpy(dtype=object)])
         golden_store.save_golden_aspects(
             engine,
             sorted(rewrite),
