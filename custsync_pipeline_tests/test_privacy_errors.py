@@ -68,6 +68,11 @@ def test_sent_values_are_masked_in_an_error_and_codes_stay():
         == "Contact Å***: MailingCountry SE, street 'S***' (a***@example.se)"
     )
     assert mask_sent(None, values) is None
+    # the status of a connector's error line stays (it tells a refused credential)
+    line = "[voyado] POST https://h/api/v3/contacts -> HTTP 401: Unauthorized for 401"
+    assert mask_sent(line, sent_values([{"store_code": "401"}])) == (
+        "[voyado] POST https://h/api/v3/contacts -> HTTP 401: Unauthorized for 4***"
+    )
 
 
 def test_an_error_quoting_the_record_is_stored_and_shown_masked(dagster_env, tmp_path, capsys):

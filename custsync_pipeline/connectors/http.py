@@ -190,16 +190,26 @@ def sent_values(body: Any) -> list[str]:
     return sorted(out, key=len, reverse=True)
 
 
+# a connector's own error line: "[voyado] POST <url> -> HTTP 401 after 6 retries: " (the
+# status, which tells a refused credential, is custsync's words, never masked)
+_ERROR_HEAD = re.compile(r"^\[[^\]]+\] .*?-> HTTP \d{3}[^:]*: ")
+
+
 def mask_sent(text: str | None, values: Iterable[str]) -> str | None:
     """``text`` with every value the request sent (``sent_values``) masked to its first
     letter: vendors quote the record in their errors, and those reach the run's output,
-    the Dagster event log and ``custsync status``. E-mails and phones are masked too."""
+    the Dagster event log and ``custsync status``. E-mails and phones are masked too. The
+    head of a connector's error line (connector, request, status) is not searched for
+    sent values: a store code ``401`` must not hide the status ``HTTP 401``."""
     if not text:
         return text
+    head = _ERROR_HEAD.match(text)
+    start = head.end() if head else 0
+    body = text[start:]
     for value in values:
-        if value in text:
-            text = text.replace(value, value[0] + "***")
-    return mask_personal(text)
+        if value in body:
+            body = body.replace(value, value[0] + "***")
+    return mask_personal(text[:start]) + mask_personal(body)
 
 
 def scrub_text(text: str, secrets: Iterable[str]) -> str:
