@@ -170,37 +170,67 @@ def gone_runs(engine: Engine, target: str) -> pd.Series:
     )
 
 
+# a child row's holder: the golden id it inherited its pending delete from
+INHERITED = "split:"
+
+
+def _utc(value: object) -> pd.Timestamp:
+    """A stored time as naive UTC (SQLite gives naive UTC, PostgreSQL the session's zone)."""
+    at = pd.Timestamp(value)
+    return at.tz_convert("UTC").tz_localize(None) if at.tzinfo is not None else at
+
+
 def inherit_gone(engine: Engine, target: str, held: Iterable[str]) -> list[str]:
-    """Golden ids split off a golden id gone from ``target`` (the source of truth) since it
-    was last seen there, holding no record of it now (``held``: the golden ids that do),
-    take its place: the same ``gone_at`` and ``gone_runs``, so the person's other records,
-    which parted when the source's record that held them together was deleted, are deleted
-    with the rest past the grace period — and created nowhere while pending. Transitive (a
-    part split again). Returns the golden ids that inherited this run."""
+    """Golden ids split off a golden id gone from ``target`` (the source of truth) in the
+    run that found it gone — between the time it was last seen there and then — and
+    holding no record of it now (``held``: the golden ids that do) take its place: the
+    same ``gone_at`` and ``gone_runs``. The person's other records, which parted when the
+    source's record that held them together was deleted, are deleted with the rest past
+    the grace period, and created nowhere while pending. A split made later (a steward's
+    cannot-link in the grace period) inherits nothing; a parent that comes back (or is
+    no longer gone) takes its children back with it. Transitive. Returns the golden ids
+    that inherited this run."""
     held_now = {str(g) for g in held}
     mine = target_presence.c.target == target
     added: list[str] = []
     with engine.begin() as conn:
-        gone = pd.DataFrame(
+        rows = pd.DataFrame(
             conn.execute(
                 sa.select(
                     target_presence.c.golden_id,
                     target_presence.c.last_seen_at,
                     target_presence.c.gone_at,
                     target_presence.c.gone_runs,
-                ).where(mine, target_presence.c.gone_at.isnot(None))
+                    target_presence.c.holder,
+                ).where(mine)
             ).fetchall(),
-            columns=["golden_id", "last_seen_at", "gone_at", "gone_runs"],
+            columns=["golden_id", "last_seen_at", "gone_at", "gone_runs", "holder"],
         )
-        if gone.empty:
+        if rows.empty:
             return added
-        tracked = set(conn.execute(sa.select(target_presence.c.golden_id).where(mine)).scalars())
-        parents = gone.set_index("golden_id")
-        frontier = list(parents.index)
+        gone = rows[rows["gone_at"].notna()].set_index("golden_id")
+        # children whose parent is no longer gone (back, or its row went): not gone either
+        # (nor theirs: to a fixed point)
+        heirs = rows[rows["holder"].astype("string").str.startswith(INHERITED).fillna(False)]
+        parent = heirs["holder"].str.slice(len(INHERITED))
+        orphans: list[str] = []
+        while True:
+            lost = heirs.loc[
+                ~parent.isin(gone.index).to_numpy() & ~heirs["golden_id"].isin(orphans),
+                "golden_id",
+            ].tolist()
+            if not lost:
+                break
+            orphans += lost
+            gone = gone.drop(index=[g for g in lost if g in gone.index])
+        if orphans:
+            delete_in(conn, target_presence, "golden_id", orphans, mine)
+        tracked = set(rows["golden_id"]) - set(orphans)
+        frontier = list(gone.index)
         while frontier:
-            rows = []
+            found = []
             for start in range(0, len(frontier), 5000):
-                rows += conn.execute(
+                found += conn.execute(
                     sa.select(
                         golden_ids.c.golden_id, golden_ids.c.split_from, golden_ids.c.split_at
                     ).where(
@@ -209,20 +239,23 @@ def inherit_gone(engine: Engine, target: str, held: Iterable[str]) -> list[str]:
                     )
                 ).fetchall()
             new = []
-            for child, parent, split_at in rows:
-                seen_at = pd.Timestamp(parents.loc[parent, "last_seen_at"])
+            for child, parent_id, split_at in found:
+                at = gone.loc[parent_id]
+                slack = pd.Timedelta(seconds=1)
                 if (
                     child in tracked
                     or child in held_now
                     or split_at is None
-                    or pd.Timestamp(split_at).tz_localize(None)
-                    < seen_at.tz_localize(None) - pd.Timedelta(seconds=1)
+                    or not (
+                        _utc(at["last_seen_at"]) - slack
+                        <= _utc(split_at)
+                        <= _utc(at["gone_at"]) + slack
+                    )
                 ):
-                    continue  # its own history there, or parted before the record went
-                parents.loc[child] = parents.loc[parent]
+                    continue  # its own history there, or parted before or after the record went
+                gone.loc[child] = at
                 tracked.add(child)
                 new.append(child)
-                at = parents.loc[parent]
                 conn.execute(
                     target_presence.insert(),
                     [
@@ -233,6 +266,7 @@ def inherit_gone(engine: Engine, target: str, held: Iterable[str]) -> list[str]:
                             "last_seen_at": pd.Timestamp(at["last_seen_at"]).to_pydatetime(),
                             "gone_at": pd.Timestamp(at["gone_at"]).to_pydatetime(),
                             "gone_runs": int(at["gone_runs"] or 1),
+                            "holder": INHERITED + str(parent_id),
                         }
                     ],
                 )
