@@ -261,6 +261,33 @@ def test_known_consent_never_returns_to_not_set() -> None:
     assert withdrawn.golden.iloc[0]["email_consent"] == "no"
 
 
+def test_a_withdrawal_on_a_deleted_duplicate_stays_withdrawn() -> None:
+    """The owner holds two contacts of one person: the newer withdraws consent (golden:
+    no). The owner then deletes that duplicate: the older contact's "yes" is older than
+    the withdrawal, which stays, with its time (a consent's time never goes back); a newer
+    "yes" from the owner is a change like any other."""
+    own = {"email_consent": "voyado"}
+    both = _idmap([("voyado", "v1", "G"), ("voyado", "v2", "G")])
+    first = build_golden(
+        _consent_rows([("voyado", "v1", "yes", "2024-01-01"), ("voyado", "v2", "no", "2024-05-01")]),
+        both, CONSENT_STEPS, own,
+    )  # fmt: skip
+    assert first.golden.iloc[0]["email_consent"] == "no"
+    stored, _, _ = diff_golden(first.golden, pd.DataFrame(), first.provenance, T0)
+    one = _idmap([("voyado", "v1", "G")])
+    later = build_golden(
+        _consent_rows([("voyado", "v1", "yes", "2024-01-01")]), one, CONSENT_STEPS, own,
+        previous=stored,
+    )  # fmt: skip
+    assert later.golden.iloc[0]["email_consent"] == "no"
+    assert later.golden.iloc[0]["email_consent_at"] == pd.Timestamp("2024-05-01", tz="UTC")
+    again = build_golden(
+        _consent_rows([("voyado", "v1", "yes", "2024-06-01")]), one, CONSENT_STEPS, own,
+        previous=stored,
+    )  # fmt: skip
+    assert again.golden.iloc[0]["email_consent"] == "yes"
+
+
 # --------------------------------------------------------------------------- versions / history
 
 

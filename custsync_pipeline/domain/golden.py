@@ -257,7 +257,9 @@ def build_golden(
 
 
 def _keep_known_consents(golden: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
-    """A consent the owner stopped sending keeps its stored value and time."""
+    """A consent the owner stopped sending keeps its stored value and time, and so does one
+    newer than what the owner's records say now: a withdrawal made on a duplicate contact
+    the owner later deleted stays withdrawn (the consent's time never goes back)."""
     if previous is None or previous.empty:
         return golden
     prev = previous.set_index("golden_id")
@@ -266,11 +268,18 @@ def _keep_known_consents(golden: pd.DataFrame, previous: pd.DataFrame | None) ->
             continue
         old = prev[fld].reindex(golden["golden_id"]).to_numpy(dtype=object, na_value=None)
         keep = golden[fld].isna().to_numpy() & pd.notna(old)
+        old_at = None
+        if at in prev and at in golden:
+            old_at = pd.to_datetime(prev[at], utc=True).reindex(golden["golden_id"]).to_numpy()
+            new_at = pd.to_datetime(golden[at], utc=True).to_numpy()
+            newer = pd.notna(old) & ~pd.isna(old_at) & ~pd.isna(new_at)
+            newer[newer] = old_at[newer] > new_at[newer]
+            keep |= newer
         if keep.any():
+            golden[fld] = golden[fld].astype(object)
             golden.loc[keep, fld] = old[keep]
-            if at in prev:
-                old_at = pd.to_datetime(prev[at], utc=True).reindex(golden["golden_id"])
-                golden.loc[keep, at] = old_at.to_numpy()[keep]
+            if old_at is not None:
+                golden.loc[keep, at] = old_at[keep]
     return golden
 
 
