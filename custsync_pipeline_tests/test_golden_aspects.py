@@ -524,3 +524,37 @@ def test_field_origins_spell_each_sources_fields_sorted(fields: int) -> None:
     got = got.astype(str).sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want.astype(str), check_dtype=False)
     assert got["fields"].str.count(",").max() >= min(fields, 5) - 1
+
+
+def test_the_flat_address_comes_whole_from_the_record_that_wins_it() -> None:
+    """Salesforce (the source) holds Nya Gatan 1, 41101 Göteborg; Voucherify, a later
+    addresses step, holds Malmö 211 22 with no street. Voucherify wins the address: its
+    city and postal code, and no street — never Göteborg's street in Malmö. A golden
+    record whose later step gives no address keeps the earlier one whole."""
+    steps = [FlowStep("crm", ("name", "addresses")), FlowStep("vf", ("name", "addresses"))]
+    recs = _records(
+        [
+            dict(connector="crm", source_id="c1", street="Nya Gatan 1", postal_code="41101",
+                 city="Göteborg", updated_at=T0),
+            dict(connector="vf", source_id="v1", postal_code="211 22", city="Malmö",
+                 updated_at=T0),
+            dict(connector="crm", source_id="c2", street="Storgatan 2", postal_code="11122",
+                 city="Stockholm", updated_at=T0),
+            dict(connector="vf", source_id="v2", last_name="Berg", updated_at=T0),
+        ]
+    )  # fmt: skip
+    idmap = _idmap(
+        [("crm", "c1", "G1"), ("vf", "v1", "G1"), ("crm", "c2", "G2"), ("vf", "v2", "G2")]
+    )
+    res = build_golden(recs, idmap, steps)
+    got = res.golden.set_index("golden_id")
+    assert pd.isna(got.loc["G1", "street"])
+    assert got.loc["G1", ["postal_code", "city"]].tolist() == ["211 22", "Malmö"]
+    assert got.loc["G2", ["street", "postal_code", "city"]].tolist() == [
+        "Storgatan 2",
+        "11122",
+        "Stockholm",
+    ]
+    prov = res.provenance.set_index(["golden_id", "field"])["source_id"]
+    assert prov.loc[("G1", "city")] == "v1" and ("G1", "street") not in prov.index
+    assert prov.loc[("G2", "street")] == "c2"

@@ -176,6 +176,10 @@ def build_golden(
     rights = field_rights(steps, ownership)
     n = len(ids)
     sorted_cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    # the flat address is one address: street, postal code and city come from the record
+    # that wins the address (the first, by flow rank and recency, that gives any of them),
+    # never a street of one with the city of another
+    addr_row = _address_rows(members, pos, gid, conn, rights, updated, sid_code, n)
     for fld in GOLDEN_FIELDS:
         if fld in CONSENT_TIMES.values():
             continue  # filled with its consent
@@ -216,8 +220,13 @@ def build_golden(
         winners = np.concatenate([first, fallback])
         won = np.full(n, -1, dtype=np.int64)
         won[g_sorted[winners]] = c_sorted[winners]
-        out[fld] = pd.api.extensions.take(uniques, won, allow_fill=True)
         rows = order[winners]
+        if fld in ADDRESS_GROUP and addr_row is not None:
+            grouped = addr_row >= 0
+            won[grouped] = codes[addr_row[grouped]]
+            keep = ~grouped[g_sorted[winners]]
+            rows = np.concatenate([rows[keep], addr_row[grouped & (won >= 0)]])
+        out[fld] = pd.api.extensions.take(uniques, won, allow_fill=True)
         prov.append(
             pd.DataFrame(
                 {
@@ -254,6 +263,39 @@ def build_golden(
         result.entries, result.entry_sources = merge_entries(entries, identity_map, steps)
     golden["entries_hash"] = entries_digest(result.entries, golden["golden_id"])
     return result
+
+
+# the flat fields of one address (country stays apart: it also decides the market)
+ADDRESS_GROUP = ("street", "postal_code", "city")
+
+
+def _address_rows(
+    members: pd.DataFrame,
+    pos: np.ndarray,
+    gid: np.ndarray,
+    conn: np.ndarray,
+    rights: dict[str, dict[str, int]],
+    updated: np.ndarray,
+    sid_code: np.ndarray,
+    n: int,
+) -> np.ndarray | None:
+    """Per golden id, the member (a position into ``pos``) whose address wins: the first,
+    by flow rank then recency, that gives any of ``ADDRESS_GROUP``; -1 where none does.
+    None when the fields do not share one ranking (a config that splits them)."""
+    ranks = [rights.get(f, {}) for f in ADDRESS_GROUP]
+    if any(r != ranks[0] for r in ranks) or not any(f in members for f in ADDRESS_GROUP):
+        return None
+    any_value = np.zeros(len(pos), dtype=bool)
+    for f in ADDRESS_GROUP:
+        if f in members:
+            any_value |= members[f].notna().to_numpy()[pos]
+    rank = pd.Series(conn).map(ranks[0]).fillna(-1).astype("int64").to_numpy()
+    order = np.lexsort((sid_code, -updated, -rank, gid))
+    g_sorted = gid[order]
+    first = _first_per_group(g_sorted, any_value[order] & (rank[order] >= 0))
+    out = np.full(n, -1, dtype=np.int64)
+    out[g_sorted[first]] = order[first]
+    return out
 
 
 def _keep_known_consents(golden: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
