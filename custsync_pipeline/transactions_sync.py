@@ -290,13 +290,34 @@ def _send_one(
     return True, target_id, None
 
 
+def _probe(
+    connector: Any, method: str, path: str, bodies: list[dict]
+) -> list[tuple[bool, str | None, str | None]]:
+    """The first one or two transactions, alone: refused for the credential both (or the
+    only one), it raises; a refusal the second does not share is that transaction's (a
+    store the key may not touch), so one such transaction never holds every other back."""
+    if not bodies:
+        return []
+    try:
+        return [_send_one(connector, method, path, bodies[0], probe=True)]
+    except ConnectorError as first:
+        if len(bodies) == 1:
+            raise
+        try:
+            second = _send_one(connector, method, path, bodies[1], probe=True)
+        except ConnectorError:
+            raise first from None
+        return [(False, None, str(first)), second]
+
+
 def send(
     kind: str, connector: Any, tx: pd.DataFrame, ids: pd.Series, concurrency: int = 4
 ) -> pd.DataFrame:
     """Send ``tx`` (with member ids ``ids``) as ``kind``; one outcome row per transaction.
-    The first request goes alone: refused for custsync's credential (401/403, or the token
-    fetch's 4xx), it raises that ``ConnectorError`` and nothing more is sent or recorded —
-    every transaction would be refused alike, and none of them is at fault."""
+    The first request goes alone (the second too, when the first is refused): refused for
+    custsync's credential (401/403, or the token fetch's 4xx) both times, it raises that
+    ``ConnectorError`` and nothing more is sent or recorded — every transaction would be
+    refused alike, and none of them is at fault."""
     ok: list[bool] = []
     target_ids: list[str | None] = []
     errors: list[str | None] = []
@@ -330,9 +351,11 @@ def send(
             bodies, method, path = receipt_payloads(tx, ids), "POST", "/api/v2/receipts"
         else:
             bodies, method, path = order_payloads(tx, ids), "POST", "/v1/orders"
-        outcomes = [_send_one(connector, method, path, b, probe=True) for b in bodies[:1]]
+        outcomes = _probe(connector, method, path, bodies)
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            outcomes += pool.map(lambda b: _send_one(connector, method, path, b), bodies[1:])
+            outcomes += pool.map(
+                lambda b: _send_one(connector, method, path, b), bodies[len(outcomes) :]
+            )
         for good, tid, err in outcomes:
             ok.append(good)
             target_ids.append(tid)

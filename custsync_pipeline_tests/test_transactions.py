@@ -280,3 +280,41 @@ def test_sandbox_targets_dedupe_by_key(kind: str) -> None:
             assert a["id"] == b["id"] and b["status"] == "PAID"
             assert len(voucherify_orders(sb.emulators["voucherify"]).by_id) == 1
             assert not voucherify_orders(sb.emulators["voucherify"]).products  # no override
+
+
+def test_one_transaction_refused_first_does_not_hold_the_others_back() -> None:
+    """The run's first transaction to a target goes alone: a 403 about that one (a store
+    the key may not touch) is followed by a second; only when that is refused too is it the
+    credential (nothing more sent)."""
+    from custsync_pipeline.connectors.http import ConnectorError
+    from custsync_pipeline.transactions_sync import _probe
+
+    class Answer:
+        def json(self) -> dict:
+            return {"id": "r1"}
+
+    class Http:
+        def __init__(self, refuse: set[str]) -> None:
+            self.refuse, self.sent = refuse, []
+
+        def request(self, method: str, path: str, json: dict) -> Answer:
+            self.sent.append(json["id"])
+            if json["id"] in self.refuse:
+                raise ConnectorError("voyado", f"{method} http://h{path} -> HTTP 403: Forbidden")
+            return Answer()
+
+    class Target:
+        def __init__(self, refuse: set[str]) -> None:
+            self.http = Http(refuse)
+
+    bodies = [{"id": "t1"}, {"id": "t2"}, {"id": "t3"}]
+    one = Target({"t1"})
+    got = _probe(one, "POST", "/api/v2/receipts", bodies)
+    assert [ok for ok, _, _ in got] == [False, True] and one.http.sent == ["t1", "t2"]
+    assert "HTTP 403" in got[0][2]
+    every = Target({"t1", "t2", "t3"})
+    with pytest.raises(ConnectorError, match="HTTP 403"):
+        _probe(every, "POST", "/api/v2/receipts", bodies)
+    assert every.http.sent == ["t1", "t2"]  # no more than two tried
+    fine = Target(set())
+    assert [ok for ok, _, _ in _probe(fine, "POST", "/x", bodies)] == [True]
