@@ -437,3 +437,24 @@ def test_records_that_part_when_their_contact_is_deleted_are_deleted_with_it(
         for field, value in (("Email", email), ("MobilePhone", mobile), ("Phone", mobile)):
             held = contacts.get(field, pd.Series(dtype=object)).astype(str).str.casefold()
             assert not (held == value).any(), field
+
+
+def test_a_delete_custsync_made_before_the_record_came_back_is_not_ours() -> None:
+    """custsync deleted G's Voyado contact at t1. G2 was seen there last at t0 (before):
+    gone by custsync's hand. G was created again and seen there at t2 (after), then deleted
+    by someone: their delete, never created there again."""
+    from custsync_pipeline.defs.publish.assets import deleted_by_custsync
+
+    t0, t1, t2 = (pd.Timestamp(f"2026-12-0{d} 10:00", tz="UTC") for d in (1, 2, 3))
+    outbox = pd.DataFrame(
+        {
+            "golden_id": ["G", "G2", "G3"],
+            "op": ["delete", "delete", "upsert"],
+            "status": ["acked", "acked", "acked"],
+            "updated_at": [t1, t1, t1],
+        }
+    )
+    seen = pd.Series({"G": t2.tz_localize(None), "G2": t0.tz_localize(None)})
+    assert deleted_by_custsync(outbox, seen) == {"G2"}
+    assert deleted_by_custsync(outbox) == {"G", "G2"}
+    assert deleted_by_custsync(outbox.iloc[:0]) == set()

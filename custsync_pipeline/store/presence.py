@@ -158,6 +158,23 @@ def record_presence(
         return {str(g) for g in gone}
 
 
+def last_seen(engine: Engine, target: str, golden_ids: Iterable[str]) -> pd.Series:
+    """golden_id -> when ``target`` was last seen holding it (UTC), for ``golden_ids``."""
+    ids = sorted({str(g) for g in golden_ids})
+    rows: list = []
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 5000):
+            rows += conn.execute(
+                sa.select(target_presence.c.golden_id, target_presence.c.last_seen_at).where(
+                    target_presence.c.target == target,
+                    target_presence.c.golden_id.in_(ids[start : start + 5000]),
+                )
+            ).fetchall()
+    return pd.Series(
+        [_utc(r.last_seen_at) for r in rows], index=[str(r.golden_id) for r in rows], dtype=object
+    )
+
+
 def gone_runs(engine: Engine, target: str) -> pd.Series:
     """golden_id -> how many runs found it gone from ``target`` (only those gone)."""
     stmt = sa.select(target_presence.c.golden_id, target_presence.c.gone_runs).where(

@@ -179,13 +179,22 @@ def compared_fields(fields: list[str], aspects: list[str]) -> list[str]:
     return [f for f in fields if f not in ADDRESS_FIELDS]
 
 
-def deleted_by_custsync(outbox: pd.DataFrame) -> set[str]:
+def deleted_by_custsync(outbox: pd.DataFrame, last_seen: pd.Series | None = None) -> set[str]:
     """Golden ids whose record in the target custsync deleted (the delete acknowledged):
-    gone by custsync's own hand, not "deleted there" by someone else."""
+    gone by custsync's own hand, not "deleted there" by someone else. ``last_seen``
+    (golden_id -> when the target was last seen holding it, UTC): only a delete acknowledged
+    since counts — a record created again after custsync's delete and then deleted there
+    by someone else is theirs."""
     if outbox.empty:
         return set()
-    done = (outbox["op"] == "delete") & (outbox["status"] == "acked")
-    return set(outbox.loc[done, "golden_id"].dropna().astype(str))
+    done = outbox[(outbox["op"] == "delete") & (outbox["status"] == "acked")]
+    done = done[done["golden_id"].notna()]
+    if last_seen is not None and len(done):
+        at = pd.to_datetime(done["updated_at"], utc=True).dt.tz_localize(None)
+        seen = pd.to_datetime(done["golden_id"].astype(str).map(last_seen))
+        slack = pd.Timedelta(seconds=1)
+        done = done[(seen.isna() | (at >= seen - slack)).to_numpy()]
+    return set(done["golden_id"].astype(str))
 
 
 def delete_ops(
@@ -333,7 +342,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         )
         # a record custsync deleted there (acknowledged) is gone by its own hand: its
         # history already says "deleted"
-        ours = deleted_by_custsync(ledger)
+        ours = deleted_by_custsync(ledger, presence.last_seen(engine, name, gone))
         record_delete_events(engine, gone - gone_before - ours, "gone from target", name)
         # (one custsync deleted is created again once the person is back at the source)
         again = deltas["entity_key"].astype(str).str.startswith("new:") & deltas["golden_id"].isin(
