@@ -23,6 +23,18 @@ from custsync_pipeline_tests.e2e import (
 from custsync_pipeline_tests.sandbox_fixtures import SF_HEADERS
 
 
+def _delete_in(cfg: Path, targets: tuple[str, ...], grace_runs: int = 2) -> None:
+    """``cfg`` with ``targets`` deleting (``delete_mode: delete``) past ``grace_runs`` runs."""
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    for t in data["publish"]:
+        if t["connector"] in targets:
+            t["delete_mode"] = "delete"
+    data["deletes"] = {"grace_runs": grace_runs}
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def test_a_contact_deleted_in_salesforce_is_not_created_again(dagster_env, tmp_path: Path):
     with Sandbox(seed=5, people=60, base_port=0) as sb:
         db_url, _ = run_against_sandbox(
@@ -212,7 +224,6 @@ def test_contacts_custsync_deleted_in_voyado_leave_a_clean_history(dagster_env, 
     then reads them back as deleted — a change of deletes only, which the incremental
     identity resolution takes without a record to resolve — and the history says
     ``deleted`` for Voyado, never ``gone from target`` (that is someone else's delete)."""
-    import yaml
 
     with Sandbox(seed=5, people=60, base_port=0) as sb:
         # Exact Online and Icomm are sources only: their records keep a golden record
@@ -220,12 +231,7 @@ def test_contacts_custsync_deleted_in_voyado_leave_a_clean_history(dagster_env, 
         db_url, cfg = run_against_sandbox(
             dagster_env, tmp_path, sb.urls, enabled={"salesforce", "voyado", "exact", "icomm"}
         )
-        data = yaml.safe_load(cfg.read_text())
-        for t in data["publish"]:
-            if t["connector"] == "voyado":
-                t["delete_mode"] = "delete"
-        data["deletes"] = {"grace_runs": 2}
-        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        _delete_in(cfg, ("voyado",))
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
             engine = StateDB(db_url).engine
@@ -300,19 +306,13 @@ def test_a_contact_moved_to_another_golden_record_deletes_nothing(dagster_env, t
     record that hold each other (its Voucherify customer and Voyado contact, one e-mail):
     they keep the golden id, the Contact goes to a golden record of its own. Nobody deleted it — the golden record
     it left is no pending delete, and no target record is deleted past the grace period."""
-    import yaml
 
     from custsync_pipeline.store.identity import set_decision
 
     systems = {"salesforce", "voucherify", "voyado"}
     with Sandbox(seed=5, people=60, base_port=0) as sb:
         db_url, cfg = run_against_sandbox(dagster_env, tmp_path, sb.urls, enabled=systems)
-        data = yaml.safe_load(cfg.read_text())
-        for t in data["publish"]:
-            if t["connector"] in ("voucherify", "voyado"):
-                t["delete_mode"] = "delete"
-        data["deletes"] = {"grace_runs": 2}
-        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        _delete_in(cfg, ("voucherify", "voyado"))
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
             assert materialize_all(instance).success  # what it created, read back
@@ -370,7 +370,6 @@ def test_records_that_part_when_their_contact_is_deleted_are_deleted_with_it(
     custsync wrote to them is no evidence), one keeps the golden id, the other gets a new
     one split off it. Both are the deleted person's: both are deleted past the grace
     period, and neither is created anywhere meanwhile."""
-    import yaml
 
     from custsync_pipeline.sandbox.server import CREDENTIALS
     from custsync_pipeline_tests.sandbox_fixtures import VF_HEADERS
@@ -379,12 +378,7 @@ def test_records_that_part_when_their_contact_is_deleted_are_deleted_with_it(
     systems = {"salesforce", "voucherify", "voyado"}
     with Sandbox(seed=5, people=30, base_port=0) as sb:
         db_url, cfg = run_against_sandbox(dagster_env, tmp_path, sb.urls, enabled=systems)
-        data = yaml.safe_load(cfg.read_text())
-        for t in data["publish"]:
-            if t["connector"] in ("voucherify", "voyado"):
-                t["delete_mode"] = "delete"
-        data["deletes"] = {"grace_runs": 2}
-        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        _delete_in(cfg, ("voucherify", "voyado"))
         email, mobile = "tove.lindqvist@example.se", "+46703918254"
         sf = requests.post(
             f"{sb.urls['salesforce']}/services/data/v60.0/sobjects/Contact",
