@@ -25,7 +25,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from custsync_pipeline.store.bulk import delete_in
+from custsync_pipeline.store.bulk import chunks, delete_in
 from custsync_pipeline.store.db import metadata
 from custsync_pipeline.store.identity import golden_ids
 
@@ -83,11 +83,11 @@ def record_presence(
         # (only the ids not held now are looked up: a few, not every merge ever made)
         absent = seen["golden_id"][~seen["golden_id"].isin(here)].tolist()
         merged: list[str] = []
-        for start in range(0, len(absent), 5000):
+        for part in chunks(absent):
             merged += conn.execute(
                 sa.select(golden_ids.c.golden_id).where(
                     golden_ids.c.merged_into.isnot(None),
-                    golden_ids.c.golden_id.in_(absent[start : start + 5000]),
+                    golden_ids.c.golden_id.in_(part),
                 )
             ).scalars()
         if records is not None and absent:
@@ -102,7 +102,7 @@ def record_presence(
         new = [g for g in here if g not in known]
         back = seen.loc[seen["gone_at"].notna() & seen["golden_id"].isin(here), "golden_id"]
         left = seen.loc[seen["gone_at"].isna() & ~seen["golden_id"].isin(here), "golden_id"]
-        for start in range(0, len(new), 5000):
+        for part in chunks(new):
             conn.execute(
                 target_presence.insert(),
                 [
@@ -113,7 +113,7 @@ def record_presence(
                         "last_seen_at": now,
                         "holder": None if holders is None else holders.get(g),
                     }
-                    for g in new[start : start + 5000]
+                    for g in part
                 ],
             )
         if holders is not None:  # a held golden id whose first record changed
@@ -139,10 +139,10 @@ def record_presence(
             (list(left), {"gone_at": now, "gone_runs": 1}),
             (list(back), {"gone_at": None, "gone_runs": None, "last_seen_at": now}),
         ):
-            for start in range(0, len(ids), 5000):
+            for part in chunks(ids):
                 conn.execute(
                     target_presence.update()
-                    .where(mine, target_presence.c.golden_id.in_(ids[start : start + 5000]))
+                    .where(mine, target_presence.c.golden_id.in_(part))
                     .values(**values)
                 )
         conn.execute(
@@ -163,11 +163,11 @@ def last_seen(engine: Engine, target: str, golden_ids: Iterable[str]) -> pd.Seri
     ids = sorted({str(g) for g in golden_ids})
     rows: list = []
     with engine.connect() as conn:
-        for start in range(0, len(ids), 5000):
+        for part in chunks(ids):
             rows += conn.execute(
                 sa.select(target_presence.c.golden_id, target_presence.c.last_seen_at).where(
                     target_presence.c.target == target,
-                    target_presence.c.golden_id.in_(ids[start : start + 5000]),
+                    target_presence.c.golden_id.in_(part),
                 )
             ).fetchall()
     return pd.Series(
@@ -246,12 +246,12 @@ def inherit_gone(engine: Engine, target: str, held: Iterable[str]) -> list[str]:
         frontier = list(gone.index)
         while frontier:
             found = []
-            for start in range(0, len(frontier), 5000):
+            for part in chunks(frontier):
                 found += conn.execute(
                     sa.select(
                         golden_ids.c.golden_id, golden_ids.c.split_from, golden_ids.c.split_at
                     ).where(
-                        golden_ids.c.split_from.in_(frontier[start : start + 5000]),
+                        golden_ids.c.split_from.in_(part),
                         golden_ids.c.merged_into.is_(None),
                     )
                 ).fetchall()
