@@ -46,6 +46,12 @@ target_presence = sa.Table(
 SOURCE_PREFIX = "source:"  # rows of the source of truth: target = "source:<connector>"
 
 
+def _frame(conn: sa.Connection, columns: list[str], *where: object) -> pd.DataFrame:
+    """``columns`` of the ``target_presence`` rows that match ``where``, as a frame."""
+    stmt = sa.select(*[target_presence.c[c] for c in columns]).where(*where)
+    return pd.DataFrame(conn.execute(stmt).fetchall(), columns=columns)
+
+
 def first_holders(records: pd.DataFrame) -> pd.Series:
     """golden_id -> the smallest source id of its ``records`` (golden_id, source_id)."""
     if records.empty:
@@ -68,16 +74,7 @@ def record_presence(
     holders = first_holders(records) if records is not None else None
     mine = target_presence.c.target == target
     with engine.begin() as conn:
-        seen = pd.DataFrame(
-            conn.execute(
-                sa.select(
-                    target_presence.c.golden_id,
-                    target_presence.c.gone_at,
-                    target_presence.c.holder,
-                ).where(mine)
-            ).fetchall(),
-            columns=["golden_id", "gone_at", "holder"],
-        )
+        seen = _frame(conn, ["golden_id", "gone_at", "holder"], mine)
         # a golden id merged into another did not leave: its members moved to the survivor,
         # which has its own row. Its row goes (no pending delete, no "gone from target")
         # (only the ids not held now are looked up: a few, not every merge ever made)
@@ -211,18 +208,7 @@ def inherit_gone(engine: Engine, target: str, held: Iterable[str]) -> list[str]:
     mine = target_presence.c.target == target
     added: list[str] = []
     with engine.begin() as conn:
-        rows = pd.DataFrame(
-            conn.execute(
-                sa.select(
-                    target_presence.c.golden_id,
-                    target_presence.c.last_seen_at,
-                    target_presence.c.gone_at,
-                    target_presence.c.gone_runs,
-                    target_presence.c.holder,
-                ).where(mine)
-            ).fetchall(),
-            columns=["golden_id", "last_seen_at", "gone_at", "gone_runs", "holder"],
-        )
+        rows = _frame(conn, ["golden_id", "last_seen_at", "gone_at", "gone_runs", "holder"], mine)
         if rows.empty:
             return added
         gone = rows[rows["gone_at"].notna()].set_index("golden_id")
