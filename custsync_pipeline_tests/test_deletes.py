@@ -421,6 +421,17 @@ def test_records_that_part_when_their_contact_is_deleted_are_deleted_with_it(
             parted = at[("voyado", vy_id)] != at[("voucherify", vf_id)]
             for _ in range(3):  # due: deleted in both; read back
                 assert materialize_all(instance).success
+            # Voucherify has no delete feed: a full snapshot reads its delete; custsync's own
+            job = defs().resolve_job_def("sync_job")
+            full = job.execute_in_process(
+                instance=instance, tags={"custsync/full_snapshot": "true"}
+            )
+            assert full.success
+            ev = pd.read_sql(
+                "select new_value, connector from golden_events where field = 'delete'", engine
+            )
+            ours = ev[ev["connector"].isin(["voucherify", "voyado"])]
+            assert not (ours["new_value"] == "gone from target").any(), ours
             held_vf = set(pd.DataFrame(sb.records("voucherify"))["id"].astype(str))
             held_vy = set(pd.DataFrame(sb.records("voyado"))["id"].astype(str))
             contacts = pd.DataFrame(sb.records("salesforce"))
@@ -434,21 +445,23 @@ def test_records_that_part_when_their_contact_is_deleted_are_deleted_with_it(
 
 
 def test_a_delete_custsync_made_before_the_record_came_back_is_not_ours() -> None:
-    """custsync deleted G's Voyado contact at t1. G2 was seen there last at t0 (before):
-    gone by custsync's hand. G was created again and seen there at t2 (after), then deleted
-    by someone: their delete, never created there again."""
+    """custsync deleted G's Voyado contact v1 and G2's v2. G came back there as v3 (the
+    record the target last held of it), then someone deleted v3: their delete, never
+    created there again. G2's last held record is the one custsync deleted: its own — also
+    when the target was read (and seen holding it) after the delete, as between two full
+    snapshots of a target with no delete feed."""
     from custsync_pipeline.defs.publish.assets import deleted_by_custsync
 
-    t0, t1, t2 = (pd.Timestamp(f"2026-12-0{d} 10:00", tz="UTC") for d in (1, 2, 3))
     outbox = pd.DataFrame(
         {
             "golden_id": ["G", "G2", "G3"],
+            "entity_key": ["v1", "v2", "v9"],
+            "target_id": ["v1", "v2", "v9"],
             "op": ["delete", "delete", "upsert"],
             "status": ["acked", "acked", "acked"],
-            "updated_at": [t1, t1, t1],
         }
     )
-    seen = pd.Series({"G": t2.tz_localize(None), "G2": t0.tz_localize(None)})
-    assert deleted_by_custsync(outbox, seen) == {"G2"}
+    holders = pd.Series({"G": "v3", "G2": "v2"})
+    assert deleted_by_custsync(outbox, holders) == {"G2"}
     assert deleted_by_custsync(outbox) == {"G", "G2"}
     assert deleted_by_custsync(outbox.iloc[:0]) == set()

@@ -155,20 +155,28 @@ def record_presence(
         return {str(g) for g in gone}
 
 
-def last_seen(engine: Engine, target: str, golden_ids: Iterable[str]) -> pd.Series:
-    """golden_id -> when ``target`` was last seen holding it (UTC), for ``golden_ids``."""
+def holders_of(engine: Engine, target: str, golden_ids: Iterable[str]) -> pd.Series:
+    """golden_id -> the record ``target`` last held of it (``holder``), for ``golden_ids``."""
     ids = sorted({str(g) for g in golden_ids})
-    rows: list = []
+    parts = []
     with engine.connect() as conn:
         for part in chunks(ids):
-            rows += conn.execute(
-                sa.select(target_presence.c.golden_id, target_presence.c.last_seen_at).where(
+            parts.append(
+                _frame(
+                    conn,
+                    ["golden_id", "holder"],
                     target_presence.c.target == target,
                     target_presence.c.golden_id.in_(part),
                 )
-            ).fetchall()
+            )
+    rows = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["golden_id", "holder"])
+    )
+    rows = rows[rows["holder"].notna()]
     return pd.Series(
-        [_utc(r.last_seen_at) for r in rows], index=[str(r.golden_id) for r in rows], dtype=object
+        rows["holder"].astype(str).to_numpy(), index=rows["golden_id"].astype(str).to_numpy()
     )
 
 

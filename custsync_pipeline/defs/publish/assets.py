@@ -179,21 +179,20 @@ def compared_fields(fields: list[str], aspects: list[str]) -> list[str]:
     return [f for f in fields if f not in ADDRESS_FIELDS]
 
 
-def deleted_by_custsync(outbox: pd.DataFrame, last_seen: pd.Series | None = None) -> set[str]:
+def deleted_by_custsync(outbox: pd.DataFrame, holders: pd.Series | None = None) -> set[str]:
     """Golden ids whose record in the target custsync deleted (the delete acknowledged):
-    gone by custsync's own hand, not "deleted there" by someone else. ``last_seen``
-    (golden_id -> when the target was last seen holding it, UTC): only a delete acknowledged
-    since counts — a record created again after custsync's delete and then deleted there
-    by someone else is theirs."""
+    gone by custsync's own hand, not "deleted there" by someone else. ``holders``
+    (golden_id -> the record the target last held of it): only a delete of that very record
+    counts — one created again after custsync's delete and then deleted there by someone
+    else is theirs."""
     if outbox.empty:
         return set()
     done = outbox[(outbox["op"] == "delete") & (outbox["status"] == "acked")]
     done = done[done["golden_id"].notna()]
-    if last_seen is not None and len(done):
-        at = pd.to_datetime(done["updated_at"], utc=True).dt.tz_localize(None)
-        seen = pd.to_datetime(done["golden_id"].astype(str).map(last_seen))
-        slack = pd.Timedelta(seconds=1)
-        done = done[(seen.isna() | (at >= seen - slack)).to_numpy()]
+    if holders is not None and len(done):
+        held = done["golden_id"].astype(str).map(holders)
+        record = done["target_id"].fillna(done["entity_key"]).astype(str)
+        done = done[(held.isna() | (held == record)).to_numpy()]
     return set(done["golden_id"].astype(str))
 
 
@@ -342,7 +341,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         )
         # a record custsync deleted there (acknowledged) is gone by its own hand: its
         # history already says "deleted"
-        ours = deleted_by_custsync(ledger, presence.last_seen(engine, name, gone))
+        ours = deleted_by_custsync(ledger, presence.holders_of(engine, name, gone))
         record_delete_events(engine, gone - gone_before - ours, "gone from target", name)
         # (one custsync deleted is created again once the person is back at the source)
         again = deltas["entity_key"].astype(str).str.startswith("new:") & deltas["golden_id"].isin(

@@ -71,7 +71,7 @@ def reconciliation_counts(
     grace_runs: int,
     conflicts_open: int,
     write_object: str | None = None,
-    last_seen: pd.Series | None = None,
+    holders: pd.Series | None = None,
 ) -> dict[str, int]:
     """The report's counts (see the module docstring) from frames: ``members`` are the
     target's writable records with their golden ids, as this run read them; ``deltas``
@@ -79,8 +79,8 @@ def reconciliation_counts(
     ``members`` may hold records of other types (a Lead): they count as holding their golden
     record (it is not missing there), not as records custsync writes."""
     takes, _ = hold_back(golden, target.kinds, target.required_fields)
-    # someone else's deletes (``last_seen``: when the target last held each golden id)
-    gone_in_target = gone_in_target - deleted_by_custsync(outbox, last_seen)
+    # someone else's deletes (``holders``: the record the target last held of each)
+    gone_in_target = gone_in_target - deleted_by_custsync(outbox, holders)
     due = set(source_gone.index[source_gone >= grace_runs])
     pending = set(source_gone.index[source_gone < grace_runs])
     taken = set(takes["golden_id"].astype(str)) - due
@@ -180,7 +180,7 @@ def _report_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             plan.delete_grace_runs,
             len(conflict_store.load_field_conflicts(engine, name)),
             write_object=write_object,
-            last_seen=presence.last_seen(engine, name, gone_there),
+            holders=presence.holders_of(engine, name, gone_there),
         )
         context.log.info(
             f"{name} reconciliation: " + ", ".join(f"{k} {v}" for k, v in counts.items())
