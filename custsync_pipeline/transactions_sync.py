@@ -290,34 +290,40 @@ def _send_one(
     return True, target_id, None
 
 
+# transactions tried one by one at the head of a run's sends: refused for the credential
+# every one, the target is taken to refuse custsync's key
+PROBE = 20
+
+
 def _probe(
     connector: Any, method: str, path: str, bodies: list[dict]
 ) -> list[tuple[bool, str | None, str | None]]:
-    """The first one or two transactions, alone: refused for the credential both (or the
-    only one), it raises; a refusal the second does not share is that transaction's (a
-    store the key may not touch), so one such transaction never holds every other back."""
-    if not bodies:
-        return []
-    try:
-        return [_send_one(connector, method, path, bodies[0], probe=True)]
-    except ConnectorError as first:
-        if len(bodies) == 1:
-            raise
+    """The first transactions, one at a time, until one is not refused for the credential
+    (or ``PROBE`` were): refused every one, it raises the first refusal; otherwise the ones
+    refused before are theirs (a store the key may not touch), recorded failed, and a run
+    of such transactions never holds every other back."""
+    outcomes: list[tuple[bool, str | None, str | None]] = []
+    first: ConnectorError | None = None
+    for body in bodies[:PROBE]:
         try:
-            second = _send_one(connector, method, path, bodies[1], probe=True)
-        except ConnectorError:
-            raise first from None
-        return [(False, None, str(first)), second]
+            outcomes.append(_send_one(connector, method, path, body, probe=True))
+            return outcomes
+        except ConnectorError as exc:
+            first = first or exc
+            outcomes.append((False, None, str(exc)))
+    if first is not None:
+        raise first
+    return outcomes
 
 
 def send(
     kind: str, connector: Any, tx: pd.DataFrame, ids: pd.Series, concurrency: int = 4
 ) -> pd.DataFrame:
     """Send ``tx`` (with member ids ``ids``) as ``kind``; one outcome row per transaction.
-    The first request goes alone (the second too, when the first is refused): refused for
-    custsync's credential (401/403, or the token fetch's 4xx) both times, it raises that
-    ``ConnectorError`` and nothing more is sent or recorded — every transaction would be
-    refused alike, and none of them is at fault."""
+    The first requests go one at a time (``_probe``): refused for custsync's credential
+    (401/403, or the token fetch's 4xx) every one, it raises that ``ConnectorError`` and
+    nothing more is sent or recorded — every transaction would be refused alike, and none
+    of them is at fault."""
     ok: list[bool] = []
     target_ids: list[str | None] = []
     errors: list[str | None] = []

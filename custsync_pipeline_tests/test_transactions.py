@@ -307,14 +307,15 @@ def test_one_transaction_refused_first_does_not_hold_the_others_back() -> None:
         def __init__(self, refuse: set[str]) -> None:
             self.http = Http(refuse)
 
-    bodies = [{"id": "t1"}, {"id": "t2"}, {"id": "t3"}]
-    one = Target({"t1"})
-    got = _probe(one, "POST", "/api/v2/receipts", bodies)
-    assert [ok for ok, _, _ in got] == [False, True] and one.http.sent == ["t1", "t2"]
-    assert "HTTP 403" in got[0][2]
-    every = Target({"t1", "t2", "t3"})
+    bodies = [{"id": f"t{i}"} for i in range(1, 31)]
+    # a run of refused ones (one store's, sent together) does not hold the others back
+    some = Target({"t1", "t2", "t3"})
+    got = _probe(some, "POST", "/api/v2/receipts", bodies)
+    assert [ok for ok, _, _ in got] == [False, False, False, True]
+    assert some.http.sent == ["t1", "t2", "t3", "t4"] and "HTTP 403" in got[0][2]
+    every = Target({b["id"] for b in bodies})
     with pytest.raises(ConnectorError, match="HTTP 403"):
         _probe(every, "POST", "/api/v2/receipts", bodies)
-    assert every.http.sent == ["t1", "t2"]  # no more than two tried
+    assert len(every.http.sent) == 20  # the probe, no more
     fine = Target(set())
     assert [ok for ok, _, _ in _probe(fine, "POST", "/x", bodies)] == [True]
