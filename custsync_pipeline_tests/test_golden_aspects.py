@@ -528,9 +528,10 @@ def test_field_origins_spell_each_sources_fields_sorted(fields: int) -> None:
 
 def test_the_flat_address_comes_whole_from_the_record_that_wins_it() -> None:
     """Salesforce (the source) holds Nya Gatan 1, 41101 Göteborg; Voucherify, a later
-    addresses step, holds Malmö 211 22 with no street. Voucherify wins the address: its
-    city and postal code, and no street — never Göteborg's street in Malmö. A golden
-    record whose later step gives no address keeps the earlier one whole."""
+    addresses step, holds Malmö 211 22 with no street: never Göteborg's street in Malmö —
+    and a later step's partial address does not take a whole one away: Salesforce's wins
+    whole. Where the later step holds a street, its address wins whole. Where no record
+    holds a street, the later step's parts win."""
     steps = [FlowStep("crm", ("name", "addresses")), FlowStep("vf", ("name", "addresses"))]
     recs = _records(
         [
@@ -540,21 +541,22 @@ def test_the_flat_address_comes_whole_from_the_record_that_wins_it() -> None:
                  updated_at=T0),
             dict(connector="crm", source_id="c2", street="Storgatan 2", postal_code="11122",
                  city="Stockholm", updated_at=T0),
-            dict(connector="vf", source_id="v2", last_name="Berg", updated_at=T0),
+            dict(connector="vf", source_id="v2", street="Lilla torg 3", city="Lund",
+                 updated_at=T0),
+            dict(connector="crm", source_id="c3", city="Umeå", updated_at=T0),
+            dict(connector="vf", source_id="v3", postal_code="90326", updated_at=T0),
         ]
     )  # fmt: skip
     idmap = _idmap(
-        [("crm", "c1", "G1"), ("vf", "v1", "G1"), ("crm", "c2", "G2"), ("vf", "v2", "G2")]
-    )
+        [("crm", "c1", "G1"), ("vf", "v1", "G1"), ("crm", "c2", "G2"), ("vf", "v2", "G2"),
+         ("crm", "c3", "G3"), ("vf", "v3", "G3")]
+    )  # fmt: skip
     res = build_golden(recs, idmap, steps)
-    got = res.golden.set_index("golden_id")
-    assert pd.isna(got.loc["G1", "street"])
-    assert got.loc["G1", ["postal_code", "city"]].tolist() == ["211 22", "Malmö"]
-    assert got.loc["G2", ["street", "postal_code", "city"]].tolist() == [
-        "Storgatan 2",
-        "11122",
-        "Stockholm",
-    ]
+    got = res.golden.set_index("golden_id")[["street", "postal_code", "city"]]
+    got = got.astype(object).where(got.notna(), None)
+    assert got.loc["G1"].tolist() == ["Nya Gatan 1", "41101", "Göteborg"]
+    assert got.loc["G2"].tolist() == ["Lilla torg 3", None, "Lund"]
+    assert got.loc["G3"].tolist() == [None, "90326", None]
     prov = res.provenance.set_index(["golden_id", "field"])["source_id"]
-    assert prov.loc[("G1", "city")] == "v1" and ("G1", "street") not in prov.index
-    assert prov.loc[("G2", "street")] == "c2"
+    assert prov.loc[("G1", "city")] == "c1" and prov.loc[("G2", "street")] == "v2"
+    assert ("G2", "postal_code") not in prov.index

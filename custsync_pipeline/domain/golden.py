@@ -280,8 +280,10 @@ def _address_rows(
     n: int,
 ) -> np.ndarray | None:
     """Per golden id, the member (a position into ``pos``) whose address wins: the first,
-    by flow rank then recency, that gives any of ``ADDRESS_GROUP``; -1 where none does.
-    None when the fields do not share one ranking (a config that splits them)."""
+    by flow rank then recency, that gives a street — a later step's city alone does not
+    take the street and postal code away — else the first that gives any of
+    ``ADDRESS_GROUP``; -1 where none does. None when the fields do not share one ranking
+    (a config that splits them)."""
     ranks = [rights.get(f, {}) for f in ADDRESS_GROUP]
     if any(r != ranks[0] for r in ranks) or not any(f in members for f in ADDRESS_GROUP):
         return None
@@ -289,12 +291,15 @@ def _address_rows(
     for f in ADDRESS_GROUP:
         if f in members:
             any_value |= members[f].notna().to_numpy()[pos]
+    street = members["street"].notna().to_numpy()[pos] if "street" in members else any_value
     rank = pd.Series(conn).map(ranks[0]).fillna(-1).astype("int64").to_numpy()
     order = np.lexsort((sid_code, -updated, -rank, gid))
     g_sorted = gid[order]
-    first = _first_per_group(g_sorted, any_value[order] & (rank[order] >= 0))
+    ranked = rank[order] >= 0
     out = np.full(n, -1, dtype=np.int64)
-    out[g_sorted[first]] = order[first]
+    for usable in (any_value, street):  # the street-holding winner overrides
+        first = _first_per_group(g_sorted, usable[order] & ranked)
+        out[g_sorted[first]] = order[first]
     return out
 
 
