@@ -263,9 +263,10 @@ def test_known_consent_never_returns_to_not_set() -> None:
 
 def test_a_withdrawal_on_a_deleted_duplicate_stays_withdrawn() -> None:
     """The owner holds two contacts of one person: the newer withdraws consent (golden:
-    no). The owner then deletes that duplicate: the older contact's "yes" is older than
-    the withdrawal, which stays, with its time (a consent's time never goes back); a newer
-    "yes" from the owner is a change like any other."""
+    no). The owner then deletes that duplicate (its consent's record is gone): the older
+    contact's "yes" — dated before the withdrawal, or not dated — does not bring it back;
+    a newer "yes" from the owner is a change like any other. A consent whose record moved
+    to another golden record (a wrong merge split) is that record's, not kept."""
     own = {"email_consent": "voyado"}
     both = _idmap([("voyado", "v1", "G"), ("voyado", "v2", "G")])
     first = build_golden(
@@ -274,18 +275,22 @@ def test_a_withdrawal_on_a_deleted_duplicate_stays_withdrawn() -> None:
     )  # fmt: skip
     assert first.golden.iloc[0]["email_consent"] == "no"
     stored, _, _ = diff_golden(first.golden, pd.DataFrame(), first.provenance, T0)
+    gone = pd.DataFrame({"golden_id": ["G"], "field": ["email_consent"]})
     one = _idmap([("voyado", "v1", "G")])
-    later = build_golden(
-        _consent_rows([("voyado", "v1", "yes", "2024-01-01")]), one, CONSENT_STEPS, own,
-        previous=stored,
-    )  # fmt: skip
-    assert later.golden.iloc[0]["email_consent"] == "no"
-    assert later.golden.iloc[0]["email_consent_at"] == pd.Timestamp("2024-05-01", tz="UTC")
-    again = build_golden(
-        _consent_rows([("voyado", "v1", "yes", "2024-06-01")]), one, CONSENT_STEPS, own,
-        previous=stored,
-    )  # fmt: skip
-    assert again.golden.iloc[0]["email_consent"] == "yes"
+
+    def later(at: str | None, gone_consents: pd.DataFrame | None = gone) -> pd.Series:
+        return build_golden(
+            _consent_rows([("voyado", "v1", "yes", at)]), one, CONSENT_STEPS, own,
+            previous=stored, gone_consents=gone_consents,
+        ).golden.iloc[0]  # fmt: skip
+
+    kept = later("2024-01-01")
+    assert kept["email_consent"] == "no"
+    assert kept["email_consent_at"] == pd.Timestamp("2024-05-01", tz="UTC")
+    assert later(None)["email_consent"] == "no"  # an undated "yes" is no newer
+    assert later("2024-06-01")["email_consent"] == "yes"
+    # v2 moved to another golden record (not deleted): G takes v1's own consent
+    assert later("2024-01-01", gone_consents=None)["email_consent"] == "yes"
 
 
 # --------------------------------------------------------------------------- versions / history

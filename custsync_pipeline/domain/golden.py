@@ -150,12 +150,16 @@ def build_golden(
     placeholder_rules: Sequence[IdentifierRule] = (),
     entries: pd.DataFrame | None = None,
     previous: pd.DataFrame | None = None,
+    gone_consents: pd.DataFrame | None = None,
 ) -> GoldenResult:
     """One golden row per golden id in ``identity_map``, fields chosen by survivorship,
     plus the merged aspect entries (when ``entries`` are given).
 
     ``previous``: the stored golden rows; a consent the owner no longer sends keeps
     its stored value and time (a known consent never returns to "not set").
+    ``gone_consents`` (golden_id, field): stored consents whose record no longer exists
+    (deleted, not moved to another golden record): one newer than what the owner's
+    records say now stays (a withdrawal on a deleted duplicate stays withdrawn).
     """
     ownership = dict(ownership or {})
     ids = _golden_ids(identity_map)
@@ -252,7 +256,7 @@ def build_golden(
             golden[fld] = pd.Series(out[fld]).dt.tz_localize("UTC")
         else:
             golden[fld] = pd.Series(out[fld], dtype="string")
-    golden = _keep_known_consents(golden, previous)
+    golden = _keep_known_consents(golden, previous, gone_consents)
     provenance = (
         pd.concat(prov, ignore_index=True)
         if prov
@@ -303,10 +307,14 @@ def _address_rows(
     return out
 
 
-def _keep_known_consents(golden: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+def _keep_known_consents(
+    golden: pd.DataFrame, previous: pd.DataFrame | None, gone: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """A consent the owner stopped sending keeps its stored value and time, and so does one
-    newer than what the owner's records say now: a withdrawal made on a duplicate contact
-    the owner later deleted stays withdrawn (the consent's time never goes back)."""
+    whose record was deleted (``gone``: golden_id, field) when it is newer than what the
+    owner's records say now, or they give no time: a withdrawal made on a duplicate contact
+    the owner later deleted stays withdrawn. A consent whose record moved to another
+    golden record (a split) is that record's, not kept."""
     if previous is None or previous.empty:
         return golden
     prev = previous.set_index("golden_id")
@@ -318,9 +326,16 @@ def _keep_known_consents(golden: pd.DataFrame, previous: pd.DataFrame | None) ->
         old_at = None
         if at in prev and at in golden:
             old_at = pd.to_datetime(prev[at], utc=True).reindex(golden["golden_id"]).to_numpy()
+        if old_at is not None and gone is not None and len(gone):
+            deleted = set(gone.loc[gone["field"] == fld, "golden_id"].astype(str))
             new_at = pd.to_datetime(golden[at], utc=True).to_numpy()
-            newer = pd.notna(old) & ~pd.isna(old_at) & ~pd.isna(new_at)
-            newer[newer] = old_at[newer] > new_at[newer]
+            newer = (
+                golden["golden_id"].astype(str).isin(deleted).to_numpy()
+                & pd.notna(old)
+                & ~pd.isna(old_at)
+            )
+            timed = newer & ~pd.isna(new_at)
+            newer[timed] = old_at[timed] > new_at[timed]
             keep |= newer
         if keep.any():
             golden[fld] = golden[fld].astype(object)
@@ -540,6 +555,7 @@ def merge_golden(
     entries: pd.DataFrame | None = None,
     previous: pd.DataFrame | None = None,
     previous_entries: pd.DataFrame | None = None,
+    gone_consents: pd.DataFrame | None = None,
 ) -> GoldenResult:
     """:func:`build_golden` on a sync plan. With ``current_data`` as the source step the
     stored golden records (and their entries) are the first step: no request is made."""
@@ -577,6 +593,7 @@ def merge_golden(
         placeholder_rules=plan.identifiers,
         entries=entries,
         previous=previous,
+        gone_consents=gone_consents,
     )
 
 

@@ -23,6 +23,7 @@ from custsync_pipeline.domain.aspects import (
     VALUE_COLUMNS,
     conform_entries,
 )
+from custsync_pipeline.domain.canonical import CONSENT_TIMES
 from custsync_pipeline.domain.golden import (
     ENTRY_SOURCE_COLUMNS,
     GOLDEN_ENTRY_COLUMNS,
@@ -31,6 +32,7 @@ from custsync_pipeline.domain.golden import (
 )
 from custsync_pipeline.store.bulk import (
     bump_stamp,
+    chunks,
     delete_in,
     hashes_digest,
     insert_frame,
@@ -435,6 +437,23 @@ def _fields_of(origins: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype="string") for c in cols})
     out = origins.assign(field=origins["fields"].str.split(",")).explode("field")
     return out[cols].sort_values("field").reset_index(drop=True)
+
+
+def consent_sources(engine: Engine, golden_ids: Iterable[str] | None) -> pd.DataFrame:
+    """golden_id, field, connector, source_id of the record each stored consent of
+    ``golden_ids`` (every golden id when None) came from."""
+    t = golden_field_origins
+    stmt = sa.select(t).where(t.c.fields.like("%consent%"))
+    if golden_ids is None:
+        frame = _read_frame(engine, stmt)
+    else:
+        ids = sorted({str(g) for g in golden_ids})
+        frame = _read_frame(
+            engine,
+            [stmt.where(t.c.golden_id.in_(p)) for p in chunks(ids)] or [stmt.where(sa.false())],
+        )
+    out = _fields_of(frame)
+    return out[out["field"].isin(list(CONSENT_TIMES))].reset_index(drop=True)
 
 
 def golden_history(engine: Engine, golden_id: str) -> pd.DataFrame:

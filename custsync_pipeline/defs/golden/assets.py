@@ -294,6 +294,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         key = merge_key(plan, targets)
         stored_digests = merge_scope.load_member_digests(engine)
         scope = _merge_scope(engine, key, identity_map, digests, stored_digests, queued)
+        full_map = identity_map
         if scope is None:
             keys = None
             context.log.info(f"merging all {len(digests)} golden records")
@@ -329,7 +330,18 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         )
         if unreadable:
             context.log.warning(f"echo safety off for {unreadable}: their payloads do not map back")
-        result = merge_golden(plan, records, identity_map, entries, previous, previous_entries)
+        # stored consents whose record is gone (deleted, not moved to another golden record)
+        gone_consents = None
+        if len(previous):
+            sources = golden_store.consent_sources(engine, scope)
+            # only the map rows of those source ids (a few, not the million)
+            near = full_map[full_map["source_id"].astype(str).isin(set(sources["source_id"]))]
+            mapped = pd.MultiIndex.from_frame(near[["connector", "source_id"]].astype(str))
+            there = pd.MultiIndex.from_frame(sources[["connector", "source_id"]].astype(str))
+            gone_consents = sources[~there.isin(mapped)]
+        result = merge_golden(
+            plan, records, identity_map, entries, previous, previous_entries, gone_consents
+        )
         # a spelling (case, spacing) of an entry the golden record holds is no change
         result.entries = keep_spelling(result.entries, previous_entries)
         result.golden["entries_hash"] = entries_digest(result.entries, result.golden["golden_id"])
