@@ -206,3 +206,57 @@ def test_a_converted_lead_follows_its_converted_contact(synced) -> None:
     # the second Lead's: no duplicate left, and custsync created no Contact for either
     assert len(core.load_golden_records(engine)) == n_golden - 1
     assert len(sb.records("salesforce")) == len(contacts) + 1  # the conversion's own
+
+
+def test_a_withdrawal_on_a_duplicate_contact_voyado_deleted_stays(dagster_env, tmp_path) -> None:
+    """Over sockets: a Voyado contact said yes to e-mail long ago; a duplicate of it (the
+    same person and mobile) says no today — the golden record says no. Voyado's duplicate
+    clean-up deletes the duplicate: the golden record still says no, with today's time."""
+    import dagster as dg
+    import requests
+
+    from custsync_pipeline.sandbox.server import CREDENTIALS, Sandbox
+    from custsync_pipeline.store import core
+    from custsync_pipeline.store.db import StateDB
+    from custsync_pipeline_tests.e2e import materialize_all, run_against_sandbox
+
+    headers = {"apikey": CREDENTIALS["VOYADO_API_KEY"], "Content-Type": "application/json"}
+    with Sandbox(seed=5, people=40, base_port=0, systems=["salesforce", "voyado"]) as sb:
+        db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, {"salesforce", "voyado"})
+        base = f"{sb.urls['voyado']}/api/v3/contacts"
+        contacts = sb.records("voyado")
+        a = next(
+            c
+            for c in contacts
+            if (c.get("preferences") or {}).get("acceptsEmail") == "Yes"
+            and c.get("mobilePhone")
+            and c.get("firstName")
+            and c.get("lastName")
+        )
+        dup = requests.post(
+            base,
+            json={"firstName": a["firstName"], "lastName": a["lastName"],
+                  "mobilePhone": a["mobilePhone"], "email": "dup.k9x@example.org",
+                  "countryCode": a.get("countryCode") or "SE",
+                  "preferences": {"acceptsEmail": "No"}},
+            headers=headers, timeout=10,
+        )  # fmt: skip
+        assert dup.status_code in (200, 201), dup.text
+        with dg.DagsterInstance.ephemeral() as instance:
+            for _ in range(2):
+                assert materialize_all(instance).success
+            engine = StateDB(db_url).engine
+            ids = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            at = ids.set_index(["connector", "source_id"])["golden_id"]
+            gid = at[("voyado", str(a["id"]))]
+            assert at[("voyado", str(dup.json()["id"]))] == gid  # one person
+            before = core.load_golden_records(engine, [gid]).iloc[0]
+            assert before["email_consent"] == "no"
+            r = requests.delete(f"{base}/{dup.json()['id']}", headers=headers, timeout=10)
+            assert r.status_code in (200, 204), r.text
+            for _ in range(2):
+                assert materialize_all(instance).success
+            after = core.load_golden_records(engine, [gid]).iloc[0]
+            engine.dispose()
+        assert after["email_consent"] == "no"
+        assert after["email_consent_at"] == before["email_consent_at"]
