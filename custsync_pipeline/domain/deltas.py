@@ -286,6 +286,11 @@ def attach_payloads(
     return out
 
 
+def _folded_keys(values: pd.Series) -> pd.Series:
+    """Key values as a target keyed by them compares them: trimmed, case-folded."""
+    return values.astype("string").str.strip().str.casefold()
+
+
 def key_clashes(golden: pd.DataFrame, members: pd.DataFrame, key_field: str | None) -> pd.DataFrame:
     """(golden_id, source_id, field) of each target record an update must not give its
     golden record's ``key_field`` value (unique there, compared trimmed and case-folded):
@@ -293,18 +298,16 @@ def key_clashes(golden: pd.DataFrame, members: pd.DataFrame, key_field: str | No
     left by a merge: the one with the e-mail keeps it), or another update would give it
     too (the first by source id gets it). Such a record keeps its own value: deltas accept
     it (no write to change it, none on every run) and the payload leaves the field out."""
-    cols = ["golden_id", "source_id", "field"]
-    if key_field is None or members.empty or key_field not in golden.columns:
-        return pd.DataFrame(columns=cols)
-    if key_field not in members.columns:
-        return pd.DataFrame(columns=cols)
-
-    def folded(values: pd.Series) -> pd.Series:
-        return values.astype("string").str.strip().str.casefold().fillna("")
-
+    if (
+        key_field is None
+        or members.empty
+        or key_field not in golden.columns
+        or key_field not in members.columns
+    ):
+        return pd.DataFrame(columns=["golden_id", "source_id", "field"])
     values = golden.drop_duplicates("golden_id").set_index("golden_id")[key_field]
-    want = folded(members["golden_id"].map(values))
-    have = folded(members[key_field])
+    want = _folded_keys(members["golden_id"].map(values)).fillna("")
+    have = _folded_keys(members[key_field]).fillna("")
     change = ((want != "") & (want != have)).to_numpy()
     taken = want.isin(set(have[have != ""])).to_numpy()
     order = np.argsort(members["source_id"].astype(str).to_numpy(), kind="stable")
@@ -330,10 +333,9 @@ def hold_taken_keys(
         return deltas, 0
     creates = deltas["entity_key"].astype(str).str.startswith("new:").to_numpy()
     values = golden.drop_duplicates("golden_id").set_index("golden_id")[key_field]
-    value = deltas["golden_id"].map(values).astype("string").str.strip().str.casefold()
-    value = value.where(creates)
+    value = _folded_keys(deltas["golden_id"].map(values)).where(creates)
     held = (
-        members[key_field].astype("string").str.strip().str.casefold().dropna()
+        _folded_keys(members[key_field]).dropna()
         if key_field in members.columns
         else pd.Series(dtype="string")
     )

@@ -28,6 +28,7 @@ from custsync_pipeline.domain.canonical import (
 from custsync_pipeline.domain.hashing import row_hashes64
 from custsync_pipeline.store.bulk import (
     bump_stamp,
+    chunks,
     delete_in,
     insert_frame,
     one_of,
@@ -465,17 +466,12 @@ def _set_status(
 ) -> int:
     """Set ``status`` on the rows of ``target`` named by ``entity_keys`` whose status
     matches ``among`` (a SQL condition), in parts; returns how many."""
-    keys = list(entity_keys)
     n = 0
     with engine.begin() as conn:
-        for start in range(0, len(keys), 5000):
+        for part in chunks(list(entity_keys)):
             n += conn.execute(
                 outbox.update()
-                .where(
-                    outbox.c.target == target,
-                    among,
-                    outbox.c.entity_key.in_(keys[start : start + 5000]),
-                )
+                .where(outbox.c.target == target, among, outbox.c.entity_key.in_(part))
                 .values(status=status, updated_at=utcnow())
             ).rowcount
     return n
