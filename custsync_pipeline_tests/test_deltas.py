@@ -142,3 +142,24 @@ def test_member_views_keep_a_members_own_entries_in_the_targets_slots() -> None:
     members = members.assign(addresses=[[b, c], [b, c], None])
     views = member_views(golden, members, ["addresses"])
     assert [e["entry_key"] for e in views.loc["m1", "addresses"]] == ["k2", "k3", "k1", "k4"]
+
+
+def test_a_member_field_read_empty_compares_as_what_the_target_holds() -> None:
+    """A Salesforce Contact not opted out reads as no consent, and holds what "yes"
+    writes: golden yes is no update, golden no is, an unset golden consent never is."""
+    golden = pd.DataFrame(
+        {"golden_id": ["G1", "G2", "G3", "G4"], "email_consent": ["yes", "no", None, "yes"]}
+    )
+    members = pd.DataFrame(
+        {
+            "golden_id": ["G1", "G2", "G3", "G4"],
+            "source_id": ["T1", "T2", "T3", "T4"],
+            "email_consent": [None, None, "no", "no"],
+        }
+    )
+    plain = compute_deltas(golden, members, ["email_consent"], pd.DataFrame())
+    assert sorted(plain["entity_key"]) == ["T1", "T2", "T4"]
+    held = compute_deltas(
+        golden, members, ["email_consent"], pd.DataFrame(), empty_reads_as={"email_consent": "yes"}
+    )
+    assert sorted(held["entity_key"]) == ["T2", "T4"]

@@ -143,6 +143,44 @@ def test_loyalty_reaches_salesforce_and_profile_reaches_voyado(synced) -> None:
         assert metadata_of(third, f"{target}/outbound_deltas")["dagster/row_count"] == 0, target
 
 
+def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
+    """Voyado owns the e-mail consent: a withdrawal there sets the paired Contact's
+    ``HasOptedOutOfEmail``, a consent given again clears it, and a run with nothing changed
+    sends nothing (a Contact not opted out holds what "yes" writes)."""
+    sb, instance, engine, _ = synced
+    vy_url = sb.urls["voyado"]
+    pairs = _pairs(engine, sb)
+    voyado = {c["id"]: c for c in sb.records("voyado")}
+    contacts = pd.DataFrame(sb.records("salesforce")).set_index("Id")
+    said = pairs["source_id_vy"].map(
+        lambda i: (voyado[i].get("preferences") or {}).get("acceptsEmail")
+    )
+    # the first runs carried every consent Voyado holds
+    opted = contacts.loc[pairs["source_id_sf"], "HasOptedOutOfEmail"].to_numpy()
+    assert (opted[(said == "No").to_numpy()]).all()
+    assert not (opted[(said == "Yes").to_numpy()]).any()
+    assert (said == "Yes").sum() >= 2 and (said == "No").sum() >= 1
+    withdrawn = pairs[(said == "Yes").to_numpy()].iloc[0]
+    given = pairs[(said == "No").to_numpy()].iloc[0]
+    for pair, value in ((withdrawn, "No"), (given, "Yes")):
+        r = requests.patch(
+            f"{vy_url}/api/v3/contacts/{pair['source_id_vy']}",
+            json={"preferences": {"acceptsEmail": value}},
+            headers=VY_HEADERS,
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+    run = materialize_all(instance)
+    assert run.success
+    after = pd.DataFrame(sb.records("salesforce")).set_index("Id")
+    assert bool(after.loc[withdrawn["source_id_sf"], "HasOptedOutOfEmail"]) is True
+    assert bool(after.loc[given["source_id_sf"], "HasOptedOutOfEmail"]) is False
+    assert metadata_of(run, "salesforce/outbound_deltas")["dagster/row_count"] == 2
+    again = materialize_all(instance)
+    assert again.success
+    assert metadata_of(again, "salesforce/outbound_deltas")["dagster/row_count"] == 0
+
+
 def test_voyado_receives_crm_customers_keyed_by_email(synced) -> None:
     sb, instance, engine, first = synced
     meta = metadata_of(first, "voyado/outbound_deltas")

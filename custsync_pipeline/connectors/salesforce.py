@@ -188,6 +188,7 @@ _FROM_CANONICAL: dict[str, dict[str, str]] = {
         "loyalty_tier": "Loyalty_Tier__c",
         "loyalty_points": "Loyalty_Points__c",
         "loyalty_status": "Membership_Status__c",
+        "email_consent": "HasOptedOutOfEmail",  # yes -> false, no -> true (_OPTED_OUT)
     },
     "Account": {
         "company_name": "Name",
@@ -211,6 +212,9 @@ _FROM_CANONICAL: dict[str, dict[str, str]] = {
     },
 }
 
+
+# a golden e-mail consent as the Contact's opt-out flag; unset (or any other value) is not sent
+_OPTED_OUT = {"yes": False, "no": True}
 
 # the address blocks of each object: (address type, field prefix); a block is Street, City,
 # PostalCode, Country after the prefix
@@ -293,6 +297,11 @@ class SalesforceConnector(HttpConnectorBase):
         }
         self.external_id_field: str = self.options.get("external_id_field", "Custsync_Id__c")
         self.write_object: str = self.options.get("write_object", self.objects[0])
+        # a Contact not opted out reads as no consent at all (HasOptedOutOfEmail=false is no
+        # fact to merge), but it holds what a golden "yes" writes: compared as "yes"
+        self.empty_reads_as: dict[str, str] = (
+            {"email_consent": "yes"} if self.write_object == "Contact" else {}
+        )
         self.batch_size = min(int(self.options.get("batch_size", BATCH_LIMIT)), BATCH_LIMIT)
         self.page_size = int(self.options.get("page_size", 2000))
         self.read_deletes = bool(self.options.get("read_deletes", True))
@@ -464,6 +473,9 @@ class SalesforceConnector(HttpConnectorBase):
         mapping = _FROM_CANONICAL[self.write_object]
         cols = [c for c in mapping if c in golden.columns]
         renamed = golden[cols].rename(columns=mapping)
+        if "HasOptedOutOfEmail" in renamed.columns:
+            consent = renamed["HasOptedOutOfEmail"].astype("string").str.lower()
+            renamed["HasOptedOutOfEmail"] = consent.map(_OPTED_OUT).astype(object)
         # never send an empty value: in Salesforce a null clears the stored field
         payloads = [
             {k: jsonable(v) for k, v in row.items() if not is_missing(v)}

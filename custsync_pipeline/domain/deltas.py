@@ -15,7 +15,7 @@ the golden ``version`` it was computed from.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,7 @@ def compute_deltas(
     aspect_hashes: pd.Series | None = None,
     member_aspect_hashes: pd.Series | None = None,
     member_want_hashes: pd.Series | None = None,
+    empty_reads_as: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Upsert deltas for one target.
 
@@ -79,6 +80,8 @@ def compute_deltas(
     as an empty field is not. ``member_want_hashes`` (member source_id -> hash): what
     each member should hold of the aspects (:func:`member_views`: its own entries kept in
     the target's slots); an update's payload hash is then the member's own.
+    ``empty_reads_as`` (field -> value): what a member whose field reads empty holds as the
+    target stores it (a Salesforce Contact not opted out holds e-mail consent "yes").
     """
     fields = list(fields)
     present = members["golden_id"]
@@ -103,6 +106,9 @@ def compute_deltas(
     m = members[["golden_id", "source_id", *fields]].merge(
         g[["golden_id", "payload_hash"]], on="golden_id"
     )
+    for fld, value in (empty_reads_as or {}).items():
+        if fld in fields:
+            m[fld] = m[fld].astype(object).where(m[fld].notna(), value)
     upd = pd.DataFrame()
     if not m.empty:
         m_str = field_strings(m, fields)

@@ -332,6 +332,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             aspect_hashes=aspect_hashes,
             member_aspect_hashes=member_hashes,
             member_want_hashes=member_want,
+            empty_reads_as=getattr(connector, "empty_reads_as", None),
         )
         # a golden record the target held and no longer holds was deleted there: it is
         # never created again in the system that deleted it
