@@ -3,7 +3,14 @@
 import pandas as pd
 
 from custsync_pipeline.domain.canonical import conform
-from custsync_pipeline.domain.golden import FlowStep, build_golden, diff_golden, row_hash
+from custsync_pipeline.domain.golden import (
+    CREATED,
+    FlowStep,
+    build_golden,
+    created_fields,
+    diff_golden,
+    row_hash,
+)
 
 STEPS = [
     FlowStep("crm", ("name", "customer_contact_details", "addresses")),
@@ -69,9 +76,13 @@ def test_diff_versions_and_events() -> None:
     assert set(changed["golden_id"]) == {"G1", "G2"}
     assert (changed["version"] == 1).all()
     assert gone == []
-    email_ev = events[(events["golden_id"] == "G1") & (events["field"] == "email")].iloc[0]
-    assert email_ev["old_value"] is None and email_ev["new_value"] == "anna@shop.se"
-    assert email_ev["connector"] == "shop"
+    # a new record: one event holding its first values, each with the connector it came from
+    assert sorted(events["golden_id"]) == ["G1", "G2"] and (events["field"] == CREATED).all()
+    created = events.set_index("golden_id").loc["G1"]
+    assert created["old_value"] is None
+    first = {f: (v, c) for f, v, c in created_fields(created["new_value"])}
+    assert first["email"] == ("anna@shop.se", "shop")
+    assert all(v != "" for v, _ in first.values())
 
     stored = changed.copy()
     # unchanged input -> nothing changes
@@ -156,6 +167,7 @@ def test_a_consent_time_is_credited_to_the_record_that_gave_the_consent() -> Non
     res = build_golden(recs, IDMAP, steps)
     now = pd.Timestamp("2024-02-01", tz="UTC")
     _, events, _ = diff_golden(res.golden, pd.DataFrame(), res.provenance, now)
-    g1 = events[events["golden_id"] == "G1"].set_index("field")["connector"]
+    created = events.set_index("golden_id").loc["G1", "new_value"]
+    g1 = {f: c for f, _, c in created_fields(created)}
     assert g1["email_consent"] == "loyalty"
     assert g1["email_consent_at"] == "loyalty"

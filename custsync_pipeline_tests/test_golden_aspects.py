@@ -8,7 +8,13 @@ import pytest
 
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS, PARENT_ASPECT
 from custsync_pipeline.domain.canonical import conform
-from custsync_pipeline.domain.golden import build_golden, diff_golden, merge_golden
+from custsync_pipeline.domain.golden import (
+    CREATED,
+    build_golden,
+    created_fields,
+    diff_golden,
+    merge_golden,
+)
 from custsync_pipeline.domain.plan import FlowStep, SyncPlan
 from custsync_pipeline.domain.validate_aspects import check_entries
 
@@ -304,8 +310,11 @@ def test_versions_and_events_for_fields_and_entries() -> None:
     r1 = build_golden(recs, idmap, steps, entries=entries)
     s1, ev1, _ = diff_golden(r1.golden, pd.DataFrame(), r1.provenance, T0, r1.entries, None)
     assert list(s1["version"]) == [1]
-    assert set(ev1["field"].str.replace(r"\[.*", "", regex=True)) == {"last_name", "addresses"}
-    assert (ev1["connector"] == "exact").all()
+    # the new record's first values in one event, its entries one each
+    assert set(ev1["field"].str.replace(r"\[.*", "", regex=True)) == {CREATED, "addresses"}
+    created = ev1.loc[ev1["field"] == CREATED, "new_value"].iloc[0]
+    assert created_fields(created) == [("last_name", "Berg", "exact")]
+    assert (ev1.loc[ev1["field"] != CREATED, "connector"] == "exact").all()
     # rerun on the same input: no new version, no event
     s_same, ev_same, _ = diff_golden(r1.golden, s1, r1.provenance, T0, r1.entries, r1.entries)
     assert s_same.empty and ev_same.empty

@@ -445,3 +445,37 @@ def test_an_older_state_db_gets_the_columns_and_indexes_it_lacks(engine) -> None
     assert "seen_at" in columns
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM source_entries")).scalar() == 1
+
+
+def test_history_gives_a_new_records_first_values_field_by_field(engine) -> None:
+    """A new golden record's first values are stored as one event; its history reads
+    them back one field each, with the connector each came from, then later changes."""
+    from custsync_pipeline.cli_golden import format_history
+    from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
+    from custsync_pipeline.domain.golden import CREATED, diff_golden
+    from custsync_pipeline.store.golden import golden_history
+
+    def golden(email: str) -> pd.DataFrame:
+        row = dict.fromkeys(GOLDEN_FIELDS) | {"first_name": "Ann", "email": email}
+        return pd.DataFrame([row | {"golden_id": "G1"}])
+
+    provenance = pd.DataFrame(
+        {"golden_id": "G1", "field": ["first_name", "email"], "connector": ["crm", "shop"]}
+    )
+    t1, t2 = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC")
+    v1, ev1, _ = diff_golden(golden("ann@shop.se"), pd.DataFrame(), provenance, t1)
+    core.save_golden_records(engine, v1, ev1)
+    v2, ev2, _ = diff_golden(golden("ann.b@shop.se"), v1, provenance, t2)
+    core.save_golden_records(engine, v2, ev2)
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT field FROM golden_events ORDER BY id").all()
+    assert stored == [(CREATED,), ("email",)]  # one row for the first version
+    hist = golden_history(engine, "G1")
+    assert hist[["version", "field", "old_value", "new_value", "connector"]].values.tolist() == [
+        [1, "first_name", None, "Ann", "crm"],
+        [1, "email", None, "ann@shop.se", "shop"],
+        [2, "email", "ann@shop.se", "ann.b@shop.se", "shop"],
+    ]
+    text = format_history("G1", hist)
+    assert "first_name: set" in text and "(from crm)" in text
+    assert "ann@shop.se" not in text  # masked as every e-mail is

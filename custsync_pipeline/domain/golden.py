@@ -25,6 +25,7 @@ new, connector, at).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -752,6 +753,59 @@ def _field_events(changed: pd.DataFrame, old: pd.DataFrame, fields: list[str]) -
     )
 
 
+CREATED = "(created)"  # the field of a new golden record's one event: its first values
+
+
+def created_events(new: pd.DataFrame, provenance: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    """One ``CREATED`` event per new golden record: ``new_value`` is a JSON object, under
+    ``values`` each field's text as a field event would hold it (null for missing), under
+    ``from`` the connector that gave it (:func:`created_fields` reads it back). Built as two
+    wide frames written by pandas' own JSON writer (no per-record Python)."""
+    if new.empty:
+        return pd.DataFrame(columns=["golden_id", "field", "old_value", "new_value", "connector"])
+    ids = new["golden_id"].astype(str).to_numpy(dtype=object)
+    values = field_strings(new, fields).reset_index(drop=True)
+    values = values.astype(object).where(values != "", None)
+    prov = provenance[provenance["golden_id"].astype(str).isin(set(ids))]
+    prov = prov.assign(golden_id=prov["golden_id"].astype(str))
+    wide = (
+        prov.drop_duplicates(["golden_id", "field"]).pivot(
+            index="golden_id", columns="field", values="connector"
+        )
+        if len(prov)
+        else pd.DataFrame(index=pd.Index([], dtype=object))
+    )
+    wide = wide.reindex(index=ids, columns=fields)
+    for fld, at in CONSENT_TIMES.items():  # a consent's time comes from the consent's record
+        if fld in wide and at in wide:
+            wide[at] = wide[fld]
+    wide = wide.astype(object).where(wide.notna(), None).reset_index(drop=True)
+
+    def lines(frame: pd.DataFrame) -> np.ndarray:
+        text = frame.to_json(orient="records", lines=True, force_ascii=False)
+        return np.array(text.rstrip("\n").split("\n"), dtype=object)
+
+    body = '{"values": ' + pd.Series(lines(values)) + ', "from": ' + lines(wide) + "}"
+    return pd.DataFrame(
+        {
+            "golden_id": ids,
+            "field": CREATED,
+            "old_value": None,
+            "new_value": body.to_numpy(dtype=object),
+            "connector": None,
+        }
+    )
+
+
+def created_fields(new_value: str) -> list[tuple[str, str, str | None]]:
+    """A ``CREATED`` event's (field, value, connector) for each field it set, in order."""
+    body = json.loads(new_value)
+    given = body.get("from") or {}
+    return [
+        (f, v, given.get(f)) for f, v in (body.get("values") or {}).items() if v not in (None, "")
+    ]
+
+
 def diff_golden(
     new: pd.DataFrame,
     old: pd.DataFrame,
@@ -789,9 +843,12 @@ def diff_golden(
     changed["updated_at"] = now
     gone = sorted(set(old["golden_id"]) - set(new["golden_id"]))
 
-    ev = _field_events(changed, old, fields)
+    # a new golden record's first values are one event (CREATED), not one per field: on a
+    # first run those were a third of every row the state DB took
+    fresh = changed["old_version"].isna().to_numpy()
+    ev = _field_events(changed[~fresh], old, fields)
     ev["connector"] = _provider_of(ev, provenance)
-    parts = [ev]
+    parts = [created_events(changed[fresh], provenance, fields), ev]
     if new_entries is not None:
         parts.append(diff_entries(new_entries, old_entries, changed["golden_id"]))
     # one object array per column, built once (millions of events on a first run: every

@@ -25,8 +25,10 @@ from custsync_pipeline.domain.aspects import (
 )
 from custsync_pipeline.domain.canonical import CONSENT_TIMES
 from custsync_pipeline.domain.golden import (
+    CREATED,
     ENTRY_SOURCE_COLUMNS,
     GOLDEN_ENTRY_COLUMNS,
+    created_fields,
     distinct_text,
     strings_hash,
 )
@@ -457,13 +459,25 @@ def consent_sources(engine: Engine, golden_ids: Iterable[str] | None) -> pd.Data
 
 
 def golden_history(engine: Engine, golden_id: str) -> pd.DataFrame:
-    """Every change event of one golden id, oldest first."""
+    """Every change event of one golden id, oldest first; a new record's one ``CREATED``
+    event as the fields it set (one row each, as a change of a field is)."""
     stmt = (
         sa.select(golden_events)
         .where(golden_events.c.golden_id == golden_id)
         .order_by(golden_events.c.version, golden_events.c.id)
     )
-    return _read_frame(engine, stmt)
+    events = _read_frame(engine, stmt)
+    created = (events["field"] == CREATED).to_numpy()
+    if not created.any():
+        return events
+    rows = []
+    for i, row in enumerate(events.to_dict("records")):  # one golden id's few events
+        if not created[i]:
+            rows.append(row)
+            continue
+        for fld, value, connector in created_fields(row["new_value"]):
+            rows.append(row | {"field": fld, "new_value": value, "connector": connector})
+    return pd.DataFrame(rows, columns=events.columns)
 
 
 def golden_sources(engine: Engine, golden_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -20,6 +20,7 @@ from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
 from custsync_pipeline.domain.echo import ECHO_FIELDS, keep_spelling, own_word
 from custsync_pipeline.domain.golden import (
+    CREATED,
     GOLDEN_INPUT_COLUMNS,
     diff_golden,
     entries_digest,
@@ -371,6 +372,12 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         )
         core.delete_golden_records(engine, gone)
         entry_events = int(events["field"].str.contains("[", regex=False).sum())
+        # a new record's first values are one event: counted as the fields it set
+        created = int((events["field"] == CREATED).sum())
+        first = changed.loc[
+            (changed["version"] == 1).to_numpy(), [c for c in GOLDEN_FIELDS if c in changed]
+        ]
+        field_changes = len(events) - entry_events - created + int(first.notna().to_numpy().sum())
         if scope is None:
             golden = result.golden
             counts = (
@@ -396,7 +403,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         n_entries = int(sum(counts.values()))
         context.log.info(
             f"{len(golden)} golden records ({len(result.golden)} merged): {len(changed)} new "
-            f"or changed, {len(events) - entry_events} field changes, {entry_events} aspect "
+            f"or changed, {field_changes} field changes, {entry_events} aspect "
             f"entry changes, {len(gone)} retired; {n_entries} aspect entries"
         )
         metadata = {
@@ -404,7 +411,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             "merged_records": len(result.golden),
             "changed_records": len(changed),
             "echoed_values_ignored": n_echoed,
-            "field_changes": len(events) - entry_events,
+            "field_changes": field_changes,
             "entry_changes": entry_events,
             "retired_ids": len(gone),
             "nameless_records": nameless,
