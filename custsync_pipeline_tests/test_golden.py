@@ -7,8 +7,8 @@ from custsync_pipeline.domain.golden import (
     CREATED,
     FlowStep,
     build_golden,
-    created_fields,
     diff_golden,
+    first_version,
     row_hash,
 )
 
@@ -76,13 +76,9 @@ def test_diff_versions_and_events() -> None:
     assert set(changed["golden_id"]) == {"G1", "G2"}
     assert (changed["version"] == 1).all()
     assert gone == []
-    # a new record: one event holding its first values, each with the connector it came from
+    # a new record: one event, its values are the record's own until a change
     assert sorted(events["golden_id"]) == ["G1", "G2"] and (events["field"] == CREATED).all()
-    created = events.set_index("golden_id").loc["G1"]
-    assert created["old_value"] is None
-    first = {f: (v, c) for f, v, c in created_fields(created["new_value"])}
-    assert first["email"] == ("anna@shop.se", "shop")
-    assert all(v != "" for v, _ in first.values())
+    assert events["new_value"].isna().all()
 
     stored = changed.copy()
     # unchanged input -> nothing changes
@@ -95,8 +91,10 @@ def test_diff_versions_and_events() -> None:
     changed3, ev3, gone3 = diff_golden(res3.golden, stored, res3.provenance, now)
     assert list(changed3["golden_id"]) == ["G1"]
     assert int(changed3["version"].iloc[0]) == 2
-    assert ev3[["field", "old_value", "new_value"]].values.tolist() == [
-        ["email", "anna@shop.se", "anna.new@shop.se"]
+    assert ev3[["golden_id", "version", "field", "old_value", "new_value"]].values.tolist() == [
+        ["G1", 2, "email", "anna@shop.se", "anna.new@shop.se"],
+        # G2 retired: its history keeps what it held, cleared, in a version of its own
+        ["G2", 2, "email", "bo@shop.se", None],
     ]
     assert gone3 == ["G2"]
 
@@ -167,7 +165,9 @@ def test_a_consent_time_is_credited_to_the_record_that_gave_the_consent() -> Non
     res = build_golden(recs, IDMAP, steps)
     now = pd.Timestamp("2024-02-01", tz="UTC")
     _, events, _ = diff_golden(res.golden, pd.DataFrame(), res.provenance, now)
-    created = events.set_index("golden_id").loc["G1", "new_value"]
-    g1 = {f: c for f, _, c in created_fields(created)}
+    g1_row = res.golden[res.golden["golden_id"] == "G1"]
+    prov = res.provenance[res.provenance["golden_id"] == "G1"]
+    hist = first_version(events[events["golden_id"] == "G1"], g1_row, pd.DataFrame(), prov)
+    g1 = hist.set_index("field")["connector"]
     assert g1["email_consent"] == "loyalty"
     assert g1["email_consent_at"] == "loyalty"

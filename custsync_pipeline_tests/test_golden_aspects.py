@@ -11,8 +11,8 @@ from custsync_pipeline.domain.canonical import conform
 from custsync_pipeline.domain.golden import (
     CREATED,
     build_golden,
-    created_fields,
     diff_golden,
+    first_version,
     merge_golden,
 )
 from custsync_pipeline.domain.plan import FlowStep, SyncPlan
@@ -190,7 +190,7 @@ def test_entry_every_source_dropped_leaves_and_is_an_event() -> None:
     stored, ev1, _ = diff_golden(
         first.golden, pd.DataFrame(), first.provenance, T0, first.entries, None
     )
-    assert (ev1["field"].str.startswith("addresses[")).sum() == 1
+    assert ev1["field"].tolist() == [CREATED]  # the entry is the record's until it changes
     second = build_golden(recs, idmap, steps, entries=None)
     second_entries = second.entries
     changed, ev2, _ = diff_golden(
@@ -201,6 +201,11 @@ def test_entry_every_source_dropped_leaves_and_is_an_event() -> None:
     removed = ev2[ev2["field"].str.startswith("addresses[")]
     assert len(removed) == 1 and removed["new_value"].isna().all()
     assert "street=Storgatan 12" in removed["old_value"].iloc[0]
+    # and the history's first version still shows the entry, from the removal's old value
+    history = pd.concat([ev1, ev2], ignore_index=True)
+    first_v = first_version(history, changed, second_entries, second.provenance)
+    added = first_v[(first_v["version"] == 1) & first_v["field"].str.startswith("addresses[")]
+    assert len(added) == 1 and "street=Storgatan 12" in added["new_value"].iloc[0]
 
 
 # --------------------------------------------------------------------------- consents
@@ -310,11 +315,11 @@ def test_versions_and_events_for_fields_and_entries() -> None:
     r1 = build_golden(recs, idmap, steps, entries=entries)
     s1, ev1, _ = diff_golden(r1.golden, pd.DataFrame(), r1.provenance, T0, r1.entries, None)
     assert list(s1["version"]) == [1]
-    # the new record's first values in one event, its entries one each
-    assert set(ev1["field"].str.replace(r"\[.*", "", regex=True)) == {CREATED, "addresses"}
-    created = ev1.loc[ev1["field"] == CREATED, "new_value"].iloc[0]
-    assert created_fields(created) == [("last_name", "Berg", "exact")]
-    assert (ev1.loc[ev1["field"] != CREATED, "connector"] == "exact").all()
+    # the new record: one event; its first values, field and entry, read back from it
+    assert ev1["field"].tolist() == [CREATED]
+    first = first_version(ev1, s1, r1.entries, r1.provenance)
+    assert set(first["field"].str.replace(r"\[.*", "", regex=True)) == {"last_name", "addresses"}
+    assert (first["connector"] == "exact").all() and first["old_value"].isna().all()
     # rerun on the same input: no new version, no event
     s_same, ev_same, _ = diff_golden(r1.golden, s1, r1.provenance, T0, r1.entries, r1.entries)
     assert s_same.empty and ev_same.empty

@@ -448,34 +448,61 @@ def test_an_older_state_db_gets_the_columns_and_indexes_it_lacks(engine) -> None
 
 
 def test_history_gives_a_new_records_first_values_field_by_field(engine) -> None:
-    """A new golden record's first values are stored as one event; its history reads
-    them back one field each, with the connector each came from, then later changes."""
+    """A new golden record's creation is one event; its history reads the first values
+    back one field each — from the record, or from the old value of a field's first
+    change — with the connector each came from, then the changes; a retired record too."""
     from custsync_pipeline.cli_golden import format_history
     from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
-    from custsync_pipeline.domain.golden import CREATED, diff_golden
-    from custsync_pipeline.store.golden import golden_history
+    from custsync_pipeline.domain.golden import CREATED, diff_golden, empty_golden_entries
+    from custsync_pipeline.store.golden import golden_history, save_golden_aspects
 
     def golden(email: str) -> pd.DataFrame:
         row = dict.fromkeys(GOLDEN_FIELDS) | {"first_name": "Ann", "email": email}
         return pd.DataFrame([row | {"golden_id": "G1"}])
 
     provenance = pd.DataFrame(
-        {"golden_id": "G1", "field": ["first_name", "email"], "connector": ["crm", "shop"]}
+        {
+            "golden_id": "G1",
+            "field": ["first_name", "email"],
+            "connector": ["crm", "shop"],
+            "source_id": ["c1", "s1"],
+        }
     )
     t1, t2 = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-02-01", tz="UTC")
     v1, ev1, _ = diff_golden(golden("ann@shop.se"), pd.DataFrame(), provenance, t1)
     core.save_golden_records(engine, v1, ev1)
+    entries = empty_golden_entries()
+    sources = pd.DataFrame(columns=["golden_id", "aspect", "entry_key", "connector"])
+    save_golden_aspects(engine, ["G1"], entries, sources, provenance)
     v2, ev2, _ = diff_golden(golden("ann.b@shop.se"), v1, provenance, t2)
     core.save_golden_records(engine, v2, ev2)
     with engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT field FROM golden_events ORDER BY id").all()
     assert stored == [(CREATED,), ("email",)]  # one row for the first version
-    hist = golden_history(engine, "G1")
-    assert hist[["version", "field", "old_value", "new_value", "connector"]].values.tolist() == [
+    want = [
         [1, "first_name", None, "Ann", "crm"],
-        [1, "email", None, "ann@shop.se", "shop"],
+        [1, "email", None, "ann@shop.se", None],  # changed since: its giver is not recorded
         [2, "email", "ann@shop.se", "ann.b@shop.se", "shop"],
     ]
+    cols = ["version", "field", "old_value", "new_value", "connector"]
+    hist = golden_history(engine, "G1")
+    assert hist[cols].values.tolist() == want
     text = format_history("G1", hist)
     assert "first_name: set" in text and "(from crm)" in text
     assert "ann@shop.se" not in text  # masked as every e-mail is
+    # retired (merged away): its last values cleared in a version of its own, the first
+    # version read back from those events
+    stored_v2 = core.load_golden_records(engine)
+    _, ev3, gone = diff_golden(golden("x").iloc[:0], stored_v2, provenance.iloc[:0], t2)
+    core.save_golden_records(engine, pd.DataFrame(), ev3)
+    save_golden_aspects(engine, gone, entries, sources, provenance.iloc[:0])
+    core.delete_golden_records(engine, gone)
+    assert gone == ["G1"]
+    hist = golden_history(engine, "G1")
+    assert hist[cols].values.tolist()[:1] == [[1, "first_name", None, "Ann", None]]
+    assert hist[cols].values.tolist()[1:] == [
+        [1, "email", None, "ann@shop.se", None],
+        want[2],
+        [3, "first_name", "Ann", None, None],
+        [3, "email", "ann.b@shop.se", None, None],
+    ]

@@ -25,7 +25,6 @@ new, connector, at).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -753,57 +752,82 @@ def _field_events(changed: pd.DataFrame, old: pd.DataFrame, fields: list[str]) -
     )
 
 
-CREATED = "(created)"  # the field of a new golden record's one event: its first values
+CREATED = "(created)"  # the field of a new golden record's one event: no values of its own
 
 
-def created_events(new: pd.DataFrame, provenance: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
-    """One ``CREATED`` event per new golden record: ``new_value`` is a JSON object, under
-    ``values`` each field's text as a field event would hold it (null for missing), under
-    ``from`` the connector that gave it (:func:`created_fields` reads it back). Built as two
-    wide frames written by pandas' own JSON writer (no per-record Python)."""
-    if new.empty:
-        return pd.DataFrame(columns=["golden_id", "field", "old_value", "new_value", "connector"])
-    ids = new["golden_id"].astype(str).to_numpy(dtype=object)
-    values = field_strings(new, fields).reset_index(drop=True)
-    values = values.astype(object).where(values != "", None)
-    prov = provenance[provenance["golden_id"].astype(str).isin(set(ids))]
-    prov = prov.assign(golden_id=prov["golden_id"].astype(str))
-    wide = (
-        prov.drop_duplicates(["golden_id", "field"]).pivot(
-            index="golden_id", columns="field", values="connector"
-        )
-        if len(prov)
-        else pd.DataFrame(index=pd.Index([], dtype=object))
-    )
-    wide = wide.reindex(index=ids, columns=fields)
-    for fld, at in CONSENT_TIMES.items():  # a consent's time comes from the consent's record
-        if fld in wide and at in wide:
-            wide[at] = wide[fld]
-    wide = wide.astype(object).where(wide.notna(), None).reset_index(drop=True)
-
-    def lines(frame: pd.DataFrame) -> np.ndarray:
-        text = frame.to_json(orient="records", lines=True, force_ascii=False)
-        return np.array(text.rstrip("\n").split("\n"), dtype=object)
-
-    body = '{"values": ' + pd.Series(lines(values)) + ', "from": ' + lines(wide) + "}"
+def created_events(new: pd.DataFrame) -> pd.DataFrame:
+    """One ``CREATED`` event per new golden record. Its first values are not written again
+    as events (on a first run those were a third of every row the state DB took): the
+    record holds them until a change event records each old value
+    (:func:`first_version` reads them back)."""
     return pd.DataFrame(
         {
-            "golden_id": ids,
+            "golden_id": new["golden_id"].to_numpy(dtype=object),
             "field": CREATED,
             "old_value": None,
-            "new_value": body.to_numpy(dtype=object),
+            "new_value": None,
             "connector": None,
         }
     )
 
 
-def created_fields(new_value: str) -> list[tuple[str, str, str | None]]:
-    """A ``CREATED`` event's (field, value, connector) for each field it set, in order."""
-    body = json.loads(new_value)
-    given = body.get("from") or {}
-    return [
-        (f, v, given.get(f)) for f, v in (body.get("values") or {}).items() if v not in (None, "")
-    ]
+def first_version(
+    events: pd.DataFrame,
+    current: pd.DataFrame,
+    entries: pd.DataFrame,
+    origins: pd.DataFrame,
+) -> pd.DataFrame:
+    """One golden id's history with its last ``CREATED`` event replaced by the values it
+    was created with, one row per field and aspect entry as a change event has them: a
+    value's first change event holds it as its old value, else the record (``current``:
+    its stored row, none when retired — a retired record's last events hold its values)
+    and ``entries`` (its stored entries) still do. ``origins``: field, connector of the
+    current values (a value changed since has no connector recorded: None)."""
+    marks = np.flatnonzero((events["field"] == CREATED).to_numpy())
+    if not len(marks):
+        return events
+    at = int(marks[-1])
+    created, later = events.iloc[at], events.iloc[at + 1 :]
+    first_change = later.drop_duplicates("field")  # events come oldest first
+    changed = dict(zip(first_change["field"], first_change["old_value"], strict=True))
+    given = dict(zip(origins["field"], origins["connector"], strict=True))
+    for fld, time_fld in CONSENT_TIMES.items():  # a consent's time: from the consent's record
+        if fld in given:
+            given[time_fld] = given[fld]
+    rows: list[tuple[str, object, object]] = []
+    now = field_strings(current, GOLDEN_FIELDS).iloc[0] if len(current) else None
+    for fld in GOLDEN_FIELDS:
+        if fld in changed:
+            rows.append((fld, changed[fld], None))
+        elif now is not None:
+            rows.append((fld, now[fld], given.get(fld)))
+    held = (
+        entries.assign(
+            field=entries["aspect"] + "[" + entries["entry_key"] + "]",
+            text=render_entry(entries).to_numpy(),
+        )
+        if len(entries)
+        else pd.DataFrame(columns=["field", "text", "connector"])
+    )
+    for fld in sorted({*held["field"], *(f for f in changed if "[" in f)}):
+        if fld in changed:
+            rows.append((fld, changed[fld], None))
+        else:
+            row = held[held["field"] == fld].iloc[0]
+            rows.append((fld, row["text"], row["connector"]))
+    values = [(f, v, c) for f, v, c in rows if isinstance(v, str) and v != ""]
+    first = pd.DataFrame(
+        {
+            "field": [f for f, _, _ in values],
+            "old_value": None,
+            "new_value": [v for _, v, _ in values],
+            "connector": [c if isinstance(c, str) else None for _, _, c in values],
+        }
+    )
+    for col in events.columns.difference(first.columns):
+        first[col] = created[col]
+    parts = [events.iloc[:at], first[events.columns], later]
+    return pd.concat([p for p in parts if len(p)], ignore_index=True)
 
 
 def diff_golden(
@@ -848,9 +872,17 @@ def diff_golden(
     fresh = changed["old_version"].isna().to_numpy()
     ev = _field_events(changed[~fresh], old, fields)
     ev["connector"] = _provider_of(ev, provenance)
-    parts = [created_events(changed[fresh], provenance, fields), ev]
+    # a retired record's values, cleared: its history keeps what it held (nothing else does)
+    retired = old[old["golden_id"].isin(gone).to_numpy()]
+    if len(retired):
+        blank = retired[["golden_id"]].assign(**{f: None for f in fields})
+        cleared = _field_events(blank, retired, fields)
+        cleared["connector"] = None
+        ev = pd.concat([ev, cleared], ignore_index=True)
+    parts = [created_events(changed[fresh]), ev]
     if new_entries is not None:
-        parts.append(diff_entries(new_entries, old_entries, changed["golden_id"]))
+        amended = [*changed.loc[~fresh, "golden_id"].to_numpy(dtype=object), *gone]
+        parts.append(diff_entries(new_entries, old_entries, pd.Series(amended, dtype=object)))
     # one object array per column, built once (millions of events on a first run: every
     # copy of the frame costs hundreds of MB); object, so that an all-missing connector
     # column does not decide the dtype
@@ -862,15 +894,25 @@ def diff_golden(
         empty = pd.isna(data[c])
         empty[~empty] = data[c][~empty] == ""
         data[c][empty] = None
-    # every event is of a changed record: its new version by position, not a merge
-    at = pd.Index(changed["golden_id"].to_numpy(dtype=object)).get_indexer(data["golden_id"])
+    # every event is of a changed or retired record: its new version by position, not a
+    # merge (a retired record's is the one after its last)
+    versions = np.concatenate(
+        [
+            changed["version"].to_numpy(dtype=np.int64),
+            retired["version"].fillna(0).to_numpy(dtype=np.int64) + 1,
+        ]
+    )
+    ids = np.concatenate(
+        [changed["golden_id"].to_numpy(dtype=object), retired["golden_id"].to_numpy(dtype=object)]
+    )
+    at = pd.Index(ids).get_indexer(data["golden_id"])
     if (at < 0).any():
         data = {c: v[at >= 0] for c, v in data.items()}
         at = at[at >= 0]
     events = pd.DataFrame(
         {
             "golden_id": data["golden_id"],
-            "version": changed["version"].to_numpy()[at],
+            "version": versions[at],
             "field": data["field"],
             "old_value": data["old_value"],
             "new_value": data["new_value"],

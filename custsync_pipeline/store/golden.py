@@ -28,8 +28,8 @@ from custsync_pipeline.domain.golden import (
     CREATED,
     ENTRY_SOURCE_COLUMNS,
     GOLDEN_ENTRY_COLUMNS,
-    created_fields,
     distinct_text,
+    first_version,
     strings_hash,
 )
 from custsync_pipeline.store.bulk import (
@@ -49,6 +49,7 @@ from custsync_pipeline.store.core import (
     _read_frame,
     golden_events,
     golden_records,
+    load_golden_records,
     source_record_ids,
     source_records,
 )
@@ -459,25 +460,24 @@ def consent_sources(engine: Engine, golden_ids: Iterable[str] | None) -> pd.Data
 
 
 def golden_history(engine: Engine, golden_id: str) -> pd.DataFrame:
-    """Every change event of one golden id, oldest first; a new record's one ``CREATED``
-    event as the fields it set (one row each, as a change of a field is)."""
+    """Every change event of one golden id, oldest first; its creation as the values it
+    was created with, one row per field and entry (``domain.golden.first_version``)."""
     stmt = (
         sa.select(golden_events)
         .where(golden_events.c.golden_id == golden_id)
         .order_by(golden_events.c.version, golden_events.c.id)
     )
     events = _read_frame(engine, stmt)
-    created = (events["field"] == CREATED).to_numpy()
-    if not created.any():
+    if not (events["field"] == CREATED).any():
         return events
-    rows = []
-    for i, row in enumerate(events.to_dict("records")):  # one golden id's few events
-        if not created[i]:
-            rows.append(row)
-            continue
-        for fld, value, connector in created_fields(row["new_value"]):
-            rows.append(row | {"field": fld, "new_value": value, "connector": connector})
-    return pd.DataFrame(rows, columns=events.columns)
+    current = load_golden_records(engine, [golden_id])
+    origins = _fields_of(
+        _read_frame(
+            engine,
+            sa.select(golden_field_origins).where(golden_field_origins.c.golden_id == golden_id),
+        )
+    )
+    return first_version(events, current, load_golden_entries(engine, [golden_id]), origins)
 
 
 def golden_sources(engine: Engine, golden_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
