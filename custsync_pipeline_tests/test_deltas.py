@@ -1,5 +1,7 @@
 """Delta computation: creates, updates, no-ops and the acknowledged ledger."""
 
+import json
+
 import pandas as pd
 
 from custsync_pipeline.domain.deltas import DELTA_COLUMNS, compute_deltas, hold_back
@@ -163,3 +165,34 @@ def test_a_member_field_read_empty_compares_as_what_the_target_holds() -> None:
         golden, members, ["email_consent"], pd.DataFrame(), empty_reads_as={"email_consent": "yes"}
     )
     assert sorted(held["entity_key"]) == ["T2", "T4"]
+
+
+def test_only_values_custsync_wrote_and_the_golden_record_lost_are_withdrawn() -> None:
+    from custsync_pipeline.domain.deltas import clear_withdrawn, withdrawn_values
+
+    golden = pd.DataFrame(
+        {"golden_id": ["G1", "G2", "G3"], "tier": [None, None, "Gold"], "points": [None, None, 5.0]}
+    )
+    members = pd.DataFrame(
+        {
+            "golden_id": ["G1", "G2", "G3"],
+            "source_id": ["T1", "T2", "T3"],
+            "tier": ["gold ", "Silver", "Gold"],  # T2: changed there since custsync wrote
+            "points": [1250.0, 80.0, 5.0],
+        }
+    )
+    written = pd.DataFrame(
+        {"source_id": ["T1", "T2", "T3"], "tier": ["Gold", "Gold", "Gold"], "points": [1250, 80, 5]}
+    )
+    out = withdrawn_values(golden, members, written, ["tier", "points"])
+    assert sorted(map(tuple, out.values.tolist())) == [
+        ("T1", "points"),
+        ("T1", "tier"),
+        ("T2", "points"),
+    ]
+    deltas = compute_deltas(golden, members, ["tier", "points"], pd.DataFrame(), withdrawn=out)
+    assert sorted(deltas["entity_key"]) == ["T1", "T2"]
+    deltas = deltas.assign(payload='{"Keep": 1}')
+    cleared = clear_withdrawn(deltas, out, {"tier": "Tier__c", "points": None}.get, json.dumps)
+    bodies = dict(zip(cleared["entity_key"], cleared["payload"].map(json.loads), strict=True))
+    assert bodies == {"T1": {"Keep": 1, "Tier__c": None}, "T2": {"Keep": 1}}

@@ -181,6 +181,46 @@ def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
     assert metadata_of(again, "salesforce/outbound_deltas")["dagster/row_count"] == 0
 
 
+def test_loyalty_custsync_wrote_is_cleared_when_the_member_is_deleted(synced) -> None:
+    """Voyado deletes a member: the loyalty tier, points and status custsync wrote to the
+    paired Contact are cleared (not left saying "Gold" for a non-member). Where the CRM's
+    users changed the tier since custsync wrote it, their tier stays (only custsync's own
+    values are withdrawn); a run after sends nothing."""
+    sb, instance, engine, _ = synced
+    pairs = _pairs(engine, sb)
+    contacts = pd.DataFrame(sb.records("salesforce")).set_index("Id")
+    held = contacts.loc[pairs["source_id_sf"], "Loyalty_Tier__c"].notna().to_numpy()
+    gone, edited = pairs[held].iloc[-1], pairs[held].iloc[-2]
+    assert pd.notna(contacts.loc[gone["source_id_sf"], "Membership_Status__c"])
+    r = requests.patch(
+        f"{sb.urls['salesforce']}{SF}/sobjects/Contact/{edited['source_id_sf']}",
+        json={"Loyalty_Tier__c": "Set by hand"},
+        headers=SF_HEADERS,
+        timeout=10,
+    )
+    assert r.status_code == 204, r.text
+    for pair in (gone, edited):
+        r = requests.delete(
+            f"{sb.urls['voyado']}/api/v3/contacts/{pair['source_id_vy']}",
+            headers=VY_HEADERS,
+            timeout=10,
+        )
+        assert r.status_code in (200, 204), r.text
+
+    run = materialize_all(instance)
+    assert run.success
+    after = pd.DataFrame(sb.records("salesforce")).set_index("Id")
+    for fld in ("Loyalty_Tier__c", "Loyalty_Points__c", "Membership_Status__c"):
+        assert pd.isna(after.loc[gone["source_id_sf"], fld]), fld
+        if fld != "Loyalty_Tier__c":  # custsync's own points and status: withdrawn
+            assert pd.isna(after.loc[edited["source_id_sf"], fld]), fld
+    assert after.loc[edited["source_id_sf"], "Loyalty_Tier__c"] == "Set by hand"
+    assert metadata_of(run, "salesforce/outbound_deltas")["values_withdrawn"] == 5
+    again = materialize_all(instance)
+    assert again.success
+    assert metadata_of(again, "salesforce/outbound_deltas")["dagster/row_count"] == 0
+
+
 def test_voyado_receives_crm_customers_keyed_by_email(synced) -> None:
     sb, instance, engine, first = synced
     meta = metadata_of(first, "voyado/outbound_deltas")

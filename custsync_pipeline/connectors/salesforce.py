@@ -519,6 +519,11 @@ class SalesforceConnector(HttpConnectorBase):
                 body.pop(f"{prefix}{fld}", None)
             body.update(_address_block(entry, prefix))
 
+    def cleared_key(self, field: str) -> str | None:
+        """The field of the written object that clears a golden field's value (a JSON null
+        clears a Salesforce field); None when the object has no such field."""
+        return _FROM_CANONICAL[self.write_object].get(field)
+
     # -- write ----------------------------------------------------------------
 
     def write(self, ops: list[WriteOp]) -> list[WriteResult]:
@@ -576,9 +581,12 @@ class SalesforceConnector(HttpConnectorBase):
         return [r for r in results if r is not None]
 
     def _clean(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        # the body of an upsert/update must not carry Id or the external-id field itself
+        # the body of an upsert/update must not carry Id or the external-id field itself;
+        # a null is a value custsync withdraws (it clears the field), any other gap is left out
         drop = {"Id", "id", "attributes", self.external_id_field}
-        return {k: v for k, v in payload.items() if k not in drop and not is_missing(v)}
+        return {
+            k: v for k, v in payload.items() if k not in drop and (v is None or not is_missing(v))
+        }
 
     def _send(
         self,

@@ -58,6 +58,7 @@ def compute_deltas(
     member_aspect_hashes: pd.Series | None = None,
     member_want_hashes: pd.Series | None = None,
     empty_reads_as: Mapping[str, str] | None = None,
+    withdrawn: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Upsert deltas for one target.
 
@@ -82,6 +83,8 @@ def compute_deltas(
     the target's slots); an update's payload hash is then the member's own.
     ``empty_reads_as`` (field -> value): what a member whose field reads empty holds as the
     target stores it (a Salesforce Contact not opted out holds e-mail consent "yes").
+    ``withdrawn`` (source_id, field): member values custsync wrote that the golden record
+    no longer holds (:func:`withdrawn_values`): the member is updated to hold none.
     """
     fields = list(fields)
     present = members["golden_id"]
@@ -114,6 +117,11 @@ def compute_deltas(
         m_str = field_strings(m, fields)
         g_for_m = g_str.set_index(g["golden_id"]).loc[m["golden_id"]].reset_index(drop=True)
         expected = g_for_m.where(g_for_m != "", m_str.reset_index(drop=True))
+        if withdrawn is not None and len(withdrawn):
+            for fld, part in withdrawn.groupby("field"):
+                if fld in expected.columns:
+                    hit = m["source_id"].astype(str).isin(set(part["source_id"].astype(str)))
+                    expected.loc[hit.to_numpy(), fld] = ""
         differs = (expected != m_str.reset_index(drop=True)).any(axis=1).to_numpy()
         drift = differs.copy()  # field drift: never hidden by the ledger
         if aspect_hashes is not None:
@@ -165,6 +173,72 @@ def compute_deltas(
             | deltas["drift"].astype(bool)
         ]
     return deltas[DELTA_COLUMNS].reset_index(drop=True)
+
+
+def _comparable(values: pd.Series) -> pd.Series:
+    """A value as a member's and a written payload's read compare it: numbers as numbers,
+    text without case or surrounding space ("" for missing)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = values.astype("string").str.strip().str.casefold().fillna("")
+    return text.where(numbers.isna(), numbers.astype("float64").astype("string"))
+
+
+def withdrawn_values(
+    golden: pd.DataFrame, members: pd.DataFrame, written: pd.DataFrame, fields: Sequence[str]
+) -> pd.DataFrame:
+    """(source_id, field) of the members' values that custsync wrote there (``written``:
+    its last acknowledged payload to each, read as the target's records are) and that the
+    golden record no longer holds — a loyalty tier whose member the loyalty platform
+    deleted. A value the target's users set, or one custsync wrote and they changed since,
+    is theirs: never withdrawn."""
+    out = pd.DataFrame(columns=["source_id", "field"])
+    fields = [f for f in fields if f in members.columns and f in golden.columns]
+    if not fields or members.empty or written.empty:
+        return out
+    m = members[["golden_id", "source_id", *fields]].merge(
+        golden[["golden_id", *fields]], on="golden_id", suffixes=("", "__golden")
+    )
+    wrote = (
+        written.assign(source_id=written["source_id"].astype(str))
+        .drop_duplicates("source_id", keep="last")
+        .set_index("source_id")
+    )
+    sid = m["source_id"].astype(str)
+    parts = []
+    for fld in fields:
+        if fld not in wrote.columns:
+            continue
+        have = _comparable(m[fld])
+        ours = _comparable(sid.map(wrote[fld]))
+        gone = m[f"{fld}__golden"].isna() | (m[f"{fld}__golden"].astype("string") == "")
+        hit = (gone & (have != "") & (have == ours)).to_numpy()
+        parts.append(pd.DataFrame({"source_id": sid[hit].to_numpy(), "field": fld}))
+    return pd.concat(parts, ignore_index=True) if parts else out
+
+
+def clear_withdrawn(
+    deltas: pd.DataFrame,
+    withdrawn: pd.DataFrame,
+    cleared_key: Callable[[str], str | None],
+    dumps: Callable[[dict], str],
+) -> pd.DataFrame:
+    """Each update's payload (``payload`` JSON) with a null for every withdrawn value of
+    its member, under the key ``cleared_key`` gives the field (None: not sent)."""
+    if deltas.empty or withdrawn is None or withdrawn.empty:
+        return deltas
+    keyed = withdrawn.groupby(withdrawn["source_id"].astype(str))["field"].agg(list)
+    hit = deltas["entity_key"].astype(str).map(keyed)
+    at = hit.notna().to_numpy().nonzero()[0]
+    if not len(at):
+        return deltas
+    out = deltas.copy()
+    payloads = []
+    for text, fields in zip(out["payload"].iloc[at], hit.iloc[at], strict=True):
+        body = json.loads(text)
+        body.update({k: None for f in fields if (k := cleared_key(f))})
+        payloads.append(dumps(body))
+    out.loc[out.index[at], "payload"] = payloads
+    return out
 
 
 EMPTY_ASPECTS = "-"

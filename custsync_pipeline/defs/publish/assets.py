@@ -37,6 +37,7 @@ from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
+from custsync_pipeline.domain.canonical import CONSENT_TIMES
 from custsync_pipeline.domain.conflicts import (
     accept_target_values,
     field_conflicts,
@@ -46,12 +47,14 @@ from custsync_pipeline.domain.conflicts import (
 from custsync_pipeline.domain.deltas import (
     aspect_payload_hashes,
     attach_payloads,
+    clear_withdrawn,
     compute_deltas,
     entry_lists,
     hold_back,
     hold_taken_keys,
     key_clashes,
     member_views,
+    withdrawn_values,
 )
 from custsync_pipeline.domain.echo import names_as_held
 from custsync_pipeline.domain.markets import apply_market_rules, market_takes
@@ -177,6 +180,41 @@ def compared_fields(fields: list[str], aspects: list[str]) -> list[str]:
     if "addresses" not in aspects:
         return list(fields)
     return [f for f in fields if f not in ADDRESS_FIELDS]
+
+
+def _withdrawn(
+    engine,  # noqa: ANN001 - an Engine
+    plan: SyncPlan,
+    name: str,
+    connector: object,
+    fields: list[str],
+    takes: pd.DataFrame,
+    members: pd.DataFrame,
+) -> pd.DataFrame:
+    """(source_id, field) of owned values custsync wrote to ``name``'s records that the
+    owner no longer gives (``domain.deltas.withdrawn_values``): a loyalty tier whose member
+    the loyalty platform deleted is cleared there. Only fields one connector owns (an
+    empty value of any other is no fact) and never a consent (a consent once given or
+    withdrawn never returns to not set); only where the connector can clear a field."""
+    from custsync_pipeline.defs.golden.echo import written_canonical
+
+    owned = [
+        f
+        for f in fields
+        if f in plan.ownership and f not in CONSENT_TIMES and f not in CONSENT_TIMES.values()
+    ]
+    if not owned or not hasattr(connector, "cleared_key") or members.empty:
+        return pd.DataFrame(columns=["source_id", "field"])
+    # only members holding a value their golden record lacks: the writes to those are read
+    empty = takes.set_index("golden_id")[owned].isna()
+    lacking = empty.index[empty.any(axis=1).to_numpy()]
+    candidates = members[members["golden_id"].isin(lacking)]
+    if candidates.empty:
+        return pd.DataFrame(columns=["source_id", "field"])
+    written = written_canonical(
+        engine, {name: connector}, keys=candidates[["connector", "source_id"]]
+    )[0]
+    return withdrawn_values(takes, candidates, written, [f for f in owned if f in candidates])
 
 
 def deleted_by_custsync(outbox: pd.DataFrame, holders: pd.Series | None = None) -> set[str]:
@@ -323,6 +361,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         # its own (two contacts of one person after a merge never share one)
         clashes = key_clashes(takes, writable_members, target.key_field)
         kept = pd.concat([c for c in (conflicts, clashes) if len(c)] or [conflicts])
+        withdrawn = _withdrawn(engine, plan, name, connector, fields, takes, writable_members)
         deltas = compute_deltas(
             takes,
             names_as_held(accept_target_values(members, takes, kept), takes),
@@ -333,6 +372,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             member_aspect_hashes=member_hashes,
             member_want_hashes=member_want,
             empty_reads_as=getattr(connector, "empty_reads_as", None),
+            withdrawn=withdrawn,
         )
         # a golden record the target held and no longer holds was deleted there: it is
         # never created again in the system that deleted it
@@ -379,6 +419,8 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         deltas = withhold_fields(
             deltas, golden_sub, kept, connector.from_canonical, core.dumps_payload
         )
+        if len(withdrawn):  # only a connector with ``cleared_key`` withdraws values
+            deltas = clear_withdrawn(deltas, withdrawn, connector.cleared_key, core.dumps_payload)
         conflict_counts = conflict_store.save_field_conflicts(engine, name, conflicts)
         writable = members if not write_object else members[members["object_type"] == write_object]
         removals = delete_ops(writable, due, target, takes.set_index("golden_id")["version"])
@@ -420,6 +462,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
                 # records that keep their own key value (another record of the target
                 # holds the golden one): not given a value the target holds twice
                 "key_kept": len(clashes),
+                "values_withdrawn": len(withdrawn),
                 "conflicts_open": conflict_counts["open"],
                 "conflicts_new": conflict_counts["new"],
                 "held_back": sum(held_back.values()),
