@@ -44,7 +44,10 @@ def format_history(golden_id: str, events: pd.DataFrame) -> str:
     if events.empty:
         return f"golden id {golden_id}: no history (unknown, or never merged yet)"
     lines = [f"golden id {golden_id}: {events['version'].max()} versions, {len(events)} changes"]
-    for version, group in events.groupby("version", sort=True):
+    # versions in the order written: a golden id created again after it was retired
+    # starts at version 1 anew, after its first life
+    runs = (events["version"] != events["version"].shift()).cumsum()
+    for (_, version), group in events.groupby([runs, "version"], sort=False):
         at = pd.Timestamp(group["at"].iloc[0]).strftime("%Y-%m-%d %H:%M:%SZ")
         lines.append(f"version {version}  {at}")
         for r in group.itertuples(index=False):

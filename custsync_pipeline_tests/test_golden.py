@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from custsync_pipeline.domain.canonical import conform
+from custsync_pipeline.domain.canonical import GOLDEN_FIELDS, conform
 from custsync_pipeline.domain.golden import (
     CREATED,
     FlowStep,
@@ -171,3 +171,52 @@ def test_a_consent_time_is_credited_to_the_record_that_gave_the_consent() -> Non
     g1 = hist.set_index("field")["connector"]
     assert g1["email_consent"] == "loyalty"
     assert g1["email_consent_at"] == "loyalty"
+
+
+def test_change_counts_count_a_new_records_values_and_not_a_retired_ones() -> None:
+    from custsync_pipeline.domain.golden import change_counts
+
+    now = pd.Timestamp("2024-02-01", tz="UTC")
+    res = build_golden(_records(), IDMAP, STEPS)
+    changed, events, gone = diff_golden(res.golden, pd.DataFrame(), res.provenance, now)
+    entries = pd.DataFrame({"golden_id": ["G1", "G1", "G2"]})
+    fields = int(changed[[c for c in GOLDEN_FIELDS if c in changed]].notna().to_numpy().sum())
+    assert change_counts(changed, events, gone, entries) == (fields, 3)
+    # G2 retired, G1's e-mail changed: one field change; G2's cleared values are no change
+    recs = _records()
+    recs.loc[recs["source_id"] == "s1", "email"] = "anna.new@shop.se"
+    res2 = build_golden(recs, IDMAP[IDMAP["golden_id"] == "G1"], STEPS)
+    changed2, events2, gone2 = diff_golden(res2.golden, changed, res2.provenance, now)
+    assert gone2 == ["G2"] and (events2["golden_id"] == "G2").sum() > 0
+    assert change_counts(changed2, events2, gone2, pd.DataFrame()) == (1, 0)
+
+
+def test_history_of_an_id_created_again_after_it_was_retired() -> None:
+    """Each life of a golden id reads back its own first values: the first from the events
+    that retired it, the second from the record as it is."""
+    at = pd.Timestamp("2024-01-01", tz="UTC")
+
+    def ev(version: int, field: str, old: str | None, new: str | None) -> dict:
+        return dict(golden_id="G", version=version, field=field, old_value=old, new_value=new,
+                    connector=None, at=at)  # fmt: skip
+
+    events = pd.DataFrame(
+        [
+            ev(1, CREATED, None, None),
+            ev(2, "email", "a@x.se", "b@x.se"),
+            ev(3, "email", "b@x.se", None),  # retired
+            ev(1, CREATED, None, None),  # created again
+        ]
+    )
+    current = pd.DataFrame([dict.fromkeys(GOLDEN_FIELDS) | {"golden_id": "G", "email": "c@x.se"}])
+    origins = pd.DataFrame({"field": ["email"], "connector": ["shop"]})
+    hist = first_version(events, current, pd.DataFrame(), origins)
+    assert hist[["version", "field", "new_value", "connector"]].values.tolist() == [
+        [1, "email", "a@x.se", None],
+        [2, "email", "b@x.se", None],
+        [3, "email", None, None],
+        [1, "email", "c@x.se", "shop"],
+    ]
+    # nothing to read back (no record, no later event): the history is what it is
+    lone = first_version(events.iloc[3:], current.iloc[:0], pd.DataFrame(), origins.iloc[:0])
+    assert lone.empty

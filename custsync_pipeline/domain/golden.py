@@ -777,17 +777,44 @@ def first_version(
     entries: pd.DataFrame,
     origins: pd.DataFrame,
 ) -> pd.DataFrame:
-    """One golden id's history with its last ``CREATED`` event replaced by the values it
-    was created with, one row per field and aspect entry as a change event has them: a
-    value's first change event holds it as its old value, else the record (``current``:
-    its stored row, none when retired — a retired record's last events hold its values)
-    and ``entries`` (its stored entries) still do. ``origins``: field, connector of the
-    current values (a value changed since has no connector recorded: None)."""
+    """One golden id's history (events in the order written) with each ``CREATED`` event
+    replaced by the values the record was created with, one row per field and aspect entry
+    as a change event has them: a value's first change event after it holds it as its old
+    value, else the record still does — ``current`` (its stored row; none when retired: a
+    retired record's last events hold its values) and ``entries`` (its stored entries),
+    for the last creation only (an id retired and created again lived before it).
+    ``origins``: field, connector of the current values (a value changed since has no
+    connector recorded: None)."""
     marks = np.flatnonzero((events["field"] == CREATED).to_numpy())
     if not len(marks):
         return events
-    at = int(marks[-1])
-    created, later = events.iloc[at], events.iloc[at + 1 :]
+    parts = [events.iloc[: marks[0]]]
+    for n, at in enumerate(marks):
+        end = marks[n + 1] if n + 1 < len(marks) else len(events)
+        last = n + 1 == len(marks)
+        later = events.iloc[at + 1 : end]
+        parts.append(
+            _created_values(
+                events.iloc[at],
+                later,
+                current if last else current.iloc[:0],
+                entries if last else entries.iloc[:0],
+                origins if last else origins.iloc[:0],
+            )[events.columns]
+        )
+        parts.append(later)
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else events.iloc[:0]
+
+
+def _created_values(
+    created: pd.Series,
+    later: pd.DataFrame,
+    current: pd.DataFrame,
+    entries: pd.DataFrame,
+    origins: pd.DataFrame,
+) -> pd.DataFrame:
+    """The rows of one ``CREATED`` event's first values (:func:`first_version`)."""
     first_change = later.drop_duplicates("field")  # events come oldest first
     changed = dict(zip(first_change["field"], first_change["old_value"], strict=True))
     given = dict(zip(origins["field"], origins["connector"], strict=True))
@@ -824,10 +851,26 @@ def first_version(
             "connector": [c if isinstance(c, str) else None for _, _, c in values],
         }
     )
-    for col in events.columns.difference(first.columns):
+    for col in created.index.difference(first.columns):
         first[col] = created[col]
-    parts = [events.iloc[:at], first[events.columns], later]
-    return pd.concat([p for p in parts if len(p)], ignore_index=True)
+    return first
+
+
+def change_counts(
+    changed: pd.DataFrame, events: pd.DataFrame, gone: list[str], entries: pd.DataFrame
+) -> tuple[int, int]:
+    """(field changes, entry changes) of a merge's :func:`diff_golden` output: a new
+    record's first values count as its fields and entries (``entries``: the merged
+    entries; its history keeps them as one event), a retired record's values cleared in
+    its history as no change of a golden record (they are counted as retired ids)."""
+    fresh = (changed["version"] == 1).to_numpy()
+    first = changed.loc[fresh, [c for c in GOLDEN_FIELDS if c in changed]]
+    live = ~events["golden_id"].isin(gone) & (events["field"] != CREATED)
+    is_entry = events["field"].astype(str).str.contains("[", regex=False)
+    new_entries = entries["golden_id"].isin(changed.loc[fresh, "golden_id"]) if len(entries) else []
+    entry_changes = int((live & is_entry).sum()) + int(np.sum(new_entries))
+    field_changes = int((live & ~is_entry).sum()) + int(first.notna().to_numpy().sum())
+    return field_changes, entry_changes
 
 
 def diff_golden(

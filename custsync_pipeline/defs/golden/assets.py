@@ -20,8 +20,8 @@ from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
 from custsync_pipeline.domain.canonical import GOLDEN_FIELDS
 from custsync_pipeline.domain.echo import ECHO_FIELDS, keep_spelling, own_word
 from custsync_pipeline.domain.golden import (
-    CREATED,
     GOLDEN_INPUT_COLUMNS,
+    change_counts,
     diff_golden,
     entries_digest,
     merge_golden,
@@ -371,13 +371,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             result.provenance,
         )
         core.delete_golden_records(engine, gone)
-        entry_events = int(events["field"].str.contains("[", regex=False).sum())
-        # a new record's first values are one event: counted as the fields it set
-        created = int((events["field"] == CREATED).sum())
-        first = changed.loc[
-            (changed["version"] == 1).to_numpy(), [c for c in GOLDEN_FIELDS if c in changed]
-        ]
-        field_changes = len(events) - entry_events - created + int(first.notna().to_numpy().sum())
+        field_changes, entry_events = change_counts(changed, events, gone, result.entries)
         if scope is None:
             golden = result.golden
             counts = (
