@@ -145,7 +145,8 @@ def test_loyalty_reaches_salesforce_and_profile_reaches_voyado(synced) -> None:
 
 def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
     """Voyado owns the e-mail consent: a withdrawal there sets the paired Contact's
-    ``HasOptedOutOfEmail``, a consent given again clears it, and a run with nothing changed
+    ``HasOptedOutOfEmail``, a consent given again clears the opt-out custsync wrote — never
+    one made in Salesforce itself (a conflict for review) — and a run with nothing changed
     sends nothing (a Contact not opted out holds what "yes" writes)."""
     sb, instance, engine, _ = synced
     vy_url = sb.urls["voyado"]
@@ -162,6 +163,16 @@ def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
     assert (said == "Yes").sum() >= 2 and (said == "No").sum() >= 1
     withdrawn = pairs[(said == "Yes").to_numpy()].iloc[0]
     given = pairs[(said == "No").to_numpy()].iloc[0]
+    # an unsubscribe in Salesforce itself (custsync did not write it): never reversed by
+    # Voyado's older yes, left for review
+    unsubscribed = pairs[(said == "Yes").to_numpy()].iloc[1]
+    r = requests.patch(
+        f"{sb.urls['salesforce']}{SF}/sobjects/Contact/{unsubscribed['source_id_sf']}",
+        json={"HasOptedOutOfEmail": True},
+        headers=SF_HEADERS,
+        timeout=10,
+    )
+    assert r.status_code == 204, r.text
     for pair, value in ((withdrawn, "No"), (given, "Yes")):
         r = requests.patch(
             f"{vy_url}/api/v3/contacts/{pair['source_id_vy']}",
@@ -175,7 +186,9 @@ def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
     after = pd.DataFrame(sb.records("salesforce")).set_index("Id")
     assert bool(after.loc[withdrawn["source_id_sf"], "HasOptedOutOfEmail"]) is True
     assert bool(after.loc[given["source_id_sf"], "HasOptedOutOfEmail"]) is False
-    assert metadata_of(run, "salesforce/outbound_deltas")["dagster/row_count"] == 2
+    assert bool(after.loc[unsubscribed["source_id_sf"], "HasOptedOutOfEmail"]) is True
+    meta = metadata_of(run, "salesforce/outbound_deltas")
+    assert meta["dagster/row_count"] == 2 and meta["conflicts_new"] == 1
     again = materialize_all(instance)
     assert again.success
     assert metadata_of(again, "salesforce/outbound_deltas")["dagster/row_count"] == 0

@@ -300,7 +300,7 @@ class SalesforceConnector(HttpConnectorBase):
         # a Contact not opted out reads as no consent at all (HasOptedOutOfEmail=false is no
         # fact to merge), but it holds what a golden "yes" writes: compared as "yes"
         self.empty_reads_as: dict[str, str] = (
-            {"email_consent": "yes"} if self.write_object == "Contact" else {}
+            {"email_consent": "yes"} if self.carries("email_consent") else {}
         )
         self.batch_size = min(int(self.options.get("batch_size", BATCH_LIMIT)), BATCH_LIMIT)
         self.page_size = int(self.options.get("page_size", 2000))
@@ -518,6 +518,13 @@ class SalesforceConnector(HttpConnectorBase):
             for _, fld in _ADDRESS_PARTS:
                 body.pop(f"{prefix}{fld}", None)
             body.update(_address_block(entry, prefix))
+
+    def carries(self, field: str) -> bool:
+        """Whether the written object takes golden ``field`` and it is read back (the
+        options' ``fields`` of the object)."""
+        return _FROM_CANONICAL[self.write_object].get(field) in self.fields.get(
+            self.write_object, ()
+        )
 
     def cleared_key(self, field: str) -> str | None:
         """The field of the written object that clears a golden field's value (a JSON null

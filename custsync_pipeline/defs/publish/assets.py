@@ -39,6 +39,7 @@ from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
 from custsync_pipeline.domain.canonical import CONSENT_TIMES
 from custsync_pipeline.domain.conflicts import (
+    FIELD_CONFLICT_COLUMNS,
     accept_target_values,
     field_conflicts,
     review_fields,
@@ -182,6 +183,70 @@ def compared_fields(fields: list[str], aspects: list[str]) -> list[str]:
     return [f for f in fields if f not in ADDRESS_FIELDS]
 
 
+def _written_by_custsync(
+    engine,  # noqa: ANN001 - an Engine
+    name: str,
+    connector: object,
+    members: pd.DataFrame,
+) -> pd.DataFrame:
+    """What custsync last wrote to ``members`` of ``name`` (its acknowledged payloads, read
+    as the target's records are: ``defs.golden.echo.written_canonical``)."""
+    from custsync_pipeline.defs.golden.echo import written_canonical
+
+    if members.empty:
+        return pd.DataFrame(columns=["source_id"])
+    keys = members[["connector", "source_id"]]
+    return written_canonical(engine, {name: connector}, keys=keys)[0]
+
+
+def _opt_outs_kept(
+    engine,  # noqa: ANN001 - an Engine
+    name: str,
+    connector: object,
+    fields: list[str],
+    takes: pd.DataFrame,
+    members: pd.DataFrame,
+) -> pd.DataFrame:
+    """Field conflicts (``domain.conflicts.FIELD_CONFLICT_COLUMNS``) of members that hold a
+    consent "no" custsync did not write where the golden record says "yes"."""
+    consents = [f for f in CONSENT_TIMES if f in fields and f in members and f in takes]
+    if not consents or members.empty:
+        return pd.DataFrame(columns=FIELD_CONFLICT_COLUMNS)
+    m = members.merge(takes[["golden_id", *consents]], on="golden_id", suffixes=("", "__g"))
+    said_no = pd.concat(
+        [
+            (m[f].astype("string") == "no") & (m[f"{f}__g"].astype("string") == "yes")
+            for f in consents
+        ],
+        axis=1,
+    ).any(axis=1)
+    candidates = m.loc[said_no.fillna(False).to_numpy(), members.columns]
+    written = _written_by_custsync(engine, name, connector, candidates)
+    ours = written.set_index(written["source_id"].astype(str)) if len(written) else None
+    parts = []
+    for f in consents:
+        rows = m[(m[f].astype("string") == "no") & (m[f"{f}__g"].astype("string") == "yes")]
+        sid = rows["source_id"].astype(str)
+        mine = (
+            sid.map(ours[f]).astype("string") == "no"
+            if ours is not None and f in ours
+            else pd.Series(False, index=rows.index)
+        )
+        theirs = rows[~mine.fillna(False).to_numpy()]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "golden_id": theirs["golden_id"].to_numpy(),
+                    "source_id": theirs["source_id"].astype(str).to_numpy(),
+                    "field": f,
+                    "target_value": "no",
+                    "golden_value": "yes",
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)[FIELD_CONFLICT_COLUMNS]
+
+
 def _withdrawn(
     engine,  # noqa: ANN001 - an Engine
     plan: SyncPlan,
@@ -196,8 +261,6 @@ def _withdrawn(
     the loyalty platform deleted is cleared there. Only fields one connector owns (an
     empty value of any other is no fact) and never a consent (a consent once given or
     withdrawn never returns to not set); only where the connector can clear a field."""
-    from custsync_pipeline.defs.golden.echo import written_canonical
-
     owned = [
         f
         for f in fields
@@ -211,9 +274,7 @@ def _withdrawn(
     candidates = members[members["golden_id"].isin(lacking)]
     if candidates.empty:
         return pd.DataFrame(columns=["source_id", "field"])
-    written = written_canonical(
-        engine, {name: connector}, keys=candidates[["connector", "source_id"]]
-    )[0]
+    written = _written_by_custsync(engine, name, connector, candidates)
     return withdrawn_values(takes, candidates, written, [f for f in owned if f in candidates])
 
 
@@ -286,7 +347,11 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         identity_map: pd.DataFrame,
     ) -> dg.MaterializeResult:
         engine = context.resources.state_db.engine
-        fields = plan.target_fields(name)
+        connector = getattr(context.resources, api_key).connector()
+        # only the fields the target's object takes and reads back (a field it cannot
+        # hold would differ at every run: an update sent again and again)
+        carries = getattr(connector, "carries", None)
+        fields = [f for f in plan.target_fields(name) if carries is None or carries(f)]
         aspects = list(target.aspects)
         members = core.load_source_records(engine, [name]).merge(
             identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
@@ -315,7 +380,6 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
                 ),
             ]
         )
-        connector = getattr(context.resources, api_key).connector()
         # each market's language and consent rules, and only the markets it serves
         golden_customers = apply_market_rules(golden_customers, plan.markets)
         serves = market_takes(golden_customers, plan.markets, name)
@@ -357,6 +421,10 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
             members if not write_object else members[members["object_type"] == write_object]
         )
         conflicts = field_conflicts(takes, writable_members, review_fields(target.conflicts))
+        # an opt-out the target holds that custsync did not write (an unsubscribe link, a
+        # hand edit) is never reversed by the owner's older "yes": left alone, for review
+        opt_outs = _opt_outs_kept(engine, name, connector, fields, takes, writable_members)
+        conflicts = pd.concat([c for c in (conflicts, opt_outs) if len(c)] or [conflicts])
         # a key value (Voyado's e-mail) another of its records holds: that record keeps
         # its own (two contacts of one person after a merge never share one)
         clashes = key_clashes(takes, writable_members, target.key_field)
