@@ -36,10 +36,12 @@ import yaml
 from custsync_pipeline.config import load_sync_config
 from custsync_pipeline.connectors import build_connector
 from custsync_pipeline.defs.publish.assets import compared_fields
+from custsync_pipeline.domain.conflicts import accept_target_values
 from custsync_pipeline.domain.deltas import compute_deltas, hold_back
 from custsync_pipeline.sandbox import CREDENTIALS
 from custsync_pipeline.sandbox.server import SERVED_SYSTEMS, Sandbox
 from custsync_pipeline.store import core, presence
+from custsync_pipeline.store.conflicts import load_field_conflicts
 from custsync_pipeline.store.db import StateDB
 from custsync_pipeline_tests.e2e import SANDBOX_SECRETS, materialize_all, write_sync_config
 
@@ -174,15 +176,24 @@ def _check(
             ok = box[box["status"] == "acked"]
             acked = set(ok["golden_id"])
             written = set(ok["target_id"].dropna().astype(str))
-            fields = compared_fields(list(target.fields), list(target.aspects))
+            # as the publisher compares: the fields the object carries, an empty value as
+            # the target holds it, and fields under review (an opt-out custsync did not
+            # write) left as the target holds them
+            carries = getattr(connector, "carries", None)
+            sent = [f for f in target.fields if carries is None or carries(f)]
+            fields = compared_fields(sent, list(target.aspects))
             write_object = getattr(connector, "write_object", None)
             takes_live = takes[takes["golden_id"].isin(acked) & ~takes["golden_id"].isin(due)]
+            kept = load_field_conflicts(engine, name)
             drift = compute_deltas(
                 takes_live,
-                canon[canon["source_id"].astype(str).isin(written)],
+                accept_target_values(
+                    canon[canon["source_id"].astype(str).isin(written)], takes_live, kept
+                ),
                 fields,
                 pd.DataFrame(columns=["entity_key", "acked_hash"]),
                 writable_types=[write_object] if write_object else None,
+                empty_reads_as=getattr(connector, "empty_reads_as", None),
             )
             drift = drift[drift["target_id"].notna()]
             if len(drift):

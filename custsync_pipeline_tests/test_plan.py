@@ -29,8 +29,10 @@ def test_packaged_config_becomes_a_plan() -> None:
     assert plan.flow_order()[0] == "salesforce"
     assert plan.ownership["email_consent"] == "voyado"
     assert {r.name for r in plan.identifiers} >= {"email", "phone"}
-    # a target's fields never include what the target itself owns
-    assert all(f not in plan.target_fields("salesforce") for f in ("email_consent",))
+    # a target's fields never include what the target itself owns: the CRM takes the
+    # consents Voyado owns, Voyado never gets its own back
+    assert "email_consent" in plan.target_fields("salesforce")
+    assert not {"email_consent", "sms_consent", "loyalty_tier"} & set(plan.target_fields("voyado"))
 
 
 def test_domain_never_imports_config() -> None:
