@@ -196,3 +196,20 @@ def test_only_values_custsync_wrote_and_the_golden_record_lost_are_withdrawn() -
     cleared = clear_withdrawn(deltas, out, {"tier": "Tier__c", "points": None}.get, json.dumps)
     bodies = dict(zip(cleared["entity_key"], cleared["payload"].map(json.loads), strict=True))
     assert bodies == {"T1": {"Keep": 1, "Tier__c": None}, "T2": {"Keep": 1}}
+
+
+def test_an_opt_out_custsync_did_not_write_is_kept_for_review() -> None:
+    from custsync_pipeline.domain.conflicts import foreign_opt_outs
+
+    golden = pd.DataFrame({"golden_id": ["G1", "G2", "G3"], "email_consent": ["yes", "yes", "no"]})
+    members = pd.DataFrame(
+        {"golden_id": ["G1", "G2", "G3"], "source_id": ["T1", "T2", "T3"], "email_consent": "no"}
+    )
+    written = pd.DataFrame({"source_id": ["T2"], "email_consent": ["no"]})  # custsync's own
+    kept = foreign_opt_outs(golden, members, written, ["email_consent"])
+    assert kept[["source_id", "field", "target_value", "golden_value"]].values.tolist() == [
+        ["T1", "email_consent", "no", "yes"]
+    ]
+    assert foreign_opt_outs(golden, members, pd.DataFrame(), ["email_consent"])[
+        "source_id"
+    ].tolist() == ["T1", "T2"]

@@ -71,6 +71,44 @@ def field_conflicts(golden: pd.DataFrame, members: pd.DataFrame, fields: list[st
     return pd.concat(parts, ignore_index=True)[FIELD_CONFLICT_COLUMNS]
 
 
+def foreign_opt_outs(
+    golden: pd.DataFrame, members: pd.DataFrame, written: pd.DataFrame, consents: list[str]
+) -> pd.DataFrame:
+    """Conflicts (``FIELD_CONFLICT_COLUMNS``) of members that hold a consent "no" where the
+    golden record says "yes" and custsync did not write that "no" (``written``: source_id
+    and the canonical values of custsync's last write to each member): an unsubscribe in
+    the target itself is never reversed by the owner's older yes; a person looks at it.
+    An opt-out custsync wrote is its own to lift."""
+    consents = [c for c in consents if c in golden.columns and c in members.columns]
+    if not consents or members.empty:
+        return pd.DataFrame(columns=FIELD_CONFLICT_COLUMNS)
+    m = members[["golden_id", "source_id", *consents]].merge(
+        golden[["golden_id", *consents]].drop_duplicates("golden_id"),
+        on="golden_id",
+        suffixes=("", "__golden"),
+    )
+    sid = m["source_id"].astype(str)
+    ours = written.set_index(written["source_id"].astype(str)) if len(written) else None
+    parts = []
+    for f in consents:
+        hit = (m[f].astype("string") == "no") & (m[f"{f}__golden"].astype("string") == "yes")
+        hit = hit.fillna(False).to_numpy(dtype=bool)
+        if ours is not None and f in ours.columns:  # custsync's own opt-out: not kept
+            hit &= ~(sid.map(ours[f]).astype("string") == "no").fillna(False).to_numpy(dtype=bool)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "golden_id": m["golden_id"].to_numpy()[hit],
+                    "source_id": sid.to_numpy()[hit],
+                    "field": f,
+                    "target_value": "no",
+                    "golden_value": "yes",
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)[FIELD_CONFLICT_COLUMNS]
+
+
 def accept_target_values(
     members: pd.DataFrame, golden: pd.DataFrame, conflicts: pd.DataFrame
 ) -> pd.DataFrame:

@@ -42,6 +42,7 @@ from custsync_pipeline.domain.conflicts import (
     FIELD_CONFLICT_COLUMNS,
     accept_target_values,
     field_conflicts,
+    foreign_opt_outs,
     review_fields,
     withhold_fields,
 )
@@ -207,44 +208,15 @@ def _opt_outs_kept(
     takes: pd.DataFrame,
     members: pd.DataFrame,
 ) -> pd.DataFrame:
-    """Field conflicts (``domain.conflicts.FIELD_CONFLICT_COLUMNS``) of members that hold a
-    consent "no" custsync did not write where the golden record says "yes"."""
+    """``domain.conflicts.foreign_opt_outs`` of ``members``, custsync's writes to those
+    that hold an opt-out read from the state DB."""
     consents = [f for f in CONSENT_TIMES if f in fields and f in members and f in takes]
     if not consents or members.empty:
         return pd.DataFrame(columns=FIELD_CONFLICT_COLUMNS)
-    m = members.merge(takes[["golden_id", *consents]], on="golden_id", suffixes=("", "__g"))
-    said_no = pd.concat(
-        [
-            (m[f].astype("string") == "no") & (m[f"{f}__g"].astype("string") == "yes")
-            for f in consents
-        ],
-        axis=1,
-    ).any(axis=1)
-    candidates = m.loc[said_no.fillna(False).to_numpy(), members.columns]
+    said_no = members[consents].astype("string").eq("no").any(axis=1).to_numpy()
+    candidates = members[said_no]
     written = _written_by_custsync(engine, name, connector, candidates)
-    ours = written.set_index(written["source_id"].astype(str)) if len(written) else None
-    parts = []
-    for f in consents:
-        rows = m[(m[f].astype("string") == "no") & (m[f"{f}__g"].astype("string") == "yes")]
-        sid = rows["source_id"].astype(str)
-        mine = (
-            sid.map(ours[f]).astype("string") == "no"
-            if ours is not None and f in ours
-            else pd.Series(False, index=rows.index)
-        )
-        theirs = rows[~mine.fillna(False).to_numpy()]
-        parts.append(
-            pd.DataFrame(
-                {
-                    "golden_id": theirs["golden_id"].to_numpy(),
-                    "source_id": theirs["source_id"].astype(str).to_numpy(),
-                    "field": f,
-                    "target_value": "no",
-                    "golden_value": "yes",
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True)[FIELD_CONFLICT_COLUMNS]
+    return foreign_opt_outs(takes, candidates, written, consents)
 
 
 def _withdrawn(
