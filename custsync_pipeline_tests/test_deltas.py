@@ -201,15 +201,40 @@ def test_only_values_custsync_wrote_and_the_golden_record_lost_are_withdrawn() -
 def test_an_opt_out_custsync_did_not_write_is_kept_for_review() -> None:
     from custsync_pipeline.domain.conflicts import foreign_opt_outs
 
-    golden = pd.DataFrame({"golden_id": ["G1", "G2", "G3"], "email_consent": ["yes", "yes", "no"]})
+    ids = ["G1", "G2", "G3", "G4", "G5"]
+    golden = pd.DataFrame({"golden_id": ids, "email_consent": ["yes"] * 4 + ["no"]})
     members = pd.DataFrame(
-        {"golden_id": ["G1", "G2", "G3"], "source_id": ["T1", "T2", "T3"], "email_consent": "no"}
+        {"golden_id": ids, "source_id": ["T1", "T2", "T3", "T4", "T5"], "email_consent": "no"}
     )
-    written = pd.DataFrame({"source_id": ["T2"], "email_consent": ["no"]})  # custsync's own
-    kept = foreign_opt_outs(golden, members, written, ["email_consent"])
+    # custsync's last writes: T2 and T3 sent the "no", T2's write changed it there, T3's
+    # only carried it (an update of loyalty points: every payload sends the consent), T4
+    # was created by custsync with it
+    written = pd.DataFrame(
+        {
+            "source_id": ["T2", "T3", "T4"],
+            "created": [False, False, True],
+            "email_consent": ["no", "no", "no"],
+        }
+    )
+    held = pd.DataFrame({"source_id": ["T2"], "field": ["email_consent"], "value": ["yes"]})
+    kept = foreign_opt_outs(golden, members, written, held, ["email_consent"])
     assert kept[["source_id", "field", "target_value", "golden_value"]].values.tolist() == [
-        ["T1", "email_consent", "no", "yes"]
+        ["T1", "email_consent", "no", "yes"],
+        ["T3", "email_consent", "no", "yes"],
     ]
-    assert foreign_opt_outs(golden, members, pd.DataFrame(), ["email_consent"])[
+    nothing = pd.DataFrame(columns=["source_id", "field"])
+    assert foreign_opt_outs(golden, members, pd.DataFrame(), nothing, ["email_consent"])[
         "source_id"
-    ].tolist() == ["T1", "T2"]
+    ].tolist() == ["T1", "T2", "T3", "T4"]
+
+
+def test_a_withdrawn_value_never_blanks_a_key_the_payload_fills() -> None:
+    """An address block an entry gives (Mailing* from the golden address) keeps its value
+    though the flat field it shares a key with was withdrawn."""
+    from custsync_pipeline.domain.deltas import clear_withdrawn
+
+    deltas = pd.DataFrame({"entity_key": ["T1"], "payload": ['{"MailingCountry": "SE"}']})
+    withdrawn = pd.DataFrame({"source_id": ["T1", "T1"], "field": ["country", "loyalty_tier"]})
+    keys = {"country": "MailingCountry", "loyalty_tier": "Loyalty_Tier__c"}.get
+    out = clear_withdrawn(deltas, withdrawn, keys, json.dumps)
+    assert json.loads(out["payload"].iloc[0]) == {"MailingCountry": "SE", "Loyalty_Tier__c": None}

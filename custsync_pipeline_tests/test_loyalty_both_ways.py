@@ -143,13 +143,28 @@ def test_loyalty_reaches_salesforce_and_profile_reaches_voyado(synced) -> None:
         assert metadata_of(third, f"{target}/outbound_deltas")["dagster/row_count"] == 0, target
 
 
+def _set_consent(sb: Sandbox, pair: pd.Series, value: str) -> None:
+    r = requests.patch(
+        f"{sb.urls['voyado']}/api/v3/contacts/{pair['source_id_vy']}",
+        json={"preferences": {"acceptsEmail": value}},
+        headers=VY_HEADERS,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+
+
+def _opted_out(sb: Sandbox, pair: pd.Series) -> bool:
+    contacts = pd.DataFrame(sb.records("salesforce")).set_index("Id")
+    return bool(contacts.loc[pair["source_id_sf"], "HasOptedOutOfEmail"])
+
+
 def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
     """Voyado owns the e-mail consent: a withdrawal there sets the paired Contact's
-    ``HasOptedOutOfEmail``, a consent given again clears the opt-out custsync wrote — never
-    one made in Salesforce itself (a conflict for review) — and a run with nothing changed
-    sends nothing (a Contact not opted out holds what "yes" writes)."""
+    ``HasOptedOutOfEmail``, a consent given again lifts the opt-out custsync wrote — never
+    one made in Salesforce itself (an unsubscribe, or one the CRM held before custsync
+    wrote anything): those stay, field conflicts for review — and a run with nothing
+    changed sends nothing (a Contact not opted out holds what "yes" writes)."""
     sb, instance, engine, _ = synced
-    vy_url = sb.urls["voyado"]
     pairs = _pairs(engine, sb)
     voyado = {c["id"]: c for c in sb.records("voyado")}
     contacts = pd.DataFrame(sb.records("salesforce")).set_index("Id")
@@ -162,9 +177,9 @@ def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
     assert not (opted[(said == "Yes").to_numpy()]).any()
     assert (said == "Yes").sum() >= 2 and (said == "No").sum() >= 1
     withdrawn = pairs[(said == "Yes").to_numpy()].iloc[0]
-    given = pairs[(said == "No").to_numpy()].iloc[0]
-    # an unsubscribe in Salesforce itself (custsync did not write it): never reversed by
-    # Voyado's older yes, left for review
+    # an opt-out the CRM held from the start (Voyado said no too): not custsync's
+    held_before = pairs[(said == "No").to_numpy()].iloc[0]
+    # an unsubscribe in Salesforce itself
     unsubscribed = pairs[(said == "Yes").to_numpy()].iloc[1]
     r = requests.patch(
         f"{sb.urls['salesforce']}{SF}/sobjects/Contact/{unsubscribed['source_id_sf']}",
@@ -173,22 +188,20 @@ def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
         timeout=10,
     )
     assert r.status_code == 204, r.text
-    for pair, value in ((withdrawn, "No"), (given, "Yes")):
-        r = requests.patch(
-            f"{vy_url}/api/v3/contacts/{pair['source_id_vy']}",
-            json={"preferences": {"acceptsEmail": value}},
-            headers=VY_HEADERS,
-            timeout=10,
-        )
-        assert r.status_code == 200, r.text
+    _set_consent(sb, withdrawn, "No")
+    _set_consent(sb, held_before, "Yes")
     run = materialize_all(instance)
     assert run.success
-    after = pd.DataFrame(sb.records("salesforce")).set_index("Id")
-    assert bool(after.loc[withdrawn["source_id_sf"], "HasOptedOutOfEmail"]) is True
-    assert bool(after.loc[given["source_id_sf"], "HasOptedOutOfEmail"]) is False
-    assert bool(after.loc[unsubscribed["source_id_sf"], "HasOptedOutOfEmail"]) is True
+    assert _opted_out(sb, withdrawn)  # custsync's write
+    assert _opted_out(sb, held_before) and _opted_out(sb, unsubscribed)  # theirs: kept
     meta = metadata_of(run, "salesforce/outbound_deltas")
-    assert meta["dagster/row_count"] == 2 and meta["conflicts_new"] == 1
+    assert meta["dagster/row_count"] == 1 and meta["conflicts_new"] == 2
+    # consent given again in Voyado: custsync lifts the opt-out it wrote
+    _set_consent(sb, withdrawn, "Yes")
+    run = materialize_all(instance)
+    assert run.success
+    assert not _opted_out(sb, withdrawn)
+    assert _opted_out(sb, held_before) and _opted_out(sb, unsubscribed)
     again = materialize_all(instance)
     assert again.success
     assert metadata_of(again, "salesforce/outbound_deltas")["dagster/row_count"] == 0

@@ -522,9 +522,9 @@ class SalesforceConnector(HttpConnectorBase):
     def carries(self, field: str) -> bool:
         """Whether the written object takes golden ``field`` and it is read back (the
         options' ``fields`` of the object)."""
-        return _FROM_CANONICAL[self.write_object].get(field) in self.fields.get(
-            self.write_object, ()
-        )
+        target = _FROM_CANONICAL[self.write_object].get(field)
+        read = {f.lower() for f in self.fields.get(self.write_object, ())}  # SOQL: any case
+        return target is not None and target.lower() in read
 
     def cleared_key(self, field: str) -> str | None:
         """The field of the written object that clears a golden field's value (a JSON null

@@ -72,13 +72,20 @@ def field_conflicts(golden: pd.DataFrame, members: pd.DataFrame, fields: list[st
 
 
 def foreign_opt_outs(
-    golden: pd.DataFrame, members: pd.DataFrame, written: pd.DataFrame, consents: list[str]
+    golden: pd.DataFrame,
+    members: pd.DataFrame,
+    written: pd.DataFrame,
+    held: pd.DataFrame,
+    consents: list[str],
 ) -> pd.DataFrame:
     """Conflicts (``FIELD_CONFLICT_COLUMNS``) of members that hold a consent "no" where the
-    golden record says "yes" and custsync did not write that "no" (``written``: source_id
-    and the canonical values of custsync's last write to each member): an unsubscribe in
-    the target itself is never reversed by the owner's older yes; a person looks at it.
-    An opt-out custsync wrote is its own to lift."""
+    golden record says "yes" and the "no" is not custsync's: an unsubscribe in the target
+    itself is never reversed by the owner's older yes; a person looks at it. The "no" is
+    custsync's when its last acknowledged write (``written``: source_id, ``created``, the
+    canonical values it sent) sent it and either created the record or changed the
+    consent there (``held``: source_id, field — what the write changed). A write that
+    only carried an opt-out the record already held (every update sends the golden
+    consent) does not make a user's opt-out custsync's to lift."""
     consents = [c for c in consents if c in golden.columns and c in members.columns]
     if not consents or members.empty:
         return pd.DataFrame(columns=FIELD_CONFLICT_COLUMNS)
@@ -88,13 +95,24 @@ def foreign_opt_outs(
         suffixes=("", "__golden"),
     )
     sid = m["source_id"].astype(str)
-    ours = written.set_index(written["source_id"].astype(str)) if len(written) else None
+    ours = None
+    if len(written):
+        ours = written.assign(source_id=written["source_id"].astype(str))
+        ours = ours.drop_duplicates("source_id", keep="last").set_index("source_id")
     parts = []
     for f in consents:
         hit = (m[f].astype("string") == "no") & (m[f"{f}__golden"].astype("string") == "yes")
         hit = hit.fillna(False).to_numpy(dtype=bool)
         if ours is not None and f in ours.columns:  # custsync's own opt-out: not kept
-            hit &= ~(sid.map(ours[f]).astype("string") == "no").fillna(False).to_numpy(dtype=bool)
+            sent_no = (sid.map(ours[f]).astype("string") == "no").fillna(False)
+            made = sid.isin(
+                set(ours.index[ours["created"].astype(bool)]) if "created" in ours else set()
+            )
+            changed = (
+                set(held.loc[held["field"] == f, "source_id"].astype(str)) if len(held) else set()
+            )
+            mine = sent_no & (made | sid.isin(changed))
+            hit &= ~mine.to_numpy(dtype=bool)
         parts.append(
             pd.DataFrame(
                 {

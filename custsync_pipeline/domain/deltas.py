@@ -235,7 +235,8 @@ def clear_withdrawn(
     payloads = []
     for text, fields in zip(out["payload"].iloc[at], hit.iloc[at], strict=True):
         body = json.loads(text)
-        body.update({k: None for f in fields if (k := cleared_key(f))})
+        # a key the body already fills (an address block an entry gives) keeps its value
+        body.update({k: None for f in fields if (k := cleared_key(f)) and body.get(k) is None})
         payloads.append(dumps(body))
     out.loc[out.index[at], "payload"] = payloads
     return out

@@ -185,42 +185,46 @@ def compared_fields(fields: list[str], aspects: list[str]) -> list[str]:
 
 
 def _written_by_custsync(
-    engine,  # noqa: ANN001 - an Engine
-    name: str,
-    connector: object,
-    members: pd.DataFrame,
-) -> pd.DataFrame:
-    """What custsync last wrote to ``members`` of ``name`` (its acknowledged payloads, read
-    as the target's records are: ``defs.golden.echo.written_canonical``)."""
-    from custsync_pipeline.defs.golden.echo import written_canonical
+    ledger: pd.DataFrame, name: str, connector: object, members: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(canonical rows with ``created``, held values) of what custsync last wrote to
+    ``members`` of ``name``: their rows of the ``ledger`` already read, their acknowledged
+    payloads read as the target's records are (``defs.golden.echo.acked_writes``)."""
+    from custsync_pipeline.defs.golden.echo import acked_writes
 
-    if members.empty:
-        return pd.DataFrame(columns=["source_id"])
-    keys = members[["connector", "source_id"]]
-    return written_canonical(engine, {name: connector}, keys=keys)[0]
+    empty = pd.DataFrame(columns=["source_id"])
+    if members.empty or ledger.empty:
+        return empty, pd.DataFrame(columns=["source_id", "field", "value"])
+    box = ledger[ledger["target_id"].astype(str).isin(set(members["source_id"].astype(str)))]
+    canon, _, held, _ = acked_writes(box, connector, name)
+    return (canon if len(canon) else empty), held
 
 
 def _opt_outs_kept(
-    engine,  # noqa: ANN001 - an Engine
+    ledger: pd.DataFrame,
     name: str,
     connector: object,
-    fields: list[str],
+    consents: list[str],
     takes: pd.DataFrame,
     members: pd.DataFrame,
 ) -> pd.DataFrame:
-    """``domain.conflicts.foreign_opt_outs`` of ``members``, custsync's writes to those
-    that hold an opt-out read from the state DB."""
-    consents = [f for f in CONSENT_TIMES if f in fields and f in members and f in takes]
+    """``domain.conflicts.foreign_opt_outs`` of the members holding a "no" where their
+    golden record says "yes" (found in memory first: a few of a million)."""
+    consents = [f for f in consents if f in members and f in takes]
     if not consents or members.empty:
         return pd.DataFrame(columns=FIELD_CONFLICT_COLUMNS)
-    said_no = members[consents].astype("string").eq("no").any(axis=1).to_numpy()
-    candidates = members[said_no]
-    written = _written_by_custsync(engine, name, connector, candidates)
-    return foreign_opt_outs(takes, candidates, written, consents)
+    golden = takes.drop_duplicates("golden_id").set_index("golden_id")
+    hit = pd.Series(False, index=members.index)
+    for f in consents:
+        says = members["golden_id"].map(golden[f]).astype("string")
+        hit |= (members[f].astype("string") == "no") & (says == "yes")
+    candidates = members[hit.fillna(False).to_numpy(dtype=bool)]
+    written, held = _written_by_custsync(ledger, name, connector, candidates)
+    return foreign_opt_outs(takes, candidates, written, held, consents)
 
 
 def _withdrawn(
-    engine,  # noqa: ANN001 - an Engine
+    ledger: pd.DataFrame,
     plan: SyncPlan,
     name: str,
     connector: object,
@@ -230,24 +234,31 @@ def _withdrawn(
 ) -> pd.DataFrame:
     """(source_id, field) of owned values custsync wrote to ``name``'s records that the
     owner no longer gives (``domain.deltas.withdrawn_values``): a loyalty tier whose member
-    the loyalty platform deleted is cleared there. Only fields one connector owns (an
+    the loyalty platform deleted is cleared there. ``fields``: those compared (an address
+    field a target takes as entries is the entries'). Only fields one connector owns (an
     empty value of any other is no fact) and never a consent (a consent once given or
     withdrawn never returns to not set); only where the connector can clear a field."""
     owned = [
         f
         for f in fields
-        if f in plan.ownership and f not in CONSENT_TIMES and f not in CONSENT_TIMES.values()
+        if f in plan.ownership
+        and f not in CONSENT_TIMES
+        and f not in CONSENT_TIMES.values()
+        and f in members
+        and f in takes
     ]
     if not owned or not hasattr(connector, "cleared_key") or members.empty:
         return pd.DataFrame(columns=["source_id", "field"])
     # only members holding a value their golden record lacks: the writes to those are read
-    empty = takes.set_index("golden_id")[owned].isna()
-    lacking = empty.index[empty.any(axis=1).to_numpy()]
-    candidates = members[members["golden_id"].isin(lacking)]
+    golden = takes.drop_duplicates("golden_id").set_index("golden_id")
+    hit = pd.Series(False, index=members.index)
+    for f in owned:
+        hit |= members[f].notna() & members["golden_id"].map(golden[f]).isna()
+    candidates = members[hit.to_numpy(dtype=bool)]
     if candidates.empty:
         return pd.DataFrame(columns=["source_id", "field"])
-    written = _written_by_custsync(engine, name, connector, candidates)
-    return withdrawn_values(takes, candidates, written, [f for f in owned if f in candidates])
+    written, _ = _written_by_custsync(ledger, name, connector, candidates)
+    return withdrawn_values(takes, candidates, written, owned)
 
 
 def deleted_by_custsync(outbox: pd.DataFrame, holders: pd.Series | None = None) -> set[str]:
@@ -395,13 +406,19 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         conflicts = field_conflicts(takes, writable_members, review_fields(target.conflicts))
         # an opt-out the target holds that custsync did not write (an unsubscribe link, a
         # hand edit) is never reversed by the owner's older "yes": left alone, for review
-        opt_outs = _opt_outs_kept(engine, name, connector, fields, takes, writable_members)
+        # (a consent already under review is left to that review)
+        under_review = set(review_fields(target.conflicts))
+        free = [f for f in CONSENT_TIMES if f in fields and f not in under_review]
+        opt_outs = _opt_outs_kept(ledger, name, connector, free, takes, writable_members)
         conflicts = pd.concat([c for c in (conflicts, opt_outs) if len(c)] or [conflicts])
+        conflicts = conflicts.drop_duplicates(["source_id", "field"]).reset_index(drop=True)
         # a key value (Voyado's e-mail) another of its records holds: that record keeps
         # its own (two contacts of one person after a merge never share one)
         clashes = key_clashes(takes, writable_members, target.key_field)
         kept = pd.concat([c for c in (conflicts, clashes) if len(c)] or [conflicts])
-        withdrawn = _withdrawn(engine, plan, name, connector, fields, takes, writable_members)
+        withdrawn = _withdrawn(
+            ledger, plan, name, connector, compared_fields(fields, aspects), takes, writable_members
+        )
         deltas = compute_deltas(
             takes,
             names_as_held(accept_target_values(members, takes, kept), takes),
