@@ -364,3 +364,42 @@ def test_a_withdrawal_on_a_duplicate_contact_voyado_deleted_stays(dagster_env, t
             engine.dispose()
         assert after["email_consent"] == "no"
         assert after["email_consent_at"] == before["email_consent_at"]
+
+
+def test_an_opt_out_under_review_is_one_conflict(dagster_env, tmp_path) -> None:
+    """``conflicts: {email_consent: review}``: an unsubscribe in Salesforce is that review's
+    conflict — once (the opt-out rule does not add a second: the publish failed on it)."""
+    import yaml
+
+    from custsync_pipeline.store.conflicts import load_field_conflicts
+
+    with Sandbox(seed=5, people=40, base_port=0, systems=["salesforce", "voyado"]) as sb:
+        db_url, cfg = run_against_sandbox(dagster_env, tmp_path, sb.urls, {"salesforce", "voyado"})
+        data = yaml.safe_load(cfg.read_text())
+        for t in data["publish"]:
+            if t["connector"] == "salesforce":
+                t["conflicts"] = {"email_consent": "review"}
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success
+            engine = StateDB(db_url).engine
+            pairs = _pairs(engine, sb)
+            voyado = {c["id"]: c for c in sb.records("voyado")}
+            said = pairs["source_id_vy"].map(
+                lambda i: (voyado[i].get("preferences") or {}).get("acceptsEmail")
+            )
+            pair = pairs[(said == "Yes").to_numpy()].iloc[0]
+            r = requests.patch(
+                f"{sb.urls['salesforce']}{SF}/sobjects/Contact/{pair['source_id_sf']}",
+                json={"HasOptedOutOfEmail": True},
+                headers=SF_HEADERS,
+                timeout=10,
+            )
+            assert r.status_code == 204, r.text
+            run = materialize_all(instance)
+            assert run.success
+            open_ = load_field_conflicts(engine, "salesforce")
+            mine = open_[open_["source_id"] == pair["source_id_sf"]]
+            assert mine["field"].tolist() == ["email_consent"]
+            assert _opted_out(sb, pair)
+            engine.dispose()
