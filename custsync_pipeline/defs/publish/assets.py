@@ -331,10 +331,12 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         engine = context.resources.state_db.engine
         connector = getattr(context.resources, api_key).connector()
-        # only the fields the target's object takes and reads back (a field it cannot
-        # hold would differ at every run: an update sent again and again)
+        # every field is sent; only those the target's object takes and reads back are
+        # compared (a field it cannot hold would differ at every run: an update sent
+        # again and again)
+        sent = plan.target_fields(name)
         carries = getattr(connector, "carries", None)
-        fields = [f for f in plan.target_fields(name) if carries is None or carries(f)]
+        fields = [f for f in sent if carries is None or carries(f)]
         aspects = list(target.aspects)
         members = core.load_source_records(engine, [name]).merge(
             identity_map[["connector", "source_id", "golden_id"]], on=["connector", "source_id"]
@@ -372,7 +374,7 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         # each op carries the golden version it was computed from
         takes = takes.assign(version=takes["golden_id"].map(core.golden_versions(engine)))
         write_object = getattr(connector, "write_object", None)
-        golden_sub = golden_customers[["golden_id", *fields]]
+        golden_sub = golden_customers[["golden_id", *sent]]
         aspect_hashes = member_hashes = member_want = views = m_entries = None
         if aspects:
             # the aspects compared in the target's shape, golden side and member side
