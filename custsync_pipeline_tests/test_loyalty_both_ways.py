@@ -73,7 +73,7 @@ def synced(tmp_path_factory: pytest.TempPathFactory):
 
 def test_loyalty_reaches_salesforce_and_profile_reaches_voyado(synced) -> None:
     sb, instance, engine, first = synced
-    vy_url, sf_url = sb.urls["voyado"], sb.urls["salesforce"]
+    vy_url = sb.urls["voyado"]
     # the first run already carried every balance and status to the Contacts
     contacts = pd.DataFrame(sb.records("salesforce")).set_index("Id")
     pairs = _pairs(engine, sb)
@@ -107,13 +107,7 @@ def test_loyalty_reaches_salesforce_and_profile_reaches_voyado(synced) -> None:
     )
     assert r.json()["results"][0]["success"], r.text
     # and a CRM-owned profile change: a Contact's last name
-    r = requests.patch(
-        f"{sf_url}{SF}/sobjects/Contact/{renamed['source_id_sf']}",
-        json={"LastName": "Nordmann-Lie"},
-        headers=SF_HEADERS,
-        timeout=10,
-    )
-    assert r.status_code == 204, r.text
+    _edit_contact(sb, renamed["source_id_sf"], {"LastName": "Nordmann-Lie"})
     voyado_before = {c["id"]: c for c in sb.records("voyado")}
 
     second = materialize_all(instance)
@@ -153,6 +147,29 @@ def _set_consent(sb: Sandbox, pair: pd.Series, value: str) -> None:
     assert r.status_code == 200, r.text
 
 
+def _said(sb: Sandbox, pairs: pd.DataFrame) -> pd.Series:
+    """Each pair's Voyado e-mail consent as Voyado says it (Yes / No / Not set)."""
+    voyado = {c["id"]: c for c in sb.records("voyado")}
+    return pairs["source_id_vy"].map(
+        lambda i: (voyado[i].get("preferences") or {}).get("acceptsEmail")
+    )
+
+
+def _edit_contact(sb: Sandbox, contact_id: str, body: dict) -> None:
+    """A change made in Salesforce itself (by hand, by its own tools)."""
+    r = requests.patch(
+        f"{sb.urls['salesforce']}{SF}/sobjects/Contact/{contact_id}",
+        json=body,
+        headers=SF_HEADERS,
+        timeout=10,
+    )
+    assert r.status_code == 204, r.text
+
+
+def _unsubscribe_in_salesforce(sb: Sandbox, pair: pd.Series) -> None:
+    _edit_contact(sb, pair["source_id_sf"], {"HasOptedOutOfEmail": True})
+
+
 def _opted_out(sb: Sandbox, pair: pd.Series) -> bool:
     contacts = pd.DataFrame(sb.records("salesforce")).set_index("Id")
     return bool(contacts.loc[pair["source_id_sf"], "HasOptedOutOfEmail"])
@@ -166,11 +183,8 @@ def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
     changed sends nothing (a Contact not opted out holds what "yes" writes)."""
     sb, instance, engine, _ = synced
     pairs = _pairs(engine, sb)
-    voyado = {c["id"]: c for c in sb.records("voyado")}
     contacts = pd.DataFrame(sb.records("salesforce")).set_index("Id")
-    said = pairs["source_id_vy"].map(
-        lambda i: (voyado[i].get("preferences") or {}).get("acceptsEmail")
-    )
+    said = _said(sb, pairs)
     # the first runs carried every consent Voyado holds
     opted = contacts.loc[pairs["source_id_sf"], "HasOptedOutOfEmail"].to_numpy()
     assert (opted[(said == "No").to_numpy()]).all()
@@ -181,13 +195,7 @@ def test_a_consent_voyado_owns_reaches_the_contact_both_ways(synced) -> None:
     held_before = pairs[(said == "No").to_numpy()].iloc[0]
     # an unsubscribe in Salesforce itself
     unsubscribed = pairs[(said == "Yes").to_numpy()].iloc[1]
-    r = requests.patch(
-        f"{sb.urls['salesforce']}{SF}/sobjects/Contact/{unsubscribed['source_id_sf']}",
-        json={"HasOptedOutOfEmail": True},
-        headers=SF_HEADERS,
-        timeout=10,
-    )
-    assert r.status_code == 204, r.text
+    _unsubscribe_in_salesforce(sb, unsubscribed)
     _set_consent(sb, withdrawn, "No")
     _set_consent(sb, held_before, "Yes")
     run = materialize_all(instance)
@@ -218,13 +226,7 @@ def test_loyalty_custsync_wrote_is_cleared_when_the_member_is_deleted(synced) ->
     held = contacts.loc[pairs["source_id_sf"], "Loyalty_Tier__c"].notna().to_numpy()
     gone, edited = pairs[held].iloc[-1], pairs[held].iloc[-2]
     assert pd.notna(contacts.loc[gone["source_id_sf"], "Membership_Status__c"])
-    r = requests.patch(
-        f"{sb.urls['salesforce']}{SF}/sobjects/Contact/{edited['source_id_sf']}",
-        json={"Loyalty_Tier__c": "Set by hand"},
-        headers=SF_HEADERS,
-        timeout=10,
-    )
-    assert r.status_code == 204, r.text
+    _edit_contact(sb, edited["source_id_sf"], {"Loyalty_Tier__c": "Set by hand"})
     for pair in (gone, edited):
         r = requests.delete(
             f"{sb.urls['voyado']}/api/v3/contacts/{pair['source_id_vy']}",
@@ -384,18 +386,8 @@ def test_an_opt_out_under_review_is_one_conflict(dagster_env, tmp_path) -> None:
             assert materialize_all(instance).success
             engine = StateDB(db_url).engine
             pairs = _pairs(engine, sb)
-            voyado = {c["id"]: c for c in sb.records("voyado")}
-            said = pairs["source_id_vy"].map(
-                lambda i: (voyado[i].get("preferences") or {}).get("acceptsEmail")
-            )
-            pair = pairs[(said == "Yes").to_numpy()].iloc[0]
-            r = requests.patch(
-                f"{sb.urls['salesforce']}{SF}/sobjects/Contact/{pair['source_id_sf']}",
-                json={"HasOptedOutOfEmail": True},
-                headers=SF_HEADERS,
-                timeout=10,
-            )
-            assert r.status_code == 204, r.text
+            pair = pairs[(_said(sb, pairs) == "Yes").to_numpy()].iloc[0]
+            _unsubscribe_in_salesforce(sb, pair)
             run = materialize_all(instance)
             assert run.success
             open_ = load_field_conflicts(engine, "salesforce")
