@@ -179,7 +179,7 @@ def _comparable(values: pd.Series) -> pd.Series:
     """A value as a member's and a written payload's read compare it: numbers as numbers,
     text without case or surrounding space ("" for missing)."""
     numbers = pd.to_numeric(values, errors="coerce")
-    text = values.astype("string").str.strip().str.casefold().fillna("")
+    text = _folded_keys(values).fillna("")
     return text.where(numbers.isna(), numbers.astype("float64").astype("string"))
 
 

@@ -39,7 +39,6 @@ from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS
 from custsync_pipeline.domain.canonical import CONSENT_TIMES
 from custsync_pipeline.domain.conflicts import (
-    FIELD_CONFLICT_COLUMNS,
     accept_target_values,
     field_conflicts,
     foreign_opt_outs,
@@ -208,17 +207,14 @@ def _opt_outs_kept(
     takes: pd.DataFrame,
     members: pd.DataFrame,
 ) -> pd.DataFrame:
-    """``domain.conflicts.foreign_opt_outs`` of the members holding a "no" where their
-    golden record says "yes" (found in memory first: a few of a million)."""
-    consents = [f for f in consents if f in members and f in takes]
-    if not consents or members.empty:
-        return pd.DataFrame(columns=FIELD_CONFLICT_COLUMNS)
-    golden = takes.drop_duplicates("golden_id").set_index("golden_id")
-    hit = pd.Series(False, index=members.index)
-    for f in consents:
-        says = members["golden_id"].map(golden[f]).astype("string")
-        hit |= (members[f].astype("string") == "no") & (says == "yes")
-    candidates = members[hit.fillna(False).to_numpy(dtype=bool)]
+    """``domain.conflicts.foreign_opt_outs`` of ``members``: the opt-outs against a golden
+    "yes" found first with no write known (a few of a million), then custsync's writes to
+    those read from the ledger."""
+    none = pd.DataFrame(columns=["source_id", "field"])
+    found = foreign_opt_outs(takes, members, pd.DataFrame(), none, consents)
+    if found.empty:
+        return found
+    candidates = members[members["source_id"].astype(str).isin(set(found["source_id"]))]
     written, held = _written_by_custsync(ledger, name, connector, candidates)
     return foreign_opt_outs(takes, candidates, written, held, consents)
 
