@@ -75,6 +75,9 @@ SCENARIOS = tuple(os.environ.get("CUSTSYNC_BENCH_SCENARIOS", "full,rerun,increme
 # CUSTSYNC_BENCH_PROFILE=out.prof: each run of the child under cProfile, written to
 # out.prof.<scenario> (slower; for finding hot spots)
 PROFILE = os.environ.get("CUSTSYNC_BENCH_PROFILE")
+# CUSTSYNC_BENCH_TIMERS=module:function,...: the wall seconds and calls of each named
+# function per run, in the JSON's "timers" (no profiler overhead: what a step spends where)
+TIMERS = [t for t in os.environ.get("CUSTSYNC_BENCH_TIMERS", "").split(",") if t]
 STAGES = ("start", "extract", "validate+store", "identity", "golden", "publish", "orders", "checks")
 
 
@@ -322,9 +325,38 @@ def measure_run(label: str, sampler: Sampler, run_cli) -> dict:
     }
 
 
+def install_timers(names: list[str]) -> dict[str, list[float]]:
+    """Wrap each ``module:function`` (``module:Class.method``) with a wall clock before the
+    job imports it: name -> [seconds, calls], added up until reset."""
+    import importlib
+
+    totals: dict[str, list[float]] = {}
+    for name in names:
+        module, _, attr = name.partition(":")
+        owner = importlib.import_module(module)
+        *path, last = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        inner = getattr(owner, last)
+        totals[name] = [0.0, 0]
+
+        def timed(*args, _inner=inner, _slot=totals[name], **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return _inner(*args, **kwargs)
+            finally:
+                _slot[0] += time.perf_counter() - t0
+                _slot[1] += 1
+
+        functools.update_wrapper(timed, inner)
+        setattr(owner, last, timed)
+    return totals
+
+
 def child(spec: dict) -> dict:
     """Run the three scenarios in this process (env already set by the parent)."""
     multiprocess = spec.get("executor") == "multiprocess"
+    timers = install_timers(TIMERS)
     sampler = Sampler(every=0.2, descendants=True) if multiprocess else Sampler()
     sampler.start()
     from custsync_pipeline import cli_run
@@ -355,6 +387,10 @@ def child(spec: dict) -> dict:
             profiler.dump_stats(f"{PROFILE}.{scenario}")
         else:
             out.append(measure_run(scenario, sampler, run_cli))
+        if timers:
+            out[-1]["timers"] = {k: [round(v[0], 2), v[1]] for k, v in timers.items()}
+            for v in timers.values():
+                v[:] = [0.0, 0]
         if scenario == "full":
             out[-1]["table_rows"] = table_rows(os.environ["CUSTSYNC_STATE_DB_URL"])
     sampler.stop()

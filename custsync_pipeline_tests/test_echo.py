@@ -14,6 +14,7 @@ fresh evidence, and a target's single name field is read as a full name.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import dagster as dg
 import pandas as pd
 
 from custsync_pipeline.config import ConnectorConfig
+from custsync_pipeline.connectors.salesforce import SalesforceConnector
 from custsync_pipeline.connectors.voucherify import VoucherifyConnector
-from custsync_pipeline.defs.golden.echo import acked_writes
+from custsync_pipeline.defs.golden.echo import acked_writes, read_payloads
 from custsync_pipeline.domain.aspects import ENTRY_COLUMNS
 from custsync_pipeline.domain.echo import (
     echoed_fields,
@@ -193,6 +195,56 @@ def test_a_write_waiting_to_be_sent_leaves_the_acknowledged_one_in_force():
     written, _, held, _ = acked_writes(box, conn, "voucherify")
     assert written["last_name"].tolist() == ["Berg"] and not written["created"].iloc[0]
     assert held[["field", "value"]].values.tolist() == [["last_name", "Ek"]]
+
+
+def test_lifting_an_opt_out_is_an_echo_through_what_an_empty_consent_holds():
+    """custsync lifts its own opt-out on a Contact (golden consent back to yes): the payload
+    sends HasOptedOutOfEmail=false, which Salesforce reads back as no consent at all. That
+    is the write's echo: the Contact keeps its word from before the write (the opt-out)
+    and its time, so it does not beat a twin Contact with the write's time. A payload
+    that leaves the flag out sends no consent."""
+    sf = SalesforceConnector(
+        "salesforce",
+        ConnectorConfig(type="salesforce", base_url="http://127.0.0.1:9",
+                        credentials={"access_token": "SF_T"}),
+        {"SF_T": "x"},
+    )  # fmt: skip
+    assert sf.empty_reads_as == {"email_consent": "yes"}
+    fields = ["first_name", "email_consent"]
+    t0, t1 = pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-12-04", tz="UTC")
+    before = pd.DataFrame(
+        {"connector": "salesforce", "source_id": ["003A", "003B"], "first_name": ["Åsaa", "Ola"],
+         "email_consent": ["no", None], "updated_at": [t0, t0]}
+    )  # fmt: skip
+    payloads = [
+        json.dumps({"FirstName": "Åsa", "HasOptedOutOfEmail": False}),
+        json.dumps({"FirstName": "Olle"}),  # no consent sent
+    ]
+    sent, _ = read_payloads(sf, "salesforce", payloads, ["003A", "003B"])
+    assert sent["email_consent"].tolist()[0] == "yes" and pd.isna(sent["email_consent"][1])
+    reads_as = {"salesforce": sf.empty_reads_as}
+    held, _ = held_before(before, pd.DataFrame(), sent, pd.DataFrame(), fields, reads_as)
+    changed = held[held["field"].isin(fields)]
+    assert sorted(zip(changed["source_id"], changed["field"], strict=True)) == [
+        ("003A", "email_consent"), ("003A", "first_name"), ("003B", "first_name")
+    ]  # fmt: skip
+    after = before.assign(first_name=["Åsa", "Olle"], email_consent=[None, None])
+    after["updated_at"] = [t1, t1]
+    own, _, n = own_word(
+        after, pd.DataFrame(), sent.assign(created=False), pd.DataFrame(), held, pd.DataFrame(),
+        fields, reads_as,
+    )  # fmt: skip
+    assert own["first_name"].tolist() == ["Åsaa", "Ola"]
+    assert own["email_consent"].tolist()[0] == "no" and pd.isna(own["email_consent"][1])
+    assert own["updated_at"].tolist() == [t0, t0] and n == 3
+    # an opt-out made in Salesforce after the write is the Contact's own, and fresh
+    edited = after.assign(email_consent=[None, "no"])
+    own, _, _ = own_word(
+        edited, pd.DataFrame(), sent.assign(created=False), pd.DataFrame(), held, pd.DataFrame(),
+        fields, reads_as,
+    )  # fmt: skip
+    assert own["email_consent"].tolist() == ["no", "no"]
+    assert own["updated_at"].tolist() == [t0, t1]
 
 
 def test_keep_spelling_holds_the_previous_entry_values():

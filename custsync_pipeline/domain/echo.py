@@ -27,7 +27,7 @@ Pure pandas, vectorized per column; no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -62,21 +62,55 @@ def _folded_columns(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     )
 
 
+# connector -> golden field -> what an empty value there holds as a write target
+# (``empty_reads_as`` of a connector: a Salesforce Contact not opted out reads as no
+# consent, and holds what a golden "yes" writes). A target record is compared through it
+# (the written rows say "yes" where the payload sent HasOptedOutOfEmail=false:
+# ``defs.golden.echo.read_payloads``), so a Contact reading empty holds that write.
+ReadsAs = Mapping[str, Mapping[str, str]]
+
+
+def _as_read(frame: pd.DataFrame, fields: list[str], reads_as: ReadsAs | None) -> pd.DataFrame:
+    """``frame`` (a copy when anything changes) with each of ``fields`` empty on a row of a
+    connector that reads it as a value holding that value; for comparing only."""
+    if not reads_as or not len(frame) or "connector" not in frame.columns:
+        return frame
+    out = frame
+    conn = frame["connector"].astype(str).to_numpy(dtype=object)
+    for name, fills in reads_as.items():
+        rows = conn == name
+        for f, value in fills.items():
+            if f not in fields or f not in frame.columns or not rows.any():
+                continue
+            empty = rows & (_folded(frame[f]) == "").to_numpy()
+            if empty.any():
+                if out is frame:
+                    out = frame.copy()
+                out[f] = out[f].astype(object)
+                out.loc[empty, f] = value
+    return out
+
+
 def _spelling(values: pd.Series) -> pd.Series:
     """Case and every space folded away (as deltas compare entries: ``411 52`` = ``41152``)."""
     return values.astype("string").fillna("").str.replace(r"\s+", "", regex=True).str.casefold()
 
 
 def echoed_fields(
-    records: pd.DataFrame, written: pd.DataFrame, fields: Iterable[str]
+    records: pd.DataFrame,
+    written: pd.DataFrame,
+    fields: Iterable[str],
+    reads_as: ReadsAs | None = None,
 ) -> pd.DataFrame:
     """A boolean frame aligned with ``records``: True where a target record's field holds
     exactly (spacing folded) the non-empty value custsync last wrote there. ``written``:
-    canonical rows of the acknowledged payloads (connector, source_id + fields)."""
+    canonical rows of the acknowledged payloads (connector, source_id + fields); the
+    records compared through ``reads_as``."""
     fields = [f for f in fields if f in records.columns and f in written.columns]
     out = pd.DataFrame(False, index=records.index, columns=fields)
     if records.empty or written.empty or not fields:
         return out
+    records = _as_read(records, fields, reads_as)
     w = written.drop_duplicates(["connector", "source_id"], keep="last")
     w = w.set_index([w["connector"].astype(str), w["source_id"].astype(str)])
     key = pd.MultiIndex.from_arrays(
@@ -152,6 +186,7 @@ def own_word(
     held: pd.DataFrame,
     held_entries: pd.DataFrame,
     fields: Iterable[str],
+    reads_as: ReadsAs | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """A target's records and entries as their own word: what custsync wrote and reads back
     is no evidence. ``written``: canonical rows of the last acknowledged payload of each
@@ -166,9 +201,11 @@ def own_word(
       slot that held nothing has a row with ``aspect`` and ``local_id`` and no values:
       ``held_empty``). A value the write did not change is the record's own.
 
-    Returns (records, entries, echoed values and entries set aside)."""
+    Values compare through ``reads_as`` (a consent written as "not opted out" and read
+    back empty is the write's echo). Returns (records, entries, echoed values and entries
+    set aside)."""
     fields = list(fields)
-    echoed = echoed_fields(records, written, fields)
+    echoed = echoed_fields(records, written, fields, reads_as)
     n = 0  # values set aside (an echo of a write that changed them)
     key = _keys(records, ["connector", "source_id"])
     created_keys = set()
@@ -195,7 +232,7 @@ def own_word(
                 out[f] = out[f].astype(object)
                 out.loc[take, f] = None
                 out.loc[back, f] = key[back].map(was).to_numpy(dtype=object)
-    out = _held_times(out, key, written, echoed, created, held, fields)
+    out = _held_times(out, key, written, echoed, created, held, fields, reads_as)
     if entries.empty or written_entries.empty:
         return out, entries, n
     # only the entries of records custsync wrote to are compared (a few of millions)
@@ -252,6 +289,7 @@ def _held_times(
     created: np.ndarray,
     held: pd.DataFrame,
     fields: list[str],
+    reads_as: ReadsAs | None = None,
 ) -> pd.DataFrame:
     """An updated record that reads back exactly as written (every value the write sent)
     is as recent as it was before the write: the write's own time would make its held
@@ -287,7 +325,9 @@ def _held_times(
     mine = at >= 0
     if mine.any():
         now[mine] = _unsent_digest(
-            records[mine].reset_index(drop=True), w.iloc[at[mine]].reset_index(drop=True), cols
+            _as_read(records[mine].reset_index(drop=True), cols, reads_as),
+            w.iloc[at[mine]].reset_index(drop=True),
+            cols,
         )
     same_rest = key.map(then).fillna("\x00").to_numpy(dtype=object) == now
     restore = complete & same_rest & ~created & key.isin(was.index).to_numpy()
@@ -306,12 +346,14 @@ def held_before(
     written: pd.DataFrame,
     written_entries: pd.DataFrame,
     fields: Iterable[str],
+    reads_as: ReadsAs | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What an update changes in its records, as they held it before (``own``: their own
     word, :func:`own_word`): (connector, source_id, field, value) of each written field
-    whose value differs (folded) from the record's, and the record's entries of each slot
-    the payload fills differently (a slot it held empty gets one row, ``held_empty``).
-    Stored with the update, so its echo can be told from the record's own word later."""
+    whose value differs (folded, through ``reads_as``) from the record's, and the
+    record's entries of each slot the payload fills differently (a slot it held empty
+    gets one row, ``held_empty``). Stored with the update, so its echo can be told from
+    the record's own word later."""
     fields = [f for f in fields if f in written.columns]
     key = ["connector", "source_id"]
     cols: dict[str, list[np.ndarray]] = {"connector": [], "source_id": [], "field": [], "value": []}
@@ -328,8 +370,15 @@ def held_before(
         w = written[key].astype(str).reset_index(drop=True)
         o = own.astype({k: str for k in key}).set_index(key)
         o = o[~o.index.duplicated(keep="last")].reindex(pd.MultiIndex.from_frame(w))
-        sent_all = _folded_columns(written, fields)
-        had_all = _folded_columns(o, [f for f in fields if f in o.columns])
+        sent_rows = written.reset_index(drop=True)
+        # the rows of ``o`` are the written records': compared as their connector reads
+        o_as_read = _as_read(
+            o.reset_index(drop=True).assign(connector=w["connector"].to_numpy()),
+            fields,
+            reads_as,
+        )
+        sent_all = _folded_columns(sent_rows, fields)
+        had_all = _folded_columns(o_as_read, [f for f in fields if f in o.columns])
         for f in fields:
             sent = sent_all[f].to_numpy()
             had = had_all[f].to_numpy() if f in o.columns else np.full(len(w), "")
@@ -345,11 +394,7 @@ def held_before(
             # when each record last changed before the write, and what it held of what the
             # write did not send (see _held_times)
             add(w, "updated_at", o["updated_at"].to_numpy(dtype=object))
-            add(
-                w,
-                UNSENT,
-                _unsent_digest(o.reset_index(drop=True), written.reset_index(drop=True), fields),
-            )
+            add(w, UNSENT, _unsent_digest(o_as_read, sent_rows, fields))
     held = pd.DataFrame(
         {c: pd.Series(np.concatenate(v) if v else [], dtype=object) for c, v in cols.items()}
     )

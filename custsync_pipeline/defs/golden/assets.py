@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pandas as pd
 
-from custsync_pipeline.defs.golden.echo import written_canonical
+from custsync_pipeline.defs.golden.echo import reads_as, written_canonical
 from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
 from custsync_pipeline.defs.io import ARROW_TEXT_INPUT, kept_outputs
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
@@ -327,7 +327,14 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             engine, targets, keys
         )
         records, entries, n_echoed = own_word(
-            records, entries, written, written_entries, held, held_entries, ECHO_FIELDS
+            records,
+            entries,
+            written,
+            written_entries,
+            held,
+            held_entries,
+            ECHO_FIELDS,
+            reads_as(targets),
         )
         if unreadable:
             context.log.warning(f"echo safety off for {unreadable}: their payloads do not map back")

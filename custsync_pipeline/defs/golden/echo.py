@@ -26,6 +26,16 @@ def read_payloads(
     for col in _ID_FIELDS:
         raw[col] = ids.to_numpy()
     canon = connector.to_canonical(raw)
+    # a value the payload sent that reads back as no fact (HasOptedOutOfEmail=false: no
+    # consent read) is what the connector's empty value holds (``empty_reads_as``)
+    key_of = getattr(connector, "cleared_key", None)
+    for field, value in (getattr(connector, "empty_reads_as", None) or {}).items():
+        key = key_of(field) if key_of else None
+        if key in raw.columns and field in canon.columns:
+            sent = raw[key].notna().to_numpy() & canon[field].isna().to_numpy()
+            if sent.any():
+                canon[field] = canon[field].astype(object)
+                canon.loc[sent, field] = value
     aspects = connector.to_aspects(raw)
     canon = canon.assign(connector=name, source_id=ids.to_numpy())
     if len(aspects):
@@ -106,6 +116,16 @@ def acked_writes(
     return canon, aspects, held, held_entries
 
 
+def reads_as(connectors: dict) -> dict[str, dict[str, str]]:
+    """Per target, what an empty value of a golden field holds there as a write target
+    (the connector's ``empty_reads_as``): echo compares through it."""
+    return {
+        name: dict(fills)
+        for name, connector in connectors.items()
+        if (fills := getattr(connector, "empty_reads_as", None))
+    }
+
+
 def written_canonical(
     engine: Engine, connectors: dict, keys: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
@@ -167,11 +187,12 @@ def held_for_updates(
     )
     try:
         before = acked_writes(ledger[ledger["target_id"].astype(str).isin(ids)], connector, name)
-        own, own_entries, _ = own_word(recs, ents, *before, ECHO_FIELDS)
+        fills = reads_as({name: connector})
+        own, own_entries, _ = own_word(recs, ents, *before, ECHO_FIELDS, fills)
         sent, sent_entries = read_payloads(connector, name, upd["payload"], upd["target_id"])
     except Exception:  # noqa: BLE001 - echo safety is best effort per connector
         return out
-    held = held_json(*held_before(own, own_entries, sent, sent_entries, ECHO_FIELDS))
+    held = held_json(*held_before(own, own_entries, sent, sent_entries, ECHO_FIELDS, fills))
     out.loc[upd.index] = upd["target_id"].astype(str).map(held).to_numpy(dtype=object)
     return out
 
@@ -192,6 +213,13 @@ def own_records(
     keys = records.loc[mine, ["connector", "source_id"]]
     written, _, held, _, unreadable = written_canonical(engine, connectors, keys)
     out, _, n = own_word(
-        records, pd.DataFrame(), written, pd.DataFrame(), held, pd.DataFrame(), ECHO_FIELDS
+        records,
+        pd.DataFrame(),
+        written,
+        pd.DataFrame(),
+        held,
+        pd.DataFrame(),
+        ECHO_FIELDS,
+        reads_as(connectors),
     )
     return out, n, unreadable
