@@ -197,18 +197,36 @@ def test_a_write_waiting_to_be_sent_leaves_the_acknowledged_one_in_force():
     assert held[["field", "value"]].values.tolist() == [["last_name", "Ek"]]
 
 
+def _salesforce(**options) -> SalesforceConnector:
+    """A Salesforce connector for reading payloads (it never connects)."""
+    return SalesforceConnector(
+        "salesforce",
+        ConnectorConfig(type="salesforce", base_url="http://127.0.0.1:9",
+                        credentials={"access_token": "SF_T"}, options=options),
+        {"SF_T": "x"},
+    )  # fmt: skip
+
+
+def test_payloads_read_back_as_the_written_object():
+    """With Accounts read beside Contacts, a payload written to a Contact reads back as one
+    (a payload names no type; read as an Account its names and address were lost, and
+    with them echo safety and the withdrawal of values custsync wrote)."""
+    sf = _salesforce(objects=["Account", "Contact"], write_object="Contact")
+    payload = {"FirstName": "Åsa", "LastName": "Berg", "MailingCity": "Lund"}
+    canon, entries = read_payloads(sf, "salesforce", [json.dumps(payload)], ["003A"])
+    assert canon[["object_type", "kind", "first_name", "last_name"]].values.tolist() == [
+        ["Contact", "person", "Åsa", "Berg"]
+    ]
+    assert entries.loc[entries["aspect"] == "addresses", "city"].tolist() == ["Lund"]
+
+
 def test_lifting_an_opt_out_is_an_echo_through_what_an_empty_consent_holds():
     """custsync lifts its own opt-out on a Contact (golden consent back to yes): the payload
     sends HasOptedOutOfEmail=false, which Salesforce reads back as no consent at all. That
     is the write's echo: the Contact keeps its word from before the write (the opt-out)
     and its time, so it does not beat a twin Contact with the write's time. A payload
     that leaves the flag out sends no consent."""
-    sf = SalesforceConnector(
-        "salesforce",
-        ConnectorConfig(type="salesforce", base_url="http://127.0.0.1:9",
-                        credentials={"access_token": "SF_T"}),
-        {"SF_T": "x"},
-    )  # fmt: skip
+    sf = _salesforce()
     assert sf.empty_reads_as == {"email_consent": "yes"}
     fields = ["first_name", "email_consent"]
     t0, t1 = pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-12-04", tz="UTC")

@@ -91,6 +91,9 @@ class Connector(Protocol):
     # Optional: ``empty_reads_as: dict[str, str]``, golden field -> the value a record whose
     # field reads empty holds as a write target (Salesforce: a Contact not opted out of
     # e-mail, read as no consent, holds what a golden "yes" writes), for the delta compare.
+    # Optional: ``written_rows(raw) -> pd.DataFrame``: payloads custsync sent, as the raw
+    # records they read back as (Salesforce: of its ``write_object``, which a payload does
+    # not name), for echo safety and withdrawn values.
     # Optional: ``to_aspects(raw) -> pd.DataFrame`` gives the records' multi-valued aspect
     # entries (``domain.aspects.ENTRY_COLUMNS``: connector, source_id, aspect, local_id,
     # parent_local_id and the aspect's columns, values as received). Without it the lane

@@ -526,6 +526,13 @@ class SalesforceConnector(HttpConnectorBase):
         read = {f.lower() for f in self.fields.get(self.write_object, ())}  # SOQL: any case
         return target is not None and target.lower() in read
 
+    def written_rows(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Payloads custsync sent, as records to read back: of the written object (a
+        payload names no type, and records of no type read as the first of ``objects``)."""
+        out = raw.copy()
+        out["attributes.type"] = self.write_object
+        return out
+
     def cleared_key(self, field: str) -> str | None:
         """The field of the written object that clears a golden field's value (a JSON null
         clears a Salesforce field); None when the object has no such field."""

@@ -25,6 +25,8 @@ def read_payloads(
     raw = records_frame([json.loads(p) for p in payloads])
     for col in _ID_FIELDS:
         raw[col] = ids.to_numpy()
+    if hasattr(connector, "written_rows"):  # what the payload alone does not say (its type)
+        raw = connector.written_rows(raw)
     canon = connector.to_canonical(raw)
     # a value the payload sent that reads back as no fact (HasOptedOutOfEmail=false: no
     # consent read) is what the connector's empty value holds (``empty_reads_as``)
