@@ -506,3 +506,13 @@ def test_history_gives_a_new_records_first_values_field_by_field(engine) -> None
         [3, "first_name", "Ann", None, None],
         [3, "email", "ann.b@shop.se", None, None],
     ]
+    # a delete step of the retired record carries its last version (not 0); a live
+    # record's step its current one
+    from custsync_pipeline.store.delete_events import record_delete_events
+
+    v1b = diff_golden(golden("b@shop.se").assign(golden_id="G2"), pd.DataFrame(), provenance, t1)
+    core.save_golden_records(engine, v1b[0], v1b[1])
+    assert record_delete_events(engine, ["G1", "G2"], "pending", "crm") == 2
+    steps = golden_history(engine, "G1")
+    assert steps[cols].values.tolist()[-1] == [3, "delete", None, "pending", "crm"]
+    assert golden_history(engine, "G2")["version"].tolist()[-1] == 1

@@ -496,9 +496,31 @@ def requeue_dead_rows(engine: Engine, target: str, entity_keys: Iterable[str]) -
     return _set_status(engine, target, entity_keys, outbox.c.status == "dead", "failed")
 
 
-def golden_versions(engine: Engine) -> pd.Series:
-    """golden_id -> the stored version of every golden record."""
-    frame = _read_frame(engine, sa.select(golden_records.c.golden_id, golden_records.c.version))
+def golden_versions(engine: Engine, golden_ids: Iterable[str] | None = None) -> pd.Series:
+    """golden_id -> the stored version of every golden record (of ``golden_ids`` only: a
+    retired one's last version from its history)."""
+    g = golden_records.c
+    if golden_ids is None:
+        frame = _read_frame(engine, sa.select(g.golden_id, g.version))
+    else:
+        ids = sorted({str(i) for i in golden_ids})
+        e = golden_events.c
+        frame = _read_frame(
+            engine,
+            [
+                stmt
+                for part in chunks(ids)
+                for stmt in (
+                    sa.select(g.golden_id, g.version).where(g.golden_id.in_(part)),
+                    sa.select(e.golden_id, sa.func.max(e.version).label("version"))
+                    .where(e.golden_id.in_(part))
+                    .group_by(e.golden_id),
+                )
+            ]
+            or [sa.select(g.golden_id, g.version).where(sa.false())],
+        )
+        # a live record's version first: its events may hold a past life's higher one
+        frame = frame.drop_duplicates("golden_id", keep="first")
     return pd.Series(
         frame["version"].to_numpy(), index=frame["golden_id"].to_numpy(), dtype="Int64"
     )

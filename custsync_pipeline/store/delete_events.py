@@ -5,7 +5,8 @@ Field ``delete``; the value says the step: ``pending`` (gone from the source of 
 ``queued <op>`` (a delete or archive queued for a target), ``deleted`` / ``archived`` (the
 target acknowledged it), and ``gone from target`` (deleted there by someone else: never
 created there again). ``connector`` names the system of the step. The event carries the
-golden record's current version (a delete step changes no golden field).
+golden record's current version (a delete step changes no golden field), or a retired
+record's last one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def record_delete_events(
     ids = pd.Series(sorted({str(g) for g in golden_ids}), dtype=object)
     if ids.empty:
         return 0
-    versions = core.golden_versions(engine)
+    versions = core.golden_versions(engine, ids)
     frame = pd.DataFrame(
         {
             "golden_id": ids,
