@@ -263,6 +263,20 @@ def test_lifting_an_opt_out_is_an_echo_through_what_an_empty_consent_holds():
     )  # fmt: skip
     assert own["email_consent"].tolist() == ["no", "no"]
     assert own["updated_at"].tolist() == [t0, t1]
+    # what an update stored before consents were compared this way (no ``reads_as``) still
+    # restores the time of a Contact its payload sent no consent
+    legacy, _ = held_before(before, pd.DataFrame(), sent, pd.DataFrame(), fields)
+    own, _, _ = own_word(
+        after, pd.DataFrame(), sent.assign(created=False), pd.DataFrame(), legacy,
+        pd.DataFrame(), fields, reads_as,
+    )  # fmt: skip
+    assert own["updated_at"].tolist()[1] == t0
+    # a Contact custsync created reads back empty as written: nothing is set aside
+    _, _, n = own_word(
+        after.iloc[[0]], pd.DataFrame(), sent.iloc[[0]].assign(created=True), pd.DataFrame(),
+        held, pd.DataFrame(), ["email_consent"], reads_as,
+    )  # fmt: skip
+    assert n == 0
 
 
 def test_keep_spelling_holds_the_previous_entry_values():

@@ -110,7 +110,6 @@ def echoed_fields(
     out = pd.DataFrame(False, index=records.index, columns=fields)
     if records.empty or written.empty or not fields:
         return out
-    records = _as_read(records, fields, reads_as)
     w = written.drop_duplicates(["connector", "source_id"], keep="last")
     w = w.set_index([w["connector"].astype(str), w["source_id"].astype(str)])
     key = pd.MultiIndex.from_arrays(
@@ -120,7 +119,10 @@ def echoed_fields(
     if not hit.any():
         return out
     sub_key = key[hit]
-    have_all = _folded_columns(records.loc[hit, fields], fields)
+    # only the written records are read through ``reads_as`` (a few of a million)
+    have_all = _folded_columns(
+        _as_read(records.loc[hit, fields + ["connector"]], fields, reads_as), fields
+    )
     sent_all = _folded_columns(w[fields].reindex(sub_key), fields)
     for f in fields:
         have = have_all[f].to_numpy()
@@ -219,6 +221,9 @@ def own_word(
         for f in echoed.columns:
             mask = echoed[f].to_numpy()
             take = mask & created
+            if take.any():  # a created record's echo is left out (empty: nothing set aside)
+                at = np.flatnonzero(take)
+                take[at[(_folded(records[f].iloc[at]) == "").to_numpy()]] = False
             sub = held[held["field"] == f] if len(held) else held
             was = pd.Series(dtype=object)
             if len(sub):
@@ -232,7 +237,7 @@ def own_word(
                 out[f] = out[f].astype(object)
                 out.loc[take, f] = None
                 out.loc[back, f] = key[back].map(was).to_numpy(dtype=object)
-    out = _held_times(out, key, written, echoed, created, held, fields, reads_as)
+    out = _held_times(out, key, written, echoed, created, held, fields)
     if entries.empty or written_entries.empty:
         return out, entries, n
     # only the entries of records custsync wrote to are compared (a few of millions)
@@ -289,7 +294,6 @@ def _held_times(
     created: np.ndarray,
     held: pd.DataFrame,
     fields: list[str],
-    reads_as: ReadsAs | None = None,
 ) -> pd.DataFrame:
     """An updated record that reads back exactly as written (every value the write sent)
     is as recent as it was before the write: the write's own time would make its held
@@ -325,9 +329,7 @@ def _held_times(
     mine = at >= 0
     if mine.any():
         now[mine] = _unsent_digest(
-            _as_read(records[mine].reset_index(drop=True), cols, reads_as),
-            w.iloc[at[mine]].reset_index(drop=True),
-            cols,
+            records[mine].reset_index(drop=True), w.iloc[at[mine]].reset_index(drop=True), cols
         )
     same_rest = key.map(then).fillna("\x00").to_numpy(dtype=object) == now
     restore = complete & same_rest & ~created & key.isin(was.index).to_numpy()
@@ -394,7 +396,8 @@ def held_before(
             # when each record last changed before the write, and what it held of what the
             # write did not send (see _held_times)
             add(w, "updated_at", o["updated_at"].to_numpy(dtype=object))
-            add(w, UNSENT, _unsent_digest(o_as_read, sent_rows, fields))
+            # of the values as they are (a digest stored before ``reads_as`` still matches)
+            add(w, UNSENT, _unsent_digest(o.reset_index(drop=True), sent_rows, fields))
     held = pd.DataFrame(
         {c: pd.Series(np.concatenate(v) if v else [], dtype=object) for c, v in cols.items()}
     )
