@@ -197,3 +197,21 @@ def test_a_record_stamped_since_it_was_resolved_keeps_its_map_row(engine) -> Non
     ]
     assert mine[["golden_id", "rule"]].values.tolist() == [[golden, "custsync_id"]]
     assert len(id_map) == len(records)
+
+
+def test_a_map_written_before_reach_existed_resolves_everything_once(engine) -> None:
+    """A map row with no reach (an older release wrote it) cannot bound a change's scope:
+    the next run resolves every record and writes every reach; the one after that is
+    incremental again."""
+    url, records, plan, _ = _resolved_once(engine, seed=11, people=400)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE identity_map SET reach = NULL WHERE rule <> 'custsync_id'"))
+    after = _changed(records, np.random.default_rng(3), 0.01)
+    _store(engine, after)
+    again = _materialize(plan, url)
+    assert again["resolved_records"] == 0 and again["changed_records"] == 0, again  # in full
+    prior_map, _, _ = load_identity_state(engine, with_reach=True)
+    assert prior_map["reach"].notna().all()
+    _store(engine, _changed(after, np.random.default_rng(4), 0.01))
+    third = _materialize(plan, url)
+    assert third["changed_records"] > 0 and third["resolved_records"] > 0, third

@@ -194,8 +194,14 @@ def load_identity_state(
     return prior, gids, load_steward_decisions(engine)
 
 
-def stale_reach(engine: Engine) -> bool:
-    """Whether some stored map row has no reach yet (written by an older release)."""
+def stale_reach(engine: Engine, prior_map: pd.DataFrame | None = None) -> bool:
+    """Whether some stored map row has no reach yet (written by an older release); read
+    from ``prior_map`` when it holds the reach already (no scan of a million blobs)."""
+    if prior_map is not None and "reach" in prior_map.columns:
+        rule = prior_map["rule"].to_numpy(dtype=object)
+        return bool(
+            (pd.isna(prior_map["reach"].to_numpy(dtype=object)) & (rule != STAMP_RULE)).any()
+        )
     create_identity_tables(engine)
     m = identity_map.c
     with engine.connect() as conn:

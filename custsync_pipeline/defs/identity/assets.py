@@ -343,7 +343,7 @@ def _resolve_scope(
             "code changed since the last full resolution (or there was none)"
         )
         return None
-    if stale_reach(engine):
+    if stale_reach(engine, prior_map):
         context.log.info("resolving every record: the stored map predates incremental resolution")
         return None
     connectors = list(plan.connectors)
@@ -481,7 +481,7 @@ def _resolve_all(
         result,
         stored=(prior_map, golden_ids),
         reach=reach,
-        rewrite_reach=with_reach and (not same_basis or stale_reach(engine)),
+        rewrite_reach=with_reach and (not same_basis or stale_reach(engine, prior_map)),
     )
     with engine.begin() as conn:
         n_golden = save_resolved(conn, inputs, result.identity_map, result.conflicts)
