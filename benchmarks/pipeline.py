@@ -41,6 +41,15 @@ Usage::
     PYTHONPATH=. python benchmarks/pipeline.py --source sandbox --sizes 10000 --db sqlite
     PYTHONPATH=. python benchmarks/pipeline.py --sizes 1000000 --db postgres --executor multiprocess
 
+Where a stage's time goes: ``CUSTSYNC_BENCH_TIMERS=module:function,...`` adds each named
+function's wall seconds and calls per run to the JSON output (``"timers"``; name a module
+that others import from first, so they import the timed function), without cProfile's
+overhead; ``CUSTSYNC_BENCH_PROFILE=out.prof`` runs each scenario under cProfile. E.g.::
+
+    CUSTSYNC_BENCH_TIMERS=custsync_pipeline.store.bulk:insert_frame,\
+    custsync_pipeline.domain.identity_scope:resolve_changes \
+    PYTHONPATH=. python benchmarks/pipeline.py --sizes 1000000 --db sqlite
+
 PostgreSQL comes from ``$CUSTSYNC_TEST_PG_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``); a database is created per
 run and dropped after.

@@ -21,6 +21,7 @@ import pytest
 from custsync_pipeline.config import ConnectorConfig, load_sync_config
 from custsync_pipeline.connectors import ConnectorError, WriteOp, build_connector
 from custsync_pipeline.domain.aspects import ENTRY_COLUMNS, key_entries, orphans
+from custsync_pipeline.domain.deltas import aspect_payload_hashes
 from custsync_pipeline.sandbox import CREDENTIALS, Sandbox
 from custsync_pipeline.sandbox.generator import EXACT_ADDRESS_TYPES
 from custsync_pipeline_tests.sandbox_fixtures import module_sandbox
@@ -319,6 +320,38 @@ def test_salesforce_write_lands_in_mailing_and_other_and_reads_back(sb: Sandbox)
     )
     sent["type"] = ["mailing", "other"]  # Salesforce's second block is "Other"
     assert sorted(back["entry_key"]) == sorted(key_entries(sent)["entry_key"])
+
+
+def test_salesforce_other_address_never_repeats_the_mailing_one(sb: Sandbox) -> None:
+    """Exact's visiting and postal address of one office are two entries of one place:
+    the Contact's Mailing* holds it, Other* stays empty (or takes a third, other place),
+    and the Contact read back compares equal to what custsync would write."""
+    sb.reset()
+    same_place = [
+        {**ADDRESSES[0], "type": "mailing"},
+        {**ADDRESSES[0], "type": "visiting", "street": "STORGATAN  12", "postal_code": "11234"},
+    ]
+    golden = pd.DataFrame({"last_name": ["Lind", "Berg"],
+                           "addresses": [same_place, [*same_place, ADDRESSES[1]]]})  # fmt: skip
+    with connector(sb, "salesforce", objects=["Contact"]) as conn:
+        one, three = conn.from_canonical(golden)
+        assert one["MailingStreet"] == "Storgatan 12"
+        assert not any(k.startswith("Other") for k in one), one
+        assert (three["OtherStreet"], three["OtherCity"]) == ("Kungsvägen 3", "Göteborg")
+        results = conn.write([WriteOp("G-place-1", None, one), WriteOp("G-place-2", None, three)])
+        assert all(r.ok for r in results), results
+        raw = conn.read().records
+        ids = [r.target_id for r in results]
+        stored = {c["Id"]: c for c in sb.records("salesforce", "Contact") if c["Id"] in ids}
+        assert not stored[ids[0]].get("OtherStreet")
+        back = of(key_entries(conn.to_aspects(raw[raw["Id"] == ids[0]])), "addresses")
+        assert len(back) == 1
+        # what the target holds hashes as what custsync would write: no update next run
+        held = pd.DataFrame({"source_id": ids[:1], "addresses": [back.to_dict("records")]})
+        want = aspect_payload_hashes(golden.iloc[:1].assign(golden_id="G"), ["addresses"],
+                                     conn.from_canonical)  # fmt: skip
+        have = aspect_payload_hashes(held, ["addresses"], conn.from_canonical, key="source_id")
+        assert want.iloc[0] == have.iloc[0]
 
 
 def test_salesforce_account_write_billing_and_shipping(sb: Sandbox) -> None:

@@ -47,6 +47,7 @@ from custsync_pipeline.connectors.entries import (
     column_entries,
     concat_entries,
     detail_entries,
+    entry_list,
     first_entry,
     present,
 )
@@ -235,6 +236,11 @@ def _address_block(entry: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         for col, fld in _ADDRESS_PARTS
         if not is_missing(entry.get(col))
     }
+
+
+def _place(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """An address entry's parts as a place: case and spacing folded."""
+    return tuple("".join(str(entry.get(col) or "").split()).casefold() for col, _ in _ADDRESS_PARTS)
 
 
 def _quota_check(resp: requests.Response) -> str | None:
@@ -490,17 +496,19 @@ class SalesforceConnector(HttpConnectorBase):
 
     def _addresses(self, body: dict[str, Any], entries: Any) -> None:
         """The golden record's address entries into the written object's address blocks:
-        Contact: the first mailing address (else the first) -> ``Mailing*``, the next
-        (an ``other`` one first) -> ``Other*``; Account: billing -> ``Billing*`` (else a
+        Contact: the first mailing address (else the first) -> ``Mailing*``, the next other
+        place (an ``other`` one first) -> ``Other*``; Account: billing -> ``Billing*`` (else a
         visiting or mailing one), shipping -> ``Shipping*``; Lead: the first mailing one."""
         chosen: list[tuple[str, dict[str, Any]]] = []
         if self.write_object == "Contact":
             first = first_entry(entries, ("mailing",)) or first_entry(entries)
             if first:
                 chosen.append(("Mailing", first[1]))
-                nxt = first_entry(entries, ("other",), skip=[first[0]]) or first_entry(
-                    entries, skip=[first[0]]
-                )
+                # the same place under another type (Exact's visiting and postal address
+                # of one office) is no second address: Other* never repeats Mailing*
+                place = _place(first[1])
+                skip = [i for i, e in enumerate(entry_list(entries)) if _place(e) == place]
+                nxt = first_entry(entries, ("other",), skip=skip) or first_entry(entries, skip=skip)
                 if nxt:
                     chosen.append(("Other", nxt[1]))
         elif self.write_object == "Account":
