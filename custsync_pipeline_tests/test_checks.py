@@ -13,6 +13,8 @@ from custsync_pipeline.defs.extract.checks import (
     build_schema_drift_check,
     build_valid_rate_check,
 )
+from custsync_pipeline.defs.extract.pulls import PULL_ATTR
+from custsync_pipeline.defs.io import ParquetIOManager
 from custsync_pipeline.defs.resources import StateDBResource
 from custsync_pipeline.domain import quality
 from custsync_pipeline.domain.canonical import conform
@@ -65,38 +67,65 @@ def test_duplicates_and_freshness_measures() -> None:
 
 
 # ---------------------------------------------------------------- checks invoked
+# on the lane's outputs as the run stores them (Parquet files the checks read a footer
+# or a column of)
 
 
-def test_valid_rate_check_threshold() -> None:
+def lane_outputs(folder, connector: str, **outputs: pd.DataFrame) -> ParquetIOManager:  # noqa: ANN001
+    """An IO manager in ``folder`` holding ``outputs`` (name -> frame) of ``connector``'s
+    lane, stored as a run stores them."""
+    io = ParquetIOManager(base_dir=str(folder))
+    for name, frame in outputs.items():
+        io.handle_output(dg.build_output_context(asset_key=dg.AssetKey([connector, name])), frame)
+    return io
+
+
+def _stored(tmp_path, **outputs: pd.DataFrame) -> dict:  # noqa: ANN001
+    """Resources of a check run after the voyado lane stored ``outputs``."""
+    return {
+        "io_manager": lane_outputs(tmp_path / "storage", "voyado", **outputs),
+        "state_db": StateDBResource(url=f"sqlite:///{tmp_path / 'state.sqlite'}"),
+    }
+
+
+def _run(check: dg.AssetChecksDefinition, resources: dict, **inputs) -> dg.AssetCheckResult:
+    return check(dg.build_asset_check_context(resources=resources), **inputs)
+
+
+def test_valid_rate_check_threshold(tmp_path) -> None:  # noqa: ANN001
     raw, res = _validated(["a@x.se", "b@x.se", "c@x.se", "d@x.se"], ids=["a", "b", "c", ""])
-    check = build_valid_rate_check("voyado", min_valid_rate=0.8)
-    result = check(customers=res.valid, raw=raw)
+    stored = _stored(tmp_path, customers=res.valid, raw_customers=raw)
+    result = _run(build_valid_rate_check("voyado", min_valid_rate=0.8), stored)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert (
         result.metadata["valid_rate"].value == 0.75
         and result.metadata["rejected_records"].value == 1
     )
-    assert build_valid_rate_check("voyado", min_valid_rate=0.7)(customers=res.valid, raw=raw).passed
-    # an empty feed passes unless rows are required
-    empty = res.valid.iloc[0:0]
-    assert build_valid_rate_check("voyado")(customers=empty, raw=raw.iloc[0:0]).passed
-    assert not build_valid_rate_check("voyado", min_rows=1)(
-        customers=empty, raw=raw.iloc[0:0]
-    ).passed
+    assert _run(build_valid_rate_check("voyado", min_valid_rate=0.7), stored).passed
+    # an empty feed passes unless rows are required; an empty incremental pull always
+    empty = _stored(tmp_path / "e", customers=res.valid.iloc[0:0], raw_customers=raw.iloc[0:0])
+    assert _run(build_valid_rate_check("voyado"), empty).passed
+    assert not _run(build_valid_rate_check("voyado", min_rows=1), empty).passed
+    quiet = raw.iloc[0:0].copy()
+    quiet.attrs[PULL_ATTR] = {"mode": "incremental"}
+    changes = _stored(tmp_path / "i", customers=res.valid.iloc[0:0], raw_customers=quiet)
+    assert _run(build_valid_rate_check("voyado", min_rows=1), changes).passed
+    with pytest.raises(dg.Failure, match="voyado/raw_customers has no readable stored output"):
+        _run(build_valid_rate_check("voyado"), _stored(tmp_path / "n", customers=res.valid))
 
 
-def test_duplicate_check() -> None:
+def test_duplicate_check(tmp_path) -> None:  # noqa: ANN001
     _, res = _validated(["a@x.se", "b@x.se", "c@x.se"], ids=["a", "a", "b"])
-    result = build_duplicate_ids_check("voyado")(customers=res.valid, rejected=res.rejected)
+    stored = _stored(tmp_path, customers=res.valid)
+    result = _run(build_duplicate_ids_check("voyado"), stored, rejected=res.rejected)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
     assert result.metadata["duplicated_ids"].value == 1 and result.metadata["extra_rows"].value == 1
     _, clean = _validated(["a@x.se"], ids=["a"])
-    assert build_duplicate_ids_check("voyado")(
-        customers=clean.valid, rejected=clean.rejected
-    ).passed
+    clean_stored = _stored(tmp_path / "c", customers=clean.valid)
+    assert _run(build_duplicate_ids_check("voyado"), clean_stored, rejected=clean.rejected).passed
 
 
-def test_freshness_check() -> None:
+def test_freshness_check(tmp_path) -> None:  # noqa: ANN001
     frame = conform(
         pd.DataFrame(
             {
@@ -105,30 +134,29 @@ def test_freshness_check() -> None:
             }
         )
     )
-    result = build_freshness_check("voyado", max_age_hours=1)(customers=frame)
+    stored = _stored(tmp_path, customers=frame)
+    result = _run(build_freshness_check("voyado", max_age_hours=1), stored)
     assert not result.passed and 1.9 < result.metadata["age_hours"].value < 2.5
-    assert build_freshness_check("voyado", max_age_hours=3)(customers=frame).passed
-    no_stamps = conform(pd.DataFrame({"source_id": ["a"]}))
-    assert not build_freshness_check("voyado")(customers=no_stamps).passed
+    assert _run(build_freshness_check("voyado", max_age_hours=3), stored).passed
+    no_stamps = _stored(tmp_path / "n", customers=pd.DataFrame({"source_id": ["a"]}))
+    result = _run(build_freshness_check("voyado"), no_stamps)
+    assert not result.passed and result.metadata["records"].value == 1
 
 
 def test_schema_drift_check_remembers_columns(tmp_path) -> None:  # noqa: ANN001
-    resources = {"state_db": StateDBResource(url=f"sqlite:///{tmp_path / 'state.sqlite'}")}
     check = build_schema_drift_check("voyado")
-    first = check(
-        dg.build_asset_check_context(resources=resources),
-        raw_customers=pd.DataFrame({"id": [1], "email": ["x"]}),
-    )
+
+    def raw(n: int, frame: pd.DataFrame) -> dict:  # one state DB, each run's own output
+        return {
+            "io_manager": lane_outputs(tmp_path / str(n), "voyado", raw_customers=frame),
+            "state_db": StateDBResource(url=f"sqlite:///{tmp_path / 'state.sqlite'}"),
+        }
+
+    first = _run(check, raw(1, pd.DataFrame({"id": [1], "email": ["x"]})))
     assert first.passed and first.metadata["columns"].value == 2
-    same = check(
-        dg.build_asset_check_context(resources=resources),
-        raw_customers=pd.DataFrame({"email": ["y"], "id": [2]}),
-    )
+    same = _run(check, raw(2, pd.DataFrame({"email": ["y"], "id": [2]})))
     assert same.passed and same.metadata["columns_added"].value == 0
-    renamed = check(
-        dg.build_asset_check_context(resources=resources),
-        raw_customers=pd.DataFrame({"id": [1], "emailAddress": ["x"]}),
-    )
+    renamed = _run(check, raw(3, pd.DataFrame({"id": [1], "emailAddress": ["x"]})))
     assert not renamed.passed
     assert (
         renamed.metadata["columns_added"].value == 1
@@ -169,7 +197,10 @@ def test_valid_rate_blocks_downstream(tmp_path, bad_ids: int, downstream_runs: b
     result = dg.materialize(
         [raw_customers, customers, golden, *checks],
         instance=dg.DagsterInstance.ephemeral(),
-        resources={"state_db": StateDBResource(url=f"sqlite:///{tmp_path / 'state.sqlite'}")},
+        resources={
+            "state_db": StateDBResource(url=f"sqlite:///{tmp_path / 'state.sqlite'}"),
+            "io_manager": ParquetIOManager(base_dir=str(tmp_path / "storage")),
+        },
         raise_on_error=False,
     )
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}

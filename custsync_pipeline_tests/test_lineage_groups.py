@@ -10,6 +10,7 @@ import pandas as pd
 from custsync_pipeline.defs.extract.checks import build_schema_drift_check, vendor_columns
 from custsync_pipeline.defs.extract.pulls import Pull
 from custsync_pipeline.defs.resources import StateDBResource
+from custsync_pipeline_tests.test_checks import lane_outputs
 
 
 def test_lanes_are_grouped_by_connector_with_kinds_and_owners() -> None:
@@ -38,9 +39,11 @@ def test_schema_drift_ignores_what_custsync_writes(tmp_path) -> None:
     state = StateDBResource(url=f"sqlite:///{tmp_path / 'state.sqlite'}")
     check = build_schema_drift_check("voucherify")
 
-    def run(frame: pd.DataFrame) -> dg.AssetCheckResult:
-        ctx = dg.build_asset_check_context(resources={"state_db": state})
-        return check(ctx, frame)
+    runs = iter(range(100))
+
+    def run(frame: pd.DataFrame) -> dg.AssetCheckResult:  # the check reads the stored output
+        io = lane_outputs(tmp_path / str(next(runs)), "voucherify", raw_customers=frame)
+        return check(dg.build_asset_check_context(resources={"state_db": state, "io_manager": io}))
 
     base = pd.DataFrame({"id": ["c1"], "email": ["a@example.com"]})
     assert run(base).passed  # the baseline

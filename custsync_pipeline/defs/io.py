@@ -32,6 +32,8 @@ DIR_MODE = 0o700
 # Arrow-backed strings: a million-row map in a tenth of the time and memory of one
 # Python string per value (for steps that treat text as text, not as Python objects)
 ARROW_TEXT_INPUT = "custsync/arrow_text"
+# ``held_shape``'s attrs key for the rows of an output it read no rows of
+HELD_ROWS = "custsync/rows"
 
 
 def storage_root(base_dir: str = "") -> Path:
@@ -145,6 +147,23 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return pd.read_parquet(path) if path.exists() else None
         except (OSError, pa.ArrowInvalid):
             return None
+
+    def held_shape(self, key: dg.AssetKey) -> pd.DataFrame | None:
+        """The output of ``key`` on disk without its values: an empty frame of its columns
+        and ``attrs`` (the pull it came from) and ``attrs["custsync/rows"]`` its row count,
+        from the Parquet footer (None: there is none or it cannot be read)."""
+        path = self.key_path(key)
+        if not path.exists():
+            return None
+        try:
+            meta = pq.read_metadata(path)
+        except (OSError, pa.ArrowInvalid):
+            return None
+        schema = meta.schema.to_arrow_schema()
+        frame = pd.DataFrame(columns=[c for c in schema.names if not c.startswith("__index")])
+        attrs = (schema.metadata or {}).get(b"PANDAS_ATTRS")
+        frame.attrs = {**(json.loads(attrs) if attrs else {}), HELD_ROWS: int(meta.num_rows)}
+        return frame
 
     def held_columns(self, key: dg.AssetKey, columns: list[str]) -> pd.DataFrame | None:
         """Only ``columns`` of the output of ``key`` on disk, text as Arrow-backed strings

@@ -21,7 +21,10 @@
   included.
 
 The numbers come from ``domain.quality``; every result carries numeric
-metadata so the UI plots it over time. No personal data in metadata.
+metadata so the UI plots it over time. No personal data in metadata. The checks read
+what they count from the lane's stored outputs through the IO manager (``held_shape``:
+rows, columns and the pull from the Parquet footer; ``held_columns``: one column), never
+the million-row frames as inputs.
 """
 
 import re
@@ -30,6 +33,7 @@ import dagster as dg
 import pandas as pd
 
 from custsync_pipeline.defs.extract.pulls import absent_of, pull_of
+from custsync_pipeline.defs.io import HELD_ROWS
 from custsync_pipeline.domain import quality
 from custsync_pipeline.store.quarantine import load_payload_columns, save_payload_columns
 
@@ -37,6 +41,35 @@ from custsync_pipeline.store.quarantine import load_payload_columns, save_payloa
 def _key(connector: str, name: str) -> dg.AssetKey:
     # same keys as defs.extract.assets (kept local so this module never imports it)
     return dg.AssetKey([connector, name])
+
+
+def _unheld(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dg.Failure:
+    io = context.resources.io_manager
+    return dg.Failure(
+        f"{key.to_user_string()} has no readable stored output to check ({type(io).__name__}: "
+        f"missing or unreadable): materialize {key.to_user_string()} first"
+    )
+
+
+def held_shape(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> pd.DataFrame:
+    """The stored output of ``key`` as its columns and attrs, no rows (``HELD_ROWS``: how
+    many it has)."""
+    held = getattr(context.resources.io_manager, "held_shape", None)
+    frame = held(key) if held is not None else None
+    if frame is None:
+        raise _unheld(context, key)
+    return frame
+
+
+def held_column(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, column: str) -> pd.Series:
+    """One column of the stored output of ``key`` (missing values when it has none)."""
+    shape = held_shape(context, key)
+    if column not in shape.columns:
+        return pd.Series(pd.NA, index=pd.RangeIndex(shape.attrs[HELD_ROWS]), dtype=object)
+    frame = context.resources.io_manager.held_columns(key, [column])
+    if frame is None:
+        raise _unheld(context, key)
+    return frame[column]
 
 
 def build_valid_rate_check(
@@ -48,12 +81,15 @@ def build_valid_rate_check(
         asset=_key(connector, "customers"),
         name="valid_row_rate",
         blocking=True,
-        additional_ins={"raw": dg.AssetIn(key=_key(connector, "raw_customers"))},
+        required_resource_keys={"io_manager"},
+        additional_deps=[_key(connector, "raw_customers")],
         description=f"Share of {connector} rows that passed validation >= {min_valid_rate:.0%} "
         "(blocking: a broken feed must not reach golden records).",
     )
-    def valid_row_rate(customers: pd.DataFrame, raw: pd.DataFrame) -> dg.AssetCheckResult:
-        received, valid = len(raw), len(customers)
+    def valid_row_rate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        raw = held_shape(context, _key(connector, "raw_customers"))
+        received = raw.attrs[HELD_ROWS]
+        valid = held_shape(context, _key(connector, "customers")).attrs[HELD_ROWS]
         rate = quality.valid_rate(received, valid)
         # an incremental pull that found no change is fine: min_rows guards snapshots
         floor = 0 if pull_of(raw).incremental else min_rows
@@ -86,16 +122,18 @@ def build_duplicate_ids_check(
         asset=_key(connector, "customers"),
         name="duplicate_source_ids",
         additional_ins={"rejected": dg.AssetIn(key=_key(connector, "rejected_customers"))},
+        required_resource_keys={"io_manager"},
         description=f"Source ids {connector} returned more than once (the newest copy is kept).",
     )
     def duplicate_source_ids(
-        customers: pd.DataFrame, rejected: pd.DataFrame
+        context: dg.AssetCheckExecutionContext, rejected: pd.DataFrame
     ) -> dg.AssetCheckResult:
         dup_rows = rejected[rejected["check"] == "unique_source_id"] if len(rejected) else rejected
         extra = len(dup_rows)
         ids = int(dup_rows["source_id"].nunique()) if extra else 0
-        left = quality.duplicate_ids(customers["source_id"])  # must be 0 after validation
-        received = len(customers) + extra
+        source_ids = held_column(context, _key(connector, "customers"), "source_id")
+        left = quality.duplicate_ids(source_ids)  # must be 0 after validation
+        received = len(source_ids) + extra
         rate = extra / received if received else 0.0
         passed = left.extra_rows == 0 and rate <= max_duplicate_rate
         return dg.AssetCheckResult(
@@ -123,16 +161,18 @@ def build_freshness_check(
     @dg.asset_check(
         asset=_key(connector, "customers"),
         name="newest_record_freshness",
+        required_resource_keys={"io_manager"},
         description=f"The newest {connector} record changed within {max_age_hours:g} hours.",
     )
-    def newest_record_freshness(customers: pd.DataFrame) -> dg.AssetCheckResult:
-        fresh = quality.freshness(customers["updated_at"], pd.Timestamp.now(tz="UTC"))
+    def newest_record_freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        stamps = held_column(context, _key(connector, "customers"), "updated_at")
+        fresh = quality.freshness(stamps, pd.Timestamp.now(tz="UTC"))
         if fresh.age_hours is None:
             return dg.AssetCheckResult(
-                passed=len(customers) == 0,
+                passed=len(stamps) == 0,
                 severity=dg.AssetCheckSeverity.WARN,
                 description="no record carries an updated_at timestamp",
-                metadata={"records": len(customers), "max_age_hours": float(max_age_hours)},
+                metadata={"records": len(stamps), "max_age_hours": float(max_age_hours)},
             )
         return dg.AssetCheckResult(
             passed=fresh.age_hours <= max_age_hours,
@@ -165,15 +205,15 @@ def build_schema_drift_check(
     @dg.asset_check(
         asset=_key(connector, "raw_customers"),
         name="schema_drift",
-        required_resource_keys={state_db_key},
+        required_resource_keys={state_db_key, "io_manager"},
         description=f"Columns of the {connector} payload added or gone since the last run.",
     )
-    def schema_drift(
-        context: dg.AssetCheckExecutionContext, raw_customers: pd.DataFrame
-    ) -> dg.AssetCheckResult:
+    def schema_drift(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         engine = getattr(context.resources, state_db_key).engine
+        raw_customers = held_shape(context, _key(connector, "raw_customers"))
         columns = vendor_columns([str(c) for c in raw_customers.columns])
-        if not columns or (not len(raw_customers) and pull_of(raw_customers).incremental):
+        rows = raw_customers.attrs[HELD_ROWS]
+        if not columns or (not rows and pull_of(raw_customers).incremental):
             # an empty page has no columns: that says nothing about the shape
             return dg.AssetCheckResult(passed=True, description="empty payload: nothing to compare")
         before = load_payload_columns(engine, connector)
