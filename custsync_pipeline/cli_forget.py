@@ -63,7 +63,7 @@ def forget(args: argparse.Namespace) -> int:
     for name, n in sorted(in_db.items()):
         print(f"  state DB  {name}: {n}")
     for name, n in sorted(in_files.items()):
-        print(f"  output    {name}: {n}")
+        print(f"  output    {name}: {n}" + ("" if n else " (the id left its pull's deleted ids)"))
     return 0
 
 

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from custsync_pipeline.cli import main
+from custsync_pipeline.defs.extract.pulls import PULL_ATTR
 from custsync_pipeline.defs.io import ParquetIOManager, purge_outputs
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store.db import make_engine
@@ -241,6 +242,25 @@ def test_purge_outputs_finds_a_raw_payload_with_a_vendor_source_id_field(tmp_pat
     assert removed == {"voucherify/raw_customers.parquet": 1}
     left = pd.read_parquet(root / "voucherify" / "raw_customers.parquet")
     assert left["id"].tolist() == ["cust_2"]
+
+
+def test_purge_outputs_drops_the_persons_ids_a_pull_noted_as_deleted(tmp_path):
+    """An incremental pull notes the ids deleted in the system (its frame's attrs, kept in
+    the Parquet file): a forgotten person's id leaves that note too, even when no row of
+    theirs is in the file; another connector's note of the same id stays."""
+    root = tmp_path / "storage"
+    for lane in ("salesforce", "voyado"):
+        (root / lane).mkdir(parents=True)
+        raw = pd.DataFrame({"Id": ["003B"]})
+        raw.attrs[PULL_ATTR] = {"mode": "incremental", "deleted_ids": ["003A", "003C"]}
+        raw.to_parquet(root / lane / "raw_customers.parquet")
+    removed = purge_outputs(root, {"G1"}, {("salesforce", "003A")}, [("003A",)])
+    assert removed == {"salesforce/raw_customers.parquet": 0}
+    left = pd.read_parquet(root / "salesforce" / "raw_customers.parquet")
+    assert left["Id"].tolist() == ["003B"]
+    assert left.attrs[PULL_ATTR] == {"mode": "incremental", "deleted_ids": ["003C"]}
+    other = pd.read_parquet(root / "voyado" / "raw_customers.parquet")
+    assert other.attrs[PULL_ATTR]["deleted_ids"] == ["003A", "003C"]
 
 
 def test_rejected_outputs_carry_hashed_payloads_the_state_db_keeps_in_clear(synced):

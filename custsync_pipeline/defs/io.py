@@ -258,9 +258,12 @@ def purge_outputs(
     records: Iterable[tuple[str, str]],
     id_parts: Iterable[tuple[str, ...]] = (),
 ) -> dict[str, int]:
-    """Rewrite every stored step output under ``root`` without the person's rows.
+    """Rewrite every stored step output under ``root`` without the person's rows, and a
+    lane's output (``<connector>/...``) without their source ids among the ids its pull
+    noted as deleted there (``deleted_ids`` in the frame's attrs).
 
-    Returns rows removed per file (relative path); files without such rows are left alone.
+    Returns rows removed per file (relative path; 0: only noted ids); files without such
+    rows or ids are left alone.
     """
     gids, recs, vals = list(golden_ids), list(records), list(id_parts)
     removed: dict[str, int] = {}
@@ -269,7 +272,22 @@ def purge_outputs(
     for path in sorted(root.rglob("*.parquet")):
         frame = pd.read_parquet(path)
         hit = person_rows(frame, gids, recs, vals)
-        if hit.any():
-            write_private_parquet(frame[~hit].reset_index(drop=True), path, root)
+        lane = path.relative_to(root).parts[0]
+        noted = _forget_noted_ids(frame.attrs, {str(s) for c, s in recs if str(c) == lane})
+        if hit.any() or noted:
+            out = frame[~hit].reset_index(drop=True)
+            out.attrs = frame.attrs
+            write_private_parquet(out, path, root)
             removed[str(path.relative_to(root))] = int(hit.sum())
     return removed
+
+
+def _forget_noted_ids(attrs: dict, ids: set[str]) -> int:
+    """Drop ``ids`` from every ``deleted_ids`` list in ``attrs`` (in place); how many."""
+    gone = 0
+    for value in attrs.values():
+        if isinstance(value, dict) and isinstance(value.get("deleted_ids"), list):
+            kept = [i for i in value["deleted_ids"] if str(i) not in ids]
+            gone += len(value["deleted_ids"]) - len(kept)
+            value["deleted_ids"] = kept
+    return gone
