@@ -477,8 +477,9 @@ def _deltas_asset(plan: SyncPlan, target: PublishPolicy) -> dg.AssetsDefinition:
         if len(withdrawn):  # only a connector with ``cleared_key`` withdraws values
             deltas = clear_withdrawn(deltas, withdrawn, connector.cleared_key, core.dumps_payload)
         conflict_counts = conflict_store.save_field_conflicts(engine, name, conflicts)
-        writable = members if not write_object else members[members["object_type"] == write_object]
-        removals = delete_ops(writable, due, target, takes.set_index("golden_id")["version"])
+        removals = delete_ops(
+            writable_members, due, target, takes.set_index("golden_id")["version"]
+        )
         if not removals.empty:  # not again what the target already acknowledged
             last = settled.drop_duplicates("entity_key", keep="last").set_index("entity_key")
             done = removals["entity_key"].map(last["acked_hash"])
