@@ -30,6 +30,7 @@ from custsync_pipeline.domain.identity import (
 from custsync_pipeline.store import core
 from custsync_pipeline.store.bulk import read_frame
 from custsync_pipeline.store.identity import (
+    RESOLVED_SOURCE,
     identity_links,
     load_identity_conflicts,
     load_identity_state,
@@ -105,6 +106,10 @@ def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> Non
     second = _materialize(plan, url)
     n = len(after)
     assert 0 < second["changed_records"] <= second["resolved_records"] < 0.6 * n, second
+    # what changed came from the resolution queue (edits, deletions and additions), not
+    # from a read of every record's hash; the rows it read are taken off
+    assert second["changed_records"] <= second["queued_records"] < 0.1 * n, second
+    assert _queued(engine) == 0
 
     stored = load_resolution_records(
         engine, connectors, resolution_columns(list(plan.identifiers), plan.matching)
@@ -215,3 +220,104 @@ def test_a_map_written_before_reach_existed_resolves_everything_once(engine) -> 
     _store(engine, _changed(after, np.random.default_rng(4), 0.01))
     third = _materialize(plan, url)
     assert third["changed_records"] > 0 and third["resolved_records"] > 0, third
+
+
+def _queued(engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM resolution_queue")).scalar_one())
+
+
+def test_the_queue_brings_the_stored_map_up_to_date_as_a_read_of_every_record(engine) -> None:
+    """The current records built from the stored map and the queued keys are the records a
+    read of every one gives: edited ones with their new hash, deleted ones gone, new ones
+    added, stamps as stored; each kept one at its row of the map."""
+    from custsync_pipeline.domain.identity_scope import current_records
+    from custsync_pipeline.store.identity import read_resolution_queue
+
+    _, records, plan, _ = _resolved_once(engine, seed=5, people=500)
+    after = _changed(records, np.random.default_rng(5), 0.02)
+    after["custsync_id"] = after.get("custsync_id")
+    after.loc[after.index[:2], "custsync_id"] = ["g-stamp-1", "g-stamp-2"]
+    _store(engine, after)
+    connectors = sorted(plan.connectors)
+    queue = read_resolution_queue(engine, connectors)
+    assert queue.keys is not None and 0 < len(queue.keys) < len(after) / 5
+    prior, _, _ = load_identity_state(engine, with_reach=True)
+    cols = ["connector", "source_id", "row_hash", "custsync_id"]
+    fresh = core.load_source_records(engine, connectors, columns=cols, keys=queue.keys)
+    got, at = current_records(
+        prior, queue.keys, fresh, core.stamped_source_records(engine, connectors)
+    )
+    every = core.load_source_records(engine, connectors, columns=cols)
+    assert _rows(got, cols) == _rows(every, cols)
+    kept = at >= 0
+    assert (prior["source_id"].to_numpy()[at[kept]] == got["source_id"].to_numpy()[kept]).all()
+    assert not prior["source_id"].isin(["new-0"]).any() and "new-0" in set(got["source_id"])
+    assert set(got.loc[~kept, "source_id"]) == set(got["source_id"]) - set(prior["source_id"])
+
+
+def test_a_change_the_queue_cannot_account_for_reads_every_record(engine) -> None:
+    """No account in the queue — a record written by a writer that does not queue (an older
+    release), a connector queued whole, the stored note of the last resolution cleared (as
+    ``custsync forget`` does) — makes the run read every record's hash: nothing is missed."""
+    from custsync_pipeline.domain.canonical import conform
+    from custsync_pipeline.store import identity as identity_store
+    from custsync_pipeline.store.bulk import bump_stamp, insert_frame
+
+    url, records, plan, _ = _resolved_once(engine, seed=13, people=400)
+    # a record edited without queueing it (the source stamp moves, as with any write)
+    one = records.iloc[0]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE source_records SET email = 'unqueued@example.com', row_hash = 'x' "
+                "WHERE connector = :c AND source_id = :s"
+            ),
+            {"c": str(one["connector"]), "s": str(one["source_id"])},
+        )
+        bump_stamp(conn, core.SOURCE_STAMP)
+    second = _materialize(plan, url)
+    assert second["queued_records"] == 0 and second["changed_records"] >= 1, second
+    prior, _, _ = load_identity_state(engine)
+    mine = (prior["connector"] == one["connector"]) & (prior["source_id"] == one["source_id"])
+    assert prior.loc[mine, "source_hash"].tolist() == ["x"]
+
+    # a record added without queueing it beside one that is queued: the count tells
+    extra = records.iloc[[1]].assign(source_id="unqueued-1", email="unqueued-1@example.com")
+    with engine.begin() as conn:
+        insert_frame(conn, core.source_records, conform(extra).assign(row_hash="y"))
+    core.remove_source_records(
+        engine, str(records.iloc[2]["connector"]), [records.iloc[2]["source_id"]]
+    )
+    again = _materialize(plan, url)
+    assert again["queued_records"] == 0 and again["changed_records"] >= 2, again
+    id_map, _, _ = load_identity_state(engine)
+    assert "unqueued-1" in set(id_map["source_id"])
+
+    # a write of more records than the queue holds one by one queues the connector whole
+    saved = identity_store.RESOLUTION_QUEUE_MAX
+    identity_store.RESOLUTION_QUEUE_MAX = 2
+    state = _changed(records, np.random.default_rng(14), 0.01)
+    try:
+        _store(engine, state)
+    finally:
+        identity_store.RESOLUTION_QUEUE_MAX = saved
+    third = _materialize(plan, url)
+    assert third["queued_records"] == 0 and third["changed_records"] > 0, third
+    assert _queued(engine) == 0
+
+    # the note of the last resolution gone: the queue's rows are no account
+    after = _changed(state, np.random.default_rng(15), 0.01)
+    _store(engine, after)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM table_digests WHERE name = :n"), {"n": RESOLVED_SOURCE})
+    fourth = _materialize(plan, url)
+    assert fourth["queued_records"] == 0 and fourth["changed_records"] > 0, fourth
+    assert _queued(engine) == 0
+    id_map, _, _ = load_identity_state(engine)
+    stored = core.load_source_records(engine, sorted(plan.connectors), columns=["source_id"])
+    assert set(id_map["source_id"]) == set(stored["source_id"])
+    # and the one after is read from the queue again
+    _store(engine, _changed(after, np.random.default_rng(16), 0.01))
+    fifth = _materialize(plan, url)
+    assert fifth["queued_records"] > 0, fifth

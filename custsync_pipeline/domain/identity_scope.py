@@ -171,13 +171,16 @@ def resolve_changes(
     now: pd.Timestamp | None = None,
     matching: MatchingPlan | None = None,
     max_share: float = 0.25,
+    prior_pos: np.ndarray | None = None,
 ) -> ScopedResolution | None:
     """Resolve what changed since ``stored`` (see the module docstring).
 
     ``current``: connector, source_id, source_hash of every record to resolve now;
     ``fetch(keys)``: the resolution columns of the records ``keys`` names (connector,
-    source_id). Returns None when a full resolution is due: no stored parameters for
-    an enabled probabilistic stage, or a scope larger than ``max_share``.
+    source_id); ``prior_pos``: each current record's row in the stored map (-1: new) when
+    the caller knows it (:func:`current_records`), else found here. Returns None when a
+    full resolution is due: no stored parameters for an enabled probabilistic stage, or a
+    scope larger than ``max_share``.
     """
     enabled = matching is not None and matching.enabled
     if (enabled and stored.match_params is None) or stored.known_words is None:
@@ -188,7 +191,7 @@ def resolve_changes(
     conn = current["connector"].astype(str).to_numpy(dtype=object)
     sid = current["source_id"].astype(str).to_numpy(dtype=object)
     prior = stored.identity_map  # read by position only (no copy of a million rows)
-    pos = match_records(conn, sid, prior)
+    pos = match_records(conn, sid, prior) if prior_pos is None else np.asarray(prior_pos, np.int64)
     found = pos >= 0
     at = np.maximum(pos, 0)
     p_reach = prior["reach"].to_numpy(dtype=object)
@@ -390,6 +393,53 @@ def resolve_changes(
     return ScopedResolution(
         merged, scope_rows, gone, np.asarray(touched, dtype=object), kept=len(kept)
     )
+
+
+def current_records(
+    prior: pd.DataFrame, changed: pd.DataFrame, fresh: pd.DataFrame, stamped: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The current records as the stored map's rows brought up to date by what changed
+    since it was resolved — no read of every record's hash — and each one's row in
+    ``prior`` (-1: new).
+
+    ``prior``: the stored map (connector, source_id, source_hash); ``changed``: connector,
+    source_id of every record written or deleted since (the resolution queue); ``fresh``:
+    connector, source_id, row_hash, custsync_id of those still held; ``stamped``:
+    connector, source_id, custsync_id of every held record carrying a stamp. Returns
+    connector, source_id, row_hash, custsync_id: the map's rows in its order (those
+    changed with their new hash, those gone left out), then the new records.
+    """
+    index = RecordIndex(prior["connector"], prior["source_id"])
+    n = len(prior)
+    row_hash = prior["source_hash"].to_numpy(dtype=object, na_value=None).copy()
+    keep = np.ones(n, dtype=bool)
+    c_pos = index.find(_text(changed["connector"]), _text(changed["source_id"]))
+    keep[c_pos[c_pos >= 0]] = False  # written or deleted: what it is now is in ``fresh``
+    f_conn, f_sid = _text(fresh["connector"]), _text(fresh["source_id"])
+    f_hash = fresh["row_hash"].to_numpy(dtype=object, na_value=None)
+    f_stamp = fresh["custsync_id"].to_numpy(dtype=object, na_value=None)
+    f_pos = index.find(f_conn, f_sid)
+    held = f_pos >= 0
+    keep[f_pos[held]] = True
+    row_hash[f_pos[held]] = f_hash[held]
+    stamp = np.full(n, None, dtype=object)
+    s_pos = index.find(_text(stamped["connector"]), _text(stamped["source_id"]))
+    stamp[s_pos[s_pos >= 0]] = stamped["custsync_id"].to_numpy(dtype=object)[s_pos >= 0]
+    stamp[f_pos[held]] = f_stamp[held]
+    new = ~held
+    current = pd.DataFrame(
+        {
+            "connector": np.r_[index.conn[keep], f_conn[new]],
+            "source_id": np.r_[index.sid[keep], f_sid[new]],
+            "row_hash": np.r_[row_hash[keep], f_hash[new]],
+            "custsync_id": np.r_[stamp[keep], f_stamp[new]],
+        }
+    )
+    return current, np.r_[np.flatnonzero(keep), np.full(int(new.sum()), -1)].astype(np.int64)
+
+
+def _text(values: pd.Series) -> np.ndarray:
+    return values.astype(str).to_numpy(dtype=object)
 
 
 def _golden_count(kept_codes: np.ndarray, uniq: pd.Index, resolved: pd.Series) -> int:

@@ -36,6 +36,7 @@ from custsync_pipeline.store.bulk import (
     read_keyed,
 )
 from custsync_pipeline.store.db import metadata
+from custsync_pipeline.store.identity import queue_for_resolution
 from custsync_pipeline.store.merge_scope import queue_records
 
 
@@ -220,6 +221,7 @@ def _write_changed(
     if written or removed:
         bump_stamp(conn, SOURCE_STAMP)
         queue_records(conn, connector, [*changed["source_id"].astype(str), *gone])
+        queue_for_resolution(conn, connector, [*changed["source_id"].astype(str), *gone])
     return written, removed
 
 
@@ -262,6 +264,7 @@ def remove_source_records(engine: Engine, connector: str, source_ids: Iterable[s
         if removed:
             bump_stamp(conn, SOURCE_STAMP)
             queue_records(conn, connector, ids)
+            queue_for_resolution(conn, connector, ids)
     return removed
 
 
@@ -308,6 +311,16 @@ def load_source_records(
     if "updated_at" in frame.columns:
         frame["updated_at"] = pd.to_datetime(frame["updated_at"], utc=True, errors="coerce")
     return frame
+
+
+def stamped_source_records(engine: Engine, connectors: Iterable[str]) -> pd.DataFrame:
+    """connector, source_id, custsync_id of the stored records of ``connectors`` that carry
+    a custsync stamp (few: those read back from a target custsync writes to)."""
+    c = source_records.c
+    stmt = sa.select(c.connector, c.source_id, c.custsync_id).where(
+        c.connector.in_(list(connectors)), c.custsync_id.is_not(None)
+    )
+    return _read_frame(engine, stmt)
 
 
 def source_record_counts(engine: Engine, connector: str | None = None) -> dict[str, int]:

@@ -44,6 +44,7 @@ from custsync_pipeline.store.bulk import (
     save_digest,
     stored_digest,
     table_digests,
+    table_stamp,
 )
 from custsync_pipeline.store.db import add_missing_columns, metadata
 
@@ -133,7 +134,34 @@ steward_decisions = sa.Table(
     ),
 )
 
-IDENTITY_TABLES = (identity_map, golden_ids, identity_links, identity_conflicts, steward_decisions)
+# source records written or deleted since the last resolution: every write of source
+# records queues their keys in its own transaction (``queue_for_resolution``), so an
+# incremental resolution reads what changed instead of every record's hash
+resolution_queue = sa.Table(
+    "resolution_queue",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("connector", sa.String(64), nullable=False),
+    sa.Column("source_id", sa.String(255)),  # NULL: every record of the connector
+    comment="source records written or deleted since the last identity resolution",
+    sqlite_autoincrement=True,  # an id is never reused: a resolution takes off only rows it read
+)
+
+IDENTITY_TABLES = (
+    identity_map,
+    golden_ids,
+    identity_links,
+    identity_conflicts,
+    steward_decisions,
+    resolution_queue,
+)
+# table_digests row: the source stamp the stored map was resolved at, written with the
+# queue rows that resolution read taken off (``take_off_resolved``); without it (a state DB
+# of an older release, or one ``custsync forget`` cleared) the queue is no account of
+# what changed, and the current records are read whole
+RESOLVED_SOURCE = "identity_source_stamp"
+# a write of more records than this queues its connector whole (one row, not a million)
+RESOLUTION_QUEUE_MAX = 50_000
 
 
 def create_identity_tables(engine: Engine) -> None:
@@ -212,6 +240,64 @@ def stale_reach(engine: Engine, prior_map: pd.DataFrame | None = None) -> bool:
             .limit(1)
         ).first()
     return row is not None
+
+
+def queue_for_resolution(conn: sa.Connection, connector: str, source_ids: Iterable[object]) -> int:
+    """Queue ``source_ids`` of ``connector`` (written or deleted) for the next resolution, in
+    the caller's transaction; returns the rows queued."""
+    ids = pd.unique(pd.Series(list(source_ids), dtype=object).dropna().astype(str))
+    if not len(ids):
+        return 0
+    resolution_queue.create(conn, checkfirst=True)  # writers of a state DB made before it
+    if len(ids) > RESOLUTION_QUEUE_MAX:
+        conn.execute(resolution_queue.insert().values(connector=connector, source_id=None))
+        return 1
+    frame = pd.DataFrame({"connector": connector, "source_id": ids})
+    return insert_frame(conn, resolution_queue, frame)
+
+
+@dataclass
+class QueuedChanges:
+    """What the resolution queue says changed since the stored map was resolved."""
+
+    ids: list[int]  # the queue rows read (taken off once a resolution is saved)
+    stamp: str  # the source stamp read after them (noted with the resolution)
+    keys: pd.DataFrame | None  # connector, source_id; None: no account (read every record)
+    reason: str = ""  # why there is no account
+
+
+def read_resolution_queue(engine: Engine, connectors: Iterable[str]) -> QueuedChanges:
+    """The queued keys of ``connectors``, or no account of what changed (``keys`` None,
+    ``reason`` says why): no stored map resolved with the queue, a connector queued whole,
+    or the source stamp moved with nothing queued (a writer that does not queue)."""
+    from custsync_pipeline.store.core import SOURCE_STAMP  # core queues through this module
+
+    create_identity_tables(engine)
+    c = resolution_queue.c
+    queued = read_frame(engine, sa.select(c.id, c.connector, c.source_id))
+    ids = [int(i) for i in queued["id"]]
+    marker = stored_digest(engine, RESOLVED_SOURCE)
+    # read after the queue: a write in between is queued beyond what was read, and its
+    # stamp is the one saved, so the next resolution sees it in the queue
+    stamp = table_stamp(engine, SOURCE_STAMP)
+    if not marker:
+        return QueuedChanges(ids, stamp, None, "the stored map was not resolved with a queue")
+    if queued["source_id"].isna().any():
+        return QueuedChanges(ids, stamp, None, "a write queued a connector whole")
+    if stamp != marker and queued.empty:
+        return QueuedChanges(ids, stamp, None, "the source records changed with nothing queued")
+    wanted = set(connectors)
+    keys = queued.loc[queued["connector"].isin(wanted), ["connector", "source_id"]]
+    keys = keys.astype(str).drop_duplicates().reset_index(drop=True)
+    return QueuedChanges(ids, stamp, keys)
+
+
+def take_off_resolved(conn: sa.Connection, queue_ids: Iterable[int], source_stamp: str) -> None:
+    """After a resolution is saved (in its transaction): take off the queue rows it read and
+    note the source stamp it resolved at."""
+    resolution_queue.create(conn, checkfirst=True)
+    delete_in(conn, resolution_queue, "id", sorted(int(i) for i in queue_ids))
+    save_digest(conn, RESOLVED_SOURCE, source_stamp)
 
 
 def load_match_params(

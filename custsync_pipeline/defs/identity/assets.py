@@ -30,6 +30,7 @@ from custsync_pipeline.store.bulk import (
     table_stamp,
 )
 from custsync_pipeline.store.core import SOURCE_STAMP
+from custsync_pipeline.store.identity import QueuedChanges, read_resolution_queue, take_off_resolved
 
 RESOLVED_INPUTS = "identity_inputs"  # table_digests row: what the stored map was resolved from
 RESOLVED_RECORDS = "identity_records"  # ... and a digest of what it read of the records
@@ -68,6 +69,8 @@ def resolution_metadata(stats: dict[str, int], conflicts: pd.DataFrame) -> dict[
         # (resolved again); 0 and 0 for a full resolution
         "changed_records": int(stats.get("changed_records", 0)),
         "resolved_records": int(stats.get("scope_records", 0)),
+        # ... and the records the resolution queue named (0: every record's hash was read)
+        "queued_records": int(stats.get("queued_records", 0)),
         **conflict_counts(conflicts),
     }
 
@@ -84,14 +87,23 @@ def masked_conflicts(conflicts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def save_resolved(conn, inputs: str, id_map: pd.DataFrame, conflicts: pd.DataFrame) -> int:
+def save_resolved(
+    conn,
+    inputs: str,
+    id_map: pd.DataFrame,
+    conflicts: pd.DataFrame,
+    queue: QueuedChanges | None = None,
+) -> int:
     """Mark the stored map as resolved from ``inputs`` (in the caller's transaction, with
     the rows it covers), with its figures: a later run whose inputs are the same reports
-    them without counting a million rows. Returns the golden ids mapped."""
+    them without counting a million rows; the resolution ``queue`` it read is taken off.
+    Returns the golden ids mapped."""
     golden = int(id_map["golden_id"].nunique()) if len(id_map) else 0
     figures = {"inputs": inputs, "rows": len(id_map), "golden": golden}
     save_digest(conn, RESOLVED_INPUTS, inputs)
     save_digest(conn, RESOLVED_FIGURES, json.dumps({**figures, **conflict_counts(conflicts)}))
+    if queue is not None:
+        take_off_resolved(conn, queue.ids, queue.stamp)
     return golden
 
 
@@ -224,6 +236,9 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         # the nightly reconciliation resolves every record (m and u estimated again), and
         # compares every stored reach with the one it computes
         incremental = plan.incremental_identity and not full_snapshot_requested(context.run.tags)
+        # what changed since the stored map, read before the records: a write after it
+        # stays queued for the next resolution
+        queue = read_resolution_queue(engine, plan.connectors)
         prior_map, golden_ids, decisions = load_identity_state(
             engine, with_reach=plan.incremental_identity
         )
@@ -240,11 +255,13 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         readers = _payload_readers(context, plan)
         if incremental and len(prior_map):
             scoped = _resolve_scope(
-                context, engine, plan, basis, prior_map, golden_ids, decisions, now, readers
+                context, engine, plan, basis, prior_map, golden_ids, decisions, now, readers, queue
             )
             if scoped is not None:
                 with engine.begin() as conn:
-                    n_golden = save_resolved(conn, inputs, scoped.identity_map, scoped.conflicts)
+                    n_golden = save_resolved(
+                        conn, inputs, scoped.identity_map, scoped.conflicts, queue
+                    )
                     conn.execute(
                         table_digests.delete().where(table_digests.c.name == RESOLVED_RECORDS)
                     )
@@ -258,8 +275,9 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                 )
                 return
         yield from _resolve_all(
-            context, engine, plan, basis, inputs, prior_map, golden_ids, decisions, now, readers
-        )
+            context, engine, plan, basis, inputs, prior_map, golden_ids, decisions, now, readers,
+            queue,
+        )  # fmt: skip
 
     return [resolve]
 
@@ -322,6 +340,7 @@ def _resolve_scope(
     decisions: pd.DataFrame,
     now: pd.Timestamp,
     readers: dict,
+    queue: QueuedChanges,
 ):
     """Resolve only what changed since the last resolution (``domain.identity_scope``);
     None when a full resolution is due (the reason logged)."""
@@ -347,9 +366,7 @@ def _resolve_scope(
         context.log.info("resolving every record: the stored map predates incremental resolution")
         return None
     connectors = list(plan.connectors)
-    current = load_source_records(
-        engine, connectors, columns=["connector", "source_id", "row_hash", "custsync_id"]
-    )
+    current, queued = _current_records(context, engine, connectors, prior_map, queue)
     to_resolve, stamped = split_stamped(current, golden_ids["golden_id"], decisions)
     columns = [*resolution_columns(list(plan.identifiers), plan.matching), "custsync_id"]
 
@@ -373,6 +390,7 @@ def _resolve_scope(
         now=now,
         matching=plan.matching,
         max_share=plan.identity_scope_max_share,
+        prior_pos=to_resolve[PRIOR_POS].to_numpy() if PRIOR_POS in to_resolve else None,
     )
     if scoped is None:
         context.log.info(
@@ -393,12 +411,53 @@ def _resolve_scope(
     stats = result.stats
     stats["map_rows_written"] = written["identity_map_moved"] + written["identity_map_deleted"]
     stats["echoed_values_ignored"] = echoed
+    stats["queued_records"] = queued
     context.log.info(
         f"incremental resolution: {stats.get('changed_records', 0)} changed records reached "
         f"{stats.get('scope_records', 0)} of {len(to_resolve)}; "
         f"{written['identity_map']} map rows written"
     )
     return result
+
+
+PRIOR_POS = "_prior_pos"  # a current record's row in the stored map, when known
+
+
+def _current_records(
+    context: dg.AssetExecutionContext,
+    engine,
+    connectors: list[str],
+    prior_map: pd.DataFrame,
+    queue: QueuedChanges,
+) -> tuple[pd.DataFrame, int]:
+    """connector, source_id, row_hash, custsync_id of every current record: the stored map
+    brought up to date by the records the resolution queue names (with each one's row in
+    the map, ``PRIOR_POS``), or every record read when the queue is no account of what
+    changed or its count disagrees with the state DB's; and the records the queue named
+    (0: every record read)."""
+    from custsync_pipeline.domain.identity_scope import current_records
+    from custsync_pipeline.store.core import (
+        load_source_records,
+        source_record_counts,
+        stamped_source_records,
+    )
+
+    columns = ["connector", "source_id", "row_hash", "custsync_id"]
+    reason = queue.reason
+    if queue.keys is not None:
+        fresh = load_source_records(engine, connectors, columns=columns, keys=queue.keys)
+        stamped = stamped_source_records(engine, connectors)
+        current, prior_pos = current_records(prior_map, queue.keys, fresh, stamped)
+        held = sum(n for c, n in source_record_counts(engine).items() if c in set(connectors))
+        if held == len(current):
+            context.log.info(
+                f"{len(queue.keys)} source records written or deleted since the last "
+                "resolution (the resolution queue)"
+            )
+            return current.assign(**{PRIOR_POS: prior_pos}), len(queue.keys)
+        reason = f"the queue accounts for {len(current)} records, the state DB holds {held}"
+    context.log.info(f"reading every record's hash: {reason}")
+    return load_source_records(engine, connectors, columns=columns), 0
 
 
 def _resolve_all(
@@ -412,6 +471,7 @@ def _resolve_all(
     decisions: pd.DataFrame,
     now: pd.Timestamp,
     readers: dict,
+    queue: QueuedChanges,
 ):
     """Resolve every record; store the match parameters and each record's reach for the
     incremental resolutions that follow."""
@@ -451,7 +511,7 @@ def _resolve_all(
         )
         conflicts = load_identity_conflicts(engine)
         with engine.begin() as conn:
-            n_golden = save_resolved(conn, inputs, prior_map, conflicts)
+            n_golden = save_resolved(conn, inputs, prior_map, conflicts, queue)
         yield from _identity_results(prior_map[MAP_COLUMNS], conflicts, {}, True, n_golden)
         return
     to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
@@ -484,7 +544,7 @@ def _resolve_all(
         rewrite_reach=with_reach and (not same_basis or stale_reach(engine, prior_map)),
     )
     with engine.begin() as conn:
-        n_golden = save_resolved(conn, inputs, result.identity_map, result.conflicts)
+        n_golden = save_resolved(conn, inputs, result.identity_map, result.conflicts, queue)
         save_digest(conn, RESOLVED_RECORDS, read)
         save_match_params(conn, basis, result.match_params, result.known_words)
     yield from _identity_results(
