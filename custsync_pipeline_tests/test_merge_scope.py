@@ -86,6 +86,17 @@ def _queued(engine: sa.Engine) -> list[str]:
     return sorted(q["source_id"].fillna("*").tolist())
 
 
+def _golden_output() -> pd.DataFrame:
+    """The golden output as the steps after the merge read it (from the IO manager's file
+    under ``$DAGSTER_HOME``: a merge of a part rewrites it in place and hands no value)."""
+    from custsync_pipeline.defs.golden.assets import GOLDEN_CUSTOMERS, OUTPUT_STAMP
+    from custsync_pipeline.defs.io import ParquetIOManager
+
+    out = ParquetIOManager().held_output(GOLDEN_CUSTOMERS)
+    assert out is not None and out.attrs.get(OUTPUT_STAMP)
+    return out
+
+
 def _assert_output_is_stored(out: pd.DataFrame, engine: sa.Engine) -> pd.DataFrame:
     """The golden output holds every stored golden record, as stored (compared as text);
     returns the stored records."""
@@ -154,8 +165,7 @@ def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_en
             assert gold["changed_records"] > 0, gold
             assert merge_scope.read_queue(engine).empty  # the merge took what it read
             # the output of a merge of a part: every stored golden record, as stored
-            out = second.output_for_node("merge_golden_records", "golden_customers")
-            stored = _assert_output_is_stored(out, engine)
+            stored = _assert_output_is_stored(_golden_output(), engine)
             # forget what the last merge covered: the next one merges everything
             with engine.begin() as conn:
                 conn.execute(sa.text("delete from table_digests where name like 'golden_%'"))
@@ -174,22 +184,22 @@ def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_en
 def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_state_db(
     dagster_env, tmp_path: Path, monkeypatch
 ):
-    """The output of a merge of a part is the last output with the merged records replaced
-    (no read of every golden record) — but only while no golden record was written since
-    that output: a golden record written out of band (here: by hand) moves the golden
+    """The output of a merge of a part is the last output file with the merged records
+    replaced in place (no read of every golden record) — but only while no golden record
+    was written since that output: a golden record written out of band (here: by hand) moves the golden
     records' stamp, and the next output is read whole from the state DB, the hand-written
     value in it."""
     from custsync_pipeline.defs.golden import assets as golden_assets
 
     used: list[bool] = []
-    last_output = golden_assets._last_output
+    updated_output = golden_assets._updated_output
 
     def spy(*args, **kwargs):
-        frame = last_output(*args, **kwargs)
+        frame = updated_output(*args, **kwargs)
         used.append(frame is not None)
         return frame
 
-    monkeypatch.setattr(golden_assets, "_last_output", spy)
+    monkeypatch.setattr(golden_assets, "_updated_output", spy)
     with Sandbox(seed=29, people=300, base_port=0) as sb:
         db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, publish=False)
         engine = StateDB(db_url).engine
@@ -198,7 +208,7 @@ def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_s
             def run_and_compare() -> pd.DataFrame:
                 result = materialize_all(instance)
                 assert result.success
-                out = result.output_for_node("merge_golden_records", "golden_customers")
+                out = _golden_output()
                 _assert_output_is_stored(out, engine)
                 return out
 
@@ -207,6 +217,10 @@ def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_s
             sb.changes("salesforce", edit=5, seed=3)
             run_and_compare()
             assert used == [True]
+            # the file that merge rewrote in place carries the stamp the next one reads
+            sb.changes("voucherify", edit=5, seed=5)
+            run_and_compare()
+            assert used == [True, True]
             # a golden record the next merge does not redo, written by hand
             stored = core.load_golden_records(engine)
             hand = stored.iloc[[0]].copy()
@@ -215,7 +229,7 @@ def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_s
             core.save_golden_records(engine, hand, pd.DataFrame())
             sb.changes("voyado", edit=5, seed=4)
             out = run_and_compare()
-            assert used == [True, False]
+            assert used == [True, True, False]
             by_id = out.set_index("golden_id")
             assert by_id.loc[hand["golden_id"].iloc[0], "last_name"] == "Handwritten"
         engine.dispose()
@@ -245,8 +259,7 @@ def test_an_output_another_run_left_at_the_path_is_not_taken_for_the_last(
             third = materialize_all(instance)  # home1's file is the first run's
             assert third.success
             assert metadata_of(third, "golden_customers")["merged_records"] < 300
-            out = third.output_for_node("merge_golden_records", "golden_customers")
-            _assert_output_is_stored(out, engine)
+            _assert_output_is_stored(_golden_output(), engine)
         engine.dispose()
 
 

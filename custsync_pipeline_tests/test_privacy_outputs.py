@@ -314,3 +314,42 @@ def test_an_input_asked_for_as_arrow_text_is_read_so(tmp_path):
     pd.testing.assert_frame_equal(
         arrow.astype(object), plain.astype(object).where(plain.notna(), pd.NA), check_dtype=False
     )
+
+
+def test_rows_replaced_in_a_stored_output_read_back_as_a_whole_output_would(tmp_path):
+    """``replace_rows`` (a merge of a part brings the golden output up to date in place):
+    the named rows leave, the new ones join with the file's types, its attrs are replaced,
+    the file stays 0600; rows that do not fit its columns or types write nothing."""
+    key = dg.AssetKey("golden_customers")
+    io = ParquetIOManager(base_dir=str(tmp_path))
+    when = pd.Timestamp("2026-12-01 10:00", tz="UTC")
+    whole = pd.DataFrame(
+        {
+            "golden_id": ["g1", "g2", "g3"],
+            "last_name": ["Berg", None, "Lind"],
+            "updated": [when, when, pd.NaT],
+            "n": [1.0, 2.0, None],
+        }
+    )
+    whole.attrs = {"stamp": "s1"}
+    io.handle_output(dg.build_output_context(asset_key=key), whole)
+    fresh = pd.DataFrame(
+        {
+            "golden_id": ["g2", "g4"],
+            "last_name": ["Ek", "Ås"],
+            "updated": [when + pd.Timedelta(days=1), when],
+            "n": [5.0, None],
+        }
+    )
+    table = io.replace_rows(key, "golden_id", ["g2", "g3"], fresh, {"stamp": "s2"})
+    assert table is not None and table.num_rows == 3
+    out = io.held_output(key)
+    expected = pd.concat([whole.iloc[[0]], fresh], ignore_index=True)
+    pd.testing.assert_frame_equal(out, expected)
+    assert out.attrs == {"stamp": "s2"}
+    assert stat.S_IMODE(os.stat(io.key_path(key)).st_mode) == 0o600
+    # a column the file lacks, or a value of another type: nothing written
+    assert io.replace_rows(key, "golden_id", [], fresh.assign(extra=1), {}) is None
+    assert io.replace_rows(key, "golden_id", [], fresh.assign(updated="soon"), {}) is None
+    assert io.held_output(key).attrs == {"stamp": "s2"}
+    assert io.replace_rows(dg.AssetKey("nothing_yet"), "golden_id", [], fresh, {}) is None

@@ -22,6 +22,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from custsync_pipeline.store.bulk import ARROW_TEXT
@@ -88,13 +89,17 @@ def _jsonify_nested(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_private_parquet(frame: pd.DataFrame, path: Path, root: Path) -> None:
-    """Write ``frame`` to ``path`` atomically, the file 0600 and its directories 0700."""
+def write_private_parquet(frame: pd.DataFrame | pa.Table, path: Path, root: Path) -> None:
+    """Write ``frame`` (a DataFrame, or an Arrow table as it is) to ``path`` atomically, the
+    file 0600 and its directories 0700."""
     _private_dirs(root, path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)  # mkstemp creates it 0600: readable by no one else from the first byte
     try:
-        frame.to_parquet(tmp, index=False)
+        if isinstance(frame, pa.Table):
+            pq.write_table(frame, tmp)
+        else:
+            frame.to_parquet(tmp, index=False)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)  # atomic: a reader never sees half a file
     finally:
@@ -147,6 +152,40 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return pd.read_parquet(path) if path.exists() else None
         except (OSError, pa.ArrowInvalid):
             return None
+
+    def replace_rows(
+        self,
+        key: dg.AssetKey,
+        column: str,
+        values: Iterable[str],
+        rows: pd.DataFrame,
+        attrs: dict,
+    ) -> pa.Table | None:
+        """Rewrite the output of ``key`` on disk with its rows whose ``column`` is one of
+        ``values`` left out and ``rows`` added, its ``attrs`` set: what a step that changed
+        a part of its last output writes, without a Python object per value of the rest.
+        Returns the table written; None (nothing written) when there is no such output or
+        ``rows`` do not fit its columns and types: the caller then writes its output whole."""
+        path = self.key_path(key)
+        if not path.exists():
+            return None
+        try:
+            held = pq.read_table(path)
+            fresh = pa.Table.from_pandas(
+                _jsonify_nested(rows).reset_index(drop=True), preserve_index=False
+            )
+            if set(fresh.column_names) != set(held.column_names):
+                return None
+            fresh = fresh.select(held.column_names).cast(held.schema)
+            doomed = pa.array(sorted({str(v) for v in values}), pa.string())
+            kept = held.filter(pc.invert(pc.is_in(held[column], value_set=doomed)))
+            out = pa.concat_tables([kept, fresh])
+        except (OSError, KeyError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return None
+        meta = {**(held.schema.metadata or {}), b"PANDAS_ATTRS": json.dumps(attrs).encode()}
+        out = out.replace_schema_metadata(meta)
+        write_private_parquet(out, path, self._root())
+        return out
 
     def held_shape(self, key: dg.AssetKey) -> pd.DataFrame | None:
         """The output of ``key`` on disk without its values: an empty frame of its columns

@@ -158,6 +158,42 @@ def _last_output(context: dg.AssetExecutionContext, stamp: str) -> pd.DataFrame 
     return frame
 
 
+def _updated_output(
+    context: dg.AssetExecutionContext,
+    engine,
+    stamp: str,
+    changed: pd.DataFrame,
+    gone: list[str],
+    new_stamp: str,
+) -> pd.DataFrame | None:
+    """The last golden output brought up to date in its file after a merge of a part wrote
+    ``changed`` and retired ``gone`` — while that file holds the stored golden records as
+    they were before (``stamp``, as ``_last_output`` checks it, from the file's footer), and
+    the IO manager can (``replace_rows``). Returns the name columns of every golden record
+    (what the step's metadata counts), or None: the caller builds the output itself."""
+    io = getattr(context.resources, "io_manager", None)
+    replace = getattr(io, "replace_rows", None)
+    shape = io.held_shape(GOLDEN_CUSTOMERS) if replace is not None and stamp else None
+    if shape is None or shape.attrs.get(OUTPUT_STAMP) != stamp:
+        return None
+    written = changed["golden_id"].astype(str)
+    fresh = core.load_golden_records(engine, written.tolist()) if len(written) else None
+    if fresh is None:
+        fresh = pd.DataFrame(columns=[c for c in shape.columns])
+    fresh = fresh.drop(columns=OUTPUT_DROPS, errors="ignore")
+    table = replace(
+        GOLDEN_CUSTOMERS, "golden_id", [*written, *gone], fresh, {OUTPUT_STAMP: new_stamp}
+    )
+    if table is None:
+        return None
+    names = [
+        c
+        for c in ("golden_id", "first_name", "last_name", "company_name")
+        if c in table.column_names
+    ]
+    return table.select(names).to_pandas()
+
+
 def _stored_after(
     engine, before: pd.DataFrame, changed: pd.DataFrame, gone: list[str]
 ) -> pd.DataFrame:
@@ -350,6 +386,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         result = merge_golden(
             plan, records, identity_map, entries, previous, previous_entries, gone_consents
         )
+        updated = None
         # a spelling (case, spacing) of an entry the golden record holds is no change
         result.entries = keep_spelling(result.entries, previous_entries)
         result.golden["entries_hash"] = entries_digest(result.entries, result.golden["golden_id"])
@@ -394,11 +431,19 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
                 else {}
             )
         else:  # the records merged are a part: the output is every stored one
-            base = _last_output(context, golden_stamp)
-            if base is None:  # read whole, after this merge's writes
-                golden = core.load_golden_records(engine).drop(columns=OUTPUT_DROPS)
+            # the last output file with the merged records replaced, in place (Arrow: no
+            # Python object per value of the others), while it holds the state DB's
+            updated = _updated_output(
+                context, engine, golden_stamp, changed, gone, table_stamp(engine, core.GOLDEN_STAMP)
+            )
+            if updated is not None:
+                golden = updated
             else:
-                golden = _stored_after(engine, base, changed, gone)
+                base = _last_output(context, golden_stamp)
+                if base is None:  # read whole, after this merge's writes
+                    golden = core.load_golden_records(engine).drop(columns=OUTPUT_DROPS)
+                else:
+                    golden = _stored_after(engine, base, changed, gone)
             counts, multi = golden_store.entry_counts(engine)
         nameless = int(nameless_golden(golden).sum())
         n_entries = int(sum(counts.values()))
@@ -422,7 +467,10 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         yield dg.MaterializeResult(
             asset_key=GOLDEN_CUSTOMERS,
             # the stamp after this merge's writes: the next merge of a part starts from it
-            value=_stamped(golden, table_stamp(engine, core.GOLDEN_STAMP)),
+            # (none: the output file was brought up to date in place, ``_updated_output``)
+            value=None
+            if golden is updated
+            else _stamped(golden, table_stamp(engine, core.GOLDEN_STAMP)),
             metadata={
                 **metadata,
                 "dagster/column_schema": golden_table_schema(),
