@@ -321,3 +321,36 @@ def test_a_change_the_queue_cannot_account_for_reads_every_record(engine) -> Non
     _store(engine, _changed(after, np.random.default_rng(16), 0.01))
     fifth = _materialize(plan, url)
     assert fifth["queued_records"] > 0, fifth
+
+
+def test_an_entries_write_and_a_long_deleted_id_keep_the_queue_an_account(engine) -> None:
+    """A write of a record's aspect entries alone moves the source stamp: it queues the
+    record too, so the next resolution still reads what changed from the queue (found in a
+    review: it read every record). A delete feed's id longer than a key column is queued
+    as text on both state DBs (a review: PostgreSQL refused the whole write)."""
+    from custsync_pipeline.store import golden as golden_store
+
+    url, records, plan, _ = _resolved_once(engine, seed=17, people=200)
+    one = records.iloc[0]
+    entry = pd.DataFrame(
+        {
+            "connector": str(one["connector"]),
+            "source_id": [str(one["source_id"])],
+            "aspect": "addresses",
+            "entry_key": ["k-review"],
+            "street": "Storgatan 9",
+            "city": "Lund",
+        }
+    )
+    golden_store.upsert_source_entries(
+        engine, str(one["connector"]), entry, [str(one["source_id"])], []
+    )
+    second = _materialize(plan, url)
+    assert second["queued_records"] == 1 and second["changed_records"] == 0, second
+    assert _queued(engine) == 0
+
+    long_id = "x" * 300
+    edited = records.iloc[[0]].assign(city="Någonstans")  # a write, with an id never stored
+    core.upsert_source_records(engine, str(one["connector"]), edited, [long_id])
+    third = _materialize(plan, url)
+    assert third["queued_records"] == 2 and third["changed_records"] == 1, third

@@ -172,6 +172,14 @@ def row_hashes(rows: pd.DataFrame) -> np.ndarray:
 SCOPED_HASHES_MAX = 50_000
 
 
+def queue_changed(conn: sa.Connection, connector: str, source_ids: list[str]) -> None:
+    """Queue records a write changed (their values, entries, or deletion) for the next
+    resolution and the next merge, in the write's transaction: every writer of source
+    records or entries calls this with the source stamp it moves."""
+    queue_for_resolution(conn, connector, source_ids)
+    queue_records(conn, connector, source_ids)
+
+
 def _stored_hashes(
     conn: sa.Connection, connector: str, ids: list[str] | None = None
 ) -> pd.DataFrame:
@@ -220,8 +228,7 @@ def _write_changed(
     written = insert_frame(conn, source_records, changed)
     if written or removed:
         bump_stamp(conn, SOURCE_STAMP)
-        queue_records(conn, connector, [*changed["source_id"].astype(str), *gone])
-        queue_for_resolution(conn, connector, [*changed["source_id"].astype(str), *gone])
+        queue_changed(conn, connector, [*changed["source_id"].astype(str), *gone])
     return written, removed
 
 
@@ -263,8 +270,7 @@ def remove_source_records(engine: Engine, connector: str, source_ids: Iterable[s
         removed = _delete_ids(conn, connector, ids)
         if removed:
             bump_stamp(conn, SOURCE_STAMP)
-            queue_records(conn, connector, ids)
-            queue_for_resolution(conn, connector, ids)
+            queue_changed(conn, connector, ids)
     return removed
 
 

@@ -50,11 +50,11 @@ from custsync_pipeline.store.core import (
     golden_events,
     golden_records,
     load_golden_records,
+    queue_changed,
     source_record_ids,
     source_records,
 )
 from custsync_pipeline.store.db import metadata
-from custsync_pipeline.store.merge_scope import queue_records
 
 
 def _value_columns() -> list[sa.Column]:
@@ -162,7 +162,7 @@ def replace_source_entries(engine: Engine, connector: str, entries: pd.DataFrame
         save_digest(conn, name, digest)
         if changed:
             bump_stamp(conn, SOURCE_STAMP)
-            queue_records(conn, connector, changed)
+            queue_changed(conn, connector, changed)
     return len(rows)
 
 
@@ -280,7 +280,7 @@ def upsert_source_entries(
         # the snapshot digest no longer describes what is stored
         save_digest(conn, f"source_entries:{connector}", "")
         bump_stamp(conn, SOURCE_STAMP)
-        queue_records(conn, connector, [*doomed["source_id"], *rows["source_id"]])
+        queue_changed(conn, connector, [*doomed["source_id"], *rows["source_id"]])
     return len(rows)
 
 

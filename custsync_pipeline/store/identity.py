@@ -141,8 +141,9 @@ resolution_queue = sa.Table(
     "resolution_queue",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("connector", sa.String(64), nullable=False),
-    sa.Column("source_id", sa.String(255)),  # NULL: every record of the connector
+    # text, as in merge_queue: a delete feed's id is queued before any length check
+    sa.Column("connector", sa.Text, nullable=False),
+    sa.Column("source_id", sa.Text),  # NULL: every record of the connector
     comment="source records written or deleted since the last identity resolution",
     sqlite_autoincrement=True,  # an id is never reused: a resolution takes off only rows it read
 )
