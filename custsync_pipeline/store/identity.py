@@ -281,7 +281,7 @@ def read_resolution_queue(engine: Engine, connectors: Iterable[str]) -> QueuedCh
     # read after the queue: a write in between is queued beyond what was read, and its
     # stamp is the one saved, so the next resolution sees it in the queue
     stamp = table_stamp(engine, SOURCE_STAMP)
-    if not marker:
+    if marker is None:  # ("": resolved when no stamp was held, as after ``custsync forget``)
         return QueuedChanges(ids, stamp, None, "the stored map was not resolved with a queue")
     if queued["source_id"].isna().any():
         return QueuedChanges(ids, stamp, None, "a write queued a connector whole")
