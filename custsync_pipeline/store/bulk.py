@@ -17,7 +17,7 @@ import hashlib
 import importlib
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +335,38 @@ def delete_in(
     for part in one_of(conn.dialect.name, table.c[column], values):
         removed += conn.execute(table.delete().where(*where, part)).rowcount
     return int(removed)
+
+
+def key_queue(name: str, comment: str) -> sa.Table:
+    """A queue of (connector, source_id) keys: a writer adds rows in its own transaction
+    (``queue_keys``), a reader takes off by id the rows it read (an id is never reused, so
+    a row queued meanwhile stays); a NULL source_id queues the connector whole."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("connector", sa.Text, nullable=False),
+        # text, not a bounded key: a delete feed's ids are queued before any length check
+        sa.Column("source_id", sa.Text),
+        comment=comment,
+        sqlite_autoincrement=True,
+    )
+
+
+def queue_keys(
+    conn: sa.Connection, table: sa.Table, connector: str, source_ids: Iterable[object], most: int
+) -> int:
+    """Queue ``source_ids`` of ``connector`` in ``table`` (a ``key_queue``), in the caller's
+    transaction — the connector whole (one row) when there are more than ``most``; returns
+    the rows queued."""
+    ids = pd.unique(pd.Series(list(source_ids), dtype=object).dropna().astype(str))
+    if not len(ids):
+        return 0
+    table.create(conn, checkfirst=True)  # writers of a state DB made before it
+    if len(ids) > most:
+        conn.execute(table.insert().values(connector=connector, source_id=None))
+        return 1
+    return insert_frame(conn, table, pd.DataFrame({"connector": connector, "source_id": ids}))
 
 
 def read_keyed(

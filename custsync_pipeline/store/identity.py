@@ -40,6 +40,8 @@ from custsync_pipeline.store.bulk import (
     delete_in,
     hashes_digest,
     insert_frame,
+    key_queue,
+    queue_keys,
     read_frame,
     save_digest,
     stored_digest,
@@ -137,15 +139,8 @@ steward_decisions = sa.Table(
 # source records written or deleted since the last resolution: every write of source
 # records queues their keys in its own transaction (``queue_for_resolution``), so an
 # incremental resolution reads what changed instead of every record's hash
-resolution_queue = sa.Table(
-    "resolution_queue",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    # text, as in merge_queue: a delete feed's id is queued before any length check
-    sa.Column("connector", sa.Text, nullable=False),
-    sa.Column("source_id", sa.Text),  # NULL: every record of the connector
-    comment="source records written or deleted since the last identity resolution",
-    sqlite_autoincrement=True,  # an id is never reused: a resolution takes off only rows it read
+resolution_queue = key_queue(
+    "resolution_queue", "source records written or deleted since the last identity resolution"
 )
 
 IDENTITY_TABLES = (
@@ -246,15 +241,7 @@ def stale_reach(engine: Engine, prior_map: pd.DataFrame | None = None) -> bool:
 def queue_for_resolution(conn: sa.Connection, connector: str, source_ids: Iterable[object]) -> int:
     """Queue ``source_ids`` of ``connector`` (written or deleted) for the next resolution, in
     the caller's transaction; returns the rows queued."""
-    ids = pd.unique(pd.Series(list(source_ids), dtype=object).dropna().astype(str))
-    if not len(ids):
-        return 0
-    resolution_queue.create(conn, checkfirst=True)  # writers of a state DB made before it
-    if len(ids) > RESOLUTION_QUEUE_MAX:
-        conn.execute(resolution_queue.insert().values(connector=connector, source_id=None))
-        return 1
-    frame = pd.DataFrame({"connector": connector, "source_id": ids})
-    return insert_frame(conn, resolution_queue, frame)
+    return queue_keys(conn, resolution_queue, connector, source_ids, RESOLUTION_QUEUE_MAX)
 
 
 @dataclass

@@ -16,22 +16,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from custsync_pipeline.store.bulk import delete_in, insert_frame, read_frame
+from custsync_pipeline.store.bulk import delete_in, insert_frame, key_queue, queue_keys, read_frame
 from custsync_pipeline.store.db import metadata
 
 # a write of more records than this queues its connector whole (a snapshot of a
 # million records is merged whole anyway: one row instead of a million)
 QUEUE_MAX = 50_000
 
-merge_queue = sa.Table(
-    "merge_queue",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("connector", sa.Text, nullable=False),
-    sa.Column("source_id", sa.Text),  # NULL: every record of the connector
-    comment="source records written since the last golden merge",
-    sqlite_autoincrement=True,  # an id is never reused: a merge takes off only rows it read
-)
+merge_queue = key_queue("merge_queue", "source records written since the last golden merge")
 
 golden_members = sa.Table(
     "golden_members",
@@ -45,14 +37,7 @@ golden_members = sa.Table(
 def queue_records(conn: sa.Connection, connector: str, source_ids: Iterable[object]) -> int:
     """Queue ``source_ids`` of ``connector`` for the next merge, in the caller's
     transaction; returns the rows queued."""
-    ids = pd.unique(pd.Series(list(source_ids), dtype=object).dropna().astype(str))
-    if not len(ids):
-        return 0
-    merge_queue.create(conn, checkfirst=True)  # writers of a state DB made before it
-    if len(ids) > QUEUE_MAX:
-        conn.execute(merge_queue.insert().values(connector=connector, source_id=None))
-        return 1
-    return insert_frame(conn, merge_queue, pd.DataFrame({"connector": connector, "source_id": ids}))
+    return queue_keys(conn, merge_queue, connector, source_ids, QUEUE_MAX)
 
 
 def read_queue(engine: Engine) -> pd.DataFrame:
