@@ -309,3 +309,35 @@ def test_a_change_of_one_lone_record_deleted_resolves_nothing_else() -> None:
     cols = ["connector", "source_id", "golden_id"]
     rest = full0.identity_map[full0.identity_map["source_id"] != lone["source_id"]]
     assert _rows(got, cols) == _rows(rest, cols)
+
+
+def test_names_turned_round_are_judged_again_only_where_word_counts_moved() -> None:
+    """``_flipped_names`` judges again only the records holding a word whose counts moved:
+    it must find every record whose judgment a change turns, as judging all would."""
+    from custsync_pipeline.domain.identity_scope import _flipped_names, _roles, _swapped
+
+    rng = np.random.default_rng(5)
+    first = rng.integers(1, 2**63, size=6, dtype=np.int64).astype(np.uint64)
+    last = rng.integers(1, 2**63, size=6, dtype=np.int64).astype(np.uint64)
+
+    def people(n: int) -> np.ndarray:
+        """First and last names in both passes, some typed the wrong way round; a few
+        records per word (counts near the rule's thresholds: 2 and 3x)."""
+        f, la = first[rng.integers(0, 6, (n, 2))], last[rng.integers(0, 6, (n, 2))]
+        out = np.c_[f[:, 0], la[:, 0], f[:, 1], la[:, 1]]
+        turned = rng.random(n) < 0.2
+        out[turned] = out[turned][:, [1, 0, 3, 2]]
+        out[rng.random((n, 4)) < 0.05] = 0  # missing names
+        return out
+
+    turning = 0
+    for _ in range(60):
+        before = people(40)
+        now = before.copy()
+        edit = rng.random(40) < 0.15
+        now[edit] = people(int(edit.sum()))
+        old_roles, new_roles = _roles(before), _roles(now)
+        want = _swapped(now, old_roles) != _swapped(now, new_roles)
+        assert (_flipped_names(now, old_roles, new_roles) == want).all()
+        turning += int(want[~edit].any())
+    assert turning >= 10, "changes must turn unchanged records' judgments for this to mean much"
