@@ -5,10 +5,13 @@ and an incremental merge that leaves exactly what a merge of everything would.
   ``golden_scope`` takes the golden ids of queued records, moved members and publishes,
   and asks for everything when a connector is queued whole or most records changed;
 - store (a real SQLite file): a write queues the records it changed and nothing else,
-  a snapshot of entries rewrites and queues only the records whose entries changed;
+  a snapshot of entries rewrites and queues only the records whose entries changed; the
+  identity step's queue of member changes accounts for the map only while no write came
+  between;
 - over sockets: after edits, deletes and additions in four sandbox systems the next
-  run merges a part of the golden records, and a merge of everything afterwards finds
-  nothing left to change.
+  run merges a part of the golden records (the moved ones as the identity step queued
+  them), and a merge of everything afterwards finds nothing left to change; a map write
+  that queued nothing is found by the member digests.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from custsync_pipeline.domain.merge_scope import golden_scope, member_digests
+from custsync_pipeline.domain.merge_scope import golden_scope, member_digests, moved_members
 from custsync_pipeline.sandbox.server import Sandbox
 from custsync_pipeline.store import core, merge_scope
 from custsync_pipeline.store import golden as golden_store
@@ -54,14 +57,16 @@ def test_golden_scope_takes_queued_moved_and_written_ids():
     none = pd.DataFrame({"connector": [], "source_id": []}, dtype=object)
     written = pd.DataFrame({"golden_id": ["G5"], "target": ["sf"], "target_id": ["7"]})
     queued = pd.DataFrame({"connector": ["sf", "vf"], "source_id": ["3", "unknown"]})
-    scope = golden_scope(now, member_digests(now), stored, queued, written)
+    moved = moved_members(member_digests(now), stored)
+    assert moved == {"G0", "G1"}
+    scope = golden_scope(now, moved, 20, queued, written)
     # G0 gained, G1 is gone, record 3 was written, G5 and record 7's G7 were published
     assert scope == {"G0", "G1", "G3", "G5", "G7"}
-    assert golden_scope(before, stored, stored, none, written.iloc[:0]) == set()
+    assert golden_scope(before, set(), 20, none, written.iloc[:0]) == set()
     whole = pd.DataFrame({"connector": ["sf"], "source_id": [None]})
-    assert golden_scope(before, stored, stored, whole, written.iloc[:0]) is None
+    assert golden_scope(before, set(), 20, whole, written.iloc[:0]) is None
     many = pd.DataFrame({"connector": "sf", "source_id": [str(i) for i in range(10)]})
-    assert golden_scope(before, stored, stored, many, written.iloc[:0]) is None
+    assert golden_scope(before, set(), 20, many, written.iloc[:0]) is None
 
 
 def _canonical(ids: list[str], city: str) -> pd.DataFrame:
@@ -144,6 +149,42 @@ def test_writes_queue_exactly_the_records_they_change(tmp_path: Path):
     engine.dispose()
 
 
+def test_member_changes_account_for_the_map_only_while_no_write_came_between(tmp_path: Path):
+    engine = StateDB(f"sqlite:///{tmp_path / 'state.sqlite'}").create_all().engine
+
+    def queued(stamp: str) -> tuple[list[str], bool]:
+        frame, whole = merge_scope.read_member_queue(engine, stamp)
+        return sorted(frame["golden_id"]), whole
+
+    with engine.begin() as conn:  # no merge noted yet: nothing accounts for the map
+        assert not merge_scope.queue_member_changes(conn, ["G1"], "", "s1")
+    assert queued("s1") == ([], False)
+    with engine.begin() as conn:  # a merge digested every member at s1
+        merge_scope.note_members_merged(conn, [], "s1")
+    assert queued("s1") == ([], True)
+    with engine.begin() as conn:
+        assert merge_scope.queue_member_changes(conn, ["G1", "G2", None, "G1"], "s1", "s2")
+    with engine.begin() as conn:
+        assert merge_scope.queue_member_changes(conn, ["G3"], "s2", "s3")
+    assert queued("s3") == (["G1", "G2", "G3"], True)
+    assert queued("s4")[1] is False  # the map moved on without a queued write
+    frame, _ = merge_scope.read_member_queue(engine, "s3")
+    with engine.begin() as conn:  # the merge takes off what it read
+        merge_scope.note_members_merged(conn, frame["id"], "s3")
+    assert queued("s3") == ([], True)
+    # a write the queue does not know of (s3 -> s4), then a queued one: no account
+    with engine.begin() as conn:
+        assert not merge_scope.queue_member_changes(conn, ["G4"], "s4", "s5")
+    assert queued("s5") == ([], False)
+    # more golden ids than the queue takes: no account either
+    with engine.begin() as conn:
+        merge_scope.note_members_merged(conn, [], "s5")
+        many = [f"G{i}" for i in range(merge_scope.QUEUE_MAX + 1)]
+        assert not merge_scope.queue_member_changes(conn, many, "s5", "s6")
+    assert queued("s6") == ([], False)
+    engine.dispose()
+
+
 def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_env, tmp_path: Path):
     for k, v in SANDBOX_SECRETS.items():
         dagster_env.setenv(k, v)
@@ -163,7 +204,9 @@ def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_en
             gold = metadata_of(second, "golden_customers")
             assert 0 < gold["merged_records"] < gold["dagster/row_count"] / 4, gold
             assert gold["changed_records"] > 0, gold
+            assert gold["members_queued"] is True, gold  # no digest of every golden id
             assert merge_scope.read_queue(engine).empty  # the merge took what it read
+            assert merge_scope.read_member_queue(engine, "")[0].empty
             # the output of a merge of a part: every stored golden record, as stored
             stored = _assert_output_is_stored(_golden_output(), engine)
             # forget what the last merge covered: the next one merges everything
@@ -173,11 +216,46 @@ def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_en
             assert third.success
             full = metadata_of(third, "golden_customers")
             assert full["merged_records"] == full["dagster/row_count"] == len(stored)
+            assert full["members_queued"] is False
             for k in ("changed_records", "field_changes", "entry_changes", "retired_ids"):
                 assert full[k] == 0, (k, full)
             again = core.load_golden_records(engine).sort_values("golden_id")
             assert again["golden_id"].tolist() == stored["golden_id"].tolist()
             assert (again["version"].to_numpy() == stored["version"].to_numpy()).all()
+        engine.dispose()
+
+
+def test_a_map_write_that_queued_nothing_is_found_by_the_member_digests(
+    dagster_env, monkeypatch, tmp_path: Path
+):
+    """A writer of the identity map that does not queue member changes (an older release)
+    moves the map's stamp past the queue's note: the merge digests every golden record's
+    members and merges the moved ones, and a merge of everything finds nothing left."""
+    from custsync_pipeline.store import identity as identity_store
+
+    for k, v in SANDBOX_SECRETS.items():
+        dagster_env.setenv(k, v)
+    with Sandbox(seed=29, people=200, base_port=0) as sb:
+        db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, publish=False)
+        engine = StateDB(db_url).engine
+        with dg.DagsterInstance.ephemeral() as instance:
+            assert materialize_all(instance).success
+            # the identity step of an older release: it writes the map, queues nothing
+            monkeypatch.setattr(identity_store, "queue_member_changes", lambda *a: False)
+            for system in ("salesforce", "voyado", "voucherify"):
+                sb.changes(system, edit=4, delete=3, add=2, seed=9)
+            second = materialize_all(instance)
+            assert second.success
+            gold = metadata_of(second, "golden_customers")
+            assert gold["members_queued"] is False, gold
+            assert 0 < gold["merged_records"] < gold["dagster/row_count"], gold
+            stored = _assert_output_is_stored(_golden_output(), engine)
+            with engine.begin() as conn:  # a merge of everything: nothing left to change
+                conn.execute(sa.text("delete from table_digests where name like 'golden_%'"))
+            full = metadata_of(materialize_all(instance), "golden_customers")
+            assert full["merged_records"] == full["dagster/row_count"] == len(stored)
+            for k in ("changed_records", "field_changes", "entry_changes", "retired_ids"):
+                assert full[k] == 0, (k, full)
         engine.dispose()
 
 

@@ -85,7 +85,7 @@ class ScopedResolution:
 
     result: IdentityResult  # map, golden ids and conflicts of everyone; links of the scope
     scope: pd.DataFrame  # connector, source_id, source_hash, reach of the records resolved
-    gone: pd.DataFrame  # connector, source_id of stored map rows no longer resolved
+    gone: pd.DataFrame  # connector, source_id, golden_id of stored map rows no longer resolved
     touched: np.ndarray  # golden ids whose evidence the scope's links replace
     kept: int = 0  # the map's first rows: stored rows as they are (outside the scope)
 
@@ -411,6 +411,8 @@ def resolve_changes(
         stats=stats,
         match_params=stored.match_params,
     )
+    # the golden id each gone record had: its golden record lost a member
+    gone = gone.assign(golden_id=p_gid_all[gone_rows])
     return ScopedResolution(
         merged, scope_rows, gone, np.asarray(touched, dtype=object), kept=len(kept)
     )

@@ -5,8 +5,10 @@ record (versions, consents, current data), what custsync wrote to its members (e
 safety) and the plan. So after a first merge of everything, a merge redoes only the
 golden ids
 
-* whose members changed (one joined, left, or the id is new or gone): told by a digest
-  of each golden id's (connector, source id) members, stored at its last merge;
+* whose members changed (one joined, left, or the id is new or gone): told by the
+  identity step, which queues them as it writes the map, or, where its queue is no full
+  account (a map written before it, or by a writer that does not queue), by a digest of
+  each golden id's (connector, source id) members, stored at its last merge;
 * of a record written since the last merge (the merge queue: a source record or its
   entries, deleted ones included);
 * touched by a publish since the last merge (the outbox row's golden id and the golden
@@ -68,27 +70,33 @@ def golden_ids_of(identity_map: pd.DataFrame, keys: pd.DataFrame) -> set[str]:
     return set(identity_map.loc[named, "golden_id"].astype(str))
 
 
+def moved_members(digests: pd.Series, stored_digests: pd.Series) -> set[str]:
+    """The golden ids whose members differ from their last merge's (new and gone ids
+    too): ``digests`` (:func:`member_digests`) against ``stored_digests``."""
+    # compared by hash lookups both ways (a union of the id indexes sorts 400k strings)
+    before = stored_digests.reindex(digests.index)
+    moved = set(digests.index[(digests.to_numpy() != before.to_numpy())].astype(str))
+    gone = ~stored_digests.index.isin(digests.index)
+    return moved | set(stored_digests.index[gone].astype(str))
+
+
 def golden_scope(
     identity_map: pd.DataFrame,
-    digests: pd.Series,
-    stored_digests: pd.Series,
+    moved: set[str],
+    n_golden: int,
     queued: pd.DataFrame,
     written: pd.DataFrame,
 ) -> set[str] | None:
     """The golden ids a merge must redo, or None when it must merge everything.
 
-    ``digests``: :func:`member_digests` of ``identity_map``; ``stored_digests``: the
-    same at the last merge; ``queued``: the merge queue (connector, source_id; a missing
-    source id queues the connector whole); ``written``: outbox rows changed since the
-    last merge (golden_id, target, target_id)."""
+    ``moved``: the golden ids whose members changed since the last merge
+    (:func:`moved_members`, or the identity step's account of them); ``n_golden``: the
+    golden records there are; ``queued``: the merge queue (connector, source_id; a
+    missing source id queues the connector whole); ``written``: outbox rows changed since
+    the last merge (golden_id, target, target_id)."""
     if queued["source_id"].isna().any():
         return None
-    # compared by hash lookups both ways (a union of the id indexes sorts 400k strings)
-    before = stored_digests.reindex(digests.index)
-    moved = set(digests.index[(digests.to_numpy() != before.to_numpy())].astype(str))
-    gone = ~stored_digests.index.isin(digests.index)
-    moved |= set(stored_digests.index[gone].astype(str))
-    scope = moved | golden_ids_of(identity_map, queued)
+    scope = set(moved) | golden_ids_of(identity_map, queued)
     if len(written):
         scope |= set(written["golden_id"].dropna().astype(str))
         targets = written.dropna(subset=["target_id"])
@@ -96,6 +104,6 @@ def golden_scope(
             identity_map,
             pd.DataFrame({"connector": targets["target"], "source_id": targets["target_id"]}),
         )
-    if len(scope) > WHOLE_SHARE * max(len(digests), 1):
+    if len(scope) > WHOLE_SHARE * max(n_golden, 1):
         return None
     return scope

@@ -627,6 +627,14 @@ def stored_digest(engine: sa.Engine, name: str) -> str | None:
         ).scalar()
 
 
+def digest_in(conn: sa.Connection, name: str) -> str | None:
+    """The stored digest of ``name`` as the caller's transaction sees it."""
+    table_digests.create(conn, checkfirst=True)
+    return conn.execute(
+        sa.select(table_digests.c.digest).where(table_digests.c.name == name)
+    ).scalar()
+
+
 def save_digest(conn: sa.Connection, name: str, digest: str) -> None:
     """Store ``digest`` for ``name`` in the caller's transaction (with the rows it covers)."""
     table_digests.create(conn, checkfirst=True)

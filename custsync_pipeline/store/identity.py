@@ -38,6 +38,7 @@ from custsync_pipeline.domain.identity import (
 from custsync_pipeline.store.bulk import (
     bump_stamp,
     delete_in,
+    digest_in,
     hashes_digest,
     insert_frame,
     key_queue,
@@ -49,6 +50,7 @@ from custsync_pipeline.store.bulk import (
     table_stamp,
 )
 from custsync_pipeline.store.db import add_missing_columns, metadata
+from custsync_pipeline.store.merge_scope import queue_member_changes
 
 if TYPE_CHECKING:
     from custsync_pipeline.domain.identity_match import MatchParams
@@ -403,7 +405,7 @@ def save_identity_result(
         before, _ = _aligned(cur, old_map[[*key, *held]], key, at)
     elif len(old_map):
         before, hit = _aligned(cur, old_map[[*key, *held]], key)
-        gone_rows = old_map.loc[~hit, key]
+        gone_rows = old_map.loc[~hit, [*key, "golden_id"]]
     else:
         before = pd.DataFrame(index=cur.index)
     # each row's source hash and reach: as stored, the resolved records' from ``reach``
@@ -443,10 +445,19 @@ def save_identity_result(
                     differs |= ~_same(cur["reach"].iloc[idx], before["reach"].iloc[idx]).to_numpy()
             changed[idx[differs]] = True
         upserts = cur[changed]
-        gone = gone_rows
+        gone = gone_rows[key]
+        # golden records whose members changed: a record's old and new golden id when it
+        # moved (or is new), a gone record's old one — for the merge (``member_queue``)
+        regrouped = ~_same(cur["golden_id"], before["golden_id"]).to_numpy()
+        member_changes = np.r_[
+            cur["golden_id"].to_numpy(dtype=object)[regrouped],
+            before["golden_id"].to_numpy(dtype=object)[regrouped],
+            gone_rows["golden_id"].to_numpy(dtype=object),
+        ]
     else:
         upserts, gone = cur, pd.DataFrame(columns=key)
         moved = len(cur)
+        member_changes = cur["golden_id"].to_numpy(dtype=object)
     _replace_rows(engine, identity_map, upserts, key, fresh=not len(old_map))
     if len(gone):
         with engine.begin() as conn:
@@ -456,7 +467,11 @@ def save_identity_result(
     written["identity_map_deleted"] = len(gone)
     if written["golden_ids"] or len(upserts) or len(gone):
         with engine.begin() as conn:
+            stamp_before = digest_in(conn, IDENTITY_STAMP) or ""
             bump_stamp(conn, IDENTITY_STAMP)
+            queue_member_changes(
+                conn, member_changes, stamp_before, digest_in(conn, IDENTITY_STAMP) or ""
+            )
 
     if touched is None:
         written["identity_links"] = _save_all_links(engine, result.links)
@@ -495,7 +510,8 @@ def _scoped_rows(
     """The map rows an incremental resolution may have changed — those after the ``kept``
     stored ones, and kept rows whose source hash it brought up to date (in ``reach``) —
     with their positions in ``old_map`` (one lookup in the million stored keys), and the
-    stored rows to delete: ``gone``, and a stamped copy no longer present."""
+    stored rows to delete (with the golden id each had): ``gone``, and a stamped copy no
+    longer present."""
     key = ["connector", "source_id"]
     tail = cur.iloc[kept:].reset_index(drop=True)
     extra = pd.DataFrame(columns=key)
@@ -508,8 +524,14 @@ def _scoped_rows(
             [tail, old_map.iloc[at_extra[at_extra >= 0]][MAP_COLUMNS]], ignore_index=True
         )
         at = np.r_[at[: len(tail)], at_extra[at_extra >= 0]]
-    stamped = old_map.loc[(old_map["rule"] == STAMP_RULE).to_numpy(), key]
-    gone_rows = pd.concat([gone[key], stamped], ignore_index=True).drop_duplicates()
+    cols = [*key, "golden_id"]
+    if "golden_id" not in gone.columns:  # the golden id each had, from the stored map
+        at_gone = key_positions(gone, old_map, key)
+        gids = old_map["golden_id"].to_numpy(dtype=object)[np.maximum(at_gone, 0)]
+        gone = gone.assign(golden_id=np.where(at_gone >= 0, gids, None))
+    stamped = old_map.loc[(old_map["rule"] == STAMP_RULE).to_numpy(), cols]
+    gone_rows = pd.concat([gone.reindex(columns=cols), stamped], ignore_index=True)
+    gone_rows = gone_rows.drop_duplicates(subset=key)
     if len(gone_rows):  # a record still in the map (stamped since it was resolved) stays
         gone_rows = gone_rows[key_positions(gone_rows, rows, key) < 0]
     return rows, at, gone_rows

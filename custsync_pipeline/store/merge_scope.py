@@ -16,7 +16,18 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from custsync_pipeline.store.bulk import delete_in, insert_frame, key_queue, queue_keys, read_frame
+from custsync_pipeline.store.bulk import (
+    delete_in,
+    digest_in,
+    insert_frame,
+    key_queue,
+    one_of,
+    queue_keys,
+    read_frame,
+    save_digest,
+    stored_digest,
+    table_digests,
+)
 from custsync_pipeline.store.db import metadata
 
 # a write of more records than this queues its connector whole (a snapshot of a
@@ -32,6 +43,60 @@ golden_members = sa.Table(
     sa.Column("members_hash", sa.Text, nullable=False),
     comment="digest of each golden record's members at its last merge",
 )
+
+
+# every change of a golden record's members since the last merge, queued by the
+# identity step in the transaction that writes the map (``queue_member_changes``)
+member_queue = sa.Table(
+    "member_queue",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("golden_id", sa.Text, nullable=False),
+    comment="golden ids whose members changed since the last golden merge",
+    sqlite_autoincrement=True,
+)
+# table_digests row: the identity map's stamp up to which ``member_queue`` accounts for
+# every change of members (absent or another stamp: the merge digests every member)
+MEMBERS_QUEUED = "golden_members_queued"
+
+
+def queue_member_changes(
+    conn: sa.Connection, golden_ids: Iterable[object], stamp_before: str, stamp_after: str
+) -> bool:
+    """Queue ``golden_ids`` (their members changed) in the caller's transaction, the one
+    that moves the identity map's stamp from ``stamp_before`` to ``stamp_after``, and note
+    that the queue accounts for the map at ``stamp_after`` — only when it did at
+    ``stamp_before``. Otherwise (a write that queued nothing came between, or more than
+    ``QUEUE_MAX`` ids) the note is dropped, until a merge digests every golden record's
+    members again. Returns whether the queue still accounts for the map."""
+    member_queue.create(conn, checkfirst=True)
+    note = digest_in(conn, MEMBERS_QUEUED)
+    ids = pd.unique(pd.Series(list(golden_ids), dtype=object).dropna().astype(str))
+    if (note or "") != (stamp_before or "") or note is None or len(ids) > QUEUE_MAX:
+        conn.execute(table_digests.delete().where(table_digests.c.name == MEMBERS_QUEUED))
+        return False
+    insert_frame(conn, member_queue, pd.DataFrame({"golden_id": ids}))
+    save_digest(conn, MEMBERS_QUEUED, stamp_after)
+    return True
+
+
+def read_member_queue(engine: Engine, identity_stamp: str) -> tuple[pd.DataFrame, bool]:
+    """(id, golden_id of every queued member change; whether the queue accounts for every
+    change of members of the map at ``identity_stamp``)."""
+    with engine.begin() as conn:
+        member_queue.create(conn, checkfirst=True)
+    frame = read_frame(engine, sa.select(member_queue.c.id, member_queue.c.golden_id))
+    note = stored_digest(engine, MEMBERS_QUEUED)
+    return frame.astype({"id": "int64", "golden_id": object}), note == identity_stamp
+
+
+def note_members_merged(conn: sa.Connection, queue_ids: Iterable[int], identity_stamp: str) -> None:
+    """In a merge's last transaction: take off the member changes it read and note that
+    the stored member digests and the queue (empty of them) account for the map at
+    ``identity_stamp``."""
+    member_queue.create(conn, checkfirst=True)
+    delete_in(conn, member_queue, "id", sorted(int(i) for i in queue_ids))
+    save_digest(conn, MEMBERS_QUEUED, identity_stamp)
 
 
 def queue_records(conn: sa.Connection, connector: str, source_ids: Iterable[object]) -> int:
@@ -52,13 +117,26 @@ def take_off(conn: sa.Connection, ids: Iterable[int]) -> int:
     return delete_in(conn, merge_queue, "id", sorted(int(i) for i in ids))
 
 
-def load_member_digests(engine: Engine) -> pd.Series:
-    """golden_id -> digest of its members at its last merge."""
+def load_member_digests(engine: Engine, golden_ids: Iterable[str] | None = None) -> pd.Series:
+    """golden_id -> digest of its members at its last merge (of ``golden_ids`` only, when
+    given)."""
     c = golden_members.c
-    frame = read_frame(engine, sa.select(c.golden_id, c.members_hash))
+    stmt = sa.select(c.golden_id, c.members_hash)
+    if golden_ids is None:
+        frame = read_frame(engine, stmt)
+    else:
+        ids = sorted({str(g) for g in golden_ids})
+        parts = [stmt.where(part) for part in one_of(engine.dialect.name, c.golden_id, ids)]
+        frame = read_frame(engine, parts or stmt.where(sa.false()))
     return pd.Series(
         frame["members_hash"].to_numpy(dtype=object), index=frame["golden_id"].astype(str)
     )
+
+
+def member_digest_count(engine: Engine) -> int:
+    """Golden records at the last merge (one member digest each)."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(golden_members)).scalar())
 
 
 def save_member_digests(

@@ -26,7 +26,7 @@ from custsync_pipeline.domain.golden import (
     entries_digest,
     merge_golden,
 )
-from custsync_pipeline.domain.merge_scope import golden_scope, member_digests
+from custsync_pipeline.domain.merge_scope import golden_scope, member_digests, moved_members
 from custsync_pipeline.domain.plan import SyncPlan
 from custsync_pipeline.domain.quality import nameless_golden
 from custsync_pipeline.store import core, merge_scope
@@ -113,22 +113,30 @@ def _merge_scope(
     engine,
     key: str,
     identity_map: pd.DataFrame,
-    digests: pd.Series,
-    stored: pd.Series,
     queued: pd.DataFrame,
-) -> set[str] | None:
-    """The golden ids to merge again, or None for every one (no merge of this plan and
-    code yet: ``key``, :func:`merge_key`). ``stored``: the member digests of the last
-    merge."""
+    member_changes: pd.DataFrame | None,
+) -> tuple[set[str] | None, pd.Series | None, pd.Series | None, int]:
+    """(the golden ids to merge again, or None for every one; the member digests of every
+    golden record and as stored at the last merge, or None and None when the identity
+    step's queue of member changes told the moved golden ids: ``member_changes``; the
+    golden records there are). Every one is merged when there was no merge of this plan
+    and code yet (``key``, :func:`merge_key`)."""
     state = json.loads(stored_digest(engine, MERGE_STATE) or "{}")
+    if member_changes is None or state.get("plan") != key or not state.get("at"):
+        digests = member_digests(identity_map)
+        stored = merge_scope.load_member_digests(engine)
+        moved, n_golden = moved_members(digests, stored), len(digests)
+    else:
+        digests = stored = None
+        moved = set(member_changes["golden_id"].astype(str))
+        n_golden = merge_scope.member_digest_count(engine)
     if state.get("plan") != key or not state.get("at"):
-        return None
+        return None, digests, stored, n_golden
     # a publish since the last merge (the state lease keeps the two apart; a second of
     # slack for the clock's resolution)
     since = datetime.fromisoformat(state["at"]) - timedelta(seconds=1)
-    return golden_scope(
-        identity_map, digests, stored, queued, core.outbox_written_since(engine, since)
-    )
+    written = core.outbox_written_since(engine, since)
+    return golden_scope(identity_map, moved, n_golden, queued, written), digests, stored, n_golden
 
 
 # what the golden output holds of a stored golden record (not its version or hash)
@@ -321,7 +329,10 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         # merges stays queued for the next merge
         started = core.utcnow()
         queued = merge_scope.read_queue(engine)
-        digests = member_digests(identity_map)
+        # the golden ids whose members the identity step changed, while its queue of
+        # them is a full account of the map (else every golden record's members digested)
+        identity_stamp = table_stamp(engine, IDENTITY_STAMP)
+        member_changes, members_queued = merge_scope.read_member_queue(engine, identity_stamp)
         targets = {
             t.connector: getattr(
                 context.resources, connector_resource_key(t.connector)
@@ -329,19 +340,25 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             for t in plan.publish
         }
         key = merge_key(plan, targets)
-        stored_digests = merge_scope.load_member_digests(engine)
-        scope = _merge_scope(engine, key, identity_map, digests, stored_digests, queued)
+        scope, digests, stored_digests, n_golden = _merge_scope(
+            engine, key, identity_map, queued, member_changes if members_queued else None
+        )
         full_map = identity_map
         if scope is None:
             keys = None
-            context.log.info(f"merging all {len(digests)} golden records")
+            context.log.info(f"merging all {n_golden} golden records")
         else:
             members = identity_map[identity_map["golden_id"].astype(str).isin(scope).to_numpy()]
             identity_map, keys = members, members[["connector", "source_id"]]
             context.log.info(
-                f"merging {len(scope)} of {len(digests)} golden records: those whose "
+                f"merging {len(scope)} of {n_golden} golden records: those whose "
                 f"{len(queued)} queued source records, members or writes changed"
+                + ("" if digests is not None else " (members as the identity step queued them)")
             )
+        digests_told = digests is not None
+        if digests is None:  # the members of the golden records merged, digested
+            digests = member_digests(identity_map)
+            stored_digests = merge_scope.load_member_digests(engine, scope)
         # Arrow-backed text: a million records and their entries in a fraction of the memory
         records = core.load_source_records(
             engine,
@@ -455,6 +472,9 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         metadata = {
             "dagster/row_count": len(golden),
             "merged_records": len(result.golden),
+            # the golden ids whose members changed, as the identity step queued them (False:
+            # every golden record's members digested, or a merge of everything)
+            "members_queued": digests_told is False,
             "changed_records": len(changed),
             "echoed_values_ignored": n_echoed,
             "field_changes": field_changes,
@@ -481,6 +501,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         with engine.begin() as conn:
             # what this merge covered: the next one redoes only what changed since
             merge_scope.save_member_digests(conn, digests, scope)
+            merge_scope.note_members_merged(conn, member_changes["id"], identity_stamp)
             merge_scope.take_off(conn, queued["id"])
             save_digest(conn, MERGE_STATE, json.dumps({"plan": key, "at": started.isoformat()}))
             save_digest(conn, MERGED_INPUTS, inputs)
