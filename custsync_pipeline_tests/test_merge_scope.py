@@ -156,32 +156,40 @@ def test_member_changes_account_for_the_map_only_while_no_write_came_between(tmp
         frame, whole = merge_scope.read_member_queue(engine, stamp)
         return sorted(frame["golden_id"]), whole
 
-    with engine.begin() as conn:  # no merge noted yet: nothing accounts for the map
-        assert not merge_scope.queue_member_changes(conn, ["G1"], "", "s1")
+    def write(ids: list, before: str, after: str) -> bool:
+        """A map write as the identity step makes it: queued first, then the stamp moved."""
+        with engine.begin() as conn:
+            ok = merge_scope.queue_member_changes(conn, ids, before)
+        with engine.begin() as conn:
+            merge_scope.note_member_changes(conn, before, after)
+        return ok
+
+    assert not write(["G1"], "", "s1")  # no merge noted yet: nothing accounts for the map
     assert queued("s1") == ([], False)
     with engine.begin() as conn:  # a merge digested every member at s1
         merge_scope.note_members_merged(conn, [], "s1")
     assert queued("s1") == ([], True)
-    with engine.begin() as conn:
-        assert merge_scope.queue_member_changes(conn, ["G1", "G2", None, "G1"], "s1", "s2")
-    with engine.begin() as conn:
-        assert merge_scope.queue_member_changes(conn, ["G3"], "s2", "s3")
+    assert write(["G1", "G2", None, "G1"], "s1", "s2")
+    assert write(["G3"], "s2", "s3")
     assert queued("s3") == (["G1", "G2", "G3"], True)
     assert queued("s4")[1] is False  # the map moved on without a queued write
     frame, _ = merge_scope.read_member_queue(engine, "s3")
     with engine.begin() as conn:  # the merge takes off what it read
         merge_scope.note_members_merged(conn, frame["id"], "s3")
     assert queued("s3") == ([], True)
-    # a write the queue does not know of (s3 -> s4), then a queued one: no account
+    # a crash after the queue was written, before the map: ids queued, the note kept
     with engine.begin() as conn:
-        assert not merge_scope.queue_member_changes(conn, ["G4"], "s4", "s5")
-    assert queued("s5") == ([], False)
+        assert merge_scope.queue_member_changes(conn, ["G5"], "s3")
+    assert queued("s3") == (["G5"], True)
+    # a write the queue does not know of (s3 -> s4), then a queued one: no account
+    assert not write(["G4"], "s4", "s5")
+    assert queued("s5")[1] is False
     # more golden ids than the queue takes: no account either
     with engine.begin() as conn:
         merge_scope.note_members_merged(conn, [], "s5")
-        many = [f"G{i}" for i in range(merge_scope.QUEUE_MAX + 1)]
-        assert not merge_scope.queue_member_changes(conn, many, "s5", "s6")
-    assert queued("s6") == ([], False)
+    many = [f"G{i}" for i in range(merge_scope.QUEUE_MAX + 1)]
+    assert not write(many, "s5", "s6")
+    assert queued("s6")[1] is False
     engine.dispose()
 
 
@@ -240,8 +248,10 @@ def test_a_map_write_that_queued_nothing_is_found_by_the_member_digests(
         engine = StateDB(db_url).engine
         with dg.DagsterInstance.ephemeral() as instance:
             assert materialize_all(instance).success
-            # the identity step of an older release: it writes the map, queues nothing
+            # the identity step of an older release: it writes the map, queues nothing and
+            # notes nothing
             monkeypatch.setattr(identity_store, "queue_member_changes", lambda *a: False)
+            monkeypatch.setattr(identity_store, "note_member_changes", lambda *a: None)
             for system in ("salesforce", "voyado", "voucherify"):
                 sb.changes(system, edit=4, delete=3, add=2, seed=9)
             second = materialize_all(instance)

@@ -432,13 +432,14 @@ def current_records(
     connector, source_id, row_hash, custsync_id: the map's rows in its order (those
     changed with their new hash, those gone left out), then the new records.
     """
-    index = RecordIndex(prior["connector"], prior["source_id"])
+    index = _Records(prior["connector"], prior["source_id"])
     n = len(prior)
     row_hash = prior["source_hash"].to_numpy(dtype=object, na_value=None).copy()
     keep = np.ones(n, dtype=bool)
-    c_pos = index.find(_text(changed["connector"]), _text(changed["source_id"]))
+    c_pos = index.find(changed["connector"], changed["source_id"])
     keep[c_pos[c_pos >= 0]] = False  # written or deleted: what it is now is in ``fresh``
-    f_conn, f_sid = _text(fresh["connector"]), _text(fresh["source_id"])
+    f_conn = fresh["connector"].astype(str).to_numpy(dtype=object)
+    f_sid = fresh["source_id"].astype(str).to_numpy(dtype=object)
     f_hash = fresh["row_hash"].to_numpy(dtype=object, na_value=None)
     f_stamp = fresh["custsync_id"].to_numpy(dtype=object, na_value=None)
     f_pos = index.find(f_conn, f_sid)
@@ -446,7 +447,7 @@ def current_records(
     keep[f_pos[held]] = True
     row_hash[f_pos[held]] = f_hash[held]
     stamp = np.full(n, None, dtype=object)
-    s_pos = index.find(_text(stamped["connector"]), _text(stamped["source_id"]))
+    s_pos = index.find(stamped["connector"], stamped["source_id"])
     stamp[s_pos[s_pos >= 0]] = stamped["custsync_id"].to_numpy(dtype=object)[s_pos >= 0]
     stamp[f_pos[held]] = f_stamp[held]
     new = ~held
@@ -459,10 +460,6 @@ def current_records(
         }
     )
     return current, np.r_[np.flatnonzero(keep), np.full(int(new.sum()), -1)].astype(np.int64)
-
-
-def _text(values: pd.Series) -> np.ndarray:
-    return values.astype(str).to_numpy(dtype=object)
 
 
 def _golden_count(kept_codes: np.ndarray, uniq: pd.Index, resolved: pd.Series) -> int:

@@ -50,7 +50,7 @@ from custsync_pipeline.store.bulk import (
     table_stamp,
 )
 from custsync_pipeline.store.db import add_missing_columns, metadata
-from custsync_pipeline.store.merge_scope import queue_member_changes
+from custsync_pipeline.store.merge_scope import note_member_changes, queue_member_changes
 
 if TYPE_CHECKING:
     from custsync_pipeline.domain.identity_match import MatchParams
@@ -458,6 +458,9 @@ def save_identity_result(
         upserts, gone = cur, pd.DataFrame(columns=key)
         moved = len(cur)
         member_changes = cur["golden_id"].to_numpy(dtype=object)
+    if written["golden_ids"] or len(upserts) or len(gone):
+        with engine.begin() as conn:  # committed before the map is written
+            queue_member_changes(conn, member_changes, digest_in(conn, IDENTITY_STAMP) or "")
     _replace_rows(engine, identity_map, upserts, key, fresh=not len(old_map))
     if len(gone):
         with engine.begin() as conn:
@@ -469,9 +472,7 @@ def save_identity_result(
         with engine.begin() as conn:
             stamp_before = digest_in(conn, IDENTITY_STAMP) or ""
             bump_stamp(conn, IDENTITY_STAMP)
-            queue_member_changes(
-                conn, member_changes, stamp_before, digest_in(conn, IDENTITY_STAMP) or ""
-            )
+            note_member_changes(conn, stamp_before, digest_in(conn, IDENTITY_STAMP) or "")
 
     if touched is None:
         written["identity_links"] = _save_all_links(engine, result.links)

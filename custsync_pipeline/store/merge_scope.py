@@ -60,24 +60,31 @@ member_queue = sa.Table(
 MEMBERS_QUEUED = "golden_members_queued"
 
 
-def queue_member_changes(
-    conn: sa.Connection, golden_ids: Iterable[object], stamp_before: str, stamp_after: str
-) -> bool:
-    """Queue ``golden_ids`` (their members changed) in the caller's transaction, the one
-    that moves the identity map's stamp from ``stamp_before`` to ``stamp_after``, and note
-    that the queue accounts for the map at ``stamp_after`` — only when it did at
-    ``stamp_before``. Otherwise (a write that queued nothing came between, or more than
-    ``QUEUE_MAX`` ids) the note is dropped, until a merge digests every golden record's
+def queue_member_changes(conn: sa.Connection, golden_ids: Iterable[object], map_stamp: str) -> bool:
+    """Queue ``golden_ids`` (the identity step is about to change their members) in the
+    caller's transaction, committed before the map is written: a crash in between leaves
+    golden ids queued, never a change the queue does not know of. Only while the queue
+    accounts for the map at ``map_stamp`` (its stamp now); otherwise, or for more than
+    ``QUEUE_MAX`` ids, the note is dropped until a merge digests every golden record's
     members again. Returns whether the queue still accounts for the map."""
     member_queue.create(conn, checkfirst=True)
-    note = digest_in(conn, MEMBERS_QUEUED)
     ids = pd.unique(pd.Series(list(golden_ids), dtype=object).dropna().astype(str))
-    if (note or "") != (stamp_before or "") or note is None or len(ids) > QUEUE_MAX:
+    note = digest_in(conn, MEMBERS_QUEUED)
+    if note is None or note != map_stamp or len(ids) > QUEUE_MAX:
         conn.execute(table_digests.delete().where(table_digests.c.name == MEMBERS_QUEUED))
         return False
     insert_frame(conn, member_queue, pd.DataFrame({"golden_id": ids}))
-    save_digest(conn, MEMBERS_QUEUED, stamp_after)
     return True
+
+
+def note_member_changes(conn: sa.Connection, stamp_before: str, stamp_after: str) -> None:
+    """In the transaction that moves the identity map's stamp from ``stamp_before`` to
+    ``stamp_after``: the queue accounts for the map at ``stamp_after`` when it did at
+    ``stamp_before`` (the write queued its changes first, ``queue_member_changes``)."""
+    if digest_in(conn, MEMBERS_QUEUED) == stamp_before:
+        save_digest(conn, MEMBERS_QUEUED, stamp_after)
+    else:
+        conn.execute(table_digests.delete().where(table_digests.c.name == MEMBERS_QUEUED))
 
 
 def read_member_queue(engine: Engine, identity_stamp: str) -> tuple[pd.DataFrame, bool]:
