@@ -341,3 +341,32 @@ def test_names_turned_round_are_judged_again_only_where_word_counts_moved() -> N
         assert (_flipped_names(now, old_roles, new_roles) == want).all()
         turning += int(want[~edit].any())
     assert turning >= 10, "changes must turn unchanged records' judgments for this to mean much"
+    # a population without names on either side (the last named records deleted, or the
+    # first added): nothing to count, nothing judged differently
+    named, nameless = people(40), np.zeros((40, 4), dtype=np.uint64)
+    for a, b in ((nameless, named), (named, nameless), (nameless, nameless)):
+        want = _swapped(b, _roles(a)) != _swapped(b, _roles(b))
+        assert (_flipped_names(b, _roles(a), _roles(b)) == want).all()
+
+
+def test_the_last_named_records_deleted_resolve_as_a_full_resolution_would() -> None:
+    """A change that leaves the population without a single name (found in review: the
+    word counts of an empty population failed the incremental resolution)."""
+    rules, matching = _plan()
+    names = ["first_name", "last_name", "full_name", "first_name_raw", "last_name_raw"]
+    before = _independent(2)
+    before.loc[60:, [c for c in names if c in before.columns]] = None
+    stored, full0 = _stored(before, rules, matching)
+    after = before.drop(index=range(60)).reset_index(drop=True)
+    inc = resolve_changes(
+        _current(after), _fetcher(after), stored, rules, now=T1, matching=matching,
+        max_share=0.25,
+    )  # fmt: skip
+    full = resolve_identities(
+        after, rules, prior_map=full0.identity_map, golden_ids=full0.golden_ids, now=T1,
+        matching=matching, match_params=full0.match_params,
+        known_words=KnownWords(full0.known_words), with_reach=True,
+    )  # fmt: skip
+    assert inc is not None
+    cols = ["connector", "source_id", "golden_id", "rule", "updated_at"]
+    assert _rows(inc.result.identity_map, cols) == _rows(full.identity_map, cols)

@@ -98,6 +98,19 @@ def test_unchanged_steps_keep_their_outputs(dagster_env, tmp_path: Path) -> None
             assert io.held_rows(IDENTITY_MAP) == rows[IDENTITY_MAP]
             assert io.held_rows(GOLDEN_CUSTOMERS) == rows[GOLDEN_CUSTOMERS]
 
+            # a map file as many rows long that is not the stored map (another run's, a
+            # restored state DB; no stamp of the stored map): written again, not kept
+            held = pd.read_parquet(io.key_path(IDENTITY_MAP))
+            other = held.assign(golden_id=held["golden_id"].iloc[::-1].to_numpy())
+            other.attrs = {}
+            other.to_parquet(io.key_path(IDENTITY_MAP), index=False)
+            materialize_all(instance)
+            again = pd.read_parquet(io.key_path(IDENTITY_MAP))
+            stored = pd.read_sql("select connector, source_id, golden_id from identity_map", engine)
+            both = again.merge(stored, on=["connector", "source_id"], suffixes=("", "_db"))
+            assert len(both) == len(stored) == len(again)
+            assert (both["golden_id"] == both["golden_id_db"]).all()
+
             # the saved figures gone (``custsync forget`` clears every digest): counted
             with engine.begin() as conn:
                 conn.execute(table_digests.delete().where(table_digests.c.name == RESOLVED_FIGURES))

@@ -238,6 +238,15 @@ def kept_outputs(context: dg.AssetExecutionContext, expected: dict[dg.AssetKey, 
     return held_rows is not None and all(held_rows(k) == n for k, n in expected.items())
 
 
+def held_stamp(context: dg.AssetExecutionContext, key: dg.AssetKey, name: str) -> str | None:
+    """The stamp ``name`` the output of ``key`` on disk was written with, from its footer
+    (None: no such output or stamp, or an IO manager that cannot tell)."""
+    io = getattr(context.resources, "io_manager", None)
+    held_shape = getattr(io, "held_shape", None)
+    shape = held_shape(key) if held_shape is not None else None
+    return None if shape is None else shape.attrs.get(name)
+
+
 # --------------------------------------------------------------------------- erasure
 
 GOLDEN_ID_COLUMNS = ("golden_id", "golden_id_a", "golden_id_b", "merged_into")

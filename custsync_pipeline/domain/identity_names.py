@@ -416,6 +416,8 @@ class WordRoles:
 
     def counts(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(as first name, as last name) per hash (0 for an unknown word)."""
+        if len(self.words) == 0:  # a population without names: every word unknown
+            return np.zeros(len(hashes), dtype=np.int64), np.zeros(len(hashes), dtype=np.int64)
         pos = np.searchsorted(self.words, hashes)
         pos = np.minimum(pos, max(len(self.words) - 1, 0))
         hit = (self.words[pos] == hashes) if len(self.words) else np.zeros(len(hashes), bool)

@@ -12,8 +12,8 @@ import dagster as dg
 import pandas as pd
 
 from custsync_pipeline.defs.golden.echo import reads_as, written_canonical
-from custsync_pipeline.defs.identity.assets import IDENTITY_MAP
-from custsync_pipeline.defs.io import ARROW_TEXT_INPUT, kept_outputs
+from custsync_pipeline.defs.identity.assets import IDENTITY_MAP, MAP_STAMP
+from custsync_pipeline.defs.io import ARROW_TEXT_INPUT, held_stamp, kept_outputs
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.aspects import ASPECT_COLUMNS, ENTRY_ASPECTS
@@ -333,6 +333,8 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         # them is a full account of the map (else every golden record's members digested)
         identity_stamp = table_stamp(engine, IDENTITY_STAMP)
         member_changes, members_queued = merge_scope.read_member_queue(engine, identity_stamp)
+        # ... and while the map this step reads is the one the queue accounts for
+        members_queued &= held_stamp(context, IDENTITY_MAP, MAP_STAMP) == identity_stamp
         targets = {
             t.connector: getattr(
                 context.resources, connector_resource_key(t.connector)
@@ -472,8 +474,8 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         metadata = {
             "dagster/row_count": len(golden),
             "merged_records": len(result.golden),
-            # the golden ids whose members changed, as the identity step queued them (False:
-            # every golden record's members digested, or a merge of everything)
+            # the golden ids whose members changed came from the identity step's queue
+            # (False: every golden record's members were digested)
             "members_queued": digests_told is False,
             "changed_records": len(changed),
             "echoed_values_ignored": n_echoed,

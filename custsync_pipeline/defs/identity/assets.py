@@ -14,7 +14,7 @@ import pandas as pd
 
 from custsync_pipeline.defs.extract.assets import customers_key
 from custsync_pipeline.defs.extract.pulls import full_snapshot_requested
-from custsync_pipeline.defs.io import kept_outputs
+from custsync_pipeline.defs.io import held_stamp, kept_outputs
 from custsync_pipeline.defs.resources import STATE_POOL, connector_resource_key
 from custsync_pipeline.defs.state_lease import holds_state_lease
 from custsync_pipeline.domain.identity import MAP_COLUMNS
@@ -30,7 +30,12 @@ from custsync_pipeline.store.bulk import (
     table_stamp,
 )
 from custsync_pipeline.store.core import SOURCE_STAMP
-from custsync_pipeline.store.identity import QueuedChanges, read_resolution_queue, take_off_resolved
+from custsync_pipeline.store.identity import (
+    IDENTITY_STAMP,
+    QueuedChanges,
+    read_resolution_queue,
+    take_off_resolved,
+)
 
 RESOLVED_INPUTS = "identity_inputs"  # table_digests row: what the stored map was resolved from
 RESOLVED_RECORDS = "identity_records"  # ... and a digest of what it read of the records
@@ -38,6 +43,8 @@ RESOLVED_RECORDS = "identity_records"  # ... and a digest of what it read of the
 RESOLVED_FIGURES = "identity_figures"  # ... and the counts of what it stored, for a skip
 
 IDENTITY_MAP = dg.AssetKey("identity_map")
+# the identity map's state-DB stamp (IDENTITY_STAMP) the output file was written at
+MAP_STAMP = "custsync/identity_stamp"
 IDENTITY_CONFLICTS = dg.AssetKey("identity_conflicts")
 
 
@@ -151,12 +158,17 @@ def _identity_results(
     stats: dict[str, int],
     skipped: bool = False,
     n_golden: int | None = None,
+    stamp: str = "",
 ):
+    """The map and review-queue outputs; the map's file carries the state DB's stamp of
+    the map it holds (``stamp``): a step that keeps it, or reads it, can tell."""
     if n_golden is None:
         n_golden = id_map["golden_id"].nunique() if not id_map.empty else 0
+    out = id_map.copy(deep=False)
+    out.attrs = {MAP_STAMP: stamp}
     yield dg.MaterializeResult(
         asset_key=IDENTITY_MAP,
-        value=id_map,
+        value=out,
         metadata={
             "dagster/row_count": len(id_map),
             "golden_ids": int(n_golden),
@@ -224,8 +236,14 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
         unchanged = inputs == stored_digest(engine, RESOLVED_INPUTS)
         if unchanged:
             rows, golden, kinds = resolved_figures(engine, inputs)
-            if rows and kept_outputs(
-                context, {IDENTITY_MAP: rows, IDENTITY_CONFLICTS: sum(kinds.values())}
+            if (
+                rows
+                and kept_outputs(
+                    context, {IDENTITY_MAP: rows, IDENTITY_CONFLICTS: sum(kinds.values())}
+                )
+                # the file holds the stored map (not one as many rows long)
+                and held_stamp(context, IDENTITY_MAP, MAP_STAMP)
+                == table_stamp(engine, IDENTITY_STAMP)
             ):
                 context.log.info(
                     f"nothing changed since the last resolution: the stored map of {rows} "
@@ -248,7 +266,10 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                 f"{len(prior_map)} source records is used as it is"
             )
             conflicts = load_identity_conflicts(engine)
-            yield from _identity_results(prior_map[MAP_COLUMNS], conflicts, {}, skipped=True)
+            yield from _identity_results(
+                prior_map[MAP_COLUMNS], conflicts, {}, skipped=True,
+                stamp=table_stamp(engine, IDENTITY_STAMP),
+            )  # fmt: skip
             return
         basis = resolution_basis(plan, decisions)
         now = pd.Timestamp(datetime.now(UTC))
@@ -271,8 +292,9 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                     "map_rows_written", 0
                 )
                 yield from _identity_results(
-                    scoped.identity_map, scoped.conflicts, scoped.stats, skipped, n_golden
-                )
+                    scoped.identity_map, scoped.conflicts, scoped.stats, skipped, n_golden,
+                    table_stamp(engine, IDENTITY_STAMP),
+                )  # fmt: skip
                 return
         yield from _resolve_all(
             context, engine, plan, basis, inputs, prior_map, golden_ids, decisions, now, readers,
@@ -512,7 +534,10 @@ def _resolve_all(
         conflicts = load_identity_conflicts(engine)
         with engine.begin() as conn:
             n_golden = save_resolved(conn, inputs, prior_map, conflicts, queue)
-        yield from _identity_results(prior_map[MAP_COLUMNS], conflicts, {}, True, n_golden)
+        yield from _identity_results(
+            prior_map[MAP_COLUMNS], conflicts, {}, True, n_golden,
+            table_stamp(engine, IDENTITY_STAMP),
+        )  # fmt: skip
         return
     to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
     with_reach = plan.incremental_identity
@@ -548,5 +573,6 @@ def _resolve_all(
         save_digest(conn, RESOLVED_RECORDS, read)
         save_match_params(conn, basis, result.match_params, result.known_words)
     yield from _identity_results(
-        result.identity_map, result.conflicts, result.stats, n_golden=n_golden
-    )
+        result.identity_map, result.conflicts, result.stats, n_golden=n_golden,
+        stamp=table_stamp(engine, IDENTITY_STAMP),
+    )  # fmt: skip
