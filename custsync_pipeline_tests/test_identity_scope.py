@@ -370,3 +370,31 @@ def test_the_last_named_records_deleted_resolve_as_a_full_resolution_would() -> 
     assert inc is not None
     cols = ["connector", "source_id", "golden_id", "rule", "updated_at"]
     assert _rows(inc.result.identity_map, cols) == _rows(full.identity_map, cols)
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_reach_unpacks_to_what_was_packed(short: bool) -> None:
+    """``unpack_reach`` gives back each record's heads and keys (as a loop over the bytes
+    reads them); missing entries and, with ``short``, a cut one are nothing known."""
+    from custsync_pipeline.domain.identity import pack_reach
+
+    rng = np.random.default_rng(4)
+    n, width = 300, 6
+    heads = rng.integers(1, 2**63, size=(n, width), dtype=np.int64).astype(np.uint64)
+    key_rec = np.sort(rng.integers(0, n, size=700))
+    key_hash = rng.integers(1, 2**63, size=700, dtype=np.int64).astype(np.uint64)
+    packed = pack_reach(heads, key_rec, key_hash, n)
+    packed[::7] = None  # stamped records: no reach
+    if short:
+        packed[3] = packed[5][: 8 * (width - 2)]
+    tok, rest, owner, keys = unpack_reach(packed, width)
+    want_head = np.zeros((n, width), dtype=np.uint64)
+    want_owner, want_keys = [], []
+    for i, entry in enumerate(packed):
+        values = np.frombuffer(entry, dtype=np.uint64) if entry is not None else []
+        if len(values) >= width:
+            want_head[i] = values[:width]
+            want_owner += [i] * (len(values) - width)
+            want_keys += list(values[width:])
+    assert (tok == want_head[:, 0]).all() and (rest == want_head[:, 1:]).all()
+    assert owner.tolist() == want_owner and keys.tolist() == want_keys

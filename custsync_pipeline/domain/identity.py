@@ -1546,6 +1546,10 @@ def unpack_reach(
     head[full] = flat[idx] if len(idx) else head[full]
     counts = np.where(full, lengths - width, 0)
     owner = np.repeat(np.arange(n), counts)
+    if (full | (lengths == 0)).all():  # as written: the keys are every hash not a head
+        keys = np.ones(len(flat), dtype=bool)
+        keys[idx.ravel()] = False
+        return head[:, 0], head[:, 1:], owner, flat[keys]
     within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
     key_hash = flat[np.repeat(starts + width, counts) + within]
     return head[:, 0], head[:, 1:], owner, key_hash
