@@ -16,6 +16,7 @@ and an incremental merge that leaves exactly what a merge of everything would.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import dagster as dg
@@ -117,6 +118,40 @@ def _assert_output_is_stored(out: pd.DataFrame, engine: sa.Engine) -> pd.DataFra
     return stored
 
 
+@contextlib.contextmanager
+def _first_run(dagster_env, tmp_path: Path, seed: int, people: int):
+    """A sandbox, the state DB of a sync job over it (no publish: the sources alone decide)
+    and an instance on which its first run merged every golden record: (sandbox, state
+    DB engine, instance)."""
+    for k, v in SANDBOX_SECRETS.items():
+        dagster_env.setenv(k, v)
+    with Sandbox(seed=seed, people=people, base_port=0) as sb:
+        db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, publish=False)
+        engine = StateDB(db_url).engine
+        with dg.DagsterInstance.ephemeral() as instance:
+            first = materialize_all(instance)
+            assert first.success
+            gold = metadata_of(first, "golden_customers")
+            assert gold["merged_records"] == gold["dagster/row_count"]
+            yield sb, engine, instance
+        engine.dispose()
+
+
+def _merge_everything_changes_nothing(instance, engine: sa.Engine, stored: pd.DataFrame) -> None:
+    """Forget what the last merge covered and merge everything: it must find nothing left
+    to change in the ``stored`` golden records."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("delete from table_digests where name like 'golden_%'"))
+    full = metadata_of(materialize_all(instance), "golden_customers")
+    assert full["merged_records"] == full["dagster/row_count"] == len(stored)
+    assert full["members_queued"] is False
+    for k in ("changed_records", "field_changes", "entry_changes", "retired_ids"):
+        assert full[k] == 0, (k, full)
+    again = core.load_golden_records(engine).sort_values("golden_id")
+    assert again["golden_id"].tolist() == stored["golden_id"].tolist()
+    assert (again["version"].to_numpy() == stored["version"].to_numpy()).all()
+
+
 def test_writes_queue_exactly_the_records_they_change(tmp_path: Path):
     engine = StateDB(f"sqlite:///{tmp_path / 'state.sqlite'}").create_all().engine
     core.replace_source_records(engine, "crm", _canonical(["1", "2", "3"], "Lund"))
@@ -194,43 +229,20 @@ def test_member_changes_account_for_the_map_only_while_no_write_came_between(tmp
 
 
 def test_an_incremental_merge_leaves_what_a_merge_of_everything_would(dagster_env, tmp_path: Path):
-    for k, v in SANDBOX_SECRETS.items():
-        dagster_env.setenv(k, v)
-    with Sandbox(seed=23, people=400, base_port=0) as sb:
-        # the sources alone decide: a rerun reads what the last one did
-        db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, publish=False)
-        engine = StateDB(db_url).engine
-        with dg.DagsterInstance.ephemeral() as instance:
-            first = materialize_all(instance)
-            assert first.success
-            total = metadata_of(first, "golden_customers")["dagster/row_count"]
-            assert metadata_of(first, "golden_customers")["merged_records"] == total
-            for system in ("salesforce", "voyado", "voucherify", "icomm"):
-                sb.changes(system, edit=6, delete=2, add=3, seed=5)
-            second = materialize_all(instance)
-            assert second.success
-            gold = metadata_of(second, "golden_customers")
-            assert 0 < gold["merged_records"] < gold["dagster/row_count"] / 4, gold
-            assert gold["changed_records"] > 0, gold
-            assert gold["members_queued"] is True, gold  # no digest of every golden id
-            assert merge_scope.read_queue(engine).empty  # the merge took what it read
-            assert merge_scope.read_member_queue(engine, "")[0].empty
-            # the output of a merge of a part: every stored golden record, as stored
-            stored = _assert_output_is_stored(_golden_output(), engine)
-            # forget what the last merge covered: the next one merges everything
-            with engine.begin() as conn:
-                conn.execute(sa.text("delete from table_digests where name like 'golden_%'"))
-            third = materialize_all(instance)
-            assert third.success
-            full = metadata_of(third, "golden_customers")
-            assert full["merged_records"] == full["dagster/row_count"] == len(stored)
-            assert full["members_queued"] is False
-            for k in ("changed_records", "field_changes", "entry_changes", "retired_ids"):
-                assert full[k] == 0, (k, full)
-            again = core.load_golden_records(engine).sort_values("golden_id")
-            assert again["golden_id"].tolist() == stored["golden_id"].tolist()
-            assert (again["version"].to_numpy() == stored["version"].to_numpy()).all()
-        engine.dispose()
+    with _first_run(dagster_env, tmp_path, seed=23, people=400) as (sb, engine, instance):
+        for system in ("salesforce", "voyado", "voucherify", "icomm"):
+            sb.changes(system, edit=6, delete=2, add=3, seed=5)
+        second = materialize_all(instance)
+        assert second.success
+        gold = metadata_of(second, "golden_customers")
+        assert 0 < gold["merged_records"] < gold["dagster/row_count"] / 4, gold
+        assert gold["changed_records"] > 0, gold
+        assert gold["members_queued"] is True, gold  # no digest of every golden id
+        assert merge_scope.read_queue(engine).empty  # the merge took what it read
+        assert merge_scope.read_member_queue(engine, "")[0].empty
+        # the output of a merge of a part: every stored golden record, as stored
+        stored = _assert_output_is_stored(_golden_output(), engine)
+        _merge_everything_changes_nothing(instance, engine, stored)
 
 
 def test_a_map_write_that_queued_nothing_is_found_by_the_member_digests(
@@ -241,32 +253,20 @@ def test_a_map_write_that_queued_nothing_is_found_by_the_member_digests(
     members and merges the moved ones, and a merge of everything finds nothing left."""
     from custsync_pipeline.store import identity as identity_store
 
-    for k, v in SANDBOX_SECRETS.items():
-        dagster_env.setenv(k, v)
-    with Sandbox(seed=29, people=200, base_port=0) as sb:
-        db_url, _ = run_against_sandbox(dagster_env, tmp_path, sb.urls, publish=False)
-        engine = StateDB(db_url).engine
-        with dg.DagsterInstance.ephemeral() as instance:
-            assert materialize_all(instance).success
-            # the identity step of an older release: it writes the map, queues nothing and
-            # notes nothing
-            monkeypatch.setattr(identity_store, "queue_member_changes", lambda *a: False)
-            monkeypatch.setattr(identity_store, "note_member_changes", lambda *a: None)
-            for system in ("salesforce", "voyado", "voucherify"):
-                sb.changes(system, edit=4, delete=3, add=2, seed=9)
-            second = materialize_all(instance)
-            assert second.success
-            gold = metadata_of(second, "golden_customers")
-            assert gold["members_queued"] is False, gold
-            assert 0 < gold["merged_records"] < gold["dagster/row_count"], gold
-            stored = _assert_output_is_stored(_golden_output(), engine)
-            with engine.begin() as conn:  # a merge of everything: nothing left to change
-                conn.execute(sa.text("delete from table_digests where name like 'golden_%'"))
-            full = metadata_of(materialize_all(instance), "golden_customers")
-            assert full["merged_records"] == full["dagster/row_count"] == len(stored)
-            for k in ("changed_records", "field_changes", "entry_changes", "retired_ids"):
-                assert full[k] == 0, (k, full)
-        engine.dispose()
+    with _first_run(dagster_env, tmp_path, seed=29, people=200) as (sb, engine, instance):
+        # the identity step of an older release: it writes the map, queues nothing and
+        # notes nothing
+        monkeypatch.setattr(identity_store, "queue_member_changes", lambda *a: False)
+        monkeypatch.setattr(identity_store, "note_member_changes", lambda *a: None)
+        for system in ("salesforce", "voyado", "voucherify"):
+            sb.changes(system, edit=4, delete=3, add=2, seed=9)
+        second = materialize_all(instance)
+        assert second.success
+        gold = metadata_of(second, "golden_customers")
+        assert gold["members_queued"] is False, gold
+        assert 0 < gold["merged_records"] < gold["dagster/row_count"], gold
+        stored = _assert_output_is_stored(_golden_output(), engine)
+        _merge_everything_changes_nothing(instance, engine, stored)
 
 
 def test_a_merge_of_a_part_starts_from_the_last_output_only_while_it_holds_the_state_db(
