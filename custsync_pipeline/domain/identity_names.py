@@ -419,8 +419,8 @@ class WordRoles:
         if len(self.words) == 0:  # a population without names: every word unknown
             return np.zeros(len(hashes), dtype=np.int64), np.zeros(len(hashes), dtype=np.int64)
         pos = np.searchsorted(self.words, hashes)
-        pos = np.minimum(pos, max(len(self.words) - 1, 0))
-        hit = (self.words[pos] == hashes) if len(self.words) else np.zeros(len(hashes), bool)
+        pos = np.minimum(pos, len(self.words) - 1)
+        hit = self.words[pos] == hashes
         return np.where(hit, self.as_first[pos], 0), np.where(hit, self.as_last[pos], 0)
 
 

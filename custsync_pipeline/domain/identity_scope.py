@@ -182,6 +182,9 @@ class _Context:
     roles: tuple[WordRoles, WordRoles]
     index: _Records
     records_at: Callable[[np.ndarray], pd.DataFrame]
+    # each record's comparison fields, described once over a closure's rounds
+    described: np.ndarray
+    field_values: dict[str, np.ndarray]
 
 
 def resolve_changes(
@@ -321,7 +324,9 @@ def resolve_changes(
     d_a, d_b = _decision_pairs(decisions, index)
     tie_a, tie_b = np.r_[entry_a[both], d_a], np.r_[entry_b[both], d_b]
 
-    context = _Context(stored, rules, matching, known, roles, index, records_at)
+    context = _Context(
+        stored, rules, matching, known, roles, index, records_at, np.zeros(n, dtype=bool), {}
+    )
     frontier = scope.copy()
     reached = np.zeros(n, dtype=bool)
     while frontier.any():
@@ -681,13 +686,32 @@ def _close_matches(
     pair = np.unique(np.c_[x[keep], y[keep]], axis=0)
     x, y = pair[:, 0], pair[:, 1]
     involved = np.unique(np.r_[x, y])
-    facts = describe_records(
-        ctx.records_at(involved), ctx.rules, ctx.stored.golden_ids, ctx.matching, ctx.known,
-        ctx.roles, fields_only=True,
-    )  # fmt: skip
-    local = ctx.index.every(facts.connector, facts.source_id)
     at = np.full(n, -1, dtype=np.int64)
-    at[local] = np.arange(len(local))
-    p = upper_probability(facts.fields, at[x], at[y], ctx.stored.match_params)
+    at[involved] = np.arange(len(involved))
+    p = upper_probability(_fields_of(involved, ctx), at[x], at[y], ctx.stored.match_params)
     out[y[p >= ctx.matching.review_threshold]] = True
+    return out
+
+
+def _fields_of(idx: np.ndarray, ctx: _Context) -> dict:
+    """The comparison fields of the records at ``idx``, coded in that order; a record is
+    described once over a closure's rounds (its fields depend on it and on the stored
+    population's words, not on the records described with it)."""
+    need = idx[~ctx.described[idx]]
+    if len(need):
+        facts = describe_records(
+            ctx.records_at(need), ctx.rules, ctx.stored.golden_ids, ctx.matching, ctx.known,
+            ctx.roles, fields_only=True,
+        )  # fmt: skip
+        local = ctx.index.every(facts.connector, facts.source_id)
+        for name, (code, uniq) in facts.fields.items():
+            held = ctx.field_values.setdefault(
+                name, np.full(len(ctx.described), None, dtype=object)
+            )
+            held[local] = np.r_[np.asarray(uniq, dtype=object), np.array([None], object)][code]
+        ctx.described[local] = True
+    out = {}
+    for name, held in ctx.field_values.items():
+        code, uniq = pd.factorize(held[idx], use_na_sentinel=True)
+        out[name] = (code.astype(np.int64), np.asarray(uniq, dtype=object))
     return out
