@@ -9,6 +9,7 @@ import json
 from datetime import datetime, timedelta
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from custsync_pipeline.defs.golden.echo import reads_as, written_canonical
@@ -145,6 +146,14 @@ OUTPUT_DROPS = ["version", "record_hash", "updated_at"]
 # keeps a frame's attrs in its Parquet metadata): a file another run left at the same
 # path (another DAGSTER_HOME, a restored state DB) does not pass for the last output
 OUTPUT_STAMP = "custsync/golden_stamp"
+
+
+def _one_of(values: pd.Series, wanted: set[str]) -> np.ndarray:
+    """Whether each value, as text, is one of ``wanted``: Arrow text (the map as the step
+    reads it) is looked up as it is, not turned into a Python string per value first."""
+    if not isinstance(values.dtype, pd.StringDtype):
+        values = values.astype(str)
+    return values.isin(wanted).to_numpy(dtype=bool)
 
 
 def _stamped(golden: pd.DataFrame, stamp: str) -> pd.DataFrame:
@@ -350,7 +359,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
             keys = None
             context.log.info(f"merging all {n_golden} golden records")
         else:
-            members = identity_map[identity_map["golden_id"].astype(str).isin(scope).to_numpy()]
+            members = identity_map[_one_of(identity_map["golden_id"], scope)]
             identity_map, keys = members, members[["connector", "source_id"]]
             context.log.info(
                 f"merging {len(scope)} of {n_golden} golden records: those whose "
@@ -398,7 +407,7 @@ def build_golden_assets(plan: SyncPlan) -> list[dg.AssetsDefinition | dg.AssetCh
         if len(previous):
             sources = golden_store.consent_sources(engine, scope)
             # only the map rows of those source ids (a few, not the million)
-            near = full_map[full_map["source_id"].astype(str).isin(set(sources["source_id"]))]
+            near = full_map[_one_of(full_map["source_id"], set(sources["source_id"]))]
             mapped = pd.MultiIndex.from_frame(near[["connector", "source_id"]].astype(str))
             there = pd.MultiIndex.from_frame(sources[["connector", "source_id"]].astype(str))
             gone_consents = sources[~there.isin(mapped)]
