@@ -492,7 +492,7 @@ def _refreshed(
 def _unchanged(
     stored: StoredResolution, prior: pd.DataFrame, refreshed: pd.DataFrame
 ) -> ScopedResolution:
-    empty = pd.DataFrame(columns=["connector", "source_id"])
+    empty = pd.DataFrame(columns=["connector", "source_id", "golden_id"])  # none gone
     kept = prior.loc[prior["rule"] != STAMP_RULE, MAP_COLUMNS]  # stamped: re-attached
     result = IdentityResult(
         identity_map=kept,

@@ -635,10 +635,15 @@ def digest_in(conn: sa.Connection, name: str) -> str | None:
     ).scalar()
 
 
-def save_digest(conn: sa.Connection, name: str, digest: str) -> None:
-    """Store ``digest`` for ``name`` in the caller's transaction (with the rows it covers)."""
+def drop_digest(conn: sa.Connection, name: str) -> None:
+    """Forget the digest of ``name`` in the caller's transaction (what it described moved)."""
     table_digests.create(conn, checkfirst=True)
     conn.execute(table_digests.delete().where(table_digests.c.name == name))
+
+
+def save_digest(conn: sa.Connection, name: str, digest: str) -> None:
+    """Store ``digest`` for ``name`` in the caller's transaction (with the rows it covers)."""
+    drop_digest(conn, name)
     conn.execute(table_digests.insert().values(name=name, digest=digest))
 
 

@@ -39,6 +39,7 @@ from custsync_pipeline.store.bulk import (
     bump_stamp,
     delete_in,
     digest_in,
+    drop_digest,
     hashes_digest,
     insert_frame,
     key_queue,
@@ -46,7 +47,6 @@ from custsync_pipeline.store.bulk import (
     read_frame,
     save_digest,
     stored_digest,
-    table_digests,
     table_stamp,
 )
 from custsync_pipeline.store.db import add_missing_columns, metadata
@@ -317,7 +317,7 @@ def save_match_params(
 ) -> None:
     """Store what a full resolution estimated (in the caller's transaction)."""
     if known is None:
-        conn.execute(table_digests.delete().where(table_digests.c.name == MATCH_PARAMS))
+        drop_digest(conn, MATCH_PARAMS)
         return
     payload = {
         "basis": basis,
@@ -458,7 +458,8 @@ def save_identity_result(
         upserts, gone = cur, pd.DataFrame(columns=key)
         moved = len(cur)
         member_changes = cur["golden_id"].to_numpy(dtype=object)
-    if written["golden_ids"] or len(upserts) or len(gone):
+    writes = bool(written["golden_ids"] or len(upserts) or len(gone))
+    if writes:
         with engine.begin() as conn:  # committed before the map is written
             queue_member_changes(conn, member_changes, digest_in(conn, IDENTITY_STAMP) or "")
     _replace_rows(engine, identity_map, upserts, key, fresh=not len(old_map))
@@ -468,7 +469,7 @@ def save_identity_result(
     written["identity_map"] = len(upserts)
     written["identity_map_moved"] = moved
     written["identity_map_deleted"] = len(gone)
-    if written["golden_ids"] or len(upserts) or len(gone):
+    if writes:
         with engine.begin() as conn:
             stamp_before = digest_in(conn, IDENTITY_STAMP) or ""
             bump_stamp(conn, IDENTITY_STAMP)
@@ -525,13 +526,9 @@ def _scoped_rows(
             [tail, old_map.iloc[at_extra[at_extra >= 0]][MAP_COLUMNS]], ignore_index=True
         )
         at = np.r_[at[: len(tail)], at_extra[at_extra >= 0]]
-    cols = [*key, "golden_id"]
-    if "golden_id" not in gone.columns:  # the golden id each had, from the stored map
-        at_gone = key_positions(gone, old_map, key)
-        gids = old_map["golden_id"].to_numpy(dtype=object)[np.maximum(at_gone, 0)]
-        gone = gone.assign(golden_id=np.where(at_gone >= 0, gids, None))
+    cols = [*key, "golden_id"]  # ``gone`` names the golden id each had (member_queue)
     stamped = old_map.loc[(old_map["rule"] == STAMP_RULE).to_numpy(), cols]
-    gone_rows = pd.concat([gone.reindex(columns=cols), stamped], ignore_index=True)
+    gone_rows = pd.concat([gone[cols], stamped], ignore_index=True)
     gone_rows = gone_rows.drop_duplicates(subset=key)
     if len(gone_rows):  # a record still in the map (stamped since it was resolved) stays
         gone_rows = gone_rows[key_positions(gone_rows, rows, key) < 0]
@@ -595,7 +592,7 @@ def _save_touched_links(
                 identity_links.c.connector_a == c, identity_links.c.rule == STAMP_RULE,
             )  # fmt: skip
         insert_frame(conn, identity_links, links.assign(row_hash=new_h.view(np.int64)))
-        conn.execute(table_digests.delete().where(table_digests.c.name == LINKS_DIGEST))
+        drop_digest(conn, LINKS_DIGEST)
     return removed + len(links)
 
 

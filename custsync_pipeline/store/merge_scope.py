@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from custsync_pipeline.store.bulk import (
     delete_in,
     digest_in,
+    drop_digest,
     insert_frame,
     key_queue,
     one_of,
@@ -26,7 +27,6 @@ from custsync_pipeline.store.bulk import (
     read_frame,
     save_digest,
     stored_digest,
-    table_digests,
 )
 from custsync_pipeline.store.db import metadata
 
@@ -46,7 +46,7 @@ golden_members = sa.Table(
 
 
 # every change of a golden record's members since the last merge, queued by the
-# identity step in the transaction that writes the map (``queue_member_changes``)
+# identity step before it writes the map (``queue_member_changes``)
 member_queue = sa.Table(
     "member_queue",
     metadata,
@@ -67,12 +67,14 @@ def queue_member_changes(conn: sa.Connection, golden_ids: Iterable[object], map_
     accounts for the map at ``map_stamp`` (its stamp now); otherwise, or for more than
     ``QUEUE_MAX`` ids, the note is dropped until a merge digests every golden record's
     members again. Returns whether the queue still accounts for the map."""
-    member_queue.create(conn, checkfirst=True)
-    ids = pd.unique(pd.Series(list(golden_ids), dtype=object).dropna().astype(str))
-    note = digest_in(conn, MEMBERS_QUEUED)
-    if note is None or note != map_stamp or len(ids) > QUEUE_MAX:
-        conn.execute(table_digests.delete().where(table_digests.c.name == MEMBERS_QUEUED))
+    if digest_in(conn, MEMBERS_QUEUED) != map_stamp:
+        drop_digest(conn, MEMBERS_QUEUED)
         return False
+    ids = pd.unique(pd.Series(list(golden_ids), dtype=object).dropna().astype(str))
+    if len(ids) > QUEUE_MAX:
+        drop_digest(conn, MEMBERS_QUEUED)
+        return False
+    member_queue.create(conn, checkfirst=True)
     insert_frame(conn, member_queue, pd.DataFrame({"golden_id": ids}))
     return True
 
@@ -84,7 +86,7 @@ def note_member_changes(conn: sa.Connection, stamp_before: str, stamp_after: str
     if digest_in(conn, MEMBERS_QUEUED) == stamp_before:
         save_digest(conn, MEMBERS_QUEUED, stamp_after)
     else:
-        conn.execute(table_digests.delete().where(table_digests.c.name == MEMBERS_QUEUED))
+        drop_digest(conn, MEMBERS_QUEUED)
 
 
 def read_member_queue(engine: Engine, identity_stamp: str) -> tuple[pd.DataFrame, bool]:

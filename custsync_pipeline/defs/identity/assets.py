@@ -21,12 +21,12 @@ from custsync_pipeline.domain.identity import MAP_COLUMNS
 from custsync_pipeline.domain.plan import SyncPlan
 from custsync_pipeline.store.bulk import (
     code_digest,
+    drop_digest,
     frame_digest,
     inputs_key,
     rows_digest,
     save_digest,
     stored_digest,
-    table_digests,
     table_stamp,
 )
 from custsync_pipeline.store.core import SOURCE_STAMP
@@ -283,9 +283,7 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                     n_golden = save_resolved(
                         conn, inputs, scoped.identity_map, scoped.conflicts, queue
                     )
-                    conn.execute(
-                        table_digests.delete().where(table_digests.c.name == RESOLVED_RECORDS)
-                    )
+                    drop_digest(conn, RESOLVED_RECORDS)
                 # nothing any resolution reads changed (an edit of points or consents): no
                 # record was resolved, none got another golden id
                 skipped = not scoped.stats.get("scope_records", 0) and not scoped.stats.get(
