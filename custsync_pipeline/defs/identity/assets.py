@@ -394,7 +394,7 @@ def _resolve_scope(
 
     def fetch(keys: pd.DataFrame) -> pd.DataFrame:
         nonlocal echoed
-        found = load_source_records(engine, connectors, columns=columns, keys=keys)
+        found = load_source_records(engine, connectors, columns=columns, keys=keys, arrow_text=True)
         found, n = _own_word(context, engine, readers, found)
         echoed += n
         return found
