@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from custsync_pipeline.domain.canonical import conform
 from custsync_pipeline.domain.identity import resolve_identities
+from custsync_pipeline.store.bulk import ARROW_TEXT
 from custsync_pipeline.store.db import make_engine
 from custsync_pipeline.store.identity import identity_conflicts as ic
 from custsync_pipeline.store.identity import identity_links as il
@@ -160,11 +161,22 @@ def test_resolution_loads_only_the_columns_it_reads_and_resolves_the_same(engine
         core.replace_source_records(engine, connector, part)
     slim = load_resolution_records(engine, ["crm", "shop"], resolution_columns(RULES))
     assert "city" not in slim.columns and "email" in slim.columns and "custsync_id" in slim.columns
+    # text as Arrow-backed strings (resolution's kernels run in Arrow, not over objects)
+    assert slim["email"].dtype == ARROW_TEXT and slim["source_id"].dtype == ARROW_TEXT
     full = core.load_source_records(engine, ["crm", "shop"])
     t = pd.Timestamp("2026-01-01", tz="UTC")
-    a = resolve_identities(slim, RULES, now=t).identity_map
-    b = resolve_identities(full, RULES, now=t).identity_map
-    pd.testing.assert_frame_equal(a, b)
+    a = resolve_identities(slim, RULES, now=t)
+    pd.testing.assert_frame_equal(
+        a.identity_map, resolve_identities(full, RULES, now=t).identity_map
+    )
+    # the same resolution as of Python objects (None for missing): map, evidence, review queue
+    text = [c for c in slim.columns if slim[c].dtype == ARROW_TEXT]
+    objects = slim.assign(**{c: slim[c].to_numpy(dtype=object, na_value=None) for c in text})
+    b = resolve_identities(objects, RULES, now=t)
+    pd.testing.assert_frame_equal(a.identity_map, b.identity_map)
+    for part in ("links", "conflicts"):
+        left, right = getattr(a, part), getattr(b, part)
+        assert len(left) and left.astype(str).equals(right.astype(str)), part
     assert set(
         load_resolution_records(engine, ["shop"], ["connector", "source_id"])["connector"]
     ) == {"shop"}

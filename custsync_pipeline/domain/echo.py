@@ -234,9 +234,12 @@ def own_word(
             back = mask & ~created & key.isin(was.index).to_numpy()
             n += int(take.sum() + back.sum())
             if take.any() or back.any():
+                kind = out[f].dtype
                 out[f] = out[f].astype(object)
                 out.loc[take, f] = None
                 out.loc[back, f] = key[back].map(was).to_numpy(dtype=object)
+                if isinstance(kind, pd.StringDtype):  # text stays as it came (Arrow-backed)
+                    out[f] = out[f].astype(kind)
     out = _held_times(out, key, written, echoed, created, held, fields)
     if entries.empty or written_entries.empty:
         return out, entries, n
