@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import numpy as np
 import pandas as pd
+from sqlalchemy.engine import Engine
 
 from custsync_pipeline.defs.extract.assets import customers_key
 from custsync_pipeline.defs.extract.pulls import full_snapshot_requested
@@ -153,19 +154,19 @@ def _identity_figures(rows: int, golden: int, kinds: dict[str, int]):
 
 
 def _identity_results(
+    engine: Engine,
     id_map: pd.DataFrame,
     conflicts: pd.DataFrame,
     stats: dict[str, int],
     skipped: bool = False,
     n_golden: int | None = None,
-    stamp: str = "",
 ):
-    """The map and review-queue outputs; the map's file carries the state DB's stamp of
-    the map it holds (``stamp``): a step that keeps it, or reads it, can tell."""
+    """The map and review-queue outputs; the map's file carries the stamp of the map the
+    state DB (``engine``) holds now: a step that keeps the file, or reads it, can tell."""
     if n_golden is None:
         n_golden = id_map["golden_id"].nunique() if not id_map.empty else 0
     out = id_map.copy(deep=False)
-    out.attrs = {MAP_STAMP: stamp}
+    out.attrs = {MAP_STAMP: table_stamp(engine, IDENTITY_STAMP)}
     yield dg.MaterializeResult(
         asset_key=IDENTITY_MAP,
         value=out,
@@ -267,9 +268,8 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
             )
             conflicts = load_identity_conflicts(engine)
             yield from _identity_results(
-                prior_map[MAP_COLUMNS], conflicts, {}, skipped=True,
-                stamp=table_stamp(engine, IDENTITY_STAMP),
-            )  # fmt: skip
+                engine, prior_map[MAP_COLUMNS], conflicts, {}, skipped=True
+            )
             return
         basis = resolution_basis(plan, decisions)
         now = pd.Timestamp(datetime.now(UTC))
@@ -290,9 +290,8 @@ def build_identity_assets(plan: SyncPlan) -> list[dg.AssetsDefinition]:
                     "map_rows_written", 0
                 )
                 yield from _identity_results(
-                    scoped.identity_map, scoped.conflicts, scoped.stats, skipped, n_golden,
-                    table_stamp(engine, IDENTITY_STAMP),
-                )  # fmt: skip
+                    engine, scoped.identity_map, scoped.conflicts, scoped.stats, skipped, n_golden
+                )
                 return
         yield from _resolve_all(
             context, engine, plan, basis, inputs, prior_map, golden_ids, decisions, now, readers,
@@ -532,10 +531,7 @@ def _resolve_all(
         conflicts = load_identity_conflicts(engine)
         with engine.begin() as conn:
             n_golden = save_resolved(conn, inputs, prior_map, conflicts, queue)
-        yield from _identity_results(
-            prior_map[MAP_COLUMNS], conflicts, {}, True, n_golden,
-            table_stamp(engine, IDENTITY_STAMP),
-        )  # fmt: skip
+        yield from _identity_results(engine, prior_map[MAP_COLUMNS], conflicts, {}, True, n_golden)
         return
     to_resolve, stamped = split_stamped(records, golden_ids["golden_id"], decisions)
     with_reach = plan.incremental_identity
@@ -571,6 +567,5 @@ def _resolve_all(
         save_digest(conn, RESOLVED_RECORDS, read)
         save_match_params(conn, basis, result.match_params, result.known_words)
     yield from _identity_results(
-        result.identity_map, result.conflicts, result.stats, n_golden=n_golden,
-        stamp=table_stamp(engine, IDENTITY_STAMP),
-    )  # fmt: skip
+        engine, result.identity_map, result.conflicts, result.stats, n_golden=n_golden
+    )
