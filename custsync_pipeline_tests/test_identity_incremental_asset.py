@@ -103,6 +103,7 @@ def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> Non
 
     after = _changed(records, np.random.default_rng(7), 0.01)
     _store(engine, after)
+    links_before = read_frame(engine, sa.select(identity_links))
     second = _materialize(plan, url)
     n = len(after)
     assert 0 < second["changed_records"] <= second["resolved_records"] < 0.6 * n, second
@@ -135,6 +136,12 @@ def test_an_incremental_run_stores_what_a_full_resolution_decides(engine) -> Non
     )
     links = read_frame(engine, sa.select(*[identity_links.c[c] for c in LINK_COLUMNS]))
     assert _rows(links, LINK_COLUMNS) == _rows(full.links.drop_duplicates(), LINK_COLUMNS)
+    # evidence the change left as it was stays as it was stored (its rows not rewritten,
+    # though the resolution reached their golden records)
+    links_after = read_frame(engine, sa.select(identity_links))
+    both = links_before.merge(links_after, on=list(LINK_COLUMNS), suffixes=("_was", ""))
+    assert len(both) > 0.9 * len(links_after)
+    assert (both["link_id_was"] == both["link_id"]).all()
 
     # the nightly reconciliation's tag: everything resolved again, the parameters estimated
     _store(engine, _changed(after, np.random.default_rng(8), 0.005))

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import hashlib
 import importlib
+import json
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -306,15 +307,27 @@ def one_of(dialect: str, column: sa.ColumnElement, values: Sequence) -> list[sa.
     """Conditions that together pick the rows whose ``column`` is one of ``values``, one
     statement each. PostgreSQL: ``= ANY(array)``, one bound array per ``ANY_CHUNK`` values
     (an ``IN`` list binds a placeholder per value, which psycopg and SQLAlchemy each parse
-    in Python: seconds for the 57k keys of an incremental resolution); SQLite: ``IN``
-    lists of ``IN_CHUNK`` (its bound-parameter limit)."""
+    in Python: seconds for the 57k keys of an incremental resolution); SQLite: ``IN`` over
+    ``json_each`` of one bound JSON array per ``ANY_CHUNK`` values, for the same reason
+    (SQLite parses the array in C; the column's index answers each value)."""
     if dialect == "postgresql":
         kind = postgresql.ARRAY(column.type)
         return [
             column == sa.any_(sa.bindparam(None, part, type_=kind))
             for part in chunks(values, ANY_CHUNK)
         ]
+    if dialect == "sqlite":
+        return [
+            column.in_(sa.select(_json_table(part).c.value)) for part in chunks(values, ANY_CHUNK)
+        ]
     return [column.in_(part) for part in chunks(values)]
+
+
+def _json_table(values: list) -> sa.TableValuedAlias:
+    """SQLite's ``json_each`` of ``values`` (text and integers as themselves; a numpy
+    scalar as its Python value): a one-column table, ``value``."""
+    doc = json.dumps(values, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    return sa.func.json_each(sa.bindparam(None, doc, type_=sa.Text)).table_valued("value")
 
 
 def _no_rows(conn: sa.Connection, table: sa.Table, where: tuple) -> bool:

@@ -43,6 +43,7 @@ from custsync_pipeline.store.bulk import (
     hashes_digest,
     insert_frame,
     key_queue,
+    one_of,
     queue_keys,
     read_frame,
     save_digest,
@@ -571,8 +572,10 @@ def _save_touched_links(
 ) -> int:
     """An incremental resolution's evidence: every link of a golden id it decided again is
     replaced, and a stamped record's link follows its row (its copy's golden id moved, or it
-    came or went). The stored digest no longer covers the table: the next full resolution
-    diffs by row hashes."""
+    came or went) — as a diff by row hashes: of the stored links those names cover, the
+    ones no longer found are removed and only new ones added (most golden records a change
+    reaches keep their evidence). The stored digest no longer covers the table: the next
+    full resolution diffs by row hashes."""
     links = result_links[list(LINK_COLUMNS)]
     if links.empty and not len(touched) and upserts.empty and gone.empty:
         return 0
@@ -588,17 +591,38 @@ def _save_touched_links(
     new_h = _row_hashes(links)
     once = ~pd.Series(new_h).duplicated().to_numpy()
     links, new_h = links[once], new_h[once]
-    removed = 0
+    c = identity_links.c
     with engine.begin() as conn:
-        removed += delete_in(conn, identity_links, "golden_id", sorted(touched_set))
-        for c, part in moved.groupby(key[0]):
-            removed += delete_in(
-                conn, identity_links, "source_id_a", part[key[1]].astype(str).tolist(),
-                identity_links.c.connector_a == c, identity_links.c.rule == STAMP_RULE,
-            )  # fmt: skip
-        insert_frame(conn, identity_links, links.assign(row_hash=new_h.view(np.int64)))
+        dialect = conn.dialect.name
+        wheres = [[p] for p in one_of(dialect, c.golden_id, sorted(touched_set))]
+        for connector, part in moved.groupby(key[0]):
+            ids = part[key[1]].astype(str).tolist()
+            wheres += [
+                [c.connector_a == connector, c.rule == STAMP_RULE, p]
+                for p in one_of(dialect, c.source_id_a, ids)
+            ]
+        held = [conn.execute(sa.select(c.link_id, c.row_hash).where(*w)).all() for w in wheres]
+        held_ids, held_h = _link_rows([row for rows in held for row in rows])
+        # a stored link stays when its values are among the new ones (once; a row written
+        # before the hash column existed is written again)
+        stays = np.isin(held_h, new_h) & ~pd.Series(held_h).duplicated().to_numpy()
+        stays &= held_h != np.uint64(0)
+        fresh = ~np.isin(new_h, held_h[stays])
+        removed = delete_in(conn, identity_links, "link_id", held_ids[~stays].tolist())
+        added = links[fresh].assign(row_hash=new_h[fresh].view(np.int64))
+        insert_frame(conn, identity_links, added)
         drop_digest(conn, LINKS_DIGEST)
-    return removed + len(links)
+    return removed + len(added)
+
+
+def _link_rows(rows: list) -> tuple[np.ndarray, np.ndarray]:
+    """(link ids, unsigned row hashes; 0 where the row has none) of (link_id, row_hash)
+    rows, each link once (one can match two of the reads)."""
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+    frame = pd.DataFrame(rows, columns=["link_id", "row_hash"]).drop_duplicates("link_id")
+    hashes = frame["row_hash"].fillna(0).astype(np.int64).to_numpy().view(np.uint64)
+    return frame["link_id"].to_numpy(dtype=np.int64), hashes
 
 
 def _held_link_hashes(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
