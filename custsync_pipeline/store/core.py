@@ -59,6 +59,16 @@ source_records = sa.Table(
     ],
     sa.Column("last_seen_at", sa.DateTime(timezone=True)),  # when the row last changed
     sa.Column("row_hash", sa.Text),  # its values' hash: a row that did not change is not rewritten
+    # the few records read back with a custsync stamp, found without a scan of every row
+    # (an incremental resolution asks); partial: the others cost nothing here
+    sa.Index(
+        "ix_source_records_stamped",
+        "connector",
+        "source_id",
+        "custsync_id",
+        sqlite_where=sa.text("custsync_id IS NOT NULL"),
+        postgresql_where=sa.text("custsync_id IS NOT NULL"),
+    ),
     comment="latest valid canonical row per (connector, source_id)",
 )
 
