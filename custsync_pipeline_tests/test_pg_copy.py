@@ -200,6 +200,37 @@ def test_reads_and_deletes_by_many_keys(engine) -> None:
     assert len(bulk.read_frame(engine, sa.select(table.c.n))) == len(left) - len(numbers)
 
 
+def test_a_bulk_write_leaves_postgresql_statistics_of_the_rows_written(pg_url: str) -> None:
+    """A write of more rows than autovacuum's threshold (50 and a tenth of the table) is
+    followed by ANALYZE in its transaction: PostgreSQL plans the next reads on the rows
+    there, not on an empty table's guess; a small write leaves the statistics be."""
+    engine = make_engine(pg_url)
+    meta = sa.MetaData()
+    table = sa.Table(
+        "analyzed", meta, sa.Column("k", sa.Integer, primary_key=True), sa.Column("v", sa.Text)
+    )
+    meta.create_all(engine)
+
+    def counted() -> float:
+        with engine.connect() as conn:
+            q = "SELECT reltuples FROM pg_class WHERE relname = 'analyzed'"
+            return float(conn.execute(sa.text(q)).scalar())
+
+    def write(start: int, n: int) -> None:
+        frame = pd.DataFrame({"k": range(start, start + n), "v": "x"})
+        with engine.begin() as conn:
+            bulk.insert_frame(conn, table, frame)
+
+    assert counted() <= 0  # never analyzed (-1 since PostgreSQL 14)
+    write(0, 1000)
+    assert counted() == 1000
+    write(1000, 120)  # under 50 + 100: no ANALYZE
+    assert counted() == 1000
+    write(1120, 400)
+    assert counted() == 1520
+    engine.dispose()
+
+
 def test_copy_holds_on_long_rows_autocommit_other_encodings_and_loose_booleans(
     pg_url: str, monkeypatch
 ) -> None:

@@ -162,7 +162,24 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> i
     order = _index_order(frame[cols], key)
     with _indexes_built_after(conn, table, len(frame), key):
         _insert(conn, table, frame, cols, order)
+    if conn.dialect.name == "postgresql":
+        _analyze_after(conn, table, len(frame))
     return len(frame)
+
+
+def _analyze_after(conn: sa.Connection, table: sa.Table, rows: int) -> None:
+    """ANALYZE ``table`` when ``rows`` just written are more than autovacuum's threshold
+    for it (50 rows and a tenth of the rows PostgreSQL last counted). PostgreSQL plans
+    every read by those statistics, and a bulk load leaves none until autovacuum comes by
+    (a minute or more later; never where it is off): the next step's reads of a million
+    rows were planned as of a few thousand. In the caller's transaction (it sees the
+    rows; the statistics count for others from the commit)."""
+    counted = conn.execute(
+        sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"),
+        {"name": table.fullname},
+    ).scalar()
+    if rows > 50 + 0.1 * max(float(counted or 0), 0.0):
+        conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}"))
 
 
 @contextlib.contextmanager
