@@ -193,6 +193,15 @@ def test_reads_and_deletes_by_many_keys(engine) -> None:
         assert bulk.delete_in(conn, table, "source_id", wanted) == len(wanted)
     left = bulk.read_frame(engine, sa.select(table.c.source_id))["source_id"]
     assert sorted(left) == sorted(set(ids) - set(wanted))
+    # a number names the text key it spells (as an IN list's value would)
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(connector="crm", source_id="123", n=-1))
+    got = bulk.read_keyed(
+        engine, sa.select(table), table, pd.DataFrame({"connector": ["crm"], "source_id": [123]})
+    )
+    assert got["n"].tolist() == [-1]
+    with engine.begin() as conn:
+        assert bulk.delete_in(conn, table, "source_id", [np.int64(123)]) == 1
     numbers = np.arange(1, 30_000, 2)[:5_000]  # odd n: rows not deleted above
     with engine.begin() as conn:
         assert bulk.delete_in(conn, table, "n", numbers.tolist()[:10]) == 10

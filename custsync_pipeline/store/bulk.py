@@ -334,17 +334,18 @@ def one_of(dialect: str, column: sa.ColumnElement, values: Sequence) -> list[sa.
             for part in chunks(values, ANY_CHUNK)
         ]
     if dialect == "sqlite":
-        return [
-            column.in_(sa.select(_json_table(part).c.value)) for part in chunks(values, ANY_CHUNK)
-        ]
+        return [column.in_(_json_values(column, part)) for part in chunks(values, ANY_CHUNK)]
     return [column.in_(part) for part in chunks(values)]
 
 
-def _json_table(values: list) -> sa.TableValuedAlias:
-    """SQLite's ``json_each`` of ``values`` (text and integers as themselves; a numpy
-    scalar as its Python value): a one-column table, ``value``."""
+def _json_values(column: sa.ColumnElement, values: list) -> sa.Select:
+    """SQLite: the ``values`` as a one-column subquery over ``json_each`` of one bound
+    JSON array (a numpy scalar as its Python value). Cast to text for a text column, as
+    an ``IN`` list's values would be by the column's affinity (``json_each`` gives a JSON
+    number as a number: 123 would not find '123')."""
     doc = json.dumps(values, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    return sa.func.json_each(sa.bindparam(None, doc, type_=sa.Text)).table_valued("value")
+    value = sa.func.json_each(sa.bindparam(None, doc, type_=sa.Text)).table_valued("value").c.value
+    return sa.select(sa.cast(value, sa.Text) if isinstance(column.type, sa.String) else value)
 
 
 def _no_rows(conn: sa.Connection, table: sa.Table, where: tuple) -> bool:
