@@ -193,6 +193,19 @@ def test_reads_and_deletes_by_many_keys(engine) -> None:
         assert bulk.delete_in(conn, table, "source_id", wanted) == len(wanted)
     left = bulk.read_frame(engine, sa.select(table.c.source_id))["source_id"]
     assert sorted(left) == sorted(set(ids) - set(wanted))
+    # values JSON cannot carry as they are go as an IN list (SQLite): a NaN, a NUL in a
+    # text (SQLite's JSON would end it there and find "nul"; PostgreSQL stores no NUL)
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            conn.execute(table.insert().values(connector="crm", source_id="nul", n=-2))
+            assert bulk.delete_in(conn, table, "n", [float("nan"), -2.0]) == 1
+            conn.execute(table.insert().values(connector="crm", source_id="nul", n=-2))
+            conn.execute(table.insert().values(connector="crm", source_id="nul\x00x", n=-3))
+        nul = pd.DataFrame({"connector": ["crm"], "source_id": ["nul\x00x"]})
+        assert bulk.read_keyed(engine, sa.select(table), table, nul)["n"].tolist() == [-3]
+        with engine.begin() as conn:
+            assert bulk.delete_in(conn, table, "source_id", ["nul\x00x"]) == 1
+            assert bulk.delete_in(conn, table, "n", [-2]) == 1
     # a number names the text key it spells (as an IN list's value would)
     with engine.begin() as conn:
         conn.execute(table.insert().values(connector="crm", source_id="123", n=-1))
@@ -210,33 +223,45 @@ def test_reads_and_deletes_by_many_keys(engine) -> None:
 
 
 def test_a_bulk_write_leaves_postgresql_statistics_of_the_rows_written(pg_url: str) -> None:
-    """A write of more rows than autovacuum's threshold (50 and a tenth of the table) is
+    """A write of at least ``ANALYZE_MIN_ROWS`` and more than a tenth of the table is
     followed by ANALYZE in its transaction: PostgreSQL plans the next reads on the rows
-    there, not on an empty table's guess; a small write leaves the statistics be."""
+    there, not on an empty table's guess; a small write leaves the statistics be. A second
+    writer of the table does not wait for the first one's commit (``SKIP_LOCKED``)."""
     engine = make_engine(pg_url)
     meta = sa.MetaData()
     table = sa.Table(
         "analyzed", meta, sa.Column("k", sa.Integer, primary_key=True), sa.Column("v", sa.Text)
     )
     meta.create_all(engine)
+    floor = bulk.ANALYZE_MIN_ROWS
 
     def counted() -> float:
         with engine.connect() as conn:
             q = "SELECT reltuples FROM pg_class WHERE relname = 'analyzed'"
             return float(conn.execute(sa.text(q)).scalar())
 
+    def rows(start: int, n: int) -> pd.DataFrame:
+        return pd.DataFrame({"k": range(start, start + n), "v": "x"})
+
     def write(start: int, n: int) -> None:
-        frame = pd.DataFrame({"k": range(start, start + n), "v": "x"})
         with engine.begin() as conn:
-            bulk.insert_frame(conn, table, frame)
+            bulk.insert_frame(conn, table, rows(start, n))
 
     assert counted() <= 0  # never analyzed (-1 since PostgreSQL 14)
-    write(0, 1000)
-    assert counted() == 1000
-    write(1000, 120)  # under 50 + 100: no ANALYZE
-    assert counted() == 1000
-    write(1120, 400)
-    assert counted() == 1520
+    write(0, 2 * floor)
+    assert counted() == 2 * floor
+    write(2 * floor, floor // 2)  # under the floor: no ANALYZE
+    assert counted() == 2 * floor
+    write(3 * floor, floor)
+    assert counted() == 3.5 * floor
+    # two writers of the table at once: the second one's ANALYZE is skipped, not queued
+    # behind the first transaction (a lock timeout would fail it)
+    with engine.begin() as first:
+        bulk.insert_frame(first, table, rows(10 * floor, floor))
+        with engine.begin() as second:
+            second.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+            bulk.insert_frame(second, table, rows(20 * floor, floor))
+    assert counted() == 4.5 * floor  # the first writer's count (it saw its own rows)
     engine.dispose()
 
 

@@ -167,19 +167,31 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> i
     return len(frame)
 
 
+# PostgreSQL: a write of at least this many rows, and more than a tenth of the rows last
+# counted (autovacuum's own rule, with a floor: a small table plans well either way),
+# is followed by ANALYZE of its table
+ANALYZE_MIN_ROWS = 10_000
+
+
 def _analyze_after(conn: sa.Connection, table: sa.Table, rows: int) -> None:
-    """ANALYZE ``table`` when ``rows`` just written are more than autovacuum's threshold
-    for it (50 rows and a tenth of the rows PostgreSQL last counted). PostgreSQL plans
+    """ANALYZE ``table`` after a write of ``rows`` (``ANALYZE_MIN_ROWS``). PostgreSQL plans
     every read by those statistics, and a bulk load leaves none until autovacuum comes by
     (a minute or more later; never where it is off): the next step's reads of a million
     rows were planned as of a few thousand. In the caller's transaction (it sees the
-    rows; the statistics count for others from the commit)."""
+    rows; the statistics count for others from its commit), ``SKIP_LOCKED``: a writer of
+    the same table in another transaction that analyzed it first holds its lock until
+    its commit, and this one does not wait for it (lanes write source records side by
+    side). A rollback keeps the row count ANALYZE noted (PostgreSQL writes it in place):
+    a later write then counts against that."""
+    if rows < ANALYZE_MIN_ROWS:
+        return
     counted = conn.execute(
         sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"),
         {"name": table.fullname},
     ).scalar()
-    if rows > 50 + 0.1 * max(float(counted or 0), 0.0):
-        conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}"))
+    if rows > 0.1 * max(float(counted or 0), 0.0):
+        name = conn.dialect.identifier_preparer.format_table(table)
+        conn.execute(sa.text(f"ANALYZE (SKIP_LOCKED) {name}"))
 
 
 @contextlib.contextmanager
@@ -334,16 +346,33 @@ def one_of(dialect: str, column: sa.ColumnElement, values: Sequence) -> list[sa.
             for part in chunks(values, ANY_CHUNK)
         ]
     if dialect == "sqlite":
-        return [column.in_(_json_values(column, part)) for part in chunks(values, ANY_CHUNK)]
+        out = []
+        for part in chunks(values, ANY_CHUNK):
+            listed = _json_values(column, part)
+            out += [column.in_(listed)] if listed is not None else _in_lists(column, part)
+        return out
+    return _in_lists(column, values)
+
+
+def _in_lists(column: sa.ColumnElement, values: Sequence) -> list[sa.ColumnElement]:
     return [column.in_(part) for part in chunks(values)]
 
 
-def _json_values(column: sa.ColumnElement, values: list) -> sa.Select:
+def _json_values(column: sa.ColumnElement, values: list) -> sa.Select | None:
     """SQLite: the ``values`` as a one-column subquery over ``json_each`` of one bound
     JSON array (a numpy scalar as its Python value). Cast to text for a text column, as
     an ``IN`` list's values would be by the column's affinity (``json_each`` gives a JSON
-    number as a number: 123 would not find '123')."""
-    doc = json.dumps(values, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    number as a number: 123 would not find '123'). None when JSON cannot carry them as
+    they are: a NaN or infinity (no JSON), a NUL in a text (SQLite's JSON ends the text
+    there: ``a\\x00b`` would find ``a``) — the caller binds those as an ``IN`` list."""
+    try:
+        doc = json.dumps(
+            values, allow_nan=False, default=lambda v: v.item() if hasattr(v, "item") else str(v)
+        )
+    except ValueError:
+        return None
+    if "\\u0000" in doc:
+        return None
     value = sa.func.json_each(sa.bindparam(None, doc, type_=sa.Text)).table_valued("value").c.value
     return sa.select(sa.cast(value, sa.Text) if isinstance(column.type, sa.String) else value)
 

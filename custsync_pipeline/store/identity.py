@@ -601,7 +601,10 @@ def _save_touched_links(
                 [c.connector_a == connector, c.rule == STAMP_RULE, p]
                 for p in one_of(dialect, c.source_id_a, ids)
             ]
-        held = [conn.execute(sa.select(c.link_id, c.row_hash).where(*w)).all() for w in wheres]
+        # 0 for a row with no hash: a NULL among 64-bit ints would make pandas round them
+        # all as floats
+        hashed = sa.func.coalesce(c.row_hash, 0)
+        held = [conn.execute(sa.select(c.link_id, hashed).where(*w)).all() for w in wheres]
         held_ids, held_h = _link_rows([row for rows in held for row in rows])
         # a stored link stays when its values are among the new ones (once; a row written
         # before the hash column existed is written again)
@@ -616,12 +619,12 @@ def _save_touched_links(
 
 
 def _link_rows(rows: list) -> tuple[np.ndarray, np.ndarray]:
-    """(link ids, unsigned row hashes; 0 where the row has none) of (link_id, row_hash)
-    rows, each link once (one can match two of the reads)."""
+    """(link ids, unsigned row hashes; 0: the row has none) of (link_id, row_hash) rows,
+    each link once (one can match two of the reads)."""
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
     frame = pd.DataFrame(rows, columns=["link_id", "row_hash"]).drop_duplicates("link_id")
-    hashes = frame["row_hash"].fillna(0).astype(np.int64).to_numpy().view(np.uint64)
+    hashes = frame["row_hash"].to_numpy(dtype=np.int64).view(np.uint64)
     return frame["link_id"].to_numpy(dtype=np.int64), hashes
 
 
